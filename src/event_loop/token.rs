@@ -1,0 +1,82 @@
+//! `mio::Token` ⇄ (source kind, slab slot) packing.
+//!
+//! Owns: the token layout. Every registered source's token names what it is and which slab slot holds it,
+//! so dispatch decodes it into a closed enum and ignores anything unknown (no guessing, STYLE §8.10).
+//! Must not: hold state.
+
+use mio::Token;
+
+const KIND_BITS: usize = 3;
+const KIND_MASK: usize = (1 << KIND_BITS) - 1;
+
+/// What a readiness event is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The listening socket for incoming peers.
+    Listener,
+    /// A peer connection in the peers slab.
+    Peer(usize),
+    /// A tracker HTTP connection in the tracker driver's slab.
+    TrackerHttp(usize),
+    /// The shared IPv4 UDP socket for BEP 15 trackers.
+    TrackerUdp4,
+    /// The shared IPv6 UDP socket for BEP 15 trackers.
+    TrackerUdp6,
+    /// The loop's `mio::Waker`: DNS answers and signals.
+    Waker,
+}
+
+const LISTENER: usize = 0;
+const PEER: usize = 1;
+const TRACKER_HTTP: usize = 2;
+const TRACKER_UDP4: usize = 3;
+const TRACKER_UDP6: usize = 4;
+const WAKER: usize = 5;
+
+pub fn encode(source: Source) -> Token {
+    let (kind, slot) = match source {
+        Source::Listener => (LISTENER, 0),
+        Source::Peer(slot) => (PEER, slot),
+        Source::TrackerHttp(slot) => (TRACKER_HTTP, slot),
+        Source::TrackerUdp4 => (TRACKER_UDP4, 0),
+        Source::TrackerUdp6 => (TRACKER_UDP6, 0),
+        Source::Waker => (WAKER, 0),
+    };
+    Token((slot << KIND_BITS) | kind)
+}
+
+/// `None` for a token no source of ours carries (ignored by the loop).
+pub fn decode(token: Token) -> Option<Source> {
+    let slot = token.0 >> KIND_BITS;
+    match token.0 & KIND_MASK {
+        LISTENER if slot == 0 => Some(Source::Listener),
+        PEER => Some(Source::Peer(slot)),
+        TRACKER_HTTP => Some(Source::TrackerHttp(slot)),
+        TRACKER_UDP4 if slot == 0 => Some(Source::TrackerUdp4),
+        TRACKER_UDP6 if slot == 0 => Some(Source::TrackerUdp6),
+        WAKER if slot == 0 => Some(Source::Waker),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_source_round_trips_and_unknown_tokens_decode_to_none() {
+        for s in [
+            Source::Listener,
+            Source::Peer(0),
+            Source::Peer(12345),
+            Source::TrackerHttp(7),
+            Source::TrackerUdp4,
+            Source::TrackerUdp6,
+            Source::Waker,
+        ] {
+            assert_eq!(decode(encode(s)), Some(s));
+        }
+        assert_eq!(decode(Token(7)), None);
+        assert_eq!(decode(Token((3 << KIND_BITS) | LISTENER)), None);
+    }
+}

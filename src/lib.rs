@@ -1,0 +1,14 @@
+//! rill: a low-footprint BitTorrent client on one single-threaded mio readiness loop.
+//!
+//! The protocol logic is sans-I/O: codecs and per-peer / per-tracker state machines take bytes and `now` and
+//! return actions. Only `event_loop` touches sockets and the clock; only `storage` touches data files.
+//! See README.md, "Architecture", for the map.
+
+#![forbid(unsafe_code)]
+#![deny(unused_must_use)]
+
+pub mod bencode;
+pub mod metainfo;
+pub mod rng;
+pub mod time;
+pub mod tracker;
