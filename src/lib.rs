@@ -12,3 +12,5 @@ pub mod metainfo;
 pub mod rng;
 pub mod time;
 pub mod tracker;
+pub mod event_loop;
+pub mod observe;

@@ -1,0 +1,1 @@
+//! `rill info --scrape`: a small one-shot loop that scrapes every tracker of a torrent.

@@ -1,0 +1,1 @@
+//! `rill info`: a torrent described for a person.

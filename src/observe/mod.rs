@@ -1,0 +1,4 @@
+//! Observing the network: what the user sees (status line, summaries) and what machines read.
+
+pub mod info;
+pub mod units;

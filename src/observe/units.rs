@@ -1,0 +1,1 @@
+//! Human units: byte sizes, rates and durations for display, and rate parsing for the CLI.
