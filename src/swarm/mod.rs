@@ -1,0 +1,321 @@
+//! Torrent-wide shared state: what we have, what every connected peer has, and who is fetching which block.
+//!
+//! Owns: the verified-piece bitfield, per-piece availability, pieces in progress with per-block ownership
+//! and their running SHA-1, transfer totals, and `check_invariants()`.
+//! Must not: do I/O. Sessions reach each other only through this state; the loop carries out the rest.
+//!
+//! A piece is in exactly one of three states: missing (no `PartialPiece`, not in `have`), in progress
+//! (a `PartialPiece` exists), or verified (in `have`). Only a `VerifiedPiece`, which only
+//! `storage::verify` can make, moves a piece into `have`.
+
+pub mod picker;
+
+use std::collections::HashMap;
+
+use sha1::{Digest, Sha1};
+
+use crate::bitfield::Bitfield;
+use crate::geometry::{BlockRef, Geometry};
+use crate::storage::verify::VerifiedPiece;
+
+/// A peer's identity for the life of the process (slab slots are reused; these are not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerNo(pub u64);
+
+/// One block's state inside a piece in progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockState {
+    Free,
+    /// Requested from `owners` peers (more than one only in endgame).
+    Requested { owners: u8 },
+    Received,
+}
+
+/// A piece being downloaded.
+#[derive(Clone)]
+pub struct PartialPiece {
+    pub piece: u32,
+    /// One entry per block of this piece.
+    blocks: Vec<BlockState>,
+    /// Blocks in `Received`.
+    received: u32,
+    /// Blocks in `Free`.
+    free: u32,
+    /// SHA-1 over blocks `0..hashed`, fed as in-order blocks arrive so most bytes are hashed once, from
+    /// the read buffer, and never read back.
+    hasher: Sha1,
+    hashed: u32,
+    /// Peers that sent blocks of this piece (for bans after a hash failure).
+    contributors: Vec<PeerNo>,
+}
+
+impl PartialPiece {
+    pub fn is_complete(&self) -> bool {
+        self.received as usize == self.blocks.len()
+    }
+    pub fn has_free(&self) -> bool {
+        self.free > 0
+    }
+}
+
+/// What a received block meant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockArrival {
+    /// New data: write it. `piece_complete` once every block of the piece is in.
+    Fresh { piece_complete: bool },
+    /// We already had these bytes (endgame duplicate, or a late block): count as waste, write nothing.
+    Duplicate,
+}
+
+/// Transfer totals for the UI, trackers and summaries (payload bytes only).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub downloaded: u64,
+    pub uploaded: u64,
+    /// Bytes received that were not needed (duplicates, failed pieces).
+    pub wasted: u64,
+    pub hash_failures: u32,
+}
+
+pub struct Swarm {
+    geometry: Geometry,
+    have: Bitfield,
+    /// Pieces we want (file selection); a piece is wanted if any wanted file overlaps it.
+    wanted: Bitfield,
+    /// Bytes still needed of wanted pieces.
+    left: u64,
+    /// How many connected peers have each piece.
+    availability: Vec<u16>,
+    partial: HashMap<u32, PartialPiece>,
+    /// Block tables of finished pieces, reused for the next ones.
+    spare_blocks: Vec<Vec<BlockState>>,
+    /// Picker scan position and bookkeeping.
+    picker: picker::PickerState,
+    pub totals: Totals,
+    /// Blocks that arrived while other peers also had them requested (endgame): the loop sends cancels.
+    taken_in_endgame: Vec<BlockRef>,
+}
+
+impl Swarm {
+    pub fn new(geometry: Geometry, have: Bitfield, wanted: Bitfield, sequential: bool) -> Self {
+        let n = geometry.piece_count();
+        debug_assert_eq!(have.len(), n);
+        let left = (0..n)
+            .filter(|&p| wanted.get(p) && !have.get(p))
+            .map(|p| u64::from(geometry.piece_len(p)))
+            .sum();
+        Swarm {
+            geometry,
+            have,
+            wanted,
+            left,
+            availability: vec![0; n as usize],
+            partial: HashMap::new(),
+            spare_blocks: Vec::new(),
+            picker: picker::PickerState::new(sequential),
+            totals: Totals::default(),
+            taken_in_endgame: Vec::new(),
+        }
+    }
+
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+    pub fn have(&self) -> &Bitfield {
+        &self.have
+    }
+    pub fn wants(&self, piece: u32) -> bool {
+        self.wanted.get(piece) && !self.have.get(piece)
+    }
+    /// Bytes of wanted pieces not yet verified.
+    pub fn left(&self) -> u64 {
+        self.left
+    }
+    /// Every wanted piece is verified.
+    pub fn is_complete(&self) -> bool {
+        self.left == 0
+    }
+    pub fn is_seed(&self) -> bool {
+        self.have.is_full()
+    }
+    pub fn partial_count(&self) -> usize {
+        self.partial.len()
+    }
+
+    // ---- availability -------------------------------------------------------------------------
+
+    pub fn on_peer_have(&mut self, piece: u32) {
+        let a = &mut self.availability[piece as usize];
+        *a = a.saturating_add(1);
+    }
+    pub fn on_peer_bitfield(&mut self, bits: &Bitfield) {
+        for p in bits.iter_ones() {
+            self.on_peer_have(p);
+        }
+    }
+    /// A peer left: its pieces no longer count.
+    pub fn on_peer_gone(&mut self, bits: &Bitfield) {
+        for p in bits.iter_ones() {
+            let a = &mut self.availability[p as usize];
+            *a = a.saturating_sub(1);
+            self.picker.lower_min_availability(*a);
+        }
+    }
+    pub fn availability(&self, piece: u32) -> u16 {
+        self.availability[piece as usize]
+    }
+
+    // ---- blocks -------------------------------------------------------------------------------
+
+    /// Reserves the next block to request from a peer that has `peer_has`. `hint` is the piece this peer
+    /// filled last; it is tried first, so one fast peer tends to fetch whole pieces in order.
+    /// `already_requested` tells whether this peer has a block in flight (checked only in endgame).
+    pub fn reserve_block(
+        &mut self,
+        peer_has: &Bitfield,
+        hint: &mut Option<u32>,
+        already_requested: impl Fn(&BlockRef) -> bool,
+    ) -> Option<BlockRef> {
+        picker::reserve_block(self, peer_has, hint, already_requested)
+    }
+
+    /// A request for `block` is no longer outstanding at one peer (timed out, choked, peer gone).
+    pub fn release_block(&mut self, block: &BlockRef) {
+        if let Some(pp) = self.partial.get_mut(&block.piece) {
+            let state = &mut pp.blocks[block.index() as usize];
+            if let BlockState::Requested { owners } = *state {
+                *state = if owners > 1 {
+                    BlockState::Requested { owners: owners - 1 }
+                } else {
+                    pp.free += 1;
+                    BlockState::Free
+                };
+            }
+        }
+    }
+
+    /// A block we requested arrived from `peer`. Fresh data is hashed here when it is the next in order.
+    pub fn on_block(&mut self, block: &BlockRef, data: &[u8], peer: PeerNo) -> BlockArrival {
+        let Some(pp) = self.partial.get_mut(&block.piece) else {
+            self.totals.wasted += data.len() as u64;
+            return BlockArrival::Duplicate;
+        };
+        let index = block.index();
+        let state = &mut pp.blocks[index as usize];
+        match *state {
+            BlockState::Received => {
+                self.totals.wasted += data.len() as u64;
+                return BlockArrival::Duplicate;
+            }
+            BlockState::Requested { owners } => {
+                if owners > 1 {
+                    self.taken_in_endgame.push(*block);
+                }
+            }
+            BlockState::Free => pp.free -= 1,
+        }
+        *state = BlockState::Received;
+        pp.received += 1;
+        if !pp.contributors.contains(&peer) {
+            pp.contributors.push(peer);
+        }
+        if index == pp.hashed {
+            pp.hasher.update(data);
+            pp.hashed += 1;
+        }
+        self.totals.downloaded += data.len() as u64;
+        BlockArrival::Fresh { piece_complete: pp.is_complete() }
+    }
+
+    /// Blocks taken in endgame since the last call; other peers with them in flight should cancel.
+    pub fn drain_endgame_taken(&mut self) -> std::vec::Drain<'_, BlockRef> {
+        self.taken_in_endgame.drain(..)
+    }
+
+    /// For the verifier: the running hash of a complete piece and how many leading blocks it covers.
+    /// The rest must be read back from storage and fed in before finishing.
+    pub fn take_hasher(&mut self, piece: u32) -> Option<(Sha1, u32)> {
+        let pp = self.partial.get_mut(&piece)?;
+        let hasher = std::mem::take(&mut pp.hasher);
+        Some((hasher, pp.hashed))
+    }
+
+    /// The piece passed its hash check: it is ours. Returns the peers that contributed to it.
+    pub fn on_piece_verified(&mut self, verified: VerifiedPiece) -> Vec<PeerNo> {
+        let piece = verified.piece();
+        let contributors = match self.partial.remove(&piece) {
+            Some(pp) => {
+                self.spare_blocks.push(pp.blocks);
+                pp.contributors
+            }
+            None => Vec::new(),
+        };
+        if self.have.set(piece) && self.wanted.get(piece) {
+            self.left -= u64::from(self.geometry.piece_len(piece));
+        }
+        contributors
+    }
+
+    /// The piece failed its hash check: every block goes back to the pool. Returns its contributors.
+    pub fn on_piece_failed(&mut self, piece: u32) -> Vec<PeerNo> {
+        self.totals.hash_failures += 1;
+        self.totals.wasted += u64::from(self.geometry.piece_len(piece));
+        match self.partial.get_mut(&piece) {
+            Some(pp) => {
+                for b in pp.blocks.iter_mut() {
+                    *b = BlockState::Free;
+                }
+                pp.free = pp.blocks.len() as u32;
+                pp.received = 0;
+                pp.hasher = Sha1::new();
+                pp.hashed = 0;
+                std::mem::take(&mut pp.contributors)
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Payload uploaded to a peer.
+    pub fn on_uploaded(&mut self, bytes: u64) {
+        self.totals.uploaded += bytes;
+    }
+
+    fn start_piece(&mut self, piece: u32) -> &mut PartialPiece {
+        let n = self.geometry.blocks_in_piece(piece) as usize;
+        let mut blocks = self.spare_blocks.pop().unwrap_or_default();
+        blocks.clear();
+        blocks.resize(n, BlockState::Free);
+        self.partial.entry(piece).or_insert(PartialPiece {
+            piece,
+            blocks,
+            received: 0,
+            free: n as u32,
+            hasher: Sha1::new(),
+            hashed: 0,
+            contributors: Vec::new(),
+        })
+    }
+
+    /// Asserts the invariants the simulation checks after every step.
+    pub fn check_invariants(&self) {
+        for (piece, pp) in &self.partial {
+            assert_eq!(*piece, pp.piece);
+            assert!(!self.have.get(*piece), "piece {piece} both verified and in progress");
+            let free = pp.blocks.iter().filter(|b| **b == BlockState::Free).count() as u32;
+            let received = pp.blocks.iter().filter(|b| **b == BlockState::Received).count() as u32;
+            assert_eq!(free, pp.free, "free count of piece {piece}");
+            assert_eq!(received, pp.received, "received count of piece {piece}");
+            assert!(pp.hashed <= pp.received, "hashed past the received blocks of {piece}");
+        }
+        let left: u64 = (0..self.geometry.piece_count())
+            .filter(|&p| self.wanted.get(p) && !self.have.get(p))
+            .map(|p| u64::from(self.geometry.piece_len(p)))
+            .sum();
+        assert_eq!(left, self.left, "bytes left");
+    }
+
+    /// Owners of a block, for invariant checks in tests.
+    pub fn block_state(&self, block: &BlockRef) -> Option<BlockState> {
+        self.partial.get(&block.piece).map(|pp| pp.blocks[block.index() as usize])
+    }
+}

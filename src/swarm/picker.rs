@@ -1,0 +1,212 @@
+//! Piece picking: which block to ask a peer for next.
+//!
+//! Owns: the order of requests — the peer's current piece first, then pieces others started (finish
+//! partial pieces first), then a new piece, rarest first (or in order with `--sequential`); and endgame,
+//! where blocks already requested elsewhere are requested again once nothing is free.
+//! Must not: send anything or know about timers; it only reserves blocks in `Swarm`.
+
+use super::{BlockState, Swarm};
+use crate::bitfield::Bitfield;
+use crate::geometry::BlockRef;
+
+/// In endgame a block may be in flight at this many peers at once.
+pub const ENDGAME_MAX_OWNERS: u8 = 3;
+
+pub struct PickerState {
+    sequential: bool,
+    /// Where the next scan for a new piece starts (rotates, so peers spread over the torrent).
+    cursor: u32,
+    /// A lower bound on the availability of any missing piece: a candidate this rare cannot be beaten,
+    /// so the scan stops there. Exact after every full scan, lowered when a peer leaves.
+    min_availability: u16,
+}
+
+impl PickerState {
+    pub fn new(sequential: bool) -> Self {
+        PickerState { sequential, cursor: 0, min_availability: 0 }
+    }
+    pub fn lower_min_availability(&mut self, a: u16) {
+        self.min_availability = self.min_availability.min(a);
+    }
+}
+
+fn first_free(swarm: &mut Swarm, piece: u32) -> Option<BlockRef> {
+    let pp = swarm.partial.get_mut(&piece)?;
+    if pp.free == 0 {
+        return None;
+    }
+    let i = pp.blocks.iter().position(|b| *b == BlockState::Free)?;
+    pp.blocks[i] = BlockState::Requested { owners: 1 };
+    pp.free -= 1;
+    Some(swarm.geometry.block_ref(piece, i as u32))
+}
+
+pub(super) fn reserve_block(
+    swarm: &mut Swarm,
+    peer_has: &Bitfield,
+    hint: &mut Option<u32>,
+    already_requested: impl Fn(&BlockRef) -> bool,
+) -> Option<BlockRef> {
+    // 1. The piece this peer is filling.
+    if let Some(piece) = *hint {
+        if let Some(b) = first_free(swarm, piece) {
+            return Some(b);
+        }
+    }
+    // 2. Pieces in progress elsewhere that still have free blocks: finish what is started.
+    let started = swarm
+        .partial
+        .values()
+        .filter(|pp| pp.has_free() && peer_has.get(pp.piece))
+        .map(|pp| pp.piece)
+        .min_by_key(|&p| if swarm.picker.sequential { p } else { u32::MAX - swarm.partial[&p].received });
+    if let Some(piece) = started {
+        *hint = Some(piece);
+        return first_free(swarm, piece);
+    }
+    // 3. A new piece.
+    if let Some(piece) = pick_new_piece(swarm, peer_has) {
+        swarm.start_piece(piece);
+        *hint = Some(piece);
+        return first_free(swarm, piece);
+    }
+    // 4. Endgame: every block we still need is requested; ask this peer too for one it does not have
+    //    in flight, the least-shared first.
+    let mut best: Option<(u8, BlockRef)> = None;
+    for pp in swarm.partial.values() {
+        if !peer_has.get(pp.piece) {
+            continue;
+        }
+        for (i, state) in pp.blocks.iter().enumerate() {
+            if let BlockState::Requested { owners } = *state {
+                if owners >= ENDGAME_MAX_OWNERS || best.is_some_and(|(o, _)| o <= owners) {
+                    continue;
+                }
+                let block = swarm.geometry.block_ref(pp.piece, i as u32);
+                if !already_requested(&block) {
+                    best = Some((owners, block));
+                }
+            }
+        }
+    }
+    let (owners, block) = best?;
+    if let Some(pp) = swarm.partial.get_mut(&block.piece) {
+        pp.blocks[block.index() as usize] = BlockState::Requested { owners: owners + 1 };
+    }
+    Some(block)
+}
+
+/// The rarest missing, wanted piece the peer has and nobody has started; in order when sequential.
+fn pick_new_piece(swarm: &mut Swarm, peer_has: &Bitfield) -> Option<u32> {
+    let n = swarm.geometry.piece_count();
+    if n == 0 {
+        return None;
+    }
+    let candidate = |swarm: &Swarm, p: u32| {
+        peer_has.get(p) && swarm.wants(p) && !swarm.partial.contains_key(&p)
+    };
+    if swarm.picker.sequential {
+        return (0..n).find(|&p| candidate(swarm, p));
+    }
+    let start = swarm.picker.cursor % n;
+    let floor = swarm.picker.min_availability;
+    let mut best: Option<(u16, u32)> = None;
+    let mut global_min = u16::MAX;
+    let mut scanned_all = true;
+    for step in 0..n {
+        let p = (start + step) % n;
+        if !swarm.wants(p) {
+            continue;
+        }
+        let a = swarm.availability[p as usize];
+        global_min = global_min.min(a);
+        if !candidate(swarm, p) || best.is_some_and(|(b, _)| b <= a) {
+            continue;
+        }
+        best = Some((a, p));
+        if a <= floor {
+            scanned_all = false;
+            break;
+        }
+    }
+    if scanned_all {
+        swarm.picker.min_availability = if global_min == u16::MAX { 0 } else { global_min };
+    }
+    let (_, piece) = best?;
+    swarm.picker.cursor = piece + 1;
+    Some(piece)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::{Geometry, BLOCK_LEN};
+    use crate::swarm::PeerNo;
+
+    fn swarm(pieces: u32, sequential: bool) -> Swarm {
+        let g = Geometry::new(2 * BLOCK_LEN, u64::from(pieces) * u64::from(2 * BLOCK_LEN));
+        Swarm::new(g, Bitfield::new(pieces), Bitfield::full(pieces), sequential)
+    }
+
+    #[test]
+    fn rarest_piece_first_then_blocks_of_the_same_piece() {
+        let mut s = swarm(4, false);
+        let all = Bitfield::full(4);
+        s.on_peer_bitfield(&all);
+        s.on_peer_bitfield(&all);
+        let mut rare = Bitfield::new(4);
+        rare.set(2);
+        s.on_peer_bitfield(&rare); // piece 2 is the only one three peers do not all have... it is the most common
+        let mut only3 = Bitfield::new(4);
+        for p in [0, 1, 3] {
+            only3.set(p);
+        }
+        s.on_peer_bitfield(&only3); // availability: 0,1,3 → 3; 2 → 3 as well
+        s.on_peer_gone(&only3); // back to 0,1,3 → 2; 2 → 3
+        let mut hint = None;
+        let b = s.reserve_block(&all, &mut hint, |_| false).unwrap();
+        assert_ne!(b.piece, 2, "piece 2 is the most available, never the first pick");
+        let b2 = s.reserve_block(&all, &mut hint, |_| false).unwrap();
+        assert_eq!((b2.piece, b2.offset), (b.piece, BLOCK_LEN), "same piece, next block");
+        s.check_invariants();
+    }
+
+    #[test]
+    fn partial_pieces_are_finished_before_new_ones() {
+        let mut s = swarm(4, true);
+        let all = Bitfield::full(4);
+        let mut hint_a = None;
+        let a = s.reserve_block(&all, &mut hint_a, |_| false).unwrap();
+        assert_eq!(a.piece, 0);
+        let mut hint_b = None;
+        let b = s.reserve_block(&all, &mut hint_b, |_| false).unwrap();
+        assert_eq!((b.piece, b.offset), (0, BLOCK_LEN), "joins the started piece");
+        let c = s.reserve_block(&all, &mut hint_b, |_| false).unwrap();
+        assert_eq!(c.piece, 1, "piece 0 has no free block left");
+    }
+
+    #[test]
+    fn released_blocks_return_to_the_pool_and_endgame_duplicates() {
+        let mut s = swarm(1, false);
+        let all = Bitfield::full(1);
+        let mut h = None;
+        let b0 = s.reserve_block(&all, &mut h, |_| false).unwrap();
+        let b1 = s.reserve_block(&all, &mut h, |_| false).unwrap();
+        s.release_block(&b0);
+        assert_eq!(s.block_state(&b0), Some(BlockState::Free));
+        let again = s.reserve_block(&all, &mut h, |_| false).unwrap();
+        assert_eq!(again, b0);
+        // Everything requested: a second peer gets an endgame duplicate it does not have in flight.
+        let mut h2 = None;
+        let dup = s.reserve_block(&all, &mut h2, |b| *b == b0).unwrap();
+        assert_eq!(dup, b1);
+        assert_eq!(s.block_state(&b1), Some(BlockState::Requested { owners: 2 }));
+        assert_eq!(s.on_block(&b1, &[0; BLOCK_LEN as usize], PeerNo(1)), BlockArrival::Fresh { piece_complete: false });
+        assert_eq!(s.drain_endgame_taken().collect::<Vec<_>>(), vec![b1]);
+        assert_eq!(s.on_block(&b1, &[0; BLOCK_LEN as usize], PeerNo(2)), BlockArrival::Duplicate);
+        assert_eq!(s.totals.wasted, u64::from(BLOCK_LEN));
+        s.check_invariants();
+    }
+
+    use crate::swarm::BlockArrival;
+}

@@ -1,0 +1,95 @@
+//! BEP 10 extension-protocol payloads: the extended handshake (id 0).
+//!
+//! Owns: parsing a peer's extended handshake (`m`, `reqq`, `v`, `metadata_size`) and encoding ours.
+//! Must not: keep per-peer state or decide what to do with the values (the session does).
+//!
+//! <https://www.bittorrent.org/beps/bep_0010.html>
+
+use serde_bencode::value::Value;
+
+/// Extended message id 0 is the handshake, whatever a peer's `m` says.
+pub const HANDSHAKE_ID: u8 = 0;
+
+/// What we use from a peer's extended handshake.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExtendedHandshake {
+    /// How many outstanding requests the peer keeps before dropping more (`reqq`).
+    pub reqq: Option<u32>,
+    /// Client name and version (`v`), for display.
+    pub client: Option<String>,
+    /// The peer's id for ut_metadata (BEP 9), 0 or absent when unsupported.
+    pub ut_metadata: Option<u8>,
+    pub metadata_size: Option<u32>,
+}
+
+/// Parses a peer's extended handshake; `None` if it is not a bencoded dictionary.
+pub fn parse_handshake(payload: &[u8]) -> Option<ExtendedHandshake> {
+    let Ok(Value::Dict(dict)) = serde_bencode::from_bytes::<Value>(payload) else {
+        return None;
+    };
+    let int = |key: &[u8]| match dict.get(key) {
+        Some(Value::Int(n)) => Some(*n),
+        _ => None,
+    };
+    let ut_metadata = match dict.get(&b"m"[..]) {
+        Some(Value::Dict(m)) => match m.get(&b"ut_metadata"[..]) {
+            Some(Value::Int(n)) if (1..=255).contains(n) => Some(*n as u8),
+            _ => None,
+        },
+        _ => None,
+    };
+    let client = match dict.get(&b"v"[..]) {
+        Some(Value::Bytes(v)) => Some(String::from_utf8_lossy(&v[..v.len().min(64)]).into_owned()),
+        _ => None,
+    };
+    Some(ExtendedHandshake {
+        reqq: int(b"reqq").and_then(|n| u32::try_from(n).ok()).filter(|&n| n > 0),
+        client,
+        ut_metadata,
+        metadata_size: int(b"metadata_size").and_then(|n| u32::try_from(n).ok()),
+    })
+}
+
+/// Our extended handshake: no extension messages yet, our queue depth, listen port and client name.
+pub fn encode_handshake(reqq: u32, listen_port: Option<u16>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"d1:mde");
+    if let Some(port) = listen_port.filter(|&p| p != 0) {
+        out.extend_from_slice(format!("1:pi{port}e").as_bytes());
+    }
+    out.extend_from_slice(format!("4:reqqi{reqq}e").as_bytes());
+    let v = concat!("rill ", env!("CARGO_PKG_VERSION"));
+    out.extend_from_slice(format!("1:v{}:{v}e", v.len()).as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_libtorrent_style_handshake() {
+        let payload =
+            b"d1:md11:ut_metadatai3e6:ut_pexi1ee13:metadata_sizei31235e1:pi6881e4:reqqi500e1:v16:libtorrent 2.0.8e";
+        let hs = parse_handshake(payload).unwrap();
+        assert_eq!(hs.reqq, Some(500));
+        assert_eq!(hs.ut_metadata, Some(3));
+        assert_eq!(hs.metadata_size, Some(31235));
+        assert_eq!(hs.client.as_deref(), Some("libtorrent 2.0.8"));
+    }
+
+    #[test]
+    fn garbage_and_odd_values_are_tolerated() {
+        assert_eq!(parse_handshake(b"not bencode"), None);
+        assert_eq!(parse_handshake(b"li1ee"), None);
+        let hs = parse_handshake(b"d4:reqqi-5ee").unwrap();
+        assert_eq!(hs.reqq, None);
+    }
+
+    #[test]
+    fn ours_round_trips() {
+        let mut out = vec![];
+        encode_handshake(250, Some(6881), &mut out);
+        let hs = parse_handshake(&out).unwrap();
+        assert_eq!(hs.reqq, Some(250));
+        assert!(hs.client.unwrap().starts_with("rill "));
+    }
+}
