@@ -15,7 +15,8 @@
 //! with leading zeros are tolerated for the same reason; their value is still checked against the input.
 //!
 //! Trailing bytes after a top-level value are the caller's decision: [`value_span`] reports where the value
-//! ends, [`whole_value_span`] rejects anything after it (what `.torrent` parsing uses; see `metainfo`).
+//! ends and [`whole_value_span`] rejects anything after it. (`.torrent` parsing tolerates them, as
+//! libtorrent 2.0 and Transmission 3.00 do; see `metainfo`.)
 
 use std::fmt;
 use std::ops::Range;
@@ -58,7 +59,7 @@ impl fmt::Display for BencodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             BencodeError::UnexpectedEnd { at } => {
-                write!(f, "input ends inside a value at byte {at}")
+                write!(f, "unexpected end of input at byte {at}")
             }
             BencodeError::UnexpectedByte { at, byte } => {
                 write!(f, "unexpected byte 0x{byte:02x} at byte {at}")
