@@ -1,18 +1,70 @@
 //! Trackers: every tracker of one torrent, as sans-I/O state machines.
 //!
 //! Owns: BEP 12 tiers, the announce lifecycle (started / completed / stopped, interval, back-off), HTTP
-//! (BEP 3, BEP 23) and UDP (BEP 15) announce and scrape encoding and decoding.
+//! (BEP 3, BEP 23, BEP 48) and UDP (BEP 15) announce and scrape encoding and decoding, the host-name cache,
+//! peer de-duplication across trackers, and per-tracker status for the UI.
 //! Must not: touch sockets, DNS, files or the clock. It asks the loop for I/O with `TrackerIo` and is told
 //! what happened through `on_*` calls; `now` comes in with every call.
 //!
 //! Call order for the driver, after any `on_*` call: drain `poll_io()`, drain `poll_event()`, then re-read
-//! `next_deadline()`.
+//! `next_deadline()`. New announces only start inside `on_timeout`, `on_completed` and `on_stop` (the calls
+//! that carry the current `Transfer`), so an `on_*` call that lets a tier fall back sets a deadline of `now`.
+//!
+//! # Tiers (BEP 12) and dead trackers
+//!
+//! Tiers keep their order and each tier's trackers are shuffled once with the seeded `Rng`. **Every tier
+//! announces at the same time, one tracker per tier** (Transmission's behaviour), so a dead first tier
+//! never delays peers from the second: in the time a working tier-2 tracker takes to answer, rill has peers.
+//! Within a tier, trackers are tried in order: an unusable URL, a name that does not resolve or a refused
+//! connection moves on at once; an HTTP tracker that accepts and never answers moves on after
+//! `Timeouts::http` (15 s); a silent UDP tracker after its first 15 s wait when another tracker of the tier
+//! is left to try, and only after the full BEP 15 schedule (15·2ⁿ s, n ≤ 8) when it is the tier's last.
+//! The first tracker that answers moves to the front of its tier and is used until it fails. When a whole
+//! tier fails, it waits a back-off (60 s doubling to 1 h) and starts again from its front.
+//!
+//! # Lifecycle
+//!
+//! Each tracker gets `started` the first time we announce to it, `completed` once after `on_completed`
+//! (unless it first heard of us as a seed), and `stopped` from `on_stop` only if it answered us before,
+//! with a short time-out (`Timeouts::stop`). Re-announces follow `max(interval, min interval)` clamped
+//! to 30 s .. 4 h; `tracker id` is echoed; `key` and `numwant` come from `ClientIdentity`.
 
-use std::net::SocketAddr;
+pub mod codec;
+pub mod error;
+pub mod http;
+pub mod message;
+mod request;
+pub mod udp;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+pub use codec::{TrackerUrl, UrlError};
+pub use error::TrackerError;
+pub use message::{AnnounceParams, AnnounceReply, Event, ScrapeCounts};
+pub use udp::Retransmit;
 
 use crate::metainfo::InfoHash;
 use crate::rng::Rng;
-use crate::time::Timestamp;
+use crate::time::{secs, Timestamp};
+use request::{Request, Slot};
+use udp::ConnectionId;
+
+/// Re-announce interval when a tracker names none.
+const DEFAULT_INTERVAL: Duration = secs(30 * 60);
+/// Bounds on the re-announce interval, whatever a tracker says.
+const MIN_INTERVAL: Duration = secs(30);
+const MAX_INTERVAL: Duration = secs(4 * 60 * 60);
+/// Back-off after a whole tier failed: doubles from `RETRY_BASE` up to `RETRY_MAX`.
+const RETRY_BASE: Duration = secs(60);
+const RETRY_MAX: Duration = secs(60 * 60);
+/// Resolved names are reused this long; a failed lookup is retried after `RESOLVE_FAILURE_TTL`.
+const RESOLVE_TTL: Duration = secs(30 * 60);
+const RESOLVE_FAILURE_TTL: Duration = secs(60);
+/// Peer addresses remembered for de-duplication; later ones are dropped, which bounds memory.
+const MAX_KNOWN_PEERS: usize = 65_536;
 
 /// Identity and numbers sent with every announce.
 #[derive(Clone, Debug)]
@@ -45,69 +97,613 @@ pub enum TrackerIo {
     Resolve { id: IoId, host: String, port: u16 },
     /// Connect to `addr`, write `request`, feed every byte read to `on_http_data(id, ..)`, and report the
     /// end of the stream with `on_http_closed(id, ..)`.
-    HttpRequest { id: IoId, addr: SocketAddr, request: Vec<u8> },
+    HttpRequest {
+        id: IoId,
+        addr: SocketAddr,
+        request: Vec<u8>,
+    },
     /// Close the HTTP connection `id` now (done, or timed out); no further calls for it.
     HttpClose { id: IoId },
-    /// Send one datagram from the shared UDP socket of the address family of `addr`.
+    /// Send one datagram from the shared UDP socket of the address family of `addr`; report a failed send
+    /// with `on_udp_send_failed` (a lost datagram is not a failure).
     UdpSend { addr: SocketAddr, datagram: Vec<u8> },
 }
 
 /// What the trackers learned, for the swarm, the log and the UI.
 #[derive(Debug)]
 pub enum TrackerEvent {
-    /// New peer addresses (deduplicated across trackers by the swarm).
+    /// Peer addresses no tracker of this torrent gave before (de-duplicated across trackers here).
     Peers(Vec<SocketAddr>),
     /// A tracker's `warning message`, or an error (failure reason, timeout, bad reply): one line for the log.
-    Warning { url: String, message: String },
-    Error { url: String, message: String },
+    Warning {
+        url: String,
+        message: String,
+    },
+    Error {
+        url: String,
+        message: String,
+    },
+    /// An announce succeeded: how many peers it listed (new or not) and the swarm counts it gave.
+    Announced {
+        url: String,
+        event: Event,
+        peers: usize,
+        seeders: Option<u32>,
+        leechers: Option<u32>,
+    },
+    /// A scrape started by `scrape()` finished.
+    Scraped {
+        url: String,
+        result: Result<ScrapeCounts, TrackerError>,
+    },
+}
+
+/// Time limits; the defaults are the production values, tests shorten them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// One HTTP request, from lookup to the end of the body (also bounds a lookup for UDP).
+    pub http: Duration,
+    /// BEP 15 retransmission for UDP trackers.
+    pub udp: Retransmit,
+    /// How long `stopped` announces may take when rill exits.
+    pub stop: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            http: secs(15),
+            udp: Retransmit::default(),
+            stop: secs(5),
+        }
+    }
+}
+
+/// A tracker as the UI shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackerStatus {
+    pub url: String,
+    /// 0-based tier index.
+    pub tier: usize,
+    pub state: TrackerState,
+    /// When it last answered an announce.
+    pub last_announce: Option<Timestamp>,
+    /// Peers listed in its last answer.
+    pub peers: usize,
+    pub seeders: Option<u32>,
+    pub leechers: Option<u32>,
+    /// When it is due to be asked next (only for the tracker its tier will ask).
+    pub next_announce: Option<Timestamp>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrackerState {
+    /// Not asked yet (or a stand-by in its tier).
+    Idle,
+    Announcing,
+    /// The last announce succeeded.
+    Working,
+    /// The last announce failed.
+    Failing,
+    Stopping,
+    Stopped,
+}
+
+impl fmt::Display for TrackerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TrackerState::Idle => "idle",
+            TrackerState::Announcing => "announcing",
+            TrackerState::Working => "working",
+            TrackerState::Failing => "failing",
+            TrackerState::Stopping => "stopping",
+            TrackerState::Stopped => "stopped",
+        })
+    }
+}
+
+/// One tracker URL and what we know about it.
+#[derive(Debug)]
+struct Tracker {
+    url_text: String,
+    url: Result<TrackerUrl, UrlError>,
+    tier: usize,
+    announce: Option<Request>,
+    scrape: Option<Request>,
+    /// BEP 15 connection id, shared by this tracker's exchanges.
+    connection: Option<ConnectionId>,
+    /// It answered an announce: it knows us, so it gets `stopped`.
+    started_ok: bool,
+    /// It got `completed` (or first heard of us as a seed after we completed).
+    completed_sent: bool,
+    tracker_id: Option<Vec<u8>>,
+    state: TrackerState,
+    last_announce: Option<Timestamp>,
+    peers: usize,
+    seeders: Option<u32>,
+    leechers: Option<u32>,
+    last_error: Option<String>,
+}
+
+/// One BEP 12 tier.
+///
+/// Invariants: `order` is not empty and holds tracker indices of this tier; `pos < order.len()`;
+/// `next_at` is `None` exactly while `order[pos]` has an announce in flight (or announcing is off).
+#[derive(Debug)]
+struct Tier {
+    order: Vec<usize>,
+    pos: usize,
+    next_at: Option<Timestamp>,
+    /// Whole-tier failures in a row, for the back-off.
+    failures: u32,
+}
+
+/// A host name in the cache.
+#[derive(Debug)]
+enum HostEntry {
+    Pending { io: IoId },
+    Resolved { ips: Vec<IpAddr>, until: Timestamp },
+    Failed { error: String, until: Timestamp },
 }
 
 /// All trackers of one torrent.
 pub struct Trackers {
-    _private: (),
+    identity: ClientIdentity,
+    trackers: Vec<Tracker>,
+    tiers: Vec<Tier>,
+    hosts: HashMap<String, HostEntry>,
+    io: VecDeque<TrackerIo>,
+    events: VecDeque<TrackerEvent>,
+    /// Every peer address already handed out in `TrackerEvent::Peers`.
+    known_peers: HashSet<SocketAddr>,
+    /// The figures from the latest call that carried them.
+    transfer: Transfer,
+    /// Transaction ids and shuffles; forked from the generator given to `new`.
+    rng: Rng,
+    next_io: u64,
+    timeouts: Timeouts,
+    /// False for a scrape-only instance.
+    announcing: bool,
+    completed: bool,
+    /// Set by `on_stop`: no new announces; `stopped` requests run until this deadline.
+    stop_deadline: Option<Timestamp>,
 }
 
 impl Trackers {
-    pub fn new(tiers: &[Vec<String>], identity: ClientIdentity, rng: &mut Rng, now: Timestamp) -> Self {
-        let _ = (tiers, identity, rng, now);
-        Trackers { _private: () }
+    /// `tiers` as in the metainfo (`announce-list`, or `[[announce]]`); empty tiers and repeated URLs are
+    /// dropped. The first announce to every tier is due at `now`.
+    pub fn new(
+        tiers: &[Vec<String>],
+        identity: ClientIdentity,
+        rng: &mut Rng,
+        now: Timestamp,
+    ) -> Self {
+        let mut own = Rng::seeded(rng.next_u64());
+        let mut trackers = Vec::new();
+        let mut tier_list = Vec::new();
+        let mut seen = HashSet::new();
+        for urls in tiers {
+            let mut order = Vec::new();
+            for text in urls {
+                let text = text.trim();
+                if text.is_empty() || !seen.insert(text.to_string()) {
+                    continue;
+                }
+                order.push(trackers.len());
+                trackers.push(Tracker {
+                    url_text: text.to_string(),
+                    url: TrackerUrl::parse(text),
+                    tier: tier_list.len(),
+                    announce: None,
+                    scrape: None,
+                    connection: None,
+                    started_ok: false,
+                    completed_sent: false,
+                    tracker_id: None,
+                    state: TrackerState::Idle,
+                    last_announce: None,
+                    peers: 0,
+                    seeders: None,
+                    leechers: None,
+                    last_error: None,
+                });
+            }
+            if order.is_empty() {
+                continue;
+            }
+            own.shuffle(&mut order);
+            tier_list.push(Tier {
+                order,
+                pos: 0,
+                next_at: Some(now),
+                failures: 0,
+            });
+        }
+        Trackers {
+            identity,
+            trackers,
+            tiers: tier_list,
+            hosts: HashMap::new(),
+            io: VecDeque::new(),
+            events: VecDeque::new(),
+            known_peers: HashSet::new(),
+            transfer: Transfer::default(),
+            rng: own,
+            next_io: 0,
+            timeouts: Timeouts::default(),
+            announcing: true,
+            completed: false,
+            stop_deadline: None,
+        }
     }
-    /// Starts whatever is due at `now` (announces, retransmissions, time-outs).
+
+    /// An instance that never announces, for `rill info --scrape`: call `scrape(now)` and wait for
+    /// `TrackerEvent::Scraped` until `is_scraping()` is false.
+    pub fn scrape_only(
+        tiers: &[Vec<String>],
+        info_hash: InfoHash,
+        rng: &mut Rng,
+        now: Timestamp,
+    ) -> Self {
+        let identity = ClientIdentity {
+            info_hash,
+            peer_id: [0; 20],
+            port: 0,
+            key: 0,
+            numwant: 0,
+        };
+        let mut trackers = Trackers::new(tiers, identity, rng, now);
+        trackers.announcing = false;
+        for tier in &mut trackers.tiers {
+            tier.next_at = None;
+        }
+        trackers
+    }
+
+    /// Replaces the time limits; affects requests started afterwards.
+    pub fn set_timeouts(&mut self, timeouts: Timeouts) {
+        self.timeouts = timeouts;
+    }
+
+    /// Starts whatever is due at `now` (announces, retransmissions, time-outs). A call with nothing due
+    /// does nothing. `rng` is not needed: the machines use their own generator, forked from the one given
+    /// to `new`, so that replies (which arrive without one) can draw transaction ids too.
     pub fn on_timeout(&mut self, now: Timestamp, transfer: Transfer, rng: &mut Rng) {
-        let _ = (now, transfer, rng);
+        let _ = rng;
+        self.transfer = transfer;
+        self.expire_requests(now);
+        self.start_due_announces(now);
     }
+
+    /// The earliest moment `on_timeout` has work.
+    #[must_use]
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        None
+        let tiers = self
+            .tiers
+            .iter()
+            .filter(|_| self.announcing && self.stop_deadline.is_none())
+            .filter_map(|tier| tier.next_at);
+        let requests = self
+            .trackers
+            .iter()
+            .flat_map(|t| [&t.announce, &t.scrape])
+            .filter_map(|r| r.as_ref().and_then(Request::deadline));
+        tiers.chain(requests).min()
     }
+
     pub fn poll_io(&mut self) -> Option<TrackerIo> {
-        None
+        self.io.pop_front()
     }
+
     pub fn poll_event(&mut self) -> Option<TrackerEvent> {
-        None
+        self.events.pop_front()
     }
-    pub fn on_resolved(&mut self, id: IoId, result: Result<Vec<SocketAddr>, String>, now: Timestamp) {
-        let _ = (id, result, now);
-    }
-    pub fn on_http_data(&mut self, id: IoId, data: &[u8], now: Timestamp) {
-        let _ = (id, data, now);
-    }
-    /// The connection ended: `Ok` for an orderly close by the server, `Err` with the reason otherwise.
-    pub fn on_http_closed(&mut self, id: IoId, result: Result<(), std::io::ErrorKind>, now: Timestamp) {
-        let _ = (id, result, now);
-    }
-    pub fn on_datagram(&mut self, from: SocketAddr, data: &[u8], now: Timestamp) {
-        let _ = (from, data, now);
-    }
-    /// The last piece verified: send `completed` once.
+
+    /// The last piece verified: send `completed` once, now, to every tier's tracker that knows us.
     pub fn on_completed(&mut self, now: Timestamp, transfer: Transfer) {
-        let _ = (now, transfer);
+        self.transfer = transfer;
+        if self.completed {
+            return;
+        }
+        self.completed = true;
+        if !self.announcing || self.stop_deadline.is_some() {
+            return;
+        }
+        for i in 0..self.tiers.len() {
+            let t = self.tiers[i].order[self.tiers[i].pos];
+            let tracker = &self.trackers[t];
+            if tracker.started_ok && !tracker.completed_sent && tracker.announce.is_none() {
+                self.tiers[i].next_at = Some(now);
+            }
+        }
+        self.start_due_announces(now);
     }
-    /// rill is exiting: send `stopped` to every tracker that knows us.
+
+    /// rill is exiting: cancel what is in flight and send `stopped` to every tracker that answered us.
     pub fn on_stop(&mut self, now: Timestamp, transfer: Transfer) {
-        let _ = (now, transfer);
+        self.transfer = transfer;
+        if self.stop_deadline.is_some() {
+            return;
+        }
+        let deadline = now + self.timeouts.stop;
+        self.stop_deadline = Some(deadline);
+        for tier in &mut self.tiers {
+            tier.next_at = None;
+        }
+        let announcing = self.announcing;
+        for t in 0..self.trackers.len() {
+            self.cancel(t, Slot::Announce);
+            self.cancel(t, Slot::Scrape);
+            let tracker = &mut self.trackers[t];
+            if !tracker.started_ok || !announcing {
+                if tracker.state == TrackerState::Announcing {
+                    tracker.state = TrackerState::Stopped;
+                }
+                continue;
+            }
+            tracker.state = TrackerState::Stopping;
+            let params = self.announce_params(t, Event::Stopped);
+            let schedule = Retransmit {
+                base: self.timeouts.udp.base.min(STOP_RETRANSMIT),
+                max_exponent: udp::MAX_RETRANSMIT_EXPONENT,
+            };
+            self.begin_announce(t, params, Some(deadline), schedule, now);
+        }
     }
-    /// True once every `stopped` announce has been answered or timed out.
+
+    /// True once `on_stop` was called and every `stopped` announce has been answered or timed out.
     pub fn is_stopped(&self) -> bool {
-        true
+        self.stop_deadline.is_some() && self.trackers.iter().all(|t| t.announce.is_none())
+    }
+
+    /// Scrapes every tracker once (BEP 48 over HTTP, action 2 over UDP); each answer arrives as
+    /// `TrackerEvent::Scraped`. A tracker whose scrape is still running is not asked again.
+    pub fn scrape(&mut self, now: Timestamp) {
+        for t in 0..self.trackers.len() {
+            if self.trackers[t].scrape.is_some() {
+                continue;
+            }
+            let target = match &self.trackers[t].url {
+                Err(e) => Err(TrackerError::Url(e.clone())),
+                Ok(url) => url.scrape_url().ok_or(TrackerError::NoScrape),
+            };
+            match target {
+                Ok(target) => self.begin_scrape(t, target, now),
+                Err(e) => {
+                    let url = self.trackers[t].url_text.clone();
+                    self.events.push_back(TrackerEvent::Scraped {
+                        url,
+                        result: Err(e),
+                    });
+                }
+            }
+        }
+    }
+
+    pub fn is_scraping(&self) -> bool {
+        self.trackers.iter().any(|t| t.scrape.is_some())
+    }
+
+    /// Every tracker, tier by tier in the order each tier will try them.
+    pub fn status(&self) -> Vec<TrackerStatus> {
+        let mut out = Vec::with_capacity(self.trackers.len());
+        for (i, tier) in self.tiers.iter().enumerate() {
+            for (pos, &t) in tier.order.iter().enumerate() {
+                let tr = &self.trackers[t];
+                let next_announce = if pos == tier.pos && self.stop_deadline.is_none() {
+                    tier.next_at
+                } else {
+                    None
+                };
+                out.push(TrackerStatus {
+                    url: tr.url_text.clone(),
+                    tier: i,
+                    state: tr.state,
+                    last_announce: tr.last_announce,
+                    peers: tr.peers,
+                    seeders: tr.seeders,
+                    leechers: tr.leechers,
+                    next_announce,
+                    last_error: tr.last_error.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    // -----------------------------------------------------------------------------------------------------
+    // Tiers and lifecycle.
+
+    /// Starts the announce of every tier whose time has come. A start that fails at once (bad URL, cached
+    /// lookup failure) moves its tier on, so this loops until no tier is due; each pass either starts a
+    /// request or advances a tier, and a tier that ran out waits a back-off, so it ends.
+    fn start_due_announces(&mut self, now: Timestamp) {
+        if !self.announcing || self.stop_deadline.is_some() {
+            return;
+        }
+        while let Some(i) = self
+            .tiers
+            .iter()
+            .position(|tier| tier.next_at.is_some_and(|at| at <= now))
+        {
+            let tier = &mut self.tiers[i];
+            tier.next_at = None;
+            let t = tier.order[tier.pos];
+            let last_in_tier = tier.pos + 1 == tier.order.len();
+            let event = self.event_for(t);
+            let params = self.announce_params(t, event);
+            // A silent UDP tracker gives way after one wait when the tier has another to try.
+            let schedule = Retransmit {
+                max_exponent: if last_in_tier {
+                    self.timeouts.udp.max_exponent
+                } else {
+                    0
+                },
+                ..self.timeouts.udp
+            };
+            self.trackers[t].state = TrackerState::Announcing;
+            self.begin_announce(t, params, None, schedule, now);
+        }
+    }
+
+    fn event_for(&self, t: usize) -> Event {
+        let tracker = &self.trackers[t];
+        if !tracker.started_ok {
+            Event::Started
+        } else if self.completed && !tracker.completed_sent {
+            Event::Completed
+        } else {
+            Event::None
+        }
+    }
+
+    fn announce_params(&self, t: usize, event: Event) -> AnnounceParams {
+        let id = &self.identity;
+        AnnounceParams {
+            info_hash: id.info_hash,
+            peer_id: id.peer_id,
+            port: id.port,
+            transfer: self.transfer,
+            event,
+            numwant: if event == Event::Stopped {
+                0
+            } else {
+                id.numwant
+            },
+            key: id.key,
+            tracker_id: self.trackers[t].tracker_id.clone(),
+        }
+    }
+
+    /// An announce finished (its request is already gone).
+    fn announce_done(
+        &mut self,
+        t: usize,
+        params: &AnnounceParams,
+        result: Result<AnnounceReply, TrackerError>,
+        now: Timestamp,
+    ) {
+        let url = self.trackers[t].url_text.clone();
+        if params.event == Event::Stopped {
+            let tracker = &mut self.trackers[t];
+            tracker.state = TrackerState::Stopped;
+            if let Err(e) = result {
+                tracker.last_error = Some(e.to_string());
+                let message = format!("stopped: {e}");
+                self.events.push_back(TrackerEvent::Error { url, message });
+            }
+            return;
+        }
+        let i = self.trackers[t].tier;
+        match result {
+            Ok(reply) => {
+                let tracker = &mut self.trackers[t];
+                tracker.state = TrackerState::Working;
+                tracker.started_ok = true;
+                if params.event == Event::Completed || (self.completed && params.transfer.left == 0)
+                {
+                    tracker.completed_sent = true;
+                }
+                if reply.tracker_id.is_some() {
+                    tracker.tracker_id = reply.tracker_id.clone();
+                }
+                tracker.last_announce = Some(now);
+                tracker.peers = reply.peers.len();
+                tracker.seeders = reply.seeders;
+                tracker.leechers = reply.leechers;
+                tracker.last_error = None;
+                let again_now = self.completed && !tracker.completed_sent;
+                if let Some(message) = reply.warning.clone() {
+                    self.events.push_back(TrackerEvent::Warning {
+                        url: url.clone(),
+                        message,
+                    });
+                }
+                self.events.push_back(TrackerEvent::Announced {
+                    url,
+                    event: params.event,
+                    peers: reply.peers.len(),
+                    seeders: reply.seeders,
+                    leechers: reply.leechers,
+                });
+                self.merge_peers(&reply.peers);
+                // BEP 12: the tracker that answered moves to the front of its tier.
+                let tier = &mut self.tiers[i];
+                if let Some(pos) = tier.order.iter().position(|&x| x == t) {
+                    tier.order.remove(pos);
+                }
+                tier.order.insert(0, t);
+                tier.pos = 0;
+                tier.failures = 0;
+                let interval = reply
+                    .interval
+                    .unwrap_or(DEFAULT_INTERVAL)
+                    .max(reply.min_interval.unwrap_or(Duration::ZERO))
+                    .clamp(MIN_INTERVAL, MAX_INTERVAL);
+                tier.next_at = Some(if again_now { now } else { now + interval });
+            }
+            Err(e) => {
+                let tracker = &mut self.trackers[t];
+                tracker.state = TrackerState::Failing;
+                tracker.last_error = Some(e.to_string());
+                self.events.push_back(TrackerEvent::Error {
+                    url,
+                    message: e.to_string(),
+                });
+                let tier = &mut self.tiers[i];
+                if tier.order.get(tier.pos) != Some(&t) {
+                    return;
+                }
+                tier.pos += 1;
+                if tier.pos < tier.order.len() {
+                    tier.next_at = Some(now);
+                } else {
+                    tier.pos = 0;
+                    tier.failures = tier.failures.saturating_add(1);
+                    tier.next_at = Some(now + retry_backoff(tier.failures));
+                }
+            }
+        }
+    }
+
+    /// Hands out the addresses no tracker gave before, skipping unusable ones and ourselves on loopback.
+    fn merge_peers(&mut self, peers: &[SocketAddr]) {
+        let own_port = self.identity.port;
+        let mut fresh = Vec::new();
+        for &addr in peers {
+            let ip = addr.ip();
+            let unusable = addr.port() == 0
+                || ip.is_unspecified()
+                || ip.is_multicast()
+                || ip == IpAddr::from([255, 255, 255, 255])
+                || (ip.is_loopback() && addr.port() == own_port);
+            if unusable || self.known_peers.len() >= MAX_KNOWN_PEERS {
+                continue;
+            }
+            if self.known_peers.insert(addr) {
+                fresh.push(addr);
+            }
+        }
+        if !fresh.is_empty() {
+            self.events.push_back(TrackerEvent::Peers(fresh));
+        }
+    }
+
+    fn next_io_id(&mut self) -> IoId {
+        self.next_io += 1;
+        IoId(self.next_io)
     }
 }
+
+/// `stopped` announces over UDP are retransmitted at least this often, inside `Timeouts::stop`.
+const STOP_RETRANSMIT: Duration = secs(1);
+
+/// The wait after the `failures`-th whole-tier failure in a row.
+fn retry_backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    RETRY_BASE.saturating_mul(1 << doublings).min(RETRY_MAX)
+}
+
+#[cfg(test)]
+mod tests;
