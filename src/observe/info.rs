@@ -1,1 +1,239 @@
 //! `rill info`: a torrent described for a person.
+//!
+//! Owns: the text `rill info FILE.torrent` prints. Must not: print it, or read the file (`main` does both).
+//!
+//! Every string from the torrent passes through [`printable`] first: a hostile name or comment must not be
+//! able to send escape sequences to the user's terminal or break the one-field-per-line layout.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use crate::metainfo::Metainfo;
+use crate::observe::units;
+
+/// The description of `m`: name, info-hash, piece size and count, total size, privacy, the numbered file
+/// list (numbered as `Metainfo::selectable_files`, the numbers `--files` takes) and the trackers by tier.
+/// Ends with a newline.
+pub fn render_info(m: &Metainfo) -> String {
+    // Writing to a String cannot fail, so the `fmt::Result`s below are ignored.
+    let mut out = String::new();
+    let field = |out: &mut String, label: &str, value: &str| {
+        let _ = writeln!(out, "{:<12}{value}", format!("{label}:"));
+    };
+    field(&mut out, "name", &printable(&m.name));
+    field(&mut out, "info-hash", &m.info_hash.to_string());
+    field(
+        &mut out,
+        "piece size",
+        &format!(
+            "{} ({} bytes)",
+            units::bytes(m.piece_length.into()),
+            m.piece_length
+        ),
+    );
+    field(&mut out, "pieces", &m.piece_count().to_string());
+    field(
+        &mut out,
+        "total size",
+        &format!(
+            "{} ({} bytes)",
+            units::bytes(m.total_length),
+            m.total_length
+        ),
+    );
+    field(
+        &mut out,
+        "private",
+        if m.private {
+            "yes (trackers only: no DHT, no PEX)"
+        } else {
+            "no"
+        },
+    );
+    if let Some(comment) = &m.comment {
+        field(&mut out, "comment", &printable(comment));
+    }
+    if let Some(created_by) = &m.created_by {
+        field(&mut out, "created by", &printable(created_by));
+    }
+
+    let files: Vec<(usize, String, &str)> = m
+        .selectable_files()
+        .map(|(i, f)| (i, units::bytes(f.length), f.display_path.as_str()))
+        .collect();
+    let (padding_count, padding_bytes) = m
+        .files
+        .iter()
+        .filter(|f| f.padding)
+        .fold((0u64, 0u64), |(n, len), f| (n + 1, len + f.length));
+    let mut files_line = files.len().to_string();
+    if padding_count > 0 {
+        let _ = write!(
+            files_line,
+            " (and {padding_count} padding file{}, {}, not written to disk)",
+            if padding_count == 1 { "" } else { "s" },
+            units::bytes(padding_bytes)
+        );
+    }
+    field(&mut out, "files", &files_line);
+    let index_width = files.last().map_or(1, |(i, _, _)| i.to_string().len());
+    let size_width = files
+        .iter()
+        .map(|(_, size, _)| size.len())
+        .max()
+        .unwrap_or(0);
+    for (i, size, path) in &files {
+        let _ = writeln!(
+            out,
+            "  {i:>index_width$}  {size:>size_width$}  {}",
+            printable(path)
+        );
+    }
+
+    if m.trackers.is_empty() {
+        let _ = writeln!(out, "trackers:   none");
+    } else {
+        let _ = writeln!(out, "trackers:");
+        for (tier, urls) in m.trackers.iter().enumerate() {
+            for (n, url) in urls.iter().enumerate() {
+                let label = if n == 0 {
+                    format!("tier {}:", tier + 1)
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(out, "  {label:<9}{}", printable(url));
+            }
+        }
+    }
+    out
+}
+
+/// `text` with control characters (escape sequences, newlines) written as Rust escapes.
+fn printable(text: &str) -> Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        Cow::Owned(
+            text.chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::metainfo::{FileEntry, InfoHash};
+
+    fn entry(path: &str, length: u64, offset: u64, padding: bool) -> FileEntry {
+        FileEntry {
+            path: PathBuf::from(path),
+            display_path: path.to_owned(),
+            length,
+            offset,
+            padding,
+        }
+    }
+
+    fn hybrid_like() -> Metainfo {
+        let files = vec![
+            entry("multi/a/one.bin", 20_000, 0, false),
+            entry("multi/.pad/12768", 12_768, 20_000, true),
+            entry("multi/empty.dat", 0, 32_768, false),
+            entry("multi/readme.txt", 1000, 32_768, false),
+        ];
+        Metainfo {
+            info_hash: InfoHash([0xab; 20]),
+            name: "multi".into(),
+            piece_length: 16_384,
+            piece_hashes: vec![[0; 20]; 3],
+            total_length: 33_768,
+            files,
+            trackers: vec![
+                vec![
+                    "http://127.0.0.1:6969/announce".into(),
+                    "udp://127.0.0.1:6969".into(),
+                ],
+                vec!["http://127.0.0.1:6970/announce".into()],
+            ],
+            private: true,
+            comment: Some("made for a test".into()),
+            created_by: None,
+        }
+    }
+
+    #[test]
+    fn info_lists_fields_numbered_files_and_tiers() {
+        let text = render_info(&hybrid_like());
+        let expected = "\
+name:       multi
+info-hash:  abababababababababababababababababababab
+piece size: 16.0 KiB (16384 bytes)
+pieces:     3
+total size: 33.0 KiB (33768 bytes)
+private:    yes (trackers only: no DHT, no PEX)
+comment:    made for a test
+files:      3 (and 1 padding file, 12.5 KiB, not written to disk)
+  0  19.5 KiB  multi/a/one.bin
+  1       0 B  multi/empty.dat
+  2    1000 B  multi/readme.txt
+trackers:
+  tier 1:  http://127.0.0.1:6969/announce
+           udp://127.0.0.1:6969
+  tier 2:  http://127.0.0.1:6970/announce
+";
+        assert_eq!(text, expected, "got:\n{text}");
+    }
+
+    #[test]
+    fn info_without_trackers_or_padding() {
+        let mut m = hybrid_like();
+        m.trackers.clear();
+        m.files.retain(|f| !f.padding);
+        m.private = false;
+        m.comment = None;
+        m.created_by = Some("rill".into());
+        let text = render_info(&m);
+        assert!(text.contains("\nfiles:      3\n"), "{text}");
+        assert!(text.contains("\nprivate:    no\n"), "{text}");
+        assert!(text.contains("\ncreated by: rill\n"), "{text}");
+        assert!(text.ends_with("trackers:   none\n"), "{text}");
+        assert!(!text.contains("comment"), "{text}");
+    }
+
+    #[test]
+    fn info_numbers_align_past_ten_files() {
+        let mut m = hybrid_like();
+        m.files = (0..12)
+            .map(|i| entry(&format!("multi/f{i}"), 100, i * 100, false))
+            .collect();
+        let text = render_info(&m);
+        assert!(text.contains("\n   0  100 B  multi/f0\n"), "{text}");
+        assert!(text.contains("\n  11  100 B  multi/f11\n"), "{text}");
+    }
+
+    #[test]
+    fn info_escapes_control_characters_from_the_torrent() {
+        let mut m = hybrid_like();
+        m.name = "evil\u{1b}[2Jname".into();
+        m.comment = Some("two\nlines".into());
+        m.files[0].display_path = "multi/\u{7}bell".into();
+        let text = render_info(&m);
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{text}"
+        );
+        assert!(text.contains("name:       evil\\u{1b}[2Jname\n"), "{text}");
+        assert!(text.contains("comment:    two\\nlines\n"), "{text}");
+        assert!(text.contains("multi/\\u{7}bell"), "{text}");
+    }
+}
