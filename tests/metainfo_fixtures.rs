@@ -7,6 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use rill::metainfo::{Metainfo, MetainfoError};
+use rill::rng::Rng;
 
 struct Expected {
     info_hash_v1: Option<String>,
@@ -170,21 +171,46 @@ fn libtorrent_v2_only_is_rejected_with_a_clear_error() {
     assert_eq!(e.to_string(), "v2-only torrents are not supported");
 }
 
+const ALL: [&str; 5] = [
+    "transmission-multi.torrent",
+    "libtorrent-v1-single.torrent",
+    "libtorrent-v1-multi.torrent",
+    "libtorrent-hybrid.torrent",
+    "libtorrent-v2-only.torrent",
+];
+
 #[test]
 fn truncated_fixtures_are_rejected_not_panicked_on() {
-    for name in [
-        "transmission-multi.torrent",
-        "libtorrent-v1-single.torrent",
-        "libtorrent-v1-multi.torrent",
-        "libtorrent-hybrid.torrent",
-        "libtorrent-v2-only.torrent",
-    ] {
+    for name in ALL {
         let (bytes, _) = read_fixture(name);
         for len in 0..bytes.len() {
             assert!(
                 Metainfo::from_bytes(&bytes[..len]).is_err(),
                 "{name} cut at {len}"
             );
+        }
+    }
+}
+
+#[test]
+fn bit_flipped_fixtures_never_panic_and_keep_invariants() {
+    let mut rng = Rng::seeded(0xf1_7572e5);
+    for name in ALL {
+        let (original, _) = read_fixture(name);
+        for _ in 0..2000 {
+            let mut bytes = original.clone();
+            for _ in 0..=rng.below(2) {
+                let bit = rng.below(bytes.len() as u64 * 8) as usize;
+                bytes[bit / 8] ^= 1 << (bit % 8);
+            }
+            if let Ok(m) = Metainfo::from_bytes(&bytes) {
+                let sum: u64 = m.files.iter().map(|f| f.length).sum();
+                assert_eq!(sum, m.total_length, "{name}");
+                assert_eq!(
+                    u64::from(m.piece_count()),
+                    m.total_length.div_ceil(m.piece_length.into())
+                );
+            }
         }
     }
 }
