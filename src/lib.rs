@@ -21,3 +21,4 @@ pub mod storage;
 pub mod swarm;
 pub mod timer_wheel;
 pub mod wire;
+pub mod cli;

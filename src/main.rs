@@ -1,1 +1,188 @@
-fn main() {}
+//! The `rill` binary: argv → command → run → exit code.
+//!
+//! Owns: process concerns only — logging set-up, OS entropy for the RNG and peer id, reading the
+//! `.torrent` file, printing results, mapping errors to exit codes (0 ok, 1 runtime failure, 2 bad input).
+//! Must not: contain protocol logic.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+
+use rill::bitfield::Bitfield;
+use rill::cli::{self, Command, TransferOptions};
+use rill::event_loop::{EventLoop, RunConfig, UiMode};
+use rill::geometry::Geometry;
+use rill::metainfo::Metainfo;
+use rill::observe::{info, ui};
+use rill::rng::Rng;
+use rill::storage::Storage;
+use rill::swarm::Swarm;
+
+/// How a command failed, and which exit code that means.
+enum Failure {
+    /// Bad usage or bad input: exit 2.
+    Input(String),
+    /// The run itself failed: exit 1.
+    Runtime(String),
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_target(true)
+        .init();
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let command = match cli::parse(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rill: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Input(msg)) => {
+            eprintln!("rill: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(msg)) => {
+            eprintln!("rill: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Help(text) => {
+            print!("{text}");
+            Ok(())
+        }
+        Command::Version => {
+            println!("rill {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Info { torrent, scrape } => {
+            let meta = load_torrent(&torrent)?;
+            print!("{}", info::render_info(&meta));
+            if scrape {
+                return Err(Failure::Runtime("scrape is not available yet".into()));
+            }
+            Ok(())
+        }
+        Command::Download { opts, seed, files, sequential, recheck: _ } => {
+            let meta = load_torrent(&opts.torrent)?;
+            let wanted_files = match &files {
+                Some(list) => select_files(&meta, list)?,
+                None => vec![true; meta.files.len()],
+            };
+            download(&meta, &opts, &wanted_files, sequential, seed)
+        }
+        Command::Seed { .. } => Err(Failure::Runtime("seeding is not available yet".into())),
+    }
+}
+
+fn load_torrent(path: &Path) -> Result<Metainfo, Failure> {
+    let bytes = std::fs::read(path).map_err(|e| Failure::Input(format!("cannot read {}: {e}", path.display())))?;
+    Metainfo::from_bytes(&bytes).map_err(|e| Failure::Input(format!("{}: {e}", path.display())))
+}
+
+/// Maps `--files` indices (as `rill info` numbers them: non-padding files) to a per-file flag.
+fn select_files(meta: &Metainfo, list: &[usize]) -> Result<Vec<bool>, Failure> {
+    let numbered: Vec<usize> = meta.selectable_files().map(|(_, f)| f).map(|f| file_index(meta, f)).collect();
+    let mut wanted = vec![false; meta.files.len()];
+    for &n in list {
+        let Some(&i) = numbered.get(n) else {
+            return Err(Failure::Input(format!(
+                "--files: no file {n} (the torrent has {} files, numbered from 0)",
+                numbered.len()
+            )));
+        };
+        wanted[i] = true;
+    }
+    Ok(wanted)
+}
+
+fn file_index(meta: &Metainfo, f: &rill::metainfo::FileEntry) -> usize {
+    meta.files.iter().position(|g| std::ptr::eq(g, f)).unwrap_or(0)
+}
+
+fn os_seed() -> u64 {
+    let mut buf = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        if f.read_exact(&mut buf).is_ok() {
+            return u64::from_le_bytes(buf);
+        }
+    }
+    // No /dev/urandom: the process id and the time are enough for a peer id.
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    (t as u64) ^ (u64::from(std::process::id()) << 32)
+}
+
+fn peer_id(rng: &mut Rng) -> [u8; 20] {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut id = *b"-RL0001-............";
+    for b in &mut id[8..] {
+        *b = ALPHABET[rng.below(ALPHABET.len() as u64) as usize];
+    }
+    id
+}
+
+fn listen_addr(opts: &TransferOptions) -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], opts.port.unwrap_or(cli::DEFAULT_PORT)))
+}
+
+fn download(
+    meta: &Metainfo,
+    opts: &TransferOptions,
+    wanted_files: &[bool],
+    sequential: bool,
+    seed: bool,
+) -> Result<(), Failure> {
+    let geometry = Geometry::new(meta.piece_length, meta.total_length);
+    let n = geometry.piece_count();
+    let mut wanted = Bitfield::new(n);
+    for (i, f) in meta.files.iter().enumerate() {
+        if !wanted_files[i] || f.padding || f.length == 0 {
+            continue;
+        }
+        let first = (f.offset / u64::from(meta.piece_length)) as u32;
+        let last = ((f.offset + f.length - 1) / u64::from(meta.piece_length)) as u32;
+        for p in first..=last {
+            wanted.set(p);
+        }
+    }
+    std::fs::create_dir_all(&opts.dir)
+        .map_err(|e| Failure::Runtime(format!("cannot create {}: {e}", opts.dir.display())))?;
+    let storage = Storage::open(&opts.dir, meta, |i| wanted_files[i]).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let swarm = Swarm::new(geometry, Bitfield::new(n), wanted, sequential);
+    let mut rng = Rng::seeded(os_seed());
+    let id = peer_id(&mut rng);
+    let ui_mode = UiMode::detect(opts.no_ui);
+    let config = RunConfig {
+        max_peers: opts.max_peers,
+        max_half_open: 8,
+        listen: Some(listen_addr(opts)),
+        // The default port may be taken by another client: any free port will do then.
+        listen_fallback: opts.port.is_none(),
+        ui: ui_mode,
+        extra_peers: opts.peers.clone(),
+        keep_seeding: seed,
+    };
+    let event_loop =
+        EventLoop::new(meta, swarm, storage, config, id, rng).map_err(|e| Failure::Runtime(e.to_string()))?;
+    if let Some(port) = event_loop.listen_port() {
+        if opts.port == Some(0) {
+            println!("listening on port {port}");
+        }
+    }
+    let outcome = event_loop.run().map_err(|e| Failure::Runtime(e.to_string()))?;
+    if !outcome.complete {
+        return Err(Failure::Runtime("stopped before the download completed".into()));
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", ui::render_summary(meta.total_length, outcome.elapsed, outcome.peers_used, outcome.uploaded));
+    Ok(())
+}

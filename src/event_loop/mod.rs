@@ -1,8 +1,790 @@
 //! The event loop: the only code that touches sockets (through mio) and the clock.
 //!
-//! Owns: the `mio::Poll`, every registered source, the timer wheel's keys, and the order of work in a turn.
-//! Must not: decide protocol; it delegates to sessions, the swarm and the tracker machines.
+//! Owns: the `mio::Poll`, every registered source (listener, peer connections, tracker sockets, the
+//! waker), the timer wheel and what its keys mean, and the order of work in a turn.
+//! Must not: decide protocol. Sessions, the swarm, the choker and the tracker machines decide; the loop
+//! moves bytes and time between them and the OS.
+//!
+//! One turn:
+//! 1. wait in `poll` until the wheel's next deadline (no wait if the backlog holds peers cut short);
+//! 2. read the clock once: that `now` is used for the whole turn;
+//! 3. handle every event: accept, connect completions, reads (frames → session → effects), writes,
+//!    tracker sockets, the waker (DNS answers);
+//! 4. resume backlog peers (read budget spent, or un-paused after their send queue drained);
+//! 5. fire due timers (peer time-outs, rate samples, choke rounds, tracker announces, redraws);
+//! 6. announce verified pieces and endgame cancels to every peer, dial new peers;
+//! 7. reap connections closed this turn (slots are freed only here, so a stale event in the same turn
+//!    finds its connection marked closing, never a newcomer in the same slot).
+//!
+//! After any `on_*` call into a session the loop performs the returned effect, flushes the session's
+//! output, and moves its wheel entry if `next_deadline()` moved earlier. Wheel entries are only moved
+//! earlier eagerly; a later deadline is picked up when the entry fires (a spurious `on_timeout` is a
+//! no-op), which keeps per-frame work O(1).
 
+pub mod peers;
 pub mod scrape;
 pub mod token;
 pub mod trackers;
+
+use std::fmt;
+use std::io::{self, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Waker};
+use slab::Slab;
+
+use crate::metainfo::Metainfo;
+use crate::observe::ui::{self, Snapshot};
+use crate::peer::session::{PeerSession, TorrentContext};
+use crate::peer::DropReason;
+use crate::rng::Rng;
+use crate::storage::{Storage, StorageError};
+use crate::swarm::candidates::Candidates;
+use crate::swarm::{PeerNo, Swarm};
+use crate::time::{millis, secs, Clock, Timestamp};
+use crate::timer_wheel::{TimerId, TimerWheel};
+use crate::tracker::{ClientIdentity, TrackerEvent, Trackers, Transfer};
+use peers::{Connection, InputError, ReadOutcome, Shared};
+use token::Source;
+use trackers::TrackerDriver;
+
+/// Wheel resolution and size: 10 ms × 4096 ≈ 41 s a lap.
+const WHEEL_TICK: Duration = millis(10);
+const WHEEL_SLOTS: usize = 4096;
+const RATE_SAMPLE_EVERY: Duration = secs(1);
+const REDRAW_LIVE_EVERY: Duration = millis(250);
+const REDRAW_PLAIN_EVERY: Duration = secs(5);
+/// How long `stopped` announces may take on exit.
+const STOP_GRACE: Duration = secs(3);
+
+/// Everything that can wake the loop. A peer's own timers live inside its session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wake {
+    /// Connect, handshake, keep-alive, silence and request time-outs of the peer in this slot, if it is
+    /// still the same peer.
+    Peer(usize, PeerNo),
+    /// Announces, retransmissions and time-outs of the tracker machines.
+    Trackers,
+    /// Once a second: rates, pipeline sizing, dialling.
+    RateSample,
+    /// Status line.
+    Redraw,
+    /// Give up waiting for `stopped` announces.
+    StopDeadline,
+}
+
+/// How progress is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UiMode {
+    /// One line redrawn in place on a terminal.
+    Live,
+    /// A plain line every few seconds (logs and pipes).
+    Plain,
+}
+
+impl UiMode {
+    pub fn detect(no_ui: bool) -> Self {
+        if no_ui || !io::stdout().is_terminal() {
+            UiMode::Plain
+        } else {
+            UiMode::Live
+        }
+    }
+}
+
+/// How one run behaves.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub max_peers: usize,
+    pub max_half_open: usize,
+    /// Port to accept peers on; `None`: do not listen.
+    pub listen: Option<SocketAddr>,
+    /// If `listen`'s port is taken, listen on any free port instead of failing.
+    pub listen_fallback: bool,
+    pub ui: UiMode,
+    /// Peers to dial besides those the trackers give.
+    pub extra_peers: Vec<SocketAddr>,
+    /// Keep running once every wanted piece is verified.
+    pub keep_seeding: bool,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub complete: bool,
+    pub elapsed: Duration,
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub peers_used: usize,
+}
+
+/// Why the loop could not go on.
+#[derive(Debug)]
+pub enum LoopError {
+    Poll(io::Error),
+    Listen { addr: SocketAddr, error: io::Error },
+    Storage(StorageError),
+}
+
+impl fmt::Display for LoopError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoopError::Poll(e) => write!(f, "event loop failed: {e}"),
+            LoopError::Listen { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
+            LoopError::Storage(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for LoopError {}
+
+pub struct EventLoop {
+    poll: Poll,
+    clock: Clock,
+    timers: TimerWheel<Wake>,
+    config: RunConfig,
+    ctx: TorrentContext,
+    piece_hashes: Vec<[u8; 20]>,
+    swarm: Swarm,
+    storage: Storage,
+    rng: Rng,
+    listener: Option<TcpListener>,
+    peers: Slab<Connection>,
+    next_peer_no: u64,
+    candidates: Candidates,
+    trackers: Trackers,
+    tracker_driver: TrackerDriver,
+    tracker_timer: Option<(TimerId, Timestamp)>,
+    /// Peers cut short (read budget) or un-paused: handled again this turn, no waiting.
+    backlog: Vec<usize>,
+    /// Slots to reap at the end of the turn.
+    closing: Vec<usize>,
+    verified: Vec<u32>,
+    failed_contributors: Vec<PeerNo>,
+    /// Peers that ever sent us payload.
+    peers_used: std::collections::HashSet<SocketAddr>,
+    last_sample: Timestamp,
+    down_rate: f64,
+    up_rate: f64,
+    last_downloaded: u64,
+    last_uploaded: u64,
+    started_at: Timestamp,
+    stopping: bool,
+    stop_deadline_passed: bool,
+    completed_announced: bool,
+    last_line_len: usize,
+}
+
+impl EventLoop {
+    pub fn new(
+        meta: &Metainfo,
+        swarm: Swarm,
+        storage: Storage,
+        config: RunConfig,
+        peer_id: [u8; 20],
+        mut rng: Rng,
+    ) -> Result<Self, LoopError> {
+        let poll = Poll::new().map_err(LoopError::Poll)?;
+        let clock = Clock::start();
+        let now = clock.now();
+        let waker = Arc::new(Waker::new(poll.registry(), token::encode(Source::Waker)).map_err(LoopError::Poll)?);
+        let mut listener = None;
+        let mut listen_port = None;
+        if let Some(addr) = config.listen {
+            let mut l = match TcpListener::bind(addr) {
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse && config.listen_fallback => {
+                    log::info!("port {} is taken; listening on a free port instead", addr.port());
+                    TcpListener::bind(SocketAddr::new(addr.ip(), 0))
+                }
+                other => other,
+            }
+            .map_err(|error| LoopError::Listen { addr, error })?;
+            let local = l.local_addr().map_err(|error| LoopError::Listen { addr, error })?;
+            poll.registry()
+                .register(&mut l, token::encode(Source::Listener), Interest::READABLE)
+                .map_err(LoopError::Poll)?;
+            log::info!("listening on {local}");
+            listen_port = Some(local.port());
+            listener = Some(l);
+        }
+        let geometry = *swarm.geometry();
+        let ctx = TorrentContext {
+            info_hash: meta.info_hash,
+            our_peer_id: peer_id,
+            geometry,
+            limits: crate::wire::FrameLimits::for_torrent(geometry.piece_count()),
+            listen_port,
+        };
+        let identity = ClientIdentity {
+            info_hash: meta.info_hash,
+            peer_id,
+            port: listen_port.unwrap_or(0),
+            key: rng.next_u32(),
+            numwant: 80,
+        };
+        let trackers = Trackers::new(&meta.trackers, identity, &mut rng, now);
+        let tracker_driver = TrackerDriver::new(poll.registry(), waker).map_err(LoopError::Poll)?;
+        let mut candidates = Candidates::new();
+        if let Some(port) = listen_port {
+            candidates.set_own_addresses(vec![
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                SocketAddr::from(([0, 0, 0, 0], port)),
+            ]);
+        }
+        for addr in &config.extra_peers {
+            candidates.add(*addr);
+        }
+        let mut timers = TimerWheel::new(now, WHEEL_TICK, WHEEL_SLOTS);
+        timers.schedule(now + RATE_SAMPLE_EVERY, Wake::RateSample);
+        timers.schedule(now, Wake::Redraw);
+        Ok(EventLoop {
+            poll,
+            clock,
+            timers,
+            config,
+            ctx,
+            piece_hashes: meta.piece_hashes.clone(),
+            swarm,
+            storage,
+            rng,
+            listener,
+            peers: Slab::new(),
+            next_peer_no: 0,
+            candidates,
+            trackers,
+            tracker_driver,
+            tracker_timer: None,
+            backlog: Vec::new(),
+            closing: Vec::new(),
+            verified: Vec::new(),
+            failed_contributors: Vec::new(),
+            peers_used: Default::default(),
+            last_sample: now,
+            down_rate: 0.0,
+            up_rate: 0.0,
+            last_downloaded: 0,
+            last_uploaded: 0,
+            started_at: now,
+            stopping: false,
+            stop_deadline_passed: false,
+            completed_announced: false,
+            last_line_len: 0,
+        })
+    }
+
+    /// The port peers can reach us on, if listening.
+    pub fn listen_port(&self) -> Option<u16> {
+        self.ctx.listen_port
+    }
+
+    fn transfer(&self) -> Transfer {
+        Transfer {
+            uploaded: self.swarm.totals.uploaded,
+            downloaded: self.swarm.totals.downloaded,
+            left: self.swarm.left(),
+        }
+    }
+
+    /// Runs until every wanted piece is verified (or forever when seeding), then says goodbye to trackers.
+    pub fn run(mut self) -> Result<RunOutcome, LoopError> {
+        let mut events = Events::with_capacity(256);
+        let now = self.clock.now();
+        let transfer = self.transfer();
+        self.trackers.on_timeout(now, transfer, &mut self.rng);
+        self.pump_trackers(now);
+        self.dial_more(now);
+        if self.swarm.is_complete() && !self.config.keep_seeding {
+            self.begin_stop(now);
+        }
+        loop {
+            let wait = if self.backlog.is_empty() {
+                let now = self.clock.now();
+                self.timers.next_deadline().map(|at| at - now)
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, wait) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(LoopError::Poll(e));
+            }
+            let now = self.clock.now();
+            for event in events.iter() {
+                match token::decode(event.token()) {
+                    Some(Source::Listener) => self.accept_all(now),
+                    Some(Source::Peer(slot)) => self.on_peer_event(slot, event.is_writable(), now)?,
+                    Some(source @ (Source::TrackerHttp(_) | Source::TrackerUdp4 | Source::TrackerUdp6)) => {
+                        self.tracker_driver.on_ready(source, event, self.poll.registry(), &mut self.trackers, now);
+                        self.pump_trackers(now);
+                    }
+                    Some(Source::Waker) => {
+                        self.tracker_driver.on_wake(&mut self.trackers, now);
+                        self.pump_trackers(now);
+                    }
+                    None => log::trace!("event for unknown token {:?}", event.token()),
+                }
+            }
+            for slot in std::mem::take(&mut self.backlog) {
+                if let Some(conn) = self.peers.get_mut(slot) {
+                    conn.in_backlog = false;
+                    conn.paused = false;
+                }
+                self.read_peer(slot, now)?;
+            }
+            while let Some(wake) = self.timers.pop_expired(now) {
+                self.on_timer(wake, now)?;
+            }
+            self.after_turn(now)?;
+            if self.stopping && (self.stop_deadline_passed || self.trackers.is_stopped()) {
+                break;
+            }
+        }
+        let now = self.clock.now();
+        self.redraw(now, true);
+        self.storage.sync().map_err(LoopError::Storage)?;
+        Ok(RunOutcome {
+            complete: self.swarm.is_complete(),
+            elapsed: now - self.started_at,
+            downloaded: self.swarm.totals.downloaded,
+            uploaded: self.swarm.totals.uploaded,
+            peers_used: self.peers_used.len(),
+        })
+    }
+
+    // ---- peers --------------------------------------------------------------------------------
+
+    fn half_open(&self) -> usize {
+        self.peers.iter().filter(|(_, c)| c.session.phase() == crate::peer::session::Phase::AwaitingConnect).count()
+    }
+
+    fn dial_more(&mut self, now: Timestamp) {
+        if self.stopping || (self.swarm.is_complete() && !self.config.keep_seeding) {
+            return;
+        }
+        let mut half_open = self.half_open();
+        while self.peers.len() < self.config.max_peers && half_open < self.config.max_half_open {
+            let Some(addr) = self.candidates.next_to_dial(now) else {
+                break;
+            };
+            match TcpStream::connect(addr) {
+                Ok(socket) => {
+                    let no = self.new_peer_no();
+                    let session = PeerSession::outgoing(no, &self.ctx, now);
+                    if self.insert_peer(socket, addr, session, now).is_some() {
+                        half_open += 1;
+                        log::debug!("{addr}: connecting");
+                    }
+                }
+                Err(e) => {
+                    log::debug!("{addr}: connect failed: {e}");
+                    self.candidates.on_closed(addr, false, now);
+                }
+            }
+        }
+    }
+
+    fn new_peer_no(&mut self) -> PeerNo {
+        self.next_peer_no += 1;
+        PeerNo(self.next_peer_no)
+    }
+
+    fn insert_peer(&mut self, mut socket: TcpStream, addr: SocketAddr, session: PeerSession, now: Timestamp) -> Option<usize> {
+        let entry = self.peers.vacant_entry();
+        let slot = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut socket,
+            token::encode(Source::Peer(slot)),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::debug!("{addr}: cannot register: {e}");
+            self.candidates.on_closed(addr, false, now);
+            return None;
+        }
+        let conn = Connection::new(socket, addr, session, &self.ctx);
+        entry.insert(conn);
+        self.reschedule_peer(slot);
+        Some(slot)
+    }
+
+    fn accept_all(&mut self, now: Timestamp) {
+        loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((socket, addr)) => {
+                    if self.stopping || self.peers.len() >= self.config.max_peers {
+                        log::debug!("{addr}: incoming connection refused: peer limit");
+                        drop(socket);
+                        continue;
+                    }
+                    let no = self.new_peer_no();
+                    let session = PeerSession::incoming(no, &self.ctx, now);
+                    if let Some(slot) = self.insert_peer(socket, addr, session, now) {
+                        log::debug!("{addr}: accepted");
+                        // The handshake may already be waiting: edge-triggered readiness will not repeat it.
+                        self.queue_backlog(slot);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: never spin, never die. Try again on the next rate sample.
+                    log::warn!("accept failed: {e}; pausing incoming connections for a second");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn queue_backlog(&mut self, slot: usize) {
+        if let Some(conn) = self.peers.get_mut(slot) {
+            if !conn.in_backlog {
+                conn.in_backlog = true;
+                self.backlog.push(slot);
+            }
+        }
+    }
+
+    fn on_peer_event(&mut self, slot: usize, writable: bool, now: Timestamp) -> Result<(), LoopError> {
+        let Some(conn) = self.peers.get_mut(slot) else {
+            return Ok(());
+        };
+        if conn.closing.is_some() {
+            return Ok(());
+        }
+        if conn.session.phase() == crate::peer::session::Phase::AwaitingConnect {
+            match conn.check_connected() {
+                Ok(true) => {
+                    log::debug!("{}: connected", conn.addr);
+                    conn.session.on_connected(&self.ctx, now);
+                }
+                Ok(false) => return Ok(()),
+                Err(reason) => {
+                    self.close_peer(slot, reason);
+                    return Ok(());
+                }
+            }
+        }
+        self.read_peer(slot, now)?;
+        if writable {
+            self.flush_peer(slot, now)?;
+        }
+        Ok(())
+    }
+
+    /// Reads and processes a peer's input, then flushes its output.
+    fn read_peer(&mut self, slot: usize, now: Timestamp) -> Result<(), LoopError> {
+        let Some(conn) = self.peers.get_mut(slot) else {
+            return Ok(());
+        };
+        if conn.closing.is_some() || conn.session.phase() == crate::peer::session::Phase::AwaitingConnect {
+            return Ok(());
+        }
+        let downloaded_before = conn.session.downloaded;
+        let mut shared = Shared {
+            ctx: &self.ctx,
+            swarm: &mut self.swarm,
+            storage: &mut self.storage,
+            piece_hashes: &self.piece_hashes,
+            verified: &mut self.verified,
+            failed_contributors: &mut self.failed_contributors,
+        };
+        let result = conn.read_and_process(&mut shared, now);
+        if conn.session.downloaded > downloaded_before {
+            self.peers_used.insert(conn.addr);
+        }
+        match result {
+            Ok(ReadOutcome::Drained) => {}
+            Ok(ReadOutcome::MoreLater) => {
+                if !conn.paused {
+                    self.queue_backlog(slot);
+                }
+            }
+            Err(InputError::Drop(reason)) => {
+                self.close_peer(slot, reason);
+                return Ok(());
+            }
+            Err(InputError::Fatal(e)) => return Err(LoopError::Storage(e)),
+        }
+        self.flush_peer(slot, now)?;
+        self.reschedule_peer(slot);
+        Ok(())
+    }
+
+    fn flush_peer(&mut self, slot: usize, now: Timestamp) -> Result<(), LoopError> {
+        let Some(conn) = self.peers.get_mut(slot) else {
+            return Ok(());
+        };
+        if conn.closing.is_some() || conn.session.phase() == crate::peer::session::Phase::AwaitingConnect {
+            return Ok(());
+        }
+        let geometry = self.ctx.geometry;
+        let mut allowance = u64::MAX;
+        match conn.flush(&mut self.storage, |p| geometry.piece_offset(p), &mut allowance, now) {
+            Ok(served) => self.swarm.on_uploaded(served),
+            Err(InputError::Drop(reason)) => {
+                self.close_peer(slot, reason);
+                return Ok(());
+            }
+            Err(InputError::Fatal(e)) => return Err(LoopError::Storage(e)),
+        }
+        let conn = &mut self.peers[slot];
+        if conn.paused && conn.session.wants_input() {
+            conn.paused = false;
+            self.queue_backlog(slot);
+        }
+        Ok(())
+    }
+
+    /// Moves the peer's wheel entry earlier if its session's next deadline moved earlier.
+    fn reschedule_peer(&mut self, slot: usize) {
+        let Some(conn) = self.peers.get_mut(slot) else {
+            return;
+        };
+        let Some(next) = conn.session.next_deadline() else {
+            return;
+        };
+        if let Some((id, at)) = conn.timer {
+            if at <= next {
+                return;
+            }
+            self.timers.cancel(id);
+        }
+        let id = self.timers.schedule(next, Wake::Peer(slot, conn.session.no));
+        conn.timer = Some((id, next));
+    }
+
+    fn close_peer(&mut self, slot: usize, reason: DropReason) {
+        if let Some(conn) = self.peers.get_mut(slot) {
+            if conn.closing.is_none() {
+                log::debug!("{}: dropped: {reason}", conn.addr);
+                conn.closing = Some(reason);
+                self.closing.push(slot);
+            }
+        }
+    }
+
+    fn reap_closed(&mut self, now: Timestamp) {
+        for slot in std::mem::take(&mut self.closing) {
+            let mut conn = self.peers.remove(slot);
+            let _ = self.poll.registry().deregister(&mut conn.socket);
+            if let Some((id, _)) = conn.timer {
+                self.timers.cancel(id);
+            }
+            conn.session.on_closed(&mut self.swarm);
+            let useful = conn.session.peer_id.is_some();
+            match conn.closing {
+                Some(DropReason::Misbehaved(crate::peer::PeerMisbehaved::OwnPeerId)) => {
+                    self.candidates.forget(conn.addr)
+                }
+                _ => self.candidates.on_closed(conn.addr, useful, now),
+            }
+        }
+    }
+
+    // ---- timers -------------------------------------------------------------------------------
+
+    fn on_timer(&mut self, wake: Wake, now: Timestamp) -> Result<(), LoopError> {
+        match wake {
+            Wake::Peer(slot, no) => {
+                let Some(conn) = self.peers.get_mut(slot) else {
+                    return Ok(());
+                };
+                if conn.session.no != no || conn.closing.is_some() {
+                    return Ok(());
+                }
+                conn.timer = None;
+                if let Err(reason) = conn.session.on_timeout(&mut self.swarm, now) {
+                    self.close_peer(slot, reason);
+                    return Ok(());
+                }
+                self.flush_peer(slot, now)?;
+                self.reschedule_peer(slot);
+            }
+            Wake::Trackers => {
+                self.tracker_timer = None;
+                let transfer = self.transfer();
+                self.trackers.on_timeout(now, transfer, &mut self.rng);
+                self.pump_trackers(now);
+            }
+            Wake::RateSample => {
+                self.on_rate_sample(now)?;
+                self.timers.schedule(now + RATE_SAMPLE_EVERY, Wake::RateSample);
+            }
+            Wake::Redraw => {
+                self.redraw(now, false);
+                let every = match self.config.ui {
+                    UiMode::Live => REDRAW_LIVE_EVERY,
+                    UiMode::Plain => REDRAW_PLAIN_EVERY,
+                };
+                self.timers.schedule(now + every, Wake::Redraw);
+            }
+            Wake::StopDeadline => self.stop_deadline_passed = true,
+        }
+        Ok(())
+    }
+
+    fn on_rate_sample(&mut self, now: Timestamp) -> Result<(), LoopError> {
+        let dt = now - self.last_sample;
+        self.last_sample = now;
+        let secs = dt.as_secs_f64().max(1e-3);
+        let down = self.swarm.totals.downloaded - self.last_downloaded;
+        let up = self.swarm.totals.uploaded - self.last_uploaded;
+        self.last_downloaded = self.swarm.totals.downloaded;
+        self.last_uploaded = self.swarm.totals.uploaded;
+        self.down_rate = 0.5 * self.down_rate + 0.5 * (down as f64 / secs);
+        self.up_rate = 0.5 * self.up_rate + 0.5 * (up as f64 / secs);
+        let slots: Vec<usize> = self.peers.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            let conn = &mut self.peers[slot];
+            if conn.closing.is_some() || conn.session.phase() == crate::peer::session::Phase::AwaitingConnect {
+                continue;
+            }
+            conn.session.on_rate_sample(&mut self.swarm, now, dt);
+            self.flush_peer(slot, now)?;
+        }
+        self.dial_more(now);
+        Ok(())
+    }
+
+    // ---- trackers -----------------------------------------------------------------------------
+
+    fn pump_trackers(&mut self, now: Timestamp) {
+        self.tracker_driver.pump(self.poll.registry(), &mut self.trackers, now);
+        let mut added = false;
+        while let Some(event) = self.trackers.poll_event() {
+            match event {
+                TrackerEvent::Peers(addrs) => {
+                    for addr in addrs {
+                        added |= self.candidates.add(addr);
+                    }
+                }
+                TrackerEvent::Warning { url, message } => log::warn!("tracker {url}: {message}"),
+                TrackerEvent::Error { url, message } => log::warn!("tracker {url}: {message}"),
+                TrackerEvent::Announced { url, peers, .. } => log::info!("tracker {url}: {peers} peers"),
+                TrackerEvent::Scraped { .. } => {}
+            }
+        }
+        if added {
+            self.dial_more(now);
+        }
+        let next = self.trackers.next_deadline();
+        match (self.tracker_timer, next) {
+            (Some((_, at)), Some(n)) if at <= n => {}
+            (current, Some(n)) => {
+                if let Some((id, _)) = current {
+                    self.timers.cancel(id);
+                }
+                let id = self.timers.schedule(n, Wake::Trackers);
+                self.tracker_timer = Some((id, n));
+            }
+            (_, None) => {}
+        }
+    }
+
+    // ---- end of turn --------------------------------------------------------------------------
+
+    fn after_turn(&mut self, now: Timestamp) -> Result<(), LoopError> {
+        // Announce verified pieces and endgame cancels to every peer.
+        if !self.verified.is_empty() || self.swarm.has_endgame_taken() {
+            let verified = std::mem::take(&mut self.verified);
+            let taken: Vec<_> = self.swarm.drain_endgame_taken().collect();
+            let slots: Vec<usize> = self.peers.iter().map(|(slot, _)| slot).collect();
+            for slot in slots {
+                let conn = &mut self.peers[slot];
+                if conn.closing.is_some() {
+                    continue;
+                }
+                for b in &taken {
+                    conn.session.on_block_taken(b);
+                }
+                for &piece in &verified {
+                    conn.session.on_we_have(piece, &mut self.swarm, now);
+                }
+                self.flush_peer(slot, now)?;
+            }
+            if !verified.is_empty() && self.swarm.is_complete() && !self.completed_announced {
+                self.on_complete(now);
+            }
+        }
+        if !self.failed_contributors.is_empty() {
+            self.failed_contributors.clear();
+        }
+        self.reap_closed(now);
+        self.dial_more(now);
+        Ok(())
+    }
+
+    fn on_complete(&mut self, now: Timestamp) {
+        self.completed_announced = true;
+        let transfer = self.transfer();
+        self.trackers.on_completed(now, transfer);
+        self.pump_trackers(now);
+        log::info!("download complete");
+        if !self.config.keep_seeding {
+            self.begin_stop(now);
+        }
+    }
+
+    /// Stop taking new work, close peers, send `stopped` to trackers, and exit once they answered or
+    /// `STOP_GRACE` passed.
+    fn begin_stop(&mut self, now: Timestamp) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        let slots: Vec<usize> = self.peers.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            self.close_peer(slot, DropReason::Shutdown);
+        }
+        let transfer = self.transfer();
+        self.trackers.on_stop(now, transfer);
+        self.pump_trackers(now);
+        self.timers.schedule(now + STOP_GRACE, Wake::StopDeadline);
+    }
+
+    // ---- the view -----------------------------------------------------------------------------
+
+    fn snapshot(&self) -> Snapshot {
+        let total = self.swarm.wanted_bytes();
+        Snapshot {
+            done: total - self.swarm.left(),
+            total,
+            uploaded: self.swarm.totals.uploaded,
+            down_rate: self.down_rate,
+            up_rate: self.up_rate,
+            peers: self.peers.len() - self.half_open(),
+            half_open: self.half_open(),
+            seeding: self.swarm.is_complete() && self.config.keep_seeding,
+            state: self.stopping.then_some("stopping"),
+        }
+    }
+
+    fn redraw(&mut self, _now: Timestamp, last: bool) {
+        let snap = self.snapshot();
+        match self.config.ui {
+            UiMode::Live => {
+                let line = ui::render_status(&snap, 120);
+                let pad = self.last_line_len.saturating_sub(line.chars().count());
+                let mut out = io::stdout().lock();
+                let _ = write!(out, "\r{line}{}", " ".repeat(pad));
+                if last {
+                    let _ = writeln!(out);
+                }
+                let _ = out.flush();
+                self.last_line_len = line.chars().count();
+            }
+            UiMode::Plain => {
+                let line = ui::render_status(&snap, 200);
+                let mut out = io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+        }
+    }
+}

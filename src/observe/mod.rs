@@ -1,4 +1,5 @@
 //! Observing the network: what the user sees (status line, summaries) and what machines read.
 
 pub mod info;
+pub mod ui;
 pub mod units;

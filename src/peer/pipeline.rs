@@ -1,1 +1,271 @@
+//! Requests in flight to one peer, and how many to keep in flight.
+//!
+//! Owns: the in-flight list (oldest first) with send times, round-trip and rate measurement, and the target
+//! depth: enough requests to cover the bandwidth-delay product (rate × round trip, with margin), grown
+//! like TCP slow start while the pipeline is what limits the rate, clamped by the peer's `reqq`.
+//! Must not: pick blocks (the swarm does) or send anything (the session does).
+//!
+//! A request that times out or is discarded by a `choke` is *released*: its block goes back to the pool at
+//! once, but the entry stays a while so the block, if it still arrives, is accepted rather than taken for
+//! an unrequested one (PROTOCOL-NOTES: blocks in flight may cross a choke or a cancel).
 
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::geometry::{BlockRef, BLOCK_LEN};
+use crate::time::{millis, secs, Timestamp};
+
+/// Depth before anything is measured: 512 KiB in flight.
+pub const INITIAL_DEPTH: u32 = 32;
+/// Never fewer than this in flight to an unchoked peer.
+pub const MIN_DEPTH: u32 = 4;
+/// Never more, whatever the peer's `reqq`.
+pub const MAX_DEPTH: u32 = 1000;
+/// Assumed queue limit of a peer that advertises no `reqq` (PROTOCOL-NOTES: a conservative default).
+pub const DEFAULT_PEER_REQQ: u32 = 250;
+/// Margin over two round trips the pipeline covers, for scheduling jitter at either end.
+const DEPTH_MARGIN: Duration = millis(100);
+/// A request unanswered this long goes back to the pool for other peers.
+pub const REQUEST_TIMEOUT: Duration = secs(30);
+/// Released requests are remembered this long, so their late blocks are accepted.
+const LATE_GRACE: Duration = secs(30);
+/// The minimum round trip is forgotten after this long, so a changed path is noticed.
+const RTT_WINDOW: Duration = secs(10);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    pub block: BlockRef,
+    pub sent_at: Timestamp,
+    /// Returned to the pool (time-out, choke, cancel) but still accepted if it arrives.
+    pub released: bool,
+}
+
+#[derive(Debug)]
+pub struct Pipeline {
+    in_flight: VecDeque<InFlight>,
+    active: u32,
+    target: u32,
+    /// min(peer's reqq, MAX_DEPTH).
+    limit: u32,
+    min_rtt: Option<Duration>,
+    rtt_window_start: Timestamp,
+    /// Payload bytes since the last rate sample.
+    sample_bytes: u64,
+    last_sample: Timestamp,
+    /// Smoothed download rate from this peer, bytes per second.
+    rate: f64,
+}
+
+impl Pipeline {
+    pub fn new(now: Timestamp) -> Self {
+        Pipeline {
+            in_flight: VecDeque::new(),
+            active: 0,
+            target: INITIAL_DEPTH.min(DEFAULT_PEER_REQQ),
+            limit: DEFAULT_PEER_REQQ,
+            min_rtt: None,
+            rtt_window_start: now,
+            sample_bytes: 0,
+            last_sample: now,
+            rate: 0.0,
+        }
+    }
+
+    /// The peer told us its queue limit (BEP 10 `reqq`).
+    pub fn set_peer_limit(&mut self, reqq: u32) {
+        self.limit = reqq.clamp(1, MAX_DEPTH);
+        self.target = self.target.min(self.limit);
+    }
+
+    pub fn target(&self) -> u32 {
+        self.target
+    }
+    /// Requests still expected (not released).
+    pub fn active(&self) -> u32 {
+        self.active
+    }
+    pub fn has_room(&self) -> bool {
+        self.active < self.target
+    }
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+    pub fn min_rtt(&self) -> Option<Duration> {
+        self.min_rtt
+    }
+
+    pub fn push(&mut self, block: BlockRef, now: Timestamp) {
+        self.in_flight.push_back(InFlight { block, sent_at: now, released: false });
+        self.active += 1;
+    }
+
+    /// Whether `block` is in flight and not released (endgame: do not request it twice).
+    pub fn is_requested(&self, block: &BlockRef) -> bool {
+        self.in_flight.iter().any(|f| !f.released && f.block == *block)
+    }
+
+    /// A block arrived: its entry, if we asked for it. Blocks mostly arrive in request order, so the
+    /// search usually stops at the front.
+    pub fn on_block(&mut self, block: &BlockRef, now: Timestamp) -> Option<InFlight> {
+        let i = self.in_flight.iter().position(|f| f.block == *block)?;
+        let entry = self.in_flight.remove(i)?;
+        if !entry.released {
+            self.active -= 1;
+            let rtt = now - entry.sent_at;
+            if now - self.rtt_window_start > RTT_WINDOW {
+                self.min_rtt = None;
+                self.rtt_window_start = now;
+            }
+            self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
+        }
+        self.sample_bytes += u64::from(block.len);
+        Some(entry)
+    }
+
+    /// Marks `block` released (we cancelled it); returns whether it was active.
+    pub fn release(&mut self, block: &BlockRef) -> bool {
+        match self.in_flight.iter_mut().find(|f| !f.released && f.block == *block) {
+            Some(f) => {
+                f.released = true;
+                self.active -= 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Releases every active request (a `choke` discarded them); `give_back` returns each to the pool.
+    pub fn release_all(&mut self, mut give_back: impl FnMut(&BlockRef)) {
+        for f in self.in_flight.iter_mut().filter(|f| !f.released) {
+            f.released = true;
+            give_back(&f.block);
+        }
+        self.active = 0;
+    }
+
+    /// Drops every entry (the peer is gone); `give_back` gets each active block.
+    pub fn clear(&mut self, mut give_back: impl FnMut(&BlockRef)) {
+        for f in self.in_flight.drain(..) {
+            if !f.released {
+                give_back(&f.block);
+            }
+        }
+        self.active = 0;
+    }
+
+    /// Releases active requests older than `REQUEST_TIMEOUT` and forgets released ones past their grace.
+    /// Returns how many timed out.
+    pub fn expire(&mut self, now: Timestamp, mut give_back: impl FnMut(&BlockRef)) -> u32 {
+        let mut timed_out = 0;
+        for f in self.in_flight.iter_mut() {
+            if !f.released && now - f.sent_at >= REQUEST_TIMEOUT {
+                f.released = true;
+                f.sent_at = now; // grace counts from release
+                give_back(&f.block);
+                timed_out += 1;
+            }
+        }
+        self.active -= timed_out;
+        self.in_flight.retain(|f| !f.released || now - f.sent_at < LATE_GRACE);
+        if timed_out > 0 {
+            // The peer is not keeping up: start again from a small pipeline.
+            self.target = MIN_DEPTH.min(self.limit);
+        }
+        timed_out
+    }
+
+    /// When `expire` next has work.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.in_flight
+            .iter()
+            .map(|f| f.sent_at + if f.released { LATE_GRACE } else { REQUEST_TIMEOUT })
+            .min()
+    }
+
+    /// Once a second: fold the bytes since the last sample into the rate and resize the pipeline to the
+    /// bandwidth-delay product.
+    pub fn on_rate_sample(&mut self, now: Timestamp) {
+        let dt = (now - self.last_sample).as_secs_f64();
+        if dt <= 0.0 {
+            return;
+        }
+        let sample = self.sample_bytes as f64 / dt;
+        self.sample_bytes = 0;
+        self.last_sample = now;
+        // Rising rates are taken at once (slow start must not lag); falling ones smoothed.
+        self.rate = if sample > self.rate { sample } else { 0.7 * self.rate + 0.3 * sample };
+        let rtt = self.min_rtt.unwrap_or(millis(50));
+        let covered = (rtt * 2 + DEPTH_MARGIN).as_secs_f64();
+        let bdp_blocks = (self.rate * covered / f64::from(BLOCK_LEN)).ceil() as u32;
+        self.target = (bdp_blocks + MIN_DEPTH).clamp(MIN_DEPTH.min(self.limit), self.limit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(piece: u32, i: u32) -> BlockRef {
+        BlockRef { piece, offset: i * BLOCK_LEN, len: BLOCK_LEN }
+    }
+
+    #[test]
+    fn depth_grows_to_cover_rate_times_round_trip() {
+        let t0 = Timestamp::ZERO;
+        let mut p = Pipeline::new(t0);
+        p.set_peer_limit(500);
+        // 50 ms round trip, 32 blocks in flight: 32 × 16 KiB per 50 ms ≈ 10 MiB/s.
+        let mut now = t0;
+        let mut next = 0;
+        for _ in 0..20 {
+            while p.has_room() {
+                p.push(block(next / 16, next % 16), now);
+                next += 1;
+            }
+            now = now + millis(50);
+            let arrived: Vec<_> = (next - p.active()..next).collect();
+            for b in arrived {
+                assert!(p.on_block(&block(b / 16, b % 16), now).is_some());
+            }
+            if (now - t0).as_millis() % 1000 == 0 {
+                p.on_rate_sample(now);
+            }
+        }
+        // After one second at 32 blocks per 50 ms, the pipeline covers 2 × 50 ms + 100 ms of that rate.
+        assert!(p.target() > 100, "target {} did not grow", p.target());
+        assert!(p.target() <= 500);
+    }
+
+    #[test]
+    fn time_out_releases_and_late_block_is_still_accepted() {
+        let t0 = Timestamp::ZERO;
+        let mut p = Pipeline::new(t0);
+        p.push(block(0, 0), t0);
+        p.push(block(0, 1), t0 + secs(5));
+        assert_eq!(p.next_deadline(), Some(t0 + REQUEST_TIMEOUT));
+        let mut returned = vec![];
+        assert_eq!(p.expire(t0 + REQUEST_TIMEOUT, |b| returned.push(*b)), 1);
+        assert_eq!(returned, vec![block(0, 0)]);
+        assert_eq!(p.active(), 1);
+        let late = p.on_block(&block(0, 0), t0 + secs(31)).unwrap();
+        assert!(late.released);
+        assert_eq!(p.on_block(&block(0, 0), t0 + secs(31)), None, "a second copy was never asked for");
+    }
+
+    #[test]
+    fn release_all_on_choke_keeps_entries_for_late_blocks() {
+        let t0 = Timestamp::ZERO;
+        let mut p = Pipeline::new(t0);
+        for i in 0..3 {
+            p.push(block(1, i), t0);
+        }
+        let mut n = 0;
+        p.release_all(|_| n += 1);
+        assert_eq!((n, p.active()), (3, 0));
+        assert!(!p.is_requested(&block(1, 0)));
+        assert!(p.on_block(&block(1, 2), t0 + millis(1)).is_some());
+        let mut m = 0;
+        p.clear(|_| m += 1);
+        assert_eq!(m, 0, "released entries are not given back twice");
+    }
+}

@@ -1,1 +1,574 @@
+//! One remote peer's BEP 3 protocol state machine.
+//!
+//! Owns: the connection's phase, choke and interest flags both ways, the peer's bitfield, our request
+//! pipeline to it, its request queue to us, its timers (connect, handshake, keep-alive, silence, request
+//! time-outs) and the bytes we queue for it.
+//! Must not: touch sockets, files or the clock, or see another session. Input is bytes-as-frames and `now`;
+//! output is bytes appended to its `WriteBuf`, an `Effect` for the loop, and `next_deadline()`.
+//!
+//! Call order for the loop, after any `on_*` call: perform the returned effect; flush `pending_output()`;
+//! move the peer's wheel entry if `next_deadline()` moved earlier; update the socket interest from
+//! `wants_input()` / `pending_output()`.
 
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::bitfield::{Bitfield, BitfieldError};
+use crate::geometry::{BlockRef, Geometry, BLOCK_LEN};
+use crate::metainfo::InfoHash;
+use crate::peer::buffers::WriteBuf;
+use crate::peer::pipeline::Pipeline;
+use crate::peer::{DropReason, PeerMisbehaved};
+use crate::swarm::{BlockArrival, PeerNo, Swarm};
+use crate::time::{secs, Timestamp};
+use crate::wire::extension::{self, ExtendedHandshake};
+use crate::wire::handshake::{Handshake, RESERVED_EXTENSION_PROTOCOL};
+use crate::wire::{self, Frame, FrameLimits};
+
+/// A connect attempt that has not completed by then is abandoned.
+pub const CONNECT_TIMEOUT: Duration = secs(10);
+/// The handshake must arrive this soon after the connection is up.
+pub const HANDSHAKE_TIMEOUT: Duration = secs(20);
+/// Send a keep-alive after this long without sending anything (BEP 3 suggests two minutes).
+pub const KEEPALIVE_AFTER: Duration = secs(120);
+/// Drop a peer we have heard nothing from for this long.
+pub const DROP_SILENT_AFTER: Duration = secs(180);
+/// Requests we queue from one peer before it counts as a flood (we advertise half of it as `reqq`).
+pub const MAX_QUEUED_REQUESTS: usize = 500;
+/// Our advertised BEP 10 `reqq`.
+pub const OUR_REQQ: u32 = 250;
+/// Largest block we serve. 16 KiB, as Transmission and libtorrent enforce: a peer asking for more is
+/// dropped.
+pub const MAX_SERVED_BLOCK: u32 = BLOCK_LEN;
+
+/// What every session of one torrent shares, fixed for the torrent's life.
+#[derive(Clone, Debug)]
+pub struct TorrentContext {
+    pub info_hash: InfoHash,
+    pub our_peer_id: [u8; 20],
+    pub geometry: Geometry,
+    pub limits: FrameLimits,
+    pub listen_port: Option<u16>,
+}
+
+/// Named for what the session waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Our TCP connect is in progress.
+    AwaitingConnect,
+    /// Connected (or accepted); the peer's 68-byte handshake has not arrived.
+    AwaitingHandshake,
+    /// Handshakes exchanged; a bitfield is legal only now.
+    AwaitingFirstMessage,
+    Active,
+}
+
+/// What the loop must do for this frame; everything else already happened inside.
+#[must_use]
+#[derive(Debug, PartialEq, Eq)]
+pub enum Effect<'a> {
+    Nothing,
+    /// Fresh data for a block we asked for: write it straight from the read buffer. If the piece is now
+    /// complete, the loop verifies it next.
+    StoreBlock { block: BlockRef, data: &'a [u8], piece_complete: bool },
+}
+
+pub struct PeerSession {
+    pub no: PeerNo,
+    phase: Phase,
+    outgoing: bool,
+    /// Deadline of the connect or handshake phase.
+    phase_deadline: Option<Timestamp>,
+    am_choking: bool,
+    am_interested: bool,
+    peer_choking: bool,
+    peer_interested: bool,
+    peer_has: Bitfield,
+    /// Pieces the peer has that we want: interest is `interesting > 0`.
+    interesting: u32,
+    /// Whether `peer_has` is counted in the swarm's availability.
+    counted: bool,
+    pipeline: Pipeline,
+    /// The piece this peer filled last; the picker tries it first.
+    hint: Option<u32>,
+    /// Requests the peer made of us, oldest first.
+    requests: VecDeque<BlockRef>,
+    out: WriteBuf,
+    last_received: Timestamp,
+    last_sent: Timestamp,
+    pub peer_id: Option<[u8; 20]>,
+    pub extended: Option<ExtendedHandshake>,
+    peer_supports_extensions: bool,
+    /// Payload bytes received from / sent to this peer.
+    pub downloaded: u64,
+    pub uploaded: u64,
+    upload_sample: u64,
+    upload_rate: f64,
+    /// When the peer last sent us a block (for snubbing).
+    pub last_block_at: Option<Timestamp>,
+}
+
+impl PeerSession {
+    /// A session for a connection we are opening.
+    pub fn outgoing(no: PeerNo, ctx: &TorrentContext, now: Timestamp) -> Self {
+        let mut s = Self::new(no, ctx, now, true);
+        s.phase = Phase::AwaitingConnect;
+        s.phase_deadline = Some(now + CONNECT_TIMEOUT);
+        s
+    }
+
+    /// A session for a connection a peer opened to us.
+    pub fn incoming(no: PeerNo, ctx: &TorrentContext, now: Timestamp) -> Self {
+        let mut s = Self::new(no, ctx, now, false);
+        s.phase_deadline = Some(now + HANDSHAKE_TIMEOUT);
+        s
+    }
+
+    fn new(no: PeerNo, ctx: &TorrentContext, now: Timestamp, outgoing: bool) -> Self {
+        PeerSession {
+            no,
+            phase: Phase::AwaitingHandshake,
+            outgoing,
+            phase_deadline: None,
+            am_choking: true,
+            am_interested: false,
+            peer_choking: true,
+            peer_interested: false,
+            peer_has: Bitfield::new(ctx.geometry.piece_count()),
+            interesting: 0,
+            counted: false,
+            pipeline: Pipeline::new(now),
+            hint: None,
+            requests: VecDeque::new(),
+            out: WriteBuf::default(),
+            last_received: now,
+            last_sent: now,
+            peer_id: None,
+            extended: None,
+            peer_supports_extensions: false,
+            downloaded: 0,
+            uploaded: 0,
+            upload_sample: 0,
+            upload_rate: 0.0,
+            last_block_at: None,
+        }
+    }
+
+    // ---- getters ------------------------------------------------------------------------------
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+    pub fn is_outgoing(&self) -> bool {
+        self.outgoing
+    }
+    pub fn is_am_choking(&self) -> bool {
+        self.am_choking
+    }
+    pub fn is_am_interested(&self) -> bool {
+        self.am_interested
+    }
+    pub fn is_peer_choking(&self) -> bool {
+        self.peer_choking
+    }
+    pub fn is_peer_interested(&self) -> bool {
+        self.peer_interested
+    }
+    pub fn peer_has(&self) -> &Bitfield {
+        &self.peer_has
+    }
+    pub fn is_peer_seed(&self) -> bool {
+        self.peer_has.is_full()
+    }
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+    pub fn download_rate(&self) -> f64 {
+        self.pipeline.rate()
+    }
+    pub fn upload_rate(&self) -> f64 {
+        self.upload_rate
+    }
+    pub fn queued_requests(&self) -> usize {
+        self.requests.len()
+    }
+
+    // ---- output -------------------------------------------------------------------------------
+
+    pub fn pending_output(&self) -> &[u8] {
+        self.out.pending()
+    }
+    pub fn output_written(&mut self, n: usize, now: Timestamp) {
+        if n > 0 {
+            self.last_sent = now;
+        }
+        self.out.consume(n);
+    }
+    /// False while our send backlog is above the high-water mark: stop reading this peer (and so stop
+    /// taking its requests) until it drains.
+    pub fn wants_input(&self) -> bool {
+        !self.out.is_above_high_water()
+    }
+
+    fn send(&mut self, frame: Frame<'_>) {
+        wire::encode(&frame, self.out.tail());
+    }
+
+    // ---- inputs -------------------------------------------------------------------------------
+
+    /// Our outgoing connect completed: say hello.
+    pub fn on_connected(&mut self, ctx: &TorrentContext, now: Timestamp) {
+        debug_assert_eq!(self.phase, Phase::AwaitingConnect);
+        self.phase = Phase::AwaitingHandshake;
+        self.phase_deadline = Some(now + HANDSHAKE_TIMEOUT);
+        self.last_received = now;
+        self.send_handshake(ctx);
+    }
+
+    fn send_handshake(&mut self, ctx: &TorrentContext) {
+        let mut reserved = [0u8; 8];
+        reserved[RESERVED_EXTENSION_PROTOCOL.0] |= RESERVED_EXTENSION_PROTOCOL.1;
+        Handshake { reserved, info_hash: ctx.info_hash, peer_id: ctx.our_peer_id }.encode(self.out.tail());
+    }
+
+    /// The peer's handshake arrived.
+    pub fn on_handshake(
+        &mut self,
+        hs: &Handshake,
+        ctx: &TorrentContext,
+        swarm: &mut Swarm,
+        now: Timestamp,
+    ) -> Result<(), DropReason> {
+        if hs.info_hash != ctx.info_hash {
+            return Err(PeerMisbehaved::WrongInfoHash.into());
+        }
+        if hs.peer_id == ctx.our_peer_id {
+            return Err(PeerMisbehaved::OwnPeerId.into());
+        }
+        self.last_received = now;
+        if !self.outgoing {
+            self.send_handshake(ctx);
+        }
+        self.peer_id = Some(hs.peer_id);
+        self.peer_supports_extensions = hs.supports(RESERVED_EXTENSION_PROTOCOL);
+        if self.peer_supports_extensions {
+            let mut payload = Vec::with_capacity(64);
+            extension::encode_handshake(OUR_REQQ, ctx.listen_port, &mut payload);
+            self.send(Frame::Extended { ext_id: extension::HANDSHAKE_ID, payload: &payload });
+        }
+        if swarm.have().count_ones() > 0 {
+            self.send(Frame::Bitfield(swarm.have().as_bytes()));
+        }
+        self.phase = Phase::AwaitingFirstMessage;
+        self.phase_deadline = None;
+        Ok(())
+    }
+
+    /// One frame from the peer.
+    pub fn on_frame<'a>(
+        &mut self,
+        frame: Frame<'a>,
+        ctx: &TorrentContext,
+        swarm: &mut Swarm,
+        now: Timestamp,
+    ) -> Result<Effect<'a>, DropReason> {
+        self.last_received = now;
+        let first = self.phase == Phase::AwaitingFirstMessage;
+        match self.phase {
+            // Real clients (libtorrent, Transmission) send their BEP 10 handshake before the bitfield, and
+            // some a keep-alive or DHT port: those do not end the window in which a bitfield is legal.
+            Phase::AwaitingFirstMessage
+                if matches!(frame, Frame::Extended { .. } | Frame::KeepAlive | Frame::Port(_)) => {}
+            Phase::AwaitingFirstMessage => self.phase = Phase::Active,
+            Phase::Active => {}
+            Phase::AwaitingConnect | Phase::AwaitingHandshake => {
+                return Err(PeerMisbehaved::MessageBeforeHandshake.into())
+            }
+        }
+        let geometry = &ctx.geometry;
+        match frame {
+            Frame::KeepAlive | Frame::Port(_) | Frame::Unknown { .. } => {}
+            Frame::SuggestPiece { .. } | Frame::AllowedFast { .. } => {}
+            Frame::Choke => {
+                // BEP 3 without the fast extension: a choke discards every request we had out.
+                // They go back to the pool at once; blocks already in flight are still accepted.
+                self.peer_choking = true;
+                self.pipeline.release_all(|b| swarm.release_block(b));
+            }
+            Frame::Unchoke => {
+                self.peer_choking = false;
+                self.fill_requests(swarm, now);
+            }
+            Frame::Interested => self.peer_interested = true,
+            Frame::NotInterested => {
+                self.peer_interested = false;
+                self.requests.clear();
+            }
+            Frame::Have { piece } => {
+                let piece = geometry.piece(piece).ok_or(PeerMisbehaved::IndexOutOfRange { index: piece })?;
+                self.add_piece(piece, swarm);
+                self.update_interest(swarm, now);
+            }
+            Frame::Bitfield(bits) => {
+                if !first {
+                    return Err(PeerMisbehaved::BitfieldNotFirst.into());
+                }
+                self.peer_has.assign_from_wire(bits).map_err(|e| match e {
+                    BitfieldError::WrongLength { got, want } => PeerMisbehaved::BitfieldWrongLength { got, want },
+                    BitfieldError::SpareBits => PeerMisbehaved::BitfieldSpareBits,
+                })?;
+                self.on_peer_pieces_replaced(swarm);
+                self.update_interest(swarm, now);
+            }
+            Frame::HaveAll | Frame::HaveNone if first => {
+                // Only legal with BEP 6, which we do not advertise; tolerated as a bitfield would be.
+                if frame == Frame::HaveAll {
+                    self.peer_has = Bitfield::full(geometry.piece_count());
+                    self.on_peer_pieces_replaced(swarm);
+                }
+                self.update_interest(swarm, now);
+            }
+            Frame::HaveAll | Frame::HaveNone => return Err(PeerMisbehaved::BitfieldNotFirst.into()),
+            Frame::Request { piece, offset, len } => self.on_request(piece, offset, len, geometry, swarm)?,
+            Frame::Cancel { piece, offset, len } => {
+                self.requests.retain(|b| !(b.piece == piece && b.offset == offset && b.len == len));
+            }
+            Frame::RejectRequest { piece, offset, len } => {
+                if let Some(block) = geometry.aligned_block(piece, offset, len) {
+                    if self.pipeline.release(&block) {
+                        swarm.release_block(&block);
+                    }
+                }
+            }
+            Frame::Piece { piece, offset, data } => {
+                let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+                let block = geometry
+                    .aligned_block(piece, offset, len)
+                    .ok_or(PeerMisbehaved::UnrequestedBlock { piece, offset })?;
+                let entry =
+                    self.pipeline.on_block(&block, now).ok_or(PeerMisbehaved::UnrequestedBlock { piece, offset })?;
+                self.downloaded += u64::from(len);
+                self.last_block_at = Some(now);
+                let arrival = swarm.on_block(&block, data, self.no, !entry.released);
+                self.fill_requests(swarm, now);
+                if let BlockArrival::Fresh { piece_complete } = arrival {
+                    return Ok(Effect::StoreBlock { block, data, piece_complete });
+                }
+            }
+            Frame::Extended { ext_id, payload } => {
+                if ext_id == extension::HANDSHAKE_ID {
+                    if let Some(hs) = extension::parse_handshake(payload) {
+                        if let Some(reqq) = hs.reqq {
+                            self.pipeline.set_peer_limit(reqq);
+                        }
+                        self.extended = Some(hs);
+                    }
+                }
+            }
+        }
+        Ok(Effect::Nothing)
+    }
+
+    fn on_request(
+        &mut self,
+        piece: u32,
+        offset: u32,
+        len: u32,
+        geometry: &Geometry,
+        swarm: &Swarm,
+    ) -> Result<(), PeerMisbehaved> {
+        if len > MAX_SERVED_BLOCK {
+            return Err(PeerMisbehaved::OversizedRequest { len });
+        }
+        let block =
+            geometry.block(piece, offset, len, MAX_SERVED_BLOCK).ok_or(PeerMisbehaved::BadRequest { piece, offset, len })?;
+        if !swarm.have().get(piece) {
+            return Err(PeerMisbehaved::RequestedMissingPiece { piece });
+        }
+        if self.am_choking {
+            // BEP 3: requests from a choked peer are ignored (it may not know yet).
+            return Ok(());
+        }
+        if self.requests.len() >= MAX_QUEUED_REQUESTS {
+            return Err(PeerMisbehaved::RequestFlood);
+        }
+        if !self.requests.contains(&block) {
+            self.requests.push_back(block);
+        }
+        Ok(())
+    }
+
+    fn add_piece(&mut self, piece: u32, swarm: &mut Swarm) {
+        if self.peer_has.set(piece) {
+            swarm.on_peer_have(piece);
+            if swarm.wants(piece) {
+                self.interesting += 1;
+            }
+        }
+        self.counted = true;
+    }
+
+    fn on_peer_pieces_replaced(&mut self, swarm: &mut Swarm) {
+        if self.counted {
+            // Only reachable via a tolerated HaveAll after a lazy start; keep availability exact.
+            swarm.on_peer_gone(&self.peer_has);
+        }
+        swarm.on_peer_bitfield(&self.peer_has);
+        self.counted = true;
+        self.recount_interest(swarm);
+    }
+
+    /// Recomputes which of the peer's pieces we want (after a bitfield, or a change of file selection).
+    pub fn recount_interest(&mut self, swarm: &Swarm) {
+        self.interesting = self.peer_has.iter_ones().filter(|&p| swarm.wants(p)).count() as u32;
+    }
+
+    fn update_interest(&mut self, swarm: &mut Swarm, now: Timestamp) {
+        let want = self.interesting > 0;
+        if want != self.am_interested {
+            self.am_interested = want;
+            self.send(if want { Frame::Interested } else { Frame::NotInterested });
+        }
+        if want && !self.peer_choking {
+            self.fill_requests(swarm, now);
+        }
+    }
+
+    /// Requests blocks until the pipeline is at its target depth or the picker has nothing for us.
+    fn fill_requests(&mut self, swarm: &mut Swarm, now: Timestamp) {
+        if self.peer_choking || !self.am_interested {
+            return;
+        }
+        while self.pipeline.has_room() {
+            let pipeline = &self.pipeline;
+            let Some(block) = swarm.reserve_block(&self.peer_has, &mut self.hint, |b| pipeline.is_requested(b))
+            else {
+                break;
+            };
+            self.pipeline.push(block, now);
+            self.send(Frame::Request { piece: block.piece, offset: block.offset, len: block.len });
+        }
+    }
+
+    /// We verified `piece`: tell the peer, and drop interest if it has nothing else we want.
+    pub fn on_we_have(&mut self, piece: u32, swarm: &mut Swarm, now: Timestamp) {
+        if matches!(self.phase, Phase::AwaitingConnect | Phase::AwaitingHandshake) {
+            return; // our bitfield, sent after the handshake, will include it
+        }
+        self.send(Frame::Have { piece });
+        if self.peer_has.get(piece) {
+            self.interesting = self.interesting.saturating_sub(1);
+        }
+        self.update_interest(swarm, now);
+    }
+
+    /// Another peer delivered `block` first (endgame): cancel our request for it.
+    pub fn on_block_taken(&mut self, block: &BlockRef) {
+        if self.pipeline.release(block) {
+            self.send(Frame::Cancel { piece: block.piece, offset: block.offset, len: block.len });
+        }
+    }
+
+    /// Choke or unchoke the peer (the choker decided).
+    pub fn set_choking(&mut self, choke: bool) {
+        if choke == self.am_choking {
+            return;
+        }
+        self.am_choking = choke;
+        if choke {
+            // BEP 3: choking discards the peer's queued requests.
+            self.requests.clear();
+            self.send(Frame::Choke);
+        } else {
+            self.send(Frame::Unchoke);
+        }
+    }
+
+    /// Serves the oldest queued request, if any and the send backlog has room: the header is encoded and
+    /// `read` fills the payload straight into the write buffer. Returns the block served.
+    pub fn serve_next<E>(
+        &mut self,
+        read: impl FnOnce(&BlockRef, &mut [u8]) -> Result<(), E>,
+    ) -> Result<Option<BlockRef>, E> {
+        if self.am_choking || self.out.is_above_high_water() {
+            return Ok(None);
+        }
+        let Some(block) = self.requests.pop_front() else {
+            return Ok(None);
+        };
+        let tail = self.out.tail();
+        wire::encode_piece_header(block.piece, block.offset, block.len, tail);
+        let start = tail.len();
+        tail.resize(start + block.len as usize, 0);
+        if let Err(e) = read(&block, &mut tail[start..]) {
+            tail.truncate(start - wire::PIECE_HEADER_LEN);
+            return Err(e);
+        }
+        self.uploaded += u64::from(block.len);
+        self.upload_sample += u64::from(block.len);
+        Ok(Some(block))
+    }
+
+    /// Time-driven work at `now`: phase time-outs, silence, keep-alives, request time-outs.
+    /// A call with nothing due does nothing.
+    pub fn on_timeout(&mut self, swarm: &mut Swarm, now: Timestamp) -> Result<(), DropReason> {
+        if let Some(deadline) = self.phase_deadline {
+            if now >= deadline {
+                return Err(match self.phase {
+                    Phase::AwaitingConnect => DropReason::ConnectTimedOut,
+                    _ => DropReason::HandshakeTimedOut,
+                });
+            }
+        }
+        if self.phase == Phase::AwaitingConnect {
+            return Ok(());
+        }
+        if now - self.last_received >= DROP_SILENT_AFTER {
+            return Err(DropReason::Silent);
+        }
+        if now - self.last_sent >= KEEPALIVE_AFTER && self.out.is_empty() {
+            self.send(Frame::KeepAlive);
+        }
+        if self.pipeline.expire(now, |b| swarm.release_block(b)) > 0 {
+            log::debug!("peer {}: requests timed out", self.no.0);
+        }
+        self.fill_requests(swarm, now);
+        Ok(())
+    }
+
+    /// Once a second: rate samples and pipeline sizing.
+    pub fn on_rate_sample(&mut self, swarm: &mut Swarm, now: Timestamp, dt: Duration) {
+        self.pipeline.on_rate_sample(now);
+        let secs = dt.as_secs_f64();
+        if secs > 0.0 {
+            let sample = self.upload_sample as f64 / secs;
+            self.upload_rate = 0.7 * self.upload_rate + 0.3 * sample;
+        }
+        self.upload_sample = 0;
+        self.fill_requests(swarm, now);
+    }
+
+    /// The earliest moment `on_timeout` has work.
+    #[must_use]
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        if let Some(d) = self.phase_deadline {
+            return Some(d);
+        }
+        let keepalive = self.last_sent + KEEPALIVE_AFTER;
+        let silence = self.last_received + DROP_SILENT_AFTER;
+        let mut next = keepalive.min(silence);
+        if let Some(r) = self.pipeline.next_deadline() {
+            next = next.min(r);
+        }
+        Some(next)
+    }
+
+    /// The connection is gone: give its blocks back and stop counting its pieces.
+    pub fn on_closed(&mut self, swarm: &mut Swarm) {
+        self.pipeline.clear(|b| swarm.release_block(b));
+        if self.counted {
+            swarm.on_peer_gone(&self.peer_has);
+            self.counted = false;
+        }
+    }
+}

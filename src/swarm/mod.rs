@@ -8,6 +8,7 @@
 //! (a `PartialPiece` exists), or verified (in `have`). Only a `VerifiedPiece`, which only
 //! `storage::verify` can make, moves a piece into `have`.
 
+pub mod candidates;
 pub mod picker;
 
 use std::collections::HashMap;
@@ -131,6 +132,10 @@ impl Swarm {
     pub fn left(&self) -> u64 {
         self.left
     }
+    /// Bytes of all wanted pieces, verified or not.
+    pub fn wanted_bytes(&self) -> u64 {
+        self.wanted.iter_ones().map(|p| u64::from(self.geometry.piece_len(p))).sum()
+    }
     /// Every wanted piece is verified.
     pub fn is_complete(&self) -> bool {
         self.left == 0
@@ -195,7 +200,9 @@ impl Swarm {
     }
 
     /// A block we requested arrived from `peer`. Fresh data is hashed here when it is the next in order.
-    pub fn on_block(&mut self, block: &BlockRef, data: &[u8], peer: PeerNo) -> BlockArrival {
+    /// `was_active` is false for a late copy of a request already given back to the pool: then every
+    /// current owner of the block should cancel, not only the others in endgame.
+    pub fn on_block(&mut self, block: &BlockRef, data: &[u8], peer: PeerNo, was_active: bool) -> BlockArrival {
         let Some(pp) = self.partial.get_mut(&block.piece) else {
             self.totals.wasted += data.len() as u64;
             return BlockArrival::Duplicate;
@@ -208,7 +215,7 @@ impl Swarm {
                 return BlockArrival::Duplicate;
             }
             BlockState::Requested { owners } => {
-                if owners > 1 {
+                if owners > u8::from(was_active) {
                     self.taken_in_endgame.push(*block);
                 }
             }
@@ -227,9 +234,14 @@ impl Swarm {
         BlockArrival::Fresh { piece_complete: pp.is_complete() }
     }
 
-    /// Blocks taken in endgame since the last call; other peers with them in flight should cancel.
+    /// Blocks that arrived while other peers had them requested too (endgame, or a late copy); those peers
+    /// should cancel.
     pub fn drain_endgame_taken(&mut self) -> std::vec::Drain<'_, BlockRef> {
         self.taken_in_endgame.drain(..)
+    }
+
+    pub fn has_endgame_taken(&self) -> bool {
+        !self.taken_in_endgame.is_empty()
     }
 
     /// For the verifier: the running hash of a complete piece and how many leading blocks it covers.

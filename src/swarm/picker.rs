@@ -201,9 +201,9 @@ mod tests {
         let dup = s.reserve_block(&all, &mut h2, |b| *b == b0).unwrap();
         assert_eq!(dup, b1);
         assert_eq!(s.block_state(&b1), Some(BlockState::Requested { owners: 2 }));
-        assert_eq!(s.on_block(&b1, &[0; BLOCK_LEN as usize], PeerNo(1)), BlockArrival::Fresh { piece_complete: false });
+        assert_eq!(s.on_block(&b1, &[0; BLOCK_LEN as usize], PeerNo(1), true), BlockArrival::Fresh { piece_complete: false });
         assert_eq!(s.drain_endgame_taken().collect::<Vec<_>>(), vec![b1]);
-        assert_eq!(s.on_block(&b1, &[0; BLOCK_LEN as usize], PeerNo(2)), BlockArrival::Duplicate);
+        assert_eq!(s.on_block(&b1, &[0; BLOCK_LEN as usize], PeerNo(2), true), BlockArrival::Duplicate);
         assert_eq!(s.totals.wasted, u64::from(BLOCK_LEN));
         s.check_invariants();
     }

@@ -1,0 +1,292 @@
+//! Command line: argv → a typed `Command`, and the help texts.
+//!
+//! Owns: flag names, defaults, usage errors (exit code 2). Must not: open files or touch the network.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::observe::units::parse_rate;
+
+pub const MAIN_HELP: &str = "\
+rill: a low-footprint BitTorrent client
+
+USAGE:
+    rill download FILE.torrent [-d DIR] [OPTIONS]   fetch a torrent's content
+    rill seed FILE.torrent [-d DIR] [OPTIONS]       check existing data, then seed it
+    rill info FILE.torrent [--scrape]               describe a torrent (and ask its trackers for counts)
+
+Run `rill download --help` (or seed, info) for the options of each command.
+
+GLOBAL:
+    -h, --help       print help
+    -V, --version    print the version
+    RUST_LOG=debug   more detail on stderr (per module: RUST_LOG=rill::tracker=debug)
+
+EXIT CODES:
+    0 success, 1 runtime failure (network, disk), 2 bad usage or a malformed torrent
+";
+
+pub const DOWNLOAD_HELP: &str = "\
+rill download: fetch a torrent's content into DIR/<name>
+
+USAGE:
+    rill download FILE.torrent [OPTIONS]
+
+OPTIONS:
+    -d, --dir DIR          where to put the content (default: current directory)
+        --no-ui            plain progress lines every few seconds instead of the live line
+        --port N           port to accept peers on (default 6881; 0 picks a free port)
+        --max-peers N      most connections at once (default 50)
+        --peer IP:PORT     also connect to this peer (may repeat)
+        --seed             keep seeding after the download until Ctrl-C
+        --seed-ratio R     with --seed: stop once uploaded/size reaches R
+        --up-limit RATE    upload cap in bytes/s, e.g. 500k, 2M (k = 1024)
+        --down-limit RATE  download cap in bytes/s
+        --files LIST       only these files, numbered as `rill info` prints them: 0,2,5-7
+        --sequential       fetch pieces in order (for playing while downloading)
+        --recheck          hash existing data in full instead of trusting the resume file
+    -h, --help             print this help
+";
+
+pub const SEED_HELP: &str = "\
+rill seed: check the data at DIR/<name> piece by piece, then seed it until Ctrl-C
+
+USAGE:
+    rill seed FILE.torrent [OPTIONS]
+
+OPTIONS:
+    -d, --dir DIR          where the content is (default: current directory)
+        --partial          seed whatever pieces are present instead of refusing
+        --no-ui            plain progress lines instead of the live line
+        --port N           port to accept peers on (default 6881; 0 picks a free port)
+        --max-peers N      most connections at once (default 50)
+        --peer IP:PORT     also connect to this peer (may repeat)
+        --seed-ratio R     stop once uploaded/size reaches R
+        --up-limit RATE    upload cap in bytes/s, e.g. 500k, 2M
+        --max-upload-slots N  peers unchoked at once (default 4)
+    -h, --help             print this help
+";
+
+pub const INFO_HELP: &str = "\
+rill info: describe a torrent
+
+USAGE:
+    rill info FILE.torrent [--scrape]
+
+OPTIONS:
+        --scrape   ask every tracker for its seeder, leecher and completed counts
+    -h, --help     print this help
+";
+
+/// Options shared by `download` and `seed`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TransferOptions {
+    pub torrent: PathBuf,
+    pub dir: PathBuf,
+    pub no_ui: bool,
+    /// `None`: the default port, falling back to any free one if it is taken.
+    pub port: Option<u16>,
+    pub max_peers: usize,
+    pub peers: Vec<SocketAddr>,
+    pub seed_ratio: Option<f64>,
+    pub up_limit: Option<u64>,
+    pub down_limit: Option<u64>,
+    pub max_upload_slots: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    Download {
+        opts: TransferOptions,
+        seed: bool,
+        files: Option<Vec<usize>>,
+        sequential: bool,
+        recheck: bool,
+    },
+    Seed {
+        opts: TransferOptions,
+        partial: bool,
+    },
+    Info {
+        torrent: PathBuf,
+        scrape: bool,
+    },
+    Help(&'static str),
+    Version,
+}
+
+/// A usage error: printed as one line, exit code 2.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl From<pico_args::Error> for UsageError {
+    fn from(e: pico_args::Error) -> Self {
+        UsageError(e.to_string())
+    }
+}
+
+pub const DEFAULT_PORT: u16 = 6881;
+pub const DEFAULT_MAX_PEERS: usize = 50;
+pub const DEFAULT_UPLOAD_SLOTS: usize = 4;
+
+pub fn parse(args: Vec<OsString>) -> Result<Command, UsageError> {
+    let mut args = pico_args::Arguments::from_vec(args);
+    let sub = args.subcommand()?;
+    let help = args.contains(["-h", "--help"]);
+    let command = match sub.as_deref() {
+        None | Some("help") => {
+            if args.contains(["-V", "--version"]) {
+                return Ok(Command::Version);
+            }
+            if help || sub.is_some() {
+                return Ok(Command::Help(MAIN_HELP));
+            }
+            return Err(UsageError("missing command: try `rill --help`".into()));
+        }
+        Some("download") if help => return Ok(Command::Help(DOWNLOAD_HELP)),
+        Some("seed") if help => return Ok(Command::Help(SEED_HELP)),
+        Some("info") if help => return Ok(Command::Help(INFO_HELP)),
+        Some("download") => {
+            let seed = args.contains("--seed");
+            let sequential = args.contains("--sequential");
+            let recheck = args.contains("--recheck");
+            let files = args.opt_value_from_fn("--files", parse_file_list)?;
+            let opts = transfer_options(&mut args, "download")?;
+            if opts.seed_ratio.is_some() && !seed {
+                return Err(UsageError("--seed-ratio needs --seed".into()));
+            }
+            Command::Download { opts, seed, files, sequential, recheck }
+        }
+        Some("seed") => {
+            let partial = args.contains("--partial");
+            let opts = transfer_options(&mut args, "seed")?;
+            Command::Seed { opts, partial }
+        }
+        Some("info") => {
+            let scrape = args.contains("--scrape");
+            let torrent = torrent_arg(&mut args, "info")?;
+            Command::Info { torrent, scrape }
+        }
+        Some(other) => return Err(UsageError(format!("unknown command '{other}': try `rill --help`"))),
+    };
+    let rest = args.finish();
+    if let Some(extra) = rest.first() {
+        return Err(UsageError(format!("unexpected argument '{}'", extra.to_string_lossy())));
+    }
+    Ok(command)
+}
+
+fn torrent_arg(args: &mut pico_args::Arguments, cmd: &str) -> Result<PathBuf, UsageError> {
+    let torrent: Option<PathBuf> = args.opt_free_from_os_str(|s| Ok::<_, String>(PathBuf::from(s)))?;
+    match torrent {
+        Some(t) if !t.to_string_lossy().starts_with('-') => Ok(t),
+        Some(t) => Err(UsageError(format!("unknown option '{}': try `rill {cmd} --help`", t.display()))),
+        None => Err(UsageError(format!("missing FILE.torrent: try `rill {cmd} --help`"))),
+    }
+}
+
+fn transfer_options(args: &mut pico_args::Arguments, cmd: &str) -> Result<TransferOptions, UsageError> {
+    let dir = args
+        .opt_value_from_os_str(["-d", "--dir"], |s| Ok::<_, String>(PathBuf::from(s)))?
+        .unwrap_or_else(|| PathBuf::from("."));
+    let no_ui = args.contains("--no-ui");
+    let port = args.opt_value_from_str("--port")?;
+    let max_peers = args.opt_value_from_str("--max-peers")?.unwrap_or(DEFAULT_MAX_PEERS);
+    if max_peers == 0 {
+        return Err(UsageError("--max-peers must be at least 1".into()));
+    }
+    let peers = args.values_from_str("--peer")?;
+    let seed_ratio: Option<f64> = args.opt_value_from_str("--seed-ratio")?;
+    if seed_ratio.is_some_and(|r| !(r.is_finite() && r >= 0.0)) {
+        return Err(UsageError("--seed-ratio must be a non-negative number".into()));
+    }
+    let up_limit = args.opt_value_from_fn("--up-limit", parse_rate_arg)?;
+    let down_limit = args.opt_value_from_fn("--down-limit", parse_rate_arg)?;
+    let max_upload_slots = args.opt_value_from_str("--max-upload-slots")?.unwrap_or(DEFAULT_UPLOAD_SLOTS);
+    let torrent = torrent_arg(args, cmd)?;
+    Ok(TransferOptions {
+        torrent,
+        dir,
+        no_ui,
+        port,
+        max_peers,
+        peers,
+        seed_ratio,
+        up_limit,
+        down_limit,
+        max_upload_slots,
+    })
+}
+
+fn parse_rate_arg(s: &str) -> Result<u64, String> {
+    match parse_rate(s) {
+        Ok(0) => Err("a rate limit must be above zero".into()),
+        other => other,
+    }
+}
+
+/// `0,2,5-7` → [0, 2, 5, 6, 7].
+pub fn parse_file_list(s: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        let bad = || format!("bad file list '{s}': use numbers and ranges like 0,2,5-7");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let a: usize = a.trim().parse().map_err(|_| bad())?;
+                let b: usize = b.trim().parse().map_err(|_| bad())?;
+                if a > b || b - a > 1_000_000 {
+                    return Err(bad());
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<OsString> {
+        s.split_whitespace().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn download_with_flags() {
+        let cmd = parse(args("download a.torrent -d out --no-ui --port 0 --peer 127.0.0.1:5000 --files 0,2-3")).unwrap();
+        let Command::Download { opts, files, seed, .. } = cmd else { panic!("{cmd:?}") };
+        assert_eq!(opts.torrent, PathBuf::from("a.torrent"));
+        assert_eq!(opts.dir, PathBuf::from("out"));
+        assert!(opts.no_ui);
+        assert_eq!(opts.port, Some(0));
+        assert_eq!(opts.peers, vec!["127.0.0.1:5000".parse().unwrap()]);
+        assert_eq!(files, Some(vec![0, 2, 3]));
+        assert!(!seed);
+    }
+
+    #[test]
+    fn usage_errors() {
+        assert!(parse(args("")).is_err());
+        assert!(parse(args("download")).is_err());
+        assert!(parse(args("download a.torrent --bogus")).is_err());
+        assert!(parse(args("frobnicate x")).is_err());
+        assert!(parse(args("download a.torrent --max-peers x")).is_err());
+        assert!(parse(args("download a.torrent --seed-ratio 2")).is_err());
+        assert_eq!(parse(args("--help")).unwrap(), Command::Help(MAIN_HELP));
+        assert_eq!(parse(args("download --help")).unwrap(), Command::Help(DOWNLOAD_HELP));
+        assert!(parse_file_list("3-1").is_err());
+    }
+}
