@@ -22,3 +22,4 @@ pub mod swarm;
 pub mod timer_wheel;
 pub mod wire;
 pub mod cli;
+pub mod torrent;

@@ -47,7 +47,8 @@ use crate::swarm::{PeerNo, Swarm};
 use crate::time::{millis, secs, Clock, Timestamp};
 use crate::timer_wheel::{TimerId, TimerWheel};
 use crate::tracker::{ClientIdentity, TrackerEvent, Trackers, Transfer};
-use peers::{Connection, InputError, ReadOutcome, Shared};
+use crate::torrent::{InputError, Torrent};
+use peers::{Connection, ReadOutcome};
 use token::Source;
 use trackers::TrackerDriver;
 
@@ -146,10 +147,7 @@ pub struct EventLoop {
     clock: Clock,
     timers: TimerWheel<Wake>,
     config: RunConfig,
-    ctx: TorrentContext,
-    piece_hashes: Vec<[u8; 20]>,
-    swarm: Swarm,
-    storage: Storage,
+    torrent: Torrent,
     rng: Rng,
     listener: Option<TcpListener>,
     peers: Slab<Connection>,
@@ -162,8 +160,6 @@ pub struct EventLoop {
     backlog: Vec<usize>,
     /// Slots to reap at the end of the turn.
     closing: Vec<usize>,
-    verified: Vec<u32>,
-    failed_contributors: Vec<PeerNo>,
     /// Peers that ever sent us payload.
     peers_used: std::collections::HashSet<SocketAddr>,
     last_sample: Timestamp,
@@ -245,10 +241,7 @@ impl EventLoop {
             clock,
             timers,
             config,
-            ctx,
-            piece_hashes: meta.piece_hashes.clone(),
-            swarm,
-            storage,
+            torrent: Torrent::new(ctx, swarm, storage, meta.piece_hashes.clone()),
             rng,
             listener,
             peers: Slab::new(),
@@ -259,8 +252,6 @@ impl EventLoop {
             tracker_timer: None,
             backlog: Vec::new(),
             closing: Vec::new(),
-            verified: Vec::new(),
-            failed_contributors: Vec::new(),
             peers_used: Default::default(),
             last_sample: now,
             down_rate: 0.0,
@@ -277,14 +268,14 @@ impl EventLoop {
 
     /// The port peers can reach us on, if listening.
     pub fn listen_port(&self) -> Option<u16> {
-        self.ctx.listen_port
+        self.torrent.ctx.listen_port
     }
 
     fn transfer(&self) -> Transfer {
         Transfer {
-            uploaded: self.swarm.totals.uploaded,
-            downloaded: self.swarm.totals.downloaded,
-            left: self.swarm.left(),
+            uploaded: self.torrent.swarm.totals.uploaded,
+            downloaded: self.torrent.swarm.totals.downloaded,
+            left: self.torrent.swarm.left(),
         }
     }
 
@@ -296,7 +287,7 @@ impl EventLoop {
         self.trackers.on_timeout(now, transfer, &mut self.rng);
         self.pump_trackers(now);
         self.dial_more(now);
-        if self.swarm.is_complete() && !self.config.keep_seeding {
+        if self.torrent.swarm.is_complete() && !self.config.keep_seeding {
             self.begin_stop(now);
         }
         loop {
@@ -345,12 +336,12 @@ impl EventLoop {
         }
         let now = self.clock.now();
         self.redraw(now, true);
-        self.storage.sync().map_err(LoopError::Storage)?;
+        self.torrent.storage.sync().map_err(LoopError::Storage)?;
         Ok(RunOutcome {
-            complete: self.swarm.is_complete(),
+            complete: self.torrent.swarm.is_complete(),
             elapsed: now - self.started_at,
-            downloaded: self.swarm.totals.downloaded,
-            uploaded: self.swarm.totals.uploaded,
+            downloaded: self.torrent.swarm.totals.downloaded,
+            uploaded: self.torrent.swarm.totals.uploaded,
             peers_used: self.peers_used.len(),
         })
     }
@@ -362,7 +353,7 @@ impl EventLoop {
     }
 
     fn dial_more(&mut self, now: Timestamp) {
-        if self.stopping || (self.swarm.is_complete() && !self.config.keep_seeding) {
+        if self.stopping || (self.torrent.swarm.is_complete() && !self.config.keep_seeding) {
             return;
         }
         let mut half_open = self.half_open();
@@ -373,7 +364,7 @@ impl EventLoop {
             match TcpStream::connect(addr) {
                 Ok(socket) => {
                     let no = self.new_peer_no();
-                    let session = PeerSession::outgoing(no, &self.ctx, now);
+                    let session = PeerSession::outgoing(no, &self.torrent.ctx, now);
                     if self.insert_peer(socket, addr, session, now).is_some() {
                         half_open += 1;
                         log::debug!("{addr}: connecting");
@@ -404,7 +395,7 @@ impl EventLoop {
             self.candidates.on_closed(addr, false, now);
             return None;
         }
-        let conn = Connection::new(socket, addr, session, &self.ctx);
+        let conn = Connection::new(socket, addr, session, &self.torrent.ctx);
         entry.insert(conn);
         self.reschedule_peer(slot);
         Some(slot)
@@ -423,7 +414,7 @@ impl EventLoop {
                         continue;
                     }
                     let no = self.new_peer_no();
-                    let session = PeerSession::incoming(no, &self.ctx, now);
+                    let session = PeerSession::incoming(no, &self.torrent.ctx, now);
                     if let Some(slot) = self.insert_peer(socket, addr, session, now) {
                         log::debug!("{addr}: accepted");
                         // The handshake may already be waiting: edge-triggered readiness will not repeat it.
@@ -461,7 +452,7 @@ impl EventLoop {
             match conn.check_connected() {
                 Ok(true) => {
                     log::debug!("{}: connected", conn.addr);
-                    conn.session.on_connected(&self.ctx, now);
+                    conn.session.on_connected(&self.torrent.ctx, now);
                 }
                 Ok(false) => return Ok(()),
                 Err(reason) => {
@@ -486,15 +477,7 @@ impl EventLoop {
             return Ok(());
         }
         let downloaded_before = conn.session.downloaded;
-        let mut shared = Shared {
-            ctx: &self.ctx,
-            swarm: &mut self.swarm,
-            storage: &mut self.storage,
-            piece_hashes: &self.piece_hashes,
-            verified: &mut self.verified,
-            failed_contributors: &mut self.failed_contributors,
-        };
-        let result = conn.read_and_process(&mut shared, now);
+        let result = conn.read_and_process(&mut self.torrent, now);
         if conn.session.downloaded > downloaded_before {
             self.peers_used.insert(conn.addr);
         }
@@ -523,10 +506,9 @@ impl EventLoop {
         if conn.closing.is_some() || conn.session.phase() == crate::peer::session::Phase::AwaitingConnect {
             return Ok(());
         }
-        let geometry = self.ctx.geometry;
         let mut allowance = u64::MAX;
-        match conn.flush(&mut self.storage, |p| geometry.piece_offset(p), &mut allowance, now) {
-            Ok(served) => self.swarm.on_uploaded(served),
+        match conn.flush(&mut self.torrent, &mut allowance, now) {
+            Ok(()) => {}
             Err(InputError::Drop(reason)) => {
                 self.close_peer(slot, reason);
                 return Ok(());
@@ -576,7 +558,7 @@ impl EventLoop {
             if let Some((id, _)) = conn.timer {
                 self.timers.cancel(id);
             }
-            conn.session.on_closed(&mut self.swarm);
+            conn.session.on_closed(&mut self.torrent.swarm);
             let useful = conn.session.peer_id.is_some();
             match conn.closing {
                 Some(DropReason::Misbehaved(crate::peer::PeerMisbehaved::OwnPeerId)) => {
@@ -599,7 +581,7 @@ impl EventLoop {
                     return Ok(());
                 }
                 conn.timer = None;
-                if let Err(reason) = conn.session.on_timeout(&mut self.swarm, now) {
+                if let Err(reason) = conn.session.on_timeout(&mut self.torrent.swarm, now) {
                     self.close_peer(slot, reason);
                     return Ok(());
                 }
@@ -633,10 +615,10 @@ impl EventLoop {
         let dt = now - self.last_sample;
         self.last_sample = now;
         let secs = dt.as_secs_f64().max(1e-3);
-        let down = self.swarm.totals.downloaded - self.last_downloaded;
-        let up = self.swarm.totals.uploaded - self.last_uploaded;
-        self.last_downloaded = self.swarm.totals.downloaded;
-        self.last_uploaded = self.swarm.totals.uploaded;
+        let down = self.torrent.swarm.totals.downloaded - self.last_downloaded;
+        let up = self.torrent.swarm.totals.uploaded - self.last_uploaded;
+        self.last_downloaded = self.torrent.swarm.totals.downloaded;
+        self.last_uploaded = self.torrent.swarm.totals.uploaded;
         self.down_rate = 0.5 * self.down_rate + 0.5 * (down as f64 / secs);
         self.up_rate = 0.5 * self.up_rate + 0.5 * (up as f64 / secs);
         let slots: Vec<usize> = self.peers.iter().map(|(slot, _)| slot).collect();
@@ -645,7 +627,7 @@ impl EventLoop {
             if conn.closing.is_some() || conn.session.phase() == crate::peer::session::Phase::AwaitingConnect {
                 continue;
             }
-            conn.session.on_rate_sample(&mut self.swarm, now, dt);
+            conn.session.on_rate_sample(&mut self.torrent.swarm, now, dt);
             self.flush_peer(slot, now)?;
         }
         self.dial_more(now);
@@ -691,9 +673,9 @@ impl EventLoop {
 
     fn after_turn(&mut self, now: Timestamp) -> Result<(), LoopError> {
         // Announce verified pieces and endgame cancels to every peer.
-        if !self.verified.is_empty() || self.swarm.has_endgame_taken() {
-            let verified = std::mem::take(&mut self.verified);
-            let taken: Vec<_> = self.swarm.drain_endgame_taken().collect();
+        if !self.torrent.verified.is_empty() || self.torrent.swarm.has_endgame_taken() {
+            let verified = std::mem::take(&mut self.torrent.verified);
+            let taken: Vec<_> = self.torrent.swarm.drain_endgame_taken().collect();
             let slots: Vec<usize> = self.peers.iter().map(|(slot, _)| slot).collect();
             for slot in slots {
                 let conn = &mut self.peers[slot];
@@ -704,16 +686,16 @@ impl EventLoop {
                     conn.session.on_block_taken(b);
                 }
                 for &piece in &verified {
-                    conn.session.on_we_have(piece, &mut self.swarm, now);
+                    conn.session.on_we_have(piece, &mut self.torrent.swarm, now);
                 }
                 self.flush_peer(slot, now)?;
             }
-            if !verified.is_empty() && self.swarm.is_complete() && !self.completed_announced {
+            if !verified.is_empty() && self.torrent.swarm.is_complete() && !self.completed_announced {
                 self.on_complete(now);
             }
         }
-        if !self.failed_contributors.is_empty() {
-            self.failed_contributors.clear();
+        if !self.torrent.failed_contributors.is_empty() {
+            self.torrent.failed_contributors.clear();
         }
         self.reap_closed(now);
         self.dial_more(now);
@@ -751,16 +733,16 @@ impl EventLoop {
     // ---- the view -----------------------------------------------------------------------------
 
     fn snapshot(&self) -> Snapshot {
-        let total = self.swarm.wanted_bytes();
+        let total = self.torrent.swarm.wanted_bytes();
         Snapshot {
-            done: total - self.swarm.left(),
+            done: total - self.torrent.swarm.left(),
             total,
-            uploaded: self.swarm.totals.uploaded,
+            uploaded: self.torrent.swarm.totals.uploaded,
             down_rate: self.down_rate,
             up_rate: self.up_rate,
             peers: self.peers.len() - self.half_open(),
             half_open: self.half_open(),
-            seeding: self.swarm.is_complete() && self.config.keep_seeding,
+            seeding: self.torrent.swarm.is_complete() && self.config.keep_seeding,
             state: self.stopping.then_some("stopping"),
         }
     }

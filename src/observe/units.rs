@@ -45,9 +45,12 @@ fn scaled(mut value: f64) -> String {
     }
 }
 
-/// A duration for an ETA or elapsed time, two units at most: "2d03h", "1h02m", "3m05s", "12s".
-/// Fractions of a second are dropped.
+/// A duration for an ETA or elapsed time, two units at most: "2d03h", "1h02m", "3m05s", "12s", and
+/// tenths under ten seconds ("0.8s"), where a whole-second figure would say nothing.
 pub fn duration(d: Duration) -> String {
+    if d < Duration::from_secs(10) && !d.is_zero() {
+        return format!("{:.1}s", d.as_secs_f64());
+    }
     let secs = d.as_secs();
     let (days, hours, minutes, seconds) =
         (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);

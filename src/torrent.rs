@@ -1,0 +1,116 @@
+//! One torrent's core: the shared context, the swarm and the storage, and how a session's effects are
+//! carried out against them.
+//!
+//! Owns: turning a peer's parsed input into session calls and effects (write a block, finish and verify
+//! a piece, remember verified pieces for the `have` broadcast), and serving a session's queued requests
+//! from storage into its write buffer.
+//! Must not: touch sockets or the clock. The event loop and the in-memory simulation both drive it, so
+//! what the simulation checks is what the loop runs.
+
+use crate::peer::buffers::ReadBuf;
+use crate::peer::session::{Effect, Phase, PeerSession, TorrentContext};
+use crate::peer::DropReason;
+use crate::storage::{verify, Storage, StorageError};
+use crate::swarm::{PeerNo, Swarm};
+use crate::time::Timestamp;
+
+/// Why processing a peer's input stopped.
+#[derive(Debug)]
+pub enum InputError {
+    /// Hang up on this peer.
+    Drop(DropReason),
+    /// Data is at risk: rill must stop.
+    Fatal(StorageError),
+}
+
+impl From<DropReason> for InputError {
+    fn from(r: DropReason) -> Self {
+        InputError::Drop(r)
+    }
+}
+
+pub struct Torrent {
+    pub ctx: TorrentContext,
+    pub swarm: Swarm,
+    pub storage: Storage,
+    pub piece_hashes: Vec<[u8; 20]>,
+    /// Pieces verified since the loop last announced them to every peer.
+    pub verified: Vec<u32>,
+    /// Peers that contributed to pieces that failed their hash check, since the loop last looked.
+    pub failed_contributors: Vec<PeerNo>,
+}
+
+impl Torrent {
+    pub fn new(ctx: TorrentContext, swarm: Swarm, storage: Storage, piece_hashes: Vec<[u8; 20]>) -> Self {
+        Torrent { ctx, swarm, storage, piece_hashes, verified: Vec::new(), failed_contributors: Vec::new() }
+    }
+
+    /// Parses and handles every whole frame in `read` (the handshake first, if it is awaited).
+    pub fn process_input(
+        &mut self,
+        read: &mut ReadBuf,
+        session: &mut PeerSession,
+        now: Timestamp,
+    ) -> Result<(), InputError> {
+        if session.phase() == Phase::AwaitingHandshake {
+            match read.next_handshake().map_err(DropReason::from)? {
+                Some(hs) => session.on_handshake(&hs, &self.ctx, &mut self.swarm, now)?,
+                None => return Ok(()),
+            }
+        }
+        while let Some(frame) = read.next_frame(&self.ctx.limits).map_err(DropReason::from)? {
+            match session.on_frame(frame, &self.ctx, &mut self.swarm, now)? {
+                Effect::Nothing => {}
+                Effect::StoreBlock { block, data, piece_complete } => {
+                    let offset = self.ctx.geometry.piece_offset(block.piece) + u64::from(block.offset);
+                    self.storage.write(offset, data).map_err(InputError::Fatal)?;
+                    if piece_complete {
+                        self.verify_completed_piece(block.piece).map_err(InputError::Fatal)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Finishes a complete piece's hash (reading back only the blocks not hashed on arrival) and records
+    /// the verdict in the swarm.
+    pub fn verify_completed_piece(&mut self, piece: u32) -> Result<(), StorageError> {
+        let Some((hasher, hashed)) = self.swarm.take_hasher(piece) else {
+            return Ok(());
+        };
+        let expected = &self.piece_hashes[piece as usize];
+        let geometry = self.ctx.geometry;
+        match verify::finish_piece(&mut self.storage, &geometry, piece, hasher, hashed, expected)? {
+            Some(verified) => {
+                self.swarm.on_piece_verified(verified);
+                self.verified.push(piece);
+            }
+            None => {
+                log::info!("piece {piece} failed its hash check; fetching it again");
+                let contributors = self.swarm.on_piece_failed(piece);
+                self.failed_contributors.extend(contributors);
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves the session's queued requests from storage while `allowance` bytes remain and its send
+    /// queue has room. Returns the payload bytes served.
+    pub fn serve(&mut self, session: &mut PeerSession, allowance: &mut u64) -> Result<u64, StorageError> {
+        let mut served = 0;
+        while *allowance > 0 {
+            let geometry = self.ctx.geometry;
+            let storage = &mut self.storage;
+            let block = session
+                .serve_next(|block, buf| storage.read(geometry.piece_offset(block.piece) + u64::from(block.offset), buf))?;
+            let Some(block) = block else {
+                break;
+            };
+            served += u64::from(block.len);
+            *allowance = allowance.saturating_sub(u64::from(block.len));
+        }
+        self.swarm.on_uploaded(served);
+        Ok(served)
+    }
+}
