@@ -61,7 +61,7 @@ const MAX_INTERVAL: Duration = secs(4 * 60 * 60);
 const RETRY_BASE: Duration = secs(60);
 const RETRY_MAX: Duration = secs(60 * 60);
 /// Resolved names are reused this long; a failed lookup is retried after `RESOLVE_FAILURE_TTL`.
-const RESOLVE_TTL: Duration = secs(30 * 60);
+const RESOLVE_TTL: Duration = secs(60 * 60);
 const RESOLVE_FAILURE_TTL: Duration = secs(60);
 /// Peer addresses remembered for de-duplication; later ones are dropped, which bounds memory.
 const MAX_KNOWN_PEERS: usize = 65_536;
@@ -705,5 +705,7 @@ fn retry_backoff(failures: u32) -> Duration {
     RETRY_BASE.saturating_mul(1 << doublings).min(RETRY_MAX)
 }
 
+#[cfg(test)]
+mod mutation_tests;
 #[cfg(test)]
 mod tests;
