@@ -8,18 +8,20 @@
 #![deny(unused_must_use)]
 
 pub mod bencode;
-pub mod metainfo;
-pub mod rng;
-pub mod time;
-pub mod tracker;
-pub mod event_loop;
-pub mod observe;
 pub mod bitfield;
+pub mod cli;
+pub mod event_loop;
 pub mod geometry;
+pub mod metainfo;
+pub mod observe;
 pub mod peer;
+pub mod rng;
+#[cfg(test)]
+pub mod sim;
 pub mod storage;
 pub mod swarm;
+pub mod time;
 pub mod timer_wheel;
-pub mod wire;
-pub mod cli;
 pub mod torrent;
+pub mod tracker;
+pub mod wire;

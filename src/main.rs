@@ -71,7 +71,13 @@ fn run(command: Command) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Download { opts, seed, files, sequential, recheck: _ } => {
+        Command::Download {
+            opts,
+            seed,
+            files,
+            sequential,
+            recheck: _,
+        } => {
             let meta = load_torrent(&opts.torrent)?;
             let wanted_files = match &files {
                 Some(list) => select_files(&meta, list)?,
@@ -84,13 +90,18 @@ fn run(command: Command) -> Result<(), Failure> {
 }
 
 fn load_torrent(path: &Path) -> Result<Metainfo, Failure> {
-    let bytes = std::fs::read(path).map_err(|e| Failure::Input(format!("cannot read {}: {e}", path.display())))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| Failure::Input(format!("cannot read {}: {e}", path.display())))?;
     Metainfo::from_bytes(&bytes).map_err(|e| Failure::Input(format!("{}: {e}", path.display())))
 }
 
 /// Maps `--files` indices (as `rill info` numbers them: non-padding files) to a per-file flag.
 fn select_files(meta: &Metainfo, list: &[usize]) -> Result<Vec<bool>, Failure> {
-    let numbered: Vec<usize> = meta.selectable_files().map(|(_, f)| f).map(|f| file_index(meta, f)).collect();
+    let numbered: Vec<usize> = meta
+        .selectable_files()
+        .map(|(_, f)| f)
+        .map(|f| file_index(meta, f))
+        .collect();
     let mut wanted = vec![false; meta.files.len()];
     for &n in list {
         let Some(&i) = numbered.get(n) else {
@@ -105,7 +116,10 @@ fn select_files(meta: &Metainfo, list: &[usize]) -> Result<Vec<bool>, Failure> {
 }
 
 fn file_index(meta: &Metainfo, f: &rill::metainfo::FileEntry) -> usize {
-    meta.files.iter().position(|g| std::ptr::eq(g, f)).unwrap_or(0)
+    meta.files
+        .iter()
+        .position(|g| std::ptr::eq(g, f))
+        .unwrap_or(0)
 }
 
 fn os_seed() -> u64 {
@@ -117,7 +131,10 @@ fn os_seed() -> u64 {
         }
     }
     // No /dev/urandom: the process id and the time are enough for a peer id.
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     (t as u64) ^ (u64::from(std::process::id()) << 32)
 }
 
@@ -156,7 +173,8 @@ fn download(
     }
     std::fs::create_dir_all(&opts.dir)
         .map_err(|e| Failure::Runtime(format!("cannot create {}: {e}", opts.dir.display())))?;
-    let storage = Storage::open(&opts.dir, meta, |i| wanted_files[i]).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let storage = Storage::open(&opts.dir, meta, |i| wanted_files[i])
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
     let swarm = Swarm::new(geometry, Bitfield::new(n), wanted, sequential);
     let mut rng = Rng::seeded(os_seed());
     let id = peer_id(&mut rng);
@@ -171,18 +189,31 @@ fn download(
         extra_peers: opts.peers.clone(),
         keep_seeding: seed,
     };
-    let event_loop =
-        EventLoop::new(meta, swarm, storage, config, id, rng).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let event_loop = EventLoop::new(meta, swarm, storage, config, id, rng)
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
     if let Some(port) = event_loop.listen_port() {
         if opts.port == Some(0) {
             println!("listening on port {port}");
         }
     }
-    let outcome = event_loop.run().map_err(|e| Failure::Runtime(e.to_string()))?;
+    let outcome = event_loop
+        .run()
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
     if !outcome.complete {
-        return Err(Failure::Runtime("stopped before the download completed".into()));
+        return Err(Failure::Runtime(
+            "stopped before the download completed".into(),
+        ));
     }
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}", ui::render_summary(meta.total_length, outcome.elapsed, outcome.peers_used, outcome.uploaded));
+    let _ = writeln!(
+        out,
+        "{}",
+        ui::render_summary(
+            meta.total_length,
+            outcome.elapsed,
+            outcome.peers_used,
+            outcome.uploaded
+        )
+    );
     Ok(())
 }

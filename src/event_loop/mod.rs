@@ -46,8 +46,8 @@ use crate::swarm::candidates::Candidates;
 use crate::swarm::{PeerNo, Swarm};
 use crate::time::{millis, secs, Clock, Timestamp};
 use crate::timer_wheel::{TimerId, TimerWheel};
-use crate::tracker::{ClientIdentity, TrackerEvent, Trackers, Transfer};
 use crate::torrent::{InputError, Torrent};
+use crate::tracker::{ClientIdentity, TrackerEvent, Trackers, Transfer};
 use peers::{Connection, ReadOutcome};
 use token::Source;
 use trackers::TrackerDriver;
@@ -186,19 +186,26 @@ impl EventLoop {
         let poll = Poll::new().map_err(LoopError::Poll)?;
         let clock = Clock::start();
         let now = clock.now();
-        let waker = Arc::new(Waker::new(poll.registry(), token::encode(Source::Waker)).map_err(LoopError::Poll)?);
+        let waker = Arc::new(
+            Waker::new(poll.registry(), token::encode(Source::Waker)).map_err(LoopError::Poll)?,
+        );
         let mut listener = None;
         let mut listen_port = None;
         if let Some(addr) = config.listen {
             let mut l = match TcpListener::bind(addr) {
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse && config.listen_fallback => {
-                    log::info!("port {} is taken; listening on a free port instead", addr.port());
+                    log::info!(
+                        "port {} is taken; listening on a free port instead",
+                        addr.port()
+                    );
                     TcpListener::bind(SocketAddr::new(addr.ip(), 0))
                 }
                 other => other,
             }
             .map_err(|error| LoopError::Listen { addr, error })?;
-            let local = l.local_addr().map_err(|error| LoopError::Listen { addr, error })?;
+            let local = l
+                .local_addr()
+                .map_err(|error| LoopError::Listen { addr, error })?;
             poll.registry()
                 .register(&mut l, token::encode(Source::Listener), Interest::READABLE)
                 .map_err(LoopError::Poll)?;
@@ -307,9 +314,21 @@ impl EventLoop {
             for event in events.iter() {
                 match token::decode(event.token()) {
                     Some(Source::Listener) => self.accept_all(now),
-                    Some(Source::Peer(slot)) => self.on_peer_event(slot, event.is_writable(), now)?,
-                    Some(source @ (Source::TrackerHttp(_) | Source::TrackerUdp4 | Source::TrackerUdp6)) => {
-                        self.tracker_driver.on_ready(source, event, self.poll.registry(), &mut self.trackers, now);
+                    Some(Source::Peer(slot)) => {
+                        self.on_peer_event(slot, event.is_writable(), now)?
+                    }
+                    Some(
+                        source @ (Source::TrackerHttp(_)
+                        | Source::TrackerUdp4
+                        | Source::TrackerUdp6),
+                    ) => {
+                        self.tracker_driver.on_ready(
+                            source,
+                            event,
+                            self.poll.registry(),
+                            &mut self.trackers,
+                            now,
+                        );
                         self.pump_trackers(now);
                     }
                     Some(Source::Waker) => {
@@ -349,7 +368,10 @@ impl EventLoop {
     // ---- peers --------------------------------------------------------------------------------
 
     fn half_open(&self) -> usize {
-        self.peers.iter().filter(|(_, c)| c.session.phase() == crate::peer::session::Phase::AwaitingConnect).count()
+        self.peers
+            .iter()
+            .filter(|(_, c)| c.session.phase() == crate::peer::session::Phase::AwaitingConnect)
+            .count()
     }
 
     fn dial_more(&mut self, now: Timestamp) {
@@ -383,7 +405,13 @@ impl EventLoop {
         PeerNo(self.next_peer_no)
     }
 
-    fn insert_peer(&mut self, mut socket: TcpStream, addr: SocketAddr, session: PeerSession, now: Timestamp) -> Option<usize> {
+    fn insert_peer(
+        &mut self,
+        mut socket: TcpStream,
+        addr: SocketAddr,
+        session: PeerSession,
+        now: Timestamp,
+    ) -> Option<usize> {
         let entry = self.peers.vacant_entry();
         let slot = entry.key();
         if let Err(e) = self.poll.registry().register(
@@ -441,7 +469,12 @@ impl EventLoop {
         }
     }
 
-    fn on_peer_event(&mut self, slot: usize, writable: bool, now: Timestamp) -> Result<(), LoopError> {
+    fn on_peer_event(
+        &mut self,
+        slot: usize,
+        writable: bool,
+        now: Timestamp,
+    ) -> Result<(), LoopError> {
         let Some(conn) = self.peers.get_mut(slot) else {
             return Ok(());
         };
@@ -473,7 +506,9 @@ impl EventLoop {
         let Some(conn) = self.peers.get_mut(slot) else {
             return Ok(());
         };
-        if conn.closing.is_some() || conn.session.phase() == crate::peer::session::Phase::AwaitingConnect {
+        if conn.closing.is_some()
+            || conn.session.phase() == crate::peer::session::Phase::AwaitingConnect
+        {
             return Ok(());
         }
         let downloaded_before = conn.session.downloaded;
@@ -503,7 +538,9 @@ impl EventLoop {
         let Some(conn) = self.peers.get_mut(slot) else {
             return Ok(());
         };
-        if conn.closing.is_some() || conn.session.phase() == crate::peer::session::Phase::AwaitingConnect {
+        if conn.closing.is_some()
+            || conn.session.phase() == crate::peer::session::Phase::AwaitingConnect
+        {
             return Ok(());
         }
         let mut allowance = u64::MAX;
@@ -537,7 +574,9 @@ impl EventLoop {
             }
             self.timers.cancel(id);
         }
-        let id = self.timers.schedule(next, Wake::Peer(slot, conn.session.no));
+        let id = self
+            .timers
+            .schedule(next, Wake::Peer(slot, conn.session.no));
         conn.timer = Some((id, next));
     }
 
@@ -596,7 +635,8 @@ impl EventLoop {
             }
             Wake::RateSample => {
                 self.on_rate_sample(now)?;
-                self.timers.schedule(now + RATE_SAMPLE_EVERY, Wake::RateSample);
+                self.timers
+                    .schedule(now + RATE_SAMPLE_EVERY, Wake::RateSample);
             }
             Wake::Redraw => {
                 self.redraw(now, false);
@@ -624,10 +664,13 @@ impl EventLoop {
         let slots: Vec<usize> = self.peers.iter().map(|(slot, _)| slot).collect();
         for slot in slots {
             let conn = &mut self.peers[slot];
-            if conn.closing.is_some() || conn.session.phase() == crate::peer::session::Phase::AwaitingConnect {
+            if conn.closing.is_some()
+                || conn.session.phase() == crate::peer::session::Phase::AwaitingConnect
+            {
                 continue;
             }
-            conn.session.on_rate_sample(&mut self.torrent.swarm, now, dt);
+            conn.session
+                .on_rate_sample(&mut self.torrent.swarm, now, dt);
             self.flush_peer(slot, now)?;
         }
         self.dial_more(now);
@@ -637,7 +680,8 @@ impl EventLoop {
     // ---- trackers -----------------------------------------------------------------------------
 
     fn pump_trackers(&mut self, now: Timestamp) {
-        self.tracker_driver.pump(self.poll.registry(), &mut self.trackers, now);
+        self.tracker_driver
+            .pump(self.poll.registry(), &mut self.trackers, now);
         let mut added = false;
         while let Some(event) = self.trackers.poll_event() {
             match event {
@@ -648,7 +692,9 @@ impl EventLoop {
                 }
                 TrackerEvent::Warning { url, message } => log::warn!("tracker {url}: {message}"),
                 TrackerEvent::Error { url, message } => log::warn!("tracker {url}: {message}"),
-                TrackerEvent::Announced { url, peers, .. } => log::info!("tracker {url}: {peers} peers"),
+                TrackerEvent::Announced { url, peers, .. } => {
+                    log::info!("tracker {url}: {peers} peers")
+                }
                 TrackerEvent::Scraped { .. } => {}
             }
         }
@@ -690,7 +736,8 @@ impl EventLoop {
                 }
                 self.flush_peer(slot, now)?;
             }
-            if !verified.is_empty() && self.torrent.swarm.is_complete() && !self.completed_announced {
+            if !verified.is_empty() && self.torrent.swarm.is_complete() && !self.completed_announced
+            {
                 self.on_complete(now);
             }
         }

@@ -19,8 +19,8 @@ use crate::peer::buffers::ReadBuf;
 use crate::peer::session::{PeerSession, TorrentContext};
 use crate::peer::DropReason;
 use crate::time::Timestamp;
-use crate::torrent::{InputError, Torrent};
 use crate::timer_wheel::TimerId;
+use crate::torrent::{InputError, Torrent};
 
 /// Bytes read from one peer per readiness event before others get a turn.
 pub const READ_BUDGET: usize = 1024 * 1024;
@@ -49,7 +49,12 @@ pub enum ReadOutcome {
 }
 
 impl Connection {
-    pub fn new(socket: TcpStream, addr: SocketAddr, session: PeerSession, ctx: &TorrentContext) -> Self {
+    pub fn new(
+        socket: TcpStream,
+        addr: SocketAddr,
+        session: PeerSession,
+        ctx: &TorrentContext,
+    ) -> Self {
         Connection {
             socket,
             addr,
@@ -76,7 +81,11 @@ impl Connection {
     }
 
     /// Reads until `WouldBlock`, the budget, or backpressure, handing every whole frame to the session.
-    pub fn read_and_process(&mut self, torrent: &mut Torrent, now: Timestamp) -> Result<ReadOutcome, InputError> {
+    pub fn read_and_process(
+        &mut self,
+        torrent: &mut Torrent,
+        now: Timestamp,
+    ) -> Result<ReadOutcome, InputError> {
         let mut budget = READ_BUDGET;
         loop {
             if !self.session.wants_input() {
@@ -100,9 +109,16 @@ impl Connection {
     }
 
     /// Serves queued requests (within `allowance` bytes) and writes until `WouldBlock` or nothing is left.
-    pub fn flush(&mut self, torrent: &mut Torrent, allowance: &mut u64, now: Timestamp) -> Result<(), InputError> {
+    pub fn flush(
+        &mut self,
+        torrent: &mut Torrent,
+        allowance: &mut u64,
+        now: Timestamp,
+    ) -> Result<(), InputError> {
         loop {
-            torrent.serve(&mut self.session, allowance).map_err(InputError::Fatal)?;
+            torrent
+                .serve(&mut self.session, allowance)
+                .map_err(InputError::Fatal)?;
             let pending = self.session.pending_output();
             if pending.is_empty() {
                 return Ok(());

@@ -35,7 +35,8 @@ impl Snapshot {
     /// Time to finish at the current rate, if it is meaningful.
     pub fn eta(&self) -> Option<Duration> {
         let left = self.total.saturating_sub(self.done);
-        (self.down_rate >= 1.0 && left > 0).then(|| Duration::from_secs_f64(left as f64 / self.down_rate))
+        (self.down_rate >= 1.0 && left > 0)
+            .then(|| Duration::from_secs_f64(left as f64 / self.down_rate))
     }
 }
 
@@ -105,7 +106,7 @@ mod tests {
         let line = render_status(&s, 200);
         assert!(line.starts_with(" 50.0%"), "{line}");
         assert!(line.contains("peers 3 (1 connecting)"), "{line}");
-        assert!(line.contains("eta 8s"), "{line}");
+        assert!(line.contains("eta 8.0s"), "{line}");
         assert_eq!(render_status(&s, 10).chars().count(), 10);
     }
 

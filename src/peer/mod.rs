@@ -22,16 +22,38 @@ pub enum PeerMisbehaved {
     WrongInfoHash,
     /// The peer sent our own peer id: we connected to ourselves.
     OwnPeerId,
-    FrameTooLong { len: u32, max: u32 },
-    BadLength { id: u8, len: u32 },
+    FrameTooLong {
+        len: u32,
+        max: u32,
+    },
+    BadLength {
+        id: u8,
+        len: u32,
+    },
     BitfieldNotFirst,
-    BitfieldWrongLength { got: u32, want: u32 },
+    BitfieldWrongLength {
+        got: u32,
+        want: u32,
+    },
     BitfieldSpareBits,
-    IndexOutOfRange { index: u32 },
-    UnrequestedBlock { piece: u32, offset: u32 },
-    OversizedRequest { len: u32 },
-    BadRequest { piece: u32, offset: u32, len: u32 },
-    RequestedMissingPiece { piece: u32 },
+    IndexOutOfRange {
+        index: u32,
+    },
+    UnrequestedBlock {
+        piece: u32,
+        offset: u32,
+    },
+    OversizedRequest {
+        len: u32,
+    },
+    BadRequest {
+        piece: u32,
+        offset: u32,
+        len: u32,
+    },
+    RequestedMissingPiece {
+        piece: u32,
+    },
     RequestFlood,
     MessageBeforeHandshake,
 }
@@ -45,19 +67,28 @@ impl fmt::Display for PeerMisbehaved {
             PeerMisbehaved::FrameTooLong { len, max } => {
                 write!(f, "frame of {len} bytes exceeds the {max}-byte limit")
             }
-            PeerMisbehaved::BadLength { id, len } => write!(f, "message id {id} with illegal length {len}"),
+            PeerMisbehaved::BadLength { id, len } => {
+                write!(f, "message id {id} with illegal length {len}")
+            }
             PeerMisbehaved::BitfieldNotFirst => write!(f, "bitfield after the first message"),
             PeerMisbehaved::BitfieldWrongLength { got, want } => {
                 write!(f, "bitfield of {got} bytes, expected {want}")
             }
             PeerMisbehaved::BitfieldSpareBits => write!(f, "bitfield with spare bits set"),
-            PeerMisbehaved::IndexOutOfRange { index } => write!(f, "piece index {index} out of range"),
+            PeerMisbehaved::IndexOutOfRange { index } => {
+                write!(f, "piece index {index} out of range")
+            }
             PeerMisbehaved::UnrequestedBlock { piece, offset } => {
                 write!(f, "sent block {piece}+{offset} that was never requested")
             }
-            PeerMisbehaved::OversizedRequest { len } => write!(f, "requested a block of {len} bytes"),
+            PeerMisbehaved::OversizedRequest { len } => {
+                write!(f, "requested a block of {len} bytes")
+            }
             PeerMisbehaved::BadRequest { piece, offset, len } => {
-                write!(f, "requested {len} bytes at {piece}+{offset}, outside the piece")
+                write!(
+                    f,
+                    "requested {len} bytes at {piece}+{offset}, outside the piece"
+                )
             }
             PeerMisbehaved::RequestedMissingPiece { piece } => {
                 write!(f, "requested piece {piece} which we do not have")

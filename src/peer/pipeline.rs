@@ -54,6 +54,11 @@ pub struct Pipeline {
     last_sample: Timestamp,
     /// Smoothed download rate from this peer, bytes per second.
     rate: f64,
+    /// Requests that ever timed out.
+    timed_out_total: u64,
+    /// A request timed out and no block has arrived since: keep one request in flight, no more, so a
+    /// stalled peer holds on to almost nothing (libtorrent treats snubbed peers the same way).
+    snubbed: bool,
 }
 
 impl Pipeline {
@@ -68,6 +73,8 @@ impl Pipeline {
             sample_bytes: 0,
             last_sample: now,
             rate: 0.0,
+            timed_out_total: 0,
+            snubbed: false,
         }
     }
 
@@ -90,18 +97,31 @@ impl Pipeline {
     pub fn rate(&self) -> f64 {
         self.rate
     }
+    /// A request timed out and nothing has arrived since.
+    pub fn is_snubbed(&self) -> bool {
+        self.snubbed
+    }
+    pub fn timed_out_total(&self) -> u64 {
+        self.timed_out_total
+    }
     pub fn min_rtt(&self) -> Option<Duration> {
         self.min_rtt
     }
 
     pub fn push(&mut self, block: BlockRef, now: Timestamp) {
-        self.in_flight.push_back(InFlight { block, sent_at: now, released: false });
+        self.in_flight.push_back(InFlight {
+            block,
+            sent_at: now,
+            released: false,
+        });
         self.active += 1;
     }
 
     /// Whether `block` is in flight and not released (endgame: do not request it twice).
     pub fn is_requested(&self, block: &BlockRef) -> bool {
-        self.in_flight.iter().any(|f| !f.released && f.block == *block)
+        self.in_flight
+            .iter()
+            .any(|f| !f.released && f.block == *block)
     }
 
     /// A block arrived: its entry, if we asked for it. Blocks mostly arrive in request order, so the
@@ -109,6 +129,7 @@ impl Pipeline {
     pub fn on_block(&mut self, block: &BlockRef, now: Timestamp) -> Option<InFlight> {
         let i = self.in_flight.iter().position(|f| f.block == *block)?;
         let entry = self.in_flight.remove(i)?;
+        self.snubbed = false;
         if !entry.released {
             self.active -= 1;
             let rtt = now - entry.sent_at;
@@ -124,7 +145,11 @@ impl Pipeline {
 
     /// Marks `block` released (we cancelled it); returns whether it was active.
     pub fn release(&mut self, block: &BlockRef) -> bool {
-        match self.in_flight.iter_mut().find(|f| !f.released && f.block == *block) {
+        match self
+            .in_flight
+            .iter_mut()
+            .find(|f| !f.released && f.block == *block)
+        {
             Some(f) => {
                 f.released = true;
                 self.active -= 1;
@@ -166,10 +191,12 @@ impl Pipeline {
             }
         }
         self.active -= timed_out;
-        self.in_flight.retain(|f| !f.released || now - f.sent_at < LATE_GRACE);
+        self.timed_out_total += u64::from(timed_out);
+        self.in_flight
+            .retain(|f| !f.released || now - f.sent_at < LATE_GRACE);
         if timed_out > 0 {
-            // The peer is not keeping up: start again from a small pipeline.
-            self.target = MIN_DEPTH.min(self.limit);
+            self.snubbed = true;
+            self.target = 1;
         }
         timed_out
     }
@@ -178,7 +205,14 @@ impl Pipeline {
     pub fn next_deadline(&self) -> Option<Timestamp> {
         self.in_flight
             .iter()
-            .map(|f| f.sent_at + if f.released { LATE_GRACE } else { REQUEST_TIMEOUT })
+            .map(|f| {
+                f.sent_at
+                    + if f.released {
+                        LATE_GRACE
+                    } else {
+                        REQUEST_TIMEOUT
+                    }
+            })
             .min()
     }
 
@@ -193,7 +227,14 @@ impl Pipeline {
         self.sample_bytes = 0;
         self.last_sample = now;
         // Rising rates are taken at once (slow start must not lag); falling ones smoothed.
-        self.rate = if sample > self.rate { sample } else { 0.7 * self.rate + 0.3 * sample };
+        self.rate = if sample > self.rate {
+            sample
+        } else {
+            0.7 * self.rate + 0.3 * sample
+        };
+        if self.snubbed {
+            return;
+        }
         let rtt = self.min_rtt.unwrap_or(millis(50));
         let covered = (rtt * 2 + DEPTH_MARGIN).as_secs_f64();
         let bdp_blocks = (self.rate * covered / f64::from(BLOCK_LEN)).ceil() as u32;
@@ -206,7 +247,11 @@ mod tests {
     use super::*;
 
     fn block(piece: u32, i: u32) -> BlockRef {
-        BlockRef { piece, offset: i * BLOCK_LEN, len: BLOCK_LEN }
+        BlockRef {
+            piece,
+            offset: i * BLOCK_LEN,
+            len: BLOCK_LEN,
+        }
     }
 
     #[test]
@@ -249,7 +294,11 @@ mod tests {
         assert_eq!(p.active(), 1);
         let late = p.on_block(&block(0, 0), t0 + secs(31)).unwrap();
         assert!(late.released);
-        assert_eq!(p.on_block(&block(0, 0), t0 + secs(31)), None, "a second copy was never asked for");
+        assert_eq!(
+            p.on_block(&block(0, 0), t0 + secs(31)),
+            None,
+            "a second copy was never asked for"
+        );
     }
 
     #[test]

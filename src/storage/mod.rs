@@ -71,7 +71,11 @@ pub struct Storage {
 impl Storage {
     /// Prepares `dir/<layout>`: makes directories and creates zero-length files. Data files are created
     /// when first written. Nothing is truncated: existing bytes stay until verified or overwritten.
-    pub fn open(dir: &Path, meta: &Metainfo, wanted_file: impl Fn(usize) -> bool) -> Result<Self, StorageError> {
+    pub fn open(
+        dir: &Path,
+        meta: &Metainfo,
+        wanted_file: impl Fn(usize) -> bool,
+    ) -> Result<Self, StorageError> {
         let mut files = Vec::with_capacity(meta.files.len());
         for (i, f) in meta.files.iter().enumerate() {
             let path = dir.join(&f.path);
@@ -81,19 +85,40 @@ impl Storage {
                     .create(true)
                     .append(true)
                     .open(&path)
-                    .map_err(|error| StorageError { path: path.clone(), op: StorageOp::Open, error })?;
+                    .map_err(|error| StorageError {
+                        path: path.clone(),
+                        op: StorageOp::Open,
+                        error,
+                    })?;
             }
-            files.push(DataFile { path, offset: f.offset, length: f.length, padding: f.padding, handle: None });
+            files.push(DataFile {
+                path,
+                offset: f.offset,
+                length: f.length,
+                padding: f.padding,
+                handle: None,
+            });
         }
-        Ok(Storage { files, open_order: Vec::new(), scratch: vec![0; BLOCK_LEN as usize].into_boxed_slice() })
+        Ok(Storage {
+            files,
+            open_order: Vec::new(),
+            scratch: vec![0; BLOCK_LEN as usize].into_boxed_slice(),
+        })
     }
 
     /// The next file span of the layout range `[offset, end)` at or after `cursor`: (file index, offset in
     /// that file, range relative to `offset`). Zero-length files are skipped.
-    fn next_span(&self, cursor: &mut Cursor, offset: u64, end: u64) -> Option<(usize, u64, std::ops::Range<usize>)> {
+    fn next_span(
+        &self,
+        cursor: &mut Cursor,
+        offset: u64,
+        end: u64,
+    ) -> Option<(usize, u64, std::ops::Range<usize>)> {
         if cursor.file == usize::MAX {
             // First file whose end is past `offset`.
-            cursor.file = self.files.partition_point(|df| df.offset + df.length <= offset);
+            cursor.file = self
+                .files
+                .partition_point(|df| df.offset + df.length <= offset);
             cursor.pos = offset;
         }
         while cursor.pos < end && cursor.file < self.files.len() {
@@ -102,7 +127,11 @@ impl Storage {
             cursor.file += 1;
             if df.length > 0 {
                 let stop = end.min(df.offset + df.length);
-                let span = (i, cursor.pos - df.offset, (cursor.pos - offset) as usize..(stop - offset) as usize);
+                let span = (
+                    i,
+                    cursor.pos - df.offset,
+                    (cursor.pos - offset) as usize..(stop - offset) as usize,
+                );
                 cursor.pos = stop;
                 return Some(span);
             }
@@ -124,7 +153,11 @@ impl Storage {
                 .read(true)
                 .write(true)
                 .open(&path)
-                .map_err(|error| StorageError { path, op: StorageOp::Open, error })?;
+                .map_err(|error| StorageError {
+                    path,
+                    op: StorageOp::Open,
+                    error,
+                })?;
             self.files[i].handle = Some(file);
             self.open_order.push(i);
         }
@@ -135,7 +168,9 @@ impl Storage {
     /// Writes `data` at `offset` of the torrent's layout, across file boundaries. Padding is skipped.
     pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
         let mut cursor = Cursor::default();
-        while let Some((i, at, range)) = self.next_span(&mut cursor, offset, offset + data.len() as u64) {
+        while let Some((i, at, range)) =
+            self.next_span(&mut cursor, offset, offset + data.len() as u64)
+        {
             self.write_span(i, at, &data[range])?;
         }
         Ok(())
@@ -146,15 +181,20 @@ impl Storage {
             return Ok(());
         }
         let file = self.handle(i)?;
-        file.write_all_at(data, at)
-            .map_err(|error| StorageError { path: self.files[i].path.clone(), op: StorageOp::Write, error })
+        file.write_all_at(data, at).map_err(|error| StorageError {
+            path: self.files[i].path.clone(),
+            op: StorageOp::Write,
+            error,
+        })
     }
 
     /// Reads `out.len()` bytes at `offset` of the layout. Padding reads as zeros; bytes past the end of a
     /// short or missing file read as zeros too (they will fail verification, never pass it).
     pub fn read(&mut self, offset: u64, out: &mut [u8]) -> Result<(), StorageError> {
         let mut cursor = Cursor::default();
-        while let Some((i, at, range)) = self.next_span(&mut cursor, offset, offset + out.len() as u64) {
+        while let Some((i, at, range)) =
+            self.next_span(&mut cursor, offset, offset + out.len() as u64)
+        {
             self.read_span(i, at, &mut out[range])?;
         }
         Ok(())
@@ -180,7 +220,11 @@ impl Storage {
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
-                    return Err(StorageError { path: self.files[i].path.clone(), op: StorageOp::Read, error })
+                    return Err(StorageError {
+                        path: self.files[i].path.clone(),
+                        op: StorageOp::Read,
+                        error,
+                    })
                 }
             }
         }
@@ -188,7 +232,12 @@ impl Storage {
     }
 
     /// Feeds `len` bytes at `offset` into `hasher`, read in 16 KiB steps into one scratch buffer.
-    pub fn hash_range(&mut self, offset: u64, len: u64, hasher: &mut Sha1) -> Result<(), StorageError> {
+    pub fn hash_range(
+        &mut self,
+        offset: u64,
+        len: u64,
+        hasher: &mut Sha1,
+    ) -> Result<(), StorageError> {
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut pos = 0;
         let result = loop {
@@ -210,7 +259,11 @@ impl Storage {
     pub fn sync(&mut self) -> Result<(), StorageError> {
         for df in &self.files {
             if let Some(file) = &df.handle {
-                file.sync_data().map_err(|error| StorageError { path: df.path.clone(), op: StorageOp::Sync, error })?;
+                file.sync_data().map_err(|error| StorageError {
+                    path: df.path.clone(),
+                    op: StorageOp::Sync,
+                    error,
+                })?;
             }
         }
         Ok(())
@@ -230,15 +283,21 @@ struct Cursor {
 
 impl Default for Cursor {
     fn default() -> Self {
-        Cursor { file: usize::MAX, pos: 0 }
+        Cursor {
+            file: usize::MAX,
+            pos: 0,
+        }
     }
 }
 
 fn create_parent(path: &Path) -> Result<(), StorageError> {
     if let Some(parent) = path.parent() {
         if !parent.as_os_str().is_empty() {
-            fs::create_dir_all(parent)
-                .map_err(|error| StorageError { path: parent.to_path_buf(), op: StorageOp::CreateDir, error })?;
+            fs::create_dir_all(parent).map_err(|error| StorageError {
+                path: parent.to_path_buf(),
+                op: StorageOp::CreateDir,
+                error,
+            })?;
         }
     }
     Ok(())

@@ -11,7 +11,7 @@
 pub mod candidates;
 pub mod picker;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use sha1::{Digest, Sha1};
 
@@ -28,7 +28,9 @@ pub struct PeerNo(pub u64);
 pub enum BlockState {
     Free,
     /// Requested from `owners` peers (more than one only in endgame).
-    Requested { owners: u8 },
+    Requested {
+        owners: u8,
+    },
     Received,
 }
 
@@ -87,7 +89,8 @@ pub struct Swarm {
     left: u64,
     /// How many connected peers have each piece.
     availability: Vec<u16>,
-    partial: HashMap<u32, PartialPiece>,
+    /// Ordered, so picking is deterministic for a given input (the simulation relies on it).
+    partial: BTreeMap<u32, PartialPiece>,
     /// Block tables of finished pieces, reused for the next ones.
     spare_blocks: Vec<Vec<BlockState>>,
     /// Picker scan position and bookkeeping.
@@ -111,7 +114,7 @@ impl Swarm {
             wanted,
             left,
             availability: vec![0; n as usize],
-            partial: HashMap::new(),
+            partial: BTreeMap::new(),
             spare_blocks: Vec::new(),
             picker: picker::PickerState::new(sequential),
             totals: Totals::default(),
@@ -134,7 +137,10 @@ impl Swarm {
     }
     /// Bytes of all wanted pieces, verified or not.
     pub fn wanted_bytes(&self) -> u64 {
-        self.wanted.iter_ones().map(|p| u64::from(self.geometry.piece_len(p))).sum()
+        self.wanted
+            .iter_ones()
+            .map(|p| u64::from(self.geometry.piece_len(p)))
+            .sum()
     }
     /// Every wanted piece is verified.
     pub fn is_complete(&self) -> bool {
@@ -202,7 +208,13 @@ impl Swarm {
     /// A block we requested arrived from `peer`. Fresh data is hashed here when it is the next in order.
     /// `was_active` is false for a late copy of a request already given back to the pool: then every
     /// current owner of the block should cancel, not only the others in endgame.
-    pub fn on_block(&mut self, block: &BlockRef, data: &[u8], peer: PeerNo, was_active: bool) -> BlockArrival {
+    pub fn on_block(
+        &mut self,
+        block: &BlockRef,
+        data: &[u8],
+        peer: PeerNo,
+        was_active: bool,
+    ) -> BlockArrival {
         let Some(pp) = self.partial.get_mut(&block.piece) else {
             self.totals.wasted += data.len() as u64;
             return BlockArrival::Duplicate;
@@ -231,7 +243,9 @@ impl Swarm {
             pp.hashed += 1;
         }
         self.totals.downloaded += data.len() as u64;
-        BlockArrival::Fresh { piece_complete: pp.is_complete() }
+        BlockArrival::Fresh {
+            piece_complete: pp.is_complete(),
+        }
     }
 
     /// Blocks that arrived while other peers had them requested too (endgame, or a late copy); those peers
@@ -312,12 +326,22 @@ impl Swarm {
     pub fn check_invariants(&self) {
         for (piece, pp) in &self.partial {
             assert_eq!(*piece, pp.piece);
-            assert!(!self.have.get(*piece), "piece {piece} both verified and in progress");
+            assert!(
+                !self.have.get(*piece),
+                "piece {piece} both verified and in progress"
+            );
             let free = pp.blocks.iter().filter(|b| **b == BlockState::Free).count() as u32;
-            let received = pp.blocks.iter().filter(|b| **b == BlockState::Received).count() as u32;
+            let received = pp
+                .blocks
+                .iter()
+                .filter(|b| **b == BlockState::Received)
+                .count() as u32;
             assert_eq!(free, pp.free, "free count of piece {piece}");
             assert_eq!(received, pp.received, "received count of piece {piece}");
-            assert!(pp.hashed <= pp.received, "hashed past the received blocks of {piece}");
+            assert!(
+                pp.hashed <= pp.received,
+                "hashed past the received blocks of {piece}"
+            );
         }
         let left: u64 = (0..self.geometry.piece_count())
             .filter(|&p| self.wanted.get(p) && !self.have.get(p))
@@ -328,6 +352,8 @@ impl Swarm {
 
     /// Owners of a block, for invariant checks in tests.
     pub fn block_state(&self, block: &BlockRef) -> Option<BlockState> {
-        self.partial.get(&block.piece).map(|pp| pp.blocks[block.index() as usize])
+        self.partial
+            .get(&block.piece)
+            .map(|pp| pp.blocks[block.index() as usize])
     }
 }

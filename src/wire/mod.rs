@@ -46,21 +46,48 @@ pub enum Frame<'a> {
     Unchoke,
     Interested,
     NotInterested,
-    Have { piece: u32 },
+    Have {
+        piece: u32,
+    },
     Bitfield(&'a [u8]),
-    Request { piece: u32, offset: u32, len: u32 },
-    Piece { piece: u32, offset: u32, data: &'a [u8] },
-    Cancel { piece: u32, offset: u32, len: u32 },
+    Request {
+        piece: u32,
+        offset: u32,
+        len: u32,
+    },
+    Piece {
+        piece: u32,
+        offset: u32,
+        data: &'a [u8],
+    },
+    Cancel {
+        piece: u32,
+        offset: u32,
+        len: u32,
+    },
     Port(u16),
     HaveAll,
     HaveNone,
-    RejectRequest { piece: u32, offset: u32, len: u32 },
-    SuggestPiece { piece: u32 },
-    AllowedFast { piece: u32 },
+    RejectRequest {
+        piece: u32,
+        offset: u32,
+        len: u32,
+    },
+    SuggestPiece {
+        piece: u32,
+    },
+    AllowedFast {
+        piece: u32,
+    },
     /// BEP 10: the extended message id and its payload.
-    Extended { ext_id: u8, payload: &'a [u8] },
+    Extended {
+        ext_id: u8,
+        payload: &'a [u8],
+    },
     /// An id we do not know: skipped, within the length limit (PROTOCOL-NOTES: do not treat as corrupt).
-    Unknown { id: u8 },
+    Unknown {
+        id: u8,
+    },
 }
 
 /// The largest body (id + payload) this connection accepts; fixed when the connection opens.
@@ -76,7 +103,9 @@ impl FrameLimits {
         let piece = 1 + 8 + crate::geometry::BLOCK_LEN;
         let bitfield = 1 + piece_count.div_ceil(8);
         let extension = 2 + 16 * 1024 + 1024;
-        FrameLimits { max_body: piece.max(bitfield).max(extension) }
+        FrameLimits {
+            max_body: piece.max(bitfield).max(extension),
+        }
     }
 }
 
@@ -100,10 +129,16 @@ pub fn decode<'a>(buf: &'a [u8], limits: &FrameLimits) -> Result<Decoded<'a>, Pe
     }
     let len = be32(buf);
     if len == 0 {
-        return Ok(Decoded::Frame { frame: Frame::KeepAlive, len: 4 });
+        return Ok(Decoded::Frame {
+            frame: Frame::KeepAlive,
+            len: 4,
+        });
     }
     if len > limits.max_body {
-        return Err(PeerMisbehaved::FrameTooLong { len, max: limits.max_body });
+        return Err(PeerMisbehaved::FrameTooLong {
+            len,
+            max: limits.max_body,
+        });
     }
     let total = 4 + len as usize;
     if buf.len() < total {
@@ -127,17 +162,29 @@ pub fn decode<'a>(buf: &'a [u8], limits: &FrameLimits) -> Result<Decoded<'a>, Pe
         id::BITFIELD => Frame::Bitfield(body),
         id::REQUEST => {
             exact(12)?;
-            Frame::Request { piece: be32(body), offset: be32(&body[4..]), len: be32(&body[8..]) }
+            Frame::Request {
+                piece: be32(body),
+                offset: be32(&body[4..]),
+                len: be32(&body[8..]),
+            }
         }
         id::PIECE => {
             if body.len() < 8 {
                 return Err(PeerMisbehaved::BadLength { id: msg_id, len });
             }
-            Frame::Piece { piece: be32(body), offset: be32(&body[4..]), data: &body[8..] }
+            Frame::Piece {
+                piece: be32(body),
+                offset: be32(&body[4..]),
+                data: &body[8..],
+            }
         }
         id::CANCEL => {
             exact(12)?;
-            Frame::Cancel { piece: be32(body), offset: be32(&body[4..]), len: be32(&body[8..]) }
+            Frame::Cancel {
+                piece: be32(body),
+                offset: be32(&body[4..]),
+                len: be32(&body[8..]),
+            }
         }
         id::PORT => exact(2).map(|_| Frame::Port(u16::from_be_bytes([body[0], body[1]])))?,
         id::SUGGEST_PIECE => exact(4).map(|_| Frame::SuggestPiece { piece: be32(body) })?,
@@ -145,14 +192,21 @@ pub fn decode<'a>(buf: &'a [u8], limits: &FrameLimits) -> Result<Decoded<'a>, Pe
         id::HAVE_NONE => exact(0).map(|_| Frame::HaveNone)?,
         id::REJECT_REQUEST => {
             exact(12)?;
-            Frame::RejectRequest { piece: be32(body), offset: be32(&body[4..]), len: be32(&body[8..]) }
+            Frame::RejectRequest {
+                piece: be32(body),
+                offset: be32(&body[4..]),
+                len: be32(&body[8..]),
+            }
         }
         id::ALLOWED_FAST => exact(4).map(|_| Frame::AllowedFast { piece: be32(body) })?,
         id::EXTENDED => {
             if body.is_empty() {
                 return Err(PeerMisbehaved::BadLength { id: msg_id, len });
             }
-            Frame::Extended { ext_id: body[0], payload: &body[1..] }
+            Frame::Extended {
+                ext_id: body[0],
+                payload: &body[1..],
+            }
         }
         other => Frame::Unknown { id: other },
     };
@@ -188,7 +242,11 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) {
             out.extend_from_slice(bits);
         }
         Frame::Request { piece, offset, len } => put_triple(out, id::REQUEST, piece, offset, len),
-        Frame::Piece { piece, offset, data } => {
+        Frame::Piece {
+            piece,
+            offset,
+            data,
+        } => {
             encode_piece_header(piece, offset, data.len() as u32, out);
             out.extend_from_slice(data);
         }
