@@ -17,7 +17,7 @@ use rill::geometry::Geometry;
 use rill::metainfo::Metainfo;
 use rill::observe::{info, ui};
 use rill::rng::Rng;
-use rill::storage::Storage;
+use rill::storage::{verify, Storage};
 use rill::swarm::Swarm;
 
 /// How a command failed, and which exit code that means.
@@ -67,7 +67,21 @@ fn run(command: Command) -> Result<(), Failure> {
             let meta = load_torrent(&torrent)?;
             print!("{}", info::render_info(&meta));
             if scrape {
-                return Err(Failure::Runtime("scrape is not available yet".into()));
+                if meta.trackers.is_empty() {
+                    return Err(Failure::Input(format!(
+                        "{}: the torrent lists no trackers",
+                        torrent.display()
+                    )));
+                }
+                let outcomes = rill::event_loop::scrape::scrape(
+                    &meta.trackers,
+                    meta.info_hash,
+                    std::time::Duration::from_secs(15),
+                );
+                println!("scrape:");
+                for outcome in outcomes {
+                    println!("  {outcome}");
+                }
             }
             Ok(())
         }
@@ -85,7 +99,10 @@ fn run(command: Command) -> Result<(), Failure> {
             };
             download(&meta, &opts, &wanted_files, sequential, seed)
         }
-        Command::Seed { .. } => Err(Failure::Runtime("seeding is not available yet".into())),
+        Command::Seed { opts, partial } => {
+            let meta = load_torrent(&opts.torrent)?;
+            seed(&meta, &opts, partial)
+        }
     }
 }
 
@@ -178,17 +195,36 @@ fn download(
     let swarm = Swarm::new(geometry, Bitfield::new(n), wanted, sequential);
     let mut rng = Rng::seeded(os_seed());
     let id = peer_id(&mut rng);
-    let ui_mode = UiMode::detect(opts.no_ui);
-    let config = RunConfig {
+    let config = run_config(opts, UiMode::detect(opts.no_ui), seed);
+    run_loop(meta, swarm, storage, config, id, rng, opts)
+}
+
+fn run_config(opts: &TransferOptions, ui: UiMode, keep_seeding: bool) -> RunConfig {
+    RunConfig {
         max_peers: opts.max_peers,
         max_half_open: 8,
         listen: Some(listen_addr(opts)),
         // The default port may be taken by another client: any free port will do then.
         listen_fallback: opts.port.is_none(),
-        ui: ui_mode,
+        ui,
         extra_peers: opts.peers.clone(),
-        keep_seeding: seed,
-    };
+        keep_seeding,
+        seed_ratio: opts.seed_ratio,
+        up_limit: opts.up_limit,
+        down_limit: opts.down_limit,
+        upload_slots: opts.max_upload_slots,
+    }
+}
+
+fn run_loop(
+    meta: &Metainfo,
+    swarm: Swarm,
+    storage: Storage,
+    config: RunConfig,
+    id: [u8; 20],
+    rng: Rng,
+    opts: &TransferOptions,
+) -> Result<(), Failure> {
     let event_loop = EventLoop::new(meta, swarm, storage, config, id, rng)
         .map_err(|e| Failure::Runtime(e.to_string()))?;
     if let Some(port) = event_loop.listen_port() {
@@ -199,21 +235,96 @@ fn download(
     let outcome = event_loop
         .run()
         .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let mut out = std::io::stdout().lock();
     if !outcome.complete {
+        if outcome.interrupted {
+            let _ = writeln!(
+                out,
+                "stopped: {} of {} verified",
+                ui::bytes(outcome.have_bytes),
+                ui::bytes(outcome.wanted_bytes)
+            );
+            return Ok(());
+        }
         return Err(Failure::Runtime(
             "stopped before the download completed".into(),
         ));
     }
-    let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
         "{}",
         ui::render_summary(
-            meta.total_length,
+            outcome.wanted_bytes,
             outcome.elapsed,
             outcome.peers_used,
             outcome.uploaded
         )
     );
     Ok(())
+}
+
+/// `rill seed`: check the data piece by piece (with progress), refuse if pieces are missing unless
+/// `--partial`, then seed.
+fn seed(meta: &Metainfo, opts: &TransferOptions, partial: bool) -> Result<(), Failure> {
+    let geometry = Geometry::new(meta.piece_length, meta.total_length);
+    let n = geometry.piece_count();
+    let mut storage =
+        Storage::open(&opts.dir, meta, |_| false).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let ui_mode = UiMode::detect(opts.no_ui);
+    let mut have = Bitfield::new(n);
+    let mut last_shown = u64::MAX;
+    verify::check_pieces(
+        &mut storage,
+        &geometry,
+        &meta.piece_hashes,
+        0..n,
+        |v| {
+            have.set(v.piece());
+        },
+        |done| {
+            let pct = u64::from(done) * 100 / u64::from(n.max(1));
+            let shown = if ui_mode == UiMode::Live {
+                pct
+            } else {
+                pct / 10 * 10
+            };
+            if shown != last_shown {
+                if ui_mode == UiMode::Live {
+                    print!("\rchecking {pct:3}%");
+                    let _ = std::io::stdout().flush();
+                } else {
+                    println!("checking {shown}%");
+                }
+                last_shown = shown;
+            }
+        },
+    )
+    .map_err(|e| Failure::Runtime(e.to_string()))?;
+    if ui_mode == UiMode::Live {
+        println!();
+    }
+    let missing = n - have.count_ones();
+    if missing > 0 && !partial {
+        let root = meta
+            .files
+            .first()
+            .map(|f| f.path.clone())
+            .unwrap_or_default();
+        let root = root
+            .components()
+            .next()
+            .map(|c| opts.dir.join(c.as_os_str()))
+            .unwrap_or_default();
+        return Err(Failure::Runtime(format!(
+            "{}: {missing} of {n} pieces are missing or damaged; use --partial to seed what is there",
+            root.display()
+        )));
+    }
+    println!("{} of {n} pieces present; seeding", have.count_ones());
+    let wanted = have.clone();
+    let swarm = Swarm::new(geometry, have, wanted, false);
+    let mut rng = Rng::seeded(os_seed());
+    let id = peer_id(&mut rng);
+    let config = run_config(opts, ui_mode, true);
+    run_loop(meta, swarm, storage, config, id, rng, opts)
 }

@@ -34,6 +34,8 @@ use std::time::Duration;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Waker};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::metainfo::Metainfo;
@@ -43,6 +45,8 @@ use crate::peer::DropReason;
 use crate::rng::Rng;
 use crate::storage::{Storage, StorageError};
 use crate::swarm::candidates::Candidates;
+use crate::swarm::choker::{Choker, PeerStat, CHOKE_ROUND, SNUB_AFTER};
+use crate::swarm::throttle::{TokenBucket, REFILL_EVERY};
 use crate::swarm::{PeerNo, Swarm};
 use crate::time::{millis, secs, Clock, Timestamp};
 use crate::timer_wheel::{TimerId, TimerWheel};
@@ -75,6 +79,10 @@ enum Wake {
     Redraw,
     /// Give up waiting for `stopped` announces.
     StopDeadline,
+    /// Every 10 s: who we upload to.
+    ChokeRound,
+    /// Every 50 ms while a rate limit is set: refill the token buckets.
+    Refill,
 }
 
 /// How progress is shown.
@@ -110,13 +118,25 @@ pub struct RunConfig {
     pub extra_peers: Vec<SocketAddr>,
     /// Keep running once every wanted piece is verified.
     pub keep_seeding: bool,
+    /// When seeding, stop once uploaded / total reaches this.
+    pub seed_ratio: Option<f64>,
+    /// Bytes per second across all peers.
+    pub up_limit: Option<u64>,
+    pub down_limit: Option<u64>,
+    /// Regular upload slots (one optimistic slot comes on top).
+    pub upload_slots: usize,
 }
 
 /// How a run ended.
 #[derive(Debug)]
 pub struct RunOutcome {
     pub complete: bool,
+    /// Stopped by SIGINT or SIGTERM.
+    pub interrupted: bool,
     pub elapsed: Duration,
+    /// Verified bytes of what was wanted, and all that was wanted.
+    pub have_bytes: u64,
+    pub wanted_bytes: u64,
     pub downloaded: u64,
     pub uploaded: u64,
     pub peers_used: usize,
@@ -172,6 +192,13 @@ pub struct EventLoop {
     stop_deadline_passed: bool,
     completed_announced: bool,
     last_line_len: usize,
+    choker: Choker,
+    up_bucket: Option<TokenBucket>,
+    down_bucket: Option<TokenBucket>,
+    /// Peers not read because the download bucket ran dry; resumed on refill.
+    throttled: Vec<usize>,
+    signals: Option<Signals>,
+    interrupted: bool,
 }
 
 impl EventLoop {
@@ -243,6 +270,30 @@ impl EventLoop {
         let mut timers = TimerWheel::new(now, WHEEL_TICK, WHEEL_SLOTS);
         timers.schedule(now + RATE_SAMPLE_EVERY, Wake::RateSample);
         timers.schedule(now, Wake::Redraw);
+        timers.schedule(now + CHOKE_ROUND, Wake::ChokeRound);
+        if config.up_limit.is_some() || config.down_limit.is_some() {
+            timers.schedule(now + REFILL_EVERY, Wake::Refill);
+        }
+        // Ctrl-C and SIGTERM become readiness events, so a stop is an ordinary turn of the loop.
+        let signals = match Signals::new([SIGINT, SIGTERM]) {
+            Ok(mut signals) => {
+                poll.registry()
+                    .register(
+                        &mut signals,
+                        token::encode(Source::Signals),
+                        Interest::READABLE,
+                    )
+                    .map_err(LoopError::Poll)?;
+                Some(signals)
+            }
+            Err(e) => {
+                log::warn!("cannot catch signals: {e}; Ctrl-C will stop rill without saving");
+                None
+            }
+        };
+        let up_bucket = config.up_limit.map(|r| TokenBucket::new(r, now));
+        let down_bucket = config.down_limit.map(|r| TokenBucket::new(r, now));
+        let choker = Choker::new(config.upload_slots);
         Ok(EventLoop {
             poll,
             clock,
@@ -270,6 +321,12 @@ impl EventLoop {
             stop_deadline_passed: false,
             completed_announced: false,
             last_line_len: 0,
+            choker,
+            up_bucket,
+            down_bucket,
+            throttled: Vec::new(),
+            signals,
+            interrupted: false,
         })
     }
 
@@ -335,6 +392,7 @@ impl EventLoop {
                         self.tracker_driver.on_wake(&mut self.trackers, now);
                         self.pump_trackers(now);
                     }
+                    Some(Source::Signals) => self.on_signals(now),
                     None => log::trace!("event for unknown token {:?}", event.token()),
                 }
             }
@@ -358,7 +416,10 @@ impl EventLoop {
         self.torrent.storage.sync().map_err(LoopError::Storage)?;
         Ok(RunOutcome {
             complete: self.torrent.swarm.is_complete(),
+            interrupted: self.interrupted,
             elapsed: now - self.started_at,
+            have_bytes: self.torrent.swarm.wanted_bytes() - self.torrent.swarm.left(),
+            wanted_bytes: self.torrent.swarm.wanted_bytes(),
             downloaded: self.torrent.swarm.totals.downloaded,
             uploaded: self.torrent.swarm.totals.uploaded,
             peers_used: self.peers_used.len(),
@@ -423,7 +484,7 @@ impl EventLoop {
             self.candidates.on_closed(addr, false, now);
             return None;
         }
-        let conn = Connection::new(socket, addr, session, &self.torrent.ctx);
+        let conn = Connection::new(socket, addr, session, &self.torrent.ctx, now);
         entry.insert(conn);
         self.reschedule_peer(slot);
         Some(slot)
@@ -511,10 +572,22 @@ impl EventLoop {
         {
             return Ok(());
         }
+        let budget = match &self.down_bucket {
+            Some(bucket) if bucket.is_exhausted() => {
+                self.throttled.push(slot);
+                return Ok(());
+            }
+            Some(bucket) => bucket.available() as usize,
+            None => usize::MAX,
+        };
         let downloaded_before = conn.session.downloaded;
-        let result = conn.read_and_process(&mut self.torrent, now);
-        if conn.session.downloaded > downloaded_before {
+        let result = conn.read_and_process(&mut self.torrent, budget, now);
+        let got = conn.session.downloaded - downloaded_before;
+        if got > 0 {
             self.peers_used.insert(conn.addr);
+            if let Some(bucket) = &mut self.down_bucket {
+                bucket.spend(got);
+            }
         }
         match result {
             Ok(ReadOutcome::Drained) => {}
@@ -528,6 +601,22 @@ impl EventLoop {
                 return Ok(());
             }
             Err(InputError::Fatal(e)) => return Err(LoopError::Storage(e)),
+        }
+        let conn = &mut self.peers[slot];
+        if self.torrent.swarm.is_seed() && conn.session.is_peer_seed() {
+            // Seed meets seed: neither has anything for the other.
+            self.close_peer(slot, DropReason::NotNeeded);
+            return Ok(());
+        }
+        if conn.session.is_peer_interested() && conn.session.is_am_choking() && !self.stopping {
+            let unchoked = self
+                .peers
+                .iter()
+                .filter(|(_, c)| !c.session.is_am_choking())
+                .count();
+            if self.choker.has_free_slot(unchoked) {
+                self.peers[slot].session.set_choking(false);
+            }
         }
         self.flush_peer(slot, now)?;
         self.reschedule_peer(slot);
@@ -543,8 +632,16 @@ impl EventLoop {
         {
             return Ok(());
         }
-        let mut allowance = u64::MAX;
-        match conn.flush(&mut self.torrent, &mut allowance, now) {
+        let mut allowance = self
+            .up_bucket
+            .as_ref()
+            .map_or(u64::MAX, TokenBucket::available);
+        let uploaded_before = self.torrent.swarm.totals.uploaded;
+        let result = conn.flush(&mut self.torrent, &mut allowance, now);
+        if let Some(bucket) = &mut self.up_bucket {
+            bucket.spend(self.torrent.swarm.totals.uploaded - uploaded_before);
+        }
+        match result {
             Ok(()) => {}
             Err(InputError::Drop(reason)) => {
                 self.close_peer(slot, reason);
@@ -647,8 +744,92 @@ impl EventLoop {
                 self.timers.schedule(now + every, Wake::Redraw);
             }
             Wake::StopDeadline => self.stop_deadline_passed = true,
+            Wake::ChokeRound => {
+                self.choke_round(now);
+                self.timers.schedule(now + CHOKE_ROUND, Wake::ChokeRound);
+            }
+            Wake::Refill => {
+                self.refill(now)?;
+                self.timers.schedule(now + REFILL_EVERY, Wake::Refill);
+            }
         }
         Ok(())
+    }
+
+    fn choke_round(&mut self, now: Timestamp) {
+        if self.stopping {
+            return;
+        }
+        let stats: Vec<PeerStat<usize>> = self
+            .peers
+            .iter()
+            .filter(|(_, c)| c.closing.is_none() && c.session.peer_id.is_some())
+            .map(|(slot, c)| {
+                let s = &c.session;
+                let last_data = s.last_block_at.unwrap_or(c.connected_at);
+                PeerStat {
+                    key: slot,
+                    no: s.no,
+                    interested: s.is_peer_interested(),
+                    am_choking: s.is_am_choking(),
+                    download_rate: s.download_rate(),
+                    upload_rate: s.upload_rate(),
+                    snubbed: s.is_am_interested() && now - last_data >= SNUB_AFTER,
+                    connected_at: c.connected_at,
+                }
+            })
+            .collect();
+        let seeding = self.torrent.swarm.is_complete();
+        for change in self.choker.run_round(&stats, seeding, now, &mut self.rng) {
+            self.peers[change.key].session.set_choking(change.choke);
+            if let Err(e) = self.flush_peer(change.key, now) {
+                log::debug!("flush after choke change failed: {e}");
+            }
+        }
+    }
+
+    /// Refills the rate-limit buckets and resumes the peers they held back.
+    fn refill(&mut self, now: Timestamp) -> Result<(), LoopError> {
+        if let Some(bucket) = &mut self.up_bucket {
+            bucket.refill(now);
+            if !bucket.is_exhausted() {
+                let waiting: Vec<usize> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, c)| c.session.queued_requests() > 0 && c.closing.is_none())
+                    .map(|(slot, _)| slot)
+                    .collect();
+                for slot in waiting {
+                    self.flush_peer(slot, now)?;
+                }
+            }
+        }
+        if let Some(bucket) = &mut self.down_bucket {
+            bucket.refill(now);
+            if !bucket.is_exhausted() {
+                for slot in std::mem::take(&mut self.throttled) {
+                    self.queue_backlog(slot);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_signals(&mut self, now: Timestamp) {
+        let Some(signals) = &mut self.signals else {
+            return;
+        };
+        let count = signals.pending().count();
+        if count == 0 {
+            return;
+        }
+        if self.interrupted {
+            // A second Ctrl-C: stop waiting for trackers.
+            self.stop_deadline_passed = true;
+        }
+        log::info!("signal received: stopping");
+        self.interrupted = true;
+        self.begin_stop(now);
     }
 
     fn on_rate_sample(&mut self, now: Timestamp) -> Result<(), LoopError> {
@@ -672,6 +853,13 @@ impl EventLoop {
             conn.session
                 .on_rate_sample(&mut self.torrent.swarm, now, dt);
             self.flush_peer(slot, now)?;
+        }
+        if let (true, Some(ratio)) = (self.torrent.swarm.is_complete(), self.config.seed_ratio) {
+            let total = self.torrent.ctx.geometry.total_length().max(1);
+            if self.torrent.swarm.totals.uploaded as f64 / total as f64 >= ratio {
+                log::info!("seed ratio {ratio} reached");
+                self.begin_stop(now);
+            }
         }
         self.dial_more(now);
         Ok(())
@@ -757,6 +945,16 @@ impl EventLoop {
         log::info!("download complete");
         if !self.config.keep_seeding {
             self.begin_stop(now);
+        } else if self.torrent.swarm.is_seed() {
+            let seeds: Vec<usize> = self
+                .peers
+                .iter()
+                .filter(|(_, c)| c.session.is_peer_seed())
+                .map(|(slot, _)| slot)
+                .collect();
+            for slot in seeds {
+                self.close_peer(slot, DropReason::NotNeeded);
+            }
         }
     }
 

@@ -38,6 +38,7 @@ pub struct Connection {
     pub paused: bool,
     /// Already queued on the loop's backlog.
     pub in_backlog: bool,
+    pub connected_at: Timestamp,
 }
 
 /// What a read pass ended with.
@@ -54,6 +55,7 @@ impl Connection {
         addr: SocketAddr,
         session: PeerSession,
         ctx: &TorrentContext,
+        now: Timestamp,
     ) -> Self {
         Connection {
             socket,
@@ -64,6 +66,7 @@ impl Connection {
             closing: None,
             paused: false,
             in_backlog: false,
+            connected_at: now,
         }
     }
 
@@ -80,13 +83,14 @@ impl Connection {
         }
     }
 
-    /// Reads until `WouldBlock`, the budget, or backpressure, handing every whole frame to the session.
+    /// Reads until `WouldBlock`, `budget` bytes, or backpressure, handing every whole frame to the session.
     pub fn read_and_process(
         &mut self,
         torrent: &mut Torrent,
+        budget: usize,
         now: Timestamp,
     ) -> Result<ReadOutcome, InputError> {
-        let mut budget = READ_BUDGET;
+        let mut budget = budget.min(READ_BUDGET);
         loop {
             if !self.session.wants_input() {
                 self.paused = true;

@@ -22,8 +22,10 @@ pub enum Source {
     TrackerUdp4,
     /// The shared IPv6 UDP socket for BEP 15 trackers.
     TrackerUdp6,
-    /// The loop's `mio::Waker`: DNS answers and signals.
+    /// The loop's `mio::Waker`: DNS answers.
     Waker,
+    /// SIGINT / SIGTERM (signal-hook's self-pipe).
+    Signals,
 }
 
 const LISTENER: usize = 0;
@@ -32,6 +34,7 @@ const TRACKER_HTTP: usize = 2;
 const TRACKER_UDP4: usize = 3;
 const TRACKER_UDP6: usize = 4;
 const WAKER: usize = 5;
+const SIGNALS: usize = 6;
 
 pub fn encode(source: Source) -> Token {
     let (kind, slot) = match source {
@@ -41,6 +44,7 @@ pub fn encode(source: Source) -> Token {
         Source::TrackerUdp4 => (TRACKER_UDP4, 0),
         Source::TrackerUdp6 => (TRACKER_UDP6, 0),
         Source::Waker => (WAKER, 0),
+        Source::Signals => (SIGNALS, 0),
     };
     Token((slot << KIND_BITS) | kind)
 }
@@ -55,6 +59,7 @@ pub fn decode(token: Token) -> Option<Source> {
         TRACKER_UDP4 if slot == 0 => Some(Source::TrackerUdp4),
         TRACKER_UDP6 if slot == 0 => Some(Source::TrackerUdp6),
         WAKER if slot == 0 => Some(Source::Waker),
+        SIGNALS if slot == 0 => Some(Source::Signals),
         _ => None,
     }
 }
@@ -73,6 +78,7 @@ mod tests {
             Source::TrackerUdp4,
             Source::TrackerUdp6,
             Source::Waker,
+            Source::Signals,
         ] {
             assert_eq!(decode(encode(s)), Some(s));
         }

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use super::units;
+pub use super::units::bytes;
 
 /// Everything the status line shows, copied out of the loop once per redraw.
 #[derive(Clone, Debug, Default, PartialEq)]

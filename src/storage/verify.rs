@@ -54,3 +54,22 @@ pub fn check_piece(
 pub(crate) fn assume_verified(piece: u32) -> VerifiedPiece {
     VerifiedPiece { piece }
 }
+
+/// Hashes every piece in `pieces` from disk; returns the ones that verify. `progress(done, total)` is
+/// called after each piece.
+pub fn check_pieces(
+    storage: &mut Storage,
+    geometry: &Geometry,
+    hashes: &[[u8; 20]],
+    pieces: impl Iterator<Item = u32>,
+    mut on_verified: impl FnMut(VerifiedPiece),
+    mut progress: impl FnMut(u32),
+) -> Result<(), StorageError> {
+    for (done, piece) in pieces.enumerate() {
+        if let Some(v) = check_piece(storage, geometry, piece, &hashes[piece as usize])? {
+            on_verified(v);
+        }
+        progress(done as u32 + 1);
+    }
+    Ok(())
+}

@@ -9,7 +9,9 @@
 //! `storage::verify` can make, moves a piece into `have`.
 
 pub mod candidates;
+pub mod choker;
 pub mod picker;
+pub mod throttle;
 
 use std::collections::BTreeMap;
 
