@@ -1,8 +1,8 @@
 //! rill's tracker machines and I/O driver against Debian's real `opentracker` on loopback.
 //!
 //! Each test starts its own opentracker (HTTP and UDP on one free port, an info-hash whitelist in its chroot,
-//! `-u nobody` when root), drives `Trackers` + `TrackerDriver` in a small mio loop like the engine's, and
-//! checks what the tracker saw. Every process is wrapped in coreutils `timeout` and killed by PID on drop;
+//! `-u nobody` when root), drives `Trackers` + `TrackerDriver` in a `TrackerLoop` (the engine's tracker
+//! dispatch without the engine), and checks what the tracker saw. Every process is wrapped in coreutils `timeout` and killed by PID on drop;
 //! every wait has a deadline. A missing `opentracker` is a loud failure, never a skip.
 
 use std::fs;
@@ -11,16 +11,11 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Poll, Waker};
-use rill::event_loop::scrape::{scrape, ScrapeOutcome};
-use rill::event_loop::token::{self, Source};
-use rill::event_loop::trackers::TrackerDriver;
+use rill::event_loop::scrape::{scrape, ScrapeOutcome, TrackerLoop};
 use rill::metainfo::InfoHash;
 use rill::rng::Rng;
-use rill::time::Clock;
 use rill::tracker::{
     ClientIdentity, ScrapeCounts, Timeouts, TrackerEvent, TrackerState, Trackers, Transfer,
 };
@@ -202,10 +197,8 @@ impl Drop for Opentracker {
 // ---- a client: Trackers + TrackerDriver on a mio loop, as the engine drives them ---------------------
 
 struct Client {
-    poll: Poll,
-    driver: TrackerDriver,
+    lp: TrackerLoop,
     trackers: Trackers,
-    clock: Clock,
     rng: Rng,
     transfer: Transfer,
     peers: Vec<SocketAddr>,
@@ -219,11 +212,7 @@ impl Client {
             .iter()
             .map(|t| t.iter().map(|s| s.to_string()).collect())
             .collect();
-        let poll = Poll::new().expect("poll");
-        let waker =
-            Arc::new(Waker::new(poll.registry(), token::encode(Source::Waker)).expect("waker"));
-        let driver = TrackerDriver::new(poll.registry(), waker).expect("driver");
-        let clock = Clock::start();
+        let lp = TrackerLoop::new().expect("tracker loop");
         let mut rng = Rng::seeded(u64::from(port));
         let mut peer_id = *b"-RL0001-000000000000";
         peer_id[8..].copy_from_slice(format!("{port:012}").as_bytes());
@@ -234,12 +223,10 @@ impl Client {
             key: u32::from(port) * 7,
             numwant: 50,
         };
-        let trackers = Trackers::new(&tiers, identity, &mut rng, clock.now());
+        let trackers = Trackers::new(&tiers, identity, &mut rng, lp.now());
         Client {
-            poll,
-            driver,
+            lp,
             trackers,
-            clock,
             rng,
             transfer: Transfer {
                 uploaded: 0,
@@ -254,62 +241,42 @@ impl Client {
 
     /// Turns the loop until `done` holds or `limit` passes; true if `done` held.
     fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Client) -> bool) -> bool {
-        let end = self.clock.now() + limit;
-        let mut events = Events::with_capacity(64);
+        let end = self.lp.now() + limit;
         loop {
-            let now = self.clock.now();
-            if self.trackers.next_deadline().is_some_and(|d| d <= now) {
-                self.trackers.on_timeout(now, self.transfer, &mut self.rng);
-            }
-            self.pump();
             if done(self) {
                 return true;
             }
-            if now >= end {
+            if self.lp.now() >= end {
                 return false;
             }
-            let wake = self.trackers.next_deadline().map_or(end, |d| d.min(end));
-            match self.poll.poll(&mut events, Some(wake - now)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => panic!("poll: {e}"),
-            }
-            let now = self.clock.now();
-            for event in events.iter() {
-                match token::decode(event.token()) {
-                    Some(Source::Waker) => self.driver.on_wake(&mut self.trackers, now),
-                    Some(
-                        source @ (Source::TrackerHttp(_)
-                        | Source::TrackerUdp4
-                        | Source::TrackerUdp6),
-                    ) => {
-                        self.driver.on_ready(
-                            source,
-                            event,
-                            self.poll.registry(),
-                            &mut self.trackers,
-                            now,
-                        );
-                    }
-                    _ => {}
-                }
-            }
+            let mut seen = Vec::new();
+            self.lp
+                .turn(
+                    &mut self.trackers,
+                    self.transfer,
+                    &mut self.rng,
+                    end,
+                    &mut |e| seen.push(e),
+                )
+                .expect("loop turn");
+            seen.into_iter().for_each(|e| self.record(e));
         }
     }
 
     fn pump(&mut self) {
-        let now = self.clock.now();
-        self.driver
-            .pump(self.poll.registry(), &mut self.trackers, now);
-        while let Some(event) = self.trackers.poll_event() {
-            match event {
-                TrackerEvent::Peers(p) => self.peers.extend(p),
-                TrackerEvent::Announced { .. } => self.announced += 1,
-                TrackerEvent::Error { url, message } | TrackerEvent::Warning { url, message } => {
-                    self.errors.push(format!("{url}: {message}"));
-                }
-                TrackerEvent::Scraped { .. } => {}
+        let mut seen = Vec::new();
+        self.lp.pump(&mut self.trackers, &mut |e| seen.push(e));
+        seen.into_iter().for_each(|e| self.record(e));
+    }
+
+    fn record(&mut self, event: TrackerEvent) {
+        match event {
+            TrackerEvent::Peers(p) => self.peers.extend(p),
+            TrackerEvent::Announced { .. } => self.announced += 1,
+            TrackerEvent::Error { url, message } | TrackerEvent::Warning { url, message } => {
+                self.errors.push(format!("{url}: {message}"));
             }
+            TrackerEvent::Scraped { .. } => {}
         }
     }
 
@@ -326,15 +293,17 @@ impl Client {
             downloaded: 1 << 20,
             left: 0,
         };
-        let now = self.clock.now();
+        let now = self.lp.now();
         self.trackers.on_completed(now, self.transfer);
+        self.pump();
         self.announce_once();
     }
 
     #[track_caller]
     fn stop(&mut self) {
-        let now = self.clock.now();
+        let now = self.lp.now();
         self.trackers.on_stop(now, self.transfer);
+        self.pump();
         let ok = self.run_until(Duration::from_secs(10), |c| c.trackers.is_stopped());
         assert!(ok, "stopped announces did not finish");
     }

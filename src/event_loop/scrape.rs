@@ -1,8 +1,9 @@
 //! `rill info --scrape`: a small one-shot loop that scrapes every tracker of a torrent.
 //!
-//! Owns: its own `mio::Poll`, `Waker` and `Clock` for the few seconds the scrape takes, driving a
-//! scrape-only `Trackers` through a `TrackerDriver` exactly as the engine does.
-//! Must not: print (the CLI prints each `ScrapeOutcome`), or outlive `timeout`.
+//! Owns: `TrackerLoop`, a `mio::Poll` with its own `Waker` and `Clock` that drives one `Trackers` through a
+//! `TrackerDriver` exactly as the engine does (also used by tests that need real tracker sockets without
+//! the engine), and `scrape`, which runs it for a scrape-only `Trackers`.
+//! Must not: print (the CLI prints each `ScrapeOutcome`), or outlive the caller's time limit.
 
 use std::fmt;
 use std::io;
@@ -15,7 +16,7 @@ use super::token::{self, Source};
 use super::trackers::TrackerDriver;
 use crate::metainfo::InfoHash;
 use crate::rng::Rng;
-use crate::time::{secs, Clock};
+use crate::time::{secs, Clock, Timestamp};
 use crate::tracker::{
     Retransmit, ScrapeCounts, Timeouts, TrackerError, TrackerEvent, Trackers, Transfer,
 };
@@ -50,37 +51,31 @@ pub fn scrape(tiers: &[Vec<String>], info_hash: InfoHash, timeout: Duration) -> 
             .filter(|u| !u.is_empty() && seen.insert(u.clone()))
             .collect()
     };
-    let mut outcomes: Vec<Option<ScrapeOutcome>> = vec![None; urls.len()];
-    if let Err(e) = run(tiers, info_hash, timeout, &urls, &mut outcomes) {
+    let mut results: Vec<Option<Result<ScrapeCounts, TrackerError>>> = vec![None; urls.len()];
+    if let Err(e) = run_scrape(tiers, info_hash, timeout, &urls, &mut results) {
         log::debug!("scrape loop: {e}");
-        for slot in outcomes.iter_mut().filter(|o| o.is_none()) {
-            *slot = Some(ScrapeOutcome {
-                url: String::new(),
-                result: Err(TrackerError::Io(e.kind())),
-            });
+        for result in results.iter_mut().filter(|r| r.is_none()) {
+            *result = Some(Err(TrackerError::Io(e.kind())));
         }
     }
     urls.into_iter()
-        .zip(outcomes)
-        .map(|(url, outcome)| ScrapeOutcome {
-            result: outcome.map_or(Err(TrackerError::TimedOut), |o| o.result),
+        .zip(results)
+        .map(|(url, result)| ScrapeOutcome {
             url,
+            result: result.unwrap_or(Err(TrackerError::TimedOut)),
         })
         .collect()
 }
 
-fn run(
+fn run_scrape(
     tiers: &[Vec<String>],
     info_hash: InfoHash,
     timeout: Duration,
     urls: &[String],
-    outcomes: &mut [Option<ScrapeOutcome>],
+    results: &mut [Option<Result<ScrapeCounts, TrackerError>>],
 ) -> io::Result<()> {
-    let mut poll = Poll::new()?;
-    let waker = Arc::new(Waker::new(poll.registry(), token::encode(Source::Waker))?);
-    let mut driver = TrackerDriver::new(poll.registry(), waker)?;
-    let clock = Clock::start();
-    let start = clock.now();
+    let mut lp = TrackerLoop::new()?;
+    let start = lp.now();
     let end = start + timeout;
     // Transaction ids need only differ between runs; main owns OS entropy, so mix the process id in.
     let seed = u64::from_le_bytes(info_hash.0[..8].try_into().unwrap_or_default())
@@ -96,41 +91,100 @@ fn run(
         stop: Duration::ZERO,
     });
     trackers.scrape(start);
-    let mut events = Events::with_capacity(64);
-    loop {
-        driver.pump(poll.registry(), &mut trackers, clock.now());
-        while let Some(event) = trackers.poll_event() {
-            if let TrackerEvent::Scraped { url, result } = event {
-                if let Some(i) = urls.iter().position(|u| *u == url) {
-                    outcomes[i] = Some(ScrapeOutcome { url, result });
-                }
+    let mut record = |event: TrackerEvent| {
+        if let TrackerEvent::Scraped { url, result } = event {
+            if let Some(i) = urls.iter().position(|u| *u == url) {
+                results[i] = Some(result);
             }
         }
-        let now = clock.now();
-        if !trackers.is_scraping() || now >= end {
+    };
+    loop {
+        lp.turn(
+            &mut trackers,
+            Transfer::default(),
+            &mut rng,
+            end,
+            &mut record,
+        )?;
+        if !trackers.is_scraping() || lp.now() >= end {
             return Ok(());
         }
-        let wake = trackers.next_deadline().map_or(end, |d| d.min(end));
-        if let Err(e) = poll.poll(&mut events, Some(wake - now)) {
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
+    }
+}
+
+/// A loop of its own for one `Trackers`: the engine's tracker dispatch without the engine.
+pub struct TrackerLoop {
+    poll: Poll,
+    driver: TrackerDriver,
+    clock: Clock,
+    events: Events,
+}
+
+impl TrackerLoop {
+    pub fn new() -> io::Result<TrackerLoop> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), token::encode(Source::Waker))?);
+        let driver = TrackerDriver::new(poll.registry(), waker)?;
+        Ok(TrackerLoop {
+            poll,
+            driver,
+            clock: Clock::start(),
+            events: Events::with_capacity(64),
+        })
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn driver(&self) -> &TrackerDriver {
+        &self.driver
+    }
+
+    /// One turn: fire due time-outs, perform queued I/O and hand out events, wait for readiness until the
+    /// next deadline (never past `end`), dispatch what is ready, and hand out the events that caused.
+    pub fn turn(
+        &mut self,
+        trackers: &mut Trackers,
+        transfer: Transfer,
+        rng: &mut Rng,
+        end: Timestamp,
+        on_event: &mut impl FnMut(TrackerEvent),
+    ) -> io::Result<()> {
+        let now = self.clock.now();
+        if trackers.next_deadline().is_some_and(|d| d <= now) {
+            trackers.on_timeout(now, transfer, rng);
         }
-        let now = clock.now();
-        for event in events.iter() {
+        self.pump(trackers, on_event);
+        let wake = trackers.next_deadline().map_or(end, |d| d.min(end));
+        match self.poll.poll(&mut self.events, Some(wake - now)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let now = self.clock.now();
+        for event in self.events.iter() {
             match token::decode(event.token()) {
-                Some(Source::Waker) => driver.on_wake(&mut trackers, now),
+                Some(Source::Waker) => self.driver.on_wake(trackers, now),
                 Some(
                     source @ (Source::TrackerHttp(_) | Source::TrackerUdp4 | Source::TrackerUdp6),
                 ) => {
-                    driver.on_ready(source, event, poll.registry(), &mut trackers, now);
+                    self.driver
+                        .on_ready(source, event, self.poll.registry(), trackers, now);
                 }
                 _ => {}
             }
         }
-        if trackers.next_deadline().is_some_and(|d| d <= now) {
-            trackers.on_timeout(now, Transfer::default(), &mut rng);
+        self.pump(trackers, on_event);
+        Ok(())
+    }
+
+    /// Performs queued I/O and hands out every event (after `on_completed` or `on_stop`, say).
+    pub fn pump(&mut self, trackers: &mut Trackers, on_event: &mut impl FnMut(TrackerEvent)) {
+        let now = self.clock.now();
+        self.driver.pump(self.poll.registry(), trackers, now);
+        while let Some(event) = trackers.poll_event() {
+            on_event(event);
         }
     }
 }

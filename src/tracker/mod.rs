@@ -34,37 +34,27 @@ pub mod error;
 pub mod http;
 pub mod message;
 mod request;
+mod resolve;
+mod status;
+mod tiers;
 pub mod udp;
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use codec::{TrackerUrl, UrlError};
 pub use error::TrackerError;
 pub use message::{AnnounceParams, AnnounceReply, Event, ScrapeCounts};
+pub use status::{TrackerState, TrackerStatus};
 pub use udp::Retransmit;
 
 use crate::metainfo::InfoHash;
 use crate::rng::Rng;
 use crate::time::{secs, Timestamp};
 use request::{Request, Slot};
+use resolve::HostCache;
 use udp::ConnectionId;
-
-/// Re-announce interval when a tracker names none.
-const DEFAULT_INTERVAL: Duration = secs(30 * 60);
-/// Bounds on the re-announce interval, whatever a tracker says.
-const MIN_INTERVAL: Duration = secs(30);
-const MAX_INTERVAL: Duration = secs(4 * 60 * 60);
-/// Back-off after a whole tier failed: doubles from `RETRY_BASE` up to `RETRY_MAX`.
-const RETRY_BASE: Duration = secs(60);
-const RETRY_MAX: Duration = secs(60 * 60);
-/// Resolved names are reused this long; a failed lookup is retried after `RESOLVE_FAILURE_TTL`.
-const RESOLVE_TTL: Duration = secs(60 * 60);
-const RESOLVE_FAILURE_TTL: Duration = secs(60);
-/// Peer addresses remembered for de-duplication; later ones are dropped, which bounds memory.
-const MAX_KNOWN_PEERS: usize = 65_536;
 
 /// Identity and numbers sent with every announce.
 #[derive(Clone, Debug)]
@@ -159,50 +149,6 @@ impl Default for Timeouts {
     }
 }
 
-/// A tracker as the UI shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TrackerStatus {
-    pub url: String,
-    /// 0-based tier index.
-    pub tier: usize,
-    pub state: TrackerState,
-    /// When it last answered an announce.
-    pub last_announce: Option<Timestamp>,
-    /// Peers listed in its last answer.
-    pub peers: usize,
-    pub seeders: Option<u32>,
-    pub leechers: Option<u32>,
-    /// When it is due to be asked next (only for the tracker its tier will ask).
-    pub next_announce: Option<Timestamp>,
-    pub last_error: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TrackerState {
-    /// Not asked yet (or a stand-by in its tier).
-    Idle,
-    Announcing,
-    /// The last announce succeeded.
-    Working,
-    /// The last announce failed.
-    Failing,
-    Stopping,
-    Stopped,
-}
-
-impl fmt::Display for TrackerState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TrackerState::Idle => "idle",
-            TrackerState::Announcing => "announcing",
-            TrackerState::Working => "working",
-            TrackerState::Failing => "failing",
-            TrackerState::Stopping => "stopping",
-            TrackerState::Stopped => "stopped",
-        })
-    }
-}
-
 /// One tracker URL and what we know about it.
 #[derive(Debug)]
 struct Tracker {
@@ -239,20 +185,12 @@ struct Tier {
     failures: u32,
 }
 
-/// A host name in the cache.
-#[derive(Debug)]
-enum HostEntry {
-    Pending { io: IoId },
-    Resolved { ips: Vec<IpAddr>, until: Timestamp },
-    Failed { error: String, until: Timestamp },
-}
-
 /// All trackers of one torrent.
 pub struct Trackers {
     identity: ClientIdentity,
     trackers: Vec<Tracker>,
     tiers: Vec<Tier>,
-    hosts: HashMap<String, HostEntry>,
+    hosts: HostCache,
     io: VecDeque<TrackerIo>,
     events: VecDeque<TrackerEvent>,
     /// Every peer address already handed out in `TrackerEvent::Peers`.
@@ -324,7 +262,7 @@ impl Trackers {
             identity,
             trackers,
             tiers: tier_list,
-            hosts: HashMap::new(),
+            hosts: HostCache::default(),
             io: VecDeque::new(),
             events: VecDeque::new(),
             known_peers: HashSet::new(),
@@ -484,226 +422,10 @@ impl Trackers {
     pub fn is_scraping(&self) -> bool {
         self.trackers.iter().any(|t| t.scrape.is_some())
     }
-
-    /// Every tracker, tier by tier in the order each tier will try them.
-    pub fn status(&self) -> Vec<TrackerStatus> {
-        let mut out = Vec::with_capacity(self.trackers.len());
-        for (i, tier) in self.tiers.iter().enumerate() {
-            for (pos, &t) in tier.order.iter().enumerate() {
-                let tr = &self.trackers[t];
-                let next_announce = if pos == tier.pos && self.stop_deadline.is_none() {
-                    tier.next_at
-                } else {
-                    None
-                };
-                out.push(TrackerStatus {
-                    url: tr.url_text.clone(),
-                    tier: i,
-                    state: tr.state,
-                    last_announce: tr.last_announce,
-                    peers: tr.peers,
-                    seeders: tr.seeders,
-                    leechers: tr.leechers,
-                    next_announce,
-                    last_error: tr.last_error.clone(),
-                });
-            }
-        }
-        out
-    }
-
-    // -----------------------------------------------------------------------------------------------------
-    // Tiers and lifecycle.
-
-    /// Starts the announce of every tier whose time has come. A start that fails at once (bad URL, cached
-    /// lookup failure) moves its tier on, so this loops until no tier is due; each pass either starts a
-    /// request or advances a tier, and a tier that ran out waits a back-off, so it ends.
-    fn start_due_announces(&mut self, now: Timestamp) {
-        if !self.announcing || self.stop_deadline.is_some() {
-            return;
-        }
-        while let Some(i) = self
-            .tiers
-            .iter()
-            .position(|tier| tier.next_at.is_some_and(|at| at <= now))
-        {
-            let tier = &mut self.tiers[i];
-            tier.next_at = None;
-            let t = tier.order[tier.pos];
-            let last_in_tier = tier.pos + 1 == tier.order.len();
-            let event = self.event_for(t);
-            let params = self.announce_params(t, event);
-            // A silent UDP tracker gives way after one wait when the tier has another to try.
-            let schedule = Retransmit {
-                max_exponent: if last_in_tier {
-                    self.timeouts.udp.max_exponent
-                } else {
-                    0
-                },
-                ..self.timeouts.udp
-            };
-            self.trackers[t].state = TrackerState::Announcing;
-            self.begin_announce(t, params, None, schedule, now);
-        }
-    }
-
-    fn event_for(&self, t: usize) -> Event {
-        let tracker = &self.trackers[t];
-        if !tracker.started_ok {
-            Event::Started
-        } else if self.completed && !tracker.completed_sent {
-            Event::Completed
-        } else {
-            Event::None
-        }
-    }
-
-    fn announce_params(&self, t: usize, event: Event) -> AnnounceParams {
-        let id = &self.identity;
-        AnnounceParams {
-            info_hash: id.info_hash,
-            peer_id: id.peer_id,
-            port: id.port,
-            transfer: self.transfer,
-            event,
-            numwant: if event == Event::Stopped {
-                0
-            } else {
-                id.numwant
-            },
-            key: id.key,
-            tracker_id: self.trackers[t].tracker_id.clone(),
-        }
-    }
-
-    /// An announce finished (its request is already gone).
-    fn announce_done(
-        &mut self,
-        t: usize,
-        params: &AnnounceParams,
-        result: Result<AnnounceReply, TrackerError>,
-        now: Timestamp,
-    ) {
-        let url = self.trackers[t].url_text.clone();
-        if params.event == Event::Stopped {
-            let tracker = &mut self.trackers[t];
-            tracker.state = TrackerState::Stopped;
-            if let Err(e) = result {
-                tracker.last_error = Some(e.to_string());
-                let message = format!("stopped: {e}");
-                self.events.push_back(TrackerEvent::Error { url, message });
-            }
-            return;
-        }
-        let i = self.trackers[t].tier;
-        match result {
-            Ok(reply) => {
-                let tracker = &mut self.trackers[t];
-                tracker.state = TrackerState::Working;
-                tracker.started_ok = true;
-                if params.event == Event::Completed || (self.completed && params.transfer.left == 0)
-                {
-                    tracker.completed_sent = true;
-                }
-                if reply.tracker_id.is_some() {
-                    tracker.tracker_id = reply.tracker_id.clone();
-                }
-                tracker.last_announce = Some(now);
-                tracker.peers = reply.peers.len();
-                tracker.seeders = reply.seeders;
-                tracker.leechers = reply.leechers;
-                tracker.last_error = None;
-                let again_now = self.completed && !tracker.completed_sent;
-                if let Some(message) = reply.warning.clone() {
-                    self.events.push_back(TrackerEvent::Warning {
-                        url: url.clone(),
-                        message,
-                    });
-                }
-                self.events.push_back(TrackerEvent::Announced {
-                    url,
-                    event: params.event,
-                    peers: reply.peers.len(),
-                    seeders: reply.seeders,
-                    leechers: reply.leechers,
-                });
-                self.merge_peers(&reply.peers);
-                // BEP 12: the tracker that answered moves to the front of its tier.
-                let tier = &mut self.tiers[i];
-                if let Some(pos) = tier.order.iter().position(|&x| x == t) {
-                    tier.order.remove(pos);
-                }
-                tier.order.insert(0, t);
-                tier.pos = 0;
-                tier.failures = 0;
-                let interval = reply
-                    .interval
-                    .unwrap_or(DEFAULT_INTERVAL)
-                    .max(reply.min_interval.unwrap_or(Duration::ZERO))
-                    .clamp(MIN_INTERVAL, MAX_INTERVAL);
-                tier.next_at = Some(if again_now { now } else { now + interval });
-            }
-            Err(e) => {
-                let tracker = &mut self.trackers[t];
-                tracker.state = TrackerState::Failing;
-                tracker.last_error = Some(e.to_string());
-                self.events.push_back(TrackerEvent::Error {
-                    url,
-                    message: e.to_string(),
-                });
-                let tier = &mut self.tiers[i];
-                if tier.order.get(tier.pos) != Some(&t) {
-                    return;
-                }
-                tier.pos += 1;
-                if tier.pos < tier.order.len() {
-                    tier.next_at = Some(now);
-                } else {
-                    tier.pos = 0;
-                    tier.failures = tier.failures.saturating_add(1);
-                    tier.next_at = Some(now + retry_backoff(tier.failures));
-                }
-            }
-        }
-    }
-
-    /// Hands out the addresses no tracker gave before, skipping unusable ones and ourselves on loopback.
-    fn merge_peers(&mut self, peers: &[SocketAddr]) {
-        let own_port = self.identity.port;
-        let mut fresh = Vec::new();
-        for &addr in peers {
-            let ip = addr.ip();
-            let unusable = addr.port() == 0
-                || ip.is_unspecified()
-                || ip.is_multicast()
-                || ip == IpAddr::from([255, 255, 255, 255])
-                || (ip.is_loopback() && addr.port() == own_port);
-            if unusable || self.known_peers.len() >= MAX_KNOWN_PEERS {
-                continue;
-            }
-            if self.known_peers.insert(addr) {
-                fresh.push(addr);
-            }
-        }
-        if !fresh.is_empty() {
-            self.events.push_back(TrackerEvent::Peers(fresh));
-        }
-    }
-
-    fn next_io_id(&mut self) -> IoId {
-        self.next_io += 1;
-        IoId(self.next_io)
-    }
 }
 
 /// `stopped` announces over UDP are retransmitted at least this often, inside `Timeouts::stop`.
 const STOP_RETRANSMIT: Duration = secs(1);
-
-/// The wait after the `failures`-th whole-tier failure in a row.
-fn retry_backoff(failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(16);
-    RETRY_BASE.saturating_mul(1 << doublings).min(RETRY_MAX)
-}
 
 #[cfg(test)]
 mod mutation_tests;

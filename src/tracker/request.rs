@@ -1,23 +1,21 @@
 //! One announce or scrape to one tracker, from name lookup to answer, over HTTP or UDP.
 //!
-//! Owns: the phases of a request (awaiting a lookup, an HTTP exchange, a UDP exchange), the host-name
-//! cache, routing of the loop's `on_*` inputs to the request they belong to, HTTP redirects and the
+//! Owns: the phases of a request (awaiting a lookup, an HTTP exchange, a UDP exchange), routing of the loop's `on_*` inputs to the request they belong to, HTTP redirects and the
 //! fall-back to a name's next address.
 //! Must not: decide what to announce or when (that is `mod.rs`), or touch sockets.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use log::debug;
 
-use super::codec::{self, Host, Scheme, TrackerUrl, UrlError};
+use super::codec::{Host, Scheme, TrackerUrl, UrlError};
 use super::error::TrackerError;
 use super::http::{self, HttpResponse, ResponseParser};
 use super::message::{AnnounceParams, Answer};
+use super::resolve::Lookup;
 use super::udp::{self, Retransmit, Step, UdpExchange, UdpWork};
-use super::{
-    HostEntry, IoId, Tracker, TrackerEvent, TrackerIo, Trackers, RESOLVE_FAILURE_TTL, RESOLVE_TTL,
-};
+use super::{IoId, Tracker, TrackerEvent, TrackerIo, Trackers};
 use crate::time::Timestamp;
 
 /// HTTP redirects followed per request (301, 302, 303, 307, 308).
@@ -89,12 +87,6 @@ impl Request {
     }
 }
 
-enum Lookup {
-    Ready(Vec<SocketAddr>),
-    Pending,
-    Failed(TrackerError),
-}
-
 fn slot_of(tracker: &mut Tracker, slot: Slot) -> &mut Option<Request> {
     match slot {
         Slot::Announce => &mut tracker.announce,
@@ -113,45 +105,17 @@ impl Trackers {
     // -----------------------------------------------------------------------------------------------------
     // Inputs from the loop.
 
+    /// The loop's answer to `TrackerIo::Resolve { id, .. }`; every request waiting for that name goes on.
     pub fn on_resolved(
         &mut self,
         id: IoId,
         result: Result<Vec<SocketAddr>, String>,
         now: Timestamp,
     ) {
-        let name = self.hosts.iter().find_map(|(name, entry)| match entry {
-            HostEntry::Pending { io } if *io == id => Some(name.clone()),
-            _ => None,
-        });
-        let Some(name) = name else {
+        let Some(name) = self.hosts.on_answer(id, result, now) else {
             debug!("lookup {id:?}: answer for nobody, ignored");
             return;
         };
-        let entry = match result {
-            Ok(addrs) if !addrs.is_empty() => {
-                let mut ips: Vec<IpAddr> = Vec::new();
-                for addr in addrs {
-                    if !ips.contains(&addr.ip()) {
-                        ips.push(addr.ip());
-                    }
-                }
-                // IPv4 first: a v6 route is more often missing, and a silent UDP address costs 15 s.
-                ips.sort_by_key(IpAddr::is_ipv6);
-                HostEntry::Resolved {
-                    ips,
-                    until: now + RESOLVE_TTL,
-                }
-            }
-            Ok(_) => HostEntry::Failed {
-                error: "no addresses".into(),
-                until: now + RESOLVE_FAILURE_TTL,
-            },
-            Err(e) => HostEntry::Failed {
-                error: codec::sanitize(e.as_bytes()),
-                until: now + RESOLVE_FAILURE_TTL,
-            },
-        };
-        self.hosts.insert(name.clone(), entry);
         let host = Host::Name(name);
         for t in 0..self.trackers.len() {
             for slot in SLOTS {
@@ -375,9 +339,21 @@ impl Trackers {
             return;
         };
         let (host, port) = (request.target.host.clone(), request.target.port);
-        match self.lookup(&host, port, now) {
+        let next_io = &mut self.next_io;
+        let lookup = self.hosts.lookup(&host, port, now, || {
+            *next_io += 1;
+            IoId(*next_io)
+        });
+        if let Lookup::Ask { io, name } = &lookup {
+            self.io.push_back(TrackerIo::Resolve {
+                id: *io,
+                host: name.clone(),
+                port,
+            });
+        }
+        match lookup {
             Lookup::Ready(addrs) => self.contact(t, slot, addrs, now),
-            Lookup::Pending => {
+            Lookup::Pending | Lookup::Ask { .. } => {
                 let until = now + self.timeouts.http;
                 if let Some(request) = slot_of(&mut self.trackers[t], slot) {
                     request.phase = Phase::Lookup { until };
@@ -385,33 +361,6 @@ impl Trackers {
             }
             Lookup::Failed(e) => self.finish(t, slot, Err(e), now),
         }
-    }
-
-    /// An address literal needs no lookup; names come from the cache or from the loop.
-    fn lookup(&mut self, host: &Host, port: u16, now: Timestamp) -> Lookup {
-        let name = match host {
-            Host::Ip(ip) => return Lookup::Ready(vec![SocketAddr::new(*ip, port)]),
-            Host::Name(name) => name,
-        };
-        match self.hosts.get(name) {
-            Some(HostEntry::Pending { .. }) => return Lookup::Pending,
-            Some(HostEntry::Resolved { ips, until }) if *until > now => {
-                return Lookup::Ready(ips.iter().map(|&ip| SocketAddr::new(ip, port)).collect());
-            }
-            Some(HostEntry::Failed { error, until }) if *until > now => {
-                return Lookup::Failed(TrackerError::Resolve(error.clone()));
-            }
-            _ => {}
-        }
-        let id = self.next_io_id();
-        self.hosts
-            .insert(name.clone(), HostEntry::Pending { io: id });
-        self.io.push_back(TrackerIo::Resolve {
-            id,
-            host: name.clone(),
-            port,
-        });
-        Lookup::Pending
     }
 
     /// `addrs` is not empty: a literal, or a lookup that found addresses.
