@@ -119,17 +119,18 @@ impl TrackerDriver {
         }
     }
 
-    /// A readiness event for a tracker source.
+    /// A readiness event for a tracker source. Which readiness it reports does not matter: the source is
+    /// driven as far as it goes (connect check, write, read or receive until `WouldBlock`).
     pub fn on_ready(
         &mut self,
         source: Source,
-        event: &Event,
+        _event: &Event,
         registry: &Registry,
         trackers: &mut Trackers,
         now: Timestamp,
     ) {
         match source {
-            Source::TrackerHttp(slot) => self.on_http_ready(slot, event, registry, trackers, now),
+            Source::TrackerHttp(slot) => self.on_http_ready(slot, registry, trackers, now),
             Source::TrackerUdp4 => self.receive_datagrams(false, trackers, now),
             Source::TrackerUdp6 => self.receive_datagrams(true, trackers, now),
             _ => {}
@@ -215,7 +216,6 @@ impl TrackerDriver {
     fn on_http_ready(
         &mut self,
         slot: usize,
-        event: &Event,
         registry: &Registry,
         trackers: &mut Trackers,
         now: Timestamp,
@@ -232,18 +232,8 @@ impl TrackerDriver {
             }
             match conn.stream.peer_addr() {
                 Ok(_) => conn.connected = true,
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                    if event.is_error() || event.is_write_closed() {
-                        return self.fail(
-                            id,
-                            io::ErrorKind::ConnectionRefused,
-                            registry,
-                            trackers,
-                            now,
-                        );
-                    }
-                    return;
-                }
+                // Still connecting (a spurious or stale event): a failed connect shows up in `take_error`.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
                 Err(e) => return self.fail(id, e.kind(), registry, trackers, now),
             }
         }
