@@ -1,0 +1,158 @@
+#!/usr/bin/python3
+"""A python3-libtorrent peer for rill's integration tests: a seeder or a leecher on loopback.
+
+    lt_peer.py --torrent T --save DIR --port P --status FILE.json [--seed] [--upload-limit B/s]
+               [--download-limit B/s] [--peer IP:PORT]... [--exit-when-done] [--max-life SECS]
+
+Binds 127.0.0.1:P only; DHT, LSD, UPnP, NAT-PMP, uTP and PEX are off; several connections per IP are allowed
+(every peer is 127.0.0.1). Rate limits are in bytes per second and apply to loopback peers too (libtorrent puts
+local peers in an unthrottled peer class by default; we map every address to the global class instead).
+Every 0.2 s FILE.json is replaced atomically with the torrent's state, payload totals and per-peer totals
+(`peers_seen` keeps the highest totals of every peer ever connected, keyed "ip:port"). Alerts go to stdout.
+Exits by itself after --max-life seconds, or once the download is complete with --exit-when-done.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import libtorrent as lt
+
+
+def log(*a):
+    print("%.3f" % time.time(), *a, flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--torrent", required=True)
+    ap.add_argument("--save", required=True)
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--status", required=True)
+    ap.add_argument("--seed", action="store_true", help="data is complete in --save: check it, then seed")
+    ap.add_argument("--upload-limit", type=int, default=0)
+    ap.add_argument("--download-limit", type=int, default=0)
+    ap.add_argument("--peer", action="append", default=[])
+    ap.add_argument("--exit-when-done", action="store_true")
+    ap.add_argument("--max-life", type=float, default=300.0)
+    args = ap.parse_args()
+    started = time.monotonic()
+
+    settings = {
+        "listen_interfaces": "127.0.0.1:%d" % args.port,
+        "outgoing_interfaces": "127.0.0.1",
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "enable_incoming_utp": False,
+        "enable_outgoing_utp": False,
+        "allow_multiple_connections_per_ip": True,
+        "upload_rate_limit": args.upload_limit,
+        "download_rate_limit": args.download_limit,
+        "user_agent": "rill-tests/lt_peer libtorrent/" + lt.__version__,
+        "alert_mask": lt.alert.category_t.error_notification
+        | lt.alert.category_t.peer_notification
+        | lt.alert.category_t.tracker_notification
+        | lt.alert.category_t.status_notification
+        | lt.alert.category_t.connect_notification,
+    }
+    # flags=0: no default plugins, so no ut_pex (PEX off). ut_metadata back on: harmless, and some leechers ask.
+    ses = lt.session(settings, 0)
+    ses.add_extension("ut_metadata")
+    # Apply rate limits to local (loopback) peers as well.
+    pcf = lt.ip_filter()
+    pcf.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
+    pcf.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 1 << lt.session.global_peer_class_id)
+    ses.set_peer_class_filter(pcf)
+
+    info = lt.torrent_info(args.torrent)
+    atp = lt.add_torrent_params()
+    atp.ti = info
+    atp.save_path = args.save
+    h = ses.add_torrent(atp)
+    log("added", info.name(), str(info.info_hash()), "seed" if args.seed else "leech", "port", args.port)
+
+    peers_seen = {}
+    connected_to = set()
+    done_at = None
+    while True:
+        now = time.monotonic()
+        if now - started > args.max_life:
+            log("max life reached, exiting")
+            break
+        for a in ses.pop_alerts():
+            log(type(a).__name__, a.message())
+        st = h.status()
+        # Explicit peers: (re)connect whenever we are not connected to them.
+        if args.peer and st.state not in (lt.torrent_status.checking_files, lt.torrent_status.checking_resume_data):
+            current = {"%s:%d" % (p.ip[0], p.ip[1]) for p in h.get_peer_info()}
+            for spec in args.peer:
+                if spec not in current and (spec not in connected_to or int(now) % 3 == 0):
+                    host, port = spec.rsplit(":", 1)
+                    try:
+                        h.connect_peer((host, int(port)), 0)
+                        connected_to.add(spec)
+                    except Exception as e:  # noqa: BLE001
+                        log("connect_peer failed", spec, e)
+        peers = []
+        for p in h.get_peer_info():
+            key = "%s:%d" % (p.ip[0], p.ip[1])
+            rec = {
+                "ip": p.ip[0],
+                "port": p.ip[1],
+                "client": p.client.decode("utf-8", "replace") if isinstance(p.client, bytes) else str(p.client),
+                "total_upload": p.total_upload,
+                "total_download": p.total_download,
+                "payload_up_speed": p.payload_up_speed,
+                "payload_down_speed": p.payload_down_speed,
+                "seed": bool(p.flags & lt.peer_info.seed),
+                "outgoing": bool(p.flags & lt.peer_info.local_connection),
+            }
+            peers.append(rec)
+            old = peers_seen.get(key)
+            if old is None:
+                peers_seen[key] = dict(rec)
+            else:
+                old["total_upload"] = max(old["total_upload"], rec["total_upload"])
+                old["total_download"] = max(old["total_download"], rec["total_download"])
+                old["client"] = rec["client"]
+        status = {
+            "pid": os.getpid(),
+            "state": str(st.state),
+            "checking": st.state in (lt.torrent_status.checking_files, lt.torrent_status.checking_resume_data),
+            "progress": st.progress,
+            "is_seeding": st.is_seeding,
+            "is_finished": st.is_finished,
+            "total_done": st.total_done,
+            "total_wanted": st.total_wanted,
+            "total_payload_upload": st.total_payload_upload,
+            "total_payload_download": st.total_payload_download,
+            "all_time_upload": st.all_time_upload,
+            "all_time_download": st.all_time_download,
+            "upload_rate": st.upload_payload_rate,
+            "download_rate": st.download_payload_rate,
+            "num_peers": st.num_peers,
+            "error": str(st.errc.message()) if st.errc and st.errc.value() != 0 else "",
+            "peers": peers,
+            "peers_seen": peers_seen,
+            "elapsed": now - started,
+        }
+        tmp = args.status + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(status, f)
+        os.replace(tmp, args.status)
+        if args.exit_when_done and st.is_seeding:
+            if done_at is None:
+                log("download complete")
+                done_at = now
+            elif now - done_at > 0.5:  # one more status write with final totals
+                break
+        time.sleep(0.2)
+    ses.pause()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
