@@ -22,40 +22,16 @@ struct Run {
 fn rill(dir: &Path, label: &str, args: &[&str]) -> Run {
     let mut cmd = Command::new(rill_bin());
     cmd.args(args).env_remove("RUST_LOG").current_dir(dir);
-    let p = Proc::spawn(
-        label,
-        &cmd,
-        &dir.join("logs"),
-        std::time::Duration::from_secs(25),
-    );
+    let p = Proc::spawn(label, &cmd, &dir.join("logs"), std::time::Duration::from_secs(25));
     let status = p.wait_exit(deadline_in(20));
-    Run {
-        code: status.code(),
-        stdout: p.stdout(),
-        stderr: p.stderr(),
-    }
+    Run { code: status.code(), stdout: p.stdout(), stderr: p.stderr() }
 }
 
 #[track_caller]
 fn assert_usage_error(run: &Run, what: &str) {
-    assert_eq!(
-        run.code,
-        Some(2),
-        "{what}: expected exit code 2, got {:?}; stderr: {:?}",
-        run.code,
-        run.stderr
-    );
-    let lines: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "{what}: expected a one-line error on stderr, got {:?}",
-        run.stderr
-    );
+    assert_eq!(run.code, Some(2), "{what}: expected exit code 2, got {:?}; stderr: {:?}", run.code, run.stderr);
+    let lines: Vec<&str> = run.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{what}: expected a one-line error on stderr, got {:?}", run.stderr);
 }
 
 /// A well-formed info dictionary of a multi-file torrent, 3 pieces of 16 KiB over 40,000 bytes.
@@ -66,15 +42,9 @@ fn good_info() -> Value {
             Value::List(vec![
                 Value::dict(vec![
                     ("length", Value::int(30_000)),
-                    (
-                        "path",
-                        Value::List(vec![Value::str("a"), Value::str("b.bin")]),
-                    ),
+                    ("path", Value::List(vec![Value::str("a"), Value::str("b.bin")])),
                 ]),
-                Value::dict(vec![
-                    ("length", Value::int(10_000)),
-                    ("path", Value::List(vec![Value::str("c.bin")])),
-                ]),
+                Value::dict(vec![("length", Value::int(10_000)), ("path", Value::List(vec![Value::str("c.bin")]))]),
             ]),
         ),
         ("name", Value::str("good")),
@@ -84,11 +54,7 @@ fn good_info() -> Value {
 }
 
 fn torrent_with_info(info: Value) -> Vec<u8> {
-    Value::dict(vec![
-        ("announce", Value::str("http://127.0.0.1:1/announce")),
-        ("info", info),
-    ])
-    .encode()
+    Value::dict(vec![("announce", Value::str("http://127.0.0.1:1/announce")), ("info", info)]).encode()
 }
 
 fn with_file_path(path: Vec<Value>) -> Vec<u8> {
@@ -96,14 +62,8 @@ fn with_file_path(path: Vec<Value>) -> Vec<u8> {
     info.set(
         "files",
         Value::List(vec![
-            Value::dict(vec![
-                ("length", Value::int(30_000)),
-                ("path", Value::List(path)),
-            ]),
-            Value::dict(vec![
-                ("length", Value::int(10_000)),
-                ("path", Value::List(vec![Value::str("c.bin")])),
-            ]),
+            Value::dict(vec![("length", Value::int(30_000)), ("path", Value::List(path))]),
+            Value::dict(vec![("length", Value::int(10_000)), ("path", Value::List(vec![Value::str("c.bin")]))]),
         ]),
     );
     torrent_with_info(info)
@@ -116,30 +76,13 @@ fn malformed_torrents() -> Vec<(&'static str, Vec<u8>)> {
             let t = torrent_with_info(good_info());
             t[..t.len() / 2].to_vec()
         }),
-        (
-            "`..` path component",
-            with_file_path(vec![Value::str(".."), Value::str("escaped.bin")]),
-        ),
-        (
-            "`.` path component",
-            with_file_path(vec![Value::str("."), Value::str("x.bin")]),
-        ),
-        (
-            "empty path component",
-            with_file_path(vec![Value::str(""), Value::str("x.bin")]),
-        ),
-        (
-            "separator in a path component",
-            with_file_path(vec![Value::str("a/../../b")]),
-        ),
-        (
-            "absolute path component",
-            with_file_path(vec![Value::str("/etc"), Value::str("passwd")]),
-        ),
-        (
-            "NUL in a path component",
-            with_file_path(vec![Value::str("a\0b")]),
-        ),
+        ("`..` path component", with_file_path(vec![Value::str(".."), Value::str("escaped.bin")])),
+        ("`.` path component", with_file_path(vec![Value::str("."), Value::str("x.bin")])),
+        ("empty path component", with_file_path(vec![Value::str(""), Value::str("x.bin")])),
+        ("separator in a path component", with_file_path(vec![Value::str("a/../../b")])),
+        ("absolute path component", with_file_path(vec![Value::str("/etc"), Value::str("passwd")])),
+        ("NUL in a path component", with_file_path(vec![Value::str("a\0b")])),
+        ("backslash in a path component", with_file_path(vec![Value::str("..\\..\\x")])),
         ("`..` as the name", {
             let mut info = good_info();
             info.set("name", Value::str(".."));
@@ -154,10 +97,7 @@ fn malformed_torrents() -> Vec<(&'static str, Vec<u8>)> {
     cases.push(("pieces not a multiple of 20", torrent_with_info(info)));
     let mut info = good_info();
     info.set("pieces", Value::Bytes(vec![0xAB; 40]));
-    cases.push((
-        "pieces inconsistent with the total length",
-        torrent_with_info(info),
-    ));
+    cases.push(("pieces inconsistent with the total length", torrent_with_info(info)));
     cases.push(("negative file length", {
         let mut info = good_info();
         info.set(
@@ -171,11 +111,7 @@ fn malformed_torrents() -> Vec<(&'static str, Vec<u8>)> {
     }));
     cases.push((
         "no info dictionary",
-        Value::dict(vec![(
-            "announce",
-            Value::str("http://127.0.0.1:1/announce"),
-        )])
-        .encode(),
+        Value::dict(vec![("announce", Value::str("http://127.0.0.1:1/announce"))]).encode(),
     ));
     cases.push(("v2-only torrent", {
         let info = Value::dict(vec![
@@ -185,10 +121,7 @@ fn malformed_torrents() -> Vec<(&'static str, Vec<u8>)> {
                     "f.bin",
                     Value::dict(vec![(
                         "",
-                        Value::dict(vec![
-                            ("length", Value::int(1000)),
-                            ("pieces root", Value::Bytes(vec![7; 32])),
-                        ]),
+                        Value::dict(vec![("length", Value::int(1000)), ("pieces root", Value::Bytes(vec![7; 32]))]),
                     )]),
                 )]),
             ),
@@ -209,44 +142,25 @@ fn malformed_torrents_exit_2_with_one_line_and_write_nothing() {
         let torrent = dir.join(format!("bad{i}.torrent"));
         std::fs::write(&torrent, &bytes).unwrap();
         let out = dir.mkdir(format!("out{i}"));
-        let (t, o, port) = (
-            torrent.to_string_lossy().into_owned(),
-            out.to_string_lossy().into_owned(),
-            free_port(),
-        );
+        let (t, o, port) = (torrent.to_string_lossy().into_owned(), out.to_string_lossy().into_owned(), free_port());
         let run = rill(
             dir.path(),
             &format!("download{i}"),
-            &[
-                "download",
-                &t,
-                "-d",
-                &o,
-                "--no-ui",
-                "--port",
-                &port.to_string(),
-            ],
+            &["download", &t, "-d", &o, "--no-ui", "--port", &port.to_string()],
         );
         let check = std::panic::catch_unwind(|| {
             assert_usage_error(&run, &format!("download, {what}"));
-            assert!(
-                is_empty_dir(&out),
-                "download, {what}: wrote into the output dir"
-            );
+            assert!(is_empty_dir(&out), "download, {what}: wrote into the output dir");
         });
         if check.is_err() {
             failures.push(format!("download with a torrent with {what}"));
         }
         let run = rill(dir.path(), &format!("info{i}"), &["info", &t]);
-        if std::panic::catch_unwind(|| assert_usage_error(&run, &format!("info, {what}"))).is_err()
-        {
+        if std::panic::catch_unwind(|| assert_usage_error(&run, &format!("info, {what}"))).is_err() {
             failures.push(format!("info with a torrent with {what}"));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "rill did not exit 2 with a one-line error for: {failures:#?}"
-    );
+    assert!(failures.is_empty(), "rill did not exit 2 with a one-line error for: {failures:#?}");
 }
 
 #[test]
@@ -282,18 +196,8 @@ fn help_exits_0() {
     let dir = TempDir::new("cli-help");
     for args in [vec!["--help"], vec!["download", "--help"]] {
         let run = rill(dir.path(), "help", &args);
-        assert_eq!(
-            run.code,
-            Some(0),
-            "rill {args:?}: exit {:?}, stderr {:?}",
-            run.code,
-            run.stderr
-        );
-        assert!(
-            run.stdout.contains("download"),
-            "rill {args:?} does not mention `download`: {}",
-            run.stdout
-        );
+        assert_eq!(run.code, Some(0), "rill {args:?}: exit {:?}, stderr {:?}", run.code, run.stderr);
+        assert!(run.stdout.contains("download"), "rill {args:?} does not mention `download`: {}", run.stdout);
     }
 }
 
@@ -308,24 +212,14 @@ fn info_shows_name_and_raw_info_hash() {
     let path = dir.join("unknown-keys.torrent");
     std::fs::write(&path, &bytes).unwrap();
     let run = rill(dir.path(), "info", &["info", &path.to_string_lossy()]);
-    assert_eq!(
-        run.code,
-        Some(0),
-        "rill info: exit {:?}, stderr {:?}",
-        run.code,
-        run.stderr
-    );
+    assert_eq!(run.code, Some(0), "rill info: exit {:?}, stderr {:?}", run.code, run.stderr);
     let hash = bencode::hex(&bencode::info_hash(&bytes));
     assert!(
         run.stdout.to_ascii_lowercase().contains(&hash),
         "rill info does not show info-hash {hash}:\n{}",
         run.stdout
     );
-    assert!(
-        run.stdout.contains("good"),
-        "rill info does not show the name:\n{}",
-        run.stdout
-    );
+    assert!(run.stdout.contains("good"), "rill info does not show the name:\n{}", run.stdout);
     assert!(
         run.stdout.contains("b.bin") && run.stdout.contains("c.bin"),
         "rill info does not list the files:\n{}",
