@@ -26,15 +26,7 @@ struct Rule {
 const RULES: &[Rule] = &[
     Rule {
         name: "sockets outside the event loop",
-        needles: &[
-            "mio::",
-            "mio ::",
-            "use mio",
-            "std::net::Tcp",
-            "UdpSocket",
-            "TcpStream",
-            "TcpListener",
-        ],
+        needles: &["mio::", "mio ::", "use mio", "std::net::Tcp", "UdpSocket", "TcpStream", "TcpListener"],
         allowed: &["src/event_loop/"],
         test_code_exempt: false,
     },
@@ -68,11 +60,7 @@ struct Violation {
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}: {}: `{}`",
-            self.file, self.line, self.rule, self.text
-        )
+        write!(f, "{}:{}: {}: `{}`", self.file, self.line, self.rule, self.text)
     }
 }
 
@@ -83,13 +71,8 @@ fn is_ident(c: char) -> bool {
 /// `needle` occurs in `line` as a whole name: not the tail or head of a longer identifier.
 fn mentions(line: &str, needle: &str) -> bool {
     line.match_indices(needle).any(|(at, _)| {
-        let before_ok =
-            !needle.starts_with(is_ident) || !line[..at].chars().next_back().is_some_and(is_ident);
-        let after_ok = !needle.ends_with(is_ident)
-            || !line[at + needle.len()..]
-                .chars()
-                .next()
-                .is_some_and(is_ident);
+        let before_ok = !needle.starts_with(is_ident) || !line[..at].chars().next_back().is_some_and(is_ident);
+        let after_ok = !needle.ends_with(is_ident) || !line[at + needle.len()..].chars().next().is_some_and(is_ident);
         before_ok && after_ok
     })
 }
@@ -136,10 +119,7 @@ fn test_code(file: &str, source: &str) -> (Vec<bool>, Vec<String>) {
         let Some(item) = lines.get(j).map(|l| l.trim()) else {
             break;
         };
-        let decl = item
-            .trim_start_matches("pub(crate) ")
-            .trim_start_matches("pub(super) ")
-            .trim_start_matches("pub ");
+        let decl = item.trim_start_matches("pub(crate) ").trim_start_matches("pub(super) ").trim_start_matches("pub ");
         if let Some(name) = decl.strip_prefix("mod ").and_then(|r| r.strip_suffix(';')) {
             children.push(child_module_base(file, name.trim()));
             i = j + 1;
@@ -212,33 +192,22 @@ fn scan_tree(files: &[(String, String)]) -> Vec<Violation> {
         test_bases.extend(test_code(file, source).1);
     }
     let is_test_only = |file: &str| {
-        test_bases
-            .iter()
-            .any(|base| file == format!("{base}.rs") || file.starts_with(&format!("{base}/")))
+        test_bases.iter().any(|base| file == format!("{base}.rs") || file.starts_with(&format!("{base}/")))
     };
-    files
-        .iter()
-        .flat_map(|(file, source)| scan_file(file, source, is_test_only(file)))
-        .collect()
+    files.iter().flat_map(|(file, source)| scan_file(file, source, is_test_only(file))).collect()
 }
 
 /// Every `.rs` file under `dir`, as paths relative to `root` with `/` separators.
 fn collect_sources(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
-    let entries =
-        fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+    let entries = fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
     for entry in entries {
         let path = entry.expect("directory entry").path();
         if path.is_dir() {
             collect_sources(root, &path, out);
         } else if path.extension().is_some_and(|e| e == "rs") {
             let rel = path.strip_prefix(root).expect("under the crate root");
-            let rel = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/");
-            let source = fs::read_to_string(&path)
-                .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+            let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+            let source = fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
             out.push((rel, source));
         }
     }
@@ -258,11 +227,7 @@ fn crate_sources() -> Vec<(String, String)> {
 fn src_respects_the_sans_io_layering() {
     let violations = scan_tree(&crate_sources());
     let listing: Vec<String> = violations.iter().map(ToString::to_string).collect();
-    assert!(
-        violations.is_empty(),
-        "layering violations (STYLE §7.3 rule 1):\n{}",
-        listing.join("\n")
-    );
+    assert!(violations.is_empty(), "layering violations (STYLE §7.3 rule 1):\n{}", listing.join("\n"));
 }
 
 #[test]
@@ -278,10 +243,7 @@ fn the_walk_sees_the_whole_crate() {
         "src/peer/session.rs",
         "src/wire/mod.rs",
     ] {
-        assert!(
-            names.contains(&expected),
-            "{expected} not scanned; saw {names:?}"
-        );
+        assert!(names.contains(&expected), "{expected} not scanned; saw {names:?}");
     }
 }
 
@@ -290,50 +252,28 @@ fn the_owning_modules_do_use_what_they_own() {
     // If these ever stop matching, the needles have drifted from how the code is written.
     let files = crate_sources();
     let source = |name: &str| &files.iter().find(|(f, _)| f == name).expect(name).1;
-    assert!(source("src/time.rs")
-        .lines()
-        .any(|l| mentions(l, "Instant::now")));
-    assert!(source("src/storage/mod.rs")
-        .lines()
-        .any(|l| mentions(l, "OpenOptions")));
-    let event_loop = files
-        .iter()
-        .filter(|(f, _)| f.starts_with("src/event_loop/"));
-    assert!(event_loop
-        .flat_map(|(_, s)| s.lines())
-        .any(|l| mentions(l, "mio::")));
+    assert!(source("src/time.rs").lines().any(|l| mentions(l, "Instant::now")));
+    assert!(source("src/storage/mod.rs").lines().any(|l| mentions(l, "OpenOptions")));
+    let event_loop = files.iter().filter(|(f, _)| f.starts_with("src/event_loop/"));
+    assert!(event_loop.flat_map(|(_, s)| s.lines()).any(|l| mentions(l, "mio::")));
 }
 
 // ---- the scanner on fake files --------------------------------------------------------------------
 
 fn fake(files: &[(&str, &str)]) -> Vec<Violation> {
-    let files: Vec<(String, String)> = files
-        .iter()
-        .map(|(f, s)| (f.to_string(), s.to_string()))
-        .collect();
+    let files: Vec<(String, String)> = files.iter().map(|(f, s)| (f.to_string(), s.to_string())).collect();
     scan_tree(&files)
 }
 
 fn lines_of(violations: &[Violation]) -> Vec<(String, usize)> {
-    violations
-        .iter()
-        .map(|v| (v.file.clone(), v.line))
-        .collect()
+    violations.iter().map(|v| (v.file.clone(), v.line)).collect()
 }
 
 #[test]
 fn a_socket_in_protocol_code_is_reported_with_file_and_line() {
-    let found = fake(&[(
-        "src/peer/session.rs",
-        "use std::io;\nuse mio::net::TcpStream;\nfn f(s: std::net::TcpStream) {}\n",
-    )]);
-    assert_eq!(
-        lines_of(&found),
-        [
-            ("src/peer/session.rs".to_string(), 2),
-            ("src/peer/session.rs".to_string(), 3)
-        ]
-    );
+    let found =
+        fake(&[("src/peer/session.rs", "use std::io;\nuse mio::net::TcpStream;\nfn f(s: std::net::TcpStream) {}\n")]);
+    assert_eq!(lines_of(&found), [("src/peer/session.rs".to_string(), 2), ("src/peer/session.rs".to_string(), 3)]);
     assert_eq!(
         found[0].to_string(),
         "src/peer/session.rs:2: sockets outside the event loop: `use mio::net::TcpStream;`"
@@ -350,30 +290,21 @@ fn every_socket_spelling_is_caught() {
         "use std::net::TcpStream;",
         "use mio::{Interest, Token};",
     ] {
-        assert_eq!(
-            fake(&[("src/tracker/udp.rs", line)]).len(),
-            1,
-            "missed `{line}`"
-        );
+        assert_eq!(fake(&[("src/tracker/udp.rs", line)]).len(), 1, "missed `{line}`");
     }
 }
 
 #[test]
 fn names_that_merely_contain_a_needle_are_not_reported() {
-    let found = fake(&[(
-        "src/tracker/mod.rs",
-        "let kimio::x = 1; struct MyTcpStreamish; let clock_like = ClockSkew;\n",
-    )]);
+    let found =
+        fake(&[("src/tracker/mod.rs", "let kimio::x = 1; struct MyTcpStreamish; let clock_like = ClockSkew;\n")]);
     assert_eq!(found, []);
 }
 
 #[test]
 fn a_clock_read_outside_time_is_reported() {
     let found = fake(&[
-        (
-            "src/swarm/choker.rs",
-            "let t = std::time::Instant::now();\n",
-        ),
+        ("src/swarm/choker.rs", "let t = std::time::Instant::now();\n"),
         ("src/observe/ui.rs", "let w = SystemTime::now();\n"),
         ("src/torrent.rs", "let c = crate::time::Clock::start();\n"),
         ("src/time.rs", "let o = std::time::Instant::now();\n"),
@@ -381,10 +312,7 @@ fn a_clock_read_outside_time_is_reported() {
         ("src/event_loop/mod.rs", "let clock = Clock::start();\n"),
     ]);
     let files: Vec<&str> = found.iter().map(|v| v.file.as_str()).collect();
-    assert_eq!(
-        files,
-        ["src/swarm/choker.rs", "src/observe/ui.rs", "src/torrent.rs"]
-    );
+    assert_eq!(files, ["src/swarm/choker.rs", "src/observe/ui.rs", "src/torrent.rs"]);
 }
 
 #[test]
@@ -394,22 +322,11 @@ fn file_access_outside_storage_is_reported() {
         ("src/metainfo.rs", "use std::fs;\n"),
         ("src/tracker/mod.rs", "use std::{fs, io};\n"),
         ("src/observe/trace.rs", "let f = OpenOptions::new();\n"),
-        (
-            "src/storage/mod.rs",
-            "use std::fs::{self, File, OpenOptions};\n",
-        ),
+        ("src/storage/mod.rs", "use std::fs::{self, File, OpenOptions};\n"),
         ("src/main.rs", "let bytes = std::fs::read(path)?;\n"),
     ]);
     let files: Vec<&str> = found.iter().map(|v| v.file.as_str()).collect();
-    assert_eq!(
-        files,
-        [
-            "src/peer/session.rs",
-            "src/metainfo.rs",
-            "src/tracker/mod.rs",
-            "src/observe/trace.rs"
-        ]
-    );
+    assert_eq!(files, ["src/peer/session.rs", "src/metainfo.rs", "src/tracker/mod.rs", "src/observe/trace.rs"]);
 }
 
 #[test]
@@ -429,14 +346,8 @@ fn test_code_may_make_temp_dirs_but_never_read_the_clock_or_open_sockets() {
     let found = fake(&[
         ("src/lib.rs", lib),
         ("src/peer/mod.rs", peer),
-        (
-            "src/sim.rs",
-            "std::fs::create_dir_all(&p);\nlet t = Instant::now();\n",
-        ),
-        (
-            "src/peer/tests.rs",
-            "std::fs::remove_dir_all(&p);\nuse mio::Poll;\n",
-        ),
+        ("src/sim.rs", "std::fs::create_dir_all(&p);\nlet t = Instant::now();\n"),
+        ("src/peer/tests.rs", "std::fs::remove_dir_all(&p);\nuse mio::Poll;\n"),
         ("src/swarm/mod.rs", inline),
         ("src/tracker/mod.rs", "std::fs::read(p);\n"),
     ]);
@@ -454,12 +365,6 @@ fn test_code_may_make_temp_dirs_but_never_read_the_clock_or_open_sockets() {
 #[test]
 fn child_modules_resolve_like_rustc() {
     assert_eq!(child_module_base("src/lib.rs", "sim"), "src/sim");
-    assert_eq!(
-        child_module_base("src/peer/mod.rs", "tests"),
-        "src/peer/tests"
-    );
-    assert_eq!(
-        child_module_base("src/tracker.rs", "tests"),
-        "src/tracker/tests"
-    );
+    assert_eq!(child_module_base("src/peer/mod.rs", "tests"), "src/peer/tests");
+    assert_eq!(child_module_base("src/tracker.rs", "tests"), "src/tracker/tests");
 }

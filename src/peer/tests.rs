@@ -822,6 +822,24 @@ fn active_keepalive_counts_from_our_last_send() {
 }
 
 #[test]
+#[ignore = "BUG: next_deadline() keeps the keep-alive deadline in the past while unflushed output blocks the keep-alive"]
+fn active_keepalive_due_while_output_is_stuck_asks_for_a_later_wake_up() {
+    // The socket stopped taking bytes: the Unchoke queued at 10 s is never flushed. At 120 s the keep-alive
+    // is due but not sent (output is pending). The session must then name a deadline after `now`, or a
+    // loop that re-arms at `next_deadline()` fires it again in the same turn, for ever.
+    let t0 = Timestamp::ZERO;
+    let mut c = active(t0, having(&[0]), &NONE);
+    c.now = t0 + secs(10);
+    peer_sends(&mut c, Frame::Interested);
+    c.peer.set_choking(false);
+    let now = t0 + KEEPALIVE_AFTER;
+    assert_eq!(timeout_at(&mut c, now), Ok(()));
+    assert_eq!(timeout_at(&mut c, now), Ok(()), "a second wake-up changes nothing");
+    let next = c.peer.next_deadline().expect("an active session has timers");
+    assert!(next > now, "next_deadline {next} is not after now {now}");
+}
+
+#[test]
 fn active_any_input_resets_the_silence_timer() {
     let t0 = Timestamp::ZERO;
     let mut c = active(t0, leecher(), &NONE);

@@ -22,8 +22,7 @@ impl TempDir {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("rill-storage-{}-{tag}-{n}", std::process::id()));
+        let path = std::env::temp_dir().join(format!("rill-storage-{}-{tag}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
         fs::create_dir_all(&path).expect("create temp dir");
         TempDir(path)
@@ -80,18 +79,9 @@ fn torrent(layout: &[(&str, u64, bool)], piece_length: u32) -> (Metainfo, Vec<u8
         if !padding {
             rng.fill(&mut content[start..]);
         }
-        files.push(FileEntry {
-            path: PathBuf::from(path),
-            display_path: path.to_string(),
-            length,
-            offset,
-            padding,
-        });
+        files.push(FileEntry { path: PathBuf::from(path), display_path: path.to_string(), length, offset, padding });
     }
-    let piece_hashes = content
-        .chunks(piece_length as usize)
-        .map(|piece| Sha1::digest(piece).into())
-        .collect();
+    let piece_hashes = content.chunks(piece_length as usize).map(|piece| Sha1::digest(piece).into()).collect();
     let meta = Metainfo {
         info_hash: InfoHash([0x47; 20]),
         name: "multi".to_string(),
@@ -136,9 +126,7 @@ fn open_all(dir: &TempDir, meta: &Metainfo) -> Storage {
 #[track_caller]
 fn write_all(storage: &mut Storage, content: &[u8]) {
     for (i, block) in content.chunks(BLOCK_LEN as usize).enumerate() {
-        storage
-            .write((i * BLOCK_LEN as usize) as u64, block)
-            .expect("write block");
+        storage.write((i * BLOCK_LEN as usize) as u64, block).expect("write block");
     }
 }
 
@@ -174,16 +162,9 @@ fn open_creates_no_data_file_and_never_the_padding_file() {
     let (meta, _) = multi();
     let _storage = open_all(&dir, &meta);
     for i in [A, B, C, D] {
-        assert!(
-            !dir.join(LAYOUT[i].0).exists(),
-            "{} created before any write",
-            LAYOUT[i].0
-        );
+        assert!(!dir.join(LAYOUT[i].0).exists(), "{} created before any write", LAYOUT[i].0);
     }
-    assert!(
-        !dir.join("multi/.pad").exists(),
-        "padding directory created"
-    );
+    assert!(!dir.join("multi/.pad").exists(), "padding directory created");
 }
 
 #[test]
@@ -230,10 +211,7 @@ fn a_block_straddling_a_boundary_is_split_between_the_files() {
     let a = on_disk(&dir, LAYOUT[A].0);
     assert_eq!(a.len(), 10_000, "a.bin extended to the written end");
     assert_eq!(&a[9_000..], &content[9_000..10_000]);
-    assert!(
-        a[..9_000].iter().all(|&x| x == 0),
-        "a hole before the write"
-    );
+    assert!(a[..9_000].iter().all(|&x| x == 0), "a hole before the write");
     assert_eq!(on_disk(&dir, LAYOUT[B].0), &content[10_000..11_000]);
 }
 
@@ -243,9 +221,7 @@ fn padding_is_skipped_on_write_and_never_created() {
     let (meta, content) = multi();
     let mut storage = open_all(&dir, &meta);
     // Piece 1: the end of b.bin, then padding to the piece boundary.
-    storage
-        .write(32_768, &content[piece_range(&meta, 1)])
-        .unwrap();
+    storage.write(32_768, &content[piece_range(&meta, 1)]).unwrap();
     let b = on_disk(&dir, LAYOUT[B].0);
     assert_eq!(b.len(), 30_000);
     assert_eq!(&b[22_768..], &content[32_768..40_000]);
@@ -261,12 +237,7 @@ fn the_whole_layout_written_in_blocks_gives_every_file_its_bytes() {
     let mut storage = open_all(&dir, &meta);
     write_all(&mut storage, &content);
     for i in [A, EMPTY, B, C, D] {
-        assert_eq!(
-            on_disk(&dir, LAYOUT[i].0),
-            &content[span(&meta, i)],
-            "{}",
-            LAYOUT[i].0
-        );
+        assert_eq!(on_disk(&dir, LAYOUT[i].0), &content[span(&meta, i)], "{}", LAYOUT[i].0);
     }
     assert!(dir.join("multi/sub/deeper").is_dir());
     assert!(!dir.join("multi/.pad").exists());
@@ -284,9 +255,7 @@ fn sync_with_no_open_file_is_fine() {
 #[test]
 fn more_files_than_open_handles_are_written_and_read_back() {
     // More files than MAX_OPEN_FILES, written twice over so closed handles are reopened.
-    let names: Vec<String> = (0..MAX_OPEN_FILES + 9)
-        .map(|i| format!("many/f{i:03}"))
-        .collect();
+    let names: Vec<String> = (0..MAX_OPEN_FILES + 9).map(|i| format!("many/f{i:03}")).collect();
     let layout: Vec<(&str, u64, bool)> = names.iter().map(|n| (n.as_str(), 700, false)).collect();
     let (meta, content) = torrent(&layout, BLOCK_LEN);
     let dir = TempDir::new("many");
@@ -309,18 +278,8 @@ fn reads_across_boundaries_return_the_layout_bytes() {
     let mut storage = open_all(&dir, &meta);
     write_all(&mut storage, &content);
     assert_eq!(read(&mut storage, 0, content.len()), content);
-    for (offset, len) in [
-        (9_990, 20),
-        (39_990, 30),
-        (65_530, 12),
-        (115_530, 13),
-        (1, BLOCK_LEN as usize),
-    ] {
-        assert_eq!(
-            read(&mut storage, offset, len),
-            &content[offset..offset + len],
-            "{len} at {offset}"
-        );
+    for (offset, len) in [(9_990, 20), (39_990, 30), (65_530, 12), (115_530, 13), (1, BLOCK_LEN as usize)] {
+        assert_eq!(read(&mut storage, offset, len), &content[offset..offset + len], "{len} at {offset}");
     }
 }
 
@@ -331,9 +290,7 @@ fn padding_reads_as_zeros() {
     let mut storage = open_all(&dir, &meta);
     write_all(&mut storage, &content);
     let pad = span(&meta, PAD);
-    assert!(read(&mut storage, pad.start, pad.len())
-        .iter()
-        .all(|&x| x == 0));
+    assert!(read(&mut storage, pad.start, pad.len()).iter().all(|&x| x == 0));
     let mixed = read(&mut storage, pad.start - 5, 10);
     assert_eq!(&mixed[..5], &content[pad.start - 5..pad.start]);
     assert_eq!(&mixed[5..], &[0; 5]);
@@ -346,10 +303,7 @@ fn a_missing_file_reads_as_zeros_and_is_not_created() {
     let mut storage = open_all(&dir, &meta);
     let c = span(&meta, C);
     assert_eq!(read(&mut storage, c.start + 100, 1_000), vec![0; 1_000]);
-    assert!(
-        !dir.join(LAYOUT[C].0).exists(),
-        "reading must not create the file"
-    );
+    assert!(!dir.join(LAYOUT[C].0).exists(), "reading must not create the file");
 }
 
 #[test]
@@ -358,9 +312,7 @@ fn bytes_past_the_end_of_a_short_file_read_as_zeros() {
     let (meta, content) = multi();
     let mut storage = open_all(&dir, &meta);
     let c = span(&meta, C);
-    storage
-        .write(c.start as u64, &content[c.start..c.start + 100])
-        .unwrap();
+    storage.write(c.start as u64, &content[c.start..c.start + 100]).unwrap();
     let got = read(&mut storage, c.start + 50, 200);
     assert_eq!(&got[..50], &content[c.start + 50..c.start + 100]);
     assert_eq!(&got[50..], &[0; 150][..]);
@@ -398,16 +350,8 @@ fn check_piece_rejects_a_corrupted_byte_on_disk() {
     let mut wrong = content[20_000..20_001].to_vec();
     wrong[0] ^= 1;
     storage.write(20_000, &wrong).unwrap();
-    assert_eq!(
-        check_piece(&mut storage, &g, 0, &expected(&meta, 0)).unwrap(),
-        None
-    );
-    assert!(
-        check_piece(&mut storage, &g, 1, &expected(&meta, 1))
-            .unwrap()
-            .is_some(),
-        "other pieces stay good"
-    );
+    assert_eq!(check_piece(&mut storage, &g, 0, &expected(&meta, 0)).unwrap(), None);
+    assert!(check_piece(&mut storage, &g, 1, &expected(&meta, 1)).unwrap().is_some(), "other pieces stay good");
 }
 
 #[test]
@@ -416,10 +360,7 @@ fn check_piece_rejects_a_piece_never_written() {
     let (meta, _) = multi();
     let g = geometry(&meta);
     let mut storage = open_all(&dir, &meta);
-    assert_eq!(
-        check_piece(&mut storage, &g, 2, &expected(&meta, 2)).unwrap(),
-        None
-    );
+    assert_eq!(check_piece(&mut storage, &g, 2, &expected(&meta, 2)).unwrap(), None);
 }
 
 #[test]
@@ -435,13 +376,8 @@ fn finish_piece_reads_back_only_the_blocks_the_running_hash_lacks() {
             let hashed = bytes.len().min(k as usize * BLOCK_LEN as usize);
             let mut hasher = Sha1::new();
             hasher.update(&bytes[..hashed]);
-            let verified =
-                finish_piece(&mut storage, &g, piece, hasher, k, &expected(&meta, piece)).unwrap();
-            assert_eq!(
-                verified.map(|v| v.piece()),
-                Some(piece),
-                "piece {piece} with {k} blocks hashed"
-            );
+            let verified = finish_piece(&mut storage, &g, piece, hasher, k, &expected(&meta, piece)).unwrap();
+            assert_eq!(verified.map(|v| v.piece()), Some(piece), "piece {piece} with {k} blocks hashed");
         }
     }
     // Proof that the hashed blocks are not read again: corrupt block 0 of piece 0 on disk; a running
@@ -449,15 +385,8 @@ fn finish_piece_reads_back_only_the_blocks_the_running_hash_lacks() {
     storage.write(0, &[!content[0]]).unwrap();
     let mut hasher = Sha1::new();
     hasher.update(&content[..BLOCK_LEN as usize]);
-    assert!(
-        finish_piece(&mut storage, &g, 0, hasher, 1, &expected(&meta, 0))
-            .unwrap()
-            .is_some()
-    );
-    assert_eq!(
-        check_piece(&mut storage, &g, 0, &expected(&meta, 0)).unwrap(),
-        None
-    );
+    assert!(finish_piece(&mut storage, &g, 0, hasher, 1, &expected(&meta, 0)).unwrap().is_some());
+    assert_eq!(check_piece(&mut storage, &g, 0, &expected(&meta, 0)).unwrap(), None);
 }
 
 #[test]
@@ -469,21 +398,13 @@ fn finish_piece_rejects_a_wrong_running_hash_or_corrupt_tail() {
     write_all(&mut storage, &content);
     let mut hasher = Sha1::new();
     hasher.update([0u8; BLOCK_LEN as usize]);
-    assert_eq!(
-        finish_piece(&mut storage, &g, 0, hasher, 1, &expected(&meta, 0)).unwrap(),
-        None
-    );
+    assert_eq!(finish_piece(&mut storage, &g, 0, hasher, 1, &expected(&meta, 0)).unwrap(), None);
     // The block read back (the last, short one of the last piece) is corrupt.
     let last = piece_range(&meta, 3);
-    storage
-        .write(last.end as u64 - 1, &[!content[last.end - 1]])
-        .unwrap();
+    storage.write(last.end as u64 - 1, &[!content[last.end - 1]]).unwrap();
     let mut hasher = Sha1::new();
     hasher.update(&content[last.start..last.start + BLOCK_LEN as usize]);
-    assert_eq!(
-        finish_piece(&mut storage, &g, 3, hasher, 1, &expected(&meta, 3)).unwrap(),
-        None
-    );
+    assert_eq!(finish_piece(&mut storage, &g, 3, hasher, 1, &expected(&meta, 3)).unwrap(), None);
 }
 
 // ---- errors -------------------------------------------------------------------------------------
@@ -493,11 +414,7 @@ fn assert_names_path(err: &StorageError, path: &Path, op: StorageOp) {
     assert_eq!(err.op, op, "{err}");
     assert_eq!(err.path, path, "{err}");
     let shown = err.to_string();
-    assert!(
-        shown.contains(&path.display().to_string()),
-        "{shown:?} does not name {}",
-        path.display()
-    );
+    assert!(shown.contains(&path.display().to_string()), "{shown:?} does not name {}", path.display());
     assert!(!shown.ends_with('.'), "{shown:?}: no trailing period");
 }
 
@@ -563,9 +480,5 @@ fn a_read_only_directory_fails_the_write_naming_the_file() {
         eprintln!("skipped: permissions do not apply to this user");
         return;
     }
-    assert_names_path(
-        &result.unwrap_err(),
-        &dir.join(LAYOUT[A].0),
-        StorageOp::Open,
-    );
+    assert_names_path(&result.unwrap_err(), &dir.join(LAYOUT[A].0), StorageOp::Open);
 }

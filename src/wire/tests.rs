@@ -34,9 +34,7 @@ static HAVE_ALL: [u8; 5] = [0, 0, 0, 1, 14];
 static HAVE_NONE: [u8; 5] = [0, 0, 0, 1, 15];
 static REJECT_REQUEST: [u8; 17] = [0, 0, 0, 13, 16, 0, 0, 0, 3, 0, 0, 0xc0, 0, 0, 0, 0x01, 0x2c];
 static ALLOWED_FAST: [u8; 9] = [0, 0, 0, 5, 17, 0xff, 0xff, 0xff, 0xfe];
-static EXTENDED: [u8; 14] = [
-    0, 0, 0, 10, 20, 0, b'd', b'4', b':', b'r', b'e', b'q', b'q', b'e',
-];
+static EXTENDED: [u8; 14] = [0, 0, 0, 10, 20, 0, b'd', b'4', b':', b'r', b'e', b'q', b'q', b'e'];
 static EXTENDED_EMPTY_PAYLOAD: [u8; 6] = [0, 0, 0, 2, 20, 3];
 static UNKNOWN_EMPTY: [u8; 5] = [0, 0, 0, 1, 99];
 
@@ -50,57 +48,17 @@ fn fixtures() -> Vec<(&'static [u8], Frame<'static>)> {
         (&NOT_INTERESTED, Frame::NotInterested),
         (&HAVE, Frame::Have { piece: 0x0102_0304 }),
         (&BITFIELD, Frame::Bitfield(&BITFIELD[5..])),
-        (
-            &REQUEST,
-            Frame::Request {
-                piece: 7,
-                offset: 0x4000,
-                len: 0x4000,
-            },
-        ),
-        (
-            &PIECE,
-            Frame::Piece {
-                piece: 9,
-                offset: 0x8000,
-                data: &PIECE[13..],
-            },
-        ),
-        (
-            &CANCEL,
-            Frame::Cancel {
-                piece: 0x100,
-                offset: 0,
-                len: 0x4000,
-            },
-        ),
+        (&REQUEST, Frame::Request { piece: 7, offset: 0x4000, len: 0x4000 }),
+        (&PIECE, Frame::Piece { piece: 9, offset: 0x8000, data: &PIECE[13..] }),
+        (&CANCEL, Frame::Cancel { piece: 0x100, offset: 0, len: 0x4000 }),
         (&PORT, Frame::Port(6881)),
         (&SUGGEST_PIECE, Frame::SuggestPiece { piece: 42 }),
         (&HAVE_ALL, Frame::HaveAll),
         (&HAVE_NONE, Frame::HaveNone),
-        (
-            &REJECT_REQUEST,
-            Frame::RejectRequest {
-                piece: 3,
-                offset: 0xc000,
-                len: 300,
-            },
-        ),
+        (&REJECT_REQUEST, Frame::RejectRequest { piece: 3, offset: 0xc000, len: 300 }),
         (&ALLOWED_FAST, Frame::AllowedFast { piece: 0xffff_fffe }),
-        (
-            &EXTENDED,
-            Frame::Extended {
-                ext_id: 0,
-                payload: b"d4:reqqe",
-            },
-        ),
-        (
-            &EXTENDED_EMPTY_PAYLOAD,
-            Frame::Extended {
-                ext_id: 3,
-                payload: &[],
-            },
-        ),
+        (&EXTENDED, Frame::Extended { ext_id: 0, payload: b"d4:reqqe" }),
+        (&EXTENDED_EMPTY_PAYLOAD, Frame::Extended { ext_id: 3, payload: &[] }),
         (&UNKNOWN_EMPTY, Frame::Unknown { id: 99 }),
     ]
 }
@@ -124,10 +82,7 @@ fn decode_one(bytes: &[u8]) -> Frame<'_> {
 fn encode_after_canary(frame: &Frame<'_>) -> Vec<u8> {
     let mut out = vec![CANARY; CANARY_LEN];
     encode(frame, &mut out);
-    assert!(
-        out[..CANARY_LEN].iter().all(|&b| b == CANARY),
-        "encoder touched bytes before its own"
-    );
+    assert!(out[..CANARY_LEN].iter().all(|&b| b == CANARY), "encoder touched bytes before its own");
     out.split_off(CANARY_LEN)
 }
 
@@ -139,10 +94,7 @@ fn assert_round_trip(bytes: &[u8], frame: Frame<'_>) {
     followed.extend_from_slice(&HAVE);
     assert_eq!(
         decode(&followed, &limits()),
-        Ok(Decoded::Frame {
-            frame,
-            len: bytes.len()
-        }),
+        Ok(Decoded::Frame { frame, len: bytes.len() }),
         "a following frame changes nothing"
     );
     assert_eq!(encode_after_canary(&frame), bytes, "encoding {frame:?}");
@@ -198,26 +150,12 @@ fn empty_bitfield_is_left_to_the_session() {
 
 #[test]
 fn request_round_trips() {
-    assert_round_trip(
-        &REQUEST,
-        Frame::Request {
-            piece: 7,
-            offset: 0x4000,
-            len: 0x4000,
-        },
-    );
+    assert_round_trip(&REQUEST, Frame::Request { piece: 7, offset: 0x4000, len: 0x4000 });
 }
 
 #[test]
 fn piece_round_trips() {
-    assert_round_trip(
-        &PIECE,
-        Frame::Piece {
-            piece: 9,
-            offset: 0x8000,
-            data: &[0xde, 0xad, 0xbe],
-        },
-    );
+    assert_round_trip(&PIECE, Frame::Piece { piece: 9, offset: 0x8000, data: &[0xde, 0xad, 0xbe] });
 }
 
 #[test]
@@ -225,27 +163,13 @@ fn piece_with_a_full_16_kib_block_round_trips() {
     let data: Vec<u8> = (0..crate::geometry::BLOCK_LEN).map(|i| i as u8).collect();
     let mut bytes = vec![0x00, 0x00, 0x40, 0x09, 7, 0, 0, 0, 1, 0, 0, 0x40, 0];
     bytes.extend_from_slice(&data);
-    assert_round_trip(
-        &bytes,
-        Frame::Piece {
-            piece: 1,
-            offset: 0x4000,
-            data: &data,
-        },
-    );
+    assert_round_trip(&bytes, Frame::Piece { piece: 1, offset: 0x4000, data: &data });
 }
 
 #[test]
 fn piece_with_empty_block_is_left_to_the_session() {
     // Eight bytes of header and no data is well formed; the session rejects the block itself.
-    assert_round_trip(
-        &[0, 0, 0, 9, 7, 0, 0, 0, 1, 0, 0, 0, 0],
-        Frame::Piece {
-            piece: 1,
-            offset: 0,
-            data: &[],
-        },
-    );
+    assert_round_trip(&[0, 0, 0, 9, 7, 0, 0, 0, 1, 0, 0, 0, 0], Frame::Piece { piece: 1, offset: 0, data: &[] });
 }
 
 #[test]
@@ -259,14 +183,7 @@ fn piece_header_encodes_like_a_whole_piece() {
 
 #[test]
 fn cancel_round_trips() {
-    assert_round_trip(
-        &CANCEL,
-        Frame::Cancel {
-            piece: 0x100,
-            offset: 0,
-            len: 0x4000,
-        },
-    );
+    assert_round_trip(&CANCEL, Frame::Cancel { piece: 0x100, offset: 0, len: 0x4000 });
     assert_eq!(CANCEL.len(), REQUEST_FRAME_LEN);
 }
 
@@ -292,14 +209,7 @@ fn have_none_round_trips() {
 
 #[test]
 fn reject_request_round_trips() {
-    assert_round_trip(
-        &REJECT_REQUEST,
-        Frame::RejectRequest {
-            piece: 3,
-            offset: 0xc000,
-            len: 300,
-        },
-    );
+    assert_round_trip(&REJECT_REQUEST, Frame::RejectRequest { piece: 3, offset: 0xc000, len: 300 });
 }
 
 #[test]
@@ -309,24 +219,12 @@ fn allowed_fast_round_trips() {
 
 #[test]
 fn extended_round_trips() {
-    assert_round_trip(
-        &EXTENDED,
-        Frame::Extended {
-            ext_id: 0,
-            payload: b"d4:reqqe",
-        },
-    );
+    assert_round_trip(&EXTENDED, Frame::Extended { ext_id: 0, payload: b"d4:reqqe" });
 }
 
 #[test]
 fn extended_with_only_an_ext_id_round_trips() {
-    assert_round_trip(
-        &EXTENDED_EMPTY_PAYLOAD,
-        Frame::Extended {
-            ext_id: 3,
-            payload: &[],
-        },
-    );
+    assert_round_trip(&EXTENDED_EMPTY_PAYLOAD, Frame::Extended { ext_id: 3, payload: &[] });
 }
 
 #[test]
@@ -339,14 +237,9 @@ fn unknown_id_is_skipped_whole_and_the_stream_goes_on() {
     // PROTOCOL-NOTES: ids without a negotiated extension are skipped within the length limit.
     let mut bytes = vec![0, 0, 0, 6, 21, 1, 2, 3, 4, 5];
     bytes.extend_from_slice(&HAVE);
-    let Ok(Decoded::Frame { frame, len }) = decode(&bytes, &limits()) else {
-        panic!("not a frame")
-    };
+    let Ok(Decoded::Frame { frame, len }) = decode(&bytes, &limits()) else { panic!("not a frame") };
     assert_eq!((frame, len), (Frame::Unknown { id: 21 }, 10));
-    assert_eq!(
-        decode_one(&bytes[len..]),
-        Frame::Have { piece: 0x0102_0304 }
-    );
+    assert_eq!(decode_one(&bytes[len..]), Frame::Have { piece: 0x0102_0304 });
 }
 
 #[test]
@@ -382,11 +275,7 @@ fn every_fixture_decodes_back_to_back_from_one_buffer() {
 fn every_truncation_of_every_frame_needs_more() {
     for (bytes, frame) in fixtures() {
         for cut in 0..bytes.len() {
-            assert_eq!(
-                decode(&bytes[..cut], &limits()),
-                Ok(Decoded::NeedMore),
-                "{frame:?} cut to {cut} bytes"
-            );
+            assert_eq!(decode(&bytes[..cut], &limits()), Ok(Decoded::NeedMore), "{frame:?} cut to {cut} bytes");
         }
     }
 }
@@ -397,10 +286,7 @@ fn frame_limits_cover_a_block_a_metadata_piece_and_a_large_bitfield() {
     assert!(small.max_body >= 1 + 8 + crate::geometry::BLOCK_LEN);
     assert!(small.max_body >= 2 + 16 * 1024);
     let huge = FrameLimits::for_torrent(1_000_000);
-    assert!(
-        huge.max_body > 125_000,
-        "room for the id and 125,000 bitfield bytes"
-    );
+    assert!(huge.max_body > 125_000, "room for the id and 125,000 bitfield bytes");
 }
 
 // ---- malformed frames: one test per case ------------------------------------------------------
@@ -409,18 +295,9 @@ fn frame_limits_cover_a_block_a_metadata_piece_and_a_large_bitfield() {
 fn frame_longer_than_limit_is_rejected_on_the_prefix_alone() {
     let max = limits().max_body;
     // Only the 4-byte prefix is present: no waiting for a body that may never come.
-    assert_malformed(
-        &(max + 1).to_be_bytes(),
-        PeerMisbehaved::FrameTooLong { len: max + 1, max },
-    );
-    assert_malformed(
-        &[0xff, 0xff, 0xff, 0xff],
-        PeerMisbehaved::FrameTooLong { len: u32::MAX, max },
-    );
-    assert_malformed(
-        &[0xff, 0xff, 0xff, 0xff, 7, 0, 0],
-        PeerMisbehaved::FrameTooLong { len: u32::MAX, max },
-    );
+    assert_malformed(&(max + 1).to_be_bytes(), PeerMisbehaved::FrameTooLong { len: max + 1, max });
+    assert_malformed(&[0xff, 0xff, 0xff, 0xff], PeerMisbehaved::FrameTooLong { len: u32::MAX, max });
+    assert_malformed(&[0xff, 0xff, 0xff, 0xff, 7, 0, 0], PeerMisbehaved::FrameTooLong { len: u32::MAX, max });
 }
 
 #[test]
@@ -435,82 +312,38 @@ fn frame_at_the_limit_waits_for_its_body() {
 fn handshake_bytes_read_as_a_frame_are_too_long() {
     // A second handshake (or one parsed as a frame) starts 0x13 'B' 'i' 't': far beyond any limit.
     let mut hs = vec![];
-    Handshake {
-        reserved: [0; 8],
-        info_hash: InfoHash([1; 20]),
-        peer_id: [2; 20],
-    }
-    .encode(&mut hs);
-    assert!(matches!(
-        decode(&hs, &limits()),
-        Err(PeerMisbehaved::FrameTooLong { .. })
-    ));
+    Handshake { reserved: [0; 8], info_hash: InfoHash([1; 20]), peer_id: [2; 20] }.encode(&mut hs);
+    assert!(matches!(decode(&hs, &limits()), Err(PeerMisbehaved::FrameTooLong { .. })));
 }
 
 #[test]
 fn choke_with_payload_is_bad_length() {
-    assert_malformed(
-        &[0, 0, 0, 2, 0, 0],
-        PeerMisbehaved::BadLength {
-            id: id::CHOKE,
-            len: 2,
-        },
-    );
+    assert_malformed(&[0, 0, 0, 2, 0, 0], PeerMisbehaved::BadLength { id: id::CHOKE, len: 2 });
 }
 
 #[test]
 fn unchoke_with_payload_is_bad_length() {
-    assert_malformed(
-        &[0, 0, 0, 2, 1, 0],
-        PeerMisbehaved::BadLength {
-            id: id::UNCHOKE,
-            len: 2,
-        },
-    );
+    assert_malformed(&[0, 0, 0, 2, 1, 0], PeerMisbehaved::BadLength { id: id::UNCHOKE, len: 2 });
 }
 
 #[test]
 fn interested_with_payload_is_bad_length() {
-    assert_malformed(
-        &[0, 0, 0, 3, 2, 0, 0],
-        PeerMisbehaved::BadLength {
-            id: id::INTERESTED,
-            len: 3,
-        },
-    );
+    assert_malformed(&[0, 0, 0, 3, 2, 0, 0], PeerMisbehaved::BadLength { id: id::INTERESTED, len: 3 });
 }
 
 #[test]
 fn not_interested_with_payload_is_bad_length() {
-    assert_malformed(
-        &[0, 0, 0, 2, 3, 9],
-        PeerMisbehaved::BadLength {
-            id: id::NOT_INTERESTED,
-            len: 2,
-        },
-    );
+    assert_malformed(&[0, 0, 0, 2, 3, 9], PeerMisbehaved::BadLength { id: id::NOT_INTERESTED, len: 2 });
 }
 
 #[test]
 fn have_with_3_bytes_is_bad_length() {
-    assert_malformed(
-        &[0, 0, 0, 4, 4, 0, 0, 1],
-        PeerMisbehaved::BadLength {
-            id: id::HAVE,
-            len: 4,
-        },
-    );
+    assert_malformed(&[0, 0, 0, 4, 4, 0, 0, 1], PeerMisbehaved::BadLength { id: id::HAVE, len: 4 });
 }
 
 #[test]
 fn have_with_5_bytes_is_bad_length() {
-    assert_malformed(
-        &[0, 0, 0, 6, 4, 0, 0, 0, 1, 0],
-        PeerMisbehaved::BadLength {
-            id: id::HAVE,
-            len: 6,
-        },
-    );
+    assert_malformed(&[0, 0, 0, 6, 4, 0, 0, 0, 1, 0], PeerMisbehaved::BadLength { id: id::HAVE, len: 6 });
 }
 
 #[test]
@@ -518,13 +351,7 @@ fn request_with_13_bytes_is_bad_length() {
     let mut bytes = REQUEST.to_vec();
     bytes[3] = 14;
     bytes.push(0);
-    assert_malformed(
-        &bytes,
-        PeerMisbehaved::BadLength {
-            id: id::REQUEST,
-            len: 14,
-        },
-    );
+    assert_malformed(&bytes, PeerMisbehaved::BadLength { id: id::REQUEST, len: 14 });
 }
 
 #[test]
@@ -532,13 +359,7 @@ fn request_with_11_bytes_is_bad_length() {
     let mut bytes = REQUEST.to_vec();
     bytes[3] = 12;
     bytes.pop();
-    assert_malformed(
-        &bytes,
-        PeerMisbehaved::BadLength {
-            id: id::REQUEST,
-            len: 12,
-        },
-    );
+    assert_malformed(&bytes, PeerMisbehaved::BadLength { id: id::REQUEST, len: 12 });
 }
 
 #[test]
@@ -546,13 +367,7 @@ fn piece_shorter_than_its_8_byte_header_is_bad_length() {
     for body in 1..9u8 {
         let mut bytes = vec![0, 0, 0, body, 7];
         bytes.resize(4 + usize::from(body), 0);
-        assert_malformed(
-            &bytes,
-            PeerMisbehaved::BadLength {
-                id: id::PIECE,
-                len: u32::from(body),
-            },
-        );
+        assert_malformed(&bytes, PeerMisbehaved::BadLength { id: id::PIECE, len: u32::from(body) });
     }
 }
 
@@ -561,57 +376,27 @@ fn cancel_with_wrong_length_is_bad_length() {
     let mut bytes = CANCEL.to_vec();
     bytes[3] = 9;
     bytes.truncate(4 + 9);
-    assert_malformed(
-        &bytes,
-        PeerMisbehaved::BadLength {
-            id: id::CANCEL,
-            len: 9,
-        },
-    );
+    assert_malformed(&bytes, PeerMisbehaved::BadLength { id: id::CANCEL, len: 9 });
 }
 
 #[test]
 fn port_with_3_bytes_is_bad_length() {
-    assert_malformed(
-        &[0, 0, 0, 4, 9, 0x1a, 0xe1, 0],
-        PeerMisbehaved::BadLength {
-            id: id::PORT,
-            len: 4,
-        },
-    );
+    assert_malformed(&[0, 0, 0, 4, 9, 0x1a, 0xe1, 0], PeerMisbehaved::BadLength { id: id::PORT, len: 4 });
 }
 
 #[test]
 fn suggest_piece_with_wrong_length_is_bad_length() {
-    assert_malformed(
-        &[0, 0, 0, 3, 13, 0, 1],
-        PeerMisbehaved::BadLength {
-            id: id::SUGGEST_PIECE,
-            len: 3,
-        },
-    );
+    assert_malformed(&[0, 0, 0, 3, 13, 0, 1], PeerMisbehaved::BadLength { id: id::SUGGEST_PIECE, len: 3 });
 }
 
 #[test]
 fn have_all_with_payload_is_bad_length() {
-    assert_malformed(
-        &[0, 0, 0, 2, 14, 1],
-        PeerMisbehaved::BadLength {
-            id: id::HAVE_ALL,
-            len: 2,
-        },
-    );
+    assert_malformed(&[0, 0, 0, 2, 14, 1], PeerMisbehaved::BadLength { id: id::HAVE_ALL, len: 2 });
 }
 
 #[test]
 fn have_none_with_payload_is_bad_length() {
-    assert_malformed(
-        &[0, 0, 0, 2, 15, 0],
-        PeerMisbehaved::BadLength {
-            id: id::HAVE_NONE,
-            len: 2,
-        },
-    );
+    assert_malformed(&[0, 0, 0, 2, 15, 0], PeerMisbehaved::BadLength { id: id::HAVE_NONE, len: 2 });
 }
 
 #[test]
@@ -619,35 +404,17 @@ fn reject_request_with_wrong_length_is_bad_length() {
     let mut bytes = REJECT_REQUEST.to_vec();
     bytes[3] = 16;
     bytes.extend_from_slice(&[0, 0, 0]);
-    assert_malformed(
-        &bytes,
-        PeerMisbehaved::BadLength {
-            id: id::REJECT_REQUEST,
-            len: 16,
-        },
-    );
+    assert_malformed(&bytes, PeerMisbehaved::BadLength { id: id::REJECT_REQUEST, len: 16 });
 }
 
 #[test]
 fn allowed_fast_with_wrong_length_is_bad_length() {
-    assert_malformed(
-        &[0, 0, 0, 6, 17, 0, 0, 0, 1, 2],
-        PeerMisbehaved::BadLength {
-            id: id::ALLOWED_FAST,
-            len: 6,
-        },
-    );
+    assert_malformed(&[0, 0, 0, 6, 17, 0, 0, 0, 1, 2], PeerMisbehaved::BadLength { id: id::ALLOWED_FAST, len: 6 });
 }
 
 #[test]
 fn extended_with_empty_body_is_bad_length() {
-    assert_malformed(
-        &[0, 0, 0, 1, 20],
-        PeerMisbehaved::BadLength {
-            id: id::EXTENDED,
-            len: 1,
-        },
-    );
+    assert_malformed(&[0, 0, 0, 1, 20], PeerMisbehaved::BadLength { id: id::EXTENDED, len: 1 });
 }
 
 // ---- handshake ----------------------------------------------------------------------------------
@@ -679,11 +446,7 @@ fn handshake_fixture() -> Handshake {
         info_hash[j] = 0xA0 + j as u8;
         peer_id[j] = b'a' + j as u8;
     }
-    Handshake {
-        reserved: [0, 0, 0, 0, 0, 0x10, 0, 0x05],
-        info_hash: InfoHash(info_hash),
-        peer_id,
-    }
+    Handshake { reserved: [0, 0, 0, 0, 0, 0x10, 0, 0x05], info_hash: InfoHash(info_hash), peer_id }
 }
 
 #[test]
@@ -705,11 +468,7 @@ fn handshake_round_trips_byte_exact() {
 #[test]
 fn every_truncation_of_the_handshake_waits() {
     for cut in 0..HANDSHAKE_LEN {
-        assert_eq!(
-            Handshake::parse(&HANDSHAKE[..cut]),
-            Ok(None),
-            "cut to {cut} bytes"
-        );
+        assert_eq!(Handshake::parse(&HANDSHAKE[..cut]), Ok(None), "cut to {cut} bytes");
     }
 }
 
@@ -718,15 +477,8 @@ fn handshake_with_any_protocol_byte_changed_is_rejected_as_soon_as_it_arrives() 
     for at in 0..20 {
         let mut bytes = HANDSHAKE;
         bytes[at] ^= 0x20;
-        assert_eq!(
-            Handshake::parse(&bytes[..=at]),
-            Err(PeerMisbehaved::WrongProtocolString),
-            "byte {at} changed"
-        );
-        assert_eq!(
-            Handshake::parse(&bytes),
-            Err(PeerMisbehaved::WrongProtocolString)
-        );
+        assert_eq!(Handshake::parse(&bytes[..=at]), Err(PeerMisbehaved::WrongProtocolString), "byte {at} changed");
+        assert_eq!(Handshake::parse(&bytes), Err(PeerMisbehaved::WrongProtocolString));
     }
 }
 
@@ -749,35 +501,16 @@ fn random_frame<'a>(rng: &mut Rng, payload: &'a mut Vec<u8>) -> Frame<'a> {
         4 => Frame::NotInterested,
         5 => Frame::Have { piece: a },
         6 => Frame::Bitfield(payload),
-        7 => Frame::Request {
-            piece: a,
-            offset: b,
-            len: c,
-        },
-        8 => Frame::Piece {
-            piece: a,
-            offset: b,
-            data: payload,
-        },
-        9 => Frame::Cancel {
-            piece: a,
-            offset: b,
-            len: c,
-        },
+        7 => Frame::Request { piece: a, offset: b, len: c },
+        8 => Frame::Piece { piece: a, offset: b, data: payload },
+        9 => Frame::Cancel { piece: a, offset: b, len: c },
         10 => Frame::Port(a as u16),
         11 => Frame::HaveAll,
         12 => Frame::HaveNone,
-        13 => Frame::RejectRequest {
-            piece: a,
-            offset: b,
-            len: c,
-        },
+        13 => Frame::RejectRequest { piece: a, offset: b, len: c },
         14 => Frame::SuggestPiece { piece: a },
         15 => Frame::AllowedFast { piece: a },
-        16 => Frame::Extended {
-            ext_id: a as u8,
-            payload,
-        },
+        16 => Frame::Extended { ext_id: a as u8, payload },
         _ => {
             let known = [0..=9, 13..=17, 20..=20];
             let mut id = a as u8;
@@ -808,24 +541,14 @@ fn check_stream(input: &[u8], limits: &FrameLimits, seed_note: &str, tally: &mut
             Ok(Decoded::NeedMore) => {
                 if rest.len() >= 4 {
                     let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
-                    assert!(
-                        len <= limits.max_body,
-                        "{seed_note}: NeedMore for an over-long frame"
-                    );
-                    assert!(
-                        rest.len() < 4 + len as usize,
-                        "{seed_note}: NeedMore with the whole frame present"
-                    );
+                    assert!(len <= limits.max_body, "{seed_note}: NeedMore for an over-long frame");
+                    assert!(rest.len() < 4 + len as usize, "{seed_note}: NeedMore with the whole frame present");
                 }
                 tally.need_more += 1;
                 return;
             }
             Ok(Decoded::Frame { frame, len }) => {
-                assert!(
-                    len >= 4 && len <= rest.len(),
-                    "{seed_note}: consumed {len} of {}",
-                    rest.len()
-                );
+                assert!(len >= 4 && len <= rest.len(), "{seed_note}: consumed {len} of {}", rest.len());
                 let mut again = vec![];
                 encode(&frame, &mut again);
                 match frame {
@@ -848,10 +571,7 @@ fn check_stream(input: &[u8], limits: &FrameLimits, seed_note: &str, tally: &mut
             }
             Err(PeerMisbehaved::BadLength { id, len }) => {
                 assert_eq!(rest[4], id, "{seed_note}");
-                assert!(
-                    len <= limits.max_body && rest.len() >= 4 + len as usize,
-                    "{seed_note}"
-                );
+                assert!(len <= limits.max_body && rest.len() >= 4 + len as usize, "{seed_note}");
                 tally.bad_length += 1;
                 return;
             }
@@ -869,11 +589,7 @@ fn mutated_frames_never_panic_and_valid_ones_round_trip() {
     for round in 0..MUTATION_ROUNDS {
         let note = format!("seed {MUTATION_SEED:#x} round {round}");
         // Small limits too, so over-long prefixes are common.
-        let limits = if rng.below(4) == 0 {
-            FrameLimits { max_body: 16 }
-        } else {
-            limits()
-        };
+        let limits = if rng.below(4) == 0 { FrameLimits { max_body: 16 } } else { limits() };
         let mut input = vec![];
         match rng.below(5) {
             // A random valid frame: it decodes to itself and every truncation waits.
@@ -881,20 +597,9 @@ fn mutated_frames_never_panic_and_valid_ones_round_trip() {
                 let frame = random_frame(&mut rng, &mut payload);
                 encode(&frame, &mut input);
                 if input.len() - 4 <= limits.max_body as usize {
-                    assert_eq!(
-                        decode(&input, &limits),
-                        Ok(Decoded::Frame {
-                            frame,
-                            len: input.len()
-                        }),
-                        "{note}"
-                    );
+                    assert_eq!(decode(&input, &limits), Ok(Decoded::Frame { frame, len: input.len() }), "{note}");
                     let cut = rng.below(input.len() as u64) as usize;
-                    assert_eq!(
-                        decode(&input[..cut], &limits),
-                        Ok(Decoded::NeedMore),
-                        "{note}: cut {cut}"
-                    );
+                    assert_eq!(decode(&input[..cut], &limits), Ok(Decoded::NeedMore), "{note}: cut {cut}");
                 }
             }
             // Random bytes.
@@ -931,9 +636,7 @@ fn mutated_frames_never_panic_and_valid_ones_round_trip() {
     }
     let t = &tally;
     assert!(
-        [t.frames, t.unknown, t.need_more, t.too_long, t.bad_length]
-            .iter()
-            .all(|&n| n > 100),
+        [t.frames, t.unknown, t.need_more, t.too_long, t.bad_length].iter().all(|&n| n > 100),
         "some outcome was hardly exercised: {tally:?}"
     );
 }
