@@ -67,10 +67,7 @@ impl fmt::Display for BencodeError {
             BencodeError::BadInteger { at } => write!(f, "malformed integer at byte {at}"),
             BencodeError::BadLength { at } => write!(f, "malformed string length at byte {at}"),
             BencodeError::StringPastEnd { at, len } => {
-                write!(
-                    f,
-                    "string of {len} bytes at byte {at} runs past the end of the input"
-                )
+                write!(f, "string of {len} bytes at byte {at} runs past the end of the input")
             }
             BencodeError::TooDeep { at } => {
                 write!(f, "nesting deeper than {MAX_DEPTH} levels at byte {at}")
@@ -105,9 +102,7 @@ pub fn value_span(input: &[u8], start: usize) -> Result<Range<usize>, BencodeErr
     let mut expect_key = false;
     let mut pos = start;
     loop {
-        let byte = *input
-            .get(pos)
-            .ok_or(BencodeError::UnexpectedEnd { at: pos })?;
+        let byte = *input.get(pos).ok_or(BencodeError::UnexpectedEnd { at: pos })?;
         let in_dict = depth > 0 && dict_levels & (1 << (depth - 1)) != 0;
         if depth > 0 && byte == b'e' {
             if in_dict && !expect_key {
@@ -171,18 +166,13 @@ pub fn whole_value_span(input: &[u8]) -> Result<Range<usize>, BencodeError> {
 /// The whole dictionary is scanned (and so checked), so a key that appears twice is reported as
 /// [`BencodeError::DuplicateKey`] rather than silently picking one of two values. Bytes after the
 /// dictionary are not looked at.
-pub fn dict_value_span(
-    dict_bytes: &[u8],
-    key: &[u8],
-) -> Result<Option<Range<usize>>, BencodeError> {
+pub fn dict_value_span(dict_bytes: &[u8], key: &[u8]) -> Result<Option<Range<usize>>, BencodeError> {
     let mut found = None;
     for entry in DictEntries::new(dict_bytes, 0)? {
         let entry = entry?;
         if &dict_bytes[entry.key.clone()] == key {
             if found.is_some() {
-                return Err(BencodeError::DuplicateKey {
-                    at: entry.key.start,
-                });
+                return Err(BencodeError::DuplicateKey { at: entry.key.start });
             }
             found = Some(entry.value);
         }
@@ -212,20 +202,14 @@ impl<'a> DictEntries<'a> {
     /// Starts on the dictionary at `input[start]`.
     pub fn new(input: &'a [u8], start: usize) -> Result<Self, BencodeError> {
         match input.get(start) {
-            Some(b'd') => Ok(DictEntries {
-                input,
-                pos: Some(start + 1),
-            }),
+            Some(b'd') => Ok(DictEntries { input, pos: Some(start + 1) }),
             Some(_) => Err(BencodeError::NotADictionary { at: start }),
             None => Err(BencodeError::UnexpectedEnd { at: start }),
         }
     }
 
     fn entry_at(&self, pos: usize) -> Result<Option<DictEntry>, BencodeError> {
-        let byte = *self
-            .input
-            .get(pos)
-            .ok_or(BencodeError::UnexpectedEnd { at: pos })?;
+        let byte = *self.input.get(pos).ok_or(BencodeError::UnexpectedEnd { at: pos })?;
         if byte == b'e' {
             return Ok(None);
         }
@@ -266,10 +250,8 @@ impl Iterator for DictEntries<'_> {
 
 /// The contents of the byte string whose span (length prefix included) is `span`.
 fn string_contents(input: &[u8], span: Range<usize>) -> Result<Range<usize>, BencodeError> {
-    let colon = input[span.clone()]
-        .iter()
-        .position(|&b| b == b':')
-        .ok_or(BencodeError::BadLength { at: span.start })?;
+    let colon =
+        input[span.clone()].iter().position(|&b| b == b':').ok_or(BencodeError::BadLength { at: span.start })?;
     Ok(span.start + colon + 1..span.end)
 }
 
@@ -314,10 +296,7 @@ fn integer_end(input: &[u8], start: usize) -> Result<usize, BencodeError> {
             None => return Err(BencodeError::UnexpectedEnd { at: pos }),
             Some(b'e') => break,
             Some(&digit) if digit.is_ascii_digit() => {
-                value = value
-                    .checked_mul(10)
-                    .and_then(|v| v.checked_sub(i64::from(digit - b'0')))
-                    .ok_or(bad)?;
+                value = value.checked_mul(10).and_then(|v| v.checked_sub(i64::from(digit - b'0'))).ok_or(bad)?;
                 pos += 1;
             }
             Some(_) => return Err(bad),
@@ -368,12 +347,7 @@ mod tests {
             b"i-9223372036854775809e",
             b"i99999999999999999999999999e",
         ] {
-            assert_eq!(
-                span(bad),
-                Err(BencodeError::BadInteger { at: 0 }),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
+            assert_eq!(span(bad), Err(BencodeError::BadInteger { at: 0 }), "{:?}", String::from_utf8_lossy(bad));
         }
         assert_eq!(span(b"i12"), Err(BencodeError::UnexpectedEnd { at: 3 }));
         assert_eq!(span(b"i"), Err(BencodeError::UnexpectedEnd { at: 1 }));
@@ -391,43 +365,22 @@ mod tests {
 
     #[test]
     fn malformed_strings_are_rejected() {
-        assert_eq!(
-            span(b"4:spa"),
-            Err(BencodeError::StringPastEnd { at: 0, len: 4 })
-        );
+        assert_eq!(span(b"4:spa"), Err(BencodeError::StringPastEnd { at: 0, len: 4 }));
         assert_eq!(span(b"4"), Err(BencodeError::UnexpectedEnd { at: 1 }));
         assert_eq!(span(b"4x:spam"), Err(BencodeError::BadLength { at: 0 }));
         assert_eq!(span(b""), Err(BencodeError::UnexpectedEnd { at: 0 }));
-        assert_eq!(
-            span(b"x"),
-            Err(BencodeError::UnexpectedByte { at: 0, byte: b'x' })
-        );
-        assert_eq!(
-            span(b"e"),
-            Err(BencodeError::UnexpectedByte { at: 0, byte: b'e' })
-        );
+        assert_eq!(span(b"x"), Err(BencodeError::UnexpectedByte { at: 0, byte: b'x' }));
+        assert_eq!(span(b"e"), Err(BencodeError::UnexpectedByte { at: 0, byte: b'e' }));
     }
 
     #[test]
     fn huge_length_prefixes_are_errors_not_panics() {
         // Fits in usize but runs past the input.
-        assert_eq!(
-            span(b"18446744073709551615:x"),
-            Err(BencodeError::StringPastEnd {
-                at: 0,
-                len: usize::MAX
-            })
-        );
+        assert_eq!(span(b"18446744073709551615:x"), Err(BencodeError::StringPastEnd { at: 0, len: usize::MAX }));
         // Overflows usize.
-        assert_eq!(
-            span(b"99999999999999999999999:x"),
-            Err(BencodeError::BadLength { at: 0 })
-        );
+        assert_eq!(span(b"99999999999999999999999:x"), Err(BencodeError::BadLength { at: 0 }));
         // Just past the end, inside a container.
-        assert_eq!(
-            span(b"l5:abcd"),
-            Err(BencodeError::StringPastEnd { at: 1, len: 5 })
-        );
+        assert_eq!(span(b"l5:abcd"), Err(BencodeError::StringPastEnd { at: 1, len: 5 }));
     }
 
     // ---- Containers ----
@@ -457,15 +410,9 @@ mod tests {
         assert_eq!(span(b"di1ei2ee"), Err(BencodeError::KeyNotString { at: 1 }));
         assert_eq!(span(b"dlee1:ae"), Err(BencodeError::KeyNotString { at: 1 }));
         assert_eq!(span(b"d1:ae"), Err(BencodeError::MissingValue { at: 4 }));
-        assert_eq!(
-            span(b"d1:ai1e1:be"),
-            Err(BencodeError::MissingValue { at: 10 })
-        );
+        assert_eq!(span(b"d1:ai1e1:be"), Err(BencodeError::MissingValue { at: 10 }));
         // A list closing inside a dictionary hands control back to the dictionary's key position.
-        assert_eq!(
-            span(b"d1:alei1ee"),
-            Err(BencodeError::KeyNotString { at: 6 })
-        );
+        assert_eq!(span(b"d1:alei1ee"), Err(BencodeError::KeyNotString { at: 6 }));
         assert_eq!(span(b"d1:ale1:bi1ee"), Ok(0..13));
     }
 
@@ -484,19 +431,13 @@ mod tests {
         // Dictionaries count too, and a million levels cost no stack.
         let mut deep = b"d1:a".repeat(1_000_000);
         deep.push(b'e');
-        assert_eq!(
-            span(&deep),
-            Err(BencodeError::TooDeep { at: 4 * MAX_DEPTH })
-        );
+        assert_eq!(span(&deep), Err(BencodeError::TooDeep { at: 4 * MAX_DEPTH }));
     }
 
     #[test]
     fn whole_value_rejects_trailing_bytes() {
         assert_eq!(whole_value_span(b"d1:ai1ee"), Ok(0..8));
-        assert_eq!(
-            whole_value_span(b"d1:ai1ee\n"),
-            Err(BencodeError::TrailingBytes { at: 8 })
-        );
+        assert_eq!(whole_value_span(b"d1:ai1ee\n"), Err(BencodeError::TrailingBytes { at: 8 }));
     }
 
     // ---- Dictionary lookup ----
@@ -506,12 +447,7 @@ mod tests {
         let dict = b"d8:announce3:url4:infod4:name1:x6:lengthi3ee1:zi0ee";
         let info = dict_value_span(dict, b"info").unwrap().unwrap();
         assert_eq!(&dict[info.clone()], b"d4:name1:x6:lengthi3ee");
-        assert_eq!(
-            dict_value_span(dict, b"announce")
-                .unwrap()
-                .map(|r| &dict[r]),
-            Some(&b"3:url"[..])
-        );
+        assert_eq!(dict_value_span(dict, b"announce").unwrap().map(|r| &dict[r]), Some(&b"3:url"[..]));
         // `name` exists only inside `info`.
         assert_eq!(dict_value_span(dict, b"name"), Ok(None));
         assert_eq!(dict_value_span(b"de", b"info"), Ok(None));
@@ -519,30 +455,12 @@ mod tests {
 
     #[test]
     fn dict_value_span_rejects_duplicates_and_non_dictionaries() {
-        assert_eq!(
-            dict_value_span(b"d4:infoi1e4:infoi2ee", b"info"),
-            Err(BencodeError::DuplicateKey { at: 12 })
-        );
-        assert_eq!(
-            dict_value_span(b"li1ee", b"info"),
-            Err(BencodeError::NotADictionary { at: 0 })
-        );
-        assert_eq!(
-            dict_value_span(b"", b"info"),
-            Err(BencodeError::UnexpectedEnd { at: 0 })
-        );
-        assert_eq!(
-            dict_value_span(b"d4:info", b"info"),
-            Err(BencodeError::UnexpectedEnd { at: 7 })
-        );
-        assert_eq!(
-            dict_value_span(b"d4:infoe", b"info"),
-            Err(BencodeError::MissingValue { at: 7 })
-        );
-        assert_eq!(
-            dict_value_span(b"di1ei1ee", b"info"),
-            Err(BencodeError::KeyNotString { at: 1 })
-        );
+        assert_eq!(dict_value_span(b"d4:infoi1e4:infoi2ee", b"info"), Err(BencodeError::DuplicateKey { at: 12 }));
+        assert_eq!(dict_value_span(b"li1ee", b"info"), Err(BencodeError::NotADictionary { at: 0 }));
+        assert_eq!(dict_value_span(b"", b"info"), Err(BencodeError::UnexpectedEnd { at: 0 }));
+        assert_eq!(dict_value_span(b"d4:info", b"info"), Err(BencodeError::UnexpectedEnd { at: 7 }));
+        assert_eq!(dict_value_span(b"d4:infoe", b"info"), Err(BencodeError::MissingValue { at: 7 }));
+        assert_eq!(dict_value_span(b"di1ei1ee", b"info"), Err(BencodeError::KeyNotString { at: 1 }));
     }
 
     #[test]
@@ -552,10 +470,7 @@ mod tests {
             .unwrap()
             .map(|e| e.map(|DictEntry { key, value }| (&dict[key], &dict[value])))
             .collect();
-        assert_eq!(
-            entries,
-            [Ok((&b"b"[..], &b"i1e"[..])), Ok((&b"a"[..], &b"li2ee"[..]))]
-        );
+        assert_eq!(entries, [Ok((&b"b"[..], &b"i1e"[..])), Ok((&b"a"[..], &b"li2ee"[..]))]);
     }
 
     #[test]

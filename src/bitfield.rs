@@ -19,11 +19,7 @@ pub struct Bitfield {
 
 impl Bitfield {
     pub fn new(len: u32) -> Self {
-        Bitfield {
-            bytes: vec![0; Self::byte_len(len)],
-            len,
-            ones: 0,
-        }
+        Bitfield { bytes: vec![0; Self::byte_len(len)], len, ones: 0 }
     }
 
     pub fn full(len: u32) -> Self {
@@ -43,21 +39,14 @@ impl Bitfield {
     pub fn from_wire(payload: &[u8], len: u32) -> Result<Self, BitfieldError> {
         let want = Self::byte_len(len);
         if payload.len() != want {
-            return Err(BitfieldError::WrongLength {
-                got: payload.len() as u32,
-                want: want as u32,
-            });
+            return Err(BitfieldError::WrongLength { got: payload.len() as u32, want: want as u32 });
         }
         let spare = (want * 8) as u32 - len;
         if spare > 0 && payload[want - 1] & ((1u8 << spare) - 1) != 0 {
             return Err(BitfieldError::SpareBits);
         }
         let ones = payload.iter().map(|b| b.count_ones()).sum();
-        Ok(Bitfield {
-            bytes: payload.to_vec(),
-            len,
-            ones,
-        })
+        Ok(Bitfield { bytes: payload.to_vec(), len, ones })
     }
 
     /// Replaces the contents with a peer's payload (same checks as `from_wire`), reusing the storage.
@@ -134,14 +123,8 @@ mod tests {
 
     #[test]
     fn from_wire_rejects_wrong_length_and_spare_bits() {
-        assert_eq!(
-            Bitfield::from_wire(&[0xff], 10),
-            Err(BitfieldError::WrongLength { got: 1, want: 2 })
-        );
-        assert_eq!(
-            Bitfield::from_wire(&[0xff, 0xe0], 10),
-            Err(BitfieldError::SpareBits)
-        );
+        assert_eq!(Bitfield::from_wire(&[0xff], 10), Err(BitfieldError::WrongLength { got: 1, want: 2 }));
+        assert_eq!(Bitfield::from_wire(&[0xff, 0xe0], 10), Err(BitfieldError::SpareBits));
         let b = Bitfield::from_wire(&[0xff, 0xc0], 10).unwrap();
         assert!(b.is_full());
         assert!(Bitfield::full(10).is_full());

@@ -98,21 +98,9 @@ pub struct TransferOptions {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
-    Download {
-        opts: TransferOptions,
-        seed: bool,
-        files: Option<Vec<usize>>,
-        sequential: bool,
-        recheck: bool,
-    },
-    Seed {
-        opts: TransferOptions,
-        partial: bool,
-    },
-    Info {
-        torrent: PathBuf,
-        scrape: bool,
-    },
+    Download { opts: TransferOptions, seed: bool, files: Option<Vec<usize>>, sequential: bool, recheck: bool },
+    Seed { opts: TransferOptions, partial: bool },
+    Info { torrent: PathBuf, scrape: bool },
     Help(&'static str),
     Version,
 }
@@ -163,13 +151,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, UsageError> {
             if opts.seed_ratio.is_some() && !seed {
                 return Err(UsageError("--seed-ratio needs --seed".into()));
             }
-            Command::Download {
-                opts,
-                seed,
-                files,
-                sequential,
-                recheck,
-            }
+            Command::Download { opts, seed, files, sequential, recheck }
         }
         Some("seed") => {
             let partial = args.contains("--partial");
@@ -181,64 +163,42 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, UsageError> {
             let torrent = torrent_arg(&mut args, "info")?;
             Command::Info { torrent, scrape }
         }
-        Some(other) => {
-            return Err(UsageError(format!(
-                "unknown command '{other}': try `rill --help`"
-            )))
-        }
+        Some(other) => return Err(UsageError(format!("unknown command '{other}': try `rill --help`"))),
     };
     let rest = args.finish();
     if let Some(extra) = rest.first() {
-        return Err(UsageError(format!(
-            "unexpected argument '{}'",
-            extra.to_string_lossy()
-        )));
+        return Err(UsageError(format!("unexpected argument '{}'", extra.to_string_lossy())));
     }
     Ok(command)
 }
 
 fn torrent_arg(args: &mut pico_args::Arguments, cmd: &str) -> Result<PathBuf, UsageError> {
-    let torrent: Option<PathBuf> =
-        args.opt_free_from_os_str(|s| Ok::<_, String>(PathBuf::from(s)))?;
+    let torrent: Option<PathBuf> = args.opt_free_from_os_str(|s| Ok::<_, String>(PathBuf::from(s)))?;
     match torrent {
         Some(t) if !t.to_string_lossy().starts_with('-') => Ok(t),
-        Some(t) => Err(UsageError(format!(
-            "unknown option '{}': try `rill {cmd} --help`",
-            t.display()
-        ))),
-        None => Err(UsageError(format!(
-            "missing FILE.torrent: try `rill {cmd} --help`"
-        ))),
+        Some(t) => Err(UsageError(format!("unknown option '{}': try `rill {cmd} --help`", t.display()))),
+        None => Err(UsageError(format!("missing FILE.torrent: try `rill {cmd} --help`"))),
     }
 }
 
-fn transfer_options(
-    args: &mut pico_args::Arguments,
-    cmd: &str,
-) -> Result<TransferOptions, UsageError> {
+fn transfer_options(args: &mut pico_args::Arguments, cmd: &str) -> Result<TransferOptions, UsageError> {
     let dir = args
         .opt_value_from_os_str(["-d", "--dir"], |s| Ok::<_, String>(PathBuf::from(s)))?
         .unwrap_or_else(|| PathBuf::from("."));
     let no_ui = args.contains("--no-ui");
     let port = args.opt_value_from_str("--port")?;
-    let max_peers = args
-        .opt_value_from_str("--max-peers")?
-        .unwrap_or(DEFAULT_MAX_PEERS);
+    let max_peers = args.opt_value_from_str("--max-peers")?.unwrap_or(DEFAULT_MAX_PEERS);
     if max_peers == 0 {
         return Err(UsageError("--max-peers must be at least 1".into()));
     }
     let peers = args.values_from_str("--peer")?;
     let seed_ratio: Option<f64> = args.opt_value_from_str("--seed-ratio")?;
     if seed_ratio.is_some_and(|r| !(r.is_finite() && r >= 0.0)) {
-        return Err(UsageError(
-            "--seed-ratio must be a non-negative number".into(),
-        ));
+        return Err(UsageError("--seed-ratio must be a non-negative number".into()));
     }
     let up_limit = args.opt_value_from_fn("--up-limit", parse_rate_arg)?;
     let down_limit = args.opt_value_from_fn("--down-limit", parse_rate_arg)?;
-    let max_upload_slots = args
-        .opt_value_from_str("--max-upload-slots")?
-        .unwrap_or(DEFAULT_UPLOAD_SLOTS);
+    let max_upload_slots = args.opt_value_from_str("--max-upload-slots")?.unwrap_or(DEFAULT_UPLOAD_SLOTS);
     let torrent = torrent_arg(args, cmd)?;
     Ok(TransferOptions {
         torrent,
@@ -294,16 +254,9 @@ mod tests {
 
     #[test]
     fn download_with_flags() {
-        let cmd = parse(args(
-            "download a.torrent -d out --no-ui --port 0 --peer 127.0.0.1:5000 --files 0,2-3",
-        ))
-        .unwrap();
-        let Command::Download {
-            opts, files, seed, ..
-        } = cmd
-        else {
-            panic!("{cmd:?}")
-        };
+        let cmd =
+            parse(args("download a.torrent -d out --no-ui --port 0 --peer 127.0.0.1:5000 --files 0,2-3")).unwrap();
+        let Command::Download { opts, files, seed, .. } = cmd else { panic!("{cmd:?}") };
         assert_eq!(opts.torrent, PathBuf::from("a.torrent"));
         assert_eq!(opts.dir, PathBuf::from("out"));
         assert!(opts.no_ui);
@@ -322,10 +275,7 @@ mod tests {
         assert!(parse(args("download a.torrent --max-peers x")).is_err());
         assert!(parse(args("download a.torrent --seed-ratio 2")).is_err());
         assert_eq!(parse(args("--help")).unwrap(), Command::Help(MAIN_HELP));
-        assert_eq!(
-            parse(args("download --help")).unwrap(),
-            Command::Help(DOWNLOAD_HELP)
-        );
+        assert_eq!(parse(args("download --help")).unwrap(), Command::Help(DOWNLOAD_HELP));
         assert!(parse_file_list("3-1").is_err());
     }
 }

@@ -36,11 +36,7 @@ impl Geometry {
     pub fn new(piece_length: u32, total_length: u64) -> Self {
         debug_assert!(piece_length > 0);
         let piece_count = total_length.div_ceil(u64::from(piece_length)) as u32;
-        Geometry {
-            piece_length,
-            total_length,
-            piece_count,
-        }
+        Geometry { piece_length, total_length, piece_count }
     }
 
     pub fn piece_count(&self) -> u32 {
@@ -121,14 +117,7 @@ mod tests {
         assert_eq!(g.piece_len(0), 32 * 1024);
         assert_eq!(g.piece_len(2), 16 * 1024 + 100);
         assert_eq!(g.blocks_in_piece(2), 2);
-        assert_eq!(
-            g.block_ref(2, 1),
-            BlockRef {
-                piece: 2,
-                offset: 16 * 1024,
-                len: 100
-            }
-        );
+        assert_eq!(g.block_ref(2, 1), BlockRef { piece: 2, offset: 16 * 1024, len: 100 });
         assert_eq!(g.max_blocks_per_piece(), 2);
     }
 
@@ -137,20 +126,11 @@ mod tests {
         let g = Geometry::new(32 * 1024, 40_000);
         assert!(g.piece(2).is_none());
         assert!(g.block(1, 0, 40_000 - 32 * 1024, BLOCK_LEN).is_some());
-        assert!(
-            g.block(1, 1, 40_000 - 32 * 1024, BLOCK_LEN).is_none(),
-            "runs past the piece"
-        );
-        assert!(
-            g.block(0, 0, BLOCK_LEN + 1, BLOCK_LEN).is_none(),
-            "oversized"
-        );
+        assert!(g.block(1, 1, 40_000 - 32 * 1024, BLOCK_LEN).is_none(), "runs past the piece");
+        assert!(g.block(0, 0, BLOCK_LEN + 1, BLOCK_LEN).is_none(), "oversized");
         assert!(g.block(0, 0, 0, BLOCK_LEN).is_none(), "empty");
         assert!(g.block(0, u32::MAX, 2, BLOCK_LEN).is_none(), "no overflow");
-        assert_eq!(
-            g.aligned_block(1, 0, 40_000 - 32 * 1024),
-            Some(g.block_ref(1, 0))
-        );
+        assert_eq!(g.aligned_block(1, 0, 40_000 - 32 * 1024), Some(g.block_ref(1, 0)));
         assert!(g.aligned_block(0, 100, BLOCK_LEN).is_none());
         assert!(g.aligned_block(0, 0, 100).is_none());
     }

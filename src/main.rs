@@ -29,9 +29,7 @@ enum Failure {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_target(true)
-        .init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).format_target(true).init();
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let command = match cli::parse(args) {
         Ok(c) => c,
@@ -68,10 +66,7 @@ fn run(command: Command) -> Result<(), Failure> {
             print!("{}", info::render_info(&meta));
             if scrape {
                 if meta.trackers.is_empty() {
-                    return Err(Failure::Input(format!(
-                        "{}: the torrent lists no trackers",
-                        torrent.display()
-                    )));
+                    return Err(Failure::Input(format!("{}: the torrent lists no trackers", torrent.display())));
                 }
                 let outcomes = rill::event_loop::scrape::scrape(
                     &meta.trackers,
@@ -85,19 +80,13 @@ fn run(command: Command) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Download {
-            opts,
-            seed,
-            files,
-            sequential,
-            recheck: _,
-        } => {
+                Command::Download { opts, seed, files, sequential, recheck } => {
             let meta = load_torrent(&opts.torrent)?;
             let wanted_files = match &files {
                 Some(list) => select_files(&meta, list)?,
                 None => vec![true; meta.files.len()],
             };
-            download(&meta, &opts, &wanted_files, sequential, seed)
+                        download(&meta, &opts, &wanted_files, sequential, seed, recheck)
         }
         Command::Seed { opts, partial } => {
             let meta = load_torrent(&opts.torrent)?;
@@ -107,18 +96,13 @@ fn run(command: Command) -> Result<(), Failure> {
 }
 
 fn load_torrent(path: &Path) -> Result<Metainfo, Failure> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| Failure::Input(format!("cannot read {}: {e}", path.display())))?;
+    let bytes = std::fs::read(path).map_err(|e| Failure::Input(format!("cannot read {}: {e}", path.display())))?;
     Metainfo::from_bytes(&bytes).map_err(|e| Failure::Input(format!("{}: {e}", path.display())))
 }
 
 /// Maps `--files` indices (as `rill info` numbers them: non-padding files) to a per-file flag.
 fn select_files(meta: &Metainfo, list: &[usize]) -> Result<Vec<bool>, Failure> {
-    let numbered: Vec<usize> = meta
-        .selectable_files()
-        .map(|(_, f)| f)
-        .map(|f| file_index(meta, f))
-        .collect();
+    let numbered: Vec<usize> = meta.selectable_files().map(|(_, f)| f).map(|f| file_index(meta, f)).collect();
     let mut wanted = vec![false; meta.files.len()];
     for &n in list {
         let Some(&i) = numbered.get(n) else {
@@ -133,10 +117,7 @@ fn select_files(meta: &Metainfo, list: &[usize]) -> Result<Vec<bool>, Failure> {
 }
 
 fn file_index(meta: &Metainfo, f: &rill::metainfo::FileEntry) -> usize {
-    meta.files
-        .iter()
-        .position(|g| std::ptr::eq(g, f))
-        .unwrap_or(0)
+    meta.files.iter().position(|g| std::ptr::eq(g, f)).unwrap_or(0)
 }
 
 fn os_seed() -> u64 {
@@ -148,10 +129,7 @@ fn os_seed() -> u64 {
         }
     }
     // No /dev/urandom: the process id and the time are enough for a peer id.
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     (t as u64) ^ (u64::from(std::process::id()) << 32)
 }
 
@@ -172,8 +150,9 @@ fn download(
     meta: &Metainfo,
     opts: &TransferOptions,
     wanted_files: &[bool],
-    sequential: bool,
+        sequential: bool,
     seed: bool,
+    recheck: bool,
 ) -> Result<(), Failure> {
     let geometry = Geometry::new(meta.piece_length, meta.total_length);
     let n = geometry.piece_count();
@@ -190,13 +169,55 @@ fn download(
     }
     std::fs::create_dir_all(&opts.dir)
         .map_err(|e| Failure::Runtime(format!("cannot create {}: {e}", opts.dir.display())))?;
-    let storage = Storage::open(&opts.dir, meta, |i| wanted_files[i])
-        .map_err(|e| Failure::Runtime(e.to_string()))?;
-    let swarm = Swarm::new(geometry, Bitfield::new(n), wanted, sequential);
+        let mut storage =
+        Storage::open(&opts.dir, meta, |i| wanted_files[i]).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let ui_mode = UiMode::detect(opts.no_ui);
+    let have = restore(meta, &mut storage, &geometry, recheck, ui_mode)?;
+    let swarm = Swarm::new(geometry, have, wanted, sequential);
     let mut rng = Rng::seeded(os_seed());
     let id = peer_id(&mut rng);
-    let config = run_config(opts, UiMode::detect(opts.no_ui), seed);
+        let config = run_config(opts, ui_mode, seed);
     run_loop(meta, swarm, storage, config, id, rng, opts)
+}
+
+/// What is already on disk: pieces the resume file vouches for, plus every other piece whose data is
+/// present and hashes right. Shows progress while hashing.
+fn restore(
+    meta: &Metainfo,
+    storage: &mut Storage,
+    geometry: &Geometry,
+    recheck: bool,
+    ui_mode: UiMode,
+) -> Result<Bitfield, Failure> {
+    let resume = if recheck { None } else { storage.load_resume(&meta.info_hash.0, geometry.piece_count()) };
+    let mut last_shown = u64::MAX;
+    let restored = verify::restore(storage, geometry, &meta.piece_hashes, resume.as_ref(), recheck, |done, total| {
+        let pct = u64::from(done) * 100 / u64::from(total.max(1));
+        let shown = if ui_mode == UiMode::Live { pct } else { pct / 10 * 10 };
+        if shown != last_shown {
+            if ui_mode == UiMode::Live {
+                print!("\rchecking existing data {pct:3}%");
+                let _ = std::io::stdout().flush();
+            } else {
+                println!("checking existing data {shown}%");
+            }
+            last_shown = shown;
+        }
+    })
+    .map_err(|e| Failure::Runtime(e.to_string()))?;
+    if ui_mode == UiMode::Live && restored.checked > 0 {
+        println!();
+    }
+    if restored.trusted > 0 || restored.checked > 0 {
+        println!(
+            "{} of {} pieces already here ({} from the resume file, {} checked)",
+            restored.have.count_ones(),
+            geometry.piece_count(),
+            restored.trusted,
+            restored.checked
+        );
+    }
+    Ok(restored.have)
 }
 
 fn run_config(opts: &TransferOptions, ui: UiMode, keep_seeding: bool) -> RunConfig {
@@ -225,16 +246,14 @@ fn run_loop(
     rng: Rng,
     opts: &TransferOptions,
 ) -> Result<(), Failure> {
-    let event_loop = EventLoop::new(meta, swarm, storage, config, id, rng)
-        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let event_loop =
+        EventLoop::new(meta, swarm, storage, config, id, rng).map_err(|e| Failure::Runtime(e.to_string()))?;
     if let Some(port) = event_loop.listen_port() {
         if opts.port == Some(0) {
             println!("listening on port {port}");
         }
     }
-    let outcome = event_loop
-        .run()
-        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let outcome = event_loop.run().map_err(|e| Failure::Runtime(e.to_string()))?;
     let mut out = std::io::stdout().lock();
     if !outcome.complete {
         if outcome.interrupted {
@@ -246,20 +265,23 @@ fn run_loop(
             );
             return Ok(());
         }
-        return Err(Failure::Runtime(
-            "stopped before the download completed".into(),
-        ));
+        return Err(Failure::Runtime("stopped before the download completed".into()));
     }
     let _ = writeln!(
         out,
         "{}",
-        ui::render_summary(
-            outcome.wanted_bytes,
-            outcome.elapsed,
-            outcome.peers_used,
-            outcome.uploaded
-        )
+                ui::render_summary(outcome.wanted_bytes, outcome.elapsed, outcome.peers_used, outcome.uploaded)
     );
+    if outcome.wasted > 0 || outcome.hash_failures > 0 {
+        let _ = writeln!(
+            out,
+            "wasted: {} ({} bytes), {} piece{} failed verification",
+            ui::bytes(outcome.wasted),
+            outcome.wasted,
+            outcome.hash_failures,
+            if outcome.hash_failures == 1 { "" } else { "s" }
+        );
+    }
     Ok(())
 }
 
@@ -268,53 +290,13 @@ fn run_loop(
 fn seed(meta: &Metainfo, opts: &TransferOptions, partial: bool) -> Result<(), Failure> {
     let geometry = Geometry::new(meta.piece_length, meta.total_length);
     let n = geometry.piece_count();
-    let mut storage =
-        Storage::open(&opts.dir, meta, |_| false).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let mut storage = Storage::open(&opts.dir, meta, |_| false).map_err(|e| Failure::Runtime(e.to_string()))?;
     let ui_mode = UiMode::detect(opts.no_ui);
-    let mut have = Bitfield::new(n);
-    let mut last_shown = u64::MAX;
-    verify::check_pieces(
-        &mut storage,
-        &geometry,
-        &meta.piece_hashes,
-        0..n,
-        |v| {
-            have.set(v.piece());
-        },
-        |done| {
-            let pct = u64::from(done) * 100 / u64::from(n.max(1));
-            let shown = if ui_mode == UiMode::Live {
-                pct
-            } else {
-                pct / 10 * 10
-            };
-            if shown != last_shown {
-                if ui_mode == UiMode::Live {
-                    print!("\rchecking {pct:3}%");
-                    let _ = std::io::stdout().flush();
-                } else {
-                    println!("checking {shown}%");
-                }
-                last_shown = shown;
-            }
-        },
-    )
-    .map_err(|e| Failure::Runtime(e.to_string()))?;
-    if ui_mode == UiMode::Live {
-        println!();
-    }
+    let have = restore(meta, &mut storage, &geometry, false, ui_mode)?;
     let missing = n - have.count_ones();
     if missing > 0 && !partial {
-        let root = meta
-            .files
-            .first()
-            .map(|f| f.path.clone())
-            .unwrap_or_default();
-        let root = root
-            .components()
-            .next()
-            .map(|c| opts.dir.join(c.as_os_str()))
-            .unwrap_or_default();
+        let root = meta.files.first().map(|f| f.path.clone()).unwrap_or_default();
+        let root = root.components().next().map(|c| opts.dir.join(c.as_os_str())).unwrap_or_default();
         return Err(Failure::Runtime(format!(
             "{}: {missing} of {n} pieces are missing or damaged; use --partial to seed what is there",
             root.display()

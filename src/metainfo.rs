@@ -186,10 +186,9 @@ impl fmt::Display for MetainfoError {
             MetainfoError::PiecesNotMultipleOf20 { len } => {
                 write!(f, "pieces holds {len} bytes, not a multiple of 20")
             }
-            MetainfoError::PieceCountMismatch { have, want } => write!(
-                f,
-                "pieces holds {have} hashes but the total length needs {want}"
-            ),
+            MetainfoError::PieceCountMismatch { have, want } => {
+                write!(f, "pieces holds {have} hashes but the total length needs {want}")
+            }
             MetainfoError::TooManyPieces(n) => write!(f, "{n} pieces is more than rill can count"),
             MetainfoError::LengthAndFiles => {
                 write!(f, "info has both `length` and `files`")
@@ -271,10 +270,8 @@ impl Metainfo {
         let info_hash = InfoHash(Sha1::digest(info_bytes).into());
 
         // 2. Typed fields.
-        let top: RawTorrent =
-            serde_bencode::from_bytes(outer).map_err(|e| malformed("torrent", e))?;
-        let info: RawInfo =
-            serde_bencode::from_bytes(info_bytes).map_err(|e| malformed("info dictionary", e))?;
+        let top: RawTorrent = serde_bencode::from_bytes(outer).map_err(|e| malformed("torrent", e))?;
+        let info: RawInfo = serde_bencode::from_bytes(info_bytes).map_err(|e| malformed("info dictionary", e))?;
 
         // 3. Validation. v2-only first: such a torrent lacks `pieces`, and that is the better message.
         let meta_version = info.meta_version.as_ref().and_then(as_int);
@@ -386,14 +383,10 @@ fn multi_file_layout(name: &str, raw_files: Vec<RawFile>) -> Result<Vec<FileEntr
         let length = file_length(raw.length.ok_or(MetainfoError::MissingField("length"))?)?;
         let raw_path = raw.path.ok_or(MetainfoError::MissingField("path"))?;
         let components: Vec<String> = match raw.path_utf8 {
-            Some(utf8) if utf8.iter().all(|c| std::str::from_utf8(c).is_ok()) => utf8
-                .iter()
-                .map(|c| String::from_utf8_lossy(c).into_owned())
-                .collect(),
-            _ => raw_path
-                .iter()
-                .map(|c| String::from_utf8_lossy(c).into_owned())
-                .collect(),
+            Some(utf8) if utf8.iter().all(|c| std::str::from_utf8(c).is_ok()) => {
+                utf8.iter().map(|c| String::from_utf8_lossy(c).into_owned()).collect()
+            }
+            _ => raw_path.iter().map(|c| String::from_utf8_lossy(c).into_owned()).collect(),
         };
         if components.is_empty() {
             return Err(MetainfoError::EmptyPath { index });
@@ -407,10 +400,7 @@ fn multi_file_layout(name: &str, raw_files: Vec<RawFile>) -> Result<Vec<FileEntr
         }
         for component in &components {
             if let Err(problem) = check_component(component) {
-                return Err(MetainfoError::UnsafePath {
-                    path: display_path,
-                    problem,
-                });
+                return Err(MetainfoError::UnsafePath { path: display_path, problem });
             }
         }
         files.push(FileEntry {
@@ -420,9 +410,7 @@ fn multi_file_layout(name: &str, raw_files: Vec<RawFile>) -> Result<Vec<FileEntr
             offset,
             padding: is_padding(raw.attr.as_ref().map(|a| a.as_slice()), &components),
         });
-        offset = offset
-            .checked_add(length)
-            .ok_or(MetainfoError::TotalTooLarge)?;
+        offset = offset.checked_add(length).ok_or(MetainfoError::TotalTooLarge)?;
     }
     Ok(files)
 }
@@ -431,9 +419,7 @@ fn multi_file_layout(name: &str, raw_files: Vec<RawFile>) -> Result<Vec<FileEntr
 /// `_____padding_file_` name; libtorrent treats those as padding too.
 fn is_padding(attr: Option<&[u8]>, components: &[String]) -> bool {
     attr.is_some_and(|attr| attr.contains(&b'p'))
-        || components
-            .last()
-            .is_some_and(|last| last.starts_with("_____padding_file_"))
+        || components.last().is_some_and(|last| last.starts_with("_____padding_file_"))
 }
 
 fn file_length(length: i64) -> Result<u64, MetainfoError> {
@@ -464,15 +450,8 @@ fn check_unique_paths(files: &[FileEntry]) -> Result<(), MetainfoError> {
         }
     }
     for file in real() {
-        if let Some(folder) = file
-            .path
-            .ancestors()
-            .skip(1)
-            .find(|folder| paths.contains(folder))
-        {
-            return Err(MetainfoError::FileIsFolder(
-                folder.to_string_lossy().into_owned(),
-            ));
+        if let Some(folder) = file.path.ancestors().skip(1).find(|folder| paths.contains(folder)) {
+            return Err(MetainfoError::FileIsFolder(folder.to_string_lossy().into_owned()));
         }
     }
     Ok(())
@@ -555,12 +534,7 @@ mod tests {
     }
 
     fn dict<'a>(entries: impl IntoIterator<Item = (&'a str, B)>) -> B {
-        B::Dict(
-            entries
-                .into_iter()
-                .map(|(k, v)| (k.as_bytes().to_vec(), v))
-                .collect(),
-        )
+        B::Dict(entries.into_iter().map(|(k, v)| (k.as_bytes().to_vec(), v)).collect())
     }
 
     impl B {
@@ -630,10 +604,7 @@ mod tests {
     }
 
     fn file(length: i64, path: &[&str]) -> B {
-        dict([
-            ("length", B::Int(length)),
-            ("path", list(path.iter().map(s))),
-        ])
+        dict([("length", B::Int(length)), ("path", list(path.iter().map(s)))])
     }
 
     /// A valid multi-file info dictionary: 1,000 + 0 + 20,000 bytes, nested folders.
@@ -641,11 +612,7 @@ mod tests {
         dict([
             (
                 "files",
-                list([
-                    file(1000, &["readme.txt"]),
-                    file(0, &["empty.dat"]),
-                    file(20_000, &["a", "b", "one.bin"]),
-                ]),
+                list([file(1000, &["readme.txt"]), file(0, &["empty.dat"]), file(20_000, &["a", "b", "one.bin"])]),
             ),
             ("name", s("multi")),
             ("piece length", B::Int(PIECE)),
@@ -654,11 +621,7 @@ mod tests {
     }
 
     fn torrent(info: B) -> Vec<u8> {
-        dict([
-            ("announce", s("http://127.0.0.1:6969/announce")),
-            ("info", info),
-        ])
-        .encode()
+        dict([("announce", s("http://127.0.0.1:6969/announce")), ("info", info)]).encode()
     }
 
     #[track_caller]
@@ -719,23 +682,12 @@ mod tests {
     #[test]
     fn multi_file_layout_has_name_first_and_contiguous_offsets() {
         let m = parse(multi_info());
-        let layout: Vec<_> = m
-            .files
-            .iter()
-            .map(|f| (f.display_path.as_str(), f.length, f.offset))
-            .collect();
+        let layout: Vec<_> = m.files.iter().map(|f| (f.display_path.as_str(), f.length, f.offset)).collect();
         assert_eq!(
             layout,
-            [
-                ("multi/readme.txt", 1000, 0),
-                ("multi/empty.dat", 0, 1000),
-                ("multi/a/b/one.bin", 20_000, 1000)
-            ]
+            [("multi/readme.txt", 1000, 0), ("multi/empty.dat", 0, 1000), ("multi/a/b/one.bin", 20_000, 1000)]
         );
-        assert_eq!(
-            m.files[2].path,
-            Path::new("multi").join("a").join("b").join("one.bin")
-        );
+        assert_eq!(m.files[2].path, Path::new("multi").join("a").join("b").join("one.bin"));
         assert_eq!(m.total_length, 21_000);
         assert!(!m.private);
     }
@@ -760,28 +712,18 @@ mod tests {
         let mut bytes = torrent(single_info());
         let clean = Metainfo::from_bytes(&bytes).unwrap();
         bytes.extend_from_slice(b"\ngarbage");
-        assert_eq!(
-            Metainfo::from_bytes(&bytes).unwrap().info_hash,
-            clean.info_hash
-        );
+        assert_eq!(Metainfo::from_bytes(&bytes).unwrap().info_hash, clean.info_hash);
     }
 
     #[test]
     fn utf8_keys_are_preferred_and_other_bytes_decode_lossily() {
-        let info = multi_info().with("name", s(b"caf\xe9")).with(
-            "files",
-            list([dict([
-                ("length", B::Int(21_000)),
-                ("path", list([s(b"\xff.bin")])),
-            ])]),
-        );
+        let info = multi_info()
+            .with("name", s(b"caf\xe9"))
+            .with("files", list([dict([("length", B::Int(21_000)), ("path", list([s(b"\xff.bin")]))])]));
         let m = parse(info.clone());
         assert_eq!(m.name, "caf\u{fffd}");
         assert_eq!(m.files[0].display_path, "caf\u{fffd}/\u{fffd}.bin");
-        assert_eq!(
-            m.files[0].path,
-            Path::new("caf\u{fffd}").join("\u{fffd}.bin")
-        );
+        assert_eq!(m.files[0].path, Path::new("caf\u{fffd}").join("\u{fffd}.bin"));
 
         let info = info.with("name.utf-8", s("café")).with(
             "files",
@@ -805,11 +747,7 @@ mod tests {
     #[test]
     fn padding_files_count_in_the_layout_but_not_in_the_selection() {
         let pad = |len: i64| {
-            dict([
-                ("attr", s("p")),
-                ("length", B::Int(len)),
-                ("path", list([s(".pad"), s(len.to_string())])),
-            ])
+            dict([("attr", s("p")), ("length", B::Int(len)), ("path", list([s(".pad"), s(len.to_string())]))])
         };
         let info = multi_info()
             .with(
@@ -819,11 +757,7 @@ mod tests {
                     pad(15_384),
                     file(20_000, &["b.bin"]),
                     pad(12_768),
-                    dict([
-                        ("attr", s("x")),
-                        ("length", B::Int(5)),
-                        ("path", list([s("run.sh")])),
-                    ]),
+                    dict([("attr", s("x")), ("length", B::Int(5)), ("path", list([s("run.sh")]))]),
                     file(0, &["_____padding_file_0_bitcomet"]),
                 ]),
             )
@@ -833,51 +767,28 @@ mod tests {
         assert_eq!(padding, [false, true, false, true, false, true]);
         assert_eq!(m.files[2].offset, 16_384);
         assert_eq!(m.total_length, 49_157);
-        let selectable: Vec<(usize, &str)> = m
-            .selectable_files()
-            .map(|(i, f)| (i, f.display_path.as_str()))
-            .collect();
-        assert_eq!(
-            selectable,
-            [(0, "multi/a.txt"), (1, "multi/b.bin"), (2, "multi/run.sh")]
-        );
+        let selectable: Vec<(usize, &str)> = m.selectable_files().map(|(i, f)| (i, f.display_path.as_str())).collect();
+        assert_eq!(selectable, [(0, "multi/a.txt"), (1, "multi/b.bin"), (2, "multi/run.sh")]);
     }
 
     #[test]
     fn repeated_padding_paths_are_allowed() {
-        let pad = dict([
-            ("attr", s("p")),
-            ("length", B::Int(100)),
-            ("path", list([s(".pad"), s("100")])),
-        ]);
+        let pad = dict([("attr", s("p")), ("length", B::Int(100)), ("path", list([s(".pad"), s("100")]))]);
         let info = multi_info()
-            .with(
-                "files",
-                list([file(1000, &["a"]), pad.clone(), file(1000, &["b"]), pad]),
-            )
+            .with("files", list([file(1000, &["a"]), pad.clone(), file(1000, &["b"]), pad]))
             .with("pieces", pieces_for(2200));
         assert_eq!(parse(info).files.len(), 4);
     }
 
     #[test]
     fn hybrid_torrent_uses_its_v1_side() {
-        let file_tree = dict([(
-            "single.bin",
-            dict([(
-                "",
-                dict([("length", B::Int(40_000)), ("pieces root", s([7u8; 32]))]),
-            )]),
-        )]);
-        let info = single_info()
-            .with("file tree", file_tree)
-            .with("meta version", B::Int(2));
+        let file_tree =
+            dict([("single.bin", dict([("", dict([("length", B::Int(40_000)), ("pieces root", s([7u8; 32]))]))]))]);
+        let info = single_info().with("file tree", file_tree).with("meta version", B::Int(2));
         let raw_info = info.encode();
-        let bytes = dict([
-            ("announce", s("http://t/a")),
-            ("info", info),
-            ("piece layers", dict([("\u{7}", s([1u8; 96]))])),
-        ])
-        .encode();
+        let bytes =
+            dict([("announce", s("http://t/a")), ("info", info), ("piece layers", dict([("\u{7}", s([1u8; 96]))]))])
+                .encode();
         let m = Metainfo::from_bytes(&bytes).unwrap();
         assert_eq!(m.info_hash, InfoHash(sha1(&raw_info)));
         assert_eq!(m.piece_count(), 3);
@@ -889,13 +800,7 @@ mod tests {
         let info = single_info()
             .without("pieces")
             .without("length")
-            .with(
-                "file tree",
-                dict([(
-                    "single.bin",
-                    dict([("", dict([("length", B::Int(40_000))]))]),
-                )]),
-            )
+            .with("file tree", dict([("single.bin", dict([("", dict([("length", B::Int(40_000))]))]))]))
             .with("meta version", B::Int(2));
         let e = rejection(info);
         assert_eq!(e, MetainfoError::V2Only);
@@ -921,24 +826,14 @@ mod tests {
         ])
         .encode();
         let m = Metainfo::from_bytes(&bytes).unwrap();
-        assert_eq!(
-            m.trackers,
-            [vec!["http://a/1", "udp://a/2"], vec!["http://b/1"]]
-        );
+        assert_eq!(m.trackers, [vec!["http://a/1", "udp://a/2"], vec!["http://b/1"]]);
     }
 
     #[test]
     fn empty_announce_list_falls_back_to_announce() {
-        let bytes = dict([
-            ("announce", s("http://a/")),
-            ("announce-list", list([list([])])),
-            ("info", single_info()),
-        ])
-        .encode();
-        assert_eq!(
-            Metainfo::from_bytes(&bytes).unwrap().trackers,
-            [["http://a/"]]
-        );
+        let bytes =
+            dict([("announce", s("http://a/")), ("announce-list", list([list([])])), ("info", single_info())]).encode();
+        assert_eq!(Metainfo::from_bytes(&bytes).unwrap().trackers, [["http://a/"]]);
     }
 
     #[test]
@@ -968,14 +863,7 @@ mod tests {
 
     #[test]
     fn not_bencode_is_rejected() {
-        for bytes in [
-            &b""[..],
-            b"hello",
-            b"d8:announce",
-            b"<html>",
-            b"i42e",
-            b"le",
-        ] {
+        for bytes in [&b""[..], b"hello", b"d8:announce", b"<html>", b"i42e", b"le"] {
             let e = Metainfo::from_bytes(bytes).unwrap_err();
             assert!(matches!(e, MetainfoError::NotBencode(_)), "{bytes:?}: {e}");
         }
@@ -984,10 +872,7 @@ mod tests {
     #[test]
     fn missing_info_is_rejected() {
         let bytes = dict([("announce", s("http://a/"))]).encode();
-        assert_eq!(
-            Metainfo::from_bytes(&bytes).unwrap_err(),
-            MetainfoError::MissingInfo
-        );
+        assert_eq!(Metainfo::from_bytes(&bytes).unwrap_err(), MetainfoError::MissingInfo);
     }
 
     #[test]
@@ -1012,16 +897,7 @@ mod tests {
     #[test]
     fn wrongly_typed_field_is_malformed() {
         let e = rejection(single_info().with("piece length", s("16384")));
-        assert!(
-            matches!(
-                e,
-                MetainfoError::Malformed {
-                    part: "info dictionary",
-                    ..
-                }
-            ),
-            "{e}"
-        );
+        assert!(matches!(e, MetainfoError::Malformed { part: "info dictionary", .. }), "{e}");
         let e = rejection(single_info().with("files", s("x")).without("length"));
         assert!(matches!(e, MetainfoError::Malformed { .. }), "{e}");
     }
@@ -1030,10 +906,7 @@ mod tests {
 
     #[test]
     fn piece_length_zero_is_rejected() {
-        assert_eq!(
-            rejection(single_info().with("piece length", B::Int(0))),
-            MetainfoError::PieceLengthZero
-        );
+        assert_eq!(rejection(single_info().with("piece length", B::Int(0))), MetainfoError::PieceLengthZero);
     }
 
     #[test]
@@ -1060,26 +933,18 @@ mod tests {
 
     #[test]
     fn largest_piece_length_is_accepted() {
-        let info = single_info()
-            .with("piece length", B::Int(MAX_PIECE_LENGTH.into()))
-            .with("pieces", s([0u8; 20]));
+        let info = single_info().with("piece length", B::Int(MAX_PIECE_LENGTH.into())).with("pieces", s([0u8; 20]));
         assert_eq!(parse(info).piece_length, MAX_PIECE_LENGTH);
     }
 
     #[test]
     fn missing_piece_length_is_rejected() {
-        assert_eq!(
-            rejection(single_info().without("piece length")),
-            MetainfoError::MissingField("piece length")
-        );
+        assert_eq!(rejection(single_info().without("piece length")), MetainfoError::MissingField("piece length"));
     }
 
     #[test]
     fn missing_pieces_without_meta_version_2_is_rejected() {
-        assert_eq!(
-            rejection(single_info().without("pieces")),
-            MetainfoError::MissingField("pieces")
-        );
+        assert_eq!(rejection(single_info().without("pieces")), MetainfoError::MissingField("pieces"));
     }
 
     #[test]
@@ -1108,9 +973,7 @@ mod tests {
 
     #[test]
     fn exact_multiple_of_piece_length_needs_no_extra_piece() {
-        let info = single_info()
-            .with("length", B::Int(2 * PIECE))
-            .with("pieces", s([0u8; 40]));
+        let info = single_info().with("length", B::Int(2 * PIECE)).with("pieces", s([0u8; 40]));
         assert_eq!(parse(info).piece_count(), 2);
     }
 
@@ -1118,10 +981,7 @@ mod tests {
 
     #[test]
     fn negative_single_file_length_is_rejected() {
-        assert_eq!(
-            rejection(single_info().with("length", B::Int(-1))),
-            MetainfoError::NegativeLength(-1)
-        );
+        assert_eq!(rejection(single_info().with("length", B::Int(-1))), MetainfoError::NegativeLength(-1));
     }
 
     #[test]
@@ -1132,35 +992,21 @@ mod tests {
 
     #[test]
     fn file_lengths_overflowing_the_total_are_rejected() {
-        let info = multi_info().with(
-            "files",
-            list([
-                file(i64::MAX, &["a"]),
-                file(i64::MAX, &["b"]),
-                file(2, &["c"]),
-            ]),
-        );
+        let info = multi_info().with("files", list([file(i64::MAX, &["a"]), file(i64::MAX, &["b"]), file(2, &["c"])]));
         assert_eq!(rejection(info), MetainfoError::TotalTooLarge);
     }
 
     #[test]
     fn absurd_total_length_is_rejected_by_the_piece_count() {
         let e = rejection(single_info().with("length", B::Int(i64::MAX)));
-        assert!(
-            matches!(e, MetainfoError::PieceCountMismatch { have: 3, .. }),
-            "{e}"
-        );
+        assert!(matches!(e, MetainfoError::PieceCountMismatch { have: 3, .. }), "{e}");
     }
 
     #[test]
     fn zero_total_length_is_rejected() {
-        let info = single_info()
-            .with("length", B::Int(0))
-            .with("pieces", s(""));
+        let info = single_info().with("length", B::Int(0)).with("pieces", s(""));
         assert_eq!(rejection(info), MetainfoError::EmptyTorrent);
-        let info = multi_info()
-            .with("files", list([file(0, &["a"]), file(0, &["b"])]))
-            .with("pieces", s(""));
+        let info = multi_info().with("files", list([file(0, &["a"]), file(0, &["b"])])).with("pieces", s(""));
         assert_eq!(rejection(info), MetainfoError::EmptyTorrent);
     }
 
@@ -1174,36 +1020,24 @@ mod tests {
 
     #[test]
     fn both_length_and_files_is_rejected() {
-        assert_eq!(
-            rejection(multi_info().with("length", B::Int(21_000))),
-            MetainfoError::LengthAndFiles
-        );
+        assert_eq!(rejection(multi_info().with("length", B::Int(21_000))), MetainfoError::LengthAndFiles);
     }
 
     #[test]
     fn neither_length_nor_files_is_rejected() {
-        assert_eq!(
-            rejection(single_info().without("length")),
-            MetainfoError::NoLayout
-        );
+        assert_eq!(rejection(single_info().without("length")), MetainfoError::NoLayout);
     }
 
     #[test]
     fn empty_files_list_is_rejected() {
-        assert_eq!(
-            rejection(multi_info().with("files", list([]))),
-            MetainfoError::NoFiles
-        );
+        assert_eq!(rejection(multi_info().with("files", list([]))), MetainfoError::NoFiles);
     }
 
     // ---- Rejections: names and paths ----
 
     #[track_caller]
     fn path_rejection(components: &[&str]) -> MetainfoError {
-        let bad = dict([
-            ("length", B::Int(20_000)),
-            ("path", list(components.iter().map(s))),
-        ]);
+        let bad = dict([("length", B::Int(20_000)), ("path", list(components.iter().map(s)))]);
         rejection(multi_info().with("files", list([file(1000, &["ok"]), bad])))
     }
 
@@ -1211,10 +1045,7 @@ mod tests {
     fn empty_path_component_is_rejected() {
         assert_eq!(
             path_rejection(&["a", "", "b"]),
-            MetainfoError::UnsafePath {
-                path: "multi/a//b".into(),
-                problem: PathProblem::Empty
-            }
+            MetainfoError::UnsafePath { path: "multi/a//b".into(), problem: PathProblem::Empty }
         );
     }
 
@@ -1222,10 +1053,7 @@ mod tests {
     fn dot_path_component_is_rejected() {
         assert_eq!(
             path_rejection(&[".", "b"]),
-            MetainfoError::UnsafePath {
-                path: "multi/./b".into(),
-                problem: PathProblem::Dot
-            }
+            MetainfoError::UnsafePath { path: "multi/./b".into(), problem: PathProblem::Dot }
         );
     }
 
@@ -1233,10 +1061,7 @@ mod tests {
     fn dot_dot_path_component_is_rejected() {
         assert_eq!(
             path_rejection(&["..", "..", "etc", "passwd"]),
-            MetainfoError::UnsafePath {
-                path: "multi/../../etc/passwd".into(),
-                problem: PathProblem::DotDot
-            }
+            MetainfoError::UnsafePath { path: "multi/../../etc/passwd".into(), problem: PathProblem::DotDot }
         );
     }
 
@@ -1244,17 +1069,11 @@ mod tests {
     fn absolute_path_component_is_rejected() {
         assert_eq!(
             path_rejection(&["/etc", "passwd"]),
-            MetainfoError::UnsafePath {
-                path: "multi//etc/passwd".into(),
-                problem: PathProblem::Absolute
-            }
+            MetainfoError::UnsafePath { path: "multi//etc/passwd".into(), problem: PathProblem::Absolute }
         );
         assert_eq!(
             path_rejection(&["\\windows"]),
-            MetainfoError::UnsafePath {
-                path: "multi/\\windows".into(),
-                problem: PathProblem::Absolute
-            }
+            MetainfoError::UnsafePath { path: "multi/\\windows".into(), problem: PathProblem::Absolute }
         );
     }
 
@@ -1262,10 +1081,7 @@ mod tests {
     fn slash_inside_a_component_is_rejected() {
         assert_eq!(
             path_rejection(&["a/../../b"]),
-            MetainfoError::UnsafePath {
-                path: "multi/a/../../b".into(),
-                problem: PathProblem::Separator
-            }
+            MetainfoError::UnsafePath { path: "multi/a/../../b".into(), problem: PathProblem::Separator }
         );
     }
 
@@ -1273,10 +1089,7 @@ mod tests {
     fn backslash_inside_a_component_is_rejected() {
         assert_eq!(
             path_rejection(&["a\\..\\b"]),
-            MetainfoError::UnsafePath {
-                path: "multi/a\\..\\b".into(),
-                problem: PathProblem::Separator
-            }
+            MetainfoError::UnsafePath { path: "multi/a\\..\\b".into(), problem: PathProblem::Separator }
         );
     }
 
@@ -1284,28 +1097,16 @@ mod tests {
     fn nul_in_a_component_is_rejected() {
         assert_eq!(
             path_rejection(&["a\0b"]),
-            MetainfoError::UnsafePath {
-                path: "multi/a\0b".into(),
-                problem: PathProblem::Nul
-            }
+            MetainfoError::UnsafePath { path: "multi/a\0b".into(), problem: PathProblem::Nul }
         );
     }
 
     #[test]
     fn unsafe_utf8_path_is_rejected_even_when_the_raw_path_is_fine() {
-        let bad = dict([
-            ("length", B::Int(20_000)),
-            ("path", list([s("fine")])),
-            ("path.utf-8", list([s(".."), s("evil")])),
-        ]);
+        let bad =
+            dict([("length", B::Int(20_000)), ("path", list([s("fine")])), ("path.utf-8", list([s(".."), s("evil")]))]);
         let e = rejection(multi_info().with("files", list([file(1000, &["ok"]), bad])));
-        assert_eq!(
-            e,
-            MetainfoError::UnsafePath {
-                path: "multi/../evil".into(),
-                problem: PathProblem::DotDot
-            }
-        );
+        assert_eq!(e, MetainfoError::UnsafePath { path: "multi/../evil".into(), problem: PathProblem::DotDot });
     }
 
     #[test]
@@ -1330,10 +1131,7 @@ mod tests {
             ("a\\b", PathProblem::Separator),
             ("a\0", PathProblem::Nul),
         ] {
-            let expected = MetainfoError::UnsafeName {
-                name: name.into(),
-                problem,
-            };
+            let expected = MetainfoError::UnsafeName { name: name.into(), problem };
             assert_eq!(rejection(single_info().with("name", s(name))), expected);
             assert_eq!(rejection(multi_info().with("name", s(name))), expected);
         }
@@ -1342,45 +1140,24 @@ mod tests {
     #[test]
     fn unsafe_utf8_name_is_rejected() {
         let e = rejection(single_info().with("name.utf-8", s("../x")));
-        assert_eq!(
-            e,
-            MetainfoError::UnsafeName {
-                name: "../x".into(),
-                problem: PathProblem::Separator
-            }
-        );
+        assert_eq!(e, MetainfoError::UnsafeName { name: "../x".into(), problem: PathProblem::Separator });
     }
 
     #[test]
     fn missing_name_is_rejected() {
-        assert_eq!(
-            rejection(single_info().without("name")),
-            MetainfoError::MissingField("name")
-        );
+        assert_eq!(rejection(single_info().without("name")), MetainfoError::MissingField("name"));
     }
 
     #[test]
     fn duplicate_file_paths_are_rejected() {
-        let info = multi_info().with(
-            "files",
-            list([file(1000, &["a", "b"]), file(20_000, &["a", "b"])]),
-        );
-        assert_eq!(
-            rejection(info),
-            MetainfoError::DuplicatePath("multi/a/b".into())
-        );
+        let info = multi_info().with("files", list([file(1000, &["a", "b"]), file(20_000, &["a", "b"])]));
+        assert_eq!(rejection(info), MetainfoError::DuplicatePath("multi/a/b".into()));
     }
 
     #[test]
     fn file_that_is_also_a_folder_is_rejected() {
-        let info = multi_info().with(
-            "files",
-            list([file(1000, &["a"]), file(20_000, &["a", "b"])]),
-        );
-        assert_eq!(
-            rejection(info),
-            MetainfoError::FileIsFolder("multi/a".into())
-        );
+        let info = multi_info().with("files", list([file(1000, &["a"]), file(20_000, &["a", "b"])]));
+        assert_eq!(rejection(info), MetainfoError::FileIsFolder("multi/a".into()));
     }
 
     // ---- Messages ----
@@ -1405,15 +1182,9 @@ mod tests {
             MetainfoError::NegativeLength(-1),
             MetainfoError::TotalTooLarge,
             MetainfoError::EmptyTorrent,
-            MetainfoError::UnsafeName {
-                name: "a\nb".into(),
-                problem: PathProblem::Separator,
-            },
+            MetainfoError::UnsafeName { name: "a\nb".into(), problem: PathProblem::Separator },
             MetainfoError::EmptyPath { index: 1 },
-            MetainfoError::UnsafePath {
-                path: "x/\n".into(),
-                problem: PathProblem::Nul,
-            },
+            MetainfoError::UnsafePath { path: "x/\n".into(), problem: PathProblem::Nul },
             MetainfoError::DuplicatePath("x".into()),
             MetainfoError::FileIsFolder("x".into()),
         ];
@@ -1421,10 +1192,7 @@ mod tests {
             let text = e.to_string();
             assert!(!text.contains('\n') && !text.ends_with('.'), "{text}");
             let first = text.chars().next().unwrap();
-            assert!(
-                first.is_lowercase() || first.is_ascii_digit() || first == '"',
-                "{text}"
-            );
+            assert!(first.is_lowercase() || first.is_ascii_digit() || first == '"', "{text}");
         }
         assert_eq!(
             MetainfoError::NotBencode(BencodeError::UnexpectedEnd { at: 0 }).to_string(),
@@ -1469,16 +1237,10 @@ mod tests {
                 for f in &m.files {
                     assert_eq!(f.offset, offset);
                     offset += f.length;
-                    assert!(f
-                        .path
-                        .components()
-                        .all(|c| matches!(c, std::path::Component::Normal(_))));
+                    assert!(f.path.components().all(|c| matches!(c, std::path::Component::Normal(_))));
                 }
                 assert_eq!(offset, m.total_length);
-                assert_eq!(
-                    u64::from(m.piece_count()),
-                    m.total_length.div_ceil(m.piece_length.into())
-                );
+                assert_eq!(u64::from(m.piece_count()), m.total_length.div_ceil(m.piece_length.into()));
             }
         }
         // Flips inside piece hashes and the like keep the torrent valid: the mutations reach the validator.

@@ -117,13 +117,7 @@ struct Pipe {
 
 impl Pipe {
     fn new(rate: f64, latency: Duration) -> Self {
-        Pipe {
-            rate,
-            latency,
-            busy_until: Timestamp::ZERO,
-            queue: VecDeque::new(),
-            black_hole_from: None,
-        }
+        Pipe { rate, latency, busy_until: Timestamp::ZERO, queue: VecDeque::new(), black_hole_from: None }
     }
 
     fn send(&mut self, bytes: &[u8], now: Timestamp) {
@@ -134,8 +128,7 @@ impl Pipe {
             let start = self.busy_until.max(now);
             let wire_time = Duration::from_secs_f64(chunk.len() as f64 / self.rate);
             self.busy_until = start + wire_time;
-            self.queue
-                .push_back((self.busy_until + self.latency, chunk.to_vec()));
+            self.queue.push_back((self.busy_until + self.latency, chunk.to_vec()));
         }
     }
 }
@@ -197,10 +190,9 @@ impl Sim {
         if let Some(content) = content {
             storage.write(0, content).expect("write seed data");
             for p in 0..n {
-                let v =
-                    verify::check_piece(&mut storage, &geometry, p, &meta.piece_hashes[p as usize])
-                        .expect("read")
-                        .expect("seed data verifies");
+                let v = verify::check_piece(&mut storage, &geometry, p, &meta.piece_hashes[p as usize])
+                    .expect("read")
+                    .expect("seed data verifies");
                 have.set(v.piece());
             }
         }
@@ -214,10 +206,7 @@ impl Sim {
             limits: FrameLimits::for_torrent(n),
             listen_port: None,
         };
-        self.nodes.push(Node {
-            torrent: Torrent::new(ctx, swarm, storage, meta.piece_hashes.clone()),
-            _dir: dir,
-        });
+        self.nodes.push(Node { torrent: Torrent::new(ctx, swarm, storage, meta.piece_hashes.clone()), _dir: dir });
         self.nodes.len() - 1
     }
 
@@ -231,16 +220,8 @@ impl Sim {
         a.on_connected(ctx_a, now);
         let b = PeerSession::incoming(PeerNo(self.next_peer_no + 1), ctx_b, now);
         self.links.push(Link {
-            a: End {
-                node: from,
-                session: a,
-                read: ReadBuf::new(&ctx_a.limits),
-            },
-            b: End {
-                node: to,
-                session: b,
-                read: ReadBuf::new(&ctx_b.limits),
-            },
+            a: End { node: from, session: a, read: ReadBuf::new(&ctx_a.limits) },
+            b: End { node: to, session: b, read: ReadBuf::new(&ctx_b.limits) },
             a_to_b: Pipe::new(rate, latency),
             b_to_a: Pipe::new(rate, latency),
             closed: None,
@@ -307,11 +288,7 @@ impl Sim {
                     if link.closed.is_some() {
                         break;
                     }
-                    let pipe = if dir {
-                        &mut link.a_to_b
-                    } else {
-                        &mut link.b_to_a
-                    };
+                    let pipe = if dir { &mut link.a_to_b } else { &mut link.b_to_a };
                     if !pipe.queue.front().is_some_and(|(t, _)| *t <= now) {
                         break;
                     }
@@ -382,23 +359,17 @@ impl Sim {
                         end.session.on_block_taken(b);
                     }
                     for &p in &verified {
-                        end.session
-                            .on_we_have(p, &mut self.nodes[ni].torrent.swarm, now);
+                        end.session.on_we_have(p, &mut self.nodes[ni].torrent.swarm, now);
                     }
                 }
             }
         }
         // 6. Serve requests and put every session's output on the wire.
         for link in self.links.iter_mut().filter(|l| l.closed.is_none()) {
-            for (end, pipe) in [
-                (&mut link.a, &mut link.a_to_b),
-                (&mut link.b, &mut link.b_to_a),
-            ] {
+            for (end, pipe) in [(&mut link.a, &mut link.a_to_b), (&mut link.b, &mut link.b_to_a)] {
                 let torrent = &mut self.nodes[end.node].torrent;
                 let mut unlimited = u64::MAX;
-                torrent
-                    .serve(&mut end.session, &mut unlimited)
-                    .expect("serve from storage");
+                torrent.serve(&mut end.session, &mut unlimited).expect("serve from storage");
                 let out = end.session.pending_output();
                 if !out.is_empty() {
                     let n = out.len();
@@ -417,8 +388,7 @@ impl Sim {
         }
         link.closed = Some(reason);
         for end in [&mut link.a, &mut link.b] {
-            end.session
-                .on_closed(&mut self.nodes[end.node].torrent.swarm);
+            end.session.on_closed(&mut self.nodes[end.node].torrent.swarm);
         }
     }
 
@@ -429,10 +399,7 @@ impl Sim {
         for link in self.links.iter().filter(|l| l.closed.is_none()) {
             for end in [&link.a, &link.b] {
                 let p = end.session.pipeline();
-                assert!(
-                    p.active() <= crate::peer::pipeline::MAX_DEPTH,
-                    "pipeline over its cap"
-                );
+                assert!(p.active() <= crate::peer::pipeline::MAX_DEPTH, "pipeline over its cap");
             }
         }
     }
@@ -441,11 +408,7 @@ impl Sim {
     pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Sim) -> bool) {
         let deadline = Timestamp::ZERO + limit;
         while !done(self) {
-            assert!(
-                self.now < deadline,
-                "simulation did not finish within {limit:?} (at {})",
-                self.now
-            );
+            assert!(self.now < deadline, "simulation did not finish within {limit:?} (at {})", self.now);
             self.step();
         }
     }
@@ -469,11 +432,7 @@ mod tests {
         let (meta, content) = make_torrent(3 * 1024 * 1024 + 1234, 64 * 1024, seed);
         let mut sim = Sim::new();
         let leecher = sim.add_node(&meta, None, &mut rng);
-        let speeds = [
-            (2.0 * MB, millis(10)),
-            (0.5 * MB, millis(40)),
-            (8.0 * MB, millis(2)),
-        ];
+        let speeds = [(2.0 * MB, millis(10)), (0.5 * MB, millis(40)), (8.0 * MB, millis(2))];
         let mut links = vec![];
         for (rate, latency) in speeds {
             let s = sim.add_node(&meta, Some(&content), &mut rng);
@@ -483,10 +442,7 @@ mod tests {
         assert_eq!(sim.content(leecher), content, "byte-identical");
         Outcome {
             finished_at: sim.now,
-            uploads: links
-                .iter()
-                .map(|&l| sim.responder_session(l).uploaded)
-                .collect(),
+            uploads: links.iter().map(|&l| sim.responder_session(l).uploaded).collect(),
             steps: sim.steps,
         }
     }
@@ -494,28 +450,13 @@ mod tests {
     #[test]
     fn full_download_from_three_seeds_of_different_speeds() {
         let out = three_seeds(1);
-        assert!(
-            out.uploads.iter().all(|&u| u > 0),
-            "every seed sent payload: {:?}",
-            out.uploads
-        );
-        assert!(
-            out.uploads[2] > out.uploads[1],
-            "the fast seed sent more than the slow one: {:?}",
-            out.uploads
-        );
+        assert!(out.uploads.iter().all(|&u| u > 0), "every seed sent payload: {:?}", out.uploads);
+        assert!(out.uploads[2] > out.uploads[1], "the fast seed sent more than the slow one: {:?}", out.uploads);
         // 3 MiB over 10.5 MB/s of seeds: about 0.3 s at full use of every link.
-        assert!(
-            out.finished_at < Timestamp::from_millis(800),
-            "finished at {}",
-            out.finished_at
-        );
+        assert!(out.finished_at < Timestamp::from_millis(800), "finished at {}", out.finished_at);
         // Deterministic: the same seed gives the same run.
         let again = three_seeds(1);
-        assert_eq!(
-            (again.finished_at, again.uploads, again.steps),
-            (out.finished_at, out.uploads, out.steps)
-        );
+        assert_eq!((again.finished_at, again.uploads, again.steps), (out.finished_at, out.uploads, out.steps));
     }
 
     #[test]
@@ -536,21 +477,12 @@ mod tests {
         let stuck = sim.dialler_session(to_dead).pipeline();
         assert_eq!(stuck.timed_out_total(), 0, "nothing times out early");
         let outstanding = stuck.active();
-        assert!(
-            outstanding > crate::peer::pipeline::MIN_DEPTH,
-            "requests were outstanding: {outstanding}"
-        );
+        assert!(outstanding > crate::peer::pipeline::MIN_DEPTH, "requests were outstanding: {outstanding}");
         // Requests sent while the last pre-silence blocks were arriving time out a little later.
         sim.run_until(secs(40), |s| s.now >= before + secs(5));
         let stuck = sim.dialler_session(to_dead).pipeline();
-        assert!(
-            stuck.timed_out_total() >= u64::from(outstanding),
-            "every stuck request timed out"
-        );
-        assert!(
-            stuck.is_snubbed() && stuck.active() <= 1,
-            "the silent peer is left one request at most"
-        );
+        assert!(stuck.timed_out_total() >= u64::from(outstanding), "every stuck request timed out");
+        assert!(stuck.is_snubbed() && stuck.active() <= 1, "the silent peer is left one request at most");
         sim.run_until(secs(120), |s| s.swarm(leecher).is_complete());
         assert_eq!(sim.content(leecher), content);
     }

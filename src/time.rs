@@ -35,10 +35,7 @@ impl Timestamp {
 impl Add<Duration> for Timestamp {
     type Output = Timestamp;
     fn add(self, d: Duration) -> Timestamp {
-        Timestamp(
-            self.0
-                .saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
-        )
+        Timestamp(self.0.saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX)))
     }
 }
 
@@ -46,10 +43,7 @@ impl Sub<Duration> for Timestamp {
     type Output = Timestamp;
     /// Saturating at `Timestamp::ZERO`.
     fn sub(self, d: Duration) -> Timestamp {
-        Timestamp(
-            self.0
-                .saturating_sub(u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
-        )
+        Timestamp(self.0.saturating_sub(u64::try_from(d.as_micros()).unwrap_or(u64::MAX)))
     }
 }
 
@@ -82,9 +76,7 @@ pub struct Clock {
 
 impl Clock {
     pub fn start() -> Self {
-        Clock {
-            origin: std::time::Instant::now(),
-        }
+        Clock { origin: std::time::Instant::now() }
     }
     pub fn now(&self) -> Timestamp {
         let micros = self.origin.elapsed().as_micros();

@@ -48,10 +48,7 @@ pub struct TimerWheel<K> {
 impl<K: Copy> TimerWheel<K> {
     /// One lap is `tick × slots`; `slots` must be a power of two.
     pub fn new(start: Timestamp, tick: Duration, slots: usize) -> Self {
-        assert!(
-            slots.is_power_of_two() && slots >= 64,
-            "slots must be a power of two, at least 64"
-        );
+        assert!(slots.is_power_of_two() && slots >= 64, "slots must be a power of two, at least 64");
         TimerWheel {
             start,
             tick_micros: (tick.as_micros() as u64).max(1),
@@ -65,9 +62,7 @@ impl<K: Copy> TimerWheel<K> {
     }
 
     fn tick_at_or_after(&self, at: Timestamp) -> u64 {
-        at.as_micros()
-            .saturating_sub(self.start.as_micros())
-            .div_ceil(self.tick_micros)
+        at.as_micros().saturating_sub(self.start.as_micros()).div_ceil(self.tick_micros)
     }
 
     fn tick_time(&self, tick: u64) -> Timestamp {
@@ -94,11 +89,7 @@ impl<K: Copy> TimerWheel<K> {
         let due_tick = self.tick_at_or_after(at);
         let generation = self.next_generation;
         self.next_generation += 1;
-        let slot = self.entries.insert(Entry {
-            key,
-            due_tick,
-            generation,
-        });
+        let slot = self.entries.insert(Entry { key, due_tick, generation });
         self.put(slot, generation, due_tick);
         TimerId { slot, generation }
     }
@@ -187,11 +178,7 @@ impl<K: Copy> TimerWheel<K> {
 
     fn take_ready(&mut self) -> Option<K> {
         while let Some((slot, generation)) = self.ready.pop_front() {
-            if self
-                .entries
-                .get(slot)
-                .is_some_and(|e| e.generation == generation)
-            {
+            if self.entries.get(slot).is_some_and(|e| e.generation == generation) {
                 return Some(self.entries.remove(slot).key);
             }
         }
@@ -309,21 +296,14 @@ mod tests {
             while let Some(k) = wheel.pop_expired(Timestamp::from_micros(now)) {
                 fired.push(k);
             }
-            let mut due: Vec<u32> = model
-                .iter()
-                .filter(|(at, _, _)| *at <= now)
-                .map(|m| m.1)
-                .collect();
+            let mut due: Vec<u32> = model.iter().filter(|(at, _, _)| *at <= now).map(|m| m.1).collect();
             model.retain(|(at, _, _)| *at > now);
             fired.sort_unstable();
             due.sort_unstable();
             assert_eq!(fired, due, "at {now}");
             if let Some(next) = wheel.next_deadline() {
                 let earliest = model.iter().map(|m| m.0).min().unwrap();
-                assert!(
-                    next.as_micros() <= earliest,
-                    "never later than the earliest deadline"
-                );
+                assert!(next.as_micros() <= earliest, "never later than the earliest deadline");
             } else {
                 assert!(model.is_empty());
             }

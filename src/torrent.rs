@@ -36,25 +36,13 @@ pub struct Torrent {
     pub piece_hashes: Vec<[u8; 20]>,
     /// Pieces verified since the loop last announced them to every peer.
     pub verified: Vec<u32>,
-    /// Peers that contributed to pieces that failed their hash check, since the loop last looked.
-    pub failed_contributors: Vec<PeerNo>,
+    /// For each piece that failed its hash check since the loop last looked: the peers that sent it.
+    pub failed_contributors: Vec<Vec<PeerNo>>,
 }
 
 impl Torrent {
-    pub fn new(
-        ctx: TorrentContext,
-        swarm: Swarm,
-        storage: Storage,
-        piece_hashes: Vec<[u8; 20]>,
-    ) -> Self {
-        Torrent {
-            ctx,
-            swarm,
-            storage,
-            piece_hashes,
-            verified: Vec::new(),
-            failed_contributors: Vec::new(),
-        }
+    pub fn new(ctx: TorrentContext, swarm: Swarm, storage: Storage, piece_hashes: Vec<[u8; 20]>) -> Self {
+        Torrent { ctx, swarm, storage, piece_hashes, verified: Vec::new(), failed_contributors: Vec::new() }
     }
 
     /// Parses and handles every whole frame in `read` (the handshake first, if it is awaited).
@@ -70,25 +58,14 @@ impl Torrent {
                 None => return Ok(()),
             }
         }
-        while let Some(frame) = read
-            .next_frame(&self.ctx.limits)
-            .map_err(DropReason::from)?
-        {
+        while let Some(frame) = read.next_frame(&self.ctx.limits).map_err(DropReason::from)? {
             match session.on_frame(frame, &self.ctx, &mut self.swarm, now)? {
                 Effect::Nothing => {}
-                Effect::StoreBlock {
-                    block,
-                    data,
-                    piece_complete,
-                } => {
-                    let offset =
-                        self.ctx.geometry.piece_offset(block.piece) + u64::from(block.offset);
-                    self.storage
-                        .write(offset, data)
-                        .map_err(InputError::Fatal)?;
+                Effect::StoreBlock { block, data, piece_complete } => {
+                    let offset = self.ctx.geometry.piece_offset(block.piece) + u64::from(block.offset);
+                    self.storage.write(offset, data).map_err(InputError::Fatal)?;
                     if piece_complete {
-                        self.verify_completed_piece(block.piece)
-                            .map_err(InputError::Fatal)?;
+                        self.verify_completed_piece(block.piece).map_err(InputError::Fatal)?;
                     }
                 }
             }
@@ -104,14 +81,7 @@ impl Torrent {
         };
         let expected = &self.piece_hashes[piece as usize];
         let geometry = self.ctx.geometry;
-        match verify::finish_piece(
-            &mut self.storage,
-            &geometry,
-            piece,
-            hasher,
-            hashed,
-            expected,
-        )? {
+        match verify::finish_piece(&mut self.storage, &geometry, piece, hasher, hashed, expected)? {
             Some(verified) => {
                 self.swarm.on_piece_verified(verified);
                 self.verified.push(piece);
@@ -119,7 +89,7 @@ impl Torrent {
             None => {
                 log::info!("piece {piece} failed its hash check; fetching it again");
                 let contributors = self.swarm.on_piece_failed(piece);
-                self.failed_contributors.extend(contributors);
+                self.failed_contributors.push(contributors);
             }
         }
         Ok(())
@@ -127,20 +97,13 @@ impl Torrent {
 
     /// Serves the session's queued requests from storage while `allowance` bytes remain and its send
     /// queue has room. Returns the payload bytes served.
-    pub fn serve(
-        &mut self,
-        session: &mut PeerSession,
-        allowance: &mut u64,
-    ) -> Result<u64, StorageError> {
+    pub fn serve(&mut self, session: &mut PeerSession, allowance: &mut u64) -> Result<u64, StorageError> {
         let mut served = 0;
         while *allowance > 0 {
             let geometry = self.ctx.geometry;
             let storage = &mut self.storage;
             let block = session.serve_next(|block, buf| {
-                storage.read(
-                    geometry.piece_offset(block.piece) + u64::from(block.offset),
-                    buf,
-                )
+                storage.read(geometry.piece_offset(block.piece) + u64::from(block.offset), buf)
             })?;
             let Some(block) = block else {
                 break;

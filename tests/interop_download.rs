@@ -7,9 +7,7 @@ mod common;
 
 use common::content::{self, assert_same_tree, KIB};
 use common::leecher::{download, Leecher};
-use common::peers::{
-    describe_peers, wait_with_peers, Aria2, LibtorrentPeer, Peer, Qbittorrent, TransmissionDaemon,
-};
+use common::peers::{describe_peers, wait_with_peers, Aria2, LibtorrentPeer, Peer, Qbittorrent, TransmissionDaemon};
 use common::torrent;
 use common::tracker::{announce_url, Opentracker};
 use common::{deadline_in, deadline_within, TempDir};
@@ -31,11 +29,7 @@ fn assert_every_seeder_uploaded(seeders: &[&dyn Peer], deadline: std::time::Inst
         wait_with_peers(
             &[],
             short,
-            &format!(
-                "{} to report uploaded payload ({})",
-                s.name(),
-                describe_peers(seeders)
-            ),
+            &format!("{} to report uploaded payload ({})", s.name(), describe_peers(seeders)),
             || (s.uploaded_bytes() > 0).then_some(()),
         );
     }
@@ -57,31 +51,14 @@ fn multi_file_from_two_throttled_seeders() {
         &dir.join("multi.torrent"),
         deadline,
     );
-    assert!(
-        t.last_piece_length() < t.piece_length,
-        "the last piece must be short"
-    );
+    assert!(t.last_piece_length() < t.piece_length, "the last piece must be short");
     assert!(!t.has_padding);
 
     let tracker = Opentracker::start(dir.path(), tracker_port, &[t.info_hash], deadline);
     let tr_data = content.copy_to(&dir.mkdir("transmission-data"));
     let lt_data = content.copy_to(&dir.mkdir("libtorrent-data"));
-    let tr = TransmissionDaemon::seed(
-        dir.path(),
-        "transmission",
-        &t,
-        &tr_data,
-        Some(THROTTLE_KB),
-        deadline,
-    );
-    let lt = LibtorrentPeer::seed(
-        dir.path(),
-        "libtorrent",
-        &t,
-        &lt_data,
-        THROTTLE_KB as u64 * 1000,
-        deadline,
-    );
+    let tr = TransmissionDaemon::seed(dir.path(), "transmission", &t, &tr_data, Some(THROTTLE_KB), deadline);
+    let lt = LibtorrentPeer::seed(dir.path(), "libtorrent", &t, &lt_data, THROTTLE_KB as u64 * 1000, deadline);
     tracker.wait_seeders(&t.info_hash, 2, deadline);
 
     let out = dir.mkdir("out");
@@ -90,11 +67,7 @@ fn multi_file_from_two_throttled_seeders() {
 
     assert_same_tree(&content.path(), &out.join(&t.name));
     let empty = out.join(&t.name).join("empty.dat");
-    assert!(
-        empty.is_file() && empty.metadata().unwrap().len() == 0,
-        "{} missing",
-        empty.display()
-    );
+    assert!(empty.is_file() && empty.metadata().unwrap().len() == 0, "{} missing", empty.display());
     assert_every_seeder_uploaded(&seeders, deadline);
     println!(
         "multi-file, 2 throttled seeders: {} bytes in {:.1} s; {}",
@@ -109,20 +82,10 @@ fn multi_file_from_two_throttled_seeders() {
 fn single_file_from_aria2_seeder() {
     let deadline = deadline_in(120);
     let dir = TempDir::new("interop-single");
-    let content = content::write_single(
-        &dir.mkdir("content"),
-        "single.bin",
-        5 * content::MIB + 12_345,
-        0xB0B,
-    );
+    let content = content::write_single(&dir.mkdir("content"), "single.bin", 5 * content::MIB + 12_345, 0xB0B);
     let tracker_port = Opentracker::reserve_port();
-    let t = torrent::transmission_create(
-        &content,
-        &announce_url(tracker_port),
-        64,
-        &dir.join("single.torrent"),
-        deadline,
-    );
+    let t =
+        torrent::transmission_create(&content, &announce_url(tracker_port), 64, &dir.join("single.torrent"), deadline);
     assert!(t.last_piece_length() < t.piece_length);
 
     let tracker = Opentracker::start(dir.path(), tracker_port, &[t.info_hash], deadline);
@@ -136,11 +99,7 @@ fn single_file_from_aria2_seeder() {
 
     assert_same_tree(&content.path(), &out.join(&t.name));
     assert_every_seeder_uploaded(&seeders, deadline);
-    println!(
-        "single file from aria2c: {} bytes in {:.1} s",
-        t.total_length,
-        took.as_secs_f64()
-    );
+    println!("single file from aria2c: {} bytes in {:.1} s", t.total_length, took.as_secs_f64());
 }
 
 /// (b2) A hybrid v1+v2 torrent made by libtorrent, with BEP 47 padding files between its files (which must count in
@@ -159,10 +118,7 @@ fn hybrid_torrent_with_padding_files_from_qbittorrent() {
         &dir.join("hybrid.torrent"),
         deadline,
     );
-    assert!(
-        t.hybrid && t.has_padding,
-        "libtorrent should have made a hybrid torrent with padding files"
-    );
+    assert!(t.hybrid && t.has_padding, "libtorrent should have made a hybrid torrent with padding files");
 
     let tracker = Opentracker::start(dir.path(), tracker_port, &[t.info_hash], deadline);
     let data = content.copy_to(&dir.mkdir("qbittorrent-data"));

@@ -16,9 +16,7 @@ struct Expected {
 }
 
 fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("data")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("data")
 }
 
 #[track_caller]
@@ -26,21 +24,14 @@ fn read_fixture(name: &str) -> (Vec<u8>, Expected) {
     let torrent = data_dir().join(name);
     let bytes = fs::read(&torrent).unwrap_or_else(|e| panic!("{}: {e}", torrent.display()));
     let sidecar = data_dir().join(format!("{name}.expected"));
-    let text =
-        fs::read_to_string(&sidecar).unwrap_or_else(|e| panic!("{}: {e}", sidecar.display()));
-    let mut expected = Expected {
-        info_hash_v1: None,
-        files: Vec::new(),
-    };
+    let text = fs::read_to_string(&sidecar).unwrap_or_else(|e| panic!("{}: {e}", sidecar.display()));
+    let mut expected = Expected { info_hash_v1: None, files: Vec::new() };
     for line in text.lines() {
         let mut words = line.splitn(4, ' ');
         match words.next() {
             Some("info_hash_v1") => expected.info_hash_v1 = words.next().map(str::to_owned),
             Some("file") => {
-                let length = words
-                    .next()
-                    .and_then(|w| w.parse().ok())
-                    .expect("file length");
+                let length = words.next().and_then(|w| w.parse().ok()).expect("file length");
                 let pad = words.next() == Some("1");
                 let path = words.next().expect("file path").to_owned();
                 expected.files.push((length, pad, path));
@@ -55,33 +46,18 @@ fn read_fixture(name: &str) -> (Vec<u8>, Expected) {
 fn check_matches_tool(name: &str) -> Metainfo {
     let (bytes, expected) = read_fixture(name);
     let m = Metainfo::from_bytes(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let want_hash = expected
-        .info_hash_v1
-        .as_deref()
-        .expect("sidecar has a v1 info-hash");
+    let want_hash = expected.info_hash_v1.as_deref().expect("sidecar has a v1 info-hash");
     assert_eq!(m.info_hash.to_string(), want_hash, "{name}: info-hash");
 
-    let ours: Vec<(u64, bool, String)> = m
-        .files
-        .iter()
-        .map(|f| (f.length, f.padding, f.display_path.clone()))
-        .collect();
+    let ours: Vec<(u64, bool, String)> =
+        m.files.iter().map(|f| (f.length, f.padding, f.display_path.clone())).collect();
     assert_eq!(ours, expected.files, "{name}: file list");
     for f in &m.files {
-        assert_eq!(
-            f.path,
-            Path::new(&f.display_path),
-            "{name}: on-disk path of {}",
-            f.display_path
-        );
+        assert_eq!(f.path, Path::new(&f.display_path), "{name}: on-disk path of {}", f.display_path);
     }
     let total: u64 = expected.files.iter().map(|f| f.0).sum();
     assert_eq!(m.total_length, total, "{name}: total length");
-    assert_eq!(
-        u64::from(m.piece_count()),
-        total.div_ceil(16384),
-        "{name}: piece count"
-    );
+    assert_eq!(u64::from(m.piece_count()), total.div_ceil(16384), "{name}: piece count");
     assert_eq!(m.piece_length, 16384);
     m
 }
@@ -90,24 +66,12 @@ fn check_matches_tool(name: &str) -> Metainfo {
 fn transmission_multi_file_matches_transmission_show() {
     let m = check_matches_tool("transmission-multi.torrent");
     assert_eq!(m.name, "multi");
-    assert_eq!(
-        m.trackers,
-        [
-            ["http://127.0.0.1:6969/announce"],
-            ["http://127.0.0.1:6970/announce"]
-        ]
-    );
+    assert_eq!(m.trackers, [["http://127.0.0.1:6969/announce"], ["http://127.0.0.1:6970/announce"]]);
     assert_eq!(m.comment.as_deref(), Some("made by transmission-create"));
-    assert!(m
-        .created_by
-        .as_deref()
-        .is_some_and(|c| c.starts_with("Transmission/")));
+    assert!(m.created_by.as_deref().is_some_and(|c| c.starts_with("Transmission/")));
     assert!(!m.private);
     // Nested folders and a non-ASCII name.
-    assert!(m
-        .files
-        .iter()
-        .any(|f| f.display_path == "multi/a/b/c/na\u{ef}ve.txt"));
+    assert!(m.files.iter().any(|f| f.display_path == "multi/a/b/c/na\u{ef}ve.txt"));
 }
 
 #[test]
@@ -122,10 +86,7 @@ fn libtorrent_v1_single_file_matches_libtorrent() {
 #[test]
 fn libtorrent_v1_multi_file_with_empty_file_matches_libtorrent() {
     let m = check_matches_tool("libtorrent-v1-multi.torrent");
-    assert!(m
-        .files
-        .iter()
-        .any(|f| f.length == 0 && f.display_path == "multi/empty.dat"));
+    assert!(m.files.iter().any(|f| f.length == 0 && f.display_path == "multi/empty.dat"));
     assert!(m.files.iter().all(|f| !f.padding));
 }
 
@@ -134,10 +95,7 @@ fn libtorrent_hybrid_uses_the_v1_side_with_padding_files() {
     let m = check_matches_tool("libtorrent-hybrid.torrent");
     assert!(m.files.iter().filter(|f| f.padding).count() >= 2);
     // Padding is left out of the user's numbering, which stays dense.
-    let selectable: Vec<(usize, &str)> = m
-        .selectable_files()
-        .map(|(i, f)| (i, f.display_path.as_str()))
-        .collect();
+    let selectable: Vec<(usize, &str)> = m.selectable_files().map(|(i, f)| (i, f.display_path.as_str())).collect();
     assert_eq!(
         selectable,
         [
@@ -150,22 +108,14 @@ fn libtorrent_hybrid_uses_the_v1_side_with_padding_files() {
     );
     // Every real file starts on a piece boundary: that is what the padding is for.
     for f in m.files.iter().filter(|f| !f.padding && f.length > 0) {
-        assert_eq!(
-            f.offset % u64::from(m.piece_length),
-            0,
-            "{}",
-            f.display_path
-        );
+        assert_eq!(f.offset % u64::from(m.piece_length), 0, "{}", f.display_path);
     }
 }
 
 #[test]
 fn libtorrent_v2_only_is_rejected_with_a_clear_error() {
     let (bytes, expected) = read_fixture("libtorrent-v2-only.torrent");
-    assert_eq!(
-        expected.info_hash_v1, None,
-        "the v2-only fixture has no v1 info-hash"
-    );
+    assert_eq!(expected.info_hash_v1, None, "the v2-only fixture has no v1 info-hash");
     let e = Metainfo::from_bytes(&bytes).expect_err("v2-only must be rejected");
     assert_eq!(e, MetainfoError::V2Only);
     assert_eq!(e.to_string(), "v2-only torrents are not supported");
@@ -184,10 +134,7 @@ fn truncated_fixtures_are_rejected_not_panicked_on() {
     for name in ALL {
         let (bytes, _) = read_fixture(name);
         for len in 0..bytes.len() {
-            assert!(
-                Metainfo::from_bytes(&bytes[..len]).is_err(),
-                "{name} cut at {len}"
-            );
+            assert!(Metainfo::from_bytes(&bytes[..len]).is_err(), "{name} cut at {len}");
         }
     }
 }
@@ -206,10 +153,7 @@ fn bit_flipped_fixtures_never_panic_and_keep_invariants() {
             if let Ok(m) = Metainfo::from_bytes(&bytes) {
                 let sum: u64 = m.files.iter().map(|f| f.length).sum();
                 assert_eq!(sum, m.total_length, "{name}");
-                assert_eq!(
-                    u64::from(m.piece_count()),
-                    m.total_length.div_ceil(m.piece_length.into())
-                );
+                assert_eq!(u64::from(m.piece_count()), m.total_length.div_ceil(m.piece_length.into()));
             }
         }
     }

@@ -28,10 +28,7 @@ impl Client {
     }
 
     fn seeded(tiers: &[&[&str]], seed: u64) -> Client {
-        let tiers: Vec<Vec<String>> = tiers
-            .iter()
-            .map(|t| t.iter().map(|s| s.to_string()).collect())
-            .collect();
+        let tiers: Vec<Vec<String>> = tiers.iter().map(|t| t.iter().map(|s| s.to_string()).collect()).collect();
         let lp = TrackerLoop::new().expect("tracker loop");
         let mut rng = Rng::seeded(seed);
         let identity = ClientIdentity {
@@ -42,21 +39,12 @@ impl Client {
             numwant: 50,
         };
         let trackers = Trackers::new(&tiers, identity, &mut rng, lp.now());
-        Client {
-            lp,
-            trackers,
-            rng,
-            events: Vec::new(),
-        }
+        Client { lp, trackers, rng, events: Vec::new() }
     }
 
     fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Client) -> bool) -> bool {
         let end = self.lp.now() + limit;
-        let transfer = Transfer {
-            uploaded: 0,
-            downloaded: 0,
-            left: 10,
-        };
+        let transfer = Transfer { uploaded: 0, downloaded: 0, left: 10 };
         loop {
             if done(self) {
                 return true;
@@ -65,11 +53,7 @@ impl Client {
                 return false;
             }
             let events = &mut self.events;
-            self.lp
-                .turn(&mut self.trackers, transfer, &mut self.rng, end, &mut |e| {
-                    events.push(e)
-                })
-                .expect("loop turn");
+            self.lp.turn(&mut self.trackers, transfer, &mut self.rng, end, &mut |e| events.push(e)).expect("loop turn");
         }
     }
 
@@ -162,16 +146,9 @@ fn slow_chunked_reply_in_small_pieces_gives_peers() {
     });
     let url = format!("http://127.0.0.1:{port}/announce");
     let mut c = Client::new(&[&[&url]]);
-    assert!(
-        c.run_until(Duration::from_secs(5), |c| !c.peers().is_empty()),
-        "{:?}",
-        c.errors()
-    );
+    assert!(c.run_until(Duration::from_secs(5), |c| !c.peers().is_empty()), "{:?}", c.errors());
     assert_eq!(c.peers().len(), 2);
-    assert!(
-        c.run_until(Duration::from_secs(2), |c| c.lp.driver().open_connections()
-            == 0)
-    );
+    assert!(c.run_until(Duration::from_secs(2), |c| c.lp.driver().open_connections() == 0));
     server.join().unwrap();
 }
 
@@ -179,11 +156,7 @@ fn slow_chunked_reply_in_small_pieces_gives_peers() {
 fn refused_connections_move_to_the_next_tracker_at_once() {
     let refused: Vec<String> = (0..2)
         .map(|_| {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             format!("http://127.0.0.1:{port}/announce")
         })
         .collect();
@@ -201,29 +174,11 @@ fn refused_connections_move_to_the_next_tracker_at_once() {
         .find(|c| c.trackers.status()[0].url != good)
         .unwrap();
     let started = Instant::now();
-    assert!(
-        c.run_until(Duration::from_secs(3), |c| !c.peers().is_empty()),
-        "{:?}",
-        c.errors()
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(c.run_until(Duration::from_secs(3), |c| !c.peers().is_empty()), "{:?}", c.errors());
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
     assert!(!c.errors().is_empty());
-    assert!(
-        c.errors()
-            .iter()
-            .all(|e| e == "cannot connect: connection refused"),
-        "{:?}",
-        c.errors()
-    );
-    assert_eq!(
-        c.trackers.status()[0].url,
-        good,
-        "the tracker that answered leads its tier"
-    );
+    assert!(c.errors().iter().all(|e| e == "cannot connect: connection refused"), "{:?}", c.errors());
+    assert_eq!(c.trackers.status()[0].url, good, "the tracker that answered leads its tier");
     server.join().unwrap();
 }
 
@@ -250,10 +205,9 @@ fn stopped_reaches_the_tracker_on_exit() {
         let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\nd8:intervali60ee");
     });
     let mut c = Client::new(&[&[&format!("http://127.0.0.1:{port}/announce")]]);
-    assert!(c.run_until(Duration::from_secs(5), |c| c
-        .events
-        .iter()
-        .any(|e| matches!(e, TrackerEvent::Announced { .. }))));
+    assert!(
+        c.run_until(Duration::from_secs(5), |c| c.events.iter().any(|e| matches!(e, TrackerEvent::Announced { .. })))
+    );
     let now = c.lp.now();
     c.trackers.on_stop(now, Transfer::default());
     assert!(c.run_until(Duration::from_secs(5), |c| c.trackers.is_stopped()));
@@ -268,9 +222,7 @@ fn forged_udp_reply_from_a_stranger_is_ignored() {
     let tracker = UdpSocket::bind("127.0.0.1:0").unwrap();
     let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = tracker.local_addr().unwrap().port();
-    tracker
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    tracker.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let server = thread::spawn(move || {
         let mut buf = [0u8; 2048];
         for _ in 0..2 {
@@ -301,11 +253,7 @@ fn forged_udp_reply_from_a_stranger_is_ignored() {
         }
     });
     let mut c = Client::new(&[&[&format!("udp://127.0.0.1:{port}")]]);
-    assert!(
-        c.run_until(Duration::from_secs(5), |c| !c.peers().is_empty()),
-        "{:?}",
-        c.errors()
-    );
+    assert!(c.run_until(Duration::from_secs(5), |c| !c.peers().is_empty()), "{:?}", c.errors());
     assert_eq!(c.peers(), ["10.0.0.4:4".parse::<SocketAddr>().unwrap()]);
     server.join().unwrap();
 }

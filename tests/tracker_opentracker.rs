@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 use rill::event_loop::scrape::{scrape, ScrapeOutcome, TrackerLoop};
 use rill::metainfo::InfoHash;
 use rill::rng::Rng;
-use rill::tracker::{
-    ClientIdentity, ScrapeCounts, Timeouts, TrackerEvent, TrackerState, Trackers, Transfer,
-};
+use rill::tracker::{ClientIdentity, ScrapeCounts, Timeouts, TrackerEvent, TrackerState, Trackers, Transfer};
 
 /// Hard lifetime of every opentracker, even if this test binary dies.
 const TRACKER_LIFETIME_SECS: u64 = 120;
@@ -69,45 +67,31 @@ fn unique_info_hash() -> InfoHash {
 impl Opentracker {
     #[track_caller]
     fn start(info_hashes: &[InfoHash]) -> Opentracker {
-        let found = Command::new("sh")
-            .args(["-c", "command -v opentracker"])
-            .output();
+        let found = Command::new("sh").args(["-c", "command -v opentracker"]).output();
         assert!(
             found.is_ok_and(|o| o.status.success()),
             "opentracker is not installed: run `apt-get install -y opentracker` (this test does not skip)"
         );
         let port = free_port();
-        let dir =
-            std::env::temp_dir().join(format!("rill-opentracker-{}-{port}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("rill-opentracker-{}-{port}", std::process::id()));
         fs::create_dir_all(&dir).expect("create opentracker dir");
-        let list: String = info_hashes
-            .iter()
-            .map(|h| format!("{}\n", hex(&h.0)))
-            .collect();
+        let list: String = info_hashes.iter().map(|h| format!("{}\n", hex(&h.0))).collect();
         // Read after chroot into `dir`, as user nobody: a relative path and world-readable modes.
         fs::write(dir.join("whitelist"), list).expect("write whitelist");
-        fs::write(dir.join("opentracker.conf"), "access.whitelist whitelist\n")
-            .expect("write config");
+        fs::write(dir.join("opentracker.conf"), "access.whitelist whitelist\n").expect("write config");
         let p = port.to_string();
         let mut cmd = Command::new("timeout");
-        cmd.args([
-            "-s",
-            "KILL",
-            &TRACKER_LIFETIME_SECS.to_string(),
-            "opentracker",
-        ])
-        .args(["-i", "127.0.0.1", "-p", &p, "-P", &p])
-        .arg("-d")
-        .arg(&dir)
-        .arg("-f")
-        .arg(dir.join("opentracker.conf"));
+        cmd.args(["-s", "KILL", &TRACKER_LIFETIME_SECS.to_string(), "opentracker"])
+            .args(["-i", "127.0.0.1", "-p", &p, "-P", &p])
+            .arg("-d")
+            .arg(&dir)
+            .arg("-f")
+            .arg(dir.join("opentracker.conf"));
         if running_as_root() {
             cmd.args(["-u", "nobody"]);
         }
         let log = fs::File::create(dir.join("log")).expect("create log");
-        cmd.stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log"))
-            .stderr(log);
+        cmd.stdin(Stdio::null()).stdout(log.try_clone().expect("clone log")).stderr(log);
         let child = cmd.spawn().expect("spawn opentracker");
         let mut tracker = Opentracker { port, dir, child };
         tracker.wait_ready(info_hashes, Instant::now() + Duration::from_secs(10));
@@ -136,12 +120,7 @@ impl Opentracker {
             if ready {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "opentracker not ready on port {}: {}",
-                self.port,
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "opentracker not ready on port {}: {}", self.port, self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -170,9 +149,7 @@ impl Opentracker {
 impl Drop for Opentracker {
     fn drop(&mut self) {
         // SIGTERM to `timeout` is forwarded to opentracker; SIGKILL to the wrapper as a fallback.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let end = Instant::now() + Duration::from_secs(5);
         while Instant::now() < end {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -183,11 +160,7 @@ impl Drop for Opentracker {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!(
-                "opentracker log (kept in {}):\n{}",
-                self.dir.display(),
-                self.log()
-            );
+            eprintln!("opentracker log (kept in {}):\n{}", self.dir.display(), self.log());
         } else {
             let _ = fs::remove_dir_all(&self.dir);
         }
@@ -208,31 +181,18 @@ struct Client {
 
 impl Client {
     fn new(tiers: &[&[&str]], info_hash: InfoHash, port: u16) -> Client {
-        let tiers: Vec<Vec<String>> = tiers
-            .iter()
-            .map(|t| t.iter().map(|s| s.to_string()).collect())
-            .collect();
+        let tiers: Vec<Vec<String>> = tiers.iter().map(|t| t.iter().map(|s| s.to_string()).collect()).collect();
         let lp = TrackerLoop::new().expect("tracker loop");
         let mut rng = Rng::seeded(u64::from(port));
         let mut peer_id = *b"-RL0001-000000000000";
         peer_id[8..].copy_from_slice(format!("{port:012}").as_bytes());
-        let identity = ClientIdentity {
-            info_hash,
-            peer_id,
-            port,
-            key: u32::from(port) * 7,
-            numwant: 50,
-        };
+        let identity = ClientIdentity { info_hash, peer_id, port, key: u32::from(port) * 7, numwant: 50 };
         let trackers = Trackers::new(&tiers, identity, &mut rng, lp.now());
         Client {
             lp,
             trackers,
             rng,
-            transfer: Transfer {
-                uploaded: 0,
-                downloaded: 0,
-                left: 1 << 20,
-            },
+            transfer: Transfer { uploaded: 0, downloaded: 0, left: 1 << 20 },
             peers: Vec::new(),
             announced: 0,
             errors: Vec::new(),
@@ -251,13 +211,7 @@ impl Client {
             }
             let mut seen = Vec::new();
             self.lp
-                .turn(
-                    &mut self.trackers,
-                    self.transfer,
-                    &mut self.rng,
-                    end,
-                    &mut |e| seen.push(e),
-                )
+                .turn(&mut self.trackers, self.transfer, &mut self.rng, end, &mut |e| seen.push(e))
                 .expect("loop turn");
             seen.into_iter().for_each(|e| self.record(e));
         }
@@ -288,11 +242,7 @@ impl Client {
     }
 
     fn complete(&mut self) {
-        self.transfer = Transfer {
-            uploaded: 1000,
-            downloaded: 1 << 20,
-            left: 0,
-        };
+        self.transfer = Transfer { uploaded: 1000, downloaded: 1 << 20, left: 0 };
         let now = self.lp.now();
         self.trackers.on_completed(now, self.transfer);
         self.pump();
@@ -335,18 +285,10 @@ fn http_announce_lists_a_second_identity() {
     assert_eq!(b.peers, [loopback(7001)], "b sees a, and not itself");
     let status = &b.trackers.status()[0];
     assert_eq!(status.state, TrackerState::Working);
-    assert_eq!(
-        status.peers, 2,
-        "opentracker lists the announcer too; rill skips it"
-    );
+    assert_eq!(status.peers, 2, "opentracker lists the announcer too; rill skips it");
     assert_eq!(status.leechers, Some(2));
     assert!(status.next_announce.is_some());
-    assert!(
-        a.errors.is_empty() && b.errors.is_empty(),
-        "{:?} {:?}",
-        a.errors,
-        b.errors
-    );
+    assert!(a.errors.is_empty() && b.errors.is_empty(), "{:?} {:?}", a.errors, b.errors);
 }
 
 #[test]
@@ -376,17 +318,10 @@ fn host_names_resolve_off_the_loop_for_http_and_udp() {
     assert_eq!(b.peers, [loopback(7201)]);
     // Without a reachable DNS server the lookup may hang: the request's own time-out ends it then.
     let mut c = Client::new(&[&["http://no-such-host.invalid/announce"]], hash, 7203);
-    c.trackers.set_timeouts(Timeouts {
-        http: Duration::from_secs(3),
-        ..Timeouts::default()
-    });
+    c.trackers.set_timeouts(Timeouts { http: Duration::from_secs(3), ..Timeouts::default() });
     let failed = c.run_until(Duration::from_secs(6), |c| !c.errors.is_empty());
     assert!(failed, "an unresolvable name is a tracker error");
-    assert!(
-        c.errors[0].contains("cannot resolve host"),
-        "{:?}",
-        c.errors
-    );
+    assert!(c.errors[0].contains("cannot resolve host"), "{:?}", c.errors);
 }
 
 #[test]
@@ -396,40 +331,20 @@ fn dead_first_tier_still_gives_peers_within_a_second() {
     // A UDP port nobody reads and an HTTP port whose kernel accepts connections nobody answers.
     let silent_udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
     let hanging_http = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
-    let dead_udp = format!(
-        "udp://127.0.0.1:{}/announce",
-        silent_udp.local_addr().unwrap().port()
-    );
-    let dead_http = format!(
-        "http://127.0.0.1:{}/announce",
-        hanging_http.local_addr().unwrap().port()
-    );
+    let dead_udp = format!("udp://127.0.0.1:{}/announce", silent_udp.local_addr().unwrap().port());
+    let dead_http = format!("http://127.0.0.1:{}/announce", hanging_http.local_addr().unwrap().port());
     let mut seeder = Client::new(&[&[&ot.udp_url()]], hash, 7301);
     seeder.announce_once();
     for (i, working) in [ot.http_url(), ot.udp_url()].iter().enumerate() {
-        let mut c = Client::new(
-            &[&[&dead_udp, &dead_http], &[working]],
-            hash,
-            7310 + i as u16,
-        );
+        let mut c = Client::new(&[&[&dead_udp, &dead_http], &[working]], hash, 7310 + i as u16);
         let started = Instant::now();
         let got = c.run_until(Duration::from_secs(5), |c| !c.peers.is_empty());
         let took = started.elapsed();
         assert!(got, "no peers through tier 2 ({working})");
-        assert!(
-            took < Duration::from_secs(1),
-            "peers took {took:?} through {working}"
-        );
+        assert!(took < Duration::from_secs(1), "peers took {took:?} through {working}");
         assert!(c.peers.contains(&loopback(7301)));
         let status = c.trackers.status();
-        assert_eq!(
-            status
-                .iter()
-                .filter(|s| s.state == TrackerState::Announcing)
-                .count(),
-            1,
-            "{status:?}"
-        );
+        assert_eq!(status.iter().filter(|s| s.state == TrackerState::Announcing).count(), 1, "{status:?}");
     }
 }
 
@@ -443,11 +358,7 @@ fn scrape_counts_follow_started_completed_and_stopped() {
         assert_eq!(outcomes.len(), 2);
         for o in &outcomes {
             let c = counts(o);
-            assert_eq!(
-                (c.seeders, c.leechers, c.completed),
-                expected,
-                "{when}: {o}"
-            );
+            assert_eq!((c.seeders, c.leechers, c.completed), expected, "{when}: {o}");
             assert_eq!(o.to_string(), format!("{}: {c}", o.url));
         }
     };
@@ -465,12 +376,7 @@ fn scrape_counts_follow_started_completed_and_stopped() {
     b.stop();
     both((0, 0, 2), "after both stopped");
     assert_eq!(a.trackers.status()[0].state, TrackerState::Stopped);
-    assert!(
-        a.errors.is_empty() && b.errors.is_empty(),
-        "{:?} {:?}",
-        a.errors,
-        b.errors
-    );
+    assert!(a.errors.is_empty() && b.errors.is_empty(), "{:?} {:?}", a.errors, b.errors);
 }
 
 #[test]
@@ -478,30 +384,15 @@ fn scrape_reports_unknown_and_unreachable_trackers_per_line() {
     let hash = unique_info_hash();
     let ot = Opentracker::start(&[hash]);
     let silent_udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-    let dead = format!(
-        "udp://127.0.0.1:{}",
-        silent_udp.local_addr().unwrap().port()
-    );
-    let tiers = vec![
-        vec![ot.http_url(), "http://127.0.0.1:1/a".to_string()],
-        vec![dead.clone()],
-    ];
+    let dead = format!("udp://127.0.0.1:{}", silent_udp.local_addr().unwrap().port());
+    let tiers = vec![vec![ot.http_url(), "http://127.0.0.1:1/a".to_string()], vec![dead.clone()]];
     let started = Instant::now();
     let outcomes = scrape(&tiers, hash, Duration::from_secs(2));
     assert!(started.elapsed() < Duration::from_secs(4));
     let lines: Vec<String> = outcomes.iter().map(ToString::to_string).collect();
     assert_eq!(lines.len(), 3, "{lines:?}");
     // Nobody announced yet: opentracker does not list the torrent.
-    assert_eq!(
-        lines[0],
-        format!(
-            "{}: error: tracker does not know this torrent",
-            ot.http_url()
-        )
-    );
-    assert_eq!(
-        lines[1],
-        "http://127.0.0.1:1/a: error: tracker has no scrape url"
-    );
+    assert_eq!(lines[0], format!("{}: error: tracker does not know this torrent", ot.http_url()));
+    assert_eq!(lines[1], "http://127.0.0.1:1/a: error: tracker has no scrape url");
     assert_eq!(lines[2], format!("{dead}: error: timed out"));
 }

@@ -64,6 +64,13 @@ const REDRAW_LIVE_EVERY: Duration = millis(250);
 const REDRAW_PLAIN_EVERY: Duration = secs(5);
 /// How long `stopped` announces may take on exit.
 const STOP_GRACE: Duration = secs(3);
+/// The resume file is rewritten this often while pieces arrive...
+const SAVE_RESUME_EVERY: Duration = secs(5);
+/// ...or sooner, once this much has been verified since the last save (each save flushes the data files,
+/// so on an SD card it is kept to a few a minute).
+const SAVE_RESUME_AFTER_BYTES: u64 = 256 * 1024 * 1024;
+/// A peer that took part in this many failed pieces is banned (one is enough if it sent the piece alone).
+const BAN_AFTER_STRIKES: u32 = 3;
 
 /// Everything that can wake the loop. A peer's own timers live inside its session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +90,8 @@ enum Wake {
     ChokeRound,
     /// Every 50 ms while a rate limit is set: refill the token buckets.
     Refill,
+    /// Every few seconds: record newly verified pieces in the resume file.
+    SaveResume,
 }
 
 /// How progress is shown.
@@ -139,6 +148,9 @@ pub struct RunOutcome {
     pub wanted_bytes: u64,
     pub downloaded: u64,
     pub uploaded: u64,
+    /// Bytes received but not needed (endgame duplicates, failed pieces).
+    pub wasted: u64,
+    pub hash_failures: u32,
     pub peers_used: usize,
 }
 
@@ -199,6 +211,11 @@ pub struct EventLoop {
     throttled: Vec<usize>,
     signals: Option<Signals>,
     interrupted: bool,
+    /// Bytes verified since the resume file was last written.
+    unsaved_bytes: u64,
+    /// Failed pieces each peer took part in, and peer ids never to talk to again.
+    strikes: std::collections::HashMap<PeerNo, u32>,
+    banned_ids: Vec<[u8; 20]>,
 }
 
 impl EventLoop {
@@ -213,26 +230,19 @@ impl EventLoop {
         let poll = Poll::new().map_err(LoopError::Poll)?;
         let clock = Clock::start();
         let now = clock.now();
-        let waker = Arc::new(
-            Waker::new(poll.registry(), token::encode(Source::Waker)).map_err(LoopError::Poll)?,
-        );
+        let waker = Arc::new(Waker::new(poll.registry(), token::encode(Source::Waker)).map_err(LoopError::Poll)?);
         let mut listener = None;
         let mut listen_port = None;
         if let Some(addr) = config.listen {
             let mut l = match TcpListener::bind(addr) {
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse && config.listen_fallback => {
-                    log::info!(
-                        "port {} is taken; listening on a free port instead",
-                        addr.port()
-                    );
+                    log::info!("port {} is taken; listening on a free port instead", addr.port());
                     TcpListener::bind(SocketAddr::new(addr.ip(), 0))
                 }
                 other => other,
             }
             .map_err(|error| LoopError::Listen { addr, error })?;
-            let local = l
-                .local_addr()
-                .map_err(|error| LoopError::Listen { addr, error })?;
+            let local = l.local_addr().map_err(|error| LoopError::Listen { addr, error })?;
             poll.registry()
                 .register(&mut l, token::encode(Source::Listener), Interest::READABLE)
                 .map_err(LoopError::Poll)?;
@@ -271,6 +281,7 @@ impl EventLoop {
         timers.schedule(now + RATE_SAMPLE_EVERY, Wake::RateSample);
         timers.schedule(now, Wake::Redraw);
         timers.schedule(now + CHOKE_ROUND, Wake::ChokeRound);
+        timers.schedule(now + SAVE_RESUME_EVERY, Wake::SaveResume);
         if config.up_limit.is_some() || config.down_limit.is_some() {
             timers.schedule(now + REFILL_EVERY, Wake::Refill);
         }
@@ -278,11 +289,7 @@ impl EventLoop {
         let signals = match Signals::new([SIGINT, SIGTERM]) {
             Ok(mut signals) => {
                 poll.registry()
-                    .register(
-                        &mut signals,
-                        token::encode(Source::Signals),
-                        Interest::READABLE,
-                    )
+                    .register(&mut signals, token::encode(Source::Signals), Interest::READABLE)
                     .map_err(LoopError::Poll)?;
                 Some(signals)
             }
@@ -327,6 +334,9 @@ impl EventLoop {
             throttled: Vec::new(),
             signals,
             interrupted: false,
+            unsaved_bytes: 0,
+            strikes: Default::default(),
+            banned_ids: Vec::new(),
         })
     }
 
@@ -344,7 +354,45 @@ impl EventLoop {
     }
 
     /// Runs until every wanted piece is verified (or forever when seeding), then says goodbye to trackers.
+    /// Whatever the ending, verified pieces are recorded in the resume file first.
     pub fn run(mut self) -> Result<RunOutcome, LoopError> {
+        let result = self.run_turns();
+        let saved = self.save_resume();
+        match (result, saved) {
+            (Err(e), Err(save_error)) => {
+                log::error!("cannot save the resume file either: {save_error}");
+                Err(e)
+            }
+            (Err(e), Ok(())) => Err(e),
+            (Ok(()), Err(save_error)) => Err(save_error),
+            (Ok(()), Ok(())) => {
+                let now = self.clock.now();
+                self.redraw(now, true);
+                Ok(RunOutcome {
+                    complete: self.torrent.swarm.is_complete(),
+                    interrupted: self.interrupted,
+                    elapsed: now - self.started_at,
+                    have_bytes: self.torrent.swarm.wanted_bytes() - self.torrent.swarm.left(),
+                    wanted_bytes: self.torrent.swarm.wanted_bytes(),
+                    downloaded: self.torrent.swarm.totals.downloaded,
+                    uploaded: self.torrent.swarm.totals.uploaded,
+                    wasted: self.torrent.swarm.totals.wasted,
+                    hash_failures: self.torrent.swarm.totals.hash_failures,
+                    peers_used: self.peers_used.len(),
+                })
+            }
+        }
+    }
+
+    /// Flushes the data files, then records the verified pieces.
+    fn save_resume(&mut self) -> Result<(), LoopError> {
+        let info_hash = self.torrent.ctx.info_hash.0;
+        self.torrent.storage.save_resume(&info_hash, self.torrent.swarm.have()).map_err(LoopError::Storage)?;
+        self.unsaved_bytes = 0;
+        Ok(())
+    }
+
+    fn run_turns(&mut self) -> Result<(), LoopError> {
         let mut events = Events::with_capacity(256);
         let now = self.clock.now();
         let transfer = self.transfer();
@@ -371,21 +419,9 @@ impl EventLoop {
             for event in events.iter() {
                 match token::decode(event.token()) {
                     Some(Source::Listener) => self.accept_all(now),
-                    Some(Source::Peer(slot)) => {
-                        self.on_peer_event(slot, event.is_writable(), now)?
-                    }
-                    Some(
-                        source @ (Source::TrackerHttp(_)
-                        | Source::TrackerUdp4
-                        | Source::TrackerUdp6),
-                    ) => {
-                        self.tracker_driver.on_ready(
-                            source,
-                            event,
-                            self.poll.registry(),
-                            &mut self.trackers,
-                            now,
-                        );
+                    Some(Source::Peer(slot)) => self.on_peer_event(slot, event.is_writable(), now)?,
+                    Some(source @ (Source::TrackerHttp(_) | Source::TrackerUdp4 | Source::TrackerUdp6)) => {
+                        self.tracker_driver.on_ready(source, event, self.poll.registry(), &mut self.trackers, now);
                         self.pump_trackers(now);
                     }
                     Some(Source::Waker) => {
@@ -411,28 +447,13 @@ impl EventLoop {
                 break;
             }
         }
-        let now = self.clock.now();
-        self.redraw(now, true);
-        self.torrent.storage.sync().map_err(LoopError::Storage)?;
-        Ok(RunOutcome {
-            complete: self.torrent.swarm.is_complete(),
-            interrupted: self.interrupted,
-            elapsed: now - self.started_at,
-            have_bytes: self.torrent.swarm.wanted_bytes() - self.torrent.swarm.left(),
-            wanted_bytes: self.torrent.swarm.wanted_bytes(),
-            downloaded: self.torrent.swarm.totals.downloaded,
-            uploaded: self.torrent.swarm.totals.uploaded,
-            peers_used: self.peers_used.len(),
-        })
+        Ok(())
     }
 
     // ---- peers --------------------------------------------------------------------------------
 
     fn half_open(&self) -> usize {
-        self.peers
-            .iter()
-            .filter(|(_, c)| c.session.phase() == crate::peer::session::Phase::AwaitingConnect)
-            .count()
+        self.peers.iter().filter(|(_, c)| c.session.phase() == crate::peer::session::Phase::AwaitingConnect).count()
     }
 
     fn dial_more(&mut self, now: Timestamp) {
@@ -530,12 +551,7 @@ impl EventLoop {
         }
     }
 
-    fn on_peer_event(
-        &mut self,
-        slot: usize,
-        writable: bool,
-        now: Timestamp,
-    ) -> Result<(), LoopError> {
+    fn on_peer_event(&mut self, slot: usize, writable: bool, now: Timestamp) -> Result<(), LoopError> {
         let Some(conn) = self.peers.get_mut(slot) else {
             return Ok(());
         };
@@ -567,9 +583,7 @@ impl EventLoop {
         let Some(conn) = self.peers.get_mut(slot) else {
             return Ok(());
         };
-        if conn.closing.is_some()
-            || conn.session.phase() == crate::peer::session::Phase::AwaitingConnect
-        {
+        if conn.closing.is_some() || conn.session.phase() == crate::peer::session::Phase::AwaitingConnect {
             return Ok(());
         }
         let budget = match &self.down_bucket {
@@ -603,17 +617,17 @@ impl EventLoop {
             Err(InputError::Fatal(e)) => return Err(LoopError::Storage(e)),
         }
         let conn = &mut self.peers[slot];
+        if conn.session.peer_id.is_some_and(|id| self.banned_ids.contains(&id)) {
+            self.close_peer(slot, DropReason::Banned);
+            return Ok(());
+        }
         if self.torrent.swarm.is_seed() && conn.session.is_peer_seed() {
             // Seed meets seed: neither has anything for the other.
             self.close_peer(slot, DropReason::NotNeeded);
             return Ok(());
         }
         if conn.session.is_peer_interested() && conn.session.is_am_choking() && !self.stopping {
-            let unchoked = self
-                .peers
-                .iter()
-                .filter(|(_, c)| !c.session.is_am_choking())
-                .count();
+            let unchoked = self.peers.iter().filter(|(_, c)| !c.session.is_am_choking()).count();
             if self.choker.has_free_slot(unchoked) {
                 self.peers[slot].session.set_choking(false);
             }
@@ -627,15 +641,10 @@ impl EventLoop {
         let Some(conn) = self.peers.get_mut(slot) else {
             return Ok(());
         };
-        if conn.closing.is_some()
-            || conn.session.phase() == crate::peer::session::Phase::AwaitingConnect
-        {
+        if conn.closing.is_some() || conn.session.phase() == crate::peer::session::Phase::AwaitingConnect {
             return Ok(());
         }
-        let mut allowance = self
-            .up_bucket
-            .as_ref()
-            .map_or(u64::MAX, TokenBucket::available);
+        let mut allowance = self.up_bucket.as_ref().map_or(u64::MAX, TokenBucket::available);
         let uploaded_before = self.torrent.swarm.totals.uploaded;
         let result = conn.flush(&mut self.torrent, &mut allowance, now);
         if let Some(bucket) = &mut self.up_bucket {
@@ -671,9 +680,7 @@ impl EventLoop {
             }
             self.timers.cancel(id);
         }
-        let id = self
-            .timers
-            .schedule(next, Wake::Peer(slot, conn.session.no));
+        let id = self.timers.schedule(next, Wake::Peer(slot, conn.session.no));
         conn.timer = Some((id, next));
     }
 
@@ -732,8 +739,7 @@ impl EventLoop {
             }
             Wake::RateSample => {
                 self.on_rate_sample(now)?;
-                self.timers
-                    .schedule(now + RATE_SAMPLE_EVERY, Wake::RateSample);
+                self.timers.schedule(now + RATE_SAMPLE_EVERY, Wake::RateSample);
             }
             Wake::Redraw => {
                 self.redraw(now, false);
@@ -747,6 +753,12 @@ impl EventLoop {
             Wake::ChokeRound => {
                 self.choke_round(now);
                 self.timers.schedule(now + CHOKE_ROUND, Wake::ChokeRound);
+            }
+            Wake::SaveResume => {
+                if self.unsaved_bytes > 0 {
+                    self.save_resume()?;
+                }
+                self.timers.schedule(now + SAVE_RESUME_EVERY, Wake::SaveResume);
             }
             Wake::Refill => {
                 self.refill(now)?;
@@ -815,6 +827,33 @@ impl EventLoop {
         Ok(())
     }
 
+    /// Bans after failed pieces: at once a peer that alone sent a failed piece, otherwise a peer that took
+    /// part in `BAN_AFTER_STRIKES` failed pieces.
+    fn on_hash_failures(&mut self) {
+        for contributors in std::mem::take(&mut self.torrent.failed_contributors) {
+            let alone = contributors.len() == 1;
+            for no in contributors {
+                let strikes = self.strikes.entry(no).or_insert(0);
+                *strikes += 1;
+                if alone || *strikes >= BAN_AFTER_STRIKES {
+                    self.ban(no);
+                }
+            }
+        }
+    }
+
+    fn ban(&mut self, no: PeerNo) {
+        let Some((slot, conn)) = self.peers.iter().find(|(_, c)| c.session.no == no) else {
+            return;
+        };
+        log::info!("{}: banned: sent data that failed verification", conn.addr);
+        if let Some(id) = conn.session.peer_id {
+            self.banned_ids.push(id);
+        }
+        self.candidates.forget(conn.addr);
+        self.close_peer(slot, DropReason::Banned);
+    }
+
     fn on_signals(&mut self, now: Timestamp) {
         let Some(signals) = &mut self.signals else {
             return;
@@ -845,13 +884,10 @@ impl EventLoop {
         let slots: Vec<usize> = self.peers.iter().map(|(slot, _)| slot).collect();
         for slot in slots {
             let conn = &mut self.peers[slot];
-            if conn.closing.is_some()
-                || conn.session.phase() == crate::peer::session::Phase::AwaitingConnect
-            {
+            if conn.closing.is_some() || conn.session.phase() == crate::peer::session::Phase::AwaitingConnect {
                 continue;
             }
-            conn.session
-                .on_rate_sample(&mut self.torrent.swarm, now, dt);
+            conn.session.on_rate_sample(&mut self.torrent.swarm, now, dt);
             self.flush_peer(slot, now)?;
         }
         if let (true, Some(ratio)) = (self.torrent.swarm.is_complete(), self.config.seed_ratio) {
@@ -868,8 +904,7 @@ impl EventLoop {
     // ---- trackers -----------------------------------------------------------------------------
 
     fn pump_trackers(&mut self, now: Timestamp) {
-        self.tracker_driver
-            .pump(self.poll.registry(), &mut self.trackers, now);
+        self.tracker_driver.pump(self.poll.registry(), &mut self.trackers, now);
         let mut added = false;
         while let Some(event) = self.trackers.poll_event() {
             match event {
@@ -909,6 +944,9 @@ impl EventLoop {
         // Announce verified pieces and endgame cancels to every peer.
         if !self.torrent.verified.is_empty() || self.torrent.swarm.has_endgame_taken() {
             let verified = std::mem::take(&mut self.torrent.verified);
+            for &piece in &verified {
+                self.unsaved_bytes += u64::from(self.torrent.ctx.geometry.piece_len(piece));
+            }
             let taken: Vec<_> = self.torrent.swarm.drain_endgame_taken().collect();
             let slots: Vec<usize> = self.peers.iter().map(|(slot, _)| slot).collect();
             for slot in slots {
@@ -924,13 +962,15 @@ impl EventLoop {
                 }
                 self.flush_peer(slot, now)?;
             }
-            if !verified.is_empty() && self.torrent.swarm.is_complete() && !self.completed_announced
-            {
+            if !verified.is_empty() && self.torrent.swarm.is_complete() && !self.completed_announced {
                 self.on_complete(now);
             }
         }
+        if self.unsaved_bytes >= SAVE_RESUME_AFTER_BYTES {
+            self.save_resume()?;
+        }
         if !self.torrent.failed_contributors.is_empty() {
-            self.torrent.failed_contributors.clear();
+            self.on_hash_failures();
         }
         self.reap_closed(now);
         self.dial_more(now);
@@ -946,12 +986,8 @@ impl EventLoop {
         if !self.config.keep_seeding {
             self.begin_stop(now);
         } else if self.torrent.swarm.is_seed() {
-            let seeds: Vec<usize> = self
-                .peers
-                .iter()
-                .filter(|(_, c)| c.session.is_peer_seed())
-                .map(|(slot, _)| slot)
-                .collect();
+            let seeds: Vec<usize> =
+                self.peers.iter().filter(|(_, c)| c.session.is_peer_seed()).map(|(slot, _)| slot).collect();
             for slot in seeds {
                 self.close_peer(slot, DropReason::NotNeeded);
             }

@@ -113,16 +113,9 @@ impl Connection {
     }
 
     /// Serves queued requests (within `allowance` bytes) and writes until `WouldBlock` or nothing is left.
-    pub fn flush(
-        &mut self,
-        torrent: &mut Torrent,
-        allowance: &mut u64,
-        now: Timestamp,
-    ) -> Result<(), InputError> {
+    pub fn flush(&mut self, torrent: &mut Torrent, allowance: &mut u64, now: Timestamp) -> Result<(), InputError> {
         loop {
-            torrent
-                .serve(&mut self.session, allowance)
-                .map_err(InputError::Fatal)?;
+            torrent.serve(&mut self.session, allowance).map_err(InputError::Fatal)?;
             let pending = self.session.pending_output();
             if pending.is_empty() {
                 return Ok(());

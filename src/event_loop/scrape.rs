@@ -17,9 +17,7 @@ use super::trackers::TrackerDriver;
 use crate::metainfo::InfoHash;
 use crate::rng::Rng;
 use crate::time::{secs, Clock, Timestamp};
-use crate::tracker::{
-    Retransmit, ScrapeCounts, Timeouts, TrackerError, TrackerEvent, Trackers, Transfer,
-};
+use crate::tracker::{Retransmit, ScrapeCounts, Timeouts, TrackerError, TrackerEvent, Trackers, Transfer};
 
 /// One tracker's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,10 +58,7 @@ pub fn scrape(tiers: &[Vec<String>], info_hash: InfoHash, timeout: Duration) -> 
     }
     urls.into_iter()
         .zip(results)
-        .map(|(url, result)| ScrapeOutcome {
-            url,
-            result: result.unwrap_or(Err(TrackerError::TimedOut)),
-        })
+        .map(|(url, result)| ScrapeOutcome { url, result: result.unwrap_or(Err(TrackerError::TimedOut)) })
         .collect()
 }
 
@@ -78,16 +73,12 @@ fn run_scrape(
     let start = lp.now();
     let end = start + timeout;
     // Transaction ids need only differ between runs; main owns OS entropy, so mix the process id in.
-    let seed = u64::from_le_bytes(info_hash.0[..8].try_into().unwrap_or_default())
-        ^ u64::from(std::process::id());
+    let seed = u64::from_le_bytes(info_hash.0[..8].try_into().unwrap_or_default()) ^ u64::from(std::process::id());
     let mut rng = Rng::seeded(seed);
     let mut trackers = Trackers::scrape_only(tiers, info_hash, &mut rng, start);
     trackers.set_timeouts(Timeouts {
         http: timeout,
-        udp: Retransmit {
-            base: (timeout / 4).clamp(secs(1), secs(15)),
-            ..Retransmit::default()
-        },
+        udp: Retransmit { base: (timeout / 4).clamp(secs(1), secs(15)), ..Retransmit::default() },
         stop: Duration::ZERO,
     });
     trackers.scrape(start);
@@ -99,13 +90,7 @@ fn run_scrape(
         }
     };
     loop {
-        lp.turn(
-            &mut trackers,
-            Transfer::default(),
-            &mut rng,
-            end,
-            &mut record,
-        )?;
+        lp.turn(&mut trackers, Transfer::default(), &mut rng, end, &mut record)?;
         if !trackers.is_scraping() || lp.now() >= end {
             return Ok(());
         }
@@ -125,12 +110,7 @@ impl TrackerLoop {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), token::encode(Source::Waker))?);
         let driver = TrackerDriver::new(poll.registry(), waker)?;
-        Ok(TrackerLoop {
-            poll,
-            driver,
-            clock: Clock::start(),
-            events: Events::with_capacity(64),
-        })
+        Ok(TrackerLoop { poll, driver, clock: Clock::start(), events: Events::with_capacity(64) })
     }
 
     pub fn now(&self) -> Timestamp {
@@ -166,11 +146,8 @@ impl TrackerLoop {
         for event in self.events.iter() {
             match token::decode(event.token()) {
                 Some(Source::Waker) => self.driver.on_wake(trackers, now),
-                Some(
-                    source @ (Source::TrackerHttp(_) | Source::TrackerUdp4 | Source::TrackerUdp6),
-                ) => {
-                    self.driver
-                        .on_ready(source, event, self.poll.registry(), trackers, now);
+                Some(source @ (Source::TrackerHttp(_) | Source::TrackerUdp4 | Source::TrackerUdp6)) => {
+                    self.driver.on_ready(source, event, self.poll.registry(), trackers, now);
                 }
                 _ => {}
             }

@@ -90,13 +90,7 @@ impl TrackerDriver {
     }
 
     /// Performs one I/O request. Failures that happen at once are reported back at once.
-    pub fn perform(
-        &mut self,
-        io: TrackerIo,
-        registry: &Registry,
-        trackers: &mut Trackers,
-        now: Timestamp,
-    ) {
+    pub fn perform(&mut self, io: TrackerIo, registry: &Registry, trackers: &mut Trackers, now: Timestamp) {
         match io {
             TrackerIo::Resolve { id, host, port } => {
                 if let Err(e) = self.resolve(id, host, port) {
@@ -159,31 +153,19 @@ impl TrackerDriver {
         if self.resolver.is_none() {
             self.resolver = Some(spawn_resolver(Arc::clone(&self.waker))?);
         }
-        let sent = self
-            .resolver
-            .as_ref()
-            .map(|r| r.lookups.send((id, host, port)).is_ok());
+        let sent = self.resolver.as_ref().map(|r| r.lookups.send((id, host, port)).is_ok());
         if sent == Some(true) {
             return Ok(());
         }
         // The thread is gone (it cannot panic on its own, but be safe): start a new one next time.
         self.resolver = None;
-        Err(io::Error::new(
-            io::ErrorKind::BrokenPipe,
-            "resolver thread ended",
-        ))
+        Err(io::Error::new(io::ErrorKind::BrokenPipe, "resolver thread ended"))
     }
 
     // -----------------------------------------------------------------------------------------------------
     // HTTP.
 
-    fn connect(
-        &mut self,
-        id: IoId,
-        addr: SocketAddr,
-        request: Vec<u8>,
-        registry: &Registry,
-    ) -> io::Result<()> {
+    fn connect(&mut self, id: IoId, addr: SocketAddr, request: Vec<u8>, registry: &Registry) -> io::Result<()> {
         let mut stream = TcpStream::connect(addr)?;
         let entry = self.http.vacant_entry();
         let slot = entry.key();
@@ -192,13 +174,7 @@ impl TrackerDriver {
             token::encode(Source::TrackerHttp(slot)),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        entry.insert(HttpConn {
-            id,
-            stream,
-            request,
-            written: 0,
-            connected: false,
-        });
+        entry.insert(HttpConn { id, stream, request, written: 0, connected: false });
         self.by_id.insert(id, slot);
         trace!("tracker http {addr}: connecting ({id:?}, slot {slot})");
         Ok(())
@@ -213,13 +189,7 @@ impl TrackerDriver {
         }
     }
 
-    fn on_http_ready(
-        &mut self,
-        slot: usize,
-        registry: &Registry,
-        trackers: &mut Trackers,
-        now: Timestamp,
-    ) {
+    fn on_http_ready(&mut self, slot: usize, registry: &Registry, trackers: &mut Trackers, now: Timestamp) {
         let Some(conn) = self.http.get_mut(slot) else {
             return; // closed earlier: a stale event
         };
@@ -270,14 +240,7 @@ impl TrackerDriver {
         }
     }
 
-    fn fail(
-        &mut self,
-        id: IoId,
-        kind: io::ErrorKind,
-        registry: &Registry,
-        trackers: &mut Trackers,
-        now: Timestamp,
-    ) {
+    fn fail(&mut self, id: IoId, kind: io::ErrorKind, registry: &Registry, trackers: &mut Trackers, now: Timestamp) {
         debug!("tracker http {id:?}: {kind}");
         self.close(id, registry);
         trackers.on_http_closed(id, Err(kind), now);
@@ -286,12 +249,7 @@ impl TrackerDriver {
     // -----------------------------------------------------------------------------------------------------
     // UDP.
 
-    fn send_datagram(
-        &mut self,
-        addr: SocketAddr,
-        datagram: &[u8],
-        registry: &Registry,
-    ) -> io::Result<()> {
+    fn send_datagram(&mut self, addr: SocketAddr, datagram: &[u8], registry: &Registry) -> io::Result<()> {
         let socket = self.udp_socket(addr.is_ipv6(), registry)?;
         match socket.send_to(datagram, addr) {
             Ok(_) => Ok(()),
@@ -307,26 +265,16 @@ impl TrackerDriver {
     /// The shared socket of a family, bound to the unspecified address on first use.
     fn udp_socket(&mut self, v6: bool, registry: &Registry) -> io::Result<&UdpSocket> {
         let (socket, bind, source): (&mut Option<UdpSocket>, SocketAddr, Source) = if v6 {
-            (
-                &mut self.udp6,
-                (Ipv6Addr::UNSPECIFIED, 0).into(),
-                Source::TrackerUdp6,
-            )
+            (&mut self.udp6, (Ipv6Addr::UNSPECIFIED, 0).into(), Source::TrackerUdp6)
         } else {
-            (
-                &mut self.udp4,
-                (Ipv4Addr::UNSPECIFIED, 0).into(),
-                Source::TrackerUdp4,
-            )
+            (&mut self.udp4, (Ipv4Addr::UNSPECIFIED, 0).into(), Source::TrackerUdp4)
         };
         if socket.is_none() {
             let mut new = UdpSocket::bind(bind)?;
             registry.register(&mut new, token::encode(source), Interest::READABLE)?;
             *socket = Some(new);
         }
-        socket
-            .as_ref()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "udp socket missing"))
+        socket.as_ref().ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "udp socket missing"))
     }
 
     /// Receives until `WouldBlock`; the caller pumps afterwards (replies only queue sends).
@@ -361,20 +309,15 @@ impl TrackerDriver {
 fn spawn_resolver(waker: Arc<Waker>) -> io::Result<Resolver> {
     let (lookups, lookup_rx) = mpsc::channel::<Lookup>();
     let (answer_tx, answers) = mpsc::channel::<Answer>();
-    thread::Builder::new()
-        .name("rill-dns".into())
-        .spawn(move || {
-            for (id, host, port) in lookup_rx {
-                let result = (host.as_str(), port)
-                    .to_socket_addrs()
-                    .map(Iterator::collect)
-                    .map_err(|e| e.to_string());
-                if answer_tx.send((id, result)).is_err() {
-                    return;
-                }
-                // A failed wake means the loop is gone; the next send will fail and end the thread.
-                let _ = waker.wake();
+    thread::Builder::new().name("rill-dns".into()).spawn(move || {
+        for (id, host, port) in lookup_rx {
+            let result = (host.as_str(), port).to_socket_addrs().map(Iterator::collect).map_err(|e| e.to_string());
+            if answer_tx.send((id, result)).is_err() {
+                return;
             }
-        })?;
+            // A failed wake means the loop is gone; the next send will fail and end the thread.
+            let _ = waker.wake();
+        }
+    })?;
     Ok(Resolver { lookups, answers })
 }

@@ -22,34 +22,10 @@ pub fn render_info(m: &Metainfo) -> String {
     };
     field(&mut out, "name", &printable(&m.name));
     field(&mut out, "info-hash", &m.info_hash.to_string());
-    field(
-        &mut out,
-        "piece size",
-        &format!(
-            "{} ({} bytes)",
-            units::bytes(m.piece_length.into()),
-            m.piece_length
-        ),
-    );
+    field(&mut out, "piece size", &format!("{} ({} bytes)", units::bytes(m.piece_length.into()), m.piece_length));
     field(&mut out, "pieces", &m.piece_count().to_string());
-    field(
-        &mut out,
-        "total size",
-        &format!(
-            "{} ({} bytes)",
-            units::bytes(m.total_length),
-            m.total_length
-        ),
-    );
-    field(
-        &mut out,
-        "private",
-        if m.private {
-            "yes (trackers only: no DHT, no PEX)"
-        } else {
-            "no"
-        },
-    );
+    field(&mut out, "total size", &format!("{} ({} bytes)", units::bytes(m.total_length), m.total_length));
+    field(&mut out, "private", if m.private { "yes (trackers only: no DHT, no PEX)" } else { "no" });
     if let Some(comment) = &m.comment {
         field(&mut out, "comment", &printable(comment));
     }
@@ -57,15 +33,10 @@ pub fn render_info(m: &Metainfo) -> String {
         field(&mut out, "created by", &printable(created_by));
     }
 
-    let files: Vec<(usize, String, &str)> = m
-        .selectable_files()
-        .map(|(i, f)| (i, units::bytes(f.length), f.display_path.as_str()))
-        .collect();
-    let (padding_count, padding_bytes) = m
-        .files
-        .iter()
-        .filter(|f| f.padding)
-        .fold((0u64, 0u64), |(n, len), f| (n + 1, len + f.length));
+    let files: Vec<(usize, String, &str)> =
+        m.selectable_files().map(|(i, f)| (i, units::bytes(f.length), f.display_path.as_str())).collect();
+    let (padding_count, padding_bytes) =
+        m.files.iter().filter(|f| f.padding).fold((0u64, 0u64), |(n, len), f| (n + 1, len + f.length));
     let mut files_line = files.len().to_string();
     if padding_count > 0 {
         let _ = write!(
@@ -77,17 +48,9 @@ pub fn render_info(m: &Metainfo) -> String {
     }
     field(&mut out, "files", &files_line);
     let index_width = files.last().map_or(1, |(i, _, _)| i.to_string().len());
-    let size_width = files
-        .iter()
-        .map(|(_, size, _)| size.len())
-        .max()
-        .unwrap_or(0);
+    let size_width = files.iter().map(|(_, size, _)| size.len()).max().unwrap_or(0);
     for (i, size, path) in &files {
-        let _ = writeln!(
-            out,
-            "  {i:>index_width$}  {size:>size_width$}  {}",
-            printable(path)
-        );
+        let _ = writeln!(out, "  {i:>index_width$}  {size:>size_width$}  {}", printable(path));
     }
 
     if m.trackers.is_empty() {
@@ -96,11 +59,7 @@ pub fn render_info(m: &Metainfo) -> String {
         let _ = writeln!(out, "trackers:");
         for (tier, urls) in m.trackers.iter().enumerate() {
             for (n, url) in urls.iter().enumerate() {
-                let label = if n == 0 {
-                    format!("tier {}:", tier + 1)
-                } else {
-                    String::new()
-                };
+                let label = if n == 0 { format!("tier {}:", tier + 1) } else { String::new() };
                 let _ = writeln!(out, "  {label:<9}{}", printable(url));
             }
         }
@@ -112,15 +71,7 @@ pub fn render_info(m: &Metainfo) -> String {
 fn printable(text: &str) -> Cow<'_, str> {
     if text.chars().any(char::is_control) {
         Cow::Owned(
-            text.chars()
-                .map(|c| {
-                    if c.is_control() {
-                        c.escape_default().to_string()
-                    } else {
-                        c.to_string()
-                    }
-                })
-                .collect(),
+            text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect(),
         )
     } else {
         Cow::Borrowed(text)
@@ -135,13 +86,7 @@ mod tests {
     use crate::metainfo::{FileEntry, InfoHash};
 
     fn entry(path: &str, length: u64, offset: u64, padding: bool) -> FileEntry {
-        FileEntry {
-            path: PathBuf::from(path),
-            display_path: path.to_owned(),
-            length,
-            offset,
-            padding,
-        }
+        FileEntry { path: PathBuf::from(path), display_path: path.to_owned(), length, offset, padding }
     }
 
     fn hybrid_like() -> Metainfo {
@@ -159,10 +104,7 @@ mod tests {
             total_length: 33_768,
             files,
             trackers: vec![
-                vec![
-                    "http://127.0.0.1:6969/announce".into(),
-                    "udp://127.0.0.1:6969".into(),
-                ],
+                vec!["http://127.0.0.1:6969/announce".into(), "udp://127.0.0.1:6969".into()],
                 vec!["http://127.0.0.1:6970/announce".into()],
             ],
             private: true,
@@ -213,9 +155,7 @@ trackers:
     #[test]
     fn info_numbers_align_past_ten_files() {
         let mut m = hybrid_like();
-        m.files = (0..12)
-            .map(|i| entry(&format!("multi/f{i}"), 100, i * 100, false))
-            .collect();
+        m.files = (0..12).map(|i| entry(&format!("multi/f{i}"), 100, i * 100, false)).collect();
         let text = render_info(&m);
         assert!(text.contains("\n   0  100 B  multi/f0\n"), "{text}");
         assert!(text.contains("\n  11  100 B  multi/f11\n"), "{text}");
@@ -228,10 +168,7 @@ trackers:
         m.comment = Some("two\nlines".into());
         m.files[0].display_path = "multi/\u{7}bell".into();
         let text = render_info(&m);
-        assert!(
-            !text.contains('\u{1b}') && !text.contains('\u{7}'),
-            "{text}"
-        );
+        assert!(!text.contains('\u{1b}') && !text.contains('\u{7}'), "{text}");
         assert!(text.contains("name:       evil\\u{1b}[2Jname\n"), "{text}");
         assert!(text.contains("comment:    two\\nlines\n"), "{text}");
         assert!(text.contains("multi/\\u{7}bell"), "{text}");

@@ -36,20 +36,14 @@ impl Snapshot {
     /// Time to finish at the current rate, if it is meaningful.
     pub fn eta(&self) -> Option<Duration> {
         let left = self.total.saturating_sub(self.done);
-        (self.down_rate >= 1.0 && left > 0)
-            .then(|| Duration::from_secs_f64(left as f64 / self.down_rate))
+        (self.down_rate >= 1.0 && left > 0).then(|| Duration::from_secs_f64(left as f64 / self.down_rate))
     }
 }
 
 /// One line for the live view, at most `width` columns.
 pub fn render_status(s: &Snapshot, width: usize) -> String {
     let mut line = if s.seeding {
-        format!(
-            "seeding  up {} ({})  peers {}",
-            units::bytes(s.uploaded),
-            units::rate(s.up_rate),
-            s.peers
-        )
+        format!("seeding  up {} ({})  peers {}", units::bytes(s.uploaded), units::rate(s.up_rate), s.peers)
     } else {
         let eta = match s.eta() {
             Some(d) => units::duration(d),

@@ -52,8 +52,7 @@ pub fn duration(d: Duration) -> String {
         return format!("{:.1}s", d.as_secs_f64());
     }
     let secs = d.as_secs();
-    let (days, hours, minutes, seconds) =
-        (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    let (days, hours, minutes, seconds) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
     if days > 0 {
         format!("{days}d{hours:02}h")
     } else if hours > 0 {
@@ -70,8 +69,7 @@ pub fn duration(d: Duration) -> String {
 /// What a rate of 0 means (unlimited or nothing) is the caller's decision.
 /// The error is one line for the CLI to print after the flag name.
 pub fn parse_rate(s: &str) -> Result<u64, String> {
-    let invalid =
-        || format!("invalid rate {s:?}: expected a number with an optional k, m or g suffix");
+    let invalid = || format!("invalid rate {s:?}: expected a number with an optional k, m or g suffix");
     let too_large = || format!("rate {s:?} is too large");
     let text = s.trim();
     let (number, multiplier): (&str, u128) = match text.char_indices().last() {
@@ -92,11 +90,7 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
         return Err(too_large());
     }
     let fraction = &fraction[..fraction.len().min(12)];
-    let parse = |digits: &str| {
-        digits
-            .bytes()
-            .fold(0u128, |n, d| n * 10 + u128::from(d - b'0'))
-    };
+    let parse = |digits: &str| digits.bytes().fold(0u128, |n, d| n * 10 + u128::from(d - b'0'));
     let scale = 10u128.pow(fraction.len() as u32);
     let value = parse(whole) * multiplier + parse(fraction) * multiplier / scale;
     u64::try_from(value).map_err(|_| too_large())
@@ -150,10 +144,7 @@ mod tests {
         assert_eq!(duration(Duration::from_millis(12_900)), "12s");
         assert_eq!(duration(Duration::from_secs(185)), "3m05s");
         assert_eq!(duration(Duration::from_secs(3600 + 2 * 60 + 59)), "1h02m");
-        assert_eq!(
-            duration(Duration::from_secs(2 * 86_400 + 3 * 3600 + 7)),
-            "2d03h"
-        );
+        assert_eq!(duration(Duration::from_secs(2 * 86_400 + 3 * 3600 + 7)), "2d03h");
         assert_eq!(duration(Duration::MAX), "213503982334601d07h");
     }
 
@@ -175,9 +166,7 @@ mod tests {
 
     #[test]
     fn parse_rate_rejects_garbage_with_one_line() {
-        for bad in [
-            "", "k", ".", "-1", "+1", "1.2.3", "1 k", "1kb", "1e3", "abc", "1,5m", "١٢",
-        ] {
+        for bad in ["", "k", ".", "-1", "+1", "1.2.3", "1 k", "1kb", "1e3", "abc", "1,5m", "١٢"] {
             let e = parse_rate(bad).expect_err(bad);
             assert!(e.starts_with("invalid rate") && !e.contains('\n'), "{e}");
         }
@@ -186,15 +175,9 @@ mod tests {
     #[test]
     fn parse_rate_rejects_values_beyond_u64() {
         assert_eq!(parse_rate("18446744073709551615"), Ok(u64::MAX));
-        assert!(parse_rate("18446744073709551616")
-            .unwrap_err()
-            .contains("too large"));
-        assert!(parse_rate("17179869184g")
-            .unwrap_err()
-            .contains("too large"));
-        assert!(parse_rate("99999999999999999999999")
-            .unwrap_err()
-            .contains("too large"));
+        assert!(parse_rate("18446744073709551616").unwrap_err().contains("too large"));
+        assert!(parse_rate("17179869184g").unwrap_err().contains("too large"));
+        assert!(parse_rate("99999999999999999999999").unwrap_err().contains("too large"));
         assert_eq!(parse_rate("000000000000000000000001k"), Ok(1024));
         assert_eq!(parse_rate("1.00000000000000000001k"), Ok(1024));
     }

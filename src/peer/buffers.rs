@@ -31,24 +31,15 @@ pub const READ_CHUNK: usize = 64 * 1024;
 impl ReadBuf {
     pub fn new(limits: &FrameLimits) -> Self {
         let capacity = (4 + limits.max_body as usize).max(HANDSHAKE_LEN) + READ_CHUNK;
-        ReadBuf {
-            buf: vec![0; capacity].into_boxed_slice(),
-            start: 0,
-            end: 0,
-        }
+        ReadBuf { buf: vec![0; capacity].into_boxed_slice(), start: 0, end: 0 }
     }
 
     /// One `read(2)` into the free tail. `Ok(0)` means the peer closed its side.
     pub fn fill_from(&mut self, src: &mut impl io::Read) -> io::Result<usize> {
-        if self.end == self.buf.len()
-            || (self.start > 0 && self.buf.len() - self.end < READ_CHUNK / 2)
-        {
+        if self.end == self.buf.len() || (self.start > 0 && self.buf.len() - self.end < READ_CHUNK / 2) {
             self.compact();
         }
-        debug_assert!(
-            self.end < self.buf.len(),
-            "decode() bounds frames below capacity"
-        );
+        debug_assert!(self.end < self.buf.len(), "decode() bounds frames below capacity");
         let n = src.read(&mut self.buf[self.end..])?;
         self.end += n;
         Ok(n)
@@ -69,10 +60,7 @@ impl ReadBuf {
     }
 
     /// The next whole frame, borrowed from the buffer, or `None` until more bytes arrive.
-    pub fn next_frame(
-        &mut self,
-        limits: &FrameLimits,
-    ) -> Result<Option<Frame<'_>>, PeerMisbehaved> {
+    pub fn next_frame(&mut self, limits: &FrameLimits) -> Result<Option<Frame<'_>>, PeerMisbehaved> {
         let Self { buf, start, end } = self;
         match wire::decode(&buf[*start..*end], limits)? {
             Decoded::Frame { frame, len } => {
@@ -169,19 +157,9 @@ mod tests {
         let mut bytes = vec![];
         for i in 0..20 {
             encode(&Frame::Have { piece: i }, &mut bytes);
-            encode(
-                &Frame::Piece {
-                    piece: i,
-                    offset: 0,
-                    data: &block,
-                },
-                &mut bytes,
-            );
+            encode(&Frame::Piece { piece: i, offset: 0, data: &block }, &mut bytes);
         }
-        let mut src = Trickle {
-            data: &bytes,
-            step: 1000,
-        };
+        let mut src = Trickle { data: &bytes, step: 1000 };
         let mut rb = ReadBuf::new(&limits);
         let mut seen = 0;
         loop {

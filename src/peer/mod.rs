@@ -85,10 +85,7 @@ impl fmt::Display for PeerMisbehaved {
                 write!(f, "requested a block of {len} bytes")
             }
             PeerMisbehaved::BadRequest { piece, offset, len } => {
-                write!(
-                    f,
-                    "requested {len} bytes at {piece}+{offset}, outside the piece"
-                )
+                write!(f, "requested {len} bytes at {piece}+{offset}, outside the piece")
             }
             PeerMisbehaved::RequestedMissingPiece { piece } => {
                 write!(f, "requested piece {piece} which we do not have")

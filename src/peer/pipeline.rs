@@ -109,19 +109,13 @@ impl Pipeline {
     }
 
     pub fn push(&mut self, block: BlockRef, now: Timestamp) {
-        self.in_flight.push_back(InFlight {
-            block,
-            sent_at: now,
-            released: false,
-        });
+        self.in_flight.push_back(InFlight { block, sent_at: now, released: false });
         self.active += 1;
     }
 
     /// Whether `block` is in flight and not released (endgame: do not request it twice).
     pub fn is_requested(&self, block: &BlockRef) -> bool {
-        self.in_flight
-            .iter()
-            .any(|f| !f.released && f.block == *block)
+        self.in_flight.iter().any(|f| !f.released && f.block == *block)
     }
 
     /// A block arrived: its entry, if we asked for it. Blocks mostly arrive in request order, so the
@@ -145,11 +139,7 @@ impl Pipeline {
 
     /// Marks `block` released (we cancelled it); returns whether it was active.
     pub fn release(&mut self, block: &BlockRef) -> bool {
-        match self
-            .in_flight
-            .iter_mut()
-            .find(|f| !f.released && f.block == *block)
-        {
+        match self.in_flight.iter_mut().find(|f| !f.released && f.block == *block) {
             Some(f) => {
                 f.released = true;
                 self.active -= 1;
@@ -192,8 +182,7 @@ impl Pipeline {
         }
         self.active -= timed_out;
         self.timed_out_total += u64::from(timed_out);
-        self.in_flight
-            .retain(|f| !f.released || now - f.sent_at < LATE_GRACE);
+        self.in_flight.retain(|f| !f.released || now - f.sent_at < LATE_GRACE);
         if timed_out > 0 {
             self.snubbed = true;
             self.target = 1;
@@ -203,17 +192,7 @@ impl Pipeline {
 
     /// When `expire` next has work.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.in_flight
-            .iter()
-            .map(|f| {
-                f.sent_at
-                    + if f.released {
-                        LATE_GRACE
-                    } else {
-                        REQUEST_TIMEOUT
-                    }
-            })
-            .min()
+        self.in_flight.iter().map(|f| f.sent_at + if f.released { LATE_GRACE } else { REQUEST_TIMEOUT }).min()
     }
 
     /// Once a second: fold the bytes since the last sample into the rate and resize the pipeline to the
@@ -227,11 +206,7 @@ impl Pipeline {
         self.sample_bytes = 0;
         self.last_sample = now;
         // Rising rates are taken at once (slow start must not lag); falling ones smoothed.
-        self.rate = if sample > self.rate {
-            sample
-        } else {
-            0.7 * self.rate + 0.3 * sample
-        };
+        self.rate = if sample > self.rate { sample } else { 0.7 * self.rate + 0.3 * sample };
         if self.snubbed {
             return;
         }
@@ -247,11 +222,7 @@ mod tests {
     use super::*;
 
     fn block(piece: u32, i: u32) -> BlockRef {
-        BlockRef {
-            piece,
-            offset: i * BLOCK_LEN,
-            len: BLOCK_LEN,
-        }
+        BlockRef { piece, offset: i * BLOCK_LEN, len: BLOCK_LEN }
     }
 
     #[test]
@@ -294,11 +265,7 @@ mod tests {
         assert_eq!(p.active(), 1);
         let late = p.on_block(&block(0, 0), t0 + secs(31)).unwrap();
         assert!(late.released);
-        assert_eq!(
-            p.on_block(&block(0, 0), t0 + secs(31)),
-            None,
-            "a second copy was never asked for"
-        );
+        assert_eq!(p.on_block(&block(0, 0), t0 + secs(31)), None, "a second copy was never asked for");
     }
 
     #[test]

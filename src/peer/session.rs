@@ -232,12 +232,7 @@ impl PeerSession {
     fn send_handshake(&mut self, ctx: &TorrentContext) {
         let mut reserved = [0u8; 8];
         reserved[RESERVED_EXTENSION_PROTOCOL.0] |= RESERVED_EXTENSION_PROTOCOL.1;
-        Handshake {
-            reserved,
-            info_hash: ctx.info_hash,
-            peer_id: ctx.our_peer_id,
-        }
-        .encode(self.out.tail());
+        Handshake { reserved, info_hash: ctx.info_hash, peer_id: ctx.our_peer_id }.encode(self.out.tail());
     }
 
     /// The peer's handshake arrived.
@@ -263,10 +258,7 @@ impl PeerSession {
         if self.peer_supports_extensions {
             let mut payload = Vec::with_capacity(64);
             extension::encode_handshake(OUR_REQQ, ctx.listen_port, &mut payload);
-            self.send(Frame::Extended {
-                ext_id: extension::HANDSHAKE_ID,
-                payload: &payload,
-            });
+            self.send(Frame::Extended { ext_id: extension::HANDSHAKE_ID, payload: &payload });
         }
         if swarm.have().count_ones() > 0 {
             self.send(Frame::Bitfield(swarm.have().as_bytes()));
@@ -290,10 +282,7 @@ impl PeerSession {
             // Real clients (libtorrent, Transmission) send their BEP 10 handshake before the bitfield, and
             // some a keep-alive or DHT port: those do not end the window in which a bitfield is legal.
             Phase::AwaitingFirstMessage
-                if matches!(
-                    frame,
-                    Frame::Extended { .. } | Frame::KeepAlive | Frame::Port(_)
-                ) => {}
+                if matches!(frame, Frame::Extended { .. } | Frame::KeepAlive | Frame::Port(_)) => {}
             Phase::AwaitingFirstMessage => self.phase = Phase::Active,
             Phase::Active => {}
             Phase::AwaitingConnect | Phase::AwaitingHandshake => {
@@ -320,9 +309,7 @@ impl PeerSession {
                 self.requests.clear();
             }
             Frame::Have { piece } => {
-                let piece = geometry
-                    .piece(piece)
-                    .ok_or(PeerMisbehaved::IndexOutOfRange { index: piece })?;
+                let piece = geometry.piece(piece).ok_or(PeerMisbehaved::IndexOutOfRange { index: piece })?;
                 self.add_piece(piece, swarm);
                 self.update_interest(swarm, now);
             }
@@ -331,9 +318,7 @@ impl PeerSession {
                     return Err(PeerMisbehaved::BitfieldNotFirst.into());
                 }
                 self.peer_has.assign_from_wire(bits).map_err(|e| match e {
-                    BitfieldError::WrongLength { got, want } => {
-                        PeerMisbehaved::BitfieldWrongLength { got, want }
-                    }
+                    BitfieldError::WrongLength { got, want } => PeerMisbehaved::BitfieldWrongLength { got, want },
                     BitfieldError::SpareBits => PeerMisbehaved::BitfieldSpareBits,
                 })?;
                 self.on_peer_pieces_replaced(swarm);
@@ -348,12 +333,9 @@ impl PeerSession {
                 self.update_interest(swarm, now);
             }
             Frame::HaveAll | Frame::HaveNone => return Err(PeerMisbehaved::BitfieldNotFirst.into()),
-            Frame::Request { piece, offset, len } => {
-                self.on_request(piece, offset, len, geometry, swarm)?
-            }
+            Frame::Request { piece, offset, len } => self.on_request(piece, offset, len, geometry, swarm)?,
             Frame::Cancel { piece, offset, len } => {
-                self.requests
-                    .retain(|b| !(b.piece == piece && b.offset == offset && b.len == len));
+                self.requests.retain(|b| !(b.piece == piece && b.offset == offset && b.len == len));
             }
             Frame::RejectRequest { piece, offset, len } => {
                 if let Some(block) = geometry.aligned_block(piece, offset, len) {
@@ -362,29 +344,19 @@ impl PeerSession {
                     }
                 }
             }
-            Frame::Piece {
-                piece,
-                offset,
-                data,
-            } => {
+            Frame::Piece { piece, offset, data } => {
                 let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
                 let block = geometry
                     .aligned_block(piece, offset, len)
                     .ok_or(PeerMisbehaved::UnrequestedBlock { piece, offset })?;
-                let entry = self
-                    .pipeline
-                    .on_block(&block, now)
-                    .ok_or(PeerMisbehaved::UnrequestedBlock { piece, offset })?;
+                let entry =
+                    self.pipeline.on_block(&block, now).ok_or(PeerMisbehaved::UnrequestedBlock { piece, offset })?;
                 self.downloaded += u64::from(len);
                 self.last_block_at = Some(now);
                 let arrival = swarm.on_block(&block, data, self.no, !entry.released);
                 self.fill_requests(swarm, now);
                 if let BlockArrival::Fresh { piece_complete } = arrival {
-                    return Ok(Effect::StoreBlock {
-                        block,
-                        data,
-                        piece_complete,
-                    });
+                    return Ok(Effect::StoreBlock { block, data, piece_complete });
                 }
             }
             Frame::Extended { ext_id, payload } => {
@@ -412,9 +384,11 @@ impl PeerSession {
         if len > MAX_SERVED_BLOCK {
             return Err(PeerMisbehaved::OversizedRequest { len });
         }
-        let block = geometry
-            .block(piece, offset, len, MAX_SERVED_BLOCK)
-            .ok_or(PeerMisbehaved::BadRequest { piece, offset, len })?;
+        let block = geometry.block(piece, offset, len, MAX_SERVED_BLOCK).ok_or(PeerMisbehaved::BadRequest {
+            piece,
+            offset,
+            len,
+        })?;
         if !swarm.have().get(piece) {
             return Err(PeerMisbehaved::RequestedMissingPiece { piece });
         }
@@ -453,22 +427,14 @@ impl PeerSession {
 
     /// Recomputes which of the peer's pieces we want (after a bitfield, or a change of file selection).
     pub fn recount_interest(&mut self, swarm: &Swarm) {
-        self.interesting = self
-            .peer_has
-            .iter_ones()
-            .filter(|&p| swarm.wants(p))
-            .count() as u32;
+        self.interesting = self.peer_has.iter_ones().filter(|&p| swarm.wants(p)).count() as u32;
     }
 
     fn update_interest(&mut self, swarm: &mut Swarm, now: Timestamp) {
         let want = self.interesting > 0;
         if want != self.am_interested {
             self.am_interested = want;
-            self.send(if want {
-                Frame::Interested
-            } else {
-                Frame::NotInterested
-            });
+            self.send(if want { Frame::Interested } else { Frame::NotInterested });
         }
         if want && !self.peer_choking {
             self.fill_requests(swarm, now);
@@ -482,26 +448,17 @@ impl PeerSession {
         }
         while self.pipeline.has_room() {
             let pipeline = &self.pipeline;
-            let Some(block) =
-                swarm.reserve_block(&self.peer_has, &mut self.hint, |b| pipeline.is_requested(b))
-            else {
+            let Some(block) = swarm.reserve_block(&self.peer_has, &mut self.hint, |b| pipeline.is_requested(b)) else {
                 break;
             };
             self.pipeline.push(block, now);
-            self.send(Frame::Request {
-                piece: block.piece,
-                offset: block.offset,
-                len: block.len,
-            });
+            self.send(Frame::Request { piece: block.piece, offset: block.offset, len: block.len });
         }
     }
 
     /// We verified `piece`: tell the peer, and drop interest if it has nothing else we want.
     pub fn on_we_have(&mut self, piece: u32, swarm: &mut Swarm, now: Timestamp) {
-        if matches!(
-            self.phase,
-            Phase::AwaitingConnect | Phase::AwaitingHandshake
-        ) {
+        if matches!(self.phase, Phase::AwaitingConnect | Phase::AwaitingHandshake) {
             return; // our bitfield, sent after the handshake, will include it
         }
         self.send(Frame::Have { piece });
@@ -514,11 +471,7 @@ impl PeerSession {
     /// Another peer delivered `block` first (endgame): cancel our request for it.
     pub fn on_block_taken(&mut self, block: &BlockRef) {
         if self.pipeline.release(block) {
-            self.send(Frame::Cancel {
-                piece: block.piece,
-                offset: block.offset,
-                len: block.len,
-            });
+            self.send(Frame::Cancel { piece: block.piece, offset: block.offset, len: block.len });
         }
     }
 

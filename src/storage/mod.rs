@@ -5,15 +5,20 @@
 //! pieces back from disk, and `fdatasync`.
 //! Must not: know about peers or protocol state. It takes byte offsets in the torrent's layout and slices.
 
+pub mod resume;
 pub mod verify;
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::io::Write;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use sha1::{Digest, Sha1};
+
+use crate::bitfield::Bitfield;
+use resume::{FileStamp, ResumeData};
 
 use crate::geometry::BLOCK_LEN;
 use crate::metainfo::Metainfo;
@@ -23,6 +28,8 @@ use crate::metainfo::Metainfo;
 pub enum StorageOp {
     CreateDir,
     Open,
+    /// The file was deleted or replaced while rill had it open.
+    Vanished,
     Write,
     Read,
     Sync,
@@ -41,6 +48,7 @@ impl fmt::Display for StorageError {
         let verb = match self.op {
             StorageOp::CreateDir => "cannot create directory",
             StorageOp::Open => "cannot open",
+            StorageOp::Vanished => "file vanished:",
             StorageOp::Write => "cannot write",
             StorageOp::Read => "cannot read",
             StorageOp::Sync => "cannot flush",
@@ -66,40 +74,31 @@ pub struct Storage {
     files: Vec<DataFile>,
     open_order: Vec<usize>,
     scratch: Box<[u8]>,
+    /// `DIR/.<name>.rill-resume`, beside the data.
+    resume_path: PathBuf,
 }
 
 impl Storage {
     /// Prepares `dir/<layout>`: makes directories and creates zero-length files. Data files are created
     /// when first written. Nothing is truncated: existing bytes stay until verified or overwritten.
-    pub fn open(
-        dir: &Path,
-        meta: &Metainfo,
-        wanted_file: impl Fn(usize) -> bool,
-    ) -> Result<Self, StorageError> {
+    pub fn open(dir: &Path, meta: &Metainfo, wanted_file: impl Fn(usize) -> bool) -> Result<Self, StorageError> {
         let mut files = Vec::with_capacity(meta.files.len());
         for (i, f) in meta.files.iter().enumerate() {
             let path = dir.join(&f.path);
             if !f.padding && f.length == 0 && wanted_file(i) {
                 create_parent(&path)?;
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .map_err(|error| StorageError {
-                        path: path.clone(),
-                        op: StorageOp::Open,
-                        error,
-                    })?;
+                OpenOptions::new().create(true).append(true).open(&path).map_err(|error| StorageError {
+                    path: path.clone(),
+                    op: StorageOp::Open,
+                    error,
+                })?;
             }
-            files.push(DataFile {
-                path,
-                offset: f.offset,
-                length: f.length,
-                padding: f.padding,
-                handle: None,
-            });
+            files.push(DataFile { path, offset: f.offset, length: f.length, padding: f.padding, handle: None });
         }
+        let top = meta.files.first().and_then(|f| f.path.components().next());
+        let name = top.map(|c| c.as_os_str().to_string_lossy().into_owned()).unwrap_or_default();
         Ok(Storage {
+            resume_path: dir.join(format!(".{name}.rill-resume")),
             files,
             open_order: Vec::new(),
             scratch: vec![0; BLOCK_LEN as usize].into_boxed_slice(),
@@ -108,17 +107,10 @@ impl Storage {
 
     /// The next file span of the layout range `[offset, end)` at or after `cursor`: (file index, offset in
     /// that file, range relative to `offset`). Zero-length files are skipped.
-    fn next_span(
-        &self,
-        cursor: &mut Cursor,
-        offset: u64,
-        end: u64,
-    ) -> Option<(usize, u64, std::ops::Range<usize>)> {
+    fn next_span(&self, cursor: &mut Cursor, offset: u64, end: u64) -> Option<(usize, u64, std::ops::Range<usize>)> {
         if cursor.file == usize::MAX {
             // First file whose end is past `offset`.
-            cursor.file = self
-                .files
-                .partition_point(|df| df.offset + df.length <= offset);
+            cursor.file = self.files.partition_point(|df| df.offset + df.length <= offset);
             cursor.pos = offset;
         }
         while cursor.pos < end && cursor.file < self.files.len() {
@@ -127,11 +119,7 @@ impl Storage {
             cursor.file += 1;
             if df.length > 0 {
                 let stop = end.min(df.offset + df.length);
-                let span = (
-                    i,
-                    cursor.pos - df.offset,
-                    (cursor.pos - offset) as usize..(stop - offset) as usize,
-                );
+                let span = (i, cursor.pos - df.offset, (cursor.pos - offset) as usize..(stop - offset) as usize);
                 cursor.pos = stop;
                 return Some(span);
             }
@@ -153,11 +141,7 @@ impl Storage {
                 .read(true)
                 .write(true)
                 .open(&path)
-                .map_err(|error| StorageError {
-                    path,
-                    op: StorageOp::Open,
-                    error,
-                })?;
+                .map_err(|error| StorageError { path, op: StorageOp::Open, error })?;
             self.files[i].handle = Some(file);
             self.open_order.push(i);
         }
@@ -168,9 +152,7 @@ impl Storage {
     /// Writes `data` at `offset` of the torrent's layout, across file boundaries. Padding is skipped.
     pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
         let mut cursor = Cursor::default();
-        while let Some((i, at, range)) =
-            self.next_span(&mut cursor, offset, offset + data.len() as u64)
-        {
+        while let Some((i, at, range)) = self.next_span(&mut cursor, offset, offset + data.len() as u64) {
             self.write_span(i, at, &data[range])?;
         }
         Ok(())
@@ -192,9 +174,7 @@ impl Storage {
     /// short or missing file read as zeros too (they will fail verification, never pass it).
     pub fn read(&mut self, offset: u64, out: &mut [u8]) -> Result<(), StorageError> {
         let mut cursor = Cursor::default();
-        while let Some((i, at, range)) =
-            self.next_span(&mut cursor, offset, offset + out.len() as u64)
-        {
+        while let Some((i, at, range)) = self.next_span(&mut cursor, offset, offset + out.len() as u64) {
             self.read_span(i, at, &mut out[range])?;
         }
         Ok(())
@@ -220,11 +200,7 @@ impl Storage {
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
-                    return Err(StorageError {
-                        path: self.files[i].path.clone(),
-                        op: StorageOp::Read,
-                        error,
-                    })
+                    return Err(StorageError { path: self.files[i].path.clone(), op: StorageOp::Read, error })
                 }
             }
         }
@@ -232,12 +208,7 @@ impl Storage {
     }
 
     /// Feeds `len` bytes at `offset` into `hasher`, read in 16 KiB steps into one scratch buffer.
-    pub fn hash_range(
-        &mut self,
-        offset: u64,
-        len: u64,
-        hasher: &mut Sha1,
-    ) -> Result<(), StorageError> {
+    pub fn hash_range(&mut self, offset: u64, len: u64, hasher: &mut Sha1) -> Result<(), StorageError> {
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut pos = 0;
         let result = loop {
@@ -259,11 +230,7 @@ impl Storage {
     pub fn sync(&mut self) -> Result<(), StorageError> {
         for df in &self.files {
             if let Some(file) = &df.handle {
-                file.sync_data().map_err(|error| StorageError {
-                    path: df.path.clone(),
-                    op: StorageOp::Sync,
-                    error,
-                })?;
+                file.sync_data().map_err(|error| StorageError { path: df.path.clone(), op: StorageOp::Sync, error })?;
             }
         }
         Ok(())
@@ -283,9 +250,91 @@ struct Cursor {
 
 impl Default for Cursor {
     fn default() -> Self {
-        Cursor {
-            file: usize::MAX,
-            pos: 0,
+        Cursor { file: usize::MAX, pos: 0 }
+    }
+}
+
+impl Storage {
+    pub fn resume_path(&self) -> &Path {
+        &self.resume_path
+    }
+
+    /// The size and modification time of every data file now (padding and missing files: `MISSING`).
+    pub fn file_stamps(&self) -> Vec<FileStamp> {
+        self.files
+            .iter()
+            .map(|f| {
+                if f.padding {
+                    return FileStamp::MISSING;
+                }
+                match fs::metadata(&f.path) {
+                    Ok(m) => FileStamp {
+                        size: i64::try_from(m.len()).unwrap_or(i64::MAX),
+                        mtime_secs: m.mtime(),
+                        mtime_nanos: m.mtime_nsec(),
+                    },
+                    Err(_) => FileStamp::MISSING,
+                }
+            })
+            .collect()
+    }
+
+    /// Layout of the data files: (offset, length, padding), in order.
+    pub fn layout(&self) -> impl Iterator<Item = (u64, u64, bool)> + '_ {
+        self.files.iter().map(|f| (f.offset, f.length, f.padding))
+    }
+
+    /// Fails if a file rill has open was deleted or replaced under it (writes would go nowhere).
+    fn check_not_vanished(&self) -> Result<(), StorageError> {
+        for f in &self.files {
+            let Some(handle) = &f.handle else { continue };
+            let vanished = || StorageError {
+                path: f.path.clone(),
+                op: StorageOp::Vanished,
+                error: io::Error::new(io::ErrorKind::NotFound, "deleted or replaced while downloading"),
+            };
+            let open = handle.metadata().map_err(|_| vanished())?;
+            match fs::metadata(&f.path) {
+                Ok(now) if now.ino() == open.ino() && now.dev() == open.dev() => {}
+                _ => return Err(vanished()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Records `have` durably: data files are flushed first (so no piece is ever claimed that is not on
+    /// the device), then the resume file is written to a temporary name, fsynced, renamed over the old
+    /// one, and the directory fsynced.
+    pub fn save_resume(&mut self, info_hash: &[u8; 20], have: &Bitfield) -> Result<(), StorageError> {
+        self.sync()?;
+        self.check_not_vanished()?;
+        let data = ResumeData { info_hash: *info_hash, pieces: have.as_bytes().to_vec(), files: self.file_stamps() };
+        let bytes = resume::encode(&data);
+        let path = self.resume_path.clone();
+        let tmp = path.with_extension("rill-resume.tmp");
+        let fail = |op, error| StorageError { path: path.clone(), op, error };
+        let write = || -> io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            if let Some(dir) = path.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        write().map_err(|e| fail(StorageOp::Write, e))
+    }
+
+    /// The resume file, if there is one for this torrent; anything unusable is reported and ignored.
+    pub fn load_resume(&self, info_hash: &[u8; 20], piece_count: u32) -> Option<ResumeData> {
+        let bytes = fs::read(&self.resume_path).ok()?;
+        match resume::decode(&bytes, info_hash, Bitfield::byte_len(piece_count), self.files.len()) {
+            Ok(data) => Some(data),
+            Err(e) => {
+                log::warn!("{}: {e}; checking the data instead", self.resume_path.display());
+                None
+            }
         }
     }
 }

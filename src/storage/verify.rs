@@ -73,3 +73,78 @@ pub fn check_pieces(
     }
     Ok(())
 }
+
+/// What the start-up check found.
+pub struct Restored {
+    pub have: crate::bitfield::Bitfield,
+    /// Pieces taken from the resume file without hashing.
+    pub trusted: u32,
+    /// Pieces hashed (because no record vouched for them).
+    pub checked: u32,
+}
+
+/// Decides what is already on disk: pieces the resume file records as verified count without hashing
+/// when every file they touch still has the recorded size and mtime; every other piece whose files
+/// exist is hashed. `recheck` hashes everything. `progress(done, total)` reports the hashing.
+pub fn restore(
+    storage: &mut Storage,
+    geometry: &Geometry,
+    hashes: &[[u8; 20]],
+    resume: Option<&super::resume::ResumeData>,
+    recheck: bool,
+    mut progress: impl FnMut(u32, u32),
+) -> Result<Restored, StorageError> {
+    use crate::bitfield::Bitfield;
+    let n = geometry.piece_count();
+    let stamps = storage.file_stamps();
+    let layout: Vec<(u64, u64, bool)> = storage.layout().collect();
+    let recorded = resume.filter(|_| !recheck).map(|r| Bitfield::from_wire(&r.pieces, n));
+    let file_trusted: Vec<bool> = (0..layout.len())
+        .map(|i| match resume {
+            Some(r) if !recheck => layout[i].2 || r.files[i] == stamps[i],
+            _ => false,
+        })
+        .collect();
+    // For each piece: whether all its files are trusted, and whether all its real files exist and are long
+    // enough to hold it (otherwise hashing is pointless).
+    let mut to_check = Vec::new();
+    let mut have = Bitfield::new(n);
+    let mut trusted = 0;
+    let mut first_file = 0;
+    for piece in 0..n {
+        let start = geometry.piece_offset(piece);
+        let end = start + u64::from(geometry.piece_len(piece));
+        while first_file < layout.len() && layout[first_file].0 + layout[first_file].1 <= start {
+            first_file += 1;
+        }
+        let mut all_trusted = true;
+        let mut present = true;
+        let mut i = first_file;
+        while i < layout.len() && layout[i].0 < end {
+            let (offset, length, padding) = layout[i];
+            if length > 0 && !padding {
+                all_trusted &= file_trusted[i];
+                let needed = (end.min(offset + length) - offset) as i64;
+                present &= stamps[i].size >= needed;
+            }
+            i += 1;
+        }
+        let recorded_ok = matches!(&recorded, Some(Ok(bits)) if bits.get(piece));
+        if recorded_ok && all_trusted && present {
+            have.set(piece);
+            trusted += 1;
+        } else if present {
+            to_check.push(piece);
+        }
+    }
+    let total = to_check.len() as u32;
+    let mut checked = 0;
+    for piece in to_check {
+        if let Some(v) = check_piece(storage, geometry, piece, &hashes[piece as usize])? {
+            have.set(v.piece());
+        }
+        checked += 1;
+        progress(checked, total);
+    }
+    Ok(Restored { have, trusted, checked })
+}

@@ -67,13 +67,7 @@ impl Candidates {
         if self.known.contains_key(&addr) {
             return false;
         }
-        self.known.insert(
-            addr,
-            Candidate {
-                state: State::Ready,
-                failures: 0,
-            },
-        );
+        self.known.insert(addr, Candidate { state: State::Ready, failures: 0 });
         self.ready.push_back(addr);
         true
     }
@@ -86,9 +80,7 @@ impl Candidates {
     }
 
     pub fn is_in_use(&self, addr: &SocketAddr) -> bool {
-        self.known
-            .get(addr)
-            .is_some_and(|c| c.state == State::InUse)
+        self.known.get(addr).is_some_and(|c| c.state == State::InUse)
     }
 
     /// The next address to dial at `now`, marked in use.
@@ -141,12 +133,8 @@ impl Candidates {
                 return;
             }
         }
-        let delay = RETRY_BASE
-            .saturating_mul(1 << c.failures.min(8))
-            .min(RETRY_MAX);
-        c.state = State::Waiting {
-            retry_at: now + delay,
-        };
+        let delay = RETRY_BASE.saturating_mul(1 << c.failures.min(8)).min(RETRY_MAX);
+        c.state = State::Waiting { retry_at: now + delay };
     }
 
     /// Never dial this address again (banned, or it is ourselves).

@@ -56,11 +56,7 @@ pub struct Choker {
 impl Choker {
     /// `slots`: regular upload slots (`--max-upload-slots`); one optimistic slot comes on top.
     pub fn new(slots: usize) -> Self {
-        Choker {
-            slots,
-            round: 0,
-            optimistic: None,
-        }
+        Choker { slots, round: 0, optimistic: None }
     }
 
     pub fn optimistic(&self) -> Option<PeerNo> {
@@ -85,14 +81,9 @@ impl Choker {
             }
         };
         // 1. Regular slots: the fastest interested peers that are not snubbed.
-        let mut ranked: Vec<usize> = (0..peers.len())
-            .filter(|&i| peers[i].interested && (seeding || !peers[i].snubbed))
-            .collect();
-        ranked.sort_by(|&a, &b| {
-            rate(&peers[b])
-                .total_cmp(&rate(&peers[a]))
-                .then(peers[a].no.cmp(&peers[b].no))
-        });
+        let mut ranked: Vec<usize> =
+            (0..peers.len()).filter(|&i| peers[i].interested && (seeding || !peers[i].snubbed)).collect();
+        ranked.sort_by(|&a, &b| rate(&peers[b]).total_cmp(&rate(&peers[a])).then(peers[a].no.cmp(&peers[b].no)));
         let mut unchoke = vec![false; peers.len()];
         for &i in ranked.iter().take(self.slots) {
             unchoke[i] = true;
@@ -106,9 +97,7 @@ impl Choker {
         let optimistic = match kept {
             Some(i) if !rotate => Some(i),
             _ => {
-                let candidates: Vec<usize> = (0..peers.len())
-                    .filter(|&i| peers[i].interested && !unchoke[i])
-                    .collect();
+                let candidates: Vec<usize> = (0..peers.len()).filter(|&i| peers[i].interested && !unchoke[i]).collect();
                 let weight = |i: usize| {
                     if now - peers[i].connected_at < NEW_PEER_AGE {
                         3
@@ -141,10 +130,7 @@ impl Choker {
             .iter()
             .zip(unchoke)
             .filter(|(p, u)| p.am_choking == *u)
-            .map(|(p, u)| ChokeChange {
-                key: p.key,
-                choke: !u,
-            })
+            .map(|(p, u)| ChokeChange { key: p.key, choke: !u })
             .collect()
     }
 
@@ -181,17 +167,12 @@ mod tests {
     fn choker_unchokes_fastest_uploaders_while_downloading_plus_one_optimistic() {
         let mut rng = Rng::seeded(1);
         let mut choker = Choker::new(2);
-        let peers: Vec<_> = (1..=6)
-            .map(|n| peer(n, true, n as f64 * 100.0, 0.0))
-            .collect();
+        let peers: Vec<_> = (1..=6).map(|n| peer(n, true, n as f64 * 100.0, 0.0)).collect();
         let now = Timestamp::from_secs(600);
         let changes = choker.run_round(&peers, false, now, &mut rng);
         let up = unchoked(&changes);
         assert_eq!(up.len(), 3, "two regular slots and one optimistic: {up:?}");
-        assert!(
-            up.contains(&6) && up.contains(&5),
-            "the two fastest: {up:?}"
-        );
+        assert!(up.contains(&6) && up.contains(&5), "the two fastest: {up:?}");
         let opt = choker.optimistic().unwrap().0;
         assert!(opt <= 4, "the optimistic slot goes to another peer");
     }
@@ -200,11 +181,7 @@ mod tests {
     fn choker_ranks_by_upload_rate_when_seeding_and_ignores_uninterested() {
         let mut rng = Rng::seeded(1);
         let mut choker = Choker::new(1);
-        let peers = vec![
-            peer(1, true, 0.0, 10.0),
-            peer(2, true, 0.0, 50.0),
-            peer(3, false, 0.0, 99.0),
-        ];
+        let peers = vec![peer(1, true, 0.0, 10.0), peer(2, true, 0.0, 50.0), peer(3, false, 0.0, 99.0)];
         let up = unchoked(&choker.run_round(&peers, true, Timestamp::from_secs(100), &mut rng));
         assert!(up.contains(&2));
         assert!(!up.contains(&3), "not interested: never unchoked");
@@ -229,26 +206,13 @@ mod tests {
         let mut peers: Vec<_> = (1..=8).map(|n| peer(n, true, 0.0, 0.0)).collect();
         let mut seen = vec![];
         for round in 0..12u64 {
-            let changes = choker.run_round(
-                &peers,
-                false,
-                Timestamp::from_secs(1000 + round * 10),
-                &mut rng,
-            );
+            let changes = choker.run_round(&peers, false, Timestamp::from_secs(1000 + round * 10), &mut rng);
             for c in changes {
-                peers
-                    .iter_mut()
-                    .find(|p| p.key == c.key)
-                    .unwrap()
-                    .am_choking = c.choke;
+                peers.iter_mut().find(|p| p.key == c.key).unwrap().am_choking = c.choke;
             }
             let opt = choker.optimistic().unwrap();
             if round % 3 != 0 {
-                assert_eq!(
-                    Some(&opt),
-                    seen.last(),
-                    "kept between rotations (round {round})"
-                );
+                assert_eq!(Some(&opt), seen.last(), "kept between rotations (round {round})");
             }
             seen.push(opt);
             assert_eq!(peers.iter().filter(|p| !p.am_choking).count(), 1);
@@ -272,9 +236,6 @@ mod tests {
             }
         }
         // Weight 3 of 5: about 120 of 200.
-        assert!(
-            (95..=145).contains(&hits_new),
-            "new peer drawn {hits_new} of 200 times"
-        );
+        assert!((95..=145).contains(&hits_new), "new peer drawn {hits_new} of 200 times");
     }
 }

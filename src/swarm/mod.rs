@@ -52,6 +52,9 @@ pub struct PartialPiece {
     hashed: u32,
     /// Peers that sent blocks of this piece (for bans after a hash failure).
     contributors: Vec<PeerNo>,
+    /// The piece failed its hash check once: fetch it again from one peer only, so a second failure
+    /// names the culprit.
+    exclusive: bool,
 }
 
 impl PartialPiece {
@@ -60,6 +63,11 @@ impl PartialPiece {
     }
     pub fn has_free(&self) -> bool {
         self.free > 0
+    }
+    /// Another peer may join this piece: it has free blocks, and it is not being re-fetched from one
+    /// peer after a hash failure.
+    pub fn is_joinable(&self) -> bool {
+        self.free > 0 && !(self.exclusive && self.free < self.blocks.len() as u32)
     }
 }
 
@@ -106,10 +114,7 @@ impl Swarm {
     pub fn new(geometry: Geometry, have: Bitfield, wanted: Bitfield, sequential: bool) -> Self {
         let n = geometry.piece_count();
         debug_assert_eq!(have.len(), n);
-        let left = (0..n)
-            .filter(|&p| wanted.get(p) && !have.get(p))
-            .map(|p| u64::from(geometry.piece_len(p)))
-            .sum();
+        let left = (0..n).filter(|&p| wanted.get(p) && !have.get(p)).map(|p| u64::from(geometry.piece_len(p))).sum();
         Swarm {
             geometry,
             have,
@@ -139,10 +144,7 @@ impl Swarm {
     }
     /// Bytes of all wanted pieces, verified or not.
     pub fn wanted_bytes(&self) -> u64 {
-        self.wanted
-            .iter_ones()
-            .map(|p| u64::from(self.geometry.piece_len(p)))
-            .sum()
+        self.wanted.iter_ones().map(|p| u64::from(self.geometry.piece_len(p))).sum()
     }
     /// Every wanted piece is verified.
     pub fn is_complete(&self) -> bool {
@@ -210,13 +212,7 @@ impl Swarm {
     /// A block we requested arrived from `peer`. Fresh data is hashed here when it is the next in order.
     /// `was_active` is false for a late copy of a request already given back to the pool: then every
     /// current owner of the block should cancel, not only the others in endgame.
-    pub fn on_block(
-        &mut self,
-        block: &BlockRef,
-        data: &[u8],
-        peer: PeerNo,
-        was_active: bool,
-    ) -> BlockArrival {
+    pub fn on_block(&mut self, block: &BlockRef, data: &[u8], peer: PeerNo, was_active: bool) -> BlockArrival {
         let Some(pp) = self.partial.get_mut(&block.piece) else {
             self.totals.wasted += data.len() as u64;
             return BlockArrival::Duplicate;
@@ -245,9 +241,7 @@ impl Swarm {
             pp.hashed += 1;
         }
         self.totals.downloaded += data.len() as u64;
-        BlockArrival::Fresh {
-            piece_complete: pp.is_complete(),
-        }
+        BlockArrival::Fresh { piece_complete: pp.is_complete() }
     }
 
     /// Blocks that arrived while other peers had them requested too (endgame, or a late copy); those peers
@@ -297,6 +291,7 @@ impl Swarm {
                 pp.received = 0;
                 pp.hasher = Sha1::new();
                 pp.hashed = 0;
+                pp.exclusive = true;
                 std::mem::take(&mut pp.contributors)
             }
             None => Vec::new(),
@@ -321,6 +316,7 @@ impl Swarm {
             hasher: Sha1::new(),
             hashed: 0,
             contributors: Vec::new(),
+            exclusive: false,
         })
     }
 
@@ -328,22 +324,12 @@ impl Swarm {
     pub fn check_invariants(&self) {
         for (piece, pp) in &self.partial {
             assert_eq!(*piece, pp.piece);
-            assert!(
-                !self.have.get(*piece),
-                "piece {piece} both verified and in progress"
-            );
+            assert!(!self.have.get(*piece), "piece {piece} both verified and in progress");
             let free = pp.blocks.iter().filter(|b| **b == BlockState::Free).count() as u32;
-            let received = pp
-                .blocks
-                .iter()
-                .filter(|b| **b == BlockState::Received)
-                .count() as u32;
+            let received = pp.blocks.iter().filter(|b| **b == BlockState::Received).count() as u32;
             assert_eq!(free, pp.free, "free count of piece {piece}");
             assert_eq!(received, pp.received, "received count of piece {piece}");
-            assert!(
-                pp.hashed <= pp.received,
-                "hashed past the received blocks of {piece}"
-            );
+            assert!(pp.hashed <= pp.received, "hashed past the received blocks of {piece}");
         }
         let left: u64 = (0..self.geometry.piece_count())
             .filter(|&p| self.wanted.get(p) && !self.have.get(p))
@@ -354,8 +340,6 @@ impl Swarm {
 
     /// Owners of a block, for invariant checks in tests.
     pub fn block_state(&self, block: &BlockRef) -> Option<BlockState> {
-        self.partial
-            .get(&block.piece)
-            .map(|pp| pp.blocks[block.index() as usize])
+        self.partial.get(&block.piece).map(|pp| pp.blocks[block.index() as usize])
     }
 }

@@ -23,11 +23,7 @@ pub struct PickerState {
 
 impl PickerState {
     pub fn new(sequential: bool) -> Self {
-        PickerState {
-            sequential,
-            cursor: 0,
-            min_availability: 0,
-        }
+        PickerState { sequential, cursor: 0, min_availability: 0 }
     }
     pub fn lower_min_availability(&mut self, a: u16) {
         self.min_availability = self.min_availability.min(a);
@@ -61,15 +57,9 @@ pub(super) fn reserve_block(
     let started = swarm
         .partial
         .values()
-        .filter(|pp| pp.has_free() && peer_has.get(pp.piece))
+        .filter(|pp| pp.is_joinable() && peer_has.get(pp.piece))
         .map(|pp| pp.piece)
-        .min_by_key(|&p| {
-            if swarm.picker.sequential {
-                p
-            } else {
-                u32::MAX - swarm.partial[&p].received
-            }
-        });
+        .min_by_key(|&p| if swarm.picker.sequential { p } else { u32::MAX - swarm.partial[&p].received });
     if let Some(piece) = started {
         *hint = Some(piece);
         return first_free(swarm, piece);
@@ -112,9 +102,7 @@ fn pick_new_piece(swarm: &mut Swarm, peer_has: &Bitfield) -> Option<u32> {
     if n == 0 {
         return None;
     }
-    let candidate = |swarm: &Swarm, p: u32| {
-        peer_has.get(p) && swarm.wants(p) && !swarm.partial.contains_key(&p)
-    };
+    let candidate = |swarm: &Swarm, p: u32| peer_has.get(p) && swarm.wants(p) && !swarm.partial.contains_key(&p);
     if swarm.picker.sequential {
         return (0..n).find(|&p| candidate(swarm, p));
     }
@@ -140,11 +128,7 @@ fn pick_new_piece(swarm: &mut Swarm, peer_has: &Bitfield) -> Option<u32> {
         }
     }
     if scanned_all {
-        swarm.picker.min_availability = if global_min == u16::MAX {
-            0
-        } else {
-            global_min
-        };
+        swarm.picker.min_availability = if global_min == u16::MAX { 0 } else { global_min };
     }
     let (_, piece) = best?;
     swarm.picker.cursor = piece + 1;
@@ -179,16 +163,9 @@ mod tests {
         s.on_peer_gone(&only3); // back to 0,1,3 → 2; 2 → 3
         let mut hint = None;
         let b = s.reserve_block(&all, &mut hint, |_| false).unwrap();
-        assert_ne!(
-            b.piece, 2,
-            "piece 2 is the most available, never the first pick"
-        );
+        assert_ne!(b.piece, 2, "piece 2 is the most available, never the first pick");
         let b2 = s.reserve_block(&all, &mut hint, |_| false).unwrap();
-        assert_eq!(
-            (b2.piece, b2.offset),
-            (b.piece, BLOCK_LEN),
-            "same piece, next block"
-        );
+        assert_eq!((b2.piece, b2.offset), (b.piece, BLOCK_LEN), "same piece, next block");
         s.check_invariants();
     }
 
@@ -201,11 +178,7 @@ mod tests {
         assert_eq!(a.piece, 0);
         let mut hint_b = None;
         let b = s.reserve_block(&all, &mut hint_b, |_| false).unwrap();
-        assert_eq!(
-            (b.piece, b.offset),
-            (0, BLOCK_LEN),
-            "joins the started piece"
-        );
+        assert_eq!((b.piece, b.offset), (0, BLOCK_LEN), "joins the started piece");
         let c = s.reserve_block(&all, &mut hint_b, |_| false).unwrap();
         assert_eq!(c.piece, 1, "piece 0 has no free block left");
     }
@@ -225,21 +198,13 @@ mod tests {
         let mut h2 = None;
         let dup = s.reserve_block(&all, &mut h2, |b| *b == b0).unwrap();
         assert_eq!(dup, b1);
-        assert_eq!(
-            s.block_state(&b1),
-            Some(BlockState::Requested { owners: 2 })
-        );
+        assert_eq!(s.block_state(&b1), Some(BlockState::Requested { owners: 2 }));
         assert_eq!(
             s.on_block(&b1, &[0; BLOCK_LEN as usize], PeerNo(1), true),
-            BlockArrival::Fresh {
-                piece_complete: false
-            }
+            BlockArrival::Fresh { piece_complete: false }
         );
         assert_eq!(s.drain_endgame_taken().collect::<Vec<_>>(), vec![b1]);
-        assert_eq!(
-            s.on_block(&b1, &[0; BLOCK_LEN as usize], PeerNo(2), true),
-            BlockArrival::Duplicate
-        );
+        assert_eq!(s.on_block(&b1, &[0; BLOCK_LEN as usize], PeerNo(2), true), BlockArrival::Duplicate);
         assert_eq!(s.totals.wasted, u64::from(BLOCK_LEN));
         s.check_invariants();
     }

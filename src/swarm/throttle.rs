@@ -25,12 +25,7 @@ pub struct TokenBucket {
 impl TokenBucket {
     pub fn new(rate: u64, now: Timestamp) -> Self {
         let capacity = (rate / 4).max(16 * 1024) as i64;
-        TokenBucket {
-            rate,
-            capacity,
-            tokens: capacity,
-            last_refill: now,
-        }
+        TokenBucket { rate, capacity, tokens: capacity, last_refill: now }
     }
 
     pub fn refill(&mut self, now: Timestamp) {

@@ -98,11 +98,7 @@ impl TrackerUrl {
         let scheme = match scheme.to_ascii_lowercase().as_str() {
             "http" => Scheme::Http,
             "udp" => Scheme::Udp,
-            other => {
-                return Err(UrlError::UnsupportedScheme(
-                    other.chars().take(16).collect(),
-                ))
-            }
+            other => return Err(UrlError::UnsupportedScheme(other.chars().take(16).collect())),
         };
         let split = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(split);
@@ -124,12 +120,7 @@ impl TrackerUrl {
             (None, Scheme::Http) => 80,
             (None, Scheme::Udp) => return Err(UrlError::MissingPort),
         };
-        Ok(TrackerUrl {
-            scheme,
-            host,
-            port,
-            path,
-        })
+        Ok(TrackerUrl { scheme, host, port, path })
     }
 
     /// The `Host` header value: the port only when it is not 80.
@@ -194,9 +185,7 @@ fn split_host_port(authority: &str) -> Result<(Host, Option<u16>), UrlError> {
             Ok(ip) => Host::Ip(IpAddr::V4(ip)),
             Err(_) => {
                 let valid = name.len() <= MAX_HOST_LEN
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
                 if !valid {
                     return Err(UrlError::BadHost);
                 }
@@ -261,12 +250,8 @@ pub fn encode_compact(addr: SocketAddr, out: &mut Vec<u8>) {
 /// [`MAX_REMOTE_TEXT`] characters.
 pub fn sanitize(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
-    let mut out: String = text
-        .trim()
-        .chars()
-        .take(MAX_REMOTE_TEXT)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let mut out: String =
+        text.trim().chars().take(MAX_REMOTE_TEXT).map(|c| if c.is_control() { ' ' } else { c }).collect();
     if text.trim().chars().count() > MAX_REMOTE_TEXT {
         out.push('…');
     }
@@ -291,10 +276,7 @@ impl<'a> Value<'a> {
     }
 
     fn at(input: &'a [u8], span: Range<usize>) -> Value<'a> {
-        Value {
-            input,
-            span: (span.start, span.end),
-        }
+        Value { input, span: (span.start, span.end) }
     }
 
     fn bytes_raw(&self) -> &'a [u8] {
@@ -331,11 +313,7 @@ impl<'a> Value<'a> {
     /// visible to iteration; [`Value::get`] takes the first.
     pub fn entries(&self) -> impl Iterator<Item = (&'a [u8], Value<'a>)> + 'a {
         let input = self.input;
-        let entries = if self.is_dict() {
-            bencode::DictEntries::new(input, self.span.0).ok()
-        } else {
-            None
-        };
+        let entries = if self.is_dict() { bencode::DictEntries::new(input, self.span.0).ok() } else { None };
         entries.into_iter().flatten().map_while(move |entry| {
             let entry = entry.ok()?;
             let key = input.get(entry.key)?;
@@ -351,11 +329,7 @@ impl<'a> Value<'a> {
     pub fn items(&self) -> impl Iterator<Item = Value<'a>> + 'a {
         let input = self.input;
         let (start, end) = self.span;
-        let mut pos = if input.get(start) == Some(&b'l') {
-            start + 1
-        } else {
-            end
-        };
+        let mut pos = if input.get(start) == Some(&b'l') { start + 1 } else { end };
         std::iter::from_fn(move || {
             if pos + 1 >= end {
                 return None;
@@ -408,14 +382,8 @@ mod tests {
     #[test]
     fn url_rejects_what_we_cannot_speak_or_trust() {
         let err = |s: &str| TrackerUrl::parse(s).unwrap_err();
-        assert_eq!(
-            err("https://t.example/announce"),
-            UrlError::UnsupportedScheme("https".into())
-        );
-        assert_eq!(
-            err("wss://t.example/announce"),
-            UrlError::UnsupportedScheme("wss".into())
-        );
+        assert_eq!(err("https://t.example/announce"), UrlError::UnsupportedScheme("https".into()));
+        assert_eq!(err("wss://t.example/announce"), UrlError::UnsupportedScheme("wss".into()));
         assert_eq!(err("t.example/announce"), UrlError::MissingScheme);
         assert_eq!(err("udp://t.example/announce"), UrlError::MissingPort);
         assert_eq!(err("http://t.example:0/"), UrlError::BadPort);
@@ -433,50 +401,27 @@ mod tests {
 
     #[test]
     fn query_is_appended_with_question_mark_or_ampersand() {
-        assert_eq!(
-            url("http://t/announce").target_with_query("a=1"),
-            "/announce?a=1"
-        );
-        assert_eq!(
-            url("http://t/announce?passkey=abc").target_with_query("a=1"),
-            "/announce?passkey=abc&a=1"
-        );
-        assert_eq!(
-            url("http://t/announce?").target_with_query("a=1"),
-            "/announce?a=1"
-        );
-        assert_eq!(
-            url("http://t/announce?k=1&").target_with_query("a=1"),
-            "/announce?k=1&a=1"
-        );
+        assert_eq!(url("http://t/announce").target_with_query("a=1"), "/announce?a=1");
+        assert_eq!(url("http://t/announce?passkey=abc").target_with_query("a=1"), "/announce?passkey=abc&a=1");
+        assert_eq!(url("http://t/announce?").target_with_query("a=1"), "/announce?a=1");
+        assert_eq!(url("http://t/announce?k=1&").target_with_query("a=1"), "/announce?k=1&a=1");
     }
 
     #[test]
     fn scrape_url_replaces_announce_after_last_slash_only() {
         let s = |u: &str| url(u).scrape_url().map(|u| u.path);
         assert_eq!(s("http://t/announce").as_deref(), Some("/scrape"));
-        assert_eq!(
-            s("http://t/x/announce.php?k=1").as_deref(),
-            Some("/x/scrape.php?k=1")
-        );
+        assert_eq!(s("http://t/x/announce.php?k=1").as_deref(), Some("/x/scrape.php?k=1"));
         assert_eq!(s("http://t/announce/x"), None);
         assert_eq!(s("http://t/a"), None);
-        assert_eq!(
-            s("http://t/x/announce?url=/announce").as_deref(),
-            Some("/x/scrape?url=/announce")
-        );
+        assert_eq!(s("http://t/x/announce?url=/announce").as_deref(), Some("/x/scrape?url=/announce"));
         assert_eq!(s("udp://t:1/announce").as_deref(), Some("/announce"));
     }
 
     #[test]
     fn percent_encoding_is_byte_wise_with_unreserved_literal() {
         let mut out = String::new();
-        percent_encode(
-            &[
-                0x00, 0x12, b'a', b'Z', b'0', b'-', b'.', b'_', b'~', b' ', 0xff, b'%', b'/',
-            ],
-            &mut out,
-        );
+        percent_encode(&[0x00, 0x12, b'a', b'Z', b'0', b'-', b'.', b'_', b'~', b' ', 0xff, b'%', b'/'], &mut out);
         assert_eq!(out, "%00%12aZ0-._~%20%FF%25%2F");
         let mut id = String::new();
         percent_encode(b"-RL0001-\x01\x02abcdefghij", &mut id);
@@ -486,13 +431,7 @@ mod tests {
     #[test]
     fn compact_peers_v4_and_v6_ignore_partial_tail() {
         let v4: Vec<_> = compact_v4(&[127, 0, 0, 1, 0x1a, 0xe1, 10, 0, 0, 2, 0, 80, 9]).collect();
-        assert_eq!(
-            v4,
-            [
-                "127.0.0.1:6881".parse().unwrap(),
-                "10.0.0.2:80".parse().unwrap()
-            ]
-        );
+        assert_eq!(v4, ["127.0.0.1:6881".parse().unwrap(), "10.0.0.2:80".parse().unwrap()]);
         let mut raw = Vec::new();
         encode_compact("[2001:db8::1]:51413".parse().unwrap(), &mut raw);
         assert_eq!(raw.len(), COMPACT_V6_LEN);
@@ -518,10 +457,7 @@ mod tests {
         assert_eq!(v.get(b"nega").and_then(|v| v.as_u32()), None);
         let peers: Vec<_> = v.get(b"peers").unwrap().items().collect();
         assert_eq!(peers.len(), 1);
-        assert_eq!(
-            peers[0].get(b"ip").and_then(|v| v.as_bytes()),
-            Some(&b"127.0.0.1"[..])
-        );
+        assert_eq!(peers[0].get(b"ip").and_then(|v| v.as_bytes()), Some(&b"127.0.0.1"[..]));
         assert_eq!(v.get(b"interval").unwrap().items().count(), 0);
         assert_eq!(Value::parse(b"le").unwrap().items().count(), 0);
         assert!(Value::parse(b"d3:abc").is_err());

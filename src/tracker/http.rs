@@ -251,26 +251,18 @@ impl ResponseParser {
         let mut chunked = false;
         for h in response.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
-                let value =
-                    std::str::from_utf8(h.value).map_err(|_| HttpError::BadContentLength)?;
-                let n: usize = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| HttpError::BadContentLength)?;
+                let value = std::str::from_utf8(h.value).map_err(|_| HttpError::BadContentLength)?;
+                let n: usize = value.trim().parse().map_err(|_| HttpError::BadContentLength)?;
                 if length.is_some_and(|l| l != n) {
                     return Err(HttpError::BadContentLength);
                 }
                 length = Some(n);
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = h
-                    .value
-                    .split(|&b| b == b',')
-                    .any(|v| trim(v).eq_ignore_ascii_case(b"chunked"));
+                chunked = h.value.split(|&b| b == b',').any(|v| trim(v).eq_ignore_ascii_case(b"chunked"));
             } else if h.name.eq_ignore_ascii_case("location") {
                 let value = std::str::from_utf8(h.value).ok().map(str::trim);
-                self.location = value
-                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic()))
-                    .map(str::to_string);
+                self.location =
+                    value.filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic())).map(str::to_string);
             }
         }
         self.status = status;
@@ -291,11 +283,7 @@ impl ResponseParser {
     }
 
     /// Consumes body bytes from the front of `data`; the response when the body ended.
-    fn feed_body(
-        &mut self,
-        framing: Framing,
-        data: &mut &[u8],
-    ) -> Result<Option<HttpResponse>, HttpError> {
+    fn feed_body(&mut self, framing: Framing, data: &mut &[u8]) -> Result<Option<HttpResponse>, HttpError> {
         match framing {
             Framing::Length { remaining } => {
                 let take = remaining.min(data.len());
@@ -317,11 +305,7 @@ impl ResponseParser {
         }
     }
 
-    fn feed_chunked(
-        &mut self,
-        mut chunk: Chunk,
-        data: &mut &[u8],
-    ) -> Result<Option<HttpResponse>, HttpError> {
+    fn feed_chunked(&mut self, mut chunk: Chunk, data: &mut &[u8]) -> Result<Option<HttpResponse>, HttpError> {
         while !data.is_empty() {
             chunk = match chunk {
                 Chunk::Data { remaining } => {
@@ -342,9 +326,7 @@ impl ResponseParser {
                         Chunk::DataEnd => return Err(HttpError::BadChunk),
                         Chunk::Size => match parse_chunk_size(&line)? {
                             0 => Chunk::Trailer,
-                            n if n > MAX_BODY - self.body.len() => {
-                                return Err(HttpError::BodyTooLarge)
-                            }
+                            n if n > MAX_BODY - self.body.len() => return Err(HttpError::BodyTooLarge),
                             n => Chunk::Data { remaining: n },
                         },
                         _ if line.is_empty() => return Ok(Some(self.finish())),
@@ -393,11 +375,7 @@ impl ResponseParser {
 
     fn finish(&mut self) -> HttpResponse {
         self.state = State::Done;
-        HttpResponse {
-            status: self.status,
-            location: self.location.take(),
-            body: std::mem::take(&mut self.body),
-        }
+        HttpResponse { status: self.status, location: self.location.take(), body: std::mem::take(&mut self.body) }
     }
 }
 
@@ -413,14 +391,8 @@ fn parse_chunk_size(line: &[u8]) -> Result<usize, HttpError> {
 
 /// `bytes` without leading and trailing ASCII whitespace.
 fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
     &bytes[start..end]
 }
 
@@ -435,29 +407,17 @@ pub fn decode_announce(body: &[u8]) -> Result<AnnounceReply, TrackerError> {
     }
     if let Some(reason) = root.get(b"failure reason") {
         let text = reason.as_bytes().map(codec::sanitize);
-        return Err(TrackerError::Failure(
-            text.unwrap_or_else(|| "(not a string)".into()),
-        ));
+        return Err(TrackerError::Failure(text.unwrap_or_else(|| "(not a string)".into())));
     }
-    let secs = |key: &[u8]| {
-        root.get(key)
-            .and_then(|v| v.as_u32())
-            .map(|s| Duration::from_secs(u64::from(s)))
-    };
+    let secs = |key: &[u8]| root.get(key).and_then(|v| v.as_u32()).map(|s| Duration::from_secs(u64::from(s)));
     let mut reply = AnnounceReply {
         interval: secs(b"interval"),
         min_interval: secs(b"min interval"),
-        tracker_id: root
-            .get(b"tracker id")
-            .and_then(|v| v.as_bytes())
-            .map(<[u8]>::to_vec),
+        tracker_id: root.get(b"tracker id").and_then(|v| v.as_bytes()).map(<[u8]>::to_vec),
         seeders: root.get(b"complete").and_then(|v| v.as_u32()),
         leechers: root.get(b"incomplete").and_then(|v| v.as_u32()),
         peers: Vec::new(),
-        warning: root
-            .get(b"warning message")
-            .and_then(|v| v.as_bytes())
-            .map(codec::sanitize),
+        warning: root.get(b"warning message").and_then(|v| v.as_bytes()).map(codec::sanitize),
     };
     let peers = root.get(b"peers");
     let peers6 = root.get(b"peers6");
@@ -471,9 +431,7 @@ pub fn decode_announce(body: &[u8]) -> Result<AnnounceReply, TrackerError> {
             reply.peers.extend(codec::compact_v4(compact).take(take));
         } else {
             let take = cap(&reply);
-            reply
-                .peers
-                .extend(peers.items().filter_map(|p| dict_peer(&p)).take(take));
+            reply.peers.extend(peers.items().filter_map(|p| dict_peer(&p)).take(take));
         }
     }
     if let Some(compact) = peers6.and_then(|v| v.as_bytes()) {
@@ -499,20 +457,12 @@ pub fn decode_scrape(body: &[u8], info_hash: &InfoHash) -> Result<ScrapeCounts, 
     }
     if let Some(reason) = root.get(b"failure reason") {
         let text = reason.as_bytes().map(codec::sanitize);
-        return Err(TrackerError::Failure(
-            text.unwrap_or_else(|| "(not a string)".into()),
-        ));
+        return Err(TrackerError::Failure(text.unwrap_or_else(|| "(not a string)".into())));
     }
-    let files = root
-        .get(b"files")
-        .ok_or(TrackerError::BadReply("no files dictionary"))?;
+    let files = root.get(b"files").ok_or(TrackerError::BadReply("no files dictionary"))?;
     let entry = files.get(&info_hash.0).ok_or(TrackerError::NotInScrape)?;
     let count = |key: &[u8]| entry.get(key).and_then(|v| v.as_u32()).unwrap_or(0);
-    Ok(ScrapeCounts {
-        seeders: count(b"complete"),
-        leechers: count(b"incomplete"),
-        completed: count(b"downloaded"),
-    })
+    Ok(ScrapeCounts { seeders: count(b"complete"), leechers: count(b"incomplete"), completed: count(b"downloaded") })
 }
 
 #[cfg(test)]

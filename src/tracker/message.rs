@@ -78,11 +78,7 @@ pub struct ScrapeCounts {
 
 impl fmt::Display for ScrapeCounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} seeders, {} leechers, {} completed",
-            self.seeders, self.leechers, self.completed
-        )
+        write!(f, "{} seeders, {} leechers, {} completed", self.seeders, self.leechers, self.completed)
     }
 }
 

@@ -87,11 +87,7 @@ pub enum TrackerIo {
     Resolve { id: IoId, host: String, port: u16 },
     /// Connect to `addr`, write `request`, feed every byte read to `on_http_data(id, ..)`, and report the
     /// end of the stream with `on_http_closed(id, ..)`.
-    HttpRequest {
-        id: IoId,
-        addr: SocketAddr,
-        request: Vec<u8>,
-    },
+    HttpRequest { id: IoId, addr: SocketAddr, request: Vec<u8> },
     /// Close the HTTP connection `id` now (done, or timed out); no further calls for it.
     HttpClose { id: IoId },
     /// Send one datagram from the shared UDP socket of the address family of `addr`; report a failed send
@@ -141,11 +137,7 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts {
-            http: secs(15),
-            udp: Retransmit::default(),
-            stop: secs(5),
-        }
+        Timeouts { http: secs(15), udp: Retransmit::default(), stop: secs(5) }
     }
 }
 
@@ -211,12 +203,7 @@ pub struct Trackers {
 impl Trackers {
     /// `tiers` as in the metainfo (`announce-list`, or `[[announce]]`); empty tiers and repeated URLs are
     /// dropped. The first announce to every tier is due at `now`.
-    pub fn new(
-        tiers: &[Vec<String>],
-        identity: ClientIdentity,
-        rng: &mut Rng,
-        now: Timestamp,
-    ) -> Self {
+    pub fn new(tiers: &[Vec<String>], identity: ClientIdentity, rng: &mut Rng, now: Timestamp) -> Self {
         let mut own = Rng::seeded(rng.next_u64());
         let mut trackers = Vec::new();
         let mut tier_list = Vec::new();
@@ -251,12 +238,7 @@ impl Trackers {
                 continue;
             }
             own.shuffle(&mut order);
-            tier_list.push(Tier {
-                order,
-                pos: 0,
-                next_at: Some(now),
-                failures: 0,
-            });
+            tier_list.push(Tier { order, pos: 0, next_at: Some(now), failures: 0 });
         }
         Trackers {
             identity,
@@ -278,19 +260,8 @@ impl Trackers {
 
     /// An instance that never announces, for `rill info --scrape`: call `scrape(now)` and wait for
     /// `TrackerEvent::Scraped` until `is_scraping()` is false.
-    pub fn scrape_only(
-        tiers: &[Vec<String>],
-        info_hash: InfoHash,
-        rng: &mut Rng,
-        now: Timestamp,
-    ) -> Self {
-        let identity = ClientIdentity {
-            info_hash,
-            peer_id: [0; 20],
-            port: 0,
-            key: 0,
-            numwant: 0,
-        };
+    pub fn scrape_only(tiers: &[Vec<String>], info_hash: InfoHash, rng: &mut Rng, now: Timestamp) -> Self {
+        let identity = ClientIdentity { info_hash, peer_id: [0; 20], port: 0, key: 0, numwant: 0 };
         let mut trackers = Trackers::new(tiers, identity, rng, now);
         trackers.announcing = false;
         for tier in &mut trackers.tiers {
@@ -410,10 +381,7 @@ impl Trackers {
                 Ok(target) => self.begin_scrape(t, target, now),
                 Err(e) => {
                     let url = self.trackers[t].url_text.clone();
-                    self.events.push_back(TrackerEvent::Scraped {
-                        url,
-                        result: Err(e),
-                    });
+                    self.events.push_back(TrackerEvent::Scraped { url, result: Err(e) });
                 }
             }
         }

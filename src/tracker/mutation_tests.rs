@@ -20,22 +20,21 @@ fn http_corpus() -> Vec<Vec<u8>> {
     }
     let mut six = Vec::new();
     encode_compact("[2001:db8::1]:6881".parse().unwrap(), &mut six);
-    let mut announce = format!(
-        "d8:completei2e10:incompletei1e8:intervali1800e12:min intervali60e5:peers{}:",
-        compact.len()
-    )
-    .into_bytes();
+    let mut announce =
+        format!("d8:completei2e10:incompletei1e8:intervali1800e12:min intervali60e5:peers{}:", compact.len())
+            .into_bytes();
     announce.extend_from_slice(&compact);
     announce.extend_from_slice(format!("6:peers6{}:", six.len()).as_bytes());
     announce.extend_from_slice(&six);
     announce.extend_from_slice(b"10:tracker id3:abc15:warning message2:hie");
-    let dict = b"d8:intervali60e5:peersld2:ip9:127.0.0.17:peer id20:aaaaaaaaaaaaaaaaaaaa4:porti1eed2:ip3:::14:porti2eeee".to_vec();
+    let dict =
+        b"d8:intervali60e5:peersld2:ip9:127.0.0.17:peer id20:aaaaaaaaaaaaaaaaaaaa4:porti1eed2:ip3:::14:porti2eeee"
+            .to_vec();
     let mut scrape = b"d5:filesd20:".to_vec();
     scrape.extend_from_slice(&[0x11; 20]);
     scrape.extend_from_slice(b"d8:completei2e10:downloadedi4e10:incompletei6eeee");
     let with_length = |body: &[u8]| {
-        let mut r =
-            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
         r.extend_from_slice(body);
         r
     };
@@ -108,10 +107,7 @@ fn mutate(rng: &mut Rng, corpus: &[Vec<u8>]) -> Vec<u8> {
         _ => {
             // Replace a digit run: lengths and counts are where decoders get hurt.
             let mut m = base.clone();
-            if let Some(i) = (0..m.len())
-                .filter(|&i| m[i].is_ascii_digit())
-                .nth(rng.below(16) as usize)
-            {
+            if let Some(i) = (0..m.len()).filter(|&i| m[i].is_ascii_digit()).nth(rng.below(16) as usize) {
                 let huge = b"99999999999999999999";
                 let take = 1 + rng.below(huge.len() as u64) as usize;
                 m.splice(i..i + 1, huge[..take].iter().copied());
@@ -147,10 +143,7 @@ fn http_parser_and_body_decoders_survive_mutations() {
             if let Ok(reply) = http::decode_announce(&response.body) {
                 assert!(reply.peers.len() <= MAX_PEERS_PER_REPLY, "seed {seed}");
                 let text = reply.warning.unwrap_or_default();
-                assert!(
-                    text.chars().count() <= codec::MAX_REMOTE_TEXT + 1,
-                    "seed {seed}"
-                );
+                assert!(text.chars().count() <= codec::MAX_REMOTE_TEXT + 1, "seed {seed}");
                 assert!(!text.contains('\n'), "seed {seed}");
             }
             let _ = http::decode_scrape(&response.body, &hash);
@@ -193,13 +186,7 @@ fn udp_decoder_and_exchange_survive_mutations() {
             assert_eq!(again, peers[..peers.len() / 6 * 6], "seed {seed}");
         }
         // Feed it to an exchange that awaits exactly this transaction id, in both phases.
-        for connection in [
-            None,
-            Some(udp::ConnectionId {
-                id: 1,
-                obtained: Timestamp::ZERO,
-            }),
-        ] {
+        for connection in [None, Some(udp::ConnectionId { id: 1, obtained: Timestamp::ZERO })] {
             let mut ex_rng = Rng::seeded(seed);
             let work = if seed % 2 == 0 {
                 UdpWork::Announce(announce_params())
@@ -274,35 +261,20 @@ fn trackers_survive_mutated_http_replies_and_end_every_announce() {
             tr.on_http_data(id, &input, Timestamp::ZERO);
             tr.on_http_closed(
                 id,
-                if seed % 3 == 0 {
-                    Err(ErrorKind::ConnectionReset)
-                } else {
-                    Ok(())
-                },
+                if seed % 3 == 0 { Err(ErrorKind::ConnectionReset) } else { Ok(()) },
                 Timestamp::ZERO,
             );
         }
         let status = &tr.status()[0];
-        assert!(
-            matches!(status.state, TrackerState::Working | TrackerState::Failing),
-            "seed {seed}: {status:?}"
-        );
+        assert!(matches!(status.state, TrackerState::Working | TrackerState::Failing), "seed {seed}: {status:?}");
         let mut lines = 0;
         while let Some(event) = tr.poll_event() {
-            if let TrackerEvent::Error { message, .. } | TrackerEvent::Warning { message, .. } =
-                event
-            {
-                assert!(
-                    !message.contains('\n') && !message.contains('\r'),
-                    "seed {seed}: {message:?}"
-                );
+            if let TrackerEvent::Error { message, .. } | TrackerEvent::Warning { message, .. } = event {
+                assert!(!message.contains('\n') && !message.contains('\r'), "seed {seed}: {message:?}");
                 lines += 1;
             }
         }
-        assert!(
-            status.state == TrackerState::Working || lines == 1,
-            "seed {seed}"
-        );
+        assert!(status.state == TrackerState::Working || lines == 1, "seed {seed}");
     }
 }
 
@@ -335,11 +307,7 @@ fn trackers_survive_mutated_datagrams_from_anyone() {
                 input[4..8].copy_from_slice(&tid);
             }
         }
-        let from = if seed % 5 == 0 {
-            "127.0.0.2:6969".parse().unwrap()
-        } else {
-            tracker
-        };
+        let from = if seed % 5 == 0 { "127.0.0.2:6969".parse().unwrap() } else { tracker };
         tr.on_datagram(from, &input, now);
         if tr.next_deadline().is_some_and(|d| d <= now) {
             tr.on_timeout(now, Transfer::default(), &mut rng);

@@ -106,12 +106,7 @@ impl Trackers {
     // Inputs from the loop.
 
     /// The loop's answer to `TrackerIo::Resolve { id, .. }`; every request waiting for that name goes on.
-    pub fn on_resolved(
-        &mut self,
-        id: IoId,
-        result: Result<Vec<SocketAddr>, String>,
-        now: Timestamp,
-    ) {
+    pub fn on_resolved(&mut self, id: IoId, result: Result<Vec<SocketAddr>, String>, now: Timestamp) {
         let Some(name) = self.hosts.on_answer(id, result, now) else {
             debug!("lookup {id:?}: answer for nobody, ignored");
             return;
@@ -119,9 +114,8 @@ impl Trackers {
         let host = Host::Name(name);
         for t in 0..self.trackers.len() {
             for slot in SLOTS {
-                let waiting = slot_ref(&self.trackers[t], slot).is_some_and(|r| {
-                    matches!(r.phase, Phase::Lookup { .. }) && r.target.host == host
-                });
+                let waiting = slot_ref(&self.trackers[t], slot)
+                    .is_some_and(|r| matches!(r.phase, Phase::Lookup { .. }) && r.target.host == host);
                 if waiting {
                     self.go(t, slot, now);
                 }
@@ -133,11 +127,7 @@ impl Trackers {
         let Some((t, slot)) = self.find_http(id) else {
             return;
         };
-        let Some(Request {
-            phase: Phase::Http(exchange),
-            ..
-        }) = slot_of(&mut self.trackers[t], slot)
-        else {
+        let Some(Request { phase: Phase::Http(exchange), .. }) = slot_of(&mut self.trackers[t], slot) else {
             return;
         };
         match exchange.parser.feed(data) {
@@ -165,10 +155,7 @@ impl Trackers {
             Ok(()) => exchange.parser.on_eof().map_err(TrackerError::Http),
             Err(kind) if exchange.parser.received_any() => Err(TrackerError::Io(kind)),
             Err(kind) if exchange.addr + 1 < exchange.addrs.len() => {
-                debug!(
-                    "tracker {}: {kind}; trying its next address",
-                    request.target.host
-                );
+                debug!("tracker {}: {kind}; trying its next address", request.target.host);
                 exchange.addr += 1;
                 exchange.io = next_io;
                 exchange.open = true;
@@ -176,11 +163,7 @@ impl Trackers {
                 let addr = exchange.addrs[exchange.addr];
                 let request = request.http_request.clone();
                 self.next_io += 1;
-                self.io.push_back(TrackerIo::HttpRequest {
-                    id: next_io,
-                    addr,
-                    request,
-                });
+                self.io.push_back(TrackerIo::HttpRequest { id: next_io, addr, request });
                 return;
             }
             Err(kind) => Err(TrackerError::Connect(kind)),
@@ -205,11 +188,7 @@ impl Trackers {
         let mut found = None;
         'search: for (t, tracker) in self.trackers.iter().enumerate() {
             for slot in SLOTS {
-                if let Some(Request {
-                    phase: Phase::Udp(exchange),
-                    ..
-                }) = slot_ref(tracker, slot)
-                {
+                if let Some(Request { phase: Phase::Udp(exchange), .. }) = slot_ref(tracker, slot) {
                     if exchange.transaction_id() == id {
                         found = Some((t, slot));
                         break 'search;
@@ -221,11 +200,7 @@ impl Trackers {
             debug!("udp {from}: ignored: unknown transaction id {id:#010x}");
             return;
         };
-        let Some(Request {
-            phase: Phase::Udp(exchange),
-            ..
-        }) = slot_of(&mut self.trackers[t], slot)
-        else {
+        let Some(Request { phase: Phase::Udp(exchange), .. }) = slot_of(&mut self.trackers[t], slot) else {
             return;
         };
         let step = exchange.on_reply(from, &reply, now, &mut self.rng);
@@ -274,16 +249,7 @@ impl Trackers {
             Scheme::Http => http::announce_request(&url, &params),
             Scheme::Udp => Vec::new(),
         };
-        self.begin(
-            t,
-            Slot::Announce,
-            Purpose::Announce(params),
-            url,
-            http_request,
-            give_up_at,
-            schedule,
-            now,
-        );
+        self.begin(t, Slot::Announce, Purpose::Announce(params), url, http_request, give_up_at, schedule, now);
     }
 
     pub(super) fn begin_scrape(&mut self, t: usize, target: TrackerUrl, now: Timestamp) {
@@ -292,16 +258,7 @@ impl Trackers {
             Scheme::Udp => Vec::new(),
         };
         let schedule = self.timeouts.udp;
-        self.begin(
-            t,
-            Slot::Scrape,
-            Purpose::Scrape,
-            target,
-            http_request,
-            None,
-            schedule,
-            now,
-        );
+        self.begin(t, Slot::Scrape, Purpose::Scrape, target, http_request, None, schedule, now);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -345,11 +302,7 @@ impl Trackers {
             IoId(*next_io)
         });
         if let Lookup::Ask { io, name } = &lookup {
-            self.io.push_back(TrackerIo::Resolve {
-                id: *io,
-                host: name.clone(),
-                port,
-            });
+            self.io.push_back(TrackerIo::Resolve { id: *io, host: name.clone(), port });
         }
         match lookup {
             Lookup::Ready(addrs) => self.contact(t, slot, addrs, now),
@@ -376,33 +329,18 @@ impl Trackers {
             Scheme::Http => {
                 self.next_io += 1;
                 let addr = addrs[0];
-                request.phase = Phase::Http(HttpExchange {
-                    io,
-                    open: true,
-                    addrs,
-                    addr: 0,
-                    parser: ResponseParser::new(),
-                });
+                request.phase =
+                    Phase::Http(HttpExchange { io, open: true, addrs, addr: 0, parser: ResponseParser::new() });
                 let request = request.http_request.clone();
-                self.io.push_back(TrackerIo::HttpRequest {
-                    id: io,
-                    addr,
-                    request,
-                });
+                self.io.push_back(TrackerIo::HttpRequest { id: io, addr, request });
             }
             Scheme::Udp => {
                 let work = match &request.purpose {
                     Purpose::Announce(params) => UdpWork::Announce(params.clone()),
                     Purpose::Scrape => UdpWork::Scrape(info_hash),
                 };
-                let (exchange, step) = UdpExchange::start(
-                    work,
-                    addrs,
-                    connection,
-                    request.schedule,
-                    now,
-                    &mut self.rng,
-                );
+                let (exchange, step) =
+                    UdpExchange::start(work, addrs, connection, request.schedule, now, &mut self.rng);
                 request.phase = Phase::Udp(exchange);
                 self.udp_step(t, slot, step, now);
             }
@@ -411,19 +349,12 @@ impl Trackers {
 
     fn udp_step(&mut self, t: usize, slot: Slot, step: Step, now: Timestamp) {
         let tracker = &mut self.trackers[t];
-        if let Some(Request {
-            phase: Phase::Udp(exchange),
-            ..
-        }) = slot_of(tracker, slot)
-        {
+        if let Some(Request { phase: Phase::Udp(exchange), .. }) = slot_of(tracker, slot) {
             tracker.connection = exchange.connection();
         }
         match step {
             Step::Idle => {}
-            Step::Send(send) => self.io.push_back(TrackerIo::UdpSend {
-                addr: send.addr,
-                datagram: send.datagram,
-            }),
+            Step::Send(send) => self.io.push_back(TrackerIo::UdpSend { addr: send.addr, datagram: send.datagram }),
             Step::Done(result) => self.finish(t, slot, result, now),
         }
     }
@@ -434,8 +365,7 @@ impl Trackers {
             self.redirect(t, slot, response.location, now);
             return;
         }
-        let is_announce = slot_ref(&self.trackers[t], slot)
-            .is_some_and(|r| matches!(r.purpose, Purpose::Announce(_)));
+        let is_announce = slot_ref(&self.trackers[t], slot).is_some_and(|r| matches!(r.purpose, Purpose::Announce(_)));
         let result = if (200..300).contains(&status) {
             if is_announce {
                 http::decode_announce(&response.body).map(Answer::Announce)
@@ -473,16 +403,11 @@ impl Trackers {
         };
         match target {
             Ok(target) => {
-                debug!(
-                    "tracker {}: redirected to {}{}",
-                    request.target.host, target.host, target.path
-                );
+                debug!("tracker {}: redirected to {}{}", request.target.host, target.host, target.path);
                 request.redirects += 1;
                 request.http_request = http::get_request(&target, &target.path);
                 request.target = target;
-                request.phase = Phase::Lookup {
-                    until: now + self.timeouts.http,
-                };
+                request.phase = Phase::Lookup { until: now + self.timeouts.http };
                 self.go(t, slot, now);
             }
             Err(e) => self.finish(t, slot, Err(e), now),
@@ -534,13 +459,7 @@ impl Trackers {
     }
 
     /// Ends a request and reports its outcome.
-    fn finish(
-        &mut self,
-        t: usize,
-        slot: Slot,
-        result: Result<Answer, TrackerError>,
-        now: Timestamp,
-    ) {
+    fn finish(&mut self, t: usize, slot: Slot, result: Result<Answer, TrackerError>, now: Timestamp) {
         let Some(request) = slot_of(&mut self.trackers[t], slot).take() else {
             return;
         };
@@ -549,18 +468,14 @@ impl Trackers {
             Purpose::Announce(params) => {
                 let result = result.and_then(|answer| match answer {
                     Answer::Announce(reply) => Ok(reply),
-                    Answer::Scrape(_) => {
-                        Err(TrackerError::BadReply("scrape answer to an announce"))
-                    }
+                    Answer::Scrape(_) => Err(TrackerError::BadReply("scrape answer to an announce")),
                 });
                 self.announce_done(t, &params, result, now);
             }
             Purpose::Scrape => {
                 let result = result.and_then(|answer| match answer {
                     Answer::Scrape(counts) => Ok(counts),
-                    Answer::Announce(_) => {
-                        Err(TrackerError::BadReply("announce answer to a scrape"))
-                    }
+                    Answer::Announce(_) => Err(TrackerError::BadReply("announce answer to a scrape")),
                 });
                 let url = self.trackers[t].url_text.clone();
                 self.events.push_back(TrackerEvent::Scraped { url, result });
@@ -570,15 +485,10 @@ impl Trackers {
 
     fn find_http(&self, id: IoId) -> Option<(usize, Slot)> {
         self.trackers.iter().enumerate().find_map(|(t, tracker)| {
-            SLOTS
-                .into_iter()
-                .find_map(|slot| match slot_ref(tracker, slot) {
-                    Some(Request {
-                        phase: Phase::Http(exchange),
-                        ..
-                    }) if exchange.io == id => Some((t, slot)),
-                    _ => None,
-                })
+            SLOTS.into_iter().find_map(|slot| match slot_ref(tracker, slot) {
+                Some(Request { phase: Phase::Http(exchange), .. }) if exchange.io == id => Some((t, slot)),
+                _ => None,
+            })
         })
     }
 }
@@ -597,10 +507,7 @@ pub(super) fn resolve_location(base: &TrackerUrl, location: &str) -> Result<Trac
     } else {
         let path_only = base.path.split('?').next().unwrap_or("/");
         let folder_end = path_only.rfind('/').map_or(0, |i| i + 1);
-        format!(
-            "/{}{location}",
-            path_only[..folder_end].trim_start_matches('/')
-        )
+        format!("/{}{location}", path_only[..folder_end].trim_start_matches('/'))
     };
     TrackerUrl::parse(&format!("http://{}:{}{path}", base.host, base.port))
 }

@@ -43,13 +43,7 @@ pub(super) struct HostCache {
 
 impl HostCache {
     /// An address literal needs no lookup; a name comes from the cache, or `new_io` names a new lookup.
-    pub(super) fn lookup(
-        &mut self,
-        host: &Host,
-        port: u16,
-        now: Timestamp,
-        new_io: impl FnOnce() -> IoId,
-    ) -> Lookup {
+    pub(super) fn lookup(&mut self, host: &Host, port: u16, now: Timestamp, new_io: impl FnOnce() -> IoId) -> Lookup {
         let name = match host {
             Host::Ip(ip) => return Lookup::Ready(vec![SocketAddr::new(*ip, port)]),
             Host::Name(name) => name,
@@ -66,10 +60,7 @@ impl HostCache {
         }
         let io = new_io();
         self.entries.insert(name.clone(), Entry::Pending { io });
-        Lookup::Ask {
-            io,
-            name: name.clone(),
-        }
+        Lookup::Ask { io, name: name.clone() }
     }
 
     /// Records the loop's answer to lookup `io`; returns the name it was for, `None` for a stale answer.
@@ -93,19 +84,10 @@ impl HostCache {
                 }
                 // IPv4 first: a v6 route is more often missing, and a silent UDP address costs 15 s.
                 ips.sort_by_key(IpAddr::is_ipv6);
-                Entry::Resolved {
-                    ips,
-                    until: now + RESOLVED_TTL,
-                }
+                Entry::Resolved { ips, until: now + RESOLVED_TTL }
             }
-            Ok(_) => Entry::Failed {
-                error: "no addresses".into(),
-                until: now + FAILURE_TTL,
-            },
-            Err(e) => Entry::Failed {
-                error: codec::sanitize(e.as_bytes()),
-                until: now + FAILURE_TTL,
-            },
+            Ok(_) => Entry::Failed { error: "no addresses".into(), until: now + FAILURE_TTL },
+            Err(e) => Entry::Failed { error: codec::sanitize(e.as_bytes()), until: now + FAILURE_TTL },
         };
         self.entries.insert(name.clone(), entry);
         Some(name)
@@ -122,48 +104,20 @@ mod tests {
         let name = Host::Name("t.example".into());
         let t0 = Timestamp::ZERO;
         let ask = cache.lookup(&name, 80, t0, || IoId(1));
-        assert_eq!(
-            ask,
-            Lookup::Ask {
-                io: IoId(1),
-                name: "t.example".into()
-            }
-        );
+        assert_eq!(ask, Lookup::Ask { io: IoId(1), name: "t.example".into() });
         assert_eq!(cache.lookup(&name, 81, t0, || IoId(2)), Lookup::Pending);
-        assert_eq!(
-            cache.on_answer(IoId(9), Ok(vec![]), t0),
-            None,
-            "stale answers are ignored"
-        );
-        let answer = vec![
-            "[::1]:80".parse().unwrap(),
-            "127.0.0.1:80".parse().unwrap(),
-            "127.0.0.1:80".parse().unwrap(),
-        ];
-        assert_eq!(
-            cache.on_answer(IoId(1), Ok(answer), t0).as_deref(),
-            Some("t.example")
-        );
-        let ready = Lookup::Ready(vec![
-            "127.0.0.1:81".parse().unwrap(),
-            "[::1]:81".parse().unwrap(),
-        ]);
+        assert_eq!(cache.on_answer(IoId(9), Ok(vec![]), t0), None, "stale answers are ignored");
+        let answer =
+            vec!["[::1]:80".parse().unwrap(), "127.0.0.1:80".parse().unwrap(), "127.0.0.1:80".parse().unwrap()];
+        assert_eq!(cache.on_answer(IoId(1), Ok(answer), t0).as_deref(), Some("t.example"));
+        let ready = Lookup::Ready(vec!["127.0.0.1:81".parse().unwrap(), "[::1]:81".parse().unwrap()]);
         assert_eq!(cache.lookup(&name, 81, t0 + secs(3599), || IoId(3)), ready);
-        assert!(matches!(
-            cache.lookup(&name, 81, t0 + secs(3600), || IoId(3)),
-            Lookup::Ask { .. }
-        ));
+        assert!(matches!(cache.lookup(&name, 81, t0 + secs(3600), || IoId(3)), Lookup::Ask { .. }));
         cache.on_answer(IoId(3), Err("no such host\n".into()), t0 + secs(3600));
         let failed = Lookup::Failed(TrackerError::Resolve("no such host".into()));
         assert_eq!(cache.lookup(&name, 81, t0 + secs(3659), || IoId(4)), failed);
-        assert!(matches!(
-            cache.lookup(&name, 81, t0 + secs(3660), || IoId(4)),
-            Lookup::Ask { .. }
-        ));
+        assert!(matches!(cache.lookup(&name, 81, t0 + secs(3660), || IoId(4)), Lookup::Ask { .. }));
         let literal = Host::Ip("::1".parse().unwrap());
-        assert_eq!(
-            cache.lookup(&literal, 5, t0, || IoId(5)),
-            Lookup::Ready(vec!["[::1]:5".parse().unwrap()])
-        );
+        assert_eq!(cache.lookup(&literal, 5, t0, || IoId(5)), Lookup::Ready(vec!["[::1]:5".parse().unwrap()]));
     }
 }

@@ -59,11 +59,7 @@ impl Trackers {
         for (i, tier) in self.tiers.iter().enumerate() {
             for (pos, &t) in tier.order.iter().enumerate() {
                 let tr = &self.trackers[t];
-                let next_announce = if pos == tier.pos && self.stop_deadline.is_none() {
-                    tier.next_at
-                } else {
-                    None
-                };
+                let next_announce = if pos == tier.pos && self.stop_deadline.is_none() { tier.next_at } else { None };
                 out.push(TrackerStatus {
                     url: tr.url_text.clone(),
                     tier: i,

@@ -36,22 +36,10 @@ struct Sim {
 
 impl Sim {
     fn new(tiers: &[&[&str]]) -> Sim {
-        let tiers: Vec<Vec<String>> = tiers
-            .iter()
-            .map(|t| t.iter().map(|s| s.to_string()).collect())
-            .collect();
+        let tiers: Vec<Vec<String>> = tiers.iter().map(|t| t.iter().map(|s| s.to_string()).collect()).collect();
         let mut rng = Rng::seeded(42);
         let tr = Trackers::new(&tiers, identity(), &mut rng, Timestamp::ZERO);
-        Sim {
-            tr,
-            now: Timestamp::ZERO,
-            rng,
-            transfer: Transfer {
-                uploaded: 0,
-                downloaded: 0,
-                left: 1000,
-            },
-        }
+        Sim { tr, now: Timestamp::ZERO, rng, transfer: Transfer { uploaded: 0, downloaded: 0, left: 1000 } }
     }
 
     fn tick(&mut self, at: Timestamp) {
@@ -130,11 +118,7 @@ fn target(request: &[u8]) -> String {
 fn param(request: &[u8], name: &str) -> Option<String> {
     let t = target(request);
     let query = t.split_once('?')?.1.to_string();
-    query.split('&').find_map(|kv| {
-        kv.split_once('=')
-            .filter(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_string())
-    })
+    query.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
 }
 
 #[track_caller]
@@ -204,26 +188,17 @@ fn udp_event(datagram: &[u8]) -> u32 {
 fn dead_first_tier_does_not_delay_second_tier_peers() {
     // Tier 1: a UDP port nobody answers and an HTTP server that accepts and never replies.
     let mut sim = Sim::new(&[
-        &[
-            "udp://127.0.0.1:1001/announce",
-            "http://127.0.0.1:1002/announce",
-        ],
+        &["udp://127.0.0.1:1001/announce", "http://127.0.0.1:1002/announce"],
         &["http://127.0.0.1:2000/announce"],
     ]);
     sim.tick(Timestamp::ZERO);
     let io = sim.io();
     let http = http_requests(&io);
-    let tier2 = http
-        .iter()
-        .find(|(_, a, _)| a.port() == 2000)
-        .expect("tier 2 asked at once");
+    let tier2 = http.iter().find(|(_, a, _)| a.port() == 2000).expect("tier 2 asked at once");
     assert_eq!(http.len() + udp_sends(&io).len(), 2, "one tracker per tier");
     // Tier 2 answers after 50 ms of loopback latency.
     sim.tick(Timestamp::from_millis(50));
-    sim.answer_http(
-        tier2.0,
-        &http_ok(&compact_body(1800, &["10.0.0.1:1", "10.0.0.2:2"])),
-    );
+    sim.answer_http(tier2.0, &http_ok(&compact_body(1800, &["10.0.0.1:1", "10.0.0.2:2"])));
     let peers = sim.peers();
     assert_eq!(peers.len(), 2);
     assert!(sim.now <= Timestamp::from_secs(1));
@@ -252,8 +227,7 @@ fn within_a_tier_silent_trackers_give_way_after_15s_and_refused_ones_at_once() {
                     match addr.port() {
                         1002 => {} // accepts, never replies
                         1003 => {
-                            sim.tr
-                                .on_http_closed(id, Err(ErrorKind::ConnectionRefused), sim.now);
+                            sim.tr.on_http_closed(id, Err(ErrorKind::ConnectionRefused), sim.now);
                         }
                         _ => unreachable!(),
                     }
@@ -261,13 +235,7 @@ fn within_a_tier_silent_trackers_give_way_after_15s_and_refused_ones_at_once() {
                 _ => {}
             }
         }
-        if sim
-            .tr
-            .status()
-            .iter()
-            .all(|s| s.state == TrackerState::Failing)
-            && answered_at.is_none()
-        {
+        if sim.tr.status().iter().all(|s| s.state == TrackerState::Failing) && answered_at.is_none() {
             answered_at = Some(sim.now);
         }
         if !sim.step_until(Timestamp::from_secs(100)) {
@@ -275,10 +243,7 @@ fn within_a_tier_silent_trackers_give_way_after_15s_and_refused_ones_at_once() {
         }
     }
     // Each tracker is asked once per round, in the tier's shuffled order; a refused one costs no time.
-    let ports: Vec<u16> = order
-        .iter()
-        .map(|u| u.split(':').nth(2).unwrap()[..4].parse().unwrap())
-        .collect();
+    let ports: Vec<u16> = order.iter().map(|u| u.split(':').nth(2).unwrap()[..4].parse().unwrap()).collect();
     let first_round: Vec<u16> = asked.iter().take(3).map(|a| a.1).collect();
     assert_eq!(first_round, ports);
     // The two silent ones cost 15 s each, whatever the order.
@@ -294,8 +259,7 @@ fn first_tracker_that_answers_moves_to_front_of_its_tier() {
     let first = sim.tr.status()[0].url.clone();
     sim.tick(Timestamp::ZERO);
     let (id, _, _) = http_requests(&sim.io())[0].clone();
-    sim.tr
-        .on_http_closed(id, Err(ErrorKind::ConnectionRefused), sim.now);
+    sim.tr.on_http_closed(id, Err(ErrorKind::ConnectionRefused), sim.now);
     sim.tick(sim.tr.next_deadline().unwrap());
     let (id2, _, _) = http_requests(&sim.io())[0].clone();
     sim.answer_http(id2, &http_ok(&compact_body(1800, &[])));
@@ -305,10 +269,7 @@ fn first_tracker_that_answers_moves_to_front_of_its_tier() {
     assert_eq!(status[0].next_announce, Some(sim.now + secs(1800)));
     assert_eq!(status[1].url, first);
     assert_eq!(status[1].state, TrackerState::Failing);
-    assert_eq!(
-        status[1].last_error.as_deref(),
-        Some("cannot connect: connection refused")
-    );
+    assert_eq!(status[1].last_error.as_deref(), Some("cannot connect: connection refused"));
 }
 
 #[test]
@@ -334,11 +295,7 @@ fn whole_tier_failures_back_off_growing() {
 #[test]
 fn started_then_interval_then_completed_then_stopped_with_accurate_figures() {
     let mut sim = Sim::new(&[&["http://127.0.0.1:1001/announce"]]);
-    sim.transfer = Transfer {
-        uploaded: 5,
-        downloaded: 0,
-        left: 1000,
-    };
+    sim.transfer = Transfer { uploaded: 5, downloaded: 0, left: 1000 };
     sim.tick(Timestamp::ZERO);
     let (id, _, req) = http_requests(&sim.io())[0].clone();
     assert_eq!(param(&req, "event").as_deref(), Some("started"));
@@ -353,33 +310,17 @@ fn started_then_interval_then_completed_then_stopped_with_accurate_figures() {
     assert_eq!(sim.tr.next_deadline(), Some(Timestamp::from_secs(300)));
     sim.tick(Timestamp::from_secs(299));
     assert!(http_requests(&sim.io()).is_empty());
-    sim.transfer = Transfer {
-        uploaded: 7,
-        downloaded: 600,
-        left: 400,
-    };
+    sim.transfer = Transfer { uploaded: 7, downloaded: 600, left: 400 };
     sim.tick(Timestamp::from_secs(300));
     let (id, _, req) = http_requests(&sim.io())[0].clone();
-    assert_eq!(
-        param(&req, "event"),
-        None,
-        "a regular re-announce has no event"
-    );
+    assert_eq!(param(&req, "event"), None, "a regular re-announce has no event");
     assert_eq!(param(&req, "trackerid").as_deref(), Some("T1"));
-    assert_eq!(
-        param(&req, "key").as_deref(),
-        Some("deadbeef"),
-        "key is stable"
-    );
+    assert_eq!(param(&req, "key").as_deref(), Some("deadbeef"), "key is stable");
     assert_eq!(param(&req, "downloaded").as_deref(), Some("600"));
     sim.answer_http(id, &http_ok(b"d8:intervali1800e5:peers0:e"));
     // The last piece verifies: completed goes out now, once.
     sim.now = Timestamp::from_secs(400);
-    sim.transfer = Transfer {
-        uploaded: 9,
-        downloaded: 1000,
-        left: 0,
-    };
+    sim.transfer = Transfer { uploaded: 9, downloaded: 1000, left: 0 };
     sim.tr.on_completed(sim.now, sim.transfer);
     let (id, _, req) = http_requests(&sim.io())[0].clone();
     assert_eq!(param(&req, "event").as_deref(), Some("completed"));
@@ -387,10 +328,7 @@ fn started_then_interval_then_completed_then_stopped_with_accurate_figures() {
     assert_eq!(param(&req, "downloaded").as_deref(), Some("1000"));
     sim.answer_http(id, &http_ok(b"d8:intervali1800e5:peers0:e"));
     sim.tr.on_completed(sim.now, sim.transfer);
-    assert!(
-        http_requests(&sim.io()).is_empty(),
-        "completed is sent once"
-    );
+    assert!(http_requests(&sim.io()).is_empty(), "completed is sent once");
     sim.tick(Timestamp::from_secs(400 + 1800));
     let (id, _, req) = http_requests(&sim.io())[0].clone();
     assert_eq!(param(&req, "event"), None);
@@ -411,11 +349,7 @@ fn started_then_interval_then_completed_then_stopped_with_accurate_figures() {
 
 #[test]
 fn stopped_only_to_trackers_that_answered_and_bounded_by_stop_timeout() {
-    let mut sim = Sim::new(&[
-        &["http://127.0.0.1:1001/a"],
-        &["udp://127.0.0.1:1002"],
-        &["udp://127.0.0.1:1003"],
-    ]);
+    let mut sim = Sim::new(&[&["http://127.0.0.1:1001/a"], &["udp://127.0.0.1:1002"], &["udp://127.0.0.1:1003"]]);
     sim.tick(Timestamp::ZERO);
     for (to, d) in udp_sends(&sim.io()) {
         if to.port() == 1002 {
@@ -430,23 +364,11 @@ fn stopped_only_to_trackers_that_answered_and_bounded_by_stop_timeout() {
     sim.now = Timestamp::from_secs(10);
     sim.tr.on_stop(sim.now, sim.transfer);
     let io = sim.io();
-    assert_eq!(
-        closes(&io).len(),
-        1,
-        "the unanswered HTTP announce is closed"
-    );
+    assert_eq!(closes(&io).len(), 1, "the unanswered HTTP announce is closed");
     let sends = udp_sends(&io);
-    assert_eq!(
-        sends.len(),
-        1,
-        "only the tracker that knows us hears stopped"
-    );
+    assert_eq!(sends.len(), 1, "only the tracker that knows us hears stopped");
     assert_eq!(sends[0].0.port(), 1002);
-    assert_eq!(
-        sends[0].1.len(),
-        98,
-        "connection id still fresh: no connect"
-    );
+    assert_eq!(sends[0].1.len(), 98, "connection id still fresh: no connect");
     assert_eq!(udp_event(&sends[0].1), 3);
     // It never answers: one-second retransmissions, then the stop time-out ends it.
     let mut resent = 0;
@@ -463,8 +385,7 @@ fn completed_before_a_tracker_first_answers_goes_as_started_with_left_zero() {
     let mut sim = Sim::new(&[&["http://127.0.0.1:1001/a"]]);
     sim.tick(Timestamp::ZERO);
     let (id, _, _) = http_requests(&sim.io())[0].clone();
-    sim.tr
-        .on_http_closed(id, Err(ErrorKind::ConnectionRefused), sim.now);
+    sim.tr.on_http_closed(id, Err(ErrorKind::ConnectionRefused), sim.now);
     sim.transfer.left = 0;
     sim.tr.on_completed(Timestamp::from_secs(1), sim.transfer);
     assert!(sim.io().is_empty(), "the tier waits its back-off");
@@ -473,11 +394,7 @@ fn completed_before_a_tracker_first_answers_goes_as_started_with_left_zero() {
     assert_eq!(param(&req, "event").as_deref(), Some("started"));
     assert_eq!(param(&req, "left").as_deref(), Some("0"));
     sim.answer_http(id, &http_ok(b"d8:intervali1800ee"));
-    assert_eq!(
-        sim.tr.next_deadline(),
-        Some(Timestamp::from_secs(60 + 1800)),
-        "no completed after"
-    );
+    assert_eq!(sim.tr.next_deadline(), Some(Timestamp::from_secs(60 + 1800)), "no completed after");
 }
 
 // ---- UDP through the tiers --------------------------------------------------------------------------
@@ -490,50 +407,25 @@ fn udp_announce_connects_reuses_connection_id_for_a_minute_and_ignores_strangers
     let (to, connect) = udp_sends(&sim.io())[0].clone();
     assert_eq!((to, connect.len()), (tracker, 16));
     // A stranger with the right transaction id, garbage, a short datagram: all ignored.
-    sim.tr
-        .on_datagram(addr("127.0.0.1:9999"), &udp_answer(&connect, &[]), sim.now);
+    sim.tr.on_datagram(addr("127.0.0.1:9999"), &udp_answer(&connect, &[]), sim.now);
     sim.tr.on_datagram(tracker, b"garbage", sim.now);
     sim.tr.on_datagram(tracker, &[0; 200], sim.now);
     assert!(sim.io().is_empty());
-    sim.tr
-        .on_datagram(tracker, &udp_answer(&connect, &[]), sim.now);
+    sim.tr.on_datagram(tracker, &udp_answer(&connect, &[]), sim.now);
     let (_, announce) = udp_sends(&sim.io())[0].clone();
     assert_eq!(announce.len(), 98);
-    sim.tr.on_datagram(
-        tracker,
-        &udp_answer(&announce, &["10.0.0.1:1", "127.0.0.1:6881"]),
-        sim.now,
-    );
-    assert_eq!(
-        sim.peers(),
-        [addr("10.0.0.1:1")],
-        "our own loopback address is skipped"
-    );
+    sim.tr.on_datagram(tracker, &udp_answer(&announce, &["10.0.0.1:1", "127.0.0.1:6881"]), sim.now);
+    assert_eq!(sim.peers(), [addr("10.0.0.1:1")], "our own loopback address is skipped");
     // The tracker asked for 1800 s; a scrape 30 s later reuses the connection id.
     sim.now = Timestamp::from_secs(30);
     sim.tr.scrape(sim.now);
     let (_, scrape) = udp_sends(&sim.io())[0].clone();
-    assert_eq!(
-        (scrape.len(), &scrape[0..8]),
-        (36, &0x42u64.to_be_bytes()[..])
-    );
-    sim.tr
-        .on_datagram(tracker, &udp_answer(&scrape, &[]), sim.now);
-    let scraped: Vec<_> = sim
-        .events()
-        .into_iter()
-        .filter(|e| matches!(e, TrackerEvent::Scraped { .. }))
-        .collect();
+    assert_eq!((scrape.len(), &scrape[0..8]), (36, &0x42u64.to_be_bytes()[..]));
+    sim.tr.on_datagram(tracker, &udp_answer(&scrape, &[]), sim.now);
+    let scraped: Vec<_> = sim.events().into_iter().filter(|e| matches!(e, TrackerEvent::Scraped { .. })).collect();
     assert!(matches!(
         &scraped[..],
-        [TrackerEvent::Scraped {
-            result: Ok(ScrapeCounts {
-                seeders: 5,
-                completed: 7,
-                leechers: 3
-            }),
-            ..
-        }]
+        [TrackerEvent::Scraped { result: Ok(ScrapeCounts { seeders: 5, completed: 7, leechers: 3 }), .. }]
     ));
     // 61 s after the connect, it has to connect again.
     sim.now = Timestamp::from_secs(61);
@@ -552,10 +444,7 @@ fn udp_error_action_is_reported_as_tracker_failure() {
     sim.tr.on_datagram(to, &err, sim.now);
     assert_eq!(
         sim.errors(),
-        [(
-            "udp://127.0.0.1:1001".to_string(),
-            "tracker refused: torrent not registered".to_string()
-        )]
+        [("udp://127.0.0.1:1001".to_string(), "tracker refused: torrent not registered".to_string())]
     );
 }
 
@@ -565,40 +454,26 @@ fn udp_send_failure_fails_the_tracker_at_once() {
     sim.tick(Timestamp::ZERO);
     let io = sim.io();
     if let Some((to, _)) = udp_sends(&io).first() {
-        sim.tr
-            .on_udp_send_failed(*to, ErrorKind::NetworkUnreachable, sim.now);
-        assert_eq!(
-            sim.tr.next_deadline(),
-            Some(sim.now),
-            "next tracker of the tier is due now"
-        );
+        sim.tr.on_udp_send_failed(*to, ErrorKind::NetworkUnreachable, sim.now);
+        assert_eq!(sim.tr.next_deadline(), Some(sim.now), "next tracker of the tier is due now");
         sim.tick(sim.now);
         assert_eq!(http_requests(&sim.io()).len(), 1);
     } else {
         // The shuffle put HTTP first; refuse it and the UDP one goes next.
         let (id, _, _) = http_requests(&io)[0].clone();
-        sim.tr
-            .on_http_closed(id, Err(ErrorKind::ConnectionRefused), sim.now);
+        sim.tr.on_http_closed(id, Err(ErrorKind::ConnectionRefused), sim.now);
         sim.tick(sim.now);
         let (to, _) = udp_sends(&sim.io())[0].clone();
-        sim.tr
-            .on_udp_send_failed(to, ErrorKind::NetworkUnreachable, sim.now);
+        sim.tr.on_udp_send_failed(to, ErrorKind::NetworkUnreachable, sim.now);
     }
-    assert!(sim
-        .errors()
-        .iter()
-        .any(|(_, m)| m == "connection failed: network unreachable"));
+    assert!(sim.errors().iter().any(|(_, m)| m == "connection failed: network unreachable"));
 }
 
 // ---- names, redirects, time-outs --------------------------------------------------------------------
 
 #[test]
 fn names_are_resolved_once_shared_and_cached_and_failures_are_tracker_errors() {
-    let mut sim = Sim::new(&[
-        &["http://localhost:1001/a"],
-        &["udp://LOCALHOST:1002"],
-        &["http://nowhere.invalid/a"],
-    ]);
+    let mut sim = Sim::new(&[&["http://localhost:1001/a"], &["udp://LOCALHOST:1002"], &["http://nowhere.invalid/a"]]);
     sim.tick(Timestamp::ZERO);
     let io = sim.io();
     let lookups: Vec<(IoId, String, u16)> = io
@@ -612,36 +487,23 @@ fn names_are_resolved_once_shared_and_cached_and_failures_are_tracker_errors() {
     assert!(http_requests(&io).is_empty() && udp_sends(&io).is_empty());
     for (id, host, _) in &lookups {
         match host.as_str() {
-            "localhost" => sim.tr.on_resolved(
-                *id,
-                Ok(vec![addr("[::1]:1001"), addr("127.0.0.1:1001")]),
-                sim.now,
-            ),
-            "nowhere.invalid" => {
-                sim.tr
-                    .on_resolved(*id, Err("Name or service not known".into()), sim.now)
-            }
+            "localhost" => sim.tr.on_resolved(*id, Ok(vec![addr("[::1]:1001"), addr("127.0.0.1:1001")]), sim.now),
+            "nowhere.invalid" => sim.tr.on_resolved(*id, Err("Name or service not known".into()), sim.now),
             other => panic!("{other}"),
         }
     }
     let io = sim.io();
     // IPv4 first; each tracker keeps its own port.
     assert_eq!(http_requests(&io)[0].1, addr("127.0.0.1:1001"));
-    assert!(
-        String::from_utf8_lossy(&http_requests(&io)[0].2).contains("\r\nHost: localhost:1001\r\n")
-    );
+    assert!(String::from_utf8_lossy(&http_requests(&io)[0].2).contains("\r\nHost: localhost:1001\r\n"));
     assert_eq!(udp_sends(&io)[0].0, addr("127.0.0.1:1002"));
     assert_eq!(
         sim.errors(),
-        [(
-            "http://nowhere.invalid/a".to_string(),
-            "cannot resolve host: Name or service not known".to_string()
-        )]
+        [("http://nowhere.invalid/a".to_string(), "cannot resolve host: Name or service not known".to_string())]
     );
     // Refused on the v4 address: the other address of the name is tried before giving up.
     let id = http_requests(&io)[0].0;
-    sim.tr
-        .on_http_closed(id, Err(ErrorKind::ConnectionRefused), sim.now);
+    sim.tr.on_http_closed(id, Err(ErrorKind::ConnectionRefused), sim.now);
     let retry = http_requests(&sim.io());
     assert_eq!(retry[0].1, addr("[::1]:1001"));
     sim.answer_http(retry[0].0, &http_ok(&compact_body(1800, &["10.0.0.1:1"])));
@@ -649,11 +511,7 @@ fn names_are_resolved_once_shared_and_cached_and_failures_are_tracker_errors() {
     // The cache answers the next announce.
     sim.tick(Timestamp::from_secs(1800));
     let io = sim.io();
-    assert!(
-        io.iter()
-            .all(|x| !matches!(x, TrackerIo::Resolve { host, .. } if host == "localhost")),
-        "{io:?}"
-    );
+    assert!(io.iter().all(|x| !matches!(x, TrackerIo::Resolve { host, .. } if host == "localhost")), "{io:?}");
     assert_eq!(http_requests(&io)[0].1, addr("127.0.0.1:1001"));
 }
 
@@ -664,11 +522,7 @@ fn http_redirects_are_followed_to_another_host_a_bounded_number_of_times() {
     let (id, _, req) = http_requests(&sim.io())[0].clone();
     let query = target(&req).split_once('?').unwrap().1.to_string();
     let location = format!("http://127.0.0.2:1002/real/announce?{query}");
-    sim.answer_http(
-        id,
-        format!("HTTP/1.1 301 Moved\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n")
-            .as_bytes(),
-    );
+    sim.answer_http(id, format!("HTTP/1.1 301 Moved\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n").as_bytes());
     let io = sim.io();
     assert_eq!(closes(&io), [id]);
     let (id, to, req) = http_requests(&io)[0].clone();
@@ -678,10 +532,7 @@ fn http_redirects_are_followed_to_another_host_a_bounded_number_of_times() {
     // Now a loop of relative redirects: given up after MAX_REDIRECTS.
     let mut current = id;
     for _ in 0..10 {
-        sim.answer_http(
-            current,
-            b"HTTP/1.1 307 Again\r\nLocation: /again\r\nContent-Length: 0\r\n\r\n",
-        );
+        sim.answer_http(current, b"HTTP/1.1 307 Again\r\nLocation: /again\r\nContent-Length: 0\r\n\r\n");
         match http_requests(&sim.io()).first() {
             Some((next, _, req)) => {
                 assert_eq!(target(req), "/again");
@@ -699,19 +550,10 @@ fn location_resolution() {
     let base = TrackerUrl::parse("http://a.example:8080/x/announce?k=1").unwrap();
     let r = |l: &str| resolve_location(&base, l).map(|u| (u.host.to_string(), u.port, u.path));
     assert_eq!(r("/y"), Ok(("a.example".into(), 8080, "/y".into())));
-    assert_eq!(
-        r("other?q"),
-        Ok(("a.example".into(), 8080, "/x/other?q".into()))
-    );
-    assert_eq!(
-        r("//b.example/z"),
-        Ok(("b.example".into(), 80, "/z".into()))
-    );
+    assert_eq!(r("other?q"), Ok(("a.example".into(), 8080, "/x/other?q".into())));
+    assert_eq!(r("//b.example/z"), Ok(("b.example".into(), 80, "/z".into())));
     assert_eq!(r("http://[::1]:9/z"), Ok(("[::1]".into(), 9, "/z".into())));
-    assert_eq!(
-        r("https://b.example/z"),
-        Err(UrlError::UnsupportedScheme("https".into()))
-    );
+    assert_eq!(r("https://b.example/z"), Err(UrlError::UnsupportedScheme("https".into())));
 }
 
 #[test]
@@ -720,10 +562,7 @@ fn http_tracker_that_never_answers_times_out_and_its_connection_is_closed() {
     sim.tick(Timestamp::ZERO);
     let (id, _, _) = http_requests(&sim.io())[0].clone();
     // Half a response, then silence.
-    sim.answer_http(
-        id,
-        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nd8:inter",
-    );
+    sim.answer_http(id, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nd8:inter");
     assert_eq!(sim.tr.next_deadline(), Some(Timestamp::from_secs(15)));
     sim.tick(Timestamp::from_secs(15));
     assert_eq!(closes(&sim.io()), [id]);
@@ -747,10 +586,10 @@ fn failure_reason_and_warning_reach_the_log_as_one_line_each() {
         sim.answer_http(id, &http_ok(body));
     }
     let events = sim.events();
-    assert!(events.iter().any(|e| matches!(e, TrackerEvent::Error { message, .. } if message == "tracker refused: unregistered torrent")));
-    assert!(events
-        .iter()
-        .any(|e| matches!(e, TrackerEvent::Warning { message, .. } if message == "slow")));
+    assert!(events.iter().any(
+        |e| matches!(e, TrackerEvent::Error { message, .. } if message == "tracker refused: unregistered torrent")
+    ));
+    assert!(events.iter().any(|e| matches!(e, TrackerEvent::Warning { message, .. } if message == "slow")));
 }
 
 #[test]
@@ -774,19 +613,10 @@ fn peers_are_merged_across_trackers_without_duplicates() {
     let requests = http_requests(&sim.io());
     sim.answer_http(
         requests[0].0,
-        &http_ok(&compact_body(
-            60,
-            &["10.0.0.1:1", "10.0.0.2:2", "0.0.0.0:5", "10.0.0.9:0"],
-        )),
+        &http_ok(&compact_body(60, &["10.0.0.1:1", "10.0.0.2:2", "0.0.0.0:5", "10.0.0.9:0"])),
     );
     assert_eq!(sim.peers(), [addr("10.0.0.1:1"), addr("10.0.0.2:2")]);
-    sim.answer_http(
-        requests[1].0,
-        &http_ok(&compact_body(
-            60,
-            &["10.0.0.2:2", "10.0.0.3:3", "10.0.0.3:3"],
-        )),
-    );
+    sim.answer_http(requests[1].0, &http_ok(&compact_body(60, &["10.0.0.2:2", "10.0.0.3:3", "10.0.0.3:3"])));
     assert_eq!(sim.peers(), [addr("10.0.0.3:3")]);
     sim.tick(Timestamp::from_secs(60));
     for (id, _, _) in http_requests(&sim.io()) {
@@ -801,10 +631,7 @@ fn peers_are_merged_across_trackers_without_duplicates() {
 fn scrape_only_instance_never_announces_and_reports_every_tracker() {
     let tiers = vec![
         vec!["http://127.0.0.1:1001/announce".to_string()],
-        vec![
-            "http://127.0.0.1:1002/a".to_string(),
-            "https://x.example/announce".to_string(),
-        ],
+        vec!["http://127.0.0.1:1002/a".to_string(), "https://x.example/announce".to_string()],
     ];
     let mut rng = Rng::seeded(1);
     let mut tr = Trackers::scrape_only(&tiers, INFO_HASH, &mut rng, Timestamp::ZERO);
@@ -822,34 +649,21 @@ fn scrape_only_instance_never_announces_and_reports_every_tracker() {
     body.extend_from_slice(b"d8:completei2e10:downloadedi4e10:incompletei6eeee");
     tr.on_http_data(requests[0].0, &http_ok(&body), Timestamp::from_secs(5));
     assert!(!tr.is_scraping());
-    let mut results: Vec<(String, Result<ScrapeCounts, TrackerError>)> =
-        std::iter::from_fn(|| tr.poll_event())
-            .filter_map(|e| match e {
-                TrackerEvent::Scraped { url, result } => Some((url, result)),
-                _ => None,
-            })
-            .collect();
+    let mut results: Vec<(String, Result<ScrapeCounts, TrackerError>)> = std::iter::from_fn(|| tr.poll_event())
+        .filter_map(|e| match e {
+            TrackerEvent::Scraped { url, result } => Some((url, result)),
+            _ => None,
+        })
+        .collect();
     results.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
         results,
         [
-            (
-                "http://127.0.0.1:1001/announce".to_string(),
-                Ok(ScrapeCounts {
-                    seeders: 2,
-                    leechers: 6,
-                    completed: 4
-                })
-            ),
-            (
-                "http://127.0.0.1:1002/a".to_string(),
-                Err(TrackerError::NoScrape)
-            ),
+            ("http://127.0.0.1:1001/announce".to_string(), Ok(ScrapeCounts { seeders: 2, leechers: 6, completed: 4 })),
+            ("http://127.0.0.1:1002/a".to_string(), Err(TrackerError::NoScrape)),
             (
                 "https://x.example/announce".to_string(),
-                Err(TrackerError::Url(UrlError::UnsupportedScheme(
-                    "https".into()
-                )))
+                Err(TrackerError::Url(UrlError::UnsupportedScheme("https".into())))
             ),
         ]
     );
@@ -858,18 +672,11 @@ fn scrape_only_instance_never_announces_and_reports_every_tracker() {
 #[test]
 fn bad_urls_fail_fast_and_the_tier_moves_on() {
     for seed in 0..8 {
-        let tiers = vec![vec![
-            "wss://t.example/announce".to_string(),
-            "http://127.0.0.1:1001/a".to_string(),
-        ]];
+        let tiers = vec![vec!["wss://t.example/announce".to_string(), "http://127.0.0.1:1001/a".to_string()]];
         let mut rng = Rng::seeded(seed);
         let mut tr = Trackers::new(&tiers, identity(), &mut rng, Timestamp::ZERO);
         tr.on_timeout(Timestamp::ZERO, Transfer::default(), &mut rng);
         let io: Vec<_> = std::iter::from_fn(|| tr.poll_io()).collect();
-        assert_eq!(
-            http_requests(&io).len(),
-            1,
-            "the valid tracker is asked at time zero (seed {seed})"
-        );
+        assert_eq!(http_requests(&io).len(), 1, "the valid tracker is asked at time zero (seed {seed})");
     }
 }

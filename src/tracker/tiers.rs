@@ -9,10 +9,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use super::{
-    AnnounceParams, AnnounceReply, Event, Retransmit, TrackerError, TrackerEvent, TrackerState,
-    Trackers,
-};
+use super::{AnnounceParams, AnnounceReply, Event, Retransmit, TrackerError, TrackerEvent, TrackerState, Trackers};
 use crate::time::{secs, Timestamp};
 
 /// Re-announce interval when a tracker names none.
@@ -34,11 +31,7 @@ impl Trackers {
         if !self.announcing || self.stop_deadline.is_some() {
             return;
         }
-        while let Some(i) = self
-            .tiers
-            .iter()
-            .position(|tier| tier.next_at.is_some_and(|at| at <= now))
-        {
+        while let Some(i) = self.tiers.iter().position(|tier| tier.next_at.is_some_and(|at| at <= now)) {
             let tier = &mut self.tiers[i];
             tier.next_at = None;
             let t = tier.order[tier.pos];
@@ -47,11 +40,7 @@ impl Trackers {
             let params = self.announce_params(t, event);
             // A silent UDP tracker gives way after one wait when the tier has another to try.
             let schedule = Retransmit {
-                max_exponent: if last_in_tier {
-                    self.timeouts.udp.max_exponent
-                } else {
-                    0
-                },
+                max_exponent: if last_in_tier { self.timeouts.udp.max_exponent } else { 0 },
                 ..self.timeouts.udp
             };
             self.trackers[t].state = TrackerState::Announcing;
@@ -78,11 +67,7 @@ impl Trackers {
             port: id.port,
             transfer: self.transfer,
             event,
-            numwant: if event == Event::Stopped {
-                0
-            } else {
-                id.numwant
-            },
+            numwant: if event == Event::Stopped { 0 } else { id.numwant },
             key: id.key,
             tracker_id: self.trackers[t].tracker_id.clone(),
         }
@@ -113,8 +98,7 @@ impl Trackers {
                 let tracker = &mut self.trackers[t];
                 tracker.state = TrackerState::Working;
                 tracker.started_ok = true;
-                if params.event == Event::Completed || (self.completed && params.transfer.left == 0)
-                {
+                if params.event == Event::Completed || (self.completed && params.transfer.left == 0) {
                     tracker.completed_sent = true;
                 }
                 if reply.tracker_id.is_some() {
@@ -127,10 +111,7 @@ impl Trackers {
                 tracker.last_error = None;
                 let again_now = self.completed && !tracker.completed_sent;
                 if let Some(message) = reply.warning.clone() {
-                    self.events.push_back(TrackerEvent::Warning {
-                        url: url.clone(),
-                        message,
-                    });
+                    self.events.push_back(TrackerEvent::Warning { url: url.clone(), message });
                 }
                 self.events.push_back(TrackerEvent::Announced {
                     url,
@@ -159,10 +140,7 @@ impl Trackers {
                 let tracker = &mut self.trackers[t];
                 tracker.state = TrackerState::Failing;
                 tracker.last_error = Some(e.to_string());
-                self.events.push_back(TrackerEvent::Error {
-                    url,
-                    message: e.to_string(),
-                });
+                self.events.push_back(TrackerEvent::Error { url, message: e.to_string() });
                 let tier = &mut self.tiers[i];
                 if tier.order.get(tier.pos) != Some(&t) {
                     return;

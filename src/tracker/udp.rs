@@ -32,8 +32,7 @@ pub const SCRAPE_LEN: usize = 16 + 20;
 /// Announce reply header before the peer entries.
 const ANNOUNCE_REPLY_HEADER: usize = 20;
 /// Replies longer than this (a full 18-byte peer list at our peer cap) are ignored as oversized.
-pub const MAX_REPLY_LEN: usize =
-    ANNOUNCE_REPLY_HEADER + codec::COMPACT_V6_LEN * MAX_PEERS_PER_REPLY;
+pub const MAX_REPLY_LEN: usize = ANNOUNCE_REPLY_HEADER + codec::COMPACT_V6_LEN * MAX_PEERS_PER_REPLY;
 
 const ACTION_CONNECT: u32 = 0;
 const ACTION_ANNOUNCE: u32 = 1;
@@ -50,11 +49,7 @@ pub fn encode_connect(transaction_id: u32) -> [u8; CONNECT_LEN] {
 
 /// The 98-byte announce: `ip` 0 (the tracker uses the source address), `num_want` as asked (-1 would be
 /// "default"; we always ask for a number), our stable `key`.
-pub fn encode_announce(
-    connection_id: u64,
-    transaction_id: u32,
-    a: &AnnounceParams,
-) -> [u8; ANNOUNCE_LEN] {
+pub fn encode_announce(connection_id: u64, transaction_id: u32, a: &AnnounceParams) -> [u8; ANNOUNCE_LEN] {
     let mut p = [0u8; ANNOUNCE_LEN];
     p[0..8].copy_from_slice(&connection_id.to_be_bytes());
     p[8..12].copy_from_slice(&ACTION_ANNOUNCE.to_be_bytes());
@@ -73,11 +68,7 @@ pub fn encode_announce(
     p
 }
 
-pub fn encode_scrape(
-    connection_id: u64,
-    transaction_id: u32,
-    info_hash: &InfoHash,
-) -> [u8; SCRAPE_LEN] {
+pub fn encode_scrape(connection_id: u64, transaction_id: u32, info_hash: &InfoHash) -> [u8; SCRAPE_LEN] {
     let mut p = [0u8; SCRAPE_LEN];
     p[0..8].copy_from_slice(&connection_id.to_be_bytes());
     p[8..12].copy_from_slice(&ACTION_SCRAPE.to_be_bytes());
@@ -176,10 +167,7 @@ pub fn decode_reply(d: &[u8]) -> Result<Reply<'_>, UdpError> {
             need(CONNECT_LEN)?;
             let mut id = [0u8; 8];
             id.copy_from_slice(&d[8..16]);
-            Ok(Reply::Connect {
-                transaction_id,
-                connection_id: u64::from_be_bytes(id),
-            })
+            Ok(Reply::Connect { transaction_id, connection_id: u64::from_be_bytes(id) })
         }
         ACTION_ANNOUNCE => {
             need(ANNOUNCE_REPLY_HEADER)?;
@@ -200,10 +188,7 @@ pub fn decode_reply(d: &[u8]) -> Result<Reply<'_>, UdpError> {
                 leechers: be_u32(d, 16),
             })
         }
-        ACTION_ERROR => Ok(Reply::Error {
-            transaction_id,
-            message: &d[8..],
-        }),
+        ACTION_ERROR => Ok(Reply::Error { transaction_id, message: &d[8..] }),
         other => Err(UdpError::UnknownAction(other)),
     }
 }
@@ -241,10 +226,7 @@ pub struct Retransmit {
 
 impl Default for Retransmit {
     fn default() -> Self {
-        Retransmit {
-            base: RETRANSMIT_BASE,
-            max_exponent: MAX_RETRANSMIT_EXPONENT,
-        }
+        Retransmit { base: RETRANSMIT_BASE, max_exponent: MAX_RETRANSMIT_EXPONENT }
     }
 }
 
@@ -299,14 +281,9 @@ impl UdpExchange {
         now: Timestamp,
         rng: &mut Rng,
     ) -> (UdpExchange, Step) {
-        debug_assert!(
-            !addrs.is_empty(),
-            "the caller resolved at least one address"
-        );
+        debug_assert!(!addrs.is_empty(), "the caller resolved at least one address");
         let awaiting = match connection {
-            Some(c) if c.is_fresh(now) => Awaiting::RequestReply {
-                connection_id: c.id,
-            },
+            Some(c) if c.is_fresh(now) => Awaiting::RequestReply { connection_id: c.id },
             _ => Awaiting::ConnectReply,
         };
         let mut exchange = UdpExchange {
@@ -380,13 +357,7 @@ impl UdpExchange {
     /// A reply whose transaction id is ours (the caller routed it by `transaction_id()`); `from` must be
     /// one of our tracker's addresses and the action must match what we await, or it is ignored.
     /// A reply that came over IPv6 carries 18-byte peer entries.
-    pub fn on_reply(
-        &mut self,
-        from: SocketAddr,
-        reply: &Reply<'_>,
-        now: Timestamp,
-        rng: &mut Rng,
-    ) -> Step {
+    pub fn on_reply(&mut self, from: SocketAddr, reply: &Reply<'_>, now: Timestamp, rng: &mut Rng) -> Step {
         if reply.transaction_id() != self.transaction_id || !self.talks_to(from) {
             return Step::Idle;
         }
@@ -397,23 +368,14 @@ impl UdpExchange {
                 Step::Done(Err(TrackerError::Failure(codec::sanitize(message))))
             }
             (Reply::Connect { connection_id, .. }, Awaiting::ConnectReply, _) => {
-                self.learned = Some(ConnectionId {
-                    id: connection_id,
-                    obtained: now,
-                });
+                self.learned = Some(ConnectionId { id: connection_id, obtained: now });
                 self.awaiting = Awaiting::RequestReply { connection_id };
                 self.transaction_id = rng.next_u32();
                 self.attempt = 0;
                 self.transmit(now)
             }
             (
-                Reply::Announce {
-                    interval,
-                    leechers,
-                    seeders,
-                    peers,
-                    ..
-                },
+                Reply::Announce { interval, leechers, seeders, peers, .. },
                 Awaiting::RequestReply { .. },
                 UdpWork::Announce(_),
             ) => {
@@ -432,20 +394,9 @@ impl UdpExchange {
                     warning: None,
                 })))
             }
-            (
-                Reply::Scrape {
-                    seeders,
-                    completed,
-                    leechers,
-                    ..
-                },
-                Awaiting::RequestReply { .. },
-                UdpWork::Scrape(_),
-            ) => Step::Done(Ok(Answer::Scrape(ScrapeCounts {
-                seeders,
-                leechers,
-                completed,
-            }))),
+            (Reply::Scrape { seeders, completed, leechers, .. }, Awaiting::RequestReply { .. }, UdpWork::Scrape(_)) => {
+                Step::Done(Ok(Answer::Scrape(ScrapeCounts { seeders, leechers, completed })))
+            }
             // Our transaction id with the wrong action: a confused or forged reply.
             _ => Step::Idle,
         }

@@ -20,11 +20,7 @@ fn params() -> AnnounceParams {
         info_hash: InfoHash([0xab; 20]),
         peer_id: *b"-RL0001-012345678901",
         port: 0x1ae1,
-        transfer: Transfer {
-            uploaded: 0x0102,
-            downloaded: 0x0304,
-            left: 0x0506,
-        },
+        transfer: Transfer { uploaded: 0x0102, downloaded: 0x0304, left: 0x0506 },
         event: Event::Started,
         numwant: 50,
         key: 0xcafe_f00d,
@@ -78,14 +74,8 @@ fn feed(ex: &mut UdpExchange, from: SocketAddr, d: &[u8], now: Timestamp, rng: &
 }
 
 fn start(connection: Option<ConnectionId>, rng: &mut Rng) -> (UdpExchange, Send) {
-    let (ex, step) = UdpExchange::start(
-        UdpWork::Announce(params()),
-        vec![tracker()],
-        connection,
-        Retransmit::default(),
-        T0,
-        rng,
-    );
+    let (ex, step) =
+        UdpExchange::start(UdpWork::Announce(params()), vec![tracker()], connection, Retransmit::default(), T0, rng);
     (ex, sent(step))
 }
 
@@ -93,10 +83,7 @@ fn start(connection: Option<ConnectionId>, rng: &mut Rng) -> (UdpExchange, Send)
 
 #[test]
 fn connect_packet_is_exact() {
-    assert_eq!(
-        encode_connect(0x0102_0304),
-        [0, 0, 0x04, 0x17, 0x27, 0x10, 0x19, 0x80, 0, 0, 0, 0, 1, 2, 3, 4]
-    );
+    assert_eq!(encode_connect(0x0102_0304), [0, 0, 0x04, 0x17, 0x27, 0x10, 0x19, 0x80, 0, 0, 0, 0, 1, 2, 3, 4]);
 }
 
 #[test]
@@ -136,59 +123,24 @@ fn scrape_packet_is_exact() {
 fn replies_decode_and_short_oversized_unknown_are_rejected() {
     assert_eq!(
         decode_reply(&connect_reply(5, 0xfeed)),
-        Ok(Reply::Connect {
-            transaction_id: 5,
-            connection_id: 0xfeed
-        })
+        Ok(Reply::Connect { transaction_id: 5, connection_id: 0xfeed })
     );
     let a = announce_reply(6, &[1, 2, 3, 4, 0, 80]);
     assert_eq!(
         decode_reply(&a),
-        Ok(Reply::Announce {
-            transaction_id: 6,
-            interval: 1800,
-            leechers: 3,
-            seeders: 7,
-            peers: &[1, 2, 3, 4, 0, 80]
-        })
+        Ok(Reply::Announce { transaction_id: 6, interval: 1800, leechers: 3, seeders: 7, peers: &[1, 2, 3, 4, 0, 80] })
     );
     let mut s = vec![0, 0, 0, 2, 0, 0, 0, 8];
     s.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3]);
-    assert_eq!(
-        decode_reply(&s),
-        Ok(Reply::Scrape {
-            transaction_id: 8,
-            seeders: 1,
-            completed: 2,
-            leechers: 3
-        })
-    );
-    assert_eq!(
-        decode_reply(&error_reply(9, b"nope")),
-        Ok(Reply::Error {
-            transaction_id: 9,
-            message: b"nope"
-        })
-    );
+    assert_eq!(decode_reply(&s), Ok(Reply::Scrape { transaction_id: 8, seeders: 1, completed: 2, leechers: 3 }));
+    assert_eq!(decode_reply(&error_reply(9, b"nope")), Ok(Reply::Error { transaction_id: 9, message: b"nope" }));
     assert_eq!(decode_reply(&[0; 7]), Err(UdpError::Short { len: 7 }));
-    assert_eq!(
-        decode_reply(&connect_reply(5, 1)[..15]),
-        Err(UdpError::Short { len: 15 })
-    );
-    assert_eq!(
-        decode_reply(&announce_reply(5, &[])[..19]),
-        Err(UdpError::Short { len: 19 })
-    );
+    assert_eq!(decode_reply(&connect_reply(5, 1)[..15]), Err(UdpError::Short { len: 15 }));
+    assert_eq!(decode_reply(&announce_reply(5, &[])[..19]), Err(UdpError::Short { len: 19 }));
     assert_eq!(decode_reply(&s[..19]), Err(UdpError::Short { len: 19 }));
-    assert_eq!(
-        decode_reply(&[0, 0, 0, 9, 0, 0, 0, 0]),
-        Err(UdpError::UnknownAction(9))
-    );
+    assert_eq!(decode_reply(&[0, 0, 0, 9, 0, 0, 0, 0]), Err(UdpError::UnknownAction(9)));
     let huge = announce_reply(1, &vec![0; MAX_REPLY_LEN]);
-    assert_eq!(
-        decode_reply(&huge),
-        Err(UdpError::Oversized { len: huge.len() })
-    );
+    assert_eq!(decode_reply(&huge), Err(UdpError::Oversized { len: huge.len() }));
 }
 
 // ---- one exchange -------------------------------------------------------------------------------------
@@ -201,27 +153,11 @@ fn awaiting_connect_reply_then_announce_then_peers() {
     assert_eq!(first.datagram.len(), CONNECT_LEN);
     assert_eq!(action_of(&first.datagram), ACTION_CONNECT);
     let tid = tid_of(&first.datagram);
-    let second = sent(feed(
-        &mut ex,
-        tracker(),
-        &connect_reply(tid, 0x77),
-        at(1),
-        &mut rng,
-    ));
+    let second = sent(feed(&mut ex, tracker(), &connect_reply(tid, 0x77), at(1), &mut rng));
     assert_eq!(second.datagram.len(), ANNOUNCE_LEN);
     assert_eq!(second.datagram[0..8], 0x77u64.to_be_bytes());
-    assert_ne!(
-        tid_of(&second.datagram),
-        tid,
-        "a new transaction id per request"
-    );
-    assert_eq!(
-        ex.connection(),
-        Some(ConnectionId {
-            id: 0x77,
-            obtained: at(1)
-        })
-    );
+    assert_ne!(tid_of(&second.datagram), tid, "a new transaction id per request");
+    assert_eq!(ex.connection(), Some(ConnectionId { id: 0x77, obtained: at(1) }));
     let reply = announce_reply(tid_of(&second.datagram), &[127, 0, 0, 1, 0x1a, 0xe1, 9]);
     match feed(&mut ex, tracker(), &reply, at(2), &mut rng) {
         Step::Done(Ok(Answer::Announce(r))) => {
@@ -237,28 +173,16 @@ fn awaiting_connect_reply_then_announce_then_peers() {
 fn ipv6_tracker_replies_carry_18_byte_peers() {
     let mut rng = Rng::seeded(2);
     let v6: SocketAddr = "[::1]:6969".parse().unwrap();
-    let fresh = ConnectionId {
-        id: 1,
-        obtained: T0,
-    };
-    let (mut ex, step) = UdpExchange::start(
-        UdpWork::Announce(params()),
-        vec![v6],
-        Some(fresh),
-        Retransmit::default(),
-        T0,
-        &mut rng,
-    );
+    let fresh = ConnectionId { id: 1, obtained: T0 };
+    let (mut ex, step) =
+        UdpExchange::start(UdpWork::Announce(params()), vec![v6], Some(fresh), Retransmit::default(), T0, &mut rng);
     let first = sent(step);
     let mut peers = Vec::new();
     codec::encode_compact("[2001:db8::7]:51413".parse().unwrap(), &mut peers);
     let reply = announce_reply(tid_of(&first.datagram), &peers);
     match feed(&mut ex, v6, &reply, at(1), &mut rng) {
         Step::Done(Ok(Answer::Announce(r))) => {
-            assert_eq!(
-                r.peers,
-                ["[2001:db8::7]:51413".parse::<SocketAddr>().unwrap()]
-            );
+            assert_eq!(r.peers, ["[2001:db8::7]:51413".parse::<SocketAddr>().unwrap()]);
         }
         other => panic!("{other:?}"),
     }
@@ -267,10 +191,7 @@ fn ipv6_tracker_replies_carry_18_byte_peers() {
 #[test]
 fn fresh_connection_id_is_reused_and_expired_one_renewed() {
     let mut rng = Rng::seeded(3);
-    let id = ConnectionId {
-        id: 0x55,
-        obtained: T0,
-    };
+    let id = ConnectionId { id: 0x55, obtained: T0 };
     let (_, step) = UdpExchange::start(
         UdpWork::Announce(params()),
         vec![tracker()],
@@ -280,10 +201,7 @@ fn fresh_connection_id_is_reused_and_expired_one_renewed() {
         &mut rng,
     );
     let d = sent(step).datagram;
-    assert_eq!(
-        (d.len(), d[0..8].to_vec()),
-        (ANNOUNCE_LEN, 0x55u64.to_be_bytes().to_vec())
-    );
+    assert_eq!((d.len(), d[0..8].to_vec()), (ANNOUNCE_LEN, 0x55u64.to_be_bytes().to_vec()));
     let (_, step) = UdpExchange::start(
         UdpWork::Announce(params()),
         vec![tracker()],
@@ -292,11 +210,7 @@ fn fresh_connection_id_is_reused_and_expired_one_renewed() {
         at(60),
         &mut rng,
     );
-    assert_eq!(
-        sent(step).datagram.len(),
-        CONNECT_LEN,
-        "one minute old: connect again"
-    );
+    assert_eq!(sent(step).datagram.len(), CONNECT_LEN, "one minute old: connect again");
 }
 
 #[test]
@@ -312,85 +226,43 @@ fn retransmits_after_15_times_2_pow_n_then_gives_up() {
         t += wait;
         if n < MAX_RETRANSMIT_EXPONENT {
             let again = sent(ex.on_timeout(at(t), &mut rng));
-            assert_eq!(
-                again.datagram, first.datagram,
-                "same connect, same transaction id"
-            );
+            assert_eq!(again.datagram, first.datagram, "same connect, same transaction id");
         }
     }
     assert_eq!(t, 15 * 511, "3840 s is the last wait");
-    assert_eq!(
-        ex.on_timeout(at(t), &mut rng),
-        Step::Done(Err(TrackerError::TimedOut))
-    );
+    assert_eq!(ex.on_timeout(at(t), &mut rng), Step::Done(Err(TrackerError::TimedOut)));
 }
 
 #[test]
 fn retransmission_base_is_overridable_and_addresses_rotate() {
     let mut rng = Rng::seeded(5);
     let other: SocketAddr = "127.0.0.2:6969".parse().unwrap();
-    let schedule = Retransmit {
-        base: Duration::from_millis(100),
-        max_exponent: 2,
-    };
-    let (mut ex, step) = UdpExchange::start(
-        UdpWork::Scrape(InfoHash([1; 20])),
-        vec![tracker(), other],
-        None,
-        schedule,
-        T0,
-        &mut rng,
-    );
+    let schedule = Retransmit { base: Duration::from_millis(100), max_exponent: 2 };
+    let (mut ex, step) =
+        UdpExchange::start(UdpWork::Scrape(InfoHash([1; 20])), vec![tracker(), other], None, schedule, T0, &mut rng);
     assert_eq!(sent(step).addr, tracker());
     assert_eq!(ex.next_deadline(), Timestamp::from_millis(100));
-    assert_eq!(
-        sent(ex.on_timeout(Timestamp::from_millis(100), &mut rng)).addr,
-        other
-    );
+    assert_eq!(sent(ex.on_timeout(Timestamp::from_millis(100), &mut rng)).addr, other);
     assert_eq!(ex.next_deadline(), Timestamp::from_millis(300));
-    assert_eq!(
-        sent(ex.on_timeout(Timestamp::from_millis(300), &mut rng)).addr,
-        tracker()
-    );
-    assert_eq!(
-        ex.on_timeout(Timestamp::from_millis(700), &mut rng),
-        Step::Done(Err(TrackerError::TimedOut))
-    );
+    assert_eq!(sent(ex.on_timeout(Timestamp::from_millis(300), &mut rng)).addr, tracker());
+    assert_eq!(ex.on_timeout(Timestamp::from_millis(700), &mut rng), Step::Done(Err(TrackerError::TimedOut)));
 }
 
 #[test]
 fn connection_id_expiring_during_retransmission_goes_back_to_connect() {
     let mut rng = Rng::seeded(6);
     let (mut ex, first) = start(None, &mut rng);
-    let announce = sent(feed(
-        &mut ex,
-        tracker(),
-        &connect_reply(tid_of(&first.datagram), 9),
-        at(0),
-        &mut rng,
-    ));
+    let announce = sent(feed(&mut ex, tracker(), &connect_reply(tid_of(&first.datagram), 9), at(0), &mut rng));
     assert_eq!(announce.datagram.len(), ANNOUNCE_LEN);
     // 15 s: still fresh, the announce goes again.
-    assert_eq!(
-        sent(ex.on_timeout(at(15), &mut rng)).datagram.len(),
-        ANNOUNCE_LEN
-    );
+    assert_eq!(sent(ex.on_timeout(at(15), &mut rng)).datagram.len(), ANNOUNCE_LEN);
     // 45 s: still fresh.
-    assert_eq!(
-        sent(ex.on_timeout(at(45), &mut rng)).datagram.len(),
-        ANNOUNCE_LEN
-    );
+    assert_eq!(sent(ex.on_timeout(at(45), &mut rng)).datagram.len(), ANNOUNCE_LEN);
     // 105 s: the id is over a minute old: connect first.
     let again = sent(ex.on_timeout(at(105), &mut rng));
     assert_eq!(again.datagram.len(), CONNECT_LEN);
     assert_eq!(ex.connection(), None);
-    let renewed = sent(feed(
-        &mut ex,
-        tracker(),
-        &connect_reply(tid_of(&again.datagram), 10),
-        at(106),
-        &mut rng,
-    ));
+    let renewed = sent(feed(&mut ex, tracker(), &connect_reply(tid_of(&again.datagram), 10), at(106), &mut rng));
     assert_eq!(renewed.datagram[0..8], 10u64.to_be_bytes());
 }
 
@@ -400,79 +272,29 @@ fn wrong_transaction_id_stranger_and_wrong_action_are_ignored() {
     let (mut ex, first) = start(None, &mut rng);
     let tid = tid_of(&first.datagram);
     let stranger: SocketAddr = "127.0.0.9:6969".parse().unwrap();
-    assert_eq!(
-        feed(
-            &mut ex,
-            tracker(),
-            &connect_reply(tid ^ 1, 5),
-            at(1),
-            &mut rng
-        ),
-        Step::Idle
-    );
-    assert_eq!(
-        feed(&mut ex, stranger, &connect_reply(tid, 5), at(1), &mut rng),
-        Step::Idle
-    );
-    assert_eq!(
-        feed(
-            &mut ex,
-            tracker(),
-            &announce_reply(tid, &[]),
-            at(1),
-            &mut rng
-        ),
-        Step::Idle
-    );
-    assert_eq!(
-        feed(&mut ex, stranger, &error_reply(tid, b"x"), at(1), &mut rng),
-        Step::Idle
-    );
+    assert_eq!(feed(&mut ex, tracker(), &connect_reply(tid ^ 1, 5), at(1), &mut rng), Step::Idle);
+    assert_eq!(feed(&mut ex, stranger, &connect_reply(tid, 5), at(1), &mut rng), Step::Idle);
+    assert_eq!(feed(&mut ex, tracker(), &announce_reply(tid, &[]), at(1), &mut rng), Step::Idle);
+    assert_eq!(feed(&mut ex, stranger, &error_reply(tid, b"x"), at(1), &mut rng), Step::Idle);
     assert_eq!(ex.connection(), None);
     // The real answer still works afterwards.
-    assert_eq!(
-        sent(feed(
-            &mut ex,
-            tracker(),
-            &connect_reply(tid, 5),
-            at(2),
-            &mut rng
-        ))
-        .datagram
-        .len(),
-        ANNOUNCE_LEN
-    );
+    assert_eq!(sent(feed(&mut ex, tracker(), &connect_reply(tid, 5), at(2), &mut rng)).datagram.len(), ANNOUNCE_LEN);
 }
 
 #[test]
 fn error_action_is_a_sanitised_failure_and_forgets_the_connection() {
     let mut rng = Rng::seeded(8);
-    let id = ConnectionId {
-        id: 3,
-        obtained: T0,
-    };
+    let id = ConnectionId { id: 3, obtained: T0 };
     let (mut ex, first) = start(Some(id), &mut rng);
-    let step = feed(
-        &mut ex,
-        tracker(),
-        &error_reply(tid_of(&first.datagram), b"bad\nconnection id"),
-        at(1),
-        &mut rng,
-    );
-    assert_eq!(
-        step,
-        Step::Done(Err(TrackerError::Failure("bad connection id".into())))
-    );
+    let step = feed(&mut ex, tracker(), &error_reply(tid_of(&first.datagram), b"bad\nconnection id"), at(1), &mut rng);
+    assert_eq!(step, Step::Done(Err(TrackerError::Failure("bad connection id".into()))));
     assert_eq!(ex.connection(), None);
 }
 
 #[test]
 fn scrape_exchange_reads_counts() {
     let mut rng = Rng::seeded(9);
-    let id = ConnectionId {
-        id: 3,
-        obtained: T0,
-    };
+    let id = ConnectionId { id: 3, obtained: T0 };
     let (mut ex, step) = UdpExchange::start(
         UdpWork::Scrape(InfoHash([2; 20])),
         vec![tracker()],
@@ -488,10 +310,6 @@ fn scrape_exchange_reads_counts() {
     reply.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 6]);
     assert_eq!(
         feed(&mut ex, tracker(), &reply, at(1), &mut rng),
-        Step::Done(Ok(Answer::Scrape(ScrapeCounts {
-            seeders: 4,
-            completed: 5,
-            leechers: 6
-        })))
+        Step::Done(Ok(Answer::Scrape(ScrapeCounts { seeders: 4, completed: 5, leechers: 6 })))
     );
 }

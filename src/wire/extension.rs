@@ -43,9 +43,7 @@ pub fn parse_handshake(payload: &[u8]) -> Option<ExtendedHandshake> {
         _ => None,
     };
     Some(ExtendedHandshake {
-        reqq: int(b"reqq")
-            .and_then(|n| u32::try_from(n).ok())
-            .filter(|&n| n > 0),
+        reqq: int(b"reqq").and_then(|n| u32::try_from(n).ok()).filter(|&n| n > 0),
         client,
         ut_metadata,
         metadata_size: int(b"metadata_size").and_then(|n| u32::try_from(n).ok()),

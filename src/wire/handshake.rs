@@ -45,11 +45,7 @@ impl Handshake {
         info_hash.copy_from_slice(&buf[28..48]);
         let mut peer_id = [0; 20];
         peer_id.copy_from_slice(&buf[48..68]);
-        Ok(Some(Handshake {
-            reserved,
-            info_hash: InfoHash(info_hash),
-            peer_id,
-        }))
+        Ok(Some(Handshake { reserved, info_hash: InfoHash(info_hash), peer_id }))
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
@@ -63,16 +59,10 @@ impl Handshake {
 
 /// A peer id as a short client name for logs: Azureus style `-TR3000-` → `TR3000`, else printable bytes.
 pub fn client_name(peer_id: &[u8; 20]) -> String {
-    if peer_id[0] == b'-'
-        && peer_id[7] == b'-'
-        && peer_id[1..7].iter().all(u8::is_ascii_alphanumeric)
-    {
+    if peer_id[0] == b'-' && peer_id[7] == b'-' && peer_id[1..7].iter().all(u8::is_ascii_alphanumeric) {
         return String::from_utf8_lossy(&peer_id[1..7]).into_owned();
     }
-    peer_id[..8]
-        .iter()
-        .map(|&b| if b.is_ascii_graphic() { b as char } else { '.' })
-        .collect()
+    peer_id[..8].iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '.' }).collect()
 }
 
 #[cfg(test)]
@@ -82,11 +72,7 @@ mod tests {
     fn sample() -> Handshake {
         let mut reserved = [0; 8];
         reserved[5] = 0x10;
-        Handshake {
-            reserved,
-            info_hash: InfoHash([0xAB; 20]),
-            peer_id: *b"-TR3000-abcdefghijkl",
-        }
+        Handshake { reserved, info_hash: InfoHash([0xAB; 20]), peer_id: *b"-TR3000-abcdefghijkl" }
     }
 
     #[test]
@@ -101,26 +87,14 @@ mod tests {
         assert!(!parsed.supports(RESERVED_FAST));
         assert_eq!(Handshake::parse(&out[..67]).unwrap(), None);
         assert_eq!(client_name(&parsed.peer_id), "TR3000");
-        assert_eq!(
-            client_name(b"A2-1-36-0-\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a"),
-            "A2-1-36-"
-        );
+        assert_eq!(client_name(b"A2-1-36-0-\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a"), "A2-1-36-");
     }
 
     #[test]
     fn wrong_protocol_string_is_rejected_early() {
-        assert_eq!(
-            Handshake::parse(b"\x12"),
-            Err(PeerMisbehaved::WrongProtocolString)
-        );
-        assert_eq!(
-            Handshake::parse(b"\x13BitTorrent prot0"),
-            Err(PeerMisbehaved::WrongProtocolString)
-        );
+        assert_eq!(Handshake::parse(b"\x12"), Err(PeerMisbehaved::WrongProtocolString));
+        assert_eq!(Handshake::parse(b"\x13BitTorrent prot0"), Err(PeerMisbehaved::WrongProtocolString));
         assert_eq!(Handshake::parse(b"\x13BitTorrent"), Ok(None));
-        assert_eq!(
-            Handshake::parse(b"GET / HTTP/1.1\r\n"),
-            Err(PeerMisbehaved::WrongProtocolString)
-        );
+        assert_eq!(Handshake::parse(b"GET / HTTP/1.1\r\n"), Err(PeerMisbehaved::WrongProtocolString));
     }
 }

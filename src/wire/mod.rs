@@ -103,9 +103,7 @@ impl FrameLimits {
         let piece = 1 + 8 + crate::geometry::BLOCK_LEN;
         let bitfield = 1 + piece_count.div_ceil(8);
         let extension = 2 + 16 * 1024 + 1024;
-        FrameLimits {
-            max_body: piece.max(bitfield).max(extension),
-        }
+        FrameLimits { max_body: piece.max(bitfield).max(extension) }
     }
 }
 
@@ -129,16 +127,10 @@ pub fn decode<'a>(buf: &'a [u8], limits: &FrameLimits) -> Result<Decoded<'a>, Pe
     }
     let len = be32(buf);
     if len == 0 {
-        return Ok(Decoded::Frame {
-            frame: Frame::KeepAlive,
-            len: 4,
-        });
+        return Ok(Decoded::Frame { frame: Frame::KeepAlive, len: 4 });
     }
     if len > limits.max_body {
-        return Err(PeerMisbehaved::FrameTooLong {
-            len,
-            max: limits.max_body,
-        });
+        return Err(PeerMisbehaved::FrameTooLong { len, max: limits.max_body });
     }
     let total = 4 + len as usize;
     if buf.len() < total {
@@ -162,29 +154,17 @@ pub fn decode<'a>(buf: &'a [u8], limits: &FrameLimits) -> Result<Decoded<'a>, Pe
         id::BITFIELD => Frame::Bitfield(body),
         id::REQUEST => {
             exact(12)?;
-            Frame::Request {
-                piece: be32(body),
-                offset: be32(&body[4..]),
-                len: be32(&body[8..]),
-            }
+            Frame::Request { piece: be32(body), offset: be32(&body[4..]), len: be32(&body[8..]) }
         }
         id::PIECE => {
             if body.len() < 8 {
                 return Err(PeerMisbehaved::BadLength { id: msg_id, len });
             }
-            Frame::Piece {
-                piece: be32(body),
-                offset: be32(&body[4..]),
-                data: &body[8..],
-            }
+            Frame::Piece { piece: be32(body), offset: be32(&body[4..]), data: &body[8..] }
         }
         id::CANCEL => {
             exact(12)?;
-            Frame::Cancel {
-                piece: be32(body),
-                offset: be32(&body[4..]),
-                len: be32(&body[8..]),
-            }
+            Frame::Cancel { piece: be32(body), offset: be32(&body[4..]), len: be32(&body[8..]) }
         }
         id::PORT => exact(2).map(|_| Frame::Port(u16::from_be_bytes([body[0], body[1]])))?,
         id::SUGGEST_PIECE => exact(4).map(|_| Frame::SuggestPiece { piece: be32(body) })?,
@@ -192,21 +172,14 @@ pub fn decode<'a>(buf: &'a [u8], limits: &FrameLimits) -> Result<Decoded<'a>, Pe
         id::HAVE_NONE => exact(0).map(|_| Frame::HaveNone)?,
         id::REJECT_REQUEST => {
             exact(12)?;
-            Frame::RejectRequest {
-                piece: be32(body),
-                offset: be32(&body[4..]),
-                len: be32(&body[8..]),
-            }
+            Frame::RejectRequest { piece: be32(body), offset: be32(&body[4..]), len: be32(&body[8..]) }
         }
         id::ALLOWED_FAST => exact(4).map(|_| Frame::AllowedFast { piece: be32(body) })?,
         id::EXTENDED => {
             if body.is_empty() {
                 return Err(PeerMisbehaved::BadLength { id: msg_id, len });
             }
-            Frame::Extended {
-                ext_id: body[0],
-                payload: &body[1..],
-            }
+            Frame::Extended { ext_id: body[0], payload: &body[1..] }
         }
         other => Frame::Unknown { id: other },
     };
@@ -242,11 +215,7 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) {
             out.extend_from_slice(bits);
         }
         Frame::Request { piece, offset, len } => put_triple(out, id::REQUEST, piece, offset, len),
-        Frame::Piece {
-            piece,
-            offset,
-            data,
-        } => {
+        Frame::Piece { piece, offset, data } => {
             encode_piece_header(piece, offset, data.len() as u32, out);
             out.extend_from_slice(data);
         }
@@ -257,9 +226,7 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) {
         }
         Frame::HaveAll => put_header(out, 0, id::HAVE_ALL),
         Frame::HaveNone => put_header(out, 0, id::HAVE_NONE),
-        Frame::RejectRequest { piece, offset, len } => {
-            put_triple(out, id::REJECT_REQUEST, piece, offset, len)
-        }
+        Frame::RejectRequest { piece, offset, len } => put_triple(out, id::REJECT_REQUEST, piece, offset, len),
         Frame::SuggestPiece { piece } => {
             put_header(out, 4, id::SUGGEST_PIECE);
             out.extend_from_slice(&piece.to_be_bytes());

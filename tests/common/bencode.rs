@@ -23,12 +23,7 @@ impl Value {
 
     /// A dictionary from `(key, value)` pairs, in the given order.
     pub fn dict(pairs: Vec<(&str, Value)>) -> Value {
-        Value::Dict(
-            pairs
-                .into_iter()
-                .map(|(k, v)| (k.as_bytes().to_vec(), v))
-                .collect(),
-        )
+        Value::Dict(pairs.into_iter().map(|(k, v)| (k.as_bytes().to_vec(), v)).collect())
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -40,10 +35,7 @@ impl Value {
 
     pub fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
         match self {
-            Value::Dict(d) => d
-                .iter_mut()
-                .find(|(k, _)| k == key.as_bytes())
-                .map(|(_, v)| v),
+            Value::Dict(d) => d.iter_mut().find(|(k, _)| k == key.as_bytes()).map(|(_, v)| v),
             _ => None,
         }
     }
@@ -126,17 +118,9 @@ pub fn decode_prefix(buf: &[u8]) -> Result<(Value, usize), String> {
         match buf.get(pos) {
             None => Err(format!("unexpected end at {pos}")),
             Some(b'i') => {
-                let end = pos
-                    + 1
-                    + buf[pos + 1..]
-                        .iter()
-                        .position(|&c| c == b'e')
-                        .ok_or("unterminated int")?;
+                let end = pos + 1 + buf[pos + 1..].iter().position(|&c| c == b'e').ok_or("unterminated int")?;
                 let s = std::str::from_utf8(&buf[pos + 1..end]).map_err(|e| e.to_string())?;
-                Ok((
-                    Value::Int(s.parse().map_err(|e| format!("bad int {s:?}: {e}"))?),
-                    end + 1,
-                ))
+                Ok((Value::Int(s.parse().map_err(|e| format!("bad int {s:?}: {e}"))?), end + 1))
             }
             Some(b'l') => {
                 let mut items = Vec::new();
@@ -163,11 +147,7 @@ pub fn decode_prefix(buf: &[u8]) -> Result<(Value, usize), String> {
                 Ok((Value::Dict(items), p + 1))
             }
             Some(c) if c.is_ascii_digit() => {
-                let colon = pos
-                    + buf[pos..]
-                        .iter()
-                        .position(|&c| c == b':')
-                        .ok_or("string without ':'")?;
+                let colon = pos + buf[pos..].iter().position(|&c| c == b':').ok_or("string without ':'")?;
                 let len: usize = std::str::from_utf8(&buf[pos..colon])
                     .map_err(|e| e.to_string())?
                     .parse()

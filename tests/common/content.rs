@@ -54,12 +54,10 @@ pub fn write_pseudo_random(path: &Path, len: u64, seed: u64) {
             let v = rng.next().to_le_bytes();
             word.copy_from_slice(&v[..word.len()]);
         }
-        w.write_all(&chunk[..n])
-            .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        w.write_all(&chunk[..n]).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         left -= n as u64;
     }
-    w.flush()
-        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    w.flush().unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
 /// A tree `parent/name/…` with the given (relative path, size) files, each with its own seed derived from `seed`.
@@ -68,30 +66,16 @@ pub fn write_tree(parent: &Path, name: &str, files: &[(&str, u64)], seed: u64) -
     fs::create_dir_all(&root).unwrap_or_else(|e| panic!("create {}: {e}", root.display()));
     let mut out = Vec::new();
     for (i, (rel, len)) in files.iter().enumerate() {
-        write_pseudo_random(
-            &root.join(rel),
-            *len,
-            seed.wrapping_mul(1000).wrapping_add(i as u64),
-        );
+        write_pseudo_random(&root.join(rel), *len, seed.wrapping_mul(1000).wrapping_add(i as u64));
         out.push((PathBuf::from(rel), *len));
     }
-    Content {
-        parent: parent.to_path_buf(),
-        name: name.to_string(),
-        total: out.iter().map(|f| f.1).sum(),
-        files: out,
-    }
+    Content { parent: parent.to_path_buf(), name: name.to_string(), total: out.iter().map(|f| f.1).sum(), files: out }
 }
 
 /// A single file `parent/name`.
 pub fn write_single(parent: &Path, name: &str, len: u64, seed: u64) -> Content {
     write_pseudo_random(&parent.join(name), len, seed);
-    Content {
-        parent: parent.to_path_buf(),
-        name: name.to_string(),
-        files: Vec::new(),
-        total: len,
-    }
+    Content { parent: parent.to_path_buf(), name: name.to_string(), files: Vec::new(), total: len }
 }
 
 /// The standard multi-file tree (about 11 MiB): nested folders four deep, a zero-length file, a tiny file, and a
@@ -114,12 +98,8 @@ pub fn standard_tree(parent: &Path, name: &str, seed: u64) -> Content {
 
 /// A smaller tree (about 3 MiB) for single-seeder tests.
 pub fn small_tree(parent: &Path, name: &str, seed: u64) -> Content {
-    let files: &[(&str, u64)] = &[
-        ("one.bin", MIB + 12_345),
-        ("sub/two.bin", 700_001),
-        ("sub/deeper/three.bin", MIB + 3),
-        ("zero-length", 0),
-    ];
+    let files: &[(&str, u64)] =
+        &[("one.bin", MIB + 12_345), ("sub/two.bin", 700_001), ("sub/deeper/three.bin", MIB + 3), ("zero-length", 0)];
     write_tree(parent, name, files, seed)
 }
 
@@ -188,11 +168,7 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 /// zero-length files included, and nothing else.
 #[track_caller]
 pub fn assert_same_tree(expected: &Path, actual: &Path) {
-    assert!(
-        actual.exists(),
-        "output {} does not exist",
-        actual.display()
-    );
+    assert!(actual.exists(), "output {} does not exist", actual.display());
     let want = list_files(expected);
     let got = list_files(actual);
     let want_names: Vec<_> = want.iter().map(|f| &f.0).collect();
@@ -213,12 +189,7 @@ pub fn assert_same_tree(expected: &Path, actual: &Path) {
             }
         };
         let (e, a) = (join(expected), join(actual));
-        assert_eq!(
-            got_len,
-            want_len,
-            "{}: size {got_len}, expected {want_len}",
-            a.display()
-        );
+        assert_eq!(got_len, want_len, "{}: size {got_len}, expected {want_len}", a.display());
         match first_difference(&e, &a) {
             Ok(None) => {}
             Ok(Some(off)) => panic!("{} differs from {} at byte {off}", a.display(), e.display()),
@@ -229,9 +200,7 @@ pub fn assert_same_tree(expected: &Path, actual: &Path) {
 
 /// Whether `dir` holds no entry at all (or does not exist).
 pub fn is_empty_dir(dir: &Path) -> bool {
-    fs::read_dir(dir)
-        .map(|mut rd| rd.next().is_none())
-        .unwrap_or(true)
+    fs::read_dir(dir).map(|mut rd| rd.next().is_none()).unwrap_or(true)
 }
 
 /// Copies `src` (a file or a tree) to `dst`, e.g. to give each seeder its own copy of the data while the original
@@ -240,18 +209,14 @@ pub fn copy_tree(src: &Path, dst: &Path) {
     let md = fs::metadata(src).unwrap_or_else(|e| panic!("stat {}: {e}", src.display()));
     if md.is_dir() {
         fs::create_dir_all(dst).unwrap_or_else(|e| panic!("create {}: {e}", dst.display()));
-        for e in fs::read_dir(src)
-            .unwrap_or_else(|e| panic!("read {}: {e}", src.display()))
-            .flatten()
-        {
+        for e in fs::read_dir(src).unwrap_or_else(|e| panic!("read {}: {e}", src.display())).flatten() {
             copy_tree(&e.path(), &dst.join(e.file_name()));
         }
     } else {
         if let Some(dir) = dst.parent() {
             fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
         }
-        fs::copy(src, dst)
-            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", src.display(), dst.display()));
+        fs::copy(src, dst).unwrap_or_else(|e| panic!("copy {} to {}: {e}", src.display(), dst.display()));
     }
 }
 

@@ -14,10 +14,7 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -26,19 +23,12 @@ impl Response {
 }
 
 /// Sends one request to 127.0.0.1:`port` and reads the whole answer.
-pub fn request(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> io::Result<Response> {
+pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<Response> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(15)))?;
     s.set_write_timeout(Some(Duration::from_secs(15)))?;
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -98,52 +88,27 @@ fn parse_response(buf: &[u8]) -> Result<Response, String> {
     let mut r = httparse::Response::new(&mut hdrs);
     let head_len = match r.parse(buf).map_err(|e| e.to_string())? {
         httparse::Status::Complete(n) => n,
-        httparse::Status::Partial => {
-            return Err(format!("incomplete response head ({} bytes)", buf.len()))
-        }
+        httparse::Status::Partial => return Err(format!("incomplete response head ({} bytes)", buf.len())),
     };
     let status = r.code.unwrap_or(0);
-    let headers: Vec<(String, String)> = r
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_string(),
-                String::from_utf8_lossy(h.value).trim().to_string(),
-            )
-        })
-        .collect();
+    let headers: Vec<(String, String)> =
+        r.headers.iter().map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).trim().to_string())).collect();
     let rest = &buf[head_len..];
-    let find = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
+    let find = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+    let body = if find("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        dechunk(rest)?
+    } else if let Some(len) = find("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        rest.get(..len).ok_or_else(|| format!("body shorter than Content-Length {len}"))?.to_vec()
+    } else {
+        rest.to_vec()
     };
-    let body =
-        if find("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
-            dechunk(rest)?
-        } else if let Some(len) = find("content-length").and_then(|v| v.parse::<usize>().ok()) {
-            rest.get(..len)
-                .ok_or_else(|| format!("body shorter than Content-Length {len}"))?
-                .to_vec()
-        } else {
-            rest.to_vec()
-        };
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
+    Ok(Response { status, headers, body })
 }
 
 fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     loop {
-        let eol = b
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("bad chunk header")?;
+        let eol = b.windows(2).position(|w| w == b"\r\n").ok_or("bad chunk header")?;
         let size_str = std::str::from_utf8(&b[..eol]).map_err(|e| e.to_string())?;
         let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16)
             .map_err(|e| format!("bad chunk size {size_str:?}: {e}"))?;

@@ -27,19 +27,12 @@ pub fn spawn_rill_download(
     deadline: Instant,
 ) -> Proc {
     let mut cmd = Command::new(rill_bin());
-    cmd.arg("download")
-        .arg(&torrent.path)
-        .arg("-d")
-        .arg(out)
-        .arg("--no-ui");
+    cmd.arg("download").arg(&torrent.path).arg("-d").arg(out).arg("--no-ui");
     cmd.arg("--port").arg(free_port().to_string());
     for p in peers {
         cmd.arg("--peer").arg(p);
     }
-    cmd.args(extra).env(
-        "RUST_LOG",
-        std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-    );
+    cmd.args(extra).env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
     Proc::spawn("rill", &cmd, &dir.join("logs"), lifetime_until(deadline))
 }
 
@@ -61,8 +54,7 @@ pub fn download(
     match who {
         Leecher::Rill => {
             let rill = spawn_rill_download(dir, torrent, out, direct, &[], deadline);
-            let status =
-                wait_with_peers(seeders, deadline, "rill download to exit", || rill.exited());
+            let status = wait_with_peers(seeders, deadline, "rill download to exit", || rill.exited());
             let elapsed = started.elapsed();
             if !status.success() {
                 panic!("rill download failed: {}", describe(status));
@@ -71,22 +63,12 @@ pub fn download(
         }
         Leecher::Aria2 => {
             let a = Aria2::leech(dir, "aria2c-leecher", torrent, out, deadline);
-            let status = wait_with_peers(seeders, deadline, "aria2c leecher to exit", || {
-                a.proc().exited()
-            });
-            assert!(
-                status.success(),
-                "aria2c leecher failed: {}",
-                describe(status)
-            );
+            let status = wait_with_peers(seeders, deadline, "aria2c leecher to exit", || a.proc().exited());
+            assert!(status.success(), "aria2c leecher failed: {}", describe(status));
             started.elapsed()
         }
         Leecher::Libtorrent => {
-            let opts = LtOptions {
-                peers: direct.to_vec(),
-                exit_when_done: true,
-                ..LtOptions::default()
-            };
+            let opts = LtOptions { peers: direct.to_vec(), exit_when_done: true, ..LtOptions::default() };
             let p = LibtorrentPeer::start(dir, "libtorrent-leecher", torrent, out, &opts, deadline);
             wait_with_peers(seeders, deadline, "libtorrent leecher to complete", || {
                 if p.is_complete() {

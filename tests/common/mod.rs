@@ -47,9 +47,7 @@ pub fn rill_bin() -> PathBuf {
 
 /// `tests/peers/NAME`: the python helper scripts.
 pub fn peer_script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/peers")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers").join(name)
 }
 
 mod sys {
@@ -84,9 +82,7 @@ pub fn require_tool(program: &str, package: &str) {
     let found = if program.contains('/') {
         Path::new(program).exists()
     } else {
-        std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-            .unwrap_or(false)
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file())).unwrap_or(false)
     };
     assert!(
         found,
@@ -125,14 +121,8 @@ impl TempDir {
     pub fn new(label: &str) -> TempDir {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
-            "rill-test-{label}-{}-{n}-{nanos:09}",
-            std::process::id()
-        ));
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let path = std::env::temp_dir().join(format!("rill-test-{label}-{}-{n}-{nanos:09}", std::process::id()));
         fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
         TempDir { path }
     }
@@ -157,10 +147,7 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!(
-                "[rig] test failed: kept {} for inspection",
-                self.path.display()
-            );
+            eprintln!("[rig] test failed: kept {} for inspection", self.path.display());
         } else if std::env::var_os("RILL_TEST_KEEP").is_some() {
             eprintln!("[rig] RILL_TEST_KEEP: kept {}", self.path.display());
         } else {
@@ -181,12 +168,7 @@ pub fn free_port() -> u16 {
         let port = listener.local_addr().expect("local_addr").port();
         let udp_free = UdpSocket::bind(("127.0.0.1", port)).is_ok();
         drop(listener);
-        if udp_free
-            && HANDED_OUT
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(port)
-        {
+        if udp_free && HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
             return port;
         }
     }
@@ -200,11 +182,7 @@ pub fn port_open(port: u16) -> bool {
 }
 
 pub fn wait_port_open(port: u16, deadline: Instant, what: &str) {
-    wait_until(
-        deadline,
-        &format!("{what} to listen on 127.0.0.1:{port}"),
-        || port_open(port),
-    );
+    wait_until(deadline, &format!("{what} to listen on 127.0.0.1:{port}"), || port_open(port));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -237,10 +215,7 @@ pub fn wait_for<T>(deadline: Instant, what: &str, mut f: impl FnMut() -> Option<
         }
         let now = Instant::now();
         if now >= deadline {
-            panic!(
-                "timed out after {:.1} s waiting for {what}",
-                (now - started).as_secs_f64()
-            );
+            panic!("timed out after {:.1} s waiting for {what}", (now - started).as_secs_f64());
         }
         std::thread::sleep(POLL.min(deadline - now));
     }
@@ -279,18 +254,13 @@ impl Proc {
         fs::create_dir_all(log_dir).unwrap_or_else(|e| panic!("create {}: {e}", log_dir.display()));
         let out = log_dir.join(format!("{name}.out"));
         let err = log_dir.join(format!("{name}.err"));
-        let out_file =
-            File::create(&out).unwrap_or_else(|e| panic!("create {}: {e}", out.display()));
-        let mut err_file =
-            File::create(&err).unwrap_or_else(|e| panic!("create {}: {e}", err.display()));
+        let out_file = File::create(&out).unwrap_or_else(|e| panic!("create {}: {e}", out.display()));
+        let mut err_file = File::create(&err).unwrap_or_else(|e| panic!("create {}: {e}", err.display()));
         let _ = writeln!(err_file, "$ {command_line}");
 
         let secs = lifetime.as_secs().max(1);
         let mut wrapped = Command::new("timeout");
-        wrapped
-            .args(["-k", "3", &secs.to_string()])
-            .arg(cmd.get_program())
-            .args(&args);
+        wrapped.args(["-k", "3", &secs.to_string()]).arg(cmd.get_program()).args(&args);
         for (k, v) in cmd.get_envs() {
             match v {
                 Some(v) => wrapped.env(k, v),
@@ -300,14 +270,8 @@ impl Proc {
         if let Some(dir) = cmd.get_current_dir() {
             wrapped.current_dir(dir);
         }
-        wrapped
-            .stdin(Stdio::null())
-            .stdout(out_file)
-            .stderr(err_file)
-            .process_group(0);
-        let child = wrapped
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name} ({command_line}): {e}"));
+        wrapped.stdin(Stdio::null()).stdout(out_file).stderr(err_file).process_group(0);
+        let child = wrapped.spawn().unwrap_or_else(|e| panic!("spawn {name} ({command_line}): {e}"));
         Proc {
             name: name.to_string(),
             pid: child.id(),
@@ -344,21 +308,14 @@ impl Proc {
     #[track_caller]
     pub fn assert_running(&self) {
         if let Some(s) = self.exited() {
-            panic!(
-                "{} exited unexpectedly ({}); command: {}",
-                self.name,
-                describe(s),
-                self.command_line
-            );
+            panic!("{} exited unexpectedly ({}); command: {}", self.name, describe(s), self.command_line);
         }
     }
 
     /// Waits for the process to exit by itself before `deadline`.
     #[track_caller]
     pub fn wait_exit(&self, deadline: Instant) -> ExitStatus {
-        wait_for(deadline, &format!("{} to exit", self.name), || {
-            self.exited()
-        })
+        wait_for(deadline, &format!("{} to exit", self.name), || self.exited())
     }
 
     /// The PID of the program itself (the `timeout` wrapper's child), once it has been forked.
@@ -372,25 +329,17 @@ impl Proc {
     #[track_caller]
     pub fn signal(&self, sig: i32) {
         self.assert_running();
-        let pid = wait_for(
-            deadline_in(5),
-            &format!("{} to be forked", self.name),
-            || self.program_pid(),
-        );
+        let pid = wait_for(deadline_in(5), &format!("{} to be forked", self.name), || self.program_pid());
         signal(pid, sig);
     }
 
     pub fn stdout(&self) -> String {
-        fs::read(&self.out)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        fs::read(&self.out).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
     /// Its stderr, without the `$ command` line the rig writes first.
     pub fn stderr(&self) -> String {
-        let all = fs::read(&self.err)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
+        let all = fs::read(&self.err).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
         match all.split_once('\n') {
             Some((first, rest)) if first.starts_with("$ ") => rest.to_string(),
             _ => all,
@@ -410,11 +359,7 @@ impl Proc {
         );
         eprintln!("[rig] $ {}", self.command_line);
         for (label, path) in [("stdout", &self.out), ("stderr", &self.err)] {
-            eprintln!(
-                "[rig] ----- {} {label} ({}) -----",
-                self.name,
-                path.display()
-            );
+            eprintln!("[rig] ----- {} {label} ({}) -----", self.name, path.display());
             eprintln!("{}", tail(path, 60, 12_000));
         }
     }
@@ -431,11 +376,7 @@ impl Proc {
         // The group may outlive its leader (children of a daemon): kill whatever is left, then reap.
         signal_group(self.pid, SIGKILL);
         if self.exited().is_none() {
-            let _ = self
-                .child
-                .borrow_mut()
-                .wait()
-                .map(|s| self.status.set(Some(s)));
+            let _ = self.child.borrow_mut().wait().map(|s| self.status.set(Some(s)));
         }
     }
 }

@@ -16,8 +16,8 @@ use std::time::Instant;
 use super::json::{self, quote, Json};
 use super::torrent::Torrent;
 use super::{
-    free_port, http, lifetime_until, peer_script, require_python_libtorrent, require_tool,
-    wait_for, wait_port_open, wait_until, Proc, PYTHON,
+    free_port, http, lifetime_until, peer_script, require_python_libtorrent, require_tool, wait_for, wait_port_open,
+    wait_until, Proc, PYTHON,
 };
 
 /// What every peer in the rig can tell about itself.
@@ -66,12 +66,7 @@ pub struct TransmissionDaemon {
 impl TransmissionDaemon {
     /// Starts a daemon under `dir/NAME`; `up_limit_kb` in kB/s (1000 bytes/s), `None` for unlimited.
     #[track_caller]
-    pub fn start(
-        dir: &Path,
-        name: &str,
-        up_limit_kb: Option<u32>,
-        deadline: Instant,
-    ) -> TransmissionDaemon {
+    pub fn start(dir: &Path, name: &str, up_limit_kb: Option<u32>, deadline: Instant) -> TransmissionDaemon {
         require_tool("transmission-daemon", "transmission-daemon");
         let home = mkdir(&dir.join(name));
         let config = mkdir(&home.join("config"));
@@ -125,10 +120,7 @@ impl TransmissionDaemon {
         );
         fs::write(config.join("settings.json"), settings).expect("write settings.json");
         let mut cmd = Command::new("transmission-daemon");
-        cmd.arg("--foreground")
-            .arg("--config-dir")
-            .arg(&config)
-            .arg("--log-info");
+        cmd.arg("--foreground").arg("--config-dir").arg(&config).arg("--log-info");
         let proc = Proc::spawn(name, &cmd, &dir.join("logs"), lifetime_until(deadline));
         wait_port_open(rpc_port, deadline, &format!("{name} RPC"));
         TransmissionDaemon {
@@ -168,44 +160,22 @@ impl TransmissionDaemon {
                 self.rpc_port,
                 "POST",
                 "/transmission/rpc",
-                &[
-                    ("X-Transmission-Session-Id", &sid),
-                    ("Content-Type", "application/json"),
-                ],
+                &[("X-Transmission-Session-Id", &sid), ("Content-Type", "application/json")],
                 body.as_bytes(),
             )
             .unwrap_or_else(|e| panic!("{} RPC {method}: {e}", self.name));
             if r.status == 409 {
-                let id = r
-                    .header("X-Transmission-Session-Id")
-                    .expect("409 without session id")
-                    .to_string();
+                let id = r.header("X-Transmission-Session-Id").expect("409 without session id").to_string();
                 *self.session_id.borrow_mut() = id;
                 continue;
             }
-            assert_eq!(
-                r.status,
-                200,
-                "{} RPC {method}: HTTP {}: {}",
-                self.name,
-                r.status,
-                r.text()
-            );
+            assert_eq!(r.status, 200, "{} RPC {method}: HTTP {}: {}", self.name, r.status, r.text());
             let j = parse_json(&format!("{} RPC {method}", self.name), &r.body);
             let result = j.get("result").and_then(Json::as_str).unwrap_or("");
-            assert_eq!(
-                result,
-                "success",
-                "{} RPC {method} failed: {}",
-                self.name,
-                r.text()
-            );
+            assert_eq!(result, "success", "{} RPC {method} failed: {}", self.name, r.text());
             return j;
         }
-        panic!(
-            "{} RPC {method}: session id exchange did not settle",
-            self.name
-        );
+        panic!("{} RPC {method}: session id exchange did not settle", self.name);
     }
 
     /// Adds a torrent file whose data is (or will be) in `download_dir/<name>`.
@@ -234,35 +204,21 @@ impl TransmissionDaemon {
             "downloadedEver","error","errorString","peersConnected","haveValid","sizeWhenDone"]}}"#
         );
         let j = self.rpc("torrent-get", &args);
-        j.at(&["arguments", "torrents"])
-            .and_then(Json::as_array)
-            .and_then(|a| a.first())
-            .cloned()
-            .expect("torrent")
+        j.at(&["arguments", "torrents"]).and_then(Json::as_array).and_then(|a| a.first()).cloned().expect("torrent")
     }
 
     /// Waits until the data is verified and the torrent is seeding (status 6, nothing left).
     #[track_caller]
     pub fn wait_seeding(&self, deadline: Instant) {
-        wait_until(
-            deadline,
-            &format!("{} to verify its data and seed", self.name),
-            || {
-                self.proc.assert_running();
-                let t = self.torrent();
-                let err = t.get("error").and_then(Json::as_u64).unwrap_or(0);
-                assert_eq!(
-                    err,
-                    0,
-                    "{}: torrent error: {:?}",
-                    self.name,
-                    t.get("errorString")
-                );
-                let status = t.get("status").and_then(Json::as_u64);
-                let left = t.get("leftUntilDone").and_then(Json::as_u64);
-                status == Some(6) && left == Some(0)
-            },
-        );
+        wait_until(deadline, &format!("{} to verify its data and seed", self.name), || {
+            self.proc.assert_running();
+            let t = self.torrent();
+            let err = t.get("error").and_then(Json::as_u64).unwrap_or(0);
+            assert_eq!(err, 0, "{}: torrent error: {:?}", self.name, t.get("errorString"));
+            let status = t.get("status").and_then(Json::as_u64);
+            let left = t.get("leftUntilDone").and_then(Json::as_u64);
+            status == Some(6) && left == Some(0)
+        });
     }
 }
 
@@ -274,16 +230,10 @@ impl Peer for TransmissionDaemon {
         self.peer_port
     }
     fn uploaded_bytes(&self) -> u64 {
-        self.torrent()
-            .get("uploadedEver")
-            .and_then(Json::as_u64)
-            .unwrap_or(0)
+        self.torrent().get("uploadedEver").and_then(Json::as_u64).unwrap_or(0)
     }
     fn downloaded_bytes(&self) -> u64 {
-        self.torrent()
-            .get("downloadedEver")
-            .and_then(Json::as_u64)
-            .unwrap_or(0)
+        self.torrent().get("downloadedEver").and_then(Json::as_u64).unwrap_or(0)
     }
     fn proc(&self) -> &Proc {
         &self.proc
@@ -360,12 +310,7 @@ impl LibtorrentPeer {
             cmd.arg("--peer").arg(p);
         }
         let proc = Proc::spawn(name, &cmd, &dir.join("logs"), lifetime);
-        LibtorrentPeer {
-            name: name.to_string(),
-            proc,
-            port,
-            status_path,
-        }
+        LibtorrentPeer { name: name.to_string(), proc, port, status_path }
     }
 
     /// A seeder of `torrent` from `data_dir`, waiting until it has checked the data and seeds.
@@ -378,11 +323,7 @@ impl LibtorrentPeer {
         upload_limit: u64,
         deadline: Instant,
     ) -> LibtorrentPeer {
-        let opts = LtOptions {
-            seed: true,
-            upload_limit,
-            ..LtOptions::default()
-        };
+        let opts = LtOptions { seed: true, upload_limit, ..LtOptions::default() };
         let p = LibtorrentPeer::start(dir, name, torrent, data_dir, &opts, deadline);
         p.wait_seeding(deadline);
         p
@@ -395,47 +336,35 @@ impl LibtorrentPeer {
     }
 
     fn num(&self, key: &str) -> u64 {
-        self.status()
-            .and_then(|s| s.get(key).and_then(Json::as_u64))
-            .unwrap_or(0)
+        self.status().and_then(|s| s.get(key).and_then(Json::as_u64)).unwrap_or(0)
     }
 
     #[track_caller]
     pub fn wait_seeding(&self, deadline: Instant) {
-        wait_until(
-            deadline,
-            &format!("{} to check its data and seed", self.name),
-            || {
-                self.proc.assert_running();
-                let Some(s) = self.status() else { return false };
-                let err = s.get("error").and_then(Json::as_str).unwrap_or("");
-                assert!(err.is_empty(), "{}: torrent error: {err}", self.name);
-                s.get("is_seeding").and_then(Json::as_bool) == Some(true)
-            },
-        );
+        wait_until(deadline, &format!("{} to check its data and seed", self.name), || {
+            self.proc.assert_running();
+            let Some(s) = self.status() else { return false };
+            let err = s.get("error").and_then(Json::as_str).unwrap_or("");
+            assert!(err.is_empty(), "{}: torrent error: {err}", self.name);
+            s.get("is_seeding").and_then(Json::as_bool) == Some(true)
+        });
     }
 
     /// Whether it has every piece (its last status says it seeds).
     pub fn is_complete(&self) -> bool {
-        self.status()
-            .and_then(|s| s.get("is_seeding").and_then(Json::as_bool))
-            == Some(true)
+        self.status().and_then(|s| s.get("is_seeding").and_then(Json::as_bool)) == Some(true)
     }
 
     /// Waits until the download is complete (the script may exit right after with `exit_when_done`).
     #[track_caller]
     pub fn wait_complete(&self, deadline: Instant) {
-        wait_until(
-            deadline,
-            &format!("{} to complete its download", self.name),
-            || {
-                let done = self.is_complete();
-                if !done {
-                    self.proc.assert_running();
-                }
-                done
-            },
-        );
+        wait_until(deadline, &format!("{} to complete its download", self.name), || {
+            let done = self.is_complete();
+            if !done {
+                self.proc.assert_running();
+            }
+            done
+        });
     }
 
     /// Every peer it ever had a connection with: (ip:port, client, payload uploaded to it, downloaded from it).
@@ -449,11 +378,7 @@ impl LibtorrentPeer {
         seen.iter()
             .map(|(k, v)| {
                 let n = |f| v.get(f).and_then(Json::as_u64).unwrap_or(0);
-                let client = v
-                    .get("client")
-                    .and_then(Json::as_str)
-                    .unwrap_or("")
-                    .to_string();
+                let client = v.get("client").and_then(Json::as_str).unwrap_or("").to_string();
                 (k.clone(), client, n("total_upload"), n("total_download"))
             })
             .collect()
@@ -518,10 +443,7 @@ impl Aria2 {
             .arg("--enable-peer-exchange=false")
             .arg(format!("--enable-rpc={rpc}"))
             .arg("--rpc-listen-all=false")
-            .arg(format!(
-                "--rpc-listen-port={}",
-                if rpc { rpc_port } else { 6800 }
-            ))
+            .arg(format!("--rpc-listen-port={}", if rpc { rpc_port } else { 6800 }))
             .arg(format!("--stop-with-process={}", std::process::id()))
             .arg("--file-allocation=none")
             .arg("--allow-overwrite=false")
@@ -539,12 +461,7 @@ impl Aria2 {
         if rpc {
             wait_port_open(rpc_port, deadline, &format!("{name} RPC"));
         }
-        Aria2 {
-            name: name.to_string(),
-            proc,
-            port,
-            rpc_port,
-        }
+        Aria2 { name: name.to_string(), proc, port, rpc_port }
     }
 
     /// Seeds `torrent` from `data_dir` (`-V --seed-ratio=0.0`: check the data, then seed for ever);
@@ -558,10 +475,7 @@ impl Aria2 {
         up_limit: Option<u64>,
         deadline: Instant,
     ) -> Aria2 {
-        let mut extra = vec![
-            "--check-integrity=true".to_string(),
-            "--seed-ratio=0.0".to_string(),
-        ];
+        let mut extra = vec!["--check-integrity=true".to_string(), "--seed-ratio=0.0".to_string()];
         if let Some(l) = up_limit {
             extra.push(format!("--max-overall-upload-limit={l}"));
         }
@@ -573,13 +487,7 @@ impl Aria2 {
     /// Downloads `torrent` into `out_dir` (peers from the tracker) and exits when done (`--seed-time=0`). No RPC
     /// (it would keep aria2c running): its counters are not available, only its exit status and its log.
     #[track_caller]
-    pub fn leech(
-        dir: &Path,
-        name: &str,
-        torrent: &Torrent,
-        out_dir: &Path,
-        deadline: Instant,
-    ) -> Aria2 {
+    pub fn leech(dir: &Path, name: &str, torrent: &Torrent, out_dir: &Path, deadline: Instant) -> Aria2 {
         let extra = vec!["--seed-time=0".to_string()];
         Aria2::start(dir, name, torrent, out_dir, false, &extra, deadline)
     }
@@ -589,18 +497,10 @@ impl Aria2 {
         if self.rpc_port == 0 {
             return None;
         }
-        let body = format!(
-            r#"{{"jsonrpc":"2.0","id":"rig","method":{},"params":{params}}}"#,
-            quote(method)
-        );
-        let r = http::request(
-            self.rpc_port,
-            "POST",
-            "/jsonrpc",
-            &[("Content-Type", "application/json")],
-            body.as_bytes(),
-        )
-        .ok()?;
+        let body = format!(r#"{{"jsonrpc":"2.0","id":"rig","method":{},"params":{params}}}"#, quote(method));
+        let r =
+            http::request(self.rpc_port, "POST", "/jsonrpc", &[("Content-Type", "application/json")], body.as_bytes())
+                .ok()?;
         let j = parse_json(&format!("{} RPC {method}", self.name), &r.body);
         if let Some(e) = j.get("error") {
             panic!("{} RPC {method}: {e:?}", self.name);
@@ -612,27 +512,22 @@ impl Aria2 {
     pub fn download(&self) -> Option<Json> {
         let keys = r#"[["gid","status","seeder","totalLength","completedLength","uploadLength","verifiedLength",
                     "verifyIntegrityPending","connections","errorMessage"]]"#;
-        self.rpc("aria2.tellActive", keys)
-            .and_then(|r| r.as_array().and_then(|a| a.first().cloned()))
+        self.rpc("aria2.tellActive", keys).and_then(|r| r.as_array().and_then(|a| a.first().cloned()))
     }
 
     #[track_caller]
     pub fn wait_seeding(&self, deadline: Instant) {
-        wait_until(
-            deadline,
-            &format!("{} to check its data and seed", self.name),
-            || {
-                self.proc.assert_running();
-                let Some(d) = self.download() else {
-                    return false;
-                };
-                let n = |k| d.get(k).and_then(Json::as_u64);
-                d.get("seeder").and_then(Json::as_bool) == Some(true)
-                    && d.get("verifyIntegrityPending").is_none()
-                    && d.get("verifiedLength").is_none()
-                    && n("completedLength") == n("totalLength")
-            },
-        );
+        wait_until(deadline, &format!("{} to check its data and seed", self.name), || {
+            self.proc.assert_running();
+            let Some(d) = self.download() else {
+                return false;
+            };
+            let n = |k| d.get(k).and_then(Json::as_u64);
+            d.get("seeder").and_then(Json::as_bool) == Some(true)
+                && d.get("verifyIntegrityPending").is_none()
+                && d.get("verifiedLength").is_none()
+                && n("completedLength") == n("totalLength")
+        });
     }
 }
 
@@ -644,14 +539,10 @@ impl Peer for Aria2 {
         self.port
     }
     fn uploaded_bytes(&self) -> u64 {
-        self.download()
-            .and_then(|d| d.get("uploadLength").and_then(Json::as_u64))
-            .unwrap_or(0)
+        self.download().and_then(|d| d.get("uploadLength").and_then(Json::as_u64)).unwrap_or(0)
     }
     fn downloaded_bytes(&self) -> u64 {
-        self.download()
-            .and_then(|d| d.get("completedLength").and_then(Json::as_u64))
-            .unwrap_or(0)
+        self.download().and_then(|d| d.get("completedLength").and_then(Json::as_u64)).unwrap_or(0)
     }
     fn proc(&self) -> &Proc {
         &self.proc
@@ -721,18 +612,11 @@ impl Qbittorrent {
         );
         fs::write(config.join("qBittorrent.conf"), conf).expect("write qBittorrent.conf");
         let mut cmd = Command::new("qbittorrent-nox");
-        cmd.arg(format!("--profile={}", home.display()))
-            .arg(format!("--webui-port={webui_port}"));
+        cmd.arg(format!("--profile={}", home.display())).arg(format!("--webui-port={webui_port}"));
         cmd.env("HOME", &home).env("QT_QPA_PLATFORM", "offscreen");
         let proc = Proc::spawn(name, &cmd, &dir.join("logs"), lifetime_until(deadline));
         wait_port_open(webui_port, deadline, &format!("{name} Web UI"));
-        Qbittorrent {
-            name: name.to_string(),
-            proc,
-            port,
-            webui_port,
-            hash: RefCell::new(String::new()),
-        }
+        Qbittorrent { name: name.to_string(), proc, port, webui_port, hash: RefCell::new(String::new()) }
     }
 
     /// Starts qbittorrent-nox seeding `torrent` from `data_dir` (`up_limit` in bytes per second) and waits until it
@@ -765,14 +649,8 @@ impl Qbittorrent {
             ("upLimit", limit.as_str()),
         ];
         let (ctype, body) = http::multipart(&fields, &[("torrents", "t.torrent", &torrent.bytes)]);
-        let r = http::request(
-            self.webui_port,
-            "POST",
-            "/api/v2/torrents/add",
-            &[("Content-Type", &ctype)],
-            &body,
-        )
-        .unwrap_or_else(|e| panic!("{}: torrents/add: {e}", self.name));
+        let r = http::request(self.webui_port, "POST", "/api/v2/torrents/add", &[("Content-Type", &ctype)], &body)
+            .unwrap_or_else(|e| panic!("{}: torrents/add: {e}", self.name));
         assert!(
             r.status == 200 && r.text().trim() == "Ok.",
             "{}: torrents/add: HTTP {}: {}",
@@ -792,32 +670,21 @@ impl Qbittorrent {
         }
         let list = parse_json(&format!("{} torrents/info", self.name), &r.body);
         let want = self.hash.borrow();
-        list.as_array()?
-            .iter()
-            .find(|t| t.get("infohash_v1").and_then(Json::as_str) == Some(want.as_str()))
-            .cloned()
+        list.as_array()?.iter().find(|t| t.get("infohash_v1").and_then(Json::as_str) == Some(want.as_str())).cloned()
     }
 
     #[track_caller]
     pub fn wait_seeding(&self, deadline: Instant) {
-        wait_until(
-            deadline,
-            &format!("{} to check its data and seed", self.name),
-            || {
-                self.proc.assert_running();
-                let Some(t) = self.torrent() else {
-                    return false;
-                };
-                let state = t.get("state").and_then(Json::as_str).unwrap_or("");
-                assert!(
-                    !matches!(state, "error" | "missingFiles"),
-                    "{}: torrent state {state}: {t:?}",
-                    self.name
-                );
-                matches!(state, "uploading" | "stalledUP" | "forcedUP" | "queuedUP")
-                    && t.get("progress").and_then(Json::as_f64) == Some(1.0)
-            },
-        );
+        wait_until(deadline, &format!("{} to check its data and seed", self.name), || {
+            self.proc.assert_running();
+            let Some(t) = self.torrent() else {
+                return false;
+            };
+            let state = t.get("state").and_then(Json::as_str).unwrap_or("");
+            assert!(!matches!(state, "error" | "missingFiles"), "{}: torrent state {state}: {t:?}", self.name);
+            matches!(state, "uploading" | "stalledUP" | "forcedUP" | "queuedUP")
+                && t.get("progress").and_then(Json::as_f64) == Some(1.0)
+        });
     }
 }
 
@@ -829,14 +696,10 @@ impl Peer for Qbittorrent {
         self.port
     }
     fn uploaded_bytes(&self) -> u64 {
-        self.torrent()
-            .and_then(|t| t.get("uploaded").and_then(Json::as_u64))
-            .unwrap_or(0)
+        self.torrent().and_then(|t| t.get("uploaded").and_then(Json::as_u64)).unwrap_or(0)
     }
     fn downloaded_bytes(&self) -> u64 {
-        self.torrent()
-            .and_then(|t| t.get("downloaded").and_then(Json::as_u64))
-            .unwrap_or(0)
+        self.torrent().and_then(|t| t.get("downloaded").and_then(Json::as_u64)).unwrap_or(0)
     }
     fn proc(&self) -> &Proc {
         &self.proc
@@ -861,12 +724,7 @@ pub fn describe_peers(peers: &[&dyn Peer]) -> String {
 
 /// Waits until `wanted` (typically: a leecher's counters) holds, checking that every `peer` is still running.
 #[track_caller]
-pub fn wait_with_peers<T>(
-    peers: &[&dyn Peer],
-    deadline: Instant,
-    what: &str,
-    mut f: impl FnMut() -> Option<T>,
-) -> T {
+pub fn wait_with_peers<T>(peers: &[&dyn Peer], deadline: Instant, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     wait_for(deadline, what, || {
         for p in peers {
             p.proc().assert_running();

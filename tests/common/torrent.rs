@@ -34,41 +34,17 @@ impl Torrent {
     #[track_caller]
     pub fn load(path: &Path) -> Torrent {
         let bytes = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        let meta = bencode::decode(&bytes)
-            .unwrap_or_else(|e| panic!("{} is not bencode: {e}", path.display()));
+        let meta = bencode::decode(&bytes).unwrap_or_else(|e| panic!("{} is not bencode: {e}", path.display()));
         let info = meta.get("info").expect("no info");
-        let name = info
-            .get("name")
-            .and_then(Value::as_str)
-            .expect("no name")
-            .to_string();
-        let piece_length = info
-            .get("piece length")
-            .and_then(Value::as_int)
-            .expect("no piece length") as u64;
-        let num_pieces = info
-            .get("pieces")
-            .and_then(Value::as_bytes)
-            .map(|p| p.len() as u64 / 20)
-            .unwrap_or(0);
+        let name = info.get("name").and_then(Value::as_str).expect("no name").to_string();
+        let piece_length = info.get("piece length").and_then(Value::as_int).expect("no piece length") as u64;
+        let num_pieces = info.get("pieces").and_then(Value::as_bytes).map(|p| p.len() as u64 / 20).unwrap_or(0);
         let (total_length, has_padding) = match info.get("files").and_then(Value::as_list) {
             Some(files) => (
-                files
-                    .iter()
-                    .filter_map(|f| f.get("length").and_then(Value::as_int))
-                    .sum::<i64>() as u64,
-                files.iter().any(|f| {
-                    f.get("attr")
-                        .and_then(Value::as_str)
-                        .is_some_and(|a| a.contains('p'))
-                }),
+                files.iter().filter_map(|f| f.get("length").and_then(Value::as_int)).sum::<i64>() as u64,
+                files.iter().any(|f| f.get("attr").and_then(Value::as_str).is_some_and(|a| a.contains('p'))),
             ),
-            None => (
-                info.get("length")
-                    .and_then(Value::as_int)
-                    .expect("no length") as u64,
-                false,
-            ),
+            None => (info.get("length").and_then(Value::as_int).expect("no length") as u64, false),
         };
         Torrent {
             path: path.to_path_buf(),
@@ -104,20 +80,10 @@ pub fn transmission_create(
 ) -> Torrent {
     require_tool("transmission-create", "transmission-cli");
     let mut cmd = Command::new("transmission-create");
-    cmd.arg("-s")
-        .arg(piece_kib.to_string())
-        .arg("-t")
-        .arg(announce)
-        .arg("-o")
-        .arg(out)
-        .arg(content.path());
+    cmd.arg("-s").arg(piece_kib.to_string()).arg("-t").arg(announce).arg("-o").arg(out).arg(content.path());
     run_tool("transmission-create", &cmd, &log_dir(out), deadline);
     let t = Torrent::load(out);
-    assert_eq!(
-        t.piece_length,
-        piece_kib as u64 * 1024,
-        "transmission-create ignored the piece size"
-    );
+    assert_eq!(t.piece_length, piece_kib as u64 * 1024, "transmission-create ignored the piece size");
     t
 }
 
@@ -145,11 +111,7 @@ pub fn libtorrent_create(
     }
     let printed = run_tool("make_torrent", &cmd, &log_dir(out), deadline);
     let t = Torrent::load(out);
-    assert_eq!(
-        printed.trim(),
-        t.hex_hash(),
-        "libtorrent's info-hash differs from the rig's"
-    );
+    assert_eq!(printed.trim(), t.hex_hash(), "libtorrent's info-hash differs from the rig's");
     t
 }
 

@@ -10,10 +10,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use super::bencode::{self, Value};
-use super::{
-    free_port, http, lifetime_until, require_tool, running_as_root, wait_for, wait_port_open, Proc,
-    SIGHUP,
-};
+use super::{free_port, http, lifetime_until, require_tool, running_as_root, wait_for, wait_port_open, Proc, SIGHUP};
 
 pub struct Opentracker {
     pub port: u16,
@@ -36,37 +33,20 @@ impl Opentracker {
     /// Starts opentracker on 127.0.0.1:`port` (TCP and UDP) with `info_hashes` whitelisted, under `dir/opentracker`,
     /// and waits until it answers and accepts announces for them.
     #[track_caller]
-    pub fn start(
-        dir: &Path,
-        port: u16,
-        info_hashes: &[[u8; 20]],
-        deadline: Instant,
-    ) -> Opentracker {
+    pub fn start(dir: &Path, port: u16, info_hashes: &[[u8; 20]], deadline: Instant) -> Opentracker {
         require_tool("opentracker", "opentracker");
         let root = dir.join("opentracker");
         fs::create_dir_all(&root).unwrap_or_else(|e| panic!("create {}: {e}", root.display()));
         write_whitelist(&root, info_hashes);
         let mut cmd = Command::new("opentracker");
         let p = port.to_string();
-        cmd.args(["-i", "127.0.0.1", "-p", &p, "-P", &p])
-            .arg("-d")
-            .arg(&root)
-            .args(["-w", "whitelist"]);
+        cmd.args(["-i", "127.0.0.1", "-p", &p, "-P", &p]).arg("-d").arg(&root).args(["-w", "whitelist"]);
         if running_as_root() {
             cmd.args(["-u", "nobody"]);
         }
-        let proc = Proc::spawn(
-            "opentracker",
-            &cmd,
-            &dir.join("logs"),
-            lifetime_until(deadline),
-        );
+        let proc = Proc::spawn("opentracker", &cmd, &dir.join("logs"), lifetime_until(deadline));
         wait_port_open(port, deadline, "opentracker");
-        let t = Opentracker {
-            port,
-            dir: root,
-            proc,
-        };
+        let t = Opentracker { port, dir: root, proc };
         for ih in info_hashes {
             t.wait_authorized(ih, deadline);
         }
@@ -96,19 +76,15 @@ impl Opentracker {
     #[track_caller]
     fn wait_authorized(&self, ih: &[u8; 20], deadline: Instant) {
         let hex = bencode::hex(ih);
-        wait_for(
-            deadline,
-            &format!("opentracker to accept info-hash {hex}"),
-            || {
-                self.proc.assert_running();
-                let started = self.announce(ih, "started").ok()?;
-                let _ = self.announce(ih, "stopped");
-                match started.get("failure reason") {
-                    None => Some(()),
-                    Some(_) => None,
-                }
-            },
-        );
+        wait_for(deadline, &format!("opentracker to accept info-hash {hex}"), || {
+            self.proc.assert_running();
+            let started = self.announce(ih, "started").ok()?;
+            let _ = self.announce(ih, "stopped");
+            match started.get("failure reason") {
+                None => Some(()),
+                Some(_) => None,
+            }
+        });
     }
 
     fn announce(&self, ih: &[u8; 20], event: &str) -> Result<Value, String> {
@@ -123,11 +99,7 @@ impl Opentracker {
 
     /// `(complete, incomplete)` from an HTTP scrape, or `None` when the tracker does not know the hash (yet).
     pub fn scrape(&self, ih: &[u8; 20]) -> Option<(u64, u64)> {
-        let r = http::get(
-            self.port,
-            &format!("/scrape?info_hash={}", bencode::percent_encode(ih)),
-        )
-        .ok()?;
+        let r = http::get(self.port, &format!("/scrape?info_hash={}", bencode::percent_encode(ih))).ok()?;
         let v = bencode::decode(&r.body).ok()?;
         let Some(Value::Dict(files)) = v.get("files") else {
             return None;
@@ -140,22 +112,15 @@ impl Opentracker {
     /// Waits until at least `n` seeders have announced `ih`.
     #[track_caller]
     pub fn wait_seeders(&self, ih: &[u8; 20], n: u64, deadline: Instant) {
-        wait_for(
-            deadline,
-            &format!("{n} seeder(s) to announce to opentracker"),
-            || {
-                self.proc.assert_running();
-                self.scrape(ih).filter(|(complete, _)| *complete >= n)
-            },
-        );
+        wait_for(deadline, &format!("{n} seeder(s) to announce to opentracker"), || {
+            self.proc.assert_running();
+            self.scrape(ih).filter(|(complete, _)| *complete >= n)
+        });
     }
 }
 
 fn write_whitelist(root: &Path, info_hashes: &[[u8; 20]]) {
-    let text: String = info_hashes
-        .iter()
-        .map(|h| format!("{}\n", bencode::hex(h)))
-        .collect();
+    let text: String = info_hashes.iter().map(|h| format!("{}\n", bencode::hex(h))).collect();
     let path = root.join("whitelist");
     let tmp = root.join("whitelist.tmp");
     fs::write(&tmp, text).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
