@@ -507,7 +507,7 @@ impl EventLoop {
         }
         let conn = Connection::new(socket, addr, session, &self.torrent.ctx, now);
         entry.insert(conn);
-        self.reschedule_peer(slot);
+        self.reschedule_peer(slot, now);
         Some(slot)
     }
 
@@ -633,7 +633,7 @@ impl EventLoop {
             }
         }
         self.flush_peer(slot, now)?;
-        self.reschedule_peer(slot);
+        self.reschedule_peer(slot, now);
         Ok(())
     }
 
@@ -666,14 +666,16 @@ impl EventLoop {
         Ok(())
     }
 
-    /// Moves the peer's wheel entry earlier if its session's next deadline moved earlier.
-    fn reschedule_peer(&mut self, slot: usize) {
+        /// Moves the peer's wheel entry earlier if its session's next deadline moved earlier. Never earlier
+    /// than the next tick: a deadline in the past must not fire again in the same turn.
+    fn reschedule_peer(&mut self, slot: usize, now: Timestamp) {
         let Some(conn) = self.peers.get_mut(slot) else {
             return;
         };
         let Some(next) = conn.session.next_deadline() else {
             return;
         };
+        let next = next.max(now + WHEEL_TICK);
         if let Some((id, at)) = conn.timer {
             if at <= next {
                 return;
@@ -729,7 +731,7 @@ impl EventLoop {
                     return Ok(());
                 }
                 self.flush_peer(slot, now)?;
-                self.reschedule_peer(slot);
+                self.reschedule_peer(slot, now);
             }
             Wake::Trackers => {
                 self.tracker_timer = None;

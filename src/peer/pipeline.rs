@@ -121,7 +121,13 @@ impl Pipeline {
     /// A block arrived: its entry, if we asked for it. Blocks mostly arrive in request order, so the
     /// search usually stops at the front.
     pub fn on_block(&mut self, block: &BlockRef, now: Timestamp) -> Option<InFlight> {
-        let i = self.in_flight.iter().position(|f| f.block == *block)?;
+                // An open request answers before a released one for the same block (it may have been re-requested
+        // after a time-out).
+        let i = self
+            .in_flight
+            .iter()
+            .position(|f| f.block == *block && !f.released)
+            .or_else(|| self.in_flight.iter().position(|f| f.block == *block))?;
         let entry = self.in_flight.remove(i)?;
         self.snubbed = false;
         if !entry.released {

@@ -532,8 +532,13 @@ impl PeerSession {
         if now - self.last_received >= DROP_SILENT_AFTER {
             return Err(DropReason::Silent);
         }
-        if now - self.last_sent >= KEEPALIVE_AFTER && self.out.is_empty() {
-            self.send(Frame::KeepAlive);
+                if now - self.last_sent >= KEEPALIVE_AFTER {
+            // With output still queued the peer will hear from us anyway; either way the next keep-alive
+            // is due a full interval from now (and the deadline never stays in the past).
+            if self.out.is_empty() {
+                self.send(Frame::KeepAlive);
+            }
+            self.last_sent = now;
         }
         if self.pipeline.expire(now, |b| swarm.release_block(b)) > 0 {
             log::debug!("peer {}: requests timed out", self.no.0);
