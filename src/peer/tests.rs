@@ -1,6 +1,7 @@
 //! `PeerSession` transcripts under simulated time (STYLE §7.12 item 2): frames in, frames out, and the
 //! swarm's view of every block, grouped by the phase the session is in.
 
+use super::buffers::WRITE_HIGH_WATER;
 use super::pipeline::{INITIAL_DEPTH, REQUEST_TIMEOUT};
 use super::session::{
     Effect, PeerSession, Phase, TorrentContext, CONNECT_TIMEOUT, DROP_SILENT_AFTER, HANDSHAKE_TIMEOUT, KEEPALIVE_AFTER,
@@ -15,7 +16,7 @@ use crate::swarm::{BlockState, PeerNo, Swarm};
 use crate::time::{millis, secs, Timestamp};
 use crate::wire::extension;
 use crate::wire::handshake::{Handshake, HANDSHAKE_LEN, RESERVED_EXTENSION_PROTOCOL};
-use crate::wire::{decode, Decoded, Frame, FrameLimits};
+use crate::wire::{decode, Decoded, Frame, FrameLimits, PIECE_HEADER_LEN};
 
 // ---- the torrent --------------------------------------------------------------------------------
 
@@ -722,6 +723,33 @@ fn active_choke_returns_requests_to_the_pool_but_late_blocks_are_accepted() {
 }
 
 #[test]
+fn active_block_re_requested_after_a_choke_answers_the_open_request() {
+    // Seeders rotate their unchoke slots every 10-30 s. After choke and unchoke the same blocks are asked
+    // again; each one that arrives answers its open request, and no cancel is due for it.
+    let t0 = Timestamp::ZERO;
+    let (mut c, sent) = unchoked_by_seed(t0);
+    peer_sends(&mut c, Frame::Choke);
+    c.now = t0 + secs(10);
+    peer_sends(&mut c, Frame::Unchoke);
+    let again = requests(&sent_frames(&mut c));
+    let sorted = |mut v: Vec<BlockRef>| {
+        v.sort_by_key(|b| (b.piece, b.offset));
+        v
+    };
+    assert_eq!(sorted(again.clone()), sorted(sent), "the pool hands out the same blocks again");
+    c.now = t0 + secs(10) + millis(50);
+    let effect = peer_sends_block(&mut c, again[0]);
+    assert!(matches!(effect, Effect::StoreBlock { .. }), "{effect:?}");
+    assert!(!c.peer.pipeline().is_requested(&again[0]), "the block arrived, yet its request is still open");
+    assert_eq!(c.peer.pipeline().active(), INITIAL_DEPTH, "one answered, one new");
+    assert_eq!(
+        c.swarm.drain_endgame_taken().collect::<Vec<_>>(),
+        [],
+        "no other peer has this block in flight: the loop must not send a cancel"
+    );
+}
+
+#[test]
 fn active_reject_request_returns_the_block_to_the_pool() {
     let t0 = Timestamp::ZERO;
     let (mut c, sent) = unchoked_by_seed(t0);
@@ -769,7 +797,7 @@ fn active_block_arriving_after_its_time_out_is_accepted() {
 }
 
 #[test]
-#[ignore = "BUG: Pipeline::on_block matches the released (timed-out) entry before the open re-request of the same block"]
+
 fn active_block_re_requested_after_its_time_out_answers_the_open_request() {
     // After a time-out the picker hands the same peer one of its timed-out blocks again. When that block
     // arrives it answers the open request: the pipeline has room again and nobody has to cancel.
@@ -822,7 +850,7 @@ fn active_keepalive_counts_from_our_last_send() {
 }
 
 #[test]
-#[ignore = "BUG: next_deadline() keeps the keep-alive deadline in the past while unflushed output blocks the keep-alive"]
+
 fn active_keepalive_due_while_output_is_stuck_asks_for_a_later_wake_up() {
     // The socket stopped taking bytes: the Unchoke queued at 10 s is never flushed. At 120 s the keep-alive
     // is due but not sent (output is pending). The session must then name a deadline after `now`, or a
@@ -968,6 +996,30 @@ fn active_failed_disk_read_sends_nothing() {
     assert_eq!(c.peer.serve_next(|_, _| Err("disk on fire")), Err("disk on fire"));
     nothing_sent(&mut c);
     assert_eq!(c.peer.uploaded, 0);
+}
+
+#[test]
+fn active_serving_pauses_above_the_write_high_water_mark() {
+    let t0 = Timestamp::ZERO;
+    let mut c = serving(t0);
+    // Far more than the backlog may hold: distinct 16 KiB spans of pieces 0 and 1.
+    for piece in 0..2 {
+        for offset in (0..=PIECE_LEN - BLOCK_LEN).step_by(1024) {
+            peer_sends(&mut c, Frame::Request { piece, offset, len: BLOCK_LEN });
+        }
+    }
+    let queued = c.peer.queued_requests();
+    let mut served = 0;
+    while let Ok(Some(_)) = c.peer.serve_next(|_, _| Ok::<(), ()>(())) {
+        served += 1;
+    }
+    let message = BLOCK_LEN as usize + PIECE_HEADER_LEN;
+    assert!(served * message > WRITE_HIGH_WATER && (served - 1) * message <= WRITE_HIGH_WATER, "served {served}");
+    assert!(!c.peer.wants_input(), "stop reading this peer while its backlog is high");
+    assert_eq!(c.peer.queued_requests(), queued - served);
+    let _ = sent_frames(&mut c);
+    assert!(c.peer.wants_input());
+    assert!(matches!(c.peer.serve_next(|_, _| Ok::<(), ()>(())), Ok(Some(_))));
 }
 
 #[test]
