@@ -463,22 +463,3 @@ fn a_directory_where_a_zero_length_file_belongs_fails_open_naming_it() {
     assert_names_path(&err, &dir.join(LAYOUT[EMPTY].0), StorageOp::Open);
 }
 
-#[test]
-fn a_read_only_directory_fails_the_write_naming_the_file() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = TempDir::new("err-read-only");
-    let (meta, content) = multi();
-    let mut storage = Storage::open(dir.path(), &meta, |i| i != EMPTY).unwrap();
-    let top = dir.join("multi");
-    fs::create_dir_all(&top).unwrap();
-    fs::set_permissions(&top, fs::Permissions::from_mode(0o555)).unwrap();
-    // Root ignores directory permissions: then there is nothing to test.
-    let privileged = fs::write(top.join("probe"), b"").is_ok();
-    let result = storage.write(0, &content[..100]);
-    fs::set_permissions(&top, fs::Permissions::from_mode(0o755)).unwrap();
-    if privileged {
-        eprintln!("skipped: permissions do not apply to this user");
-        return;
-    }
-    assert_names_path(&result.unwrap_err(), &dir.join(LAYOUT[A].0), StorageOp::Open);
-}
