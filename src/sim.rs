@@ -180,6 +180,16 @@ impl Sim {
         }
     }
 
+        /// Adds a peer that claims every piece but serves `garbage` in place of the content.
+    pub fn add_liar(&mut self, meta: &Metainfo, garbage: &[u8], rng: &mut Rng) -> usize {
+        let node = self.add_node(meta, None, rng);
+        let t = &mut self.nodes[node].torrent;
+        t.storage.write(0, garbage).expect("write garbage");
+        let n = t.ctx.geometry.piece_count();
+        t.swarm = Swarm::new(t.ctx.geometry, Bitfield::full(n), Bitfield::full(n), false);
+        node
+    }
+
     /// Adds a node holding `content` in full (a seed) or nothing (a leecher).
     pub fn add_node(&mut self, meta: &Metainfo, content: Option<&[u8]>, rng: &mut Rng) -> usize {
         let dir = TempDir::new("node");
@@ -301,11 +311,12 @@ impl Sim {
                         end.read.fill_from(&mut src).expect("memory read");
                         result = torrent.process_input(&mut end.read, &mut end.session, now);
                     }
-                    match result {
+                                        match result {
                         Ok(()) => {}
                         Err(InputError::Drop(reason)) => self.close(li, reason),
                         Err(InputError::Fatal(e)) => panic!("storage failed in simulation: {e}"),
                     }
+                    self.apply_bans();
                 }
             }
         }
@@ -379,6 +390,20 @@ impl Sim {
             }
         }
         self.check_invariants();
+    }
+
+        /// Disconnects every peer a node decided to ban, as the loop does.
+    fn apply_bans(&mut self) {
+        for ni in 0..self.nodes.len() {
+            for no in std::mem::take(&mut self.nodes[ni].torrent.to_ban) {
+                let found = self.links.iter().position(|l| {
+                    (l.a.node == ni && l.a.session.no == no) || (l.b.node == ni && l.b.session.no == no)
+                });
+                if let Some(li) = found {
+                    self.close(li, DropReason::Banned);
+                }
+            }
+        }
     }
 
     fn close(&mut self, li: usize, reason: DropReason) {
@@ -485,6 +510,46 @@ mod tests {
         assert!(stuck.is_snubbed() && stuck.active() <= 1, "the silent peer is left one request at most");
         sim.run_until(secs(120), |s| s.swarm(leecher).is_complete());
         assert_eq!(sim.content(leecher), content);
+    }
+
+        #[test]
+    fn liar_peer_is_banned_and_the_download_completes_from_the_honest_seed() {
+        let mut rng = Rng::seeded(4);
+        let (meta, content) = make_torrent(2 * 1024 * 1024, 64 * 1024, 4);
+        let (_, garbage) = make_torrent(2 * 1024 * 1024, 64 * 1024, 99);
+        let mut sim = Sim::new();
+        let leecher = sim.add_node(&meta, None, &mut rng);
+        let honest = sim.add_node(&meta, Some(&content), &mut rng);
+        let liar = sim.add_liar(&meta, &garbage, &mut rng);
+        sim.connect(leecher, honest, 1.0 * MB, millis(20));
+        let to_liar = sim.connect(leecher, liar, 8.0 * MB, millis(5));
+        sim.run_until(secs(60), |s| s.swarm(leecher).is_complete());
+        assert_eq!(sim.content(leecher), content);
+        assert_eq!(sim.link_closed(to_liar), Some(DropReason::Banned));
+        let totals = sim.swarm(leecher).totals;
+        assert!(totals.hash_failures >= 1, "{totals:?}");
+        assert!(totals.wasted >= 64 * 1024, "a failed piece counts as waste: {totals:?}");
+    }
+
+    #[test]
+    fn endgame_does_not_wait_on_the_slow_seed() {
+        let mut rng = Rng::seeded(5);
+        let (meta, content) = make_torrent(4 * 1024 * 1024, 64 * 1024, 5);
+        let mut sim = Sim::new();
+        let leecher = sim.add_node(&meta, None, &mut rng);
+        let fast = sim.add_node(&meta, Some(&content), &mut rng);
+        let slow = sim.add_node(&meta, Some(&content), &mut rng);
+        sim.connect(leecher, fast, 8.0 * MB, millis(5));
+        let to_slow = sim.connect(leecher, slow, 0.05 * MB, millis(40));
+        sim.run_until(secs(60), |s| s.swarm(leecher).is_complete());
+        assert_eq!(sim.content(leecher), content);
+        // 4 MiB at 8 MB/s is about 0.5 s; the slow seed alone would need 80 s. Without endgame its last
+        // requests (a 16 KiB block takes 0.3 s on its link) would hold the end.
+        assert!(sim.now < Timestamp::from_millis(900), "finished at {}", sim.now);
+        let cancels = sim.dialler_session(to_slow).cancels_sent;
+        assert!(cancels > 0, "blocks the fast seed delivered first were cancelled at the slow one");
+        let wasted = sim.swarm(leecher).totals.wasted;
+        assert!(wasted <= 256 * 1024, "endgame waste stays small: {wasted} bytes");
     }
 
     #[test]

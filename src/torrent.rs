@@ -11,6 +11,7 @@ use crate::peer::buffers::ReadBuf;
 use crate::peer::session::{Effect, PeerSession, Phase, TorrentContext};
 use crate::peer::DropReason;
 use crate::storage::{verify, Storage, StorageError};
+use crate::swarm::bans::BanList;
 use crate::swarm::{PeerNo, Swarm};
 use crate::time::Timestamp;
 
@@ -36,13 +37,15 @@ pub struct Torrent {
     pub piece_hashes: Vec<[u8; 20]>,
     /// Pieces verified since the loop last announced them to every peer.
     pub verified: Vec<u32>,
-    /// For each piece that failed its hash check since the loop last looked: the peers that sent it.
-    pub failed_contributors: Vec<Vec<PeerNo>>,
+        /// Peers to disconnect and never talk to again (they sent data that failed verification); the driver
+    /// drains this after every input.
+    pub to_ban: Vec<PeerNo>,
+    bans: BanList,
 }
 
 impl Torrent {
     pub fn new(ctx: TorrentContext, swarm: Swarm, storage: Storage, piece_hashes: Vec<[u8; 20]>) -> Self {
-        Torrent { ctx, swarm, storage, piece_hashes, verified: Vec::new(), failed_contributors: Vec::new() }
+        Torrent { ctx, swarm, storage, piece_hashes, verified: Vec::new(), to_ban: Vec::new(), bans: BanList::default() }
     }
 
     /// Parses and handles every whole frame in `read` (the handshake first, if it is awaited).
@@ -88,11 +91,16 @@ impl Torrent {
             }
             None => {
                 log::info!("piece {piece} failed its hash check; fetching it again");
-                let contributors = self.swarm.on_piece_failed(piece);
-                self.failed_contributors.push(contributors);
+                                let contributors = self.swarm.on_piece_failed(piece);
+                let banned = self.bans.on_piece_failed(&contributors);
+                self.to_ban.extend(banned);
             }
         }
         Ok(())
+    }
+
+        pub fn is_banned(&self, no: PeerNo) -> bool {
+        self.bans.is_banned(no)
     }
 
     /// Serves the session's queued requests from storage while `allowance` bytes remain and its send

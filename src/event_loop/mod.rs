@@ -69,8 +69,6 @@ const SAVE_RESUME_EVERY: Duration = secs(5);
 /// ...or sooner, once this much has been verified since the last save (each save flushes the data files,
 /// so on an SD card it is kept to a few a minute).
 const SAVE_RESUME_AFTER_BYTES: u64 = 256 * 1024 * 1024;
-/// A peer that took part in this many failed pieces is banned (one is enough if it sent the piece alone).
-const BAN_AFTER_STRIKES: u32 = 3;
 
 /// Everything that can wake the loop. A peer's own timers live inside its session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,8 +211,7 @@ pub struct EventLoop {
     interrupted: bool,
     /// Bytes verified since the resume file was last written.
     unsaved_bytes: u64,
-    /// Failed pieces each peer took part in, and peer ids never to talk to again.
-    strikes: std::collections::HashMap<PeerNo, u32>,
+        /// Peer ids never to talk to again (they sent data that failed verification).
     banned_ids: Vec<[u8; 20]>,
 }
 
@@ -335,8 +332,7 @@ impl EventLoop {
             signals,
             interrupted: false,
             unsaved_bytes: 0,
-            strikes: Default::default(),
-            banned_ids: Vec::new(),
+                        banned_ids: Vec::new(),
         })
     }
 
@@ -829,21 +825,6 @@ impl EventLoop {
         Ok(())
     }
 
-    /// Bans after failed pieces: at once a peer that alone sent a failed piece, otherwise a peer that took
-    /// part in `BAN_AFTER_STRIKES` failed pieces.
-    fn on_hash_failures(&mut self) {
-        for contributors in std::mem::take(&mut self.torrent.failed_contributors) {
-            let alone = contributors.len() == 1;
-            for no in contributors {
-                let strikes = self.strikes.entry(no).or_insert(0);
-                *strikes += 1;
-                if alone || *strikes >= BAN_AFTER_STRIKES {
-                    self.ban(no);
-                }
-            }
-        }
-    }
-
     fn ban(&mut self, no: PeerNo) {
         let Some((slot, conn)) = self.peers.iter().find(|(_, c)| c.session.no == no) else {
             return;
@@ -971,8 +952,8 @@ impl EventLoop {
         if self.unsaved_bytes >= SAVE_RESUME_AFTER_BYTES {
             self.save_resume()?;
         }
-        if !self.torrent.failed_contributors.is_empty() {
-            self.on_hash_failures();
+                for no in std::mem::take(&mut self.torrent.to_ban) {
+            self.ban(no);
         }
         self.reap_closed(now);
         self.dial_more(now);

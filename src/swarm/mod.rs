@@ -8,6 +8,7 @@
 //! (a `PartialPiece` exists), or verified (in `have`). Only a `VerifiedPiece`, which only
 //! `storage::verify` can make, moves a piece into `have`.
 
+pub mod bans;
 pub mod candidates;
 pub mod choker;
 pub mod picker;
