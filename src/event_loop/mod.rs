@@ -40,6 +40,7 @@ use slab::Slab;
 
 use crate::metainfo::Metainfo;
 use crate::observe::ui::{self, Snapshot};
+use crate::observe::units;
 use crate::peer::session::{PeerSession, TorrentContext};
 use crate::peer::DropReason;
 use crate::rng::Rng;
@@ -896,10 +897,29 @@ impl EventLoop {
                         added |= self.candidates.add(addr);
                     }
                 }
-                TrackerEvent::Warning { url, message } => log::warn!("tracker {url}: {message}"),
-                TrackerEvent::Error { url, message } => log::warn!("tracker {url}: {message}"),
-                TrackerEvent::Announced { url, peers, .. } => {
-                    log::info!("tracker {url}: {peers} peers")
+                TrackerEvent::Warning { url, message } => {
+                    log::warn!("tracker {url}: {message}");
+                    self.say(now, &format!("tracker {url}: warning: {message}"));
+                }
+                TrackerEvent::Error { url, message } => {
+                    log::warn!("tracker {url}: {message}");
+                    self.say(now, &format!("tracker {url}: {message}"));
+                }
+                TrackerEvent::Announced { url, peers, seeders, leechers, .. } => {
+                    log::info!("tracker {url}: {peers} peers");
+                    let next = self
+                        .trackers
+                        .status()
+                        .into_iter()
+                        .find(|s| s.url == url)
+                        .and_then(|s| s.next_announce)
+                        .map(|at| format!(", next announce in {}", units::duration(at - now)))
+                        .unwrap_or_default();
+                    let counts = match (seeders, leechers) {
+                        (Some(s), Some(l)) => format!(" ({s} seeders, {l} leechers)"),
+                        _ => String::new(),
+                    };
+                    self.say(now, &format!("tracker {url}: {peers} peers{counts}{next}"));
                 }
                 TrackerEvent::Scraped { .. } => {}
             }
@@ -1007,7 +1027,28 @@ impl EventLoop {
             peers: self.peers.len() - self.half_open(),
             half_open: self.half_open(),
             seeding: self.torrent.swarm.is_complete() && self.config.keep_seeding,
-            state: self.stopping.then_some("stopping"),
+                        state: self.stopping.then_some("stopping"),
+            wasted: self.torrent.swarm.totals.wasted,
+            hash_failures: self.torrent.swarm.totals.hash_failures,
+        }
+    }
+
+        /// Prints one line of news (a tracker answered, failed...) above the live status line.
+    fn say(&mut self, now: Timestamp, line: &str) {
+        if self.stopping {
+            return;
+        }
+        let mut out = io::stdout().lock();
+        match self.config.ui {
+            UiMode::Live => {
+                let _ = writeln!(out, "\r{line}{}", " ".repeat(self.last_line_len.saturating_sub(line.chars().count())));
+                drop(out);
+                self.last_line_len = 0;
+                self.redraw(now, false);
+            }
+            UiMode::Plain => {
+                let _ = writeln!(out, "{line}");
+            }
         }
     }
 

@@ -20,8 +20,11 @@ pub struct Snapshot {
     pub peers: usize,
     pub half_open: usize,
     pub seeding: bool,
-    /// A short state word when not simply downloading ("checking", "stopping").
+        /// A short state word when not simply downloading ("checking", "stopping").
     pub state: Option<&'static str>,
+    /// Bytes received but not used, and pieces that failed verification.
+    pub wasted: u64,
+    pub hash_failures: u32,
 }
 
 impl Snapshot {
@@ -61,6 +64,9 @@ pub fn render_status(s: &Snapshot, width: usize) -> String {
             eta
         )
     };
+        if s.hash_failures > 0 || s.wasted > 0 {
+        line.push_str(&format!("  wasted {} ({} bad)", units::bytes(s.wasted), s.hash_failures));
+    }
     if let Some(state) = s.state {
         line = format!("[{state}] {line}");
     }

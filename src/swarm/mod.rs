@@ -96,8 +96,9 @@ pub struct Swarm {
     have: Bitfield,
     /// Pieces we want (file selection); a piece is wanted if any wanted file overlaps it.
     wanted: Bitfield,
-    /// Bytes still needed of wanted pieces.
+        /// Bytes still needed of wanted pieces, and of wanted pieces in all.
     left: u64,
+    wanted_total: u64,
     /// How many connected peers have each piece.
     availability: Vec<u16>,
     /// Ordered, so picking is deterministic for a given input (the simulation relies on it).
@@ -116,11 +117,13 @@ impl Swarm {
         let n = geometry.piece_count();
         debug_assert_eq!(have.len(), n);
         let left = (0..n).filter(|&p| wanted.get(p) && !have.get(p)).map(|p| u64::from(geometry.piece_len(p))).sum();
+                let wanted_total = wanted.iter_ones().map(|p| u64::from(geometry.piece_len(p))).sum();
         Swarm {
             geometry,
             have,
             wanted,
-            left,
+                        left,
+                        wanted_total,
             availability: vec![0; n as usize],
             partial: BTreeMap::new(),
             spare_blocks: Vec::new(),
@@ -144,8 +147,8 @@ impl Swarm {
         self.left
     }
     /// Bytes of all wanted pieces, verified or not.
-    pub fn wanted_bytes(&self) -> u64 {
-        self.wanted.iter_ones().map(|p| u64::from(self.geometry.piece_len(p))).sum()
+        pub fn wanted_bytes(&self) -> u64 {
+        self.wanted_total
     }
     /// Every wanted piece is verified.
     pub fn is_complete(&self) -> bool {
