@@ -21,6 +21,8 @@ pub mod http;
 pub mod json;
 pub mod leecher;
 pub mod peers;
+pub mod resume;
+pub mod seeding;
 pub mod torrent;
 pub mod tracker;
 

@@ -2,13 +2,17 @@
 """A python3-libtorrent peer for rill's integration tests: a seeder or a leecher on loopback.
 
     lt_peer.py --torrent T --save DIR --port P --status FILE.json [--seed] [--upload-limit B/s]
-               [--download-limit B/s] [--peer IP:PORT]... [--exit-when-done] [--max-life SECS]
+               [--download-limit B/s] [--peer IP:PORT]... [--no-tracker] [--exit-when-done] [--max-life SECS]
 
 Binds 127.0.0.1:P only; DHT, LSD, UPnP, NAT-PMP, uTP and PEX are off; several connections per IP are allowed
 (every peer is 127.0.0.1). Rate limits are in bytes per second and apply to loopback peers too (libtorrent puts
 local peers in an unthrottled peer class by default; we map every address to the global class instead).
 Every 0.2 s FILE.json is replaced atomically with the torrent's state, payload totals and per-peer totals
 (`peers_seen` keeps the highest totals of every peer ever connected, keyed "ip:port"). Alerts go to stdout.
+Each peer record also carries its `peer_id` (hex of the 20 bytes, "" when unknown), so that a peer can be recognised
+whichever side dialled, and `num_pieces`, how many pieces the peer has as far as we know. With --no-tracker the
+torrent's trackers are dropped before it is added: the session never announces, and its only peers are the --peer
+addresses (and whoever dials it).
 Exits by itself after --max-life seconds, or once the download is complete with --exit-when-done.
 """
 import argparse
@@ -24,6 +28,14 @@ def log(*a):
     print("%.3f" % time.time(), *a, flush=True)
 
 
+def peer_id_hex(p):
+    try:
+        pid = p.pid.to_bytes()
+    except Exception:  # noqa: BLE001
+        return ""
+    return "" if pid == bytes(20) else pid.hex()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--torrent", required=True)
@@ -34,6 +46,7 @@ def main():
     ap.add_argument("--upload-limit", type=int, default=0)
     ap.add_argument("--download-limit", type=int, default=0)
     ap.add_argument("--peer", action="append", default=[])
+    ap.add_argument("--no-tracker", action="store_true", help="never announce: peers only from --peer")
     ap.add_argument("--exit-when-done", action="store_true")
     ap.add_argument("--max-life", type=float, default=300.0)
     args = ap.parse_args()
@@ -67,7 +80,15 @@ def main():
     pcf.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 1 << lt.session.global_peer_class_id)
     ses.set_peer_class_filter(pcf)
 
-    info = lt.torrent_info(args.torrent)
+    if args.no_tracker:
+        # Drop the top-level announce keys only: the info dict, and so the info-hash, stays the same.
+        with open(args.torrent, "rb") as f:
+            meta = lt.bdecode(f.read())
+        meta.pop(b"announce", None)
+        meta.pop(b"announce-list", None)
+        info = lt.torrent_info(meta)
+    else:
+        info = lt.torrent_info(args.torrent)
     atp = lt.add_torrent_params()
     atp.ti = info
     atp.save_path = args.save
@@ -109,6 +130,8 @@ def main():
                 "payload_down_speed": p.payload_down_speed,
                 "seed": bool(p.flags & lt.peer_info.seed),
                 "outgoing": bool(p.flags & lt.peer_info.local_connection),
+                "peer_id": peer_id_hex(p),
+                "num_pieces": p.num_pieces,
             }
             peers.append(rec)
             old = peers_seen.get(key)
@@ -118,6 +141,7 @@ def main():
                 old["total_upload"] = max(old["total_upload"], rec["total_upload"])
                 old["total_download"] = max(old["total_download"], rec["total_download"])
                 old["client"] = rec["client"]
+                old["peer_id"] = rec["peer_id"] or old.get("peer_id", "")
         status = {
             "pid": os.getpid(),
             "state": str(st.state),

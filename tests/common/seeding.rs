@@ -1,0 +1,329 @@
+//! rill as the one who gives (issue 4): `rill seed` and `rill download --seed` on a port of its own choosing, and a
+//! python3-libtorrent leecher that can be tied to rill alone, with the per-peer counters to prove where its payload
+//! came from.
+//!
+//! - [`RillPeer`]: rill started with `--port 0 --no-ui`; it prints `listening on port N` first, which is how the
+//!   test learns the port. Stopped with SIGINT (Ctrl-C), after which it must exit 0.
+//! - [`LtLeecher`]: `tests/peers/lt_peer.py` as a leecher, optionally with `--no-tracker` (it never announces, so
+//!   nobody but its `--peer`s and whoever dials it can reach it). Every status file is one consistent snapshot:
+//!   [`LtLeecher::snapshot`] reads the totals, the clock and the live per-peer records together. rill is
+//!   recognised by its peer id (`-RL…`), whichever side dialled.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::Instant;
+
+use super::json::{self, Json};
+use super::peers::Peer;
+use super::torrent::Torrent;
+use super::{free_port, lifetime_until, peer_script, require_python_libtorrent, rill_bin, wait_for, Proc, PYTHON};
+
+pub const SIGINT: i32 = 2;
+
+/// `-RL` in hex: the start of every peer id rill makes (`-RL0001-…`).
+pub const RILL_PEER_ID_HEX_PREFIX: &str = "2d524c";
+
+fn mkdir(p: &Path) -> PathBuf {
+    fs::create_dir_all(p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()));
+    p.to_path_buf()
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// rill
+
+/// A running `rill seed` or `rill download` that listens on a port it picked (`--port 0`).
+pub struct RillPeer {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl RillPeer {
+    /// `rill seed TORRENT -d DATA_DIR --no-ui --port 0 [extra…]`, as process `name`; waits until it has checked the
+    /// data and listens.
+    #[track_caller]
+    pub fn seed(dir: &Path, name: &str, torrent: &Torrent, data_dir: &Path, extra: &[&str], deadline: Instant) -> Self {
+        RillPeer::spawn(dir, name, "seed", torrent, data_dir, extra, deadline)
+    }
+
+    /// `rill download TORRENT -d OUT --no-ui --port 0 [extra…]` (add `--seed` to keep it running once complete).
+    #[track_caller]
+    pub fn download(dir: &Path, name: &str, torrent: &Torrent, out: &Path, extra: &[&str], deadline: Instant) -> Self {
+        mkdir(out);
+        RillPeer::spawn(dir, name, "download", torrent, out, extra, deadline)
+    }
+
+    #[track_caller]
+    fn spawn(
+        dir: &Path,
+        name: &str,
+        sub: &str,
+        torrent: &Torrent,
+        data_dir: &Path,
+        extra: &[&str],
+        deadline: Instant,
+    ) -> Self {
+        let mut cmd = Command::new(rill_bin());
+        cmd.arg(sub).arg(&torrent.path).arg("-d").arg(data_dir).args(["--no-ui", "--port", "0"]).args(extra);
+        cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        let proc = Proc::spawn(name, &cmd, &dir.join("logs"), lifetime_until(deadline));
+        let port = wait_for(deadline, &format!("{name} to print `listening on port N`"), || {
+            let port = listening_port(&proc.stdout());
+            if port.is_none() {
+                proc.assert_running();
+            }
+            port
+        });
+        assert_ne!(port, 0, "{name} printed port 0");
+        RillPeer { proc, port }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Ctrl-C: SIGINT to rill itself, then waits for it to exit.
+    #[track_caller]
+    pub fn interrupt(&self, deadline: Instant) -> ExitStatus {
+        self.proc.signal(SIGINT);
+        self.proc.wait_exit(deadline)
+    }
+}
+
+/// The port from a `listening on port N` line.
+pub fn listening_port(stdout: &str) -> Option<u16> {
+    stdout.lines().find_map(|l| l.trim().strip_prefix("listening on port ")?.trim().parse().ok())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// A python3-libtorrent leecher with per-peer evidence
+
+/// Options for [`LtLeecher::start`].
+#[derive(Clone, Debug, Default)]
+pub struct LtLeechOptions {
+    /// `IP:PORT`s it dials (and redials).
+    pub peers: Vec<String>,
+    /// Never announce to the torrent's trackers (`--no-tracker`).
+    pub no_tracker: bool,
+    /// Bytes per second; 0 for unlimited.
+    pub download_limit: u64,
+}
+
+/// One remote peer in a leecher's snapshot.
+#[derive(Clone, Debug)]
+pub struct PeerStat {
+    pub addr: String,
+    pub client: String,
+    pub peer_id_hex: String,
+    /// Payload it sent us / we sent it over this connection.
+    pub downloaded: u64,
+    pub uploaded: u64,
+    /// Pieces it has, as far as the leecher knows.
+    pub num_pieces: u64,
+    pub seed: bool,
+}
+
+impl PeerStat {
+    pub fn is_rill(&self) -> bool {
+        self.peer_id_hex.starts_with(RILL_PEER_ID_HEX_PREFIX)
+    }
+}
+
+/// One status file: everything in it was taken at the same moment.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// Seconds since the script started (its monotonic clock).
+    pub elapsed: f64,
+    /// Payload downloaded in total.
+    pub downloaded: u64,
+    pub complete: bool,
+    /// The connections open at that moment.
+    pub peers: Vec<PeerStat>,
+    /// Every peer ever connected, with its highest totals (keyed by ip:port).
+    pub seen: Vec<PeerStat>,
+}
+
+impl Snapshot {
+    fn parse(s: &Json) -> Snapshot {
+        let peer = |addr: String, v: &Json| {
+            let n = |f| v.get(f).and_then(Json::as_u64).unwrap_or(0);
+            let text = |f| v.get(f).and_then(Json::as_str).unwrap_or("").to_string();
+            PeerStat {
+                addr,
+                client: text("client"),
+                peer_id_hex: text("peer_id"),
+                downloaded: n("total_download"),
+                uploaded: n("total_upload"),
+                num_pieces: n("num_pieces"),
+                seed: v.get("seed").and_then(Json::as_bool).unwrap_or(false),
+            }
+        };
+        let peers = s
+            .get("peers")
+            .and_then(Json::as_array)
+            .unwrap_or(&[])
+            .iter()
+            .map(|v| {
+                let ip = v.get("ip").and_then(Json::as_str).unwrap_or("?");
+                let port = v.get("port").and_then(Json::as_u64).unwrap_or(0);
+                peer(format!("{ip}:{port}"), v)
+            })
+            .collect();
+        let seen = s
+            .get("peers_seen")
+            .and_then(Json::as_object)
+            .unwrap_or(&[])
+            .iter()
+            .map(|(k, v)| peer(k.clone(), v))
+            .collect();
+        Snapshot {
+            elapsed: s.get("elapsed").and_then(Json::as_f64).unwrap_or(0.0),
+            downloaded: s.get("total_payload_download").and_then(Json::as_u64).unwrap_or(0),
+            complete: s.get("is_seeding").and_then(Json::as_bool) == Some(true),
+            peers,
+            seen,
+        }
+    }
+
+    /// Payload received from rill, over every connection with it ever seen.
+    pub fn from_rill(&self) -> u64 {
+        self.seen.iter().filter(|p| p.is_rill()).map(|p| p.downloaded).sum()
+    }
+
+    /// Payload received from anyone but rill.
+    pub fn from_others(&self) -> u64 {
+        self.seen.iter().filter(|p| !p.is_rill()).map(|p| p.downloaded).sum()
+    }
+
+    /// A short account of every peer ever seen, for messages.
+    pub fn describe(&self) -> String {
+        let mut s =
+            format!("at {:.1} s: {} B downloaded, complete {}; peers:", self.elapsed, self.downloaded, self.complete);
+        for p in &self.seen {
+            s.push_str(&format!(
+                " [{} {:?} id {} down {} up {}{}]",
+                p.addr,
+                p.client,
+                p.peer_id_hex.get(..16).unwrap_or(&p.peer_id_hex),
+                p.downloaded,
+                p.uploaded,
+                if p.is_rill() { " (rill)" } else { "" }
+            ));
+        }
+        s
+    }
+}
+
+/// `tests/peers/lt_peer.py` as a leecher into `save_dir`.
+pub struct LtLeecher {
+    name: String,
+    proc: Proc,
+    pub port: u16,
+    status_path: PathBuf,
+}
+
+impl LtLeecher {
+    #[track_caller]
+    pub fn start(
+        dir: &Path,
+        name: &str,
+        torrent: &Torrent,
+        save_dir: &Path,
+        opts: &LtLeechOptions,
+        deadline: Instant,
+    ) -> LtLeecher {
+        require_python_libtorrent();
+        let home = mkdir(&dir.join(name));
+        mkdir(save_dir);
+        let port = free_port();
+        let status_path = home.join("status.json");
+        let lifetime = lifetime_until(deadline);
+        let mut cmd = Command::new(PYTHON);
+        cmd.arg("-u")
+            .arg(peer_script("lt_peer.py"))
+            .arg("--torrent")
+            .arg(&torrent.path)
+            .arg("--save")
+            .arg(save_dir)
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--status")
+            .arg(&status_path)
+            .arg("--download-limit")
+            .arg(opts.download_limit.to_string())
+            .arg("--max-life")
+            .arg(lifetime.as_secs().to_string());
+        if opts.no_tracker {
+            cmd.arg("--no-tracker");
+        }
+        for p in &opts.peers {
+            cmd.arg("--peer").arg(p);
+        }
+        let proc = Proc::spawn(name, &cmd, &dir.join("logs"), lifetime);
+        LtLeecher { name: name.to_string(), proc, port, status_path }
+    }
+
+    /// The last status the script wrote, if any.
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        let text = fs::read_to_string(&self.status_path).ok()?;
+        json::parse(&text).ok().map(|j| Snapshot::parse(&j))
+    }
+
+    /// The first snapshot that satisfies `f`, checking that the leecher and every one of `others` keeps running.
+    #[track_caller]
+    pub fn wait_snapshot(
+        &self,
+        others: &[&Proc],
+        deadline: Instant,
+        what: &str,
+        mut f: impl FnMut(&Snapshot) -> bool,
+    ) -> Snapshot {
+        let mut last = None;
+        let started = Instant::now();
+        loop {
+            if let Some(s) = self.snapshot() {
+                if f(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+            self.proc.assert_running();
+            for p in others {
+                p.assert_running();
+            }
+            if Instant::now() >= deadline {
+                let seen = last.map(|s| s.describe()).unwrap_or_else(|| "no status yet".into());
+                panic!(
+                    "timed out after {:.1} s waiting for {} to see {what}; its last status {seen}",
+                    started.elapsed().as_secs_f64(),
+                    self.name
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    #[track_caller]
+    pub fn wait_complete(&self, others: &[&Proc], deadline: Instant) -> Snapshot {
+        self.wait_snapshot(others, deadline, "its download complete", |s| s.complete)
+    }
+}
+
+impl Peer for LtLeecher {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn uploaded_bytes(&self) -> u64 {
+        self.snapshot().map(|s| s.seen.iter().map(|p| p.uploaded).sum()).unwrap_or(0)
+    }
+    fn downloaded_bytes(&self) -> u64 {
+        self.snapshot().map(|s| s.downloaded).unwrap_or(0)
+    }
+    fn proc(&self) -> &Proc {
+        &self.proc
+    }
+}
