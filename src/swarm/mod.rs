@@ -47,6 +47,8 @@ pub struct PartialPiece {
     received: u32,
     /// Blocks in `Free`.
     free: u32,
+    /// Invariant: no block before this index is `Free`.
+    first_free: u32,
     /// SHA-1 over blocks `0..hashed`, fed as in-order blocks arrive so most bytes are hashed once, from
     /// the read buffer, and never read back.
     hasher: Sha1,
@@ -96,7 +98,7 @@ pub struct Swarm {
     have: Bitfield,
     /// Pieces we want (file selection); a piece is wanted if any wanted file overlaps it.
     wanted: Bitfield,
-        /// Bytes still needed of wanted pieces, and of wanted pieces in all.
+    /// Bytes still needed of wanted pieces, and of wanted pieces in all.
     left: u64,
     wanted_total: u64,
     /// How many connected peers have each piece.
@@ -117,13 +119,13 @@ impl Swarm {
         let n = geometry.piece_count();
         debug_assert_eq!(have.len(), n);
         let left = (0..n).filter(|&p| wanted.get(p) && !have.get(p)).map(|p| u64::from(geometry.piece_len(p))).sum();
-                let wanted_total = wanted.iter_ones().map(|p| u64::from(geometry.piece_len(p))).sum();
+        let wanted_total = wanted.iter_ones().map(|p| u64::from(geometry.piece_len(p))).sum();
         Swarm {
             geometry,
             have,
             wanted,
-                        left,
-                        wanted_total,
+            left,
+            wanted_total,
             availability: vec![0; n as usize],
             partial: BTreeMap::new(),
             spare_blocks: Vec::new(),
@@ -147,7 +149,7 @@ impl Swarm {
         self.left
     }
     /// Bytes of all wanted pieces, verified or not.
-        pub fn wanted_bytes(&self) -> u64 {
+    pub fn wanted_bytes(&self) -> u64 {
         self.wanted_total
     }
     /// Every wanted piece is verified.
@@ -207,6 +209,7 @@ impl Swarm {
                     BlockState::Requested { owners: owners - 1 }
                 } else {
                     pp.free += 1;
+                    pp.first_free = pp.first_free.min(block.index());
                     BlockState::Free
                 };
             }
@@ -292,6 +295,7 @@ impl Swarm {
                     *b = BlockState::Free;
                 }
                 pp.free = pp.blocks.len() as u32;
+                pp.first_free = 0;
                 pp.received = 0;
                 pp.hasher = Sha1::new();
                 pp.hashed = 0;
@@ -317,6 +321,7 @@ impl Swarm {
             blocks,
             received: 0,
             free: n as u32,
+            first_free: 0,
             hasher: Sha1::new(),
             hashed: 0,
             contributors: Vec::new(),
@@ -333,6 +338,8 @@ impl Swarm {
             let received = pp.blocks.iter().filter(|b| **b == BlockState::Received).count() as u32;
             assert_eq!(free, pp.free, "free count of piece {piece}");
             assert_eq!(received, pp.received, "received count of piece {piece}");
+            let first = pp.blocks.iter().position(|b| *b == BlockState::Free).unwrap_or(pp.blocks.len()) as u32;
+            assert!(pp.first_free <= first, "a free block before first_free in piece {piece}");
             assert!(pp.hashed <= pp.received, "hashed past the received blocks of {piece}");
         }
         let left: u64 = (0..self.geometry.piece_count())

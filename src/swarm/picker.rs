@@ -35,9 +35,12 @@ fn first_free(swarm: &mut Swarm, piece: u32) -> Option<BlockRef> {
     if pp.free == 0 {
         return None;
     }
-    let i = pp.blocks.iter().position(|b| *b == BlockState::Free)?;
+    // No block below `first_free` is free, so the scan starts there (blocks go out in order).
+    let from = pp.first_free as usize;
+    let i = from + pp.blocks[from..].iter().position(|b| *b == BlockState::Free)?;
     pp.blocks[i] = BlockState::Requested { owners: 1 };
     pp.free -= 1;
+    pp.first_free = i as u32 + 1;
     Some(swarm.geometry.block_ref(piece, i as u32))
 }
 
