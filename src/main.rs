@@ -80,13 +80,13 @@ fn run(command: Command) -> Result<(), Failure> {
             }
             Ok(())
         }
-                Command::Download { opts, seed, files, sequential, recheck } => {
+        Command::Download { opts, seed, files, sequential, recheck } => {
             let meta = load_torrent(&opts.torrent)?;
             let wanted_files = match &files {
                 Some(list) => select_files(&meta, list)?,
                 None => vec![true; meta.files.len()],
             };
-                        download(&meta, &opts, &wanted_files, sequential, seed, recheck)
+            download(&meta, &opts, &wanted_files, sequential, seed, recheck)
         }
         Command::Seed { opts, partial } => {
             let meta = load_torrent(&opts.torrent)?;
@@ -150,7 +150,7 @@ fn download(
     meta: &Metainfo,
     opts: &TransferOptions,
     wanted_files: &[bool],
-        sequential: bool,
+    sequential: bool,
     seed: bool,
     recheck: bool,
 ) -> Result<(), Failure> {
@@ -169,14 +169,14 @@ fn download(
     }
     std::fs::create_dir_all(&opts.dir)
         .map_err(|e| Failure::Runtime(format!("cannot create {}: {e}", opts.dir.display())))?;
-        let mut storage =
+    let mut storage =
         Storage::open(&opts.dir, meta, |i| wanted_files[i]).map_err(|e| Failure::Runtime(e.to_string()))?;
     let ui_mode = UiMode::detect(opts.no_ui);
     let have = restore(meta, &mut storage, &geometry, recheck, ui_mode)?;
     let swarm = Swarm::new(geometry, have, wanted, sequential);
     let mut rng = Rng::seeded(os_seed());
     let id = peer_id(&mut rng);
-        let config = run_config(opts, ui_mode, seed);
+    let config = run_config(opts, ui_mode, seed);
     run_loop(meta, swarm, storage, config, id, rng, opts)
 }
 
@@ -267,11 +267,22 @@ fn run_loop(
         }
         return Err(Failure::Runtime("stopped before the download completed".into()));
     }
-    let _ = writeln!(
-        out,
-        "{}",
-                ui::render_summary(outcome.wanted_bytes, outcome.elapsed, outcome.peers_used, outcome.uploaded)
-    );
+        if outcome.downloaded == 0 && outcome.uploaded > 0 {
+        let secs = outcome.elapsed.as_secs_f64().max(1e-3);
+        let _ = writeln!(
+            out,
+            "seeded: {} uploaded in {} ({}/s average)",
+            ui::bytes(outcome.uploaded),
+            rill::observe::units::duration(outcome.elapsed),
+            ui::bytes((outcome.uploaded as f64 / secs) as u64)
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "{}",
+            ui::render_summary(outcome.wanted_bytes, outcome.elapsed, outcome.peers_used, outcome.uploaded)
+        );
+    }
     if outcome.wasted > 0 || outcome.hash_failures > 0 {
         let _ = writeln!(
             out,
