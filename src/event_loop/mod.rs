@@ -212,7 +212,7 @@ pub struct EventLoop {
     interrupted: bool,
     /// Bytes verified since the resume file was last written.
     unsaved_bytes: u64,
-        /// Peer ids never to talk to again (they sent data that failed verification).
+    /// Peer ids never to talk to again (they sent data that failed verification).
     banned_ids: Vec<[u8; 20]>,
 }
 
@@ -333,7 +333,7 @@ impl EventLoop {
             signals,
             interrupted: false,
             unsaved_bytes: 0,
-                        banned_ids: Vec::new(),
+            banned_ids: Vec::new(),
         })
     }
 
@@ -663,7 +663,7 @@ impl EventLoop {
         Ok(())
     }
 
-        /// Moves the peer's wheel entry earlier if its session's next deadline moved earlier. Never earlier
+    /// Moves the peer's wheel entry earlier if its session's next deadline moved earlier. Never earlier
     /// than the next tick: a deadline in the past must not fire again in the same turn.
     fn reschedule_peer(&mut self, slot: usize, now: Timestamp) {
         let Some(conn) = self.peers.get_mut(slot) else {
@@ -701,7 +701,8 @@ impl EventLoop {
                 self.timers.cancel(id);
             }
             conn.session.on_closed(&mut self.torrent.swarm);
-            let useful = conn.session.peer_id.is_some();
+                        // A seed we met while seeding is no use to us: back off from it like from a failure.
+            let useful = conn.session.peer_id.is_some() && conn.closing != Some(DropReason::NotNeeded);
             match conn.closing {
                 Some(DropReason::Misbehaved(crate::peer::PeerMisbehaved::OwnPeerId)) => {
                     self.candidates.forget(conn.addr)
@@ -972,7 +973,7 @@ impl EventLoop {
         if self.unsaved_bytes >= SAVE_RESUME_AFTER_BYTES {
             self.save_resume()?;
         }
-                for no in std::mem::take(&mut self.torrent.to_ban) {
+        for no in std::mem::take(&mut self.torrent.to_ban) {
             self.ban(no);
         }
         self.reap_closed(now);
@@ -1027,13 +1028,13 @@ impl EventLoop {
             peers: self.peers.len() - self.half_open(),
             half_open: self.half_open(),
             seeding: self.torrent.swarm.is_complete() && self.config.keep_seeding,
-                        state: self.stopping.then_some("stopping"),
+            state: self.stopping.then_some("stopping"),
             wasted: self.torrent.swarm.totals.wasted,
             hash_failures: self.torrent.swarm.totals.hash_failures,
         }
     }
 
-        /// Prints one line of news (a tracker answered, failed...) above the live status line.
+    /// Prints one line of news (a tracker answered, failed...) above the live status line.
     fn say(&mut self, now: Timestamp, line: &str) {
         if self.stopping {
             return;
@@ -1041,7 +1042,8 @@ impl EventLoop {
         let mut out = io::stdout().lock();
         match self.config.ui {
             UiMode::Live => {
-                let _ = writeln!(out, "\r{line}{}", " ".repeat(self.last_line_len.saturating_sub(line.chars().count())));
+                let _ =
+                    writeln!(out, "\r{line}{}", " ".repeat(self.last_line_len.saturating_sub(line.chars().count())));
                 drop(out);
                 self.last_line_len = 0;
                 self.redraw(now, false);
