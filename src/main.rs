@@ -233,7 +233,8 @@ fn run_config(opts: &TransferOptions, ui: UiMode, keep_seeding: bool) -> RunConf
         seed_ratio: opts.seed_ratio,
         up_limit: opts.up_limit,
         down_limit: opts.down_limit,
-        upload_slots: opts.max_upload_slots,
+                upload_slots: opts.max_upload_slots,
+        columns: std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|&c| c >= 20).unwrap_or(80),
     }
 }
 

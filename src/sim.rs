@@ -180,7 +180,7 @@ impl Sim {
         }
     }
 
-        /// Adds a peer that claims every piece but serves `garbage` in place of the content.
+    /// Adds a peer that claims every piece but serves `garbage` in place of the content.
     pub fn add_liar(&mut self, meta: &Metainfo, garbage: &[u8], rng: &mut Rng) -> usize {
         let node = self.add_node(meta, None, rng);
         let t = &mut self.nodes[node].torrent;
@@ -311,7 +311,7 @@ impl Sim {
                         end.read.fill_from(&mut src).expect("memory read");
                         result = torrent.process_input(&mut end.read, &mut end.session, now);
                     }
-                                        match result {
+                    match result {
                         Ok(()) => {}
                         Err(InputError::Drop(reason)) => self.close(li, reason),
                         Err(InputError::Fatal(e)) => panic!("storage failed in simulation: {e}"),
@@ -392,13 +392,14 @@ impl Sim {
         self.check_invariants();
     }
 
-        /// Disconnects every peer a node decided to ban, as the loop does.
+    /// Disconnects every peer a node decided to ban, as the loop does.
     fn apply_bans(&mut self) {
         for ni in 0..self.nodes.len() {
             for no in std::mem::take(&mut self.nodes[ni].torrent.to_ban) {
-                let found = self.links.iter().position(|l| {
-                    (l.a.node == ni && l.a.session.no == no) || (l.b.node == ni && l.b.session.no == no)
-                });
+                let found = self
+                    .links
+                    .iter()
+                    .position(|l| (l.a.node == ni && l.a.session.no == no) || (l.b.node == ni && l.b.session.no == no));
                 if let Some(li) = found {
                     self.close(li, DropReason::Banned);
                 }
@@ -512,7 +513,7 @@ mod tests {
         assert_eq!(sim.content(leecher), content);
     }
 
-        #[test]
+    #[test]
     fn liar_peer_is_banned_and_the_download_completes_from_the_honest_seed() {
         let mut rng = Rng::seeded(4);
         let (meta, content) = make_torrent(2 * 1024 * 1024, 64 * 1024, 4);

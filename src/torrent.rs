@@ -37,7 +37,7 @@ pub struct Torrent {
     pub piece_hashes: Vec<[u8; 20]>,
     /// Pieces verified since the loop last announced them to every peer.
     pub verified: Vec<u32>,
-        /// Peers to disconnect and never talk to again (they sent data that failed verification); the driver
+    /// Peers to disconnect and never talk to again (they sent data that failed verification); the driver
     /// drains this after every input.
     pub to_ban: Vec<PeerNo>,
     bans: BanList,
@@ -45,7 +45,15 @@ pub struct Torrent {
 
 impl Torrent {
     pub fn new(ctx: TorrentContext, swarm: Swarm, storage: Storage, piece_hashes: Vec<[u8; 20]>) -> Self {
-        Torrent { ctx, swarm, storage, piece_hashes, verified: Vec::new(), to_ban: Vec::new(), bans: BanList::default() }
+        Torrent {
+            ctx,
+            swarm,
+            storage,
+            piece_hashes,
+            verified: Vec::new(),
+            to_ban: Vec::new(),
+            bans: BanList::default(),
+        }
     }
 
     /// Parses and handles every whole frame in `read` (the handshake first, if it is awaited).
@@ -91,7 +99,7 @@ impl Torrent {
             }
             None => {
                 log::info!("piece {piece} failed its hash check; fetching it again");
-                                let contributors = self.swarm.on_piece_failed(piece);
+                let contributors = self.swarm.on_piece_failed(piece);
                 let banned = self.bans.on_piece_failed(&contributors);
                 self.to_ban.extend(banned);
             }
@@ -99,7 +107,7 @@ impl Torrent {
         Ok(())
     }
 
-        pub fn is_banned(&self, no: PeerNo) -> bool {
+    pub fn is_banned(&self, no: PeerNo) -> bool {
         self.bans.is_banned(no)
     }
 

@@ -131,8 +131,10 @@ pub struct RunConfig {
     /// Bytes per second across all peers.
     pub up_limit: Option<u64>,
     pub down_limit: Option<u64>,
-    /// Regular upload slots (one optimistic slot comes on top).
+        /// Regular upload slots (one optimistic slot comes on top).
     pub upload_slots: usize,
+    /// Terminal width for the live line (a longer line would wrap and break the redraw).
+    pub columns: usize,
 }
 
 /// How a run ended.
@@ -1058,7 +1060,7 @@ impl EventLoop {
         let snap = self.snapshot();
         match self.config.ui {
             UiMode::Live => {
-                let line = ui::render_status(&snap, 120);
+                                let line = ui::render_status(&snap, self.config.columns.saturating_sub(1));
                 let pad = self.last_line_len.saturating_sub(line.chars().count());
                 let mut out = io::stdout().lock();
                 let _ = write!(out, "\r{line}{}", " ".repeat(pad));

@@ -20,7 +20,7 @@ pub struct Snapshot {
     pub peers: usize,
     pub half_open: usize,
     pub seeding: bool,
-        /// A short state word when not simply downloading ("checking", "stopping").
+    /// A short state word when not simply downloading ("checking", "stopping").
     pub state: Option<&'static str>,
     /// Bytes received but not used, and pieces that failed verification.
     pub wasted: u64,
@@ -53,7 +53,7 @@ pub fn render_status(s: &Snapshot, width: usize) -> String {
             None => "--".to_string(),
         };
         format!(
-            "{:5.1}%  {} / {}  down {}  up {}  peers {} ({} connecting)  eta {}",
+                        "{:5.1}%  {} / {}  down {}  up {}  peers {}+{}  eta {}",
             s.percent(),
             units::bytes(s.done),
             units::bytes(s.total),
@@ -64,7 +64,7 @@ pub fn render_status(s: &Snapshot, width: usize) -> String {
             eta
         )
     };
-        if s.hash_failures > 0 || s.wasted > 0 {
+    if s.hash_failures > 0 || s.wasted > 0 {
         line.push_str(&format!("  wasted {} ({} bad)", units::bytes(s.wasted), s.hash_failures));
     }
     if let Some(state) = s.state {
@@ -106,7 +106,7 @@ mod tests {
         };
         let line = render_status(&s, 200);
         assert!(line.starts_with(" 50.0%"), "{line}");
-        assert!(line.contains("peers 3 (1 connecting)"), "{line}");
+                assert!(line.contains("peers 3+1"), "{line}");
         assert!(line.contains("eta 8.0s"), "{line}");
         assert_eq!(render_status(&s, 10).chars().count(), 10);
     }

@@ -121,7 +121,7 @@ impl Pipeline {
     /// A block arrived: its entry, if we asked for it. Blocks mostly arrive in request order, so the
     /// search usually stops at the front.
     pub fn on_block(&mut self, block: &BlockRef, now: Timestamp) -> Option<InFlight> {
-                // An open request answers before a released one for the same block (it may have been re-requested
+        // An open request answers before a released one for the same block (it may have been re-requested
         // after a time-out).
         let i = self
             .in_flight

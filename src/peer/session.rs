@@ -108,7 +108,7 @@ pub struct PeerSession {
     pub uploaded: u64,
     upload_sample: u64,
     upload_rate: f64,
-        /// When the peer last sent us a block (for snubbing).
+    /// When the peer last sent us a block (for snubbing).
     pub last_block_at: Option<Timestamp>,
     /// Endgame cancels sent to this peer.
     pub cancels_sent: u64,
@@ -156,7 +156,7 @@ impl PeerSession {
             uploaded: 0,
             upload_sample: 0,
             upload_rate: 0.0,
-                        last_block_at: None,
+            last_block_at: None,
             cancels_sent: 0,
         }
     }
@@ -473,7 +473,7 @@ impl PeerSession {
 
     /// Another peer delivered `block` first (endgame): cancel our request for it.
     pub fn on_block_taken(&mut self, block: &BlockRef) {
-                if self.pipeline.release(block) {
+        if self.pipeline.release(block) {
             self.cancels_sent += 1;
             self.send(Frame::Cancel { piece: block.piece, offset: block.offset, len: block.len });
         }
@@ -536,7 +536,7 @@ impl PeerSession {
         if now - self.last_received >= DROP_SILENT_AFTER {
             return Err(DropReason::Silent);
         }
-                if now - self.last_sent >= KEEPALIVE_AFTER {
+        if now - self.last_sent >= KEEPALIVE_AFTER {
             // With output still queued the peer will hear from us anyway; either way the next keep-alive
             // is due a full interval from now (and the deadline never stays in the past).
             if self.out.is_empty() {

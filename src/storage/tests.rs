@@ -462,4 +462,3 @@ fn a_directory_where_a_zero_length_file_belongs_fails_open_naming_it() {
     };
     assert_names_path(&err, &dir.join(LAYOUT[EMPTY].0), StorageOp::Open);
 }
-
