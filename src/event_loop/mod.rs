@@ -900,12 +900,13 @@ impl EventLoop {
                         added |= self.candidates.add(addr);
                     }
                 }
+                                // Shown to the user on stdout; the log keeps a copy for RUST_LOG=info.
                 TrackerEvent::Warning { url, message } => {
-                    log::warn!("tracker {url}: {message}");
+                    log::info!("tracker {url}: warning: {message}");
                     self.say(now, &format!("tracker {url}: warning: {message}"));
                 }
-                TrackerEvent::Error { url, message } => {
-                    log::warn!("tracker {url}: {message}");
+                                TrackerEvent::Error { url, message } => {
+                    log::info!("tracker {url}: {message}");
                     self.say(now, &format!("tracker {url}: {message}"));
                 }
                 TrackerEvent::Announced { url, peers, seeders, leechers, .. } => {
