@@ -153,8 +153,10 @@ struct Tracker {
     connection: Option<ConnectionId>,
     /// It answered an announce: it knows us, so it gets `stopped`.
     started_ok: bool,
-    /// It got `completed` (or first heard of us as a seed after we completed).
+        /// It got `completed` (or first heard of us as a seed after we completed).
     completed_sent: bool,
+    /// rill is stopping while this tracker's `completed` is in flight: send `stopped` once it ends.
+    stop_after_completed: bool,
     tracker_id: Option<Vec<u8>>,
     state: TrackerState,
     last_announce: Option<Timestamp>,
@@ -224,7 +226,8 @@ impl Trackers {
                     scrape: None,
                     connection: None,
                     started_ok: false,
-                    completed_sent: false,
+                                        completed_sent: false,
+                    stop_after_completed: false,
                     tracker_id: None,
                     state: TrackerState::Idle,
                     last_announce: None,
@@ -340,10 +343,17 @@ impl Trackers {
         for tier in &mut self.tiers {
             tier.next_at = None;
         }
-        let announcing = self.announcing;
+                let announcing = self.announcing;
         for t in 0..self.trackers.len() {
-            self.cancel(t, Slot::Announce);
             self.cancel(t, Slot::Scrape);
+            // A `completed` still in flight is let finish (the tracker's completed count depends on it);
+            // `stopped` follows it, within the same deadline.
+            let completing = self.trackers[t].announce.as_ref().and_then(|r| r.event()) == Some(Event::Completed);
+            if completing {
+                self.trackers[t].stop_after_completed = true;
+                continue;
+            }
+            self.cancel(t, Slot::Announce);
             let tracker = &mut self.trackers[t];
             if !tracker.started_ok || !announcing {
                 if tracker.state == TrackerState::Announcing {
@@ -351,14 +361,17 @@ impl Trackers {
                 }
                 continue;
             }
-            tracker.state = TrackerState::Stopping;
-            let params = self.announce_params(t, Event::Stopped);
-            let schedule = Retransmit {
-                base: self.timeouts.udp.base.min(STOP_RETRANSMIT),
-                max_exponent: udp::MAX_RETRANSMIT_EXPONENT,
-            };
-            self.begin_announce(t, params, Some(deadline), schedule, now);
+                        self.send_stopped(t, deadline, now);
         }
+    }
+
+        /// Sends `stopped` to tracker `t` (it knows us), failing at `deadline`.
+    fn send_stopped(&mut self, t: usize, deadline: Timestamp, now: Timestamp) {
+        self.trackers[t].state = TrackerState::Stopping;
+        let params = self.announce_params(t, Event::Stopped);
+        let schedule =
+            Retransmit { base: self.timeouts.udp.base.min(STOP_RETRANSMIT), max_exponent: udp::MAX_RETRANSMIT_EXPONENT };
+        self.begin_announce(t, params, Some(deadline), schedule, now);
     }
 
     /// True once `on_stop` was called and every `stopped` announce has been answered or timed out.

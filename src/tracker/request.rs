@@ -12,7 +12,7 @@ use log::debug;
 use super::codec::{Host, Scheme, TrackerUrl, UrlError};
 use super::error::TrackerError;
 use super::http::{self, HttpResponse, ResponseParser};
-use super::message::{AnnounceParams, Answer};
+use super::message::{AnnounceParams, Answer, Event};
 use super::resolve::Lookup;
 use super::udp::{self, Retransmit, Step, UdpExchange, UdpWork};
 use super::{IoId, Tracker, TrackerEvent, TrackerIo, Trackers};
@@ -34,6 +34,16 @@ const SLOTS: [Slot; 2] = [Slot::Announce, Slot::Scrape];
 enum Purpose {
     Announce(AnnounceParams),
     Scrape,
+}
+
+impl Request {
+    /// The announce event this request carries, if it is an announce.
+    pub(super) fn event(&self) -> Option<Event> {
+        match &self.purpose {
+            Purpose::Announce(params) => Some(params.event),
+            Purpose::Scrape => None,
+        }
+    }
 }
 
 /// A request in flight.

@@ -348,6 +348,30 @@ fn started_then_interval_then_completed_then_stopped_with_accurate_figures() {
 }
 
 #[test]
+fn stop_right_after_completion_lets_completed_finish_then_sends_stopped() {
+    // rill exits as soon as the last piece verifies: the tracker must still count the completion.
+    let mut sim = Sim::new(&[&["http://127.0.0.1:1001/announce"]]);
+    sim.tick(Timestamp::ZERO);
+    let (id, _, _) = http_requests(&sim.io())[0].clone();
+    sim.answer_http(id, &http_ok(b"d8:intervali1800e5:peers0:e"));
+    sim.now = Timestamp::from_secs(5);
+    sim.transfer = Transfer { uploaded: 0, downloaded: 1000, left: 0 };
+    sim.tr.on_completed(sim.now, sim.transfer);
+    let (completed, _, req) = http_requests(&sim.io())[0].clone();
+    assert_eq!(param(&req, "event").as_deref(), Some("completed"));
+    sim.tr.on_stop(sim.now, sim.transfer);
+    let io = sim.io();
+    assert!(closes(&io).is_empty(), "the completed announce is not cancelled");
+    assert!(http_requests(&io).is_empty(), "stopped waits for completed");
+    assert!(!sim.tr.is_stopped());
+    sim.answer_http(completed, &http_ok(b"d8:intervali1800e5:peers0:e"));
+    let (stopped, _, req) = http_requests(&sim.io())[0].clone();
+    assert_eq!(param(&req, "event").as_deref(), Some("stopped"));
+    sim.answer_http(stopped, &http_ok(b"d8:intervali1800ee"));
+    assert!(sim.tr.is_stopped());
+}
+
+#[test]
 fn stopped_only_to_trackers_that_answered_and_bounded_by_stop_timeout() {
     let mut sim = Sim::new(&[&["http://127.0.0.1:1001/a"], &["udp://127.0.0.1:1002"], &["udp://127.0.0.1:1003"]]);
     sim.tick(Timestamp::ZERO);

@@ -81,7 +81,28 @@ impl Trackers {
         result: Result<AnnounceReply, TrackerError>,
         now: Timestamp,
     ) {
-        let url = self.trackers[t].url_text.clone();
+                let url = self.trackers[t].url_text.clone();
+        if self.trackers[t].stop_after_completed {
+            // rill is stopping: record the `completed` answer, then say goodbye.
+            self.trackers[t].stop_after_completed = false;
+            if let Ok(reply) = &result {
+                self.trackers[t].completed_sent = true;
+                self.trackers[t].started_ok = true;
+                self.events.push_back(TrackerEvent::Announced {
+                    url: url.clone(),
+                    event: params.event,
+                    peers: reply.peers.len(),
+                    seeders: reply.seeders,
+                    leechers: reply.leechers,
+                });
+            }
+            if let Some(deadline) = self.stop_deadline {
+                if now < deadline {
+                    self.send_stopped(t, deadline, now);
+                }
+            }
+            return;
+        }
         if params.event == Event::Stopped {
             let tracker = &mut self.trackers[t];
             tracker.state = TrackerState::Stopped;
