@@ -1,0 +1,1438 @@
+#!/usr/bin/python3
+"""The orchestrator behind scripts/bench (which installs tools, builds rill and runs this under a total timeout).
+
+    bench.py [download] [memory] [latency] [upload] [endgame]     (no argument: all of them)
+
+Everything runs on 127.0.0.1. Every process is started in its own process group, wrapped in `timeout` (an
+absolute bound even if this script dies), and its group is killed by id on exit. Readiness is polled with
+deadlines. Per-run logs go to target/bench/logs/, the tables to target/bench/results.txt, raw runs to
+target/bench/runs.jsonl. See scripts/bench for the environment variables.
+"""
+import atexit
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+PY = "/usr/bin/python3"
+LTPEER = os.path.join(HERE, "ltpeer.py")
+PROXY = os.path.join(HERE, "delay_proxy.py")
+MKTORRENT = os.path.join(HERE, "mktorrent.py")
+RILL = os.environ.get("RILL_BIN") or os.path.join(ROOT, "target", "release", "rill")
+
+
+def env_int(name, default):
+    v = os.environ.get(name, "")
+    return int(v) if v.strip() else default
+
+
+def env_float(name, default):
+    v = os.environ.get(name, "")
+    return float(v) if v.strip() else default
+
+
+BENCH = os.environ.get("BENCH_DIR") or os.path.join(ROOT, "target", "bench")
+WORK = os.path.join(BENCH, "work")
+LOGS = os.path.join(BENCH, "logs")
+RESULTS = os.path.join(BENCH, "results.txt")
+RUNS = os.path.join(BENCH, "runs.jsonl")
+
+ROUNDS = env_int("ROUNDS", 3)
+TOTAL = env_float("BENCH_TIMEOUT", 3600)
+RUN_TIMEOUT = env_float("RUN_TIMEOUT", 300)
+SIZE = env_int("SIZE_MIB", 1024) << 20
+BIG = env_int("BIG_MIB", 4096) << 20
+PIECE = env_int("PIECE_KIB", 1024) << 10
+CACHE = os.environ.get("BENCH_CACHE", "hot")
+KEEP = os.environ.get("BENCH_KEEP", "0") == "1"
+DELAY_MS = env_float("DELAY_MS", 25)
+ENDGAME_FAST = env_int("ENDGAME_FAST", 50_000_000)
+ENDGAME_SLOW = env_int("ENDGAME_SLOW", 500_000)
+CLIENTS = os.environ.get("CLIENTS", "rill aria2c libtorrent transmission rqbit").split()
+MEMORY_CLIENTS = os.environ.get("MEMORY_CLIENTS", "rill").split()
+LATENCY_CLIENTS = os.environ.get("LATENCY_CLIENTS", "rill libtorrent").split()
+ENDGAME_CLIENTS = os.environ.get("ENDGAME_CLIENTS", "rill libtorrent").split()
+SEEDER_PROFILE = os.environ.get("SEEDER_PROFILE", "default")
+QUIET_WAIT = env_float("BENCH_QUIET_WAIT", 20)
+QUIET_CORES = env_float("BENCH_QUIET_CORES", 0.3)
+GIB = float(1 << 30)
+
+START = time.monotonic()
+DEADLINE = START + TOTAL - 15  # leave time to clean up inside the wrapper's bound
+
+ALL_CASES = ["download", "memory", "latency", "upload", "endgame"]
+
+
+def remaining():
+    return DEADLINE - time.monotonic()
+
+
+def say(*a):
+    print(*a, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Processes
+
+
+PROCS = []  # every Popen we started; each is the leader of its own process group
+
+
+def spawn(name, cmd, life=None, env=None, cwd=None, stdout=None):
+    """Start `cmd` in a new process group under `timeout` (life seconds, at most what the whole bench has left)."""
+    life = max(1, int(min(life if life is not None else remaining(), remaining())))
+    log = open(os.path.join(LOGS, name + ".log"), "ab")
+    full = ["timeout", "-k", "5", str(life)] + [str(c) for c in cmd]
+    p = subprocess.Popen(full, stdout=stdout or log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+                         env=env, cwd=cwd)
+    p.bench_name = name
+    PROCS.append(p)
+    return p
+
+
+def stop(p, grace=5.0, sig=signal.SIGTERM, pid=None):
+    """Ask politely (the client's own pid first when given, so it can shut down cleanly), then kill the group."""
+    if p.poll() is not None:
+        return
+    try:
+        if pid:
+            os.kill(pid, sig)
+        else:
+            os.killpg(p.pid, sig)
+    except ProcessLookupError:
+        pass
+    try:
+        p.wait(grace)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        p.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def cleanup():
+    for p in reversed(PROCS):
+        if p.poll() is None:
+            stop(p, grace=3)
+
+
+def on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+atexit.register(cleanup)
+for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(s, on_signal)
+
+
+def ppid_of(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            s = f.read()
+        return int(s[s.rindex(")") + 2:].split()[1])
+    except (OSError, ValueError):
+        return None
+
+
+def children(pid):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit() and ppid_of(int(d)) == pid:
+            out.append(int(d))
+    return out
+
+
+def leaf(pid, depth):
+    """The process `depth` levels below `pid` (timeout -> time -> client), or None while it is not there yet."""
+    for _ in range(depth):
+        c = children(pid)
+        if not c:
+            return None
+        pid = c[0]
+    return pid
+
+
+def proc_status(pid):
+    out = {}
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in ("VmRSS", "VmHWM", "RssAnon"):
+                    out[k] = int(v.split()[0])  # KiB
+    except OSError:
+        pass
+    return out
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid):
+    """user+sys seconds of a live process (its own threads; not its children)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            s = f.read()
+        fields = s[s.rindex(")") + 2:].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_busy():
+    """Seconds of CPU time the whole machine has spent busy (all cores), from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return (v[0] + v[1] + v[2] + v[5] + v[6]) / TICK  # user nice system irq softirq (not idle, iowait, steal)
+
+
+def ours_cpu():
+    """CPU seconds used so far by this script and the live processes of every group it started."""
+    groups = {p.pid for p in PROCS if p.poll() is None}
+    total = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                st = f.read()
+            fields = st[st.rindex(")") + 2:].split()
+            if int(fields[2]) in groups:
+                total += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            pass
+    t = os.times()
+    return total / TICK + t.user + t.system
+
+
+class Load:
+    """How much CPU everything else on the machine used over an interval (other users' builds and tests)."""
+
+    def __init__(self):
+        self.busy0 = cpu_busy()
+        self.ours0 = ours_cpu()
+        self.t0 = time.monotonic()
+
+    def others(self, client_cpu=0.0):
+        """Average cores used by processes that are not ours since the start (client_cpu: the CPU of our
+        processes that ended in between, e.g. the leecher as GNU time reports it)."""
+        dt = max(1e-3, time.monotonic() - self.t0)
+        other = (cpu_busy() - self.busy0) - (ours_cpu() - self.ours0) - client_cpu
+        return max(0.0, other / dt)
+
+
+BUSY_STARTS = [0, 0]  # runs started on a busy machine, all runs
+
+
+def wait_quiet():
+    """Wait (up to BENCH_QUIET_WAIT s) until the rest of the machine has used less than BENCH_QUIET_CORES cores for
+    two 0.5 s windows in a row: other sessions' builds would skew the figures. Returns the last level seen."""
+    BUSY_STARTS[1] += 1
+    if QUIET_WAIT <= 0:
+        return None
+    end = time.monotonic() + min(QUIET_WAIT, max(0.0, remaining() - 60))
+    calm = 0
+    level = 0.0
+    while True:
+        l = Load()
+        time.sleep(0.5)
+        level = l.others()
+        calm = calm + 1 if level < QUIET_CORES else 0
+        if calm >= 2:
+            return level
+        if time.monotonic() > end:
+            BUSY_STARTS[0] += 1
+            return level
+
+
+def wait_until(what, fn, timeout, interval=0.05, procs=()):
+    """Poll fn() until it returns something truthy; fail after timeout or if one of procs exits."""
+    end = time.monotonic() + min(timeout, max(0, remaining()))
+    while True:
+        v = fn()
+        if v:
+            return v
+        for p in procs:
+            if p.poll() is not None:
+                raise RuntimeError("%s: %s exited (code %s) while waiting; see %s" % (
+                    what, p.bench_name, p.returncode, os.path.join(LOGS, p.bench_name + ".log")))
+        if time.monotonic() > end:
+            raise RuntimeError("timed out waiting for " + what)
+        time.sleep(interval)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Measured runs
+
+
+class Run:
+    pass
+
+
+def measured(name, cmd, timeout, env=None, cwd=None, done_file=None, on_tick=None, on_done=None):
+    """Run a leecher under GNU time, sampling its /proc status. Returns a Run with wall, cpu, rss, lines.
+
+    Exit-on-complete clients: wall = process start to exit. Daemons (done_file): wall = start to the epoch written
+    into done_file by the client's completion hook; the client is then sent SIGTERM."""
+    timefile = os.path.join(LOGS, name + ".time")
+    errpath = os.path.join(LOGS, name + ".stderr")
+    outpath = os.path.join(LOGS, name + ".stdout")
+    if os.path.exists(timefile):
+        os.unlink(timefile)
+    timeout = min(timeout, remaining())
+    if timeout < 5:
+        raise RuntimeError("no time left in the bench budget")
+    full = ["timeout", "-k", "5", str(int(timeout) + 5), "/usr/bin/time", "-f", "%e %U %S %M", "-o", timefile]
+    full += [str(c) for c in cmd]
+    r = Run()
+    r.name = name
+    r.lines = []
+    r.timed_out = False
+    r.peak_anon = 0
+    r.peak_rss_sampled = 0
+    r.done_epoch = None
+    r.tick_error = None
+    r.notes = []
+    err = open(errpath, "wb")
+    load = Load()
+    e0 = r.epoch0 = time.time()
+    t0 = time.monotonic()
+    p = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+                         start_new_session=True, env=env, cwd=cwd)
+    p.bench_name = name
+    PROCS.append(p)
+    exit_at = []
+
+    def reader():
+        with open(outpath, "w") as out:
+            for raw in p.stdout:
+                t = time.monotonic() - t0
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                r.lines.append((t, line))
+                out.write("%8.3f %s\n" % (t, line))
+
+    def waiter():
+        p.wait()
+        exit_at.append(time.monotonic())
+
+    threads = [threading.Thread(target=reader, daemon=True), threading.Thread(target=waiter, daemon=True)]
+    for th in threads:
+        th.start()
+    client = None
+    sent_term = 0.0
+    while not exit_at:
+        now = time.monotonic()
+        if client is None and not sent_term:
+            client = leaf(p.pid, 2)
+        if client is not None:
+            st = proc_status(client)
+            r.peak_anon = max(r.peak_anon, st.get("RssAnon", 0))
+            r.peak_rss_sampled = max(r.peak_rss_sampled, st.get("VmHWM", 0))
+        if on_tick is not None and client is not None and r.tick_error is None and r.done_epoch is None:
+            try:
+                on_tick(now - t0)
+            except Exception as e:  # noqa: BLE001 - report it as a failed run, stop the client below
+                r.tick_error = "%s: %s" % (type(e).__name__, e)
+                r.notes.append("bench: %s" % r.tick_error)
+                timeout = 0
+        if done_file and r.done_epoch is None and os.path.exists(done_file):
+            try:
+                with open(done_file) as f:
+                    r.done_epoch = float(f.read().strip())
+            except (OSError, ValueError):
+                pass
+            if r.done_epoch is not None and client is not None and not sent_term:
+                # Ask the daemon to quit (on_done, e.g. an RPC), else SIGTERM; SIGKILL the client alone (so GNU
+                # time still reports) if it has not gone 15 s later.
+                sent_term = now
+                try:
+                    if on_done is not None:
+                        on_done()
+                    else:
+                        os.kill(client, signal.SIGTERM)
+                except Exception as e:  # noqa: BLE001
+                    r.notes.append("bench: stopping the client: %s" % e)
+                    try:
+                        os.kill(client, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+        if sent_term and now - sent_term > 15 and client is not None:
+            r.notes.append("bench: client still running 15 s after completion: SIGKILL")
+            try:
+                os.kill(client, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            client = None
+        if now - t0 > timeout:
+            r.timed_out = True
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    p.wait()
+    for th in threads:
+        th.join(5)
+    t_exit = exit_at[0] if exit_at else time.monotonic()
+    r.exit_code = p.returncode
+    if r.done_epoch is not None:
+        r.wall = r.done_epoch - e0
+    else:
+        r.wall = t_exit - t0
+    r.user = r.sys = r.maxrss = None
+    try:
+        with open(timefile) as f:
+            last = [l for l in f.read().splitlines() if l.strip()][-1].split()
+        r.time_wall, r.user, r.sys, r.maxrss = float(last[0]), float(last[1]), float(last[2]), int(last[3])
+    except (OSError, IndexError, ValueError):
+        pass
+    r.others = load.others((r.user or 0) + (r.sys or 0))
+    with open(errpath, "rb") as f:
+        r.stderr_tail = f.read()[-2000:].decode("utf-8", "replace")
+    if r.notes:
+        r.stderr_tail += "\n" + "\n".join(r.notes)
+        with open(errpath, "a") as f:
+            f.write("\n".join(r.notes) + "\n")
+    return r
+
+
+def record(case, client, variant, r, size, ok, extra=None):
+    row = {
+        "case": case, "client": client, "variant": variant, "size": size, "ok": ok,
+        "wall": r.wall, "user": r.user, "sys": r.sys, "maxrss_kib": r.maxrss, "peak_anon_kib": r.peak_anon,
+        "exit": r.exit_code, "timed_out": r.timed_out, "others_cores": r.others,
+    }
+    if extra:
+        row.update(extra)
+    with open(RUNS, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    return row
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data, torrents, page cache
+
+
+def drop_caches():
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+DROP_OK = None
+
+
+def prepare_cache(files):
+    """Same starting point for every run: nothing dirty, and the seeder's data hot (default) or cold."""
+    global DROP_OK
+    os.sync()
+    if CACHE == "cold":
+        DROP_OK = drop_caches()
+        return
+    buf = bytearray(4 << 20)
+    for path in files:
+        with open(path, "rb", buffering=0) as f:
+            while f.readinto(buf):
+                pass
+
+
+def same_content(a, b, size):
+    try:
+        if os.path.getsize(a) != size:
+            return False
+    except OSError:
+        return False
+    return subprocess.run(["cmp", "-s", a, b], timeout=max(10, remaining())).returncode == 0
+
+
+class Content:
+    def __init__(self, label, size, tracker_url):
+        self.label = label
+        self.size = size
+        self.dir = os.path.join(WORK, "seed-" + label)
+        self.name = "bench-%s.bin" % label
+        self.path = os.path.join(self.dir, self.name)
+        os.makedirs(self.dir, exist_ok=True)
+        if not (os.path.exists(self.path) and os.path.getsize(self.path) == size):
+            t = time.monotonic()
+            with open(self.path, "wb") as out:
+                subprocess.run(["head", "-c", str(size), "/dev/urandom"], stdout=out, check=True,
+                               timeout=max(10, remaining()))
+            say("  generated %s (%d MiB) in %.1f s" % (self.path, size >> 20, time.monotonic() - t))
+        self.torrent = os.path.join(WORK, "bench-%s.torrent" % label)
+        self.torrent_nt = os.path.join(WORK, "bench-%s-direct.torrent" % label)  # no announce: peers given directly
+        t = time.monotonic()
+        self.infohash = subprocess.run([PY, MKTORRENT, self.path, str(PIECE), self.torrent, tracker_url],
+                                       capture_output=True, text=True, check=True,
+                                       timeout=max(10, remaining())).stdout.strip()
+        subprocess.run([PY, MKTORRENT, self.path, str(PIECE), self.torrent_nt], capture_output=True, check=True,
+                       timeout=max(10, remaining()))
+        say("  torrent %s: info-hash %s, %d KiB pieces (%.1f s to hash)" % (
+            self.label, self.infohash, PIECE >> 10, time.monotonic() - t))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bencode (tracker answers) and the tracker
+
+
+def bdecode(b, i=0):
+    c = b[i:i + 1]
+    if c == b"i":
+        j = b.index(b"e", i)
+        return int(b[i + 1:j]), j + 1
+    if c == b"l":
+        i += 1
+        out = []
+        while b[i:i + 1] != b"e":
+            v, i = bdecode(b, i)
+            out.append(v)
+        return out, i + 1
+    if c == b"d":
+        i += 1
+        out = {}
+        while b[i:i + 1] != b"e":
+            k, i = bdecode(b, i)
+            v, i = bdecode(b, i)
+            out[k] = v
+        return out, i + 1
+    j = b.index(b":", i)
+    n = int(b[i:j])
+    return b[j + 1:j + 1 + n], j + 1 + n
+
+
+def pct(raw):
+    return "".join("%%%02X" % x for x in raw)
+
+
+class Tracker:
+    def __init__(self):
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d/announce" % self.port
+        self.proc = None
+
+    def start(self, infohashes):
+        root = os.path.join(WORK, "opentracker")
+        os.makedirs(root, exist_ok=True)
+        os.chmod(root, 0o755)
+        with open(os.path.join(root, "whitelist"), "w") as f:
+            f.write("".join(h + "\n" for h in infohashes))
+        os.chmod(os.path.join(root, "whitelist"), 0o644)
+        cmd = ["opentracker", "-i", "127.0.0.1", "-p", self.port, "-P", self.port, "-d", root, "-w", "whitelist"]
+        if os.geteuid() == 0:
+            cmd += ["-u", "nobody"]
+        self.proc = spawn("opentracker", cmd)
+        for h in infohashes:
+            wait_until("opentracker to accept " + h, lambda: self.authorized(h), 20, 0.1, [self.proc])
+
+    def announce(self, infohash, event, port=1, numwant=0):
+        q = ("info_hash=%s&peer_id=-BENCHPROBE-00000000&port=%d&uploaded=0&downloaded=0&left=1&compact=1"
+             "&numwant=%d&event=%s" % (pct(bytes.fromhex(infohash)), port, numwant, event))
+        with urllib.request.urlopen("http://127.0.0.1:%d/announce?%s" % (self.port, q), timeout=2) as r:
+            return bdecode(r.read())[0]
+
+    def authorized(self, infohash):
+        try:
+            d = self.announce(infohash, "started")
+            self.announce(infohash, "stopped")
+            return b"failure reason" not in d
+        except (OSError, ValueError, urllib.error.URLError):
+            return False
+
+    def lists(self, infohash, port):
+        """True once the tracker hands out 127.0.0.1:port for infohash."""
+        try:
+            d = self.announce(infohash, "started", numwant=200)
+            self.announce(infohash, "stopped")
+        except (OSError, ValueError, urllib.error.URLError):
+            return False
+        peers = d.get(b"peers", b"")
+        if isinstance(peers, bytes):
+            return any(peers[i + 4:i + 6] == port.to_bytes(2, "big") for i in range(0, len(peers) - 5, 6))
+        return any(p.get(b"port") == port for p in peers)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Seeders
+
+
+class LtSeeder:
+    """The reference seeder: python3-libtorrent, one session, one or more torrents."""
+
+    def __init__(self, name, torrents, upload_limit=0):
+        self.name = name
+        self.port = free_port()
+        self.status = os.path.join(WORK, name + ".status.json")
+        self.dial = os.path.join(WORK, name + ".dial")
+        shutil.rmtree(self.dial, ignore_errors=True)
+        os.makedirs(self.dial)
+        if os.path.exists(self.status):
+            os.unlink(self.status)
+        cmd = [PY, LTPEER, "seed", "--port", self.port, "--status", self.status, "--dial-dir", self.dial,
+               "--max-life", int(max(10, remaining())), "--profile", SEEDER_PROFILE]
+        for t, d in torrents:
+            cmd += ["--torrent", "%s:%s" % (t, d)]
+        if upload_limit:
+            cmd += ["--upload-limit", upload_limit]
+        self.proc = spawn(name, cmd)
+
+    def wait_ready(self, timeout=300):
+        wait_until(self.name + " (libtorrent seeder) to check its data and listen",
+                   lambda: (read_json(self.status) or {}).get("ready") and port_open(self.port),
+                   timeout, 0.1, [self.proc])
+
+    def dial_to(self, infohash, port):
+        tmp = os.path.join(self.dial, "%d.tmp" % port)
+        with open(tmp, "w") as f:
+            f.write("%s 127.0.0.1:%d\n" % (infohash, port))
+        os.replace(tmp, os.path.join(self.dial, "%d" % port))
+
+    def payload_up(self):
+        return (read_json(self.status) or {}).get("payload_up", 0)
+
+    def stop(self):
+        stop(self.proc)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Transmission (daemon) helpers
+
+
+class Transmission:
+    def __init__(self, name, download_dir, done_file=None):
+        self.name = name
+        self.conf = os.path.join(WORK, name + ".conf")
+        shutil.rmtree(self.conf, ignore_errors=True)
+        os.makedirs(self.conf)
+        self.peer_port = free_port()
+        self.rpc_port = free_port()
+        self.session = None
+        settings = {
+            "download-dir": download_dir, "incomplete-dir-enabled": False, "watch-dir-enabled": False,
+            "peer-port": self.peer_port, "peer-port-random-on-start": False,
+            "rpc-enabled": True, "rpc-bind-address": "127.0.0.1", "rpc-port": self.rpc_port,
+            "rpc-authentication-required": False, "rpc-whitelist-enabled": True, "rpc-whitelist": "127.0.0.1",
+            "rpc-host-whitelist-enabled": False,
+            "dht-enabled": False, "lpd-enabled": False, "pex-enabled": False, "utp-enabled": False,
+            "port-forwarding-enabled": False, "bind-address-ipv4": "127.0.0.1", "bind-address-ipv6": "::1",
+            "rename-partial-files": False, "start-added-torrents": True, "trash-original-torrent-files": False,
+            "speed-limit-down-enabled": False, "speed-limit-up-enabled": False, "alt-speed-enabled": False,
+            "ratio-limit-enabled": False, "idle-seeding-limit-enabled": False, "queue-stalled-enabled": False,
+            "download-queue-enabled": False, "seed-queue-enabled": False, "message-level": 2,
+            "blocklist-enabled": False,
+        }
+        if done_file:
+            script = os.path.join(self.conf, "done.sh")
+            with open(script, "w") as f:
+                f.write("#!/bin/sh\ndate +%%s.%%N > '%s.tmp' && mv '%s.tmp' '%s'\n" % (done_file, done_file, done_file))
+            os.chmod(script, 0o755)
+            settings["script-torrent-done-enabled"] = True
+            settings["script-torrent-done-filename"] = script
+        with open(os.path.join(self.conf, "settings.json"), "w") as f:
+            json.dump(settings, f, indent=1)
+
+    def cmd(self):
+        return ["transmission-daemon", "-f", "-g", self.conf]
+
+    def rpc(self, method, arguments=None):
+        body = json.dumps({"method": method, "arguments": arguments or {}}).encode()
+        for _ in range(3):
+            req = urllib.request.Request("http://127.0.0.1:%d/transmission/rpc" % self.rpc_port, data=body,
+                                         headers={"Content-Type": "application/json"})
+            if self.session:
+                req.add_header("X-Transmission-Session-Id", self.session)
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                if e.code == 409:
+                    self.session = e.headers.get("X-Transmission-Session-Id")
+                    continue
+                raise
+        raise RuntimeError("transmission rpc: no session id")
+
+    def rpc_up(self):
+        try:
+            self.rpc("session-get")
+            return True
+        except (OSError, urllib.error.URLError, RuntimeError, ValueError):
+            return False
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# BitTorrent probe: does a seeder advertise every piece?
+
+
+def probe_complete(port, infohash, pieces):
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=1.0)
+    except OSError:
+        return False
+    try:
+        s.settimeout(1.0)
+        reserved = bytearray(8)
+        reserved[7] |= 0x04  # fast extension: a seeder may answer with have_all
+        s.sendall(b"\x13BitTorrent protocol" + bytes(reserved) + bytes.fromhex(infohash) + b"-BP0001-benchprobe00")
+        buf = b""
+
+        def need(n):
+            nonlocal buf
+            while len(buf) < n:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise OSError("closed")
+                buf += chunk
+
+        need(68)
+        buf = buf[68:]
+        have = set()
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            need(4)
+            n = int.from_bytes(buf[:4], "big")
+            need(4 + n)
+            msg, buf = buf[4:4 + n], buf[4 + n:]
+            if n == 0:
+                continue
+            mid = msg[0]
+            if mid == 14:  # have_all
+                return True
+            if mid == 15:  # have_none
+                return False
+            if mid == 5:
+                bits = msg[1:]
+                for i in range(pieces):
+                    if bits[i >> 3] & (0x80 >> (i & 7)):
+                        have.add(i)
+            elif mid == 4:
+                have.add(int.from_bytes(msg[1:5], "big"))
+            if len(have) >= pieces:
+                return True
+        return False
+    except (OSError, ValueError, IndexError):
+        return False
+    finally:
+        s.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Leecher commands
+
+
+def have(cmd):
+    return shutil.which(cmd) is not None
+
+
+def lt_available():
+    return subprocess.run([PY, "-c", "import libtorrent"], capture_output=True).returncode == 0
+
+
+def aria2_leech_cmd(torrent, out):
+    return ["aria2c", "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false", "--seed-time=0", "--dir=" + out, "--listen-port=%d" % free_port(),
+            "--file-allocation=falloc", "--disable-ipv6=true", "--summary-interval=0", "--console-log-level=warn",
+            "--download-result=hide", "--check-integrity=false", "--auto-file-renaming=false",
+            "--allow-overwrite=true", "--bt-tracker-connect-timeout=10", "--bt-tracker-timeout=10", torrent]
+
+
+def rqbit_leech_cmd(torrent, out):
+    return ["rqbit", "--disable-dht", "--disable-dht-persistence", "--disable-upnp-port-forward", "--disable-lsd",
+            "--listen-ip", "127.0.0.1", "--listen-port", str(free_port()), "download", "--disable-http-api",
+            "--exit-on-finish", "-o", out, torrent]
+
+
+def run_leecher(case, client, content, torrent, out, tag, peers=(), seeder=None):
+    """One download by `client`; returns a Run (with .ok). `peers`: direct peer addresses; `seeder`: an LtSeeder
+    that must dial the client itself (Transmission)."""
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    name = "%s-%s-%s" % (case, client, tag)
+    done_file = None
+    on_tick = None
+    env = dict(os.environ)
+    if client == "rill":
+        cmd = [RILL, "download", torrent, "-d", out, "--no-ui", "--port", "0"]
+        for p in peers:
+            cmd += ["--peer", p]
+    elif client == "aria2c":
+        cmd = aria2_leech_cmd(torrent, out)
+    elif client == "libtorrent":
+        cmd = [PY, LTPEER, "leech", "--torrent", torrent, "--save", out, "--max-life", int(RUN_TIMEOUT)]
+        for p in peers:
+            cmd += ["--peer", p]
+    elif client == "rqbit":
+        cmd = rqbit_leech_cmd(torrent, out)
+        if peers:
+            cmd[-1:-1] = ["--initial-peers", ",".join(peers)]
+        env.setdefault("RUST_LOG", "warn")
+    elif client == "transmission":
+        done_file = os.path.join(WORK, name + ".done")
+        if os.path.exists(done_file):
+            os.unlink(done_file)
+        tr = Transmission(name, out, done_file)
+        cmd = tr.cmd()
+        state = {"added": False, "dialled": 0.0, "polled": 0.0}
+
+        def on_tick(t):
+            if not state["added"]:
+                if tr.rpc_up():
+                    r = tr.rpc("torrent-add", {"filename": torrent, "download-dir": out})
+                    if r.get("result") != "success":
+                        raise RuntimeError("transmission torrent-add: %s" % r)
+                    state["added"] = True
+                return
+            if seeder is None or t - state["polled"] < 0.1:
+                return
+            state["polled"] = t
+            # Dial once the torrent is downloading (a connection during its initial check is refused), and again
+            # every 2 s while it has no peer.
+            got = tr.rpc("torrent-get", {"fields": ["status", "peersConnected"]})
+            ts = got.get("arguments", {}).get("torrents", [])
+            if ts and ts[0].get("status") == 4 and ts[0].get("peersConnected", 0) == 0 \
+                    and t - state["dialled"] > 2.0:
+                seeder.dial_to(content.infohash, tr.peer_port)
+                state["dialled"] = t
+    else:
+        raise ValueError(client)
+    on_done = (lambda: tr.rpc("session-close")) if client == "transmission" else None
+    wait_quiet()
+    r = measured(name, cmd, RUN_TIMEOUT, env=env, done_file=done_file, on_tick=on_tick, on_done=on_done)
+    got = os.path.join(out, content.name)
+    r.ok = (not r.timed_out) and (r.exit_code == 0 or done_file is not None and r.done_epoch is not None) \
+        and same_content(got, content.path, content.size)
+    if not r.ok:
+        say("    %s run %s FAILED: exit %s%s; stderr tail:\n%s" % (
+            client, tag, r.exit_code, " (timed out)" if r.timed_out else "",
+            "\n".join("      " + l for l in r.stderr_tail.strip().splitlines()[-12:])))
+    shutil.rmtree(out, ignore_errors=True)
+    return r
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tables
+
+
+def fmt_table(headers, rows):
+    cols = [headers] + rows
+    widths = [max(len(str(r[i])) for r in cols) for i in range(len(headers))]
+    line = lambda r: "  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(r, widths)))
+    out = [line(headers), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+def mib(kib):
+    return "%.1f" % (kib / 1024.0) if kib else "-"
+
+
+def summarize(runs, size):
+    """Median wall, MB/s of the median, median CPU s/GiB, max peak RSS over the ok runs."""
+    ok = [r for r in runs if r.ok]
+    if not ok:
+        return None
+    walls = sorted(r.wall for r in ok)
+    wall = statistics.median(walls)
+    cpus = [(r.user + r.sys) / (size / GIB) for r in ok if r.user is not None]
+    rss = max((r.maxrss or 0) for r in ok)
+    anon = max(r.peak_anon for r in ok)
+    return {
+        "n": "%d/%d" % (len(ok), len(runs)),
+        "wall": "%.2f" % wall,
+        "range": "%.2f-%.2f" % (walls[0], walls[-1]),
+        "mbs": "%.0f" % (size / 1e6 / wall),
+        "cpu": "%.2f" % statistics.median(cpus) if cpus else "-",
+        "rss": mib(rss),
+        "anon": mib(anon),
+        "others": "%.2f" % statistics.median(r.others for r in ok),
+    }
+
+
+REPORT = []
+
+
+def emit(text=""):
+    say(text)
+    REPORT.append(text)
+    write_results()
+
+
+def write_results():
+    with open(RESULTS + ".tmp", "w") as f:
+        f.write("\n".join(REPORT) + "\n")
+    os.replace(RESULTS + ".tmp", RESULTS)
+
+
+def version(cmd):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def rotate(seq, k):
+    k %= max(1, len(seq))
+    return seq[k:] + seq[:k]
+
+
+def rill_summary(r):
+    for _, line in reversed(r.lines):
+        if line.startswith("done:"):
+            return line
+    return ""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Cases
+
+
+def available_clients(names=None):
+    out, missing = [], []
+    for c in (CLIENTS if names is None else names):
+        ok = {"rill": os.path.exists(RILL), "aria2c": have("aria2c"), "libtorrent": lt_available(),
+              "transmission": have("transmission-daemon"), "rqbit": have("rqbit")}.get(c, False)
+        (out if ok else missing).append(c)
+    return out, missing
+
+
+def case_download(ctx):
+    content = ctx["c1"]
+    emit("== download: %d MiB torrent from one python3-libtorrent seeder on loopback, via opentracker" % (
+        content.size >> 20))
+    clients, missing = available_clients()
+    for m in missing:
+        emit("   %s: not installed, skipped%s" % (m, " (rqbit: put it on PATH, or BENCH_INSTALL_RQBIT=1)"
+                                                   if m == "rqbit" else ""))
+    seeder = LtSeeder("dl-seeder", [(content.torrent, content.dir)])
+    seeder.wait_ready()
+    wait_until("opentracker to list the seeder", lambda: ctx["tracker"].lists(content.infohash, seeder.port),
+               30, 0.2, [seeder.proc])
+    runs = {c: [] for c in clients}
+    summaries = {}
+    for rnd in range(ROUNDS):
+        for c in rotate(clients, rnd):
+            if remaining() < 60:
+                emit("   (bench time budget exhausted: stopping the download case early)")
+                break
+            prepare_cache([content.path])
+            r = run_leecher("download", c, content, content.torrent, os.path.join(WORK, "out"), "r%d" % (rnd + 1),
+                            seeder=seeder)
+            runs[c].append(r)
+            record("download", c, "1 seeder", r, content.size, r.ok)
+            say("    round %d %-12s %s" % (rnd + 1, c, ("%.2f s  %.0f MB/s  cpu %.2f s  rss %s MiB" % (
+                r.wall, content.size / 1e6 / r.wall, (r.user or 0) + (r.sys or 0), mib(r.maxrss))) if r.ok
+                else "FAILED"))
+            if c == "rill" and r.ok:
+                summaries["rill"] = rill_summary(r)
+    seeder.stop()
+    rows = []
+    for c in clients:
+        s = summarize(runs[c], content.size)
+        if s is None:
+            rows.append([c, "0/%d" % len(runs[c]), "failed", "-", "-", "-", "-", "-", "-"])
+        else:
+            rows.append([c, s["n"], s["wall"], s["range"], s["mbs"], s["cpu"], s["rss"], s["anon"], s["others"]])
+    emit(fmt_table(["client", "ok", "wall s (median)", "min-max", "MB/s", "CPU s/GiB", "peak RSS MiB",
+                    "peak anon MiB", "other load"], rows))
+    emit("   path: every leecher announces to opentracker and dials the seeder it lists, except transmission:")
+    emit("   Transmission 3.00 never dials 127.x peers a tracker hands it, so the seeder dials transmission-daemon")
+    emit("   (an incoming connection for it). transmission wall = daemon start to its torrent-done script.")
+    if "rill" in summaries:
+        emit("   rill's own summary (last ok run): " + summaries["rill"])
+    emit()
+    ctx["download_runs"] = runs
+
+
+def case_memory(ctx):
+    emit("== memory vs size: peak RSS of %s on %d MiB and %d MiB torrents (same seeder, same %d KiB pieces)" % (
+        ", ".join(MEMORY_CLIENTS), ctx["c1"].size >> 20, ctx["c4"].size >> 20, PIECE >> 10))
+    contents = [ctx["c1"], ctx["c4"]]
+    seeder = LtSeeder("mem-seeder", [(c.torrent, c.dir) for c in contents])
+    seeder.wait_ready(600)
+    for c in contents:
+        wait_until("opentracker to list the seeder", lambda: ctx["tracker"].lists(c.infohash, seeder.port),
+                   30, 0.2, [seeder.proc])
+    clients = [c for c in MEMORY_CLIENTS if c in available_clients(MEMORY_CLIENTS)[0]]
+    runs = {(cl, c.label): [] for cl in clients for c in contents}
+    for rnd in range(ROUNDS):
+        for cl in clients:
+            for c in rotate(contents, rnd):
+                if remaining() < 90:
+                    emit("   (bench time budget exhausted: stopping the memory case early)")
+                    break
+                prepare_cache([c.path])
+                r = run_leecher("memory", cl, c, c.torrent, os.path.join(WORK, "out"), "%s-r%d" % (c.label, rnd + 1),
+                                seeder=seeder)
+                runs[(cl, c.label)].append(r)
+                record("memory", cl, c.label, r, c.size, r.ok)
+                say("    round %d %-10s %-5s %s" % (rnd + 1, cl, c.label, ("%.2f s  %.0f MB/s  rss %s MiB" % (
+                    r.wall, c.size / 1e6 / r.wall, mib(r.maxrss))) if r.ok else "FAILED"))
+    seeder.stop()
+    rows = []
+    for cl in clients:
+        for c in contents:
+            s = summarize(runs[(cl, c.label)], c.size)
+            if s is None:
+                rows.append([cl, "%d MiB" % (c.size >> 20), "0", "failed", "-", "-", "-", "-", "-"])
+            else:
+                rows.append([cl, "%d MiB" % (c.size >> 20), s["n"], s["wall"], s["mbs"], s["cpu"], s["rss"],
+                             s["anon"], s["others"]])
+    emit(fmt_table(["client", "torrent", "ok", "wall s", "MB/s", "CPU s/GiB", "peak RSS MiB", "peak anon MiB",
+                    "other load"], rows))
+    emit()
+
+
+def case_latency(ctx):
+    content = ctx["c1"]
+    emit("== latency: %d MiB, one libtorrent seeder behind a userspace delay proxy (%.0f ms each way, so ~%.0f ms "
+         "added round trip)" % (content.size >> 20, DELAY_MS, 2 * DELAY_MS))
+    emit("   (no tc netem in this kernel: `tc qdisc ... netem` says 'Specified qdisc kind is unknown'; the proxy")
+    emit("   delays data, not TCP itself, so it is the application's pipelining that the delay tests)")
+    seeder = LtSeeder("lat-seeder", [(content.torrent_nt, content.dir)])
+    proxies = {}
+    for label, delay in (("proxy 0 ms", 0.0), ("proxy %g+%g ms" % (DELAY_MS, DELAY_MS), DELAY_MS)):
+        ready = os.path.join(WORK, "proxy-%g.port" % delay)
+        if os.path.exists(ready):
+            os.unlink(ready)
+        p = spawn("delay-proxy-%g" % delay, [PY, PROXY, "--listen", "0", "--target", seeder.port,
+                                              "--delay-ms", delay, "--ready-file", ready,
+                                              "--max-life", int(max(10, remaining()))])
+        port = int(wait_until("delay proxy", lambda: read_json(ready), 20, 0.05, [p]))
+        proxies[label] = (p, port)
+    seeder.wait_ready()
+    paths = [("direct", None, seeder.port)] + [(label, p, port) for label, (p, port) in proxies.items()]
+    clients = [c for c in LATENCY_CLIENTS if c in available_clients(LATENCY_CLIENTS)[0] and c in ("rill", "libtorrent", "rqbit")]
+    runs = {(c, path[0]): [] for c in clients for path in paths}
+    proxy_util = {path[0]: [] for path in paths}
+    for rnd in range(ROUNDS):
+        for label, proc, port in paths:
+            for c in rotate(clients, rnd):
+                if remaining() < 60:
+                    emit("   (bench time budget exhausted: stopping the latency case early)")
+                    break
+                prepare_cache([content.path])
+                pid = leaf(proc.pid, 1) if proc else None
+                c0 = proc_cpu(pid) if pid else None
+                r = run_leecher("latency", c, content, content.torrent_nt, os.path.join(WORK, "out"),
+                                "%s-r%d" % (label.replace(" ", "").replace("+", "p"), rnd + 1),
+                                peers=["127.0.0.1:%d" % port])
+                if c0 is not None and r.wall > 0:
+                    proxy_util[label].append((proc_cpu(pid) - c0) / r.wall)
+                runs[(c, label)].append(r)
+                record("latency", c, label, r, content.size, r.ok)
+                say("    round %d %-11s %-10s %s" % (rnd + 1, label, c, ("%.2f s  %.0f MB/s" % (
+                    r.wall, content.size / 1e6 / r.wall)) if r.ok else "FAILED"))
+    seeder.stop()
+    for p, _ in proxies.values():
+        stop(p)
+    rows = []
+    for label, _, _ in paths:
+        util = proxy_util[label]
+        for c in clients:
+            s = summarize(runs[(c, label)], content.size)
+            u = "%.0f%%" % (100 * max(util)) if util else "-"
+            if s is None:
+                rows.append([label, c, "0", "failed", "-", "-", "-", "-", u, "-"])
+            else:
+                rows.append([label, c, s["n"], s["wall"], s["range"], s["mbs"], s["cpu"], s["rss"], u, s["others"]])
+    emit(fmt_table(["path", "client", "ok", "wall s", "min-max", "MB/s", "CPU s/GiB", "peak RSS MiB",
+                    "proxy CPU (max)", "other load"], rows))
+    emit("   both clients get the seeder (or proxy) as a direct peer: the torrent has no tracker here. 'proxy 0 ms'")
+    emit("   measures the proxy's own ceiling; proxy CPU near 100% means the proxy, not the client, was the limit.")
+    emit()
+
+
+def rill_seed_available(content):
+    """Run `rill seed` briefly: it either reports that seeding is not available yet, or starts (then we stop it)."""
+    port = free_port()
+    p = spawn("upload-rill-seed-probe", [RILL, "seed", content.torrent_nt, "-d", content.dir, "--no-ui", "--port",
+                                          port], life=60)
+    try:
+        wait_until("rill seed to start or refuse",
+                   lambda: p.poll() is not None or port_open(port), 30, 0.1)
+    except RuntimeError:
+        pass
+    alive = p.poll() is None
+    stop(p)
+    with open(os.path.join(LOGS, "upload-rill-seed-probe.log"), errors="replace") as f:
+        text = f.read().strip()
+    return alive, text.splitlines()[-1] if text else ""
+
+
+def case_upload(ctx):
+    content = ctx["c1"]
+    emit("== upload: each seeder in turn serves one python3-libtorrent leecher (%d MiB, leecher dials the seeder)" % (
+        content.size >> 20))
+    seeders = []
+    ok, why = rill_seed_available(content)
+    if ok:
+        seeders.append("rill")
+    else:
+        emit("   rill seed not available (it said: %s): rill skipped in this case" % why)
+    if have("aria2c"):
+        seeders.append("aria2c")
+    if have("transmission-daemon"):
+        seeders.append("transmission")
+    seeders.append("libtorrent")
+    if not lt_available():
+        emit("   python3-libtorrent missing: the upload case needs it as the leecher")
+        return
+    pieces = (content.size + PIECE - 1) // PIECE
+    runs = {s: [] for s in seeders}
+    for rnd in range(ROUNDS):
+        for sname in rotate(seeders, rnd):
+            if remaining() < 90:
+                emit("   (bench time budget exhausted: stopping the upload case early)")
+                break
+            prepare_cache([content.path])
+            tag = "%s-r%d" % (sname, rnd + 1)
+            port = free_port()
+            tr = None
+            if sname == "rill":
+                cmd = [RILL, "seed", content.torrent_nt, "-d", content.dir, "--no-ui", "--port", port]
+            elif sname == "aria2c":
+                cmd = ["aria2c", "-V", "--seed-ratio=0.0", "--enable-dht=false", "--enable-dht6=false",
+                       "--bt-enable-lpd=false", "--enable-peer-exchange=false", "--listen-port=%d" % port,
+                       "--dir=" + content.dir, "--disable-ipv6=true", "--summary-interval=0",
+                       "--console-log-level=warn", "--file-allocation=none", content.torrent_nt]
+            elif sname == "transmission":
+                tr = Transmission("upload-transmission-" + tag, content.dir)
+                port = tr.peer_port
+                cmd = tr.cmd()
+            else:
+                cmd = [PY, LTPEER, "seed", "--port", port, "--torrent", "%s:%s" % (content.torrent_nt, content.dir),
+                       "--status", os.path.join(WORK, "upload-lt.status.json"), "--max-life",
+                       int(max(10, remaining()))]
+            sp = spawn("upload-seeder-" + tag, cmd)
+            try:
+                if tr is not None:
+                    wait_until("transmission rpc", tr.rpc_up, 30, 0.05, [sp])
+                    tr.rpc("torrent-add", {"filename": content.torrent_nt, "download-dir": content.dir})
+                    tr.rpc("torrent-verify", {})
+                wait_until("%s to advertise every piece" % sname,
+                           lambda: probe_complete(port, content.infohash, pieces), 300, 0.2, [sp])
+            except RuntimeError as e:
+                emit("   %s round %d: seeder not ready: %s" % (sname, rnd + 1, e))
+                stop(sp)
+                continue
+            spid = leaf(sp.pid, 1)
+            c0 = proc_cpu(spid)
+            r = run_leecher("upload", "libtorrent", content, content.torrent_nt, os.path.join(WORK, "out"), tag,
+                            peers=["127.0.0.1:%d" % port])
+            c1 = proc_cpu(spid)
+            st = proc_status(spid)
+            r.seed_cpu = (c1 - c0) if (c0 is not None and c1 is not None) else None
+            r.seed_total_cpu = c1
+            r.seed_hwm = st.get("VmHWM", 0)
+            r.seed_anon = st.get("RssAnon", 0)
+            stop(sp, pid=spid)
+            runs[sname].append(r)
+            record("upload", sname, "seeder", r, content.size, r.ok,
+                   {"seed_cpu": r.seed_cpu, "seed_total_cpu": c1, "seed_hwm_kib": r.seed_hwm})
+            say("    round %d %-12s %s" % (rnd + 1, sname, ("%.2f s  %.0f MB/s  seeder cpu %.2f s  rss %s MiB" % (
+                r.wall, content.size / 1e6 / r.wall, r.seed_cpu or 0, mib(r.seed_hwm))) if r.ok else "FAILED"))
+    rows = []
+    for sname in seeders:
+        ok = [r for r in runs[sname] if r.ok]
+        if not ok:
+            rows.append([sname, "0/%d" % len(runs[sname]), "failed", "-", "-", "-", "-", "-"])
+            continue
+        wall = statistics.median(r.wall for r in ok)
+        cpu = statistics.median(r.seed_cpu / (content.size / GIB) for r in ok if r.seed_cpu is not None)
+        tot = statistics.median(r.seed_total_cpu for r in ok if r.seed_total_cpu is not None)
+        rows.append([sname, "%d/%d" % (len(ok), len(runs[sname])), "%.2f" % wall, "%.0f" % (content.size / 1e6 / wall),
+                     "%.2f" % cpu, "%.1f" % tot, mib(max(r.seed_hwm for r in ok)),
+                     "%.2f" % statistics.median(r.others for r in ok)])
+    emit(fmt_table(["seeder", "ok", "leecher wall s", "MB/s", "seeder CPU s/GiB (serving)",
+                    "seeder CPU s total (incl. check)", "seeder peak RSS MiB", "other load"], rows))
+    emit("   wall = libtorrent leecher process start to exit; seeder CPU from /proc between leecher start and end;")
+    emit("   peak RSS = the seeder's VmHWM (whole life, including its initial data check).")
+    emit()
+
+
+def crossing(points, level):
+    """First time at which a (t, bytes) series reaches level, interpolated between samples."""
+    prev = None
+    for t, b in points:
+        if b >= level:
+            if prev is None or b == prev[1]:
+                return t
+            return prev[0] + (t - prev[0]) * (level - prev[1]) / (b - prev[1])
+        prev = (t, b)
+    return None
+
+
+def completion_time(r):
+    """When the leecher said it was complete: rill's summary line, the libtorrent script's RESULT line, or exit."""
+    for t, line in r.lines:
+        if line.startswith("done:") or line.startswith("RESULT "):
+            return t
+    return r.wall
+
+
+def case_endgame(ctx):
+    content = ctx["c1"]
+    emit("== endgame: %d MiB from a fast (%.1f MB/s) and a slow (%.2f MB/s) libtorrent seeder, both given directly" % (
+        content.size >> 20, ENDGAME_FAST / 1e6, ENDGAME_SLOW / 1e6))
+    fast = LtSeeder("eg-fast", [(content.torrent_nt, content.dir)], upload_limit=ENDGAME_FAST)
+    slow = LtSeeder("eg-slow", [(content.torrent_nt, content.dir)], upload_limit=ENDGAME_SLOW)
+    # A 0 ms proxy in front of each seeder counts the bytes it passes with 50 ms resolution (libtorrent's own
+    # counters, torrent and per peer, move once a second).
+    counters = {}
+    for s in (fast, slow):
+        ready = os.path.join(WORK, s.name + ".proxy.port")
+        stats = os.path.join(WORK, s.name + ".proxy.stats")
+        for f in (ready, stats):
+            if os.path.exists(f):
+                os.unlink(f)
+        p = spawn(s.name + "-counter", [PY, PROXY, "--listen", "0", "--target", s.port, "--delay-ms", 0,
+                                        "--ready-file", ready, "--stats", stats,
+                                        "--max-life", int(max(10, remaining()))])
+        counters[s.name] = (p, int(wait_until("counting proxy", lambda: read_json(ready), 20, 0.05, [p])), stats)
+    fast.wait_ready()
+    slow.wait_ready()
+    clients = [c for c in ENDGAME_CLIENTS
+               if c in available_clients(ENDGAME_CLIENTS)[0] and c in ("rill", "libtorrent", "rqbit")]
+    rows = []
+    per_client = {c: [] for c in clients}
+    size = content.size
+
+    def read_stats(path):
+        out = []
+        try:
+            with open(path) as f:
+                for line in f:
+                    a = line.split()
+                    if len(a) == 3:
+                        out.append((float(a[0]), int(a[1])))
+        except OSError:
+            pass
+        return out
+
+    for rnd in range(ROUNDS):
+        for c in rotate(clients, rnd):
+            if remaining() < 120:
+                emit("   (bench time budget exhausted: stopping the endgame case early)")
+                break
+            prepare_cache([content.path])
+            up0 = {s.name: s.payload_up() for s in (fast, slow)}
+            r = run_leecher("endgame", c, content, content.torrent_nt, os.path.join(WORK, "out"), "r%d" % (rnd + 1),
+                            peers=["127.0.0.1:%d" % counters[fast.name][1], "127.0.0.1:%d" % counters[slow.name][1]])
+            e0 = r.epoch0
+            # The seeders' payload counters move once a second: let them settle before reading the totals.
+            time.sleep(1.5)
+            totals = {s.name: s.payload_up() - up0[s.name] for s in (fast, slow)}
+            live = {}
+            for name, (_, _, stats) in counters.items():
+                pts = read_stats(stats)
+                before = [p for p in pts if p[0] <= e0]
+                base = before[-1][1] if before else 0
+                live[name] = [(t - e0, b - base) for t, b in pts if t > e0]
+            # Bytes on the wire to the leecher from both seeders over time (step functions, 50 ms samples).
+            times = sorted(set(t for v in live.values() for t, _ in v))
+            idx = {k: 0 for k in live}
+            cur = {k: 0 for k in live}
+            series = []
+            for t in times:
+                for k, v in live.items():
+                    while idx[k] < len(v) and v[idx[k]][0] <= t:
+                        cur[k] = v[idx[k]][1]
+                        idx[k] += 1
+                series.append((t, sum(cur.values())))
+            t10, t90, t95 = (crossing(series, f * size) for f in (0.10, 0.90, 0.95))
+            done_t = completion_time(r)
+            steady = 0.8 * size / (t90 - t10) if t10 is not None and t90 is not None and t90 > t10 else None
+            last5 = done_t - t95 if t95 is not None else None
+            ideal = 0.05 * size / steady if steady else None
+            # rill's own progress lines (every few seconds): first one at or past 95%.
+            line95 = None
+            waste_line = ""
+            lt_redundant = None
+            for t, line in r.lines:
+                head = line.replace("[stopping]", "").strip().split("%")[0]
+                try:
+                    if line95 is None and float(head) >= 95.0:
+                        line95 = t
+                except ValueError:
+                    pass
+                if "waste" in line.lower():
+                    waste_line = line.strip()
+                if line.startswith("RESULT "):
+                    lt_redundant = json.loads(line[7:]).get("redundant")
+            over = sum(totals.values()) - size
+            res = {
+                "ok": r.ok, "wall": r.wall, "done": done_t, "t95": t95, "last5": last5, "steady": steady,
+                "ideal": ideal, "fast": totals.get(fast.name, 0), "slow": totals.get(slow.name, 0), "over": over,
+                "line95": line95, "waste_line": waste_line, "lt_redundant": lt_redundant, "others": r.others,
+            }
+            per_client[c].append(res)
+            record("endgame", c, "fast+slow", r, size, r.ok, res)
+            say("    round %d %-10s %s" % (rnd + 1, c, (
+                "complete at %.2f s, last 5%% %.2f s (%.2f s at the steady rate), slow seeder sent %.1f MB, "
+                "seeders sent %+d B beyond the size" % (done_t, last5 if last5 is not None else -1,
+                                                        ideal or -1, res["slow"] / 1e6, over))
+                if r.ok else "FAILED"))
+    fast.stop()
+    slow.stop()
+    for p, _, _ in counters.values():
+        stop(p)
+    for c in clients:
+        for i, res in enumerate(per_client[c]):
+            if not res["ok"]:
+                rows.append([c, i + 1, "failed"] + ["-"] * 9)
+                continue
+            waste = res["waste_line"] or ("libtorrent redundant %s B" % res["lt_redundant"]
+                                          if res["lt_redundant"] is not None else "-")
+            f = lambda v, fmt: (fmt % v) if v is not None else "-"
+            rows.append([c, i + 1, "%.2f" % res["done"], f(res["steady"] and res["steady"] / 1e6, "%.0f"),
+                         f(res["last5"], "%.2f"), f(res["ideal"], "%.2f"),
+                         f(res["last5"] / res["ideal"] if res["last5"] is not None and res["ideal"] else None,
+                           "%.1fx"),
+                         "%.1f" % (res["slow"] / 1e6), "%d" % res["over"], f(res["line95"], "%.1f"), waste,
+                         "%.2f" % res["others"]])
+    emit(fmt_table(["client", "round", "complete at s", "steady MB/s", "last 5% s", "at steady rate s", "ratio",
+                    "slow sent MB", "sent beyond size B", "95% line at s", "waste (client's own)", "other load"],
+                   rows))
+    emit("   steady MB/s = rate between 10% and 90% of the bytes, counted on the wire by a 0 ms proxy in front of each")
+    emit("   seeder (50 ms samples); last 5% = from the moment those reach 95% of the size to the leecher's completion line")
+    emit("   (rill's summary, the libtorrent script's RESULT); ratio = last 5% / (5% at the steady rate): 1.0x means")
+    emit("   no tail. 'sent beyond size' = both seeders' payload counters minus the size (endgame duplicates,")
+    emit("   cancelled blocks already sent). '95% line at' = first rill --no-ui progress line at >= 95%: those come")
+    emit("   every 5 s, too coarse for the tail, hence the seeder-side timing.")
+    if "rill" in per_client and not any(res["waste_line"] for res in per_client["rill"]):
+        emit("   rill does not print waste bytes yet.")
+    emit()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def main():
+    cases = sys.argv[1:] or list(ALL_CASES)
+    for c in cases:
+        if c not in ALL_CASES:
+            sys.exit("bench: unknown case '%s' (cases: %s)" % (c, " ".join(ALL_CASES)))
+    shutil.rmtree(LOGS, ignore_errors=True)
+    os.makedirs(LOGS)
+    os.makedirs(WORK, exist_ok=True)
+    if os.path.exists(RUNS):
+        os.unlink(RUNS)
+    t_start = time.monotonic()
+    global DROP_OK
+    DROP_OK = drop_caches()
+    with open("/proc/cpuinfo") as f:
+        cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "?")
+    with open("/proc/meminfo") as f:
+        mem = int(f.readline().split()[1]) >> 20
+    rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock"],
+                           capture_output=True, text=True).stdout.strip()
+    emit("rill scripts/bench  %s" % time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+    emit("machine: %s, %d cores, %d GiB RAM, kernel %s" % (cpu, os.cpu_count(), mem, os.uname().release))
+    emit("rill %s%s (target/release); %s; libtorrent %s; %s; %s" % (
+        rev, "+uncommitted src changes" if dirty else "", version(["aria2c", "--version"]),
+        subprocess.run([PY, "-c", "import libtorrent; print(libtorrent.__version__)"], capture_output=True,
+                       text=True).stdout.strip() or "missing",
+        version(["transmission-daemon", "--version"]), version(["rqbit", "--version"]) if have("rqbit")
+        else "rqbit not installed"))
+    emit("settings: ROUNDS=%d (clients alternate, order rotated each round), %d KiB pieces, cache=%s (%s), "
+         "drop_caches %s" % (
+             ROUNDS, PIECE >> 10, CACHE,
+             "seeder data read into the page cache before every run" if CACHE == "hot"
+             else "page cache dropped before every run", "works" if DROP_OK else "NOT permitted"))
+    emit("figures: wall = median over rounds; MB/s = 10^6 bytes / median wall; CPU = user+sys of the leecher "
+         "(GNU time), median; peak RSS = GNU time max RSS, worst round; peak anon = sampled RssAnon (heap, no "
+         "file pages), worst round")
+    emit("seeders: python3-libtorrent (%s settings; loopback only; DHT/LSD/UPnP/NAT-PMP/uTP/PEX off; several "
+         "connections per IP), full data check before serving (not seed_mode: that hashes each piece on its first "
+         "upload, which would slow only the first leecher)" % SEEDER_PROFILE)
+    emit("note: libtorrent 2.0 maps the files it writes (mmap): its RSS counts those file pages; see peak anon.")
+    emit("other load = cores used by processes that are not the bench's own during the run (median; 0 = quiet; "
+         "the machine has %d). Before each run the bench waits up to %g s for it to fall below %g cores." % (
+             os.cpu_count(), QUIET_WAIT, QUIET_CORES))
+    emit()
+    tracker = Tracker()
+    say("setup: content and torrents under %s" % WORK)
+    ctx = {"tracker": tracker}
+    ctx["c1"] = Content("%dM" % (SIZE >> 20), SIZE, tracker.url)
+    if "memory" in cases:
+        ctx["c4"] = Content("%dM" % (BIG >> 20), BIG, tracker.url)
+    hashes = [ctx["c1"].infohash] + ([ctx["c4"].infohash] if "c4" in ctx else [])
+    if have("opentracker"):
+        tracker.start(hashes)
+    elif "download" in cases or "memory" in cases:
+        sys.exit("bench: opentracker missing (scripts/bench installs it)")
+    funcs = {"download": case_download, "memory": case_memory, "latency": case_latency, "upload": case_upload,
+             "endgame": case_endgame}
+    failed = []
+    for c in cases:
+        if remaining() < 60:
+            emit("== %s: skipped, the bench time budget (BENCH_TIMEOUT=%g s) is spent" % (c, TOTAL))
+            continue
+        t = time.monotonic()
+        try:
+            funcs[c](ctx)
+        except (RuntimeError, subprocess.SubprocessError, OSError) as e:
+            emit("== %s: ERROR %s" % (c, e))
+            emit()
+            failed.append(c)
+        say("   (%s case took %.0f s)" % (c, time.monotonic() - t))
+    if tracker.proc:
+        stop(tracker.proc)
+    if not KEEP:
+        shutil.rmtree(WORK, ignore_errors=True)
+    emit("runs that started after waiting %g s for a quiet machine without getting one: %d of %d" % (
+        QUIET_WAIT, BUSY_STARTS[0], BUSY_STARTS[1]))
+    emit("bench took %.0f s; table in %s, raw runs in %s, logs in %s" % (
+        time.monotonic() - t_start, os.path.relpath(RESULTS, ROOT), os.path.relpath(RUNS, ROOT),
+        os.path.relpath(LOGS, ROOT)))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
