@@ -65,7 +65,8 @@ impl RillPeer {
     ) -> Self {
         let mut cmd = Command::new(rill_bin());
         cmd.arg(sub).arg(&torrent.path).arg("-d").arg(data_dir).args(["--no-ui", "--port", "0"]).args(extra);
-        cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        // Debug: connection drops and their reasons are logged at debug level, and are what a failure needs.
+        cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,rill=debug".into()));
         let proc = Proc::spawn(name, &cmd, &dir.join("logs"), lifetime_until(deadline));
         let port = wait_for(deadline, &format!("{name} to print `listening on port N`"), || {
             let port = listening_port(&proc.stdout());
@@ -140,8 +141,11 @@ pub struct Snapshot {
     pub complete: bool,
     /// The connections open at that moment.
     pub peers: Vec<PeerStat>,
-    /// Every peer ever connected, with its highest totals (keyed by ip:port).
+    /// Every peer ever connected, with its highest totals (keyed by ip:port), as far as the status writes caught it.
     pub seen: Vec<PeerStat>,
+    /// (ip:port, peer id hex) of every connection that got past the handshake, including those that came and went
+    /// between two status writes.
+    pub peer_ids: Vec<(String, String)>,
 }
 
 impl Snapshot {
@@ -177,7 +181,15 @@ impl Snapshot {
             .iter()
             .map(|(k, v)| peer(k.clone(), v))
             .collect();
+        let peer_ids = s
+            .get("peer_ids")
+            .and_then(Json::as_object)
+            .unwrap_or(&[])
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+            .collect();
         Snapshot {
+            peer_ids,
             elapsed: s.get("elapsed").and_then(Json::as_f64).unwrap_or(0.0),
             downloaded: s.get("total_payload_download").and_then(Json::as_u64).unwrap_or(0),
             complete: s.get("is_seeding").and_then(Json::as_bool) == Some(true),
@@ -187,13 +199,18 @@ impl Snapshot {
     }
 
     /// Payload received from rill, over every connection with it ever seen.
-    pub fn from_rill(&self) -> u64 {
+    pub fn received_from_rill(&self) -> u64 {
         self.seen.iter().filter(|p| p.is_rill()).map(|p| p.downloaded).sum()
     }
 
-    /// Payload received from anyone but rill.
-    pub fn from_others(&self) -> u64 {
-        self.seen.iter().filter(|p| !p.is_rill()).map(|p| p.downloaded).sum()
+    /// Whether every peer it ever exchanged handshakes with was rill (and there was one), and no one else ever sent
+    /// it payload. Then all of `downloaded` came from rill. (The per-peer totals lag behind `downloaded`: a connection
+    /// closed at completion leaves the peer records before its last bytes are counted there.)
+    pub fn had_only_rill(&self) -> bool {
+        let is_rill = |id: &String| id.starts_with(RILL_PEER_ID_HEX_PREFIX);
+        !self.peer_ids.is_empty()
+            && self.peer_ids.iter().all(|(_, id)| is_rill(id))
+            && self.seen.iter().all(|p| p.is_rill() || p.downloaded == 0)
     }
 
     /// A short account of every peer ever seen, for messages.
@@ -211,6 +228,9 @@ impl Snapshot {
                 if p.is_rill() { " (rill)" } else { "" }
             ));
         }
+        let ids: Vec<String> =
+            self.peer_ids.iter().map(|(a, id)| format!("{a}={}", id.get(..16).unwrap_or(id))).collect();
+        s.push_str(&format!("; handshakes: {}", ids.join(" ")));
         s
     }
 }

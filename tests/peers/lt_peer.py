@@ -10,7 +10,9 @@ local peers in an unthrottled peer class by default; we map every address to the
 Every 0.2 s FILE.json is replaced atomically with the torrent's state, payload totals and per-peer totals
 (`peers_seen` keeps the highest totals of every peer ever connected, keyed "ip:port"). Alerts go to stdout.
 Each peer record also carries its `peer_id` (hex of the 20 bytes, "" when unknown), so that a peer can be recognised
-whichever side dialled, and `num_pieces`, how many pieces the peer has as far as we know. With --no-tracker the
+whichever side dialled, and `num_pieces`, how many pieces the peer has as far as we know. `peer_ids` maps "ip:port"
+to the peer id of every connection that got past the handshake, from the peer alerts too: it also lists connections
+that opened and closed between two status writes (which `peers_seen` misses). With --no-tracker the
 torrent's trackers are dropped before it is added: the session never announces, and its only peers are the --peer
 addresses (and whoever dials it).
 Exits by itself after --max-life seconds, or once the download is complete with --exit-when-done.
@@ -28,9 +30,10 @@ def log(*a):
     print("%.3f" % time.time(), *a, flush=True)
 
 
-def peer_id_hex(p):
+def peer_id_hex(sha1):
+    """A peer id (sha1_hash) as hex; "" when it is not known (all zeros: no handshake yet)."""
     try:
-        pid = p.pid.to_bytes()
+        pid = sha1.to_bytes()
     except Exception:  # noqa: BLE001
         return ""
     return "" if pid == bytes(20) else pid.hex()
@@ -96,6 +99,7 @@ def main():
     log("added", info.name(), str(info.info_hash()), "seed" if args.seed else "leech", "port", args.port)
 
     peers_seen = {}
+    peer_ids = {}
     connected_to = set()
     done_at = None
     while True:
@@ -105,6 +109,10 @@ def main():
             break
         for a in ses.pop_alerts():
             log(type(a).__name__, a.message())
+            if isinstance(a, lt.peer_alert):
+                pid = peer_id_hex(a.pid)
+                if pid:
+                    peer_ids["%s:%d" % (a.endpoint[0], a.endpoint[1])] = pid
         st = h.status()
         # Explicit peers: (re)connect whenever we are not connected to them.
         if args.peer and st.state not in (lt.torrent_status.checking_files, lt.torrent_status.checking_resume_data):
@@ -130,10 +138,12 @@ def main():
                 "payload_down_speed": p.payload_down_speed,
                 "seed": bool(p.flags & lt.peer_info.seed),
                 "outgoing": bool(p.flags & lt.peer_info.local_connection),
-                "peer_id": peer_id_hex(p),
+                "peer_id": peer_id_hex(p.pid),
                 "num_pieces": p.num_pieces,
             }
             peers.append(rec)
+            if rec["peer_id"]:
+                peer_ids[key] = rec["peer_id"]
             old = peers_seen.get(key)
             if old is None:
                 peers_seen[key] = dict(rec)
@@ -161,6 +171,7 @@ def main():
             "error": str(st.errc.message()) if st.errc and st.errc.value() != 0 else "",
             "peers": peers,
             "peers_seen": peers_seen,
+            "peer_ids": peer_ids,
             "elapsed": now - started,
         }
         tmp = args.status + ".tmp"
