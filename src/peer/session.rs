@@ -316,15 +316,23 @@ impl PeerSession {
                 self.add_piece(piece, swarm);
                 self.update_interest(swarm, now);
             }
-            Frame::Bitfield(bits) => {
-                if !first {
-                    return Err(PeerMisbehaved::BitfieldNotFirst.into());
-                }
-                self.peer_has.assign_from_wire(bits).map_err(|e| match e {
+                        Frame::Bitfield(bits) => {
+                let wire_error = |e| match e {
                     BitfieldError::WrongLength { got, want } => PeerMisbehaved::BitfieldWrongLength { got, want },
                     BitfieldError::SpareBits => PeerMisbehaved::BitfieldSpareBits,
-                })?;
-                self.on_peer_pieces_replaced(swarm);
+                };
+                if first {
+                    self.peer_has.assign_from_wire(bits).map_err(wire_error)?;
+                    self.on_peer_pieces_replaced(swarm);
+                } else {
+                    // BEP 3 allows a bitfield only first, but aria2 sends a whole bitfield in place of
+                    // several `have`s whenever that is shorter. Peers never lose pieces: take the union,
+                    // as for a lazy bitfield followed by haves.
+                    let later = Bitfield::from_wire(bits, geometry.piece_count()).map_err(wire_error)?;
+                    for piece in later.iter_ones() {
+                        self.add_piece(piece, swarm);
+                    }
+                }
                 self.update_interest(swarm, now);
             }
             Frame::HaveAll | Frame::HaveNone if first => {

@@ -443,7 +443,7 @@ fn awaiting_handshake_is_over_once_the_handshake_arrives() {
 // ---- awaiting first message -----------------------------------------------------------------------
 
 #[test]
-fn first_message_bitfield_after_extended_handshake_is_accepted_but_not_twice() {
+fn first_message_bitfield_after_extended_handshake_is_accepted_and_a_later_one_adds_pieces() {
     let t0 = Timestamp::ZERO;
     let mut c = incoming(t0, leecher());
     peer_handshakes(&mut c, with_extensions());
@@ -455,7 +455,10 @@ fn first_message_bitfield_after_extended_handshake_is_accepted_but_not_twice() {
     assert!(c.peer.is_peer_seed());
     assert_eq!(c.swarm.availability(0), 1);
     assert_eq!(c.peer.phase(), Phase::Active);
-    assert_eq!(drops_on(&mut c, Frame::Bitfield(&ALL)), DropReason::Misbehaved(PeerMisbehaved::BitfieldNotFirst));
+    // aria2 sends a whole bitfield later instead of several `have`s: it adds to what the peer has.
+    peer_sends(&mut c, Frame::Bitfield(&ALL));
+    assert_eq!(c.swarm.availability(0), 1, "pieces already known are not counted twice");
+    assert!(c.peer.is_peer_seed());
 }
 
 #[test]
@@ -513,11 +516,20 @@ fn first_message_have_all_stands_for_a_full_bitfield() {
 }
 
 #[test]
-fn active_bitfield_after_a_have_is_not_first() {
+fn active_late_bitfield_is_a_union_with_what_the_peer_had() {
     let t0 = Timestamp::ZERO;
     let mut c = handshaken(t0, leecher());
     peer_sends(&mut c, Frame::Have { piece: 1 });
-    assert_eq!(drops_on(&mut c, Frame::Bitfield(&ALL)), DropReason::Misbehaved(PeerMisbehaved::BitfieldNotFirst));
+    assert_eq!(sent_frames(&mut c), [OwnedFrame::Interested]);
+    // Pieces 0 and 2, without 1: the peer still has 1.
+    peer_sends(&mut c, Frame::Bitfield(&[0b1010_0000, 0, 0]));
+    assert!(c.peer.peer_has().get(0) && c.peer.peer_has().get(1) && c.peer.peer_has().get(2));
+    assert_eq!((c.swarm.availability(0), c.swarm.availability(1)), (1, 1));
+    assert_eq!(
+        drops_on(&mut c, Frame::Bitfield(&[0xff, 0xff, 0xff])),
+        DropReason::Misbehaved(PeerMisbehaved::BitfieldSpareBits),
+        "a late bitfield is checked like a first one"
+    );
 }
 
 // ---- active: interest -----------------------------------------------------------------------------
