@@ -25,35 +25,34 @@ pub mod peers;
 pub mod scrape;
 pub mod token;
 pub mod trackers;
+mod view;
 
 use std::fmt;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::metainfo::Metainfo;
-use crate::observe::ui::{self, Snapshot};
-use crate::observe::units;
-use crate::peer::session::{PeerSession, TorrentContext};
+use crate::peer::session::{Phase, TorrentContext};
 use crate::peer::DropReason;
 use crate::rng::Rng;
 use crate::storage::{Storage, StorageError};
 use crate::swarm::candidates::Candidates;
-use crate::swarm::choker::{Choker, PeerStat, CHOKE_ROUND, SNUB_AFTER};
+use crate::swarm::choker::{Choker, CHOKE_ROUND};
 use crate::swarm::throttle::{TokenBucket, REFILL_EVERY};
 use crate::swarm::{PeerNo, Swarm};
 use crate::time::{millis, secs, Clock, Timestamp};
 use crate::timer_wheel::{TimerId, TimerWheel};
-use crate::torrent::{InputError, Torrent};
-use crate::tracker::{ClientIdentity, TrackerEvent, Trackers, Transfer};
-use peers::{Connection, ReadOutcome};
+use crate::torrent::Torrent;
+use crate::tracker::{ClientIdentity, Trackers, Transfer};
+use peers::Connection;
 use token::Source;
 use trackers::TrackerDriver;
 
@@ -131,7 +130,7 @@ pub struct RunConfig {
     /// Bytes per second across all peers.
     pub up_limit: Option<u64>,
     pub down_limit: Option<u64>,
-        /// Regular upload slots (one optimistic slot comes on top).
+    /// Regular upload slots (one optimistic slot comes on top).
     pub upload_slots: usize,
     /// Terminal width for the live line (a longer line would wrap and break the redraw).
     pub columns: usize,
@@ -449,271 +448,6 @@ impl EventLoop {
         Ok(())
     }
 
-    // ---- peers --------------------------------------------------------------------------------
-
-    fn half_open(&self) -> usize {
-        self.peers.iter().filter(|(_, c)| c.session.phase() == crate::peer::session::Phase::AwaitingConnect).count()
-    }
-
-    fn dial_more(&mut self, now: Timestamp) {
-        if self.stopping || (self.torrent.swarm.is_complete() && !self.config.keep_seeding) {
-            return;
-        }
-        let mut half_open = self.half_open();
-        while self.peers.len() < self.config.max_peers && half_open < self.config.max_half_open {
-            let Some(addr) = self.candidates.next_to_dial(now) else {
-                break;
-            };
-            match TcpStream::connect(addr) {
-                Ok(socket) => {
-                    let no = self.new_peer_no();
-                    let session = PeerSession::outgoing(no, &self.torrent.ctx, now);
-                    if self.insert_peer(socket, addr, session, now).is_some() {
-                        half_open += 1;
-                        log::debug!("{addr}: connecting");
-                    }
-                }
-                Err(e) => {
-                    log::debug!("{addr}: connect failed: {e}");
-                    self.candidates.on_closed(addr, false, now);
-                }
-            }
-        }
-    }
-
-    fn new_peer_no(&mut self) -> PeerNo {
-        self.next_peer_no += 1;
-        PeerNo(self.next_peer_no)
-    }
-
-    fn insert_peer(
-        &mut self,
-        mut socket: TcpStream,
-        addr: SocketAddr,
-        session: PeerSession,
-        now: Timestamp,
-    ) -> Option<usize> {
-        let entry = self.peers.vacant_entry();
-        let slot = entry.key();
-        if let Err(e) = self.poll.registry().register(
-            &mut socket,
-            token::encode(Source::Peer(slot)),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            log::debug!("{addr}: cannot register: {e}");
-            self.candidates.on_closed(addr, false, now);
-            return None;
-        }
-        let conn = Connection::new(socket, addr, session, &self.torrent.ctx, now);
-        entry.insert(conn);
-        self.reschedule_peer(slot, now);
-        Some(slot)
-    }
-
-    fn accept_all(&mut self, now: Timestamp) {
-        loop {
-            let Some(listener) = self.listener.as_ref() else {
-                return;
-            };
-            match listener.accept() {
-                Ok((socket, addr)) => {
-                    if self.stopping || self.peers.len() >= self.config.max_peers {
-                        log::debug!("{addr}: incoming connection refused: peer limit");
-                        drop(socket);
-                        continue;
-                    }
-                    let no = self.new_peer_no();
-                    let session = PeerSession::incoming(no, &self.torrent.ctx, now);
-                    if let Some(slot) = self.insert_peer(socket, addr, session, now) {
-                        log::debug!("{addr}: accepted");
-                        // The handshake may already be waiting: edge-triggered readiness will not repeat it.
-                        self.queue_backlog(slot);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // EMFILE and friends: never spin, never die. Try again on the next rate sample.
-                    log::warn!("accept failed: {e}; pausing incoming connections for a second");
-                    return;
-                }
-            }
-        }
-    }
-
-    fn queue_backlog(&mut self, slot: usize) {
-        if let Some(conn) = self.peers.get_mut(slot) {
-            if !conn.in_backlog {
-                conn.in_backlog = true;
-                self.backlog.push(slot);
-            }
-        }
-    }
-
-    fn on_peer_event(&mut self, slot: usize, writable: bool, now: Timestamp) -> Result<(), LoopError> {
-        let Some(conn) = self.peers.get_mut(slot) else {
-            return Ok(());
-        };
-        if conn.closing.is_some() {
-            return Ok(());
-        }
-        if conn.session.phase() == crate::peer::session::Phase::AwaitingConnect {
-            match conn.check_connected() {
-                Ok(true) => {
-                    log::debug!("{}: connected", conn.addr);
-                    conn.session.on_connected(&self.torrent.ctx, now);
-                }
-                Ok(false) => return Ok(()),
-                Err(reason) => {
-                    self.close_peer(slot, reason);
-                    return Ok(());
-                }
-            }
-        }
-        self.read_peer(slot, now)?;
-        if writable {
-            self.flush_peer(slot, now)?;
-        }
-        Ok(())
-    }
-
-    /// Reads and processes a peer's input, then flushes its output.
-    fn read_peer(&mut self, slot: usize, now: Timestamp) -> Result<(), LoopError> {
-        let Some(conn) = self.peers.get_mut(slot) else {
-            return Ok(());
-        };
-        if conn.closing.is_some() || conn.session.phase() == crate::peer::session::Phase::AwaitingConnect {
-            return Ok(());
-        }
-        let budget = match &self.down_bucket {
-            Some(bucket) if bucket.is_exhausted() => {
-                self.throttled.push(slot);
-                return Ok(());
-            }
-            Some(bucket) => bucket.available() as usize,
-            None => usize::MAX,
-        };
-        let downloaded_before = conn.session.downloaded;
-        let result = conn.read_and_process(&mut self.torrent, budget, now);
-        let got = conn.session.downloaded - downloaded_before;
-        if got > 0 {
-            self.peers_used.insert(conn.addr);
-            if let Some(bucket) = &mut self.down_bucket {
-                bucket.spend(got);
-            }
-        }
-        match result {
-            Ok(ReadOutcome::Drained) => {}
-            Ok(ReadOutcome::MoreLater) => {
-                if !conn.paused {
-                    self.queue_backlog(slot);
-                }
-            }
-            Err(InputError::Drop(reason)) => {
-                self.close_peer(slot, reason);
-                return Ok(());
-            }
-            Err(InputError::Fatal(e)) => return Err(LoopError::Storage(e)),
-        }
-        let conn = &mut self.peers[slot];
-        if conn.session.peer_id.is_some_and(|id| self.banned_ids.contains(&id)) {
-            self.close_peer(slot, DropReason::Banned);
-            return Ok(());
-        }
-        if self.torrent.swarm.is_seed() && conn.session.is_peer_seed() {
-            // Seed meets seed: neither has anything for the other.
-            self.close_peer(slot, DropReason::NotNeeded);
-            return Ok(());
-        }
-        if conn.session.is_peer_interested() && conn.session.is_am_choking() && !self.stopping {
-            let unchoked = self.peers.iter().filter(|(_, c)| !c.session.is_am_choking()).count();
-            if self.choker.has_free_slot(unchoked) {
-                self.peers[slot].session.set_choking(false);
-            }
-        }
-        self.flush_peer(slot, now)?;
-        self.reschedule_peer(slot, now);
-        Ok(())
-    }
-
-    fn flush_peer(&mut self, slot: usize, now: Timestamp) -> Result<(), LoopError> {
-        let Some(conn) = self.peers.get_mut(slot) else {
-            return Ok(());
-        };
-        if conn.closing.is_some() || conn.session.phase() == crate::peer::session::Phase::AwaitingConnect {
-            return Ok(());
-        }
-        let mut allowance = self.up_bucket.as_ref().map_or(u64::MAX, TokenBucket::available);
-        let uploaded_before = self.torrent.swarm.totals.uploaded;
-        let result = conn.flush(&mut self.torrent, &mut allowance, now);
-        if let Some(bucket) = &mut self.up_bucket {
-            bucket.spend(self.torrent.swarm.totals.uploaded - uploaded_before);
-        }
-        match result {
-            Ok(()) => {}
-            Err(InputError::Drop(reason)) => {
-                self.close_peer(slot, reason);
-                return Ok(());
-            }
-            Err(InputError::Fatal(e)) => return Err(LoopError::Storage(e)),
-        }
-        let conn = &mut self.peers[slot];
-        if conn.paused && conn.session.wants_input() {
-            conn.paused = false;
-            self.queue_backlog(slot);
-        }
-        Ok(())
-    }
-
-    /// Moves the peer's wheel entry earlier if its session's next deadline moved earlier. Never earlier
-    /// than the next tick: a deadline in the past must not fire again in the same turn.
-    fn reschedule_peer(&mut self, slot: usize, now: Timestamp) {
-        let Some(conn) = self.peers.get_mut(slot) else {
-            return;
-        };
-        let Some(next) = conn.session.next_deadline() else {
-            return;
-        };
-        let next = next.max(now + WHEEL_TICK);
-        if let Some((id, at)) = conn.timer {
-            if at <= next {
-                return;
-            }
-            self.timers.cancel(id);
-        }
-        let id = self.timers.schedule(next, Wake::Peer(slot, conn.session.no));
-        conn.timer = Some((id, next));
-    }
-
-    fn close_peer(&mut self, slot: usize, reason: DropReason) {
-        if let Some(conn) = self.peers.get_mut(slot) {
-            if conn.closing.is_none() {
-                log::debug!("{}: dropped: {reason}", conn.addr);
-                conn.closing = Some(reason);
-                self.closing.push(slot);
-            }
-        }
-    }
-
-    fn reap_closed(&mut self, now: Timestamp) {
-        for slot in std::mem::take(&mut self.closing) {
-            let mut conn = self.peers.remove(slot);
-            let _ = self.poll.registry().deregister(&mut conn.socket);
-            if let Some((id, _)) = conn.timer {
-                self.timers.cancel(id);
-            }
-            conn.session.on_closed(&mut self.torrent.swarm);
-                        // A seed we met while seeding is no use to us: back off from it like from a failure.
-            let useful = conn.session.peer_id.is_some() && conn.closing != Some(DropReason::NotNeeded);
-            match conn.closing {
-                Some(DropReason::Misbehaved(crate::peer::PeerMisbehaved::OwnPeerId)) => {
-                    self.candidates.forget(conn.addr)
-                }
-                _ => self.candidates.on_closed(conn.addr, useful, now),
-            }
-        }
-    }
-
     // ---- timers -------------------------------------------------------------------------------
 
     fn on_timer(&mut self, wake: Wake, now: Timestamp) -> Result<(), LoopError> {
@@ -770,77 +504,6 @@ impl EventLoop {
         Ok(())
     }
 
-    fn choke_round(&mut self, now: Timestamp) {
-        if self.stopping {
-            return;
-        }
-        let stats: Vec<PeerStat<usize>> = self
-            .peers
-            .iter()
-            .filter(|(_, c)| c.closing.is_none() && c.session.peer_id.is_some())
-            .map(|(slot, c)| {
-                let s = &c.session;
-                let last_data = s.last_block_at.unwrap_or(c.connected_at);
-                PeerStat {
-                    key: slot,
-                    no: s.no,
-                    interested: s.is_peer_interested(),
-                    am_choking: s.is_am_choking(),
-                    download_rate: s.download_rate(),
-                    upload_rate: s.upload_rate(),
-                    snubbed: s.is_am_interested() && now - last_data >= SNUB_AFTER,
-                    connected_at: c.connected_at,
-                }
-            })
-            .collect();
-        let seeding = self.torrent.swarm.is_complete();
-        for change in self.choker.run_round(&stats, seeding, now, &mut self.rng) {
-            self.peers[change.key].session.set_choking(change.choke);
-            if let Err(e) = self.flush_peer(change.key, now) {
-                log::debug!("flush after choke change failed: {e}");
-            }
-        }
-    }
-
-    /// Refills the rate-limit buckets and resumes the peers they held back.
-    fn refill(&mut self, now: Timestamp) -> Result<(), LoopError> {
-        if let Some(bucket) = &mut self.up_bucket {
-            bucket.refill(now);
-            if !bucket.is_exhausted() {
-                let waiting: Vec<usize> = self
-                    .peers
-                    .iter()
-                    .filter(|(_, c)| c.session.queued_requests() > 0 && c.closing.is_none())
-                    .map(|(slot, _)| slot)
-                    .collect();
-                for slot in waiting {
-                    self.flush_peer(slot, now)?;
-                }
-            }
-        }
-        if let Some(bucket) = &mut self.down_bucket {
-            bucket.refill(now);
-            if !bucket.is_exhausted() {
-                for slot in std::mem::take(&mut self.throttled) {
-                    self.queue_backlog(slot);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn ban(&mut self, no: PeerNo) {
-        let Some((slot, conn)) = self.peers.iter().find(|(_, c)| c.session.no == no) else {
-            return;
-        };
-        log::info!("{}: banned: sent data that failed verification", conn.addr);
-        if let Some(id) = conn.session.peer_id {
-            self.banned_ids.push(id);
-        }
-        self.candidates.forget(conn.addr);
-        self.close_peer(slot, DropReason::Banned);
-    }
-
     fn on_signals(&mut self, now: Timestamp) {
         let Some(signals) = &mut self.signals else {
             return;
@@ -871,7 +534,7 @@ impl EventLoop {
         let slots: Vec<usize> = self.peers.iter().map(|(slot, _)| slot).collect();
         for slot in slots {
             let conn = &mut self.peers[slot];
-            if conn.closing.is_some() || conn.session.phase() == crate::peer::session::Phase::AwaitingConnect {
+            if conn.closing.is_some() || conn.session.phase() == Phase::AwaitingConnect {
                 continue;
             }
             conn.session.on_rate_sample(&mut self.torrent.swarm, now, dt);
@@ -886,63 +549,6 @@ impl EventLoop {
         }
         self.dial_more(now);
         Ok(())
-    }
-
-    // ---- trackers -----------------------------------------------------------------------------
-
-    fn pump_trackers(&mut self, now: Timestamp) {
-        self.tracker_driver.pump(self.poll.registry(), &mut self.trackers, now);
-        let mut added = false;
-        while let Some(event) = self.trackers.poll_event() {
-            match event {
-                TrackerEvent::Peers(addrs) => {
-                    for addr in addrs {
-                        added |= self.candidates.add(addr);
-                    }
-                }
-                                // Shown to the user on stdout; the log keeps a copy for RUST_LOG=info.
-                TrackerEvent::Warning { url, message } => {
-                    log::info!("tracker {url}: warning: {message}");
-                    self.say(now, &format!("tracker {url}: warning: {message}"));
-                }
-                                TrackerEvent::Error { url, message } => {
-                    log::info!("tracker {url}: {message}");
-                    self.say(now, &format!("tracker {url}: {message}"));
-                }
-                TrackerEvent::Announced { url, peers, seeders, leechers, .. } => {
-                    log::info!("tracker {url}: {peers} peers");
-                    let next = self
-                        .trackers
-                        .status()
-                        .into_iter()
-                        .find(|s| s.url == url)
-                        .and_then(|s| s.next_announce)
-                        .map(|at| format!(", next announce in {}", units::duration(at - now)))
-                        .unwrap_or_default();
-                    let counts = match (seeders, leechers) {
-                        (Some(s), Some(l)) => format!(" ({s} seeders, {l} leechers)"),
-                        _ => String::new(),
-                    };
-                    self.say(now, &format!("tracker {url}: {peers} peers{counts}{next}"));
-                }
-                TrackerEvent::Scraped { .. } => {}
-            }
-        }
-        if added {
-            self.dial_more(now);
-        }
-        let next = self.trackers.next_deadline();
-        match (self.tracker_timer, next) {
-            (Some((_, at)), Some(n)) if at <= n => {}
-            (current, Some(n)) => {
-                if let Some((id, _)) = current {
-                    self.timers.cancel(id);
-                }
-                let id = self.timers.schedule(n, Wake::Trackers);
-                self.tracker_timer = Some((id, n));
-            }
-            (_, None) => {}
-        }
     }
 
     // ---- end of turn --------------------------------------------------------------------------
@@ -1016,67 +622,5 @@ impl EventLoop {
         self.trackers.on_stop(now, transfer);
         self.pump_trackers(now);
         self.timers.schedule(now + STOP_GRACE, Wake::StopDeadline);
-    }
-
-    // ---- the view -----------------------------------------------------------------------------
-
-    fn snapshot(&self) -> Snapshot {
-        let total = self.torrent.swarm.wanted_bytes();
-        Snapshot {
-            done: total - self.torrent.swarm.left(),
-            total,
-            uploaded: self.torrent.swarm.totals.uploaded,
-            down_rate: self.down_rate,
-            up_rate: self.up_rate,
-            peers: self.peers.len() - self.half_open(),
-            half_open: self.half_open(),
-            seeding: self.torrent.swarm.is_complete() && self.config.keep_seeding,
-            state: self.stopping.then_some("stopping"),
-            wasted: self.torrent.swarm.totals.wasted,
-            hash_failures: self.torrent.swarm.totals.hash_failures,
-        }
-    }
-
-    /// Prints one line of news (a tracker answered, failed...) above the live status line.
-    fn say(&mut self, now: Timestamp, line: &str) {
-        if self.stopping {
-            return;
-        }
-        let mut out = io::stdout().lock();
-        match self.config.ui {
-            UiMode::Live => {
-                let _ =
-                    writeln!(out, "\r{line}{}", " ".repeat(self.last_line_len.saturating_sub(line.chars().count())));
-                drop(out);
-                self.last_line_len = 0;
-                self.redraw(now, false);
-            }
-            UiMode::Plain => {
-                let _ = writeln!(out, "{line}");
-            }
-        }
-    }
-
-    fn redraw(&mut self, _now: Timestamp, last: bool) {
-        let snap = self.snapshot();
-        match self.config.ui {
-            UiMode::Live => {
-                                let line = ui::render_status(&snap, self.config.columns.saturating_sub(1));
-                let pad = self.last_line_len.saturating_sub(line.chars().count());
-                let mut out = io::stdout().lock();
-                let _ = write!(out, "\r{line}{}", " ".repeat(pad));
-                if last {
-                    let _ = writeln!(out);
-                }
-                let _ = out.flush();
-                self.last_line_len = line.chars().count();
-            }
-            UiMode::Plain => {
-                let line = ui::render_status(&snap, 200);
-                let mut out = io::stdout().lock();
-                let _ = writeln!(out, "{line}");
-                let _ = out.flush();
-            }
-        }
     }
 }

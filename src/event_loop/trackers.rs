@@ -321,3 +321,62 @@ fn spawn_resolver(waker: Arc<Waker>) -> io::Result<Resolver> {
     })?;
     Ok(Resolver { lookups, answers })
 }
+
+/// The loop's side of the trackers: perform their I/O, feed what they learned to the peer list and the
+/// person, and keep their one wheel entry.
+impl super::EventLoop {
+    pub(super) fn pump_trackers(&mut self, now: Timestamp) {
+        self.tracker_driver.pump(self.poll.registry(), &mut self.trackers, now);
+        let mut added = false;
+        while let Some(event) = self.trackers.poll_event() {
+            match event {
+                crate::tracker::TrackerEvent::Peers(addrs) => {
+                    for addr in addrs {
+                        added |= self.candidates.add(addr);
+                    }
+                }
+                // Shown to the user on stdout; the log keeps a copy for RUST_LOG=info.
+                crate::tracker::TrackerEvent::Warning { url, message } => {
+                    log::info!("tracker {url}: warning: {message}");
+                    self.say(now, &format!("tracker {url}: warning: {message}"));
+                }
+                crate::tracker::TrackerEvent::Error { url, message } => {
+                    log::info!("tracker {url}: {message}");
+                    self.say(now, &format!("tracker {url}: {message}"));
+                }
+                crate::tracker::TrackerEvent::Announced { url, peers, seeders, leechers, .. } => {
+                    log::info!("tracker {url}: {peers} peers");
+                    let next = self
+                        .trackers
+                        .status()
+                        .into_iter()
+                        .find(|s| s.url == url)
+                        .and_then(|s| s.next_announce)
+                        .map(|at| format!(", next announce in {}", crate::observe::units::duration(at - now)))
+                        .unwrap_or_default();
+                    let counts = match (seeders, leechers) {
+                        (Some(s), Some(l)) => format!(" ({s} seeders, {l} leechers)"),
+                        _ => String::new(),
+                    };
+                    self.say(now, &format!("tracker {url}: {peers} peers{counts}{next}"));
+                }
+                crate::tracker::TrackerEvent::Scraped { .. } => {}
+            }
+        }
+        if added {
+            self.dial_more(now);
+        }
+        let next = self.trackers.next_deadline();
+        match (self.tracker_timer, next) {
+            (Some((_, at)), Some(n)) if at <= n => {}
+            (current, Some(n)) => {
+                if let Some((id, _)) = current {
+                    self.timers.cancel(id);
+                }
+                let id = self.timers.schedule(n, super::Wake::Trackers);
+                self.tracker_timer = Some((id, n));
+            }
+            (_, None) => {}
+        }
+    }
+}

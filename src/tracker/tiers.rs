@@ -81,7 +81,7 @@ impl Trackers {
         result: Result<AnnounceReply, TrackerError>,
         now: Timestamp,
     ) {
-                let url = self.trackers[t].url_text.clone();
+        let url = self.trackers[t].url_text.clone();
         if self.trackers[t].stop_after_completed {
             // rill is stopping: record the `completed` answer, then say goodbye.
             self.trackers[t].stop_after_completed = false;
