@@ -233,7 +233,7 @@ fn run_config(opts: &TransferOptions, ui: UiMode, keep_seeding: bool) -> RunConf
         seed_ratio: opts.seed_ratio,
         up_limit: opts.up_limit,
         down_limit: opts.down_limit,
-                upload_slots: opts.max_upload_slots,
+        upload_slots: opts.max_upload_slots,
         columns: std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|&c| c >= 20).unwrap_or(80),
     }
 }
@@ -268,7 +268,7 @@ fn run_loop(
         }
         return Err(Failure::Runtime("stopped before the download completed".into()));
     }
-        if outcome.downloaded == 0 && outcome.uploaded > 0 {
+    if outcome.downloaded == 0 && outcome.uploaded > 0 {
         let secs = outcome.elapsed.as_secs_f64().max(1e-3);
         let _ = writeln!(
             out,

@@ -53,7 +53,7 @@ pub fn render_status(s: &Snapshot, width: usize) -> String {
             None => "--".to_string(),
         };
         format!(
-                        "{:5.1}%  {} / {}  down {}  up {}  peers {}+{}  eta {}",
+            "{:5.1}%  {} / {}  down {}  up {}  peers {}+{}  eta {}",
             s.percent(),
             units::bytes(s.done),
             units::bytes(s.total),
@@ -106,7 +106,7 @@ mod tests {
         };
         let line = render_status(&s, 200);
         assert!(line.starts_with(" 50.0%"), "{line}");
-                assert!(line.contains("peers 3+1"), "{line}");
+        assert!(line.contains("peers 3+1"), "{line}");
         assert!(line.contains("eta 8.0s"), "{line}");
         assert_eq!(render_status(&s, 10).chars().count(), 10);
     }

@@ -316,7 +316,7 @@ impl PeerSession {
                 self.add_piece(piece, swarm);
                 self.update_interest(swarm, now);
             }
-                        Frame::Bitfield(bits) => {
+            Frame::Bitfield(bits) => {
                 let wire_error = |e| match e {
                     BitfieldError::WrongLength { got, want } => PeerMisbehaved::BitfieldWrongLength { got, want },
                     BitfieldError::SpareBits => PeerMisbehaved::BitfieldSpareBits,

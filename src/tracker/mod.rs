@@ -153,7 +153,7 @@ struct Tracker {
     connection: Option<ConnectionId>,
     /// It answered an announce: it knows us, so it gets `stopped`.
     started_ok: bool,
-        /// It got `completed` (or first heard of us as a seed after we completed).
+    /// It got `completed` (or first heard of us as a seed after we completed).
     completed_sent: bool,
     /// rill is stopping while this tracker's `completed` is in flight: send `stopped` once it ends.
     stop_after_completed: bool,
@@ -226,7 +226,7 @@ impl Trackers {
                     scrape: None,
                     connection: None,
                     started_ok: false,
-                                        completed_sent: false,
+                    completed_sent: false,
                     stop_after_completed: false,
                     tracker_id: None,
                     state: TrackerState::Idle,
@@ -343,7 +343,7 @@ impl Trackers {
         for tier in &mut self.tiers {
             tier.next_at = None;
         }
-                let announcing = self.announcing;
+        let announcing = self.announcing;
         for t in 0..self.trackers.len() {
             self.cancel(t, Slot::Scrape);
             // A `completed` still in flight is let finish (the tracker's completed count depends on it);
@@ -361,16 +361,18 @@ impl Trackers {
                 }
                 continue;
             }
-                        self.send_stopped(t, deadline, now);
+            self.send_stopped(t, deadline, now);
         }
     }
 
-        /// Sends `stopped` to tracker `t` (it knows us), failing at `deadline`.
+    /// Sends `stopped` to tracker `t` (it knows us), failing at `deadline`.
     fn send_stopped(&mut self, t: usize, deadline: Timestamp, now: Timestamp) {
         self.trackers[t].state = TrackerState::Stopping;
         let params = self.announce_params(t, Event::Stopped);
-        let schedule =
-            Retransmit { base: self.timeouts.udp.base.min(STOP_RETRANSMIT), max_exponent: udp::MAX_RETRANSMIT_EXPONENT };
+        let schedule = Retransmit {
+            base: self.timeouts.udp.base.min(STOP_RETRANSMIT),
+            max_exponent: udp::MAX_RETRANSMIT_EXPONENT,
+        };
         self.begin_announce(t, params, Some(deadline), schedule, now);
     }
 
