@@ -38,6 +38,7 @@ OPTIONS:
     -d, --dir DIR          where to put the content (default: current directory)
         --no-ui            plain progress lines every few seconds instead of the live line
         --port N           port to accept peers on (default 6881; 0 picks a free port)
+        --bind IP          address to accept peers on (default: all, IPv6 and IPv4)
         --max-peers N      most connections at once (default 50)
         --peer IP:PORT     also connect to this peer (may repeat)
         --seed             keep seeding after the download until Ctrl-C
@@ -61,6 +62,7 @@ OPTIONS:
         --partial          seed whatever pieces are present instead of refusing
         --no-ui            plain progress lines instead of the live line
         --port N           port to accept peers on (default 6881; 0 picks a free port)
+        --bind IP          address to accept peers on (default: all, IPv6 and IPv4)
         --max-peers N      most connections at once (default 50)
         --peer IP:PORT     also connect to this peer (may repeat)
         --seed-ratio R     stop once uploaded/size reaches R
@@ -88,6 +90,8 @@ pub struct TransferOptions {
     pub no_ui: bool,
     /// `None`: the default port, falling back to any free one if it is taken.
     pub port: Option<u16>,
+    /// `None`: every address (`[::]`, dual-stack).
+    pub bind: Option<std::net::IpAddr>,
     pub max_peers: usize,
     pub peers: Vec<SocketAddr>,
     pub seed_ratio: Option<f64>,
@@ -187,6 +191,7 @@ fn transfer_options(args: &mut pico_args::Arguments, cmd: &str) -> Result<Transf
         .unwrap_or_else(|| PathBuf::from("."));
     let no_ui = args.contains("--no-ui");
     let port = args.opt_value_from_str("--port")?;
+    let bind = args.opt_value_from_str("--bind")?;
     let max_peers = args.opt_value_from_str("--max-peers")?.unwrap_or(DEFAULT_MAX_PEERS);
     if max_peers == 0 {
         return Err(UsageError("--max-peers must be at least 1".into()));
@@ -205,6 +210,7 @@ fn transfer_options(args: &mut pico_args::Arguments, cmd: &str) -> Result<Transf
         dir,
         no_ui,
         port,
+        bind,
         max_peers,
         peers,
         seed_ratio,

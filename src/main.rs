@@ -142,8 +142,11 @@ fn peer_id(rng: &mut Rng) -> [u8; 20] {
     id
 }
 
+/// IPv6 and IPv4 peers alike (a dual-stack socket; the loop falls back to IPv4 only where there is no
+/// IPv6).
 fn listen_addr(opts: &TransferOptions) -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], opts.port.unwrap_or(cli::DEFAULT_PORT)))
+    let ip = opts.bind.unwrap_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+    SocketAddr::new(ip, opts.port.unwrap_or(cli::DEFAULT_PORT))
 }
 
 fn download(

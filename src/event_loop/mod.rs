@@ -233,14 +233,8 @@ impl EventLoop {
         let mut listener = None;
         let mut listen_port = None;
         if let Some(addr) = config.listen {
-            let mut l = match TcpListener::bind(addr) {
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse && config.listen_fallback => {
-                    log::info!("port {} is taken; listening on a free port instead", addr.port());
-                    TcpListener::bind(SocketAddr::new(addr.ip(), 0))
-                }
-                other => other,
-            }
-            .map_err(|error| LoopError::Listen { addr, error })?;
+            let mut l =
+                bind_listener(addr, config.listen_fallback).map_err(|error| LoopError::Listen { addr, error })?;
             let local = l.local_addr().map_err(|error| LoopError::Listen { addr, error })?;
             poll.registry()
                 .register(&mut l, token::encode(Source::Listener), Interest::READABLE)
@@ -271,6 +265,8 @@ impl EventLoop {
             candidates.set_own_addresses(vec![
                 SocketAddr::from(([127, 0, 0, 1], port)),
                 SocketAddr::from(([0, 0, 0, 0], port)),
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+                SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
             ]);
         }
         for addr in &config.extra_peers {
@@ -622,5 +618,24 @@ impl EventLoop {
         self.trackers.on_stop(now, transfer);
         self.pump_trackers(now);
         self.timers.schedule(now + STOP_GRACE, Wake::StopDeadline);
+    }
+}
+
+/// Binds the listening socket: `addr` (usually `[::]`, which on Linux also takes IPv4), IPv4 alone where
+/// the host has no IPv6, and any free port when `fallback` allows and the port is taken.
+fn bind_listener(addr: SocketAddr, fallback: bool) -> io::Result<TcpListener> {
+    let bind = |addr: SocketAddr| match TcpListener::bind(addr) {
+        Err(e) if addr.is_ipv6() && e.kind() != io::ErrorKind::AddrInUse => {
+            log::debug!("no IPv6 listener ({e}); IPv4 only");
+            TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], addr.port())))
+        }
+        other => other,
+    };
+    match bind(addr) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && fallback => {
+            log::info!("port {} is taken; listening on a free port instead", addr.port());
+            bind(SocketAddr::new(addr.ip(), 0))
+        }
+        other => other,
     }
 }

@@ -207,6 +207,8 @@ impl EventLoop {
             };
             match listener.accept() {
                 Ok((socket, addr)) => {
+                    // IPv4 peers reach the dual-stack listener as ::ffff:a.b.c.d.
+                    let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
                     if self.stopping || self.peers.len() >= self.config.max_peers {
                         log::debug!("{addr}: incoming connection refused: peer limit");
                         drop(socket);
