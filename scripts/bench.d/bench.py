@@ -11,6 +11,7 @@ target/bench/runs.jsonl. See scripts/bench for the environment variables.
 import atexit
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -59,7 +60,7 @@ DELAY_MS = env_float("DELAY_MS", 25)
 ENDGAME_FAST = env_int("ENDGAME_FAST", 50_000_000)
 ENDGAME_SLOW = env_int("ENDGAME_SLOW", 500_000)
 CLIENTS = os.environ.get("CLIENTS", "rill aria2c libtorrent transmission rqbit").split()
-MEMORY_CLIENTS = os.environ.get("MEMORY_CLIENTS", "rill").split()
+MEMORY_CLIENTS = os.environ.get("MEMORY_CLIENTS", "rill libtorrent").split()
 LATENCY_CLIENTS = os.environ.get("LATENCY_CLIENTS", "rill libtorrent").split()
 ENDGAME_CLIENTS = os.environ.get("ENDGAME_CLIENTS", "rill libtorrent").split()
 SEEDER_PROFILE = os.environ.get("SEEDER_PROFILE", "default")
@@ -130,6 +131,9 @@ def cleanup():
     for p in reversed(PROCS):
         if p.poll() is None:
             stop(p, grace=3)
+    # The content is GiBs: remove it even when the bench is interrupted (BENCH_KEEP=1 keeps it).
+    if not KEEP and os.path.isdir(WORK):
+        shutil.rmtree(WORK, ignore_errors=True)
 
 
 def on_signal(signum, _frame):
@@ -931,6 +935,19 @@ def rill_summary(r):
 # Cases
 
 
+OUT_OF_TIME = set()
+
+
+def out_of_time(case, need):
+    """True (and one line in the report) once the bench's budget cannot fit another run of `case`."""
+    if remaining() >= need:
+        return False
+    if case not in OUT_OF_TIME:
+        OUT_OF_TIME.add(case)
+        emit("   (bench time budget BENCH_TIMEOUT=%g s exhausted: the %s case stops here)" % (TOTAL, case))
+    return True
+
+
 def available_clients(names=None):
     out, missing = [], []
     for c in (CLIENTS if names is None else names):
@@ -956,8 +973,7 @@ def case_download(ctx):
     summaries = {}
     for rnd in range(ROUNDS):
         for c in rotate(clients, rnd):
-            if remaining() < 60:
-                emit("   (bench time budget exhausted: stopping the download case early)")
+            if out_of_time("download", 60):
                 break
             prepare_cache([content.path])
             r = run_leecher("download", c, content, content.torrent, os.path.join(WORK, "out"), "r%d" % (rnd + 1),
@@ -974,7 +990,7 @@ def case_download(ctx):
     for c in clients:
         s = summarize(runs[c], content.size)
         if s is None:
-            rows.append([c, "0/%d" % len(runs[c]), "failed", "-", "-", "-", "-", "-", "-"])
+            rows.append([c, "0/%d" % len(runs[c]), "failed" if runs[c] else "not run", "-", "-", "-", "-", "-", "-"])
         else:
             rows.append([c, s["n"], s["wall"], s["range"], s["mbs"], s["cpu"], s["rss"], s["anon"], s["others"]])
     emit(fmt_table(["client", "ok", "wall s (median)", "min-max", "MB/s", "CPU s/GiB", "peak RSS MiB",
@@ -1002,8 +1018,7 @@ def case_memory(ctx):
     for rnd in range(ROUNDS):
         for cl in clients:
             for c in rotate(contents, rnd):
-                if remaining() < 90:
-                    emit("   (bench time budget exhausted: stopping the memory case early)")
+                if out_of_time("memory", 90):
                     break
                 prepare_cache([c.path])
                 r = run_leecher("memory", cl, c, c.torrent, os.path.join(WORK, "out"), "%s-r%d" % (c.label, rnd + 1),
@@ -1018,12 +1033,16 @@ def case_memory(ctx):
         for c in contents:
             s = summarize(runs[(cl, c.label)], c.size)
             if s is None:
-                rows.append([cl, "%d MiB" % (c.size >> 20), "0", "failed", "-", "-", "-", "-", "-"])
+                rows.append([cl, "%d MiB" % (c.size >> 20), "0/%d" % len(runs[(cl, c.label)]),
+                             "failed" if runs[(cl, c.label)] else "not run", "-", "-", "-", "-", "-"])
             else:
                 rows.append([cl, "%d MiB" % (c.size >> 20), s["n"], s["wall"], s["mbs"], s["cpu"], s["rss"],
                              s["anon"], s["others"]])
     emit(fmt_table(["client", "torrent", "ok", "wall s", "MB/s", "CPU s/GiB", "peak RSS MiB", "peak anon MiB",
                     "other load"], rows))
+    emit("   on the larger torrent every client's sys time grows: the kernel throttles a writer with more than")
+    emit("   vm.dirty_background_ratio (%s%%) of memory dirty and makes it do writeback work; compare rows of one size." % (
+        open("/proc/sys/vm/dirty_background_ratio").read().strip()))
     emit()
 
 
@@ -1052,8 +1071,7 @@ def case_latency(ctx):
     for rnd in range(ROUNDS):
         for label, proc, port in paths:
             for c in rotate(clients, rnd):
-                if remaining() < 60:
-                    emit("   (bench time budget exhausted: stopping the latency case early)")
+                if out_of_time("latency", 60):
                     break
                 prepare_cache([content.path])
                 pid = leaf(proc.pid, 1) if proc else None
@@ -1077,7 +1095,8 @@ def case_latency(ctx):
             s = summarize(runs[(c, label)], content.size)
             u = "%.0f%%" % (100 * max(util)) if util else "-"
             if s is None:
-                rows.append([label, c, "0", "failed", "-", "-", "-", "-", u, "-"])
+                rows.append([label, c, "0/%d" % len(runs[(c, label)]), "failed" if runs[(c, label)] else "not run",
+                             "-", "-", "-", "-", u, "-"])
             else:
                 rows.append([label, c, s["n"], s["wall"], s["range"], s["mbs"], s["cpu"], s["rss"], u, s["others"]])
     emit(fmt_table(["path", "client", "ok", "wall s", "min-max", "MB/s", "CPU s/GiB", "peak RSS MiB",
@@ -1085,6 +1104,13 @@ def case_latency(ctx):
     emit("   both clients get the seeder (or proxy) as a direct peer: the torrent has no tracker here. 'proxy 0 ms'")
     emit("   measures the proxy's own ceiling; proxy CPU near 100% means the proxy, not the client, was the limit.")
     emit()
+
+
+def remove_rill_resume(content):
+    """rill keeps `.<name>.rill-resume` beside the data; a seeder run without it checks every piece."""
+    for name in os.listdir(content.dir):
+        if name.endswith(".rill-resume") or name.endswith(".rill-resume.tmp"):
+            os.unlink(os.path.join(content.dir, name))
 
 
 def rill_seed_available(content):
@@ -1099,6 +1125,7 @@ def rill_seed_available(content):
         pass
     alive = p.poll() is None
     stop(p)
+    remove_rill_resume(content)
     with open(os.path.join(LOGS, "upload-rill-seed-probe.log"), errors="replace") as f:
         text = f.read().strip()
     return alive, text.splitlines()[-1] if text else ""
@@ -1126,14 +1153,16 @@ def case_upload(ctx):
     runs = {s: [] for s in seeders}
     for rnd in range(ROUNDS):
         for sname in rotate(seeders, rnd):
-            if remaining() < 90:
-                emit("   (bench time budget exhausted: stopping the upload case early)")
+            if out_of_time("upload", 90):
                 break
             prepare_cache([content.path])
             tag = "%s-r%d" % (sname, rnd + 1)
             port = free_port()
             tr = None
             if sname == "rill":
+                # Like the others (aria2c -V, transmission verify, libtorrent's check), rill checks the data
+                # itself: remove the resume file an earlier rill run left beside it.
+                remove_rill_resume(content)
                 cmd = [RILL, "seed", content.torrent_nt, "-d", content.dir, "--no-ui", "--port", port]
             elif sname == "aria2c":
                 cmd = ["aria2c", "-V", "--seed-ratio=0.0", "--enable-dht=false", "--enable-dht6=false",
@@ -1180,7 +1209,8 @@ def case_upload(ctx):
     for sname in seeders:
         ok = [r for r in runs[sname] if r.ok]
         if not ok:
-            rows.append([sname, "0/%d" % len(runs[sname]), "failed", "-", "-", "-", "-", "-"])
+            rows.append([sname, "0/%d" % len(runs[sname]), "failed" if runs[sname] else "not run", "-", "-", "-", "-",
+                         "-"])
             continue
         wall = statistics.median(r.wall for r in ok)
         cpu = statistics.median(r.seed_cpu / (content.size / GIB) for r in ok if r.seed_cpu is not None)
@@ -1256,8 +1286,7 @@ def case_endgame(ctx):
 
     for rnd in range(ROUNDS):
         for c in rotate(clients, rnd):
-            if remaining() < 120:
-                emit("   (bench time budget exhausted: stopping the endgame case early)")
+            if out_of_time("endgame", 120):
                 break
             prepare_cache([content.path])
             up0 = {s.name: s.payload_up() for s in (fast, slow)}
@@ -1300,8 +1329,9 @@ def case_endgame(ctx):
                         line95 = t
                 except ValueError:
                     pass
-                if "waste" in line.lower():
-                    waste_line = line.strip()
+                m = re.search(r"wasted: .*\((\d+) bytes\)", line)
+                if m:
+                    waste_line = "%s B" % m.group(1)
                 if line.startswith("RESULT "):
                     lt_redundant = json.loads(line[7:]).get("redundant")
             over = sum(totals.values()) - size
@@ -1326,8 +1356,14 @@ def case_endgame(ctx):
             if not res["ok"]:
                 rows.append([c, i + 1, "failed"] + ["-"] * 9)
                 continue
-            waste = res["waste_line"] or ("libtorrent redundant %s B" % res["lt_redundant"]
-                                          if res["lt_redundant"] is not None else "-")
+            if res["waste_line"]:
+                waste = res["waste_line"]
+            elif res["lt_redundant"] is not None:
+                waste = "%s B redundant" % res["lt_redundant"]
+            elif c == "rill" and any(x["waste_line"] for x in per_client[c]):
+                waste = "0 (no line)"
+            else:
+                waste = "-"
             f = lambda v, fmt: (fmt % v) if v is not None else "-"
             rows.append([c, i + 1, "%.2f" % res["done"], f(res["steady"] and res["steady"] / 1e6, "%.0f"),
                          f(res["last5"], "%.2f"), f(res["ideal"], "%.2f"),
@@ -1345,7 +1381,10 @@ def case_endgame(ctx):
     emit("   cancelled blocks already sent). '95% line at' = first rill --no-ui progress line at >= 95%: those come")
     emit("   every 5 s, too coarse for the tail, hence the seeder-side timing.")
     if "rill" in per_client and not any(res["waste_line"] for res in per_client["rill"]):
-        emit("   rill does not print waste bytes yet.")
+        emit("   rill printed no 'wasted: ... (N bytes)' line in any round (none yet, or none wasted).")
+    else:
+        emit("   waste (client's own) = rill's 'wasted: ... (N bytes)' summary line (printed only when it wasted")
+        emit("   something); libtorrent's total_redundant_bytes.")
     emit()
 
 
@@ -1374,8 +1413,10 @@ def main():
                            capture_output=True, text=True).stdout.strip()
     emit("rill scripts/bench  %s" % time.strftime("%Y-%m-%d %H:%M:%S %Z"))
     emit("machine: %s, %d cores, %d GiB RAM, kernel %s" % (cpu, os.cpu_count(), mem, os.uname().release))
-    emit("rill %s%s (target/release); %s; libtorrent %s; %s; %s" % (
-        rev, "+uncommitted src changes" if dirty else "", version(["aria2c", "--version"]),
+    rill_label = ("%s (RILL_BIN)" % RILL) if os.environ.get("RILL_BIN") else "%s%s target/release" % (
+        rev, "+uncommitted src changes" if dirty else "")
+    emit("%s, %s; %s; libtorrent %s; %s; %s" % (
+        version([RILL, "--version"]), rill_label, version(["aria2c", "--version"]),
         subprocess.run([PY, "-c", "import libtorrent; print(libtorrent.__version__)"], capture_output=True,
                        text=True).stdout.strip() or "missing",
         version(["transmission-daemon", "--version"]), version(["rqbit", "--version"]) if have("rqbit")
