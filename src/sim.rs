@@ -489,13 +489,13 @@ mod tests {
     fn request_time_out_returns_blocks_to_the_pool() {
         let mut rng = Rng::seeded(2);
         // Large enough that the slow seed is nowhere near endgame when the time-out comes.
-        let (meta, content) = make_torrent(6 * 1024 * 1024, 64 * 1024, 2);
+        let (meta, content) = make_torrent(12 * 1024 * 1024, 64 * 1024, 2);
         let mut sim = Sim::new();
         let leecher = sim.add_node(&meta, None, &mut rng);
         let dead = sim.add_node(&meta, Some(&content), &mut rng);
         let slow = sim.add_node(&meta, Some(&content), &mut rng);
         let to_dead = sim.connect(leecher, dead, 4.0 * MB, millis(5));
-        let _to_slow = sim.connect(leecher, slow, 0.1 * MB, millis(20));
+        let _to_slow = sim.connect(leecher, slow, 0.2 * MB, millis(20));
         // The fast seed stops answering after 300 ms with requests outstanding.
         sim.black_hole_responder(to_dead, Timestamp::from_millis(300));
         let before = Timestamp::from_millis(300) + crate::peer::pipeline::REQUEST_TIMEOUT;
@@ -505,10 +505,11 @@ mod tests {
         let outstanding = stuck.active();
         assert!(outstanding > crate::peer::pipeline::MIN_DEPTH, "requests were outstanding: {outstanding}");
         // Requests sent while the last pre-silence blocks were arriving time out a little later.
-        sim.run_until(secs(40), |s| s.now >= before + secs(5));
+        sim.run_until(secs(45), |s| s.now >= before + secs(10));
         let stuck = sim.dialler_session(to_dead).pipeline();
         assert!(stuck.timed_out_total() >= u64::from(outstanding), "every stuck request timed out");
         assert!(stuck.is_snubbed() && stuck.active() <= 1, "the silent peer is left one request at most");
+        assert!(!sim.swarm(leecher).is_complete(), "the time-out, not endgame, returned the blocks");
         sim.run_until(secs(120), |s| s.swarm(leecher).is_complete());
         assert_eq!(sim.content(leecher), content);
     }

@@ -183,6 +183,11 @@ impl EventLoop {
         session: PeerSession,
         now: Timestamp,
     ) -> Option<usize> {
+        // Requests and `have`s are small writes that must not wait for an ACK (Nagle): the peer's
+        // pipeline, and so the transfer rate, depends on them arriving at once.
+        if let Err(e) = socket.set_nodelay(true) {
+            log::debug!("{addr}: cannot set TCP_NODELAY: {e}");
+        }
         let entry = self.peers.vacant_entry();
         let slot = entry.key();
         if let Err(e) = self.poll.registry().register(

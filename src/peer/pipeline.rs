@@ -1,8 +1,10 @@
 //! Requests in flight to one peer, and how many to keep in flight.
 //!
 //! Owns: the in-flight list (oldest first) with send times, round-trip and rate measurement, and the target
-//! depth: enough requests to cover the bandwidth-delay product (rate × round trip, with margin), grown
-//! like TCP slow start while the pipeline is what limits the rate, clamped by the peer's `reqq`.
+//! depth: enough requests to cover the bandwidth-delay product (rate × round trip, with margin), clamped by
+//! the peer's `reqq`. A new peer starts in slow start, as TCP does: every block that answers a request
+//! adds one to the depth (it doubles each round trip) until a once-a-second rate sample shows the rate no
+//! longer growing; from then on the depth follows the measured bandwidth-delay product.
 //! Must not: pick blocks (the swarm does) or send anything (the session does).
 //!
 //! A request that times out or is discarded by a `choke` is *released*: its block goes back to the pool at
@@ -20,7 +22,7 @@ pub const INITIAL_DEPTH: u32 = 32;
 /// Never fewer than this in flight to an unchoked peer.
 pub const MIN_DEPTH: u32 = 4;
 /// Never more, whatever the peer's `reqq`.
-pub const MAX_DEPTH: u32 = 1000;
+pub const MAX_DEPTH: u32 = 2000;
 /// Assumed queue limit of a peer that advertises no `reqq` (PROTOCOL-NOTES: a conservative default).
 pub const DEFAULT_PEER_REQQ: u32 = 250;
 /// Margin over two round trips the pipeline covers, for scheduling jitter at either end.
@@ -59,6 +61,10 @@ pub struct Pipeline {
     /// A request timed out and no block has arrived since: keep one request in flight, no more, so a
     /// stalled peer holds on to almost nothing (libtorrent treats snubbed peers the same way).
     snubbed: bool,
+    /// Growing the depth by one per answered request, until the rate stops growing.
+    slow_start: bool,
+    /// The rate at the previous sample, to see whether slow start still pays.
+    previous_rate: f64,
 }
 
 impl Pipeline {
@@ -75,6 +81,8 @@ impl Pipeline {
             rate: 0.0,
             timed_out_total: 0,
             snubbed: false,
+            slow_start: true,
+            previous_rate: 0.0,
         }
     }
 
@@ -132,6 +140,9 @@ impl Pipeline {
         self.snubbed = false;
         if !entry.released {
             self.active -= 1;
+            if self.slow_start && self.target < self.limit {
+                self.target += 1;
+            }
             let rtt = now - entry.sent_at;
             if now - self.rtt_window_start > RTT_WINDOW {
                 self.min_rtt = None;
@@ -191,6 +202,7 @@ impl Pipeline {
         self.in_flight.retain(|f| !f.released || now - f.sent_at < LATE_GRACE);
         if timed_out > 0 {
             self.snubbed = true;
+            self.slow_start = false;
             self.target = 1;
         }
         timed_out
@@ -219,7 +231,18 @@ impl Pipeline {
         let rtt = self.min_rtt.unwrap_or(millis(50));
         let covered = (rtt * 2 + DEPTH_MARGIN).as_secs_f64();
         let bdp_blocks = (self.rate * covered / f64::from(BLOCK_LEN)).ceil() as u32;
-        self.target = (bdp_blocks + MIN_DEPTH).clamp(MIN_DEPTH.min(self.limit), self.limit);
+        let bdp_target = (bdp_blocks + MIN_DEPTH).clamp(MIN_DEPTH.min(self.limit), self.limit);
+        if self.slow_start {
+            // Stop growing once a second of it no longer raised the rate by a quarter: the link, not
+            // the pipeline, is the limit now.
+            if self.rate < self.previous_rate * 1.25 {
+                self.slow_start = false;
+            }
+            self.previous_rate = self.rate;
+            self.target = self.target.max(bdp_target);
+        } else {
+            self.target = bdp_target;
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use crate::metainfo::InfoHash;
 use crate::peer::buffers::WriteBuf;
 use crate::peer::pipeline::Pipeline;
 use crate::peer::{DropReason, PeerMisbehaved};
+use crate::swarm::picker::ENDGAME_PEER_DEPTH;
 use crate::swarm::{BlockArrival, PeerNo, Swarm};
 use crate::time::{secs, Timestamp};
 use crate::wire::extension::{self, ExtendedHandshake};
@@ -34,9 +35,10 @@ pub const KEEPALIVE_AFTER: Duration = secs(120);
 /// Drop a peer we have heard nothing from for this long.
 pub const DROP_SILENT_AFTER: Duration = secs(180);
 /// Requests we queue from one peer before it counts as a flood (we advertise half of it as `reqq`).
-pub const MAX_QUEUED_REQUESTS: usize = 500;
-/// Our advertised BEP 10 `reqq`.
-pub const OUR_REQQ: u32 = 250;
+pub const MAX_QUEUED_REQUESTS: usize = 2000;
+/// Our advertised BEP 10 `reqq`: a fast leecher keeps this many requests with us (16 MiB at 16 KiB), enough
+/// for the bandwidth-delay product of a fast link with some delay; the queue costs 12 bytes a request.
+pub const OUR_REQQ: u32 = 1000;
 /// Largest block we serve. 16 KiB, as Transmission and libtorrent enforce: a peer asking for more is
 /// dropped.
 pub const MAX_SERVED_BLOCK: u32 = BLOCK_LEN;
@@ -459,7 +461,10 @@ impl PeerSession {
         }
         while self.pipeline.has_room() {
             let pipeline = &self.pipeline;
-            let Some(block) = swarm.reserve_block(&self.peer_has, &mut self.hint, |b| pipeline.is_requested(b)) else {
+            let is_requested = |b: &BlockRef| pipeline.is_requested(b);
+            let endgame =
+                (pipeline.active() < ENDGAME_PEER_DEPTH).then_some(&is_requested as &dyn Fn(&BlockRef) -> bool);
+            let Some(block) = swarm.reserve_block(&self.peer_has, &mut self.hint, endgame) else {
                 break;
             };
             self.pipeline.push(block, now);
@@ -562,6 +567,14 @@ impl PeerSession {
     /// Once a second: rate samples and pipeline sizing.
     pub fn on_rate_sample(&mut self, swarm: &mut Swarm, now: Timestamp, dt: Duration) {
         self.pipeline.on_rate_sample(now);
+        log::trace!(
+            "peer {}: down {:.0} B/s, min rtt {:?}, pipeline {}/{}",
+            self.no.0,
+            self.pipeline.rate(),
+            self.pipeline.min_rtt(),
+            self.pipeline.active(),
+            self.pipeline.target()
+        );
         let secs = dt.as_secs_f64();
         if secs > 0.0 {
             let sample = self.upload_sample as f64 / secs;

@@ -659,8 +659,10 @@ fn active_requested_block_is_stored_and_replaced_by_a_new_request() {
     assert_eq!(effect, Effect::StoreBlock { block: sent[0], data: &DATA[..], piece_complete: false });
     assert_eq!(c.swarm.block_state(&sent[0]), Some(BlockState::Received));
     let more = requests(&sent_frames(&mut c));
-    assert_eq!(more.len(), 1, "the pipeline is topped up");
-    assert!(!sent.contains(&more[0]));
+    // The answered request is replaced, and slow start adds one more: the depth doubles per round trip.
+    assert_eq!(more.len(), 2, "the pipeline is topped up and grows");
+    assert!(more.iter().all(|b| !sent.contains(b)));
+    assert_eq!(c.peer.pipeline().target(), INITIAL_DEPTH + 1);
     assert_eq!(c.peer.downloaded, u64::from(BLOCK_LEN));
     assert_eq!(c.peer.last_block_at, Some(t0 + millis(40)));
     assert_eq!(c.peer.pipeline().min_rtt(), Some(millis(40)));
@@ -753,7 +755,7 @@ fn active_block_re_requested_after_a_choke_answers_the_open_request() {
     let effect = peer_sends_block(&mut c, again[0]);
     assert!(matches!(effect, Effect::StoreBlock { .. }), "{effect:?}");
     assert!(!c.peer.pipeline().is_requested(&again[0]), "the block arrived, yet its request is still open");
-    assert_eq!(c.peer.pipeline().active(), INITIAL_DEPTH, "one answered, one new");
+    assert_eq!(c.peer.pipeline().active(), INITIAL_DEPTH + 1, "one answered, one new, one of slow start");
     assert_eq!(
         c.swarm.drain_endgame_taken().collect::<Vec<_>>(),
         [],

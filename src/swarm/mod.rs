@@ -98,6 +98,8 @@ pub struct Swarm {
     have: Bitfield,
     /// Pieces we want (file selection); a piece is wanted if any wanted file overlaps it.
     wanted: Bitfield,
+    /// Wanted pieces neither verified nor in progress: when none is left, only endgame can add requests.
+    unstarted: u32,
     /// Bytes still needed of wanted pieces, and of wanted pieces in all.
     left: u64,
     wanted_total: u64,
@@ -120,11 +122,13 @@ impl Swarm {
         debug_assert_eq!(have.len(), n);
         let left = (0..n).filter(|&p| wanted.get(p) && !have.get(p)).map(|p| u64::from(geometry.piece_len(p))).sum();
         let wanted_total = wanted.iter_ones().map(|p| u64::from(geometry.piece_len(p))).sum();
+        let unstarted = (0..n).filter(|&p| wanted.get(p) && !have.get(p)).count() as u32;
         Swarm {
             geometry,
             have,
             wanted,
             left,
+            unstarted,
             wanted_total,
             availability: vec![0; n as usize],
             partial: BTreeMap::new(),
@@ -195,9 +199,9 @@ impl Swarm {
         &mut self,
         peer_has: &Bitfield,
         hint: &mut Option<u32>,
-        already_requested: impl Fn(&BlockRef) -> bool,
+        endgame: Option<&dyn Fn(&BlockRef) -> bool>,
     ) -> Option<BlockRef> {
-        picker::reserve_block(self, peer_has, hint, already_requested)
+        picker::reserve_block(self, peer_has, hint, endgame)
     }
 
     /// A request for `block` is no longer outstanding at one peer (timed out, choked, peer gone).
@@ -312,6 +316,7 @@ impl Swarm {
     }
 
     fn start_piece(&mut self, piece: u32) -> &mut PartialPiece {
+        self.unstarted -= 1;
         let n = self.geometry.blocks_in_piece(piece) as usize;
         let mut blocks = self.spare_blocks.pop().unwrap_or_default();
         blocks.clear();
@@ -347,6 +352,10 @@ impl Swarm {
             .map(|p| u64::from(self.geometry.piece_len(p)))
             .sum();
         assert_eq!(left, self.left, "bytes left");
+        let unstarted = (0..self.geometry.piece_count())
+            .filter(|&p| self.wanted.get(p) && !self.have.get(p) && !self.partial.contains_key(&p))
+            .count() as u32;
+        assert_eq!(unstarted, self.unstarted, "unstarted pieces");
     }
 
     /// Owners of a block, for invariant checks in tests.

@@ -11,6 +11,10 @@ use crate::geometry::BlockRef;
 
 /// In endgame a block may be in flight at this many peers at once.
 pub const ENDGAME_MAX_OWNERS: u8 = 3;
+/// A peer takes endgame duplicates only once it has fewer than this many requests of its own in flight:
+/// a fast peer first drains its own pipeline, then takes over what slow peers still hold. (It also keeps
+/// the duplicate search, which looks at every block in flight, off the common path.)
+pub const ENDGAME_PEER_DEPTH: u32 = 8;
 
 pub struct PickerState {
     sequential: bool,
@@ -48,7 +52,7 @@ pub(super) fn reserve_block(
     swarm: &mut Swarm,
     peer_has: &Bitfield,
     hint: &mut Option<u32>,
-    already_requested: impl Fn(&BlockRef) -> bool,
+    endgame: Option<&dyn Fn(&BlockRef) -> bool>,
 ) -> Option<BlockRef> {
     // 1. The piece this peer is filling.
     if let Some(piece) = *hint {
@@ -67,14 +71,15 @@ pub(super) fn reserve_block(
         *hint = Some(piece);
         return first_free(swarm, piece);
     }
-    // 3. A new piece.
-    if let Some(piece) = pick_new_piece(swarm, peer_has) {
+    // 3. A new piece, while any is left unstarted.
+    if let Some(piece) = pick_new_piece(swarm, peer_has).filter(|_| swarm.unstarted > 0) {
         swarm.start_piece(piece);
         *hint = Some(piece);
         return first_free(swarm, piece);
     }
     // 4. Endgame: every block we still need is requested; ask this peer too for one it does not have
-    //    in flight, the least-shared first.
+    //    in flight, the least-shared first. `endgame` is `None` while the peer still has enough of its own.
+    let already_requested = endgame?;
     let mut best: Option<(u8, BlockRef)> = None;
     for pp in swarm.partial.values() {
         if !peer_has.get(pp.piece) {
@@ -165,9 +170,9 @@ mod tests {
         s.on_peer_bitfield(&only3); // availability: 0,1,3 → 3; 2 → 3 as well
         s.on_peer_gone(&only3); // back to 0,1,3 → 2; 2 → 3
         let mut hint = None;
-        let b = s.reserve_block(&all, &mut hint, |_| false).unwrap();
+        let b = s.reserve_block(&all, &mut hint, None).unwrap();
         assert_ne!(b.piece, 2, "piece 2 is the most available, never the first pick");
-        let b2 = s.reserve_block(&all, &mut hint, |_| false).unwrap();
+        let b2 = s.reserve_block(&all, &mut hint, None).unwrap();
         assert_eq!((b2.piece, b2.offset), (b.piece, BLOCK_LEN), "same piece, next block");
         s.check_invariants();
     }
@@ -177,12 +182,12 @@ mod tests {
         let mut s = swarm(4, true);
         let all = Bitfield::full(4);
         let mut hint_a = None;
-        let a = s.reserve_block(&all, &mut hint_a, |_| false).unwrap();
+        let a = s.reserve_block(&all, &mut hint_a, None).unwrap();
         assert_eq!(a.piece, 0);
         let mut hint_b = None;
-        let b = s.reserve_block(&all, &mut hint_b, |_| false).unwrap();
+        let b = s.reserve_block(&all, &mut hint_b, None).unwrap();
         assert_eq!((b.piece, b.offset), (0, BLOCK_LEN), "joins the started piece");
-        let c = s.reserve_block(&all, &mut hint_b, |_| false).unwrap();
+        let c = s.reserve_block(&all, &mut hint_b, None).unwrap();
         assert_eq!(c.piece, 1, "piece 0 has no free block left");
     }
 
@@ -191,15 +196,15 @@ mod tests {
         let mut s = swarm(1, false);
         let all = Bitfield::full(1);
         let mut h = None;
-        let b0 = s.reserve_block(&all, &mut h, |_| false).unwrap();
-        let b1 = s.reserve_block(&all, &mut h, |_| false).unwrap();
+        let b0 = s.reserve_block(&all, &mut h, None).unwrap();
+        let b1 = s.reserve_block(&all, &mut h, None).unwrap();
         s.release_block(&b0);
         assert_eq!(s.block_state(&b0), Some(BlockState::Free));
-        let again = s.reserve_block(&all, &mut h, |_| false).unwrap();
+        let again = s.reserve_block(&all, &mut h, None).unwrap();
         assert_eq!(again, b0);
         // Everything requested: a second peer gets an endgame duplicate it does not have in flight.
         let mut h2 = None;
-        let dup = s.reserve_block(&all, &mut h2, |b| *b == b0).unwrap();
+        let dup = s.reserve_block(&all, &mut h2, Some(&|b: &BlockRef| *b == b0)).unwrap();
         assert_eq!(dup, b1);
         assert_eq!(s.block_state(&b1), Some(BlockState::Requested { owners: 2 }));
         assert_eq!(
