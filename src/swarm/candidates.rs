@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use crate::time::{secs, Timestamp};
 
-/// First retry delay after a failed connect; doubles per failure.
-const RETRY_BASE: Duration = secs(15);
+/// First retry delay after a failed connect (a seeder may not be listening yet); doubles per failure.
+const RETRY_BASE: Duration = secs(5);
 /// Longest retry delay.
 const RETRY_MAX: Duration = secs(600);
 /// After this many consecutive failures an address is forgotten.
@@ -133,7 +133,7 @@ impl Candidates {
                 return;
             }
         }
-        let delay = RETRY_BASE.saturating_mul(1 << c.failures.min(8)).min(RETRY_MAX);
+        let delay = RETRY_BASE.saturating_mul(1 << c.failures.saturating_sub(1).min(8)).min(RETRY_MAX);
         c.state = State::Waiting { retry_at: now + delay };
     }
 
@@ -163,9 +163,11 @@ mod tests {
         assert_eq!(c.next_to_dial(t0), Some(a(1)));
         assert_eq!(c.next_to_dial(t0), None, "in use");
         c.on_closed(a(1), false, t0);
-        assert_eq!(c.next_to_dial(t0 + secs(29)), None, "backing off");
-        assert_eq!(c.next_retry(), Some(t0 + secs(30)));
-        assert_eq!(c.next_to_dial(t0 + secs(30)), Some(a(1)));
+        assert_eq!(c.next_to_dial(t0 + secs(4)), None, "backing off");
+        assert_eq!(c.next_retry(), Some(t0 + secs(5)));
+        assert_eq!(c.next_to_dial(t0 + secs(5)), Some(a(1)));
+        c.on_closed(a(1), false, t0);
+        assert_eq!(c.next_retry(), Some(t0 + secs(10)), "doubles");
         for _ in 0..MAX_FAILURES {
             c.on_closed(a(1), false, t0);
         }
