@@ -1,0 +1,725 @@
+//! Metainfo parsing and validation: the info-hash from the original bytes, every rejected input, padding,
+//! hybrid and v2-only torrents, announce lists, and seeded mutations.
+
+use super::*;
+use crate::rng::Rng;
+
+// ---- A tiny bencode writer that keeps key order as given, so tests can build any torrent ----
+
+#[derive(Clone, Debug)]
+enum B {
+    Int(i64),
+    Str(Vec<u8>),
+    List(Vec<B>),
+    Dict(Vec<(Vec<u8>, B)>),
+}
+
+fn s(text: impl AsRef<[u8]>) -> B {
+    B::Str(text.as_ref().to_vec())
+}
+
+fn list(items: impl IntoIterator<Item = B>) -> B {
+    B::List(items.into_iter().collect())
+}
+
+fn dict<'a>(entries: impl IntoIterator<Item = (&'a str, B)>) -> B {
+    B::Dict(entries.into_iter().map(|(k, v)| (k.as_bytes().to_vec(), v)).collect())
+}
+
+impl B {
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        match self {
+            B::Int(n) => out.extend(format!("i{n}e").bytes()),
+            B::Str(bytes) => {
+                out.extend(format!("{}:", bytes.len()).bytes());
+                out.extend(bytes);
+            }
+            B::List(items) => {
+                out.push(b'l');
+                items.iter().for_each(|item| item.encode_into(out));
+                out.push(b'e');
+            }
+            B::Dict(entries) => {
+                out.push(b'd');
+                for (key, value) in entries {
+                    B::Str(key.clone()).encode_into(out);
+                    value.encode_into(out);
+                }
+                out.push(b'e');
+            }
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Replaces (or appends) `key` in a dictionary.
+    fn with(mut self, key: &str, value: B) -> B {
+        if let B::Dict(entries) = &mut self {
+            match entries.iter_mut().find(|(k, _)| k == key.as_bytes()) {
+                Some(entry) => entry.1 = value,
+                None => entries.push((key.as_bytes().to_vec(), value)),
+            }
+        }
+        self
+    }
+
+    fn without(mut self, key: &str) -> B {
+        if let B::Dict(entries) = &mut self {
+            entries.retain(|(k, _)| k != key.as_bytes());
+        }
+        self
+    }
+}
+
+const PIECE: i64 = 16384;
+
+fn pieces_for(total: i64) -> B {
+    let count = (total + PIECE - 1) / PIECE;
+    B::Str((0..count * 20).map(|i| i as u8).collect())
+}
+
+/// A valid single-file info dictionary: 40,000 bytes in three pieces.
+fn single_info() -> B {
+    dict([
+        ("length", B::Int(40_000)),
+        ("name", s("single.bin")),
+        ("piece length", B::Int(PIECE)),
+        ("pieces", pieces_for(40_000)),
+    ])
+}
+
+fn file(length: i64, path: &[&str]) -> B {
+    dict([("length", B::Int(length)), ("path", list(path.iter().map(s)))])
+}
+
+/// A valid multi-file info dictionary: 1,000 + 0 + 20,000 bytes, nested folders.
+fn multi_info() -> B {
+    dict([
+        ("files", list([file(1000, &["readme.txt"]), file(0, &["empty.dat"]), file(20_000, &["a", "b", "one.bin"])])),
+        ("name", s("multi")),
+        ("piece length", B::Int(PIECE)),
+        ("pieces", pieces_for(21_000)),
+    ])
+}
+
+fn torrent(info: B) -> Vec<u8> {
+    dict([("announce", s("http://127.0.0.1:6969/announce")), ("info", info)]).encode()
+}
+
+#[track_caller]
+fn parse(info: B) -> Metainfo {
+    match Metainfo::from_bytes(&torrent(info)) {
+        Ok(m) => m,
+        Err(e) => panic!("rejected: {e}"),
+    }
+}
+
+#[track_caller]
+fn rejection(info: B) -> MetainfoError {
+    match Metainfo::from_bytes(&torrent(info)) {
+        Ok(m) => panic!("accepted: {m:?}"),
+        Err(e) => e,
+    }
+}
+
+fn sha1(bytes: &[u8]) -> [u8; 20] {
+    Sha1::digest(bytes).into()
+}
+
+// ---- Valid torrents ----
+
+#[test]
+fn single_file_layout_and_fields() {
+    let info = single_info().with("private", B::Int(1));
+    let bytes = dict([
+        ("announce", s("http://t/a")),
+        ("comment", s("hello")),
+        ("created by", s("rill test")),
+        ("info", info.clone()),
+    ])
+    .encode();
+    let m = Metainfo::from_bytes(&bytes).unwrap();
+    assert_eq!(m.info_hash, InfoHash(sha1(&info.encode())));
+    assert_eq!(m.name, "single.bin");
+    assert_eq!(m.piece_length, 16384);
+    assert_eq!(m.piece_count(), 3);
+    assert_eq!(m.piece_hashes[1][0], 20);
+    assert_eq!(m.total_length, 40_000);
+    assert_eq!(
+        m.files,
+        [FileEntry {
+            path: PathBuf::from("single.bin"),
+            display_path: "single.bin".into(),
+            length: 40_000,
+            offset: 0,
+            padding: false,
+        }]
+    );
+    assert_eq!(m.trackers, [["http://t/a"]]);
+    assert!(m.private);
+    assert_eq!(m.comment.as_deref(), Some("hello"));
+    assert_eq!(m.created_by.as_deref(), Some("rill test"));
+}
+
+#[test]
+fn multi_file_layout_has_name_first_and_contiguous_offsets() {
+    let m = parse(multi_info());
+    let layout: Vec<_> = m.files.iter().map(|f| (f.display_path.as_str(), f.length, f.offset)).collect();
+    assert_eq!(
+        layout,
+        [("multi/readme.txt", 1000, 0), ("multi/empty.dat", 0, 1000), ("multi/a/b/one.bin", 20_000, 1000)]
+    );
+    assert_eq!(m.files[2].path, Path::new("multi").join("a").join("b").join("one.bin"));
+    assert_eq!(m.total_length, 21_000);
+    assert!(!m.private);
+}
+
+#[test]
+fn info_hash_covers_unknown_keys_in_info_as_written() {
+    // Unsorted keys and keys nobody decodes: a re-serialised struct would hash differently.
+    let info = single_info()
+        .with("x-unknown", dict([("nested", list([B::Int(1), s("two")]))]))
+        .with("source", s("tracker.example"));
+    let mut raw_info = info.encode();
+    let m = parse(info);
+    assert_eq!(m.info_hash, InfoHash(sha1(&raw_info)));
+    let reserialised = single_info().encode();
+    assert_ne!(m.info_hash, InfoHash(sha1(&reserialised)));
+    raw_info.push(b'!');
+    assert_ne!(m.info_hash, InfoHash(sha1(&raw_info)));
+}
+
+#[test]
+fn trailing_bytes_after_the_torrent_are_ignored() {
+    let mut bytes = torrent(single_info());
+    let clean = Metainfo::from_bytes(&bytes).unwrap();
+    bytes.extend_from_slice(b"\ngarbage");
+    assert_eq!(Metainfo::from_bytes(&bytes).unwrap().info_hash, clean.info_hash);
+}
+
+#[test]
+fn utf8_keys_are_preferred_and_other_bytes_decode_lossily() {
+    let info = multi_info()
+        .with("name", s(b"caf\xe9"))
+        .with("files", list([dict([("length", B::Int(21_000)), ("path", list([s(b"\xff.bin")]))])]));
+    let m = parse(info.clone());
+    assert_eq!(m.name, "caf\u{fffd}");
+    assert_eq!(m.files[0].display_path, "caf\u{fffd}/\u{fffd}.bin");
+    assert_eq!(m.files[0].path, Path::new("caf\u{fffd}").join("\u{fffd}.bin"));
+
+    let info = info.with("name.utf-8", s("café")).with(
+        "files",
+        list([dict([
+            ("length", B::Int(21_000)),
+            ("path", list([s(b"\xff.bin")])),
+            ("path.utf-8", list([s("ÿ.bin")])),
+        ])]),
+    );
+    let m = parse(info);
+    assert_eq!(m.name, "café");
+    assert_eq!(m.files[0].display_path, "café/ÿ.bin");
+}
+
+#[test]
+fn invalid_utf8_key_falls_back_to_the_plain_key() {
+    let m = parse(single_info().with("name.utf-8", s(b"\xff")));
+    assert_eq!(m.name, "single.bin");
+}
+
+#[test]
+fn padding_files_count_in_the_layout_but_not_in_the_selection() {
+    let pad =
+        |len: i64| dict([("attr", s("p")), ("length", B::Int(len)), ("path", list([s(".pad"), s(len.to_string())]))]);
+    let info = multi_info()
+        .with(
+            "files",
+            list([
+                file(1000, &["a.txt"]),
+                pad(15_384),
+                file(20_000, &["b.bin"]),
+                pad(12_768),
+                dict([("attr", s("x")), ("length", B::Int(5)), ("path", list([s("run.sh")]))]),
+                file(0, &["_____padding_file_0_bitcomet"]),
+            ]),
+        )
+        .with("pieces", pieces_for(49_157));
+    let m = parse(info);
+    let padding: Vec<bool> = m.files.iter().map(|f| f.padding).collect();
+    assert_eq!(padding, [false, true, false, true, false, true]);
+    assert_eq!(m.files[2].offset, 16_384);
+    assert_eq!(m.total_length, 49_157);
+    let selectable: Vec<(usize, &str)> = m.selectable_files().map(|(i, f)| (i, f.display_path.as_str())).collect();
+    assert_eq!(selectable, [(0, "multi/a.txt"), (1, "multi/b.bin"), (2, "multi/run.sh")]);
+}
+
+#[test]
+fn repeated_padding_paths_are_allowed() {
+    let pad = dict([("attr", s("p")), ("length", B::Int(100)), ("path", list([s(".pad"), s("100")]))]);
+    let info = multi_info()
+        .with("files", list([file(1000, &["a"]), pad.clone(), file(1000, &["b"]), pad]))
+        .with("pieces", pieces_for(2200));
+    assert_eq!(parse(info).files.len(), 4);
+}
+
+#[test]
+fn hybrid_torrent_uses_its_v1_side() {
+    let file_tree =
+        dict([("single.bin", dict([("", dict([("length", B::Int(40_000)), ("pieces root", s([7u8; 32]))]))]))]);
+    let info = single_info().with("file tree", file_tree).with("meta version", B::Int(2));
+    let raw_info = info.encode();
+    let bytes =
+        dict([("announce", s("http://t/a")), ("info", info), ("piece layers", dict([("\u{7}", s([1u8; 96]))]))])
+            .encode();
+    let m = Metainfo::from_bytes(&bytes).unwrap();
+    assert_eq!(m.info_hash, InfoHash(sha1(&raw_info)));
+    assert_eq!(m.piece_count(), 3);
+    assert_eq!(m.files.len(), 1);
+}
+
+#[test]
+fn v2_only_torrent_is_rejected_clearly() {
+    let info = single_info()
+        .without("pieces")
+        .without("length")
+        .with("file tree", dict([("single.bin", dict([("", dict([("length", B::Int(40_000))]))]))]))
+        .with("meta version", B::Int(2));
+    let e = rejection(info);
+    assert_eq!(e, MetainfoError::V2Only);
+    assert_eq!(e.to_string(), "v2-only torrents are not supported");
+}
+
+// ---- Trackers (BEP 12) ----
+
+#[test]
+fn announce_list_tiers_replace_announce() {
+    let bytes = dict([
+        ("announce", s("http://ignored/")),
+        (
+            "announce-list",
+            list([
+                list([s("http://a/1"), s("udp://a/2")]),
+                list([]),
+                list([s(""), s("  ")]),
+                list([s("http://b/1"), s("http://a/1"), s(b"\xff")]),
+            ]),
+        ),
+        ("info", single_info()),
+    ])
+    .encode();
+    let m = Metainfo::from_bytes(&bytes).unwrap();
+    assert_eq!(m.trackers, [vec!["http://a/1", "udp://a/2"], vec!["http://b/1"]]);
+}
+
+#[test]
+fn empty_announce_list_falls_back_to_announce() {
+    let bytes =
+        dict([("announce", s("http://a/")), ("announce-list", list([list([])])), ("info", single_info())]).encode();
+    assert_eq!(Metainfo::from_bytes(&bytes).unwrap().trackers, [["http://a/"]]);
+}
+
+#[test]
+fn no_trackers_is_allowed() {
+    let bytes = dict([("info", single_info())]).encode();
+    assert!(Metainfo::from_bytes(&bytes).unwrap().trackers.is_empty());
+    let bytes = dict([("announce", s("")), ("info", single_info())]).encode();
+    assert!(Metainfo::from_bytes(&bytes).unwrap().trackers.is_empty());
+}
+
+#[test]
+fn wrongly_typed_optional_fields_are_ignored() {
+    let bytes = dict([
+        ("announce", B::Int(3)),
+        ("announce-list", list([s("http://not-a-tier/")])),
+        ("comment", list([])),
+        ("created by", B::Int(1)),
+        ("info", single_info().with("private", s("1"))),
+    ])
+    .encode();
+    let m = Metainfo::from_bytes(&bytes).unwrap();
+    assert!(m.trackers.is_empty());
+    assert_eq!((m.comment, m.created_by, m.private), (None, None, false));
+}
+
+// ---- Rejections: not a torrent ----
+
+#[test]
+fn not_bencode_is_rejected() {
+    for bytes in [&b""[..], b"hello", b"d8:announce", b"<html>", b"i42e", b"le"] {
+        let e = Metainfo::from_bytes(bytes).unwrap_err();
+        assert!(matches!(e, MetainfoError::NotBencode(_)), "{bytes:?}: {e}");
+    }
+}
+
+#[test]
+fn missing_info_is_rejected() {
+    let bytes = dict([("announce", s("http://a/"))]).encode();
+    assert_eq!(Metainfo::from_bytes(&bytes).unwrap_err(), MetainfoError::MissingInfo);
+}
+
+#[test]
+fn info_that_is_not_a_dictionary_is_rejected() {
+    assert_eq!(rejection(list([])), MetainfoError::InfoNotADictionary);
+    assert_eq!(rejection(s("info")), MetainfoError::InfoNotADictionary);
+}
+
+#[test]
+fn duplicate_info_keys_are_rejected() {
+    let mut bytes = b"d4:info".to_vec();
+    bytes.extend(single_info().encode());
+    bytes.extend(b"4:info");
+    bytes.extend(single_info().with("name", s("other")).encode());
+    bytes.push(b'e');
+    assert!(matches!(Metainfo::from_bytes(&bytes), Err(MetainfoError::NotBencode(BencodeError::DuplicateKey { .. }))));
+}
+
+#[test]
+fn wrongly_typed_field_is_malformed() {
+    let e = rejection(single_info().with("piece length", s("16384")));
+    assert!(matches!(e, MetainfoError::Malformed { part: "info dictionary", .. }), "{e}");
+    let e = rejection(single_info().with("files", s("x")).without("length"));
+    assert!(matches!(e, MetainfoError::Malformed { .. }), "{e}");
+}
+
+// ---- Rejections: piece geometry ----
+
+#[test]
+fn piece_length_zero_is_rejected() {
+    assert_eq!(rejection(single_info().with("piece length", B::Int(0))), MetainfoError::PieceLengthZero);
+}
+
+#[test]
+fn negative_piece_length_is_rejected() {
+    assert_eq!(
+        rejection(single_info().with("piece length", B::Int(-16384))),
+        MetainfoError::PieceLengthOutOfRange(-16384)
+    );
+}
+
+#[test]
+fn absurd_piece_length_is_rejected() {
+    let too_big = i64::from(MAX_PIECE_LENGTH) + 1;
+    assert_eq!(
+        rejection(single_info().with("piece length", B::Int(too_big))),
+        MetainfoError::PieceLengthOutOfRange(too_big)
+    );
+    let not_u32 = 1 << 40;
+    assert_eq!(
+        rejection(single_info().with("piece length", B::Int(not_u32))),
+        MetainfoError::PieceLengthOutOfRange(not_u32)
+    );
+}
+
+#[test]
+fn largest_piece_length_is_accepted() {
+    let info = single_info().with("piece length", B::Int(MAX_PIECE_LENGTH.into())).with("pieces", s([0u8; 20]));
+    assert_eq!(parse(info).piece_length, MAX_PIECE_LENGTH);
+}
+
+#[test]
+fn missing_piece_length_is_rejected() {
+    assert_eq!(rejection(single_info().without("piece length")), MetainfoError::MissingField("piece length"));
+}
+
+#[test]
+fn missing_pieces_without_meta_version_2_is_rejected() {
+    assert_eq!(rejection(single_info().without("pieces")), MetainfoError::MissingField("pieces"));
+}
+
+#[test]
+fn pieces_not_a_multiple_of_20_is_rejected() {
+    assert_eq!(rejection(single_info().with("pieces", s([0u8; 59]))), MetainfoError::PiecesNotMultipleOf20 { len: 59 });
+}
+
+#[test]
+fn too_few_piece_hashes_for_the_total_length_is_rejected() {
+    assert_eq!(
+        rejection(single_info().with("pieces", s([0u8; 40]))),
+        MetainfoError::PieceCountMismatch { have: 2, want: 3 }
+    );
+}
+
+#[test]
+fn too_many_piece_hashes_for_the_total_length_is_rejected() {
+    assert_eq!(
+        rejection(single_info().with("pieces", s([0u8; 80]))),
+        MetainfoError::PieceCountMismatch { have: 4, want: 3 }
+    );
+}
+
+#[test]
+fn exact_multiple_of_piece_length_needs_no_extra_piece() {
+    let info = single_info().with("length", B::Int(2 * PIECE)).with("pieces", s([0u8; 40]));
+    assert_eq!(parse(info).piece_count(), 2);
+}
+
+// ---- Rejections: lengths ----
+
+#[test]
+fn negative_single_file_length_is_rejected() {
+    assert_eq!(rejection(single_info().with("length", B::Int(-1))), MetainfoError::NegativeLength(-1));
+}
+
+#[test]
+fn negative_file_length_in_a_list_is_rejected() {
+    let info = multi_info().with("files", list([file(1000, &["a"]), file(-1000, &["b"])]));
+    assert_eq!(rejection(info), MetainfoError::NegativeLength(-1000));
+}
+
+#[test]
+fn file_lengths_overflowing_the_total_are_rejected() {
+    let info = multi_info().with("files", list([file(i64::MAX, &["a"]), file(i64::MAX, &["b"]), file(2, &["c"])]));
+    assert_eq!(rejection(info), MetainfoError::TotalTooLarge);
+}
+
+#[test]
+fn absurd_total_length_is_rejected_by_the_piece_count() {
+    let e = rejection(single_info().with("length", B::Int(i64::MAX)));
+    assert!(matches!(e, MetainfoError::PieceCountMismatch { have: 3, .. }), "{e}");
+}
+
+#[test]
+fn zero_total_length_is_rejected() {
+    let info = single_info().with("length", B::Int(0)).with("pieces", s(""));
+    assert_eq!(rejection(info), MetainfoError::EmptyTorrent);
+    let info = multi_info().with("files", list([file(0, &["a"]), file(0, &["b"])])).with("pieces", s(""));
+    assert_eq!(rejection(info), MetainfoError::EmptyTorrent);
+}
+
+#[test]
+fn missing_file_length_is_rejected() {
+    let info = multi_info().with("files", list([dict([("path", list([s("a")]))])]));
+    assert_eq!(rejection(info), MetainfoError::MissingField("length"));
+}
+
+// ---- Rejections: layout ----
+
+#[test]
+fn both_length_and_files_is_rejected() {
+    assert_eq!(rejection(multi_info().with("length", B::Int(21_000))), MetainfoError::LengthAndFiles);
+}
+
+#[test]
+fn neither_length_nor_files_is_rejected() {
+    assert_eq!(rejection(single_info().without("length")), MetainfoError::NoLayout);
+}
+
+#[test]
+fn empty_files_list_is_rejected() {
+    assert_eq!(rejection(multi_info().with("files", list([]))), MetainfoError::NoFiles);
+}
+
+// ---- Rejections: names and paths ----
+
+#[track_caller]
+fn path_rejection(components: &[&str]) -> MetainfoError {
+    let bad = dict([("length", B::Int(20_000)), ("path", list(components.iter().map(s)))]);
+    rejection(multi_info().with("files", list([file(1000, &["ok"]), bad])))
+}
+
+#[test]
+fn empty_path_component_is_rejected() {
+    assert_eq!(
+        path_rejection(&["a", "", "b"]),
+        MetainfoError::UnsafePath { path: "multi/a//b".into(), problem: PathProblem::Empty }
+    );
+}
+
+#[test]
+fn dot_path_component_is_rejected() {
+    assert_eq!(
+        path_rejection(&[".", "b"]),
+        MetainfoError::UnsafePath { path: "multi/./b".into(), problem: PathProblem::Dot }
+    );
+}
+
+#[test]
+fn dot_dot_path_component_is_rejected() {
+    assert_eq!(
+        path_rejection(&["..", "..", "etc", "passwd"]),
+        MetainfoError::UnsafePath { path: "multi/../../etc/passwd".into(), problem: PathProblem::DotDot }
+    );
+}
+
+#[test]
+fn absolute_path_component_is_rejected() {
+    assert_eq!(
+        path_rejection(&["/etc", "passwd"]),
+        MetainfoError::UnsafePath { path: "multi//etc/passwd".into(), problem: PathProblem::Absolute }
+    );
+    assert_eq!(
+        path_rejection(&["\\windows"]),
+        MetainfoError::UnsafePath { path: "multi/\\windows".into(), problem: PathProblem::Absolute }
+    );
+}
+
+#[test]
+fn slash_inside_a_component_is_rejected() {
+    assert_eq!(
+        path_rejection(&["a/../../b"]),
+        MetainfoError::UnsafePath { path: "multi/a/../../b".into(), problem: PathProblem::Separator }
+    );
+}
+
+#[test]
+fn backslash_inside_a_component_is_rejected() {
+    assert_eq!(
+        path_rejection(&["a\\..\\b"]),
+        MetainfoError::UnsafePath { path: "multi/a\\..\\b".into(), problem: PathProblem::Separator }
+    );
+}
+
+#[test]
+fn nul_in_a_component_is_rejected() {
+    assert_eq!(
+        path_rejection(&["a\0b"]),
+        MetainfoError::UnsafePath { path: "multi/a\0b".into(), problem: PathProblem::Nul }
+    );
+}
+
+#[test]
+fn unsafe_utf8_path_is_rejected_even_when_the_raw_path_is_fine() {
+    let bad =
+        dict([("length", B::Int(20_000)), ("path", list([s("fine")])), ("path.utf-8", list([s(".."), s("evil")]))]);
+    let e = rejection(multi_info().with("files", list([file(1000, &["ok"]), bad])));
+    assert_eq!(e, MetainfoError::UnsafePath { path: "multi/../evil".into(), problem: PathProblem::DotDot });
+}
+
+#[test]
+fn empty_path_list_is_rejected() {
+    assert_eq!(path_rejection(&[]), MetainfoError::EmptyPath { index: 1 });
+}
+
+#[test]
+fn missing_path_is_rejected() {
+    let info = multi_info().with("files", list([dict([("length", B::Int(21_000))])]));
+    assert_eq!(rejection(info), MetainfoError::MissingField("path"));
+}
+
+#[test]
+fn unsafe_names_are_rejected() {
+    for (name, problem) in [
+        ("", PathProblem::Empty),
+        (".", PathProblem::Dot),
+        ("..", PathProblem::DotDot),
+        ("/etc/passwd", PathProblem::Absolute),
+        ("a/b", PathProblem::Separator),
+        ("a\\b", PathProblem::Separator),
+        ("a\0", PathProblem::Nul),
+    ] {
+        let expected = MetainfoError::UnsafeName { name: name.into(), problem };
+        assert_eq!(rejection(single_info().with("name", s(name))), expected);
+        assert_eq!(rejection(multi_info().with("name", s(name))), expected);
+    }
+}
+
+#[test]
+fn unsafe_utf8_name_is_rejected() {
+    let e = rejection(single_info().with("name.utf-8", s("../x")));
+    assert_eq!(e, MetainfoError::UnsafeName { name: "../x".into(), problem: PathProblem::Separator });
+}
+
+#[test]
+fn missing_name_is_rejected() {
+    assert_eq!(rejection(single_info().without("name")), MetainfoError::MissingField("name"));
+}
+
+#[test]
+fn duplicate_file_paths_are_rejected() {
+    let info = multi_info().with("files", list([file(1000, &["a", "b"]), file(20_000, &["a", "b"])]));
+    assert_eq!(rejection(info), MetainfoError::DuplicatePath("multi/a/b".into()));
+}
+
+#[test]
+fn file_that_is_also_a_folder_is_rejected() {
+    let info = multi_info().with("files", list([file(1000, &["a"]), file(20_000, &["a", "b"])]));
+    assert_eq!(rejection(info), MetainfoError::FileIsFolder("multi/a".into()));
+}
+
+// ---- Messages ----
+
+#[test]
+fn every_error_is_one_lower_case_line() {
+    let errors = [
+        MetainfoError::NotBencode(BencodeError::UnexpectedEnd { at: 0 }),
+        MetainfoError::MissingInfo,
+        MetainfoError::InfoNotADictionary,
+        rejection(single_info().with("piece length", s("x"))),
+        MetainfoError::MissingField("name"),
+        MetainfoError::V2Only,
+        MetainfoError::PieceLengthZero,
+        MetainfoError::PieceLengthOutOfRange(-1),
+        MetainfoError::PiecesNotMultipleOf20 { len: 3 },
+        MetainfoError::PieceCountMismatch { have: 1, want: 2 },
+        MetainfoError::TooManyPieces(1 << 33),
+        MetainfoError::LengthAndFiles,
+        MetainfoError::NoLayout,
+        MetainfoError::NoFiles,
+        MetainfoError::NegativeLength(-1),
+        MetainfoError::TotalTooLarge,
+        MetainfoError::EmptyTorrent,
+        MetainfoError::UnsafeName { name: "a\nb".into(), problem: PathProblem::Separator },
+        MetainfoError::EmptyPath { index: 1 },
+        MetainfoError::UnsafePath { path: "x/\n".into(), problem: PathProblem::Nul },
+        MetainfoError::DuplicatePath("x".into()),
+        MetainfoError::FileIsFolder("x".into()),
+    ];
+    for e in errors {
+        let text = e.to_string();
+        assert!(!text.contains('\n') && !text.ends_with('.'), "{text}");
+        let first = text.chars().next().unwrap();
+        assert!(first.is_lowercase() || first.is_ascii_digit() || first == '"', "{text}");
+    }
+    assert_eq!(
+        MetainfoError::NotBencode(BencodeError::UnexpectedEnd { at: 0 }).to_string(),
+        "not a bencoded torrent file: unexpected end of input at byte 0"
+    );
+}
+
+// ---- Mutation ----
+
+/// No input panics, and whatever is accepted keeps the layout invariants.
+#[test]
+fn mutated_torrents_never_panic() {
+    let base =
+        dict([("announce-list", list([list([s("http://a/")])])), ("info", multi_info().with("private", B::Int(1)))])
+            .encode();
+    let mut rng = Rng::seeded(0x70_22e47);
+    let mut accepted = 0;
+    for round in 0..20_000u32 {
+        let mut input = base.clone();
+        match round % 4 {
+            0 => {
+                for _ in 0..=rng.below(3) {
+                    let bit = rng.below(input.len() as u64 * 8) as usize;
+                    input[bit / 8] ^= 1 << (bit % 8);
+                }
+            }
+            1 => input.truncate(rng.below(input.len() as u64) as usize),
+            2 => {
+                let at = rng.below(input.len() as u64) as usize;
+                input[at] = b"deil0123456789:-./\\\0"[rng.below(20) as usize];
+            }
+            _ => {
+                input.truncate(rng.below(256) as usize);
+                rng.fill(&mut input);
+            }
+        }
+        if let Ok(m) = Metainfo::from_bytes(&input) {
+            accepted += 1;
+            let mut offset = 0;
+            for f in &m.files {
+                assert_eq!(f.offset, offset);
+                offset += f.length;
+                assert!(f.path.components().all(|c| matches!(c, std::path::Component::Normal(_))));
+            }
+            assert_eq!(offset, m.total_length);
+            assert_eq!(u64::from(m.piece_count()), m.total_length.div_ceil(m.piece_length.into()));
+        }
+    }
+    // Flips inside piece hashes and the like keep the torrent valid: the mutations reach the validator.
+    assert!(accepted > 100, "only {accepted} mutants parsed");
+}
