@@ -120,6 +120,14 @@ impl WriteBuf {
         }
         &mut self.buf
     }
+    /// Gives back memory a served peer no longer needs (it is choked now); a no-op while bytes wait.
+    pub fn shrink_if_idle(&mut self) {
+        if self.is_empty() && self.buf.capacity() > WRITE_LOW_WATER {
+            self.buf = Vec::new();
+            self.start = 0;
+        }
+    }
+
     pub fn is_above_high_water(&self) -> bool {
         self.len() > WRITE_HIGH_WATER
     }

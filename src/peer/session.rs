@@ -501,6 +501,8 @@ impl PeerSession {
         if choke {
             // BEP 3: choking discards the peer's queued requests.
             self.requests.clear();
+            self.requests.shrink_to(64);
+            self.out.shrink_if_idle();
             self.send(Frame::Choke);
         } else {
             self.send(Frame::Unchoke);
