@@ -20,6 +20,9 @@
 //! output, and moves its wheel entry if `next_deadline()` moved earlier. Wheel entries are only moved
 //! earlier eagerly; a later deadline is picked up when the entry fires (a spurious `on_timeout` is a
 //! no-op), which keeps per-frame work O(1).
+//!
+//! Files: `mod.rs` (the turn, timers, start and stop), `peers.rs` (connections, choking, rate limits),
+//! `trackers.rs` (tracker sockets and DNS), `view.rs` (what is printed), `token.rs`, `scrape.rs`.
 
 pub mod peers;
 pub mod scrape;
