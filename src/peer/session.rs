@@ -459,6 +459,12 @@ impl PeerSession {
         if self.peer_choking || !self.am_interested {
             return;
         }
+        // Top up in batches of a sixteenth of the depth, so a deep pipeline sends requests a few dozen
+        // at a time (one write, one packet) rather than one per arriving block.
+        let batch = (self.pipeline.target() / 16).max(1);
+        if self.pipeline.active() + batch > self.pipeline.target() && self.pipeline.active() > 0 {
+            return;
+        }
         while self.pipeline.has_room() {
             let pipeline = &self.pipeline;
             let is_requested = |b: &BlockRef| pipeline.is_requested(b);
