@@ -399,8 +399,9 @@ fn trim(bytes: &[u8]) -> &[u8] {
 // ---------------------------------------------------------------------------------------------------------
 // Bodies.
 
-/// Decodes an announce body. A `failure reason` is `TrackerError::Failure`, whatever else the body holds.
-pub fn decode_announce(body: &[u8]) -> Result<AnnounceReply, TrackerError> {
+/// The top-level dictionary of a tracker reply; a `failure reason` is `TrackerError::Failure`, whatever else
+/// the body holds.
+fn parse_reply(body: &[u8]) -> Result<Value<'_>, TrackerError> {
     let root = Value::parse(body)?;
     if !root.is_dict() {
         return Err(TrackerError::BadReply("not a dictionary"));
@@ -409,6 +410,12 @@ pub fn decode_announce(body: &[u8]) -> Result<AnnounceReply, TrackerError> {
         let text = reason.as_bytes().map(codec::sanitize);
         return Err(TrackerError::Failure(text.unwrap_or_else(|| "(not a string)".into())));
     }
+    Ok(root)
+}
+
+/// Decodes an announce body. A `failure reason` is `TrackerError::Failure`, whatever else the body holds.
+pub fn decode_announce(body: &[u8]) -> Result<AnnounceReply, TrackerError> {
+    let root = parse_reply(body)?;
     let secs = |key: &[u8]| root.get(key).and_then(|v| v.as_u32()).map(|s| Duration::from_secs(u64::from(s)));
     let mut reply = AnnounceReply {
         interval: secs(b"interval"),
@@ -451,14 +458,7 @@ fn dict_peer(peer: &Value<'_>) -> Option<SocketAddr> {
 
 /// Decodes a BEP 48 scrape body and picks our torrent out of `files` (keyed by the raw info-hash).
 pub fn decode_scrape(body: &[u8], info_hash: &InfoHash) -> Result<ScrapeCounts, TrackerError> {
-    let root = Value::parse(body)?;
-    if !root.is_dict() {
-        return Err(TrackerError::BadReply("not a dictionary"));
-    }
-    if let Some(reason) = root.get(b"failure reason") {
-        let text = reason.as_bytes().map(codec::sanitize);
-        return Err(TrackerError::Failure(text.unwrap_or_else(|| "(not a string)".into())));
-    }
+    let root = parse_reply(body)?;
     let files = root.get(b"files").ok_or(TrackerError::BadReply("no files dictionary"))?;
     let entry = files.get(&info_hash.0).ok_or(TrackerError::NotInScrape)?;
     let count = |key: &[u8]| entry.get(key).and_then(|v| v.as_u32()).unwrap_or(0);
