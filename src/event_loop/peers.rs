@@ -21,13 +21,14 @@ use super::token::{self, Source};
 use super::{EventLoop, LoopError, Wake, WHEEL_TICK};
 use crate::peer::buffers::ReadBuf;
 use crate::peer::session::{PeerSession, Phase, TorrentContext};
-use crate::peer::DropReason;
+use crate::peer::{DropReason, PeerMisbehaved};
 use crate::swarm::choker::{PeerStat, SNUB_AFTER};
 use crate::swarm::throttle::TokenBucket;
 use crate::swarm::PeerNo;
 use crate::time::Timestamp;
 use crate::timer_wheel::TimerId;
 use crate::torrent::{InputError, Torrent};
+use crate::wire::mse;
 
 /// Bytes read from one peer per readiness event before others get a turn.
 pub const READ_BUDGET: usize = 1024 * 1024;
@@ -46,6 +47,19 @@ pub struct Connection {
     /// Already queued on the loop's backlog.
     pub in_backlog: bool,
     pub connected_at: Timestamp,
+    /// An incoming connection whose first byte is not yet known may open with an MSE handshake; while
+    /// one runs, its bytes go to the responder instead of the session.
+    pub encryption: Encryption,
+}
+
+/// Where an incoming connection stands on Message Stream Encryption.
+pub enum Encryption {
+    /// Plain BitTorrent (our own connections, or the peer's first byte said so).
+    Plain,
+    /// Incoming, first byte not seen yet.
+    Undecided(Box<mse::Responder>),
+    /// The peer opened with MSE; the handshake is running.
+    Handshaking(Box<mse::Responder>),
 }
 
 /// What a read pass ended with.
@@ -74,6 +88,7 @@ impl Connection {
             paused: false,
             in_backlog: false,
             connected_at: now,
+            encryption: Encryption::Plain,
         }
     }
 
@@ -106,7 +121,9 @@ impl Connection {
             match self.read.fill_from(&mut self.socket) {
                 Ok(0) => return Err(DropReason::ClosedByPeer.into()),
                 Ok(n) => {
-                    torrent.process_input(&mut self.read, &mut self.session, now)?;
+                    if self.run_encryption_handshake()? {
+                        torrent.process_input(&mut self.read, &mut self.session, now)?;
+                    }
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
                         return Ok(ReadOutcome::MoreLater);
@@ -115,6 +132,43 @@ impl Connection {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadOutcome::Drained),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(DropReason::Io(e.kind()).into()),
+            }
+        }
+    }
+
+    /// Drives an MSE handshake over the bytes read so far. True once the stream is plain BitTorrent.
+    fn run_encryption_handshake(&mut self) -> Result<bool, DropReason> {
+        loop {
+            match std::mem::replace(&mut self.encryption, Encryption::Plain) {
+                Encryption::Plain => return Ok(true),
+                Encryption::Undecided(responder) => match self.read.unparsed_mut().first() {
+                    None => {
+                        self.encryption = Encryption::Undecided(responder);
+                        return Ok(false);
+                    }
+                    Some(&first) if mse::looks_encrypted(first) => {
+                        self.encryption = Encryption::Handshaking(responder);
+                    }
+                    Some(_) => return Ok(true),
+                },
+                Encryption::Handshaking(mut responder) => match responder.on_bytes(self.read.unparsed_mut()) {
+                    mse::Step::NeedMore => {
+                        self.encryption = Encryption::Handshaking(responder);
+                        return Ok(false);
+                    }
+                    mse::Step::Reply { consumed, reply } => {
+                        self.read.consume(consumed);
+                        self.session.queue_raw(&reply);
+                        self.encryption = Encryption::Handshaking(responder);
+                    }
+                    mse::Step::Done { consumed, reply, .. } => {
+                        self.read.consume(consumed);
+                        self.session.queue_raw(&reply);
+                        log::debug!("{}: encrypted handshake done, plaintext selected", self.addr);
+                        return Ok(true);
+                    }
+                    mse::Step::Fail => return Err(PeerMisbehaved::WrongProtocolString.into()),
+                },
             }
         }
     }
@@ -221,7 +275,9 @@ impl EventLoop {
                     }
                     let no = self.new_peer_no();
                     let session = PeerSession::incoming(no, &self.torrent.ctx, now);
+                    let responder = mse::Responder::new(self.torrent.ctx.info_hash, &mut self.rng);
                     if let Some(slot) = self.insert_peer(socket, addr, session, now) {
+                        self.peers[slot].encryption = Encryption::Undecided(Box::new(responder));
                         log::debug!("{addr}: accepted");
                         // The handshake may already be waiting: edge-triggered readiness will not repeat it.
                         self.queue_backlog(slot);

@@ -50,6 +50,16 @@ impl ReadBuf {
         self.end - self.start
     }
 
+    /// The unparsed bytes, for a stage before framing (the MSE handshake), which may rewrite them in place.
+    pub fn unparsed_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.end]
+    }
+
+    /// The first `n` unparsed bytes are done with.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+    }
+
     /// The peer's handshake, once all 68 bytes are here.
     pub fn next_handshake(&mut self) -> Result<Option<Handshake>, PeerMisbehaved> {
         let hs = Handshake::parse(&self.buf[self.start..self.end])?;

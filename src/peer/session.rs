@@ -219,6 +219,11 @@ impl PeerSession {
         !self.out.is_above_high_water()
     }
 
+    /// Bytes of a stage before the BitTorrent handshake (the MSE reply), queued as they are.
+    pub fn queue_raw(&mut self, bytes: &[u8]) {
+        self.out.tail().extend_from_slice(bytes);
+    }
+
     fn send(&mut self, frame: Frame<'_>) {
         wire::encode(&frame, self.out.tail());
     }

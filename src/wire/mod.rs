@@ -10,6 +10,7 @@
 
 pub mod extension;
 pub mod handshake;
+pub mod mse;
 
 use crate::peer::PeerMisbehaved;
 

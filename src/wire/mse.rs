@@ -1,0 +1,459 @@
+//! Message Stream Encryption (MSE/PE, the Vuze and libtorrent "protocol encryption"), responder side,
+//! plaintext only.
+//!
+//! libtorrent, qBittorrent, aria2 and Transmission open connections with an encrypted handshake first and
+//! retry in plaintext only after the first attempt fails, which costs an incoming connection a second or
+//! more. This module answers that first attempt: the Diffie-Hellman exchange, the torrent check, and then
+//! `crypto_select` = plaintext, so after the handshake the stream is ordinary BitTorrent with no cipher on
+//! the data path. An initiator that offers RC4 only is refused (the connection is dropped, as before).
+//!
+//! Owns: the responder state machine (bytes in, bytes out), the 768-bit modular exponentiation it needs,
+//! and RC4. Must not: touch sockets or know about peers.
+//!
+//! Spec: <https://wiki.vuze.com/w/Message_Stream_Encryption>. Sequence, A initiates, B (we) responds:
+//! ```text
+//! A→B  Ya, PadA
+//! B→A  Yb, PadB
+//! A→B  HASH('req1', S), HASH('req2', SKEY) xor HASH('req3', S),
+//!      ENCRYPT(VC, crypto_provide, len(PadC), PadC, len(IA)), ENCRYPT(IA)
+//! B→A  ENCRYPT(VC, crypto_select, len(PadD), PadD)
+//! ```
+
+use sha1::{Digest, Sha1};
+
+use crate::metainfo::InfoHash;
+use crate::rng::Rng;
+
+/// 768-bit safe prime of the spec, big-endian.
+const PRIME_HEX: &str = "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A63A36210000000000090563";
+const KEY_LEN: usize = 96;
+const LIMBS: usize = KEY_LEN / 8;
+const MAX_PAD: usize = 512;
+const CRYPTO_PLAINTEXT: u32 = 0x01;
+/// The most bytes A may send before `HASH('req1', S)` has shown up.
+const SYNC_WINDOW: usize = KEY_LEN + MAX_PAD + 20;
+
+type Limbs = [u64; LIMBS];
+
+/// Modular arithmetic for the spec's prime (Montgomery form, 64-bit limbs, little-endian).
+struct Field {
+    p: Limbs,
+    /// -p⁻¹ mod 2⁶⁴.
+    n0: u64,
+    /// R² mod p, R = 2^768.
+    r2: Limbs,
+}
+
+fn from_be(bytes: &[u8; KEY_LEN]) -> Limbs {
+    let mut out = [0u64; LIMBS];
+    for (i, chunk) in bytes.rchunks(8).enumerate() {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        out[i] = u64::from_be_bytes(b);
+    }
+    out
+}
+
+fn to_be(limbs: &Limbs) -> [u8; KEY_LEN] {
+    let mut out = [0u8; KEY_LEN];
+    for (i, chunk) in out.rchunks_mut(8).enumerate() {
+        chunk.copy_from_slice(&limbs[i].to_be_bytes());
+    }
+    out
+}
+
+fn geq(a: &Limbs, b: &Limbs) -> bool {
+    for i in (0..LIMBS).rev() {
+        if a[i] != b[i] {
+            return a[i] > b[i];
+        }
+    }
+    true
+}
+
+fn sub_in_place(a: &mut Limbs, b: &Limbs) {
+    let mut borrow = 0u64;
+    for i in 0..LIMBS {
+        let (d1, o1) = a[i].overflowing_sub(b[i]);
+        let (d2, o2) = d1.overflowing_sub(borrow);
+        a[i] = d2;
+        borrow = u64::from(o1 || o2);
+    }
+}
+
+impl Field {
+    fn new() -> Self {
+        let mut be = [0u8; KEY_LEN];
+        for (i, b) in be.iter_mut().enumerate() {
+            // The constant is valid hex: this cannot fail.
+            *b = u8::from_str_radix(&PRIME_HEX[2 * i..2 * i + 2], 16).unwrap_or(0);
+        }
+        let p = from_be(&be);
+        // Newton's iteration for p[0]⁻¹ mod 2⁶⁴ (p is odd).
+        let mut inv = 1u64;
+        for _ in 0..6 {
+            inv = inv.wrapping_mul(2u64.wrapping_sub(p[0].wrapping_mul(inv)));
+        }
+        // R² mod p by doubling 1 a total of 2 × 768 times.
+        let mut r2 = [0u64; LIMBS];
+        r2[0] = 1;
+        for _ in 0..2 * KEY_LEN * 8 {
+            let carry = r2[LIMBS - 1] >> 63;
+            for i in (1..LIMBS).rev() {
+                r2[i] = (r2[i] << 1) | (r2[i - 1] >> 63);
+            }
+            r2[0] <<= 1;
+            if carry == 1 || geq(&r2, &p) {
+                sub_in_place(&mut r2, &p);
+            }
+        }
+        Field { p, n0: inv.wrapping_neg(), r2 }
+    }
+
+    /// a·b·R⁻¹ mod p (CIOS Montgomery multiplication).
+    fn mul(&self, a: &Limbs, b: &Limbs) -> Limbs {
+        let mut t = [0u64; LIMBS + 2];
+        for &bi in b.iter() {
+            let mut c = 0u64;
+            for j in 0..LIMBS {
+                let x = u128::from(t[j]) + u128::from(a[j]) * u128::from(bi) + u128::from(c);
+                t[j] = x as u64;
+                c = (x >> 64) as u64;
+            }
+            let x = u128::from(t[LIMBS]) + u128::from(c);
+            t[LIMBS] = x as u64;
+            t[LIMBS + 1] = (x >> 64) as u64;
+            let m = t[0].wrapping_mul(self.n0);
+            let x = u128::from(t[0]) + u128::from(m) * u128::from(self.p[0]);
+            let mut c = (x >> 64) as u64;
+            for j in 1..LIMBS {
+                let x = u128::from(t[j]) + u128::from(m) * u128::from(self.p[j]) + u128::from(c);
+                t[j - 1] = x as u64;
+                c = (x >> 64) as u64;
+            }
+            let x = u128::from(t[LIMBS]) + u128::from(c);
+            t[LIMBS - 1] = x as u64;
+            t[LIMBS] = t[LIMBS + 1] + (x >> 64) as u64;
+            t[LIMBS + 1] = 0;
+        }
+        let mut r = [0u64; LIMBS];
+        r.copy_from_slice(&t[..LIMBS]);
+        if t[LIMBS] != 0 || geq(&r, &self.p) {
+            sub_in_place(&mut r, &self.p);
+        }
+        r
+    }
+
+    /// base^exp mod p; `exp` big-endian.
+    fn pow(&self, base: &Limbs, exp: &[u8]) -> Limbs {
+        let mut one = [0u64; LIMBS];
+        one[0] = 1;
+        let b = self.mul(base, &self.r2);
+        let mut r = self.mul(&one, &self.r2);
+        for byte in exp {
+            for bit in (0..8).rev() {
+                r = self.mul(&r, &r);
+                if byte >> bit & 1 == 1 {
+                    r = self.mul(&r, &b);
+                }
+            }
+        }
+        self.mul(&r, &one)
+    }
+}
+
+/// RC4 keyed as the spec says, with the first 1024 bytes of keystream discarded.
+struct Rc4 {
+    s: [u8; 256],
+    i: u8,
+    j: u8,
+}
+
+impl Rc4 {
+    fn new(key: &[u8]) -> Self {
+        let mut s = [0u8; 256];
+        for (i, v) in s.iter_mut().enumerate() {
+            *v = i as u8;
+        }
+        let mut j = 0u8;
+        for i in 0..256 {
+            j = j.wrapping_add(s[i]).wrapping_add(key[i % key.len()]);
+            s.swap(i, j as usize);
+        }
+        let mut rc4 = Rc4 { s, i: 0, j: 0 };
+        rc4.apply(&mut [0u8; 1024]);
+        rc4
+    }
+
+    fn apply(&mut self, data: &mut [u8]) {
+        for b in data {
+            self.i = self.i.wrapping_add(1);
+            self.j = self.j.wrapping_add(self.s[self.i as usize]);
+            self.s.swap(self.i as usize, self.j as usize);
+            let k = self.s[(self.s[self.i as usize].wrapping_add(self.s[self.j as usize])) as usize];
+            *b ^= k;
+        }
+    }
+}
+
+fn hash(parts: &[&[u8]]) -> [u8; 20] {
+    let mut h = Sha1::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// Whether a connection's first bytes can be an MSE handshake rather than a plain BitTorrent one.
+pub fn looks_encrypted(first_byte: u8) -> bool {
+    first_byte != 19
+}
+
+/// What the responder needs from the caller after looking at the bytes it has.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Not enough bytes yet.
+    NeedMore,
+    /// `consumed` input bytes are done with; send `reply`; keep feeding.
+    Reply { consumed: usize, reply: Vec<u8> },
+    /// The handshake is over: `consumed` bytes are done with, the next `plaintext_len` bytes of the input
+    /// have been decrypted in place (the initial payload, normally the BitTorrent handshake), and every byte
+    /// after them is plain BitTorrent. Send `reply`.
+    Done { consumed: usize, plaintext_len: usize, reply: Vec<u8> },
+    /// Not MSE, another torrent, or RC4 only: drop the connection.
+    Fail,
+}
+
+enum State {
+    AwaitingKey,
+    /// Ya is in; looking for HASH('req1', S) after PadA.
+    AwaitingSync {
+        secret: [u8; KEY_LEN],
+    },
+    /// Decrypting the header that follows the sync marker.
+    AwaitingHeader {
+        from_a: Box<Rc4>,
+        to_a: Box<Rc4>,
+    },
+    Finished,
+}
+
+/// One incoming connection's MSE handshake.
+pub struct Responder {
+    info_hash: InfoHash,
+    private_key: [u8; 20],
+    state: State,
+}
+
+impl Responder {
+    pub fn new(info_hash: InfoHash, rng: &mut Rng) -> Self {
+        let mut private_key = [0u8; 20];
+        rng.fill(&mut private_key);
+        Responder { info_hash, private_key, state: State::AwaitingKey }
+    }
+
+    /// Looks at the bytes received so far (all of them, from the start of the connection's unconsumed
+    /// input); may decrypt the initial payload in place.
+    pub fn on_bytes(&mut self, input: &mut [u8]) -> Step {
+        match &mut self.state {
+            State::AwaitingKey => {
+                if input.len() < KEY_LEN {
+                    return Step::NeedMore;
+                }
+                let field = Field::new();
+                let mut ya_be = [0u8; KEY_LEN];
+                ya_be.copy_from_slice(&input[..KEY_LEN]);
+                let ya = from_be(&ya_be);
+                if geq(&ya, &field.p) {
+                    return Step::Fail;
+                }
+                let mut two = [0u64; LIMBS];
+                two[0] = 2;
+                let yb = to_be(&field.pow(&two, &self.private_key));
+                let secret = to_be(&field.pow(&ya, &self.private_key));
+                self.state = State::AwaitingSync { secret };
+                Step::Reply { consumed: KEY_LEN, reply: yb.to_vec() }
+            }
+            State::AwaitingSync { secret } => {
+                let secret = *secret;
+                let req1 = hash(&[b"req1", &secret]);
+                let Some(at) = input.windows(20).position(|w| w == req1) else {
+                    return if input.len() > SYNC_WINDOW { Step::Fail } else { Step::NeedMore };
+                };
+                // HASH('req2', SKEY) xor HASH('req3', S) names the torrent.
+                let after = at + 20;
+                if input.len() < after + 20 {
+                    return Step::NeedMore;
+                }
+                let req2 = hash(&[b"req2", &self.info_hash.0]);
+                let req3 = hash(&[b"req3", &secret]);
+                let expected: Vec<u8> = req2.iter().zip(req3.iter()).map(|(a, b)| a ^ b).collect();
+                if input[after..after + 20] != expected[..] {
+                    return Step::Fail;
+                }
+                let from_a = Box::new(Rc4::new(&hash(&[b"keyA", &secret, &self.info_hash.0])));
+                let to_a = Box::new(Rc4::new(&hash(&[b"keyB", &secret, &self.info_hash.0])));
+                self.state = State::AwaitingHeader { from_a, to_a };
+                Step::Reply { consumed: after + 20, reply: Vec::new() }
+            }
+            State::AwaitingHeader { from_a, to_a, .. } => {
+                // VC(8), crypto_provide(4), len(PadC)(2): decrypt a copy, so a partial header can be retried.
+                if input.len() < 14 {
+                    return Step::NeedMore;
+                }
+                let mut probe = from_a_clone(from_a);
+                let mut head = [0u8; 14];
+                head.copy_from_slice(&input[..14]);
+                probe.apply(&mut head);
+                if head[..8] != [0u8; 8] {
+                    return Step::Fail;
+                }
+                let provide = u32::from_be_bytes([head[8], head[9], head[10], head[11]]);
+                let pad_c = usize::from(u16::from_be_bytes([head[12], head[13]]));
+                if pad_c > MAX_PAD || provide & CRYPTO_PLAINTEXT == 0 {
+                    return Step::Fail;
+                }
+                if input.len() < 14 + pad_c + 2 {
+                    return Step::NeedMore;
+                }
+                let mut rest = [0u8; MAX_PAD + 2];
+                rest[..pad_c + 2].copy_from_slice(&input[14..14 + pad_c + 2]);
+                probe.apply(&mut rest[..pad_c + 2]);
+                let ia_len = usize::from(u16::from_be_bytes([rest[pad_c], rest[pad_c + 1]]));
+                let header = 14 + pad_c + 2;
+                if input.len() < header + ia_len {
+                    return Step::NeedMore;
+                }
+                // The whole header and IA are here: decrypt IA in place with the stream that follows.
+                probe.apply(&mut input[header..header + ia_len]);
+                let mut reply = Vec::with_capacity(14);
+                reply.extend_from_slice(&[0u8; 8]);
+                reply.extend_from_slice(&CRYPTO_PLAINTEXT.to_be_bytes());
+                reply.extend_from_slice(&0u16.to_be_bytes());
+                to_a.apply(&mut reply);
+                self.state = State::Finished;
+                Step::Done { consumed: header, plaintext_len: ia_len, reply }
+            }
+            State::Finished => Step::Fail,
+        }
+    }
+}
+
+fn from_a_clone(rc4: &Rc4) -> Rc4 {
+    Rc4 { s: rc4.s, i: rc4.i, j: rc4.j }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn key(hex_str: &str) -> Vec<u8> {
+        (0..hex_str.len()).step_by(2).map(|i| u8::from_str_radix(&hex_str[i..i + 2], 16).unwrap()).collect()
+    }
+
+    #[test]
+    fn modular_exponentiation_matches_known_values() {
+        // Computed independently with Python's pow().
+        let field = Field::new();
+        let mut two = [0u64; LIMBS];
+        two[0] = 2;
+        let x = key("1234567890abcdef1234567890abcdef12345678");
+        assert_eq!(
+            hex(&to_be(&field.pow(&two, &x))),
+            "c44386497c31c0f76d76479d03a6f40c0cdac6c9a709f493da2c7aa8adb2cbfafe6b7833c0ded4ab5a310db1c2473066\
+             f1d3ef0a9e89f1093e7902f72337396dab1d1276ab9e6d447b62e57de71ec5b528209d8fadff8cb9b0d393131aa4a722"
+        );
+        let y = field.pow(&two, &key("deadbeef"));
+        assert_eq!(
+            hex(&to_be(&field.pow(&y, &x))),
+            "144cf3b847f488228dbe3d955dcce1006c6f86e60525e84a31c3fa9152540a7b27f7c7e930423a0e03896e5ba82842be\
+             62b5f1712a2c86fdafe3dd16f48cb4e16610ea833b8b55bb8a48514e6d25b39171f2a81429411aee8f75b2a5e0a535ee"
+        );
+    }
+
+    #[test]
+    fn rc4_matches_the_classic_test_vector() {
+        // "Key" / "Plaintext" from the RC4 test vectors, without the 1024-byte discard.
+        let mut s = [0u8; 256];
+        for (i, v) in s.iter_mut().enumerate() {
+            *v = i as u8;
+        }
+        let k = b"Key";
+        let mut j = 0u8;
+        for i in 0..256 {
+            j = j.wrapping_add(s[i]).wrapping_add(k[i % k.len()]);
+            s.swap(i, j as usize);
+        }
+        let mut rc4 = Rc4 { s, i: 0, j: 0 };
+        let mut data = *b"Plaintext";
+        rc4.apply(&mut data);
+        assert_eq!(hex(&data), "bbf316e8d940af0ad3");
+    }
+
+    /// A minimal initiator, written from the spec, to drive the responder.
+    #[test]
+    fn responder_completes_with_an_initiator_and_selects_plaintext() {
+        let mut rng = Rng::seeded(11);
+        let info_hash = InfoHash([0x42; 20]);
+        let field = Field::new();
+        let xa = key("00112233445566778899aabbccddeeff00112233");
+        let mut two = [0u64; LIMBS];
+        two[0] = 2;
+        let ya = to_be(&field.pow(&two, &xa));
+        let mut responder = Responder::new(info_hash, &mut rng);
+        // A: Ya + 7 bytes of PadA.
+        let mut wire = ya.to_vec();
+        wire.extend_from_slice(&[9u8; 7]);
+        let Step::Reply { consumed, reply: yb } = responder.on_bytes(&mut wire) else { panic!("no Yb") };
+        assert_eq!((consumed, yb.len()), (KEY_LEN, KEY_LEN));
+        wire.drain(..consumed);
+        let mut yb_arr = [0u8; KEY_LEN];
+        yb_arr.copy_from_slice(&yb);
+        let secret = to_be(&field.pow(&from_be(&yb_arr), &xa));
+        // A: req1, req2^req3, then ENCRYPT(VC, provide = plaintext|rc4, len(PadC) = 3, PadC, len(IA)), ENCRYPT(IA).
+        wire.extend_from_slice(&hash(&[b"req1", &secret]));
+        let req2 = hash(&[b"req2", &info_hash.0]);
+        let req3 = hash(&[b"req3", &secret]);
+        wire.extend(req2.iter().zip(req3.iter()).map(|(a, b)| a ^ b));
+        let mut to_b = Rc4::new(&hash(&[b"keyA", &secret, &info_hash.0]));
+        let ia = b"\x13BitTorrent protocol-and-the-rest";
+        let mut enc = vec![0u8; 8];
+        enc.extend_from_slice(&3u32.to_be_bytes());
+        enc.extend_from_slice(&3u16.to_be_bytes());
+        enc.extend_from_slice(&[1, 2, 3]);
+        enc.extend_from_slice(&(ia.len() as u16).to_be_bytes());
+        enc.extend_from_slice(ia);
+        to_b.apply(&mut enc);
+        wire.extend_from_slice(&enc);
+        wire.extend_from_slice(b"PLAIN");
+        // Bytes may arrive in pieces: a short input asks for more.
+        let Step::Reply { consumed, .. } = responder.on_bytes(&mut wire) else { panic!("no sync") };
+        wire.drain(..consumed);
+        assert_eq!(responder.on_bytes(&mut wire[..10]), Step::NeedMore);
+        let Step::Done { consumed, plaintext_len, reply } = responder.on_bytes(&mut wire) else { panic!("not done") };
+        assert_eq!(&wire[consumed..consumed + plaintext_len], &ia[..]);
+        assert_eq!(&wire[consumed + plaintext_len..], b"PLAIN");
+        let mut from_b = Rc4::new(&hash(&[b"keyB", &secret, &info_hash.0]));
+        let mut answer = reply.clone();
+        from_b.apply(&mut answer);
+        assert_eq!(&answer[..8], &[0u8; 8], "VC");
+        assert_eq!(u32::from_be_bytes([answer[8], answer[9], answer[10], answer[11]]), CRYPTO_PLAINTEXT);
+    }
+
+    #[test]
+    fn another_torrent_or_garbage_fails() {
+        let mut rng = Rng::seeded(12);
+        let mut responder = Responder::new(InfoHash([1; 20]), &mut rng);
+        let mut junk = vec![0xffu8; KEY_LEN];
+        assert_eq!(responder.on_bytes(&mut junk), Step::Fail, "Ya not below the prime");
+        let mut responder = Responder::new(InfoHash([1; 20]), &mut rng);
+        let mut wire = vec![7u8; KEY_LEN];
+        assert!(matches!(responder.on_bytes(&mut wire), Step::Reply { .. }));
+        let mut noise = vec![5u8; SYNC_WINDOW + 1];
+        assert_eq!(responder.on_bytes(&mut noise), Step::Fail, "no sync marker in the window");
+    }
+}
