@@ -41,6 +41,10 @@ impl TempDir {
     pub fn path(&self) -> &Path {
         &self.0
     }
+    /// `self/rel`, creating nothing.
+    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.0.join(rel)
+    }
 }
 
 impl Drop for TempDir {

@@ -9,7 +9,7 @@ use common::content::{self, assert_same_tree, KIB};
 use common::leecher::{download, Leecher};
 use common::peers::{describe_peers, wait_with_peers, Aria2, LibtorrentPeer, Peer, Qbittorrent, TransmissionDaemon};
 use common::torrent;
-use common::tracker::{announce_url, Opentracker};
+use common::tracker::Opentracker;
 use common::{deadline_in, deadline_within, TempDir};
 
 /// Who downloads in these tests. Only ever `Leecher::Rill` in a commit; another leecher here checks the rig itself.
@@ -42,19 +42,12 @@ fn multi_file_from_two_throttled_seeders() {
     let deadline = deadline_in(150);
     let dir = TempDir::new("interop-multi");
     let content = content::standard_tree(&dir.mkdir("content"), "rill-interop", 0xA11CE);
-    let tracker_port = Opentracker::reserve_port();
-    let t = torrent::libtorrent_create(
-        &content,
-        &announce_url(tracker_port),
-        256 * KIB,
-        true,
-        &dir.join("multi.torrent"),
-        deadline,
-    );
+    let (t, tracker) = Opentracker::with_torrent(dir.path(), deadline, |announce| {
+        torrent::libtorrent_create(&content, announce, 256 * KIB, true, &dir.join("multi.torrent"), deadline)
+    });
     assert!(t.last_piece_length() < t.piece_length, "the last piece must be short");
     assert!(!t.has_padding);
 
-    let tracker = Opentracker::start(dir.path(), tracker_port, &[t.info_hash], deadline);
     let tr_data = content.copy_to(&dir.mkdir("transmission-data"));
     let lt_data = content.copy_to(&dir.mkdir("libtorrent-data"));
     let tr = TransmissionDaemon::seed(dir.path(), "transmission", &t, &tr_data, Some(THROTTLE_KB), deadline);
@@ -83,12 +76,11 @@ fn single_file_from_aria2_seeder() {
     let deadline = deadline_in(120);
     let dir = TempDir::new("interop-single");
     let content = content::write_single(&dir.mkdir("content"), "single.bin", 5 * content::MIB + 12_345, 0xB0B);
-    let tracker_port = Opentracker::reserve_port();
-    let t =
-        torrent::transmission_create(&content, &announce_url(tracker_port), 64, &dir.join("single.torrent"), deadline);
+    let (t, tracker) = Opentracker::with_torrent(dir.path(), deadline, |announce| {
+        torrent::transmission_create(&content, announce, 64, &dir.join("single.torrent"), deadline)
+    });
     assert!(t.last_piece_length() < t.piece_length);
 
-    let tracker = Opentracker::start(dir.path(), tracker_port, &[t.info_hash], deadline);
     let data = content.copy_to(&dir.mkdir("aria2-data"));
     let aria = Aria2::seed(dir.path(), "aria2c", &t, &data, None, deadline);
     tracker.wait_seeders(&t.info_hash, 1, deadline);
@@ -109,18 +101,11 @@ fn hybrid_torrent_with_padding_files_from_qbittorrent() {
     let deadline = deadline_in(120);
     let dir = TempDir::new("interop-hybrid");
     let content = content::small_tree(&dir.mkdir("content"), "hybrid-tree", 0xC0FFEE);
-    let tracker_port = Opentracker::reserve_port();
-    let t = torrent::libtorrent_create(
-        &content,
-        &announce_url(tracker_port),
-        128 * KIB,
-        false,
-        &dir.join("hybrid.torrent"),
-        deadline,
-    );
+    let (t, tracker) = Opentracker::with_torrent(dir.path(), deadline, |announce| {
+        torrent::libtorrent_create(&content, announce, 128 * KIB, false, &dir.join("hybrid.torrent"), deadline)
+    });
     assert!(t.hybrid && t.has_padding, "libtorrent should have made a hybrid torrent with padding files");
 
-    let tracker = Opentracker::start(dir.path(), tracker_port, &[t.info_hash], deadline);
     let data = content.copy_to(&dir.mkdir("qbittorrent-data"));
     let qb = Qbittorrent::seed(dir.path(), "qbittorrent", &t, &data, None, deadline);
     tracker.wait_seeders(&t.info_hash, 1, deadline);

@@ -8,20 +8,22 @@
 
 mod common;
 
+use std::path::Path;
+use std::process::Command;
 use std::time::Instant;
 
-use common::content::{self, assert_same_tree, first_difference, KIB, MIB};
+use common::content::{self, assert_same_tree, first_difference, Content, KIB, MIB};
 use common::peers::{describe_peers, wait_with_peers, Aria2, LibtorrentPeer, Peer};
 use common::resume::{
     already_here, error_lines, in_private_tmpfs, last_progress_percent, private_mount_namespace, resume_path,
     resume_pieces, rill_download_command, settled_upload, spawn_rill, stopped_line, total_uploaded, wasted,
-    HostilePeer, SIGINT,
+    AlreadyHere, HostilePeer, SIGINT,
 };
 use common::torrent::{self, Torrent};
-use common::tracker::{announce_url, Opentracker};
+use common::tracker::Opentracker;
 use common::{
     bencode::{self, Value},
-    deadline_in, deadline_within, describe, free_port, rill_bin, run_tool, wait_for, TempDir, SIGKILL,
+    deadline_in, deadline_within, describe, free_port, rill_bin, run_tool, wait_for, Proc, TempDir, SIGKILL,
 };
 
 /// Upload limit of each seeder in the resume tests (bytes/s): slow enough that rill is caught mid-download,
@@ -33,6 +35,46 @@ const MAX_SENT_AFTER_KILL: f64 = 1.25;
 
 /// After a graceful stop only the pieces that were half-way are fetched again: "little".
 const MAX_SENT_AFTER_CTRL_C: f64 = 1.10;
+
+/// python3-libtorrent seeding a copy of `content` (under `libtorrent-data`) at `upload_limit` bytes/s (0: unlimited),
+/// once `tracker` lists it as the torrent's one seeder.
+#[track_caller]
+fn libtorrent_seeder(
+    dir: &TempDir,
+    content: &Content,
+    t: &Torrent,
+    upload_limit: u64,
+    tracker: &Opentracker,
+    deadline: Instant,
+) -> LibtorrentPeer {
+    let data = content.copy_to(&dir.mkdir("libtorrent-data"));
+    let lt = LibtorrentPeer::seed(dir.path(), "libtorrent", t, &data, upload_limit, deadline);
+    tracker.wait_seeders(&t.info_hash, 1, deadline);
+    lt
+}
+
+/// Runs `cmd` again as `rill-2`: it must finish (exit 0) with a byte-identical copy and say which pieces were
+/// already here. Returns the process (kept, so that its logs are printed if a later check fails), its stdout and
+/// that report.
+#[track_caller]
+fn restart_to_completion(
+    dir: &TempDir,
+    cmd: &Command,
+    seeders: &[&dyn Peer],
+    content: &Content,
+    out: &Path,
+    t: &Torrent,
+    deadline: Instant,
+) -> (Proc, String, AlreadyHere) {
+    let second = spawn_rill(dir.path(), "rill-2", cmd, deadline);
+    let status = wait_with_peers(seeders, deadline, "the restarted rill to finish", || second.exited());
+    assert!(status.success(), "the restarted rill failed: {}", describe(status));
+    assert_same_tree(&content.path(), &out.join(&t.name));
+    let stdout = second.stdout();
+    let here = already_here(&stdout)
+        .unwrap_or_else(|| panic!("the restarted rill did not say which pieces were already here:\n{stdout}"));
+    (second, stdout, here)
+}
 
 #[track_caller]
 fn assert_killed(status: std::process::ExitStatus) {
@@ -49,16 +91,9 @@ fn kill_9_at_40_percent_then_restart_completes_without_refetching() {
     let deadline = deadline_in(100);
     let dir = TempDir::new("resume-kill9");
     let content = content::standard_tree(&dir.mkdir("content"), "rill-resume", 0x6B11_0009);
-    let tracker_port = Opentracker::reserve_port();
-    let t = torrent::libtorrent_create(
-        &content,
-        &announce_url(tracker_port),
-        256 * KIB,
-        true,
-        &dir.join("kill9.torrent"),
-        deadline,
-    );
-    let tracker = Opentracker::start(dir.path(), tracker_port, &[t.info_hash], deadline);
+    let (t, tracker) = Opentracker::with_torrent(dir.path(), deadline, |announce| {
+        torrent::libtorrent_create(&content, announce, 256 * KIB, true, &dir.join("kill9.torrent"), deadline)
+    });
     let lt_data = content.copy_to(&dir.mkdir("libtorrent-data"));
     let aria_data = content.copy_to(&dir.mkdir("aria2-data"));
     let lt = LibtorrentPeer::seed(dir.path(), "libtorrent", &t, &lt_data, SEEDER_RATE, deadline);
@@ -85,13 +120,7 @@ fn kill_9_at_40_percent_then_restart_completes_without_refetching() {
         t.num_pieces
     );
 
-    let second = spawn_rill(dir.path(), "rill-2", &cmd, deadline);
-    let status = wait_with_peers(&seeders, deadline, "the restarted rill to finish", || second.exited());
-    assert!(status.success(), "the restarted rill failed: {}", describe(status));
-    assert_same_tree(&content.path(), &out.join(&t.name));
-    let stdout = second.stdout();
-    let here = already_here(&stdout)
-        .unwrap_or_else(|| panic!("the restarted rill did not say which pieces were already here:\n{stdout}"));
+    let (_second, stdout, here) = restart_to_completion(&dir, &cmd, &seeders, &content, &out, &t, deadline);
     assert!(here.have > 0, "the restart kept nothing of the first run: {here:?}");
     assert!(stdout.lines().any(|l| l.starts_with("done:")), "no summary line:\n{stdout}");
 
@@ -122,13 +151,10 @@ fn ctrl_c_then_restart_resumes_from_the_resume_file() {
     let deadline = deadline_in(90);
     let dir = TempDir::new("resume-ctrl-c");
     let content = content::write_single(&dir.mkdir("content"), "interrupted.bin", 6 * MIB + 4_321, 0xC7_41C);
-    let tracker_port = Opentracker::reserve_port();
-    let t =
-        torrent::transmission_create(&content, &announce_url(tracker_port), 128, &dir.join("ctrl-c.torrent"), deadline);
-    let tracker = Opentracker::start(dir.path(), tracker_port, &[t.info_hash], deadline);
-    let data = content.copy_to(&dir.mkdir("libtorrent-data"));
-    let lt = LibtorrentPeer::seed(dir.path(), "libtorrent", &t, &data, SEEDER_RATE + 200_000, deadline);
-    tracker.wait_seeders(&t.info_hash, 1, deadline);
+    let (t, tracker) = Opentracker::with_torrent(dir.path(), deadline, |announce| {
+        torrent::transmission_create(&content, announce, 128, &dir.join("ctrl-c.torrent"), deadline)
+    });
+    let lt = libtorrent_seeder(&dir, &content, &t, SEEDER_RATE + 200_000, &tracker, deadline);
     let seeders: [&dyn Peer; 1] = [&lt];
 
     let out = dir.mkdir("out");
@@ -165,13 +191,7 @@ fn ctrl_c_then_restart_resumes_from_the_resume_file() {
         took.as_secs_f64()
     );
 
-    let second = spawn_rill(dir.path(), "rill-2", &cmd, deadline);
-    let status = wait_with_peers(&seeders, deadline, "the restarted rill to finish", || second.exited());
-    assert!(status.success(), "the restarted rill failed: {}", describe(status));
-    assert_same_tree(&content.path(), &out.join(&t.name));
-    let stdout = second.stdout();
-    let here = already_here(&stdout)
-        .unwrap_or_else(|| panic!("the restarted rill did not say which pieces were already here:\n{stdout}"));
+    let (_second, _, here) = restart_to_completion(&dir, &cmd, &seeders, &content, &out, &t, deadline);
     assert_eq!(
         here.trusted, recorded as u64,
         "after a clean stop every piece in the resume file should be trusted without hashing: {here:?}"
@@ -200,15 +220,12 @@ fn hostile_peer_sending_garbage_is_banned_and_the_download_completes() {
     let deadline = deadline_in(100);
     let dir = TempDir::new("resume-hostile");
     let content = content::write_single(&dir.mkdir("content"), "contested.bin", 3 * MIB + 600 * KIB + 7, 0xBAD);
-    let tracker_port = Opentracker::reserve_port();
-    let t =
-        torrent::transmission_create(&content, &announce_url(tracker_port), 64, &dir.join("hostile.torrent"), deadline);
-    let tracker = Opentracker::start(dir.path(), tracker_port, &[t.info_hash], deadline);
-    let data = content.copy_to(&dir.mkdir("libtorrent-data"));
+    let (t, tracker) = Opentracker::with_torrent(dir.path(), deadline, |announce| {
+        torrent::transmission_create(&content, announce, 64, &dir.join("hostile.torrent"), deadline)
+    });
     // Slow enough that the hostile peer (which answers at once) takes requests, and that the download outlasts
     // rill's redial delay by a margin after the ban.
-    let honest = LibtorrentPeer::seed(dir.path(), "libtorrent", &t, &data, 200_000, deadline);
-    tracker.wait_seeders(&t.info_hash, 1, deadline);
+    let honest = libtorrent_seeder(&dir, &content, &t, 200_000, &tracker, deadline);
     let hostile = HostilePeer::start(dir.path(), "hostile", &t, deadline);
     let seeders: [&dyn Peer; 1] = [&honest];
 
@@ -311,20 +328,11 @@ fn files_selection_downloads_only_the_chosen_files() {
         ("f-keep.bin", 500_003),
     ];
     let content = content::write_tree(&dir.mkdir("content"), "selection", files, 0xF11E5);
-    let tracker_port = Opentracker::reserve_port();
-    let t = torrent::libtorrent_create(
-        &content,
-        &announce_url(tracker_port),
-        64 * KIB,
-        false,
-        &dir.join("files.torrent"),
-        deadline,
-    );
+    let (t, tracker) = Opentracker::with_torrent(dir.path(), deadline, |announce| {
+        torrent::libtorrent_create(&content, announce, 64 * KIB, false, &dir.join("files.torrent"), deadline)
+    });
     assert!(t.has_padding, "libtorrent should have made a hybrid torrent with padding files");
-    let tracker = Opentracker::start(dir.path(), tracker_port, &[t.info_hash], deadline);
-    let data = content.copy_to(&dir.mkdir("libtorrent-data"));
-    let lt = LibtorrentPeer::seed(dir.path(), "libtorrent", &t, &data, 0, deadline);
-    tracker.wait_seeders(&t.info_hash, 1, deadline);
+    let lt = libtorrent_seeder(&dir, &content, &t, 0, &tracker, deadline);
 
     let numbered = numbered_files(&t);
     assert_eq!(numbered.len(), files.len(), "{numbered:?}");
@@ -399,13 +407,10 @@ fn full_disk_fails_with_one_line_naming_the_path() {
         )
     });
     let content = content::write_single(&dir.mkdir("content"), "too-big.bin", 6 * MIB + 99, 0xF0_11);
-    let tracker_port = Opentracker::reserve_port();
-    let t =
-        torrent::transmission_create(&content, &announce_url(tracker_port), 256, &dir.join("full.torrent"), deadline);
-    let tracker = Opentracker::start(dir.path(), tracker_port, &[t.info_hash], deadline);
-    let data = content.copy_to(&dir.mkdir("libtorrent-data"));
-    let lt = LibtorrentPeer::seed(dir.path(), "libtorrent", &t, &data, 0, deadline);
-    tracker.wait_seeders(&t.info_hash, 1, deadline);
+    let (t, tracker) = Opentracker::with_torrent(dir.path(), deadline, |announce| {
+        torrent::transmission_create(&content, announce, 256, &dir.join("full.torrent"), deadline)
+    });
+    let lt = libtorrent_seeder(&dir, &content, &t, 0, &tracker, deadline);
 
     let small = dir.mkdir("small-disk");
     let cmd = rill_download_command(&t, &small, free_port(), &[lt.addr()], &[]);

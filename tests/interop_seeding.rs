@@ -15,7 +15,7 @@ use common::content::{self, assert_same_tree, KIB, MIB};
 use common::peers::{Aria2, Peer};
 use common::seeding::{LtLeechOptions, LtLeecher, RillPeer, Snapshot};
 use common::torrent;
-use common::tracker::{announce_url, Opentracker};
+use common::tracker::Opentracker;
 use common::{deadline_in, deadline_within, describe, wait_for, TempDir};
 
 /// A leecher tied to rill alone: it dials rill and never announces, so nobody else can reach it.
@@ -40,17 +40,10 @@ fn seeds_two_different_real_leechers() {
     let deadline = deadline_in(60);
     let dir = TempDir::new("seed-two-leechers");
     let content = content::small_tree(&dir.mkdir("content"), "seeded-tree", 0x5EED);
-    let tracker_port = Opentracker::reserve_port();
-    let t = torrent::libtorrent_create(
-        &content,
-        &announce_url(tracker_port),
-        64 * KIB,
-        true,
-        &dir.join("t.torrent"),
-        deadline,
-    );
+    let (t, tracker) = Opentracker::with_torrent(dir.path(), deadline, |announce| {
+        torrent::libtorrent_create(&content, announce, 64 * KIB, true, &dir.join("t.torrent"), deadline)
+    });
     assert!(!t.has_padding);
-    let tracker = Opentracker::start(dir.path(), tracker_port, &[t.info_hash], deadline);
 
     let data = content.copy_to(&dir.mkdir("rill-data"));
     let rill = RillPeer::seed(dir.path(), "rill", &t, &data, &[], deadline);
@@ -104,9 +97,9 @@ fn serves_a_real_leecher_while_downloading() {
     let deadline = deadline_in(80);
     let dir = TempDir::new("seed-while-downloading");
     let content = content::write_single(&dir.mkdir("content"), "while.bin", 3 * MIB + 4_321, 0xD0_0D);
-    let tracker_port = Opentracker::reserve_port();
-    let t = torrent::transmission_create(&content, &announce_url(tracker_port), 64, &dir.join("t.torrent"), deadline);
-    let tracker = Opentracker::start(dir.path(), tracker_port, &[t.info_hash], deadline);
+    let (t, tracker) = Opentracker::with_torrent(dir.path(), deadline, |announce| {
+        torrent::transmission_create(&content, announce, 64, &dir.join("t.torrent"), deadline)
+    });
 
     let seeder_data = content.copy_to(&dir.mkdir("aria2c-data"));
     let seeder = Aria2::seed(dir.path(), "aria2c-seeder", &t, &seeder_data, Some(SEEDER_LIMIT), deadline);
@@ -170,9 +163,9 @@ fn up_limit_holds_within_ten_percent() {
     let dir = TempDir::new("seed-up-limit");
     let data = dir.mkdir("rill-data");
     let content = content::write_single(&data, "limited.bin", 32 * MIB, 0x11_1117);
-    let tracker_port = Opentracker::reserve_port();
-    let t = torrent::transmission_create(&content, &announce_url(tracker_port), 256, &dir.join("t.torrent"), deadline);
-    let _tracker = Opentracker::start(dir.path(), tracker_port, &[t.info_hash], deadline);
+    let (t, _tracker) = Opentracker::with_torrent(dir.path(), deadline, |announce| {
+        torrent::transmission_create(&content, announce, 256, &dir.join("t.torrent"), deadline)
+    });
 
     let rill = RillPeer::seed(dir.path(), "rill", &t, &data, &["--up-limit", UP_LIMIT], deadline);
     let lt = LtLeecher::start(dir.path(), "libtorrent-leecher", &t, &dir.mkdir("out"), &only_rill(&rill), deadline);

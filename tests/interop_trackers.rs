@@ -206,15 +206,9 @@ impl Swarm {
     fn start(label: &str, mib: u64, upload_limit: u64, seed: u64, deadline: Instant) -> Swarm {
         let dir = TempDir::new(label);
         let content = content::write_single(&dir.mkdir("content"), &format!("{label}.bin"), mib * MIB + 4_321, seed);
-        let port = Opentracker::reserve_port();
-        let base = torrent::transmission_create(
-            &content,
-            &format!("http://127.0.0.1:{port}/announce"),
-            64,
-            &dir.join("base.torrent"),
-            deadline,
-        );
-        let tracker = Opentracker::start(dir.path(), port, &[base.info_hash], deadline);
+        let (base, tracker) = Opentracker::with_torrent(dir.path(), deadline, |announce| {
+            torrent::transmission_create(&content, announce, 64, &dir.join("base.torrent"), deadline)
+        });
         let data = content.copy_to(&dir.mkdir("seeder-data"));
         let seeder = LibtorrentPeer::seed(dir.path(), "lt-seeder", &base, &data, upload_limit, deadline);
         tracker.wait_seeders(&base.info_hash, 1, deadline);

@@ -113,6 +113,12 @@ pub fn require_python_libtorrent() {
 // ---------------------------------------------------------------------------------------------------------------
 // Temporary directories
 
+/// `p`, created as a directory (with its parents).
+pub fn mkdir(p: &Path) -> PathBuf {
+    fs::create_dir_all(p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()));
+    p.to_path_buf()
+}
+
 /// A fresh directory for one test. Removed on drop, unless the thread is panicking (or `RILL_TEST_KEEP` is set):
 /// then it is kept and its path printed, so the logs and data can be inspected.
 pub struct TempDir {

@@ -11,13 +11,13 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::json::{self, quote, Json};
 use super::torrent::Torrent;
 use super::{
-    free_port, http, lifetime_until, peer_script, require_python_libtorrent, require_tool, wait_for, wait_port_open,
-    wait_until, Proc, PYTHON,
+    free_port, http, lifetime_until, mkdir, peer_script, require_python_libtorrent, require_tool, wait_for,
+    wait_port_open, wait_until, Proc, PYTHON,
 };
 
 /// What every peer in the rig can tell about itself.
@@ -35,11 +35,6 @@ pub trait Peer {
     fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port())
     }
-}
-
-fn mkdir(p: &Path) -> PathBuf {
-    fs::create_dir_all(p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()));
-    p.to_path_buf()
 }
 
 fn parse_json(what: &str, body: &[u8]) -> Json {
@@ -243,6 +238,45 @@ impl Peer for TransmissionDaemon {
 // ---------------------------------------------------------------------------------------------------------------
 // python3-libtorrent
 
+/// `python3 -u tests/peers/lt_peer.py`, ready to run as peer `name` under `dir/NAME`; the caller adds its role's
+/// options and spawns `cmd` with `lifetime`.
+pub struct LtPeerLaunch {
+    pub cmd: Command,
+    /// Its peer-wire listen port on 127.0.0.1.
+    pub port: u16,
+    /// The JSON status file the script rewrites every 0.2 s.
+    pub status_path: PathBuf,
+    pub lifetime: Duration,
+}
+
+impl LtPeerLaunch {
+    /// The script for `torrent`, saving into `save_dir` (created), on a free port, living until `deadline` (and a
+    /// margin).
+    #[track_caller]
+    pub fn new(dir: &Path, name: &str, torrent: &Torrent, save_dir: &Path, deadline: Instant) -> LtPeerLaunch {
+        require_python_libtorrent();
+        let home = mkdir(&dir.join(name));
+        mkdir(save_dir);
+        let port = free_port();
+        let status_path = home.join("status.json");
+        let lifetime = lifetime_until(deadline);
+        let mut cmd = Command::new(PYTHON);
+        cmd.arg("-u")
+            .arg(peer_script("lt_peer.py"))
+            .arg("--torrent")
+            .arg(&torrent.path)
+            .arg("--save")
+            .arg(save_dir)
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--status")
+            .arg(&status_path)
+            .arg("--max-life")
+            .arg(lifetime.as_secs().to_string());
+        LtPeerLaunch { cmd, port, status_path, lifetime }
+    }
+}
+
 /// Options for [`LibtorrentPeer::start`].
 #[derive(Clone, Debug, Default)]
 pub struct LtOptions {
@@ -277,29 +311,12 @@ impl LibtorrentPeer {
         opts: &LtOptions,
         deadline: Instant,
     ) -> LibtorrentPeer {
-        require_python_libtorrent();
-        let home = mkdir(&dir.join(name));
-        mkdir(save_dir);
-        let port = free_port();
-        let status_path = home.join("status.json");
-        let lifetime = lifetime_until(deadline);
-        let mut cmd = Command::new(PYTHON);
-        cmd.arg("-u")
-            .arg(peer_script("lt_peer.py"))
-            .arg("--torrent")
-            .arg(&torrent.path)
-            .arg("--save")
-            .arg(save_dir)
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--status")
-            .arg(&status_path)
-            .arg("--upload-limit")
+        let LtPeerLaunch { mut cmd, port, status_path, lifetime } =
+            LtPeerLaunch::new(dir, name, torrent, save_dir, deadline);
+        cmd.arg("--upload-limit")
             .arg(opts.upload_limit.to_string())
             .arg("--download-limit")
-            .arg(opts.download_limit.to_string())
-            .arg("--max-life")
-            .arg(lifetime.as_secs().to_string());
+            .arg(opts.download_limit.to_string());
         if opts.seed {
             cmd.arg("--seed");
         }

@@ -12,7 +12,9 @@ use super::bencode::{self, Value};
 use super::json::{self, Json};
 use super::peers::Peer;
 use super::torrent::Torrent;
-use super::{free_port, lifetime_until, peer_script, require_tool, rill_bin, wait_for, wait_port_open, Proc, PYTHON};
+use super::{
+    free_port, lifetime_until, mkdir, peer_script, require_tool, rill_bin, wait_for, wait_port_open, Proc, PYTHON,
+};
 
 pub const SIGINT: i32 = 2;
 
@@ -153,8 +155,7 @@ impl HostilePeer {
     #[track_caller]
     pub fn start(dir: &Path, name: &str, torrent: &Torrent, deadline: Instant) -> HostilePeer {
         require_tool(PYTHON, "python3");
-        let home = dir.join(name);
-        std::fs::create_dir_all(&home).unwrap_or_else(|e| panic!("create {}: {e}", home.display()));
+        let home = mkdir(&dir.join(name));
         let port = free_port();
         let status_path = home.join("status.json");
         let lifetime = lifetime_until(deadline);

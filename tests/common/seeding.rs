@@ -15,19 +15,14 @@ use std::process::{Command, ExitStatus};
 use std::time::Instant;
 
 use super::json::{self, Json};
-use super::peers::Peer;
+use super::peers::{LtPeerLaunch, Peer};
 use super::torrent::Torrent;
-use super::{free_port, lifetime_until, peer_script, require_python_libtorrent, rill_bin, wait_for, Proc, PYTHON};
+use super::{lifetime_until, mkdir, rill_bin, wait_for, Proc};
 
 pub const SIGINT: i32 = 2;
 
 /// `-RL` in hex: the start of every peer id rill makes (`-RL0001-…`).
 pub const RILL_PEER_ID_HEX_PREFIX: &str = "2d524c";
-
-fn mkdir(p: &Path) -> PathBuf {
-    fs::create_dir_all(p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()));
-    p.to_path_buf()
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // rill
@@ -253,27 +248,9 @@ impl LtLeecher {
         opts: &LtLeechOptions,
         deadline: Instant,
     ) -> LtLeecher {
-        require_python_libtorrent();
-        let home = mkdir(&dir.join(name));
-        mkdir(save_dir);
-        let port = free_port();
-        let status_path = home.join("status.json");
-        let lifetime = lifetime_until(deadline);
-        let mut cmd = Command::new(PYTHON);
-        cmd.arg("-u")
-            .arg(peer_script("lt_peer.py"))
-            .arg("--torrent")
-            .arg(&torrent.path)
-            .arg("--save")
-            .arg(save_dir)
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--status")
-            .arg(&status_path)
-            .arg("--download-limit")
-            .arg(opts.download_limit.to_string())
-            .arg("--max-life")
-            .arg(lifetime.as_secs().to_string());
+        let LtPeerLaunch { mut cmd, port, status_path, lifetime } =
+            LtPeerLaunch::new(dir, name, torrent, save_dir, deadline);
+        cmd.arg("--download-limit").arg(opts.download_limit.to_string());
         if opts.no_tracker {
             cmd.arg("--no-tracker");
         }

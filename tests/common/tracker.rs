@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use super::bencode::{self, Value};
+use super::torrent::Torrent;
 use super::{free_port, http, lifetime_until, require_tool, running_as_root, wait_for, wait_port_open, Proc, SIGHUP};
 
 pub struct Opentracker {
@@ -51,6 +52,16 @@ impl Opentracker {
             t.wait_authorized(ih, deadline);
         }
         t
+    }
+
+    /// A torrent made by `make` (given the announce URL) for a tracker on a fresh port, and that tracker, started
+    /// under `dir` with the torrent's info-hash whitelisted: the usual first step of a loopback swarm.
+    #[track_caller]
+    pub fn with_torrent(dir: &Path, deadline: Instant, make: impl FnOnce(&str) -> Torrent) -> (Torrent, Opentracker) {
+        let port = Opentracker::reserve_port();
+        let torrent = make(&announce_url(port));
+        let tracker = Opentracker::start(dir, port, &[torrent.info_hash], deadline);
+        (torrent, tracker)
     }
 
     pub fn announce_url(&self) -> String {
