@@ -79,6 +79,13 @@ fn seeds_two_different_real_leechers() {
     assert!(out.contains(&format!("{n} of {n} pieces present; seeding")), "rill seed's output:\n{out}");
     let last = out.lines().last().unwrap_or("");
     assert!(last.contains("uploaded"), "rill seed should end with what it uploaded; its output:\n{out}");
+    // libtorrent (default settings) opens with an encrypted handshake; rill answers it rather than making it
+    // retry in plaintext.
+    let log = rill.proc.stderr();
+    assert!(
+        log.contains("encrypted handshake done"),
+        "the libtorrent leecher's MSE handshake should have been answered; rill's log:\n{log}"
+    );
     println!(
         "rill seeded {} bytes to aria2c and libtorrent in {:.1} s ({last}); libtorrent's view: {}",
         content.total,
