@@ -382,6 +382,20 @@ impl EventLoop {
     }
 
     /// Flushes the data files, then records the verified pieces.
+    /// Starts a resume save on storage's helper thread (the loop never waits on `fdatasync`); if one is
+    /// still running, the next timer tick tries again. Reports the error of a save that finished.
+    fn save_resume_in_background(&mut self) -> Result<(), LoopError> {
+        let info_hash = self.torrent.ctx.info_hash.0;
+        let storage = &mut self.torrent.storage;
+        storage.poll_background_save().map_err(LoopError::Storage)?;
+        if self.unsaved_bytes > 0
+            && storage.start_background_save(&info_hash, self.torrent.swarm.have()).map_err(LoopError::Storage)?
+        {
+            self.unsaved_bytes = 0;
+        }
+        Ok(())
+    }
+
     fn save_resume(&mut self) -> Result<(), LoopError> {
         let info_hash = self.torrent.ctx.info_hash.0;
         self.torrent.storage.save_resume(&info_hash, self.torrent.swarm.have()).map_err(LoopError::Storage)?;
@@ -490,9 +504,7 @@ impl EventLoop {
                 self.timers.schedule(now + CHOKE_ROUND, Wake::ChokeRound);
             }
             Wake::SaveResume => {
-                if self.unsaved_bytes > 0 {
-                    self.save_resume()?;
-                }
+                self.save_resume_in_background()?;
                 self.timers.schedule(now + SAVE_RESUME_EVERY, Wake::SaveResume);
             }
             Wake::Refill => {
@@ -579,7 +591,7 @@ impl EventLoop {
             }
         }
         if self.unsaved_bytes >= SAVE_RESUME_AFTER_BYTES {
-            self.save_resume()?;
+            self.save_resume_in_background()?;
         }
         for no in std::mem::take(&mut self.torrent.to_ban) {
             self.ban(no);

@@ -2,7 +2,9 @@
 //!
 //! Owns: the on-disk layout of a torrent (directories, files, zero-length files, BEP 47 padding that is
 //! never created), positioned reads and writes that span file boundaries, the scratch buffer used to hash
-//! pieces back from disk, and `fdatasync`.
+//! pieces back from disk, and `fdatasync`. Resume saves while downloading run on a short-lived helper
+//! thread (flush, stamp, atomic write) so the event loop never waits on the device; the save on exit runs
+//! in place.
 //! Must not: know about peers or protocol state. It takes byte offsets in the torrent's layout and slices.
 
 pub mod resume;
@@ -76,6 +78,69 @@ pub struct Storage {
     scratch: Box<[u8]>,
     /// `DIR/.<name>.rill-resume`, beside the data.
     resume_path: PathBuf,
+    /// A resume save running on a helper thread.
+    saving: Option<std::thread::JoinHandle<Result<(), StorageError>>>,
+}
+
+/// One resume save: flush, check, stamp, write. Runs on the loop's thread at exit, on a helper thread
+/// while downloading.
+struct SaveJob {
+    open: Vec<(PathBuf, File)>,
+    /// Per layout file; `None` for padding.
+    stamp_paths: Vec<Option<PathBuf>>,
+    resume_path: PathBuf,
+    info_hash: [u8; 20],
+    pieces: Vec<u8>,
+}
+
+impl SaveJob {
+    /// 1. Flush every data file (so no piece is ever claimed that is not on the device).
+    /// 2. Fail if a file was deleted or replaced while open (writes to it went nowhere).
+    /// 3. Stamp each file's size and mtime.
+    /// 4. Write the resume file to a temporary name, fsync it, rename it over the old one, fsync the
+    ///    directory.
+    fn run(self) -> Result<(), StorageError> {
+        for (path, file) in &self.open {
+            file.sync_data().map_err(|error| StorageError { path: path.clone(), op: StorageOp::Sync, error })?;
+            let vanished = || StorageError {
+                path: path.clone(),
+                op: StorageOp::Vanished,
+                error: io::Error::new(io::ErrorKind::NotFound, "deleted or replaced while downloading"),
+            };
+            let open = file.metadata().map_err(|_| vanished())?;
+            match fs::metadata(path) {
+                Ok(now) if now.ino() == open.ino() && now.dev() == open.dev() => {}
+                _ => return Err(vanished()),
+            }
+        }
+        let files = self.stamp_paths.iter().map(|p| p.as_deref().map_or(FileStamp::MISSING, stamp)).collect();
+        let bytes = resume::encode(&ResumeData { info_hash: self.info_hash, pieces: self.pieces, files });
+        let path = self.resume_path;
+        let tmp = path.with_extension("rill-resume.tmp");
+        let write = || -> io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            if let Some(dir) = path.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        write().map_err(|error| StorageError { path: path.clone(), op: StorageOp::Write, error })
+    }
+}
+
+/// A data file's size and mtime now (`MISSING` if it is not there).
+fn stamp(path: &Path) -> FileStamp {
+    match fs::metadata(path) {
+        Ok(m) => FileStamp {
+            size: i64::try_from(m.len()).unwrap_or(i64::MAX),
+            mtime_secs: m.mtime(),
+            mtime_nanos: m.mtime_nsec(),
+        },
+        Err(_) => FileStamp::MISSING,
+    }
 }
 
 impl Storage {
@@ -99,6 +164,7 @@ impl Storage {
         let name = top.map(|c| c.as_os_str().to_string_lossy().into_owned()).unwrap_or_default();
         Ok(Storage {
             resume_path: dir.join(format!(".{name}.rill-resume")),
+            saving: None,
             files,
             open_order: Vec::new(),
             scratch: vec![0; BLOCK_LEN as usize].into_boxed_slice(),
@@ -261,22 +327,7 @@ impl Storage {
 
     /// The size and modification time of every data file now (padding and missing files: `MISSING`).
     pub fn file_stamps(&self) -> Vec<FileStamp> {
-        self.files
-            .iter()
-            .map(|f| {
-                if f.padding {
-                    return FileStamp::MISSING;
-                }
-                match fs::metadata(&f.path) {
-                    Ok(m) => FileStamp {
-                        size: i64::try_from(m.len()).unwrap_or(i64::MAX),
-                        mtime_secs: m.mtime(),
-                        mtime_nanos: m.mtime_nsec(),
-                    },
-                    Err(_) => FileStamp::MISSING,
-                }
-            })
-            .collect()
+        self.files.iter().map(|f| if f.padding { FileStamp::MISSING } else { stamp(&f.path) }).collect()
     }
 
     /// Layout of the data files: (offset, length, padding), in order.
@@ -284,46 +335,66 @@ impl Storage {
         self.files.iter().map(|f| (f.offset, f.length, f.padding))
     }
 
-    /// Fails if a file rill has open was deleted or replaced under it (writes would go nowhere).
-    fn check_not_vanished(&self) -> Result<(), StorageError> {
-        for f in &self.files {
-            let Some(handle) = &f.handle else { continue };
-            let vanished = || StorageError {
-                path: f.path.clone(),
-                op: StorageOp::Vanished,
-                error: io::Error::new(io::ErrorKind::NotFound, "deleted or replaced while downloading"),
-            };
-            let open = handle.metadata().map_err(|_| vanished())?;
-            match fs::metadata(&f.path) {
-                Ok(now) if now.ino() == open.ino() && now.dev() == open.dev() => {}
-                _ => return Err(vanished()),
-            }
+    /// Records `have` durably, now: see `SaveJob::run`. Waits for a background save still running first.
+    pub fn save_resume(&mut self, info_hash: &[u8; 20], have: &Bitfield) -> Result<(), StorageError> {
+        self.finish_background_save()?;
+        self.save_job(info_hash, have)?.run()
+    }
+
+    /// Starts recording `have` on a helper thread, so the loop never waits on `fdatasync`. Returns false
+    /// (and does nothing) while the previous save is still running; an error of a finished save is
+    /// returned here.
+    pub fn start_background_save(&mut self, info_hash: &[u8; 20], have: &Bitfield) -> Result<bool, StorageError> {
+        if self.saving.as_ref().is_some_and(|h| !h.is_finished()) {
+            return Ok(false);
+        }
+        self.finish_background_save()?;
+        let job = self.save_job(info_hash, have)?;
+        self.saving = Some(std::thread::spawn(move || job.run()));
+        Ok(true)
+    }
+
+    /// The outcome of a background save that has finished; nothing while one is still running.
+    pub fn poll_background_save(&mut self) -> Result<(), StorageError> {
+        if self.saving.as_ref().is_some_and(|h| h.is_finished()) {
+            self.finish_background_save()?;
         }
         Ok(())
     }
 
-    /// Records `have` durably: data files are flushed first (so no piece is ever claimed that is not on
-    /// the device), then the resume file is written to a temporary name, fsynced, renamed over the old
-    /// one, and the directory fsynced.
-    pub fn save_resume(&mut self, info_hash: &[u8; 20], have: &Bitfield) -> Result<(), StorageError> {
-        self.sync()?;
-        self.check_not_vanished()?;
-        let data = ResumeData { info_hash: *info_hash, pieces: have.as_bytes().to_vec(), files: self.file_stamps() };
-        let bytes = resume::encode(&data);
-        let path = self.resume_path.clone();
-        let tmp = path.with_extension("rill-resume.tmp");
-        let fail = |op, error| StorageError { path: path.clone(), op, error };
-        let write = || -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            if let Some(dir) = path.parent() {
-                File::open(dir)?.sync_all()?;
+    fn finish_background_save(&mut self) -> Result<(), StorageError> {
+        match self.saving.take().map(|h| h.join()) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => Err(StorageError {
+                path: self.resume_path.clone(),
+                op: StorageOp::Write,
+                error: io::Error::other("the resume writer thread failed"),
+            }),
+        }
+    }
+
+    /// Everything a save needs, taken now: duplicates of the open data files (the pieces in `have` were
+    /// written through them before this moment), the paths to stamp, and the bitfield.
+    fn save_job(&self, info_hash: &[u8; 20], have: &Bitfield) -> Result<SaveJob, StorageError> {
+        let mut open = Vec::new();
+        for f in &self.files {
+            if let Some(handle) = &f.handle {
+                let dup = handle.try_clone().map_err(|error| StorageError {
+                    path: f.path.clone(),
+                    op: StorageOp::Sync,
+                    error,
+                })?;
+                open.push((f.path.clone(), dup));
             }
-            Ok(())
-        };
-        write().map_err(|e| fail(StorageOp::Write, e))
+        }
+        Ok(SaveJob {
+            open,
+            stamp_paths: self.files.iter().map(|f| (!f.padding).then(|| f.path.clone())).collect(),
+            resume_path: self.resume_path.clone(),
+            info_hash: *info_hash,
+            pieces: have.as_bytes().to_vec(),
+        })
     }
 
     /// The resume file, if there is one for this torrent; anything unusable is reported and ignored.
