@@ -58,14 +58,6 @@ pub fn make_torrent(len: u64, piece_length: u32, seed: u64) -> (Metainfo, Vec<u8
     let mut rng = Rng::seeded(seed);
     let mut content = vec![0u8; len as usize];
     rng.fill(&mut content);
-    let piece_hashes = content
-        .chunks(piece_length as usize)
-        .map(|c| {
-            let mut h = [0u8; 20];
-            h.copy_from_slice(&Sha1::digest(c));
-            h
-        })
-        .collect();
     let first = len / 3;
     let files = vec![
         FileEntry {
@@ -83,19 +75,24 @@ pub fn make_torrent(len: u64, piece_length: u32, seed: u64) -> (Metainfo, Vec<u8
             padding: false,
         },
     ];
-    let meta = Metainfo {
-        info_hash: InfoHash([7; 20]),
-        name: "sim".into(),
+    (metainfo_for("sim", files, piece_length, &content), content)
+}
+
+/// A `Metainfo` for `files` laid over `content`, with the piece hashes of `content` (test torrents built in
+/// code, without a `.torrent` file).
+pub fn metainfo_for(name: &str, files: Vec<FileEntry>, piece_length: u32, content: &[u8]) -> Metainfo {
+    Metainfo {
+        info_hash: InfoHash(Sha1::digest(name.as_bytes()).into()),
+        name: name.into(),
         piece_length,
-        piece_hashes,
-        total_length: len,
+        piece_hashes: content.chunks(piece_length as usize).map(|c| Sha1::digest(c).into()).collect(),
+        total_length: content.len() as u64,
         files,
         trackers: vec![],
         private: false,
         comment: None,
         created_by: None,
-    };
-    (meta, content)
+    }
 }
 
 struct Node {

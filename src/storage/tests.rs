@@ -9,7 +9,7 @@ use sha1::{Digest, Sha1};
 use super::verify::{check_piece, finish_piece};
 use super::*;
 use crate::geometry::{Geometry, BLOCK_LEN};
-use crate::metainfo::{FileEntry, InfoHash, Metainfo};
+use crate::metainfo::{FileEntry, Metainfo};
 use crate::rng::Rng;
 use crate::sim::TempDir;
 
@@ -55,19 +55,7 @@ fn torrent(layout: &[(&str, u64, bool)], piece_length: u32) -> (Metainfo, Vec<u8
         }
         files.push(FileEntry { path: PathBuf::from(path), display_path: path.to_string(), length, offset, padding });
     }
-    let piece_hashes = content.chunks(piece_length as usize).map(|piece| Sha1::digest(piece).into()).collect();
-    let meta = Metainfo {
-        info_hash: InfoHash([0x47; 20]),
-        name: "multi".to_string(),
-        piece_length,
-        piece_hashes,
-        total_length: content.len() as u64,
-        files,
-        trackers: vec![],
-        private: false,
-        comment: None,
-        created_by: None,
-    };
+    let meta = crate::sim::metainfo_for("multi", files, piece_length, &content);
     (meta, content)
 }
 
