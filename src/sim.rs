@@ -66,6 +66,7 @@ pub fn make_torrent(len: u64, piece_length: u32, seed: u64) -> (Metainfo, Vec<u8
             length: first,
             offset: 0,
             padding: false,
+            symlink_target: None,
         },
         FileEntry {
             path: PathBuf::from("sim/dir/b.bin"),
@@ -73,6 +74,7 @@ pub fn make_torrent(len: u64, piece_length: u32, seed: u64) -> (Metainfo, Vec<u8
             length: len - first,
             offset: first,
             padding: false,
+            symlink_target: None,
         },
     ];
     (metainfo_for("sim", files, piece_length, &content), content)

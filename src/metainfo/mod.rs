@@ -71,6 +71,9 @@ pub struct FileEntry {
     pub offset: u64,
     /// BEP 47 padding file: counts in the layout, is all zeros, is never created on disk.
     pub padding: bool,
+    /// BEP 47 symlink entry (`attr` `l`): the link's target, relative to the torrent's top directory and
+    /// checked to stay inside it. Such an entry has length 0 and is created as a symlink, never written.
+    pub symlink_target: Option<PathBuf>,
 }
 
 /// A validated torrent.
@@ -307,6 +310,7 @@ impl Metainfo {
                 length: file_length(length)?,
                 offset: 0,
                 padding: false,
+                symlink_target: None,
             }],
             (None, Some(raw_files)) => multi_file_layout(&name, raw_files)?,
         };
@@ -409,6 +413,7 @@ fn multi_file_layout(name: &str, raw_files: Vec<RawFile>) -> Result<Vec<FileEntr
             length,
             offset,
             padding: is_padding(raw.attr.as_ref().map(|a| a.as_slice()), &components),
+            symlink_target: None,
         });
         offset = offset.checked_add(length).ok_or(MetainfoError::TotalTooLarge)?;
     }

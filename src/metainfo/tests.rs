@@ -157,6 +157,7 @@ fn single_file_layout_and_fields() {
             length: 40_000,
             offset: 0,
             padding: false,
+            symlink_target: None,
         }]
     );
     assert_eq!(m.trackers, [["http://t/a"]]);

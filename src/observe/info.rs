@@ -86,7 +86,14 @@ mod tests {
     use crate::metainfo::{FileEntry, InfoHash};
 
     fn entry(path: &str, length: u64, offset: u64, padding: bool) -> FileEntry {
-        FileEntry { path: PathBuf::from(path), display_path: path.to_owned(), length, offset, padding }
+        FileEntry {
+            path: PathBuf::from(path),
+            display_path: path.to_owned(),
+            length,
+            offset,
+            padding,
+            symlink_target: None,
+        }
     }
 
     fn hybrid_like() -> Metainfo {
