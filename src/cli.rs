@@ -16,6 +16,7 @@ USAGE:
     rill download FILE.torrent [-d DIR] [OPTIONS]   fetch a torrent's content
     rill seed FILE.torrent [-d DIR] [OPTIONS]       check existing data, then seed it
     rill info FILE.torrent [--scrape]               describe a torrent (and ask its trackers for counts)
+    rill create PATH -o OUT.torrent [OPTIONS]       make a torrent of a file or folder
 
 Run `rill download --help` (or seed, info) for the options of each command.
 
@@ -82,6 +83,45 @@ OPTIONS:
     -h, --help     print this help
 ";
 
+pub const CREATE_HELP: &str = "\
+rill create: make a v1 torrent of a file or a folder
+
+USAGE:
+    rill create PATH -o OUT.torrent [OPTIONS]
+
+OPTIONS:
+    -o, --output FILE      where to write the torrent (required)
+        --tracker URL      announce URL; may repeat, each its own tier; URLs joined by ',' share a tier
+        --web-seed URL     web seed (BEP 19 url-list); may repeat
+        --piece-size SIZE  piece length, a power of two from 16k to 16M, e.g. 256k, 1M
+                           (default: 1,000 to 2,000 pieces for the content's size)
+        --private          private torrent: its trackers only, no DHT or peer exchange
+        --comment TEXT     free text shown by clients
+        --source TEXT      `source` key (private trackers ask for it; it changes the info-hash)
+        --include-hidden   include files and folders whose names start with '.'
+        --force            overwrite OUT.torrent if it exists
+    -h, --help             print this help
+
+Files are taken in byte order of their paths; symbolic links and special files are left out with a note.
+";
+
+/// Options of `rill create`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateOptions {
+    pub source: PathBuf,
+    pub output: PathBuf,
+    /// Tiers of announce URLs, in the order given.
+    pub trackers: Vec<Vec<String>>,
+    pub web_seeds: Vec<String>,
+    /// `None`: chosen from the content's size.
+    pub piece_size: Option<u32>,
+    pub private: bool,
+    pub comment: Option<String>,
+    pub source_tag: Option<String>,
+    pub include_hidden: bool,
+    pub force: bool,
+}
+
 /// Options shared by `download` and `seed`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TransferOptions {
@@ -105,6 +145,7 @@ pub enum Command {
     Download { opts: TransferOptions, seed: bool, files: Option<Vec<usize>>, sequential: bool, recheck: bool },
     Seed { opts: TransferOptions, partial: bool },
     Info { torrent: PathBuf, scrape: bool },
+    Create(CreateOptions),
     Help(&'static str),
     Version,
 }
@@ -146,6 +187,8 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, UsageError> {
         Some("download") if help => return Ok(Command::Help(DOWNLOAD_HELP)),
         Some("seed") if help => return Ok(Command::Help(SEED_HELP)),
         Some("info") if help => return Ok(Command::Help(INFO_HELP)),
+        Some("create") if help => return Ok(Command::Help(CREATE_HELP)),
+        Some("create") => Command::Create(create_options(&mut args)?),
         Some("download") => {
             let seed = args.contains("--seed");
             let sequential = args.contains("--sequential");
@@ -220,6 +263,63 @@ fn transfer_options(args: &mut pico_args::Arguments, cmd: &str) -> Result<Transf
     })
 }
 
+fn create_options(args: &mut pico_args::Arguments) -> Result<CreateOptions, UsageError> {
+    let output = args
+        .opt_value_from_os_str(["-o", "--output"], |s| Ok::<_, String>(PathBuf::from(s)))?
+        .ok_or_else(|| UsageError("missing -o OUT.torrent: try `rill create --help`".into()))?;
+    let trackers: Vec<Vec<String>> = args
+        .values_from_str::<_, String>("--tracker")?
+        .into_iter()
+        .map(|tier| tier.split(',').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect::<Vec<_>>())
+        .filter(|tier| !tier.is_empty())
+        .collect();
+    for url in trackers.iter().flatten() {
+        if !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with("udp://")) {
+            return Err(UsageError(format!("--tracker {url}: not an http://, https:// or udp:// URL")));
+        }
+    }
+    let web_seeds: Vec<String> = args.values_from_str("--web-seed")?;
+    for url in &web_seeds {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(UsageError(format!("--web-seed {url}: not an http:// or https:// URL")));
+        }
+    }
+    let piece_size = args.opt_value_from_fn("--piece-size", parse_piece_size)?;
+    let private = args.contains("--private");
+    let comment = args.opt_value_from_str("--comment")?;
+    let source_tag = args.opt_value_from_str("--source")?;
+    let include_hidden = args.contains("--include-hidden");
+    let force = args.contains("--force");
+    let source: Option<PathBuf> = args.opt_free_from_os_str(|s| Ok::<_, String>(PathBuf::from(s)))?;
+    let source = match source {
+        Some(p) if !p.to_string_lossy().starts_with('-') => p,
+        Some(p) => return Err(UsageError(format!("unknown option '{}': try `rill create --help`", p.display()))),
+        None => return Err(UsageError("missing PATH: try `rill create --help`".into())),
+    };
+    Ok(CreateOptions {
+        source,
+        output,
+        trackers,
+        web_seeds,
+        piece_size,
+        private,
+        comment,
+        source_tag,
+        include_hidden,
+        force,
+    })
+}
+
+/// `256k`, `1M`, `16384`: a power of two from 16 KiB to 16 MiB.
+fn parse_piece_size(s: &str) -> Result<u32, String> {
+    use crate::metainfo::create::{MAX_PIECE_LENGTH, MIN_PIECE_LENGTH};
+    let n = parse_rate(s)?;
+    if !n.is_power_of_two() || n < MIN_PIECE_LENGTH as u64 || n > MAX_PIECE_LENGTH as u64 {
+        return Err(format!("--piece-size {s}: must be a power of two from 16k to 16M"));
+    }
+    Ok(n as u32)
+}
+
 fn parse_rate_arg(s: &str) -> Result<u64, String> {
     match parse_rate(s) {
         Ok(0) => Err("a rate limit must be above zero".into()),
@@ -283,5 +383,26 @@ mod tests {
         assert_eq!(parse(args("--help")).unwrap(), Command::Help(MAIN_HELP));
         assert_eq!(parse(args("download --help")).unwrap(), Command::Help(DOWNLOAD_HELP));
         assert!(parse_file_list("3-1").is_err());
+    }
+
+    #[test]
+    fn create_with_tiers_and_options() {
+        let cmd = parse(args(
+            "create dir -o x.torrent --tracker http://a/ann,udp://b:1 --tracker http://c/ann --piece-size 256k \
+             --private --web-seed http://w/ --include-hidden",
+        ))
+        .unwrap();
+        let Command::Create(o) = cmd else { panic!("{cmd:?}") };
+        assert_eq!(o.source, PathBuf::from("dir"));
+        assert_eq!(o.output, PathBuf::from("x.torrent"));
+        assert_eq!(o.trackers, [vec!["http://a/ann".to_string(), "udp://b:1".into()], vec!["http://c/ann".into()]]);
+        assert_eq!(o.piece_size, Some(256 * 1024));
+        assert!(o.private && o.include_hidden && !o.force);
+        assert_eq!(o.web_seeds, ["http://w/"]);
+        assert!(parse(args("create dir")).is_err());
+        assert!(parse(args("create -o x.torrent")).is_err());
+        assert!(parse(args("create dir -o x --piece-size 100k")).is_err());
+        assert!(parse(args("create dir -o x --piece-size 32M")).is_err());
+        assert!(parse(args("create dir -o x --tracker ftp://x")).is_err());
     }
 }

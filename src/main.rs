@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use rill::bitfield::Bitfield;
-use rill::cli::{self, Command, TransferOptions};
+use rill::cli::{self, Command, CreateOptions, TransferOptions};
 use rill::event_loop::{EventLoop, RunConfig, UiMode};
 use rill::geometry::Geometry;
 use rill::metainfo::Metainfo;
@@ -88,6 +88,7 @@ fn run(command: Command) -> Result<(), Failure> {
             };
             download(&meta, &opts, &wanted_files, sequential, seed, recheck)
         }
+        Command::Create(opts) => create_torrent(&opts),
         Command::Seed { opts, partial } => {
             let meta = load_torrent(&opts.torrent)?;
             seed(&meta, &opts, partial)
@@ -324,4 +325,75 @@ fn seed(meta: &Metainfo, opts: &TransferOptions, partial: bool) -> Result<(), Fa
     let id = peer_id(&mut rng);
     let config = run_config(opts, ui_mode, true);
     run_loop(meta, swarm, storage, config, id, rng, opts)
+}
+
+/// `rill create`: walk, hash with a progress line on a terminal, encode, check by parsing back, write
+/// atomically (a temporary beside OUT, then rename).
+fn create_torrent(o: &CreateOptions) -> Result<(), Failure> {
+    use rill::metainfo::create::{default_piece_length, NewTorrent};
+    use rill::observe::units;
+    use rill::storage::scan;
+    use std::io::IsTerminal;
+
+    if o.output.exists() && !o.force {
+        return Err(Failure::Input(format!("{} exists (--force overwrites it)", o.output.display())));
+    }
+    let scanned = scan::scan(&o.source, o.include_hidden).map_err(|e| Failure::Input(e.to_string()))?;
+    let mut err = std::io::stderr();
+    for (path, why) in &scanned.skipped {
+        let _ = writeln!(err, "rill: left out {} ({why})", path.display());
+    }
+    let total: u64 = scanned.files.iter().map(|f| f.length).sum();
+    let piece_length = o.piece_size.unwrap_or_else(|| default_piece_length(total));
+    let torrent = NewTorrent {
+        name: scanned.name.clone(),
+        files: scanned.files.clone(),
+        single_file: scanned.single_file,
+        piece_length,
+        trackers: o.trackers.clone(),
+        web_seeds: o.web_seeds.clone(),
+        private: o.private,
+        comment: o.comment.clone(),
+        source: o.source_tag.clone(),
+        created_by: format!("rill {}", env!("CARGO_PKG_VERSION")),
+        creation_date: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs()),
+    };
+    let live = err.is_terminal();
+    let started = std::time::Instant::now();
+    let mut last_shown = None;
+    let pieces = scan::hash_pieces(&scanned.sources, &scanned.files, piece_length, |done| {
+        let pct = done * 100 / total.max(1);
+        if live && last_shown != Some(pct) {
+            let _ = write!(err, "\rhashing {pct:3}% ({} of {})", units::bytes(done), units::bytes(total));
+            last_shown = Some(pct);
+        }
+    })
+    .map_err(|e| Failure::Runtime(e.to_string()))?;
+    if live {
+        let _ = writeln!(err);
+    }
+    let bytes = torrent.encode(&pieces);
+    let meta =
+        Metainfo::from_bytes(&bytes).map_err(|e| Failure::Runtime(format!("the new torrent does not parse: {e}")))?;
+    let mut tmp_name = o.output.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    tmp_name.push(".rill-tmp");
+    let tmp = o.output.with_file_name(tmp_name);
+    let written = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &o.output));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Failure::Runtime(format!("cannot write {}: {e}", o.output.display())));
+    }
+    let _ = writeln!(
+        std::io::stdout(),
+        "{}: {} ({} files, {} in {} pieces of {}), info-hash {}, hashed in {}",
+        o.output.display(),
+        meta.name,
+        scanned.files.len(),
+        units::bytes(total),
+        meta.piece_hashes.len(),
+        units::bytes(u64::from(piece_length)),
+        meta.info_hash,
+        units::duration(started.elapsed()),
+    );
+    Ok(())
 }

@@ -21,6 +21,8 @@
 //! lossily (invalid sequences become U+FFFD). The lossy text is both the display form and the on-disk name,
 //! and the component checks run on it, so no byte sequence can smuggle a separator, NUL or `..` past them.
 
+pub mod create;
+
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -8,6 +8,7 @@
 //! Must not: know about peers or protocol state. It takes byte offsets in the torrent's layout and slices.
 
 pub mod resume;
+pub mod scan;
 pub mod verify;
 
 use std::fmt;
