@@ -115,6 +115,18 @@ pub enum DropReason {
     Shutdown,
 }
 
+/// The codec's reasons are misbehaviour when they come from a peer.
+impl From<crate::wire::DecodeError> for PeerMisbehaved {
+    fn from(e: crate::wire::DecodeError) -> Self {
+        use crate::wire::DecodeError;
+        match e {
+            DecodeError::WrongProtocolString => PeerMisbehaved::WrongProtocolString,
+            DecodeError::FrameTooLong { len, max } => PeerMisbehaved::FrameTooLong { len, max },
+            DecodeError::BadLength { id, len } => PeerMisbehaved::BadLength { id, len },
+        }
+    }
+}
+
 impl From<PeerMisbehaved> for DropReason {
     fn from(m: PeerMisbehaved) -> Self {
         DropReason::Misbehaved(m)

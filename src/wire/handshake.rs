@@ -3,8 +3,8 @@
 //! Owns: handshake layout, parse and encode. Must not: decide whether the info-hash is acceptable
 //! (the session does) or touch sockets.
 
+use super::DecodeError;
 use crate::metainfo::InfoHash;
-use crate::peer::PeerMisbehaved;
 
 pub const HANDSHAKE_LEN: usize = 68;
 const PROTOCOL: &[u8; 19] = b"BitTorrent protocol";
@@ -27,14 +27,14 @@ impl Handshake {
     }
 
     /// Parses the first 68 bytes of `buf`; `None` until that many are present.
-    pub fn parse(buf: &[u8]) -> Result<Option<Handshake>, PeerMisbehaved> {
+    pub fn parse(buf: &[u8]) -> Result<Option<Handshake>, DecodeError> {
         if !buf.is_empty() && buf[0] != 19 {
-            return Err(PeerMisbehaved::WrongProtocolString);
+            return Err(DecodeError::WrongProtocolString);
         }
         // Reject a wrong protocol string as soon as its bytes are present.
         let seen = buf.len().min(20);
         if seen > 1 && buf[1..seen] != PROTOCOL[..seen - 1] {
-            return Err(PeerMisbehaved::WrongProtocolString);
+            return Err(DecodeError::WrongProtocolString);
         }
         if buf.len() < HANDSHAKE_LEN {
             return Ok(None);
@@ -92,9 +92,9 @@ mod tests {
 
     #[test]
     fn wrong_protocol_string_is_rejected_early() {
-        assert_eq!(Handshake::parse(b"\x12"), Err(PeerMisbehaved::WrongProtocolString));
-        assert_eq!(Handshake::parse(b"\x13BitTorrent prot0"), Err(PeerMisbehaved::WrongProtocolString));
+        assert_eq!(Handshake::parse(b"\x12"), Err(DecodeError::WrongProtocolString));
+        assert_eq!(Handshake::parse(b"\x13BitTorrent prot0"), Err(DecodeError::WrongProtocolString));
         assert_eq!(Handshake::parse(b"\x13BitTorrent"), Ok(None));
-        assert_eq!(Handshake::parse(b"GET / HTTP/1.1\r\n"), Err(PeerMisbehaved::WrongProtocolString));
+        assert_eq!(Handshake::parse(b"GET / HTTP/1.1\r\n"), Err(DecodeError::WrongProtocolString));
     }
 }

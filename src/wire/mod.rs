@@ -12,7 +12,31 @@ pub mod extension;
 pub mod handshake;
 pub mod mse;
 
-use crate::peer::PeerMisbehaved;
+use std::fmt;
+
+/// Why bytes from a peer are not a well-formed handshake or frame. The peer layer maps each to a
+/// `PeerMisbehaved` reason; the codec itself knows nothing about peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The first bytes are not `19` `BitTorrent protocol`.
+    WrongProtocolString,
+    /// A length prefix above the limit for this torrent, seen before the body arrives.
+    FrameTooLong { len: u32, max: u32 },
+    /// A message whose length is illegal for its id.
+    BadLength { id: u8, len: u32 },
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            DecodeError::WrongProtocolString => write!(f, "not a BitTorrent handshake"),
+            DecodeError::FrameTooLong { len, max } => write!(f, "frame of {len} bytes exceeds the {max}-byte limit"),
+            DecodeError::BadLength { id, len } => write!(f, "message id {id} with illegal length {len}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
 
 /// Message ids. BEP 3: 0–8; BEP 5 (DHT): 9; BEP 6 (fast): 13–17; BEP 10 (extension protocol): 20.
 pub mod id {
@@ -122,7 +146,7 @@ fn be32(b: &[u8]) -> u32 {
 
 /// Decodes the first frame of `buf`, checking the length prefix against `limits` as soon as it is
 /// present, before waiting for the body.
-pub fn decode<'a>(buf: &'a [u8], limits: &FrameLimits) -> Result<Decoded<'a>, PeerMisbehaved> {
+pub fn decode<'a>(buf: &'a [u8], limits: &FrameLimits) -> Result<Decoded<'a>, DecodeError> {
     if buf.len() < 4 {
         return Ok(Decoded::NeedMore);
     }
@@ -131,7 +155,7 @@ pub fn decode<'a>(buf: &'a [u8], limits: &FrameLimits) -> Result<Decoded<'a>, Pe
         return Ok(Decoded::Frame { frame: Frame::KeepAlive, len: 4 });
     }
     if len > limits.max_body {
-        return Err(PeerMisbehaved::FrameTooLong { len, max: limits.max_body });
+        return Err(DecodeError::FrameTooLong { len, max: limits.max_body });
     }
     let total = 4 + len as usize;
     if buf.len() < total {
@@ -143,7 +167,7 @@ pub fn decode<'a>(buf: &'a [u8], limits: &FrameLimits) -> Result<Decoded<'a>, Pe
         if body.len() == want {
             Ok(())
         } else {
-            Err(PeerMisbehaved::BadLength { id: msg_id, len })
+            Err(DecodeError::BadLength { id: msg_id, len })
         }
     };
     let frame = match msg_id {
@@ -159,7 +183,7 @@ pub fn decode<'a>(buf: &'a [u8], limits: &FrameLimits) -> Result<Decoded<'a>, Pe
         }
         id::PIECE => {
             if body.len() < 8 {
-                return Err(PeerMisbehaved::BadLength { id: msg_id, len });
+                return Err(DecodeError::BadLength { id: msg_id, len });
             }
             Frame::Piece { piece: be32(body), offset: be32(&body[4..]), data: &body[8..] }
         }
@@ -178,7 +202,7 @@ pub fn decode<'a>(buf: &'a [u8], limits: &FrameLimits) -> Result<Decoded<'a>, Pe
         id::ALLOWED_FAST => exact(4).map(|_| Frame::AllowedFast { piece: be32(body) })?,
         id::EXTENDED => {
             if body.is_empty() {
-                return Err(PeerMisbehaved::BadLength { id: msg_id, len });
+                return Err(DecodeError::BadLength { id: msg_id, len });
             }
             Frame::Extended { ext_id: body[0], payload: &body[1..] }
         }

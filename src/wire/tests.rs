@@ -101,7 +101,7 @@ fn assert_round_trip(bytes: &[u8], frame: Frame<'_>) {
 }
 
 #[track_caller]
-fn assert_malformed(bytes: &[u8], want: PeerMisbehaved) {
+fn assert_malformed(bytes: &[u8], want: DecodeError) {
     assert_eq!(decode(bytes, &limits()), Err(want), "decoding {bytes:02x?}");
 }
 
@@ -295,9 +295,9 @@ fn frame_limits_cover_a_block_a_metadata_piece_and_a_large_bitfield() {
 fn frame_longer_than_limit_is_rejected_on_the_prefix_alone() {
     let max = limits().max_body;
     // Only the 4-byte prefix is present: no waiting for a body that may never come.
-    assert_malformed(&(max + 1).to_be_bytes(), PeerMisbehaved::FrameTooLong { len: max + 1, max });
-    assert_malformed(&[0xff, 0xff, 0xff, 0xff], PeerMisbehaved::FrameTooLong { len: u32::MAX, max });
-    assert_malformed(&[0xff, 0xff, 0xff, 0xff, 7, 0, 0], PeerMisbehaved::FrameTooLong { len: u32::MAX, max });
+    assert_malformed(&(max + 1).to_be_bytes(), DecodeError::FrameTooLong { len: max + 1, max });
+    assert_malformed(&[0xff, 0xff, 0xff, 0xff], DecodeError::FrameTooLong { len: u32::MAX, max });
+    assert_malformed(&[0xff, 0xff, 0xff, 0xff, 7, 0, 0], DecodeError::FrameTooLong { len: u32::MAX, max });
 }
 
 #[test]
@@ -313,37 +313,37 @@ fn handshake_bytes_read_as_a_frame_are_too_long() {
     // A second handshake (or one parsed as a frame) starts 0x13 'B' 'i' 't': far beyond any limit.
     let mut hs = vec![];
     Handshake { reserved: [0; 8], info_hash: InfoHash([1; 20]), peer_id: [2; 20] }.encode(&mut hs);
-    assert!(matches!(decode(&hs, &limits()), Err(PeerMisbehaved::FrameTooLong { .. })));
+    assert!(matches!(decode(&hs, &limits()), Err(DecodeError::FrameTooLong { .. })));
 }
 
 #[test]
 fn choke_with_payload_is_bad_length() {
-    assert_malformed(&[0, 0, 0, 2, 0, 0], PeerMisbehaved::BadLength { id: id::CHOKE, len: 2 });
+    assert_malformed(&[0, 0, 0, 2, 0, 0], DecodeError::BadLength { id: id::CHOKE, len: 2 });
 }
 
 #[test]
 fn unchoke_with_payload_is_bad_length() {
-    assert_malformed(&[0, 0, 0, 2, 1, 0], PeerMisbehaved::BadLength { id: id::UNCHOKE, len: 2 });
+    assert_malformed(&[0, 0, 0, 2, 1, 0], DecodeError::BadLength { id: id::UNCHOKE, len: 2 });
 }
 
 #[test]
 fn interested_with_payload_is_bad_length() {
-    assert_malformed(&[0, 0, 0, 3, 2, 0, 0], PeerMisbehaved::BadLength { id: id::INTERESTED, len: 3 });
+    assert_malformed(&[0, 0, 0, 3, 2, 0, 0], DecodeError::BadLength { id: id::INTERESTED, len: 3 });
 }
 
 #[test]
 fn not_interested_with_payload_is_bad_length() {
-    assert_malformed(&[0, 0, 0, 2, 3, 9], PeerMisbehaved::BadLength { id: id::NOT_INTERESTED, len: 2 });
+    assert_malformed(&[0, 0, 0, 2, 3, 9], DecodeError::BadLength { id: id::NOT_INTERESTED, len: 2 });
 }
 
 #[test]
 fn have_with_3_bytes_is_bad_length() {
-    assert_malformed(&[0, 0, 0, 4, 4, 0, 0, 1], PeerMisbehaved::BadLength { id: id::HAVE, len: 4 });
+    assert_malformed(&[0, 0, 0, 4, 4, 0, 0, 1], DecodeError::BadLength { id: id::HAVE, len: 4 });
 }
 
 #[test]
 fn have_with_5_bytes_is_bad_length() {
-    assert_malformed(&[0, 0, 0, 6, 4, 0, 0, 0, 1, 0], PeerMisbehaved::BadLength { id: id::HAVE, len: 6 });
+    assert_malformed(&[0, 0, 0, 6, 4, 0, 0, 0, 1, 0], DecodeError::BadLength { id: id::HAVE, len: 6 });
 }
 
 #[test]
@@ -351,7 +351,7 @@ fn request_with_13_bytes_is_bad_length() {
     let mut bytes = REQUEST.to_vec();
     bytes[3] = 14;
     bytes.push(0);
-    assert_malformed(&bytes, PeerMisbehaved::BadLength { id: id::REQUEST, len: 14 });
+    assert_malformed(&bytes, DecodeError::BadLength { id: id::REQUEST, len: 14 });
 }
 
 #[test]
@@ -359,7 +359,7 @@ fn request_with_11_bytes_is_bad_length() {
     let mut bytes = REQUEST.to_vec();
     bytes[3] = 12;
     bytes.pop();
-    assert_malformed(&bytes, PeerMisbehaved::BadLength { id: id::REQUEST, len: 12 });
+    assert_malformed(&bytes, DecodeError::BadLength { id: id::REQUEST, len: 12 });
 }
 
 #[test]
@@ -367,7 +367,7 @@ fn piece_shorter_than_its_8_byte_header_is_bad_length() {
     for body in 1..9u8 {
         let mut bytes = vec![0, 0, 0, body, 7];
         bytes.resize(4 + usize::from(body), 0);
-        assert_malformed(&bytes, PeerMisbehaved::BadLength { id: id::PIECE, len: u32::from(body) });
+        assert_malformed(&bytes, DecodeError::BadLength { id: id::PIECE, len: u32::from(body) });
     }
 }
 
@@ -376,27 +376,27 @@ fn cancel_with_wrong_length_is_bad_length() {
     let mut bytes = CANCEL.to_vec();
     bytes[3] = 9;
     bytes.truncate(4 + 9);
-    assert_malformed(&bytes, PeerMisbehaved::BadLength { id: id::CANCEL, len: 9 });
+    assert_malformed(&bytes, DecodeError::BadLength { id: id::CANCEL, len: 9 });
 }
 
 #[test]
 fn port_with_3_bytes_is_bad_length() {
-    assert_malformed(&[0, 0, 0, 4, 9, 0x1a, 0xe1, 0], PeerMisbehaved::BadLength { id: id::PORT, len: 4 });
+    assert_malformed(&[0, 0, 0, 4, 9, 0x1a, 0xe1, 0], DecodeError::BadLength { id: id::PORT, len: 4 });
 }
 
 #[test]
 fn suggest_piece_with_wrong_length_is_bad_length() {
-    assert_malformed(&[0, 0, 0, 3, 13, 0, 1], PeerMisbehaved::BadLength { id: id::SUGGEST_PIECE, len: 3 });
+    assert_malformed(&[0, 0, 0, 3, 13, 0, 1], DecodeError::BadLength { id: id::SUGGEST_PIECE, len: 3 });
 }
 
 #[test]
 fn have_all_with_payload_is_bad_length() {
-    assert_malformed(&[0, 0, 0, 2, 14, 1], PeerMisbehaved::BadLength { id: id::HAVE_ALL, len: 2 });
+    assert_malformed(&[0, 0, 0, 2, 14, 1], DecodeError::BadLength { id: id::HAVE_ALL, len: 2 });
 }
 
 #[test]
 fn have_none_with_payload_is_bad_length() {
-    assert_malformed(&[0, 0, 0, 2, 15, 0], PeerMisbehaved::BadLength { id: id::HAVE_NONE, len: 2 });
+    assert_malformed(&[0, 0, 0, 2, 15, 0], DecodeError::BadLength { id: id::HAVE_NONE, len: 2 });
 }
 
 #[test]
@@ -404,17 +404,17 @@ fn reject_request_with_wrong_length_is_bad_length() {
     let mut bytes = REJECT_REQUEST.to_vec();
     bytes[3] = 16;
     bytes.extend_from_slice(&[0, 0, 0]);
-    assert_malformed(&bytes, PeerMisbehaved::BadLength { id: id::REJECT_REQUEST, len: 16 });
+    assert_malformed(&bytes, DecodeError::BadLength { id: id::REJECT_REQUEST, len: 16 });
 }
 
 #[test]
 fn allowed_fast_with_wrong_length_is_bad_length() {
-    assert_malformed(&[0, 0, 0, 6, 17, 0, 0, 0, 1, 2], PeerMisbehaved::BadLength { id: id::ALLOWED_FAST, len: 6 });
+    assert_malformed(&[0, 0, 0, 6, 17, 0, 0, 0, 1, 2], DecodeError::BadLength { id: id::ALLOWED_FAST, len: 6 });
 }
 
 #[test]
 fn extended_with_empty_body_is_bad_length() {
-    assert_malformed(&[0, 0, 0, 1, 20], PeerMisbehaved::BadLength { id: id::EXTENDED, len: 1 });
+    assert_malformed(&[0, 0, 0, 1, 20], DecodeError::BadLength { id: id::EXTENDED, len: 1 });
 }
 
 // ---- handshake ----------------------------------------------------------------------------------
@@ -477,8 +477,8 @@ fn handshake_with_any_protocol_byte_changed_is_rejected_as_soon_as_it_arrives() 
     for at in 0..20 {
         let mut bytes = HANDSHAKE;
         bytes[at] ^= 0x20;
-        assert_eq!(Handshake::parse(&bytes[..=at]), Err(PeerMisbehaved::WrongProtocolString), "byte {at} changed");
-        assert_eq!(Handshake::parse(&bytes), Err(PeerMisbehaved::WrongProtocolString));
+        assert_eq!(Handshake::parse(&bytes[..=at]), Err(DecodeError::WrongProtocolString), "byte {at} changed");
+        assert_eq!(Handshake::parse(&bytes), Err(DecodeError::WrongProtocolString));
     }
 }
 
@@ -563,13 +563,13 @@ fn check_stream(input: &[u8], limits: &FrameLimits, seed_note: &str, tally: &mut
                 tally.frames += 1;
                 at += len;
             }
-            Err(PeerMisbehaved::FrameTooLong { len, max }) => {
+            Err(DecodeError::FrameTooLong { len, max }) => {
                 assert_eq!(max, limits.max_body, "{seed_note}");
                 assert!(len > max, "{seed_note}");
                 tally.too_long += 1;
                 return;
             }
-            Err(PeerMisbehaved::BadLength { id, len }) => {
+            Err(DecodeError::BadLength { id, len }) => {
                 assert_eq!(rest[4], id, "{seed_note}");
                 assert!(len <= limits.max_body && rest.len() >= 4 + len as usize, "{seed_note}");
                 tally.bad_length += 1;
@@ -656,7 +656,7 @@ fn mutated_handshakes_never_panic() {
                 assert_eq!(out, bytes, "round {round}");
             }
             Ok(None) => assert!(bytes.len() < HANDSHAKE_LEN, "round {round}"),
-            Err(e) => assert_eq!(e, PeerMisbehaved::WrongProtocolString, "round {round}"),
+            Err(e) => assert_eq!(e, DecodeError::WrongProtocolString, "round {round}"),
         }
     }
 }
