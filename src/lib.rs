@@ -12,6 +12,7 @@ pub mod bitfield;
 pub mod cli;
 pub mod event_loop;
 pub mod geometry;
+pub mod http;
 pub mod metainfo;
 pub mod observe;
 pub mod peer;

@@ -8,8 +8,8 @@ use std::fmt;
 use std::io;
 
 use super::codec::UrlError;
-use super::http::HttpError;
 use crate::bencode::BencodeError;
+use crate::http::HttpError;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TrackerError {
