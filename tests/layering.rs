@@ -3,7 +3,9 @@
 //! - anything outside `src/event_loop/` names mio or a socket type;
 //! - anything outside `src/time.rs` and `src/main.rs` reads the clock (`Instant::now`, `SystemTime::now`),
 //!   or anything outside `src/event_loop/` and `src/time.rs` names the loop's `Clock`;
-//! - anything outside `src/storage/` and `src/main.rs` opens files (`std::fs`, `File::open`, `OpenOptions`).
+//! - anything outside `src/storage/` and `src/main.rs` opens files (`std::fs`, `File::open`, `OpenOptions`);
+//! - anything outside the named places starts a thread (the storage helpers and the DNS helper);
+//! - a top-level module imports one above it in [`LAYERS`] (arrows between modules point one way, down).
 //!
 //! Comment lines (`//`, `//!`, `///`) are ignored. Test-only code (`#[cfg(test)]` modules, inline or in
 //! their own files) is a driver like the loop and may make temporary directories, so it is exempt from the
@@ -48,7 +50,105 @@ const RULES: &[Rule] = &[
         allowed: &["src/storage/", "src/main.rs"],
         test_code_exempt: true,
     },
+    Rule {
+        name: "a thread outside the places the README names",
+        needles: &["thread::spawn", "thread::Builder", "std::thread"],
+        allowed: &["src/storage/", "src/event_loop/trackers.rs"],
+        test_code_exempt: true,
+    },
 ];
+
+/// The top-level modules of `src/`, lowest first: each may import only those before it.
+const LAYERS: &[&str] = &[
+    "time",
+    "rng",
+    "bitfield",
+    "bencode",
+    "geometry",
+    "http",
+    "metainfo",
+    "wire",
+    "timer_wheel",
+    "storage",
+    "swarm",
+    "peer",
+    "tracker",
+    "torrent",
+    "observe",
+    "cli",
+    "event_loop",
+];
+
+/// The top-level module a file belongs to (`src/peer/session.rs` → `peer`); `None` for the crate roots.
+fn top_module(file: &str) -> Option<&str> {
+    let rest = file.strip_prefix("src/")?;
+    let top = rest.split('/').next()?;
+    let top = top.strip_suffix(".rs").unwrap_or(top);
+    (!matches!(top, "lib" | "main")).then_some(top)
+}
+
+/// The top-level modules a line names through `crate::`: `crate::a::b`, `use crate::{a, b::c};`.
+fn crate_refs(line: &str) -> Vec<String> {
+    let mut refs = vec![];
+    for (at, _) in line.match_indices("crate::") {
+        let rest = &line[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let group = group.split('}').next().unwrap_or("");
+            for item in group.split(',') {
+                let name: String = item.trim().chars().take_while(|&c| is_ident(c)).collect();
+                if !name.is_empty() && name != "self" {
+                    refs.push(name);
+                }
+            }
+        } else {
+            let name: String = rest.chars().take_while(|&c| is_ident(c)).collect();
+            if !name.is_empty() {
+                refs.push(name);
+            }
+        }
+    }
+    refs
+}
+
+/// Imports that point up (or sideways into an unlisted module), outside test code.
+fn upward_imports(files: &[(String, String)]) -> Vec<Violation> {
+    let mut test_bases: HashSet<String> = HashSet::new();
+    for (file, source) in files {
+        test_bases.extend(test_code(file, source).1);
+    }
+    let layer = |m: &str| LAYERS.iter().position(|l| *l == m);
+    let mut found = vec![];
+    for (file, source) in files {
+        let Some(top) = top_module(file) else { continue };
+        if test_bases.iter().any(|base| file == &format!("{base}.rs") || file.starts_with(&format!("{base}/"))) {
+            continue;
+        }
+        let (test_lines, _) = test_code(file, source);
+        for (n, line) in source.lines().enumerate() {
+            if is_comment(line) || test_lines[n] {
+                continue;
+            }
+            for target in crate_refs(line) {
+                if target == top {
+                    continue;
+                }
+                let ok = match (layer(top), layer(&target)) {
+                    (Some(from), Some(to)) => to < from,
+                    _ => false,
+                };
+                if !ok {
+                    found.push(Violation {
+                        file: file.clone(),
+                        line: n + 1,
+                        rule: "an import that points up (or into a module missing from LAYERS)",
+                        text: line.trim().to_string(),
+                    });
+                }
+            }
+        }
+    }
+    found
+}
 
 #[derive(Debug, PartialEq, Eq)]
 struct Violation {
@@ -231,6 +331,27 @@ fn src_respects_the_sans_io_layering() {
 }
 
 #[test]
+fn top_level_modules_import_only_downward() {
+    let violations = upward_imports(&crate_sources());
+    let listing: Vec<String> = violations.iter().map(ToString::to_string).collect();
+    assert!(
+        violations.is_empty(),
+        "imports against the module order (tests/layering.rs LAYERS):\n{}",
+        listing.join("\n")
+    );
+}
+
+#[test]
+fn every_top_level_module_has_a_layer() {
+    let files = crate_sources();
+    let mut tops: Vec<&str> = files.iter().filter_map(|(f, _)| top_module(f)).collect();
+    tops.sort();
+    tops.dedup();
+    let missing: Vec<&&str> = tops.iter().filter(|t| !LAYERS.contains(t) && **t != "sim").collect();
+    assert!(missing.is_empty(), "add these modules to LAYERS in tests/layering.rs: {missing:?}");
+}
+
+#[test]
 fn the_walk_sees_the_whole_crate() {
     let files = crate_sources();
     let names: Vec<&str> = files.iter().map(|(f, _)| f.as_str()).collect();
@@ -360,6 +481,38 @@ fn test_code_may_make_temp_dirs_but_never_read_the_clock_or_open_sockets() {
             ("src/tracker/mod.rs".to_string(), 1),
         ]
     );
+}
+
+#[test]
+fn an_upward_import_is_reported_but_test_code_and_downward_imports_are_not() {
+    let files: Vec<(String, String)> = [
+        ("src/wire/mod.rs", "use crate::peer::PeerMisbehaved;\nuse crate::{geometry, metainfo::InfoHash};\n"),
+        ("src/peer/session.rs", "use crate::wire::{self, Frame};\nuse crate::{swarm, torrent::Torrent};\n"),
+        ("src/swarm/mod.rs", "fn f() {}\n#[cfg(test)]\nmod tests {\n    use crate::peer::PeerSession;\n}\n"),
+        ("src/newthing.rs", "use crate::time::Timestamp;\n"),
+    ]
+    .iter()
+    .map(|(f, s)| (f.to_string(), s.to_string()))
+    .collect();
+    let found = upward_imports(&files);
+    assert_eq!(
+        lines_of(&found),
+        [
+            ("src/wire/mod.rs".to_string(), 1),
+            ("src/peer/session.rs".to_string(), 2),
+            ("src/newthing.rs".to_string(), 1),
+        ]
+    );
+}
+
+#[test]
+fn a_thread_outside_the_allowed_places_is_reported() {
+    let found = fake(&[
+        ("src/peer/session.rs", "std::thread::spawn(move || {});\n"),
+        ("src/storage/mod.rs", "std::thread::Builder::new().name(n).spawn(f)?;\n"),
+        ("src/event_loop/trackers.rs", "let h = std::thread::spawn(f);\n"),
+    ]);
+    assert_eq!(lines_of(&found), [("src/peer/session.rs".to_string(), 1)]);
 }
 
 #[test]
