@@ -13,6 +13,7 @@ pub mod cli;
 pub mod event_loop;
 pub mod geometry;
 pub mod http;
+pub mod magnet;
 pub mod metainfo;
 pub mod observe;
 pub mod peer;

@@ -61,6 +61,15 @@ fn run(command: Command) -> Result<(), Failure> {
             println!("rill {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Info { torrent, scrape } if rill::magnet::is_magnet(&torrent.to_string_lossy()) => {
+            let link = torrent.to_string_lossy();
+            let magnet = rill::magnet::Magnet::parse(&link).map_err(|e| Failure::Input(e.to_string()))?;
+            if scrape {
+                return Err(Failure::Input("--scrape needs a .torrent file; a magnet link has no metadata".into()));
+            }
+            let _ = write!(std::io::stdout(), "{}", rill::observe::magnet_info::render_magnet(&magnet));
+            Ok(())
+        }
         Command::Info { torrent, scrape } => {
             let meta = load_torrent(&torrent)?;
             print!("{}", info::render_info(&meta));

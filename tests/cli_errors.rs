@@ -226,3 +226,34 @@ fn info_shows_name_and_raw_info_hash() {
         run.stdout
     );
 }
+
+/// `rill info MAGNET` (issue 11): prints what the link holds, exit 0; a malformed link is one line, exit 2.
+#[test]
+fn info_on_magnet_links() {
+    let dir = TempDir::new("cli-magnet");
+    let good = "magnet:?xt=urn:btih:YEX6DQDLXISUVHOJ6UM3GNNKPQJWPKEK&dn=My+Name&tr=udp%3A%2F%2F127.0.0.1%3A6969\
+                &x.pe=[::1]:6881&ws=http://127.0.0.1:8000/";
+    let run = rill(dir.path(), "info-magnet", &["info", good]);
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    for want in [
+        "name:       My Name",
+        "info-hash:  c12fe1c06bba254a9dc9f519b335aa7c1367a88a",
+        "1  udp://127.0.0.1:6969",
+        "1  [::1]:6881",
+        "1  http://127.0.0.1:8000/",
+    ] {
+        assert!(run.stdout.contains(want), "missing {want:?} in:\n{}", run.stdout);
+    }
+    for (link, what) in [
+        ("magnet:?dn=no-hash", "no xt=urn:btih"),
+        ("magnet:?xt=urn:btih:1234", "bad info-hash"),
+        ("magnet:?xt=urn:btmh:1220aaaa", "v2-only magnet links are not supported"),
+        ("magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a&x.pe=nope", "bad peer address"),
+        ("magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a&tr=%G0", "percent-encoding"),
+    ] {
+        let run = rill(dir.path(), "info-bad-magnet", &["info", link]);
+        assert_usage_error(&run, link);
+        assert!(run.stderr.contains(what), "{link}: {}", run.stderr);
+        assert!(run.stdout.is_empty(), "{link}: printed {}", run.stdout);
+    }
+}

@@ -67,6 +67,7 @@ const LAYERS: &[&str] = &[
     "geometry",
     "http",
     "metainfo",
+    "magnet",
     "wire",
     "timer_wheel",
     "storage",

@@ -68,7 +68,7 @@ pub fn render_info(m: &Metainfo) -> String {
 }
 
 /// `text` with control characters (escape sequences, newlines) written as Rust escapes.
-fn printable(text: &str) -> Cow<'_, str> {
+pub(crate) fn printable(text: &str) -> Cow<'_, str> {
     if text.chars().any(char::is_control) {
         Cow::Owned(
             text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect(),
