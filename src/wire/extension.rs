@@ -24,6 +24,9 @@ pub struct ExtendedHandshake {
 
 /// Parses a peer's extended handshake; `None` if it is not a bencoded dictionary.
 pub fn parse_handshake(payload: &[u8]) -> Option<ExtendedHandshake> {
+    // The bounded scanner first: serde_bencode recurses once per nesting level, so a peer's deeply nested
+    // payload must never reach it (depth is capped at `bencode::MAX_DEPTH`, the length by the frame limit).
+    crate::bencode::whole_value_span(payload).ok()?;
     let Ok(Value::Dict(dict)) = serde_bencode::from_bytes::<Value>(payload) else {
         return None;
     };
@@ -74,6 +77,15 @@ mod tests {
         assert_eq!(hs.ut_metadata, Some(3));
         assert_eq!(hs.metadata_size, Some(31235));
         assert_eq!(hs.client.as_deref(), Some("libtorrent 2.0.8"));
+    }
+
+    #[test]
+    fn deeply_nested_payload_is_refused_without_recursing() {
+        let mut payload = b"d1:ml".to_vec();
+        payload.extend(std::iter::repeat_n(b'l', 500_000));
+        payload.extend(std::iter::repeat_n(b'e', 500_001));
+        payload.push(b'e');
+        assert_eq!(parse_handshake(&payload), None);
     }
 
     #[test]
