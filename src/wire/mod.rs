@@ -11,6 +11,7 @@
 pub mod extension;
 pub mod handshake;
 pub mod mse;
+pub mod pex;
 
 use std::fmt;
 
