@@ -14,6 +14,7 @@ pub mod event_loop;
 pub mod geometry;
 pub mod http;
 pub mod magnet;
+pub mod metadata;
 pub mod metainfo;
 pub mod observe;
 pub mod peer;

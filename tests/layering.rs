@@ -69,6 +69,7 @@ const LAYERS: &[&str] = &[
     "metainfo",
     "magnet",
     "wire",
+    "metadata",
     "timer_wheel",
     "storage",
     "swarm",

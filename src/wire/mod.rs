@@ -12,6 +12,7 @@ pub mod extension;
 pub mod handshake;
 pub mod mse;
 pub mod pex;
+pub mod ut_metadata;
 
 use std::fmt;
 
