@@ -62,7 +62,6 @@ pub fn make_torrent(len: u64, piece_length: u32, seed: u64) -> (Metainfo, Vec<u8
     let files = vec![
         FileEntry {
             path: PathBuf::from("sim/a.bin"),
-            display_path: "sim/a.bin".into(),
             length: first,
             offset: 0,
             padding: false,
@@ -70,7 +69,6 @@ pub fn make_torrent(len: u64, piece_length: u32, seed: u64) -> (Metainfo, Vec<u8
         },
         FileEntry {
             path: PathBuf::from("sim/dir/b.bin"),
-            display_path: "sim/dir/b.bin".into(),
             length: len - first,
             offset: first,
             padding: false,
@@ -94,6 +92,7 @@ pub fn metainfo_for(name: &str, files: Vec<FileEntry>, piece_length: u32, conten
         private: false,
         comment: None,
         created_by: None,
+        mapped: Default::default(),
     }
 }
 

@@ -55,7 +55,6 @@ fn torrent(layout: &[(&str, u64, bool)], piece_length: u32) -> (Metainfo, Vec<u8
         }
         files.push(FileEntry {
             path: PathBuf::from(path),
-            display_path: path.to_string(),
             length,
             offset,
             padding,
