@@ -128,7 +128,7 @@ fn load_torrent(path: &Path) -> Result<Metainfo, Failure> {
             MAX_TORRENT_BYTES / (1024 * 1024)
         )));
     }
-    Metainfo::from_bytes(&bytes).map_err(|e| Failure::Input(format!("{}: {e}", path.display())))
+    Metainfo::from_vec(bytes).map_err(|e| Failure::Input(format!("{}: {e}", path.display())))
 }
 
 /// Maps `--files` indices (as `rill info` numbers them: non-padding files) to a per-file flag.

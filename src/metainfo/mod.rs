@@ -309,9 +309,37 @@ fn info_bytes<'a>(
         .transpose()
 }
 
+/// A torrent parsed and checked, with its file paths still packed: everything `Metainfo` needs without
+/// borrowing the file's bytes, so that they can be dropped before the `FileEntry`s are built.
+struct Parsed {
+    info_hash: InfoHash,
+    name: String,
+    piece_length: u32,
+    piece_hashes: Vec<[u8; 20]>,
+    total_length: u64,
+    files: Packed,
+    trackers: Vec<Vec<String>>,
+    private: bool,
+    comment: Option<String>,
+    created_by: Option<String>,
+    mapped: Mapping,
+}
+
 impl Metainfo {
     /// Parses and validates a `.torrent` file's bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Metainfo, MetainfoError> {
+        Ok(Metainfo::parse(bytes)?.finish())
+    }
+
+    /// As [`Metainfo::from_bytes`], but frees `bytes` before building the file list: peak memory is then
+    /// the larger of the two, not their sum (it matters for torrents with hundreds of thousands of files).
+    pub fn from_vec(bytes: Vec<u8>) -> Result<Metainfo, MetainfoError> {
+        let parsed = Metainfo::parse(&bytes)?;
+        drop(bytes);
+        Ok(parsed.finish())
+    }
+
+    fn parse(bytes: &[u8]) -> Result<Parsed, MetainfoError> {
         // 1. Structure, and the info-hash over the raw span.
         let outer = bencode::value_span(bytes, 0).map_err(MetainfoError::NotBencode)?;
         let outer = &bytes[outer];
@@ -365,16 +393,14 @@ impl Metainfo {
         let files = match (length, spans.files) {
             (Some(_), Some(_)) => return Err(MetainfoError::LengthAndFiles),
             (None, None) => return Err(MetainfoError::NoLayout),
-            (Some(length), None) => vec![FileEntry {
-                path: PathBuf::from(&name),
-                length: file_length(length)?,
-                offset: 0,
-                padding: false,
-                symlink_target: None,
-            }],
+            (Some(length), None) => {
+                let mut files = Packed::default();
+                files.push(&name, file_length(length)?, false);
+                files
+            }
             (None, Some(files)) => multi_file_layout(info, &files, &name, &mut mapped)?,
         };
-        let total_length = files.last().map_or(0, |last| last.offset + last.length);
+        let total_length = files.total_length;
         if total_length == 0 {
             return Err(MetainfoError::EmptyTorrent);
         }
@@ -397,7 +423,7 @@ impl Metainfo {
             })
             .collect();
 
-        Ok(Metainfo {
+        Ok(Parsed {
             info_hash,
             name,
             piece_length,
@@ -420,6 +446,97 @@ impl Metainfo {
     /// skipped symlinks). This numbering is what `rill info` prints and what `--files` takes.
     pub fn selectable_files(&self) -> impl Iterator<Item = (usize, &FileEntry)> + '_ {
         self.files.iter().filter(|file| !file.padding).enumerate()
+    }
+}
+
+impl Parsed {
+    /// Unpacks the file list into `FileEntry`s, freeing the packed paths as it goes, then settles
+    /// collisions and symlinks.
+    fn finish(self) -> Metainfo {
+        let Parsed { info_hash, name, piece_length, piece_hashes, total_length, files: packed, .. } = self;
+        let mut mapped = self.mapped;
+        let Packed { mut blocks, entries, symlinks, .. } = packed;
+        let mut files = Vec::with_capacity(entries.len());
+        let mut offset = 0;
+        let mut at = 0;
+        let mut symlinks = symlinks.into_iter().peekable();
+        let mut targets = Vec::new();
+        for (index, entry) in entries.into_iter().enumerate() {
+            // Paths are never split between blocks: one that does not fit where we are is in the next.
+            while blocks.front().is_some_and(|block| at + entry.path_len > block.len()) {
+                blocks.pop_front();
+                at = 0;
+            }
+            let path = blocks.front().and_then(|block| block.get(at..at + entry.path_len)).unwrap_or_default();
+            at += entry.path_len;
+            let symlink_target = match symlinks.next_if(|(i, _, _)| *i == index) {
+                Some((_, target, given)) => {
+                    targets.push((index, given));
+                    Some(target)
+                }
+                None => None,
+            };
+            files.push(FileEntry {
+                path: PathBuf::from(path.to_owned()),
+                length: entry.length,
+                offset,
+                padding: entry.padding,
+                symlink_target,
+            });
+            offset += entry.length;
+        }
+        drop(blocks);
+        paths::resolve_collisions(&mut files, &mut mapped.files);
+        paths::check_symlinks(&name, &mut files, targets, &mut mapped.files);
+        Metainfo {
+            info_hash,
+            name,
+            piece_length,
+            piece_hashes,
+            total_length,
+            files,
+            trackers: self.trackers,
+            private: self.private,
+            comment: self.comment,
+            created_by: self.created_by,
+            mapped,
+        }
+    }
+}
+
+/// Bytes per block of packed paths.
+const PACK_BLOCK: usize = 64 * 1024;
+
+/// The file list between parsing and `FileEntry`s: paths concatenated into blocks of [`PACK_BLOCK`] bytes
+/// (freed one by one as they are unpacked), per file its length, path length and padding flag.
+#[derive(Default)]
+struct Packed {
+    blocks: std::collections::VecDeque<String>,
+    entries: Vec<PackedEntry>,
+    /// (file index, target, target as the torrent spells it) for symlink entries, in file order.
+    symlinks: Vec<(usize, PathBuf, String)>,
+    total_length: u64,
+}
+
+struct PackedEntry {
+    length: u64,
+    path_len: usize,
+    padding: bool,
+}
+
+impl Packed {
+    fn push(&mut self, path: &str, length: u64, padding: bool) {
+        match self.blocks.back_mut() {
+            Some(block) if block.len() + path.len() <= block.capacity() => block.push_str(path),
+            _ => {
+                let mut block = String::with_capacity(PACK_BLOCK.max(path.len()));
+                block.push_str(path);
+                self.blocks.push_back(block);
+            }
+        }
+        self.entries.push(PackedEntry { length, path_len: path.len(), padding });
+        // Checked by the caller (`multi_file_layout`) or a single length.
+        self.total_length = self.total_length.saturating_add(length);
     }
 }
 
@@ -458,14 +575,13 @@ fn multi_file_layout(
     files_span: &Range<usize>,
     name: &str,
     mapped: &mut Mapping,
-) -> Result<Vec<FileEntry>, MetainfoError> {
+) -> Result<Packed, MetainfoError> {
     let not_a_list = || malformed_info("`files` is not a list".into());
     let count = raw::list_items(info, files_span).ok_or_else(not_a_list)?.count();
     if count == 0 {
         return Err(MetainfoError::NoFiles);
     }
-    let mut files = Vec::with_capacity(count);
-    let mut symlink_targets: Vec<(usize, String)> = Vec::new();
+    let mut files = Packed { entries: Vec::with_capacity(count), ..Packed::default() };
     let mut offset: u64 = 0;
     for (index, span) in raw::list_items(info, files_span).ok_or_else(not_a_list)?.enumerate() {
         let entries = raw::dict_entries(info, &span).ok_or_else(|| malformed_file(index, "not a dictionary"))?;
@@ -507,7 +623,7 @@ fn multi_file_layout(
             if !padding {
                 return Err(MetainfoError::EmptyPath { index });
             }
-            PathBuf::from(format!("{name}/.pad/{length}"))
+            format!("{name}/.pad/{length}")
         } else {
             let safe: Vec<Cow<'_, str>> = given.iter().map(|c| paths::component(c)).collect();
             let size = name.len() + safe.iter().map(|c| c.len() + 1).sum::<usize>();
@@ -521,27 +637,19 @@ fn multi_file_layout(
                 let original = std::iter::once(name).chain(given.iter().map(|c| c.as_ref())).collect::<Vec<_>>();
                 mapped.files.push(PathNote { file: index, original: original.join("/"), reason: NoteReason::Sanitised });
             }
-            PathBuf::from(text)
+            text
         };
-        let bitcomet_padding = entry_path.file_name().is_some_and(|f| f.to_string_lossy().starts_with("_____padding_file_"));
-        let symlink_target = symlink.map(|target| {
+        // BitComet's padding files have no `attr`, only a name; libtorrent treats them as padding too.
+        let last = entry_path.rsplit('/').next().unwrap_or_default();
+        let bitcomet_padding = last.starts_with("_____padding_file_");
+        if let Some(target) = symlink {
             let target: Vec<Cow<'_, str>> = target.into_iter().map(String::from_utf8_lossy).collect();
-            let given = target.join("/");
             let safe: Vec<Cow<'_, str>> = target.iter().filter_map(|c| paths::target_component(c)).collect();
-            symlink_targets.push((index, given));
-            PathBuf::from(safe.join("/"))
-        });
-        files.push(FileEntry {
-            path: entry_path,
-            length,
-            offset,
-            padding: padding || bitcomet_padding,
-            symlink_target,
-        });
+            files.symlinks.push((index, PathBuf::from(safe.join("/")), target.join("/")));
+        }
+        files.push(&entry_path, length, padding || bitcomet_padding);
         offset = offset.checked_add(length).ok_or(MetainfoError::TotalTooLarge)?;
     }
-    paths::resolve_collisions(&mut files, &mut mapped.files);
-    paths::check_symlinks(name, &mut files, symlink_targets, &mut mapped.files);
     Ok(files)
 }
 
