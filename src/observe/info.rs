@@ -219,4 +219,30 @@ trackers:
         assert!(text.contains("comment:    two\\nlines\n"), "{text}");
         assert!(text.contains("multi/\\u{7}bell"), "{text}");
     }
+
+    #[test]
+    fn info_shows_mapped_names_symlinks_and_skipped_entries() {
+        use crate::metainfo::{Mapping, NoteReason, PathNote};
+        let mut m = hybrid_like();
+        m.name = "ab".into();
+        m.files.push(FileEntry { symlink_target: Some("a/one.bin".into()), ..entry("ab/link", 0, 33_768, false) });
+        m.files.push(entry("ab/escape", 0, 33_768, true));
+        m.mapped = Mapping {
+            name_from: Some("a/b".into()),
+            files: vec![
+                PathNote { file: 2, original: "multi/./empty.dat".into(), reason: NoteReason::Sanitised },
+                PathNote { file: 5, original: "../../etc".into(), reason: NoteReason::SymlinkSkipped },
+            ],
+        };
+        let text = render_info(&m);
+        assert!(text.starts_with("name:       ab  (mapped from \"a/b\")\n"), "{text}");
+        // The skipped symlink is not counted as padding, nor numbered.
+        assert!(text.contains("\nfiles:      4 (and 1 padding file, 12.5 KiB, not written to disk)\n"), "{text}");
+        assert!(text.contains("\n  1       0 B  multi/empty.dat  (mapped from \"multi/./empty.dat\")\n"), "{text}");
+        assert!(text.contains("\n  3       0 B  ab/link -> a/one.bin\n"), "{text}");
+        assert!(
+            text.contains("\nskipped:\n  ab/escape  (symlink to \"../../etc\", which is not in the torrent: not created)\n"),
+            "{text}"
+        );
+    }
 }
