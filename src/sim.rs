@@ -60,13 +60,7 @@ pub fn make_torrent(len: u64, piece_length: u32, seed: u64) -> (Metainfo, Vec<u8
     rng.fill(&mut content);
     let first = len / 3;
     let files = vec![
-        FileEntry {
-            path: PathBuf::from("sim/a.bin"),
-            length: first,
-            offset: 0,
-            padding: false,
-            symlink_target: None,
-        },
+        FileEntry { path: PathBuf::from("sim/a.bin"), length: first, offset: 0, padding: false, symlink_target: None },
         FileEntry {
             path: PathBuf::from("sim/dir/b.bin"),
             length: len - first,

@@ -95,7 +95,8 @@ fn libtorrent_hybrid_uses_the_v1_side_with_padding_files() {
     let m = check_matches_tool("libtorrent-hybrid.torrent");
     assert!(m.files.iter().filter(|f| f.padding).count() >= 2);
     // Padding is left out of the user's numbering, which stays dense.
-    let selectable: Vec<(usize, String)> = m.selectable_files().map(|(i, f)| (i, f.display_path().into_owned())).collect();
+    let selectable: Vec<(usize, String)> =
+        m.selectable_files().map(|(i, f)| (i, f.display_path().into_owned())).collect();
     let selectable: Vec<(usize, &str)> = selectable.iter().map(|(i, p)| (*i, p.as_str())).collect();
     assert_eq!(
         selectable,

@@ -191,18 +191,20 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Vec<&'static str>)> {
             Entry::File(&["x"], 100),
         ],
     );
-    cases.push(("a pad file with no path", t, vec!["files:      2 (and 1 padding file, 16.0 KiB, not written to disk)"]));
-    let big = Value::dict(vec![
-        (
-            "info",
-            Value::dict(vec![
-                ("length", Value::int(425)),
-                ("name", Value::str("big-pieces")),
-                ("piece length", Value::int(512 * 1024 * 1024)),
-                ("pieces", Value::Bytes(Sha1::digest(bytes(425, 9)).to_vec())),
-            ]),
-        ),
-    ])
+    cases.push((
+        "a pad file with no path",
+        t,
+        vec!["files:      2 (and 1 padding file, 16.0 KiB, not written to disk)"],
+    ));
+    let big = Value::dict(vec![(
+        "info",
+        Value::dict(vec![
+            ("length", Value::int(425)),
+            ("name", Value::str("big-pieces")),
+            ("piece length", Value::int(512 * 1024 * 1024)),
+            ("pieces", Value::Bytes(Sha1::digest(bytes(425, 9)).to_vec())),
+        ]),
+    )])
     .encode();
     cases.push(("a 512 MiB piece length", big, vec!["piece size: 512 MiB (536870912 bytes)"]));
     cases

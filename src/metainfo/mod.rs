@@ -300,11 +300,7 @@ fn info_int(info: &[u8], span: Option<&Range<usize>>, field: &str) -> Result<Opt
 }
 
 /// A byte-string field of `info`: `None` when absent, an error when of another type.
-fn info_bytes<'a>(
-    info: &'a [u8],
-    span: Option<&Range<usize>>,
-    field: &str,
-) -> Result<Option<&'a [u8]>, MetainfoError> {
+fn info_bytes<'a>(info: &'a [u8], span: Option<&Range<usize>>, field: &str) -> Result<Option<&'a [u8]>, MetainfoError> {
     span.map(|span| raw::string(info, span).ok_or_else(|| malformed_info(format!("`{field}` is not a string"))))
         .transpose()
 }
@@ -635,7 +631,11 @@ fn multi_file_layout(
             }
             if !padding && safe.iter().zip(&given).any(|(safe, given)| safe != given) {
                 let original = std::iter::once(name).chain(given.iter().map(|c| c.as_ref())).collect::<Vec<_>>();
-                mapped.files.push(PathNote { file: index, original: original.join("/"), reason: NoteReason::Sanitised });
+                mapped.files.push(PathNote {
+                    file: index,
+                    original: original.join("/"),
+                    reason: NoteReason::Sanitised,
+                });
             }
             text
         };

@@ -166,7 +166,12 @@ pub(super) fn resolve_collisions(files: &mut [FileEntry], notes: &mut Vec<PathNo
 /// Keeps the target of each symlink entry that names a file or folder of the torrent (through other
 /// symlinks too, each followed at most once); skips the others with a note. `targets` holds, per symlink
 /// entry, its target as the torrent spells it. `name` is the torrent's top folder.
-pub(super) fn check_symlinks(name: &str, files: &mut [FileEntry], targets: Vec<(usize, String)>, notes: &mut Vec<PathNote>) {
+pub(super) fn check_symlinks(
+    name: &str,
+    files: &mut [FileEntry],
+    targets: Vec<(usize, String)>,
+    notes: &mut Vec<PathNote>,
+) {
     if targets.is_empty() {
         return;
     }

@@ -254,7 +254,8 @@ fn padding_files_count_in_the_layout_but_not_in_the_selection() {
     assert_eq!(padding, [false, true, false, true, false, true]);
     assert_eq!(m.files[2].offset, 16_384);
     assert_eq!(m.total_length, 49_157);
-    let selectable: Vec<(usize, String)> = m.selectable_files().map(|(i, f)| (i, f.display_path().into_owned())).collect();
+    let selectable: Vec<(usize, String)> =
+        m.selectable_files().map(|(i, f)| (i, f.display_path().into_owned())).collect();
     assert_eq!(selectable, [(0, "multi/a.txt".into()), (1, "multi/b.bin".into()), (2, "multi/run.sh".into())]);
 }
 
@@ -618,8 +619,10 @@ fn a_single_file_name_that_cleans_to_nothing_is_refused() {
 
 #[test]
 fn a_second_file_with_the_same_path_gets_a_suffix_before_its_extension() {
-    let info = multi_info()
-        .with("files", list([file(1000, &["a", "x.txt"]), file(10_000, &["a", "x.txt"]), file(10_000, &["a", "x.txt"])]));
+    let info = multi_info().with(
+        "files",
+        list([file(1000, &["a", "x.txt"]), file(10_000, &["a", "x.txt"]), file(10_000, &["a", "x.txt"])]),
+    );
     let m = parse(info);
     assert_eq!(paths_of(&m), ["multi/a/x.txt", "multi/a/x.1.txt", "multi/a/x.2.txt"]);
     let notes: Vec<(usize, &str, NoteReason)> =
@@ -798,7 +801,10 @@ fn mapping_is_deterministic() {
 #[test]
 fn empty_path_list_is_rejected() {
     let bad = dict([("length", B::Int(20_000)), ("path", list([]))]);
-    assert_eq!(rejection(multi_info().with("files", list([file(1000, &["ok"]), bad]))), MetainfoError::EmptyPath { index: 1 });
+    assert_eq!(
+        rejection(multi_info().with("files", list([file(1000, &["ok"]), bad]))),
+        MetainfoError::EmptyPath { index: 1 }
+    );
 }
 
 #[test]

@@ -125,13 +125,7 @@ mod tests {
     use crate::metainfo::{FileEntry, InfoHash};
 
     fn entry(path: &str, length: u64, offset: u64, padding: bool) -> FileEntry {
-        FileEntry {
-            path: PathBuf::from(path),
-            length,
-            offset,
-            padding,
-            symlink_target: None,
-        }
+        FileEntry { path: PathBuf::from(path), length, offset, padding, symlink_target: None }
     }
 
     fn hybrid_like() -> Metainfo {
@@ -241,7 +235,9 @@ trackers:
         assert!(text.contains("\n  1       0 B  multi/empty.dat  (mapped from \"multi/./empty.dat\")\n"), "{text}");
         assert!(text.contains("\n  3       0 B  ab/link -> a/one.bin\n"), "{text}");
         assert!(
-            text.contains("\nskipped:\n  ab/escape  (symlink to \"../../etc\", which is not in the torrent: not created)\n"),
+            text.contains(
+                "\nskipped:\n  ab/escape  (symlink to \"../../etc\", which is not in the torrent: not created)\n"
+            ),
             "{text}"
         );
     }
