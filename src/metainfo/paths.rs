@@ -152,11 +152,16 @@ pub(super) fn resolve_collisions(files: &mut [FileEntry], notes: &mut Vec<PathNo
         renames.push((i as usize, candidate));
     }
     drop(sorted);
+    // The notes so far are in file order (one per file): found by binary search, so that a torrent of
+    // thousands of duplicates costs no quadratic scan.
+    let sorted_notes = notes.len();
     for (i, candidate) in renames {
-        let original = text(&files[i]).to_owned();
-        match notes.iter_mut().find(|note| note.file == i) {
-            Some(note) => note.reason = NoteReason::Duplicate,
-            None => notes.push(PathNote { file: i, original, reason: NoteReason::Duplicate }),
+        match notes[..sorted_notes].binary_search_by_key(&i, |note| note.file) {
+            Ok(at) => notes[at].reason = NoteReason::Duplicate,
+            Err(_) => {
+                let original = text(&files[i]).to_owned();
+                notes.push(PathNote { file: i, original, reason: NoteReason::Duplicate });
+            }
         }
         files[i].path = PathBuf::from(candidate);
     }
@@ -199,17 +204,26 @@ pub(super) fn check_symlinks(
             }
         }
     }
+    if skipped.is_empty() {
+        return;
+    }
+    // `targets` and `skipped` are in file order.
+    let is_skipped = |i: usize| skipped.binary_search(&i).is_ok();
+    notes.retain(|note| !is_skipped(note.file));
     for (i, original) in targets {
-        if skipped.contains(&i) {
+        if is_skipped(i) {
             let file = &mut files[i];
             file.symlink_target = None;
             file.padding = true;
-            notes.retain(|note| note.file != i);
             notes.push(PathNote { file: i, original, reason: NoteReason::SymlinkSkipped });
         }
     }
     notes.sort_by_key(|note| note.file);
 }
+
+/// Symlinks followed while resolving one target, at most: Linux gives up after 40 too (`ELOOP`), and the bound
+/// keeps a crafted chain of links from costing quadratic time.
+const MAX_LINKS_FOLLOWED: usize = 40;
 
 /// `target` (a full path, top folder first) reaches a file, folder or symlink of the torrent.
 fn resolves(
@@ -226,7 +240,7 @@ fn resolves(
                 continue;
             }
             match links.get(branch) {
-                Some(link) if followed.insert(branch.to_owned()) => {
+                Some(link) if followed.len() < MAX_LINKS_FOLLOWED && followed.insert(branch.to_owned()) => {
                     target = format!("{link}{}", &target[at..]);
                     continue 'restart;
                 }

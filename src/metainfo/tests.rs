@@ -963,3 +963,24 @@ fn mutated_torrents_never_panic() {
     // Flips inside piece hashes and the like keep the torrent valid: the mutations reach the validator.
     assert!(accepted > 100, "only {accepted} mutants parsed");
 }
+
+/// Thousands of equal names and a long chain of symlinks are settled in about linear time (a quadratic pass
+/// would take minutes here), every name unique and every over-long chain skipped.
+#[test]
+fn many_duplicates_and_long_symlink_chains_stay_cheap() {
+    let mut files: Vec<B> = (0..30_000).map(|_| file(1, &["x.bin"])).collect();
+    // d0 -> d1 -> … -> d3000 (a real folder), and p_i -> d_i/x for each i.
+    files.extend((0..3000).map(|i| link(&[&format!("d{i}")], &[&format!("d{}", i + 1)])));
+    files.push(file(0, &["d3000", "x"]));
+    files.extend((0..3000).map(|i| link(&[&format!("p{i}")], &[&format!("d{i}"), "x"])));
+    let m = parse(multi_info().with("files", list(files)).with("pieces", pieces_for(30_000)));
+    let mut names: Vec<String> = paths_of(&m)[..30_000].to_vec();
+    assert_eq!(names[29_999], "multi/x.29999.bin");
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 30_000);
+    assert!(m.files[30_000..33_000].iter().all(|f| f.symlink_target.is_some()));
+    // A probe resolves only within 40 links of the real folder.
+    let kept: Vec<usize> = (0..3000).filter(|i| m.files[33_001 + i].symlink_target.is_some()).collect();
+    assert_eq!(kept, (2960..3000).collect::<Vec<_>>());
+}
