@@ -451,13 +451,14 @@ impl Parsed {
     fn finish(self) -> Metainfo {
         let Parsed { info_hash, name, piece_length, piece_hashes, total_length, files: packed, .. } = self;
         let mut mapped = self.mapped;
-        let Packed { mut blocks, entries, symlinks, .. } = packed;
-        let mut files = Vec::with_capacity(entries.len());
+        let Packed { mut blocks, entries, count, symlinks, .. } = packed;
+        let mut files = Vec::with_capacity(count);
         let mut offset = 0;
         let mut at = 0;
         let mut symlinks = symlinks.into_iter().peekable();
         let mut targets = Vec::new();
-        for (index, entry) in entries.into_iter().enumerate() {
+        // Each chunk of entries is freed once unpacked.
+        for (index, entry) in entries.into_iter().flatten().enumerate() {
             // Paths are never split between blocks: one that does not fit where we are is in the next.
             while blocks.front().is_some_and(|block| at + entry.path_len > block.len()) {
                 blocks.pop_front();
@@ -503,12 +504,19 @@ impl Parsed {
 /// Bytes per block of packed paths.
 const PACK_BLOCK: usize = 64 * 1024;
 
+/// Entries per chunk of packed entries.
+const PACK_ENTRIES: usize = 4096;
+
 /// The file list between parsing and `FileEntry`s: paths concatenated into blocks of [`PACK_BLOCK`] bytes
 /// (freed one by one as they are unpacked), per file its length, path length and padding flag.
 #[derive(Default)]
 struct Packed {
     blocks: std::collections::VecDeque<String>,
-    entries: Vec<PackedEntry>,
+    /// Chunks of [`PACK_ENTRIES`] entries.
+    entries: Vec<Vec<PackedEntry>>,
+    count: usize,
+    /// How many entries the file list holds (sizes the last chunk).
+    expected: usize,
     /// (file index, target, target as the torrent spells it) for symlink entries, in file order.
     symlinks: Vec<(usize, PathBuf, String)>,
     total_length: u64,
@@ -530,7 +538,16 @@ impl Packed {
                 self.blocks.push_back(block);
             }
         }
-        self.entries.push(PackedEntry { length, path_len: path.len(), padding });
+        let entry = PackedEntry { length, path_len: path.len(), padding };
+        match self.entries.last_mut() {
+            Some(chunk) if chunk.len() < PACK_ENTRIES => chunk.push(entry),
+            _ => {
+                let mut chunk = Vec::with_capacity(PACK_ENTRIES.min(self.expected.saturating_sub(self.count)).max(1));
+                chunk.push(entry);
+                self.entries.push(chunk);
+            }
+        }
+        self.count += 1;
         // Checked by the caller (`multi_file_layout`) or a single length.
         self.total_length = self.total_length.saturating_add(length);
     }
@@ -577,7 +594,7 @@ fn multi_file_layout(
     if count == 0 {
         return Err(MetainfoError::NoFiles);
     }
-    let mut files = Packed { entries: Vec::with_capacity(count), ..Packed::default() };
+    let mut files = Packed { expected: count, ..Packed::default() };
     let mut offset: u64 = 0;
     for (index, span) in raw::list_items(info, files_span).ok_or_else(not_a_list)?.enumerate() {
         let entries = raw::dict_entries(info, &span).ok_or_else(|| malformed_file(index, "not a dictionary"))?;
