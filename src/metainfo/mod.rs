@@ -226,7 +226,7 @@ impl fmt::Display for MetainfoError {
             MetainfoError::TotalTooLarge => write!(f, "total length overflows 64 bits"),
             MetainfoError::EmptyTorrent => write!(f, "torrent holds no data (total length is 0)"),
             MetainfoError::UnusableName(name) => {
-                write!(f, "torrent name {:?} leaves no usable file name", name.escape_debug().to_string())
+                write!(f, "torrent name {name:?} leaves no usable file name")
             }
             MetainfoError::EmptyPath { index } => write!(f, "file {index} has an empty path"),
         }
