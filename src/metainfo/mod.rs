@@ -42,7 +42,7 @@ mod paths;
 mod raw;
 
 /// Largest accepted piece length: 512 MiB, libtorrent's limit. Nothing allocates a piece's worth of memory
-/// (storage hashes in 16 KiB steps, the swarm keeps one state byte per 16 KiB block), so a big piece costs
+/// (storage hashes in 16 KiB steps, the swarm keeps two bytes of state per 16 KiB block), so a big piece costs
 /// only time; anything bigger is a corrupt or hostile file.
 pub const MAX_PIECE_LENGTH: u32 = 512 * 1024 * 1024;
 
