@@ -196,6 +196,11 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Vec<&'static str>)> {
         t,
         vec!["files:      2 (and 1 padding file, 16.0 KiB, not written to disk)"],
     ));
+    let long: &'static str = Box::leak(format!("{}.mkv", "n".repeat(300)).into_boxed_str());
+    let (t, _) = multi_torrent("temp", &[Entry::File(&[long], 400)]);
+    let cut: &'static str =
+        Box::leak(format!("temp/{}.mkv  (mapped from \"temp/{long}\")", "n".repeat(240)).into_boxed_str());
+    cases.push(("a component too long for a file name", t, vec![cut]));
     let big = Value::dict(vec![(
         "info",
         Value::dict(vec![

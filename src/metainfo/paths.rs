@@ -7,7 +7,8 @@
 //! anew here), so a torrent maps to the same layout in rill and in libtorrent-based clients for the common
 //! cases, and the mapping is a pure function of the torrent: a later run maps it the same way.
 //! - A component loses every `/`, `\` and NUL. What is left of it, if empty, `.` or `..`, becomes `_`: each
-//!   component of the torrent stays one component on disk, and none can climb out or be absolute.
+//!   component of the torrent stays one component on disk, and none can climb out or be absolute. One longer
+//!   than 240 bytes is cut there, keeping a short extension, so that it fits a file name.
 //! - The torrent name is cleaned the same way; if nothing usable is left, a multi-file torrent's folder is
 //!   named by the info-hash in hex (a single-file torrent with no usable name is refused, as libtorrent does).
 //! - Two files with the same path (ASCII case ignored, so that case-insensitive file systems are safe too),
@@ -25,9 +26,9 @@ use std::path::PathBuf;
 
 use super::{FileEntry, NoteReason, PathNote};
 
-/// `component` with separators and NUL removed; `_` if nothing usable is left.
+/// `component` with separators and NUL removed and shortened to fit a file name; `_` if nothing usable is left.
 pub(super) fn component(component: &str) -> Cow<'_, str> {
-    let cleaned = strip(component);
+    let cleaned = shorten(strip(component));
     if unusable(&cleaned) {
         Cow::Borrowed("_")
     } else {
@@ -35,10 +36,35 @@ pub(super) fn component(component: &str) -> Cow<'_, str> {
     }
 }
 
-/// The torrent name with separators and NUL removed, or `None` if nothing usable is left.
+/// The torrent name with separators and NUL removed and shortened, or `None` if nothing usable is left.
 pub(super) fn name(name: &str) -> Option<Cow<'_, str>> {
-    let cleaned = strip(name);
+    let cleaned = shorten(strip(name));
     (!unusable(&cleaned)).then_some(cleaned)
+}
+
+/// Longest component kept whole, in bytes: file systems allow 255, and libtorrent cuts at 240 so that an
+/// extension and a `.N` suffix still fit.
+const MAX_COMPONENT: usize = 240;
+
+/// `text` cut after the character that reaches [`MAX_COMPONENT`] bytes, keeping an extension found in its last
+/// 10 bytes (libtorrent's rule, so both name a long file the same).
+fn shorten(text: Cow<'_, str>) -> Cow<'_, str> {
+    if text.len() <= MAX_COMPONENT {
+        return text;
+    }
+    let Some((start, cut)) =
+        text.char_indices().map(|(at, c)| (at, at + c.len_utf8())).find(|&(_, end)| end >= MAX_COMPONENT)
+    else {
+        return text;
+    };
+    let after = text.len().saturating_sub(10).max(start) + 1;
+    let extension = text.get(after..).and_then(|tail| tail.rfind('.')).map(|dot| after + dot);
+    let mut short = String::with_capacity(MAX_COMPONENT + 10);
+    short.push_str(&text[..cut]);
+    if let Some(dot) = extension {
+        short.push_str(&text[dot..]);
+    }
+    Cow::Owned(short)
 }
 
 /// A symlink target component: `None` for `.` and `..` (dropped, as libtorrent does), else as [`component`].

@@ -984,3 +984,21 @@ fn many_duplicates_and_long_symlink_chains_stay_cheap() {
     let kept: Vec<usize> = (0..3000).filter(|i| m.files[33_001 + i].symlink_target.is_some()).collect();
     assert_eq!(kept, (2960..3000).collect::<Vec<_>>());
 }
+
+#[test]
+fn long_components_are_cut_keeping_a_short_extension() {
+    let long = "n".repeat(300);
+    let m = mapped(&[&format!("{long}.mkv"), &long]);
+    let expected = format!("multi/{}.mkv/{}", "n".repeat(240), "n".repeat(240));
+    assert_eq!(m.files[1].display_path(), expected);
+    assert_eq!(m.mapped.files[0].original, format!("multi/{long}.mkv/{long}"));
+    // 240 bytes stays whole; a cut never splits a character; an extension longer than 9 bytes is not kept.
+    let whole = "w".repeat(240);
+    assert_eq!(mapped(&[&whole]).files[1].display_path(), format!("multi/{whole}"));
+    let accents = format!("a{}", "é".repeat(200));
+    assert_eq!(mapped(&[&accents]).files[1].display_path(), format!("multi/a{}", "é".repeat(120)));
+    let m = mapped(&[&format!("{long}.verylongext")]);
+    assert_eq!(m.files[1].display_path(), format!("multi/{}", "n".repeat(240)));
+    let m = parse(single_info().with("name", s(format!("{long}.iso"))));
+    assert_eq!(m.name, format!("{}.iso", "n".repeat(240)));
+}
