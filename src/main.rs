@@ -72,7 +72,15 @@ fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Info { torrent, scrape } => {
             let meta = load_torrent(&torrent)?;
-            print!("{}", info::render_info(&meta));
+            // Line by line through a buffer: 200,000 files are never one string. A closed pipe ends the
+            // listing quietly.
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            match info::write_info(&meta, &mut out).and_then(|()| out.flush()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                Err(e) => return Err(Failure::Runtime(format!("cannot write to stdout: {e}"))),
+            }
+            drop(out);
             if scrape {
                 if meta.trackers.is_empty() {
                     return Err(Failure::Input(format!("{}: the torrent lists no trackers", torrent.display())));
@@ -105,9 +113,32 @@ fn run(command: Command) -> Result<(), Failure> {
     }
 }
 
+/// Largest `.torrent` file rill reads: 64 MiB. A torrent with 200,000 files is about 10 MiB; anything
+/// much bigger is not a torrent, and reading it whole would cost that much memory.
+const MAX_TORRENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads and parses a `.torrent` file: a regular file or a pipe (`rill info <(cat x.torrent)`), at most
+/// [`MAX_TORRENT_BYTES`]. The bytes are dropped once parsed.
 fn load_torrent(path: &Path) -> Result<Metainfo, Failure> {
-    let bytes = std::fs::read(path).map_err(|e| Failure::Input(format!("cannot read {}: {e}", path.display())))?;
-    Metainfo::from_bytes(&bytes).map_err(|e| Failure::Input(format!("{}: {e}", path.display())))
+    use std::io::Read;
+    let cannot = |e: std::io::Error| Failure::Input(format!("cannot read {}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let kind = file.metadata().map_err(cannot)?;
+    if kind.is_dir() {
+        return Err(Failure::Input(format!("cannot read {}: it is a directory", path.display())));
+    }
+    // The size of a regular file sizes the buffer exactly; a pipe's is unknown (0).
+    let hint = if kind.is_file() { kind.len().min(MAX_TORRENT_BYTES) + 1 } else { 64 * 1024 };
+    let mut bytes = Vec::with_capacity(hint as usize);
+    file.take(MAX_TORRENT_BYTES + 1).read_to_end(&mut bytes).map_err(cannot)?;
+    if bytes.len() as u64 > MAX_TORRENT_BYTES {
+        return Err(Failure::Input(format!(
+            "{}: larger than {} MiB, too big for a torrent file",
+            path.display(),
+            MAX_TORRENT_BYTES / (1024 * 1024)
+        )));
+    }
+    Metainfo::from_vec(bytes).map_err(|e| Failure::Input(format!("{}: {e}", path.display())))
 }
 
 /// Maps `--files` indices (as `rill info` numbers them: non-padding files) to a per-file flag.

@@ -60,17 +60,9 @@ pub fn make_torrent(len: u64, piece_length: u32, seed: u64) -> (Metainfo, Vec<u8
     rng.fill(&mut content);
     let first = len / 3;
     let files = vec![
-        FileEntry {
-            path: PathBuf::from("sim/a.bin"),
-            display_path: "sim/a.bin".into(),
-            length: first,
-            offset: 0,
-            padding: false,
-            symlink_target: None,
-        },
+        FileEntry { path: PathBuf::from("sim/a.bin"), length: first, offset: 0, padding: false, symlink_target: None },
         FileEntry {
             path: PathBuf::from("sim/dir/b.bin"),
-            display_path: "sim/dir/b.bin".into(),
             length: len - first,
             offset: first,
             padding: false,
@@ -94,6 +86,7 @@ pub fn metainfo_for(name: &str, files: Vec<FileEntry>, piece_length: u32, conten
         private: false,
         comment: None,
         created_by: None,
+        mapped: Default::default(),
     }
 }
 

@@ -53,14 +53,7 @@ fn torrent(layout: &[(&str, u64, bool)], piece_length: u32) -> (Metainfo, Vec<u8
         if !padding {
             rng.fill(&mut content[start..]);
         }
-        files.push(FileEntry {
-            path: PathBuf::from(path),
-            display_path: path.to_string(),
-            length,
-            offset,
-            padding,
-            symlink_target: None,
-        });
+        files.push(FileEntry { path: PathBuf::from(path), length, offset, padding, symlink_target: None });
     }
     let meta = crate::sim::metainfo_for("multi", files, piece_length, &content);
     (meta, content)
