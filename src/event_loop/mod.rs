@@ -33,6 +33,7 @@ mod view;
 use std::fmt;
 use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -137,6 +138,10 @@ pub struct RunConfig {
     pub upload_slots: usize,
     /// Terminal width for the live line (a longer line would wrap and break the redraw).
     pub columns: usize,
+    /// Set by a SIGINT/SIGTERM handler that `main` registered before the data check. A signal that
+    /// arrived before the loop registered its own (between the check and `run`) is seen here, at the
+    /// start of `run`; later ones reach the loop through its `Signals` source as well.
+    pub stop_requested: Option<Arc<AtomicBool>>,
 }
 
 /// How a run ended.
@@ -389,7 +394,7 @@ impl EventLoop {
         let storage = &mut self.torrent.storage;
         storage.poll_background_save().map_err(LoopError::Storage)?;
         if self.unsaved_bytes > 0
-            && storage.start_background_save(&info_hash, self.torrent.swarm.have()).map_err(LoopError::Storage)?
+            && storage.start_background_save(&info_hash, &self.torrent.swarm.recorded()).map_err(LoopError::Storage)?
         {
             self.unsaved_bytes = 0;
         }
@@ -398,7 +403,7 @@ impl EventLoop {
 
     fn save_resume(&mut self) -> Result<(), LoopError> {
         let info_hash = self.torrent.ctx.info_hash.0;
-        self.torrent.storage.save_resume(&info_hash, self.torrent.swarm.have()).map_err(LoopError::Storage)?;
+        self.torrent.storage.save_resume(&info_hash, &self.torrent.swarm.recorded()).map_err(LoopError::Storage)?;
         self.unsaved_bytes = 0;
         Ok(())
     }
@@ -406,6 +411,12 @@ impl EventLoop {
     fn run_turns(&mut self) -> Result<(), LoopError> {
         let mut events = Events::with_capacity(256);
         let now = self.clock.now();
+        if self.config.stop_requested.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed)) {
+            // A signal came between the data check and the loop's own handler: stop before announcing.
+            log::info!("signal received: stopping");
+            self.interrupted = true;
+            self.begin_stop(now);
+        }
         let transfer = self.transfer();
         self.trackers.on_timeout(now, transfer, &mut self.rng);
         self.pump_trackers(now);
@@ -414,7 +425,8 @@ impl EventLoop {
             self.begin_stop(now);
         }
         loop {
-            let wait = if self.backlog.is_empty() {
+            let confirming = !self.stopping && self.torrent.swarm.has_unconfirmed();
+            let wait = if self.backlog.is_empty() && !confirming {
                 let now = self.clock.now();
                 self.timers.next_deadline().map(|at| at - now)
             } else {
@@ -452,6 +464,9 @@ impl EventLoop {
             }
             while let Some(wake) = self.timers.pop_expired(now) {
                 self.on_timer(wake, now)?;
+            }
+            if confirming {
+                self.confirm_some(now)?;
             }
             self.after_turn(now)?;
             if self.stopping && (self.stop_deadline_passed || self.trackers.is_stopped()) {
@@ -601,11 +616,27 @@ impl EventLoop {
         Ok(())
     }
 
+    /// Hashes a bounded amount of the pieces trusted from the resume file (the torrent decides which and
+    /// how much); confirmed ones are announced in `after_turn`, failed ones get one line each.
+    fn confirm_some(&mut self, now: Timestamp) -> Result<(), LoopError> {
+        self.torrent.confirm_some(crate::torrent::CONFIRM_PER_TURN_BYTES).map_err(LoopError::Storage)?;
+        for piece in std::mem::take(&mut self.torrent.confirm_failed) {
+            let what = if self.torrent.swarm.wants(piece) { "fetching it again" } else { "not serving it" };
+            log::info!("piece {piece}: data changed on disk since the resume file recorded it; {what}");
+            self.say(now, &format!("piece {piece}: data changed on disk since it was checked; {what}"));
+        }
+        Ok(())
+    }
+
     fn on_complete(&mut self, now: Timestamp) {
         self.completed_announced = true;
-        let transfer = self.transfer();
-        self.trackers.on_completed(now, transfer);
-        self.pump_trackers(now);
+        // BEP 3's `completed` is for a download that finished in this run: not for data that was all
+        // on disk and only confirmed (`rill seed`, or a download restarted after it finished).
+        if self.torrent.swarm.totals.downloaded > 0 {
+            let transfer = self.transfer();
+            self.trackers.on_completed(now, transfer);
+            self.pump_trackers(now);
+        }
         log::info!("download complete");
         if !self.config.keep_seeding {
             self.begin_stop(now);
