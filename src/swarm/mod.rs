@@ -441,3 +441,77 @@ impl Swarm {
         self.partial.get(&block.piece).map(|pp| pp.blocks[block.index() as usize])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::verify::assume_verified;
+
+    /// 4 pieces of 32 KiB; piece 0 hashed at start, pieces 1 and 2 vouched for by the resume file.
+    fn restored(wanted: Bitfield) -> Swarm {
+        let geometry = Geometry::new(32 * 1024, 4 * 32 * 1024);
+        let mut have = Bitfield::new(4);
+        have.set(0);
+        let mut unconfirmed = Bitfield::new(4);
+        for p in [0, 1, 2] {
+            unconfirmed.set(p);
+        }
+        Swarm::new(geometry, have, wanted, false).with_unconfirmed(&unconfirmed)
+    }
+
+    #[test]
+    fn unconfirmed_pieces_are_neither_had_nor_wanted_but_count_as_left() {
+        let s = restored(Bitfield::full(4));
+        s.check_invariants();
+        assert!(!s.is_unconfirmed(0), "a piece hashed at start stays had");
+        assert_eq!(s.have().iter_ones().collect::<Vec<_>>(), [0], "only hashed pieces are advertised");
+        assert!(!s.wants(1) && !s.wants(2) && s.wants(3), "unconfirmed pieces are not fetched");
+        assert_eq!(s.left(), 3 * 32 * 1024, "unconfirmed pieces are not complete");
+        assert!(!s.is_complete());
+        assert_eq!(s.recorded().iter_ones().collect::<Vec<_>>(), [0, 1, 2], "a save keeps them");
+    }
+
+    #[test]
+    fn unconfirmed_pieces_are_confirmed_in_order_by_a_verified_piece_only() {
+        let mut s = restored(Bitfield::full(4));
+        assert_eq!(s.next_unconfirmed(), Some(1));
+        assert_eq!(s.next_unconfirmed(), Some(1), "asking again without a verdict gives the same piece");
+        let _ = s.on_piece_verified(assume_verified(1));
+        s.check_invariants();
+        assert!(s.have().get(1) && !s.is_unconfirmed(1));
+        assert_eq!(s.next_unconfirmed(), Some(2));
+        let _ = s.on_piece_verified(assume_verified(2));
+        assert_eq!(s.next_unconfirmed(), None);
+        assert!(!s.has_unconfirmed());
+        assert_eq!(s.left(), 32 * 1024, "only piece 3 is left to download");
+        s.check_invariants();
+    }
+
+    #[test]
+    fn unconfirmed_piece_that_fails_becomes_missing_and_wanted_again_in_a_download() {
+        let mut s = restored(Bitfield::full(4));
+        assert_eq!(s.next_unconfirmed(), Some(1));
+        s.on_confirm_failed(1);
+        s.check_invariants();
+        assert!(!s.have().get(1) && !s.is_unconfirmed(1));
+        assert!(s.wants(1), "a download fetches it again");
+        assert!(!s.recorded().get(1), "a save no longer vouches for it");
+        assert_eq!(s.totals.hash_failures, 0, "no peer sent anything bad");
+        assert_eq!(s.next_unconfirmed(), Some(2));
+    }
+
+    #[test]
+    fn unconfirmed_piece_that_fails_in_a_seed_is_dropped_not_fetched() {
+        // `rill seed` wants only what it hashed at start.
+        let mut only_hashed = Bitfield::new(4);
+        only_hashed.set(0);
+        let mut s = restored(only_hashed);
+        assert!(s.is_complete(), "a seed reports nothing left to trackers");
+        s.on_confirm_failed(1);
+        let _ = s.on_piece_verified(assume_verified(2));
+        s.check_invariants();
+        assert!(!s.wants(1) && !s.have().get(1));
+        assert_eq!(s.have().iter_ones().collect::<Vec<_>>(), [0, 2]);
+        assert!(s.is_complete());
+    }
+}
