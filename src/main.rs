@@ -1,6 +1,6 @@
 //! The `rill` binary: argv → command → run → exit code.
 //!
-//! Owns: process concerns only — logging set-up, OS entropy for the RNG and peer id, reading the
+//! Owns: process concerns only — logging set-up, the OS `Entropy` source (peer id, keys) and the RNG seed, reading the
 //! `.torrent` file, printing results, mapping errors to exit codes (0 ok, 1 runtime failure, 2 bad input).
 //! Must not: contain protocol logic.
 
@@ -21,7 +21,7 @@ use rill::event_loop::{EventLoop, RunConfig, UiMode};
 use rill::geometry::Geometry;
 use rill::metainfo::Metainfo;
 use rill::observe::{info, ui};
-use rill::rng::Rng;
+use rill::rng::{Entropy, Rng};
 use rill::storage::{verify, Storage};
 use rill::swarm::Swarm;
 
@@ -148,28 +148,6 @@ fn file_index(meta: &Metainfo, f: &rill::metainfo::FileEntry) -> usize {
     meta.files.iter().position(|g| std::ptr::eq(g, f)).unwrap_or(0)
 }
 
-fn os_seed() -> u64 {
-    let mut buf = [0u8; 8];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        if f.read_exact(&mut buf).is_ok() {
-            return u64::from_le_bytes(buf);
-        }
-    }
-    // No /dev/urandom: the process id and the time are enough for a peer id.
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    (t as u64) ^ (u64::from(std::process::id()) << 32)
-}
-
-fn peer_id(rng: &mut Rng) -> [u8; 20] {
-    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
-    let mut id = *b"-RL0001-............";
-    for b in &mut id[8..] {
-        *b = ALPHABET[rng.below(ALPHABET.len() as u64) as usize];
-    }
-    id
-}
-
 /// IPv6 and IPv4 peers alike (a dual-stack socket; the loop falls back to IPv4 only where there is no
 /// IPv6).
 fn listen_addr(opts: &TransferOptions) -> SocketAddr {
@@ -208,10 +186,8 @@ fn download(
         return Ok(());
     };
     let swarm = Swarm::new(geometry, restored.have, wanted, sequential).with_unconfirmed(&restored.unconfirmed);
-    let mut rng = Rng::seeded(os_seed());
-    let id = peer_id(&mut rng);
     let config = run_config(opts, ui_mode, seed, stop);
-    run_loop(meta, swarm, storage, config, id, rng, opts)
+    run_loop(meta, swarm, storage, config, opts)
 }
 
 /// SIGINT and SIGTERM set a flag from here on, instead of killing rill: the data check polls it between
@@ -318,12 +294,15 @@ fn run_loop(
     swarm: Swarm,
     storage: Storage,
     config: RunConfig,
-    id: [u8; 20],
-    rng: Rng,
     opts: &TransferOptions,
 ) -> Result<(), Failure> {
+    // The OS generator for what must not be guessed (peer id, MSE keys, tracker key and transaction
+    // ids); xoshiro, seeded from it, for fair choices.
+    let mut entropy = Entropy::os().map_err(|e| Failure::Runtime(e.to_string()))?;
+    let rng = Rng::seeded(entropy.next_u64());
+    let id = rill::peer::our_peer_id(&mut entropy);
     let event_loop =
-        EventLoop::new(meta, swarm, storage, config, id, rng).map_err(|e| Failure::Runtime(e.to_string()))?;
+        EventLoop::new(meta, swarm, storage, config, id, rng, entropy).map_err(|e| Failure::Runtime(e.to_string()))?;
     if let Some(port) = event_loop.listen_port() {
         if opts.port == Some(0) {
             out(format_args!("listening on port {port}\n"));
@@ -400,8 +379,6 @@ fn seed(meta: &Metainfo, opts: &TransferOptions, partial: bool, recheck: bool) -
     // check is dropped rather than downloaded (and `left` stays 0 for the trackers).
     let wanted = restored.have.clone();
     let swarm = Swarm::new(geometry, restored.have, wanted, false).with_unconfirmed(&restored.unconfirmed);
-    let mut rng = Rng::seeded(os_seed());
-    let id = peer_id(&mut rng);
     let config = run_config(opts, ui_mode, true, stop);
-    run_loop(meta, swarm, storage, config, id, rng, opts)
+    run_loop(meta, swarm, storage, config, opts)
 }

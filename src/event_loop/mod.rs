@@ -26,6 +26,8 @@
 
 pub mod peers;
 pub mod scrape;
+#[cfg(test)]
+mod tests;
 pub mod token;
 pub mod trackers;
 mod view;
@@ -46,7 +48,7 @@ use slab::Slab;
 use crate::metainfo::Metainfo;
 use crate::peer::session::{Phase, TorrentContext};
 use crate::peer::DropReason;
-use crate::rng::Rng;
+use crate::rng::{Entropy, Rng};
 use crate::storage::{Storage, StorageError};
 use crate::swarm::candidates::Candidates;
 use crate::swarm::choker::{Choker, CHOKE_ROUND};
@@ -188,7 +190,10 @@ pub struct EventLoop {
     timers: TimerWheel<Wake>,
     config: RunConfig,
     torrent: Torrent,
+    /// Fair, reproducible choices (choker, dialling order).
     rng: Rng,
+    /// Values peers must not guess (MSE private keys): the OS source.
+    entropy: Entropy,
     listener: Option<TcpListener>,
     peers: Slab<Connection>,
     next_peer_no: u64,
@@ -233,6 +238,7 @@ impl EventLoop {
         config: RunConfig,
         peer_id: [u8; 20],
         mut rng: Rng,
+        mut entropy: Entropy,
     ) -> Result<Self, LoopError> {
         let poll = Poll::new().map_err(LoopError::Poll)?;
         let clock = Clock::start();
@@ -263,10 +269,10 @@ impl EventLoop {
             info_hash: meta.info_hash,
             peer_id,
             port: listen_port.unwrap_or(0),
-            key: rng.next_u32(),
+            key: entropy.next_u32(),
             numwant: 80,
         };
-        let trackers = Trackers::new(&meta.trackers, identity, &mut rng, now);
+        let trackers = Trackers::new(&meta.trackers, identity, entropy.fork(), &mut rng, now);
         let tracker_driver = TrackerDriver::new(poll.registry(), waker).map_err(LoopError::Poll)?;
         let mut candidates = Candidates::new();
         if let Some(port) = listen_port {
@@ -311,6 +317,7 @@ impl EventLoop {
             config,
             torrent: Torrent::new(ctx, swarm, storage, meta.piece_hashes.clone()),
             rng,
+            entropy,
             listener,
             peers: Slab::new(),
             next_peer_no: 0,
