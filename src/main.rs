@@ -1,7 +1,8 @@
 //! The `rill` binary: argv → command → run → exit code.
 //!
-//! Owns: process concerns only — logging set-up, the OS `Entropy` source (peer id, keys) and the RNG seed, reading the
-//! `.torrent` file, printing results, mapping errors to exit codes (0 ok, 1 runtime failure, 2 bad input).
+//! Owns: process concerns only — logging set-up, the OS `Entropy` source (peer id, keys) and the RNG
+//! seed, reading the `.torrent` file, printing results, mapping errors to exit codes (0 ok, 1 runtime
+//! failure, 2 bad input).
 //! Must not: contain protocol logic.
 
 use std::ffi::OsString;
@@ -255,11 +256,11 @@ fn restore(
     }
     if restored.trusted > 0 || restored.checked > 0 {
         out(format_args!(
-            "{} of {} pieces already here ({} checked, {} from the resume file, hashed before use)\n",
+            "{} of {} pieces already here ({} from the resume file, {} checked)\n",
             restored.have.count_ones() + restored.trusted,
             geometry.piece_count(),
-            restored.checked,
             restored.trusted,
+            restored.checked,
         ));
     }
     Ok(Some(restored))
