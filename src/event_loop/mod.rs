@@ -217,6 +217,8 @@ pub struct EventLoop {
     stop_deadline_passed: bool,
     completed_announced: bool,
     last_line_len: usize,
+    /// A write to stdout failed: print nothing more (see `view.rs`).
+    stdout_lost: bool,
     choker: Choker,
     up_bucket: Option<TokenBucket>,
     down_bucket: Option<TokenBucket>,
@@ -338,6 +340,7 @@ impl EventLoop {
             stop_deadline_passed: false,
             completed_announced: false,
             last_line_len: 0,
+            stdout_lost: false,
             choker,
             up_bucket,
             down_bucket,

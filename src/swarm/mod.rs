@@ -214,10 +214,8 @@ impl Swarm {
     /// An unconfirmed piece did not hash right: its data changed since the resume file recorded it. It
     /// becomes missing; if it is wanted, the picker fetches it again.
     pub fn on_confirm_failed(&mut self, piece: u32) {
-        if self.unconfirmed.clear(piece) {
-            if self.wanted.get(piece) {
-                self.unstarted += 1;
-            }
+        if self.unconfirmed.clear(piece) && self.wanted.get(piece) {
+            self.unstarted += 1;
         }
     }
 
