@@ -151,6 +151,8 @@ pub struct Sim {
     next_peer_no: u64,
     next_rate_sample: Timestamp,
     pub steps: u64,
+    /// Per node: the pieces whose confirmation failed, in order.
+    failed_confirmations: Vec<Vec<u32>>,
 }
 
 /// How many chunks to a reader at once (`ReadBuf::fill_from` takes any `io::Read`).
@@ -180,6 +182,7 @@ impl Sim {
             next_peer_no: 0,
             next_rate_sample: Timestamp::ZERO + secs(1),
             steps: 0,
+            failed_confirmations: Vec::new(),
         }
     }
 
@@ -220,6 +223,7 @@ impl Sim {
             listen_port: None,
         };
         self.nodes.push(Node { torrent: Torrent::new(ctx, swarm, storage, meta.piece_hashes.clone()), _dir: dir });
+        self.failed_confirmations.push(Vec::new());
         self.nodes.len() - 1
     }
 
@@ -236,9 +240,9 @@ impl Sim {
         node
     }
 
-    /// Pieces a node found changed when it confirmed them (`Torrent::confirm_failed`).
+    /// Pieces a node found changed when it confirmed them (`Torrent::confirm_failed`, as drained).
     pub fn confirm_failed(&self, node: usize) -> &[u32] {
-        &self.nodes[node].torrent.confirm_failed
+        &self.failed_confirmations[node]
     }
 
     /// Connects `from` (dialling) to `to` with a rate cap in bytes/s and a one-way latency each way.
@@ -287,9 +291,6 @@ impl Sim {
     }
 
     fn next_event_time(&self) -> Timestamp {
-        if self.nodes.iter().any(|n| n.torrent.swarm.has_unconfirmed()) {
-            return self.now;
-        }
         let mut next = self.next_rate_sample;
         for l in self.links.iter().filter(|l| l.closed.is_none()) {
             for pipe in [&l.a_to_b, &l.b_to_a] {
@@ -378,10 +379,29 @@ impl Sim {
                 }
             }
         }
-        // 5. Confirm a bounded amount of each node's unconfirmed pieces, as the loop does once a turn.
-        for node in &mut self.nodes {
-            if node.torrent.swarm.has_unconfirmed() {
-                node.torrent.confirm_some(crate::torrent::CONFIRM_PER_TURN_BYTES).expect("confirm from storage");
+        // 5. Confirm a bounded amount of each node's unconfirmed pieces, as the loop does once a turn, and
+        //    tell the node's sessions which passed and which are wanted again.
+        for ni in 0..self.nodes.len() {
+            let torrent = &mut self.nodes[ni].torrent;
+            if !torrent.swarm.has_unconfirmed() {
+                continue;
+            }
+            torrent.confirm_some(crate::torrent::CONFIRM_PER_TURN_BYTES).expect("confirm from storage");
+            let confirmed = std::mem::take(&mut torrent.confirmed);
+            let failed = std::mem::take(&mut torrent.confirm_failed);
+            self.failed_confirmations[ni].extend_from_slice(&failed);
+            for link in self.links.iter_mut().filter(|l| l.closed.is_none()) {
+                for end in [&mut link.a, &mut link.b] {
+                    if end.node != ni {
+                        continue;
+                    }
+                    for &p in &confirmed {
+                        end.session.on_we_confirmed(p);
+                    }
+                    for &p in &failed {
+                        end.session.on_piece_wanted(p, &mut self.nodes[ni].torrent.swarm, now);
+                    }
+                }
             }
         }
         // 6. Announce verified pieces and endgame cancels on every connection of the node.
@@ -666,7 +686,7 @@ mod tests {
         // 3 pieces of 64 KiB: a budget of 150 KiB stops after the third.
         assert!(t.confirm_some(150 * 1024).expect("confirm"));
         assert_eq!(t.swarm.have().count_ones(), 3);
-        assert_eq!(t.verified, [0, 1, 2]);
+        assert_eq!(t.confirmed, [0, 1, 2]);
         // A zero budget still makes progress: one piece.
         assert!(t.confirm_some(0).expect("confirm"));
         assert_eq!(t.swarm.have().count_ones(), 4);
@@ -674,5 +694,28 @@ mod tests {
         assert_eq!(t.swarm.have().count_ones(), 15);
         assert_eq!(t.confirm_failed, [changed]);
         assert!(t.swarm.wants(changed), "a download fetches it again");
+    }
+
+    #[test]
+    fn unconfirmed_pieces_confirmed_while_connected_keep_interest_in_the_changed_one() {
+        // 32 MiB in 512 pieces: confirming takes 8 steps (64 pieces each), so the seed's bitfield arrives
+        // while most pieces are unconfirmed, the changed piece becomes wanted in step 5, and the pieces
+        // confirmed after it must not use up the interest it brought.
+        let mut rng = Rng::seeded(24);
+        let (meta, content) = make_torrent(32 * 1024 * 1024, 64 * 1024, 24);
+        let changed = 300;
+        let mut on_disk = content.clone();
+        on_disk[changed as usize * 64 * 1024 + 9] ^= 1;
+        let mut sim = Sim::new();
+        let node = sim.add_trusting_node(&meta, &on_disk, true, &mut rng);
+        let seed = sim.add_node(&meta, Some(&content), &mut rng);
+        let link = sim.connect(node, seed, 8.0 * MB, millis(1));
+        sim.run_until(secs(5), |s| !s.confirm_failed(node).is_empty());
+        assert!(sim.dialler_session(link).is_am_interested(), "the changed piece made the seed interesting");
+        assert!(sim.swarm(node).has_unconfirmed(), "pieces are still to confirm after the changed one");
+        sim.run_until(secs(30), |s| s.swarm(node).is_complete());
+        assert_eq!(sim.confirm_failed(node), [changed]);
+        assert_eq!(sim.content(node), content);
+        assert_eq!(sim.swarm(node).totals.downloaded, 64 * 1024, "only the changed piece was fetched");
     }
 }

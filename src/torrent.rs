@@ -40,8 +40,11 @@ pub struct Torrent {
     /// Peers to disconnect and never talk to again (they sent data that failed verification); the driver
     /// drains this after every input.
     pub to_ban: Vec<PeerNo>,
-    /// Unconfirmed pieces whose data no longer matched (see `confirm_some`); the driver prints one line
-    /// for each and drains this.
+    /// Unconfirmed pieces that passed their check (see `confirm_some`): the driver announces them
+    /// (`PeerSession::on_we_confirmed`, not `on_we_have`: they were never wanted) and drains this.
+    pub confirmed: Vec<u32>,
+    /// Unconfirmed pieces whose data no longer matched: the driver prints one line for each, tells every
+    /// session (`PeerSession::on_piece_wanted`) and drains this.
     pub confirm_failed: Vec<u32>,
     bans: BanList,
 }
@@ -59,6 +62,7 @@ impl Torrent {
             piece_hashes,
             verified: Vec::new(),
             to_ban: Vec::new(),
+            confirmed: Vec::new(),
             confirm_failed: Vec::new(),
             bans: BanList::default(),
         }
@@ -117,8 +121,7 @@ impl Torrent {
 
     /// Confirms unconfirmed pieces (trusted from the resume file, not hashed in this run): hashes them
     /// from disk, lowest first, until `budget` bytes are done (at least one piece). A piece that verifies
-    /// becomes had and joins `verified` (announced like a downloaded one); one that does not becomes
-    /// missing and joins `confirm_failed`. Returns whether unconfirmed pieces remain.
+    /// becomes had and joins `confirmed`; one that does not becomes missing and joins `confirm_failed`. Returns whether unconfirmed pieces remain.
     pub fn confirm_some(&mut self, budget: u64) -> Result<bool, StorageError> {
         let geometry = self.ctx.geometry;
         let mut hashed = 0u64;
@@ -130,7 +133,7 @@ impl Torrent {
             match verify::check_piece(&mut self.storage, &geometry, piece, expected)? {
                 Some(verified) => {
                     self.swarm.on_piece_verified(verified);
-                    self.verified.push(piece);
+                    self.confirmed.push(piece);
                 }
                 None => {
                     self.swarm.on_confirm_failed(piece);

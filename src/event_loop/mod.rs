@@ -630,10 +630,29 @@ impl EventLoop {
     /// how much); confirmed ones are announced in `after_turn`, failed ones get one line each.
     fn confirm_some(&mut self, now: Timestamp) -> Result<(), LoopError> {
         self.torrent.confirm_some(crate::torrent::CONFIRM_PER_TURN_BYTES).map_err(LoopError::Storage)?;
-        for piece in std::mem::take(&mut self.torrent.confirm_failed) {
+        let confirmed = std::mem::take(&mut self.torrent.confirmed);
+        let failed = std::mem::take(&mut self.torrent.confirm_failed);
+        for &piece in &failed {
             let what = if self.torrent.swarm.wants(piece) { "fetching it again" } else { "not serving it" };
             log::info!("piece {piece}: data changed on disk since the resume file recorded it; {what}");
             self.say(now, &format!("piece {piece}: data changed on disk since it was checked; {what}"));
+        }
+        let slots: Vec<usize> = self.peers.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            let conn = &mut self.peers[slot];
+            if conn.closing.is_some() {
+                continue;
+            }
+            for &piece in &confirmed {
+                conn.session.on_we_confirmed(piece);
+            }
+            for &piece in &failed {
+                conn.session.on_piece_wanted(piece, &mut self.torrent.swarm, now);
+            }
+            self.flush_peer(slot, now)?;
+        }
+        if !confirmed.is_empty() && self.torrent.swarm.is_complete() && !self.completed_announced {
+            self.on_complete(now);
         }
         Ok(())
     }
