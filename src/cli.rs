@@ -81,7 +81,7 @@ OPTIONS:
 CHECKING:
     Pieces the resume file does not vouch for are hashed before seeding starts. Pieces it vouches for
     (same file sizes and mtimes) are hashed in the background after start (4 MiB per loop turn, about
-    2 s of one core per GiB) and are neither advertised nor served until they pass; one that fails is
+    1 s of CPU per GiB) and are neither advertised nor served until they pass; one that fails is
     reported by number and never served. --recheck hashes everything before seeding instead.
 ";
 

@@ -260,6 +260,9 @@ impl EventLoop {
             listener = Some(l);
         }
         let geometry = *swarm.geometry();
+        // Complete at start (a seed, or a download whose pieces were all hashed at start): nothing will
+        // complete in this run, so there is no completion to announce.
+        let completed_at_start = swarm.is_complete();
         let ctx = TorrentContext {
             info_hash: meta.info_hash,
             our_peer_id: peer_id,
@@ -338,7 +341,7 @@ impl EventLoop {
             started_at: now,
             stopping: false,
             stop_deadline_passed: false,
-            completed_announced: false,
+            completed_announced: completed_at_start,
             last_line_len: 0,
             stdout_lost: false,
             choker,
