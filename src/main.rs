@@ -194,17 +194,20 @@ fn download(
 /// SIGINT and SIGTERM set a flag from here on, instead of killing rill: the data check polls it between
 /// pieces, and the loop reads it once at its start (a signal between the check and the loop's own
 /// `Signals` source is not lost). The loop's source is registered next to this handler; signal-hook
-/// runs every registered action, so the two do not conflict. `None` if the handler cannot be set (then
+/// runs every registered action, so the two do not conflict. `None` if neither handler can be set (then
 /// a signal during the check kills rill as before).
 fn stop_flag() -> Option<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
+    let mut any = false;
     for signal in [SIGINT, SIGTERM] {
-        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&flag)) {
-            log::warn!("cannot catch signal {signal}: {e}");
-            return None;
+        // A handler once set stays for the process (signal-hook cannot restore the default action), so the
+        // flag is handed on if either registration worked: a flag nobody read would make that signal a no-op.
+        match signal_hook::flag::register(signal, Arc::clone(&flag)) {
+            Ok(_) => any = true,
+            Err(e) => log::warn!("cannot catch signal {signal}: {e}"),
         }
     }
-    Some(flag)
+    any.then_some(flag)
 }
 
 /// What is already on disk: pieces hashed now, and pieces the resume file vouches for (unconfirmed:
