@@ -1,14 +1,20 @@
 //! The `rill` binary: argv → command → run → exit code.
 //!
-//! Owns: process concerns only — logging set-up, OS entropy for the RNG and peer id, reading the
-//! `.torrent` file, printing results, mapping errors to exit codes (0 ok, 1 runtime failure, 2 bad input).
+//! Owns: process concerns only — logging set-up, the OS `Entropy` source (peer id, keys) and the RNG
+//! seed, reading the `.torrent` file, printing results, mapping errors to exit codes (0 ok, 1 runtime
+//! failure, 2 bad input).
 //! Must not: contain protocol logic.
 
 use std::ffi::OsString;
+use std::fmt;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use rill::bitfield::Bitfield;
 use rill::cli::{self, Command, CreateOptions, TransferOptions};
@@ -16,7 +22,7 @@ use rill::event_loop::{EventLoop, RunConfig, UiMode};
 use rill::geometry::Geometry;
 use rill::metainfo::Metainfo;
 use rill::observe::{info, ui};
-use rill::rng::Rng;
+use rill::rng::{Entropy, Rng};
 use rill::storage::{verify, Storage};
 use rill::swarm::Swarm;
 
@@ -34,31 +40,48 @@ fn main() -> ExitCode {
     let command = match cli::parse(args) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("rill: {e}");
+            err(format_args!("rill: {e}\n"));
             return ExitCode::from(2);
         }
     };
     match run(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Input(msg)) => {
-            eprintln!("rill: {msg}");
+            err(format_args!("rill: {msg}\n"));
             ExitCode::from(2)
         }
         Err(Failure::Runtime(msg)) => {
-            eprintln!("rill: {msg}");
+            err(format_args!("rill: {msg}\n"));
             ExitCode::from(1)
         }
     }
 }
 
+/// Writes to stdout and flushes. Every line rill prints goes through here (or through the loop's
+/// `view.rs`, which follows the same rule) instead of `print!`, which panics on a write error — and a
+/// panic is an abort in the release profile. An error (EPIPE from `rill info | head`, a full disk, a
+/// closed terminal) returns false: the caller stops printing, and the exit code stays the command's
+/// own, since nobody is left to read a message about it. (Rust ignores SIGPIPE, so a closed pipe is an
+/// ordinary EPIPE here.)
+fn out(args: fmt::Arguments<'_>) -> bool {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_fmt(args).and_then(|()| stdout.flush()).is_ok()
+}
+
+/// `out` for stderr: an error message that cannot be written is dropped, never a panic. (env_logger
+/// behaves the same: it ignores the result of its own writes to stderr.)
+fn err(args: fmt::Arguments<'_>) {
+    let _ = std::io::stderr().lock().write_fmt(args);
+}
+
 fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Help(text) => {
-            print!("{text}");
+            out(format_args!("{text}"));
             Ok(())
         }
         Command::Version => {
-            println!("rill {}", env!("CARGO_PKG_VERSION"));
+            out(format_args!("rill {}\n", env!("CARGO_PKG_VERSION")));
             Ok(())
         }
         Command::Info { torrent, scrape } if rill::magnet::is_magnet(&torrent.to_string_lossy()) => {
@@ -67,20 +90,20 @@ fn run(command: Command) -> Result<(), Failure> {
             if scrape {
                 return Err(Failure::Input("--scrape needs a .torrent file; a magnet link has no metadata".into()));
             }
-            let _ = write!(std::io::stdout(), "{}", rill::observe::magnet_info::render_magnet(&magnet));
+            out(format_args!("{}", rill::observe::magnet_info::render_magnet(&magnet)));
             Ok(())
         }
         Command::Info { torrent, scrape } => {
             let meta = load_torrent(&torrent)?;
             // Line by line through a buffer: 200,000 files are never one string. A closed pipe ends the
             // listing quietly.
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            match info::write_info(&meta, &mut out).and_then(|()| out.flush()) {
+            let mut listing = std::io::BufWriter::new(std::io::stdout().lock());
+            match info::write_info(&meta, &mut listing).and_then(|()| listing.flush()) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
                 Err(e) => return Err(Failure::Runtime(format!("cannot write to stdout: {e}"))),
             }
-            drop(out);
+            drop(listing);
             if scrape {
                 if meta.trackers.is_empty() {
                     return Err(Failure::Input(format!("{}: the torrent lists no trackers", torrent.display())));
@@ -90,9 +113,12 @@ fn run(command: Command) -> Result<(), Failure> {
                     meta.info_hash,
                     std::time::Duration::from_secs(15),
                 );
-                println!("scrape:");
-                for outcome in outcomes {
-                    println!("  {outcome}");
+                if out(format_args!("scrape:\n")) {
+                    for outcome in outcomes {
+                        if !out(format_args!("  {outcome}\n")) {
+                            break;
+                        }
+                    }
                 }
             }
             Ok(())
@@ -106,9 +132,9 @@ fn run(command: Command) -> Result<(), Failure> {
             download(&meta, &opts, &wanted_files, sequential, seed, recheck)
         }
         Command::Create(opts) => create_torrent(&opts),
-        Command::Seed { opts, partial } => {
+        Command::Seed { opts, partial, recheck } => {
             let meta = load_torrent(&opts.torrent)?;
-            seed(&meta, &opts, partial)
+            seed(&meta, &opts, partial, recheck)
         }
     }
 }
@@ -161,28 +187,6 @@ fn file_index(meta: &Metainfo, f: &rill::metainfo::FileEntry) -> usize {
     meta.files.iter().position(|g| std::ptr::eq(g, f)).unwrap_or(0)
 }
 
-fn os_seed() -> u64 {
-    let mut buf = [0u8; 8];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        if f.read_exact(&mut buf).is_ok() {
-            return u64::from_le_bytes(buf);
-        }
-    }
-    // No /dev/urandom: the process id and the time are enough for a peer id.
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    (t as u64) ^ (u64::from(std::process::id()) << 32)
-}
-
-fn peer_id(rng: &mut Rng) -> [u8; 20] {
-    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
-    let mut id = *b"-RL0001-............";
-    for b in &mut id[8..] {
-        *b = ALPHABET[rng.below(ALPHABET.len() as u64) as usize];
-    }
-    id
-}
-
 /// IPv6 and IPv4 peers alike (a dual-stack socket; the loop falls back to IPv4 only where there is no
 /// IPv6).
 fn listen_addr(opts: &TransferOptions) -> SocketAddr {
@@ -198,6 +202,7 @@ fn download(
     seed: bool,
     recheck: bool,
 ) -> Result<(), Failure> {
+    let stop = stop_flag();
     let geometry = Geometry::new(meta.piece_length, meta.total_length);
     let n = geometry.piece_count();
     let mut wanted = Bitfield::new(n);
@@ -216,56 +221,100 @@ fn download(
     let mut storage =
         Storage::open(&opts.dir, meta, |i| wanted_files[i]).map_err(|e| Failure::Runtime(e.to_string()))?;
     let ui_mode = UiMode::detect(opts.no_ui);
-    let have = restore(meta, &mut storage, &geometry, recheck, ui_mode)?;
-    let swarm = Swarm::new(geometry, have, wanted, sequential);
-    let mut rng = Rng::seeded(os_seed());
-    let id = peer_id(&mut rng);
-    let config = run_config(opts, ui_mode, seed);
-    run_loop(meta, swarm, storage, config, id, rng, opts)
+    let Some(restored) = restore(meta, &mut storage, &geometry, recheck, ui_mode, stop.as_ref())? else {
+        return Ok(());
+    };
+    let swarm = Swarm::new(geometry, restored.have, wanted, sequential).with_unconfirmed(&restored.unconfirmed);
+    let config = run_config(opts, ui_mode, seed, stop);
+    run_loop(meta, swarm, storage, config, opts)
 }
 
-/// What is already on disk: pieces the resume file vouches for, plus every other piece whose data is
-/// present and hashes right. Shows progress while hashing.
+/// SIGINT and SIGTERM set a flag from here on, instead of killing rill: the data check polls it between
+/// pieces, and the loop reads it once at its start (a signal between the check and the loop's own
+/// `Signals` source is not lost). The loop's source is registered next to this handler; signal-hook
+/// runs every registered action, so the two do not conflict. `None` if neither handler can be set (then
+/// a signal during the check kills rill as before).
+fn stop_flag() -> Option<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let mut any = false;
+    for signal in [SIGINT, SIGTERM] {
+        // A handler once set stays for the process (signal-hook cannot restore the default action), so the
+        // flag is handed on if either registration worked: a flag nobody read would make that signal a no-op.
+        match signal_hook::flag::register(signal, Arc::clone(&flag)) {
+            Ok(_) => any = true,
+            Err(e) => log::warn!("cannot catch signal {signal}: {e}"),
+        }
+    }
+    any.then_some(flag)
+}
+
+/// What is already on disk: pieces hashed now, and pieces the resume file vouches for (unconfirmed:
+/// hashed later, before they are served or counted). Shows progress while hashing. `None`: a signal
+/// stopped the check; what was checked is in the resume file, and the command should exit 0.
 fn restore(
     meta: &Metainfo,
     storage: &mut Storage,
     geometry: &Geometry,
     recheck: bool,
     ui_mode: UiMode,
-) -> Result<Bitfield, Failure> {
+    stop: Option<&Arc<AtomicBool>>,
+) -> Result<Option<verify::Restored>, Failure> {
     let resume = if recheck { None } else { storage.load_resume(&meta.info_hash.0, geometry.piece_count()) };
     let mut last_shown = u64::MAX;
+    let mut printing = true;
+    let stopped = || stop.is_some_and(|flag| flag.load(Ordering::Relaxed));
     let restored = verify::restore(storage, geometry, &meta.piece_hashes, resume.as_ref(), recheck, |done, total| {
         let pct = u64::from(done) * 100 / u64::from(total.max(1));
         let shown = if ui_mode == UiMode::Live { pct } else { pct / 10 * 10 };
-        if shown != last_shown {
-            if ui_mode == UiMode::Live {
-                print!("\rchecking existing data {pct:3}%");
-                let _ = std::io::stdout().flush();
+        if shown != last_shown && printing {
+            printing = if ui_mode == UiMode::Live {
+                out(format_args!("\rchecking existing data {pct:3}%"))
             } else {
-                println!("checking existing data {shown}%");
-            }
+                out(format_args!("checking existing data {shown}%\n"))
+            };
             last_shown = shown;
         }
+        !stopped()
     })
     .map_err(|e| Failure::Runtime(e.to_string()))?;
     if ui_mode == UiMode::Live && restored.checked > 0 {
-        println!();
+        out(format_args!("\n"));
+    }
+    if restored.interrupted || stopped() {
+        // Record what is known, so the next start hashes only what was not reached.
+        let mut recorded = restored.have.clone();
+        for p in restored.unconfirmed.iter_ones() {
+            recorded.set(p);
+        }
+        storage.save_resume(&meta.info_hash.0, &recorded).map_err(|e| Failure::Runtime(e.to_string()))?;
+        out(format_args!(
+            "stopped during the data check: {} pieces checked, {} of {} known good\n",
+            restored.checked,
+            recorded.count_ones(),
+            geometry.piece_count()
+        ));
+        return Ok(None);
     }
     if restored.trusted > 0 || restored.checked > 0 {
-        println!(
-            "{} of {} pieces already here ({} from the resume file, {} checked)",
-            restored.have.count_ones(),
+        out(format_args!(
+            "{} of {} pieces already here ({} from the resume file, {} checked)\n",
+            restored.have.count_ones() + restored.trusted,
             geometry.piece_count(),
             restored.trusted,
-            restored.checked
-        );
+            restored.checked,
+        ));
     }
-    Ok(restored.have)
+    Ok(Some(restored))
 }
 
-fn run_config(opts: &TransferOptions, ui: UiMode, keep_seeding: bool) -> RunConfig {
+fn run_config(
+    opts: &TransferOptions,
+    ui: UiMode,
+    keep_seeding: bool,
+    stop_requested: Option<Arc<AtomicBool>>,
+) -> RunConfig {
     RunConfig {
+        stop_requested,
         max_peers: opts.max_peers,
         max_half_open: 8,
         listen: Some(listen_addr(opts)),
@@ -287,18 +336,22 @@ fn run_loop(
     swarm: Swarm,
     storage: Storage,
     config: RunConfig,
-    id: [u8; 20],
-    rng: Rng,
     opts: &TransferOptions,
 ) -> Result<(), Failure> {
+    // The OS generator for what must not be guessed (peer id, MSE keys, tracker key and transaction
+    // ids); xoshiro, seeded from it, for fair choices.
+    let mut entropy = Entropy::os().map_err(|e| Failure::Runtime(e.to_string()))?;
+    let rng = Rng::seeded(entropy.next_u64());
+    let id = rill::peer::our_peer_id(&mut entropy);
     let event_loop =
-        EventLoop::new(meta, swarm, storage, config, id, rng).map_err(|e| Failure::Runtime(e.to_string()))?;
+        EventLoop::new(meta, swarm, storage, config, id, rng, entropy).map_err(|e| Failure::Runtime(e.to_string()))?;
     if let Some(port) = event_loop.listen_port() {
         if opts.port == Some(0) {
-            println!("listening on port {port}");
+            out(format_args!("listening on port {port}\n"));
         }
     }
     let outcome = event_loop.run().map_err(|e| Failure::Runtime(e.to_string()))?;
+    // Write errors are ignored here (`let _`): the run's outcome decides the exit code.
     let mut out = std::io::stdout().lock();
     if !outcome.complete {
         if outcome.interrupted {
@@ -341,15 +394,20 @@ fn run_loop(
     Ok(())
 }
 
-/// `rill seed`: check the data piece by piece (with progress), refuse if pieces are missing unless
-/// `--partial`, then seed.
-fn seed(meta: &Metainfo, opts: &TransferOptions, partial: bool) -> Result<(), Failure> {
+/// `rill seed`: hash what the resume file does not vouch for (with progress), refuse if pieces are
+/// missing unless `--partial`, then seed; vouched-for pieces are hashed in the background and served only
+/// once they pass. `recheck` hashes everything first.
+fn seed(meta: &Metainfo, opts: &TransferOptions, partial: bool, recheck: bool) -> Result<(), Failure> {
+    let stop = stop_flag();
     let geometry = Geometry::new(meta.piece_length, meta.total_length);
     let n = geometry.piece_count();
     let mut storage = Storage::open(&opts.dir, meta, |_| false).map_err(|e| Failure::Runtime(e.to_string()))?;
     let ui_mode = UiMode::detect(opts.no_ui);
-    let have = restore(meta, &mut storage, &geometry, false, ui_mode)?;
-    let missing = n - have.count_ones();
+    let Some(restored) = restore(meta, &mut storage, &geometry, recheck, ui_mode, stop.as_ref())? else {
+        return Ok(());
+    };
+    let present = restored.have.count_ones() + restored.trusted;
+    let missing = n - present;
     if missing > 0 && !partial {
         let root = meta.files.first().map(|f| f.path.clone()).unwrap_or_default();
         let root = root.components().next().map(|c| opts.dir.join(c.as_os_str())).unwrap_or_default();
@@ -358,13 +416,13 @@ fn seed(meta: &Metainfo, opts: &TransferOptions, partial: bool) -> Result<(), Fa
             root.display()
         )));
     }
-    println!("{} of {n} pieces present; seeding", have.count_ones());
-    let wanted = have.clone();
-    let swarm = Swarm::new(geometry, have, wanted, false);
-    let mut rng = Rng::seeded(os_seed());
-    let id = peer_id(&mut rng);
-    let config = run_config(opts, ui_mode, true);
-    run_loop(meta, swarm, storage, config, id, rng, opts)
+    out(format_args!("{present} of {n} pieces present; seeding\n"));
+    // A seed fetches nothing: only what was hashed is wanted, so an unconfirmed piece that fails its
+    // check is dropped rather than downloaded (and `left` stays 0 for the trackers).
+    let wanted = restored.have.clone();
+    let swarm = Swarm::new(geometry, restored.have, wanted, false).with_unconfirmed(&restored.unconfirmed);
+    let config = run_config(opts, ui_mode, true, stop);
+    run_loop(meta, swarm, storage, config, opts)
 }
 
 /// `rill create`: walk, hash with a progress line on a terminal, encode, check by parsing back, write

@@ -1,7 +1,17 @@
-//! A small seeded pseudo-random generator (xoshiro256**), so every random choice is reproducible.
+//! Randomness, in two kinds that must not be mixed up:
+//! - `Rng`: a small seeded pseudo-random generator (xoshiro256**), so every choice that only has to be
+//!   fair (picking, shuffling, the choker, the simulation) is reproducible. It is not cryptographic: its
+//!   whole state follows from a few consecutive outputs.
+//! - `Entropy`: values an outsider must not guess — the peer id's random part (sent to every peer), MSE
+//!   private keys, UDP tracker transaction ids and the tracker `key` (BEP 15 and the HTTP `key` are
+//!   anti-spoofing). In production it is the operating system's CSPRNG (getrandom(2) through the
+//!   `getrandom` crate); tests and the simulation use `Entropy::seeded`, so machines still never read
+//!   the OS themselves in tests.
 //!
-//! Owns: the generator and the few helpers protocol code needs (`below`, `shuffle`, `fill`).
-//! Must not: read OS entropy. `main` seeds it from the OS; tests seed it with a constant.
+//! Owns: both generators, and the only call to `getrandom` in rill (tests/layering.rs checks that).
+//! Must not: decide what the values are for.
+
+use sha1::{Digest, Sha1};
 
 /// xoshiro256** by Blackman and Vigna; not cryptographic, which nothing here needs.
 #[derive(Clone, Debug)]
@@ -61,9 +71,147 @@ impl Rng {
     }
 }
 
+/// The OS CSPRNG cannot be read at start.
+#[derive(Debug)]
+pub struct EntropyError(getrandom::Error);
+
+impl std::fmt::Display for EntropyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot read the operating system's random generator: {}", self.0)
+    }
+}
+
+impl std::error::Error for EntropyError {}
+
+/// Where values that must not be guessed come from. Hand it (or a `fork`) to whatever makes such
+/// values; never draw them from an `Rng`.
+#[derive(Debug)]
+pub enum Entropy {
+    /// The operating system's CSPRNG, read on every draw. `reserve` is 32 bytes read from it at start,
+    /// used only if a later read fails (getrandom(2) does not fail once the pool is initialised, which
+    /// the start-up read proves; the reserve keeps a failure from becoming a panic): then a draw is
+    /// SHA-1(reserve ‖ counter), which stays unguessable without the reserve.
+    Os { reserve: [u8; 32], counter: u64 },
+    /// A seeded xoshiro: reproducible, so guessable. Tests and the simulation only.
+    Seeded(Rng),
+}
+
+impl Entropy {
+    /// The production source. Fails only if the OS generator cannot be read at all.
+    pub fn os() -> Result<Self, EntropyError> {
+        let mut reserve = [0u8; 32];
+        getrandom::fill(&mut reserve).map_err(EntropyError)?;
+        Ok(Entropy::Os { reserve, counter: 0 })
+    }
+
+    /// A reproducible source for tests.
+    pub fn seeded(seed: u64) -> Self {
+        Entropy::Seeded(Rng::seeded(seed))
+    }
+
+    pub fn is_os(&self) -> bool {
+        matches!(self, Entropy::Os { .. })
+    }
+
+    /// An independent source of the same kind (for a machine that keeps its own).
+    pub fn fork(&mut self) -> Entropy {
+        match self {
+            Entropy::Os { .. } => {
+                let mut reserve = [0u8; 32];
+                self.fill(&mut reserve);
+                Entropy::Os { reserve, counter: 0 }
+            }
+            Entropy::Seeded(rng) => Entropy::Seeded(Rng::seeded(rng.next_u64())),
+        }
+    }
+
+    pub fn fill(&mut self, out: &mut [u8]) {
+        match self {
+            Entropy::Os { reserve, counter } => {
+                if getrandom::fill(out).is_err() {
+                    for chunk in out.chunks_mut(20) {
+                        *counter += 1;
+                        let block = Sha1::new().chain_update(*reserve).chain_update(counter.to_le_bytes()).finalize();
+                        chunk.copy_from_slice(&block[..chunk.len()]);
+                    }
+                }
+            }
+            Entropy::Seeded(rng) => rng.fill(out),
+        }
+    }
+
+    pub fn next_u32(&mut self) -> u32 {
+        let mut b = [0u8; 4];
+        self.fill(&mut b);
+        u32::from_le_bytes(b)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut b = [0u8; 8];
+        self.fill(&mut b);
+        u64::from_le_bytes(b)
+    }
+
+    /// Fills `out` with characters of `alphabet`, uniformly (rejection sampling, no modulo bias).
+    /// `alphabet` must have 1 to 256 entries.
+    pub fn fill_from_alphabet(&mut self, out: &mut [u8], alphabet: &[u8]) {
+        debug_assert!(!alphabet.is_empty() && alphabet.len() <= 256);
+        let n = alphabet.len();
+        let limit = 256 - 256 % n;
+        let mut pool = [0u8; 32];
+        let mut used = pool.len();
+        for slot in out.iter_mut() {
+            loop {
+                if used == pool.len() {
+                    self.fill(&mut pool);
+                    used = 0;
+                }
+                let b = usize::from(pool[used]);
+                used += 1;
+                if b < limit {
+                    *slot = alphabet[b % n];
+                    break;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn os_entropy_differs_between_sources_and_draws() {
+        let mut a = Entropy::os().expect("the OS generator");
+        let mut b = Entropy::os().expect("the OS generator");
+        assert!(a.is_os() && b.is_os() && a.fork().is_os());
+        let (x, y) = (a.next_u64(), b.next_u64());
+        assert_ne!(x, y, "two OS sources gave the same 64 bits");
+        assert_ne!(x, a.next_u64(), "two draws gave the same 64 bits");
+    }
+
+    #[test]
+    fn seeded_entropy_is_reproducible_and_forks_are_independent() {
+        let mut a = Entropy::seeded(3);
+        let mut b = Entropy::seeded(3);
+        assert_eq!(a.next_u64(), b.next_u64());
+        let mut fa = a.fork();
+        assert!(!fa.is_os());
+        assert_ne!(fa.next_u64(), a.next_u64());
+    }
+
+    #[test]
+    fn fill_from_alphabet_uses_only_the_alphabet_and_all_of_it() {
+        let mut e = Entropy::seeded(5);
+        let mut out = [0u8; 4096];
+        e.fill_from_alphabet(&mut out, b"abc");
+        assert!(out.iter().all(|c| b"abc".contains(c)));
+        for c in b"abc" {
+            let count = out.iter().filter(|x| *x == c).count();
+            assert!((1200..1530).contains(&count), "{} appears {count} times of 4096", *c as char);
+        }
+    }
 
     #[test]
     fn same_seed_same_sequence_and_below_in_range() {

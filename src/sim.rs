@@ -144,6 +144,8 @@ pub struct Sim {
     next_peer_no: u64,
     next_rate_sample: Timestamp,
     pub steps: u64,
+    /// Per node: the pieces whose confirmation failed, in order.
+    failed_confirmations: Vec<Vec<u32>>,
 }
 
 /// How many chunks to a reader at once (`ReadBuf::fill_from` takes any `io::Read`).
@@ -173,6 +175,7 @@ impl Sim {
             next_peer_no: 0,
             next_rate_sample: Timestamp::ZERO + secs(1),
             steps: 0,
+            failed_confirmations: Vec::new(),
         }
     }
 
@@ -213,7 +216,26 @@ impl Sim {
             listen_port: None,
         };
         self.nodes.push(Node { torrent: Torrent::new(ctx, swarm, storage, meta.piece_hashes.clone()), _dir: dir });
+        self.failed_confirmations.push(Vec::new());
         self.nodes.len() - 1
+    }
+
+    /// Adds a node whose disk holds `on_disk` and whose resume file vouches for every piece: all are
+    /// unconfirmed at start. `download`: it wants every piece (as `rill download`), else only what it
+    /// hashed (as `rill seed`, which hashed nothing here).
+    pub fn add_trusting_node(&mut self, meta: &Metainfo, on_disk: &[u8], download: bool, rng: &mut Rng) -> usize {
+        let node = self.add_node(meta, None, rng);
+        let t = &mut self.nodes[node].torrent;
+        t.storage.write(0, on_disk).expect("write the data on disk");
+        let n = t.ctx.geometry.piece_count();
+        let wanted = if download { Bitfield::full(n) } else { Bitfield::new(n) };
+        t.swarm = Swarm::new(t.ctx.geometry, Bitfield::new(n), wanted, false).with_unconfirmed(&Bitfield::full(n));
+        node
+    }
+
+    /// Pieces a node found changed when it confirmed them (`Torrent::confirm_failed`, as drained).
+    pub fn confirm_failed(&self, node: usize) -> &[u32] {
+        &self.failed_confirmations[node]
     }
 
     /// Connects `from` (dialling) to `to` with a rate cap in bytes/s and a one-way latency each way.
@@ -350,7 +372,32 @@ impl Sim {
                 }
             }
         }
-        // 5. Announce verified pieces and endgame cancels on every connection of the node.
+        // 5. Confirm a bounded amount of each node's unconfirmed pieces, as the loop does once a turn, and
+        //    tell the node's sessions which passed and which are wanted again.
+        for ni in 0..self.nodes.len() {
+            let torrent = &mut self.nodes[ni].torrent;
+            if !torrent.swarm.has_unconfirmed() {
+                continue;
+            }
+            torrent.confirm_some(crate::torrent::CONFIRM_PER_TURN_BYTES).expect("confirm from storage");
+            let confirmed = std::mem::take(&mut torrent.confirmed);
+            let failed = std::mem::take(&mut torrent.confirm_failed);
+            self.failed_confirmations[ni].extend_from_slice(&failed);
+            for link in self.links.iter_mut().filter(|l| l.closed.is_none()) {
+                for end in [&mut link.a, &mut link.b] {
+                    if end.node != ni {
+                        continue;
+                    }
+                    for &p in &confirmed {
+                        end.session.on_we_confirmed(p);
+                    }
+                    for &p in &failed {
+                        end.session.on_piece_wanted(p, &mut self.nodes[ni].torrent.swarm, now);
+                    }
+                }
+            }
+        }
+        // 6. Announce verified pieces and endgame cancels on every connection of the node.
         for ni in 0..self.nodes.len() {
             let verified = std::mem::take(&mut self.nodes[ni].torrent.verified);
             let taken: Vec<_> = self.nodes[ni].torrent.swarm.drain_endgame_taken().collect();
@@ -371,7 +418,7 @@ impl Sim {
                 }
             }
         }
-        // 6. Serve requests and put every session's output on the wire.
+        // 7. Serve requests and put every session's output on the wire.
         for link in self.links.iter_mut().filter(|l| l.closed.is_none()) {
             for (end, pipe) in [(&mut link.a, &mut link.a_to_b), (&mut link.b, &mut link.b_to_a)] {
                 let torrent = &mut self.nodes[end.node].torrent;
@@ -567,5 +614,101 @@ mod tests {
             meta.total_length,
             "the second leecher's only source was the first"
         );
+    }
+
+    // ---- unconfirmed pieces (trusted from a resume file) ----------------------------------------
+
+    /// 1 MiB in 16 pieces of 64 KiB; piece 5 changed on disk after the resume file recorded it.
+    fn changed_on_disk() -> (Metainfo, Vec<u8>, Vec<u8>, u32) {
+        let (meta, content) = make_torrent(1024 * 1024, 64 * 1024, 9);
+        let mut on_disk = content.clone();
+        let changed = 5;
+        on_disk[changed as usize * 64 * 1024 + 777] ^= 0x40;
+        (meta, content, on_disk, changed)
+    }
+
+    #[test]
+    fn unconfirmed_seed_never_serves_a_changed_piece() {
+        let mut rng = Rng::seeded(21);
+        let (meta, content, on_disk, changed) = changed_on_disk();
+        let mut sim = Sim::new();
+        let leecher = sim.add_node(&meta, None, &mut rng);
+        let seed = sim.add_trusting_node(&meta, &on_disk, false, &mut rng);
+        let link = sim.connect(leecher, seed, 4.0 * MB, millis(5));
+        // Before any confirmation, the seed advertises nothing.
+        assert_eq!(sim.swarm(seed).have().count_ones(), 0);
+        sim.run_until(secs(30), |s| s.swarm(leecher).have().count_ones() == 15);
+        sim.run_until(secs(40), |s| s.now >= Timestamp::from_secs(35));
+        assert_eq!(sim.confirm_failed(seed), [changed], "one line names the changed piece");
+        assert!(!sim.swarm(seed).have().get(changed) && !sim.swarm(seed).is_unconfirmed(changed));
+        assert!(!sim.swarm(leecher).have().get(changed), "the leecher never got the changed piece");
+        assert_eq!(sim.swarm(leecher).totals.hash_failures, 0, "no changed byte was ever sent");
+        assert_eq!(sim.link_closed(link), None, "the leecher never asked for what was not advertised");
+        assert_eq!(sim.swarm(seed).totals.uploaded, 15 * 64 * 1024);
+        assert!(!sim.swarm(seed).wants(changed), "a seed does not fetch the changed piece");
+        let got = sim.content(leecher);
+        for p in (0..16).filter(|&p| p != changed as usize) {
+            assert_eq!(got[p * 65536..(p + 1) * 65536], content[p * 65536..(p + 1) * 65536], "piece {p}");
+        }
+    }
+
+    #[test]
+    fn unconfirmed_download_is_not_complete_until_confirmed_and_fetches_a_changed_piece_again() {
+        let mut rng = Rng::seeded(22);
+        let (meta, content, on_disk, changed) = changed_on_disk();
+        let mut sim = Sim::new();
+        let node = sim.add_trusting_node(&meta, &on_disk, true, &mut rng);
+        assert!(!sim.swarm(node).is_complete(), "unconfirmed pieces are not complete");
+        assert_eq!(sim.swarm(node).left(), content.len() as u64);
+        let seed = sim.add_node(&meta, Some(&content), &mut rng);
+        sim.connect(node, seed, 4.0 * MB, millis(5));
+        sim.run_until(secs(30), |s| s.swarm(node).is_complete());
+        assert_eq!(sim.confirm_failed(node), [changed]);
+        assert_eq!(sim.content(node), content, "byte-identical after fetching the changed piece");
+        assert_eq!(sim.swarm(node).totals.downloaded, 64 * 1024, "only the changed piece was fetched");
+        assert_eq!(sim.swarm(node).totals.hash_failures, 0);
+    }
+
+    #[test]
+    fn confirmation_is_bounded_per_turn() {
+        let mut rng = Rng::seeded(23);
+        let (meta, _, on_disk, changed) = changed_on_disk();
+        let mut sim = Sim::new();
+        let node = sim.add_trusting_node(&meta, &on_disk, true, &mut rng);
+        let t = &mut sim.nodes[node].torrent;
+        // 3 pieces of 64 KiB: a budget of 150 KiB stops after the third.
+        assert!(t.confirm_some(150 * 1024).expect("confirm"));
+        assert_eq!(t.swarm.have().count_ones(), 3);
+        assert_eq!(t.confirmed, [0, 1, 2]);
+        // A zero budget still makes progress: one piece.
+        assert!(t.confirm_some(0).expect("confirm"));
+        assert_eq!(t.swarm.have().count_ones(), 4);
+        assert!(!t.confirm_some(u64::MAX).expect("confirm"), "nothing left");
+        assert_eq!(t.swarm.have().count_ones(), 15);
+        assert_eq!(t.confirm_failed, [changed]);
+        assert!(t.swarm.wants(changed), "a download fetches it again");
+    }
+
+    #[test]
+    fn unconfirmed_pieces_confirmed_while_connected_keep_interest_in_the_changed_one() {
+        // 32 MiB in 512 pieces: confirming takes 8 steps (64 pieces each), so the seed's bitfield arrives
+        // while most pieces are unconfirmed, the changed piece becomes wanted in step 5, and the pieces
+        // confirmed after it must not use up the interest it brought.
+        let mut rng = Rng::seeded(24);
+        let (meta, content) = make_torrent(32 * 1024 * 1024, 64 * 1024, 24);
+        let changed = 300;
+        let mut on_disk = content.clone();
+        on_disk[changed as usize * 64 * 1024 + 9] ^= 1;
+        let mut sim = Sim::new();
+        let node = sim.add_trusting_node(&meta, &on_disk, true, &mut rng);
+        let seed = sim.add_node(&meta, Some(&content), &mut rng);
+        let link = sim.connect(node, seed, 8.0 * MB, millis(1));
+        sim.run_until(secs(5), |s| !s.confirm_failed(node).is_empty());
+        assert!(sim.dialler_session(link).is_am_interested(), "the changed piece made the seed interesting");
+        assert!(sim.swarm(node).has_unconfirmed(), "pieces are still to confirm after the changed one");
+        sim.run_until(secs(30), |s| s.swarm(node).is_complete());
+        assert_eq!(sim.confirm_failed(node), [changed]);
+        assert_eq!(sim.content(node), content);
+        assert_eq!(sim.swarm(node).totals.downloaded, 64 * 1024, "only the changed piece was fetched");
     }
 }

@@ -5,7 +5,9 @@
 //!   or anything outside `src/event_loop/` and `src/time.rs` names the loop's `Clock`;
 //! - anything outside `src/storage/` and `src/main.rs` opens files (`std::fs`, `File::open`, `OpenOptions`);
 //! - anything outside the named places starts a thread (the storage helpers and the DNS helper);
-//! - a top-level module imports one above it in [`LAYERS`] (arrows between modules point one way, down).
+//! - a top-level module imports one above it in [`LAYERS`] (arrows between modules point one way, down);
+//! - anything outside `src/rng.rs` reads OS entropy (`getrandom`, `/dev/urandom`): machines get an
+//!   `rng::Entropy`, so tests can hand them a seeded one.
 //!
 //! Comment lines (`//`, `//!`, `///`) are ignored. Test-only code (`#[cfg(test)]` modules, inline or in
 //! their own files) is a driver like the loop and may make temporary directories, so it is exempt from the
@@ -42,6 +44,12 @@ const RULES: &[Rule] = &[
         name: "the loop's Clock outside the event loop",
         needles: &["Clock"],
         allowed: &["src/event_loop/", "src/time.rs"],
+        test_code_exempt: false,
+    },
+    Rule {
+        name: "OS entropy outside rng.rs",
+        needles: &["getrandom", "/dev/urandom", "/dev/random"],
+        allowed: &["src/rng.rs"],
         test_code_exempt: false,
     },
     Rule {
@@ -377,6 +385,7 @@ fn the_owning_modules_do_use_what_they_own() {
     let source = |name: &str| &files.iter().find(|(f, _)| f == name).expect(name).1;
     assert!(source("src/time.rs").lines().any(|l| mentions(l, "Instant::now")));
     assert!(source("src/storage/mod.rs").lines().any(|l| mentions(l, "OpenOptions")));
+    assert!(source("src/rng.rs").lines().any(|l| !is_comment(l) && mentions(l, "getrandom")));
     let event_loop = files.iter().filter(|(f, _)| f.starts_with("src/event_loop/"));
     assert!(event_loop.flat_map(|(_, s)| s.lines()).any(|l| mentions(l, "mio::")));
 }
@@ -450,6 +459,18 @@ fn file_access_outside_storage_is_reported() {
     ]);
     let files: Vec<&str> = found.iter().map(|v| v.file.as_str()).collect();
     assert_eq!(files, ["src/peer/session.rs", "src/metainfo.rs", "src/tracker/mod.rs", "src/observe/trace.rs"]);
+}
+
+#[test]
+fn os_entropy_outside_rng_is_reported_even_in_test_code() {
+    let found = fake(&[
+        ("src/peer/mod.rs", "getrandom::fill(&mut id[8..])?;\n"),
+        ("src/main.rs", "let f = std::fs::File::open(\"/dev/urandom\");\n"),
+        ("src/tracker/udp.rs", "#[cfg(test)]\nmod tests {\n    fn t() { let x = getrandom::u32(); }\n}\n"),
+        ("src/rng.rs", "getrandom::fill(&mut reserve).map_err(EntropyError)?;\n"),
+    ]);
+    let files: Vec<&str> = found.iter().map(|v| v.file.as_str()).collect();
+    assert_eq!(files, ["src/peer/mod.rs", "src/main.rs", "src/tracker/udp.rs"]);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rill::event_loop::scrape::TrackerLoop;
 use rill::metainfo::InfoHash;
-use rill::rng::Rng;
+use rill::rng::{Entropy, Rng};
 use rill::tracker::{ClientIdentity, TrackerEvent, Trackers, Transfer};
 
 const OWN_PORT: u16 = 6881;
@@ -38,7 +38,7 @@ impl Client {
             key: 1,
             numwant: 50,
         };
-        let trackers = Trackers::new(&tiers, identity, &mut rng, lp.now());
+        let trackers = Trackers::new(&tiers, identity, Entropy::seeded(1), &mut rng, lp.now());
         Client { lp, trackers, rng, events: Vec::new() }
     }
 

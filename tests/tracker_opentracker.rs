@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use rill::event_loop::scrape::{scrape, ScrapeOutcome, TrackerLoop};
 use rill::metainfo::InfoHash;
-use rill::rng::Rng;
+use rill::rng::{Entropy, Rng};
 use rill::tracker::{ClientIdentity, ScrapeCounts, Timeouts, TrackerEvent, TrackerState, Trackers, Transfer};
 
 /// Hard lifetime of every opentracker, even if this test binary dies.
@@ -187,7 +187,7 @@ impl Client {
         let mut peer_id = *b"-RL0001-000000000000";
         peer_id[8..].copy_from_slice(format!("{port:012}").as_bytes());
         let identity = ClientIdentity { info_hash, peer_id, port, key: u32::from(port) * 7, numwant: 50 };
-        let trackers = Trackers::new(&tiers, identity, &mut rng, lp.now());
+        let trackers = Trackers::new(&tiers, identity, Entropy::seeded(1), &mut rng, lp.now());
         Client {
             lp,
             trackers,

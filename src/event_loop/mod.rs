@@ -26,6 +26,8 @@
 
 pub mod peers;
 pub mod scrape;
+#[cfg(test)]
+mod tests;
 pub mod token;
 pub mod trackers;
 mod view;
@@ -33,6 +35,7 @@ mod view;
 use std::fmt;
 use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,7 +48,7 @@ use slab::Slab;
 use crate::metainfo::Metainfo;
 use crate::peer::session::{Phase, TorrentContext};
 use crate::peer::DropReason;
-use crate::rng::Rng;
+use crate::rng::{Entropy, Rng};
 use crate::storage::{Storage, StorageError};
 use crate::swarm::candidates::Candidates;
 use crate::swarm::choker::{Choker, CHOKE_ROUND};
@@ -137,6 +140,10 @@ pub struct RunConfig {
     pub upload_slots: usize,
     /// Terminal width for the live line (a longer line would wrap and break the redraw).
     pub columns: usize,
+    /// Set by a SIGINT/SIGTERM handler that `main` registered before the data check. A signal that
+    /// arrived before the loop registered its own (between the check and `run`) is seen here, at the
+    /// start of `run`; later ones reach the loop through its `Signals` source as well.
+    pub stop_requested: Option<Arc<AtomicBool>>,
 }
 
 /// How a run ended.
@@ -183,7 +190,10 @@ pub struct EventLoop {
     timers: TimerWheel<Wake>,
     config: RunConfig,
     torrent: Torrent,
+    /// Fair, reproducible choices (choker, dialling order).
     rng: Rng,
+    /// Values peers must not guess (MSE private keys): the OS source.
+    entropy: Entropy,
     listener: Option<TcpListener>,
     peers: Slab<Connection>,
     next_peer_no: u64,
@@ -207,6 +217,8 @@ pub struct EventLoop {
     stop_deadline_passed: bool,
     completed_announced: bool,
     last_line_len: usize,
+    /// A write to stdout failed: print nothing more (see `view.rs`).
+    stdout_lost: bool,
     choker: Choker,
     up_bucket: Option<TokenBucket>,
     down_bucket: Option<TokenBucket>,
@@ -228,6 +240,7 @@ impl EventLoop {
         config: RunConfig,
         peer_id: [u8; 20],
         mut rng: Rng,
+        mut entropy: Entropy,
     ) -> Result<Self, LoopError> {
         let poll = Poll::new().map_err(LoopError::Poll)?;
         let clock = Clock::start();
@@ -247,6 +260,9 @@ impl EventLoop {
             listener = Some(l);
         }
         let geometry = *swarm.geometry();
+        // Complete at start (a seed, or a download whose pieces were all hashed at start): nothing will
+        // complete in this run, so there is no completion to announce.
+        let completed_at_start = swarm.is_complete();
         let ctx = TorrentContext {
             info_hash: meta.info_hash,
             our_peer_id: peer_id,
@@ -258,10 +274,10 @@ impl EventLoop {
             info_hash: meta.info_hash,
             peer_id,
             port: listen_port.unwrap_or(0),
-            key: rng.next_u32(),
+            key: entropy.next_u32(),
             numwant: 80,
         };
-        let trackers = Trackers::new(&meta.trackers, identity, &mut rng, now);
+        let trackers = Trackers::new(&meta.trackers, identity, entropy.fork(), &mut rng, now);
         let tracker_driver = TrackerDriver::new(poll.registry(), waker).map_err(LoopError::Poll)?;
         let mut candidates = Candidates::new();
         if let Some(port) = listen_port {
@@ -306,6 +322,7 @@ impl EventLoop {
             config,
             torrent: Torrent::new(ctx, swarm, storage, meta.piece_hashes.clone()),
             rng,
+            entropy,
             listener,
             peers: Slab::new(),
             next_peer_no: 0,
@@ -324,8 +341,9 @@ impl EventLoop {
             started_at: now,
             stopping: false,
             stop_deadline_passed: false,
-            completed_announced: false,
+            completed_announced: completed_at_start,
             last_line_len: 0,
+            stdout_lost: false,
             choker,
             up_bucket,
             down_bucket,
@@ -389,7 +407,7 @@ impl EventLoop {
         let storage = &mut self.torrent.storage;
         storage.poll_background_save().map_err(LoopError::Storage)?;
         if self.unsaved_bytes > 0
-            && storage.start_background_save(&info_hash, self.torrent.swarm.have()).map_err(LoopError::Storage)?
+            && storage.start_background_save(&info_hash, &self.torrent.swarm.recorded()).map_err(LoopError::Storage)?
         {
             self.unsaved_bytes = 0;
         }
@@ -398,7 +416,7 @@ impl EventLoop {
 
     fn save_resume(&mut self) -> Result<(), LoopError> {
         let info_hash = self.torrent.ctx.info_hash.0;
-        self.torrent.storage.save_resume(&info_hash, self.torrent.swarm.have()).map_err(LoopError::Storage)?;
+        self.torrent.storage.save_resume(&info_hash, &self.torrent.swarm.recorded()).map_err(LoopError::Storage)?;
         self.unsaved_bytes = 0;
         Ok(())
     }
@@ -406,6 +424,12 @@ impl EventLoop {
     fn run_turns(&mut self) -> Result<(), LoopError> {
         let mut events = Events::with_capacity(256);
         let now = self.clock.now();
+        if self.config.stop_requested.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed)) {
+            // A signal came between the data check and the loop's own handler: stop before announcing.
+            log::info!("signal received: stopping");
+            self.interrupted = true;
+            self.begin_stop(now);
+        }
         let transfer = self.transfer();
         self.trackers.on_timeout(now, transfer, &mut self.rng);
         self.pump_trackers(now);
@@ -414,7 +438,8 @@ impl EventLoop {
             self.begin_stop(now);
         }
         loop {
-            let wait = if self.backlog.is_empty() {
+            let confirming = !self.stopping && self.torrent.swarm.has_unconfirmed();
+            let wait = if self.backlog.is_empty() && !confirming {
                 let now = self.clock.now();
                 self.timers.next_deadline().map(|at| at - now)
             } else {
@@ -452,6 +477,9 @@ impl EventLoop {
             }
             while let Some(wake) = self.timers.pop_expired(now) {
                 self.on_timer(wake, now)?;
+            }
+            if confirming {
+                self.confirm_some(now)?;
             }
             self.after_turn(now)?;
             if self.stopping && (self.stop_deadline_passed || self.trackers.is_stopped()) {
@@ -601,11 +629,46 @@ impl EventLoop {
         Ok(())
     }
 
+    /// Hashes a bounded amount of the pieces trusted from the resume file (the torrent decides which and
+    /// how much); confirmed ones are announced in `after_turn`, failed ones get one line each.
+    fn confirm_some(&mut self, now: Timestamp) -> Result<(), LoopError> {
+        self.torrent.confirm_some(crate::torrent::CONFIRM_PER_TURN_BYTES).map_err(LoopError::Storage)?;
+        let confirmed = std::mem::take(&mut self.torrent.confirmed);
+        let failed = std::mem::take(&mut self.torrent.confirm_failed);
+        for &piece in &failed {
+            let what = if self.torrent.swarm.wants(piece) { "fetching it again" } else { "not serving it" };
+            log::info!("piece {piece}: data changed on disk since the resume file recorded it; {what}");
+            self.say(now, &format!("piece {piece}: data changed on disk since it was checked; {what}"));
+        }
+        let slots: Vec<usize> = self.peers.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            let conn = &mut self.peers[slot];
+            if conn.closing.is_some() {
+                continue;
+            }
+            for &piece in &confirmed {
+                conn.session.on_we_confirmed(piece);
+            }
+            for &piece in &failed {
+                conn.session.on_piece_wanted(piece, &mut self.torrent.swarm, now);
+            }
+            self.flush_peer(slot, now)?;
+        }
+        if !confirmed.is_empty() && self.torrent.swarm.is_complete() && !self.completed_announced {
+            self.on_complete(now);
+        }
+        Ok(())
+    }
+
     fn on_complete(&mut self, now: Timestamp) {
         self.completed_announced = true;
-        let transfer = self.transfer();
-        self.trackers.on_completed(now, transfer);
-        self.pump_trackers(now);
+        // BEP 3's `completed` is for a download that finished in this run: not for data that was all
+        // on disk and only confirmed (`rill seed`, or a download restarted after it finished).
+        if self.torrent.swarm.totals.downloaded > 0 {
+            let transfer = self.transfer();
+            self.trackers.on_completed(now, transfer);
+            self.pump_trackers(now);
+        }
         log::info!("download complete");
         if !self.config.keep_seeding {
             self.begin_stop(now);

@@ -275,7 +275,7 @@ impl EventLoop {
                     }
                     let no = self.new_peer_no();
                     let session = PeerSession::incoming(no, &self.torrent.ctx, now);
-                    let responder = mse::Responder::new(self.torrent.ctx.info_hash, &mut self.rng);
+                    let responder = mse::Responder::new(self.torrent.ctx.info_hash, &mut self.entropy);
                     if let Some(slot) = self.insert_peer(socket, addr, session, now) {
                         self.peers[slot].encryption = Encryption::Undecided(Box::new(responder));
                         log::debug!("{addr}: accepted");

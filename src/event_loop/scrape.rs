@@ -15,7 +15,7 @@ use mio::{Events, Poll, Waker};
 use super::token::{self, Source};
 use super::trackers::TrackerDriver;
 use crate::metainfo::InfoHash;
-use crate::rng::Rng;
+use crate::rng::{Entropy, Rng};
 use crate::time::{secs, Clock, Timestamp};
 use crate::tracker::{Retransmit, ScrapeCounts, Timeouts, TrackerError, TrackerEvent, Trackers, Transfer};
 
@@ -72,10 +72,10 @@ fn run_scrape(
     let mut lp = TrackerLoop::new()?;
     let start = lp.now();
     let end = start + timeout;
-    // Transaction ids need only differ between runs; main owns OS entropy, so mix the process id in.
-    let seed = u64::from_le_bytes(info_hash.0[..8].try_into().unwrap_or_default()) ^ u64::from(std::process::id());
-    let mut rng = Rng::seeded(seed);
-    let mut trackers = Trackers::scrape_only(tiers, info_hash, &mut rng, start);
+    // Transaction ids must not be guessable (BEP 15): they come from the OS generator.
+    let mut entropy = Entropy::os().map_err(io::Error::other)?;
+    let mut rng = Rng::seeded(entropy.next_u64());
+    let mut trackers = Trackers::scrape_only(tiers, info_hash, entropy, &mut rng, start);
     trackers.set_timeouts(Timeouts {
         http: timeout,
         udp: Retransmit { base: (timeout / 4).clamp(secs(1), secs(15)), ..Retransmit::default() },

@@ -3,6 +3,10 @@
 //!
 //! Owns: when and where lines are printed. Must not: format them (that is `observe::ui`) or decide
 //! anything.
+//!
+//! Output errors: a write to stdout that fails (a closed pipe or terminal, a full disk) never panics
+//! and never stops the run; rill stops printing for the rest of it (`stdout_lost`) and goes on
+//! transferring.
 
 use std::io::{self, Write};
 
@@ -30,43 +34,58 @@ impl EventLoop {
 
     /// Prints one line of news (a tracker answered, failed...) above the live status line.
     pub(super) fn say(&mut self, now: Timestamp, line: &str) {
-        if self.stopping {
+        if self.stopping || self.stdout_lost {
             return;
         }
         let mut out = io::stdout().lock();
         match self.config.ui {
             UiMode::Live => {
-                let _ =
-                    writeln!(out, "\r{line}{}", " ".repeat(self.last_line_len.saturating_sub(line.chars().count())));
+                let pad = " ".repeat(self.last_line_len.saturating_sub(line.chars().count()));
+                let written = writeln!(out, "\r{line}{pad}");
                 drop(out);
+                self.note_output(written);
                 self.last_line_len = 0;
                 self.redraw(now, false);
             }
             UiMode::Plain => {
-                let _ = writeln!(out, "{line}");
+                let written = writeln!(out, "{line}").and_then(|()| out.flush());
+                drop(out);
+                self.note_output(written);
             }
         }
     }
 
+    /// After a failed write, nothing more is printed in this run.
+    fn note_output(&mut self, written: io::Result<()>) {
+        if let Err(e) = written {
+            log::debug!("stdout: {e}; no more progress lines");
+            self.stdout_lost = true;
+        }
+    }
+
     pub(super) fn redraw(&mut self, _now: Timestamp, last: bool) {
+        if self.stdout_lost {
+            return;
+        }
         let snap = self.snapshot();
         match self.config.ui {
             UiMode::Live => {
                 let line = ui::render_status(&snap, self.config.columns.saturating_sub(1));
                 let pad = self.last_line_len.saturating_sub(line.chars().count());
                 let mut out = io::stdout().lock();
-                let _ = write!(out, "\r{line}{}", " ".repeat(pad));
-                if last {
-                    let _ = writeln!(out);
-                }
-                let _ = out.flush();
+                let written = write!(out, "\r{line}{}", " ".repeat(pad))
+                    .and_then(|()| if last { writeln!(out) } else { Ok(()) })
+                    .and_then(|()| out.flush());
+                drop(out);
+                self.note_output(written);
                 self.last_line_len = line.chars().count();
             }
             UiMode::Plain => {
                 let line = ui::render_status(&snap, 200);
                 let mut out = io::stdout().lock();
-                let _ = writeln!(out, "{line}");
-                let _ = out.flush();
+                let written = writeln!(out, "{line}").and_then(|()| out.flush());
+                drop(out);
+                self.note_output(written);
             }
         }
     }

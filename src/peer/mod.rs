@@ -16,6 +16,17 @@ mod tests;
 use std::fmt;
 use std::io;
 
+use crate::rng::Entropy;
+
+/// Our peer id: Azureus-style client tag, then 12 characters from `entropy` (the OS CSPRNG in
+/// production). Every peer sees it, so it must not reveal the state of any generator.
+pub fn our_peer_id(entropy: &mut Entropy) -> [u8; 20] {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut id = *b"-RL0001-............";
+    entropy.fill_from_alphabet(&mut id[8..], ALPHABET);
+    id
+}
+
 /// Every reason to distrust a peer: one line in the log, assertable in tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PeerMisbehaved {

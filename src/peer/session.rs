@@ -495,6 +495,27 @@ impl PeerSession {
         self.update_interest(swarm, now);
     }
 
+    /// A piece we held unconfirmed (trusted from the resume file, so never advertised and never wanted)
+    /// passed its check: tell the peer. It was never counted in `interesting`, so interest is unchanged.
+    pub fn on_we_confirmed(&mut self, piece: u32) {
+        if matches!(self.phase, Phase::AwaitingConnect | Phase::AwaitingHandshake) {
+            return; // our bitfield, sent after the handshake, will include it
+        }
+        self.send(Frame::Have { piece });
+    }
+
+    /// A piece we did not want (it was unconfirmed) became wanted (it failed its check): if the peer has
+    /// it, it is interesting now.
+    pub fn on_piece_wanted(&mut self, piece: u32, swarm: &mut Swarm, now: Timestamp) {
+        if matches!(self.phase, Phase::AwaitingConnect | Phase::AwaitingHandshake) {
+            return; // the peer's bitfield, still to come, is counted against what we want then
+        }
+        if self.peer_has.get(piece) && swarm.wants(piece) {
+            self.interesting += 1;
+            self.update_interest(swarm, now);
+        }
+    }
+
     /// Another peer delivered `block` first (endgame): cancel our request for it.
     pub fn on_block_taken(&mut self, block: &BlockRef) {
         if self.pipeline.release(block) {

@@ -606,6 +606,60 @@ fn active_we_have_keeps_interest_while_the_peer_has_more() {
     assert!(c.peer.is_am_interested());
 }
 
+/// We have nothing hashed; the resume file vouches for every piece but 19 (all unconfirmed).
+fn trusting() -> Swarm {
+    let mut unconfirmed = Bitfield::full(PIECES);
+    unconfirmed.clear(19);
+    leecher().with_unconfirmed(&unconfirmed)
+}
+
+#[test]
+fn active_unconfirmed_pieces_are_not_advertised_and_requests_for_them_are_misbehaviour() {
+    let t0 = Timestamp::ZERO;
+    let mut c = incoming(t0, trusting());
+    peer_handshakes(&mut c, PLAIN);
+    let sent = sent_frames(&mut c);
+    assert!(!sent.iter().any(|f| matches!(f, OwnedFrame::Bitfield(_))), "nothing hashed, nothing advertised: {sent:?}");
+    peer_sends(&mut c, Frame::Bitfield(&NONE));
+    peer_sends(&mut c, Frame::Interested);
+    c.peer.set_choking(false);
+    let _ = sent_frames(&mut c);
+    assert_eq!(
+        drops_on(&mut c, request(block(4, 0))),
+        DropReason::Misbehaved(PeerMisbehaved::RequestedMissingPiece { piece: 4 })
+    );
+}
+
+#[test]
+fn active_confirmed_piece_is_announced_without_using_up_interest() {
+    let t0 = Timestamp::ZERO;
+    // The peer has everything: only piece 19 (not vouched for) is interesting.
+    let mut c = active(t0, trusting(), &ALL);
+    assert!(c.peer.is_am_interested());
+    for p in 0..5 {
+        let _contributors = c.swarm.on_piece_verified(assume_verified(p));
+        c.peer.on_we_confirmed(p);
+    }
+    assert_eq!(sent_frames(&mut c), (0..5).map(OwnedFrame::Have).collect::<Vec<_>>());
+    assert!(c.peer.is_am_interested(), "piece 19 is still wanted");
+}
+
+#[test]
+fn active_piece_that_fails_its_confirmation_makes_the_peer_interesting() {
+    let t0 = Timestamp::ZERO;
+    let mut unconfirmed = Bitfield::full(PIECES);
+    unconfirmed.clear(19);
+    let swarm = having(&[19]).with_unconfirmed(&unconfirmed);
+    let mut c = active(t0, swarm, &ALL);
+    assert!(!c.peer.is_am_interested(), "nothing to fetch while the rest is unconfirmed");
+    c.swarm.on_confirm_failed(6);
+    c.peer.on_piece_wanted(6, &mut c.swarm, c.now);
+    assert_eq!(sent_frames(&mut c), [OwnedFrame::Interested]);
+    peer_sends(&mut c, Frame::Unchoke);
+    let asked = requests(&sent_frames(&mut c));
+    assert_eq!(asked, (0..4).map(|i| block(6, i)).collect::<Vec<_>>(), "only the failed piece is fetched");
+}
+
 // ---- active: downloading --------------------------------------------------------------------------
 
 #[test]

@@ -76,23 +76,31 @@ pub fn check_pieces(
 
 /// What the start-up check found.
 pub struct Restored {
+    /// Pieces hashed in this run and found right (each through a `VerifiedPiece`).
     pub have: crate::bitfield::Bitfield,
-    /// Pieces taken from the resume file without hashing.
+    /// Pieces the resume file vouches for, not hashed in this run: "unconfirmed". They are neither had nor
+    /// advertised until the swarm confirms them (`Swarm::next_unconfirmed`), so a block of one is never
+    /// served before it is hashed in this run.
+    pub unconfirmed: crate::bitfield::Bitfield,
+    /// How many pieces are in `unconfirmed`.
     pub trusted: u32,
     /// Pieces hashed (because no record vouched for them).
     pub checked: u32,
+    /// `progress` asked to stop (a signal): pieces not reached are in neither bitfield.
+    pub interrupted: bool,
 }
 
-/// Decides what is already on disk: pieces the resume file records as verified count without hashing
-/// when every file they touch still has the recorded size and mtime; every other piece whose files
-/// exist is hashed. `recheck` hashes everything. `progress(done, total)` reports the hashing.
+/// Decides what is already on disk: pieces the resume file records as verified are taken as unconfirmed,
+/// without hashing, when every file they touch still has the recorded size and mtime; every other piece
+/// whose files exist is hashed. `recheck` hashes everything. `progress(done, total)` reports the hashing
+/// and returns false to stop it early (`Restored::interrupted`).
 pub fn restore(
     storage: &mut Storage,
     geometry: &Geometry,
     hashes: &[[u8; 20]],
     resume: Option<&super::resume::ResumeData>,
     recheck: bool,
-    mut progress: impl FnMut(u32, u32),
+    mut progress: impl FnMut(u32, u32) -> bool,
 ) -> Result<Restored, StorageError> {
     use crate::bitfield::Bitfield;
     let n = geometry.piece_count();
@@ -109,6 +117,7 @@ pub fn restore(
     // enough to hold it (otherwise hashing is pointless).
     let mut to_check = Vec::new();
     let mut have = Bitfield::new(n);
+    let mut unconfirmed = Bitfield::new(n);
     let mut trusted = 0;
     let mut first_file = 0;
     for piece in 0..n {
@@ -131,7 +140,7 @@ pub fn restore(
         }
         let recorded_ok = matches!(&recorded, Some(Ok(bits)) if bits.get(piece));
         if recorded_ok && all_trusted && present {
-            have.set(piece);
+            unconfirmed.set(piece);
             trusted += 1;
         } else if present {
             to_check.push(piece);
@@ -139,12 +148,16 @@ pub fn restore(
     }
     let total = to_check.len() as u32;
     let mut checked = 0;
+    let mut interrupted = false;
     for piece in to_check {
         if let Some(v) = check_piece(storage, geometry, piece, &hashes[piece as usize])? {
             have.set(v.piece());
         }
         checked += 1;
-        progress(checked, total);
+        if !progress(checked, total) {
+            interrupted = true;
+            break;
+        }
     }
-    Ok(Restored { have, trusted, checked })
+    Ok(Restored { have, unconfirmed, trusted, checked, interrupted })
 }

@@ -4,9 +4,17 @@
 //! and their running SHA-1, transfer totals, and `check_invariants()`.
 //! Must not: do I/O. Sessions reach each other only through this state; the loop carries out the rest.
 //!
-//! A piece is in exactly one of three states: missing (no `PartialPiece`, not in `have`), in progress
-//! (a `PartialPiece` exists), or verified (in `have`). Only a `VerifiedPiece`, which only
-//! `storage::verify` can make, moves a piece into `have`.
+//! A piece is in exactly one of four states: missing (no `PartialPiece`, not in `have`), in progress
+//! (a `PartialPiece` exists), unconfirmed (in `unconfirmed`: the resume file vouches for it but it was not
+//! hashed in this run), or verified (in `have`). Only a `VerifiedPiece`, which only `storage::verify` can
+//! make, moves a piece into `have`.
+//!
+//! Unconfirmed pieces (the seeding check, issue 9): they are not had, so they are neither advertised
+//! (bitfield, `have`) nor served, and they count in `left`, so a download is never complete while one
+//! remains. They are not wanted from peers either (the data is most likely right). The driver confirms
+//! them in the background, a bounded amount per turn (`next_unconfirmed`, then `on_piece_verified` or
+//! `on_confirm_failed`); one that fails becomes missing, and a download fetches it again. Since an
+//! unconfirmed piece was never advertised, a failure has no `have` to take back.
 
 pub mod bans;
 pub mod candidates;
@@ -114,6 +122,11 @@ pub struct Swarm {
     pub totals: Totals,
     /// Blocks that arrived while other peers also had them requested (endgame): the loop sends cancels.
     taken_in_endgame: Vec<BlockRef>,
+    /// Pieces the resume file vouches for that were not hashed in this run. Invariant: disjoint from
+    /// `have` and from `partial`; not counted in `unstarted`.
+    unconfirmed: Bitfield,
+    /// Invariant: no piece before this index is in `unconfirmed` (pieces are confirmed in order).
+    confirm_cursor: u32,
 }
 
 impl Swarm {
@@ -136,7 +149,22 @@ impl Swarm {
             picker: picker::PickerState::new(sequential),
             totals: Totals::default(),
             taken_in_endgame: Vec::new(),
+            unconfirmed: Bitfield::new(n),
+            confirm_cursor: 0,
         }
+    }
+
+    /// Adds the pieces the resume file vouches for without a hash in this run (`verify::Restored`'s
+    /// `unconfirmed`). Pieces already had are ignored.
+    pub fn with_unconfirmed(mut self, unconfirmed: &Bitfield) -> Self {
+        debug_assert_eq!(unconfirmed.len(), self.geometry.piece_count());
+        for p in unconfirmed.iter_ones() {
+            if !self.have.get(p) && self.unconfirmed.set(p) && self.wanted.get(p) {
+                self.unstarted -= 1;
+            }
+        }
+        self.confirm_cursor = 0;
+        self
     }
 
     pub fn geometry(&self) -> &Geometry {
@@ -145,8 +173,9 @@ impl Swarm {
     pub fn have(&self) -> &Bitfield {
         &self.have
     }
+    /// A piece to fetch from peers: wanted, not had, and not waiting for its confirmation.
     pub fn wants(&self, piece: u32) -> bool {
-        self.wanted.get(piece) && !self.have.get(piece)
+        self.wanted.get(piece) && !self.have.get(piece) && !self.unconfirmed.get(piece)
     }
     /// Bytes of wanted pieces not yet verified.
     pub fn left(&self) -> u64 {
@@ -156,9 +185,48 @@ impl Swarm {
     pub fn wanted_bytes(&self) -> u64 {
         self.wanted_total
     }
-    /// Every wanted piece is verified.
+    /// Every wanted piece is verified (in this run, or confirmed in this run): never while a wanted piece
+    /// is unconfirmed.
     pub fn is_complete(&self) -> bool {
         self.left == 0
+    }
+
+    // ---- unconfirmed pieces -------------------------------------------------------------------
+
+    /// The next piece to confirm (hash from disk), lowest first; `None` once none is left. The driver
+    /// reports the verdict with `on_piece_verified` or `on_confirm_failed` before asking again.
+    pub fn next_unconfirmed(&mut self) -> Option<u32> {
+        let n = self.geometry.piece_count();
+        while self.confirm_cursor < n && !self.unconfirmed.get(self.confirm_cursor) {
+            self.confirm_cursor += 1;
+        }
+        (self.confirm_cursor < n).then_some(self.confirm_cursor)
+    }
+
+    pub fn has_unconfirmed(&self) -> bool {
+        self.unconfirmed.count_ones() > 0
+    }
+
+    pub fn is_unconfirmed(&self, piece: u32) -> bool {
+        self.unconfirmed.get(piece)
+    }
+
+    /// An unconfirmed piece did not hash right: its data changed since the resume file recorded it. It
+    /// becomes missing; if it is wanted, the picker fetches it again.
+    pub fn on_confirm_failed(&mut self, piece: u32) {
+        if self.unconfirmed.clear(piece) && self.wanted.get(piece) {
+            self.unstarted += 1;
+        }
+    }
+
+    /// What the resume file should record: verified pieces, and unconfirmed ones (still vouched for by
+    /// the file they came from; a save must not make the next start hash them again).
+    pub fn recorded(&self) -> Bitfield {
+        let mut bits = self.have.clone();
+        for p in self.unconfirmed.iter_ones() {
+            bits.set(p);
+        }
+        bits
     }
     pub fn is_seed(&self) -> bool {
         self.have.is_full()
@@ -276,6 +344,7 @@ impl Swarm {
     /// The piece passed its hash check: it is ours. Returns the peers that contributed to it.
     pub fn on_piece_verified(&mut self, verified: VerifiedPiece) -> Vec<PeerNo> {
         let piece = verified.piece();
+        self.unconfirmed.clear(piece);
         let contributors = match self.partial.remove(&piece) {
             Some(pp) => {
                 self.spare_blocks.push(pp.blocks);
@@ -346,6 +415,11 @@ impl Swarm {
             let first = pp.blocks.iter().position(|b| *b == BlockState::Free).unwrap_or(pp.blocks.len()) as u32;
             assert!(pp.first_free <= first, "a free block before first_free in piece {piece}");
             assert!(pp.hashed <= pp.received, "hashed past the received blocks of {piece}");
+            assert!(!self.unconfirmed.get(*piece), "piece {piece} both unconfirmed and in progress");
+        }
+        for p in self.unconfirmed.iter_ones() {
+            assert!(!self.have.get(p), "piece {p} both verified and unconfirmed");
+            assert!(p >= self.confirm_cursor, "unconfirmed piece {p} behind the cursor");
         }
         let left: u64 = (0..self.geometry.piece_count())
             .filter(|&p| self.wanted.get(p) && !self.have.get(p))
@@ -353,7 +427,9 @@ impl Swarm {
             .sum();
         assert_eq!(left, self.left, "bytes left");
         let unstarted = (0..self.geometry.piece_count())
-            .filter(|&p| self.wanted.get(p) && !self.have.get(p) && !self.partial.contains_key(&p))
+            .filter(|&p| {
+                self.wanted.get(p) && !self.have.get(p) && !self.partial.contains_key(&p) && !self.unconfirmed.get(p)
+            })
             .count() as u32;
         assert_eq!(unstarted, self.unstarted, "unstarted pieces");
     }
@@ -361,5 +437,79 @@ impl Swarm {
     /// Owners of a block, for invariant checks in tests.
     pub fn block_state(&self, block: &BlockRef) -> Option<BlockState> {
         self.partial.get(&block.piece).map(|pp| pp.blocks[block.index() as usize])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::verify::assume_verified;
+
+    /// 4 pieces of 32 KiB; piece 0 hashed at start, pieces 1 and 2 vouched for by the resume file.
+    fn restored(wanted: Bitfield) -> Swarm {
+        let geometry = Geometry::new(32 * 1024, 4 * 32 * 1024);
+        let mut have = Bitfield::new(4);
+        have.set(0);
+        let mut unconfirmed = Bitfield::new(4);
+        for p in [0, 1, 2] {
+            unconfirmed.set(p);
+        }
+        Swarm::new(geometry, have, wanted, false).with_unconfirmed(&unconfirmed)
+    }
+
+    #[test]
+    fn unconfirmed_pieces_are_neither_had_nor_wanted_but_count_as_left() {
+        let s = restored(Bitfield::full(4));
+        s.check_invariants();
+        assert!(!s.is_unconfirmed(0), "a piece hashed at start stays had");
+        assert_eq!(s.have().iter_ones().collect::<Vec<_>>(), [0], "only hashed pieces are advertised");
+        assert!(!s.wants(1) && !s.wants(2) && s.wants(3), "unconfirmed pieces are not fetched");
+        assert_eq!(s.left(), 3 * 32 * 1024, "unconfirmed pieces are not complete");
+        assert!(!s.is_complete());
+        assert_eq!(s.recorded().iter_ones().collect::<Vec<_>>(), [0, 1, 2], "a save keeps them");
+    }
+
+    #[test]
+    fn unconfirmed_pieces_are_confirmed_in_order_by_a_verified_piece_only() {
+        let mut s = restored(Bitfield::full(4));
+        assert_eq!(s.next_unconfirmed(), Some(1));
+        assert_eq!(s.next_unconfirmed(), Some(1), "asking again without a verdict gives the same piece");
+        let _ = s.on_piece_verified(assume_verified(1));
+        s.check_invariants();
+        assert!(s.have().get(1) && !s.is_unconfirmed(1));
+        assert_eq!(s.next_unconfirmed(), Some(2));
+        let _ = s.on_piece_verified(assume_verified(2));
+        assert_eq!(s.next_unconfirmed(), None);
+        assert!(!s.has_unconfirmed());
+        assert_eq!(s.left(), 32 * 1024, "only piece 3 is left to download");
+        s.check_invariants();
+    }
+
+    #[test]
+    fn unconfirmed_piece_that_fails_becomes_missing_and_wanted_again_in_a_download() {
+        let mut s = restored(Bitfield::full(4));
+        assert_eq!(s.next_unconfirmed(), Some(1));
+        s.on_confirm_failed(1);
+        s.check_invariants();
+        assert!(!s.have().get(1) && !s.is_unconfirmed(1));
+        assert!(s.wants(1), "a download fetches it again");
+        assert!(!s.recorded().get(1), "a save no longer vouches for it");
+        assert_eq!(s.totals.hash_failures, 0, "no peer sent anything bad");
+        assert_eq!(s.next_unconfirmed(), Some(2));
+    }
+
+    #[test]
+    fn unconfirmed_piece_that_fails_in_a_seed_is_dropped_not_fetched() {
+        // `rill seed` wants only what it hashed at start.
+        let mut only_hashed = Bitfield::new(4);
+        only_hashed.set(0);
+        let mut s = restored(only_hashed);
+        assert!(s.is_complete(), "a seed reports nothing left to trackers");
+        s.on_confirm_failed(1);
+        let _ = s.on_piece_verified(assume_verified(2));
+        s.check_invariants();
+        assert!(!s.wants(1) && !s.have().get(1));
+        assert_eq!(s.have().iter_ones().collect::<Vec<_>>(), [0, 2]);
+        assert!(s.is_complete());
     }
 }

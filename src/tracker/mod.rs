@@ -50,7 +50,7 @@ pub use status::{TrackerState, TrackerStatus};
 pub use udp::Retransmit;
 
 use crate::metainfo::InfoHash;
-use crate::rng::Rng;
+use crate::rng::{Entropy, Rng};
 use crate::time::{secs, Timestamp};
 use request::{Request, Slot};
 use resolve::HostCache;
@@ -191,8 +191,9 @@ pub struct Trackers {
     known_peers: HashSet<SocketAddr>,
     /// The figures from the latest call that carried them.
     transfer: Transfer,
-    /// Transaction ids and shuffles; forked from the generator given to `new`.
-    rng: Rng,
+    /// UDP transaction ids (BEP 15: a guessed one lets an off-path attacker forge replies): the OS
+    /// source in production.
+    entropy: Entropy,
     next_io: u64,
     timeouts: Timeouts,
     /// False for a scrape-only instance.
@@ -205,7 +206,14 @@ pub struct Trackers {
 impl Trackers {
     /// `tiers` as in the metainfo (`announce-list`, or `[[announce]]`); empty tiers and repeated URLs are
     /// dropped. The first announce to every tier is due at `now`.
-    pub fn new(tiers: &[Vec<String>], identity: ClientIdentity, rng: &mut Rng, now: Timestamp) -> Self {
+    /// `entropy` draws the UDP transaction ids (the OS source in production); `rng` only shuffles tiers.
+    pub fn new(
+        tiers: &[Vec<String>],
+        identity: ClientIdentity,
+        entropy: Entropy,
+        rng: &mut Rng,
+        now: Timestamp,
+    ) -> Self {
         let mut own = Rng::seeded(rng.next_u64());
         let mut trackers = Vec::new();
         let mut tier_list = Vec::new();
@@ -252,7 +260,7 @@ impl Trackers {
             events: VecDeque::new(),
             known_peers: HashSet::new(),
             transfer: Transfer::default(),
-            rng: own,
+            entropy,
             next_io: 0,
             timeouts: Timeouts::default(),
             announcing: true,
@@ -263,14 +271,25 @@ impl Trackers {
 
     /// An instance that never announces, for `rill info --scrape`: call `scrape(now)` and wait for
     /// `TrackerEvent::Scraped` until `is_scraping()` is false.
-    pub fn scrape_only(tiers: &[Vec<String>], info_hash: InfoHash, rng: &mut Rng, now: Timestamp) -> Self {
+    pub fn scrape_only(
+        tiers: &[Vec<String>],
+        info_hash: InfoHash,
+        entropy: Entropy,
+        rng: &mut Rng,
+        now: Timestamp,
+    ) -> Self {
         let identity = ClientIdentity { info_hash, peer_id: [0; 20], port: 0, key: 0, numwant: 0 };
-        let mut trackers = Trackers::new(tiers, identity, rng, now);
+        let mut trackers = Trackers::new(tiers, identity, entropy, rng, now);
         trackers.announcing = false;
         for tier in &mut trackers.tiers {
             tier.next_at = None;
         }
         trackers
+    }
+
+    /// Who we say we are to trackers (the `key` included).
+    pub fn identity(&self) -> &ClientIdentity {
+        &self.identity
     }
 
     /// Replaces the time limits; affects requests started afterwards.
@@ -279,8 +298,8 @@ impl Trackers {
     }
 
     /// Starts whatever is due at `now` (announces, retransmissions, time-outs). A call with nothing due
-    /// does nothing. `rng` is not needed: the machines use their own generator, forked from the one given
-    /// to `new`, so that replies (which arrive without one) can draw transaction ids too.
+    /// does nothing. `rng` is not needed: transaction ids come from the `Entropy` given to `new`, so that
+    /// replies (which arrive without one) can draw them too.
     pub fn on_timeout(&mut self, now: Timestamp, transfer: Transfer, rng: &mut Rng) {
         let _ = rng;
         self.transfer = transfer;

@@ -187,7 +187,7 @@ fn udp_decoder_and_exchange_survive_mutations() {
         }
         // Feed it to an exchange that awaits exactly this transaction id, in both phases.
         for connection in [None, Some(udp::ConnectionId { id: 1, obtained: Timestamp::ZERO })] {
-            let mut ex_rng = Rng::seeded(seed);
+            let mut ex_rng = Entropy::seeded(seed);
             let work = if seed % 2 == 0 {
                 UdpWork::Announce(announce_params())
             } else {
@@ -245,7 +245,7 @@ fn trackers_survive_mutated_http_replies_and_end_every_announce() {
     for seed in 0..ROUNDS / 3 {
         let mut rng = Rng::seeded(seed);
         let input = mutate(&mut rng, &corpus);
-        let mut tr = Trackers::new(&tiers, identity(), &mut rng, Timestamp::ZERO);
+        let mut tr = Trackers::new(&tiers, identity(), Entropy::seeded(1), &mut rng, Timestamp::ZERO);
         tr.on_timeout(Timestamp::ZERO, Transfer::default(), &mut rng);
         let mut pending: Vec<IoId> = Vec::new();
         let mut redirects = 0;
@@ -284,7 +284,7 @@ fn trackers_survive_mutated_datagrams_from_anyone() {
     let tracker: SocketAddr = "127.0.0.1:6969".parse().unwrap();
     let tiers = vec![vec!["udp://127.0.0.1:6969".to_string()]];
     let mut rng = Rng::seeded(99);
-    let mut tr = Trackers::new(&tiers, identity(), &mut rng, Timestamp::ZERO);
+    let mut tr = Trackers::new(&tiers, identity(), Entropy::seeded(1), &mut rng, Timestamp::ZERO);
     let mut now = Timestamp::ZERO;
     tr.on_timeout(now, Transfer::default(), &mut rng);
     for seed in 0..ROUNDS {

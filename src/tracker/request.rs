@@ -213,7 +213,7 @@ impl Trackers {
         let Some(Request { phase: Phase::Udp(exchange), .. }) = slot_of(&mut self.trackers[t], slot) else {
             return;
         };
-        let step = exchange.on_reply(from, &reply, now, &mut self.rng);
+        let step = exchange.on_reply(from, &reply, now, &mut self.entropy);
         if step == Step::Idle {
             debug!("udp {from}: ignored: stranger or unexpected action");
         }
@@ -350,7 +350,7 @@ impl Trackers {
                     Purpose::Scrape => UdpWork::Scrape(info_hash),
                 };
                 let (exchange, step) =
-                    UdpExchange::start(work, addrs, connection, request.schedule, now, &mut self.rng);
+                    UdpExchange::start(work, addrs, connection, request.schedule, now, &mut self.entropy);
                 request.phase = Phase::Udp(exchange);
                 self.udp_step(t, slot, step, now);
             }
@@ -444,7 +444,7 @@ impl Trackers {
                         self.finish(t, slot, Err(e), now);
                     }
                     Phase::Udp(exchange) => {
-                        let step = exchange.on_timeout(now, &mut self.rng);
+                        let step = exchange.on_timeout(now, &mut self.entropy);
                         self.udp_step(t, slot, step, now);
                     }
                     Phase::Http(_) => {}

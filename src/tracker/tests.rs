@@ -36,9 +36,14 @@ struct Sim {
 
 impl Sim {
     fn new(tiers: &[&[&str]]) -> Sim {
+        Sim::with_entropy(tiers, Entropy::seeded(1))
+    }
+
+    /// Every `Sim` uses the same xoshiro seed; only `entropy` may differ.
+    fn with_entropy(tiers: &[&[&str]], entropy: Entropy) -> Sim {
         let tiers: Vec<Vec<String>> = tiers.iter().map(|t| t.iter().map(|s| s.to_string()).collect()).collect();
         let mut rng = Rng::seeded(42);
-        let tr = Trackers::new(&tiers, identity(), &mut rng, Timestamp::ZERO);
+        let tr = Trackers::new(&tiers, identity(), entropy, &mut rng, Timestamp::ZERO);
         Sim { tr, now: Timestamp::ZERO, rng, transfer: Transfer { uploaded: 0, downloaded: 0, left: 1000 } }
     }
 
@@ -458,6 +463,21 @@ fn udp_announce_connects_reuses_connection_id_for_a_minute_and_ignores_strangers
 }
 
 #[test]
+fn udp_transaction_ids_come_from_the_entropy_source_not_the_xoshiro_rng() {
+    let first_transaction_id = |entropy: Entropy| {
+        let mut sim = Sim::with_entropy(&[&["udp://127.0.0.1:1001"]], entropy);
+        sim.tick(Timestamp::ZERO);
+        let (_, connect) = udp_sends(&sim.io())[0].clone();
+        u32::from_be_bytes(connect[12..16].try_into().unwrap())
+    };
+    // Same xoshiro seed in both engines: seeded entropy repeats (the test can tell), the OS source does
+    // not (a collision has odds of 2^-32).
+    assert_eq!(first_transaction_id(Entropy::seeded(7)), first_transaction_id(Entropy::seeded(7)));
+    let os = || Entropy::os().expect("the OS generator");
+    assert_ne!(first_transaction_id(os()), first_transaction_id(os()));
+}
+
+#[test]
 fn udp_error_action_is_reported_as_tracker_failure() {
     let mut sim = Sim::new(&[&["udp://127.0.0.1:1001"]]);
     sim.tick(Timestamp::ZERO);
@@ -658,7 +678,7 @@ fn scrape_only_instance_never_announces_and_reports_every_tracker() {
         vec!["http://127.0.0.1:1002/a".to_string(), "https://x.example/announce".to_string()],
     ];
     let mut rng = Rng::seeded(1);
-    let mut tr = Trackers::scrape_only(&tiers, INFO_HASH, &mut rng, Timestamp::ZERO);
+    let mut tr = Trackers::scrape_only(&tiers, INFO_HASH, Entropy::seeded(1), &mut rng, Timestamp::ZERO);
     assert_eq!(tr.next_deadline(), None);
     tr.on_timeout(Timestamp::from_secs(5), Transfer::default(), &mut rng);
     assert!(tr.poll_io().is_none());
@@ -698,7 +718,7 @@ fn bad_urls_fail_fast_and_the_tier_moves_on() {
     for seed in 0..8 {
         let tiers = vec![vec!["wss://t.example/announce".to_string(), "http://127.0.0.1:1001/a".to_string()]];
         let mut rng = Rng::seeded(seed);
-        let mut tr = Trackers::new(&tiers, identity(), &mut rng, Timestamp::ZERO);
+        let mut tr = Trackers::new(&tiers, identity(), Entropy::seeded(1), &mut rng, Timestamp::ZERO);
         tr.on_timeout(Timestamp::ZERO, Transfer::default(), &mut rng);
         let io: Vec<_> = std::iter::from_fn(|| tr.poll_io()).collect();
         assert_eq!(http_requests(&io).len(), 1, "the valid tracker is asked at time zero (seed {seed})");

@@ -14,7 +14,7 @@ use super::codec;
 use super::error::TrackerError;
 use super::message::{AnnounceParams, AnnounceReply, Answer, ScrapeCounts, MAX_PEERS_PER_REPLY};
 use crate::metainfo::InfoHash;
-use crate::rng::Rng;
+use crate::rng::Entropy;
 use crate::time::{secs, Timestamp};
 
 /// BEP 15: the magic constant of a connect request.
@@ -279,7 +279,7 @@ impl UdpExchange {
         connection: Option<ConnectionId>,
         schedule: Retransmit,
         now: Timestamp,
-        rng: &mut Rng,
+        entropy: &mut Entropy,
     ) -> (UdpExchange, Step) {
         debug_assert!(!addrs.is_empty(), "the caller resolved at least one address");
         let awaiting = match connection {
@@ -290,7 +290,7 @@ impl UdpExchange {
             work,
             addrs,
             awaiting,
-            transaction_id: rng.next_u32(),
+            transaction_id: entropy.next_u32(),
             attempt: 0,
             schedule,
             deadline: now,
@@ -335,7 +335,7 @@ impl UdpExchange {
 
     /// Retransmits when the wait ran out, going back to connect if the connection id expired meanwhile;
     /// fails once the last wait ran out. A call before the deadline does nothing.
-    pub fn on_timeout(&mut self, now: Timestamp, rng: &mut Rng) -> Step {
+    pub fn on_timeout(&mut self, now: Timestamp, entropy: &mut Entropy) -> Step {
         if now < self.deadline {
             return Step::Idle;
         }
@@ -348,7 +348,7 @@ impl UdpExchange {
                 // BEP 15: the connection id expired; get a new one before asking again.
                 self.awaiting = Awaiting::ConnectReply;
                 self.learned = None;
-                self.transaction_id = rng.next_u32();
+                self.transaction_id = entropy.next_u32();
             }
         }
         self.transmit(now)
@@ -357,7 +357,7 @@ impl UdpExchange {
     /// A reply whose transaction id is ours (the caller routed it by `transaction_id()`); `from` must be
     /// one of our tracker's addresses and the action must match what we await, or it is ignored.
     /// A reply that came over IPv6 carries 18-byte peer entries.
-    pub fn on_reply(&mut self, from: SocketAddr, reply: &Reply<'_>, now: Timestamp, rng: &mut Rng) -> Step {
+    pub fn on_reply(&mut self, from: SocketAddr, reply: &Reply<'_>, now: Timestamp, entropy: &mut Entropy) -> Step {
         if reply.transaction_id() != self.transaction_id || !self.talks_to(from) {
             return Step::Idle;
         }
@@ -370,7 +370,7 @@ impl UdpExchange {
             (Reply::Connect { connection_id, .. }, Awaiting::ConnectReply, _) => {
                 self.learned = Some(ConnectionId { id: connection_id, obtained: now });
                 self.awaiting = Awaiting::RequestReply { connection_id };
-                self.transaction_id = rng.next_u32();
+                self.transaction_id = entropy.next_u32();
                 self.attempt = 0;
                 self.transmit(now)
             }

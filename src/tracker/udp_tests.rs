@@ -68,12 +68,12 @@ fn action_of(datagram: &[u8]) -> u32 {
     be_u32(datagram, 8)
 }
 
-fn feed(ex: &mut UdpExchange, from: SocketAddr, d: &[u8], now: Timestamp, rng: &mut Rng) -> Step {
+fn feed(ex: &mut UdpExchange, from: SocketAddr, d: &[u8], now: Timestamp, rng: &mut Entropy) -> Step {
     let reply = decode_reply(d).unwrap();
     ex.on_reply(from, &reply, now, rng)
 }
 
-fn start(connection: Option<ConnectionId>, rng: &mut Rng) -> (UdpExchange, Send) {
+fn start(connection: Option<ConnectionId>, rng: &mut Entropy) -> (UdpExchange, Send) {
     let (ex, step) =
         UdpExchange::start(UdpWork::Announce(params()), vec![tracker()], connection, Retransmit::default(), T0, rng);
     (ex, sent(step))
@@ -147,7 +147,7 @@ fn replies_decode_and_short_oversized_unknown_are_rejected() {
 
 #[test]
 fn awaiting_connect_reply_then_announce_then_peers() {
-    let mut rng = Rng::seeded(1);
+    let mut rng = Entropy::seeded(1);
     let (mut ex, first) = start(None, &mut rng);
     assert_eq!(first.addr, tracker());
     assert_eq!(first.datagram.len(), CONNECT_LEN);
@@ -171,7 +171,7 @@ fn awaiting_connect_reply_then_announce_then_peers() {
 
 #[test]
 fn ipv6_tracker_replies_carry_18_byte_peers() {
-    let mut rng = Rng::seeded(2);
+    let mut rng = Entropy::seeded(2);
     let v6: SocketAddr = "[::1]:6969".parse().unwrap();
     let fresh = ConnectionId { id: 1, obtained: T0 };
     let (mut ex, step) =
@@ -190,7 +190,7 @@ fn ipv6_tracker_replies_carry_18_byte_peers() {
 
 #[test]
 fn fresh_connection_id_is_reused_and_expired_one_renewed() {
-    let mut rng = Rng::seeded(3);
+    let mut rng = Entropy::seeded(3);
     let id = ConnectionId { id: 0x55, obtained: T0 };
     let (_, step) = UdpExchange::start(
         UdpWork::Announce(params()),
@@ -215,7 +215,7 @@ fn fresh_connection_id_is_reused_and_expired_one_renewed() {
 
 #[test]
 fn retransmits_after_15_times_2_pow_n_then_gives_up() {
-    let mut rng = Rng::seeded(4);
+    let mut rng = Entropy::seeded(4);
     let (mut ex, first) = start(None, &mut rng);
     let mut t = 0;
     for n in 0..=MAX_RETRANSMIT_EXPONENT {
@@ -235,7 +235,7 @@ fn retransmits_after_15_times_2_pow_n_then_gives_up() {
 
 #[test]
 fn retransmission_base_is_overridable_and_addresses_rotate() {
-    let mut rng = Rng::seeded(5);
+    let mut rng = Entropy::seeded(5);
     let other: SocketAddr = "127.0.0.2:6969".parse().unwrap();
     let schedule = Retransmit { base: Duration::from_millis(100), max_exponent: 2 };
     let (mut ex, step) =
@@ -250,7 +250,7 @@ fn retransmission_base_is_overridable_and_addresses_rotate() {
 
 #[test]
 fn connection_id_expiring_during_retransmission_goes_back_to_connect() {
-    let mut rng = Rng::seeded(6);
+    let mut rng = Entropy::seeded(6);
     let (mut ex, first) = start(None, &mut rng);
     let announce = sent(feed(&mut ex, tracker(), &connect_reply(tid_of(&first.datagram), 9), at(0), &mut rng));
     assert_eq!(announce.datagram.len(), ANNOUNCE_LEN);
@@ -268,7 +268,7 @@ fn connection_id_expiring_during_retransmission_goes_back_to_connect() {
 
 #[test]
 fn wrong_transaction_id_stranger_and_wrong_action_are_ignored() {
-    let mut rng = Rng::seeded(7);
+    let mut rng = Entropy::seeded(7);
     let (mut ex, first) = start(None, &mut rng);
     let tid = tid_of(&first.datagram);
     let stranger: SocketAddr = "127.0.0.9:6969".parse().unwrap();
@@ -283,7 +283,7 @@ fn wrong_transaction_id_stranger_and_wrong_action_are_ignored() {
 
 #[test]
 fn error_action_is_a_sanitised_failure_and_forgets_the_connection() {
-    let mut rng = Rng::seeded(8);
+    let mut rng = Entropy::seeded(8);
     let id = ConnectionId { id: 3, obtained: T0 };
     let (mut ex, first) = start(Some(id), &mut rng);
     let step = feed(&mut ex, tracker(), &error_reply(tid_of(&first.datagram), b"bad\nconnection id"), at(1), &mut rng);
@@ -293,7 +293,7 @@ fn error_action_is_a_sanitised_failure_and_forgets_the_connection() {
 
 #[test]
 fn scrape_exchange_reads_counts() {
-    let mut rng = Rng::seeded(9);
+    let mut rng = Entropy::seeded(9);
     let id = ConnectionId { id: 3, obtained: T0 };
     let (mut ex, step) = UdpExchange::start(
         UdpWork::Scrape(InfoHash([2; 20])),

@@ -22,7 +22,7 @@
 use sha1::{Digest, Sha1};
 
 use crate::metainfo::InfoHash;
-use crate::rng::Rng;
+use crate::rng::Entropy;
 
 /// 768-bit safe prime of the spec, big-endian.
 const PRIME_HEX: &str = "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A63A36210000000000090563";
@@ -246,9 +246,10 @@ pub struct Responder {
 }
 
 impl Responder {
-    pub fn new(info_hash: InfoHash, rng: &mut Rng) -> Self {
+    /// `entropy` must be the OS source in production: whoever guesses the private key reads the stream.
+    pub fn new(info_hash: InfoHash, entropy: &mut Entropy) -> Self {
         let mut private_key = [0u8; 20];
-        rng.fill(&mut private_key);
+        entropy.fill(&mut private_key);
         Responder { info_hash, private_key, state: State::AwaitingKey }
     }
 
@@ -397,7 +398,7 @@ mod tests {
     /// A minimal initiator, written from the spec, to drive the responder.
     #[test]
     fn responder_completes_with_an_initiator_and_selects_plaintext() {
-        let mut rng = Rng::seeded(11);
+        let mut rng = Entropy::seeded(11);
         let info_hash = InfoHash([0x42; 20]);
         let field = Field::new();
         let xa = key("00112233445566778899aabbccddeeff00112233");
@@ -446,7 +447,7 @@ mod tests {
 
     #[test]
     fn another_torrent_or_garbage_fails() {
-        let mut rng = Rng::seeded(12);
+        let mut rng = Entropy::seeded(12);
         let mut responder = Responder::new(InfoHash([1; 20]), &mut rng);
         let mut junk = vec![0xffu8; KEY_LEN];
         assert_eq!(responder.on_bytes(&mut junk), Step::Fail, "Ya not below the prime");
