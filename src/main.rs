@@ -192,7 +192,11 @@ fn restore(
     recheck: bool,
     ui_mode: UiMode,
 ) -> Result<Bitfield, Failure> {
-    let resume = if recheck { None } else { storage.load_resume(&meta.info_hash.0, geometry.piece_count()) };
+    let resume = if recheck {
+        None
+    } else {
+        storage.load_resume(&meta.info_hash.0, geometry.piece_count()).map_err(|e| Failure::Runtime(e.to_string()))?
+    };
     let mut last_shown = u64::MAX;
     let restored = verify::restore(storage, geometry, &meta.piece_hashes, resume.as_ref(), recheck, |done, total| {
         let pct = u64::from(done) * 100 / u64::from(total.max(1));
