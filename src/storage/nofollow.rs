@@ -522,3 +522,28 @@ pub fn relative_link_target(link: &Path, target: &Path) -> Option<PathBuf> {
     }
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_file_is_named() {
+        // S_IFMT values, as the kernel reports them.
+        let kinds = [
+            (0o100_644, Found::RegularFile, false),
+            (0o040_755, Found::Directory, false),
+            (0o120_777, Found::Symlink, true),
+            (0o010_644, Found::Fifo, true),
+            (0o020_666, Found::Device, true),
+            (0o060_660, Found::Device, true),
+            (0o140_755, Found::Socket, true),
+        ];
+        for (mode, found, hostile) in kinds {
+            assert_eq!(Found::of_mode(mode), found, "{mode:o}");
+            assert_eq!(found.is_hostile(), hostile, "{found}");
+        }
+        let device = Unexpected { found: Found::Device, wanted: Wanted::File };
+        assert_eq!(device.to_string(), "a device, not a regular file");
+    }
+}

@@ -876,3 +876,16 @@ fn a_file_present_at_open_and_deleted_before_the_first_write_is_an_error() {
     let err = storage.write(0, &content[..10]).unwrap_err();
     assert_names_path(&err, &dir.join(LAYOUT[A].0), StorageOp::Vanished);
 }
+
+#[test]
+fn a_socket_at_a_data_file_is_refused() {
+    let dir = TempDir::new("socket");
+    let (meta, content) = multi();
+    let mut storage = open_all(&dir, &meta);
+    let _listener = std::os::unix::net::UnixListener::bind(dir.join(LAYOUT[D].0)).unwrap();
+    let d = span(&meta, D);
+    let err = storage.write(d.start as u64, &content[d.clone()]).unwrap_err();
+    assert_refused(&err, &dir.join(LAYOUT[D].0), nofollow::Found::Socket);
+    let err = open_err(&dir, &meta);
+    assert_refused(&err, &dir.join(LAYOUT[D].0), nofollow::Found::Socket);
+}
