@@ -2,9 +2,10 @@
 //!
 //! Owns: the download directory as one open directory handle (`Root`) and every walk from it. Each folder
 //! is opened with `O_DIRECTORY | O_NOFOLLOW` (made with `mkdirat` when missing and asked for); a file with
-//! `O_NOFOLLOW | O_NONBLOCK` (a FIFO cannot hang the open) and then checked with `fstat` to be a regular
-//! file; a temporary is made with `O_EXCL` after a stale regular one is removed with `unlinkat` (which
-//! never follows); BEP 47 links are made with `symlinkat` and compared with `readlinkat`, never opened.
+//! `O_NOFOLLOW | O_NONBLOCK` (a FIFO cannot hang the open; a regular file ignores the flag) and then
+//! checked with `fstat` to be a regular file; a temporary is made with `O_EXCL` after a stale regular one
+//! is removed with `unlinkat` (which never follows); BEP 47 links are made with `symlinkat` and compared
+//! with `readlinkat`, never opened.
 //! The `-d` directory itself may be a link: that is the user's choice. Below it, a symbolic link (dangling
 //! or not), FIFO, device or socket where a file or folder belongs is refused with an error naming it
 //! (`StorageOp::Refused`), before anything is read or written there.
