@@ -514,7 +514,7 @@ impl Storage {
     /// - one too big, malformed, or another torrent's gets a one-line warning, and the data is checked.
     ///
     /// A file under the old name `.<name>.rill-resume` is read (by the same rules) only when the new one
-    /// is missing, and moved to the new name.
+    /// is missing, and moved to the new name when it is this torrent's.
     pub fn load_resume(&mut self, info_hash: &[u8; 20], piece_count: u32) -> Result<Option<ResumeData>, StorageError> {
         let piece_bytes = Bitfield::byte_len(piece_count);
         let bound = resume::max_encoded_len(piece_bytes, self.files.len());
@@ -522,11 +522,14 @@ impl Storage {
         let mut shown = self.resume_path.clone();
         if let (Bounded::Missing, Some(legacy)) = (&read, self.legacy_resume.clone()) {
             read = self.walker.read_bounded(&legacy, bound)?;
+            // Moved only when it is this torrent's: two torrents of one name shared the old name.
             if let Bounded::Bytes(bytes) = &read {
-                let moved = self.walker.replace(&self.resume_name, &self.resume_tmp, bytes);
-                match moved.and_then(|()| self.walker.remove_file(&legacy)) {
-                    Ok(()) => log::info!("moved {} to {}", legacy.display(), self.resume_name.display()),
-                    Err(e) => log::warn!("{e}; the old resume file stays"),
+                if resume::decode(bytes, info_hash, piece_bytes, self.files.len()).is_ok() {
+                    let moved = self.walker.replace(&self.resume_name, &self.resume_tmp, bytes);
+                    match moved.and_then(|()| self.walker.remove_file(&legacy)) {
+                        Ok(()) => log::info!("moved {} to {}", legacy.display(), self.resume_name.display()),
+                        Err(e) => log::warn!("{e}; the old resume file stays"),
+                    }
                 }
             }
             if !matches!(read, Bounded::Missing) {

@@ -699,6 +699,14 @@ fn the_old_resume_name_is_read_once_and_moved_to_the_new_one() {
     assert_eq!(storage.load_resume(&meta.info_hash.0, g.piece_count()).unwrap(), Some(data.clone()));
     assert!(!dir.join(".multi.rill-resume").exists(), "the old name stays");
     assert_eq!(fs::read(dir.join(resume_name(&meta))).unwrap(), resume::encode(&data));
+    // Another torrent's file under the old name (two torrents of one name shared it): left alone.
+    let dir = TempDir::new("resume-legacy-other");
+    let other = resume::ResumeData { info_hash: [7; 20], ..data.clone() };
+    fs::write(dir.join(".multi.rill-resume"), resume::encode(&other)).unwrap();
+    let mut storage = open_all(&dir, &meta);
+    assert_eq!(storage.load_resume(&meta.info_hash.0, g.piece_count()).unwrap(), None);
+    assert_eq!(fs::read(dir.join(".multi.rill-resume")).unwrap(), resume::encode(&other));
+    assert!(!dir.join(resume_name(&meta)).exists());
     // The old name as a link: the same rules.
     let dir = TempDir::new("resume-legacy-link");
     std::os::unix::fs::symlink("/dev/zero", dir.join(".multi.rill-resume")).unwrap();
