@@ -259,7 +259,11 @@ fn restore(
     ui_mode: UiMode,
     stop: Option<&Arc<AtomicBool>>,
 ) -> Result<Option<verify::Restored>, Failure> {
-    let resume = if recheck { None } else { storage.load_resume(&meta.info_hash.0, geometry.piece_count()) };
+    let resume = if recheck {
+        None
+    } else {
+        storage.load_resume(&meta.info_hash.0, geometry.piece_count()).map_err(|e| Failure::Runtime(e.to_string()))?
+    };
     let mut last_shown = u64::MAX;
     let mut printing = true;
     let stopped = || stop.is_some_and(|flag| flag.load(Ordering::Relaxed));

@@ -1107,9 +1107,11 @@ def case_latency(ctx):
 
 
 def remove_rill_resume(content):
-    """rill keeps `.<name>.rill-resume` beside the data; a seeder run without it checks every piece."""
+    """rill keeps `.rill-<info-hash>.resume` beside the data (older versions: `.<name>.rill-resume`); a seeder
+    run without it checks every piece."""
     for name in os.listdir(content.dir):
-        if name.endswith(".rill-resume") or name.endswith(".rill-resume.tmp"):
+        new_style = name.startswith(".rill-") and (name.endswith(".resume") or name.endswith(".resume.tmp"))
+        if new_style or name.endswith(".rill-resume") or name.endswith(".rill-resume.tmp"):
             os.unlink(os.path.join(content.dir, name))
 
 

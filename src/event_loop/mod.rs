@@ -561,6 +561,8 @@ impl EventLoop {
     }
 
     fn on_rate_sample(&mut self, now: Timestamp) -> Result<(), LoopError> {
+        // A data file deleted or replaced under rill is an error within seconds (storage looks every 2 s).
+        self.torrent.storage.check_files(now).map_err(LoopError::Storage)?;
         let dt = now - self.last_sample;
         self.last_sample = now;
         let secs = dt.as_secs_f64().max(1e-3);

@@ -6,6 +6,11 @@
 //! Must not: touch files itself; `Storage::save_resume` and `Storage::load_resume` do the I/O (atomic
 //! write: temporary file, fsync, rename, fsync of the directory).
 //!
+//! The file is `DIR/.rill-<info-hash in hex>.resume` (temporary: `….resume.tmp`), so its name has a fixed
+//! length whatever the torrent's name. Older versions used `DIR/.<name>.rill-resume`: it is read once and
+//! moved to the new name. It is read only up to `max_encoded_len` bytes: a larger one is not this
+//! torrent's.
+//!
 //! ```text
 //! d 7:version i1e  9:info-hash 20:<raw>  6:pieces <bitfield bytes>
 //!   5:files l l i<size>e i<mtime seconds>e i<mtime nanoseconds>e e ... e e
@@ -67,6 +72,38 @@ impl std::fmt::Display for ResumeError {
     }
 }
 
+/// `.rill-<40 hex digits>.resume`, in the download directory.
+pub fn file_name(info_hash: &[u8; 20]) -> String {
+    let hex: String = info_hash.iter().map(|b| format!("{b:02x}")).collect();
+    format!(".rill-{hex}.resume")
+}
+
+/// The temporary a save writes before renaming it over `file_name`.
+pub fn temp_name(info_hash: &[u8; 20]) -> String {
+    format!("{}.tmp", file_name(info_hash))
+}
+
+/// The name older versions used, `.<top folder or file>.rill-resume`; `None` where that name could not
+/// exist (longer than a file name may be).
+pub fn legacy_name(top: &std::ffi::OsStr) -> Option<std::ffi::OsString> {
+    /// NAME_MAX on Linux file systems.
+    const MAX_NAME: usize = 255;
+    let mut name = std::ffi::OsString::from(".");
+    name.push(top);
+    name.push(".rill-resume");
+    (!top.is_empty() && name.len() <= MAX_NAME).then_some(name)
+}
+
+/// The largest resume file `encode` makes for a torrent of `piece_bytes` bitfield bytes and
+/// `file_count` layout files (every stamp at its widest): reading stops past it.
+pub fn max_encoded_len(piece_bytes: usize, file_count: usize) -> u64 {
+    // `d5:filesl` … `e9:info-hash20:<20>6:pieces<digits>:<bitfield>7:versioni<digits>ee`, with room to spare.
+    const FIXED: u64 = 128;
+    // `l` + 3 × `i<at most 20 characters>e` + `e`.
+    const PER_FILE: u64 = 2 + 3 * 22;
+    FIXED + piece_bytes as u64 + (file_count as u64).saturating_mul(PER_FILE)
+}
+
 pub fn encode(data: &ResumeData) -> Vec<u8> {
     let raw = Raw {
         version: FORMAT_VERSION,
@@ -116,6 +153,27 @@ mod tests {
             pieces: vec![0b1010_0000, 0xff],
             files: vec![FileStamp { size: 100, mtime_secs: 1_700_000_000, mtime_nanos: 12 }, FileStamp::MISSING],
         }
+    }
+
+    #[test]
+    fn the_bound_holds_the_widest_resume_file() {
+        let widest = FileStamp { size: i64::MIN, mtime_secs: i64::MIN, mtime_nanos: i64::MIN };
+        for (pieces, files) in [(0, 0), (1, 1), (125_000, 3), (7, 10_000)] {
+            let data = ResumeData { info_hash: [0xff; 20], pieces: vec![0xff; pieces], files: vec![widest; files] };
+            let len = encode(&data).len() as u64;
+            assert!(len <= max_encoded_len(pieces, files), "{len} > bound for {pieces} bytes, {files} files");
+            assert!(max_encoded_len(pieces, files) < len + 200, "the bound is loose for {pieces}, {files}");
+        }
+    }
+
+    #[test]
+    fn names_are_short_whatever_the_torrent_is_called() {
+        assert_eq!(file_name(&[0xab; 20]), format!(".rill-{}.resume", "ab".repeat(20)));
+        assert_eq!(temp_name(&[0; 20]), format!(".rill-{}.resume.tmp", "0".repeat(40)));
+        let long = "n".repeat(250);
+        assert_eq!(legacy_name(std::ffi::OsStr::new(&long)), None, "`.<250 bytes>.rill-resume` cannot exist");
+        assert_eq!(legacy_name(std::ffi::OsStr::new("t")).unwrap(), ".t.rill-resume");
+        assert_eq!(legacy_name(std::ffi::OsStr::new("")), None);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::geometry::{Geometry, BLOCK_LEN};
 use crate::metainfo::{FileEntry, Metainfo};
 use crate::rng::Rng;
 use crate::sim::TempDir;
+use crate::time::Timestamp;
 
 // ---- fixtures ---------------------------------------------------------------------------------
 
@@ -423,4 +424,488 @@ fn a_directory_where_a_zero_length_file_belongs_fails_open_naming_it() {
         Ok(_) => panic!("open succeeded with a directory in place of a zero-length file"),
     };
     assert_names_path(&err, &dir.join(LAYOUT[EMPTY].0), StorageOp::Open);
+}
+
+// ---- nothing below the download directory is followed ------------------------------------------
+
+/// A folder beside the download directory, standing for "anywhere else on the machine".
+struct Outside {
+    dir: TempDir,
+}
+
+impl Outside {
+    fn new(tag: &str) -> Outside {
+        let dir = TempDir::new(&format!("{tag}-outside"));
+        fs::write(dir.join("precious"), b"do not touch").unwrap();
+        Outside { dir }
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.join("precious")
+    }
+
+    /// The outside folder holds exactly what it held before: one untouched file.
+    #[track_caller]
+    fn assert_untouched(&self) {
+        let names: Vec<_> = fs::read_dir(self.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["precious"], "something was created outside the download directory");
+        assert_eq!(fs::read(self.file()).unwrap(), b"do not touch", "a file outside was written");
+    }
+}
+
+#[track_caller]
+fn open_err(dir: &TempDir, meta: &Metainfo) -> StorageError {
+    match Storage::open(dir.path(), meta, |_| true) {
+        Err(e) => e,
+        Ok(_) => panic!("Storage::open accepted a hostile layout"),
+    }
+}
+
+#[track_caller]
+fn assert_refused(err: &StorageError, path: &Path, found: nofollow::Found) {
+    assert_names_path(err, path, StorageOp::Refused);
+    assert_eq!(err.found(), Some(found), "{err}");
+    assert!(!err.to_string().contains('\n'), "one line: {err}");
+}
+
+fn mkfifo(path: &Path) {
+    rustix::fs::mknodat(rustix::fs::CWD, path, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o644), 0)
+        .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
+}
+
+#[test]
+fn a_symlink_at_a_data_file_is_refused_at_open_and_nothing_outside_is_touched() {
+    let dir = TempDir::new("link-file");
+    let outside = Outside::new("link-file");
+    let (meta, _) = multi();
+    fs::create_dir_all(dir.join("multi")).unwrap();
+    std::os::unix::fs::symlink(outside.file(), dir.join(LAYOUT[A].0)).unwrap();
+    let err = open_err(&dir, &meta);
+    assert_refused(&err, &dir.join(LAYOUT[A].0), nofollow::Found::Symlink);
+    assert!(err.to_string().starts_with("refusing "), "{err}");
+    outside.assert_untouched();
+}
+
+#[test]
+fn a_symlink_made_after_open_is_refused_at_the_first_write() {
+    let dir = TempDir::new("link-later");
+    let outside = Outside::new("link-later");
+    let (meta, content) = multi();
+    let mut storage = open_all(&dir, &meta);
+    std::os::unix::fs::symlink(outside.file(), dir.join(LAYOUT[A].0)).unwrap();
+    let err = storage.write(0, &content[..100]).unwrap_err();
+    assert_refused(&err, &dir.join(LAYOUT[A].0), nofollow::Found::Symlink);
+    // Reading does not go through it either.
+    let mut out = [0u8; 10];
+    let err = storage.read(0, &mut out).unwrap_err();
+    assert_refused(&err, &dir.join(LAYOUT[A].0), nofollow::Found::Symlink);
+    outside.assert_untouched();
+}
+
+#[test]
+fn a_dangling_symlink_at_a_data_file_is_refused_and_its_target_never_created() {
+    let dir = TempDir::new("link-dangling");
+    let outside = Outside::new("link-dangling");
+    let (meta, content) = multi();
+    let mut storage = open_all(&dir, &meta);
+    std::os::unix::fs::symlink(outside.dir.join("created-through-link"), dir.join(LAYOUT[C].0)).unwrap();
+    let c = span(&meta, C);
+    let err = storage.write(c.start as u64, &content[c.start..c.start + 10]).unwrap_err();
+    assert_refused(&err, &dir.join(LAYOUT[C].0), nofollow::Found::Symlink);
+    outside.assert_untouched();
+    // At open too.
+    let err = open_err(&dir, &meta);
+    assert_refused(&err, &dir.join(LAYOUT[C].0), nofollow::Found::Symlink);
+}
+
+#[test]
+fn a_symlink_at_a_folder_of_the_tree_is_refused_and_nothing_is_created_through_it() {
+    let dir = TempDir::new("link-folder");
+    let outside = Outside::new("link-folder");
+    let (meta, content) = multi();
+    fs::create_dir_all(dir.join("multi")).unwrap();
+    std::os::unix::fs::symlink(outside.dir.path(), dir.join("multi/sub")).unwrap();
+    // `multi/sub/empty.txt` would be created at open.
+    let err = open_err(&dir, &meta);
+    assert_refused(&err, &dir.join("multi/sub"), nofollow::Found::Symlink);
+    outside.assert_untouched();
+    // Swapped in after open: the first write below it is refused.
+    let dir = TempDir::new("link-folder-later");
+    let mut storage = open_all(&dir, &meta);
+    fs::remove_dir_all(dir.join("multi/sub")).unwrap();
+    std::os::unix::fs::symlink(outside.dir.path(), dir.join("multi/sub")).unwrap();
+    let err = storage.write(10_000, &content[10_000..10_100]).unwrap_err();
+    assert_refused(&err, &dir.join("multi/sub"), nofollow::Found::Symlink);
+    outside.assert_untouched();
+}
+
+#[test]
+fn a_symlink_at_the_top_folder_is_refused_but_the_download_directory_itself_may_be_one() {
+    let dir = TempDir::new("link-top");
+    let outside = Outside::new("link-top");
+    let (meta, _) = multi();
+    std::os::unix::fs::symlink(outside.dir.path(), dir.join("multi")).unwrap();
+    let err = open_err(&dir, &meta);
+    assert_refused(&err, &dir.join("multi"), nofollow::Found::Symlink);
+    outside.assert_untouched();
+
+    // `-d LINK` where LINK names a real folder: the user's choice, followed.
+    let real = TempDir::new("link-top-real");
+    let via = dir.join("via");
+    std::os::unix::fs::symlink(real.path(), &via).unwrap();
+    let (meta, content) = multi();
+    let mut storage = Storage::open(&via, &meta, |_| true).expect("open through the -d link");
+    write_all(&mut storage, &content);
+    assert_eq!(on_disk(&real, LAYOUT[C].0), &content[span(&meta, C)]);
+}
+
+#[test]
+fn a_fifo_at_a_data_file_or_a_folder_is_refused_without_hanging() {
+    let dir = TempDir::new("fifo");
+    let (meta, content) = multi();
+    let mut storage = open_all(&dir, &meta);
+    mkfifo(&dir.join(LAYOUT[D].0));
+    let d = span(&meta, D);
+    let err = storage.write(d.start as u64, &content[d.clone()]).unwrap_err();
+    assert_refused(&err, &dir.join(LAYOUT[D].0), nofollow::Found::Fifo);
+    let err = open_err(&dir, &meta);
+    assert_refused(&err, &dir.join(LAYOUT[D].0), nofollow::Found::Fifo);
+
+    let dir = TempDir::new("fifo-folder");
+    fs::create_dir_all(dir.join("multi/sub")).unwrap();
+    mkfifo(&dir.join("multi/sub/deeper"));
+    let err = open_err(&dir, &meta);
+    assert_refused(&err, &dir.join("multi/sub/deeper"), nofollow::Found::Fifo);
+    assert!(err.to_string().contains("a FIFO, not a directory"), "{err}");
+}
+
+#[test]
+fn a_symlink_at_a_zero_length_file_is_refused() {
+    let dir = TempDir::new("link-empty");
+    let outside = Outside::new("link-empty");
+    let (meta, _) = multi();
+    fs::create_dir_all(dir.join("multi/sub")).unwrap();
+    std::os::unix::fs::symlink(outside.file(), dir.join(LAYOUT[EMPTY].0)).unwrap();
+    let err = open_err(&dir, &meta);
+    assert_refused(&err, &dir.join(LAYOUT[EMPTY].0), nofollow::Found::Symlink);
+    outside.assert_untouched();
+}
+
+// ---- the resume file's names -------------------------------------------------------------------
+
+fn resume_name(meta: &Metainfo) -> String {
+    resume::file_name(&meta.info_hash.0)
+}
+
+#[test]
+fn the_resume_file_is_named_by_the_info_hash_and_written_via_a_fresh_temporary() {
+    let dir = TempDir::new("resume-name");
+    let (meta, content) = multi();
+    let mut storage = open_all(&dir, &meta);
+    assert_eq!(storage.resume_path(), dir.join(format!(".rill-{}.resume", meta.info_hash)));
+    write_all(&mut storage, &content);
+    // A stale temporary from a crash is a regular file: removed, not written through.
+    fs::write(dir.join(resume::temp_name(&meta.info_hash.0)), b"stale").unwrap();
+    let g = geometry(&meta);
+    let mut have = Bitfield::new(g.piece_count());
+    have.set(1);
+    storage.save_resume(&meta.info_hash.0, &have).expect("save");
+    assert!(!dir.join(resume::temp_name(&meta.info_hash.0)).exists(), "the temporary stays behind");
+    let loaded = storage.load_resume(&meta.info_hash.0, g.piece_count()).unwrap().expect("resume data");
+    assert_eq!(loaded.pieces, have.as_bytes());
+}
+
+#[test]
+fn a_symlink_at_the_resume_temporary_is_refused_and_nothing_is_written_through_it() {
+    let (meta, _) = multi();
+    let g = geometry(&meta);
+    let tmp = resume::temp_name(&meta.info_hash.0);
+    // There at open: refused before anything moves.
+    let dir = TempDir::new("link-tmp");
+    let outside = Outside::new("link-tmp");
+    std::os::unix::fs::symlink(outside.file(), dir.join(&tmp)).unwrap();
+    let err = open_err(&dir, &meta);
+    assert_refused(&err, &dir.join(&tmp), nofollow::Found::Symlink);
+    outside.assert_untouched();
+    // Made while rill runs (dangling, to a new file outside): the save is refused.
+    let dir = TempDir::new("link-tmp-later");
+    let mut storage = open_all(&dir, &meta);
+    std::os::unix::fs::symlink(outside.dir.join("created-through-link"), dir.join(&tmp)).unwrap();
+    let err = storage.save_resume(&meta.info_hash.0, &Bitfield::new(g.piece_count())).unwrap_err();
+    assert_refused(&err, &dir.join(&tmp), nofollow::Found::Symlink);
+    outside.assert_untouched();
+}
+
+#[test]
+fn a_symlink_or_fifo_at_the_resume_file_is_an_error_without_reading_or_hanging() {
+    let (meta, _) = multi();
+    let g = geometry(&meta);
+    let name = resume_name(&meta);
+    let dir = TempDir::new("resume-link");
+    std::os::unix::fs::symlink("/dev/zero", dir.join(&name)).unwrap();
+    assert_refused(&open_err(&dir, &meta), &dir.join(&name), nofollow::Found::Symlink);
+
+    // Made after open (as `load_resume` comes after `open`): refused there too.
+    let dir = TempDir::new("resume-fifo");
+    let mut storage = open_all(&dir, &meta);
+    mkfifo(&dir.join(&name));
+    let err = storage.load_resume(&meta.info_hash.0, g.piece_count()).unwrap_err();
+    assert_refused(&err, &dir.join(&name), nofollow::Found::Fifo);
+    fs::remove_file(dir.join(&name)).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.join(&name)).unwrap();
+    let err = storage.load_resume(&meta.info_hash.0, g.piece_count()).unwrap_err();
+    assert_refused(&err, &dir.join(&name), nofollow::Found::Symlink);
+}
+
+#[test]
+fn a_huge_or_malformed_resume_file_is_ignored_without_reading_it_all() {
+    let (meta, _) = multi();
+    let g = geometry(&meta);
+    let dir = TempDir::new("resume-huge");
+    let mut storage = open_all(&dir, &meta);
+    // 64 GiB, sparse: reading it would take the machine's memory.
+    let huge = fs::File::create(dir.join(resume_name(&meta))).unwrap();
+    huge.set_len(64 << 30).unwrap();
+    assert_eq!(storage.load_resume(&meta.info_hash.0, g.piece_count()).unwrap(), None);
+    // Just over the bound.
+    let bound = resume::max_encoded_len(Bitfield::byte_len(g.piece_count()), meta.files.len());
+    huge.set_len(bound + 1).unwrap();
+    assert_eq!(storage.load_resume(&meta.info_hash.0, g.piece_count()).unwrap(), None);
+    fs::write(dir.join(resume_name(&meta)), b"d7:versioni1e").unwrap();
+    assert_eq!(storage.load_resume(&meta.info_hash.0, g.piece_count()).unwrap(), None);
+}
+
+#[test]
+fn the_old_resume_name_is_read_once_and_moved_to_the_new_one() {
+    let (meta, _) = multi();
+    let g = geometry(&meta);
+    let dir = TempDir::new("resume-legacy");
+    let mut have = Bitfield::new(g.piece_count());
+    have.set(2);
+    let data = resume::ResumeData {
+        info_hash: meta.info_hash.0,
+        pieces: have.as_bytes().to_vec(),
+        files: vec![resume::FileStamp::MISSING; meta.files.len()],
+    };
+    fs::write(dir.join(".multi.rill-resume"), resume::encode(&data)).unwrap();
+    let mut storage = open_all(&dir, &meta);
+    assert_eq!(storage.load_resume(&meta.info_hash.0, g.piece_count()).unwrap(), Some(data.clone()));
+    assert!(!dir.join(".multi.rill-resume").exists(), "the old name stays");
+    assert_eq!(fs::read(dir.join(resume_name(&meta))).unwrap(), resume::encode(&data));
+    // Another torrent's file under the old name (two torrents of one name shared it): left alone.
+    let dir = TempDir::new("resume-legacy-other");
+    let other = resume::ResumeData { info_hash: [7; 20], ..data.clone() };
+    fs::write(dir.join(".multi.rill-resume"), resume::encode(&other)).unwrap();
+    let mut storage = open_all(&dir, &meta);
+    assert_eq!(storage.load_resume(&meta.info_hash.0, g.piece_count()).unwrap(), None);
+    assert_eq!(fs::read(dir.join(".multi.rill-resume")).unwrap(), resume::encode(&other));
+    assert!(!dir.join(resume_name(&meta)).exists());
+    // The old name as a link: the same rules.
+    let dir = TempDir::new("resume-legacy-link");
+    std::os::unix::fs::symlink("/dev/zero", dir.join(".multi.rill-resume")).unwrap();
+    let mut storage = open_all(&dir, &meta);
+    let err = storage.load_resume(&meta.info_hash.0, g.piece_count()).unwrap_err();
+    assert_refused(&err, &dir.join(".multi.rill-resume"), nofollow::Found::Symlink);
+}
+
+#[test]
+fn a_torrent_name_of_255_bytes_saves_and_loads_its_resume_file() {
+    let name = "n".repeat(255);
+    let path = format!("{name}/f.bin");
+    let (meta, content) = torrent(&[(path.as_str(), 40_000, false)], PIECE_LEN);
+    let g = geometry(&meta);
+    let dir = TempDir::new("resume-long-name");
+    let mut storage = open_all(&dir, &meta);
+    write_all(&mut storage, &content);
+    let mut have = Bitfield::new(g.piece_count());
+    have.set(0);
+    storage.save_resume(&meta.info_hash.0, &have).expect("save with a 255-byte torrent name");
+    let loaded = storage.load_resume(&meta.info_hash.0, g.piece_count()).unwrap().expect("resume data");
+    assert_eq!(loaded.pieces, have.as_bytes());
+}
+
+// ---- data files longer than the torrent says ----------------------------------------------------
+
+#[test]
+fn a_wanted_data_file_longer_than_its_entry_is_truncated_at_open_an_unwanted_one_is_not() {
+    let dir = TempDir::new("truncate");
+    let (meta, content) = multi();
+    fs::create_dir_all(dir.join("multi/sub")).unwrap();
+    let mut long_a = content[span(&meta, A)].to_vec();
+    long_a.extend_from_slice(b"trailing bytes that are not the torrent's");
+    fs::write(dir.join(LAYOUT[A].0), &long_a).unwrap();
+    fs::write(dir.join(LAYOUT[D].0), b"0123456789abcdef").unwrap();
+    let mut storage = Storage::open(dir.path(), &meta, |i| i != D).unwrap();
+    assert_eq!(on_disk(&dir, LAYOUT[A].0), &content[span(&meta, A)], "truncated to its length, bytes kept");
+    assert_eq!(on_disk(&dir, LAYOUT[D].0), b"0123456789abcdef", "an unwanted file is only reported");
+    assert_eq!(read(&mut storage, 0, 10_000), &content[span(&meta, A)]);
+}
+
+// ---- BEP 47 symbolic links ----------------------------------------------------------------------
+
+#[test]
+fn relative_link_targets_are_computed_from_the_links_folder() {
+    let rel = |link: &str, target: &str| nofollow::relative_link_target(Path::new(link), Path::new(target));
+    assert_eq!(rel("t/a/b", "x"), Some(PathBuf::from("../x")));
+    assert_eq!(rel("t/b", "x"), Some(PathBuf::from("x")));
+    assert_eq!(rel("t/a/b/c", "a/x/y"), Some(PathBuf::from("../x/y")));
+    assert_eq!(rel("t/a/b", "a"), Some(PathBuf::from(".")));
+    assert_eq!(rel("t/a/b", "a/c"), Some(PathBuf::from("c")));
+    assert_eq!(rel("t/a/b", "../x"), None, "a target leaving the torrent");
+    assert_eq!(rel("t/a/b", "/etc/passwd"), None);
+    assert_eq!(rel("t/a/b", ""), None);
+}
+
+/// The multi-file layout plus `multi/sub/link` → `a.bin` (that is `multi/a.bin`), a BEP 47 link.
+fn with_link(target: &str) -> (Metainfo, Vec<u8>) {
+    let (mut meta, content) = multi();
+    let at = meta.files[EMPTY].offset;
+    meta.files.insert(
+        EMPTY + 1,
+        FileEntry {
+            path: PathBuf::from("multi/sub/link"),
+            length: 0,
+            offset: at,
+            padding: false,
+            symlink_target: Some(PathBuf::from(target)),
+        },
+    );
+    (meta, content)
+}
+
+#[test]
+fn a_bep47_link_is_created_relative_and_never_opened_or_written() {
+    let dir = TempDir::new("bep47");
+    let (meta, content) = with_link("a.bin");
+    let mut storage = open_all(&dir, &meta);
+    let link = dir.join("multi/sub/link");
+    assert_eq!(fs::read_link(&link).unwrap(), Path::new("../a.bin"));
+    write_all(&mut storage, &content);
+    assert_eq!(read(&mut storage, 0, content.len()), content);
+    assert_eq!(fs::read(&link).unwrap(), &content[span(&meta, A)], "the link resolves to the torrent's file");
+    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
+    // Stamps and layout treat it as no data.
+    let stamps = storage.file_stamps();
+    assert_eq!(stamps[EMPTY + 1], resume::FileStamp::MISSING);
+    // Opening again finds the same link: fine.
+    let _again = open_all(&dir, &meta);
+}
+
+#[test]
+fn something_else_where_a_bep47_link_belongs_is_refused() {
+    let (meta, _) = with_link("a.bin");
+    let outside = Outside::new("bep47-other");
+    let dir = TempDir::new("bep47-other-link");
+    fs::create_dir_all(dir.join("multi/sub")).unwrap();
+    std::os::unix::fs::symlink(outside.file(), dir.join("multi/sub/link")).unwrap();
+    let err = open_err(&dir, &meta);
+    assert_refused(&err, &dir.join("multi/sub/link"), nofollow::Found::Symlink);
+    assert!(err.to_string().contains("another target"), "{err}");
+    outside.assert_untouched();
+
+    let dir = TempDir::new("bep47-file");
+    fs::create_dir_all(dir.join("multi/sub")).unwrap();
+    fs::write(dir.join("multi/sub/link"), b"a file").unwrap();
+    let err = open_err(&dir, &meta);
+    assert_refused(&err, &dir.join("multi/sub/link"), nofollow::Found::RegularFile);
+    assert_eq!(fs::read(dir.join("multi/sub/link")).unwrap(), b"a file");
+}
+
+// ---- files deleted or replaced while open -------------------------------------------------------
+
+#[test]
+fn check_files_reports_an_open_file_deleted_or_replaced() {
+    let (meta, content) = multi();
+    for replace in [false, true] {
+        let dir = TempDir::new(if replace { "vanish-replace" } else { "vanish-delete" });
+        let mut storage = open_all(&dir, &meta);
+        write_all(&mut storage, &content);
+        storage.check_files(Timestamp::from_secs(1)).expect("all files in place");
+        let victim = dir.join(LAYOUT[B].0);
+        fs::remove_file(&victim).unwrap();
+        if replace {
+            fs::write(&victim, &content[span(&meta, B)]).unwrap();
+        }
+        // Not yet time to look again.
+        storage.check_files(Timestamp::from_secs(2)).expect("looked only a second ago");
+        let err = storage.check_files(Timestamp::from_secs(3)).unwrap_err();
+        assert_names_path(&err, &victim, StorageOp::Vanished);
+    }
+}
+
+#[test]
+fn check_files_reports_a_folder_swapped_for_a_link() {
+    let dir = TempDir::new("vanish-folder");
+    let (meta, content) = multi();
+    let mut storage = open_all(&dir, &meta);
+    write_all(&mut storage, &content);
+    fs::rename(dir.join("multi/sub"), dir.join("moved")).unwrap();
+    std::os::unix::fs::symlink(dir.join("moved"), dir.join("multi/sub")).unwrap();
+    let err = storage.check_files(Timestamp::ZERO).unwrap_err();
+    assert_eq!(err.op, StorageOp::Vanished, "{err}");
+    assert!(err.path.starts_with(dir.join("multi/sub")), "{err}");
+}
+
+#[test]
+fn a_closed_file_deleted_since_is_an_error_when_opened_again_not_a_new_empty_file() {
+    let names: Vec<String> = (0..MAX_OPEN_FILES + 2).map(|i| format!("many/f{i:03}")).collect();
+    let layout: Vec<(&str, u64, bool)> = names.iter().map(|n| (n.as_str(), 700, false)).collect();
+    let (meta, content) = torrent(&layout, BLOCK_LEN);
+    let dir = TempDir::new("vanish-closed");
+    let mut storage = open_all(&dir, &meta);
+    write_all(&mut storage, &content);
+    // File 0 was closed to make room; delete it.
+    fs::remove_file(dir.join(&names[0])).unwrap();
+    storage.check_files(Timestamp::ZERO).expect("only open files are looked at");
+    let err = storage.write(0, &content[..10]).unwrap_err();
+    assert_names_path(&err, &dir.join(&names[0]), StorageOp::Vanished);
+    assert!(!dir.join(&names[0]).exists(), "recreated as a new file");
+    let mut out = [0u8; 10];
+    let err = storage.read(0, &mut out).unwrap_err();
+    assert_eq!(err.op, StorageOp::Vanished);
+}
+
+#[test]
+fn a_file_present_at_open_and_deleted_before_the_first_write_is_an_error() {
+    let dir = TempDir::new("vanish-before");
+    let (meta, content) = multi();
+    fs::create_dir_all(dir.join("multi")).unwrap();
+    fs::write(dir.join(LAYOUT[A].0), &content[span(&meta, A)]).unwrap();
+    let mut storage = open_all(&dir, &meta);
+    fs::remove_file(dir.join(LAYOUT[A].0)).unwrap();
+    let err = storage.write(0, &content[..10]).unwrap_err();
+    assert_names_path(&err, &dir.join(LAYOUT[A].0), StorageOp::Vanished);
+}
+
+#[test]
+fn a_socket_at_a_data_file_is_refused() {
+    let dir = TempDir::new("socket");
+    let (meta, content) = multi();
+    let mut storage = open_all(&dir, &meta);
+    let _listener = std::os::unix::net::UnixListener::bind(dir.join(LAYOUT[D].0)).unwrap();
+    let d = span(&meta, D);
+    let err = storage.write(d.start as u64, &content[d.clone()]).unwrap_err();
+    assert_refused(&err, &dir.join(LAYOUT[D].0), nofollow::Found::Socket);
+    let err = open_err(&dir, &meta);
+    assert_refused(&err, &dir.join(LAYOUT[D].0), nofollow::Found::Socket);
+}
+
+/// The two halves of BEP 47 agree: a torrent's `attr` `l` entry, as metainfo parses it, becomes a link that
+/// storage creates relative to its own folder; a link whose target leaves the torrent is never created.
+#[test]
+fn a_parsed_bep47_symlink_entry_becomes_a_link_and_an_escaping_one_is_skipped() {
+    let pieces = [0u8; 20];
+    let mut torrent = b"d4:infod5:filesl".to_vec();
+    torrent.extend_from_slice(b"d6:lengthi5e4:pathl5:a.binee");
+    torrent.extend_from_slice(b"d4:attr1:l6:lengthi0e4:pathl3:sub4:linke12:symlink pathl5:a.binee");
+    torrent.extend_from_slice(b"d4:attr1:l6:lengthi0e4:pathl3:bade12:symlink pathl2:..2:..3:etc6:passwdee");
+    torrent.extend_from_slice(b"e4:name5:multi12:piece lengthi16384e6:pieces20:");
+    torrent.extend_from_slice(&pieces);
+    torrent.extend_from_slice(b"ee");
+    let meta = Metainfo::from_bytes(&torrent).expect("parses");
+    let dir = TempDir::new("bep47-parsed");
+    let _storage = open_all(&dir, &meta);
+    assert_eq!(fs::read_link(dir.join("multi/sub/link")).unwrap(), Path::new("../a.bin"));
+    assert!(fs::symlink_metadata(dir.join("multi/bad")).is_err(), "an escaping link must not be created");
+    assert!(fs::symlink_metadata(dir.join("etc")).is_err());
 }

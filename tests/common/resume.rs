@@ -93,9 +93,9 @@ pub fn error_lines(stderr: &str) -> Vec<&str> {
 // ---------------------------------------------------------------------------------------------------------------
 // The resume file
 
-/// `OUT/.<name>.rill-resume`.
+/// `OUT/.rill-<info-hash in hex>.resume`.
 pub fn resume_path(out: &Path, torrent: &Torrent) -> PathBuf {
-    out.join(format!(".{}.rill-resume", torrent.name))
+    out.join(format!(".rill-{}.resume", torrent.hex_hash()))
 }
 
 /// How many pieces the resume file records as verified, if it exists and is bencode with a `pieces` bitfield.
