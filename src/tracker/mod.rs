@@ -155,8 +155,9 @@ struct Tracker {
     url_text: String,
     url: Result<TrackerUrl, UrlError>,
     tier: usize,
-    announce: Option<Request>,
-    scrape: Option<Request>,
+    /// Boxed: a tracker waiting its turn holds no request state.
+    announce: Option<Box<Request>>,
+    scrape: Option<Box<Request>>,
     /// BEP 15 connection id, shared by this tracker's exchanges.
     connection: Option<ConnectionId>,
     /// It answered an announce: it knows us, so it gets `stopped`.
@@ -324,7 +325,7 @@ impl Trackers {
             .active
             .iter()
             .flat_map(|&t| [&self.trackers[t].announce, &self.trackers[t].scrape])
-            .filter_map(|r| r.as_ref().and_then(Request::deadline))
+            .filter_map(|r| r.as_deref().and_then(Request::deadline))
             .min();
         let tier_due = if self.in_flight() < MAX_IN_FLIGHT {
             tier_due

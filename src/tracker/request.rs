@@ -103,17 +103,22 @@ impl Request {
     }
 }
 
-fn slot_of(tracker: &mut Tracker, slot: Slot) -> &mut Option<Request> {
+/// The request slot itself, to fill or empty it.
+fn slot_box(tracker: &mut Tracker, slot: Slot) -> &mut Option<Box<Request>> {
     match slot {
         Slot::Announce => &mut tracker.announce,
         Slot::Scrape => &mut tracker.scrape,
     }
 }
 
+fn slot_of(tracker: &mut Tracker, slot: Slot) -> Option<&mut Request> {
+    slot_box(tracker, slot).as_deref_mut()
+}
+
 fn slot_ref(tracker: &Tracker, slot: Slot) -> Option<&Request> {
     match slot {
-        Slot::Announce => tracker.announce.as_ref(),
-        Slot::Scrape => tracker.scrape.as_ref(),
+        Slot::Announce => tracker.announce.as_deref(),
+        Slot::Scrape => tracker.scrape.as_deref(),
     }
 }
 
@@ -295,7 +300,7 @@ impl Trackers {
             Scheme::Http => Some(give_up_at.map_or(http_limit, |g| g.min(http_limit))),
             Scheme::Udp => give_up_at,
         };
-        *slot_of(&mut self.trackers[t], slot) = Some(Request {
+        *slot_box(&mut self.trackers[t], slot) = Some(Box::new(Request {
             purpose,
             target,
             http_request,
@@ -304,7 +309,7 @@ impl Trackers {
             schedule,
             redirects: 0,
             started_at: now,
-        });
+        }));
         if !self.active.contains(&t) {
             self.active.push(t);
         }
@@ -472,7 +477,7 @@ impl Trackers {
 
     /// Drops a request without an answer or an event (on exit); its connection is closed.
     pub(super) fn cancel(&mut self, t: usize, slot: Slot) {
-        if let Some(request) = slot_of(&mut self.trackers[t], slot).take() {
+        if let Some(request) = slot_box(&mut self.trackers[t], slot).take() {
             self.close_if_open(&request);
             self.forget_if_idle(t);
         }
@@ -496,7 +501,7 @@ impl Trackers {
 
     /// Ends a request and reports its outcome.
     fn finish(&mut self, t: usize, slot: Slot, result: Result<Answer, TrackerError>, now: Timestamp) {
-        let Some(request) = slot_of(&mut self.trackers[t], slot).take() else {
+        let Some(request) = slot_box(&mut self.trackers[t], slot).take() else {
             return;
         };
         self.close_if_open(&request);

@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::{
-    AnnounceParams, AnnounceReply, Event, Retransmit, TrackerError, TrackerEvent, TrackerState, Trackers,
+    AnnounceParams, AnnounceReply, Event, Retransmit, Tracker, TrackerError, TrackerEvent, TrackerState, Trackers,
     FIRST_ANSWER_PATIENCE, MAX_IN_FLIGHT, MAX_PATIENCE_DOUBLINGS,
 };
 use crate::time::{secs, Timestamp};
@@ -63,14 +63,13 @@ impl Trackers {
         self.begin_announce(t, params, None, schedule, now);
     }
 
-    /// How long tracker `t` may hold a slot while others wait, if it never answered.
+    /// How long tracker `t`'s announce in flight may hold its slot while others wait, if it is limited.
     fn patience(&self, t: usize) -> Option<Duration> {
         let tracker = &self.trackers[t];
-        let request = tracker.announce.as_ref()?;
-        if tracker.started_ok || request.event() == Some(Event::Stopped) {
+        if tracker.announce.as_ref()?.event() == Some(Event::Stopped) {
             return None;
         }
-        Some(FIRST_ANSWER_PATIENCE.saturating_mul(1 << tracker.unanswered.min(MAX_PATIENCE_DOUBLINGS)))
+        patience_for(tracker)
     }
 
     /// When the first never-answered tracker in flight runs out of patience.
@@ -262,6 +261,14 @@ impl Trackers {
             self.events.push_back(TrackerEvent::Peers(fresh));
         }
     }
+}
+
+/// How long an announce to `tracker` may hold a slot while others wait: limited only while it never answered.
+pub(super) fn patience_for(tracker: &Tracker) -> Option<Duration> {
+    if tracker.started_ok {
+        return None;
+    }
+    Some(FIRST_ANSWER_PATIENCE.saturating_mul(1 << tracker.unanswered.min(MAX_PATIENCE_DOUBLINGS)))
 }
 
 /// The wait after the `failures`-th whole-tier failure in a row.
