@@ -861,3 +861,23 @@ fn a_waiting_tracker_costs_little_memory() {
     println!("Tracker: {size} bytes");
     assert!(size <= 256, "{size} bytes");
 }
+
+#[test]
+fn untried_trackers_go_before_retries_of_dead_ones() {
+    let mut sim = many_tiers(2000);
+    let mut first_try_of_last = None;
+    sim.tick(Timestamp::ZERO);
+    while first_try_of_last.is_none() && sim.now < Timestamp::from_secs(1000) {
+        for (_, a, _) in http_requests(&sim.io()) {
+            if a.port() == 10_000 + 1999 {
+                first_try_of_last = Some(sim.now);
+            }
+        }
+        if first_try_of_last.is_none() {
+            assert!(sim.step_until(Timestamp::from_secs(1000)));
+        }
+    }
+    // 2000 silent trackers, 8 at a time, 2 s each: the last is first asked at 498 s, although the first
+    // ones come due again every minute.
+    assert_eq!(first_try_of_last, Some(Timestamp::from_secs(498)));
+}

@@ -27,8 +27,8 @@ const RETRY_MAX: Duration = secs(60 * 60);
 const MAX_KNOWN_PEERS: usize = 65_536;
 
 impl Trackers {
-    /// Starts the announce of every tier whose time has come, in tier order, while fewer than
-    /// `MAX_IN_FLIGHT` exchanges run; the others stay due and wait. A start that fails at once (bad URL,
+    /// Starts the announce of every tier whose time has come, in tier order (tiers that failed as a whole
+    /// last), while fewer than `MAX_IN_FLIGHT` exchanges run; the others stay due and wait. A start that fails at once (bad URL,
     /// cached lookup failure) moves its tier on, so each tier is started until it has a request in flight,
     /// is no longer due, or no slot is left; a tier that ran out waits a back-off, so this ends, in one pass
     /// over the tiers.
@@ -36,12 +36,19 @@ impl Trackers {
         if !self.announcing || self.stop_deadline.is_some() {
             return;
         }
-        for i in 0..self.tiers.len() {
-            while self.tiers[i].next_at.is_some_and(|at| at <= now) {
-                if self.in_flight() >= MAX_IN_FLIGHT {
-                    return;
+        // Tiers that have not failed as a whole go first: every tracker of a long list gets its first try
+        // before dead ones are retried, so a working tracker is reached wherever it sits in the list.
+        for retries in [false, true] {
+            for i in 0..self.tiers.len() {
+                if (self.tiers[i].failures > 0) != retries {
+                    continue;
                 }
-                self.start_tier(i, now);
+                while self.tiers[i].next_at.is_some_and(|at| at <= now) {
+                    if self.in_flight() >= MAX_IN_FLIGHT {
+                        return;
+                    }
+                    self.start_tier(i, now);
+                }
             }
         }
     }
