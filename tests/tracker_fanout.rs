@@ -137,8 +137,9 @@ fn thousands_of_dead_trackers_cost_few_descriptors_and_the_real_one_is_reached()
     let took = started.elapsed();
     assert!(status.success(), "rill failed: {}", describe(status));
     assert_same_tree(&content.path(), &out.join(&t.name));
-    assert!(most_fds > 0, "rill's descriptors were never seen");
-    assert!(most_fds <= MAX_OPEN_FDS, "rill had up to {most_fds} descriptors open with {dead} dead trackers");
     println!("{dead} dead trackers + 1 real: complete in {:.1} s, at most {most_fds} descriptors", took.as_secs_f64());
+    // With the real tracker alone the download can end before the first sample.
+    assert!(most_fds > 0 || dead == 0, "rill's descriptors were never seen");
+    assert!(most_fds <= MAX_OPEN_FDS, "rill had up to {most_fds} descriptors open with {dead} dead trackers");
     drop(udp_hole);
 }
