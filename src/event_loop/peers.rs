@@ -4,7 +4,8 @@
 //! connection's `ReadBuf` and handing frames to the session, writing its output until `WouldBlock`,
 //! serving blocks from storage into its write buffer, each peer's wheel entry, choke rounds and the
 //! rate-limit buckets as applied to sockets, bans, and reaping closed connections.
-//! Must not: decide protocol; every decision is the session's, the swarm's or the choker's.
+//! Must not: decide protocol; every decision is the session's, the swarm's or the choker's (who gets a
+//! connection slot, and who gives one up, is `swarm::slots`'s).
 //!
 //! Every connection is registered once for READABLE | WRITABLE (edge-triggered) and never re-registered:
 //! with edge triggering an idle writable socket costs nothing, and backpressure is applied by not reading
