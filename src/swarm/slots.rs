@@ -99,7 +99,13 @@ impl SlotPolicy {
     }
 
     /// A peer connected to us from `ip`.
-    pub fn on_incoming<K: Copy>(&self, ip: IpAddr, peers: &[PeerUse<K>], we_seed: bool, now: Timestamp) -> Admission<K> {
+    pub fn on_incoming<K: Copy>(
+        &self,
+        ip: IpAddr,
+        peers: &[PeerUse<K>],
+        we_seed: bool,
+        now: Timestamp,
+    ) -> Admission<K> {
         if holds_address(ip, peers) {
             return Admission::SameAddress;
         }

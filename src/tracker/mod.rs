@@ -153,7 +153,6 @@ impl Default for Timeouts {
 #[derive(Debug)]
 struct Tracker {
     url_text: String,
-    url: Result<TrackerUrl, UrlError>,
     tier: usize,
     /// Boxed: a tracker waiting its turn holds no request state.
     announce: Option<Box<Request>>,
@@ -175,6 +174,13 @@ struct Tracker {
     last_error: Option<String>,
     /// Announces in a row that ended without an answer while it never answered (lengthens its patience).
     unanswered: u32,
+}
+
+impl Tracker {
+    /// The URL, parsed when a request starts (a tracker waiting its turn keeps only the text).
+    fn url(&self) -> Result<TrackerUrl, UrlError> {
+        TrackerUrl::parse(&self.url_text)
+    }
 }
 
 /// One BEP 12 tier.
@@ -225,20 +231,21 @@ impl Trackers {
     /// dropped. The first announce to every tier is due at `now`.
     pub fn new(tiers: &[Vec<String>], identity: ClientIdentity, rng: &mut Rng, now: Timestamp) -> Self {
         let mut own = Rng::seeded(rng.next_u64());
-        let mut trackers = Vec::new();
-        let mut tier_list = Vec::new();
-        let mut seen = HashSet::new();
+        // Sized up front: a torrent may list tens of thousands of trackers, and doubling would hold two copies.
+        let count: usize = tiers.iter().map(Vec::len).sum();
+        let mut trackers = Vec::with_capacity(count);
+        let mut tier_list = Vec::with_capacity(tiers.len());
+        let mut seen: HashSet<&str> = HashSet::with_capacity(count);
         for urls in tiers {
-            let mut order = Vec::new();
+            let mut order = Vec::with_capacity(urls.len());
             for text in urls {
                 let text = text.trim();
-                if text.is_empty() || !seen.insert(text.to_string()) {
+                if text.is_empty() || !seen.insert(text) {
                     continue;
                 }
                 order.push(trackers.len());
                 trackers.push(Tracker {
                     url_text: text.to_string(),
-                    url: TrackerUrl::parse(text),
                     tier: tier_list.len(),
                     announce: None,
                     scrape: None,
@@ -441,8 +448,8 @@ impl Trackers {
             let Some(t) = self.scrape_queue.pop_front() else {
                 break;
             };
-            let target = match &self.trackers[t].url {
-                Err(e) => Err(TrackerError::Url(e.clone())),
+            let target = match self.trackers[t].url() {
+                Err(e) => Err(TrackerError::Url(e)),
                 Ok(url) => url.scrape_url().ok_or(TrackerError::NoScrape),
             };
             match target {

@@ -259,10 +259,10 @@ impl Trackers {
         schedule: Retransmit,
         now: Timestamp,
     ) {
-        let url = match &self.trackers[t].url {
-            Ok(url) => url.clone(),
+        let url = match self.trackers[t].url() {
+            Ok(url) => url,
             Err(e) => {
-                let e = TrackerError::Url(e.clone());
+                let e = TrackerError::Url(e);
                 self.announce_done(t, &params, Err(e), now);
                 return;
             }
