@@ -859,7 +859,7 @@ fn a_waiting_tracker_costs_little_memory() {
     // What every tracker holds, whether or not it ever becomes active; the requests are boxed.
     let size = std::mem::size_of::<Tracker>();
     println!("Tracker: {size} bytes");
-    assert!(size <= 256, "{size} bytes");
+    assert!(size <= 192, "{size} bytes");
 }
 
 #[test]
