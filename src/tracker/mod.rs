@@ -22,7 +22,8 @@
 //! hold the queue, an announce to a tracker that has **never answered** gives its slot up after
 //! `FIRST_ANSWER_PATIENCE` (2 s, doubling with each unanswered try up to the request's own limit) while
 //! another tier waits; it counts as a failure of that tracker, so its tier moves on or backs off and it
-//! is tried again later. A tracker that answered before keeps its slot for the full time limits below.
+//! is tried again later. A tracker that answered before has `ANSWERED_PATIENCE` (15 s) instead, so a few
+//! trackers that answer once and then go silent cannot hold every slot for a UDP retransmission schedule.
 //! Within a tier, trackers are tried in order: an unusable URL, a name that does not resolve or a refused
 //! connection moves on at once; an HTTP tracker that accepts and never answers moves on after
 //! `Timeouts::http` (15 s); a silent UDP tracker after its first 15 s wait when another tracker of the tier
@@ -475,6 +476,8 @@ const MAX_IN_FLIGHT: usize = 8;
 /// each unanswered try (up to `MAX_PATIENCE_DOUBLINGS` times), and never extends the request's own limits.
 const FIRST_ANSWER_PATIENCE: Duration = secs(2);
 const MAX_PATIENCE_DOUBLINGS: u32 = 3;
+/// The same for a tracker that answered before: one BEP 15 retransmission wait.
+const ANSWERED_PATIENCE: Duration = secs(15);
 
 /// `stopped` announces over UDP are retransmitted at least this often, inside `Timeouts::stop`.
 const STOP_RETRANSMIT: Duration = secs(1);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::{
     AnnounceParams, AnnounceReply, Event, Retransmit, Tracker, TrackerError, TrackerEvent, TrackerState, Trackers,
-    FIRST_ANSWER_PATIENCE, MAX_IN_FLIGHT, MAX_PATIENCE_DOUBLINGS,
+    ANSWERED_PATIENCE, FIRST_ANSWER_PATIENCE, MAX_IN_FLIGHT, MAX_PATIENCE_DOUBLINGS,
 };
 use crate::time::{secs, Timestamp};
 
@@ -79,7 +79,7 @@ impl Trackers {
         patience_for(tracker)
     }
 
-    /// When the first never-answered tracker in flight runs out of patience.
+    /// When the first announce in flight runs out of patience.
     pub(super) fn earliest_patience_end(&self) -> Option<Timestamp> {
         self.active
             .iter()
@@ -87,8 +87,8 @@ impl Trackers {
             .min()
     }
 
-    /// While every slot is taken and a tier waits, ends the announces of never-answered trackers whose
-    /// patience ran out (oldest first, one per waiting tier): each counts as that tracker failing.
+    /// While every slot is taken and a tier waits, ends the announces whose patience ran out (oldest
+    /// first, one per waiting tier): each counts as that tracker failing.
     pub(super) fn give_up_impatient(&mut self, now: Timestamp) {
         if !self.announcing || self.stop_deadline.is_some() {
             return;
@@ -270,10 +270,12 @@ impl Trackers {
     }
 }
 
-/// How long an announce to `tracker` may hold a slot while others wait: limited only while it never answered.
+/// How long an announce to `tracker` may hold a slot while others wait: `FIRST_ANSWER_PATIENCE` (doubling)
+/// while it never answered, `ANSWERED_PATIENCE` once it did (so that a few trackers that answered once and
+/// then went silent cannot hold every slot for a whole UDP retransmission schedule).
 pub(super) fn patience_for(tracker: &Tracker) -> Option<Duration> {
     if tracker.started_ok {
-        return None;
+        return Some(ANSWERED_PATIENCE);
     }
     Some(FIRST_ANSWER_PATIENCE.saturating_mul(1 << tracker.unanswered.min(MAX_PATIENCE_DOUBLINGS)))
 }
