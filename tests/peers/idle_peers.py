@@ -23,8 +23,10 @@ KEEPALIVE_EVERY = 20.0
 
 
 class Conn:
-    def __init__(self, sock):
+    def __init__(self, sock, hello):
         self.sock = sock
+        self.hello = hello
+        self.connected = False
         self.got = b""
         self.handshaken = False
         self.last_sent = time.time()
@@ -43,9 +45,7 @@ def main():
     ends = time.time() + args.max_life
     sel = selectors.DefaultSelector()
     conns = {}
-    pending = []  # times at which to open a connection
-    now = time.time()
-    pending = [now] * args.count
+    to_open = args.count
     stats = {"closed_by_remote": 0, "connects": 0, "first_handshake_at": None, "last_handshake_at": None}
     next_status = 0.0
 
@@ -61,19 +61,15 @@ def main():
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setblocking(False)
         s.connect_ex(("127.0.0.1", args.port))
-        c = Conn(s)
         peer_id = b"-ID0001-" + os.urandom(12)
-        c.hello = b"\x13BitTorrent protocol" + bytes(8) + info_hash + peer_id
-        c.connected = False
+        c = Conn(s, b"\x13BitTorrent protocol" + bytes(8) + info_hash + peer_id)
         conns[id(c)] = c
         sel.register(s, selectors.EVENT_WRITE | selectors.EVENT_READ, c)
 
     while time.time() < ends:
-        now = time.time()
-        due = [t for t in pending if t <= now]
-        pending[:] = [t for t in pending if t > now]
-        for _ in due:
+        while to_open > 0:
             open_one()
+            to_open -= 1
         for key, mask in sel.select(timeout=0.1):
             c = key.data
             if not c.connected and mask & selectors.EVENT_WRITE:
