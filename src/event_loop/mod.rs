@@ -433,7 +433,7 @@ impl EventLoop {
         let transfer = self.transfer();
         self.trackers.on_timeout(now, transfer, &mut self.rng);
         self.pump_trackers(now);
-        self.dial_more(now);
+        self.dial_more(now, false);
         if self.torrent.swarm.is_complete() && !self.config.keep_seeding {
             self.begin_stop(now);
         }
@@ -588,7 +588,7 @@ impl EventLoop {
                 self.begin_stop(now);
             }
         }
-        self.dial_more(now);
+        self.dial_more(now, true);
         Ok(())
     }
 
@@ -627,7 +627,7 @@ impl EventLoop {
             self.ban(no);
         }
         self.reap_closed(now);
-        self.dial_more(now);
+        self.dial_more(now, false);
         Ok(())
     }
 

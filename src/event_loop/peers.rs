@@ -4,7 +4,8 @@
 //! connection's `ReadBuf` and handing frames to the session, writing its output until `WouldBlock`,
 //! serving blocks from storage into its write buffer, each peer's wheel entry, choke rounds and the
 //! rate-limit buckets as applied to sockets, bans, and reaping closed connections.
-//! Must not: decide protocol; every decision is the session's, the swarm's or the choker's.
+//! Must not: decide protocol; every decision is the session's, the swarm's or the choker's (who gets a
+//! connection slot, and who gives one up, is `swarm::slots`'s).
 //!
 //! Every connection is registered once for READABLE | WRITABLE (edge-triggered) and never re-registered:
 //! with edge triggering an idle writable socket costs nothing, and backpressure is applied by not reading
@@ -23,6 +24,7 @@ use crate::peer::buffers::ReadBuf;
 use crate::peer::session::{PeerSession, Phase, TorrentContext};
 use crate::peer::{DropReason, PeerMisbehaved};
 use crate::swarm::choker::{PeerStat, SNUB_AFTER};
+use crate::swarm::slots::{Admission, PeerUse, SlotPolicy};
 use crate::swarm::throttle::TokenBucket;
 use crate::swarm::PeerNo;
 use crate::time::Timestamp;
@@ -47,6 +49,8 @@ pub struct Connection {
     /// Already queued on the loop's backlog.
     pub in_backlog: bool,
     pub connected_at: Timestamp,
+    /// The last payload received from or sent to this peer (for the slot policy).
+    pub last_payload: Option<Timestamp>,
     /// An incoming connection whose first byte is not yet known may open with an MSE handshake; while
     /// one runs, its bytes go to the responder instead of the session.
     pub encryption: Encryption,
@@ -88,6 +92,7 @@ impl Connection {
             paused: false,
             in_backlog: false,
             connected_at: now,
+            last_payload: None,
             encryption: Encryption::Plain,
         }
     }
@@ -199,15 +204,69 @@ impl EventLoop {
         self.peers.iter().filter(|(_, c)| c.session.phase() == Phase::AwaitingConnect).count()
     }
 
-    pub(super) fn dial_more(&mut self, now: Timestamp) {
+    /// Connections not being closed.
+    fn live_peers(&self) -> usize {
+        self.peers.len() - self.closing.len()
+    }
+
+    fn slot_policy(&self) -> SlotPolicy {
+        SlotPolicy::new(self.config.max_peers)
+    }
+
+    /// What the slot policy needs to know about every live connection.
+    fn slot_view(&self) -> Vec<PeerUse<usize>> {
+        self.peers
+            .iter()
+            .filter(|(_, c)| c.closing.is_none())
+            .map(|(slot, c)| {
+                let s = &c.session;
+                PeerUse {
+                    key: slot,
+                    ip: c.addr.ip(),
+                    outgoing: s.is_outgoing(),
+                    connecting: s.phase() == Phase::AwaitingConnect,
+                    handshaken: s.peer_id.is_some(),
+                    connected_at: c.connected_at,
+                    last_payload: c.last_payload,
+                    am_interested: s.is_am_interested(),
+                    peer_interested: s.is_peer_interested(),
+                    peer_seed: s.is_peer_seed(),
+                }
+            })
+            .collect()
+    }
+
+    /// Dials known candidates while there is room. With `turnover` (once a second), a full house may
+    /// also give the slot of its least useful peer to one candidate, as the slot policy decides.
+    pub(super) fn dial_more(&mut self, now: Timestamp, turnover: bool) {
         if self.stopping || (self.torrent.swarm.is_complete() && !self.config.keep_seeding) {
             return;
         }
+        let policy = self.slot_policy();
+        let we_seed = self.torrent.swarm.is_seed();
         let mut half_open = self.half_open();
-        while self.peers.len() < self.config.max_peers && half_open < self.config.max_half_open {
+        let mut replaced = false;
+        while half_open < self.config.max_half_open && (turnover || self.live_peers() < self.config.max_peers) {
             let Some(addr) = self.candidates.next_to_dial(now) else {
                 break;
             };
+            match policy.on_dial(addr.ip(), &self.slot_view(), we_seed, now) {
+                Admission::Admit => {}
+                Admission::Replace(victim) if turnover && !replaced => {
+                    replaced = true;
+                    log::debug!("{}: replaced by a dial to {addr}", self.peers[victim].addr);
+                    self.close_peer(victim, DropReason::NotNeeded);
+                }
+                Admission::Replace(_) | Admission::Full => {
+                    self.candidates.put_back(addr);
+                    break;
+                }
+                Admission::SameAddress => {
+                    log::debug!("{addr}: not dialled: already connected to that address");
+                    self.candidates.on_closed(addr, true, now);
+                    continue;
+                }
+            }
             match TcpStream::connect(addr) {
                 Ok(socket) => {
                     let no = self.new_peer_no();
@@ -268,10 +327,27 @@ impl EventLoop {
                 Ok((socket, addr)) => {
                     // IPv4 peers reach the dual-stack listener as ::ffff:a.b.c.d.
                     let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
-                    if self.stopping || self.peers.len() >= self.config.max_peers {
-                        log::debug!("{addr}: incoming connection refused: peer limit");
+                    if self.stopping {
                         drop(socket);
                         continue;
+                    }
+                    let we_seed = self.torrent.swarm.is_seed();
+                    match self.slot_policy().on_incoming(addr.ip(), &self.slot_view(), we_seed, now) {
+                        Admission::Admit => {}
+                        Admission::Replace(victim) => {
+                            log::debug!("{}: replaced by incoming {addr}", self.peers[victim].addr);
+                            self.close_peer(victim, DropReason::NotNeeded);
+                        }
+                        Admission::Full => {
+                            log::debug!("{addr}: incoming connection refused: no free slot");
+                            drop(socket);
+                            continue;
+                        }
+                        Admission::SameAddress => {
+                            log::debug!("{addr}: incoming connection refused: already connected to that address");
+                            drop(socket);
+                            continue;
+                        }
                     }
                     let no = self.new_peer_no();
                     let session = PeerSession::incoming(no, &self.torrent.ctx, now);
@@ -350,6 +426,7 @@ impl EventLoop {
         let result = conn.read_and_process(&mut self.torrent, budget, now);
         let got = conn.session.downloaded - downloaded_before;
         if got > 0 {
+            conn.last_payload = Some(now);
             self.peers_used.insert(conn.addr);
             if let Some(bucket) = &mut self.down_bucket {
                 bucket.spend(got);
@@ -399,6 +476,9 @@ impl EventLoop {
         let mut allowance = self.up_bucket.as_ref().map_or(u64::MAX, TokenBucket::available);
         let uploaded_before = self.torrent.swarm.totals.uploaded;
         let result = conn.flush(&mut self.torrent, &mut allowance, now);
+        if self.torrent.swarm.totals.uploaded > uploaded_before {
+            conn.last_payload = Some(now);
+        }
         if let Some(bucket) = &mut self.up_bucket {
             bucket.spend(self.torrent.swarm.totals.uploaded - uploaded_before);
         }

@@ -364,7 +364,7 @@ impl super::EventLoop {
             }
         }
         if added {
-            self.dial_more(now);
+            self.dial_more(now, false);
         }
         let next = self.trackers.next_deadline();
         match (self.tracker_timer, next) {

@@ -107,6 +107,14 @@ impl Candidates {
         None
     }
 
+    /// An address `next_to_dial` gave out is not dialled after all (no slot): first in line next time.
+    pub fn put_back(&mut self, addr: SocketAddr) {
+        if let Some(c) = self.known.get_mut(&addr) {
+            c.state = State::Ready;
+            self.ready.push_front(addr);
+        }
+    }
+
     /// The earliest time a waiting address becomes dialable.
     pub fn next_retry(&self) -> Option<Timestamp> {
         self.known
@@ -172,5 +180,18 @@ mod tests {
             c.on_closed(a(1), false, t0);
         }
         assert!(c.is_empty(), "forgotten after repeated failures");
+    }
+
+    #[test]
+    fn put_back_is_dialled_first_next_time() {
+        let t0 = Timestamp::ZERO;
+        let mut c = Candidates::new();
+        c.add(a(1));
+        c.add(a(2));
+        assert_eq!(c.next_to_dial(t0), Some(a(1)));
+        c.put_back(a(1));
+        assert!(!c.is_in_use(&a(1)));
+        assert_eq!(c.next_to_dial(t0), Some(a(1)));
+        assert_eq!(c.next_to_dial(t0), Some(a(2)));
     }
 }

@@ -20,6 +20,7 @@ pub mod bans;
 pub mod candidates;
 pub mod choker;
 pub mod picker;
+pub mod slots;
 pub mod throttle;
 
 use std::collections::BTreeMap;

@@ -15,6 +15,15 @@
 //! Tiers keep their order and each tier's trackers are shuffled once with the seeded `Rng`. **Every tier
 //! announces at the same time, one tracker per tier** (Transmission's behaviour), so a dead first tier
 //! never delays peers from the second: in the time a working tier-2 tracker takes to answer, rill has peers.
+//!
+//! **But at most `MAX_IN_FLIGHT` exchanges (announces and scrapes) run at once** per torrent; due tiers
+//! wait their turn in tier order. A torrent with thousands of trackers therefore costs a handful of
+//! sockets, and nothing per waiting tracker beyond its URL and schedule. So that dead trackers do not
+//! hold the queue, an announce to a tracker that has **never answered** gives its slot up after
+//! `FIRST_ANSWER_PATIENCE` (2 s, doubling with each unanswered try up to the request's own limit) while
+//! another tier waits; it counts as a failure of that tracker, so its tier moves on or backs off and it
+//! is tried again later. A tracker that answered before has `ANSWERED_PATIENCE` (15 s) instead, so a few
+//! trackers that answer once and then go silent cannot hold every slot for a UDP retransmission schedule.
 //! Within a tier, trackers are tried in order: an unusable URL, a name that does not resolve or a refused
 //! connection moves on at once; an HTTP tracker that accepts and never answers moves on after
 //! `Timeouts::http` (15 s); a silent UDP tracker after its first 15 s wait when another tracker of the tier
@@ -145,10 +154,10 @@ impl Default for Timeouts {
 #[derive(Debug)]
 struct Tracker {
     url_text: String,
-    url: Result<TrackerUrl, UrlError>,
     tier: usize,
-    announce: Option<Request>,
-    scrape: Option<Request>,
+    /// Boxed: a tracker waiting its turn holds no request state.
+    announce: Option<Box<Request>>,
+    scrape: Option<Box<Request>>,
     /// BEP 15 connection id, shared by this tracker's exchanges.
     connection: Option<ConnectionId>,
     /// It answered an announce: it knows us, so it gets `stopped`.
@@ -164,6 +173,15 @@ struct Tracker {
     seeders: Option<u32>,
     leechers: Option<u32>,
     last_error: Option<String>,
+    /// Announces in a row that ended without an answer while it never answered (lengthens its patience).
+    unanswered: u32,
+}
+
+impl Tracker {
+    /// The URL, parsed when a request starts (a tracker waiting its turn keeps only the text).
+    fn url(&self) -> Result<TrackerUrl, UrlError> {
+        TrackerUrl::parse(&self.url_text)
+    }
 }
 
 /// One BEP 12 tier.
@@ -196,6 +214,13 @@ pub struct Trackers {
     entropy: Entropy,
     next_io: u64,
     timeouts: Timeouts,
+    /// Trackers with a request in flight (announce, scrape or both), in no order. Every per-request scan
+    /// walks this list, never all trackers.
+    active: Vec<usize>,
+    /// Trackers whose scrape waits for a free slot.
+    scrape_queue: VecDeque<usize>,
+    /// `start_queued_scrapes` is running.
+    starting_scrapes: bool,
     /// False for a scrape-only instance.
     announcing: bool,
     completed: bool,
@@ -215,20 +240,21 @@ impl Trackers {
         now: Timestamp,
     ) -> Self {
         let mut own = Rng::seeded(rng.next_u64());
-        let mut trackers = Vec::new();
-        let mut tier_list = Vec::new();
-        let mut seen = HashSet::new();
+        // Sized up front: a torrent may list tens of thousands of trackers, and doubling would hold two copies.
+        let count: usize = tiers.iter().map(Vec::len).sum();
+        let mut trackers = Vec::with_capacity(count);
+        let mut tier_list = Vec::with_capacity(tiers.len());
+        let mut seen: HashSet<&str> = HashSet::with_capacity(count);
         for urls in tiers {
-            let mut order = Vec::new();
+            let mut order = Vec::with_capacity(urls.len());
             for text in urls {
                 let text = text.trim();
-                if text.is_empty() || !seen.insert(text.to_string()) {
+                if text.is_empty() || !seen.insert(text) {
                     continue;
                 }
                 order.push(trackers.len());
                 trackers.push(Tracker {
                     url_text: text.to_string(),
-                    url: TrackerUrl::parse(text),
                     tier: tier_list.len(),
                     announce: None,
                     scrape: None,
@@ -243,6 +269,7 @@ impl Trackers {
                     seeders: None,
                     leechers: None,
                     last_error: None,
+                    unanswered: 0,
                 });
             }
             if order.is_empty() {
@@ -262,6 +289,9 @@ impl Trackers {
             transfer: Transfer::default(),
             entropy,
             next_io: 0,
+            active: Vec::new(),
+            scrape_queue: VecDeque::new(),
+            starting_scrapes: false,
             timeouts: Timeouts::default(),
             announcing: true,
             completed: false,
@@ -304,23 +334,40 @@ impl Trackers {
         let _ = rng;
         self.transfer = transfer;
         self.expire_requests(now);
+        self.give_up_impatient(now);
         self.start_due_announces(now);
     }
 
-    /// The earliest moment `on_timeout` has work.
+    /// The earliest moment `on_timeout` has work. While every slot is taken, a due tier only counts from
+    /// the moment an unanswered tracker's patience runs out (before that there is nothing to do for it).
     #[must_use]
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        let tiers = self
+        let tier_due = self
             .tiers
             .iter()
             .filter(|_| self.announcing && self.stop_deadline.is_none())
-            .filter_map(|tier| tier.next_at);
+            .filter_map(|tier| tier.next_at)
+            .min();
         let requests = self
-            .trackers
+            .active
             .iter()
-            .flat_map(|t| [&t.announce, &t.scrape])
-            .filter_map(|r| r.as_ref().and_then(Request::deadline));
-        tiers.chain(requests).min()
+            .flat_map(|&t| [&self.trackers[t].announce, &self.trackers[t].scrape])
+            .filter_map(|r| r.as_deref().and_then(Request::deadline))
+            .min();
+        let tier_due = if self.in_flight() < MAX_IN_FLIGHT {
+            tier_due
+        } else {
+            tier_due.zip(self.earliest_patience_end()).map(|(due, patience)| due.max(patience))
+        };
+        [tier_due, requests].into_iter().flatten().min()
+    }
+
+    /// Requests in flight (a tracker's announce and scrape count apart).
+    fn in_flight(&self) -> usize {
+        self.active
+            .iter()
+            .map(|&t| usize::from(self.trackers[t].announce.is_some()) + usize::from(self.trackers[t].scrape.is_some()))
+            .sum()
     }
 
     pub fn poll_io(&mut self) -> Option<TrackerIo> {
@@ -403,12 +450,26 @@ impl Trackers {
     /// Scrapes every tracker once (BEP 48 over HTTP, action 2 over UDP); each answer arrives as
     /// `TrackerEvent::Scraped`. A tracker whose scrape is still running is not asked again.
     pub fn scrape(&mut self, now: Timestamp) {
-        for t in 0..self.trackers.len() {
-            if self.trackers[t].scrape.is_some() {
-                continue;
-            }
-            let target = match &self.trackers[t].url {
-                Err(e) => Err(TrackerError::Url(e.clone())),
+        if self.scrape_queue.is_empty() {
+            let idle = (0..self.trackers.len()).filter(|&t| self.trackers[t].scrape.is_none());
+            self.scrape_queue.extend(idle);
+        }
+        self.start_queued_scrapes(now);
+    }
+
+    /// Starts queued scrapes while a slot is free. A scrape that ends at once (a bad URL, a cached failed
+    /// lookup) calls back in here through `finish`; the guard keeps that from recursing.
+    fn start_queued_scrapes(&mut self, now: Timestamp) {
+        if self.starting_scrapes {
+            return;
+        }
+        self.starting_scrapes = true;
+        while self.in_flight() < MAX_IN_FLIGHT {
+            let Some(t) = self.scrape_queue.pop_front() else {
+                break;
+            };
+            let target = match self.trackers[t].url() {
+                Err(e) => Err(TrackerError::Url(e)),
                 Ok(url) => url.scrape_url().ok_or(TrackerError::NoScrape),
             };
             match target {
@@ -419,12 +480,23 @@ impl Trackers {
                 }
             }
         }
+        self.starting_scrapes = false;
     }
 
     pub fn is_scraping(&self) -> bool {
-        self.trackers.iter().any(|t| t.scrape.is_some())
+        !self.scrape_queue.is_empty() || self.active.iter().any(|&t| self.trackers[t].scrape.is_some())
     }
 }
+
+/// Exchanges with trackers in flight at once, per torrent (announces and scrapes; `stopped` announces on
+/// exit go only to trackers that answered and are not counted). Each HTTP exchange holds a socket.
+const MAX_IN_FLIGHT: usize = 8;
+/// How long an announce to a tracker that never answered may hold its slot while others wait; doubles with
+/// each unanswered try (up to `MAX_PATIENCE_DOUBLINGS` times), and never extends the request's own limits.
+const FIRST_ANSWER_PATIENCE: Duration = secs(2);
+const MAX_PATIENCE_DOUBLINGS: u32 = 3;
+/// The same for a tracker that answered before: one BEP 15 retransmission wait.
+const ANSWERED_PATIENCE: Duration = secs(15);
 
 /// `stopped` announces over UDP are retransmitted at least this often, inside `Timeouts::stop`.
 const STOP_RETRANSMIT: Duration = secs(1);

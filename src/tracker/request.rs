@@ -59,6 +59,8 @@ pub(super) struct Request {
     give_up_at: Option<Timestamp>,
     schedule: Retransmit,
     redirects: u32,
+    /// When the request began (the slot policy's patience runs from here).
+    started_at: Timestamp,
 }
 
 /// Named for what the request awaits.
@@ -84,6 +86,10 @@ struct HttpExchange {
 }
 
 impl Request {
+    pub(super) fn started_at(&self) -> Timestamp {
+        self.started_at
+    }
+
     pub(super) fn deadline(&self) -> Option<Timestamp> {
         let phase = match &self.phase {
             Phase::Lookup { until } => Some(*until),
@@ -97,17 +103,22 @@ impl Request {
     }
 }
 
-fn slot_of(tracker: &mut Tracker, slot: Slot) -> &mut Option<Request> {
+/// The request slot itself, to fill or empty it.
+fn slot_box(tracker: &mut Tracker, slot: Slot) -> &mut Option<Box<Request>> {
     match slot {
         Slot::Announce => &mut tracker.announce,
         Slot::Scrape => &mut tracker.scrape,
     }
 }
 
+fn slot_of(tracker: &mut Tracker, slot: Slot) -> Option<&mut Request> {
+    slot_box(tracker, slot).as_deref_mut()
+}
+
 fn slot_ref(tracker: &Tracker, slot: Slot) -> Option<&Request> {
     match slot {
-        Slot::Announce => tracker.announce.as_ref(),
-        Slot::Scrape => tracker.scrape.as_ref(),
+        Slot::Announce => tracker.announce.as_deref(),
+        Slot::Scrape => tracker.scrape.as_deref(),
     }
 }
 
@@ -122,7 +133,7 @@ impl Trackers {
             return;
         };
         let host = Host::Name(name);
-        for t in 0..self.trackers.len() {
+        for t in self.active.clone() {
             for slot in SLOTS {
                 let waiting = slot_ref(&self.trackers[t], slot)
                     .is_some_and(|r| matches!(r.phase, Phase::Lookup { .. }) && r.target.host == host);
@@ -196,7 +207,8 @@ impl Trackers {
         };
         let id = reply.transaction_id();
         let mut found = None;
-        'search: for (t, tracker) in self.trackers.iter().enumerate() {
+        'search: for &t in &self.active {
+            let tracker = &self.trackers[t];
             for slot in SLOTS {
                 if let Some(Request { phase: Phase::Udp(exchange), .. }) = slot_ref(tracker, slot) {
                     if exchange.transaction_id() == id {
@@ -223,7 +235,7 @@ impl Trackers {
     /// The loop could not send a datagram to `addr` (no route, no IPv6, socket error): every exchange with
     /// that tracker fails now instead of waiting out its retransmissions.
     pub fn on_udp_send_failed(&mut self, addr: SocketAddr, kind: io::ErrorKind, now: Timestamp) {
-        for t in 0..self.trackers.len() {
+        for t in self.active.clone() {
             for slot in SLOTS {
                 let affected = matches!(
                     slot_ref(&self.trackers[t], slot),
@@ -247,10 +259,10 @@ impl Trackers {
         schedule: Retransmit,
         now: Timestamp,
     ) {
-        let url = match &self.trackers[t].url {
-            Ok(url) => url.clone(),
+        let url = match self.trackers[t].url() {
+            Ok(url) => url,
             Err(e) => {
-                let e = TrackerError::Url(e.clone());
+                let e = TrackerError::Url(e);
                 self.announce_done(t, &params, Err(e), now);
                 return;
             }
@@ -288,7 +300,7 @@ impl Trackers {
             Scheme::Http => Some(give_up_at.map_or(http_limit, |g| g.min(http_limit))),
             Scheme::Udp => give_up_at,
         };
-        *slot_of(&mut self.trackers[t], slot) = Some(Request {
+        *slot_box(&mut self.trackers[t], slot) = Some(Box::new(Request {
             purpose,
             target,
             http_request,
@@ -296,7 +308,11 @@ impl Trackers {
             give_up_at,
             schedule,
             redirects: 0,
-        });
+            started_at: now,
+        }));
+        if !self.active.contains(&t) {
+            self.active.push(t);
+        }
         self.go(t, slot, now);
     }
 
@@ -426,7 +442,7 @@ impl Trackers {
 
     /// Fails requests whose time ran out and retransmits UDP packets that are due.
     pub(super) fn expire_requests(&mut self, now: Timestamp) {
-        for t in 0..self.trackers.len() {
+        for t in self.active.clone() {
             for slot in SLOTS {
                 let Some(request) = slot_of(&mut self.trackers[t], slot) else {
                     continue;
@@ -453,10 +469,25 @@ impl Trackers {
         }
     }
 
+    /// Ends tracker `t`'s announce now as unanswered (it held a slot others wait for); its connection is
+    /// closed.
+    pub(super) fn give_up_announce(&mut self, t: usize, now: Timestamp) {
+        self.finish(t, Slot::Announce, Err(TrackerError::TimedOut), now);
+    }
+
     /// Drops a request without an answer or an event (on exit); its connection is closed.
     pub(super) fn cancel(&mut self, t: usize, slot: Slot) {
-        if let Some(request) = slot_of(&mut self.trackers[t], slot).take() {
+        if let Some(request) = slot_box(&mut self.trackers[t], slot).take() {
             self.close_if_open(&request);
+            self.forget_if_idle(t);
+        }
+    }
+
+    /// Tracker `t` leaves the active list once neither of its requests runs.
+    fn forget_if_idle(&mut self, t: usize) {
+        let tracker = &self.trackers[t];
+        if tracker.announce.is_none() && tracker.scrape.is_none() {
+            self.active.retain(|&x| x != t);
         }
     }
 
@@ -470,10 +501,11 @@ impl Trackers {
 
     /// Ends a request and reports its outcome.
     fn finish(&mut self, t: usize, slot: Slot, result: Result<Answer, TrackerError>, now: Timestamp) {
-        let Some(request) = slot_of(&mut self.trackers[t], slot).take() else {
+        let Some(request) = slot_box(&mut self.trackers[t], slot).take() else {
             return;
         };
         self.close_if_open(&request);
+        self.forget_if_idle(t);
         match request.purpose {
             Purpose::Announce(params) => {
                 let result = result.and_then(|answer| match answer {
@@ -489,13 +521,14 @@ impl Trackers {
                 });
                 let url = self.trackers[t].url_text.clone();
                 self.events.push_back(TrackerEvent::Scraped { url, result });
+                self.start_queued_scrapes(now);
             }
         }
     }
 
     fn find_http(&self, id: IoId) -> Option<(usize, Slot)> {
-        self.trackers.iter().enumerate().find_map(|(t, tracker)| {
-            SLOTS.into_iter().find_map(|slot| match slot_ref(tracker, slot) {
+        self.active.iter().find_map(|&t| {
+            SLOTS.into_iter().find_map(|slot| match slot_ref(&self.trackers[t], slot) {
                 Some(Request { phase: Phase::Http(exchange), .. }) if exchange.io == id => Some((t, slot)),
                 _ => None,
             })

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 
 use super::codec::encode_compact;
 use super::request::resolve_location;
+use super::tiers;
 use super::*;
 
 const INFO_HASH: InfoHash = InfoHash([0x11; 20]);
@@ -723,4 +724,187 @@ fn bad_urls_fail_fast_and_the_tier_moves_on() {
         let io: Vec<_> = std::iter::from_fn(|| tr.poll_io()).collect();
         assert_eq!(http_requests(&io).len(), 1, "the valid tracker is asked at time zero (seed {seed})");
     }
+}
+
+// ---- fan-out: a torrent with many trackers ----------------------------------------------------------
+
+/// `n` tiers of one HTTP tracker each, on distinct loopback ports from 10000.
+fn many_tiers(n: u16) -> Sim {
+    let urls: Vec<String> = (0..n).map(|i| format!("http://127.0.0.1:{}/announce", 10_000 + i)).collect();
+    let tiers: Vec<Vec<String>> = urls.into_iter().map(|u| vec![u]).collect();
+    let mut rng = Rng::seeded(42);
+    let tr = Trackers::new(&tiers, identity(), &mut rng, Timestamp::ZERO);
+    Sim { tr, now: Timestamp::ZERO, rng, transfer: Transfer { uploaded: 0, downloaded: 0, left: 1000 } }
+}
+
+#[test]
+fn many_tiers_start_at_most_eight_exchanges_and_queue_the_rest() {
+    let mut sim = many_tiers(100);
+    sim.tick(Timestamp::ZERO);
+    let started = http_requests(&sim.io());
+    assert_eq!(started.len(), MAX_IN_FLIGHT);
+    let ports: Vec<u16> = started.iter().map(|(_, a, _)| a.port()).collect();
+    assert_eq!(ports, (10_000..10_008).collect::<Vec<_>>(), "in tier order");
+    // Nothing to do before a silent tracker's patience runs out: no busy loop on the waiting tiers.
+    assert_eq!(sim.tr.next_deadline(), Some(Timestamp::ZERO + FIRST_ANSWER_PATIENCE));
+    sim.tick(Timestamp::from_millis(1999));
+    assert!(sim.io().is_empty());
+}
+
+#[test]
+fn refused_trackers_free_their_slot_at_once() {
+    let mut sim = many_tiers(20);
+    sim.tick(Timestamp::ZERO);
+    let started = http_requests(&sim.io());
+    for (id, _, _) in &started[..3] {
+        sim.tr.on_http_closed(*id, Err(ErrorKind::ConnectionRefused), sim.now);
+    }
+    assert_eq!(sim.tr.next_deadline(), Some(Timestamp::ZERO), "waiting tiers are due now");
+    sim.tick(sim.now);
+    let next: Vec<u16> = http_requests(&sim.io()).iter().map(|(_, a, _)| a.port()).collect();
+    assert_eq!(next, [10_008, 10_009, 10_010]);
+}
+
+#[test]
+fn silent_never_answered_trackers_give_their_slots_up_after_patience_while_others_wait() {
+    let mut sim = many_tiers(20);
+    sim.tick(Timestamp::ZERO);
+    let first = http_requests(&sim.io());
+    sim.events();
+    assert!(sim.step_until(Timestamp::from_secs(2)));
+    assert_eq!(sim.now, Timestamp::from_secs(2));
+    let io = sim.io();
+    let closed = closes(&io);
+    assert_eq!(closed.len(), MAX_IN_FLIGHT, "every silent one's connection is closed");
+    assert!(first.iter().all(|(id, _, _)| closed.contains(id)));
+    let next: Vec<u16> = http_requests(&io).iter().map(|(_, a, _)| a.port()).collect();
+    assert_eq!(next, (10_008..10_016).collect::<Vec<_>>());
+    let errors = sim.errors();
+    assert_eq!(errors.len(), MAX_IN_FLIGHT);
+    assert!(errors.iter().all(|(_, m)| m == "timed out"), "{errors:?}");
+}
+
+#[test]
+fn the_one_real_tracker_in_the_middle_of_many_silent_ones_is_reached_in_seconds() {
+    let mut sim = many_tiers(200);
+    let real = 10_100;
+    let mut asked_at = None;
+    sim.tick(Timestamp::ZERO);
+    while asked_at.is_none() && sim.now < Timestamp::from_secs(300) {
+        for (id, a, _) in http_requests(&sim.io()) {
+            if a.port() == real {
+                asked_at = Some(sim.now);
+                sim.answer_http(id, &http_ok(&compact_body(1800, &["10.0.0.1:6881"])));
+            }
+        }
+        assert!(sim.tr.in_flight() <= MAX_IN_FLIGHT);
+        if asked_at.is_none() {
+            assert!(sim.step_until(Timestamp::from_secs(300)));
+        }
+    }
+    // 100 silent trackers before it, 8 at a time, 2 s each.
+    let asked_at = asked_at.expect("the real tracker was never asked");
+    assert!(asked_at <= Timestamp::from_secs(26), "asked only at {asked_at}");
+    assert_eq!(sim.peers(), [addr("10.0.0.1:6881")]);
+}
+
+#[test]
+fn a_single_silent_tracker_keeps_its_slot_for_the_full_time_limit() {
+    let mut sim = many_tiers(3);
+    sim.tick(Timestamp::ZERO);
+    assert_eq!(http_requests(&sim.io()).len(), 3);
+    assert_eq!(sim.tr.next_deadline(), Some(Timestamp::ZERO + Timeouts::default().http), "nobody waits");
+}
+
+#[test]
+fn trackers_that_answered_before_keep_their_slots_longer_while_others_wait() {
+    let mut sim = many_tiers(9);
+    sim.tr.set_timeouts(Timeouts { http: secs(100), ..Timeouts::default() });
+    sim.tick(Timestamp::ZERO);
+    for (id, _, _) in http_requests(&sim.io()) {
+        sim.answer_http(id, &http_ok(&compact_body(30, &[])));
+    }
+    sim.tick(sim.now);
+    let ninth = http_requests(&sim.io());
+    assert_eq!(ninth.len(), 1, "the ninth tier takes a freed slot and stays silent");
+    // At 30 s the eight re-announce while the never-answered one still holds a slot past its 2 s: it
+    // gives the slot up, and all eight start (and stay silent).
+    sim.tick(Timestamp::from_secs(30));
+    let io = sim.io();
+    assert_eq!(closes(&io), [ninth[0].0]);
+    let eight = http_requests(&io);
+    assert_eq!(eight.len(), 8);
+    // Nobody waits until the ninth tier's back-off ends at 90 s: nothing is cut meanwhile, although the
+    // eight have been silent for far longer than 2 s.
+    while sim.step_until(Timestamp::from_secs(89)) {
+        assert!(closes(&sim.io()).is_empty());
+    }
+    // At 90 s one of them, silent for 60 s (more than the 15 s a tracker that answered before gets),
+    // gives its slot to the ninth.
+    sim.tick(Timestamp::from_secs(90));
+    let io = sim.io();
+    assert_eq!(closes(&io).len(), 1);
+    assert!(eight.iter().any(|(id, _, _)| closes(&io).contains(id)));
+    let next: Vec<u16> = http_requests(&io).iter().map(|(_, a, _)| a.port()).collect();
+    assert_eq!(next, [10_008]);
+    let answered = sim.tr.trackers.iter().find(|t| t.started_ok).unwrap();
+    assert_eq!(tiers::patience_for(answered), Some(ANSWERED_PATIENCE));
+}
+
+#[test]
+fn a_cut_tracker_is_retried_after_its_tier_backs_off_with_more_patience() {
+    let mut sim = many_tiers(9);
+    sim.tick(Timestamp::ZERO);
+    sim.io();
+    assert!(sim.step_until(Timestamp::from_secs(2)));
+    sim.io();
+    // The first tracker was cut at 2 s: its tier waits the whole-tier back-off (60 s).
+    let first = sim.tr.trackers.iter().position(|t| t.url_text.ends_with(":10000/announce")).unwrap();
+    assert_eq!(sim.tr.trackers[first].unanswered, 1);
+    assert_eq!(sim.tr.tiers[sim.tr.trackers[first].tier].next_at, Some(Timestamp::from_secs(62)));
+    assert_eq!(tiers::patience_for(&sim.tr.trackers[first]), Some(secs(4)), "doubled for the next try");
+}
+
+#[test]
+fn scrapes_of_many_trackers_run_eight_at_a_time() {
+    let urls: Vec<Vec<String>> = (0..20).map(|i| vec![format!("http://127.0.0.1:{}/announce", 10_000 + i)]).collect();
+    let mut rng = Rng::seeded(1);
+    let mut tr = Trackers::scrape_only(&urls, INFO_HASH, &mut rng, Timestamp::ZERO);
+    let now = Timestamp::ZERO;
+    tr.scrape(now);
+    let io: Vec<TrackerIo> = std::iter::from_fn(|| tr.poll_io()).collect();
+    let started = http_requests(&io);
+    assert_eq!(started.len(), MAX_IN_FLIGHT);
+    tr.on_http_closed(started[0].0, Err(ErrorKind::ConnectionRefused), now);
+    let io: Vec<TrackerIo> = std::iter::from_fn(|| tr.poll_io()).collect();
+    assert_eq!(http_requests(&io).len(), 1, "one finished, one more starts");
+    assert!(tr.is_scraping());
+}
+
+#[test]
+fn a_waiting_tracker_costs_little_memory() {
+    // What every tracker holds, whether or not it ever becomes active; the requests are boxed.
+    let size = std::mem::size_of::<Tracker>();
+    println!("Tracker: {size} bytes");
+    assert!(size <= 192, "{size} bytes");
+}
+
+#[test]
+fn untried_trackers_go_before_retries_of_dead_ones() {
+    let mut sim = many_tiers(2000);
+    let mut first_try_of_last = None;
+    sim.tick(Timestamp::ZERO);
+    while first_try_of_last.is_none() && sim.now < Timestamp::from_secs(1000) {
+        for (_, a, _) in http_requests(&sim.io()) {
+            if a.port() == 10_000 + 1999 {
+                first_try_of_last = Some(sim.now);
+            }
+        }
+        if first_try_of_last.is_none() {
+            assert!(sim.step_until(Timestamp::from_secs(1000)));
+        }
+    }
+    // 2000 silent trackers, 8 at a time, 2 s each: the last is first asked at 498 s, although the first
+    // ones come due again every minute.
+    assert_eq!(first_try_of_last, Some(Timestamp::from_secs(498)));
 }

@@ -9,7 +9,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use super::{AnnounceParams, AnnounceReply, Event, Retransmit, TrackerError, TrackerEvent, TrackerState, Trackers};
+use super::{
+    AnnounceParams, AnnounceReply, Event, Retransmit, Tracker, TrackerError, TrackerEvent, TrackerState, Trackers,
+    ANSWERED_PATIENCE, FIRST_ANSWER_PATIENCE, MAX_IN_FLIGHT, MAX_PATIENCE_DOUBLINGS,
+};
 use crate::time::{secs, Timestamp};
 
 /// Re-announce interval when a tracker names none.
@@ -24,27 +27,89 @@ const RETRY_MAX: Duration = secs(60 * 60);
 const MAX_KNOWN_PEERS: usize = 65_536;
 
 impl Trackers {
-    /// Starts the announce of every tier whose time has come. A start that fails at once (bad URL, cached
-    /// lookup failure) moves its tier on, so this loops until no tier is due; each pass either starts a
-    /// request or advances a tier, and a tier that ran out waits a back-off, so it ends.
+    /// Starts the announce of every tier whose time has come, in tier order (tiers that failed as a whole
+    /// last), while fewer than `MAX_IN_FLIGHT` exchanges run; the others stay due and wait. A start that fails at once (bad URL,
+    /// cached lookup failure) moves its tier on, so each tier is started until it has a request in flight,
+    /// is no longer due, or no slot is left; a tier that ran out waits a back-off, so this ends, in one pass
+    /// over the tiers.
     pub(super) fn start_due_announces(&mut self, now: Timestamp) {
         if !self.announcing || self.stop_deadline.is_some() {
             return;
         }
-        while let Some(i) = self.tiers.iter().position(|tier| tier.next_at.is_some_and(|at| at <= now)) {
-            let tier = &mut self.tiers[i];
-            tier.next_at = None;
-            let t = tier.order[tier.pos];
-            let last_in_tier = tier.pos + 1 == tier.order.len();
-            let event = self.event_for(t);
-            let params = self.announce_params(t, event);
-            // A silent UDP tracker gives way after one wait when the tier has another to try.
-            let schedule = Retransmit {
-                max_exponent: if last_in_tier { self.timeouts.udp.max_exponent } else { 0 },
-                ..self.timeouts.udp
+        // Tiers that have not failed as a whole go first: every tracker of a long list gets its first try
+        // before dead ones are retried, so a working tracker is reached wherever it sits in the list.
+        for retries in [false, true] {
+            for i in 0..self.tiers.len() {
+                if (self.tiers[i].failures > 0) != retries {
+                    continue;
+                }
+                while self.tiers[i].next_at.is_some_and(|at| at <= now) {
+                    if self.in_flight() >= MAX_IN_FLIGHT {
+                        return;
+                    }
+                    self.start_tier(i, now);
+                }
+            }
+        }
+    }
+
+    /// Starts the announce of tier `i`'s current tracker.
+    fn start_tier(&mut self, i: usize, now: Timestamp) {
+        let tier = &mut self.tiers[i];
+        tier.next_at = None;
+        let t = tier.order[tier.pos];
+        let last_in_tier = tier.pos + 1 == tier.order.len();
+        let event = self.event_for(t);
+        let params = self.announce_params(t, event);
+        // A silent UDP tracker gives way after one wait when the tier has another to try.
+        let schedule = Retransmit {
+            max_exponent: if last_in_tier { self.timeouts.udp.max_exponent } else { 0 },
+            ..self.timeouts.udp
+        };
+        self.trackers[t].state = TrackerState::Announcing;
+        self.begin_announce(t, params, None, schedule, now);
+    }
+
+    /// How long tracker `t`'s announce in flight may hold its slot while others wait, if it is limited.
+    fn patience(&self, t: usize) -> Option<Duration> {
+        let tracker = &self.trackers[t];
+        if tracker.announce.as_ref()?.event() == Some(Event::Stopped) {
+            return None;
+        }
+        patience_for(tracker)
+    }
+
+    /// When the first announce in flight runs out of patience.
+    pub(super) fn earliest_patience_end(&self) -> Option<Timestamp> {
+        self.active
+            .iter()
+            .filter_map(|&t| Some(self.trackers[t].announce.as_ref()?.started_at() + self.patience(t)?))
+            .min()
+    }
+
+    /// While every slot is taken and a tier waits, ends the announces whose patience ran out (oldest
+    /// first, one per waiting tier): each counts as that tracker failing.
+    pub(super) fn give_up_impatient(&mut self, now: Timestamp) {
+        if !self.announcing || self.stop_deadline.is_some() {
+            return;
+        }
+        let waiting = self.tiers.iter().filter(|tier| tier.next_at.is_some_and(|at| at <= now)).count();
+        let mut to_free = (self.in_flight() + waiting).saturating_sub(MAX_IN_FLIGHT).min(waiting);
+        while to_free > 0 {
+            let expired = self
+                .active
+                .iter()
+                .filter_map(|&t| {
+                    let started = self.trackers[t].announce.as_ref()?.started_at();
+                    (started + self.patience(t)? <= now).then_some((started, t))
+                })
+                .min();
+            let Some((_, t)) = expired else {
+                return;
             };
-            self.trackers[t].state = TrackerState::Announcing;
-            self.begin_announce(t, params, None, schedule, now);
+            log::debug!("tracker {}: no answer yet; giving its slot to the next", self.trackers[t].url_text);
+            self.give_up_announce(t, now);
+            to_free -= 1;
         }
     }
 
@@ -159,6 +224,9 @@ impl Trackers {
             }
             Err(e) => {
                 let tracker = &mut self.trackers[t];
+                if !tracker.started_ok {
+                    tracker.unanswered = tracker.unanswered.saturating_add(1);
+                }
                 tracker.state = TrackerState::Failing;
                 tracker.last_error = Some(e.to_string());
                 self.events.push_back(TrackerEvent::Error { url, message: e.to_string() });
@@ -200,6 +268,16 @@ impl Trackers {
             self.events.push_back(TrackerEvent::Peers(fresh));
         }
     }
+}
+
+/// How long an announce to `tracker` may hold a slot while others wait: `FIRST_ANSWER_PATIENCE` (doubling)
+/// while it never answered, `ANSWERED_PATIENCE` once it did (so that a few trackers that answered once and
+/// then went silent cannot hold every slot for a whole UDP retransmission schedule).
+pub(super) fn patience_for(tracker: &Tracker) -> Option<Duration> {
+    if tracker.started_ok {
+        return Some(ANSWERED_PATIENCE);
+    }
+    Some(FIRST_ANSWER_PATIENCE.saturating_mul(1 << tracker.unanswered.min(MAX_PATIENCE_DOUBLINGS)))
 }
 
 /// The wait after the `failures`-th whole-tier failure in a row.
