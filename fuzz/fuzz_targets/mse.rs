@@ -111,7 +111,10 @@ enum Outcome {
     NeedMore,
     Fail,
     /// The header's length and the decrypted initial payload.
-    Done { header: usize, ia: Vec<u8> },
+    Done {
+        header: usize,
+        ia: Vec<u8>,
+    },
 }
 
 /// What the spec says the responder must do with this decrypted header.
