@@ -88,6 +88,8 @@ write("tracker_http", "length", bytes([3 << 1]) + b"HTTP/1.1 200 OK\r\nContent-L
 write("tracker_http", "chunked", bytes([0]) + b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n"
       b"5;x=y\r\nd8:in\r\na\r\ntervali1ee\r\n0\r\nX-Trailer: 1\r\n\r\n")
 write("tracker_http", "close", bytes([1 << 1]) + b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nd5:peers0:e")
+write("tracker_http", "url", b"\x01http://Tracker.Example:8080/x/announce.php?passkey=abc#frag")
+write("tracker_http", "url-udp", b"\x01udp://[::1]:6969/announce")
 write("tracker_http", "redirect", bytes([2 << 1]) + b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 302 Found\r\n"
       b"Location: http://b.example/x?y=1\r\nContent-Length: 0\r\n\r\n")
 
