@@ -19,8 +19,8 @@ use rill::tracker::codec::MAX_REMOTE_TEXT;
 use rill::tracker::http::{
     decode_announce, decode_scrape, scrape_request, HttpError, HttpResponse, ResponseParser, MAX_BODY,
 };
-use rill::tracker::TrackerUrl;
 use rill::tracker::message::MAX_PEERS_PER_REPLY;
+use rill::tracker::TrackerUrl;
 
 const OURS: InfoHash = InfoHash([b'x'; 20]);
 
