@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Writes the committed seed corpus, fuzz/corpus/<target>/seed-*, from the byte-exact fixtures of the unit tests
+(and tests/data). Run from anywhere: python3 fuzz/make_seeds.py. Each target's input layout is described at the
+top of its fuzz_targets/<target>.rs."""
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def write(target, name, data):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "seed-" + name), "wb") as f:
+        f.write(data)
+
+
+def data_file(name):
+    with open(os.path.join(ROOT, "tests", "data", name), "rb") as f:
+        return f.read()
+
+
+# bencode: scanner fixtures (src/bencode.rs tests) and tracker bodies.
+for name, b in {
+    "ints": b"li0ei-7ei9223372036854775807ei-9223372036854775808ee",
+    "nested": b"d1:ad1:bl1:cd1:di1eeeee4:spam4:eggse",
+    "strings": b"l0:3:abc03:xyze",
+    "dup-key": b"d1:ai1e1:ai2ee",
+    "bad-int": b"i03e",
+    "trailing": b"d8:intervali60ee\n",
+}.items():
+    write("bencode", name, b)
+
+# metainfo: the real torrents of tests/data (libtorrent, Transmission).
+for name in ["libtorrent-v1-single", "libtorrent-v1-multi", "transmission-multi", "libtorrent-hybrid"]:
+    write("metainfo", name, data_file(name + ".torrent"))
+
+# wire: 4-byte limit selector (piece count 64), then frames / a handshake (src/wire tests).
+limit = struct.pack(">I", 64)
+frames = b"".join([
+    b"\0\0\0\0",                                    # keep-alive
+    b"\0\0\0\x01\x01",                              # unchoke
+    b"\0\0\0\x05\x04" + struct.pack(">I", 7),       # have 7
+    b"\0\0\0\x09\x05" + b"\xff" * 7 + b"\xf0",      # bitfield
+    b"\0\0\0\x0d\x06" + struct.pack(">III", 1, 16384, 16384),  # request
+    b"\0\0\0\x03\x09\x1a\xe1",                      # port
+    b"\0\0\0\x01\x0e",                              # have all
+])
+write("wire", "frames", limit + frames)
+write("wire", "piece", limit + b"\0\0\0\x0d\x07" + struct.pack(">II", 2, 0) + b"data")
+write("wire", "extended", limit + b"\0\0\0\x0b\x14\x00d1:mdee" + b"\0\0\0\x02\x63\x00")
+hs = b"\x13BitTorrent protocol" + bytes([0, 0, 0, 0, 0, 0x10, 0, 0x04]) + b"\x42" * 20 + b"-TR3000-abcdefghijkl"
+write("wire", "handshake", limit + hs + b"\0\0\0\x01\x02")
+write("wire", "too-long", struct.pack(">I", 0x8000_0010) + b"\0\0\0\xff\x07")
+
+# extension: reqq 250, port 6881, then payloads (src/wire/extension.rs tests).
+pre = struct.pack(">IH", 250, 6881)
+write("extension", "libtorrent",
+      pre + b"d1:md11:ut_metadatai3e6:ut_pexi1ee13:metadata_sizei31235e1:pi6881e4:reqqi500e1:v16:libtorrent 2.0.8e")
+write("extension", "negative-reqq", pre + b"d4:reqqi-5ee")
+write("extension", "not-dict", pre + b"li1ee")
+
+# mse: raw mode (flags 0): Ya = 2 ... ; cooperative mode (flags 1), PadA 2×3 bytes, then the header plaintext:
+# VC, crypto_provide = plaintext|rc4, len(PadC) = 3, PadC, len(IA), IA (src/wire/mse.rs tests).
+ia = b"\x13BitTorrent protocol-and-the-rest"
+header = b"\0" * 8 + struct.pack(">IH", 3, 3) + b"\x01\x02\x03" + struct.pack(">H", len(ia)) + ia + b"PLAIN"
+write("mse", "coop-whole", bytes([1, 3]) + header)
+write("mse", "coop-bytewise", bytes([1 | 2, 0]) + header)
+write("mse", "coop-rc4-only", bytes([1, 0]) + b"\0" * 8 + struct.pack(">IHH", 2, 0, 0))
+write("mse", "raw-ya", bytes([0]) + b"\x07" * 96 + b"\x09" * 7)
+write("mse", "raw-too-big", bytes([0]) + b"\xff" * 96)
+
+# tracker_http: flag 0 = whole response (cut into 7-byte reads: flag 3 << 1), flag 1 = body only
+# (src/tracker/http_tests.rs).
+compact = (b"d8:completei5e10:incompletei3e8:intervali1800e12:min intervali900e10:tracker id3:abc"
+           b"15:warning message9:slow down5:peers12:" + bytes([127, 0, 0, 1, 0x1a, 0xe1, 10, 1, 2, 3, 0, 80])
+           + b"6:peers618:" + bytes([0] * 15 + [1, 0x1a, 0xe2]) + b"e")
+write("tracker_http", "body-compact", b"\x01" + compact)
+write("tracker_http", "body-dict-peers", b"\x01" + b"d8:intervali60e5:peersl"
+      b"d2:ip9:127.0.0.17:peer id20:aaaaaaaaaaaaaaaaaaaa4:porti6881ee"
+      b"d2:ip3:::14:porti7eed2:ip11:example.org4:porti1ee"
+      b"d2:ip8:10.0.0.14:porti70000eed4:porti5eeee")
+write("tracker_http", "body-scrape", b"\x01" + b"d5:filesd20:xxxxxxxxxxxxxxxxxxxxd8:completei4e10:downloadedi9e"
+      b"10:incompletei2ee20:yyyyyyyyyyyyyyyyyyyyd8:completei1eeee")
+write("tracker_http", "length", bytes([3 << 1]) + b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(compact)
+      + compact)
+write("tracker_http", "chunked", bytes([0]) + b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n"
+      b"5;x=y\r\nd8:in\r\na\r\ntervali1ee\r\n0\r\nX-Trailer: 1\r\n\r\n")
+write("tracker_http", "close", bytes([1 << 1]) + b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nd5:peers0:e")
+write("tracker_http", "url", b"\x01http://Tracker.Example:8080/x/announce.php?passkey=abc#frag")
+write("tracker_http", "url-udp", b"\x01udp://[::1]:6969/announce")
+write("tracker_http", "redirect", bytes([2 << 1]) + b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 302 Found\r\n"
+      b"Location: http://b.example/x?y=1\r\nContent-Length: 0\r\n\r\n")
+
+# tracker_udp: connect, announce (IPv4 peers), scrape, error (src/tracker/udp_tests.rs).
+write("tracker_udp", "connect", struct.pack(">IIQ", 0, 0x1234, 0x0417_2710_1980))
+write("tracker_udp", "announce", struct.pack(">IIIII", 1, 0x1234, 1800, 3, 7)
+      + bytes([127, 0, 0, 1, 0x1a, 0xe1, 10, 1, 2, 3, 0, 80]))
+write("tracker_udp", "scrape", struct.pack(">IIIII", 2, 0x1234, 4, 9, 2))
+write("tracker_udp", "error", struct.pack(">II", 3, 0x1234) + b"unregistered torrent")
+
+# resume: shape (2 bitfield bytes, 2 files), then the unit test's sample file (src/storage/resume.rs).
+def bstr(b):
+    return b"%d:" % len(b) + b
+
+
+sample = (b"d5:filesl" + b"li100ei1700000000ei12ee" + b"li-1ei0ei0ee" + b"e"
+          + b"9:info-hash" + bstr(b"\x09" * 20) + b"6:pieces" + bstr(bytes([0b1010_0000, 0xff]))
+          + b"7:versioni1ee")
+write("resume", "sample", b"\x02\x02" + sample)
+write("resume", "future-version", b"\x02\x02" + sample.replace(b"7:versioni1e", b"7:versioni2e"))
+write("resume", "truncated", b"\x02\x02" + sample[:-3])
