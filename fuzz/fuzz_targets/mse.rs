@@ -18,7 +18,7 @@ use std::sync::{Mutex, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use num_bigint::BigUint;
 use rill::metainfo::InfoHash;
-use rill::rng::Rng;
+use rill::rng::Entropy;
 use rill::wire::mse::{Responder, Step};
 use sha1::{Digest, Sha1};
 
@@ -143,7 +143,7 @@ fuzz_target!(|data: &[u8]| {
     let cooperative = flags & 1 != 0;
     let chunk = [usize::MAX, 1, 13, 97][usize::from(flags >> 1 & 3)];
     let other_torrent = flags & 8 != 0;
-    let mut responder = Responder::new(INFO_HASH, &mut Rng::seeded(7));
+    let mut responder = Responder::new(INFO_HASH, &mut Entropy::seeded(7));
 
     // The initiator's stream so far; cooperative mode appends the rest once Yb is known.
     let (mut wire, pad_len, plain) = if cooperative {
