@@ -16,11 +16,11 @@
 //! announces at the same time, one tracker per tier** (Transmission's behaviour), so a dead first tier
 //! never delays peers from the second: in the time a working tier-2 tracker takes to answer, rill has peers.
 //!
-//! **But at most `MAX_IN_FLIGHT` exchanges (announces and scrapes) run at once** per torrent; due tiers
-//! wait their turn in tier order. A torrent with thousands of trackers therefore costs a handful of
-//! sockets, and nothing per waiting tracker beyond its URL and schedule. So that dead trackers do not
-//! hold the queue, an announce to a tracker that has **never answered** gives its slot up after
-//! `FIRST_ANSWER_PATIENCE` (2 s, doubling with each unanswered try up to the request's own limit) while
+//! **But at most `MAX_IN_FLIGHT` HTTP exchanges (8, each a TCP socket) and `MAX_UDP_IN_FLIGHT` UDP
+//! exchanges (64, on the one shared UDP socket) run at once** per torrent; due tiers wait their turn in
+//! tier order. A torrent with thousands of trackers therefore costs a handful of sockets, and nothing per
+//! waiting tracker beyond its URL and schedule. So that dead trackers do not hold the queue, an announce
+//! to a tracker that has **never answered** gives its slot up after `FIRST_ANSWER_PATIENCE` (1 s, doubling with each unanswered try up to the request's own limit) while
 //! another tier waits; it counts as a failure of that tracker, so its tier moves on or backs off and it
 //! is tried again later. A tracker that answered before has `ANSWERED_PATIENCE` (15 s) instead, so a few
 //! trackers that answer once and then go silent cannot hold every slot for a UDP retransmission schedule.
@@ -182,6 +182,39 @@ impl Tracker {
     fn url(&self) -> Result<TrackerUrl, UrlError> {
         TrackerUrl::parse(&self.url_text)
     }
+
+    /// Which budget its exchanges count against (see `Budget`).
+    fn budget(&self) -> Budget {
+        let scheme = self.url_text.get(..6).unwrap_or("");
+        if scheme.eq_ignore_ascii_case("udp://") {
+            Budget::Datagrams
+        } else {
+            Budget::Sockets
+        }
+    }
+
+    /// Requests in flight (announce and scrape count apart).
+    fn requests(&self) -> usize {
+        usize::from(self.announce.is_some()) + usize::from(self.scrape.is_some())
+    }
+}
+
+/// Exchanges in flight are limited per kind of cost. An HTTP exchange holds a TCP socket (a file descriptor
+/// peers need too); a UDP exchange is a few datagrams on the one shared UDP socket and a hundred bytes of
+/// state, so many more of them may wait for an answer at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Budget {
+    Sockets,
+    Datagrams,
+}
+
+impl Budget {
+    fn limit(self) -> usize {
+        match self {
+            Budget::Sockets => MAX_IN_FLIGHT,
+            Budget::Datagrams => MAX_UDP_IN_FLIGHT,
+        }
+    }
 }
 
 /// One BEP 12 tier.
@@ -342,11 +375,26 @@ impl Trackers {
     /// the moment an unanswered tracker's patience runs out (before that there is nothing to do for it).
     #[must_use]
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        let tier_due = self
-            .tiers
-            .iter()
-            .filter(|_| self.announcing && self.stop_deadline.is_none())
-            .filter_map(|tier| tier.next_at)
+        let announcing = self.announcing && self.stop_deadline.is_none();
+        // Per budget: a due tier counts at once while its budget has room; while it is full, from the moment
+        // an unanswered tracker of the same budget runs out of patience (before that, and for the other
+        // budget's trackers, there is nothing to do for it: waking then would spin).
+        let tier_due = [Budget::Sockets, Budget::Datagrams]
+            .into_iter()
+            .filter(|_| announcing)
+            .filter_map(|budget| {
+                let due = self
+                    .tiers
+                    .iter()
+                    .filter(|tier| self.trackers[tier.order[tier.pos]].budget() == budget)
+                    .filter_map(|tier| tier.next_at)
+                    .min()?;
+                if self.has_room(budget) {
+                    Some(due)
+                } else {
+                    self.earliest_patience_end(budget).map(|patience| due.max(patience))
+                }
+            })
             .min();
         let requests = self
             .active
@@ -354,20 +402,22 @@ impl Trackers {
             .flat_map(|&t| [&self.trackers[t].announce, &self.trackers[t].scrape])
             .filter_map(|r| r.as_deref().and_then(Request::deadline))
             .min();
-        let tier_due = if self.in_flight() < MAX_IN_FLIGHT {
-            tier_due
-        } else {
-            tier_due.zip(self.earliest_patience_end()).map(|(due, patience)| due.max(patience))
-        };
         [tier_due, requests].into_iter().flatten().min()
     }
 
-    /// Requests in flight (a tracker's announce and scrape count apart).
+    /// Requests in flight against `budget` (a tracker's announce and scrape count apart).
+    fn in_flight_of(&self, budget: Budget) -> usize {
+        self.active.iter().map(|&t| &self.trackers[t]).filter(|tr| tr.budget() == budget).map(Tracker::requests).sum()
+    }
+
+    /// Requests in flight, of either kind.
+    #[cfg(test)]
     fn in_flight(&self) -> usize {
-        self.active
-            .iter()
-            .map(|&t| usize::from(self.trackers[t].announce.is_some()) + usize::from(self.trackers[t].scrape.is_some()))
-            .sum()
+        self.active.iter().map(|&t| self.trackers[t].requests()).sum()
+    }
+
+    fn has_room(&self, budget: Budget) -> bool {
+        self.in_flight_of(budget) < budget.limit()
     }
 
     pub fn poll_io(&mut self) -> Option<TrackerIo> {
@@ -464,10 +514,11 @@ impl Trackers {
             return;
         }
         self.starting_scrapes = true;
-        while self.in_flight() < MAX_IN_FLIGHT {
-            let Some(t) = self.scrape_queue.pop_front() else {
+        while let Some(&t) = self.scrape_queue.front() {
+            if !self.has_room(self.trackers[t].budget()) {
                 break;
-            };
+            }
+            self.scrape_queue.pop_front();
             let target = match self.trackers[t].url() {
                 Err(e) => Err(TrackerError::Url(e)),
                 Ok(url) => url.scrape_url().ok_or(TrackerError::NoScrape),
@@ -488,12 +539,15 @@ impl Trackers {
     }
 }
 
-/// Exchanges with trackers in flight at once, per torrent (announces and scrapes; `stopped` announces on
-/// exit go only to trackers that answered and are not counted). Each HTTP exchange holds a socket.
+/// HTTP exchanges with trackers in flight at once, per torrent (announces and scrapes; `stopped` announces on
+/// exit go only to trackers that answered and are not counted). Each holds a TCP socket.
 const MAX_IN_FLIGHT: usize = 8;
+/// UDP exchanges in flight at once, per torrent: they share the one UDP socket and hold no descriptor.
+const MAX_UDP_IN_FLIGHT: usize = 64;
 /// How long an announce to a tracker that never answered may hold its slot while others wait; doubles with
 /// each unanswered try (up to `MAX_PATIENCE_DOUBLINGS` times), and never extends the request's own limits.
-const FIRST_ANSWER_PATIENCE: Duration = secs(2);
+/// A tracker that is merely slow is asked again later with twice the patience.
+const FIRST_ANSWER_PATIENCE: Duration = secs(1);
 const MAX_PATIENCE_DOUBLINGS: u32 = 3;
 /// The same for a tracker that answered before: one BEP 15 retransmission wait.
 const ANSWERED_PATIENCE: Duration = secs(15);

@@ -733,7 +733,7 @@ fn many_tiers(n: u16) -> Sim {
     let urls: Vec<String> = (0..n).map(|i| format!("http://127.0.0.1:{}/announce", 10_000 + i)).collect();
     let tiers: Vec<Vec<String>> = urls.into_iter().map(|u| vec![u]).collect();
     let mut rng = Rng::seeded(42);
-    let tr = Trackers::new(&tiers, identity(), &mut rng, Timestamp::ZERO);
+    let tr = Trackers::new(&tiers, identity(), Entropy::seeded(1), &mut rng, Timestamp::ZERO);
     Sim { tr, now: Timestamp::ZERO, rng, transfer: Transfer { uploaded: 0, downloaded: 0, left: 1000 } }
 }
 
@@ -747,8 +747,58 @@ fn many_tiers_start_at_most_eight_exchanges_and_queue_the_rest() {
     assert_eq!(ports, (10_000..10_008).collect::<Vec<_>>(), "in tier order");
     // Nothing to do before a silent tracker's patience runs out: no busy loop on the waiting tiers.
     assert_eq!(sim.tr.next_deadline(), Some(Timestamp::ZERO + FIRST_ANSWER_PATIENCE));
-    sim.tick(Timestamp::from_millis(1999));
+    sim.tick(Timestamp::ZERO + FIRST_ANSWER_PATIENCE - crate::time::millis(1));
     assert!(sim.io().is_empty());
+}
+
+/// `n` tiers of one UDP tracker each (ports from 20000), then `m` of one HTTP tracker each (from 10000).
+fn udp_then_http_tiers(n: u16, m: u16) -> Sim {
+    let mut tiers: Vec<Vec<String>> = (0..n).map(|i| vec![format!("udp://127.0.0.1:{}", 20_000 + i)]).collect();
+    tiers.extend((0..m).map(|i| vec![format!("http://127.0.0.1:{}/announce", 10_000 + i)]));
+    let mut rng = Rng::seeded(42);
+    let tr = Trackers::new(&tiers, identity(), Entropy::seeded(1), &mut rng, Timestamp::ZERO);
+    Sim { tr, now: Timestamp::ZERO, rng, transfer: Transfer { uploaded: 0, downloaded: 0, left: 1000 } }
+}
+
+/// A silent UDP tracker past its patience with no UDP tier waiting, while the HTTP budget is full of newer
+/// exchanges: nothing is due until an HTTP exchange's patience ends. (Waking at the UDP one's patience end
+/// would find nothing to do, again and again: a spin.)
+#[test]
+fn a_full_budget_waits_for_its_own_trackers_patience_not_the_other_budgets() {
+    let mut sim = udp_then_http_tiers(1, 30);
+    sim.tick(Timestamp::ZERO);
+    let first = http_requests(&sim.io());
+    assert_eq!(first.len(), MAX_IN_FLIGHT);
+    let half = Timestamp::from_millis(500);
+    sim.now = half;
+    for (id, _, _) in &first {
+        sim.tr.on_http_closed(*id, Err(ErrorKind::ConnectionRefused), half);
+    }
+    sim.tick(half);
+    assert_eq!(http_requests(&sim.io()).len(), MAX_IN_FLIGHT, "eight more started at 0.5 s");
+    let mut steps = 0;
+    while sim.step_until(Timestamp::from_secs(5)) {
+        steps += 1;
+        assert!(steps < 1_000, "next_deadline keeps returning a moment with nothing to do");
+        sim.io();
+    }
+    assert!(sim.now >= half + FIRST_ANSWER_PATIENCE);
+}
+
+#[test]
+fn udp_exchanges_have_their_own_larger_budget_and_do_not_hold_http_slots() {
+    let mut sim = udp_then_http_tiers(100, 20);
+    sim.tick(Timestamp::ZERO);
+    let io = sim.io();
+    assert_eq!(udp_sends(&io).len(), MAX_UDP_IN_FLIGHT, "a connect request to each of the first 64 UDP tiers");
+    let http: Vec<u16> = http_requests(&io).iter().map(|(_, a, _)| a.port()).collect();
+    assert_eq!(http, (10_000..10_000 + MAX_IN_FLIGHT as u16).collect::<Vec<_>>(), "HTTP tiers start beside them");
+    assert_eq!(sim.tr.in_flight_of(Budget::Datagrams), MAX_UDP_IN_FLIGHT);
+    assert_eq!(sim.tr.in_flight_of(Budget::Sockets), MAX_IN_FLIGHT);
+    // The silent UDP trackers give their slots to the 36 waiting UDP tiers after their patience.
+    assert!(sim.step_until(Timestamp::ZERO + FIRST_ANSWER_PATIENCE));
+    let next: Vec<u16> = udp_sends(&sim.io()).iter().map(|(a, _)| a.port()).filter(|&p| p >= 20_064).collect();
+    assert_eq!(next, (20_064..20_100).collect::<Vec<_>>());
 }
 
 #[test]
@@ -771,8 +821,8 @@ fn silent_never_answered_trackers_give_their_slots_up_after_patience_while_other
     sim.tick(Timestamp::ZERO);
     let first = http_requests(&sim.io());
     sim.events();
-    assert!(sim.step_until(Timestamp::from_secs(2)));
-    assert_eq!(sim.now, Timestamp::from_secs(2));
+    assert!(sim.step_until(Timestamp::ZERO + FIRST_ANSWER_PATIENCE));
+    assert_eq!(sim.now, Timestamp::ZERO + FIRST_ANSWER_PATIENCE);
     let io = sim.io();
     let closed = closes(&io);
     assert_eq!(closed.len(), MAX_IN_FLIGHT, "every silent one's connection is closed");
@@ -802,9 +852,9 @@ fn the_one_real_tracker_in_the_middle_of_many_silent_ones_is_reached_in_seconds(
             assert!(sim.step_until(Timestamp::from_secs(300)));
         }
     }
-    // 100 silent trackers before it, 8 at a time, 2 s each.
+    // 100 silent trackers before it, 8 at a time, 1 s each.
     let asked_at = asked_at.expect("the real tracker was never asked");
-    assert!(asked_at <= Timestamp::from_secs(26), "asked only at {asked_at}");
+    assert!(asked_at <= Timestamp::from_secs(13), "asked only at {asked_at}");
     assert_eq!(sim.peers(), [addr("10.0.0.1:6881")]);
 }
 
@@ -835,7 +885,7 @@ fn trackers_that_answered_before_keep_their_slots_longer_while_others_wait() {
     let eight = http_requests(&io);
     assert_eq!(eight.len(), 8);
     // Nobody waits until the ninth tier's back-off ends at 90 s: nothing is cut meanwhile, although the
-    // eight have been silent for far longer than 2 s.
+    // eight have been silent for far longer than their first-answer patience.
     while sim.step_until(Timestamp::from_secs(89)) {
         assert!(closes(&sim.io()).is_empty());
     }
@@ -856,20 +906,20 @@ fn a_cut_tracker_is_retried_after_its_tier_backs_off_with_more_patience() {
     let mut sim = many_tiers(9);
     sim.tick(Timestamp::ZERO);
     sim.io();
-    assert!(sim.step_until(Timestamp::from_secs(2)));
+    assert!(sim.step_until(Timestamp::ZERO + FIRST_ANSWER_PATIENCE));
     sim.io();
-    // The first tracker was cut at 2 s: its tier waits the whole-tier back-off (60 s).
+    // The first tracker was cut at 1 s: its tier waits the whole-tier back-off (60 s).
     let first = sim.tr.trackers.iter().position(|t| t.url_text.ends_with(":10000/announce")).unwrap();
     assert_eq!(sim.tr.trackers[first].unanswered, 1);
-    assert_eq!(sim.tr.tiers[sim.tr.trackers[first].tier].next_at, Some(Timestamp::from_secs(62)));
-    assert_eq!(tiers::patience_for(&sim.tr.trackers[first]), Some(secs(4)), "doubled for the next try");
+    assert_eq!(sim.tr.tiers[sim.tr.trackers[first].tier].next_at, Some(Timestamp::from_secs(61)));
+    assert_eq!(tiers::patience_for(&sim.tr.trackers[first]), Some(secs(2)), "doubled for the next try");
 }
 
 #[test]
 fn scrapes_of_many_trackers_run_eight_at_a_time() {
     let urls: Vec<Vec<String>> = (0..20).map(|i| vec![format!("http://127.0.0.1:{}/announce", 10_000 + i)]).collect();
     let mut rng = Rng::seeded(1);
-    let mut tr = Trackers::scrape_only(&urls, INFO_HASH, &mut rng, Timestamp::ZERO);
+    let mut tr = Trackers::scrape_only(&urls, INFO_HASH, Entropy::seeded(1), &mut rng, Timestamp::ZERO);
     let now = Timestamp::ZERO;
     tr.scrape(now);
     let io: Vec<TrackerIo> = std::iter::from_fn(|| tr.poll_io()).collect();
@@ -904,7 +954,7 @@ fn untried_trackers_go_before_retries_of_dead_ones() {
             assert!(sim.step_until(Timestamp::from_secs(1000)));
         }
     }
-    // 2000 silent trackers, 8 at a time, 2 s each: the last is first asked at 498 s, although the first
+    // 2000 silent trackers, 8 at a time, 1 s each: the last is first asked at 249 s, although the first
     // ones come due again every minute.
-    assert_eq!(first_try_of_last, Some(Timestamp::from_secs(498)));
+    assert_eq!(first_try_of_last, Some(Timestamp::from_secs(249)));
 }

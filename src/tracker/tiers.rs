@@ -10,8 +10,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::{
-    AnnounceParams, AnnounceReply, Event, Retransmit, Tracker, TrackerError, TrackerEvent, TrackerState, Trackers,
-    ANSWERED_PATIENCE, FIRST_ANSWER_PATIENCE, MAX_IN_FLIGHT, MAX_PATIENCE_DOUBLINGS,
+    AnnounceParams, AnnounceReply, Budget, Event, Retransmit, Tracker, TrackerError, TrackerEvent, TrackerState,
+    Trackers, ANSWERED_PATIENCE, FIRST_ANSWER_PATIENCE, MAX_PATIENCE_DOUBLINGS,
 };
 use crate::time::{secs, Timestamp};
 
@@ -44,8 +44,9 @@ impl Trackers {
                     continue;
                 }
                 while self.tiers[i].next_at.is_some_and(|at| at <= now) {
-                    if self.in_flight() >= MAX_IN_FLIGHT {
-                        return;
+                    let tier = &self.tiers[i];
+                    if !self.has_room(self.trackers[tier.order[tier.pos]].budget()) {
+                        break; // a later tier may use the other budget
                     }
                     self.start_tier(i, now);
                 }
@@ -80,9 +81,10 @@ impl Trackers {
     }
 
     /// When the first announce in flight runs out of patience.
-    pub(super) fn earliest_patience_end(&self) -> Option<Timestamp> {
+    pub(super) fn earliest_patience_end(&self, budget: Budget) -> Option<Timestamp> {
         self.active
             .iter()
+            .filter(|&&t| self.trackers[t].budget() == budget)
             .filter_map(|&t| Some(self.trackers[t].announce.as_ref()?.started_at() + self.patience(t)?))
             .min()
     }
@@ -93,23 +95,31 @@ impl Trackers {
         if !self.announcing || self.stop_deadline.is_some() {
             return;
         }
-        let waiting = self.tiers.iter().filter(|tier| tier.next_at.is_some_and(|at| at <= now)).count();
-        let mut to_free = (self.in_flight() + waiting).saturating_sub(MAX_IN_FLIGHT).min(waiting);
-        while to_free > 0 {
-            let expired = self
-                .active
+        for budget in [Budget::Sockets, Budget::Datagrams] {
+            let waiting = self
+                .tiers
                 .iter()
-                .filter_map(|&t| {
-                    let started = self.trackers[t].announce.as_ref()?.started_at();
-                    (started + self.patience(t)? <= now).then_some((started, t))
-                })
-                .min();
-            let Some((_, t)) = expired else {
-                return;
-            };
-            log::debug!("tracker {}: no answer yet; giving its slot to the next", self.trackers[t].url_text);
-            self.give_up_announce(t, now);
-            to_free -= 1;
+                .filter(|tier| tier.next_at.is_some_and(|at| at <= now))
+                .filter(|tier| self.trackers[tier.order[tier.pos]].budget() == budget)
+                .count();
+            let mut to_free = (self.in_flight_of(budget) + waiting).saturating_sub(budget.limit()).min(waiting);
+            while to_free > 0 {
+                let expired = self
+                    .active
+                    .iter()
+                    .filter(|&&t| self.trackers[t].budget() == budget)
+                    .filter_map(|&t| {
+                        let started = self.trackers[t].announce.as_ref()?.started_at();
+                        (started + self.patience(t)? <= now).then_some((started, t))
+                    })
+                    .min();
+                let Some((_, t)) = expired else {
+                    break;
+                };
+                log::debug!("tracker {}: no answer yet; giving its slot to the next", self.trackers[t].url_text);
+                self.give_up_announce(t, now);
+                to_free -= 1;
+            }
         }
     }
 
