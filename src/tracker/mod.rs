@@ -17,7 +17,7 @@
 //! never delays peers from the second: in the time a working tier-2 tracker takes to answer, rill has peers.
 //!
 //! **But at most `MAX_IN_FLIGHT` HTTP exchanges (8, each a TCP socket) and `MAX_UDP_IN_FLIGHT` UDP
-//! exchanges (64, on the one shared UDP socket) run at once** per torrent; due tiers wait their turn in
+//! exchanges (512, on the one shared UDP socket) run at once** per torrent; due tiers wait their turn in
 //! tier order. A torrent with thousands of trackers therefore costs a handful of sockets, and nothing per
 //! waiting tracker beyond its URL and schedule. So that dead trackers do not hold the queue, an announce
 //! to a tracker that has **never answered** gives its slot up after `FIRST_ANSWER_PATIENCE` (1 s, doubling with each unanswered try up to the request's own limit) while
@@ -542,8 +542,10 @@ impl Trackers {
 /// HTTP exchanges with trackers in flight at once, per torrent (announces and scrapes; `stopped` announces on
 /// exit go only to trackers that answered and are not counted). Each holds a TCP socket.
 const MAX_IN_FLIGHT: usize = 8;
-/// UDP exchanges in flight at once, per torrent: they share the one UDP socket and hold no descriptor.
-const MAX_UDP_IN_FLIGHT: usize = 64;
+/// UDP exchanges in flight at once, per torrent: they share the one UDP socket and hold no descriptor, only
+/// their request state (a few hundred bytes) and one 16-byte connect datagram per try, so a list of thousands of
+/// silent UDP trackers is gone through in a few seconds.
+const MAX_UDP_IN_FLIGHT: usize = 512;
 /// How long an announce to a tracker that never answered may hold its slot while others wait; doubles with
 /// each unanswered try (up to `MAX_PATIENCE_DOUBLINGS` times), and never extends the request's own limits.
 /// A tracker that is merely slow is asked again later with twice the patience.

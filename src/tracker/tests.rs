@@ -787,18 +787,18 @@ fn a_full_budget_waits_for_its_own_trackers_patience_not_the_other_budgets() {
 
 #[test]
 fn udp_exchanges_have_their_own_larger_budget_and_do_not_hold_http_slots() {
-    let mut sim = udp_then_http_tiers(100, 20);
+    let mut sim = udp_then_http_tiers(600, 20);
     sim.tick(Timestamp::ZERO);
     let io = sim.io();
-    assert_eq!(udp_sends(&io).len(), MAX_UDP_IN_FLIGHT, "a connect request to each of the first 64 UDP tiers");
+    assert_eq!(udp_sends(&io).len(), MAX_UDP_IN_FLIGHT, "a connect request to each of the first 512 UDP tiers");
     let http: Vec<u16> = http_requests(&io).iter().map(|(_, a, _)| a.port()).collect();
     assert_eq!(http, (10_000..10_000 + MAX_IN_FLIGHT as u16).collect::<Vec<_>>(), "HTTP tiers start beside them");
     assert_eq!(sim.tr.in_flight_of(Budget::Datagrams), MAX_UDP_IN_FLIGHT);
     assert_eq!(sim.tr.in_flight_of(Budget::Sockets), MAX_IN_FLIGHT);
-    // The silent UDP trackers give their slots to the 36 waiting UDP tiers after their patience.
+    // The silent UDP trackers give their slots to the 88 waiting UDP tiers after their patience.
     assert!(sim.step_until(Timestamp::ZERO + FIRST_ANSWER_PATIENCE));
-    let next: Vec<u16> = udp_sends(&sim.io()).iter().map(|(a, _)| a.port()).filter(|&p| p >= 20_064).collect();
-    assert_eq!(next, (20_064..20_100).collect::<Vec<_>>());
+    let next: Vec<u16> = udp_sends(&sim.io()).iter().map(|(a, _)| a.port()).filter(|&p| p >= 20_512).collect();
+    assert_eq!(next, (20_512..20_600).collect::<Vec<_>>());
 }
 
 #[test]
