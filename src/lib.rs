@@ -9,6 +9,7 @@
 
 pub mod bencode;
 pub mod bitfield;
+pub mod dht;
 pub mod cli;
 pub mod event_loop;
 pub mod geometry;

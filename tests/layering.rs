@@ -78,6 +78,7 @@ const LAYERS: &[&str] = &[
     "magnet",
     "wire",
     "metadata",
+    "dht",
     "timer_wheel",
     "storage",
     "swarm",
