@@ -13,7 +13,8 @@
 //!
 //! Timers (STYLE §7.7): each deadline lives in exactly one place and `poll_timeout` takes their minimum:
 //! token rotation in `TokenSecrets`, bucket refresh in each `RoutingTable`, a lookup's query time-outs in
-//! its `Lookup`, a ping's or announce's time-out in its `Pending` entry, and the store sweep in `sweep_at`.
+//! its `Lookup`, a ping's or announce's time-out in its `Pending` entry, the store sweep in `sweep_at`, and
+//! the retry of a bootstrap that found too few nodes in `rebootstrap_at`.
 //!
 //! Unguessable values: transaction ids (4 bytes), the token secrets and a random node id come from
 //! `Entropy`, never from the `Rng`: a guessable transaction id lets an off-path attacker forge answers.
@@ -55,6 +56,8 @@ const MAX_VALUES_SENT: usize = 50;
 const SWEEP_EVERY: Duration = secs(60);
 /// Most bootstrap addresses remembered (for a re-bootstrap when the table empties).
 const MAX_BOOTSTRAP: usize = 16;
+/// A bootstrap that left fewer than K nodes known is retried after this long.
+const REBOOTSTRAP_AFTER: Duration = secs(10);
 
 #[derive(Clone, Copy, Debug)]
 pub struct Config {
@@ -203,6 +206,8 @@ pub struct Dht {
     transmit: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<Event>,
     sweep_at: Timestamp,
+    /// Set when a bootstrap lookup ended with fewer than K nodes known: try again then.
+    rebootstrap_at: Option<Timestamp>,
     /// Where the last responder said it saw us (BEP 42 `ip`).
     external: Option<SocketAddr>,
     stats: Stats,
@@ -233,6 +238,7 @@ impl Dht {
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             sweep_at: now + SWEEP_EVERY,
+            rebootstrap_at: None,
             external: None,
             stats: Stats::default(),
             scratch4: Vec::new(),
@@ -332,7 +338,7 @@ impl Dht {
                 lookup.add_candidate(Some(id), addr);
             }
         }
-        if self.table4.is_empty() && self.table6.is_empty() {
+        if self.node_count() < routing::K {
             for &addr in &self.bootstrap {
                 lookup.add_candidate(None, addr);
             }
@@ -572,6 +578,9 @@ impl Dht {
             }
             let run = self.lookups.remove(i);
             self.pending.retain(|_, p| p.purpose != Purpose::Lookup(serial));
+            if run.why == Why::Bootstrap && self.node_count() < routing::K && !self.bootstrap.is_empty() {
+                self.rebootstrap_at = Some(now + REBOOTSTRAP_AFTER);
+            }
             if let Why::User { announce_port } = run.why {
                 let mut announced = 0;
                 if let Some(port) = announce_port {
@@ -620,6 +629,13 @@ impl Dht {
                 self.start(now, target, LookupKind::FindNode, Why::Refresh);
             }
         }
+        if self.rebootstrap_at.is_some_and(|t| now >= t) {
+            self.rebootstrap_at = None;
+            if self.node_count() < routing::K {
+                let addrs: Vec<(Option<NodeId>, SocketAddr)> = self.bootstrap.iter().map(|&a| (None, a)).collect();
+                self.bootstrap_with(now, &addrs);
+            }
+        }
         if now >= self.sweep_at {
             self.store.expire(now);
             self.sweep_at = now + SWEEP_EVERY;
@@ -631,6 +647,9 @@ impl Dht {
     pub fn poll_timeout(&self) -> Timestamp {
         let mut t = self.tokens.poll_timeout().min(self.sweep_at).min(self.table4.poll_timeout());
         t = t.min(self.table6.poll_timeout());
+        if let Some(r) = self.rebootstrap_at {
+            t = t.min(r);
+        }
         for p in self.pending.values() {
             if let Some(d) = p.deadline {
                 t = t.min(d);
