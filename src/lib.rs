@@ -9,8 +9,8 @@
 
 pub mod bencode;
 pub mod bitfield;
-pub mod dht;
 pub mod cli;
+pub mod dht;
 pub mod event_loop;
 pub mod geometry;
 pub mod http;

@@ -77,10 +77,19 @@ pub struct Want {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Query {
     Ping,
-    FindNode { target: NodeId },
-    GetPeers { info_hash: NodeId },
+    FindNode {
+        target: NodeId,
+    },
+    GetPeers {
+        info_hash: NodeId,
+    },
     /// `port` is ignored when `implied_port` is set: the peer's port is the datagram's source port.
-    AnnouncePeer { info_hash: NodeId, port: u16, implied_port: bool, token: Token },
+    AnnouncePeer {
+        info_hash: NodeId,
+        port: u16,
+        implied_port: bool,
+        token: Token,
+    },
     /// A method we do not know; answered with error 204.
     Unknown,
 }
@@ -153,10 +162,7 @@ impl Iterator for ValuesIter<'_> {
 /// Decodes a compact peer (BEP 5 / BEP 32): 4 or 16 address bytes and a big-endian port.
 pub fn compact_peer(b: &[u8]) -> Option<SocketAddr> {
     match b.len() {
-        6 => Some(SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3])),
-            u16::from_be_bytes([b[4], b[5]]),
-        )),
+        6 => Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3])), u16::from_be_bytes([b[4], b[5]]))),
         18 => {
             let ip: [u8; 16] = b[..16].try_into().ok()?;
             Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), u16::from_be_bytes([b[16], b[17]])))
@@ -372,9 +378,8 @@ fn decode_query<'a>(input: &'a [u8], method: &[u8], args: Range<usize>) -> Resul
                 None => return Err(DecodeError::MissingKey("port")),
             };
             let token = token.ok_or(DecodeError::MissingKey("token"))?;
-            let token = Token::new(token)
-                .filter(|_| !token.is_empty())
-                .ok_or(DecodeError::BadToken { len: token.len() })?;
+            let token =
+                Token::new(token).filter(|_| !token.is_empty()).ok_or(DecodeError::BadToken { len: token.len() })?;
             Query::AnnouncePeer {
                 info_hash: info_hash.ok_or(DecodeError::MissingKey("info_hash"))?,
                 port,
@@ -636,12 +641,10 @@ mod tests {
         encode_response(b"aa", &m, &Reply::default(), None, None, &mut out);
         assert_eq!(out, PING_R);
 
-        assert_eq!(decode(FIND_Q).unwrap().body, Body::Query {
-            id: a,
-            query: Query::FindNode { target: m },
-            want: Want::default(),
-            read_only: false
-        });
+        assert_eq!(
+            decode(FIND_Q).unwrap().body,
+            Body::Query { id: a, query: Query::FindNode { target: m }, want: Want::default(), read_only: false }
+        );
         out.clear();
         encode_query(b"aa", &a, &Query::FindNode { target: m }, Want::default(), None, &mut out);
         assert_eq!(out, FIND_Q);
@@ -649,7 +652,9 @@ mod tests {
         out.clear();
         encode_query(b"aa", &a, &Query::GetPeers { info_hash: m }, Want::default(), None, &mut out);
         assert_eq!(out, GETP_Q);
-        assert!(matches!(decode(GETP_Q).unwrap().body, Body::Query { query: Query::GetPeers { info_hash }, .. } if info_hash == m));
+        assert!(
+            matches!(decode(GETP_Q).unwrap().body, Body::Query { query: Query::GetPeers { info_hash }, .. } if info_hash == m)
+        );
 
         let Body::Response(r) = decode(GETP_R_VALUES).unwrap().body else { panic!("not a response") };
         assert_eq!(r.token, Some(&b"aoeusnth"[..]));
@@ -668,12 +673,10 @@ mod tests {
 
         let token = Token::new(b"aoeusnth").unwrap();
         let announce = Query::AnnouncePeer { info_hash: m, port: 6881, implied_port: true, token };
-        assert_eq!(decode(ANNOUNCE_Q).unwrap().body, Body::Query {
-            id: a,
-            query: announce,
-            want: Want::default(),
-            read_only: false
-        });
+        assert_eq!(
+            decode(ANNOUNCE_Q).unwrap().body,
+            Body::Query { id: a, query: announce, want: Want::default(), read_only: false }
+        );
         out.clear();
         encode_query(b"aa", &a, &announce, Want::default(), None, &mut out);
         assert_eq!(out, ANNOUNCE_Q);
@@ -752,9 +755,10 @@ mod tests {
         assert_eq!(err(&announce("5:token1:x")), DecodeError::MissingKey("port"));
         assert_eq!(err(&announce("4:porti1e")), DecodeError::MissingKey("token"));
         assert_eq!(err(&announce("4:porti1e5:token0:")), DecodeError::BadToken { len: 0 });
-        assert_eq!(err(&announce(&format!("4:porti1e5:token33:{}", "x".repeat(33)))), DecodeError::BadToken {
-            len: 33
-        });
+        assert_eq!(
+            err(&announce(&format!("4:porti1e5:token33:{}", "x".repeat(33)))),
+            DecodeError::BadToken { len: 33 }
+        );
         assert_eq!(err(&announce("4:port1:x5:token1:x")), DecodeError::WrongType("port"));
         assert!(decode(&announce("12:implied_porti1e5:token1:x")).is_ok(), "implied_port needs no port");
         assert_eq!(err(b"d1:t2:aa1:y1:re"), DecodeError::MissingKey("r"));
@@ -769,7 +773,10 @@ mod tests {
         );
         assert_eq!(err(b"d1:rd2:id20:abcdefghij01234567896:valuesl5:abcdeee1:t2:aa1:y1:re"), DecodeError::BadValue);
         assert_eq!(err(b"d1:rd2:id20:abcdefghij01234567896:valuesli1eee1:t2:aa1:y1:re"), DecodeError::BadValue);
-        assert_eq!(err(b"d1:rd2:id20:abcdefghij01234567896:values3:abce1:t2:aa1:y1:re"), DecodeError::WrongType("values"));
+        assert_eq!(
+            err(b"d1:rd2:id20:abcdefghij01234567896:values3:abce1:t2:aa1:y1:re"),
+            DecodeError::WrongType("values")
+        );
         let mut many = b"d1:rd2:id20:abcdefghij01234567896:valuesl".to_vec();
         for _ in 0..=MAX_VALUES {
             many.extend_from_slice(b"6:abcdef");
@@ -784,8 +791,8 @@ mod tests {
         assert_eq!(err(b"d1:e3:abc1:t2:aa1:y1:ee"), DecodeError::BadErrorList);
         // Deep nesting is refused by the scanner, without recursion.
         let mut deep = b"d1:t2:aa1:y1:r1:rd2:id20:abcdefghij01234567891:x".to_vec();
-        deep.extend(std::iter::repeat_n(b'l', 200));
-        deep.extend(std::iter::repeat_n(b'e', 200));
+        deep.extend(std::iter::repeat(b'l').take(200));
+        deep.extend(std::iter::repeat(b'e').take(200));
         deep.extend_from_slice(b"ee");
         assert!(matches!(err(&deep), DecodeError::Bencode(BencodeError::TooDeep { .. })));
         // An unknown method still decodes, to be answered with error 204.
@@ -803,8 +810,7 @@ mod tests {
         let mut nodes = b"d1:rd2:id20:abcdefghij01234567895:nodes52:".to_vec();
         nodes.extend_from_slice(&[7u8; 52]);
         nodes.extend_from_slice(b"5:token4:abcde2:ip6:abcdef1:t4:abcd1:v4:RL011:y1:re");
-        let corpus: Vec<&[u8]> =
-            vec![PING_Q, PING_R, FIND_Q, GETP_Q, GETP_R_VALUES, ANNOUNCE_Q, ERROR, &nodes];
+        let corpus: Vec<&[u8]> = vec![PING_Q, PING_R, FIND_Q, GETP_Q, GETP_R_VALUES, ANNOUNCE_Q, ERROR, &nodes];
         for c in &corpus {
             decode(c).unwrap();
         }

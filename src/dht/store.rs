@@ -65,9 +65,7 @@ impl PeerStore {
     pub fn peers(&self, now: Timestamp, info_hash: &NodeId, v4: bool, max: usize, out: &mut Vec<SocketAddr>) {
         let Some(peers) = self.swarms.get(info_hash) else { return };
         let start = out.len();
-        out.extend(
-            peers.iter().filter(|p| p.0.is_ipv4() == v4 && now.saturating_since(p.1) < PEER_TTL).map(|p| p.0),
-        );
+        out.extend(peers.iter().filter(|p| p.0.is_ipv4() == v4 && now.saturating_since(p.1) < PEER_TTL).map(|p| p.0));
         // Kept oldest first, so reversed is freshest first.
         out[start..].reverse();
         out.truncate(start + max);

@@ -8,6 +8,9 @@ use super::krpc::{decode, encode_query, Body, Query, Want};
 use super::*;
 use crate::time::millis;
 
+/// Datagrams in flight: (arrival, sequence, from, to, bytes), earliest first.
+type Wire = BinaryHeap<Reverse<(Timestamp, u64, usize, usize, Vec<u8>)>>;
+
 fn node(i: u64) -> Dht {
     Dht::new(Timestamp::ZERO, Config::default(), None, Entropy::seeded(1000 + i), Rng::seeded(i))
 }
@@ -216,7 +219,7 @@ fn fifty_nodes_announce_and_find_each_other() {
     let mut nodes: Vec<Dht> = (0..N as u64).map(node).collect();
     let mut rng = Rng::seeded(0x5eed);
     // In flight: (arrival, sequence, from, to, bytes).
-    let mut wire: BinaryHeap<Reverse<(Timestamp, u64, usize, usize, Vec<u8>)>> = BinaryHeap::new();
+    let mut wire: Wire = BinaryHeap::new();
     let mut seq = 0u64;
     let mut now = Timestamp::ZERO;
     let (mut sent, mut lost) = (0u64, 0u64);
@@ -235,7 +238,7 @@ fn fifty_nodes_announce_and_find_each_other() {
     let mut step = |nodes: &mut Vec<Dht>,
                     now: &mut Timestamp,
                     until: Timestamp,
-                    wire: &mut BinaryHeap<Reverse<(Timestamp, u64, usize, usize, Vec<u8>)>>,
+                    wire: &mut Wire,
                     events: &mut Vec<Vec<Event>>,
                     stop: &dyn Fn(&Vec<Vec<Event>>) -> bool| {
         while *now < until {
