@@ -33,7 +33,7 @@ pub mod token;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use krpc::{Body, Query, Reply, Response, Token, Want, NODE4_LEN, NODE6_LEN};
@@ -56,6 +56,10 @@ const MAX_VALUES_SENT: usize = 50;
 const SWEEP_EVERY: Duration = secs(60);
 /// Most bootstrap addresses remembered (for a re-bootstrap when the table empties).
 const MAX_BOOTSTRAP: usize = 16;
+/// Agreeing `ip` votes that decide our external address.
+const IP_VOTES: u32 = 3;
+/// Most distinct addresses voted for before a decision (a bound on what a liar can make us keep).
+const MAX_VOTE_ADDRESSES: usize = 8;
 /// A bootstrap that left fewer than K nodes known is retried after this long.
 const REBOOTSTRAP_AFTER: Duration = secs(10);
 
@@ -208,8 +212,11 @@ pub struct Dht {
     sweep_at: Timestamp,
     /// Set when a bootstrap lookup ended with fewer than K nodes known: try again then.
     rebootstrap_at: Option<Timestamp>,
-    /// Where the last responder said it saw us (BEP 42 `ip`).
-    external: Option<SocketAddr>,
+    /// Our external address once decided (BEP 42), from `set_external_ip` or from [`IP_VOTES`] answers
+    /// agreeing.
+    external: Option<IpAddr>,
+    /// Votes from the `ip` field of answers to our queries (tx-matched, so not forgeable off-path).
+    votes: Vec<(IpAddr, u32)>,
     stats: Stats,
     /// Reused buffers for compact node lists and values in answers.
     scratch4: Vec<u8>,
@@ -240,6 +247,7 @@ impl Dht {
             sweep_at: now + SWEEP_EVERY,
             rebootstrap_at: None,
             external: None,
+            votes: Vec::new(),
             stats: Stats::default(),
             scratch4: Vec::new(),
             scratch6: Vec::new(),
@@ -260,9 +268,50 @@ impl Dht {
     pub fn good_nodes(&self, now: Timestamp) -> usize {
         self.table4.good_count(now) + self.table6.good_count(now)
     }
-    /// Our address as the last responder saw it (BEP 42 `ip`).
-    pub fn external_address(&self) -> Option<SocketAddr> {
+    /// Our external address, once known (BEP 42).
+    pub fn external_ip(&self) -> Option<IpAddr> {
         self.external
+    }
+
+    /// Our external address is `ip` (from a peer's `yourip`, or agreeing DHT answers). If our id does not
+    /// match it under BEP 42, a new id is derived from it and both tables are rebuilt around the new id
+    /// (nodes keep their place as far as the new buckets allow). Exempt (private) addresses change nothing.
+    pub fn set_external_ip(&mut self, now: Timestamp, ip: IpAddr) {
+        self.external = Some(ip);
+        if node_id::is_exempt(ip) || node_id::id_matches_ip(&self.id, ip) {
+            return;
+        }
+        let id = node_id::secure_id(ip, &mut self.entropy);
+        log::debug!("dht: external address {ip}: node id now {id:?} (BEP 42)");
+        self.id = id;
+        for v4 in [true, false] {
+            let old = if v4 { &self.table4 } else { &self.table6 };
+            let mut table = RoutingTable::new(id, v4, now);
+            for n in old.nodes() {
+                let seen = if n.state(now) == NodeState::Good { Seen::Responded } else { Seen::Queried };
+                table.heard_from(now, n.id, n.addr, seen);
+            }
+            if v4 {
+                self.table4 = table;
+            } else {
+                self.table6 = table;
+            }
+        }
+    }
+
+    fn vote(&mut self, now: Timestamp, ip: IpAddr) {
+        if self.external == Some(ip) {
+            return;
+        }
+        match self.votes.iter().position(|v| v.0 == ip) {
+            Some(i) => self.votes[i].1 += 1,
+            None if self.votes.len() < MAX_VOTE_ADDRESSES => self.votes.push((ip, 1)),
+            None => return,
+        }
+        if self.votes.iter().any(|v| v.0 == ip && v.1 >= IP_VOTES) {
+            self.votes.clear();
+            self.set_external_ip(now, ip);
+        }
     }
     pub fn stored_peers(&self) -> usize {
         self.store.peer_count()
@@ -396,10 +445,11 @@ impl Dht {
                 self.answer(now, from, msg.tx.as_bytes(), id, query, want, read_only);
             }
             Body::Response(r) => {
-                if let Some(ip) = msg.ip {
-                    self.external = Some(ip);
+                if self.on_response(now, from, msg.tx.as_bytes(), r) {
+                    if let Some(ip) = msg.ip {
+                        self.vote(now, ip.ip());
+                    }
                 }
-                self.on_response(now, from, msg.tx.as_bytes(), r);
             }
             Body::Error { .. } => self.on_error(now, from, msg.tx.as_bytes()),
         }
@@ -499,17 +549,22 @@ impl Dht {
         }
     }
 
-    fn on_response(&mut self, now: Timestamp, from: SocketAddr, tx: &[u8], r: Response<'_>) {
+    /// Whether the response answered one of our queries.
+    fn on_response(&mut self, now: Timestamp, from: SocketAddr, tx: &[u8], r: Response<'_>) -> bool {
         let Some(p) = self.take_pending(from, tx) else {
             self.stats.unmatched += 1;
-            return;
+            return false;
         };
         let insert = self.table(from).heard_from(now, r.id, from, Seen::Responded);
         self.ping_if_asked(now, insert);
-        let Purpose::Lookup(serial) = p.purpose else { return };
-        let Some(run) = self.lookups.iter_mut().find(|l| l.serial == serial) else { return };
-        let nodes = krpc::compact_nodes(r.nodes, NODE4_LEN).chain(krpc::compact_nodes(r.nodes6, NODE6_LEN));
+        let Purpose::Lookup(serial) = p.purpose else { return true };
+        let own = self.id;
+        let Some(run) = self.lookups.iter_mut().find(|l| l.serial == serial) else { return true };
+        let nodes = krpc::compact_nodes(r.nodes, NODE4_LEN)
+            .chain(krpc::compact_nodes(r.nodes6, NODE6_LEN))
+            .filter(|(id, _)| *id != own);
         run.lookup.on_response(from, r.id, r.token, nodes, r.values.iter());
+        true
     }
 
     fn on_error(&mut self, _now: Timestamp, from: SocketAddr, tx: &[u8]) {
