@@ -60,8 +60,10 @@ const MAX_BOOTSTRAP: usize = 16;
 const IP_VOTES: u32 = 3;
 /// Most distinct addresses voted for before a decision (a bound on what a liar can make us keep).
 const MAX_VOTE_ADDRESSES: usize = 8;
-/// A bootstrap that left fewer than K nodes known is retried after this long.
-const REBOOTSTRAP_AFTER: Duration = secs(10);
+/// A bootstrap that left fewer than K nodes known is retried after this long, doubled per failed
+/// attempt up to [`REBOOTSTRAP_MAX`].
+const REBOOTSTRAP_AFTER: Duration = secs(5);
+const REBOOTSTRAP_MAX: Duration = secs(300);
 
 #[derive(Clone, Copy, Debug)]
 pub struct Config {
@@ -212,6 +214,8 @@ pub struct Dht {
     sweep_at: Timestamp,
     /// Set when a bootstrap lookup ended with fewer than K nodes known: try again then.
     rebootstrap_at: Option<Timestamp>,
+    /// Bootstraps in a row that left fewer than K nodes.
+    rebootstrap_attempts: u32,
     /// Our external address once decided (BEP 42), from `set_external_ip` or from [`IP_VOTES`] answers
     /// agreeing.
     external: Option<IpAddr>,
@@ -246,6 +250,7 @@ impl Dht {
             events: VecDeque::new(),
             sweep_at: now + SWEEP_EVERY,
             rebootstrap_at: None,
+            rebootstrap_attempts: 0,
             external: None,
             votes: Vec::new(),
             stats: Stats::default(),
@@ -633,8 +638,14 @@ impl Dht {
             }
             let run = self.lookups.remove(i);
             self.pending.retain(|_, p| p.purpose != Purpose::Lookup(serial));
-            if run.why == Why::Bootstrap && self.node_count() < routing::K && !self.bootstrap.is_empty() {
-                self.rebootstrap_at = Some(now + REBOOTSTRAP_AFTER);
+            if run.why == Why::Bootstrap {
+                if self.node_count() < routing::K && !self.bootstrap.is_empty() {
+                    let delay = REBOOTSTRAP_AFTER * 2u32.pow(self.rebootstrap_attempts.min(6));
+                    self.rebootstrap_at = Some(now + delay.min(REBOOTSTRAP_MAX));
+                    self.rebootstrap_attempts += 1;
+                } else {
+                    self.rebootstrap_attempts = 0;
+                }
             }
             if let Why::User { announce_port } = run.why {
                 let mut announced = 0;

@@ -283,7 +283,7 @@ fn fifty_nodes_announce_and_find_each_other() {
         step(&mut nodes, &mut now, until, &mut wire, &mut events, &|_| false);
         nodes[i].add_node(now, addr(0));
     }
-    let until = now + secs(30);
+    let until = now + secs(60);
     step(&mut nodes, &mut now, until, &mut wire, &mut events, &|_| false);
     let known: Vec<usize> = nodes.iter().map(Dht::node_count).collect();
     assert!(known.iter().all(|&n| n >= 8), "every node knows at least K others: {known:?}");
