@@ -372,9 +372,11 @@ fn decode_query<'a>(input: &'a [u8], method: &[u8], args: Range<usize>) -> Resul
         b"get_peers" => Query::GetPeers { info_hash: info_hash.ok_or(DecodeError::MissingKey("info_hash"))? },
         b"announce_peer" => {
             let implied_port = implied.unwrap_or(0) != 0;
+            // With `implied_port` the `port` value is ignored (any integer, or none, will do).
             let port = match port {
-                Some(p) => u16::try_from(p).ok().filter(|&p| p != 0).ok_or(DecodeError::BadPort)?,
+                Some(p) if implied_port => u16::try_from(p).unwrap_or(0),
                 None if implied_port => 0,
+                Some(p) => u16::try_from(p).ok().filter(|&p| p != 0).ok_or(DecodeError::BadPort)?,
                 None => return Err(DecodeError::MissingKey("port")),
             };
             let token = token.ok_or(DecodeError::MissingKey("token"))?;
@@ -761,6 +763,7 @@ mod tests {
         );
         assert_eq!(err(&announce("4:port1:x5:token1:x")), DecodeError::WrongType("port"));
         assert!(decode(&announce("12:implied_porti1e5:token1:x")).is_ok(), "implied_port needs no port");
+        assert!(decode(&announce("12:implied_porti1e4:porti0e5:token1:x")).is_ok(), "nor a valid one");
         assert_eq!(err(b"d1:t2:aa1:y1:re"), DecodeError::MissingKey("r"));
         assert_eq!(err(b"d1:rde1:t2:aa1:y1:re"), DecodeError::MissingKey("id"));
         assert_eq!(

@@ -354,3 +354,46 @@ fn agreeing_ip_votes_give_us_a_bep42_id_and_keep_the_table() {
     d.set_external_ip(t, "192.168.1.5".parse().unwrap());
     assert_eq!(d.id(), id);
 }
+
+#[test]
+fn ipv6_askers_get_nodes6_and_values_in_their_family() {
+    let t = Timestamp::from_secs(1);
+    let mut d = node(9);
+    for i in 0..5u8 {
+        d.table4.heard_from(t, NodeId([i + 1; 20]), SocketAddr::from(([10, 0, 0, i], 1)), Seen::Responded);
+        let six = SocketAddr::new(IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(i) + 1]), 1);
+        d.table6.heard_from(t, NodeId([i + 0x80; 20]), six, Seen::Responded);
+    }
+    let asker6: SocketAddr = "[2001:db8::99]:7000".parse().unwrap();
+    let them = NodeId([0x33; 20]);
+    d.handle_datagram(t, asker6, &query(b"f6", them, &Query::FindNode { target: NodeId([0; 20]) }));
+    let bytes = d.poll_transmit().unwrap().1;
+    let Body::Response(r) = decode(&bytes).unwrap().body else { panic!() };
+    assert!(r.nodes.is_empty(), "no IPv4 nodes unasked");
+    assert_eq!(r.nodes6.len(), 6 * krpc::NODE6_LEN, "5 known plus the asker itself");
+    // `want` n4 and n6: both lists.
+    let mut q = Vec::new();
+    encode_query(b"fb", &them, &Query::FindNode { target: NodeId([0; 20]) }, Want { n4: true, n6: true }, None, &mut q);
+    d.handle_datagram(t, asker6, &q);
+    let bytes = d.poll_transmit().unwrap().1;
+    let Body::Response(r) = decode(&bytes).unwrap().body else { panic!() };
+    assert_eq!((r.nodes.len(), r.nodes6.len()), (5 * krpc::NODE4_LEN, 6 * krpc::NODE6_LEN));
+    // A peer announced over IPv6 is served to IPv6 askers only.
+    let info_hash = NodeId([5; 20]);
+    d.handle_datagram(t, asker6, &query(b"g6", them, &Query::GetPeers { info_hash }));
+    let bytes = d.poll_transmit().unwrap().1;
+    let Body::Response(r) = decode(&bytes).unwrap().body else { panic!() };
+    let token = Token::new(r.token.unwrap()).unwrap();
+    let announce = Query::AnnouncePeer { info_hash, port: 0, implied_port: true, token };
+    d.handle_datagram(t, asker6, &query(b"a6", them, &announce));
+    assert!(matches!(decode(&d.poll_transmit().unwrap().1).unwrap().body, Body::Response(_)));
+    d.handle_datagram(t, asker6, &query(b"h6", NodeId([0x34; 20]), &Query::GetPeers { info_hash }));
+    let bytes = d.poll_transmit().unwrap().1;
+    let Body::Response(r) = decode(&bytes).unwrap().body else { panic!() };
+    assert_eq!(r.values.iter().collect::<Vec<_>>(), vec![asker6]);
+    let asker4 = SocketAddr::from(([10, 5, 5, 5], 1));
+    d.handle_datagram(t, asker4, &query(b"g4", them, &Query::GetPeers { info_hash }));
+    let bytes = d.poll_transmit().unwrap().1;
+    let Body::Response(r) = decode(&bytes).unwrap().body else { panic!() };
+    assert!(r.values.is_empty(), "an IPv4 asker gets no IPv6 peers");
+}
