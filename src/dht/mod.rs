@@ -478,10 +478,8 @@ impl Dht {
         want: Want,
         read_only: bool,
     ) {
-        if !read_only {
-            let insert = self.table(from).heard_from(now, id, from, Seen::Queried);
-            self.ping_if_asked(now, insert);
-        }
+        let insert =
+            if read_only { Insert::Ignored } else { self.table(from).heard_from(now, id, from, Seen::Queried) };
         let version = self.config.version;
         let mut out = Vec::with_capacity(256);
         let (n4, n6) = if want.n4 || want.n6 { (want.n4, want.n6) } else { (from.is_ipv4(), from.is_ipv6()) };
@@ -537,6 +535,11 @@ impl Dht {
         self.scratch_peers = values;
         self.stats.answered += 1;
         self.queue(from, out);
+        // A new node that only queried us is pinged: its answer proves the address is real.
+        if insert == Insert::Added {
+            self.send_query(now, from, Some(id), &Query::Ping, Purpose::Ping);
+        }
+        self.ping_if_asked(now, insert);
     }
 
     fn ping_if_asked(&mut self, now: Timestamp, insert: Insert) {

@@ -8,7 +8,8 @@
 //!
 //! Node states, as BEP 5 defines them: *good* if it answered one of our queries within 15 minutes, or has
 //! answered at least once and queried us within 15 minutes; *bad* after [`MAX_FAILURES`] queries in a row
-//! went unanswered; *questionable* otherwise. A full bucket takes a new node in place of a bad one;
+//! went unanswered (or one, for a node that never answered: it may be a spoofed source); *questionable*
+//! otherwise. Only nodes that have answered are handed to others. A full bucket takes a new node in place of a bad one;
 //! otherwise the newcomer waits in the replacement cache and the least recently seen questionable node is
 //! pinged; when a node turns bad the freshest replacement takes its place.
 //!
@@ -71,7 +72,8 @@ impl Node {
     }
 
     pub fn state(&self, now: Timestamp) -> NodeState {
-        if self.failures >= MAX_FAILURES {
+        // A node that never answered is bad at its first failure: it may be a spoofed source.
+        if self.failures >= MAX_FAILURES || (self.last_response.is_none() && self.failures > 0) {
             return NodeState::Bad;
         }
         let recent = |t: Option<Timestamp>| t.is_some_and(|t| now.saturating_since(t) < GOOD_FOR);
@@ -311,11 +313,12 @@ impl RoutingTable {
         }
     }
 
-    /// The up-to-K non-bad nodes closest to `target`.
+    /// The up-to-K closest nodes to `target` that have answered us and are not bad (a node that only
+    /// queried us may be a spoofed source, so it is not handed on).
     pub fn closest(&self, now: Timestamp, target: &NodeId) -> Closest {
         let mut c = Closest::default();
         for n in self.buckets.iter().flat_map(|b| &b.nodes) {
-            if n.state(now) != NodeState::Bad {
+            if n.last_response.is_some() && n.state(now) != NodeState::Bad {
                 c.offer(n.id.distance(target), n.id, n.addr);
             }
         }

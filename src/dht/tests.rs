@@ -21,6 +21,16 @@ fn addr(i: usize) -> SocketAddr {
     SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 6881))
 }
 
+/// The next answer `d` sends (skipping the pings it sends to verify new askers).
+fn reply(d: &mut Dht) -> Option<(SocketAddr, Vec<u8>)> {
+    while let Some((to, bytes)) = d.poll_transmit() {
+        if !matches!(decode(&bytes).map(|m| m.body), Ok(Body::Query { .. })) {
+            return Some((to, bytes));
+        }
+    }
+    None
+}
+
 fn query(tx: &[u8], id: NodeId, q: &Query) -> Vec<u8> {
     let mut out = Vec::new();
     encode_query(tx, &id, q, Want::default(), None, &mut out);
@@ -34,7 +44,7 @@ fn answers_every_query_kind_and_checks_tokens() {
     let asker = SocketAddr::from(([10, 9, 9, 9], 4000));
     let them = NodeId([0x42; 20]);
     d.handle_datagram(t, asker, &query(b"p1", them, &Query::Ping));
-    let (to, bytes) = d.poll_transmit().unwrap();
+    let (to, bytes) = reply(&mut d).unwrap();
     assert_eq!(to, asker);
     let m = decode(&bytes).unwrap();
     assert_eq!(m.tx.as_bytes(), b"p1");
@@ -44,7 +54,7 @@ fn answers_every_query_kind_and_checks_tokens() {
 
     let info_hash = NodeId([7; 20]);
     d.handle_datagram(t, asker, &query(b"g1", them, &Query::GetPeers { info_hash }));
-    let (_, bytes) = d.poll_transmit().unwrap();
+    let (_, bytes) = reply(&mut d).unwrap();
     let Body::Response(r) = decode(&bytes).unwrap().body else { panic!() };
     let token = Token::new(r.token.expect("a token")).unwrap();
     assert!(r.values.is_empty());
@@ -52,35 +62,35 @@ fn answers_every_query_kind_and_checks_tokens() {
     let bad = Token::new(b"12345678").unwrap();
     let announce = |token| Query::AnnouncePeer { info_hash, port: 5555, implied_port: false, token };
     d.handle_datagram(t, asker, &query(b"a0", them, &announce(bad)));
-    let (_, bytes) = d.poll_transmit().unwrap();
+    let (_, bytes) = reply(&mut d).unwrap();
     assert!(matches!(decode(&bytes).unwrap().body, Body::Error { code: 203, .. }));
     assert_eq!(d.stored_peers(), 0);
     // The token is bound to the asker's address.
     d.handle_datagram(t, SocketAddr::from(([10, 9, 9, 8], 4000)), &query(b"a1", them, &announce(token)));
-    assert!(matches!(decode(&d.poll_transmit().unwrap().1).unwrap().body, Body::Error { code: 203, .. }));
+    assert!(matches!(decode(&reply(&mut d).unwrap().1).unwrap().body, Body::Error { code: 203, .. }));
     d.handle_datagram(t, asker, &query(b"a2", them, &announce(token)));
-    assert!(matches!(decode(&d.poll_transmit().unwrap().1).unwrap().body, Body::Response(_)));
+    assert!(matches!(decode(&reply(&mut d).unwrap().1).unwrap().body, Body::Response(_)));
     assert_eq!(d.stored_peers(), 1);
 
     d.handle_datagram(t, asker, &query(b"g2", them, &Query::GetPeers { info_hash }));
-    let (_, bytes) = d.poll_transmit().unwrap();
+    let (_, bytes) = reply(&mut d).unwrap();
     let Body::Response(r) = decode(&bytes).unwrap().body else { panic!() };
     assert_eq!(r.values.iter().collect::<Vec<_>>(), vec![SocketAddr::from(([10, 9, 9, 9], 5555))]);
     // implied_port: the source port is the peer's.
     let implied = Query::AnnouncePeer { info_hash, port: 1, implied_port: true, token };
     d.handle_datagram(t, asker, &query(b"a3", them, &implied));
-    d.poll_transmit().unwrap();
+    reply(&mut d).unwrap();
     d.handle_datagram(t, asker, &query(b"g3", them, &Query::GetPeers { info_hash }));
-    let bytes = d.poll_transmit().unwrap().1;
+    let bytes = reply(&mut d).unwrap().1;
     let Body::Response(r) = decode(&bytes).unwrap().body else { panic!() };
     assert!(r.values.iter().any(|p| p == asker));
     // An unknown method gets 204.
     d.handle_datagram(t, asker, &query(b"u1", them, &Query::Unknown));
-    assert!(matches!(decode(&d.poll_transmit().unwrap().1).unwrap().body, Body::Error { code: 204, .. }));
+    assert!(matches!(decode(&reply(&mut d).unwrap().1).unwrap().body, Body::Error { code: 204, .. }));
     // After two rotations the token is refused.
     d.handle_timeout(t + secs(600));
     d.handle_datagram(t + secs(600), asker, &query(b"a4", them, &announce(token)));
-    assert!(matches!(decode(&d.poll_transmit().unwrap().1).unwrap().body, Body::Error { code: 203, .. }));
+    assert!(matches!(decode(&reply(&mut d).unwrap().1).unwrap().body, Body::Error { code: 203, .. }));
 }
 
 #[test]
@@ -367,33 +377,64 @@ fn ipv6_askers_get_nodes6_and_values_in_their_family() {
     let asker6: SocketAddr = "[2001:db8::99]:7000".parse().unwrap();
     let them = NodeId([0x33; 20]);
     d.handle_datagram(t, asker6, &query(b"f6", them, &Query::FindNode { target: NodeId([0; 20]) }));
-    let bytes = d.poll_transmit().unwrap().1;
+    let bytes = reply(&mut d).unwrap().1;
     let Body::Response(r) = decode(&bytes).unwrap().body else { panic!() };
     assert!(r.nodes.is_empty(), "no IPv4 nodes unasked");
-    assert_eq!(r.nodes6.len(), 6 * krpc::NODE6_LEN, "5 known plus the asker itself");
+    assert_eq!(r.nodes6.len(), 5 * krpc::NODE6_LEN, "the 5 that answered us, not the unverified asker");
     // `want` n4 and n6: both lists.
     let mut q = Vec::new();
     encode_query(b"fb", &them, &Query::FindNode { target: NodeId([0; 20]) }, Want { n4: true, n6: true }, None, &mut q);
     d.handle_datagram(t, asker6, &q);
-    let bytes = d.poll_transmit().unwrap().1;
+    let bytes = reply(&mut d).unwrap().1;
     let Body::Response(r) = decode(&bytes).unwrap().body else { panic!() };
-    assert_eq!((r.nodes.len(), r.nodes6.len()), (5 * krpc::NODE4_LEN, 6 * krpc::NODE6_LEN));
+    assert_eq!((r.nodes.len(), r.nodes6.len()), (5 * krpc::NODE4_LEN, 5 * krpc::NODE6_LEN));
     // A peer announced over IPv6 is served to IPv6 askers only.
     let info_hash = NodeId([5; 20]);
     d.handle_datagram(t, asker6, &query(b"g6", them, &Query::GetPeers { info_hash }));
-    let bytes = d.poll_transmit().unwrap().1;
+    let bytes = reply(&mut d).unwrap().1;
     let Body::Response(r) = decode(&bytes).unwrap().body else { panic!() };
     let token = Token::new(r.token.unwrap()).unwrap();
     let announce = Query::AnnouncePeer { info_hash, port: 0, implied_port: true, token };
     d.handle_datagram(t, asker6, &query(b"a6", them, &announce));
-    assert!(matches!(decode(&d.poll_transmit().unwrap().1).unwrap().body, Body::Response(_)));
+    assert!(matches!(decode(&reply(&mut d).unwrap().1).unwrap().body, Body::Response(_)));
     d.handle_datagram(t, asker6, &query(b"h6", NodeId([0x34; 20]), &Query::GetPeers { info_hash }));
-    let bytes = d.poll_transmit().unwrap().1;
+    let bytes = reply(&mut d).unwrap().1;
     let Body::Response(r) = decode(&bytes).unwrap().body else { panic!() };
     assert_eq!(r.values.iter().collect::<Vec<_>>(), vec![asker6]);
     let asker4 = SocketAddr::from(([10, 5, 5, 5], 1));
     d.handle_datagram(t, asker4, &query(b"g4", them, &Query::GetPeers { info_hash }));
-    let bytes = d.poll_transmit().unwrap().1;
+    let bytes = reply(&mut d).unwrap().1;
     let Body::Response(r) = decode(&bytes).unwrap().body else { panic!() };
     assert!(r.values.is_empty(), "an IPv4 asker gets no IPv6 peers");
+}
+
+#[test]
+fn a_new_asker_is_pinged_and_a_spoofed_one_turns_bad_at_once() {
+    let t = Timestamp::from_secs(1);
+    let mut d = node(10);
+    let real = SocketAddr::from(([10, 7, 0, 1], 1));
+    let spoofed = SocketAddr::from(([10, 7, 0, 2], 1));
+    for (who, tx, id) in [(real, b"r1", 0x21u8), (spoofed, b"s1", 0x22)] {
+        d.handle_datagram(t, who, &query(tx, NodeId([id; 20]), &Query::Ping));
+    }
+    let mut pings = Vec::new();
+    while let Some((to, bytes)) = d.poll_transmit() {
+        let m = decode(&bytes).unwrap();
+        if matches!(m.body, Body::Query { query: Query::Ping, .. }) {
+            pings.push((to, m.tx));
+        }
+    }
+    assert_eq!(pings.iter().map(|p| p.0).collect::<Vec<_>>(), vec![real, spoofed]);
+    assert!(d.table4.closest(t, &NodeId([0; 20])).is_empty(), "unverified askers are not handed on");
+    // The real one answers; the spoofed source never does.
+    let mut answer = Vec::new();
+    let real_id = d.table4.nodes().find(|n| n.addr == real).unwrap().id;
+    krpc::encode_response(pings[0].1.as_bytes(), &real_id, &Reply::default(), None, None, &mut answer);
+    d.handle_datagram(t, real, &answer);
+    d.handle_timeout(t + QUERY_TIMEOUT);
+    let state = |d: &Dht, a| d.table4.nodes().find(|n| n.addr == a).map(|n| n.state(t + QUERY_TIMEOUT));
+    assert_eq!(state(&d, real), Some(NodeState::Good));
+    assert_eq!(state(&d, spoofed), Some(NodeState::Bad));
+    let handed: Vec<SocketAddr> = d.table4.closest(t, &NodeId([0; 20])).iter().map(|n| n.1).collect();
+    assert_eq!(handed, vec![real]);
 }
