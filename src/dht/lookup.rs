@@ -97,8 +97,8 @@ impl Lookup {
     }
 
     /// Adds a node to ask (from the routing table, a response's `nodes`, or a bootstrap address with
-    /// `id` `None`). Duplicates (by address or id) are ignored; when full, the farthest unasked candidate
-    /// makes room, or the newcomer is dropped if it is the farthest.
+    /// `id` `None`). Duplicates (by address or id) are ignored; when full, the farthest unasked or failed
+    /// candidate makes room, or the newcomer is dropped if it is the farthest.
     pub fn add_candidate(&mut self, id: Option<NodeId>, addr: SocketAddr) {
         if addr.port() == 0 || self.candidates.iter().any(|c| c.addr == addr || (id.is_some() && c.id == id)) {
             return;
@@ -112,7 +112,10 @@ impl Lookup {
         };
         let key = self.key(&new);
         if self.candidates.len() >= MAX_CANDIDATES {
-            let Some(far) = self.candidates.iter().rposition(|c| c.state == State::Fresh) else { return };
+            let Some(far) = self.candidates.iter().rposition(|c| matches!(c.state, State::Fresh | State::Failed))
+            else {
+                return;
+            };
             if self.key(&self.candidates[far]) <= key {
                 return;
             }
