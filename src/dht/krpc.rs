@@ -457,15 +457,34 @@ fn decode_error(input: &[u8], e: Range<usize>) -> Result<Body<'_>, DecodeError> 
 
 // ---- encoding ----
 
+/// Appends `n` in decimal without allocating.
+fn put_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 fn put_str(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(b.len().to_string().as_bytes());
+    put_decimal(out, b.len() as u64);
     out.push(b':');
     out.extend_from_slice(b);
 }
 
 fn put_int(out: &mut Vec<u8>, v: i64) {
     out.push(b'i');
-    out.extend_from_slice(v.to_string().as_bytes());
+    if v < 0 {
+        out.push(b'-');
+    }
+    put_decimal(out, v.unsigned_abs());
     out.push(b'e');
 }
 
@@ -554,11 +573,8 @@ pub fn encode_response(
     out.extend_from_slice(b"d");
     if let Some(ip) = ip {
         put_str(out, b"ip");
-        let mut b = [0u8; 18];
-        let mut tmp = Vec::new();
-        put_compact_peer(ip, &mut tmp);
-        b[..tmp.len()].copy_from_slice(&tmp);
-        put_str(out, &b[..tmp.len()]);
+        out.extend_from_slice(if ip.is_ipv4() { b"6:" } else { b"18:" });
+        put_compact_peer(ip, out);
     }
     out.extend_from_slice(b"1:rd");
     put_str(out, b"id");
@@ -579,9 +595,7 @@ pub fn encode_response(
         put_str(out, b"values");
         out.push(b'l');
         for v in reply.values.iter().take(MAX_VALUES) {
-            let len = if v.is_ipv4() { 6 } else { 18 };
-            out.extend_from_slice(len.to_string().as_bytes());
-            out.push(b':');
+            out.extend_from_slice(if v.is_ipv4() { b"6:" } else { b"18:" });
             put_compact_peer(*v, out);
         }
         out.push(b'e');
@@ -592,9 +606,8 @@ pub fn encode_response(
 
 /// Appends an error message (BEP 5 codes: 201 generic, 202 server, 203 protocol, 204 method unknown).
 pub fn encode_error(tx: &[u8], code: i64, message: &str, version: Option<&[u8]>, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"d1:eli");
-    out.extend_from_slice(code.to_string().as_bytes());
-    out.push(b'e');
+    out.extend_from_slice(b"d1:el");
+    put_int(out, code);
     put_str(out, message.as_bytes());
     out.push(b'e');
     put_tail(out, tx, version, b"e");
@@ -687,6 +700,16 @@ mod tests {
         out.clear();
         encode_error(b"aa", 201, "A Generic Error Ocurred", None, &mut out);
         assert_eq!(out, ERROR);
+    }
+
+    #[test]
+    fn integers_encode_without_allocating_and_exactly() {
+        let mut out = Vec::new();
+        for v in [0i64, 7, -7, 10, 6881, i64::MAX, i64::MIN] {
+            out.clear();
+            put_int(&mut out, v);
+            assert_eq!(out, format!("i{v}e").into_bytes());
+        }
     }
 
     #[test]
