@@ -336,13 +336,20 @@ impl Dht {
 
     // ---- commands ----
 
-    /// Bootstraps from `addr` (a router, a `--dht-bootstrap` address or a peer's `port` message): it is
-    /// asked in a `find_node` lookup for our own id, which fills the table.
+    /// Bootstraps from `addr` (a router or a `--dht-bootstrap` address): it is asked in a `find_node`
+    /// lookup for our own id, which fills the table. It is remembered (up to 16) for re-bootstraps.
     pub fn add_node(&mut self, now: Timestamp, addr: SocketAddr) {
         if !self.bootstrap.contains(&addr) && self.bootstrap.len() < MAX_BOOTSTRAP {
             self.bootstrap.push(addr);
         }
         self.bootstrap_with(now, &[(None, addr)]);
+    }
+
+    /// Pings `addr` (a peer's BEP 5 `port` message): if it answers, it enters the table.
+    pub fn ping(&mut self, now: Timestamp, addr: SocketAddr) {
+        if addr.port() != 0 && !self.pending.values().any(|p| p.to == addr) {
+            self.send_query(now, addr, None, &Query::Ping, Purpose::Ping);
+        }
     }
 
     /// Starts from nodes saved by a former run (`load_nodes`): they are asked first.
@@ -406,7 +413,7 @@ impl Dht {
         Some(self.lookups.len() - 1)
     }
 
-    /// Encodes and queues our id and up to [`MAX_SAVED_NODES`] good nodes, for the caller to write.
+    /// Encodes our id and up to [`MAX_SAVED_NODES`] good nodes, for the caller to write atomically.
     pub fn save_nodes(&self, now: Timestamp) -> Vec<u8> {
         let mut nodes = Vec::new();
         let mut nodes6 = Vec::new();

@@ -438,3 +438,25 @@ fn a_new_asker_is_pinged_and_a_spoofed_one_turns_bad_at_once() {
     let handed: Vec<SocketAddr> = d.table4.closest(t, &NodeId([0; 20])).iter().map(|n| n.1).collect();
     assert_eq!(handed, vec![real]);
 }
+
+#[test]
+fn a_port_message_ping_adds_the_node_when_it_answers() {
+    let t = Timestamp::from_secs(1);
+    let mut d = node(11);
+    let peer = SocketAddr::from(([10, 8, 0, 1], 6881));
+    d.ping(t, peer);
+    d.ping(t, peer);
+    let (to, bytes) = d.poll_transmit().unwrap();
+    assert!(d.poll_transmit().is_none(), "one ping in flight per address");
+    assert_eq!(to, peer);
+    let q = decode(&bytes).unwrap();
+    let mut answer = Vec::new();
+    krpc::encode_response(q.tx.as_bytes(), &NodeId([0x61; 20]), &Reply::default(), None, None, &mut answer);
+    d.handle_datagram(t, peer, &answer);
+    assert_eq!(d.good_nodes(t), 1);
+    // A ping that times out costs nothing and leaves nothing pending.
+    d.ping(t, SocketAddr::from(([10, 8, 0, 2], 6881)));
+    d.handle_timeout(t + QUERY_TIMEOUT);
+    assert!(d.pending.is_empty());
+    assert_eq!(d.node_count(), 1);
+}
