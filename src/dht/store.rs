@@ -38,6 +38,9 @@ impl PeerStore {
     }
 
     pub fn announce(&mut self, now: Timestamp, info_hash: NodeId, peer: SocketAddr) -> Stored {
+        if self.max_peers == 0 {
+            return Stored::Full;
+        }
         if !self.swarms.contains_key(&info_hash) && self.swarms.len() >= self.max_hashes {
             self.expire(now);
             if self.swarms.len() >= self.max_hashes {
@@ -123,5 +126,7 @@ mod tests {
         assert_eq!(out, vec![p(1)]);
         s.expire(t + PEER_TTL * 3);
         assert_eq!((s.hashes(), s.peer_count()), (0, 0));
+        let mut none = PeerStore::new(0, 0);
+        assert_eq!(none.announce(t, h(1), p(1)), Stored::Full, "a zero-sized store stores nothing");
     }
 }
