@@ -10,6 +10,7 @@
 pub mod bencode;
 pub mod bitfield;
 pub mod cli;
+pub mod dht;
 pub mod event_loop;
 pub mod geometry;
 pub mod http;

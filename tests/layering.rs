@@ -79,6 +79,7 @@ const LAYERS: &[&str] = &[
     "magnet",
     "wire",
     "metadata",
+    "dht",
     "timer_wheel",
     "storage",
     "swarm",
