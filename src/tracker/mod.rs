@@ -20,7 +20,8 @@
 //! exchanges (512, on the one shared UDP socket) run at once** per torrent; due tiers wait their turn in
 //! tier order. A torrent with thousands of trackers therefore costs a handful of sockets, and nothing per
 //! waiting tracker beyond its URL and schedule. So that dead trackers do not hold the queue, an announce
-//! to a tracker that has **never answered** gives its slot up after `FIRST_ANSWER_PATIENCE` (1 s, doubling with each unanswered try up to the request's own limit) while
+//! to a tracker that has **never answered** gives its slot up after `FIRST_ANSWER_PATIENCE` (1 s, less while
+//! many tiers queue: see `tiers::patience_for`; doubling with each unanswered try up to the request's own limit) while
 //! another tier waits; it counts as a failure of that tracker, so its tier moves on or backs off and it
 //! is tried again later. A tracker that answered before has `ANSWERED_PATIENCE` (15 s) instead, so a few
 //! trackers that answer once and then go silent cannot hold every slot for a UDP retransmission schedule.

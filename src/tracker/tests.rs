@@ -745,9 +745,11 @@ fn many_tiers_start_at_most_eight_exchanges_and_queue_the_rest() {
     assert_eq!(started.len(), MAX_IN_FLIGHT);
     let ports: Vec<u16> = started.iter().map(|(_, a, _)| a.port()).collect();
     assert_eq!(ports, (10_000..10_008).collect::<Vec<_>>(), "in tier order");
-    // Nothing to do before a silent tracker's patience runs out: no busy loop on the waiting tiers.
-    assert_eq!(sim.tr.next_deadline(), Some(Timestamp::ZERO + FIRST_ANSWER_PATIENCE));
-    sim.tick(Timestamp::ZERO + FIRST_ANSWER_PATIENCE - crate::time::millis(1));
+    // Nothing to do before a silent tracker's patience runs out (a quarter of it, with 92 tiers queued): no
+    // busy loop on the waiting tiers.
+    let patience = FIRST_ANSWER_PATIENCE / 4;
+    assert_eq!(sim.tr.next_deadline(), Some(Timestamp::ZERO + patience));
+    sim.tick(Timestamp::ZERO + patience - crate::time::millis(1));
     assert!(sim.io().is_empty());
 }
 
@@ -898,7 +900,7 @@ fn trackers_that_answered_before_keep_their_slots_longer_while_others_wait() {
     let next: Vec<u16> = http_requests(&io).iter().map(|(_, a, _)| a.port()).collect();
     assert_eq!(next, [10_008]);
     let answered = sim.tr.trackers.iter().find(|t| t.started_ok).unwrap();
-    assert_eq!(tiers::patience_for(answered), Some(ANSWERED_PATIENCE));
+    assert_eq!(tiers::patience_for(answered, 1_000), Some(ANSWERED_PATIENCE));
 }
 
 #[test]
@@ -912,7 +914,9 @@ fn a_cut_tracker_is_retried_after_its_tier_backs_off_with_more_patience() {
     let first = sim.tr.trackers.iter().position(|t| t.url_text.ends_with(":10000/announce")).unwrap();
     assert_eq!(sim.tr.trackers[first].unanswered, 1);
     assert_eq!(sim.tr.tiers[sim.tr.trackers[first].tier].next_at, Some(Timestamp::from_secs(61)));
-    assert_eq!(tiers::patience_for(&sim.tr.trackers[first]), Some(secs(2)), "doubled for the next try");
+    assert_eq!(tiers::patience_for(&sim.tr.trackers[first], 0), Some(secs(2)), "doubled for the next try");
+    assert_eq!(tiers::patience_for(&sim.tr.trackers[first], 17), Some(secs(1)), "halved while 17 tiers queue");
+    assert_eq!(tiers::patience_for(&sim.tr.trackers[first], 65), Some(crate::time::millis(500)));
 }
 
 #[test]
@@ -954,7 +958,7 @@ fn untried_trackers_go_before_retries_of_dead_ones() {
             assert!(sim.step_until(Timestamp::from_secs(1000)));
         }
     }
-    // 2000 silent trackers, 8 at a time, 1 s each: the last is first asked at 249 s, although the first
-    // ones come due again every minute.
-    assert_eq!(first_try_of_last, Some(Timestamp::from_secs(249)));
+    // 2000 silent trackers, 8 at a time, 0.25 s each while more than 64 tiers queue: the last is first asked at
+    // 62.25 s, although the first ones come due again after a minute.
+    assert_eq!(first_try_of_last, Some(Timestamp::from_millis(62_250)));
 }

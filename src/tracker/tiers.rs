@@ -71,21 +71,31 @@ impl Trackers {
         self.begin_announce(t, params, None, schedule, now);
     }
 
-    /// How long tracker `t`'s announce in flight may hold its slot while others wait, if it is limited.
-    fn patience(&self, t: usize) -> Option<Duration> {
+    /// How long tracker `t`'s announce in flight may hold its slot while `queued` tiers of its budget wait,
+    /// if it is limited.
+    fn patience(&self, t: usize, queued: usize) -> Option<Duration> {
         let tracker = &self.trackers[t];
         if tracker.announce.as_ref()?.event() == Some(Event::Stopped) {
             return None;
         }
-        patience_for(tracker)
+        patience_for(tracker, queued)
+    }
+
+    /// Tiers with an announce scheduled (due now or later) whose next tracker counts against `budget`.
+    fn queued(&self, budget: Budget) -> usize {
+        self.tiers
+            .iter()
+            .filter(|tier| tier.next_at.is_some() && self.trackers[tier.order[tier.pos]].budget() == budget)
+            .count()
     }
 
     /// When the first announce in flight runs out of patience.
     pub(super) fn earliest_patience_end(&self, budget: Budget) -> Option<Timestamp> {
+        let queued = self.queued(budget);
         self.active
             .iter()
             .filter(|&&t| self.trackers[t].budget() == budget)
-            .filter_map(|&t| Some(self.trackers[t].announce.as_ref()?.started_at() + self.patience(t)?))
+            .filter_map(|&t| Some(self.trackers[t].announce.as_ref()?.started_at() + self.patience(t, queued)?))
             .min()
     }
 
@@ -103,6 +113,7 @@ impl Trackers {
                 .filter(|tier| self.trackers[tier.order[tier.pos]].budget() == budget)
                 .count();
             let mut to_free = (self.in_flight_of(budget) + waiting).saturating_sub(budget.limit()).min(waiting);
+            let queued = self.queued(budget);
             while to_free > 0 {
                 let expired = self
                     .active
@@ -110,7 +121,7 @@ impl Trackers {
                     .filter(|&&t| self.trackers[t].budget() == budget)
                     .filter_map(|&t| {
                         let started = self.trackers[t].announce.as_ref()?.started_at();
-                        (started + self.patience(t)? <= now).then_some((started, t))
+                        (started + self.patience(t, queued)? <= now).then_some((started, t))
                     })
                     .min();
                 let Some((_, t)) = expired else {
@@ -283,11 +294,22 @@ impl Trackers {
 /// How long an announce to `tracker` may hold a slot while others wait: `FIRST_ANSWER_PATIENCE` (doubling)
 /// while it never answered, `ANSWERED_PATIENCE` once it did (so that a few trackers that answered once and
 /// then went silent cannot hold every slot for a whole UDP retransmission schedule).
-pub(super) fn patience_for(tracker: &Tracker) -> Option<Duration> {
+///
+/// The first-answer patience shrinks while many tiers queue for the same budget (half from 17 queued, a quarter
+/// from 65): with thousands of trackers a first pass that gives each 1 s would take minutes to reach a working
+/// one, so the first pass finds the quick ones and a tracker that was merely slow is asked again, with twice
+/// the patience, on a later pass.
+pub(super) fn patience_for(tracker: &Tracker, queued: usize) -> Option<Duration> {
     if tracker.started_ok {
         return Some(ANSWERED_PATIENCE);
     }
-    Some(FIRST_ANSWER_PATIENCE.saturating_mul(1 << tracker.unanswered.min(MAX_PATIENCE_DOUBLINGS)))
+    let full = FIRST_ANSWER_PATIENCE.saturating_mul(1 << tracker.unanswered.min(MAX_PATIENCE_DOUBLINGS));
+    let divisor = match queued {
+        0..=16 => 1,
+        17..=64 => 2,
+        _ => 4,
+    };
+    Some(full / divisor)
 }
 
 /// The wait after the `failures`-th whole-tier failure in a row.
