@@ -504,25 +504,8 @@ mod tests {
         assert_eq!(whole_value_span(valid), Ok(0..valid.len()));
         let mut rng = Rng::seeded(0xbe4c0de);
         let alphabet = b"deil0123456789:-x";
-        for round in 0..20_000 {
-            let mut input = valid.to_vec();
-            match round % 4 {
-                0 => {
-                    let bit = rng.below(input.len() as u64 * 8) as usize;
-                    input[bit / 8] ^= 1 << (bit % 8);
-                }
-                1 => input.truncate(rng.below(input.len() as u64) as usize),
-                2 => {
-                    let at = rng.below(input.len() as u64) as usize;
-                    input[at] = alphabet[rng.below(alphabet.len() as u64) as usize];
-                }
-                _ => {
-                    input = vec![0; rng.below(64) as usize];
-                    for b in &mut input {
-                        *b = alphabet[rng.below(alphabet.len() as u64) as usize];
-                    }
-                }
-            }
+        for _ in 0..20_000 {
+            let input = rng.mutate(&[valid], alphabet);
             let start = rng.below(input.len() as u64 + 1) as usize;
             if let Ok(r) = value_span(&input, start) {
                 assert!(r.start == start && r.end <= input.len() && r.start < r.end);

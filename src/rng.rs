@@ -69,6 +69,40 @@ impl Rng {
             chunk.copy_from_slice(&bytes[..chunk.len()]);
         }
     }
+
+    /// For the seeded mutation tests of every decoder: one corpus entry, mutated one way chosen at random —
+    /// 1–3 bit flips, a truncation, a byte from `alphabet` (a format's structural bytes), the tail of another
+    /// entry spliced on, a digit inflated to a huge number, or `alphabet` noise.
+    #[cfg(test)]
+    pub fn mutate(&mut self, corpus: &[&[u8]], alphabet: &[u8]) -> Vec<u8> {
+        let mut input = corpus[self.below(corpus.len() as u64) as usize].to_vec();
+        let pick = |rng: &mut Rng, len: usize| rng.below(len.max(1) as u64) as usize;
+        match self.below(6) {
+            0 if !input.is_empty() => {
+                for _ in 0..=self.below(3) {
+                    let bit = pick(self, input.len() * 8);
+                    input[bit / 8] ^= 1 << (bit % 8);
+                }
+            }
+            1 => input.truncate(pick(self, input.len())),
+            2 if !input.is_empty() => {
+                let at = pick(self, input.len());
+                input[at] = alphabet[pick(self, alphabet.len())];
+            }
+            3 => {
+                let other = corpus[pick(self, corpus.len())];
+                input.truncate(pick(self, input.len()));
+                input.extend_from_slice(&other[pick(self, other.len()).min(other.len())..]);
+            }
+            4 => {
+                if let Some(i) = (0..input.len()).filter(|&i| input[i].is_ascii_digit()).nth(pick(self, 16)) {
+                    input.splice(i..i + 1, b"99999999999999999999".iter().copied());
+                }
+            }
+            _ => input = (0..self.below(80)).map(|_| alphabet[pick(self, alphabet.len())]).collect(),
+        }
+        input
+    }
 }
 
 /// The OS CSPRNG cannot be read at start.

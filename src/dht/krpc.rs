@@ -843,31 +843,7 @@ mod tests {
         let mut rng = Rng::seeded(0x6b72_7063);
         let alphabet = b"deil0123456789:-xqrtyav";
         for round in 0..20_000u32 {
-            let base = corpus[rng.below(corpus.len() as u64) as usize];
-            let mut input = base.to_vec();
-            match round % 5 {
-                0 => {
-                    for _ in 0..=rng.below(3) {
-                        let bit = rng.below(input.len() as u64 * 8) as usize;
-                        input[bit / 8] ^= 1 << (bit % 8);
-                    }
-                }
-                1 => input.truncate(rng.below(input.len() as u64) as usize),
-                2 => {
-                    let at = rng.below(input.len() as u64) as usize;
-                    input[at] = alphabet[rng.below(alphabet.len() as u64) as usize];
-                }
-                3 => {
-                    let other = corpus[rng.below(corpus.len() as u64) as usize];
-                    let cut = rng.below(input.len() as u64) as usize;
-                    let from = rng.below(other.len() as u64) as usize;
-                    input.truncate(cut);
-                    input.extend_from_slice(&other[from..]);
-                }
-                _ => {
-                    input = (0..rng.below(80)).map(|_| alphabet[rng.below(alphabet.len() as u64) as usize]).collect();
-                }
-            }
+            let input = rng.mutate(&corpus, alphabet);
             if let Ok(msg) = decode(&input) {
                 assert!(msg.tx.as_bytes().len() <= MAX_TX_LEN, "seed round {round}");
                 if let Body::Response(r) = msg.body {

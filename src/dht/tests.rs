@@ -204,19 +204,9 @@ fn mutated_traffic_never_panics() {
     }
     assert!(corpus.len() >= 3);
     let mut rng = Rng::seeded(0xd47);
+    let corpus: Vec<&[u8]> = corpus.iter().map(Vec::as_slice).collect();
     for round in 0..5000 {
-        let mut m = corpus[rng.below(corpus.len() as u64) as usize].clone();
-        match round % 3 {
-            0 => {
-                let bit = rng.below(m.len() as u64 * 8) as usize;
-                m[bit / 8] ^= 1 << (bit % 8);
-            }
-            1 => m.truncate(rng.below(m.len() as u64) as usize),
-            _ => {
-                let at = rng.below(m.len() as u64) as usize;
-                m[at] = b"deil0123456789:"[rng.below(15) as usize];
-            }
-        }
+        let m = rng.mutate(&corpus, b"deil0123456789:");
         a.handle_datagram(t + millis(round), ba, &m);
         a.handle_timeout(t + millis(round));
         while a.poll_transmit().is_some() {}
