@@ -366,7 +366,10 @@ impl super::EventLoop {
         if added {
             self.dial_more(now, false);
         }
-        let next = self.trackers.next_deadline();
+        // Never sooner than the next tick: a deadline at or before `now` would be popped again in this same
+        // turn's timer drain, and a machine that kept reporting one would hold the loop in that drain (signals
+        // and sockets unserved). A tick later it is an ordinary wake-up.
+        let next = self.trackers.next_deadline().map(|at| at.max(now + super::WHEEL_TICK));
         match (self.tracker_timer, next) {
             (Some((_, at)), Some(n)) if at <= n => {}
             (current, Some(n)) => {
