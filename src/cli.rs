@@ -13,8 +13,8 @@ pub const MAIN_HELP: &str = "\
 rill: a low-footprint BitTorrent client
 
 USAGE:
-    rill download FILE.torrent [-d DIR] [OPTIONS]   fetch a torrent's content
-    rill seed FILE.torrent [-d DIR] [OPTIONS]       check existing data, then seed it
+    rill download FILE.torrent... [-d DIR] [OPTIONS]  fetch torrents' content
+    rill seed FILE.torrent... [-d DIR] [OPTIONS]      check existing data, then seed it
     rill info FILE.torrent [--scrape]               describe a torrent (and ask its trackers for counts)
     rill create PATH -o OUT.torrent [OPTIONS]       make a torrent of a file or folder
 
@@ -30,10 +30,13 @@ EXIT CODES:
 ";
 
 pub const DOWNLOAD_HELP: &str = "\
-rill download: fetch a torrent's content into DIR/<name>
+rill download: fetch torrents' content, each into DIR/<name>
 
 USAGE:
-    rill download FILE.torrent [OPTIONS]
+    rill download FILE.torrent... [OPTIONS]
+
+    Several torrents run at once in one process, on one port, sharing --max-peers and the rate limits;
+    rill exits 0 once every one is complete, 1 if any failed (naming it).
 
 OPTIONS:
     -d, --dir DIR          where to put the content (default: current directory)
@@ -47,6 +50,7 @@ OPTIONS:
         --up-limit RATE    upload cap in bytes/s, e.g. 500k, 2M (k = 1024)
         --down-limit RATE  download cap in bytes/s
         --files LIST       only these files, numbered as `rill info` prints them: 0,2,5-7
+                           (one torrent only)
         --sequential       fetch pieces in order (for playing while downloading)
         --recheck          hash existing data in full instead of trusting the resume file
     -h, --help             print this help
@@ -63,7 +67,9 @@ pub const SEED_HELP: &str = "\
 rill seed: seed the data at DIR/<name> until Ctrl-C; no piece is served before it is hashed
 
 USAGE:
-    rill seed FILE.torrent [OPTIONS]
+    rill seed FILE.torrent... [OPTIONS]
+
+    Several torrents are checked one after the other, then seeded from one process on one port.
 
 OPTIONS:
     -d, --dir DIR          where the content is (default: current directory)
@@ -76,7 +82,7 @@ OPTIONS:
         --peer IP:PORT     also connect to this peer (may repeat)
         --seed-ratio R     stop once uploaded/size reaches R
         --up-limit RATE    upload cap in bytes/s, e.g. 500k, 2M
-        --max-upload-slots N  peers unchoked at once (default 4)
+        --max-upload-slots N  peers unchoked at once, per torrent (default 4)
     -h, --help             print this help
 
 CHECKING:
@@ -139,7 +145,8 @@ pub struct CreateOptions {
 /// Options shared by `download` and `seed`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TransferOptions {
-    pub torrent: PathBuf,
+    /// At least one.
+    pub torrents: Vec<PathBuf>,
     pub dir: PathBuf,
     pub no_ui: bool,
     /// `None`: the default port, falling back to any free one if it is taken.
@@ -212,6 +219,9 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, UsageError> {
             if opts.seed_ratio.is_some() && !seed {
                 return Err(UsageError("--seed-ratio needs --seed".into()));
             }
+            if files.is_some() && opts.torrents.len() > 1 {
+                return Err(UsageError("--files needs exactly one torrent".into()));
+            }
             Command::Download { opts, seed, files, sequential, recheck }
         }
         Some("seed") => {
@@ -262,9 +272,15 @@ fn transfer_options(args: &mut pico_args::Arguments, cmd: &str) -> Result<Transf
     let up_limit = args.opt_value_from_fn("--up-limit", parse_rate_arg)?;
     let down_limit = args.opt_value_from_fn("--down-limit", parse_rate_arg)?;
     let max_upload_slots = args.opt_value_from_str("--max-upload-slots")?.unwrap_or(DEFAULT_UPLOAD_SLOTS);
-    let torrent = torrent_arg(args, cmd)?;
+    let mut torrents = vec![torrent_arg(args, cmd)?];
+    while let Some(t) = args.opt_free_from_os_str(|s| Ok::<_, String>(PathBuf::from(s)))? {
+        if t.to_string_lossy().starts_with('-') {
+            return Err(UsageError(format!("unknown option '{}': try `rill {cmd} --help`", t.display())));
+        }
+        torrents.push(t);
+    }
     Ok(TransferOptions {
-        torrent,
+        torrents,
         dir,
         no_ui,
         port,
@@ -378,13 +394,22 @@ mod tests {
         let cmd =
             parse(args("download a.torrent -d out --no-ui --port 0 --peer 127.0.0.1:5000 --files 0,2-3")).unwrap();
         let Command::Download { opts, files, seed, .. } = cmd else { panic!("{cmd:?}") };
-        assert_eq!(opts.torrent, PathBuf::from("a.torrent"));
+        assert_eq!(opts.torrents, vec![PathBuf::from("a.torrent")]);
         assert_eq!(opts.dir, PathBuf::from("out"));
         assert!(opts.no_ui);
         assert_eq!(opts.port, Some(0));
         assert_eq!(opts.peers, vec!["127.0.0.1:5000".parse().unwrap()]);
         assert_eq!(files, Some(vec![0, 2, 3]));
         assert!(!seed);
+    }
+
+    #[test]
+    fn several_torrents_in_order() {
+        let cmd = parse(args("seed a.torrent b.torrent -d out c.torrent --port 0")).unwrap();
+        let Command::Seed { opts, .. } = cmd else { panic!("{cmd:?}") };
+        let names: Vec<PathBuf> = ["a.torrent", "b.torrent", "c.torrent"].iter().map(PathBuf::from).collect();
+        assert_eq!(opts.torrents, names);
+        assert_eq!(opts.dir, PathBuf::from("out"));
     }
 
     #[test]
@@ -395,6 +420,7 @@ mod tests {
         assert!(parse(args("frobnicate x")).is_err());
         assert!(parse(args("download a.torrent --max-peers x")).is_err());
         assert!(parse(args("download a.torrent --seed-ratio 2")).is_err());
+        assert!(parse(args("download a.torrent b.torrent --files 0")).is_err(), "--files with two torrents");
         assert_eq!(parse(args("--help")).unwrap(), Command::Help(MAIN_HELP));
         assert_eq!(parse(args("download --help")).unwrap(), Command::Help(DOWNLOAD_HELP));
         assert!(parse_file_list("3-1").is_err());

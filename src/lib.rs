@@ -11,6 +11,7 @@ pub mod bencode;
 pub mod bitfield;
 pub mod cli;
 pub mod dht;
+pub mod engine;
 pub mod event_loop;
 pub mod geometry;
 pub mod http;

@@ -9,50 +9,149 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 
-use rill::bitfield::Bitfield;
 use rill::cli::{self, Command, CreateOptions, TransferOptions};
-use rill::event_loop::{EventLoop, RunConfig, UiMode};
-use rill::geometry::Geometry;
-use rill::metainfo::Metainfo;
+use rill::engine::snapshot::Outcome;
+use rill::engine::torrent::{Mode, TorrentOptions};
+use rill::engine::{AddError, Engine, EngineConfig};
+use rill::event_loop::{Bound, EventLoop, LoopConfig, LoopError};
+use rill::metainfo::{Metainfo, MetainfoError};
+use rill::observe::view::{UiMode, View};
 use rill::observe::{info, ui};
-use rill::rng::{Entropy, Rng};
-use rill::storage::{verify, Storage};
-use rill::swarm::Swarm;
+use rill::rng::{Entropy, EntropyError, Rng};
 
 /// How a command failed, and which exit code that means.
+#[derive(Debug)]
 enum Failure {
-    /// Bad usage or bad input: exit 2.
-    Input(String),
-    /// The run itself failed: exit 1.
-    Runtime(String),
+    // ---- bad usage or bad input: exit 2 ----
+    Usage(cli::UsageError),
+    /// A `.torrent` file that cannot be read or parsed.
+    Torrent {
+        path: PathBuf,
+        why: TorrentFileError,
+    },
+    Magnet(rill::magnet::MagnetError),
+    /// `--scrape` of a magnet link.
+    ScrapeMagnet,
+    NoTrackers(PathBuf),
+    NoSuchFile {
+        n: usize,
+        count: usize,
+    },
+    /// Two different torrents would write the same path.
+    Overlap {
+        a: PathBuf,
+        b: PathBuf,
+        path: PathBuf,
+    },
+    OutputExists(PathBuf),
+    Scan(rill::storage::scan::ScanError),
+    // ---- the run itself failed: exit 1 ----
+    Entropy(EntropyError),
+    CreateDir {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    Loop(LoopError),
+    /// Torrents that stopped with an error (name, error), or a download that stopped before completing.
+    Torrents(Vec<(String, String)>),
+    Stdout(std::io::Error),
+    Create(String),
+}
+
+/// Why a `.torrent` file was refused.
+#[derive(Debug)]
+enum TorrentFileError {
+    Io(std::io::Error),
+    Directory,
+    TooBig,
+    Malformed(MetainfoError),
+}
+
+impl Failure {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Usage(_)
+            | Failure::Torrent { .. }
+            | Failure::Magnet(_)
+            | Failure::ScrapeMagnet
+            | Failure::NoTrackers(_)
+            | Failure::NoSuchFile { .. }
+            | Failure::Overlap { .. }
+            | Failure::OutputExists(_)
+            | Failure::Scan(_) => 2,
+            Failure::Entropy(_)
+            | Failure::CreateDir { .. }
+            | Failure::Loop(_)
+            | Failure::Torrents(_)
+            | Failure::Stdout(_)
+            | Failure::Create(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Usage(e) => write!(f, "{e}"),
+            Failure::Torrent { path, why } => match why {
+                TorrentFileError::Io(e) => write!(f, "cannot read {}: {e}", path.display()),
+                TorrentFileError::Directory => write!(f, "cannot read {}: it is a directory", path.display()),
+                TorrentFileError::TooBig => write!(
+                    f,
+                    "{}: larger than {} MiB, too big for a torrent file",
+                    path.display(),
+                    MAX_TORRENT_BYTES / (1024 * 1024)
+                ),
+                TorrentFileError::Malformed(e) => write!(f, "{}: {e}", path.display()),
+            },
+            Failure::Magnet(e) => write!(f, "{e}"),
+            Failure::ScrapeMagnet => write!(f, "--scrape needs a .torrent file; a magnet link has no metadata"),
+            Failure::NoTrackers(path) => write!(f, "{}: the torrent lists no trackers", path.display()),
+            Failure::NoSuchFile { n, count } => {
+                write!(f, "--files: no file {n} (the torrent has {count} files, numbered from 0)")
+            }
+            Failure::Overlap { a, b, path } => {
+                write!(f, "{} and {} both use {}", a.display(), b.display(), path.display())
+            }
+            Failure::OutputExists(path) => write!(f, "{} exists (--force overwrites it)", path.display()),
+            Failure::Scan(e) => write!(f, "{e}"),
+            Failure::Entropy(e) => write!(f, "{e}"),
+            Failure::CreateDir { path, error } => write!(f, "cannot create {}: {error}", path.display()),
+            Failure::Loop(e) => write!(f, "{e}"),
+            Failure::Torrents(list) => {
+                for (i, (name, error)) in list.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, "\nrill: ")?;
+                    }
+                    if name.is_empty() {
+                        write!(f, "{error}")?;
+                    } else {
+                        write!(f, "{name}: {error}")?;
+                    }
+                }
+                Ok(())
+            }
+            Failure::Stdout(e) => write!(f, "cannot write to stdout: {e}"),
+            Failure::Create(msg) => write!(f, "{msg}"),
+        }
+    }
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).format_target(true).init();
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let command = match cli::parse(args) {
-        Ok(c) => c,
-        Err(e) => {
-            err(format_args!("rill: {e}\n"));
-            return ExitCode::from(2);
-        }
-    };
-    match run(command) {
+    match cli::parse(args).map_err(Failure::Usage).and_then(run) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Input(msg)) => {
-            err(format_args!("rill: {msg}\n"));
-            ExitCode::from(2)
-        }
-        Err(Failure::Runtime(msg)) => {
-            err(format_args!("rill: {msg}\n"));
-            ExitCode::from(1)
+        Err(failure) => {
+            err(format_args!("rill: {failure}\n"));
+            ExitCode::from(failure.exit_code())
         }
     }
 }
@@ -86,9 +185,9 @@ fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Info { torrent, scrape } if rill::magnet::is_magnet(&torrent.to_string_lossy()) => {
             let link = torrent.to_string_lossy();
-            let magnet = rill::magnet::Magnet::parse(&link).map_err(|e| Failure::Input(e.to_string()))?;
+            let magnet = rill::magnet::Magnet::parse(&link).map_err(Failure::Magnet)?;
             if scrape {
-                return Err(Failure::Input("--scrape needs a .torrent file; a magnet link has no metadata".into()));
+                return Err(Failure::ScrapeMagnet);
             }
             out(format_args!("{}", rill::observe::magnet_info::render_magnet(&magnet)));
             Ok(())
@@ -101,12 +200,12 @@ fn run(command: Command) -> Result<(), Failure> {
             match info::write_info(&meta, &mut listing).and_then(|()| listing.flush()) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-                Err(e) => return Err(Failure::Runtime(format!("cannot write to stdout: {e}"))),
+                Err(e) => return Err(Failure::Stdout(e)),
             }
             drop(listing);
             if scrape {
                 if meta.trackers.is_empty() {
-                    return Err(Failure::Input(format!("{}: the torrent lists no trackers", torrent.display())));
+                    return Err(Failure::NoTrackers(torrent));
                 }
                 let outcomes = rill::event_loop::scrape::scrape(
                     &meta.trackers,
@@ -124,17 +223,18 @@ fn run(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Download { opts, seed, files, sequential, recheck } => {
-            let meta = load_torrent(&opts.torrent)?;
-            let wanted_files = match &files {
-                Some(list) => select_files(&meta, list)?,
-                None => vec![true; meta.files.len()],
+            let torrents = load_all(&opts)?;
+            let wanted_files = match (&files, torrents.first()) {
+                (Some(list), Some((_, meta))) => Some(select_files(meta, list)?),
+                _ => None,
             };
-            download(&meta, &opts, &wanted_files, sequential, seed, recheck)
+            let mode = Mode::Download { wanted_files, sequential, keep_seeding: seed };
+            transfer(torrents, &opts, mode, recheck)
         }
         Command::Create(opts) => create_torrent(&opts),
         Command::Seed { opts, partial, recheck } => {
-            let meta = load_torrent(&opts.torrent)?;
-            seed(&meta, &opts, partial, recheck)
+            let torrents = load_all(&opts)?;
+            transfer(torrents, &opts, Mode::Seed { partial }, recheck)
         }
     }
 }
@@ -147,24 +247,21 @@ const MAX_TORRENT_BYTES: u64 = 64 * 1024 * 1024;
 /// [`MAX_TORRENT_BYTES`]. The bytes are dropped once parsed.
 fn load_torrent(path: &Path) -> Result<Metainfo, Failure> {
     use std::io::Read;
-    let cannot = |e: std::io::Error| Failure::Input(format!("cannot read {}: {e}", path.display()));
+    let refuse = |why| Failure::Torrent { path: path.to_path_buf(), why };
+    let cannot = |e: std::io::Error| refuse(TorrentFileError::Io(e));
     let file = std::fs::File::open(path).map_err(cannot)?;
     let kind = file.metadata().map_err(cannot)?;
     if kind.is_dir() {
-        return Err(Failure::Input(format!("cannot read {}: it is a directory", path.display())));
+        return Err(refuse(TorrentFileError::Directory));
     }
     // The size of a regular file sizes the buffer exactly; a pipe's is unknown (0).
     let hint = if kind.is_file() { kind.len().min(MAX_TORRENT_BYTES) + 1 } else { 64 * 1024 };
     let mut bytes = Vec::with_capacity(hint as usize);
     file.take(MAX_TORRENT_BYTES + 1).read_to_end(&mut bytes).map_err(cannot)?;
     if bytes.len() as u64 > MAX_TORRENT_BYTES {
-        return Err(Failure::Input(format!(
-            "{}: larger than {} MiB, too big for a torrent file",
-            path.display(),
-            MAX_TORRENT_BYTES / (1024 * 1024)
-        )));
+        return Err(refuse(TorrentFileError::TooBig));
     }
-    Metainfo::from_vec(bytes).map_err(|e| Failure::Input(format!("{}: {e}", path.display())))
+    Metainfo::from_vec(bytes).map_err(|e| refuse(TorrentFileError::Malformed(e)))
 }
 
 /// Maps `--files` indices (as `rill info` numbers them: non-padding files) to a per-file flag.
@@ -173,10 +270,7 @@ fn select_files(meta: &Metainfo, list: &[usize]) -> Result<Vec<bool>, Failure> {
     let mut wanted = vec![false; meta.files.len()];
     for &n in list {
         let Some(&i) = numbered.get(n) else {
-            return Err(Failure::Input(format!(
-                "--files: no file {n} (the torrent has {} files, numbered from 0)",
-                numbered.len()
-            )));
+            return Err(Failure::NoSuchFile { n, count: numbered.len() });
         };
         wanted[i] = true;
     }
@@ -194,46 +288,60 @@ fn listen_addr(opts: &TransferOptions) -> SocketAddr {
     SocketAddr::new(ip, opts.port.unwrap_or(cli::DEFAULT_PORT))
 }
 
-fn download(
-    meta: &Metainfo,
-    opts: &TransferOptions,
-    wanted_files: &[bool],
-    sequential: bool,
-    seed: bool,
-    recheck: bool,
-) -> Result<(), Failure> {
-    let stop = stop_flag();
-    let geometry = Geometry::new(meta.piece_length, meta.total_length);
-    let n = geometry.piece_count();
-    let mut wanted = Bitfield::new(n);
-    for (i, f) in meta.files.iter().enumerate() {
-        if !wanted_files[i] || f.padding || f.length == 0 {
+/// Loads every torrent on the command line before anything touches the network: a malformed one is an
+/// error naming it; the same torrent twice is loaded once, with a note; two torrents whose files would
+/// overlap on disk are an error naming both.
+fn load_all(opts: &TransferOptions) -> Result<Vec<(PathBuf, Metainfo)>, Failure> {
+    let mut loaded: Vec<(PathBuf, Metainfo)> = Vec::with_capacity(opts.torrents.len());
+    for path in &opts.torrents {
+        let meta = load_torrent(path)?;
+        if let Some((first, _)) = loaded.iter().find(|(_, m)| m.info_hash == meta.info_hash) {
+            err(format_args!("rill: {}: same torrent as {}; loaded once\n", path.display(), first.display()));
             continue;
         }
-        let first = (f.offset / u64::from(meta.piece_length)) as u32;
-        let last = ((f.offset + f.length - 1) / u64::from(meta.piece_length)) as u32;
-        for p in first..=last {
-            wanted.set(p);
-        }
+        loaded.push((path.clone(), meta));
     }
-    std::fs::create_dir_all(&opts.dir)
-        .map_err(|e| Failure::Runtime(format!("cannot create {}: {e}", opts.dir.display())))?;
-    let mut storage =
-        Storage::open(&opts.dir, meta, |i| wanted_files[i]).map_err(|e| Failure::Runtime(e.to_string()))?;
-    let ui_mode = UiMode::detect(opts.no_ui);
-    let Some(restored) = restore(meta, &mut storage, &geometry, recheck, ui_mode, stop.as_ref())? else {
-        return Ok(());
-    };
-    let swarm = Swarm::new(geometry, restored.have, wanted, sequential).with_unconfirmed(&restored.unconfirmed);
-    let config = run_config(opts, ui_mode, seed, stop);
-    run_loop(meta, swarm, storage, config, opts)
+    check_overlaps(&loaded, &opts.dir)?;
+    Ok(loaded)
 }
 
-/// SIGINT and SIGTERM set a flag from here on, instead of killing rill: the data check polls it between
-/// pieces, and the loop reads it once at its start (a signal between the check and the loop's own
-/// `Signals` source is not lost). The loop's source is registered next to this handler; signal-hook
-/// runs every registered action, so the two do not conflict. `None` if neither handler can be set (then
-/// a signal during the check kills rill as before).
+/// Two different torrents must not use the same path under `dir`: neither the same file, nor a file of
+/// one where the other needs a folder.
+fn check_overlaps(torrents: &[(PathBuf, Metainfo)], dir: &Path) -> Result<(), Failure> {
+    use std::collections::HashMap;
+    if torrents.len() < 2 {
+        return Ok(());
+    }
+    // Every file path, and every folder above one, with the torrent that uses it.
+    let mut files: HashMap<&Path, usize> = HashMap::new();
+    let mut folders: HashMap<&Path, usize> = HashMap::new();
+    let overlap = |a: usize, b: usize, path: &Path| Failure::Overlap {
+        a: torrents[a].0.clone(),
+        b: torrents[b].0.clone(),
+        path: dir.join(path),
+    };
+    for (i, (_, meta)) in torrents.iter().enumerate() {
+        for f in meta.files.iter().filter(|f| !f.padding) {
+            let path = f.path.as_path();
+            if let Some(&j) = files.get(path).or_else(|| folders.get(path)).filter(|&&j| j != i) {
+                return Err(overlap(j, i, path));
+            }
+            files.insert(path, i);
+            for folder in path.ancestors().skip(1).filter(|p| !p.as_os_str().is_empty()) {
+                if let Some(&j) = files.get(folder).filter(|&&j| j != i) {
+                    return Err(overlap(j, i, folder));
+                }
+                folders.entry(folder).or_insert(i);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// SIGINT and SIGTERM set a flag from here on, instead of killing rill: the loop reads it once at its
+/// start (a signal before the loop's own `Signals` source is not lost). The loop's source is registered
+/// next to this handler; signal-hook runs every registered action, so the two do not conflict. `None`
+/// if neither handler can be set.
 fn stop_flag() -> Option<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
     let mut any = false;
@@ -248,185 +356,123 @@ fn stop_flag() -> Option<Arc<AtomicBool>> {
     any.then_some(flag)
 }
 
-/// What is already on disk: pieces hashed now, and pieces the resume file vouches for (unconfirmed:
-/// hashed later, before they are served or counted). Shows progress while hashing. `None`: a signal
-/// stopped the check; what was checked is in the resume file, and the command should exit 0.
-fn restore(
-    meta: &Metainfo,
-    storage: &mut Storage,
-    geometry: &Geometry,
-    recheck: bool,
-    ui_mode: UiMode,
-    stop: Option<&Arc<AtomicBool>>,
-) -> Result<Option<verify::Restored>, Failure> {
-    let resume = if recheck {
-        None
-    } else {
-        storage.load_resume(&meta.info_hash.0, geometry.piece_count()).map_err(|e| Failure::Runtime(e.to_string()))?
-    };
-    let mut last_shown = u64::MAX;
-    let mut printing = true;
-    let stopped = || stop.is_some_and(|flag| flag.load(Ordering::Relaxed));
-    let restored = verify::restore(storage, geometry, &meta.piece_hashes, resume.as_ref(), recheck, |done, total| {
-        let pct = u64::from(done) * 100 / u64::from(total.max(1));
-        let shown = if ui_mode == UiMode::Live { pct } else { pct / 10 * 10 };
-        if shown != last_shown && printing {
-            printing = if ui_mode == UiMode::Live {
-                out(format_args!("\rchecking existing data {pct:3}%"))
-            } else {
-                out(format_args!("checking existing data {shown}%\n"))
-            };
-            last_shown = shown;
-        }
-        !stopped()
-    })
-    .map_err(|e| Failure::Runtime(e.to_string()))?;
-    if ui_mode == UiMode::Live && restored.checked > 0 {
-        out(format_args!("\n"));
-    }
-    if restored.interrupted || stopped() {
-        // Record what is known, so the next start hashes only what was not reached.
-        let mut recorded = restored.have.clone();
-        for p in restored.unconfirmed.iter_ones() {
-            recorded.set(p);
-        }
-        storage.save_resume(&meta.info_hash.0, &recorded).map_err(|e| Failure::Runtime(e.to_string()))?;
-        out(format_args!(
-            "stopped during the data check: {} pieces checked, {} of {} known good\n",
-            restored.checked,
-            recorded.count_ones(),
-            geometry.piece_count()
-        ));
-        return Ok(None);
-    }
-    if restored.trusted > 0 || restored.checked > 0 {
-        out(format_args!(
-            "{} of {} pieces already here ({} from the resume file, {} checked)\n",
-            restored.have.count_ones() + restored.trusted,
-            geometry.piece_count(),
-            restored.trusted,
-            restored.checked,
-        ));
-    }
-    Ok(Some(restored))
-}
-
-fn run_config(
+/// `rill download` and `rill seed`: every torrent in one engine, on one port, driven by one loop.
+fn transfer(
+    torrents: Vec<(PathBuf, Metainfo)>,
     opts: &TransferOptions,
-    ui: UiMode,
-    keep_seeding: bool,
-    stop_requested: Option<Arc<AtomicBool>>,
-) -> RunConfig {
-    RunConfig {
-        stop_requested,
-        max_peers: opts.max_peers,
-        max_half_open: 8,
+    mode: Mode,
+    recheck: bool,
+) -> Result<(), Failure> {
+    if matches!(mode, Mode::Download { .. }) {
+        std::fs::create_dir_all(&opts.dir).map_err(|error| Failure::CreateDir { path: opts.dir.clone(), error })?;
+    }
+    let stop = stop_flag();
+    let ui_mode = UiMode::detect(opts.no_ui);
+    let bound = Bound::bind(LoopConfig {
         listen: Some(listen_addr(opts)),
         // The default port may be taken by another client: any free port will do then.
         listen_fallback: opts.port.is_none(),
-        ui,
-        extra_peers: opts.peers.clone(),
-        keep_seeding,
-        seed_ratio: opts.seed_ratio,
+        stop_requested: stop,
+    })
+    .map_err(Failure::Loop)?;
+    if let (Some(port), Some(0)) = (bound.port(), opts.port) {
+        out(format_args!("listening on port {port}\n"));
+    }
+    // The OS generator for what must not be guessed (peer id, MSE keys, tracker key and transaction ids);
+    // xoshiro, seeded from it, for fair choices.
+    let mut entropy = Entropy::os().map_err(Failure::Entropy)?;
+    let rng = Rng::seeded(entropy.next_u64());
+    let peer_id = rill::peer::our_peer_id(&mut entropy);
+    let now = bound.now();
+    let config = EngineConfig {
+        max_peers: opts.max_peers,
+        max_half_open: 8,
+        upload_slots: opts.max_upload_slots,
         up_limit: opts.up_limit,
         down_limit: opts.down_limit,
-        upload_slots: opts.max_upload_slots,
-        columns: std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|&c| c >= 20).unwrap_or(80),
-    }
-}
-
-fn run_loop(
-    meta: &Metainfo,
-    swarm: Swarm,
-    storage: Storage,
-    config: RunConfig,
-    opts: &TransferOptions,
-) -> Result<(), Failure> {
-    // The OS generator for what must not be guessed (peer id, MSE keys, tracker key and transaction
-    // ids); xoshiro, seeded from it, for fair choices.
-    let mut entropy = Entropy::os().map_err(|e| Failure::Runtime(e.to_string()))?;
-    let rng = Rng::seeded(entropy.next_u64());
-    let id = rill::peer::our_peer_id(&mut entropy);
-    let event_loop =
-        EventLoop::new(meta, swarm, storage, config, id, rng, entropy).map_err(|e| Failure::Runtime(e.to_string()))?;
-    if let Some(port) = event_loop.listen_port() {
-        if opts.port == Some(0) {
-            out(format_args!("listening on port {port}\n"));
-        }
-    }
-    let outcome = event_loop.run().map_err(|e| Failure::Runtime(e.to_string()))?;
-    // Write errors are ignored here (`let _`): the run's outcome decides the exit code.
-    let mut out = std::io::stdout().lock();
-    if !outcome.complete {
-        if outcome.interrupted {
-            let _ = writeln!(
-                out,
-                "stopped: {} of {} verified",
-                ui::bytes(outcome.have_bytes),
-                ui::bytes(outcome.wanted_bytes)
-            );
-            return Ok(());
-        }
-        return Err(Failure::Runtime("stopped before the download completed".into()));
-    }
-    if outcome.downloaded == 0 && outcome.uploaded > 0 {
-        let secs = outcome.elapsed.as_secs_f64().max(1e-3);
-        let _ = writeln!(
-            out,
-            "seeded: {} uploaded in {} ({}/s average)",
-            ui::bytes(outcome.uploaded),
-            rill::observe::units::duration(outcome.elapsed),
-            ui::bytes((outcome.uploaded as f64 / secs) as u64)
-        );
-    } else {
-        let _ = writeln!(
-            out,
-            "{}",
-            ui::render_summary(outcome.wanted_bytes, outcome.elapsed, outcome.peers_used, outcome.uploaded)
-        );
-    }
-    if outcome.wasted > 0 || outcome.hash_failures > 0 {
-        let _ = writeln!(
-            out,
-            "wasted: {} ({} bytes), {} piece{} failed verification",
-            ui::bytes(outcome.wasted),
-            outcome.wasted,
-            outcome.hash_failures,
-            if outcome.hash_failures == 1 { "" } else { "s" }
-        );
-    }
-    Ok(())
-}
-
-/// `rill seed`: hash what the resume file does not vouch for (with progress), refuse if pieces are
-/// missing unless `--partial`, then seed; vouched-for pieces are hashed in the background and served only
-/// once they pass. `recheck` hashes everything first.
-fn seed(meta: &Metainfo, opts: &TransferOptions, partial: bool, recheck: bool) -> Result<(), Failure> {
-    let stop = stop_flag();
-    let geometry = Geometry::new(meta.piece_length, meta.total_length);
-    let n = geometry.piece_count();
-    let mut storage = Storage::open(&opts.dir, meta, |_| false).map_err(|e| Failure::Runtime(e.to_string()))?;
-    let ui_mode = UiMode::detect(opts.no_ui);
-    let Some(restored) = restore(meta, &mut storage, &geometry, recheck, ui_mode, stop.as_ref())? else {
-        return Ok(());
+        listen_port: bound.port(),
     };
-    let present = restored.have.count_ones() + restored.trusted;
-    let missing = n - present;
-    if missing > 0 && !partial {
-        let root = meta.files.first().map(|f| f.path.clone()).unwrap_or_default();
-        let root = root.components().next().map(|c| opts.dir.join(c.as_os_str())).unwrap_or_default();
-        return Err(Failure::Runtime(format!(
-            "{}: {missing} of {n} pieces are missing or damaged; use --partial to seed what is there",
-            root.display()
-        )));
+    let mut engine = Engine::new(config, peer_id, rng, entropy, now);
+    let multi = torrents.len() > 1;
+    let mut names = Vec::with_capacity(torrents.len());
+    for (_, meta) in torrents {
+        let name = meta.name.clone();
+        let options = TorrentOptions {
+            dir: opts.dir.clone(),
+            mode: mode.clone(),
+            recheck,
+            seed_ratio: opts.seed_ratio,
+            extra_peers: opts.peers.clone(),
+        };
+        match engine.add_torrent(meta, options, now) {
+            Ok(id) => names.push((id, name)),
+            // `load_all` loaded each info-hash once.
+            Err(AddError::Duplicate(_)) => {}
+        }
     }
-    out(format_args!("{present} of {n} pieces present; seeding\n"));
-    // A seed fetches nothing: only what was hashed is wanted, so an unconfirmed piece that fails its
-    // check is dropped rather than downloaded (and `left` stays 0 for the trackers).
-    let wanted = restored.have.clone();
-    let swarm = Swarm::new(geometry, restored.have, wanted, false).with_unconfirmed(&restored.unconfirmed);
-    let config = run_config(opts, ui_mode, true, stop);
-    run_loop(meta, swarm, storage, config, opts)
+    let columns = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|&c| c >= 20).unwrap_or(80);
+    let mut view = View::new(ui_mode, columns);
+    view.set_names(names);
+    let event_loop = EventLoop::new(bound, engine, view, ui_mode.redraw_every()).map_err(Failure::Loop)?;
+    let outcomes = event_loop.run().map_err(Failure::Loop)?;
+    report(&outcomes, multi)
+}
+
+/// The closing lines, one set per torrent (prefixed by its name when several ran); the torrents that
+/// failed or stopped short make the error.
+fn report(outcomes: &[Outcome], multi: bool) -> Result<(), Failure> {
+    let mut failed = Vec::new();
+    // Write errors are ignored here (`let _`): the run's outcome decides the exit code.
+    let mut stdout = std::io::stdout().lock();
+    for o in outcomes {
+        let name = if multi { o.name.clone() } else { String::new() };
+        let prefix = if multi { format!("{}: ", o.name) } else { String::new() };
+        if let Some(e) = &o.error {
+            failed.push((name, e.clone()));
+            continue;
+        }
+        if o.checked_only {
+            // Stopped during the check: the view said how far it got.
+            continue;
+        }
+        if !o.complete {
+            if o.interrupted {
+                let (have, wanted) = (ui::bytes(o.have_bytes), ui::bytes(o.wanted_bytes));
+                let _ = writeln!(stdout, "{prefix}stopped: {have} of {wanted} verified");
+            } else {
+                failed.push((name, "stopped before the download completed".to_string()));
+            }
+            continue;
+        }
+        if o.downloaded == 0 && o.uploaded > 0 {
+            let secs = o.elapsed.as_secs_f64().max(1e-3);
+            let _ = writeln!(
+                stdout,
+                "{prefix}seeded: {} uploaded in {} ({}/s average)",
+                ui::bytes(o.uploaded),
+                rill::observe::units::duration(o.elapsed),
+                ui::bytes((o.uploaded as f64 / secs) as u64)
+            );
+        } else {
+            let _ =
+                writeln!(stdout, "{prefix}{}", ui::render_summary(o.wanted_bytes, o.elapsed, o.peers_used, o.uploaded));
+        }
+        if o.wasted > 0 || o.hash_failures > 0 {
+            let _ = writeln!(
+                stdout,
+                "{prefix}wasted: {} ({} bytes), {} piece{} failed verification",
+                ui::bytes(o.wasted),
+                o.wasted,
+                o.hash_failures,
+                if o.hash_failures == 1 { "" } else { "s" }
+            );
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Torrents(failed))
+    }
 }
 
 /// `rill create`: walk, hash with a progress line on a terminal, encode, check by parsing back, write
@@ -438,9 +484,9 @@ fn create_torrent(o: &CreateOptions) -> Result<(), Failure> {
     use std::io::IsTerminal;
 
     if o.output.exists() && !o.force {
-        return Err(Failure::Input(format!("{} exists (--force overwrites it)", o.output.display())));
+        return Err(Failure::OutputExists(o.output.clone()));
     }
-    let scanned = scan::scan(&o.source, o.include_hidden).map_err(|e| Failure::Input(e.to_string()))?;
+    let scanned = scan::scan(&o.source, o.include_hidden).map_err(Failure::Scan)?;
     let mut err = std::io::stderr();
     for (path, why) in &scanned.skipped {
         let _ = writeln!(err, "rill: left out {} ({why})", path.display());
@@ -470,20 +516,20 @@ fn create_torrent(o: &CreateOptions) -> Result<(), Failure> {
             last_shown = Some(pct);
         }
     })
-    .map_err(|e| Failure::Runtime(e.to_string()))?;
+    .map_err(|e| Failure::Create(e.to_string()))?;
     if live {
         let _ = writeln!(err);
     }
     let bytes = torrent.encode(&pieces);
     let meta =
-        Metainfo::from_bytes(&bytes).map_err(|e| Failure::Runtime(format!("the new torrent does not parse: {e}")))?;
+        Metainfo::from_bytes(&bytes).map_err(|e| Failure::Create(format!("the new torrent does not parse: {e}")))?;
     let mut tmp_name = o.output.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     tmp_name.push(".rill-tmp");
     let tmp = o.output.with_file_name(tmp_name);
     let written = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &o.output));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Failure::Runtime(format!("cannot write {}: {e}", o.output.display())));
+        return Err(Failure::Create(format!("cannot write {}: {e}", o.output.display())));
     }
     let _ = writeln!(
         std::io::stdout(),

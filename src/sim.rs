@@ -1,8 +1,10 @@
-//! In-memory swarm simulation (test only): real `PeerSession`s and `Torrent` cores wired back to back
-//! through byte queues with latency and rate caps, under simulated time, with a seeded RNG.
+//! In-memory swarm simulation (test only): real engines, one per simulated host, wired back to back
+//! through byte queues with latency and rate caps, under simulated time, with seeded randomness.
 //!
-//! Owns: the simulated links and clock, and the scenarios. It is a second driver of the same core the
-//! event loop drives (`Torrent::process_input`, `Torrent::serve`), so it checks what production runs.
+//! Owns: the simulated links, hosts and clock, and the scenarios. It is a second driver of the very engine
+//! the event loop drives (`Engine::handle_*` / `poll_*`, the same turn: input, backlog, timers, end of
+//! turn, actions and output), so what it checks is what production runs: the data check, the choker,
+//! bans, endgame fan-out, confirmation of trusted pieces, several torrents per engine.
 //! Data goes through real `Storage` in a temporary directory (the page cache makes that cheap).
 //! Must not: open sockets or read the clock.
 
@@ -12,18 +14,18 @@ use std::time::Duration;
 
 use sha1::{Digest, Sha1};
 
+use std::net::SocketAddr;
+
 use crate::bitfield::Bitfield;
-use crate::geometry::Geometry;
+use crate::engine::snapshot::{Event, PeerSnapshot};
+use crate::engine::torrent::{Mode, TorrentOptions};
+use crate::engine::{Action, ConnId, Engine, EngineConfig, TorrentId};
 use crate::metainfo::{FileEntry, InfoHash, Metainfo};
-use crate::peer::buffers::ReadBuf;
-use crate::peer::session::{PeerSession, TorrentContext};
 use crate::peer::DropReason;
-use crate::rng::Rng;
-use crate::storage::{verify, Storage};
-use crate::swarm::{PeerNo, Swarm};
+use crate::rng::{Entropy, Rng};
+use crate::storage::Storage;
+use crate::swarm::Swarm;
 use crate::time::{millis, secs, Timestamp};
-use crate::torrent::{InputError, Torrent};
-use crate::wire::FrameLimits;
 
 /// A temporary directory removed on drop.
 pub struct TempDir(PathBuf);
@@ -90,15 +92,30 @@ pub fn metainfo_for(name: &str, files: Vec<FileEntry>, piece_length: u32, conten
     }
 }
 
-struct Node {
-    torrent: Torrent,
-    _dir: TempDir,
+/// One simulated host: an engine with its torrents.
+struct Host {
+    engine: Engine,
+    addr: SocketAddr,
+    torrents: Vec<TorrentId>,
+    /// Pieces whose confirmation failed, in order (from `Event::ConfirmFailed`).
+    failed_confirmations: Vec<u32>,
+    _dirs: Vec<TempDir>,
 }
 
+/// One side of a link.
 struct End {
-    node: usize,
-    session: PeerSession,
-    read: ReadBuf,
+    host: usize,
+    conn: Option<ConnId>,
+    /// Bytes delivered but not yet read by the engine (a socket's receive queue).
+    inbox: VecDeque<u8>,
+    /// The session as last seen (kept after the connection closes).
+    last: PeerSnapshot,
+}
+
+/// What travels on a pipe: bytes, or the sender closing.
+enum Segment {
+    Bytes(Vec<u8>),
+    Close,
 }
 
 /// One direction of a link: bytes leave at most at `rate` and arrive `latency` later.
@@ -106,7 +123,7 @@ struct Pipe {
     rate: f64,
     latency: Duration,
     busy_until: Timestamp,
-    queue: VecDeque<(Timestamp, Vec<u8>)>,
+    queue: VecDeque<(Timestamp, Segment)>,
     /// From this moment on, everything sent is lost (a peer that stops answering).
     black_hole_from: Option<Timestamp>,
 }
@@ -124,11 +141,17 @@ impl Pipe {
             let start = self.busy_until.max(now);
             let wire_time = Duration::from_secs_f64(chunk.len() as f64 / self.rate);
             self.busy_until = start + wire_time;
-            self.queue.push_back((self.busy_until + self.latency, chunk.to_vec()));
+            self.queue.push_back((self.busy_until + self.latency, Segment::Bytes(chunk.to_vec())));
         }
+    }
+
+    fn close(&mut self, now: Timestamp) {
+        let at = self.busy_until.max(now) + self.latency;
+        self.queue.push_back((at, Segment::Close));
     }
 }
 
+/// A connection `a` dials to `b`, for one of `a`'s torrents.
 struct Link {
     a: End,
     b: End,
@@ -137,27 +160,49 @@ struct Link {
     closed: Option<DropReason>,
 }
 
-pub struct Sim {
-    pub now: Timestamp,
-    nodes: Vec<Node>,
-    links: Vec<Link>,
-    next_peer_no: u64,
-    next_rate_sample: Timestamp,
-    pub steps: u64,
-    /// Per node: the pieces whose confirmation failed, in order.
-    failed_confirmations: Vec<Vec<u32>>,
+/// The engine's output side of one connection, as a writer into its pipe.
+struct PipeWriter<'a> {
+    pipe: &'a mut Pipe,
+    now: Timestamp,
 }
 
-/// How many chunks to a reader at once (`ReadBuf::fill_from` takes any `io::Read`).
-struct Chunk<'a>(&'a [u8]);
+impl std::io::Write for PipeWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pipe.send(buf, self.now);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
-impl std::io::Read for Chunk<'_> {
+/// A connection's receive queue, as a reader: `WouldBlock` when empty (the peer has not closed).
+struct Inbox<'a>(&'a mut VecDeque<u8>);
+
+impl std::io::Read for Inbox<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        let n = out.len().min(self.0.len());
-        out[..n].copy_from_slice(&self.0[..n]);
-        self.0 = &self.0[n..];
+        if self.0.is_empty() {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        let (front, back) = self.0.as_slices();
+        let mut n = out.len().min(front.len());
+        out[..n].copy_from_slice(&front[..n]);
+        if n < out.len() {
+            let m = (out.len() - n).min(back.len());
+            out[n..n + m].copy_from_slice(&back[..m]);
+            n += m;
+        }
+        self.0.drain(..n);
         Ok(n)
     }
+}
+
+pub struct Sim {
+    pub now: Timestamp,
+    hosts: Vec<Host>,
+    links: Vec<Link>,
+    pub steps: u64,
+    rng: Rng,
 }
 
 impl Default for Sim {
@@ -168,92 +213,142 @@ impl Default for Sim {
 
 impl Sim {
     pub fn new() -> Self {
-        Sim {
-            now: Timestamp::ZERO,
-            nodes: Vec::new(),
-            links: Vec::new(),
-            next_peer_no: 0,
-            next_rate_sample: Timestamp::ZERO + secs(1),
-            steps: 0,
+        Sim { now: Timestamp::ZERO, hosts: Vec::new(), links: Vec::new(), steps: 0, rng: Rng::seeded(0) }
+    }
+
+    fn new_host(&mut self, rng: &mut Rng) -> usize {
+        let n = self.hosts.len();
+        let addr = SocketAddr::from(([10, 0, (n / 256) as u8, (n % 256) as u8], 6881));
+        let mut entropy = Entropy::seeded(rng.next_u64());
+        let peer_id = crate::peer::our_peer_id(&mut entropy);
+        let config = EngineConfig {
+            max_peers: 50,
+            max_half_open: 8,
+            upload_slots: 4,
+            up_limit: None,
+            down_limit: None,
+            listen_port: None,
+        };
+        let engine = Engine::new(config, peer_id, Rng::seeded(rng.next_u64()), entropy, self.now);
+        self.rng = Rng::seeded(rng.next_u64());
+        self.hosts.push(Host {
+            engine,
+            addr,
+            torrents: Vec::new(),
             failed_confirmations: Vec::new(),
+            _dirs: Vec::new(),
+        });
+        n
+    }
+
+    /// Adds `meta` to `host` in `mode`, with its data directory holding `on_disk` (if any) and, with
+    /// `trusted`, a resume file vouching for every piece.
+    fn add_torrent(&mut self, host: usize, meta: &Metainfo, on_disk: Option<&[u8]>, trusted: bool, mode: Mode) {
+        let dir = TempDir::new("node");
+        if let Some(bytes) = on_disk {
+            let mut storage = Storage::open(dir.path(), meta, |_| true).expect("storage");
+            storage.write(0, bytes).expect("write the data on disk");
+            if trusted {
+                let n = meta.piece_hashes.len() as u32;
+                storage.save_resume(&meta.info_hash.0, &Bitfield::full(n)).expect("resume file");
+            }
         }
+        let opts = TorrentOptions {
+            dir: dir.path().to_path_buf(),
+            mode,
+            recheck: false,
+            seed_ratio: None,
+            extra_peers: vec![],
+        };
+        let h = &mut self.hosts[host];
+        let id = h.engine.add_torrent(meta.clone(), opts, self.now).expect("a new torrent");
+        h.torrents.push(id);
+        h._dirs.push(dir);
+    }
+
+    fn leech_mode() -> Mode {
+        // Leechers keep seeding: another leecher may depend on them.
+        Mode::Download { wanted_files: None, sequential: false, keep_seeding: true }
+    }
+
+    /// Adds a host holding `content` in full (a seed, which hashes it at start) or nothing (a leecher).
+    pub fn add_node(&mut self, meta: &Metainfo, content: Option<&[u8]>, rng: &mut Rng) -> usize {
+        let host = self.new_host(rng);
+        match content {
+            Some(bytes) => self.add_torrent(host, meta, Some(bytes), false, Mode::Seed { partial: false }),
+            None => self.add_torrent(host, meta, None, false, Self::leech_mode()),
+        }
+        self.activate(host);
+        host
+    }
+
+    /// Adds a host seeding several torrents, or leeching them (`contents[i]` `None`).
+    pub fn add_multi_node(&mut self, torrents: &[(&Metainfo, Option<&[u8]>)], rng: &mut Rng) -> usize {
+        let host = self.new_host(rng);
+        for (meta, content) in torrents {
+            match content {
+                Some(bytes) => self.add_torrent(host, meta, Some(bytes), false, Mode::Seed { partial: false }),
+                None => self.add_torrent(host, meta, None, false, Self::leech_mode()),
+            }
+        }
+        self.activate(host);
+        host
     }
 
     /// Adds a peer that claims every piece but serves `garbage` in place of the content.
     pub fn add_liar(&mut self, meta: &Metainfo, garbage: &[u8], rng: &mut Rng) -> usize {
-        let node = self.add_node(meta, None, rng);
-        let t = &mut self.nodes[node].torrent;
-        t.storage.write(0, garbage).expect("write garbage");
-        let n = t.ctx.geometry.piece_count();
-        t.swarm = Swarm::new(t.ctx.geometry, Bitfield::full(n), Bitfield::full(n), false);
-        node
+        let host = self.new_host(rng);
+        self.add_torrent(host, meta, Some(garbage), false, Mode::Seed { partial: true });
+        self.activate(host);
+        let id = self.hosts[host].torrents[0];
+        let t = self.hosts[host].engine.torrent_mut(id).expect("the torrent");
+        let data = t.data.as_mut().expect("checked");
+        let n = data.ctx.geometry.piece_count();
+        data.swarm = Swarm::new(data.ctx.geometry, Bitfield::full(n), Bitfield::full(n), false);
+        host
     }
 
-    /// Adds a node holding `content` in full (a seed) or nothing (a leecher).
-    pub fn add_node(&mut self, meta: &Metainfo, content: Option<&[u8]>, rng: &mut Rng) -> usize {
-        let dir = TempDir::new("node");
-        let geometry = Geometry::new(meta.piece_length, meta.total_length);
-        let n = geometry.piece_count();
-        let mut storage = Storage::open(dir.path(), meta, |_| true).expect("storage");
-        let mut have = Bitfield::new(n);
-        if let Some(content) = content {
-            storage.write(0, content).expect("write seed data");
-            for p in 0..n {
-                let v = verify::check_piece(&mut storage, &geometry, p, &meta.piece_hashes[p as usize])
-                    .expect("read")
-                    .expect("seed data verifies");
-                have.set(v.piece());
-            }
-        }
-        let swarm = Swarm::new(geometry, have, Bitfield::full(n), false);
-        let mut peer_id = *b"-RL0001-............";
-        rng.fill(&mut peer_id[8..]);
-        let ctx = TorrentContext {
-            info_hash: meta.info_hash,
-            our_peer_id: peer_id,
-            geometry,
-            limits: FrameLimits::for_torrent(n),
-            listen_port: None,
-        };
-        self.nodes.push(Node { torrent: Torrent::new(ctx, swarm, storage, meta.piece_hashes.clone()), _dir: dir });
-        self.failed_confirmations.push(Vec::new());
-        self.nodes.len() - 1
-    }
-
-    /// Adds a node whose disk holds `on_disk` and whose resume file vouches for every piece: all are
+    /// Adds a host whose disk holds `on_disk` and whose resume file vouches for every piece: all are
     /// unconfirmed at start. `download`: it wants every piece (as `rill download`), else only what it
     /// hashed (as `rill seed`, which hashed nothing here).
     pub fn add_trusting_node(&mut self, meta: &Metainfo, on_disk: &[u8], download: bool, rng: &mut Rng) -> usize {
-        let node = self.add_node(meta, None, rng);
-        let t = &mut self.nodes[node].torrent;
-        t.storage.write(0, on_disk).expect("write the data on disk");
-        let n = t.ctx.geometry.piece_count();
-        let wanted = if download { Bitfield::full(n) } else { Bitfield::new(n) };
-        t.swarm = Swarm::new(t.ctx.geometry, Bitfield::new(n), wanted, false).with_unconfirmed(&Bitfield::full(n));
-        node
+        let host = self.new_host(rng);
+        let mode = if download { Self::leech_mode() } else { Mode::Seed { partial: false } };
+        self.add_torrent(host, meta, Some(on_disk), true, mode);
+        self.activate(host);
+        host
     }
 
-    /// Pieces a node found changed when it confirmed them (`Torrent::confirm_failed`, as drained).
+    /// Runs a host's start-up checks alone, before it meets anyone.
+    fn activate(&mut self, host: usize) {
+        self.hosts[host].engine.finish_checks(self.now);
+    }
+
+    /// Pieces a host found changed when it confirmed them.
     pub fn confirm_failed(&self, node: usize) -> &[u32] {
-        &self.failed_confirmations[node]
+        &self.hosts[node].failed_confirmations
     }
 
-    /// Connects `from` (dialling) to `to` with a rate cap in bytes/s and a one-way latency each way.
+    /// Connects `from` (dialling) to `to` for `from`'s first torrent, with a rate cap in bytes/s and a
+    /// one-way latency each way. The dial happens when `from`'s engine decides it (at once, here).
     pub fn connect(&mut self, from: usize, to: usize, rate: f64, latency: Duration) -> usize {
-        self.next_peer_no += 2;
-        let now = self.now;
-        let ctx_a = &self.nodes[from].torrent.ctx;
-        let ctx_b = &self.nodes[to].torrent.ctx;
-        let mut a = PeerSession::outgoing(PeerNo(self.next_peer_no), ctx_a, now);
-        a.on_connected(ctx_a, now);
-        let b = PeerSession::incoming(PeerNo(self.next_peer_no + 1), ctx_b, now);
+        self.connect_torrent(from, to, 0, rate, latency)
+    }
+
+    /// `connect` for `from`'s torrent number `torrent` (in the order added).
+    pub fn connect_torrent(&mut self, from: usize, to: usize, torrent: usize, rate: f64, latency: Duration) -> usize {
+        let end = |host| End { host, conn: None, inbox: VecDeque::new(), last: PeerSnapshot::default() };
         self.links.push(Link {
-            a: End { node: from, session: a, read: ReadBuf::new(&ctx_a.limits) },
-            b: End { node: to, session: b, read: ReadBuf::new(&ctx_b.limits) },
+            a: end(from),
+            b: end(to),
             a_to_b: Pipe::new(rate, latency),
             b_to_a: Pipe::new(rate, latency),
             closed: None,
         });
+        let addr = self.hosts[to].addr;
+        let id = self.hosts[from].torrents[torrent];
+        self.hosts[from].engine.handle_peer_hint(id, addr, self.now);
+        self.perform_all();
         self.links.len() - 1
     }
 
@@ -262,213 +357,236 @@ impl Sim {
         self.links[link].b_to_a.black_hole_from = Some(at);
     }
 
+    /// The first torrent's swarm of a host.
     pub fn swarm(&self, node: usize) -> &Swarm {
-        &self.nodes[node].torrent.swarm
+        self.swarm_of(node, 0)
     }
-    pub fn dialler_session(&self, link: usize) -> &PeerSession {
-        &self.links[link].a.session
+
+    pub fn swarm_of(&self, node: usize, torrent: usize) -> &Swarm {
+        let h = &self.hosts[node];
+        h.engine.swarm(h.torrents[torrent]).expect("an active torrent")
     }
-    pub fn responder_session(&self, link: usize) -> &PeerSession {
-        &self.links[link].b.session
+
+    /// The dialling side's session as last seen (kept after the link closed).
+    pub fn dialler_session(&self, link: usize) -> &PeerSnapshot {
+        &self.links[link].a.last
     }
+
+    pub fn responder_session(&self, link: usize) -> &PeerSnapshot {
+        &self.links[link].b.last
+    }
+
     pub fn link_closed(&self, link: usize) -> Option<DropReason> {
         self.links[link].closed
     }
 
-    /// Reads back a node's whole content through its storage.
+    /// Reads back a host's first torrent's content through its storage.
     pub fn content(&mut self, node: usize) -> Vec<u8> {
-        let t = &mut self.nodes[node].torrent;
-        let mut out = vec![0; t.ctx.geometry.total_length() as usize];
-        t.storage.read(0, &mut out).expect("read back");
+        self.content_of(node, 0)
+    }
+
+    pub fn content_of(&mut self, node: usize, torrent: usize) -> Vec<u8> {
+        let h = &mut self.hosts[node];
+        let t = h.engine.torrent_mut(h.torrents[torrent]).expect("the torrent");
+        let data = t.data.as_mut().expect("checked");
+        let mut out = vec![0; data.ctx.geometry.total_length() as usize];
+        data.storage.read(0, &mut out).expect("read back");
         out
     }
 
+    /// A host's first torrent's data plane (tests that drive a part of it directly).
+    pub fn torrent_core(&mut self, node: usize) -> &mut crate::torrent::Torrent {
+        let h = &mut self.hosts[node];
+        h.engine.torrent_mut(h.torrents[0]).and_then(|t| t.data.as_mut()).expect("checked")
+    }
+
     fn next_event_time(&self) -> Timestamp {
-        let mut next = self.next_rate_sample;
-        for l in self.links.iter().filter(|l| l.closed.is_none()) {
+        let mut next = Timestamp::MAX;
+        for h in &self.hosts {
+            if h.engine.has_work() {
+                // A turn with work (hashing 4 MiB of trusted data, a backlog) takes about a millisecond
+                // of real time: the network goes on meanwhile.
+                next = next.min(self.now + millis(1));
+            }
+            if let Some(t) = h.engine.poll_timeout() {
+                next = next.min(t);
+            }
+        }
+        for l in &self.links {
             for pipe in [&l.a_to_b, &l.b_to_a] {
                 if let Some((t, _)) = pipe.queue.front() {
                     next = next.min(*t);
-                }
-            }
-            for end in [&l.a, &l.b] {
-                if !end.session.pending_output().is_empty() {
-                    return self.now;
-                }
-                if let Some(t) = end.session.next_deadline() {
-                    next = next.min(t);
                 }
             }
         }
         next.max(self.now)
     }
 
-    /// Advances to the next event and handles everything due then; invariants are checked after.
+    /// Advances to the next event and runs one turn of every engine; invariants are checked after.
     pub fn step(&mut self) {
         self.steps += 1;
         self.now = self.next_event_time();
         let now = self.now;
-        // 1. Deliver due bytes.
+        // 1. Deliver due segments into the receiving side's inbox (or close it), and let its engine read.
         for li in 0..self.links.len() {
-            for dir in [true, false] {
+            for a_to_b in [true, false] {
                 loop {
                     let link = &mut self.links[li];
-                    if link.closed.is_some() {
-                        break;
-                    }
-                    let pipe = if dir { &mut link.a_to_b } else { &mut link.b_to_a };
+                    let pipe = if a_to_b { &mut link.a_to_b } else { &mut link.b_to_a };
                     if !pipe.queue.front().is_some_and(|(t, _)| *t <= now) {
                         break;
                     }
-                    let (_, bytes) = pipe.queue.pop_front().expect("front checked");
-                    let end = if dir { &mut link.b } else { &mut link.a };
-                    let torrent = &mut self.nodes[end.node].torrent;
-                    let mut src = Chunk(&bytes);
-                    let mut result = Ok(());
-                    while !src.0.is_empty() && result.is_ok() {
-                        end.read.fill_from(&mut src).expect("memory read");
-                        result = torrent.process_input(&mut end.read, &mut end.session, now);
-                    }
-                    match result {
-                        Ok(()) => {}
-                        Err(InputError::Drop(reason)) => self.close(li, reason),
-                        Err(InputError::Fatal(e)) => panic!("storage failed in simulation: {e}"),
-                    }
-                    self.apply_bans();
-                }
-            }
-        }
-        // 2. Time-outs.
-        for li in 0..self.links.len() {
-            for side in [true, false] {
-                let link = &mut self.links[li];
-                if link.closed.is_some() {
-                    continue;
-                }
-                let end = if side { &mut link.a } else { &mut link.b };
-                if end.session.next_deadline().is_some_and(|t| t <= now) {
-                    let swarm = &mut self.nodes[end.node].torrent.swarm;
-                    if let Err(reason) = end.session.on_timeout(swarm, now) {
-                        self.close(li, reason);
-                    }
-                }
-            }
-        }
-        // 3. Rate samples, once a simulated second.
-        if now >= self.next_rate_sample {
-            for link in self.links.iter_mut().filter(|l| l.closed.is_none()) {
-                for end in [&mut link.a, &mut link.b] {
-                    let swarm = &mut self.nodes[end.node].torrent.swarm;
-                    end.session.on_rate_sample(swarm, now, secs(1));
-                }
-            }
-            self.next_rate_sample = now + secs(1);
-        }
-        // 4. Choking: every node serves every interested peer (the choker is tested on its own).
-        for link in self.links.iter_mut().filter(|l| l.closed.is_none()) {
-            for end in [&mut link.a, &mut link.b] {
-                if end.session.is_peer_interested() && end.session.is_am_choking() {
-                    end.session.set_choking(false);
-                }
-            }
-        }
-        // 5. Confirm a bounded amount of each node's unconfirmed pieces, as the loop does once a turn, and
-        //    tell the node's sessions which passed and which are wanted again.
-        for ni in 0..self.nodes.len() {
-            let torrent = &mut self.nodes[ni].torrent;
-            if !torrent.swarm.has_unconfirmed() {
-                continue;
-            }
-            torrent.confirm_some(crate::torrent::CONFIRM_PER_TURN_BYTES).expect("confirm from storage");
-            let confirmed = std::mem::take(&mut torrent.confirmed);
-            let failed = std::mem::take(&mut torrent.confirm_failed);
-            self.failed_confirmations[ni].extend_from_slice(&failed);
-            for link in self.links.iter_mut().filter(|l| l.closed.is_none()) {
-                for end in [&mut link.a, &mut link.b] {
-                    if end.node != ni {
+                    let (_, segment) = pipe.queue.pop_front().expect("front checked");
+                    let end = if a_to_b { &mut link.b } else { &mut link.a };
+                    let Some(conn) = end.conn else {
                         continue;
-                    }
-                    for &p in &confirmed {
-                        end.session.on_we_confirmed(p);
-                    }
-                    for &p in &failed {
-                        end.session.on_piece_wanted(p, &mut self.nodes[ni].torrent.swarm, now);
-                    }
-                }
-            }
-        }
-        // 6. Announce verified pieces and endgame cancels on every connection of the node.
-        for ni in 0..self.nodes.len() {
-            let verified = std::mem::take(&mut self.nodes[ni].torrent.verified);
-            let taken: Vec<_> = self.nodes[ni].torrent.swarm.drain_endgame_taken().collect();
-            if verified.is_empty() && taken.is_empty() {
-                continue;
-            }
-            for link in self.links.iter_mut().filter(|l| l.closed.is_none()) {
-                for end in [&mut link.a, &mut link.b] {
-                    if end.node != ni {
-                        continue;
-                    }
-                    for b in &taken {
-                        end.session.on_block_taken(b);
-                    }
-                    for &p in &verified {
-                        end.session.on_we_have(p, &mut self.nodes[ni].torrent.swarm, now);
+                    };
+                    let engine = &mut self.hosts[end.host].engine;
+                    match segment {
+                        Segment::Bytes(bytes) => {
+                            end.inbox.extend(bytes);
+                            engine.handle_peer_input(conn, &mut Inbox(&mut end.inbox), now);
+                        }
+                        Segment::Close => {
+                            // Bytes sent before the close are read first, as from a socket.
+                            engine.handle_peer_input(conn, &mut Inbox(&mut end.inbox), now);
+                            engine.handle_peer_error(conn, DropReason::ClosedByPeer);
+                        }
                     }
                 }
             }
         }
-        // 7. Serve requests and put every session's output on the wire.
-        for link in self.links.iter_mut().filter(|l| l.closed.is_none()) {
-            for (end, pipe) in [(&mut link.a, &mut link.a_to_b), (&mut link.b, &mut link.b_to_a)] {
-                let torrent = &mut self.nodes[end.node].torrent;
-                let mut unlimited = u64::MAX;
-                torrent.serve(&mut end.session, &mut unlimited).expect("serve from storage");
-                let out = end.session.pending_output();
-                if !out.is_empty() {
-                    let n = out.len();
-                    pipe.send(out, now);
-                    end.session.output_written(n, now);
+        // 2. The engines' turns: backlog, timers, end of turn; actions and output after each.
+        for h in 0..self.hosts.len() {
+            for conn in self.hosts[h].engine.take_backlog() {
+                if let Some(end) = self.end_of(h, conn) {
+                    let (li, a) = end;
+                    let link = &mut self.links[li];
+                    let end = if a { &mut link.a } else { &mut link.b };
+                    self.hosts[h].engine.handle_peer_input(conn, &mut Inbox(&mut end.inbox), now);
                 }
             }
+            self.hosts[h].engine.handle_timeout(now);
+            self.perform_all();
+            self.hosts[h].engine.end_turn(now);
+            self.perform_all();
         }
-        self.check_invariants();
+        self.observe();
+        for h in &self.hosts {
+            h.engine.check_invariants();
+        }
     }
 
-    /// Disconnects every peer a node decided to ban, as the loop does.
-    fn apply_bans(&mut self) {
-        for ni in 0..self.nodes.len() {
-            for no in std::mem::take(&mut self.nodes[ni].torrent.to_ban) {
-                let found = self
-                    .links
-                    .iter()
-                    .position(|l| (l.a.node == ni && l.a.session.no == no) || (l.b.node == ni && l.b.session.no == no));
-                if let Some(li) = found {
-                    self.close(li, DropReason::Banned);
+    /// The link end that is `conn` on host `h`: (link, is the dialling side).
+    fn end_of(&self, h: usize, conn: ConnId) -> Option<(usize, bool)> {
+        self.links.iter().enumerate().find_map(|(li, l)| {
+            if l.a.host == h && l.a.conn == Some(conn) {
+                Some((li, true))
+            } else if l.b.host == h && l.b.conn == Some(conn) {
+                Some((li, false))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Performs every host's actions and output until none has any.
+    fn perform_all(&mut self) {
+        let now = self.now;
+        loop {
+            let mut any = false;
+            for h in 0..self.hosts.len() {
+                while let Some(event) = self.hosts[h].engine.poll_event() {
+                    match event {
+                        Event::ConfirmFailed { piece, .. } => self.hosts[h].failed_confirmations.push(piece),
+                        Event::PeerClosed { conn, reason, peer, .. } => {
+                            if let Some(li) = self.links.iter().position(|l| {
+                                (l.a.host == h && l.a.conn == Some(conn)) || (l.b.host == h && l.b.conn == Some(conn))
+                            }) {
+                                let link = &mut self.links[li];
+                                let end = if link.a.host == h && link.a.conn == Some(conn) {
+                                    &mut link.a
+                                } else {
+                                    &mut link.b
+                                };
+                                end.last = peer;
+                                link.closed.get_or_insert(reason);
+                            }
+                        }
+                        _ => {}
+                    }
                 }
+                while let Some(action) = self.hosts[h].engine.poll_action() {
+                    any = true;
+                    match action {
+                        Action::Connect { conn, addr } => self.open_link(h, conn, addr),
+                        Action::Close { conn } => {
+                            if let Some((li, a)) = self.end_of(h, conn) {
+                                let link = &mut self.links[li];
+                                let (end, pipe) =
+                                    if a { (&mut link.a, &mut link.a_to_b) } else { (&mut link.b, &mut link.b_to_a) };
+                                end.conn = None;
+                                pipe.close(now);
+                            }
+                        }
+                        // The simulation has no trackers.
+                        Action::Tracker(_) => {}
+                    }
+                }
+                while let Some(conn) = self.hosts[h].engine.poll_transmit() {
+                    any = true;
+                    if let Some((li, a)) = self.end_of(h, conn) {
+                        let link = &mut self.links[li];
+                        let pipe = if a { &mut link.a_to_b } else { &mut link.b_to_a };
+                        self.hosts[h].engine.handle_peer_output(conn, &mut PipeWriter { pipe, now }, now);
+                    }
+                }
+            }
+            if !any {
+                return;
             }
         }
     }
 
-    fn close(&mut self, li: usize, reason: DropReason) {
-        let link = &mut self.links[li];
-        if link.closed.is_some() {
+    /// Host `h`'s engine dials `addr`: the link `connect` prepared for it comes up at once.
+    fn open_link(&mut self, h: usize, conn: ConnId, addr: SocketAddr) {
+        let now = self.now;
+        let Some(to) = self.hosts.iter().position(|x| x.addr == addr) else {
+            self.hosts[h]
+                .engine
+                .handle_peer_error(conn, DropReason::ConnectFailed(std::io::ErrorKind::ConnectionRefused));
             return;
-        }
-        link.closed = Some(reason);
-        for end in [&mut link.a, &mut link.b] {
-            end.session.on_closed(&mut self.nodes[end.node].torrent.swarm);
-        }
+        };
+        let Some(li) =
+            self.links.iter().position(|l| l.a.host == h && l.b.host == to && l.a.conn.is_none() && l.closed.is_none())
+        else {
+            self.hosts[h]
+                .engine
+                .handle_peer_error(conn, DropReason::ConnectFailed(std::io::ErrorKind::ConnectionRefused));
+            return;
+        };
+        let from_addr = self.hosts[h].addr;
+        let Some(incoming) = self.hosts[to].engine.handle_incoming(from_addr, now) else {
+            self.hosts[h]
+                .engine
+                .handle_peer_error(conn, DropReason::ConnectFailed(std::io::ErrorKind::ConnectionRefused));
+            self.links[li].closed = Some(DropReason::NotNeeded);
+            return;
+        };
+        self.links[li].a.conn = Some(conn);
+        self.links[li].b.conn = Some(incoming);
+        self.hosts[h].engine.handle_connected(conn, now);
     }
 
-    fn check_invariants(&self) {
-        for node in &self.nodes {
-            node.torrent.swarm.check_invariants();
-        }
-        for link in self.links.iter().filter(|l| l.closed.is_none()) {
-            for end in [&link.a, &link.b] {
-                let p = end.session.pipeline();
-                assert!(p.active() <= crate::peer::pipeline::MAX_DEPTH, "pipeline over its cap");
+    /// Records every live session's state (tests read it after the link closed, too).
+    fn observe(&mut self) {
+        for l in &mut self.links {
+            for end in [&mut l.a, &mut l.b] {
+                if let Some(conn) = end.conn {
+                    if let Some(p) = self.hosts[end.host].engine.peer(conn) {
+                        end.last = p;
+                    }
+                }
             }
         }
     }
@@ -543,15 +661,15 @@ mod tests {
         sim.black_hole_responder(to_dead, Timestamp::from_millis(300));
         let before = Timestamp::from_millis(300) + crate::peer::pipeline::REQUEST_TIMEOUT;
         sim.run_until(secs(40), |s| s.now >= before - millis(100));
-        let stuck = sim.dialler_session(to_dead).pipeline();
-        assert_eq!(stuck.timed_out_total(), 0, "nothing times out early");
-        let outstanding = stuck.active();
+        let stuck = sim.dialler_session(to_dead);
+        assert_eq!(stuck.requests_timed_out, 0, "nothing times out early");
+        let outstanding = stuck.requests_active;
         assert!(outstanding > crate::peer::pipeline::MIN_DEPTH, "requests were outstanding: {outstanding}");
         // Requests sent while the last pre-silence blocks were arriving time out a little later.
         sim.run_until(secs(45), |s| s.now >= before + secs(10));
-        let stuck = sim.dialler_session(to_dead).pipeline();
-        assert!(stuck.timed_out_total() >= u64::from(outstanding), "every stuck request timed out");
-        assert!(stuck.is_snubbed() && stuck.active() <= 1, "the silent peer is left one request at most");
+        let stuck = sim.dialler_session(to_dead);
+        assert!(stuck.requests_timed_out >= u64::from(outstanding), "every stuck request timed out");
+        assert!(stuck.snubbed && stuck.requests_active <= 1, "the silent peer is left one request at most");
         assert!(!sim.swarm(leecher).is_complete(), "the time-out, not endgame, returned the blocks");
         sim.run_until(secs(120), |s| s.swarm(leecher).is_complete());
         assert_eq!(sim.content(leecher), content);
@@ -675,7 +793,7 @@ mod tests {
         let (meta, _, on_disk, changed) = changed_on_disk();
         let mut sim = Sim::new();
         let node = sim.add_trusting_node(&meta, &on_disk, true, &mut rng);
-        let t = &mut sim.nodes[node].torrent;
+        let t = sim.torrent_core(node);
         // 3 pieces of 64 KiB: a budget of 150 KiB stops after the third.
         assert!(t.confirm_some(150 * 1024).expect("confirm"));
         assert_eq!(t.swarm.have().count_ones(), 3);
@@ -704,7 +822,7 @@ mod tests {
         let seed = sim.add_node(&meta, Some(&content), &mut rng);
         let link = sim.connect(node, seed, 8.0 * MB, millis(1));
         sim.run_until(secs(5), |s| !s.confirm_failed(node).is_empty());
-        assert!(sim.dialler_session(link).is_am_interested(), "the changed piece made the seed interesting");
+        assert!(sim.dialler_session(link).am_interested, "the changed piece made the seed interesting");
         assert!(sim.swarm(node).has_unconfirmed(), "pieces are still to confirm after the changed one");
         sim.run_until(secs(30), |s| s.swarm(node).is_complete());
         assert_eq!(sim.confirm_failed(node), [changed]);

@@ -13,6 +13,8 @@ pub struct Timestamp(u64);
 
 impl Timestamp {
     pub const ZERO: Timestamp = Timestamp(0);
+    /// Later than any time a run reaches (for minimum searches).
+    pub const MAX: Timestamp = Timestamp(u64::MAX);
 
     pub const fn from_micros(micros: u64) -> Self {
         Timestamp(micros)

@@ -1,8 +1,11 @@
 //! Tracker I/O driver: sockets, DNS helper thread and the waker bridge for `tracker::Trackers`.
 //!
-//! Owns: every tracker socket (one non-blocking `TcpStream` per HTTP request in a slab, one shared
-//! `UdpSocket` per address family, bound lazily), the loop-owned 64 KiB receive buffer, and the DNS helper
-//! thread. It performs `TrackerIo` and feeds what happens back into `Trackers`.
+//! Owns: every tracker socket (one non-blocking `TcpStream` per HTTP request in a slab), the shared UDP
+//! socket (bound to the listen port beside the TCP listener, `[::]` taking IPv4 too, so trackers, the DHT
+//! and uTP share it as in libtorrent; or one per address family bound lazily when rill does not listen),
+//! the loop-owned 64 KiB receive buffer, and the DNS helper thread. It performs `TrackerIo` and feeds what
+//! happens back into a `TrackerIoSink` (one `Trackers`, or the engine, which also gets the datagrams that
+//! are not tracker replies).
 //! Must not: decide anything about announces; block the loop; hold the `mio::Waker` beyond a shared handle
 //! (the engine owns the one Waker per `Poll` and forwards `Source::Waker` events to `on_wake`).
 //!
@@ -30,7 +33,7 @@ use slab::Slab;
 
 use super::token::{self, Source};
 use crate::time::Timestamp;
-use crate::tracker::{IoId, TrackerIo, Trackers};
+use crate::tracker::{IoId, TrackerIo, TrackerIoSink};
 
 /// The receive buffer: the largest UDP payload, and big reads for HTTP.
 const RECV_BUFFER: usize = 64 * 1024;
@@ -63,6 +66,8 @@ pub struct TrackerDriver {
     by_id: HashMap<IoId, usize>,
     udp4: Option<UdpSocket>,
     udp6: Option<UdpSocket>,
+    /// `udp6` is bound to `[::]` and takes IPv4 too (as IPv4-mapped addresses).
+    dual_stack: bool,
     /// Invariant: `RECV_BUFFER` bytes long.
     buf: Vec<u8>,
     resolver: Option<Resolver>,
@@ -76,6 +81,7 @@ impl TrackerDriver {
             by_id: HashMap::new(),
             udp4: None,
             udp6: None,
+            dual_stack: false,
             buf: vec![0; RECV_BUFFER],
             resolver: None,
             waker,
@@ -83,31 +89,31 @@ impl TrackerDriver {
     }
 
     /// Performs every I/O request the trackers have queued (including the ones performing them adds).
-    pub fn pump(&mut self, registry: &Registry, trackers: &mut Trackers, now: Timestamp) {
-        while let Some(io) = trackers.poll_io() {
-            self.perform(io, registry, trackers, now);
+    pub fn pump(&mut self, registry: &Registry, sink: &mut impl TrackerIoSink, now: Timestamp) {
+        while let Some(io) = sink.poll_io() {
+            self.perform(io, registry, sink, now);
         }
     }
 
     /// Performs one I/O request. Failures that happen at once are reported back at once.
-    pub fn perform(&mut self, io: TrackerIo, registry: &Registry, trackers: &mut Trackers, now: Timestamp) {
+    pub fn perform(&mut self, io: TrackerIo, registry: &Registry, sink: &mut impl TrackerIoSink, now: Timestamp) {
         match io {
             TrackerIo::Resolve { id, host, port } => {
                 if let Err(e) = self.resolve(id, host, port) {
-                    trackers.on_resolved(id, Err(format!("cannot start resolver: {e}")), now);
+                    sink.on_resolved(id, Err(format!("cannot start resolver: {e}")), now);
                 }
             }
             TrackerIo::HttpRequest { id, addr, request } => {
                 if let Err(e) = self.connect(id, addr, request, registry) {
                     debug!("tracker http {addr}: connect: {e}");
-                    trackers.on_http_closed(id, Err(e.kind()), now);
+                    sink.on_http_closed(id, Err(e.kind()), now);
                 }
             }
             TrackerIo::HttpClose { id } => self.close(id, registry),
             TrackerIo::UdpSend { addr, datagram } => {
                 if let Err(e) = self.send_datagram(addr, &datagram, registry) {
                     debug!("tracker udp {addr}: send: {e}");
-                    trackers.on_udp_send_failed(addr, e.kind(), now);
+                    sink.on_udp_send_failed(addr, e.kind(), now);
                 }
             }
         }
@@ -120,25 +126,48 @@ impl TrackerDriver {
         source: Source,
         _event: &Event,
         registry: &Registry,
-        trackers: &mut Trackers,
+        sink: &mut impl TrackerIoSink,
         now: Timestamp,
     ) {
         match source {
-            Source::TrackerHttp(slot) => self.on_http_ready(slot, registry, trackers, now),
-            Source::TrackerUdp4 => self.receive_datagrams(false, trackers, now),
-            Source::TrackerUdp6 => self.receive_datagrams(true, trackers, now),
+            Source::TrackerHttp(slot) => self.on_http_ready(slot, registry, sink, now),
+            Source::TrackerUdp4 => self.receive_datagrams(false, sink, now),
+            Source::TrackerUdp6 => self.receive_datagrams(true, sink, now),
             _ => {}
         }
     }
 
-    /// The waker fired: hands every finished lookup to the trackers. The caller pumps afterwards.
-    pub fn on_wake(&mut self, trackers: &mut Trackers, now: Timestamp) {
+    /// The waker fired: hands every finished lookup to the sink. The caller pumps afterwards.
+    pub fn on_wake(&mut self, sink: &mut impl TrackerIoSink, now: Timestamp) {
         let Some(resolver) = &self.resolver else {
             return;
         };
         while let Ok((id, result)) = resolver.answers.try_recv() {
-            trackers.on_resolved(id, result, now);
+            sink.on_resolved(id, result, now);
         }
+    }
+
+    /// Binds the shared UDP socket to `addr` (the listen address and port): `[::]` serves both families
+    /// where the host has IPv6; otherwise IPv4 alone. Returns the bound address.
+    pub fn bind_shared(&mut self, addr: SocketAddr, registry: &Registry) -> io::Result<SocketAddr> {
+        let v6_any = matches!(addr.ip(), std::net::IpAddr::V6(ip) if ip.is_unspecified());
+        let mut socket = match UdpSocket::bind(addr) {
+            Err(e) if v6_any && e.kind() != io::ErrorKind::AddrInUse => {
+                debug!("no IPv6 UDP socket ({e}); IPv4 only");
+                UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port())))?
+            }
+            other => other?,
+        };
+        let local = socket.local_addr()?;
+        if local.is_ipv6() {
+            registry.register(&mut socket, token::encode(Source::TrackerUdp6), Interest::READABLE)?;
+            self.dual_stack = v6_any;
+            self.udp6 = Some(socket);
+        } else {
+            registry.register(&mut socket, token::encode(Source::TrackerUdp4), Interest::READABLE)?;
+            self.udp4 = Some(socket);
+        }
+        Ok(local)
     }
 
     /// Open HTTP connections (for tests and the UI's footprint figures).
@@ -189,7 +218,7 @@ impl TrackerDriver {
         }
     }
 
-    fn on_http_ready(&mut self, slot: usize, registry: &Registry, trackers: &mut Trackers, now: Timestamp) {
+    fn on_http_ready(&mut self, slot: usize, registry: &Registry, sink: &mut impl TrackerIoSink, now: Timestamp) {
         let Some(conn) = self.http.get_mut(slot) else {
             return; // closed earlier: a stale event
         };
@@ -197,24 +226,24 @@ impl TrackerDriver {
         // 1. Connect procedure: an error, or not connected yet (spurious), or now connected.
         if !conn.connected {
             match conn.stream.take_error() {
-                Ok(Some(e)) | Err(e) => return self.fail(id, e.kind(), registry, trackers, now),
+                Ok(Some(e)) | Err(e) => return self.fail(id, e.kind(), registry, sink, now),
                 Ok(None) => {}
             }
             match conn.stream.peer_addr() {
                 Ok(_) => conn.connected = true,
                 // Still connecting (a spurious or stale event): a failed connect shows up in `take_error`.
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                Err(e) => return self.fail(id, e.kind(), registry, trackers, now),
+                Err(e) => return self.fail(id, e.kind(), registry, sink, now),
             }
         }
         // 2. Write what is left of the request.
         while conn.written < conn.request.len() {
             match conn.stream.write(&conn.request[conn.written..]) {
-                Ok(0) => return self.fail(id, io::ErrorKind::WriteZero, registry, trackers, now),
+                Ok(0) => return self.fail(id, io::ErrorKind::WriteZero, registry, sink, now),
                 Ok(n) => conn.written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return self.fail(id, e.kind(), registry, trackers, now),
+                Err(e) => return self.fail(id, e.kind(), registry, sink, now),
             }
         }
         // 3. Read until WouldBlock; the trackers may close the request after any chunk.
@@ -225,32 +254,46 @@ impl TrackerDriver {
             match conn.stream.read(&mut self.buf) {
                 Ok(0) => {
                     self.close(id, registry);
-                    trackers.on_http_closed(id, Ok(()), now);
+                    sink.on_http_closed(id, Ok(()), now);
                     return;
                 }
                 Ok(n) => {
                     trace!("tracker http {id:?}: {n} bytes");
-                    trackers.on_http_data(id, &self.buf[..n], now);
-                    self.pump(registry, trackers, now);
+                    sink.on_http_data(id, &self.buf[..n], now);
+                    self.pump(registry, sink, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return self.fail(id, e.kind(), registry, trackers, now),
+                Err(e) => return self.fail(id, e.kind(), registry, sink, now),
             }
         }
     }
 
-    fn fail(&mut self, id: IoId, kind: io::ErrorKind, registry: &Registry, trackers: &mut Trackers, now: Timestamp) {
+    fn fail(
+        &mut self,
+        id: IoId,
+        kind: io::ErrorKind,
+        registry: &Registry,
+        sink: &mut impl TrackerIoSink,
+        now: Timestamp,
+    ) {
         debug!("tracker http {id:?}: {kind}");
         self.close(id, registry);
-        trackers.on_http_closed(id, Err(kind), now);
+        sink.on_http_closed(id, Err(kind), now);
     }
 
     // -----------------------------------------------------------------------------------------------------
     // UDP.
 
     fn send_datagram(&mut self, addr: SocketAddr, datagram: &[u8], registry: &Registry) -> io::Result<()> {
-        let socket = self.udp_socket(addr.is_ipv6(), registry)?;
+        // IPv4 through the dual-stack socket, as an IPv4-mapped address, when there is no IPv4 one.
+        let (addr, v6) = match addr {
+            SocketAddr::V4(a) if self.udp4.is_none() && self.dual_stack => {
+                (SocketAddr::new(a.ip().to_ipv6_mapped().into(), a.port()), true)
+            }
+            other => (other, other.is_ipv6()),
+        };
+        let socket = self.udp_socket(v6, registry)?;
         match socket.send_to(datagram, addr) {
             Ok(_) => Ok(()),
             // A full send buffer loses this datagram like the network could; retransmission covers it.
@@ -278,7 +321,7 @@ impl TrackerDriver {
     }
 
     /// Receives until `WouldBlock`; the caller pumps afterwards (replies only queue sends).
-    fn receive_datagrams(&mut self, v6: bool, trackers: &mut Trackers, now: Timestamp) {
+    fn receive_datagrams(&mut self, v6: bool, sink: &mut impl TrackerIoSink, now: Timestamp) {
         let socket = if v6 { &self.udp6 } else { &self.udp4 };
         let Some(socket) = socket else {
             return;
@@ -288,7 +331,9 @@ impl TrackerDriver {
             match socket.recv_from(&mut self.buf) {
                 Ok((n, from)) => {
                     errors = 0;
-                    trackers.on_datagram(from, &self.buf[..n], now);
+                    // IPv4 senders reach the dual-stack socket as ::ffff:a.b.c.d.
+                    let from = SocketAddr::new(from.ip().to_canonical(), from.port());
+                    sink.on_datagram(from, &self.buf[..n], now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -320,66 +365,4 @@ fn spawn_resolver(waker: Arc<Waker>) -> io::Result<Resolver> {
         }
     })?;
     Ok(Resolver { lookups, answers })
-}
-
-/// The loop's side of the trackers: perform their I/O, feed what they learned to the peer list and the
-/// person, and keep their one wheel entry.
-impl super::EventLoop {
-    pub(super) fn pump_trackers(&mut self, now: Timestamp) {
-        self.tracker_driver.pump(self.poll.registry(), &mut self.trackers, now);
-        let mut added = false;
-        while let Some(event) = self.trackers.poll_event() {
-            match event {
-                crate::tracker::TrackerEvent::Peers(addrs) => {
-                    for addr in addrs {
-                        added |= self.candidates.add(addr);
-                    }
-                }
-                // Shown to the user on stdout; the log keeps a copy for RUST_LOG=info.
-                crate::tracker::TrackerEvent::Warning { url, message } => {
-                    log::info!("tracker {url}: warning: {message}");
-                    self.say(now, &format!("tracker {url}: warning: {message}"));
-                }
-                crate::tracker::TrackerEvent::Error { url, message } => {
-                    log::info!("tracker {url}: {message}");
-                    self.say(now, &format!("tracker {url}: {message}"));
-                }
-                crate::tracker::TrackerEvent::Announced { url, peers, seeders, leechers, .. } => {
-                    log::info!("tracker {url}: {peers} peers");
-                    let next = self
-                        .trackers
-                        .status()
-                        .into_iter()
-                        .find(|s| s.url == url)
-                        .and_then(|s| s.next_announce)
-                        .map(|at| format!(", next announce in {}", crate::observe::units::duration(at - now)))
-                        .unwrap_or_default();
-                    let counts = match (seeders, leechers) {
-                        (Some(s), Some(l)) => format!(" ({s} seeders, {l} leechers)"),
-                        _ => String::new(),
-                    };
-                    self.say(now, &format!("tracker {url}: {peers} peers{counts}{next}"));
-                }
-                crate::tracker::TrackerEvent::Scraped { .. } => {}
-            }
-        }
-        if added {
-            self.dial_more(now, false);
-        }
-        // Never sooner than the next tick: a deadline at or before `now` would be popped again in this same
-        // turn's timer drain, and a machine that kept reporting one would hold the loop in that drain (signals
-        // and sockets unserved). A tick later it is an ordinary wake-up.
-        let next = self.trackers.next_deadline().map(|at| at.max(now + super::WHEEL_TICK));
-        match (self.tracker_timer, next) {
-            (Some((_, at)), Some(n)) if at <= n => {}
-            (current, Some(n)) => {
-                if let Some((id, _)) = current {
-                    self.timers.cancel(id);
-                }
-                let id = self.timers.schedule(n, super::Wake::Trackers);
-                self.tracker_timer = Some((id, n));
-            }
-            (_, None) => {}
-        }
-    }
 }

@@ -3,5 +3,7 @@
 pub mod client;
 pub mod info;
 pub mod magnet_info;
+pub mod output;
 pub mod ui;
 pub mod units;
+pub mod view;

@@ -30,8 +30,30 @@ pub const READ_CHUNK: usize = 64 * 1024;
 
 impl ReadBuf {
     pub fn new(limits: &FrameLimits) -> Self {
-        let capacity = (4 + limits.max_body as usize).max(HANDSHAKE_LEN) + READ_CHUNK;
-        ReadBuf { buf: vec![0; capacity].into_boxed_slice(), start: 0, end: 0 }
+        ReadBuf { buf: vec![0; Self::capacity_for(limits)].into_boxed_slice(), start: 0, end: 0 }
+    }
+
+    /// For a connection whose torrent is not known yet (incoming, before its handshake names it): room for
+    /// the handshake (or the MSE exchange before it) only. [`ReadBuf::fit`] grows it once the torrent is known.
+    pub fn for_handshake() -> Self {
+        ReadBuf { buf: vec![0; HANDSHAKE_LEN + READ_CHUNK].into_boxed_slice(), start: 0, end: 0 }
+    }
+
+    fn capacity_for(limits: &FrameLimits) -> usize {
+        (4 + limits.max_body as usize).max(HANDSHAKE_LEN) + READ_CHUNK
+    }
+
+    /// Makes room for the largest frame `limits` allow, keeping the unparsed bytes.
+    pub fn fit(&mut self, limits: &FrameLimits) {
+        let capacity = Self::capacity_for(limits);
+        if self.buf.len() < capacity {
+            let mut bigger = vec![0; capacity].into_boxed_slice();
+            let n = self.end - self.start;
+            bigger[..n].copy_from_slice(&self.buf[self.start..self.end]);
+            self.buf = bigger;
+            self.start = 0;
+            self.end = n;
+        }
     }
 
     /// One `read(2)` into the free tail. `Ok(0)` means the peer closed its side.

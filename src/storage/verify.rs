@@ -90,18 +90,25 @@ pub struct Restored {
     pub interrupted: bool,
 }
 
-/// Decides what is already on disk: pieces the resume file records as verified are taken as unconfirmed,
-/// without hashing, when every file they touch still has the recorded size and mtime; every other piece
-/// whose files exist is hashed. `recheck` hashes everything. `progress(done, total)` reports the hashing
-/// and returns false to stop it early (`Restored::interrupted`).
-pub fn restore(
-    storage: &mut Storage,
+/// What is on disk before any hashing: the pieces the resume file vouches for, and those to hash.
+pub struct RestorePlan {
+    /// Pieces the resume file vouches for (see [`Restored::unconfirmed`]).
+    pub unconfirmed: crate::bitfield::Bitfield,
+    /// How many pieces are in `unconfirmed`.
+    pub trusted: u32,
+    /// Pieces whose files exist and are long enough: to hash, lowest first.
+    pub to_check: Vec<u32>,
+}
+
+/// Decides what is already on disk, without hashing: pieces the resume file records as verified are taken
+/// as unconfirmed when every file they touch still has the recorded size and mtime; every other piece
+/// whose files exist is to be hashed. `recheck` hashes everything.
+pub fn plan_restore(
+    storage: &Storage,
     geometry: &Geometry,
-    hashes: &[[u8; 20]],
     resume: Option<&super::resume::ResumeData>,
     recheck: bool,
-    mut progress: impl FnMut(u32, u32) -> bool,
-) -> Result<Restored, StorageError> {
+) -> RestorePlan {
     use crate::bitfield::Bitfield;
     let n = geometry.piece_count();
     let stamps = storage.file_stamps();
@@ -116,7 +123,6 @@ pub fn restore(
     // For each piece: whether all its files are trusted, and whether all its real files exist and are long
     // enough to hold it (otherwise hashing is pointless).
     let mut to_check = Vec::new();
-    let mut have = Bitfield::new(n);
     let mut unconfirmed = Bitfield::new(n);
     let mut trusted = 0;
     let mut first_file = 0;
@@ -146,6 +152,21 @@ pub fn restore(
             to_check.push(piece);
         }
     }
+    RestorePlan { unconfirmed, trusted, to_check }
+}
+
+/// [`plan_restore`], then hashes the planned pieces in one go. `progress(done, total)` reports the hashing
+/// and returns false to stop it early (`Restored::interrupted`).
+pub fn restore(
+    storage: &mut Storage,
+    geometry: &Geometry,
+    hashes: &[[u8; 20]],
+    resume: Option<&super::resume::ResumeData>,
+    recheck: bool,
+    mut progress: impl FnMut(u32, u32) -> bool,
+) -> Result<Restored, StorageError> {
+    let RestorePlan { unconfirmed, trusted, to_check } = plan_restore(storage, geometry, resume, recheck);
+    let mut have = crate::bitfield::Bitfield::new(geometry.piece_count());
     let total = to_check.len() as u32;
     let mut checked = 0;
     let mut interrupted = false;

@@ -59,6 +59,10 @@ pub struct PeerUse<K> {
     pub am_interested: bool,
     pub peer_interested: bool,
     pub peer_seed: bool,
+    /// The connection is for the torrent the newcomer is for (an incoming one whose torrent is not known
+    /// yet: false). Only these count for the one-connection-per-address cap: a peer seeding two torrents
+    /// we want gets a connection for each, as every client opens one per torrent.
+    pub same_swarm: bool,
 }
 
 /// The policy's answer for a newcomer.
@@ -138,7 +142,7 @@ impl SlotPolicy {
 
 /// Whether a connection to `ip` exists and `ip` is subject to the one-per-address cap.
 fn holds_address<K>(ip: IpAddr, peers: &[PeerUse<K>]) -> bool {
-    !ip.to_canonical().is_loopback() && peers.iter().any(|p| p.ip.to_canonical() == ip.to_canonical())
+    !ip.to_canonical().is_loopback() && peers.iter().any(|p| p.same_swarm && p.ip.to_canonical() == ip.to_canonical())
 }
 
 /// The evictable peer to go first, if any.
@@ -200,6 +204,7 @@ mod tests {
             am_interested: false,
             peer_interested: false,
             peer_seed: false,
+            same_swarm: true,
         }
     }
 

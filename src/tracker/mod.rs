@@ -105,6 +105,39 @@ pub enum TrackerIo {
     UdpSend { addr: SocketAddr, datagram: Vec<u8> },
 }
 
+/// Where whoever performs `TrackerIo` gets the next request and reports what happened: one `Trackers`
+/// (the scrape loop), or the engine, which namespaces the ids of many torrents' `Trackers` and routes back.
+pub trait TrackerIoSink {
+    fn poll_io(&mut self) -> Option<TrackerIo>;
+    fn on_resolved(&mut self, id: IoId, result: Result<Vec<SocketAddr>, String>, now: Timestamp);
+    fn on_http_data(&mut self, id: IoId, data: &[u8], now: Timestamp);
+    fn on_http_closed(&mut self, id: IoId, result: Result<(), std::io::ErrorKind>, now: Timestamp);
+    /// A datagram arrived on the shared UDP socket (the engine also finds DHT and uTP ones among them).
+    fn on_datagram(&mut self, from: SocketAddr, data: &[u8], now: Timestamp);
+    fn on_udp_send_failed(&mut self, addr: SocketAddr, kind: std::io::ErrorKind, now: Timestamp);
+}
+
+impl TrackerIoSink for Trackers {
+    fn poll_io(&mut self) -> Option<TrackerIo> {
+        Trackers::poll_io(self)
+    }
+    fn on_resolved(&mut self, id: IoId, result: Result<Vec<SocketAddr>, String>, now: Timestamp) {
+        Trackers::on_resolved(self, id, result, now)
+    }
+    fn on_http_data(&mut self, id: IoId, data: &[u8], now: Timestamp) {
+        Trackers::on_http_data(self, id, data, now)
+    }
+    fn on_http_closed(&mut self, id: IoId, result: Result<(), std::io::ErrorKind>, now: Timestamp) {
+        Trackers::on_http_closed(self, id, result, now)
+    }
+    fn on_datagram(&mut self, from: SocketAddr, data: &[u8], now: Timestamp) {
+        Trackers::on_datagram(self, from, data, now)
+    }
+    fn on_udp_send_failed(&mut self, addr: SocketAddr, kind: std::io::ErrorKind, now: Timestamp) {
+        Trackers::on_udp_send_failed(self, addr, kind, now)
+    }
+}
+
 /// What the trackers learned, for the swarm, the log and the UI.
 #[derive(Debug)]
 pub enum TrackerEvent {

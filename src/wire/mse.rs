@@ -219,7 +219,7 @@ pub enum Step {
     /// The handshake is over: `consumed` bytes are done with, the next `plaintext_len` bytes of the input
     /// have been decrypted in place (the initial payload, normally the BitTorrent handshake), and every byte
     /// after them is plain BitTorrent. Send `reply`.
-    Done { consumed: usize, plaintext_len: usize, reply: Vec<u8> },
+    Done { consumed: usize, plaintext_len: usize, reply: Vec<u8>, info_hash: InfoHash },
     /// Not MSE, another torrent, or RC4 only: drop the connection.
     Fail,
 }
@@ -234,28 +234,36 @@ enum State {
     AwaitingHeader {
         from_a: Box<Rc4>,
         to_a: Box<Rc4>,
+        info_hash: InfoHash,
     },
     Finished,
 }
 
-/// One incoming connection's MSE handshake.
+/// HASH('req2', info_hash): what an initiator's SKEY field reveals (xored with HASH('req3', S)). A
+/// responder serving several torrents keeps this for each, to find the torrent a connection asks for.
+pub fn req2_key(info_hash: &InfoHash) -> [u8; 20] {
+    hash(&[b"req2", &info_hash.0])
+}
+
+/// One incoming connection's MSE handshake. It does not know the torrent in advance: the initiator names
+/// it (as HASH('req2', SKEY)), and the caller's lookup maps that to one of its torrents.
 pub struct Responder {
-    info_hash: InfoHash,
     private_key: [u8; 20],
     state: State,
 }
 
 impl Responder {
     /// `entropy` must be the OS source in production: whoever guesses the private key reads the stream.
-    pub fn new(info_hash: InfoHash, entropy: &mut Entropy) -> Self {
+    pub fn new(entropy: &mut Entropy) -> Self {
         let mut private_key = [0u8; 20];
         entropy.fill(&mut private_key);
-        Responder { info_hash, private_key, state: State::AwaitingKey }
+        Responder { private_key, state: State::AwaitingKey }
     }
 
     /// Looks at the bytes received so far (all of them, from the start of the connection's unconsumed
-    /// input); may decrypt the initial payload in place.
-    pub fn on_bytes(&mut self, input: &mut [u8]) -> Step {
+    /// input); may decrypt the initial payload in place. `torrent` maps a [`req2_key`] to the info-hash of
+    /// a torrent we serve (`None`: not ours, and the handshake fails).
+    pub fn on_bytes(&mut self, input: &mut [u8], torrent: impl Fn(&[u8; 20]) -> Option<InfoHash>) -> Step {
         match &mut self.state {
             State::AwaitingKey => {
                 if input.len() < KEY_LEN {
@@ -286,18 +294,21 @@ impl Responder {
                 if input.len() < after + 20 {
                     return Step::NeedMore;
                 }
-                let req2 = hash(&[b"req2", &self.info_hash.0]);
                 let req3 = hash(&[b"req3", &secret]);
-                let expected: Vec<u8> = req2.iter().zip(req3.iter()).map(|(a, b)| a ^ b).collect();
-                if input[after..after + 20] != expected[..] {
-                    return Step::Fail;
+                let mut req2 = [0u8; 20];
+                for (i, b) in req2.iter_mut().enumerate() {
+                    *b = input[after + i] ^ req3[i];
                 }
-                let from_a = Box::new(Rc4::new(&hash(&[b"keyA", &secret, &self.info_hash.0])));
-                let to_a = Box::new(Rc4::new(&hash(&[b"keyB", &secret, &self.info_hash.0])));
-                self.state = State::AwaitingHeader { from_a, to_a };
+                let Some(info_hash) = torrent(&req2) else {
+                    return Step::Fail;
+                };
+                let from_a = Box::new(Rc4::new(&hash(&[b"keyA", &secret, &info_hash.0])));
+                let to_a = Box::new(Rc4::new(&hash(&[b"keyB", &secret, &info_hash.0])));
+                self.state = State::AwaitingHeader { from_a, to_a, info_hash };
                 Step::Reply { consumed: after + 20, reply: Vec::new() }
             }
-            State::AwaitingHeader { from_a, to_a, .. } => {
+            State::AwaitingHeader { from_a, to_a, info_hash } => {
+                let info_hash = *info_hash;
                 // VC(8), crypto_provide(4), len(PadC)(2): decrypt a copy, so a partial header can be retried.
                 if input.len() < 14 {
                     return Step::NeedMore;
@@ -333,7 +344,7 @@ impl Responder {
                 reply.extend_from_slice(&0u16.to_be_bytes());
                 to_a.apply(&mut reply);
                 self.state = State::Finished;
-                Step::Done { consumed: header, plaintext_len: ia_len, reply }
+                Step::Done { consumed: header, plaintext_len: ia_len, reply, info_hash }
             }
             State::Finished => Step::Fail,
         }
@@ -405,11 +416,14 @@ mod tests {
         let mut two = [0u64; LIMBS];
         two[0] = 2;
         let ya = to_be(&field.pow(&two, &xa));
-        let mut responder = Responder::new(info_hash, &mut rng);
+        let mut responder = Responder::new(&mut rng);
+        // The responder serves two torrents; the initiator asks for the second.
+        let other = InfoHash([0x41; 20]);
+        let find = |k: &[u8; 20]| [other, info_hash].into_iter().find(|ih| req2_key(ih) == *k);
         // A: Ya + 7 bytes of PadA.
         let mut wire = ya.to_vec();
         wire.extend_from_slice(&[9u8; 7]);
-        let Step::Reply { consumed, reply: yb } = responder.on_bytes(&mut wire) else { panic!("no Yb") };
+        let Step::Reply { consumed, reply: yb } = responder.on_bytes(&mut wire, find) else { panic!("no Yb") };
         assert_eq!((consumed, yb.len()), (KEY_LEN, KEY_LEN));
         wire.drain(..consumed);
         let mut yb_arr = [0u8; KEY_LEN];
@@ -432,10 +446,14 @@ mod tests {
         wire.extend_from_slice(&enc);
         wire.extend_from_slice(b"PLAIN");
         // Bytes may arrive in pieces: a short input asks for more.
-        let Step::Reply { consumed, .. } = responder.on_bytes(&mut wire) else { panic!("no sync") };
+        let Step::Reply { consumed, .. } = responder.on_bytes(&mut wire, find) else { panic!("no sync") };
         wire.drain(..consumed);
-        assert_eq!(responder.on_bytes(&mut wire[..10]), Step::NeedMore);
-        let Step::Done { consumed, plaintext_len, reply } = responder.on_bytes(&mut wire) else { panic!("not done") };
+        assert_eq!(responder.on_bytes(&mut wire[..10], find), Step::NeedMore);
+        let Step::Done { consumed, plaintext_len, reply, info_hash: chosen } = responder.on_bytes(&mut wire, find)
+        else {
+            panic!("not done")
+        };
+        assert_eq!(chosen, info_hash, "the torrent the initiator named");
         assert_eq!(&wire[consumed..consumed + plaintext_len], &ia[..]);
         assert_eq!(&wire[consumed + plaintext_len..], b"PLAIN");
         let mut from_b = Rc4::new(&hash(&[b"keyB", &secret, &info_hash.0]));
@@ -448,13 +466,14 @@ mod tests {
     #[test]
     fn another_torrent_or_garbage_fails() {
         let mut rng = Entropy::seeded(12);
-        let mut responder = Responder::new(InfoHash([1; 20]), &mut rng);
+        let ours = |k: &[u8; 20]| (req2_key(&InfoHash([1; 20])) == *k).then_some(InfoHash([1; 20]));
+        let mut responder = Responder::new(&mut rng);
         let mut junk = vec![0xffu8; KEY_LEN];
-        assert_eq!(responder.on_bytes(&mut junk), Step::Fail, "Ya not below the prime");
-        let mut responder = Responder::new(InfoHash([1; 20]), &mut rng);
+        assert_eq!(responder.on_bytes(&mut junk, ours), Step::Fail, "Ya not below the prime");
+        let mut responder = Responder::new(&mut rng);
         let mut wire = vec![7u8; KEY_LEN];
-        assert!(matches!(responder.on_bytes(&mut wire), Step::Reply { .. }));
+        assert!(matches!(responder.on_bytes(&mut wire, ours), Step::Reply { .. }));
         let mut noise = vec![5u8; SYNC_WINDOW + 1];
-        assert_eq!(responder.on_bytes(&mut noise), Step::Fail, "no sync marker in the window");
+        assert_eq!(responder.on_bytes(&mut noise, ours), Step::Fail, "no sync marker in the window");
     }
 }

@@ -1,0 +1,1666 @@
+//! The engine: every decision of a running rill, for any number of torrents, without I/O.
+//!
+//! Owns: the torrents (by id and by info-hash), every peer connection's state (whatever transport carries
+//! it), routing of incoming connections to a torrent by the info-hash their handshake (plain or MSE)
+//! names, the global limits (connection slots, half-open connects, rate buckets), the timer wheel and what
+//! its keys mean, the demultiplexing of datagrams on the shared UDP socket, and the command / event /
+//! snapshot interface front-ends use.
+//! Must not: touch a socket, a file descriptor or the clock. It is driven, in the style of quinn-proto,
+//! through `handle_*` (bytes read from a connection, a connect that completed, a datagram, a tracker
+//! answer, a command, time) and `poll_*` (actions: connect, close, tracker I/O; which connections have
+//! bytes to write; the next deadline; events). The event loop drives it over mio sockets and the
+//! simulation (`sim.rs`) over memory pipes: both run this same code.
+//!
+//! One turn, as a driver runs it:
+//! 1. `handle_*` for every readiness event, then `take_backlog` (connections cut short by the read budget
+//!    or un-paused) with `handle_peer_input` again;
+//! 2. `handle_timeout(now)`: peer time-outs, rate samples, choke rounds, tracker announces, resume saves;
+//! 3. `end_turn(now)`: a bounded slice of the data check and of confirming trusted pieces, `have` and
+//!    endgame-cancel fan-out, bans, reaping closed connections, dialling;
+//! 4. after any of these: perform every `poll_action`, and `handle_peer_output` for every
+//!    `poll_transmit`. `has_work` says the driver must not sleep (a backlog, a check running).
+//!
+//! Connection ids are slab keys: a closed connection's key is reused only after its `Action::Close` was
+//! queued, so a driver that performs actions in order never confuses the two.
+
+pub mod conn;
+pub mod snapshot;
+#[cfg(test)]
+mod tests;
+pub mod torrent;
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use slab::Slab;
+
+use crate::metainfo::{InfoHash, Metainfo};
+use crate::peer::buffers::ReadBuf;
+use crate::peer::session::{PeerSession, Phase};
+use crate::peer::{DropReason, PeerMisbehaved};
+use crate::rng::{Entropy, Rng};
+use crate::swarm::choker::{PeerStat, CHOKE_ROUND, SNUB_AFTER};
+use crate::swarm::slots::{Admission, PeerUse, SlotPolicy};
+use crate::swarm::throttle::{TokenBucket, REFILL_EVERY};
+use crate::swarm::PeerNo;
+use crate::time::{millis, secs, Timestamp};
+use crate::timer_wheel::TimerWheel;
+use crate::torrent::InputError;
+use crate::tracker::{IoId, TrackerEvent, TrackerIo, TrackerIoSink};
+use crate::wire::mse;
+use conn::{Encryption, PeerConn};
+use snapshot::{Command, Event, Outcome, PeerSnapshot, Snapshot, TorrentSnapshot, TrackerNews};
+use torrent::{State, TorrentCore, TorrentOptions};
+
+/// A torrent in the engine (its slab key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TorrentId(pub usize);
+
+/// A connection in the engine (its slab key; the driver keys its socket by it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnId(pub usize);
+
+/// Wheel resolution and size: 10 ms × 4096 ≈ 41 s a lap.
+pub const WHEEL_TICK: Duration = millis(10);
+const WHEEL_SLOTS: usize = 4096;
+const RATE_SAMPLE_EVERY: Duration = secs(1);
+/// How long `stopped` announces may take when a torrent stops.
+const STOP_GRACE: Duration = secs(3);
+/// The resume file is rewritten this often while pieces arrive...
+const SAVE_RESUME_EVERY: Duration = secs(5);
+/// ...or sooner, once this much has been verified since the last save (each save flushes the data files,
+/// so on an SD card it is kept to a few a minute).
+const SAVE_RESUME_AFTER_BYTES: u64 = 256 * 1024 * 1024;
+/// Bytes read from one connection per `handle_peer_input` before others get a turn.
+pub const READ_BUDGET: usize = 1024 * 1024;
+/// Bytes the start-up check hashes per turn (one torrent checks at a time, as in Transmission: an SD
+/// card seeking between several is slower than one after the other).
+const CHECK_PER_TURN_BYTES: u64 = 4 * 1024 * 1024;
+/// Tracker `IoId`s carry their torrent in the bits above these.
+const IO_ID_TORRENT_SHIFT: u32 = 40;
+
+/// Process-wide settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Connections across all torrents.
+    pub max_peers: usize,
+    /// Outgoing connects in progress across all torrents.
+    pub max_half_open: usize,
+    /// Regular upload slots per torrent (one optimistic slot comes on top), as Transmission's
+    /// upload-slots-per-torrent.
+    pub upload_slots: usize,
+    /// Bytes per second across all peers of all torrents.
+    pub up_limit: Option<u64>,
+    pub down_limit: Option<u64>,
+    /// The port peers reach us on, if listening (the driver has bound it).
+    pub listen_port: Option<u16>,
+}
+
+/// What the driver must do.
+#[derive(Debug)]
+pub enum Action {
+    /// Open a connection to `addr` for `conn`; report `handle_connected` or `handle_peer_error`.
+    Connect { conn: ConnId, addr: SocketAddr },
+    /// Close `conn`'s transport; the engine has forgotten it.
+    Close { conn: ConnId },
+    /// Tracker I/O (ids are the engine's; report through `TrackerIoSink`).
+    Tracker(TrackerIo),
+}
+
+/// Why a torrent was not added.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AddError {
+    /// The same info-hash is already loaded.
+    Duplicate(TorrentId),
+}
+
+/// Everything that can wake the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wake {
+    /// Connect, handshake, keep-alive, silence and request time-outs of the connection in this slot, if it
+    /// is still the same one.
+    Peer(usize, PeerNo),
+    /// Announces, retransmissions and time-outs of a torrent's trackers.
+    Trackers(TorrentId),
+    /// Once a second: rates, pipeline sizing, dialling, vanished files, seed ratios.
+    RateSample,
+    /// Every 10 s: who we upload to.
+    ChokeRound,
+    /// Every 50 ms while a rate limit is set: refill the token buckets.
+    Refill,
+    /// Every few seconds: record newly verified pieces in the resume files.
+    SaveResume,
+    /// A stopping torrent's trackers had their time.
+    StopDeadline,
+}
+
+/// What a read pass ended with.
+enum ReadOutcome {
+    /// Drained to `WouldBlock`.
+    Drained,
+    /// Budget spent or paused with data possibly waiting: try again later.
+    MoreLater,
+}
+
+pub struct Engine {
+    config: EngineConfig,
+    peer_id: [u8; 20],
+    torrents: Slab<TorrentCore>,
+    by_hash: HashMap<InfoHash, TorrentId>,
+    /// MSE's HASH('req2', info-hash) of every torrent: how an encrypted connection names its torrent.
+    by_req2: HashMap<[u8; 20], TorrentId>,
+    conns: Slab<PeerConn>,
+    next_peer_no: u64,
+    timers: TimerWheel<Wake>,
+    /// Fair, reproducible choices (choker, dialling order).
+    rng: Rng,
+    /// Values peers must not guess (MSE private keys, tracker keys and transaction ids).
+    entropy: Entropy,
+    up_bucket: Option<TokenBucket>,
+    down_bucket: Option<TokenBucket>,
+    /// Connections not read because the download bucket ran dry; resumed on refill.
+    throttled: Vec<usize>,
+    /// Connections cut short (read budget) or un-paused: read again this turn, no waiting.
+    backlog: Vec<usize>,
+    /// Connections with bytes to write.
+    transmit: VecDeque<usize>,
+    /// Connections to reap at the end of the turn.
+    closing: Vec<usize>,
+    actions: VecDeque<Action>,
+    events: VecDeque<Event>,
+    last_sample: Timestamp,
+    shutting_down: bool,
+    /// Torrents to forget once their trackers were told.
+    removing: Vec<TorrentId>,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig, peer_id: [u8; 20], rng: Rng, entropy: Entropy, now: Timestamp) -> Self {
+        let mut timers = TimerWheel::new(now, WHEEL_TICK, WHEEL_SLOTS);
+        timers.schedule(now + RATE_SAMPLE_EVERY, Wake::RateSample);
+        timers.schedule(now + CHOKE_ROUND, Wake::ChokeRound);
+        timers.schedule(now + SAVE_RESUME_EVERY, Wake::SaveResume);
+        if config.up_limit.is_some() || config.down_limit.is_some() {
+            timers.schedule(now + REFILL_EVERY, Wake::Refill);
+        }
+        Engine {
+            up_bucket: config.up_limit.map(|r| TokenBucket::new(r, now)),
+            down_bucket: config.down_limit.map(|r| TokenBucket::new(r, now)),
+            config,
+            peer_id,
+            torrents: Slab::new(),
+            by_hash: HashMap::new(),
+            by_req2: HashMap::new(),
+            conns: Slab::new(),
+            next_peer_no: 0,
+            timers,
+            rng,
+            entropy,
+            throttled: Vec::new(),
+            backlog: Vec::new(),
+            transmit: VecDeque::new(),
+            closing: Vec::new(),
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            last_sample: now,
+            shutting_down: false,
+            removing: Vec::new(),
+        }
+    }
+
+    pub fn listen_port(&self) -> Option<u16> {
+        self.config.listen_port
+    }
+
+    // ---- torrents and commands -------------------------------------------------------------------
+
+    /// Adds a torrent; it checks its data (one torrent at a time), then downloads or seeds.
+    pub fn add_torrent(&mut self, meta: Metainfo, opts: TorrentOptions, now: Timestamp) -> Result<TorrentId, AddError> {
+        if let Some(&id) = self.by_hash.get(&meta.info_hash) {
+            return Err(AddError::Duplicate(id));
+        }
+        let entry = self.torrents.vacant_entry();
+        let id = TorrentId(entry.key());
+        let info_hash = meta.info_hash;
+        let mut core = TorrentCore::new(
+            id,
+            meta,
+            opts,
+            self.peer_id,
+            self.config.listen_port,
+            &mut self.entropy,
+            &mut self.rng,
+            now,
+        );
+        core.set_upload_slots(self.config.upload_slots);
+        entry.insert(core);
+        self.by_hash.insert(info_hash, id);
+        self.by_req2.insert(mse::req2_key(&info_hash), id);
+        Ok(id)
+    }
+
+    pub fn torrent(&self, id: TorrentId) -> Option<&TorrentCore> {
+        self.torrents.get(id.0)
+    }
+
+    pub fn torrent_ids(&self) -> Vec<TorrentId> {
+        self.torrents.iter().map(|(k, _)| TorrentId(k)).collect()
+    }
+
+    pub fn handle_command(&mut self, command: Command, now: Timestamp) {
+        match command {
+            Command::Pause(id) => {
+                if self.torrents.get(id.0).is_some_and(|t| t.state == State::Active) {
+                    self.stop_torrent(id, State::Paused, now);
+                }
+            }
+            Command::Resume(id) => self.resume_torrent(id, now),
+            Command::Remove(id) => {
+                if self.torrents.contains(id.0) {
+                    self.stop_torrent(id, State::Stopped, now);
+                    self.removing.push(id);
+                }
+            }
+            Command::Shutdown => {
+                self.shutting_down = true;
+                for id in self.torrent_ids() {
+                    if let Some(t) = self.torrents.get_mut(id.0) {
+                        if !matches!(t.state, State::Stopped | State::Paused) {
+                            t.interrupted = true;
+                        }
+                    }
+                    self.stop_torrent(id, State::Stopped, now);
+                }
+            }
+            Command::ShutdownNow => {
+                self.handle_command(Command::Shutdown, now);
+                for (_, t) in self.torrents.iter_mut() {
+                    t.stop_deadline = Some(now);
+                }
+            }
+        }
+    }
+
+    /// Stops a torrent: closes its connections and tells its trackers `stopped` (within a grace period).
+    /// During the check, what was checked goes to the resume file.
+    fn stop_torrent(&mut self, id: TorrentId, to: State, now: Timestamp) {
+        let Some(t) = self.torrents.get_mut(id.0) else {
+            return;
+        };
+        match t.state {
+            State::Stopped => return,
+            State::Paused => {
+                // Its trackers were told when it paused.
+                t.state = to;
+                return;
+            }
+            State::Checking | State::AwaitingMetadata => {
+                if t.check.is_some() {
+                    match t.save_interrupted_check() {
+                        Ok((checked, known, pieces)) => {
+                            self.events.push_back(Event::CheckInterrupted { torrent: id, checked, known, pieces })
+                        }
+                        Err(e) => t.error = Some(torrent::TorrentError::Storage(e)),
+                    }
+                }
+                t.state = to;
+                t.finished_at = Some(now);
+                return;
+            }
+            State::Active => {}
+        }
+        t.state = to;
+        t.finished_at = Some(now);
+        t.stopping = true;
+        t.stop_deadline = Some(now + STOP_GRACE);
+        let transfer = t.transfer();
+        t.trackers.on_stop(now, transfer);
+        self.timers.schedule(now + STOP_GRACE, Wake::StopDeadline);
+        let slots: Vec<usize> =
+            self.conns.iter().filter(|(_, c)| c.torrent == Some(id)).map(|(slot, _)| slot).collect();
+        for slot in slots {
+            self.close_conn(slot, DropReason::Shutdown);
+        }
+        self.pump_trackers(id, now);
+    }
+
+    fn resume_torrent(&mut self, id: TorrentId, now: Timestamp) {
+        let Some(t) = self.torrents.get_mut(id.0) else {
+            return;
+        };
+        if t.state != State::Paused || self.shutting_down {
+            return;
+        }
+        t.state = State::Active;
+        t.stopping = false;
+        t.stop_deadline = None;
+        t.finished_at = None;
+        t.restart_trackers(&mut self.entropy, &mut self.rng, now);
+        let transfer = t.transfer();
+        t.trackers.on_timeout(now, transfer, &mut self.rng);
+        self.pump_trackers(id, now);
+    }
+
+    fn fail_torrent(&mut self, id: TorrentId, error: torrent::TorrentError, now: Timestamp) {
+        let Some(t) = self.torrents.get_mut(id.0) else {
+            return;
+        };
+        let line = error.to_string();
+        log::info!("{}: stopped: {line}", t.name);
+        t.error = Some(error);
+        self.events.push_back(Event::Failed { torrent: id, error: line });
+        self.stop_torrent(id, State::Stopped, now);
+    }
+
+    /// Every torrent is stopped (or paused) and its trackers were told, or given up on.
+    pub fn is_finished(&self, now: Timestamp) -> bool {
+        self.torrents.iter().all(|(_, t)| t.is_finished(now))
+    }
+
+    /// The end of a run: records every torrent's verified pieces and says how each ended.
+    pub fn finish(&mut self, now: Timestamp) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        for (_, t) in self.torrents.iter_mut() {
+            if let Err(e) = t.save_resume() {
+                log::error!("{}: cannot save the resume file: {e}", t.name);
+                if t.error.is_none() {
+                    t.error = Some(torrent::TorrentError::Storage(e));
+                }
+            }
+            let swarm = t.swarm();
+            out.push(Outcome {
+                id: t.id,
+                name: t.name.clone(),
+                complete: t.is_complete() && t.check.is_none(),
+                interrupted: t.interrupted,
+                elapsed: t.finished_at.unwrap_or(now) - t.started_at,
+                have_bytes: swarm.map_or(0, |s| s.wanted_bytes() - s.left()),
+                wanted_bytes: swarm.map_or(0, |s| s.wanted_bytes()),
+                downloaded: swarm.map_or(0, |s| s.totals.downloaded),
+                uploaded: swarm.map_or(0, |s| s.totals.uploaded),
+                wasted: swarm.map_or(0, |s| s.totals.wasted),
+                hash_failures: swarm.map_or(0, |s| s.totals.hash_failures),
+                peers_used: t.peers_used.len(),
+                checked_only: t.summary.is_none(),
+                error: t.error.as_ref().map(ToString::to_string),
+            });
+        }
+        out
+    }
+
+    // ---- driver interface: output -------------------------------------------------------------------
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// A connection with bytes to write: call `handle_peer_output` for it.
+    pub fn poll_transmit(&mut self) -> Option<ConnId> {
+        while let Some(slot) = self.transmit.pop_front() {
+            if let Some(c) = self.conns.get_mut(slot) {
+                c.in_transmit = false;
+                if c.closing.is_none() {
+                    return Some(ConnId(slot));
+                }
+            }
+        }
+        None
+    }
+
+    /// Connections to read again this turn (read budget spent, or un-paused).
+    pub fn take_backlog(&mut self) -> Vec<ConnId> {
+        let slots = std::mem::take(&mut self.backlog);
+        slots
+            .into_iter()
+            .filter_map(|slot| {
+                let c = self.conns.get_mut(slot)?;
+                c.in_backlog = false;
+                c.paused = false;
+                Some(ConnId(slot))
+            })
+            .collect()
+    }
+
+    /// The driver must not sleep: connections wait in the backlog, or a check or confirmation is running.
+    pub fn has_work(&self) -> bool {
+        !self.backlog.is_empty()
+            || self.torrents.iter().any(|(_, t)| {
+                t.state == State::Checking
+                    || (t.is_active() && t.swarm().is_some_and(crate::swarm::Swarm::has_unconfirmed))
+            })
+    }
+
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.timers.next_deadline()
+    }
+
+    fn mark_transmit(&mut self, slot: usize) {
+        if let Some(c) = self.conns.get_mut(slot) {
+            let has_output =
+                !c.pending_output().is_empty() || c.session.as_ref().is_some_and(|s| s.queued_requests() > 0);
+            if !c.in_transmit && c.closing.is_none() && has_output {
+                c.in_transmit = true;
+                self.transmit.push_back(slot);
+            }
+        }
+    }
+
+    fn queue_backlog(&mut self, slot: usize) {
+        if let Some(conn) = self.conns.get_mut(slot) {
+            if !conn.in_backlog {
+                conn.in_backlog = true;
+                self.backlog.push(slot);
+            }
+        }
+    }
+
+    // ---- driver interface: connections --------------------------------------------------------------
+
+    /// A peer connected to us. `None`: refused (no free slot, already connected, shutting down); the
+    /// driver closes it.
+    pub fn handle_incoming(&mut self, addr: SocketAddr, now: Timestamp) -> Option<ConnId> {
+        if self.shutting_down || !self.torrents.iter().any(|(_, t)| t.is_active()) {
+            return None;
+        }
+        // The torrent is not known until the handshake: count it as a seed's connection only when every
+        // torrent is seeding.
+        let we_seed = self.torrents.iter().filter(|(_, t)| t.is_active()).all(|(_, t)| t.is_seed());
+        match self.slot_policy().on_incoming(addr.ip(), &self.slot_view(None), we_seed, now) {
+            Admission::Admit => {}
+            Admission::Replace(victim) => {
+                log::debug!("{}: replaced by incoming {addr}", self.conns[victim].addr);
+                self.close_conn(victim, DropReason::NotNeeded);
+            }
+            Admission::Full => {
+                log::debug!("{addr}: incoming connection refused: no free slot");
+                return None;
+            }
+            Admission::SameAddress => {
+                log::debug!("{addr}: incoming connection refused: already connected to that address");
+                return None;
+            }
+        }
+        let no = self.new_peer_no();
+        let responder = mse::Responder::new(&mut self.entropy);
+        let slot = self.conns.insert(PeerConn {
+            no,
+            addr,
+            outgoing: false,
+            torrent: None,
+            session: None,
+            read: ReadBuf::for_handshake(),
+            encryption: Encryption::Undecided(Box::new(responder)),
+            mse_torrent: None,
+            pre_out: Vec::new(),
+            handshake_deadline: now + crate::peer::session::HANDSHAKE_TIMEOUT,
+            timer: None,
+            closing: None,
+            paused: false,
+            in_backlog: false,
+            in_transmit: false,
+            connected_at: now,
+            last_payload: None,
+        });
+        log::debug!("{addr}: accepted");
+        self.reschedule_conn(slot, now);
+        // The handshake may already be waiting: edge-triggered readiness will not repeat it.
+        self.queue_backlog(slot);
+        Some(ConnId(slot))
+    }
+
+    /// A peer address for a torrent, from outside the trackers (the command line, the simulation; PEX and
+    /// the DHT next): dialled when there is room.
+    pub fn handle_peer_hint(&mut self, torrent: TorrentId, addr: SocketAddr, now: Timestamp) {
+        if let Some(t) = self.torrents.get_mut(torrent.0) {
+            if t.candidates.add(addr) {
+                self.dial_more(now, false);
+            }
+        }
+    }
+
+    /// Our connect completed.
+    pub fn handle_connected(&mut self, id: ConnId, now: Timestamp) {
+        let Some(conn) = self.conns.get_mut(id.0) else {
+            return;
+        };
+        let Some(t) = conn.torrent.and_then(|t| self.torrents.get(t.0)) else {
+            return;
+        };
+        let (Some(session), Some(data)) = (conn.session.as_mut(), t.data.as_ref()) else {
+            return;
+        };
+        if session.phase() != Phase::AwaitingConnect || conn.closing.is_some() {
+            return;
+        }
+        log::debug!("{}: connected", conn.addr);
+        session.on_connected(&data.ctx, now);
+        conn.connected_at = now;
+        self.mark_transmit(id.0);
+        self.reschedule_conn(id.0, now);
+    }
+
+    /// The transport failed or the connect did not complete.
+    pub fn handle_peer_error(&mut self, id: ConnId, reason: DropReason) {
+        self.close_conn(id.0, reason);
+    }
+
+    /// Reads what `src` has (until `WouldBlock`, the read budget, or backpressure) and handles every whole
+    /// message. `src` is the connection's transport; an `Ok(0)` read is the peer closing.
+    pub fn handle_peer_input(&mut self, id: ConnId, src: &mut impl io::Read, now: Timestamp) {
+        let slot = id.0;
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if conn.closing.is_some() || conn.is_connecting() {
+            return;
+        }
+        let budget = match &self.down_bucket {
+            Some(bucket) if bucket.is_exhausted() => {
+                self.throttled.push(slot);
+                return;
+            }
+            Some(bucket) => (bucket.available() as usize).min(READ_BUDGET),
+            None => READ_BUDGET,
+        };
+        let downloaded_before = conn.session.as_ref().map_or(0, |s| s.downloaded);
+        let result = self.read_and_process(slot, budget, src, now);
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let got = conn.session.as_ref().map_or(0, |s| s.downloaded) - downloaded_before;
+        if got > 0 {
+            conn.last_payload = Some(now);
+            if let Some(t) = conn.torrent.and_then(|t| self.torrents.get_mut(t.0)) {
+                t.peers_used.insert(conn.addr);
+            }
+            if let Some(bucket) = &mut self.down_bucket {
+                bucket.spend(got);
+            }
+        }
+        let paused = conn.paused;
+        match result {
+            Ok(ReadOutcome::Drained) => {}
+            Ok(ReadOutcome::MoreLater) => {
+                if !paused {
+                    self.queue_backlog(slot);
+                }
+            }
+            Err(InputError::Drop(reason)) => {
+                self.close_conn(slot, reason);
+                return;
+            }
+            Err(InputError::Fatal(e)) => {
+                if let Some(t) = self.conns[slot].torrent {
+                    self.fail_torrent(t, torrent::TorrentError::Storage(e), now);
+                }
+                return;
+            }
+        }
+        self.after_input(slot);
+        self.mark_transmit(slot);
+        self.reschedule_conn(slot, now);
+    }
+
+    fn read_and_process(
+        &mut self,
+        slot: usize,
+        mut budget: usize,
+        src: &mut impl io::Read,
+        now: Timestamp,
+    ) -> Result<ReadOutcome, InputError> {
+        loop {
+            let conn = &mut self.conns[slot];
+            if !conn.wants_input() {
+                conn.paused = true;
+                return Ok(ReadOutcome::MoreLater);
+            }
+            let Some(n) = conn::fill(conn, src)? else {
+                return Ok(ReadOutcome::Drained);
+            };
+            self.process(slot, now)?;
+            if self.conns[slot].closing.is_some() {
+                return Ok(ReadOutcome::Drained);
+            }
+            budget = budget.saturating_sub(n);
+            if budget == 0 {
+                return Ok(ReadOutcome::MoreLater);
+            }
+        }
+    }
+
+    /// Handles the bytes in a connection's buffer: the encryption stage, the handshake of an incoming
+    /// connection (which names its torrent), then messages.
+    fn process(&mut self, slot: usize, now: Timestamp) -> Result<(), InputError> {
+        let Engine { conns, torrents, by_req2, by_hash, .. } = self;
+        let conn = &mut conns[slot];
+        let find = |key: &[u8; 20]| {
+            by_req2.get(key).and_then(|t| torrents.get(t.0)).filter(|t| t.is_active()).map(|t| t.info_hash)
+        };
+        if !conn.run_encryption_handshake(find)? {
+            return Ok(());
+        }
+        if conn.torrent.is_none() {
+            let Some(hs) = conn.read.next_handshake().map_err(DropReason::from)? else {
+                return Ok(());
+            };
+            if conn.mse_torrent.is_some_and(|ih| ih != hs.info_hash) {
+                return Err(DropReason::Misbehaved(PeerMisbehaved::WrongInfoHash).into());
+            }
+            let Some(&tid) = by_hash.get(&hs.info_hash) else {
+                return Err(DropReason::Misbehaved(PeerMisbehaved::WrongInfoHash).into());
+            };
+            let t = &mut torrents[tid.0];
+            if !t.is_active() {
+                return Err(DropReason::NotNeeded.into());
+            }
+            // One connection per address and torrent (loopback exempt, as in the slot policy).
+            let ip = conn.addr.ip().to_canonical();
+            let duplicate = |(k, c): (usize, &PeerConn)| {
+                k != slot && c.closing.is_none() && c.torrent == Some(tid) && c.addr.ip().to_canonical() == ip
+            };
+            if !ip.is_loopback() && conns.iter().any(duplicate) {
+                return Err(DropReason::NotNeeded.into());
+            }
+            let conn = &mut conns[slot];
+            let Some(data) = t.data.as_mut() else {
+                return Err(DropReason::NotNeeded.into());
+            };
+            let mut session = PeerSession::incoming(conn.no, &data.ctx, now);
+            conn.read.fit(&data.ctx.limits);
+            session.on_handshake(&hs, &data.ctx, &mut data.swarm, now)?;
+            conn.session = Some(session);
+            conn.torrent = Some(tid);
+            log::debug!("{}: handshake for {}", conn.addr, t.name);
+        }
+        let conn = &mut conns[slot];
+        let Some(tid) = conn.torrent else {
+            return Ok(());
+        };
+        let (Some(data), Some(session)) = (torrents[tid.0].data.as_mut(), conn.session.as_mut()) else {
+            return Ok(());
+        };
+        data.process_input(&mut conn.read, session, now)
+    }
+
+    /// Policy after a connection's input: bans by peer id, seed meets seed, a free upload slot.
+    fn after_input(&mut self, slot: usize) {
+        let conn = &self.conns[slot];
+        let (Some(tid), Some(session)) = (conn.torrent, conn.session.as_ref()) else {
+            return;
+        };
+        let t = &self.torrents[tid.0];
+        if session.peer_id.is_some_and(|id| t.banned_ids.contains(&id)) {
+            self.close_conn(slot, DropReason::Banned);
+            return;
+        }
+        if t.is_seed() && session.is_peer_seed() {
+            // Seed meets seed: neither has anything for the other.
+            self.close_conn(slot, DropReason::NotNeeded);
+            return;
+        }
+        if session.is_peer_interested() && session.is_am_choking() && t.is_active() {
+            let unchoked = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.torrent == Some(tid) && c.session.as_ref().is_some_and(|s| !s.is_am_choking()))
+                .count();
+            if t.choker.has_free_slot(unchoked) {
+                if let Some(s) = self.conns[slot].session.as_mut() {
+                    s.set_choking(false);
+                }
+            }
+        }
+    }
+
+    /// Writes what the connection has queued (serving requested blocks within the upload allowance) to
+    /// `dst` until it would block or nothing is left.
+    pub fn handle_peer_output(&mut self, id: ConnId, dst: &mut impl io::Write, now: Timestamp) {
+        let slot = id.0;
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if conn.closing.is_some() || conn.is_connecting() {
+            return;
+        }
+        let mut allowance = self.up_bucket.as_ref().map_or(u64::MAX, TokenBucket::available);
+        let mut served_total = 0u64;
+        let result: Result<(), InputError> = loop {
+            if let (Some(tid), Some(session)) = (conn.torrent, conn.session.as_mut()) {
+                if let Some(data) = self.torrents.get_mut(tid.0).and_then(|t| t.data.as_mut()) {
+                    match data.serve(session, &mut allowance) {
+                        Ok(n) => served_total += n,
+                        Err(e) => break Err(InputError::Fatal(e)),
+                    }
+                }
+            }
+            let pending = conn.pending_output();
+            if pending.is_empty() {
+                break Ok(());
+            }
+            match dst.write(pending) {
+                Ok(0) => break Err(DropReason::Io(io::ErrorKind::WriteZero).into()),
+                Ok(n) => conn.output_written(n, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(DropReason::Io(e.kind()).into()),
+            }
+        };
+        if served_total > 0 {
+            conn.last_payload = Some(now);
+            if let Some(bucket) = &mut self.up_bucket {
+                bucket.spend(served_total);
+            }
+        }
+        match result {
+            Ok(()) => {}
+            Err(InputError::Drop(reason)) => {
+                self.close_conn(slot, reason);
+                return;
+            }
+            Err(InputError::Fatal(e)) => {
+                if let Some(t) = conn.torrent {
+                    self.fail_torrent(t, torrent::TorrentError::Storage(e), now);
+                }
+                return;
+            }
+        }
+        let conn = &mut self.conns[slot];
+        if conn.paused && conn.wants_input() {
+            conn.paused = false;
+            self.queue_backlog(slot);
+        }
+    }
+
+    // ---- datagrams -----------------------------------------------------------------------------------
+
+    /// A datagram on the shared UDP socket: a tracker reply (BEP 15, action 0-3 in its first four bytes),
+    /// a DHT message (BEP 5, a bencoded dictionary: `d`), or uTP (BEP 29: type in the high nibble, version 1
+    /// in the low one).
+    pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], now: Timestamp) {
+        match classify_datagram(data) {
+            DatagramKind::Tracker => {
+                let Some(ns) = txn_shim::udp_reply_namespace(data) else {
+                    return;
+                };
+                let span = 1usize << txn_shim::TXN_NAMESPACE_BITS;
+                let ids: Vec<TorrentId> = self
+                    .torrents
+                    .iter()
+                    .filter(|(k, _)| k % span == usize::from(ns))
+                    .map(|(k, _)| TorrentId(k))
+                    .collect();
+                for id in ids {
+                    self.torrents[id.0].trackers.on_datagram(from, data, now);
+                    self.pump_trackers(id, now);
+                }
+            }
+            DatagramKind::Dht => log::trace!("udp {from}: DHT message ignored ({} bytes)", data.len()),
+            DatagramKind::Utp => log::trace!("udp {from}: uTP packet ignored ({} bytes)", data.len()),
+            DatagramKind::Unknown => log::trace!("udp {from}: unknown datagram ({} bytes)", data.len()),
+        }
+    }
+
+    // ---- time ----------------------------------------------------------------------------------------
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        while let Some(wake) = self.timers.pop_expired(now) {
+            self.on_timer(wake, now);
+        }
+    }
+
+    fn on_timer(&mut self, wake: Wake, now: Timestamp) {
+        match wake {
+            Wake::Peer(slot, no) => {
+                let Some(conn) = self.conns.get_mut(slot) else {
+                    return;
+                };
+                if conn.no != no || conn.closing.is_some() {
+                    return;
+                }
+                conn.timer = None;
+                let result = match (conn.torrent, conn.session.as_mut()) {
+                    (Some(tid), Some(session)) => match self.torrents.get_mut(tid.0).and_then(|t| t.data.as_mut()) {
+                        Some(data) => session.on_timeout(&mut data.swarm, now),
+                        None => Err(DropReason::Shutdown),
+                    },
+                    _ if now >= conn.handshake_deadline => Err(DropReason::HandshakeTimedOut),
+                    _ => Ok(()),
+                };
+                if let Err(reason) = result {
+                    self.close_conn(slot, reason);
+                    return;
+                }
+                self.mark_transmit(slot);
+                self.reschedule_conn(slot, now);
+            }
+            Wake::Trackers(id) => {
+                let Some(t) = self.torrents.get_mut(id.0) else {
+                    return;
+                };
+                t.tracker_timer = None;
+                if t.state == State::Active || t.stopping {
+                    let transfer = t.transfer();
+                    t.trackers.on_timeout(now, transfer, &mut self.rng);
+                }
+                self.pump_trackers(id, now);
+            }
+            Wake::RateSample => {
+                self.on_rate_sample(now);
+                self.timers.schedule(now + RATE_SAMPLE_EVERY, Wake::RateSample);
+            }
+            Wake::ChokeRound => {
+                for id in self.torrent_ids() {
+                    self.choke_round(id, now);
+                }
+                self.timers.schedule(now + CHOKE_ROUND, Wake::ChokeRound);
+            }
+            Wake::SaveResume => {
+                for id in self.torrent_ids() {
+                    let t = &mut self.torrents[id.0];
+                    if let Err(e) = t.save_resume_in_background() {
+                        self.fail_torrent(id, torrent::TorrentError::Storage(e), now);
+                    }
+                }
+                self.timers.schedule(now + SAVE_RESUME_EVERY, Wake::SaveResume);
+            }
+            Wake::Refill => {
+                self.refill(now);
+                self.timers.schedule(now + REFILL_EVERY, Wake::Refill);
+            }
+            Wake::StopDeadline => {}
+        }
+    }
+
+    fn on_rate_sample(&mut self, now: Timestamp) {
+        let dt = now - self.last_sample;
+        self.last_sample = now;
+        for id in self.torrent_ids() {
+            let t = &mut self.torrents[id.0];
+            if t.state != State::Active {
+                continue;
+            }
+            // A data file deleted or replaced under rill is an error within seconds (storage looks every 2 s).
+            if let Some(data) = t.data.as_mut() {
+                if let Err(e) = data.storage.check_files(now) {
+                    self.fail_torrent(id, torrent::TorrentError::Storage(e), now);
+                    continue;
+                }
+            }
+            t.sample_rates(dt);
+            if t.seed_ratio_reached() && !t.stopping {
+                log::info!("{}: seed ratio reached", t.name);
+                self.stop_torrent(id, State::Stopped, now);
+            }
+        }
+        let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            let conn = &mut self.conns[slot];
+            if conn.closing.is_some() || conn.is_connecting() {
+                continue;
+            }
+            let (Some(tid), Some(session)) = (conn.torrent, conn.session.as_mut()) else {
+                continue;
+            };
+            if let Some(data) = self.torrents.get_mut(tid.0).and_then(|t| t.data.as_mut()) {
+                session.on_rate_sample(&mut data.swarm, now, dt);
+            }
+            self.mark_transmit(slot);
+        }
+        self.dial_more(now, true);
+    }
+
+    // ---- end of turn ---------------------------------------------------------------------------------
+
+    /// The work at the end of every turn: a slice of the data check, a slice of confirming trusted
+    /// pieces, `have` and cancel fan-out, bans, reaping, dialling, forgetting removed torrents.
+    pub fn end_turn(&mut self, now: Timestamp) {
+        self.check_some(now);
+        for id in self.torrent_ids() {
+            self.confirm_some(id, now);
+            self.announce_verified(id, now);
+            let bans = self.torrents[id.0].data.as_mut().map(|d| std::mem::take(&mut d.to_ban)).unwrap_or_default();
+            for no in bans {
+                self.ban(id, no);
+            }
+        }
+        self.reap_closed(now);
+        self.dial_more(now, false);
+        self.forget_removed(now);
+    }
+
+    /// One torrent checks at a time: the lowest id still in `Checking`.
+    fn check_some(&mut self, now: Timestamp) {
+        if self.shutting_down {
+            return;
+        }
+        let Some(id) = self.torrents.iter().find(|(_, t)| t.state == State::Checking).map(|(k, _)| TorrentId(k)) else {
+            return;
+        };
+        let t = &mut self.torrents[id.0];
+        if t.check.is_none() {
+            if let Err(e) = t.start_check(self.config.listen_port, self.peer_id) {
+                self.fail_torrent(id, e, now);
+                return;
+            }
+        }
+        let t = &mut self.torrents[id.0];
+        let before = t.check.as_ref().map(|c| c.progress());
+        match t.check_some(CHECK_PER_TURN_BYTES) {
+            Err(e) => self.fail_torrent(id, e, now),
+            Ok(false) => {
+                if let (Some((_, total)), Some((done, _))) = (before, t.check.as_ref().map(|c| c.progress())) {
+                    self.events.push_back(Event::Checking { torrent: id, done, total });
+                }
+            }
+            Ok(true) => {
+                if let Some((done, total)) = t.check.as_ref().map(|c| c.progress()) {
+                    if total > 0 {
+                        self.events.push_back(Event::Checking { torrent: id, done, total });
+                    }
+                }
+                match t.finish_check() {
+                    Err(e) => self.fail_torrent(id, e, now),
+                    Ok(summary) => {
+                        let seeding = !matches!(t.opts.mode, torrent::Mode::Download { .. });
+                        self.events.push_back(Event::Checked { torrent: id, summary, seeding });
+                        self.activate(id, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The check is done: announce, dial, and stop at once if there is nothing to do.
+    fn activate(&mut self, id: TorrentId, now: Timestamp) {
+        let t = &mut self.torrents[id.0];
+        let transfer = t.transfer();
+        t.trackers.on_timeout(now, transfer, &mut self.rng);
+        self.pump_trackers(id, now);
+        let t = &self.torrents[id.0];
+        if t.is_complete() && !t.opts.keep_seeding() {
+            self.stop_torrent(id, State::Stopped, now);
+        }
+    }
+
+    /// Hashes a bounded amount of a torrent's pieces trusted from the resume file; confirmed ones are
+    /// announced, failed ones reported.
+    fn confirm_some(&mut self, id: TorrentId, now: Timestamp) {
+        let t = &mut self.torrents[id.0];
+        if !t.is_active() {
+            return;
+        }
+        let Some(data) = t.data.as_mut() else {
+            return;
+        };
+        if !data.swarm.has_unconfirmed() {
+            return;
+        }
+        if let Err(e) = data.confirm_some(crate::torrent::CONFIRM_PER_TURN_BYTES) {
+            self.fail_torrent(id, torrent::TorrentError::Storage(e), now);
+            return;
+        }
+        let confirmed = std::mem::take(&mut data.confirmed);
+        let failed = std::mem::take(&mut data.confirm_failed);
+        for &piece in &failed {
+            let refetch = data.swarm.wants(piece);
+            log::info!("{}: piece {piece}: data changed on disk since the resume file recorded it", t.name);
+            self.events.push_back(Event::ConfirmFailed { torrent: id, piece, refetch });
+        }
+        let slots: Vec<usize> = self.conns.iter().filter(|(_, c)| c.torrent == Some(id)).map(|(k, _)| k).collect();
+        let mut touched = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let conn = &mut self.conns[slot];
+            let Some(session) = conn.session.as_mut() else {
+                continue;
+            };
+            if conn.closing.is_some() {
+                continue;
+            }
+            for &piece in &confirmed {
+                session.on_we_confirmed(piece);
+            }
+            for &piece in &failed {
+                session.on_piece_wanted(piece, &mut data.swarm, now);
+            }
+            touched.push(slot);
+        }
+        let complete = !confirmed.is_empty() && data.swarm.is_complete() && !t.completed_announced;
+        for slot in touched {
+            self.mark_transmit(slot);
+        }
+        if complete {
+            self.on_complete(id, now);
+        }
+    }
+
+    /// Tells every peer of the torrent about newly verified pieces and endgame cancels.
+    fn announce_verified(&mut self, id: TorrentId, now: Timestamp) {
+        let t = &mut self.torrents[id.0];
+        let Some(data) = t.data.as_mut() else {
+            return;
+        };
+        if data.verified.is_empty() && !data.swarm.has_endgame_taken() {
+            return;
+        }
+        let verified = std::mem::take(&mut data.verified);
+        for &piece in &verified {
+            t.unsaved_bytes += u64::from(data.ctx.geometry.piece_len(piece));
+        }
+        let taken: Vec<_> = data.swarm.drain_endgame_taken().collect();
+        let slots: Vec<usize> = self.conns.iter().filter(|(_, c)| c.torrent == Some(id)).map(|(k, _)| k).collect();
+        let mut touched = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let conn = &mut self.conns[slot];
+            let Some(session) = conn.session.as_mut() else {
+                continue;
+            };
+            if conn.closing.is_some() {
+                continue;
+            }
+            for b in &taken {
+                session.on_block_taken(b);
+            }
+            for &piece in &verified {
+                session.on_we_have(piece, &mut data.swarm, now);
+            }
+            touched.push(slot);
+        }
+        let complete = !verified.is_empty() && data.swarm.is_complete() && !t.completed_announced;
+        let save = t.unsaved_bytes >= SAVE_RESUME_AFTER_BYTES;
+        for slot in touched {
+            self.mark_transmit(slot);
+        }
+        if complete {
+            self.on_complete(id, now);
+        }
+        if save {
+            if let Err(e) = self.torrents[id.0].save_resume_in_background() {
+                self.fail_torrent(id, torrent::TorrentError::Storage(e), now);
+            }
+        }
+    }
+
+    fn on_complete(&mut self, id: TorrentId, now: Timestamp) {
+        let t = &mut self.torrents[id.0];
+        t.completed_announced = true;
+        // BEP 3's `completed` is for a download that finished in this run: not for data that was all
+        // on disk and only confirmed (`rill seed`, or a download restarted after it finished).
+        if t.swarm().is_some_and(|s| s.totals.downloaded > 0) {
+            let transfer = t.transfer();
+            t.trackers.on_completed(now, transfer);
+            self.pump_trackers(id, now);
+        }
+        log::info!("{}: download complete", self.torrents[id.0].name);
+        self.events.push_back(Event::Completed { torrent: id });
+        let t = &self.torrents[id.0];
+        if !t.opts.keep_seeding() {
+            self.stop_torrent(id, State::Stopped, now);
+        } else if t.is_seed() {
+            let seeds: Vec<usize> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.torrent == Some(id) && c.session.as_ref().is_some_and(PeerSession::is_peer_seed))
+                .map(|(k, _)| k)
+                .collect();
+            for slot in seeds {
+                self.close_conn(slot, DropReason::NotNeeded);
+            }
+        }
+    }
+
+    fn forget_removed(&mut self, now: Timestamp) {
+        let removing = std::mem::take(&mut self.removing);
+        for id in removing {
+            match self.torrents.get_mut(id.0) {
+                Some(t) if t.is_finished(now) && !self.conns.iter().any(|(_, c)| c.torrent == Some(id)) => {
+                    if let Err(e) = t.save_resume() {
+                        log::error!("{}: cannot save the resume file: {e}", t.name);
+                    }
+                    let t = self.torrents.remove(id.0);
+                    self.by_hash.remove(&t.info_hash);
+                    self.by_req2.remove(&mse::req2_key(&t.info_hash));
+                }
+                Some(_) => self.removing.push(id),
+                None => {}
+            }
+        }
+    }
+
+    // ---- connections: dialling, closing, choking -----------------------------------------------------
+
+    fn new_peer_no(&mut self) -> PeerNo {
+        self.next_peer_no += 1;
+        PeerNo(self.next_peer_no)
+    }
+
+    fn half_open(&self) -> usize {
+        self.conns.iter().filter(|(_, c)| c.is_connecting()).count()
+    }
+
+    /// Connections not being closed.
+    fn live_conns(&self) -> usize {
+        self.conns.len() - self.closing.len()
+    }
+
+    fn slot_policy(&self) -> SlotPolicy {
+        SlotPolicy::new(self.config.max_peers)
+    }
+
+    /// What the slot policy needs to know about every live connection; `torrent`: the one a newcomer is
+    /// for, if known.
+    fn slot_view(&self, torrent: Option<TorrentId>) -> Vec<PeerUse<usize>> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.closing.is_none())
+            .map(|(slot, c)| {
+                let s = c.session.as_ref();
+                PeerUse {
+                    key: slot,
+                    ip: c.addr.ip(),
+                    outgoing: c.outgoing,
+                    connecting: c.is_connecting(),
+                    handshaken: c.is_handshaken(),
+                    connected_at: c.connected_at,
+                    last_payload: c.last_payload,
+                    am_interested: s.is_some_and(PeerSession::is_am_interested),
+                    peer_interested: s.is_some_and(PeerSession::is_peer_interested),
+                    peer_seed: s.is_some_and(PeerSession::is_peer_seed),
+                    same_swarm: torrent.is_some() && c.torrent == torrent,
+                }
+            })
+            .collect()
+    }
+
+    /// Dials known candidates of every active torrent while there is room. With `turnover` (once a
+    /// second), a full house may also give the slot of its least useful peer to one candidate, as the slot
+    /// policy decides.
+    fn dial_more(&mut self, now: Timestamp, turnover: bool) {
+        if self.shutting_down {
+            return;
+        }
+        let policy = self.slot_policy();
+        let mut half_open = self.half_open();
+        let mut replaced = false;
+        for id in self.torrent_ids() {
+            loop {
+                let t = &mut self.torrents[id.0];
+                if !t.is_active() || (t.is_complete() && !t.opts.keep_seeding()) {
+                    break;
+                }
+                if half_open >= self.config.max_half_open
+                    || (!turnover && self.conns.len() - self.closing.len() >= self.config.max_peers)
+                {
+                    return;
+                }
+                let we_seed = t.is_seed();
+                let Some(addr) = t.candidates.next_to_dial(now) else {
+                    break;
+                };
+                match policy.on_dial(addr.ip(), &self.slot_view(Some(id)), we_seed, now) {
+                    Admission::Admit => {}
+                    Admission::Replace(victim) if turnover && !replaced => {
+                        replaced = true;
+                        log::debug!("{}: replaced by a dial to {addr}", self.conns[victim].addr);
+                        self.close_conn(victim, DropReason::NotNeeded);
+                    }
+                    Admission::Replace(_) | Admission::Full => {
+                        self.torrents[id.0].candidates.put_back(addr);
+                        break;
+                    }
+                    Admission::SameAddress => {
+                        log::debug!("{addr}: not dialled: already connected to that address");
+                        self.torrents[id.0].candidates.on_closed(addr, true, now);
+                        continue;
+                    }
+                }
+                let no = self.new_peer_no();
+                let Some(data) = self.torrents[id.0].data.as_ref() else {
+                    break;
+                };
+                let session = PeerSession::outgoing(no, &data.ctx, now);
+                let read = ReadBuf::new(&data.ctx.limits);
+                let slot = self.conns.insert(PeerConn {
+                    no,
+                    addr,
+                    outgoing: true,
+                    torrent: Some(id),
+                    session: Some(session),
+                    read,
+                    encryption: Encryption::Plain,
+                    mse_torrent: None,
+                    pre_out: Vec::new(),
+                    handshake_deadline: now,
+                    timer: None,
+                    closing: None,
+                    paused: false,
+                    in_backlog: false,
+                    in_transmit: false,
+                    connected_at: now,
+                    last_payload: None,
+                });
+                self.actions.push_back(Action::Connect { conn: ConnId(slot), addr });
+                self.reschedule_conn(slot, now);
+                half_open += 1;
+                log::debug!("{addr}: connecting");
+            }
+        }
+        let _ = self.live_conns();
+    }
+
+    /// Moves the connection's wheel entry earlier if its next deadline moved earlier. Never earlier than
+    /// the next tick: a deadline in the past must not fire again in the same turn.
+    fn reschedule_conn(&mut self, slot: usize, now: Timestamp) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let next = match &conn.session {
+            Some(s) => s.next_deadline(),
+            None => Some(conn.handshake_deadline),
+        };
+        let Some(next) = next else {
+            return;
+        };
+        let next = next.max(now + WHEEL_TICK);
+        if let Some((id, at)) = conn.timer {
+            if at <= next {
+                return;
+            }
+            self.timers.cancel(id);
+        }
+        let id = self.timers.schedule(next, Wake::Peer(slot, conn.no));
+        conn.timer = Some((id, next));
+    }
+
+    fn close_conn(&mut self, slot: usize, reason: DropReason) {
+        if let Some(conn) = self.conns.get_mut(slot) {
+            if conn.closing.is_none() {
+                log::debug!("{}: dropped: {reason}", conn.addr);
+                conn.closing = Some(reason);
+                self.closing.push(slot);
+            }
+        }
+    }
+
+    fn reap_closed(&mut self, now: Timestamp) {
+        for slot in std::mem::take(&mut self.closing) {
+            let mut conn = self.conns.remove(slot);
+            if let Some((id, _)) = conn.timer {
+                self.timers.cancel(id);
+            }
+            let reason = conn.closing.unwrap_or(DropReason::Shutdown);
+            let peer = peer_snapshot(&conn);
+            if let (Some(tid), Some(session)) = (conn.torrent, conn.session.as_mut()) {
+                if let Some(t) = self.torrents.get_mut(tid.0) {
+                    if let Some(data) = t.data.as_mut() {
+                        session.on_closed(&mut data.swarm);
+                    }
+                    // A seed we met while seeding is no use to us: back off from it like from a failure.
+                    let useful = session.peer_id.is_some() && reason != DropReason::NotNeeded;
+                    if conn.outgoing || session.peer_id.is_some() {
+                        match reason {
+                            DropReason::Misbehaved(PeerMisbehaved::OwnPeerId) => t.candidates.forget(conn.addr),
+                            _ if conn.outgoing => t.candidates.on_closed(conn.addr, useful, now),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            self.actions.push_back(Action::Close { conn: ConnId(slot) });
+            self.events.push_back(Event::PeerClosed {
+                conn: ConnId(slot),
+                torrent: conn.torrent,
+                addr: conn.addr,
+                reason,
+                peer,
+            });
+        }
+    }
+
+    fn choke_round(&mut self, id: TorrentId, now: Timestamp) {
+        let t = &mut self.torrents[id.0];
+        if !t.is_active() {
+            return;
+        }
+        let stats: Vec<PeerStat<usize>> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.torrent == Some(id) && c.closing.is_none() && c.is_handshaken())
+            .filter_map(|(slot, c)| {
+                let s = c.session.as_ref()?;
+                let last_data = s.last_block_at.unwrap_or(c.connected_at);
+                Some(PeerStat {
+                    key: slot,
+                    no: s.no,
+                    interested: s.is_peer_interested(),
+                    am_choking: s.is_am_choking(),
+                    download_rate: s.download_rate(),
+                    upload_rate: s.upload_rate(),
+                    snubbed: s.is_am_interested() && now - last_data >= SNUB_AFTER,
+                    connected_at: c.connected_at,
+                })
+            })
+            .collect();
+        let seeding = t.is_complete();
+        for change in t.choker.run_round(&stats, seeding, now, &mut self.rng) {
+            if let Some(s) = self.conns[change.key].session.as_mut() {
+                s.set_choking(change.choke);
+            }
+            self.mark_transmit(change.key);
+        }
+    }
+
+    /// Refills the rate-limit buckets and resumes the connections they held back.
+    fn refill(&mut self, now: Timestamp) {
+        if let Some(bucket) = &mut self.up_bucket {
+            bucket.refill(now);
+            if !bucket.is_exhausted() {
+                let waiting: Vec<usize> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.closing.is_none() && c.session.as_ref().is_some_and(|s| s.queued_requests() > 0))
+                    .map(|(slot, _)| slot)
+                    .collect();
+                for slot in waiting {
+                    if let Some(c) = self.conns.get_mut(slot) {
+                        if !c.in_transmit {
+                            c.in_transmit = true;
+                            self.transmit.push_back(slot);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(bucket) = &mut self.down_bucket {
+            bucket.refill(now);
+            if !bucket.is_exhausted() {
+                for slot in std::mem::take(&mut self.throttled) {
+                    self.queue_backlog(slot);
+                }
+            }
+        }
+    }
+
+    fn ban(&mut self, id: TorrentId, no: PeerNo) {
+        let Some((slot, conn)) = self.conns.iter().find(|(_, c)| c.torrent == Some(id) && c.no == no) else {
+            return;
+        };
+        log::info!("{}: banned: sent data that failed verification", conn.addr);
+        let addr = conn.addr;
+        let peer_id = conn.session.as_ref().and_then(|s| s.peer_id);
+        let t = &mut self.torrents[id.0];
+        if let Some(pid) = peer_id {
+            t.banned_ids.push(pid);
+        }
+        t.candidates.forget(addr);
+        self.close_conn(slot, DropReason::Banned);
+    }
+
+    // ---- trackers ------------------------------------------------------------------------------------
+
+    /// Moves a torrent's tracker requests to the action queue (with engine-wide ids) and its news to the
+    /// event queue, and keeps its wheel entry.
+    fn pump_trackers(&mut self, id: TorrentId, now: Timestamp) {
+        let Some(t) = self.torrents.get_mut(id.0) else {
+            return;
+        };
+        while let Some(io) = t.trackers.poll_io() {
+            self.actions.push_back(Action::Tracker(namespace_io(id, io)));
+        }
+        let mut added = false;
+        while let Some(event) = t.trackers.poll_event() {
+            match event {
+                TrackerEvent::Peers(addrs) => {
+                    for addr in addrs {
+                        added |= t.candidates.add(addr);
+                    }
+                }
+                TrackerEvent::Warning { url, message } => {
+                    log::info!("tracker {url}: warning: {message}");
+                    if !t.stopping {
+                        self.events
+                            .push_back(Event::Tracker { torrent: id, news: TrackerNews::Warning { url, message } });
+                    }
+                }
+                TrackerEvent::Error { url, message } => {
+                    log::info!("tracker {url}: {message}");
+                    if !t.stopping {
+                        self.events
+                            .push_back(Event::Tracker { torrent: id, news: TrackerNews::Error { url, message } });
+                    }
+                }
+                TrackerEvent::Announced { url, peers, seeders, leechers, .. } => {
+                    log::info!("tracker {url}: {peers} peers");
+                    let next = t
+                        .trackers
+                        .status()
+                        .into_iter()
+                        .find(|s| s.url == url)
+                        .and_then(|s| s.next_announce)
+                        .map(|at| at - now);
+                    if !t.stopping {
+                        self.events.push_back(Event::Tracker {
+                            torrent: id,
+                            news: TrackerNews::Announced { url, peers, seeders, leechers, next },
+                        });
+                    }
+                }
+                TrackerEvent::Scraped { .. } => {}
+            }
+        }
+        // Never sooner than the next tick: a deadline at or before `now` would be popped again in this same
+        // turn's timer drain, and a machine that kept reporting one would hold the driver in that drain.
+        let next = t.trackers.next_deadline().map(|at| at.max(now + WHEEL_TICK));
+        match (t.tracker_timer, next) {
+            (Some((_, at)), Some(n)) if at <= n => {}
+            (current, Some(n)) => {
+                if let Some((timer, _)) = current {
+                    self.timers.cancel(timer);
+                }
+                let timer = self.timers.schedule(n, Wake::Trackers(id));
+                t.tracker_timer = Some((timer, n));
+            }
+            (_, None) => {}
+        }
+        if added {
+            self.dial_more(now, false);
+        }
+    }
+
+    fn tracker_of(&mut self, id: IoId) -> Option<(TorrentId, IoId)> {
+        let tid = TorrentId((id.0 >> IO_ID_TORRENT_SHIFT) as usize);
+        self.torrents.contains(tid.0).then_some((tid, IoId(id.0 & ((1 << IO_ID_TORRENT_SHIFT) - 1))))
+    }
+
+    // ---- snapshots -----------------------------------------------------------------------------------
+
+    pub fn snapshot(&self) -> Snapshot {
+        let mut torrents = Vec::with_capacity(self.torrents.len());
+        for (_, t) in self.torrents.iter() {
+            let swarm = t.swarm().filter(|_| t.check.is_none());
+            let (peers, half_open) = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.torrent == Some(t.id))
+                .fold((0, 0), |(p, h), (_, c)| if c.is_connecting() { (p, h + 1) } else { (p + 1, h) });
+            torrents.push(TorrentSnapshot {
+                id: t.id,
+                info_hash: t.info_hash,
+                name: t.name.clone(),
+                state: t.state,
+                stopping: t.stopping,
+                done: swarm.map_or(0, |s| s.wanted_bytes() - s.left()),
+                total: swarm.map_or(0, |s| s.wanted_bytes()),
+                downloaded: swarm.map_or(0, |s| s.totals.downloaded),
+                uploaded: swarm.map_or(0, |s| s.totals.uploaded),
+                down_rate: t.down_rate,
+                up_rate: t.up_rate,
+                peers,
+                half_open,
+                seeding: swarm.is_some_and(|s| s.is_complete()) && t.opts.keep_seeding(),
+                wasted: swarm.map_or(0, |s| s.totals.wasted),
+                hash_failures: swarm.map_or(0, |s| s.totals.hash_failures),
+                check_progress: t.check.as_ref().map(|c| c.progress()),
+                error: t.error.as_ref().map(ToString::to_string),
+            });
+        }
+        let peers = self.conns.iter().map(|(_, c)| peer_snapshot(c)).collect();
+        Snapshot { torrents, peers }
+    }
+
+    /// One connection's state (the simulation and tests look at sessions through this).
+    pub fn peer(&self, id: ConnId) -> Option<PeerSnapshot> {
+        self.conns.get(id.0).map(peer_snapshot)
+    }
+
+    pub fn conn_ids(&self) -> Vec<ConnId> {
+        self.conns.iter().map(|(k, _)| ConnId(k)).collect()
+    }
+
+    /// A torrent's swarm (tests and the simulation).
+    pub fn swarm(&self, id: TorrentId) -> Option<&crate::swarm::Swarm> {
+        self.torrents.get(id.0).and_then(TorrentCore::swarm)
+    }
+
+    /// Runs the start-up checks alone (no confirmation, no dialling) until none is left: the simulation
+    /// sets up hosts this way before they meet.
+    #[cfg(test)]
+    pub(crate) fn finish_checks(&mut self, now: Timestamp) {
+        while self.torrents.iter().any(|(_, t)| t.state == State::Checking) {
+            self.check_some(now);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn torrent_mut(&mut self, id: TorrentId) -> Option<&mut TorrentCore> {
+        self.torrents.get_mut(id.0)
+    }
+
+    /// Sessions' pipelines stay within their caps; each torrent's swarm is consistent.
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) {
+        for (_, t) in self.torrents.iter() {
+            if let Some(s) = t.swarm() {
+                s.check_invariants();
+            }
+        }
+        for (_, c) in self.conns.iter() {
+            if let Some(s) = &c.session {
+                assert!(s.pipeline().active() <= crate::peer::pipeline::MAX_DEPTH, "pipeline over its cap");
+            }
+            assert!(c.session.is_some() == c.torrent.is_some(), "a session exists exactly when the torrent is known");
+        }
+    }
+}
+
+fn peer_snapshot(c: &PeerConn) -> PeerSnapshot {
+    let mut p = PeerSnapshot { torrent: c.torrent, addr: Some(c.addr), outgoing: c.outgoing, ..Default::default() };
+    if let Some(s) = &c.session {
+        p.peer_id = s.peer_id;
+        p.downloaded = s.downloaded;
+        p.uploaded = s.uploaded;
+        p.download_rate = s.download_rate();
+        p.upload_rate = s.upload_rate();
+        p.am_choking = s.is_am_choking();
+        p.am_interested = s.is_am_interested();
+        p.peer_choking = s.is_peer_choking();
+        p.peer_interested = s.is_peer_interested();
+        p.requests_active = s.pipeline().active();
+        p.requests_timed_out = s.pipeline().timed_out_total();
+        p.snubbed = s.pipeline().is_snubbed();
+        p.cancels_sent = s.cancels_sent;
+    }
+    p
+}
+
+/// Gives a torrent's tracker request an engine-wide id (the torrent in the high bits).
+fn namespace_io(id: TorrentId, io: TrackerIo) -> TrackerIo {
+    let wide = |local: IoId| IoId(((id.0 as u64) << IO_ID_TORRENT_SHIFT) | local.0);
+    match io {
+        TrackerIo::Resolve { id: local, host, port } => TrackerIo::Resolve { id: wide(local), host, port },
+        TrackerIo::HttpRequest { id: local, addr, request } => {
+            TrackerIo::HttpRequest { id: wide(local), addr, request }
+        }
+        TrackerIo::HttpClose { id: local } => TrackerIo::HttpClose { id: wide(local) },
+        other @ TrackerIo::UdpSend { .. } => other,
+    }
+}
+
+/// What a datagram on the shared socket is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatagramKind {
+    Tracker,
+    Dht,
+    Utp,
+    Unknown,
+}
+
+/// Tells the protocols sharing the UDP socket apart by their first bytes, as libtorrent does: a BEP 15
+/// reply starts with a big-endian action 0-3, a KRPC message with `d`, a uTP packet with its type (0-4)
+/// in the high nibble and version 1 in the low one. The three never overlap.
+pub fn classify_datagram(data: &[u8]) -> DatagramKind {
+    match data {
+        [0, 0, 0, 0..=3, ..] if data.len() >= 8 => DatagramKind::Tracker,
+        [b'd', ..] => DatagramKind::Dht,
+        [first, ..] if first & 0x0f == 1 && first >> 4 <= 4 && data.len() >= 20 => DatagramKind::Utp,
+        _ => DatagramKind::Unknown,
+    }
+}
+
+/// Tracker I/O results come back with engine-wide ids and go to the torrent that asked.
+impl TrackerIoSink for Engine {
+    fn poll_io(&mut self) -> Option<TrackerIo> {
+        // The driver takes tracker requests from `poll_action`; nothing is queued here.
+        None
+    }
+    fn on_resolved(&mut self, id: IoId, result: Result<Vec<SocketAddr>, String>, now: Timestamp) {
+        if let Some((tid, local)) = self.tracker_of(id) {
+            self.torrents[tid.0].trackers.on_resolved(local, result, now);
+            self.pump_trackers(tid, now);
+        }
+    }
+    fn on_http_data(&mut self, id: IoId, data: &[u8], now: Timestamp) {
+        if let Some((tid, local)) = self.tracker_of(id) {
+            self.torrents[tid.0].trackers.on_http_data(local, data, now);
+            self.pump_trackers(tid, now);
+        }
+    }
+    fn on_http_closed(&mut self, id: IoId, result: Result<(), io::ErrorKind>, now: Timestamp) {
+        if let Some((tid, local)) = self.tracker_of(id) {
+            self.torrents[tid.0].trackers.on_http_closed(local, result, now);
+            self.pump_trackers(tid, now);
+        }
+    }
+    fn on_datagram(&mut self, from: SocketAddr, data: &[u8], now: Timestamp) {
+        self.handle_datagram(from, data, now);
+    }
+    fn on_udp_send_failed(&mut self, addr: SocketAddr, kind: io::ErrorKind, now: Timestamp) {
+        for id in self.torrent_ids() {
+            self.torrents[id.0].trackers.on_udp_send_failed(addr, kind, now);
+            self.pump_trackers(id, now);
+        }
+    }
+}
+
+/// TEMPORARY until the tracker namespaces land (helper branch h-core): no namespace, every torrent sees
+/// every reply.
+pub(crate) mod txn_shim {
+    pub const TXN_NAMESPACE_BITS: u32 = 0;
+    pub fn udp_reply_namespace(datagram: &[u8]) -> Option<u16> {
+        (datagram.len() >= 8).then_some(0)
+    }
+    pub trait WithNamespace {
+        fn with_txn_namespace(self, ns: u16) -> Self;
+    }
+    impl WithNamespace for crate::tracker::Trackers {
+        fn with_txn_namespace(self, _ns: u16) -> Self {
+            self
+        }
+    }
+}

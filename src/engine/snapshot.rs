@@ -1,0 +1,166 @@
+//! What the engine tells the outside: commands in, events and snapshots out.
+//!
+//! Owns: the plain data types of the engine's interface for front-ends (the terminal view today, the
+//! daemon's RPC and the live view next): `Command`, `Event`, `Snapshot` of every torrent and peer, and a
+//! torrent's `Outcome` at the end of a run.
+//! Must not: format anything for people (that is `observe`), or hold references into the engine.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::metainfo::InfoHash;
+use crate::peer::DropReason;
+
+use super::torrent::{CheckSummary, State};
+use super::{ConnId, TorrentId};
+
+/// Something a user (CLI signal, RPC client) asks of the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Close the torrent's peers, tell its trackers `stopped`; it can be resumed.
+    Pause(TorrentId),
+    /// Start a paused torrent again.
+    Resume(TorrentId),
+    /// Stop the torrent and forget it once its trackers were told.
+    Remove(TorrentId),
+    /// Stop every torrent: the engine is finished once their trackers were told (or a grace period passed).
+    Shutdown,
+    /// A second shutdown request: stop waiting for trackers.
+    ShutdownNow,
+}
+
+/// What a tracker said, for the news lines.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrackerNews {
+    Announced { url: String, peers: usize, seeders: Option<u32>, leechers: Option<u32>, next: Option<Duration> },
+    Warning { url: String, message: String },
+    Error { url: String, message: String },
+}
+
+/// Something that happened, for the view and the log (one line each, at most).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// The start-up check hashed `done` of `total` pieces.
+    Checking {
+        torrent: TorrentId,
+        done: u32,
+        total: u32,
+    },
+    /// The start-up check is over; the torrent is active.
+    Checked {
+        torrent: TorrentId,
+        summary: CheckSummary,
+        seeding: bool,
+    },
+    /// Stopped during the check: what was checked is in the resume file.
+    CheckInterrupted {
+        torrent: TorrentId,
+        checked: u32,
+        known: u32,
+        pieces: u32,
+    },
+    Tracker {
+        torrent: TorrentId,
+        news: TrackerNews,
+    },
+    /// A piece trusted from the resume file no longer matched what is on disk.
+    ConfirmFailed {
+        torrent: TorrentId,
+        piece: u32,
+        refetch: bool,
+    },
+    /// Every wanted piece is verified.
+    Completed {
+        torrent: TorrentId,
+    },
+    /// The torrent stopped with an error; the others go on.
+    Failed {
+        torrent: TorrentId,
+        error: String,
+    },
+    /// A connection ended (what it had done, for traces and the simulation).
+    PeerClosed {
+        conn: ConnId,
+        torrent: Option<TorrentId>,
+        addr: SocketAddr,
+        reason: DropReason,
+        peer: PeerSnapshot,
+    },
+}
+
+/// One torrent, as the status line and an RPC client see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TorrentSnapshot {
+    pub id: TorrentId,
+    pub info_hash: InfoHash,
+    pub name: String,
+    pub state: State,
+    /// Stopping (telling trackers), not yet stopped.
+    pub stopping: bool,
+    /// Bytes of wanted data verified, and wanted in all.
+    pub done: u64,
+    pub total: u64,
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub down_rate: f64,
+    pub up_rate: f64,
+    pub peers: usize,
+    pub half_open: usize,
+    pub seeding: bool,
+    pub wasted: u64,
+    pub hash_failures: u32,
+    /// (pieces hashed, pieces to hash) while checking.
+    pub check_progress: Option<(u32, u32)>,
+    pub error: Option<String>,
+}
+
+/// One connection.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PeerSnapshot {
+    pub torrent: Option<TorrentId>,
+    pub addr: Option<SocketAddr>,
+    pub peer_id: Option<[u8; 20]>,
+    pub outgoing: bool,
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub download_rate: f64,
+    pub upload_rate: f64,
+    pub am_choking: bool,
+    pub am_interested: bool,
+    pub peer_choking: bool,
+    pub peer_interested: bool,
+    /// Requests we have outstanding at the peer, and how many of ours ever timed out.
+    pub requests_active: u32,
+    pub requests_timed_out: u64,
+    pub snubbed: bool,
+    pub cancels_sent: u64,
+}
+
+/// Every torrent and peer at one moment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub torrents: Vec<TorrentSnapshot>,
+    pub peers: Vec<PeerSnapshot>,
+}
+
+/// How a torrent's run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub id: TorrentId,
+    pub name: String,
+    pub complete: bool,
+    pub interrupted: bool,
+    pub elapsed: Duration,
+    /// Verified bytes of what was wanted, and all that was wanted.
+    pub have_bytes: u64,
+    pub wanted_bytes: u64,
+    pub downloaded: u64,
+    pub uploaded: u64,
+    /// Bytes received but not needed (endgame duplicates, failed pieces).
+    pub wasted: u64,
+    pub hash_failures: u32,
+    pub peers_used: usize,
+    /// Never got past the check (a signal during it, or an error).
+    pub checked_only: bool,
+    pub error: Option<String>,
+}

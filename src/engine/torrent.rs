@@ -1,0 +1,482 @@
+//! One torrent inside the engine: its lifecycle and its policy.
+//!
+//! Owns: the lifecycle `AwaitingMetadata → Checking → Active → Paused/Stopped`, the per-torrent parts
+//! that exist from the start (trackers, candidates, choker, bans, options) and those built at the
+//! transition into `Checking` (geometry, swarm, storage: the data plane in [`crate::torrent::Torrent`]),
+//! the incremental data check, completion, seed ratio, rates and totals for the snapshot.
+//! Must not: touch connections (the engine owns them and asks this module for decisions), sockets or
+//! the clock.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::bitfield::Bitfield;
+use crate::geometry::Geometry;
+use crate::metainfo::{InfoHash, Metainfo};
+use crate::peer::session::TorrentContext;
+use crate::rng::{Entropy, Rng};
+use crate::storage::{verify, Storage, StorageError};
+use crate::swarm::candidates::Candidates;
+use crate::swarm::choker::Choker;
+use crate::swarm::Swarm;
+use crate::time::Timestamp;
+use crate::timer_wheel::TimerId;
+use crate::torrent::Torrent;
+use crate::tracker::{ClientIdentity, Trackers, Transfer};
+use crate::wire::FrameLimits;
+
+use super::txn_shim::WithNamespace;
+use super::TorrentId;
+
+/// Where a torrent is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Known by info-hash only (a magnet link): no geometry, no storage yet.
+    AwaitingMetadata,
+    /// Waiting for its turn to check, or hashing what is on disk (one torrent checks at a time).
+    Checking,
+    /// Downloading or seeding.
+    Active,
+    /// Stopped by a command; can be resumed.
+    Paused,
+    /// Finished for this run: complete (and not seeding), failed, or shut down.
+    Stopped,
+}
+
+impl State {
+    pub fn word(self) -> &'static str {
+        match self {
+            State::AwaitingMetadata => "metadata",
+            State::Checking => "checking",
+            State::Active => "active",
+            State::Paused => "paused",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+/// What to do with a torrent: fetch it, or seed what is on disk.
+#[derive(Clone, Debug)]
+pub enum Mode {
+    /// Fetch the wanted files (`None`: all); keep seeding once complete or stop.
+    Download { wanted_files: Option<Vec<bool>>, sequential: bool, keep_seeding: bool },
+    /// Seed what the check finds; refuse missing pieces unless `partial`.
+    Seed { partial: bool },
+}
+
+/// How one torrent is to be run.
+#[derive(Clone, Debug)]
+pub struct TorrentOptions {
+    /// The torrent's files go under this directory.
+    pub dir: PathBuf,
+    pub mode: Mode,
+    /// Hash everything at start instead of trusting the resume file.
+    pub recheck: bool,
+    /// When seeding, stop once uploaded / total reaches this.
+    pub seed_ratio: Option<f64>,
+    /// Peers to dial besides those the trackers give.
+    pub extra_peers: Vec<SocketAddr>,
+}
+
+impl TorrentOptions {
+    pub fn keep_seeding(&self) -> bool {
+        match self.mode {
+            Mode::Download { keep_seeding, .. } => keep_seeding,
+            Mode::Seed { .. } => true,
+        }
+    }
+}
+
+/// The start-up check, done a bounded amount per engine turn.
+pub struct Check {
+    plan: verify::RestorePlan,
+    have: Bitfield,
+    /// Index into `plan.to_check` of the next piece to hash.
+    next: usize,
+    /// The storage was opened and the plan made (the first step of a check).
+    pub started: bool,
+}
+
+impl Check {
+    pub fn progress(&self) -> (u32, u32) {
+        (self.next as u32, self.plan.to_check.len() as u32)
+    }
+}
+
+/// What the check found, for the line the user sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckSummary {
+    pub pieces: u32,
+    /// Pieces hashed and found right, plus pieces the resume file vouches for.
+    pub present: u32,
+    pub trusted: u32,
+    pub checked: u32,
+}
+
+/// Why a torrent stopped with an error.
+#[derive(Debug)]
+pub enum TorrentError {
+    Storage(StorageError),
+    /// `rill seed` without `--partial`, and pieces are missing.
+    Missing {
+        root: PathBuf,
+        missing: u32,
+        pieces: u32,
+    },
+}
+
+impl std::fmt::Display for TorrentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TorrentError::Storage(e) => write!(f, "{e}"),
+            TorrentError::Missing { root, missing, pieces } => write!(
+                f,
+                "{}: {missing} of {pieces} pieces are missing or damaged; use --partial to seed what is there",
+                root.display()
+            ),
+        }
+    }
+}
+
+pub struct TorrentCore {
+    pub id: TorrentId,
+    pub info_hash: InfoHash,
+    pub name: String,
+    pub state: State,
+    /// The metainfo, until the check has opened the storage (then only the data plane keeps what it needs).
+    meta: Option<Box<Metainfo>>,
+    /// Geometry, swarm, storage: built at the transition into `Checking`.
+    pub data: Option<Torrent>,
+    pub check: Option<Check>,
+    pub trackers: Trackers,
+    /// The metainfo's tracker tiers, to start the trackers again after a pause.
+    tiers: Vec<Vec<String>>,
+    pub tracker_timer: Option<(TimerId, Timestamp)>,
+    pub candidates: Candidates,
+    pub choker: Choker,
+    /// Peer ids never to talk to again (they sent data that failed verification).
+    pub banned_ids: Vec<[u8; 20]>,
+    pub opts: TorrentOptions,
+    pub completed_announced: bool,
+    /// Peers that ever sent us payload.
+    pub peers_used: HashSet<SocketAddr>,
+    pub down_rate: f64,
+    pub up_rate: f64,
+    last_downloaded: u64,
+    last_uploaded: u64,
+    /// Bytes verified since the resume file was last written.
+    pub unsaved_bytes: u64,
+    pub error: Option<TorrentError>,
+    /// `stopped` announces are running (or done); no new peers.
+    pub stopping: bool,
+    pub stop_deadline: Option<Timestamp>,
+    /// Stopped by a signal or command before it was done.
+    pub interrupted: bool,
+    pub summary: Option<CheckSummary>,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+}
+
+impl TorrentCore {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: TorrentId,
+        meta: Metainfo,
+        opts: TorrentOptions,
+        peer_id: [u8; 20],
+        listen_port: Option<u16>,
+        entropy: &mut Entropy,
+        rng: &mut Rng,
+        now: Timestamp,
+    ) -> Self {
+        let identity = ClientIdentity {
+            info_hash: meta.info_hash,
+            peer_id,
+            port: listen_port.unwrap_or(0),
+            key: entropy.next_u32(),
+            numwant: 80,
+        };
+        let trackers = Trackers::new(&meta.trackers, identity, entropy.fork(), rng, now)
+            .with_txn_namespace((id.0 % (1 << super::txn_shim::TXN_NAMESPACE_BITS)) as u16);
+        let mut candidates = Candidates::new();
+        if let Some(port) = listen_port {
+            candidates.set_own_addresses(vec![
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                SocketAddr::from(([0, 0, 0, 0], port)),
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+                SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
+            ]);
+        }
+        for addr in &opts.extra_peers {
+            candidates.add(*addr);
+        }
+        let tiers = meta.trackers.clone();
+        TorrentCore {
+            id,
+            info_hash: meta.info_hash,
+            name: meta.name.clone(),
+            state: State::Checking,
+            meta: Some(Box::new(meta)),
+            data: None,
+            check: None,
+            trackers,
+            tiers,
+            tracker_timer: None,
+            candidates,
+            choker: Choker::new(4),
+            banned_ids: Vec::new(),
+            opts,
+            completed_announced: false,
+            peers_used: HashSet::new(),
+            down_rate: 0.0,
+            up_rate: 0.0,
+            last_downloaded: 0,
+            last_uploaded: 0,
+            unsaved_bytes: 0,
+            error: None,
+            stopping: false,
+            stop_deadline: None,
+            interrupted: false,
+            summary: None,
+            started_at: now,
+            finished_at: None,
+        }
+    }
+
+    /// Fresh tracker machines after a pause (the old ones said `stopped`).
+    pub fn restart_trackers(&mut self, entropy: &mut Entropy, rng: &mut Rng, now: Timestamp) {
+        let identity = self.trackers.identity().clone();
+        self.trackers = Trackers::new(&self.tiers, identity, entropy.fork(), rng, now)
+            .with_txn_namespace((self.id.0 % (1 << super::txn_shim::TXN_NAMESPACE_BITS)) as u16);
+        self.tracker_timer = None;
+    }
+
+    pub fn set_upload_slots(&mut self, slots: usize) {
+        self.choker = Choker::new(slots);
+    }
+
+    pub fn swarm(&self) -> Option<&Swarm> {
+        self.data.as_ref().map(|t| &t.swarm)
+    }
+
+    pub fn ctx(&self) -> Option<&TorrentContext> {
+        self.data.as_ref().map(|t| &t.ctx)
+    }
+
+    /// Accepting and dialling peers.
+    pub fn is_active(&self) -> bool {
+        self.state == State::Active && !self.stopping
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.swarm().is_some_and(Swarm::is_complete)
+    }
+
+    pub fn is_seed(&self) -> bool {
+        self.swarm().is_some_and(Swarm::is_seed)
+    }
+
+    pub fn transfer(&self) -> Transfer {
+        match self.swarm() {
+            Some(s) => Transfer { uploaded: s.totals.uploaded, downloaded: s.totals.downloaded, left: s.left() },
+            None => Transfer { uploaded: 0, downloaded: 0, left: 0 },
+        }
+    }
+
+    /// Done with this run: stopped, and its trackers told (or given up on).
+    pub fn is_finished(&self, now: Timestamp) -> bool {
+        match self.state {
+            State::Stopped | State::Paused => {
+                !self.stopping || self.trackers.is_stopped() || self.stop_deadline.is_some_and(|d| now >= d)
+            }
+            _ => false,
+        }
+    }
+
+    /// Opens the storage and plans the check (the first step of `Checking`). An error fails the torrent.
+    pub fn start_check(&mut self, listen_port: Option<u16>, peer_id: [u8; 20]) -> Result<(), TorrentError> {
+        let Some(meta) = self.meta.as_deref() else {
+            return Ok(());
+        };
+        let geometry = Geometry::new(meta.piece_length, meta.total_length);
+        let wanted_file = |i: usize| match &self.opts.mode {
+            Mode::Download { wanted_files: Some(w), .. } => w.get(i).copied().unwrap_or(false),
+            Mode::Download { wanted_files: None, .. } => true,
+            Mode::Seed { .. } => false,
+        };
+        let mut storage = Storage::open(&self.opts.dir, meta, wanted_file).map_err(TorrentError::Storage)?;
+        let resume = if self.opts.recheck {
+            None
+        } else {
+            storage.load_resume(&meta.info_hash.0, geometry.piece_count()).map_err(TorrentError::Storage)?
+        };
+        let plan = verify::plan_restore(&storage, &geometry, resume.as_ref(), self.opts.recheck);
+        let n = geometry.piece_count();
+        let ctx = TorrentContext {
+            info_hash: meta.info_hash,
+            our_peer_id: peer_id,
+            geometry,
+            limits: FrameLimits::for_torrent(n),
+            listen_port,
+        };
+        // An empty swarm until the check is done: nothing is had or wanted yet.
+        let swarm = Swarm::new(geometry, Bitfield::new(n), Bitfield::new(n), false);
+        self.data = Some(Torrent::new(ctx, swarm, storage, meta.piece_hashes.clone()));
+        self.check = Some(Check { plan, have: Bitfield::new(n), next: 0, started: true });
+        Ok(())
+    }
+
+    /// Hashes up to `budget` bytes of the check (at least one piece). True once the check is done.
+    pub fn check_some(&mut self, budget: u64) -> Result<bool, TorrentError> {
+        let (Some(check), Some(data)) = (self.check.as_mut(), self.data.as_mut()) else {
+            return Ok(true);
+        };
+        let geometry = data.ctx.geometry;
+        let mut hashed = 0u64;
+        while let Some(&piece) = check.plan.to_check.get(check.next) {
+            if hashed > 0 && hashed >= budget {
+                return Ok(false);
+            }
+            let expected = &data.piece_hashes[piece as usize];
+            if let Some(v) =
+                verify::check_piece(&mut data.storage, &geometry, piece, expected).map_err(TorrentError::Storage)?
+            {
+                check.have.set(v.piece());
+            }
+            check.next += 1;
+            hashed += u64::from(geometry.piece_len(piece));
+        }
+        Ok(true)
+    }
+
+    /// The check is done: builds the real swarm (what is had, what is wanted) and becomes `Active`, or
+    /// fails (`rill seed` with pieces missing).
+    pub fn finish_check(&mut self) -> Result<CheckSummary, TorrentError> {
+        let (Some(check), Some(data)) = (self.check.take(), self.data.as_mut()) else {
+            return Err(TorrentError::Missing { root: self.opts.dir.clone(), missing: 0, pieces: 0 });
+        };
+        let meta = self.meta.take();
+        let geometry = data.ctx.geometry;
+        let n = geometry.piece_count();
+        let summary = CheckSummary {
+            pieces: n,
+            present: check.have.count_ones() + check.plan.trusted,
+            trusted: check.plan.trusted,
+            checked: check.next as u32,
+        };
+        let (wanted, sequential) = match &self.opts.mode {
+            Mode::Seed { partial } => {
+                let missing = n - summary.present;
+                if missing > 0 && !partial {
+                    let root = meta
+                        .as_ref()
+                        .and_then(|m| m.files.first())
+                        .and_then(|f| f.path.components().next())
+                        .map(|c| self.opts.dir.join(c.as_os_str()))
+                        .unwrap_or_else(|| self.opts.dir.clone());
+                    return Err(TorrentError::Missing { root, missing, pieces: n });
+                }
+                // A seed fetches nothing: only what was hashed is wanted, so an unconfirmed piece that fails
+                // its check is dropped rather than downloaded (and `left` stays 0 for the trackers).
+                (check.have.clone(), false)
+            }
+            Mode::Download { wanted_files, sequential, .. } => {
+                let mut wanted = Bitfield::new(n);
+                if let Some(meta) = &meta {
+                    for (i, f) in meta.files.iter().enumerate() {
+                        let want = wanted_files.as_ref().map_or(true, |w| w.get(i).copied().unwrap_or(false));
+                        if !want || f.padding || f.length == 0 {
+                            continue;
+                        }
+                        let first = (f.offset / u64::from(meta.piece_length)) as u32;
+                        let last = ((f.offset + f.length - 1) / u64::from(meta.piece_length)) as u32;
+                        for p in first..=last {
+                            wanted.set(p);
+                        }
+                    }
+                }
+                (wanted, *sequential)
+            }
+        };
+        data.swarm = Swarm::new(geometry, check.have, wanted, sequential).with_unconfirmed(&check.plan.unconfirmed);
+        // Complete at start (a seed, or a download whose pieces were all hashed now): nothing completes in
+        // this run, so there is no completion to announce.
+        self.completed_announced = data.swarm.is_complete();
+        self.state = State::Active;
+        self.summary = Some(summary);
+        Ok(summary)
+    }
+
+    /// Stopped during the check: records what is known, so the next start hashes only what was not
+    /// reached. Returns (pieces checked, pieces known good, pieces).
+    pub fn save_interrupted_check(&mut self) -> Result<(u32, u32, u32), StorageError> {
+        let (Some(check), Some(data)) = (self.check.as_ref(), self.data.as_mut()) else {
+            return Ok((0, 0, 0));
+        };
+        let mut recorded = check.have.clone();
+        for p in check.plan.unconfirmed.iter_ones() {
+            recorded.set(p);
+        }
+        data.storage.save_resume(&self.info_hash.0, &recorded)?;
+        Ok((check.next as u32, recorded.count_ones(), data.ctx.geometry.piece_count()))
+    }
+
+    /// Once a second: the smoothed rates.
+    pub fn sample_rates(&mut self, dt: Duration) {
+        let Some(swarm) = self.swarm() else {
+            return;
+        };
+        let (downloaded, uploaded) = (swarm.totals.downloaded, swarm.totals.uploaded);
+        let secs = dt.as_secs_f64().max(1e-3);
+        let down = downloaded - self.last_downloaded;
+        let up = uploaded - self.last_uploaded;
+        self.last_downloaded = downloaded;
+        self.last_uploaded = uploaded;
+        self.down_rate = 0.5 * self.down_rate + 0.5 * (down as f64 / secs);
+        self.up_rate = 0.5 * self.up_rate + 0.5 * (up as f64 / secs);
+    }
+
+    /// The seed ratio is reached (only once complete).
+    pub fn seed_ratio_reached(&self) -> bool {
+        let (Some(ratio), Some(data)) = (self.opts.seed_ratio, self.data.as_ref()) else {
+            return false;
+        };
+        if !data.swarm.is_complete() {
+            return false;
+        }
+        let total = data.ctx.geometry.total_length().max(1);
+        data.swarm.totals.uploaded as f64 / total as f64 >= ratio
+    }
+
+    /// Records the verified pieces in the resume file now (on exit).
+    pub fn save_resume(&mut self) -> Result<(), StorageError> {
+        // Before the check is done the swarm knows nothing (an interrupted check saved what it found).
+        if self.check.is_some() || self.summary.is_none() {
+            return Ok(());
+        }
+        let Some(data) = self.data.as_mut() else {
+            return Ok(());
+        };
+        data.storage.save_resume(&self.info_hash.0, &data.swarm.recorded())?;
+        self.unsaved_bytes = 0;
+        Ok(())
+    }
+
+    /// Starts a resume save on storage's helper thread when pieces were verified since the last one; if one
+    /// is still running, a later call tries again. Reports the error of a save that finished.
+    pub fn save_resume_in_background(&mut self) -> Result<(), StorageError> {
+        let Some(data) = self.data.as_mut() else {
+            return Ok(());
+        };
+        data.storage.poll_background_save()?;
+        if self.check.is_none()
+            && self.unsaved_bytes > 0
+            && data.storage.start_background_save(&self.info_hash.0, &data.swarm.recorded())?
+        {
+            self.unsaved_bytes = 0;
+        }
+        Ok(())
+    }
+}
