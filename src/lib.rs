@@ -28,4 +28,5 @@ pub mod time;
 pub mod timer_wheel;
 pub mod torrent;
 pub mod tracker;
+pub mod verdict;
 pub mod wire;
