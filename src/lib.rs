@@ -29,4 +29,5 @@ pub mod time;
 pub mod timer_wheel;
 pub mod torrent;
 pub mod tracker;
+pub mod verdict;
 pub mod wire;

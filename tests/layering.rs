@@ -8,11 +8,15 @@
 //! - anything outside the named places starts a thread (the storage helpers and the DNS helper);
 //! - a top-level module imports one above it in [`LAYERS`] (arrows between modules point one way, down);
 //! - anything outside `src/rng.rs` reads OS entropy (`getrandom`, `/dev/urandom`): machines get an
-//!   `rng::Entropy`, so tests can hand them a seeded one.
+//!   `rng::Entropy`, so tests can hand them a seeded one;
+//! - anything outside `src/observe/` and `src/main.rs` prints (`println!`, `print!`, `eprintln!`, `eprint!`,
+//!   `io::stdout`, `io::stderr`): the loop must never block on a slow terminal or pipe;
+//! - anything outside `src/storage/verify.rs` makes a `VerifiedPiece` (`VerifiedPiece::new`): holding one
+//!   proves the piece's hash was checked.
 //!
 //! Comment lines (`//`, `//!`, `///`) are ignored. Test-only code (`#[cfg(test)]` modules, inline or in
-//! their own files) is a driver like the loop and may make temporary directories, so it is exempt from the
-//! file rule only: it must still never read the clock or open a socket.
+//! their own files) is a driver like the loop and may make temporary directories, start threads, print and
+//! vouch for pieces, so it is exempt from those rules: it must still never read the clock or open a socket.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -65,6 +69,24 @@ const RULES: &[Rule] = &[
         allowed: &["src/storage/", "src/event_loop/trackers.rs"],
         test_code_exempt: true,
     },
+    Rule {
+        name: "printing outside observe and main",
+        needles: &["println!", "print!", "eprintln!", "eprint!", "io::stdout", "io::stderr", "std::io::stdout"],
+        allowed: &[
+            "src/observe/",
+            "src/main.rs",
+            // TODO(issue 10): printing moves to observe/
+            "src/event_loop/view.rs",
+            "src/event_loop/mod.rs",
+        ],
+        test_code_exempt: true,
+    },
+    Rule {
+        name: "a VerifiedPiece made outside storage's verify",
+        needles: &["VerifiedPiece::new"],
+        allowed: &["src/storage/verify.rs"],
+        test_code_exempt: true,
+    },
 ];
 
 /// The top-level modules of `src/`, lowest first: each may import only those before it.
@@ -74,6 +96,7 @@ const LAYERS: &[&str] = &[
     "bitfield",
     "bencode",
     "geometry",
+    "verdict",
     "http",
     "metainfo",
     "magnet",
@@ -81,10 +104,10 @@ const LAYERS: &[&str] = &[
     "metadata",
     "dht",
     "timer_wheel",
-    "storage",
     "swarm",
     "peer",
     "tracker",
+    "storage",
     "torrent",
     "observe",
     "cli",
@@ -197,6 +220,14 @@ fn imports_fs_in_a_group(line: &str) -> bool {
     rest.split(|c: char| !is_ident(c)).any(|word| word == "fs")
 }
 
+/// `use std::io::{self, stdout};` names `io::stdout` without spelling it.
+fn imports_stdio_in_a_group(line: &str) -> bool {
+    let Some(rest) = line.trim_start().strip_prefix("use std::io::{") else {
+        return false;
+    };
+    rest.split(|c: char| !is_ident(c)).any(|word| word == "stdout" || word == "stderr")
+}
+
 fn is_comment(line: &str) -> bool {
     line.trim_start().starts_with("//")
 }
@@ -283,7 +314,8 @@ fn scan_file(file: &str, source: &str, test_only_file: bool) -> Vec<Violation> {
                 continue;
             }
             let hit = rule.needles.iter().any(|needle| mentions(line, needle))
-                || (rule.needles.contains(&"std::fs") && imports_fs_in_a_group(line));
+                || (rule.needles.contains(&"std::fs") && imports_fs_in_a_group(line))
+                || (rule.needles.contains(&"io::stdout") && imports_stdio_in_a_group(line));
             if hit {
                 found.push(Violation {
                     file: file.to_string(),
@@ -388,6 +420,8 @@ fn the_owning_modules_do_use_what_they_own() {
     assert!(source("src/time.rs").lines().any(|l| mentions(l, "Instant::now")));
     assert!(source("src/storage/nofollow.rs").lines().any(|l| mentions(l, "rustix::fs")));
     assert!(source("src/rng.rs").lines().any(|l| !is_comment(l) && mentions(l, "getrandom")));
+    assert!(source("src/main.rs").lines().any(|l| !is_comment(l) && mentions(l, "io::stdout")));
+    assert!(source("src/storage/verify.rs").lines().any(|l| !is_comment(l) && mentions(l, "VerifiedPiece::new")));
     let event_loop = files.iter().filter(|(f, _)| f.starts_with("src/event_loop/"));
     assert!(event_loop.flat_map(|(_, s)| s.lines()).any(|l| mentions(l, "mio::")));
 }
@@ -531,6 +565,24 @@ fn an_upward_import_is_reported_but_test_code_and_downward_imports_are_not() {
 }
 
 #[test]
+fn protocol_state_importing_storage_is_an_upward_arrow() {
+    // `VerifiedPiece` lives in `verdict`, below both: swarm, peer and tracker never need `storage`.
+    let files: Vec<(String, String)> = [
+        ("src/swarm/mod.rs", "use crate::storage::verify::VerifiedPiece;\nuse crate::verdict::VerifiedPiece;\n"),
+        ("src/peer/session.rs", "use crate::storage::Storage;\n"),
+        ("src/storage/verify.rs", "use crate::verdict::VerifiedPiece;\nuse crate::geometry::Geometry;\n"),
+        ("src/torrent.rs", "use crate::storage::{verify, Storage};\n"),
+    ]
+    .iter()
+    .map(|(f, s)| (f.to_string(), s.to_string()))
+    .collect();
+    assert_eq!(
+        lines_of(&upward_imports(&files)),
+        [("src/swarm/mod.rs".to_string(), 1), ("src/peer/session.rs".to_string(), 1)]
+    );
+}
+
+#[test]
 fn a_thread_outside_the_allowed_places_is_reported() {
     let found = fake(&[
         ("src/peer/session.rs", "std::thread::spawn(move || {});\n"),
@@ -538,6 +590,46 @@ fn a_thread_outside_the_allowed_places_is_reported() {
         ("src/event_loop/trackers.rs", "let h = std::thread::spawn(f);\n"),
     ]);
     assert_eq!(lines_of(&found), [("src/peer/session.rs".to_string(), 1)]);
+}
+
+#[test]
+fn printing_outside_observe_and_main_is_reported_but_not_in_test_code() {
+    let found = fake(&[
+        ("src/peer/mod.rs", "pub mod session;\n#[cfg(test)]\nmod tests;\n"),
+        ("src/peer/session.rs", "println!(\"x\");\nprint!(\"y\");\n"),
+        ("src/swarm/mod.rs", "eprintln!(\"x\");\neprint!(\"y\");\nlet o = io::stdout();\n"),
+        ("src/tracker/mod.rs", "let e = std::io::stderr().lock();\nuse std::io::{self, stdout};\n"),
+        ("src/torrent.rs", "let o = std::io::stdout();\nwrite!(out, \"{x}\")?;\nlog::info!(\"x\");\n"),
+        ("src/observe/ui.rs", "println!(\"{line}\");\n"),
+        ("src/main.rs", "let mut out = std::io::stdout().lock();\neprintln!(\"rill: {e}\");\n"),
+        ("src/peer/tests.rs", "println!(\"debugging a test\");\n"),
+        ("src/swarm/choker.rs", "fn f() {}\n#[cfg(test)]\nmod tests {\n    fn g() { eprintln!(\"t\"); }\n}\n"),
+    ]);
+    assert_eq!(
+        lines_of(&found),
+        [
+            ("src/peer/session.rs".to_string(), 1),
+            ("src/peer/session.rs".to_string(), 2),
+            ("src/swarm/mod.rs".to_string(), 1),
+            ("src/swarm/mod.rs".to_string(), 2),
+            ("src/swarm/mod.rs".to_string(), 3),
+            ("src/tracker/mod.rs".to_string(), 1),
+            ("src/tracker/mod.rs".to_string(), 2),
+            ("src/torrent.rs".to_string(), 1),
+        ]
+    );
+    assert!(found.iter().all(|v| v.rule == "printing outside observe and main"), "{found:?}");
+}
+
+#[test]
+fn a_verified_piece_made_outside_storage_verify_is_reported() {
+    let found = fake(&[
+        ("src/storage/verify.rs", "Ok(matches.then(|| VerifiedPiece::new(piece)))\n"),
+        ("src/swarm/mod.rs", "let v = VerifiedPiece::new(3);\nfn f(v: VerifiedPiece) {}\n"),
+        ("src/storage/mod.rs", "crate::verdict::VerifiedPiece::new(0)\n"),
+        ("src/peer/mod.rs", "#[cfg(test)]\nmod tests {\n    let v = VerifiedPiece::new(1);\n}\n"),
+    ]);
+    assert_eq!(lines_of(&found), [("src/swarm/mod.rs".to_string(), 1), ("src/storage/mod.rs".to_string(), 1)]);
 }
 
 #[test]

@@ -9,6 +9,7 @@ pub mod buffers;
 pub mod fast;
 pub mod pipeline;
 pub mod session;
+mod timer;
 
 #[cfg(test)]
 mod tests;

@@ -29,8 +29,10 @@ pub const DEFAULT_PEER_REQQ: u32 = 250;
 const DEPTH_MARGIN: Duration = millis(100);
 /// A request unanswered this long goes back to the pool for other peers.
 pub const REQUEST_TIMEOUT: Duration = secs(30);
-/// Released requests are remembered this long, so their late blocks are accepted.
-const LATE_GRACE: Duration = secs(30);
+/// Released requests are remembered this long, so their late blocks are accepted. As long as an open
+/// request is awaited: every entry is then due `REQUEST_TIMEOUT` after its `sent_at`, and the list, kept in
+/// `sent_at` order, is in deadline order (`next_deadline` reads its front).
+const LATE_GRACE: Duration = REQUEST_TIMEOUT;
 /// The minimum round trip is forgotten after this long, so a changed path is noticed.
 const RTT_WINDOW: Duration = secs(10);
 
@@ -42,8 +44,17 @@ pub struct InFlight {
     pub released: bool,
 }
 
+impl InFlight {
+    /// When an open request times out, or a released one is forgotten.
+    fn due_at(&self) -> Timestamp {
+        self.sent_at + if self.released { LATE_GRACE } else { REQUEST_TIMEOUT }
+    }
+}
+
 #[derive(Debug)]
 pub struct Pipeline {
+    /// Oldest `sent_at` first (`now` never goes back, and a timed-out entry moves to the back with its
+    /// `sent_at` reset), so the front is the next to time out.
     in_flight: VecDeque<InFlight>,
     active: u32,
     target: u32,
@@ -189,17 +200,21 @@ impl Pipeline {
     /// Returns how many timed out.
     pub fn expire(&mut self, now: Timestamp, mut give_back: impl FnMut(&BlockRef)) -> u32 {
         let mut timed_out = 0;
-        for f in self.in_flight.iter_mut() {
-            if !f.released && now - f.sent_at >= REQUEST_TIMEOUT {
-                f.released = true;
-                f.sent_at = now; // grace counts from release
+        // The list is in deadline order: the due entries are a prefix. A released one is forgotten; an open
+        // one is released, and its grace counts from now, so it goes to the back (the order holds).
+        let due = self.in_flight.iter().take_while(|f| f.due_at() <= now).count();
+        for _ in 0..due {
+            let Some(f) = self.in_flight.pop_front() else {
+                break;
+            };
+            if !f.released {
                 give_back(&f.block);
                 timed_out += 1;
+                self.in_flight.push_back(InFlight { sent_at: now, released: true, ..f });
             }
         }
         self.active -= timed_out;
         self.timed_out_total += u64::from(timed_out);
-        self.in_flight.retain(|f| !f.released || now - f.sent_at < LATE_GRACE);
         if timed_out > 0 {
             self.snubbed = true;
             self.slow_start = false;
@@ -208,9 +223,9 @@ impl Pipeline {
         timed_out
     }
 
-    /// When `expire` next has work.
+    /// When `expire` next has work: the front's deadline (the list is in deadline order).
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.in_flight.iter().map(|f| f.sent_at + if f.released { LATE_GRACE } else { REQUEST_TIMEOUT }).min()
+        self.in_flight.front().map(InFlight::due_at)
     }
 
     /// Once a second: fold the bytes since the last sample into the rate and resize the pipeline to the
@@ -295,6 +310,25 @@ mod tests {
         let late = p.on_block(&block(0, 0), t0 + secs(31)).unwrap();
         assert!(late.released);
         assert_eq!(p.on_block(&block(0, 0), t0 + secs(31)), None, "a second copy was never asked for");
+    }
+
+    #[test]
+    fn deadlines_stay_in_order_through_time_outs() {
+        // A timed-out request's grace counts from its time-out, after requests sent later: it moves to the
+        // back, and the front stays the next deadline.
+        let t0 = Timestamp::ZERO;
+        let mut p = Pipeline::new(t0);
+        p.push(block(0, 0), t0);
+        p.push(block(0, 1), t0 + secs(10));
+        assert_eq!(p.expire(t0 + secs(30), |_| {}), 1);
+        assert_eq!(p.next_deadline(), Some(t0 + secs(40)), "block 1 times out next");
+        assert_eq!(p.expire(t0 + secs(40), |_| {}), 1);
+        assert_eq!(p.next_deadline(), Some(t0 + secs(30) + LATE_GRACE), "block 0 is forgotten next");
+        assert_eq!(p.expire(t0 + secs(30) + LATE_GRACE, |_| {}), 0);
+        assert!(p.on_block(&block(0, 0), t0 + secs(61)).is_none(), "block 0 was forgotten");
+        assert_eq!(p.next_deadline(), Some(t0 + secs(40) + LATE_GRACE));
+        assert_eq!(p.expire(t0 + secs(40) + LATE_GRACE, |_| {}), 0);
+        assert_eq!(p.next_deadline(), None);
     }
 
     #[test]

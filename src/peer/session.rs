@@ -5,6 +5,8 @@
 //! time-outs) and the bytes we queue for it.
 //! Must not: touch sockets, files or the clock, or see another session. Input is bytes-as-frames and `now`;
 //! output is bytes appended to its `WriteBuf`, an `Effect` for the loop, and `next_deadline()`.
+//! Deadlines live in one `TimerTable` (see `peer::timer`): each input sets or stops the timers it moves,
+//! `next_deadline()` is the table's minimum and `on_timeout()` handles exactly the timers that are due.
 //!
 //! Call order for the loop, after any `on_*` call: perform the returned effect; flush `pending_output()`;
 //! move the peer's wheel entry if `next_deadline()` moved earlier; update the socket interest from
@@ -18,6 +20,7 @@ use crate::geometry::{BlockRef, Geometry, BLOCK_LEN};
 use crate::metainfo::InfoHash;
 use crate::peer::buffers::WriteBuf;
 use crate::peer::pipeline::Pipeline;
+use crate::peer::timer::{Timer, TimerTable};
 use crate::peer::{DropReason, PeerMisbehaved};
 use crate::swarm::picker::ENDGAME_PEER_DEPTH;
 use crate::swarm::{BlockArrival, PeerNo, Swarm};
@@ -83,8 +86,8 @@ pub struct PeerSession {
     pub no: PeerNo,
     phase: Phase,
     outgoing: bool,
-    /// Deadline of the connect or handshake phase.
-    phase_deadline: Option<Timestamp>,
+    /// Every deadline of this session; `next_deadline()` is their minimum.
+    timers: TimerTable,
     am_choking: bool,
     am_interested: bool,
     peer_choking: bool,
@@ -100,8 +103,6 @@ pub struct PeerSession {
     /// Requests the peer made of us, oldest first.
     requests: VecDeque<BlockRef>,
     out: WriteBuf,
-    last_received: Timestamp,
-    last_sent: Timestamp,
     pub peer_id: Option<[u8; 20]>,
     pub extended: Option<ExtendedHandshake>,
     peer_supports_extensions: bool,
@@ -121,23 +122,28 @@ impl PeerSession {
     pub fn outgoing(no: PeerNo, ctx: &TorrentContext, now: Timestamp) -> Self {
         let mut s = Self::new(no, ctx, now, true);
         s.phase = Phase::AwaitingConnect;
-        s.phase_deadline = Some(now + CONNECT_TIMEOUT);
+        s.timers.set(Timer::Connect, now + CONNECT_TIMEOUT);
         s
     }
 
     /// A session for a connection a peer opened to us.
     pub fn incoming(no: PeerNo, ctx: &TorrentContext, now: Timestamp) -> Self {
         let mut s = Self::new(no, ctx, now, false);
-        s.phase_deadline = Some(now + HANDSHAKE_TIMEOUT);
+        s.timers.set(Timer::Handshake, now + HANDSHAKE_TIMEOUT);
         s
     }
 
+    /// Silence and keep-alive count from `now`. They run in every phase: the connect and handshake
+    /// deadlines are far shorter, so before the handshake only those can come due.
     fn new(no: PeerNo, ctx: &TorrentContext, now: Timestamp, outgoing: bool) -> Self {
+        let mut timers = TimerTable::default();
+        timers.set(Timer::Silence, now + DROP_SILENT_AFTER);
+        timers.set(Timer::KeepAlive, now + KEEPALIVE_AFTER);
         PeerSession {
             no,
             phase: Phase::AwaitingHandshake,
             outgoing,
-            phase_deadline: None,
+            timers,
             am_choking: true,
             am_interested: false,
             peer_choking: true,
@@ -149,8 +155,6 @@ impl PeerSession {
             hint: None,
             requests: VecDeque::new(),
             out: WriteBuf::default(),
-            last_received: now,
-            last_sent: now,
             peer_id: None,
             extended: None,
             peer_supports_extensions: false,
@@ -209,7 +213,7 @@ impl PeerSession {
     }
     pub fn output_written(&mut self, n: usize, now: Timestamp) {
         if n > 0 {
-            self.last_sent = now;
+            self.timers.set(Timer::KeepAlive, now + KEEPALIVE_AFTER);
         }
         self.out.consume(n);
     }
@@ -234,8 +238,9 @@ impl PeerSession {
     pub fn on_connected(&mut self, ctx: &TorrentContext, now: Timestamp) {
         debug_assert_eq!(self.phase, Phase::AwaitingConnect);
         self.phase = Phase::AwaitingHandshake;
-        self.phase_deadline = Some(now + HANDSHAKE_TIMEOUT);
-        self.last_received = now;
+        self.timers.stop(Timer::Connect);
+        self.timers.set(Timer::Handshake, now + HANDSHAKE_TIMEOUT);
+        self.timers.set(Timer::Silence, now + DROP_SILENT_AFTER);
         self.send_handshake(ctx);
     }
 
@@ -259,7 +264,7 @@ impl PeerSession {
         if hs.peer_id == ctx.our_peer_id {
             return Err(PeerMisbehaved::OwnPeerId.into());
         }
-        self.last_received = now;
+        self.timers.set(Timer::Silence, now + DROP_SILENT_AFTER);
         if !self.outgoing {
             self.send_handshake(ctx);
         }
@@ -274,7 +279,7 @@ impl PeerSession {
             self.send(Frame::Bitfield(swarm.have().as_bytes()));
         }
         self.phase = Phase::AwaitingFirstMessage;
-        self.phase_deadline = None;
+        self.timers.stop(Timer::Handshake);
         Ok(())
     }
 
@@ -286,7 +291,7 @@ impl PeerSession {
         swarm: &mut Swarm,
         now: Timestamp,
     ) -> Result<Effect<'a>, DropReason> {
-        self.last_received = now;
+        self.timers.set(Timer::Silence, now + DROP_SILENT_AFTER);
         let first = self.phase == Phase::AwaitingFirstMessage;
         match self.phase {
             // Real clients (libtorrent, Transmission) send their BEP 10 handshake before the bitfield, and
@@ -308,6 +313,7 @@ impl PeerSession {
                 // They go back to the pool at once; blocks already in flight are still accepted.
                 self.peer_choking = true;
                 self.pipeline.release_all(|b| swarm.release_block(b));
+                self.sync_request_timer();
             }
             Frame::Unchoke => {
                 self.peer_choking = false;
@@ -360,6 +366,7 @@ impl PeerSession {
                     if self.pipeline.release(&block) {
                         swarm.release_block(&block);
                     }
+                    self.sync_request_timer();
                 }
             }
             Frame::Piece { piece, offset, data } => {
@@ -369,6 +376,7 @@ impl PeerSession {
                     .ok_or(PeerMisbehaved::UnrequestedBlock { piece, offset })?;
                 let entry =
                     self.pipeline.on_block(&block, now).ok_or(PeerMisbehaved::UnrequestedBlock { piece, offset })?;
+                self.sync_request_timer();
                 self.downloaded += u64::from(len);
                 self.last_block_at = Some(now);
                 let arrival = swarm.on_block(&block, data, self.no, !entry.released);
@@ -481,6 +489,12 @@ impl PeerSession {
             self.pipeline.push(block, now);
             self.send(Frame::Request { piece: block.piece, offset: block.offset, len: block.len });
         }
+        self.sync_request_timer();
+    }
+
+    /// The pipeline changed: its next deadline is the `Requests` timer.
+    fn sync_request_timer(&mut self) {
+        self.timers.set_or_stop(Timer::Requests, self.pipeline.next_deadline());
     }
 
     /// We verified `piece`: tell the peer, and drop interest if it has nothing else we want.
@@ -521,6 +535,7 @@ impl PeerSession {
         if self.pipeline.release(block) {
             self.cancels_sent += 1;
             self.send(Frame::Cancel { piece: block.piece, offset: block.offset, len: block.len });
+            self.sync_request_timer();
         }
     }
 
@@ -566,35 +581,34 @@ impl PeerSession {
         Ok(Some(block))
     }
 
-    /// Time-driven work at `now`: phase time-outs, silence, keep-alives, request time-outs.
-    /// A call with nothing due does nothing.
+    /// Time-driven work at `now`: handles each timer that is due, in `Timer::ALL` order (those that end the
+    /// session first). A call with nothing due does nothing.
     pub fn on_timeout(&mut self, swarm: &mut Swarm, now: Timestamp) -> Result<(), DropReason> {
-        if let Some(deadline) = self.phase_deadline {
-            if now >= deadline {
-                return Err(match self.phase {
-                    Phase::AwaitingConnect => DropReason::ConnectTimedOut,
-                    _ => DropReason::HandshakeTimedOut,
-                });
+        for timer in Timer::ALL {
+            if !self.timers.is_expired(timer, now) {
+                continue;
+            }
+            match timer {
+                Timer::Connect => return Err(DropReason::ConnectTimedOut),
+                Timer::Handshake => return Err(DropReason::HandshakeTimedOut),
+                Timer::Silence => return Err(DropReason::Silent),
+                Timer::KeepAlive => {
+                    // With output still queued the peer will hear from us anyway; either way the next
+                    // keep-alive is due a full interval from now (and the deadline never stays in the past).
+                    if self.out.is_empty() {
+                        self.send(Frame::KeepAlive);
+                    }
+                    self.timers.set(Timer::KeepAlive, now + KEEPALIVE_AFTER);
+                }
+                Timer::Requests => {
+                    if self.pipeline.expire(now, |b| swarm.release_block(b)) > 0 {
+                        log::debug!("peer {}: requests timed out", self.no.0);
+                    }
+                    self.sync_request_timer();
+                    self.fill_requests(swarm, now);
+                }
             }
         }
-        if self.phase == Phase::AwaitingConnect {
-            return Ok(());
-        }
-        if now - self.last_received >= DROP_SILENT_AFTER {
-            return Err(DropReason::Silent);
-        }
-        if now - self.last_sent >= KEEPALIVE_AFTER {
-            // With output still queued the peer will hear from us anyway; either way the next keep-alive
-            // is due a full interval from now (and the deadline never stays in the past).
-            if self.out.is_empty() {
-                self.send(Frame::KeepAlive);
-            }
-            self.last_sent = now;
-        }
-        if self.pipeline.expire(now, |b| swarm.release_block(b)) > 0 {
-            log::debug!("peer {}: requests timed out", self.no.0);
-        }
-        self.fill_requests(swarm, now);
         Ok(())
     }
 
@@ -618,24 +632,16 @@ impl PeerSession {
         self.fill_requests(swarm, now);
     }
 
-    /// The earliest moment `on_timeout` has work.
+    /// The earliest moment `on_timeout` has work: the earliest running timer.
     #[must_use]
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        if let Some(d) = self.phase_deadline {
-            return Some(d);
-        }
-        let keepalive = self.last_sent + KEEPALIVE_AFTER;
-        let silence = self.last_received + DROP_SILENT_AFTER;
-        let mut next = keepalive.min(silence);
-        if let Some(r) = self.pipeline.next_deadline() {
-            next = next.min(r);
-        }
-        Some(next)
+        self.timers.next()
     }
 
     /// The connection is gone: give its blocks back and stop counting its pieces.
     pub fn on_closed(&mut self, swarm: &mut Swarm) {
         self.pipeline.clear(|b| swarm.release_block(b));
+        self.sync_request_timer();
         if self.counted {
             swarm.on_peer_gone(&self.peer_has);
             self.counted = false;

@@ -1,6 +1,8 @@
 //! `PeerSession` transcripts under simulated time (STYLE §7.12 item 2): frames in, frames out, and the
 //! swarm's view of every block, grouped by the phase the session is in.
 
+use std::time::Duration;
+
 use super::buffers::WRITE_HIGH_WATER;
 use super::pipeline::{INITIAL_DEPTH, REQUEST_TIMEOUT};
 use super::session::{
@@ -954,6 +956,44 @@ fn active_spurious_wake_up_does_nothing() {
         nothing_sent(&mut c);
     }
     assert_eq!(c.peer.pipeline().active(), sent.len() as u32);
+}
+
+#[test]
+fn every_phase_acts_exactly_at_next_deadline() {
+    // `next_deadline` and `on_timeout` read one timer table: a wake-up a microsecond early changes nothing
+    // (no bytes, same deadline, same requests), and the wake-up at the deadline does the timer's work.
+    let t0 = Timestamp::from_secs(3);
+    let early = |c: &mut Conn| {
+        let due = c.peer.next_deadline().expect("every session has a deadline");
+        let active = c.peer.pipeline().active();
+        assert_eq!(timeout_at(c, due - Duration::from_micros(1)), Ok(()));
+        nothing_sent(c);
+        assert_eq!(c.peer.next_deadline(), Some(due));
+        assert_eq!(c.peer.pipeline().active(), active);
+        due
+    };
+    let mut c = outgoing(t0, leecher());
+    let due = early(&mut c);
+    assert_eq!(timeout_at(&mut c, due), Err(DropReason::ConnectTimedOut));
+
+    let mut c = incoming(t0, leecher());
+    let due = early(&mut c);
+    assert_eq!(timeout_at(&mut c, due), Err(DropReason::HandshakeTimedOut));
+
+    let (mut c, sent) = unchoked_by_seed(t0);
+    let due = early(&mut c);
+    assert_eq!(due, t0 + REQUEST_TIMEOUT);
+    assert_eq!(timeout_at(&mut c, due), Ok(()));
+    assert_eq!(requests(&sent_frames(&mut c)).len(), 1, "all {} requests timed out, one is re-sent", sent.len());
+    let due = early(&mut c);
+    assert_eq!(due, t0 + REQUEST_TIMEOUT + REQUEST_TIMEOUT, "the re-sent request times out next");
+
+    let mut c = active(t0, leecher(), &NONE);
+    let due = early(&mut c);
+    assert_eq!(timeout_at(&mut c, due), Ok(()));
+    assert_eq!(sent_frames(&mut c), [OwnedFrame::KeepAlive]);
+    let due = early(&mut c);
+    assert_eq!(timeout_at(&mut c, due), Err(DropReason::Silent));
 }
 
 // ---- active: serving ------------------------------------------------------------------------------

@@ -1,26 +1,14 @@
-//! Piece verification: the only way to make a `VerifiedPiece`.
+//! Piece verification: the only way to make a `VerifiedPiece` (the type lives in `verdict`).
 //!
 //! Owns: comparing a piece's SHA-1 with the metainfo's, from a running hash plus the bytes read back from
 //! disk. Must not: touch peers. A `VerifiedPiece` in hand proves the check was done (a capability type,
-//! as rustls uses for its verified handshake states).
+//! as rustls uses for its verified handshake states); `tests/layering.rs` keeps its constructor here.
 
 use sha1::{Digest, Sha1};
 
 use super::{Storage, StorageError};
 use crate::geometry::{Geometry, BLOCK_LEN};
-
-/// Proof that a piece's bytes hash to the metainfo's SHA-1. Only this module can make one.
-#[must_use]
-#[derive(Debug, PartialEq, Eq)]
-pub struct VerifiedPiece {
-    piece: u32,
-}
-
-impl VerifiedPiece {
-    pub fn piece(&self) -> u32 {
-        self.piece
-    }
-}
+use crate::verdict::VerifiedPiece;
 
 /// Finishes a piece's hash: `hasher` covers its first `hashed_blocks` blocks; the rest is read back from
 /// `storage`. `Ok(None)` means the hash did not match.
@@ -37,7 +25,7 @@ pub fn finish_piece(
     if done < len {
         storage.hash_range(geometry.piece_offset(piece) + done, len - done, &mut hasher)?;
     }
-    Ok((hasher.finalize().as_slice() == expected).then_some(VerifiedPiece { piece }))
+    Ok((hasher.finalize().as_slice() == expected).then(|| VerifiedPiece::new(piece)))
 }
 
 /// Hashes a whole piece from disk (checking existing data, seeding, resume).
@@ -52,7 +40,7 @@ pub fn check_piece(
 
 #[cfg(test)]
 pub(crate) fn assume_verified(piece: u32) -> VerifiedPiece {
-    VerifiedPiece { piece }
+    VerifiedPiece::new(piece)
 }
 
 /// Hashes every piece in `pieces` from disk; returns the ones that verify. `progress(done, total)` is

@@ -29,7 +29,7 @@ use sha1::{Digest, Sha1};
 
 use crate::bitfield::Bitfield;
 use crate::geometry::{BlockRef, Geometry};
-use crate::storage::verify::VerifiedPiece;
+use crate::verdict::VerifiedPiece;
 
 /// A peer's identity for the life of the process (slab slots are reused; these are not).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

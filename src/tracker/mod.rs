@@ -57,7 +57,7 @@ pub use codec::{TrackerUrl, UrlError};
 pub use error::TrackerError;
 pub use message::{AnnounceParams, AnnounceReply, Event, ScrapeCounts};
 pub use status::{TrackerState, TrackerStatus};
-pub use udp::Retransmit;
+pub use udp::{udp_reply_namespace, Retransmit, TXN_NAMESPACE_BITS};
 
 use crate::metainfo::InfoHash;
 use crate::rng::{Entropy, Rng};
@@ -279,6 +279,8 @@ pub struct Trackers {
     /// UDP transaction ids (BEP 15: a guessed one lets an off-path attacker forge replies): the OS
     /// source in production.
     entropy: Entropy,
+    /// The top `TXN_NAMESPACE_BITS` of every UDP transaction id we draw; replies in another are not ours.
+    txn_namespace: u16,
     next_io: u64,
     timeouts: Timeouts,
     /// Trackers with a request in flight (announce, scrape or both), in no order. Every per-request scan
@@ -355,6 +357,7 @@ impl Trackers {
             known_peers: HashSet::new(),
             transfer: Transfer::default(),
             entropy,
+            txn_namespace: 0,
             next_io: 0,
             active: Vec::new(),
             scrape_queue: VecDeque::new(),
@@ -382,6 +385,22 @@ impl Trackers {
             tier.next_at = None;
         }
         trackers
+    }
+
+    /// Draws every UDP transaction id in namespace `ns` (`ns < 4096`, see `TXN_NAMESPACE_BITS`): `ns` in
+    /// the top 12 bits and 20 random bits below. Several torrents' `Trackers` share one UDP socket, each
+    /// with its own namespace, and the driver routes a reply by `udp_reply_namespace`. The default is 0.
+    /// Call it before the first `on_timeout`: exchanges already started keep their namespace.
+    #[must_use]
+    pub fn with_txn_namespace(mut self, ns: u16) -> Self {
+        debug_assert!(u32::from(ns) < udp::TXN_NAMESPACES, "namespace {ns} out of range");
+        self.txn_namespace = ns & (udp::TXN_NAMESPACES - 1) as u16;
+        self
+    }
+
+    /// The namespace of our UDP transaction ids (see `with_txn_namespace`).
+    pub fn txn_namespace(&self) -> u16 {
+        self.txn_namespace
     }
 
     /// Who we say we are to trackers (the `key` included).

@@ -198,6 +198,7 @@ fn udp_decoder_and_exchange_survive_mutations() {
                 vec![tracker],
                 connection,
                 Retransmit::default(),
+                0,
                 Timestamp::ZERO,
                 &mut ex_rng,
             );

@@ -206,6 +206,10 @@ impl Trackers {
             }
         };
         let id = reply.transaction_id();
+        if udp::txn_namespace_of(id) != self.txn_namespace {
+            debug!("udp {from}: ignored: transaction id {id:#010x} is in another torrent's namespace");
+            return;
+        }
         let mut found = None;
         'search: for &t in &self.active {
             let tracker = &self.trackers[t];
@@ -365,8 +369,15 @@ impl Trackers {
                     Purpose::Announce(params) => UdpWork::Announce(params.clone()),
                     Purpose::Scrape => UdpWork::Scrape(info_hash),
                 };
-                let (exchange, step) =
-                    UdpExchange::start(work, addrs, connection, request.schedule, now, &mut self.entropy);
+                let (exchange, step) = UdpExchange::start(
+                    work,
+                    addrs,
+                    connection,
+                    request.schedule,
+                    self.txn_namespace,
+                    now,
+                    &mut self.entropy,
+                );
                 request.phase = Phase::Udp(exchange);
                 self.udp_step(t, slot, step, now);
             }

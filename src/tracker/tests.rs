@@ -48,6 +48,16 @@ impl Sim {
         Sim { tr, now: Timestamp::ZERO, rng, transfer: Transfer { uploaded: 0, downloaded: 0, left: 1000 } }
     }
 
+    /// `Sim::new`, drawing UDP transaction ids in namespace `ns`.
+    fn in_namespace(tiers: &[&[&str]], ns: u16) -> Sim {
+        let mut sim = Sim::new(tiers);
+        let tiers: Vec<Vec<String>> = tiers.iter().map(|t| t.iter().map(|s| s.to_string()).collect()).collect();
+        let mut rng = Rng::seeded(42);
+        sim.tr =
+            Trackers::new(&tiers, identity(), Entropy::seeded(1), &mut rng, Timestamp::ZERO).with_txn_namespace(ns);
+        sim
+    }
+
     fn tick(&mut self, at: Timestamp) {
         assert!(at >= self.now, "time never goes back");
         self.now = at;
@@ -464,6 +474,63 @@ fn udp_announce_connects_reuses_connection_id_for_a_minute_and_ignores_strangers
 }
 
 #[test]
+fn udp_trackers_in_different_namespaces_never_claim_each_others_replies() {
+    // Two torrents' trackers share one UDP socket and the same tracker. Their entropy has the same seed, so
+    // only the namespace tells their transaction ids apart.
+    let url = "udp://127.0.0.1:1001/announce";
+    let tracker = addr("127.0.0.1:1001");
+    let mut a = Sim::in_namespace(&[&[url]], 1);
+    let mut b = Sim::in_namespace(&[&[url]], 2);
+    assert_eq!((a.tr.txn_namespace(), b.tr.txn_namespace()), (1, 2));
+    a.tick(Timestamp::ZERO);
+    b.tick(Timestamp::ZERO);
+    let (_, connect_a) = udp_sends(&a.io())[0].clone();
+    let (_, connect_b) = udp_sends(&b.io())[0].clone();
+    let tid = |d: &[u8]| u32::from_be_bytes(d[12..16].try_into().unwrap());
+    assert_eq!(tid(&connect_a) & 0xf_ffff, tid(&connect_b) & 0xf_ffff, "the same random bits");
+    assert_ne!(tid(&connect_a), tid(&connect_b));
+    let (reply_a, reply_b) = (udp_answer(&connect_a, &[]), udp_answer(&connect_b, &[]));
+    assert_eq!((udp_reply_namespace(&reply_a), udp_reply_namespace(&reply_b)), (Some(1), Some(2)));
+    // The control: a third in namespace 1 draws a's ids and would take a's reply.
+    let mut c = Sim::in_namespace(&[&[url]], 1);
+    c.tick(Timestamp::ZERO);
+    assert_eq!(udp_sends(&c.io())[0].1, connect_a);
+    c.tr.on_datagram(tracker, &reply_a, c.now);
+    assert_eq!(udp_sends(&c.io()).len(), 1, "same namespace, same id: the reply is taken");
+    // Connect replies: each ignores the other's and takes its own.
+    b.tr.on_datagram(tracker, &reply_a, b.now);
+    a.tr.on_datagram(tracker, &reply_b, a.now);
+    assert!(a.io().is_empty() && b.io().is_empty(), "a reply from another namespace was taken");
+    a.tr.on_datagram(tracker, &reply_a, a.now);
+    b.tr.on_datagram(tracker, &reply_b, b.now);
+    let (_, announce_a) = udp_sends(&a.io())[0].clone();
+    let (_, announce_b) = udp_sends(&b.io())[0].clone();
+    // Announce replies: the same.
+    let reply_a = udp_answer(&announce_a, &["10.0.0.1:1"]);
+    let reply_b = udp_answer(&announce_b, &["10.0.0.2:2"]);
+    assert_eq!((udp_reply_namespace(&reply_a), udp_reply_namespace(&reply_b)), (Some(1), Some(2)));
+    b.tr.on_datagram(tracker, &reply_a, b.now);
+    a.tr.on_datagram(tracker, &reply_b, a.now);
+    assert_eq!((a.peers(), b.peers()), (vec![], vec![]), "an announce reply from another namespace was taken");
+    a.tr.on_datagram(tracker, &reply_a, a.now);
+    b.tr.on_datagram(tracker, &reply_b, b.now);
+    assert_eq!((a.peers(), b.peers()), (vec![addr("10.0.0.1:1")], vec![addr("10.0.0.2:2")]));
+}
+
+#[test]
+fn udp_transaction_ids_default_to_namespace_zero() {
+    let mut sim = Sim::new(&[&["udp://127.0.0.1:1001"]]);
+    assert_eq!(sim.tr.txn_namespace(), 0);
+    for t in 0..4 {
+        sim.tick(Timestamp::from_secs(t * 15));
+        for (_, datagram) in udp_sends(&sim.io()) {
+            assert_eq!(datagram[12] >> 4, 0, "the top 12 bits are zero: {:02x?}", &datagram[12..16]);
+            assert_eq!(datagram[13] & 0xf0, 0);
+        }
+    }
+}
+
+#[test]
 fn udp_transaction_ids_come_from_the_entropy_source_not_the_xoshiro_rng() {
     let first_transaction_id = |entropy: Entropy| {
         let mut sim = Sim::with_entropy(&[&["udp://127.0.0.1:1001"]], entropy);
@@ -472,7 +539,7 @@ fn udp_transaction_ids_come_from_the_entropy_source_not_the_xoshiro_rng() {
         u32::from_be_bytes(connect[12..16].try_into().unwrap())
     };
     // Same xoshiro seed in both engines: seeded entropy repeats (the test can tell), the OS source does
-    // not (a collision has odds of 2^-32).
+    // not (the 20 random bits below the namespace collide with odds of 2^-20).
     assert_eq!(first_transaction_id(Entropy::seeded(7)), first_transaction_id(Entropy::seeded(7)));
     let os = || Entropy::os().expect("the OS generator");
     assert_ne!(first_transaction_id(os()), first_transaction_id(os()));

@@ -3,7 +3,8 @@
 //! Owns: the byte layout of connect, announce, scrape and error packets (all big-endian), and
 //! `UdpExchange`, the state machine of one announce or scrape: connect → request, a random transaction id
 //! checked with the action on every reply, a connection id reused for up to one minute, retransmission
-//! after 15·2ⁿ s.
+//! after 15·2ⁿ s; transaction-id namespaces, so that several torrents' trackers share one UDP socket and
+//! a reply is routed to its torrent by its transaction id alone (`udp_reply_namespace`).
 //! Must not: own a socket, read the clock, or pick which tracker to ask (that is `Trackers`).
 
 use std::fmt;
@@ -33,6 +34,37 @@ pub const SCRAPE_LEN: usize = 16 + 20;
 const ANNOUNCE_REPLY_HEADER: usize = 20;
 /// Replies longer than this (a full 18-byte peer list at our peer cap) are ignored as oversized.
 pub const MAX_REPLY_LEN: usize = ANNOUNCE_REPLY_HEADER + codec::COMPACT_V6_LEN * MAX_PEERS_PER_REPLY;
+
+/// Bits at the top of every transaction id that name the `Trackers` which drew it (its namespace, one per
+/// torrent), so that the driver routes a reply on a shared socket without asking each torrent. The other
+/// `32 - TXN_NAMESPACE_BITS` bits (20) are random, from the `Entropy` (the OS CSPRNG in production): an
+/// off-path forger must guess those and also send from the tracker's address.
+pub const TXN_NAMESPACE_BITS: u32 = 12;
+const TXN_RANDOM_BITS: u32 = 32 - TXN_NAMESPACE_BITS;
+const TXN_RANDOM_MASK: u32 = (1 << TXN_RANDOM_BITS) - 1;
+/// Namespaces are `0..TXN_NAMESPACES`.
+pub const TXN_NAMESPACES: u32 = 1 << TXN_NAMESPACE_BITS;
+
+/// A fresh transaction id in `namespace` (`< TXN_NAMESPACES`; higher bits are dropped): the namespace in
+/// the top bits, random bits from `entropy` below.
+pub fn draw_transaction_id(namespace: u16, entropy: &mut Entropy) -> u32 {
+    debug_assert!(u32::from(namespace) < TXN_NAMESPACES, "namespace {namespace} out of range");
+    let namespace = u32::from(namespace) & (TXN_NAMESPACES - 1);
+    namespace << TXN_RANDOM_BITS | entropy.next_u32() & TXN_RANDOM_MASK
+}
+
+/// The namespace a transaction id was drawn in.
+pub fn txn_namespace_of(transaction_id: u32) -> u16 {
+    // The shift leaves TXN_NAMESPACE_BITS (12) bits, which fit.
+    u16::try_from(transaction_id >> TXN_RANDOM_BITS).unwrap_or(u16::MAX)
+}
+
+/// The namespace of a BEP 15 reply, read before any other check: the top `TXN_NAMESPACE_BITS` of its
+/// transaction id (bytes 4..8, after the action). `None` when the datagram is too short to hold one.
+pub fn udp_reply_namespace(datagram: &[u8]) -> Option<u16> {
+    let id: [u8; 4] = datagram.get(4..8)?.try_into().ok()?;
+    Some(txn_namespace_of(u32::from_be_bytes(id)))
+}
 
 const ACTION_CONNECT: u32 = 0;
 const ACTION_ANNOUNCE: u32 = 1;
@@ -262,6 +294,8 @@ pub struct UdpExchange {
     work: UdpWork,
     addrs: Vec<SocketAddr>,
     awaiting: Awaiting,
+    /// Every transaction id this exchange draws carries it (see `TXN_NAMESPACE_BITS`).
+    namespace: u16,
     transaction_id: u32,
     attempt: u32,
     schedule: Retransmit,
@@ -273,11 +307,13 @@ pub struct UdpExchange {
 impl UdpExchange {
     /// Starts with the first packet: the request itself when `connection` is still fresh, else a connect.
     /// `addrs` must not be empty (the caller resolved the host); retransmissions rotate through them.
+    /// Transaction ids are drawn in `namespace`.
     pub fn start(
         work: UdpWork,
         addrs: Vec<SocketAddr>,
         connection: Option<ConnectionId>,
         schedule: Retransmit,
+        namespace: u16,
         now: Timestamp,
         entropy: &mut Entropy,
     ) -> (UdpExchange, Step) {
@@ -290,7 +326,8 @@ impl UdpExchange {
             work,
             addrs,
             awaiting,
-            transaction_id: entropy.next_u32(),
+            namespace,
+            transaction_id: draw_transaction_id(namespace, entropy),
             attempt: 0,
             schedule,
             deadline: now,
@@ -348,7 +385,7 @@ impl UdpExchange {
                 // BEP 15: the connection id expired; get a new one before asking again.
                 self.awaiting = Awaiting::ConnectReply;
                 self.learned = None;
-                self.transaction_id = entropy.next_u32();
+                self.transaction_id = draw_transaction_id(self.namespace, entropy);
             }
         }
         self.transmit(now)
@@ -370,7 +407,7 @@ impl UdpExchange {
             (Reply::Connect { connection_id, .. }, Awaiting::ConnectReply, _) => {
                 self.learned = Some(ConnectionId { id: connection_id, obtained: now });
                 self.awaiting = Awaiting::RequestReply { connection_id };
-                self.transaction_id = entropy.next_u32();
+                self.transaction_id = draw_transaction_id(self.namespace, entropy);
                 self.attempt = 0;
                 self.transmit(now)
             }

@@ -1,5 +1,7 @@
 //! BEP 15 tests: byte layouts, reply decoding, and one exchange under simulated time.
 
+use std::collections::HashSet;
+
 use super::*;
 use crate::tracker::message::Event;
 use crate::tracker::Transfer;
@@ -75,7 +77,7 @@ fn feed(ex: &mut UdpExchange, from: SocketAddr, d: &[u8], now: Timestamp, rng: &
 
 fn start(connection: Option<ConnectionId>, rng: &mut Entropy) -> (UdpExchange, Send) {
     let (ex, step) =
-        UdpExchange::start(UdpWork::Announce(params()), vec![tracker()], connection, Retransmit::default(), T0, rng);
+        UdpExchange::start(UdpWork::Announce(params()), vec![tracker()], connection, Retransmit::default(), 0, T0, rng);
     (ex, sent(step))
 }
 
@@ -175,7 +177,7 @@ fn ipv6_tracker_replies_carry_18_byte_peers() {
     let v6: SocketAddr = "[::1]:6969".parse().unwrap();
     let fresh = ConnectionId { id: 1, obtained: T0 };
     let (mut ex, step) =
-        UdpExchange::start(UdpWork::Announce(params()), vec![v6], Some(fresh), Retransmit::default(), T0, &mut rng);
+        UdpExchange::start(UdpWork::Announce(params()), vec![v6], Some(fresh), Retransmit::default(), 0, T0, &mut rng);
     let first = sent(step);
     let mut peers = Vec::new();
     codec::encode_compact("[2001:db8::7]:51413".parse().unwrap(), &mut peers);
@@ -197,6 +199,7 @@ fn fresh_connection_id_is_reused_and_expired_one_renewed() {
         vec![tracker()],
         Some(id),
         Retransmit::default(),
+        0,
         at(59),
         &mut rng,
     );
@@ -207,6 +210,7 @@ fn fresh_connection_id_is_reused_and_expired_one_renewed() {
         vec![tracker()],
         Some(id),
         Retransmit::default(),
+        0,
         at(60),
         &mut rng,
     );
@@ -239,7 +243,7 @@ fn retransmission_base_is_overridable_and_addresses_rotate() {
     let other: SocketAddr = "127.0.0.2:6969".parse().unwrap();
     let schedule = Retransmit { base: Duration::from_millis(100), max_exponent: 2 };
     let (mut ex, step) =
-        UdpExchange::start(UdpWork::Scrape(InfoHash([1; 20])), vec![tracker(), other], None, schedule, T0, &mut rng);
+        UdpExchange::start(UdpWork::Scrape(InfoHash([1; 20])), vec![tracker(), other], None, schedule, 0, T0, &mut rng);
     assert_eq!(sent(step).addr, tracker());
     assert_eq!(ex.next_deadline(), Timestamp::from_millis(100));
     assert_eq!(sent(ex.on_timeout(Timestamp::from_millis(100), &mut rng)).addr, other);
@@ -300,6 +304,7 @@ fn scrape_exchange_reads_counts() {
         vec![tracker()],
         Some(id),
         Retransmit::default(),
+        0,
         T0,
         &mut rng,
     );
@@ -312,4 +317,46 @@ fn scrape_exchange_reads_counts() {
         feed(&mut ex, tracker(), &reply, at(1), &mut rng),
         Step::Done(Ok(Answer::Scrape(ScrapeCounts { seeders: 4, completed: 5, leechers: 6 })))
     );
+}
+
+// ---- transaction-id namespaces ------------------------------------------------------------------------
+
+#[test]
+fn transaction_ids_carry_the_namespace_on_top_and_random_bits_below() {
+    let mut rng = Entropy::seeded(10);
+    for ns in [0u16, 1, 2, 0x800, 4095] {
+        let ids: Vec<u32> = (0..64).map(|_| draw_transaction_id(ns, &mut rng)).collect();
+        for &id in &ids {
+            assert_eq!(txn_namespace_of(id), ns, "{id:#010x}");
+            assert_eq!(id >> (32 - TXN_NAMESPACE_BITS), u32::from(ns), "{id:#010x}");
+            assert_eq!(udp_reply_namespace(&connect_reply(id, 1)), Some(ns));
+            assert_eq!(udp_reply_namespace(&error_reply(id, b"")), Some(ns), "the 8-byte header is enough");
+        }
+        let low: HashSet<u32> = ids.iter().map(|id| id & ((1 << (32 - TXN_NAMESPACE_BITS)) - 1)).collect();
+        assert!(low.len() > 60, "the low 20 bits are random: {} distinct of 64", low.len());
+    }
+    assert_eq!(TXN_NAMESPACES, 4096);
+    assert_eq!(udp_reply_namespace(&[0xff; 7]), None, "too short to hold a transaction id");
+    assert_eq!(udp_reply_namespace(&[]), None);
+    assert_eq!(udp_reply_namespace(&[0, 0, 0, 1, 0xab, 0xcd, 0xef, 0x01]), Some(0xabc));
+}
+
+#[test]
+fn an_exchange_draws_every_transaction_id_in_its_namespace() {
+    // Connect, the request after it, and the connect again after the connection id expired.
+    let mut rng = Entropy::seeded(11);
+    let ns = 0x5a7;
+    let (mut ex, step) =
+        UdpExchange::start(UdpWork::Announce(params()), vec![tracker()], None, Retransmit::default(), ns, T0, &mut rng);
+    let connect = sent(step);
+    assert_eq!(txn_namespace_of(tid_of(&connect.datagram)), ns);
+    let announce = sent(feed(&mut ex, tracker(), &connect_reply(tid_of(&connect.datagram), 9), at(0), &mut rng));
+    assert_eq!(announce.datagram.len(), ANNOUNCE_LEN);
+    assert_eq!(txn_namespace_of(tid_of(&announce.datagram)), ns);
+    assert_eq!(sent(ex.on_timeout(at(15), &mut rng)).datagram.len(), ANNOUNCE_LEN);
+    assert_eq!(sent(ex.on_timeout(at(45), &mut rng)).datagram.len(), ANNOUNCE_LEN);
+    let again = sent(ex.on_timeout(at(105), &mut rng));
+    assert_eq!(again.datagram.len(), CONNECT_LEN);
+    assert_eq!(txn_namespace_of(tid_of(&again.datagram)), ns);
+    assert_eq!(udp_reply_namespace(&connect_reply(tid_of(&again.datagram), 10)), Some(ns));
 }
