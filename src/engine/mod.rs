@@ -785,10 +785,10 @@ impl Engine {
     pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], now: Timestamp) {
         match classify_datagram(data) {
             DatagramKind::Tracker => {
-                let Some(ns) = txn_shim::udp_reply_namespace(data) else {
+                let Some(ns) = crate::tracker::udp_reply_namespace(data) else {
                     return;
                 };
-                let span = 1usize << txn_shim::TXN_NAMESPACE_BITS;
+                let span = 1usize << crate::tracker::TXN_NAMESPACE_BITS;
                 let ids: Vec<TorrentId> = self
                     .torrents
                     .iter()
@@ -1648,19 +1648,3 @@ impl TrackerIoSink for Engine {
     }
 }
 
-/// TEMPORARY until the tracker namespaces land (helper branch h-core): no namespace, every torrent sees
-/// every reply.
-pub(crate) mod txn_shim {
-    pub const TXN_NAMESPACE_BITS: u32 = 0;
-    pub fn udp_reply_namespace(datagram: &[u8]) -> Option<u16> {
-        (datagram.len() >= 8).then_some(0)
-    }
-    pub trait WithNamespace {
-        fn with_txn_namespace(self, ns: u16) -> Self;
-    }
-    impl WithNamespace for crate::tracker::Trackers {
-        fn with_txn_namespace(self, _ns: u16) -> Self {
-            self
-        }
-    }
-}

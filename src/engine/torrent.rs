@@ -27,7 +27,6 @@ use crate::torrent::Torrent;
 use crate::tracker::{ClientIdentity, Trackers, Transfer};
 use crate::wire::FrameLimits;
 
-use super::txn_shim::WithNamespace;
 use super::TorrentId;
 
 /// Where a torrent is in its life.
@@ -199,7 +198,7 @@ impl TorrentCore {
             numwant: 80,
         };
         let trackers = Trackers::new(&meta.trackers, identity, entropy.fork(), rng, now)
-            .with_txn_namespace((id.0 % (1 << super::txn_shim::TXN_NAMESPACE_BITS)) as u16);
+            .with_txn_namespace((id.0 % (1 << crate::tracker::TXN_NAMESPACE_BITS)) as u16);
         let mut candidates = Candidates::new();
         if let Some(port) = listen_port {
             candidates.set_own_addresses(vec![
@@ -249,7 +248,7 @@ impl TorrentCore {
     pub fn restart_trackers(&mut self, entropy: &mut Entropy, rng: &mut Rng, now: Timestamp) {
         let identity = self.trackers.identity().clone();
         self.trackers = Trackers::new(&self.tiers, identity, entropy.fork(), rng, now)
-            .with_txn_namespace((self.id.0 % (1 << super::txn_shim::TXN_NAMESPACE_BITS)) as u16);
+            .with_txn_namespace((self.id.0 % (1 << crate::tracker::TXN_NAMESPACE_BITS)) as u16);
         self.tracker_timer = None;
     }
 
