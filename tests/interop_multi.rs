@@ -113,9 +113,10 @@ fn one_download_fetches_two_torrents_from_two_seeders_behind_one_tracker() {
 // ---------------------------------------------------------------------------------------------------------------
 // 2. One `rill seed` serves two torrents, the incoming handshakes routed by info-hash, plain and MSE
 
-/// `rill seed A B` on one port; a libtorrent leecher with encryption disabled fetches B (plain BitTorrent
+/// `rill seed B A` on one port; a libtorrent leecher with encryption disabled fetches B (plain BitTorrent
 /// handshake), another that forces the MSE handshake fetches A (rill must find A among its torrents from the
-/// obfuscated info-hash). Neither announces: rill is their only peer. Both copies byte-identical.
+/// obfuscated info-hash; a forced libtorrent gets nothing from a peer that answers only in plaintext). Neither
+/// announces: rill is their only peer. Both copies byte-identical.
 #[test]
 fn one_seed_serves_two_torrents_to_a_plain_and_an_encrypted_leecher() {
     let deadline = deadline_in(60);
@@ -128,7 +129,9 @@ fn one_seed_serves_two_torrents_to_a_plain_and_an_encrypted_leecher() {
     let tb = torrent::transmission_create(&b, &announce_url(port), 64, &dir.join("b.torrent"), deadline);
     let _tracker = Opentracker::start(dir.path(), port, &[ta.info_hash, tb.info_hash], deadline);
 
-    let rill = RillPeer::seed_many(dir.path(), "rill", &[&ta, &tb], &data, &[], deadline);
+    // B first: the MSE leecher's torrent is not the first one, so rill must try more than one info-hash against
+    // the obfuscated one in the MSE handshake.
+    let rill = RillPeer::seed_many(dir.path(), "rill", &[&tb, &ta], &data, &[], deadline);
     let only_rill = |encryption| LtLeechOptions {
         peers: vec![rill.addr()],
         no_tracker: true,
@@ -154,9 +157,9 @@ fn one_seed_serves_two_torrents_to_a_plain_and_an_encrypted_leecher() {
     }
 
     let status = rill.interrupt(deadline_within(deadline, 15));
-    assert!(status.success(), "rill seed A B did not exit 0 after SIGINT: {}", describe(status));
+    assert!(status.success(), "rill seed B A did not exit 0 after SIGINT: {}", describe(status));
     assert_no_rill_errors(&rill.proc);
-    println!("rill seed A B: plain leecher {}; MSE leecher {}", done_b.describe(), done_a.describe());
+    println!("rill seed B A: plain leecher {}; MSE leecher {}", done_b.describe(), done_a.describe());
 }
 
 // ---------------------------------------------------------------------------------------------------------------
