@@ -26,8 +26,20 @@ pub fn spawn_rill_download(
     extra: &[&str],
     deadline: Instant,
 ) -> Proc {
+    spawn_rill_download_many(dir, &[torrent], out, peers, extra, deadline)
+}
+
+/// `rill download T1 T2 … -d OUT --no-ui --port FREE [--peer P]… [extra…]`: several torrents in one process.
+pub fn spawn_rill_download_many(
+    dir: &Path,
+    torrents: &[&Torrent],
+    out: &Path,
+    peers: &[String],
+    extra: &[&str],
+    deadline: Instant,
+) -> Proc {
     let mut cmd = Command::new(rill_bin());
-    cmd.arg("download").arg(&torrent.path).arg("-d").arg(out).arg("--no-ui");
+    cmd.arg("download").args(torrents.iter().map(|t| &t.path)).arg("-d").arg(out).arg("--no-ui");
     cmd.arg("--port").arg(free_port().to_string());
     for p in peers {
         cmd.arg("--peer").arg(p);

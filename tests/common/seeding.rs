@@ -17,7 +17,7 @@ use std::time::Instant;
 use super::json::{self, Json};
 use super::peers::{LtPeerLaunch, Peer};
 use super::torrent::Torrent;
-use super::{lifetime_until, mkdir, rill_bin, wait_for, Proc};
+use super::{free_port, lifetime_until, mkdir, port_open, rill_bin, wait_for, wait_until, Proc};
 
 pub const SIGINT: i32 = 2;
 
@@ -58,11 +58,7 @@ impl RillPeer {
         extra: &[&str],
         deadline: Instant,
     ) -> Self {
-        let mut cmd = Command::new(rill_bin());
-        cmd.arg(sub).arg(&torrent.path).arg("-d").arg(data_dir).args(["--no-ui", "--port", "0"]).args(extra);
-        // Debug: connection drops and their reasons are logged at debug level, and are what a failure needs.
-        cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,rill=debug".into()));
-        let proc = Proc::spawn(name, &cmd, &dir.join("logs"), lifetime_until(deadline));
+        let proc = spawn_rill(dir, name, sub, &[torrent], data_dir, 0, extra, deadline);
         let port = wait_for(deadline, &format!("{name} to print `listening on port N`"), || {
             let port = listening_port(&proc.stdout());
             if port.is_none() {
@@ -71,6 +67,27 @@ impl RillPeer {
             port
         });
         assert_ne!(port, 0, "{name} printed port 0");
+        RillPeer { proc, port }
+    }
+
+    /// `rill seed T1 T2 … -d DATA_DIR --no-ui --port P [extra…]`: several torrents in one process, on a free port
+    /// picked here (so nothing depends on how a multi-torrent run words its output); waits until it accepts
+    /// connections.
+    #[track_caller]
+    pub fn seed_many(
+        dir: &Path,
+        name: &str,
+        torrents: &[&Torrent],
+        data_dir: &Path,
+        extra: &[&str],
+        deadline: Instant,
+    ) -> Self {
+        let port = free_port();
+        let proc = spawn_rill(dir, name, "seed", torrents, data_dir, port, extra, deadline);
+        wait_until(deadline, &format!("{name} to accept connections on 127.0.0.1:{port}"), || {
+            proc.assert_running();
+            port_open(port)
+        });
         RillPeer { proc, port }
     }
 
@@ -85,6 +102,27 @@ impl RillPeer {
         self.proc.signal(SIGINT);
         self.proc.wait_exit(deadline)
     }
+}
+
+/// `rill SUB T1 [T2 …] -d DATA_DIR --no-ui --port PORT [extra…]` as process `name`, logging at debug level
+/// (connection drops and their reasons are logged there, and are what a failure needs).
+#[allow(clippy::too_many_arguments)]
+#[track_caller]
+fn spawn_rill(
+    dir: &Path,
+    name: &str,
+    sub: &str,
+    torrents: &[&Torrent],
+    data_dir: &Path,
+    port: u16,
+    extra: &[&str],
+    deadline: Instant,
+) -> Proc {
+    let mut cmd = Command::new(rill_bin());
+    cmd.arg(sub).args(torrents.iter().map(|t| &t.path)).arg("-d").arg(data_dir);
+    cmd.args(["--no-ui", "--port", &port.to_string()]).args(extra);
+    cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,rill=debug".into()));
+    Proc::spawn(name, &cmd, &dir.join("logs"), lifetime_until(deadline))
 }
 
 /// The port from a `listening on port N` line.
@@ -104,6 +142,31 @@ pub struct LtLeechOptions {
     pub no_tracker: bool,
     /// Bytes per second; 0 for unlimited.
     pub download_limit: u64,
+    /// Its MSE/PE policy (`--encryption`).
+    pub encryption: LtEncryption,
+}
+
+/// A libtorrent peer's encryption policy (`lt_peer.py --encryption`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LtEncryption {
+    /// libtorrent's defaults: it opens with an MSE handshake and accepts plaintext ones.
+    #[default]
+    Default,
+    /// Plain BitTorrent only, both ways: no MSE handshake at all.
+    Disabled,
+    /// Every connection must start with the MSE handshake (plaintext handshakes are dropped both ways); the
+    /// plaintext crypto method stays allowed inside it, since rill's responder selects it.
+    Forced,
+}
+
+impl LtEncryption {
+    pub fn arg(self) -> &'static str {
+        match self {
+            LtEncryption::Default => "default",
+            LtEncryption::Disabled => "disabled",
+            LtEncryption::Forced => "forced",
+        }
+    }
 }
 
 /// One remote peer in a leecher's snapshot.
@@ -251,6 +314,7 @@ impl LtLeecher {
         let LtPeerLaunch { mut cmd, port, status_path, lifetime } =
             LtPeerLaunch::new(dir, name, torrent, save_dir, deadline);
         cmd.arg("--download-limit").arg(opts.download_limit.to_string());
+        cmd.arg("--encryption").arg(opts.encryption.arg());
         if opts.no_tracker {
             cmd.arg("--no-tracker");
         }

@@ -3,6 +3,7 @@
 
     lt_peer.py --torrent T --save DIR --port P --status FILE.json [--seed] [--upload-limit B/s]
                [--download-limit B/s] [--peer IP:PORT]... [--no-tracker] [--exit-when-done] [--max-life SECS]
+               [--encryption default|disabled|forced]
 
 Binds 127.0.0.1:P only; DHT, LSD, UPnP, NAT-PMP, uTP and PEX are off; several connections per IP are allowed
 (every peer is 127.0.0.1). Rate limits are in bytes per second and apply to loopback peers too (libtorrent puts
@@ -15,6 +16,10 @@ to the peer id of every connection that got past the handshake, from the peer al
 that opened and closed between two status writes (which `peers_seen` misses). With --no-tracker the
 torrent's trackers are dropped before it is added: the session never announces, and its only peers are the --peer
 addresses (and whoever dials it).
+--encryption disabled speaks plain BitTorrent only (no MSE handshake either way); forced makes every connection,
+incoming and outgoing, start with the MSE/PE handshake and drops plaintext ones, while still allowing the plaintext
+crypto method inside it (rill's responder selects plaintext); default is libtorrent's own (MSE offered, plaintext
+accepted).
 Exits by itself after --max-life seconds, or once the download is complete with --exit-when-done.
 """
 import argparse
@@ -52,6 +57,7 @@ def main():
     ap.add_argument("--no-tracker", action="store_true", help="never announce: peers only from --peer")
     ap.add_argument("--exit-when-done", action="store_true")
     ap.add_argument("--max-life", type=float, default=300.0)
+    ap.add_argument("--encryption", choices=["default", "disabled", "forced"], default="default")
     args = ap.parse_args()
     started = time.monotonic()
 
@@ -74,6 +80,13 @@ def main():
         | lt.alert.category_t.status_notification
         | lt.alert.category_t.connect_notification,
     }
+    if args.encryption == "disabled":
+        settings["out_enc_policy"] = int(lt.enc_policy.pe_disabled)
+        settings["in_enc_policy"] = int(lt.enc_policy.pe_disabled)
+    elif args.encryption == "forced":
+        settings["out_enc_policy"] = int(lt.enc_policy.pe_forced)
+        settings["in_enc_policy"] = int(lt.enc_policy.pe_forced)
+        settings["allowed_enc_level"] = int(lt.enc_level.pe_both)
     # flags=0: no default plugins, so no ut_pex (PEX off). ut_metadata back on: harmless, and some leechers ask.
     ses = lt.session(settings, 0)
     ses.add_extension("ut_metadata")
@@ -96,7 +109,8 @@ def main():
     atp.ti = info
     atp.save_path = args.save
     h = ses.add_torrent(atp)
-    log("added", info.name(), str(info.info_hash()), "seed" if args.seed else "leech", "port", args.port)
+    log("added", info.name(), str(info.info_hash()), "seed" if args.seed else "leech", "port", args.port,
+        "encryption", args.encryption)
 
     peers_seen = {}
     peer_ids = {}
