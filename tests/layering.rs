@@ -73,10 +73,7 @@ const RULES: &[Rule] = &[
     Rule {
         name: "printing outside observe and main",
         needles: &["println!", "print!", "eprintln!", "eprint!", "io::stdout", "io::stderr", "std::io::stdout"],
-        allowed: &[
-            "src/observe/",
-            "src/main.rs",
-        ],
+        allowed: &["src/observe/", "src/main.rs"],
         test_code_exempt: true,
     },
     Rule {

@@ -19,7 +19,7 @@ use libfuzzer_sys::fuzz_target;
 use num_bigint::BigUint;
 use rill::metainfo::InfoHash;
 use rill::rng::Entropy;
-use rill::wire::mse::{Responder, Step};
+use rill::wire::mse::{req2_key, Responder, Step};
 use sha1::{Digest, Sha1};
 
 const PRIME_HEX: &str = "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A63A36210000000000090563";
@@ -143,7 +143,11 @@ fuzz_target!(|data: &[u8]| {
     let cooperative = flags & 1 != 0;
     let chunk = [usize::MAX, 1, 13, 97][usize::from(flags >> 1 & 3)];
     let other_torrent = flags & 8 != 0;
-    let mut responder = Responder::new(INFO_HASH, &mut Entropy::seeded(7));
+    let mut responder = Responder::new(&mut Entropy::seeded(7));
+    // The torrents the responder serves: ours, and one more the initiator never names.
+    let served = |key: &[u8; 20]| {
+        [rill::metainfo::InfoHash([0x44; 20]), INFO_HASH].into_iter().find(|ih| req2_key(ih) == *key)
+    };
 
     // The initiator's stream so far; cooperative mode appends the rest once Yb is known.
     let (mut wire, pad_len, plain) = if cooperative {
@@ -168,7 +172,7 @@ fuzz_target!(|data: &[u8]| {
         fed += n;
         loop {
             let len = pending.len();
-            match responder.on_bytes(&mut pending) {
+            match responder.on_bytes(&mut pending, served) {
                 Step::NeedMore => break,
                 Step::Fail => break 'run Outcome::Fail,
                 Step::Reply { consumed, reply } => {
@@ -198,7 +202,8 @@ fuzz_target!(|data: &[u8]| {
                     replies += 1;
                     pending.drain(..consumed);
                 }
-                Step::Done { consumed, plaintext_len, reply } => {
+                Step::Done { consumed, plaintext_len, reply, info_hash } => {
+                    assert_eq!(info_hash, INFO_HASH, "the torrent the initiator named");
                     assert!(consumed + plaintext_len <= len, "{consumed} + {plaintext_len} of {len}");
                     assert_eq!(reply.len(), 14);
                     assert!(cooperative, "raw bytes cannot complete the key exchange");
@@ -216,7 +221,7 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     // Another step after the end never panics.
-    let _ = responder.on_bytes(&mut pending);
+    let _ = responder.on_bytes(&mut pending, served);
     if cooperative && replies >= 1 {
         let want = if other_torrent { Outcome::Fail } else { expected(plain) };
         assert_eq!(outcome, want);

@@ -1647,4 +1647,3 @@ impl TrackerIoSink for Engine {
         }
     }
 }
-
