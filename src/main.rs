@@ -246,21 +246,13 @@ const MAX_TORRENT_BYTES: u64 = 64 * 1024 * 1024;
 /// Reads and parses a `.torrent` file: a regular file or a pipe (`rill info <(cat x.torrent)`), at most
 /// [`MAX_TORRENT_BYTES`]. The bytes are dropped once parsed.
 fn load_torrent(path: &Path) -> Result<Metainfo, Failure> {
-    use std::io::Read;
+    use rill::storage::files::{read_bounded, ReadError};
     let refuse = |why| Failure::Torrent { path: path.to_path_buf(), why };
-    let cannot = |e: std::io::Error| refuse(TorrentFileError::Io(e));
-    let file = std::fs::File::open(path).map_err(cannot)?;
-    let kind = file.metadata().map_err(cannot)?;
-    if kind.is_dir() {
-        return Err(refuse(TorrentFileError::Directory));
-    }
-    // The size of a regular file sizes the buffer exactly; a pipe's is unknown (0).
-    let hint = if kind.is_file() { kind.len().min(MAX_TORRENT_BYTES) + 1 } else { 64 * 1024 };
-    let mut bytes = Vec::with_capacity(hint as usize);
-    file.take(MAX_TORRENT_BYTES + 1).read_to_end(&mut bytes).map_err(cannot)?;
-    if bytes.len() as u64 > MAX_TORRENT_BYTES {
-        return Err(refuse(TorrentFileError::TooBig));
-    }
+    let bytes = read_bounded(path, MAX_TORRENT_BYTES).map_err(|e| match e {
+        ReadError::Io(e) => refuse(TorrentFileError::Io(e)),
+        ReadError::Directory => refuse(TorrentFileError::Directory),
+        ReadError::TooBig => refuse(TorrentFileError::TooBig),
+    })?;
     Metainfo::from_vec(bytes).map_err(|e| refuse(TorrentFileError::Malformed(e)))
 }
 
@@ -364,7 +356,8 @@ fn transfer(
     recheck: bool,
 ) -> Result<(), Failure> {
     if matches!(mode, Mode::Download { .. }) {
-        std::fs::create_dir_all(&opts.dir).map_err(|error| Failure::CreateDir { path: opts.dir.clone(), error })?;
+        rill::storage::files::ensure_dir(&opts.dir)
+            .map_err(|error| Failure::CreateDir { path: opts.dir.clone(), error })?;
     }
     let stop = stop_flag();
     let ui_mode = UiMode::detect(opts.no_ui);
@@ -523,12 +516,7 @@ fn create_torrent(o: &CreateOptions) -> Result<(), Failure> {
     let bytes = torrent.encode(&pieces);
     let meta =
         Metainfo::from_bytes(&bytes).map_err(|e| Failure::Create(format!("the new torrent does not parse: {e}")))?;
-    let mut tmp_name = o.output.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    tmp_name.push(".rill-tmp");
-    let tmp = o.output.with_file_name(tmp_name);
-    let written = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &o.output));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
+    if let Err(e) = rill::storage::files::write_atomically(&o.output, &bytes) {
         return Err(Failure::Create(format!("cannot write {}: {e}", o.output.display())));
     }
     let _ = writeln!(

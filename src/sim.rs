@@ -352,6 +352,22 @@ impl Sim {
         self.links.len() - 1
     }
 
+    /// A command to a host's engine (pause, resume, remove a torrent).
+    pub fn command(&mut self, host: usize, command: crate::engine::snapshot::Command) {
+        self.hosts[host].engine.handle_command(command, self.now);
+        self.perform_all();
+    }
+
+    /// The id of a host's torrent number `torrent`.
+    pub fn torrent_id(&self, host: usize, torrent: usize) -> TorrentId {
+        self.hosts[host].torrents[torrent]
+    }
+
+    /// Links opened so far (a dial again after a close adds one).
+    pub fn link_count(&self) -> usize {
+        self.links.len()
+    }
+
     /// From `at` on, everything `link`'s dialled side (`b`) sends is lost.
     pub fn black_hole_responder(&mut self, link: usize, at: Timestamp) {
         self.links[link].b_to_a.black_hole_from = Some(at);
@@ -557,13 +573,29 @@ impl Sim {
                 .handle_peer_error(conn, DropReason::ConnectFailed(std::io::ErrorKind::ConnectionRefused));
             return;
         };
-        let Some(li) =
-            self.links.iter().position(|l| l.a.host == h && l.b.host == to && l.a.conn.is_none() && l.closed.is_none())
-        else {
-            self.hosts[h]
-                .engine
-                .handle_peer_error(conn, DropReason::ConnectFailed(std::io::ErrorKind::ConnectionRefused));
-            return;
+        let pending =
+            self.links.iter().position(|l| l.a.host == h && l.b.host == to && l.a.conn.is_none() && l.closed.is_none());
+        // A dial again (after a pause, say) gets a new link like the last one between the two.
+        let again = self.links.iter().rposition(|l| l.a.host == h && l.b.host == to);
+        let li = match (pending, again) {
+            (Some(li), _) => li,
+            (None, Some(last)) => {
+                let (rate, latency) = (self.links[last].a_to_b.rate, self.links[last].a_to_b.latency);
+                let end = |host| End { host, conn: None, inbox: VecDeque::new(), last: PeerSnapshot::default() };
+                self.links.push(Link {
+                    a: end(h),
+                    b: end(to),
+                    a_to_b: Pipe::new(rate, latency),
+                    b_to_a: Pipe::new(rate, latency),
+                    closed: None,
+                });
+                self.links.len() - 1
+            }
+            (None, None) => {
+                let refused = DropReason::ConnectFailed(std::io::ErrorKind::ConnectionRefused);
+                self.hosts[h].engine.handle_peer_error(conn, refused);
+                return;
+            }
         };
         let from_addr = self.hosts[h].addr;
         let Some(incoming) = self.hosts[to].engine.handle_incoming(from_addr, now) else {
@@ -828,5 +860,68 @@ mod tests {
         assert_eq!(sim.confirm_failed(node), [changed]);
         assert_eq!(sim.content(node), content);
         assert_eq!(sim.swarm(node).totals.downloaded, 64 * 1024, "only the changed piece was fetched");
+    }
+
+    // ---- several torrents in one engine -------------------------------------------------------------
+
+    /// A second test torrent with its own name and info-hash.
+    fn other_torrent(len: u64, piece_length: u32, seed: u64) -> (Metainfo, Vec<u8>) {
+        let (mut meta, content) = make_torrent(len, piece_length, seed);
+        meta.name = "other".into();
+        meta.info_hash = InfoHash(Sha1::digest(b"other").into());
+        (meta, content)
+    }
+
+    #[test]
+    fn two_torrents_share_peers_in_one_engine() {
+        let mut rng = Rng::seeded(31);
+        let (meta_a, content_a) = make_torrent(2 * 1024 * 1024, 64 * 1024, 31);
+        let (meta_b, content_b) = other_torrent(3 * 1024 * 1024 + 5, 32 * 1024, 32);
+        let mut sim = Sim::new();
+        // One host seeds both; one leeches both from it; a third leeches B from the second only.
+        let seed = sim.add_multi_node(&[(&meta_a, Some(&content_a)), (&meta_b, Some(&content_b))], &mut rng);
+        let both = sim.add_multi_node(&[(&meta_a, None), (&meta_b, None)], &mut rng);
+        let only_b = sim.add_node(&meta_b, None, &mut rng);
+        let to_a = sim.connect_torrent(both, seed, 0, 2.0 * MB, millis(10));
+        let to_b = sim.connect_torrent(both, seed, 1, 2.0 * MB, millis(10));
+        let from_third = sim.connect(only_b, both, 4.0 * MB, millis(5));
+        sim.run_until(secs(60), |s| {
+            s.swarm_of(both, 0).is_complete() && s.swarm_of(both, 1).is_complete() && s.swarm(only_b).is_complete()
+        });
+        assert_eq!(sim.content_of(both, 0), content_a, "A byte-identical");
+        assert_eq!(sim.content_of(both, 1), content_b, "B byte-identical");
+        assert_eq!(sim.content(only_b), content_b, "B byte-identical at the third host");
+        // Two connections between the same two addresses, one per torrent, each routed to its torrent.
+        assert_eq!(sim.responder_session(to_a).torrent, Some(sim.torrent_id(seed, 0)));
+        assert_eq!(sim.responder_session(to_b).torrent, Some(sim.torrent_id(seed, 1)));
+        assert_eq!(sim.responder_session(from_third).torrent, Some(sim.torrent_id(both, 1)));
+        assert_eq!(sim.responder_session(to_a).uploaded, meta_a.total_length, "A came from the seed");
+        assert!(sim.responder_session(from_third).uploaded > 0, "the host leeching both served B onwards");
+    }
+
+    #[test]
+    fn a_paused_torrent_closes_its_peers_and_resumes_where_it_was() {
+        use crate::engine::snapshot::Command;
+        let mut rng = Rng::seeded(33);
+        let (meta, content) = make_torrent(8 * 1024 * 1024, 64 * 1024, 33);
+        let mut sim = Sim::new();
+        let leecher = sim.add_node(&meta, None, &mut rng);
+        let seed = sim.add_node(&meta, Some(&content), &mut rng);
+        let link = sim.connect(leecher, seed, 2.0 * MB, millis(10));
+        sim.run_until(secs(30), |s| s.swarm(leecher).have().count_ones() >= 32);
+        let id = sim.torrent_id(leecher, 0);
+        sim.command(leecher, Command::Pause(id));
+        sim.run_until(secs(30), |s| s.link_closed(link).is_some());
+        let had = sim.swarm(leecher).have().count_ones();
+        let until = sim.now + secs(5);
+        sim.run_until(secs(40), |s| s.now >= until);
+        assert_eq!(sim.swarm(leecher).have().count_ones(), had, "nothing arrives while paused");
+        assert!(!sim.swarm(leecher).is_complete());
+        sim.command(leecher, Command::Resume(id));
+        sim.run_until(secs(120), |s| s.swarm(leecher).is_complete());
+        assert_eq!(sim.content(leecher), content);
+        assert!(sim.link_count() > 1, "the seed was dialled again after the pause");
+        let downloaded = sim.swarm(leecher).totals.downloaded;
+        assert!(downloaded < meta.total_length + 512 * 1024, "what was had before the pause was kept: {downloaded}");
     }
 }

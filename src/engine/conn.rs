@@ -2,7 +2,8 @@
 //! encryption stage in front of the BitTorrent stream, and (once the torrent is known) its session.
 //!
 //! Owns: the per-connection state the engine keeps between events (timer entry, closing, backpressure
-//! flags), the MSE responder stage, and bytes queued before a session exists (MSE replies).
+//! flags), and bytes queued before a session exists (MSE replies). The encryption stage itself is
+//! `peer::encryption`.
 //! Must not: name a socket type (input is any `io::Read`, output any `io::Write`: TCP today, uTP next,
 //! memory pipes in the simulation), or decide protocol (the session, the torrent core and the engine do).
 
@@ -11,24 +12,14 @@ use std::net::SocketAddr;
 
 use crate::metainfo::InfoHash;
 use crate::peer::buffers::ReadBuf;
+use crate::peer::encryption::{Encryption, Stage};
 use crate::peer::session::{PeerSession, Phase};
-use crate::peer::{DropReason, PeerMisbehaved};
+use crate::peer::DropReason;
 use crate::swarm::PeerNo;
 use crate::time::Timestamp;
 use crate::timer_wheel::TimerId;
-use crate::wire::mse;
 
 use super::TorrentId;
-
-/// Where an incoming connection stands on Message Stream Encryption.
-pub enum Encryption {
-    /// Plain BitTorrent (our own connections, or the peer's first byte said so).
-    Plain,
-    /// Incoming, first byte not seen yet.
-    Undecided(Box<mse::Responder>),
-    /// The peer opened with MSE; the handshake is running.
-    Handshaking(Box<mse::Responder>),
-}
 
 pub struct PeerConn {
     pub no: PeerNo,
@@ -90,51 +81,25 @@ impl PeerConn {
         self.session.as_ref().map_or(true, PeerSession::wants_input)
     }
 
-    fn queue_raw(&mut self, bytes: &[u8]) {
-        match &mut self.session {
-            Some(s) if self.pre_out.is_empty() => s.queue_raw(bytes),
-            _ => self.pre_out.extend_from_slice(bytes),
-        }
-    }
-
-    /// Drives an MSE handshake over the bytes read so far. True once the stream is plain BitTorrent.
+    /// Runs the encryption stage over the bytes read so far. True once the stream is plain BitTorrent.
     /// `torrent` maps an MSE `req2` key to one of the engine's torrents.
-    pub fn run_encryption_handshake(
+    pub fn run_encryption_stage(
         &mut self,
         torrent: impl Fn(&[u8; 20]) -> Option<InfoHash> + Copy,
     ) -> Result<bool, DropReason> {
-        loop {
-            match std::mem::replace(&mut self.encryption, Encryption::Plain) {
-                Encryption::Plain => return Ok(true),
-                Encryption::Undecided(responder) => match self.read.unparsed_mut().first() {
-                    None => {
-                        self.encryption = Encryption::Undecided(responder);
-                        return Ok(false);
-                    }
-                    Some(&first) if mse::looks_encrypted(first) => {
-                        self.encryption = Encryption::Handshaking(responder);
-                    }
-                    Some(_) => return Ok(true),
-                },
-                Encryption::Handshaking(mut responder) => match responder.on_bytes(self.read.unparsed_mut(), torrent) {
-                    mse::Step::NeedMore => {
-                        self.encryption = Encryption::Handshaking(responder);
-                        return Ok(false);
-                    }
-                    mse::Step::Reply { consumed, reply } => {
-                        self.read.consume(consumed);
-                        self.queue_raw(&reply);
-                        self.encryption = Encryption::Handshaking(responder);
-                    }
-                    mse::Step::Done { consumed, reply, info_hash, .. } => {
-                        self.read.consume(consumed);
-                        self.queue_raw(&reply);
-                        self.mse_torrent = Some(info_hash);
-                        log::debug!("{}: encrypted handshake done, plaintext selected", self.addr);
-                        return Ok(true);
-                    }
-                    mse::Step::Fail => return Err(PeerMisbehaved::WrongProtocolString.into()),
-                },
+        let PeerConn { encryption, read, session, pre_out, .. } = self;
+        let send = |bytes: &[u8]| match session {
+            Some(s) if pre_out.is_empty() => s.queue_raw(bytes),
+            _ => pre_out.extend_from_slice(bytes),
+        };
+        match encryption.advance(read, torrent, send)? {
+            Stage::Pending => Ok(false),
+            Stage::Plain { named } => {
+                if let Some(info_hash) = named {
+                    log::debug!("{}: encrypted handshake done, plaintext selected", self.addr);
+                    self.mse_torrent = Some(info_hash);
+                }
+                Ok(true)
             }
         }
     }

@@ -38,6 +38,7 @@ use slab::Slab;
 
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::peer::buffers::ReadBuf;
+use crate::peer::encryption::Encryption;
 use crate::peer::session::{PeerSession, Phase};
 use crate::peer::{DropReason, PeerMisbehaved};
 use crate::rng::{Entropy, Rng};
@@ -50,7 +51,7 @@ use crate::timer_wheel::TimerWheel;
 use crate::torrent::InputError;
 use crate::tracker::{IoId, TrackerEvent, TrackerIo, TrackerIoSink};
 use crate::wire::mse;
-use conn::{Encryption, PeerConn};
+use conn::PeerConn;
 use snapshot::{Command, Event, Outcome, PeerSnapshot, Snapshot, TorrentSnapshot, TrackerNews};
 use torrent::{State, TorrentCore, TorrentOptions};
 
@@ -487,7 +488,6 @@ impl Engine {
             }
         }
         let no = self.new_peer_no();
-        let responder = mse::Responder::new(&mut self.entropy);
         let slot = self.conns.insert(PeerConn {
             no,
             addr,
@@ -495,7 +495,7 @@ impl Engine {
             torrent: None,
             session: None,
             read: ReadBuf::for_handshake(),
-            encryption: Encryption::Undecided(Box::new(responder)),
+            encryption: Encryption::incoming(&mut self.entropy),
             mse_torrent: None,
             pre_out: Vec::new(),
             handshake_deadline: now + crate::peer::session::HANDSHAKE_TIMEOUT,
@@ -642,7 +642,7 @@ impl Engine {
         let find = |key: &[u8; 20]| {
             by_req2.get(key).and_then(|t| torrents.get(t.0)).filter(|t| t.is_active()).map(|t| t.info_hash)
         };
-        if !conn.run_encryption_handshake(find)? {
+        if !conn.run_encryption_stage(find)? {
             return Ok(());
         }
         if conn.torrent.is_none() {

@@ -61,7 +61,11 @@ impl ReadBuf {
         if self.end == self.buf.len() || (self.start > 0 && self.buf.len() - self.end < READ_CHUNK / 2) {
             self.compact();
         }
-        debug_assert!(self.end < self.buf.len(), "decode() bounds frames below capacity");
+        if self.end == self.buf.len() {
+            // Only a stage before framing can get here (an MSE header announcing a 64 KiB initial payload
+            // into a connection's pre-handshake buffer): decode() bounds frames below capacity.
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "read buffer full before a whole message"));
+        }
         let n = src.read(&mut self.buf[self.end..])?;
         self.end += n;
         Ok(n)

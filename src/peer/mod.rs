@@ -6,6 +6,7 @@
 //! `Swarm` or come back to the loop as effects).
 
 pub mod buffers;
+pub mod encryption;
 pub mod fast;
 pub mod pipeline;
 pub mod session;

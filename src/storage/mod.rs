@@ -11,6 +11,7 @@
 //! event loop never waits on the device; the save on exit runs in place.
 //! Must not: know about peers or protocol state. It takes byte offsets in the torrent's layout and slices.
 
+pub mod files;
 pub mod nofollow;
 pub mod resume;
 pub mod scan;

@@ -1,0 +1,54 @@
+//! Whole small files the command line reads and writes: a `.torrent` file in, a new `.torrent` out, and
+//! the download directory.
+//!
+//! Owns: reading a bounded file (a regular file or a pipe) and writing one atomically (a temporary
+//! beside it, then a rename). Must not: parse what it reads or hold anything open.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::Path;
+
+/// Why a small file could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    Io(io::Error),
+    /// The path is a directory.
+    Directory,
+    /// Longer than the limit given.
+    TooBig,
+}
+
+/// Reads `path` (a regular file or a pipe, as `<(cat x.torrent)` gives) whole, refusing more than `max`
+/// bytes without reading them.
+pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
+    let file = fs::File::open(path).map_err(ReadError::Io)?;
+    let kind = file.metadata().map_err(ReadError::Io)?;
+    if kind.is_dir() {
+        return Err(ReadError::Directory);
+    }
+    // The size of a regular file sizes the buffer exactly; a pipe's is unknown (0).
+    let hint = if kind.is_file() { kind.len().min(max) + 1 } else { 64 * 1024 };
+    let mut bytes = Vec::with_capacity(hint as usize);
+    file.take(max + 1).read_to_end(&mut bytes).map_err(ReadError::Io)?;
+    if bytes.len() as u64 > max {
+        return Err(ReadError::TooBig);
+    }
+    Ok(bytes)
+}
+
+/// Writes `bytes` to `path` through a temporary beside it and a rename: a reader never sees half a file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    tmp_name.push(".rill-tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let written = fs::write(&tmp, bytes).and_then(|()| fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Creates `dir` and its parents if they do not exist.
+pub fn ensure_dir(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)
+}
