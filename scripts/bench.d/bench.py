@@ -1558,8 +1558,9 @@ def many_run(smalls, n, data):
         res["rss_idle_kib"] = st.get("VmRSS", 0)
         res["anon_idle_kib"] = st.get("RssAnon", 0)
 
-        # A few leechers at once, each on its own torrent, spread over the loaded ones.
-        k = min(n, MANY_LEECHERS)
+        # A few leechers at once (the same number whatever the count), spread over the loaded torrents: each on
+        # its own torrent when there are enough, several on one otherwise.
+        k = max(1, MANY_LEECHERS)
         picks = [loaded[(j * n) // k] for j in range(k)]
         c0 = proc_cpu(pid)
         leechers = []
