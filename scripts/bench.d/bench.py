@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The orchestrator behind scripts/bench (which installs tools, builds rill and runs this under a total timeout).
 
-    bench.py [download] [memory] [latency] [upload] [endgame]     (no argument: all of them)
+    bench.py [download] [memory] [latency] [upload] [endgame] [many]     (no argument: all of them)
 
 Everything runs on 127.0.0.1. Every process is started in its own process group, wrapped in `timeout` (an
 absolute bound even if this script dies), and its group is killed by id on exit. Readiness is polled with
@@ -9,6 +9,7 @@ deadlines. Per-run logs go to target/bench/logs/, the tables to target/bench/res
 target/bench/runs.jsonl. See scripts/bench for the environment variables.
 """
 import atexit
+import hashlib
 import json
 import os
 import re
@@ -71,7 +72,7 @@ GIB = float(1 << 30)
 START = time.monotonic()
 DEADLINE = START + TOTAL - 15  # leave time to clean up inside the wrapper's bound
 
-ALL_CASES = ["download", "memory", "latency", "upload", "endgame"]
+ALL_CASES = ["download", "memory", "latency", "upload", "endgame", "many"]
 
 
 def remaining():
@@ -1109,10 +1110,14 @@ def case_latency(ctx):
 def remove_rill_resume(content):
     """rill keeps `.rill-<info-hash>.resume` beside the data (older versions: `.<name>.rill-resume`); a seeder
     run without it checks every piece."""
-    for name in os.listdir(content.dir):
+    remove_rill_resume_in(content.dir)
+
+
+def remove_rill_resume_in(directory):
+    for name in os.listdir(directory):
         new_style = name.startswith(".rill-") and (name.endswith(".resume") or name.endswith(".resume.tmp"))
         if new_style or name.endswith(".rill-resume") or name.endswith(".rill-resume.tmp"):
-            os.unlink(os.path.join(content.dir, name))
+            os.unlink(os.path.join(directory, name))
 
 
 def rill_seed_available(content):
@@ -1391,6 +1396,278 @@ def case_endgame(ctx):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Many torrents: what 1, 10 and 100 small torrents loaded cost an idle `rill seed`, and that it still serves them
+
+
+MANY_COUNTS = [int(x) for x in os.environ.get("MANY_COUNTS", "1 10 100").split()]
+MANY_IDLE = env_float("MANY_IDLE", 30)
+MANY_SETTLE = env_float("MANY_SETTLE", 3)
+MANY_LEECHERS = env_int("MANY_LEECHERS", 4)
+MANY_PIECE_KIB = env_int("MANY_PIECE_KIB", 0)
+MANY_LEECH_TIMEOUT = env_float("MANY_LEECH_TIMEOUT", 60)
+MANY_READY_TIMEOUT = env_float("MANY_READY_TIMEOUT", 120)
+
+
+def info_hash_of(data):
+    """SHA-1 (hex) of the raw bytes of a .torrent's info dict, and the number of pieces."""
+    if data[:1] != b"d":
+        raise ValueError("not a bencoded dict")
+    i = 1
+    while data[i:i + 1] != b"e":
+        key, j = bdecode(data, i)
+        value, end = bdecode(data, j)
+        if key == b"info":
+            return hashlib.sha1(data[j:end]).hexdigest(), len(value[b"pieces"]) // 20
+        i = end
+    raise ValueError("no info dict")
+
+
+class Small:
+    """One small single-file torrent of the many case: data at DATA/<name>, its .torrent beside the others."""
+
+
+def make_small_torrents(n, data, tdir):
+    """n files of 1-4 MiB (most with a short last piece) and a torrent each, made with `rill create` (without a
+    tracker: the leechers are given rill's address; nothing is announced). Falls back to libtorrent's creator
+    when this rill has no `create`."""
+    shutil.rmtree(tdir, ignore_errors=True)
+    os.makedirs(tdir)
+    os.makedirs(data, exist_ok=True)
+    t0 = time.monotonic()
+    creator = "rill create" + (" --piece-size %dk" % MANY_PIECE_KIB if MANY_PIECE_KIB else " (default piece size)")
+    use_rill = True
+    out = []
+    for i in range(n):
+        s = Small()
+        s.name = "many-%03d.bin" % i
+        s.path = os.path.join(data, s.name)
+        s.size = ((1 + i % 4) << 20) + 1000 * i
+        s.torrent = os.path.join(tdir, "many-%03d.torrent" % i)
+        if not (os.path.exists(s.path) and os.path.getsize(s.path) == s.size):
+            with open(s.path, "wb") as f:
+                f.write(os.urandom(s.size))
+        if use_rill:
+            cmd = [RILL, "create", s.path, "-o", s.torrent]
+            if MANY_PIECE_KIB:
+                cmd += ["--piece-size", "%dk" % MANY_PIECE_KIB]
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=max(10, min(120, remaining())))
+            if r.returncode != 0:
+                if i > 0:
+                    raise RuntimeError("rill create %s failed: %s" % (s.path, r.stderr.strip()))
+                use_rill = False
+                creator = "libtorrent's creator, %d KiB pieces (rill create said: %s)" % (
+                    MANY_PIECE_KIB or 64, (r.stderr.strip().splitlines() or ["?"])[-1])
+        if not use_rill:
+            subprocess.run([PY, MKTORRENT, s.path, str((MANY_PIECE_KIB or 64) << 10), s.torrent], capture_output=True,
+                           check=True, timeout=max(10, min(120, remaining())))
+        with open(s.torrent, "rb") as f:
+            s.infohash, s.pieces = info_hash_of(f.read())
+        out.append(s)
+    say("  %d small torrents (%.0f MiB in all) made with %s in %.1f s" % (
+        n, sum(s.size for s in out) / 1048576.0, creator, time.monotonic() - t0))
+    return out, creator
+
+
+def task_sample(pid):
+    """(monotonic time, utime+stime s of the whole process, on-CPU ns summed over its threads or None,
+    context switches summed over its threads): the process's cost since it started."""
+    now = time.monotonic()
+    cpu = proc_cpu(pid)
+    ns = 0
+    switches = 0
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return now, cpu, None, None
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                ns += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            ns = None if ns == 0 else ns
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        switches += int(line.split(":")[1])
+        except (OSError, ValueError):
+            pass
+    return now, cpu, (ns or None), switches
+
+
+def seed_help_has(flag):
+    try:
+        r = subprocess.run([RILL, "seed", "--help"], capture_output=True, text=True, timeout=10)
+        return flag in r.stdout + r.stderr
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def many_run(smalls, n, data):
+    """One `rill seed` with the first n small torrents: its data check, an idle window, then a few libtorrent
+    leechers at once. Returns a dict of figures, or one with "skipped" (why) when rill refused to start."""
+    loaded = smalls[:n]
+    res = {"count": n, "bytes": sum(s.size for s in loaded), "leechers": [], "ok": False}
+    remove_rill_resume_in(data)  # every count checks all its data, the same work per byte
+    prepare_cache([s.path for s in loaded])
+    wait_quiet()
+    port = free_port()
+    name = "many-%d-rill-seed" % n
+    cmd = [RILL, "seed"] + [s.torrent for s in loaded] + ["-d", data, "--no-ui", "--port", port, "--bind",
+                                                          "127.0.0.1"]
+    if seed_help_has("--no-dht"):
+        cmd.append("--no-dht")
+    t0 = time.monotonic()
+    p = spawn(name, cmd, life=MANY_READY_TIMEOUT + MANY_SETTLE + MANY_IDLE + MANY_LEECH_TIMEOUT + 60)
+    try:
+        wait_until("rill seed (%d torrents) to listen" % n, lambda: p.poll() is not None or port_open(port),
+                   60, 0.05)
+        if p.poll() is not None:
+            with open(os.path.join(LOGS, name + ".log"), errors="replace") as f:
+                lines = f.read().strip().splitlines()
+            res["skipped"] = "exit %s: %s" % (p.returncode, lines[-1] if lines else "no output")
+            return res
+        pid = wait_until("rill's pid", lambda: leaf(p.pid, 1), 10, 0.02, [p])
+        ready_by = t0 + MANY_READY_TIMEOUT
+        for s in loaded:
+            wait_until("rill seed to advertise every piece of %s (MANY_READY_TIMEOUT=%g s)" % (
+                s.name, MANY_READY_TIMEOUT), lambda: probe_complete(port, s.infohash, s.pieces),
+                max(1.0, ready_by - time.monotonic()), 0.05, [p])
+        res["ready_s"] = time.monotonic() - t0
+        st = proc_status(pid)
+        res["hwm_check_kib"] = st.get("VmHWM", 0)
+        # The probes' connections are closed; let rill see them go before the window opens.
+        time.sleep(MANY_SETTLE)
+        load = Load()
+        a = task_sample(pid)
+        end = time.monotonic() + MANY_IDLE
+        while time.monotonic() < end:
+            if p.poll() is not None:
+                raise RuntimeError("rill seed exited during the idle window; see " + name + ".log")
+            time.sleep(min(0.5, max(0.0, end - time.monotonic())))
+        b = task_sample(pid)
+        dt = b[0] - a[0]
+        res["idle_s"] = dt
+        res["idle_cpu_pct"] = 100.0 * (b[1] - a[1]) / dt if a[1] is not None and b[1] is not None else None
+        res["idle_sched_pct"] = 100.0 * (b[2] - a[2]) / 1e9 / dt if a[2] is not None and b[2] is not None \
+            else None
+        res["idle_wakeups"] = (b[3] - a[3]) / dt if a[3] is not None and b[3] is not None else None
+        res["idle_others"] = load.others()
+        st = proc_status(pid)
+        res["hwm_idle_kib"] = st.get("VmHWM", 0)
+        res["rss_idle_kib"] = st.get("VmRSS", 0)
+        res["anon_idle_kib"] = st.get("RssAnon", 0)
+
+        # A few leechers at once (the same number whatever the count), spread over the loaded torrents: each on
+        # its own torrent when there are enough, several on one otherwise.
+        k = max(1, MANY_LEECHERS)
+        picks = [loaded[(j * n) // k] for j in range(k)]
+        c0 = proc_cpu(pid)
+        leechers = []
+        for j, s in enumerate(picks):
+            out = os.path.join(WORK, "many", "out-%d" % j)
+            shutil.rmtree(out, ignore_errors=True)
+            os.makedirs(out)
+            lname = "many-%d-leecher-%d" % (n, j)
+            lp = spawn(lname, [PY, LTPEER, "leech", "--torrent", s.torrent, "--save", out, "--peer",
+                               "127.0.0.1:%d" % port, "--max-life", int(MANY_LEECH_TIMEOUT)],
+                       life=MANY_LEECH_TIMEOUT + 10)
+            leechers.append((lp, lname, s, out))
+        try:
+            wait_until("the leechers to finish", lambda: all(x[0].poll() is not None for x in leechers),
+                       MANY_LEECH_TIMEOUT + 15, 0.1)
+        except RuntimeError as e:
+            say("    %s" % e)
+        for lp, lname, s, out in leechers:
+            stop(lp)
+            elapsed = None
+            with open(os.path.join(LOGS, lname + ".log"), errors="replace") as f:
+                for line in f:
+                    if line.startswith("RESULT "):
+                        try:
+                            elapsed = float(json.loads(line[7:])["elapsed"])
+                        except (ValueError, KeyError):
+                            pass
+            same = same_content(os.path.join(out, s.name), s.path, s.size)
+            ok = lp.returncode == 0 and elapsed is not None and elapsed > 0 and same
+            res["leechers"].append({"torrent": s.name, "size": s.size, "exit": lp.returncode, "elapsed": elapsed,
+                                    "identical": same, "ok": ok})
+            if not ok:
+                say("    leecher of %s FAILED: exit %s, %s; see %s.log" % (
+                    s.name, lp.returncode, "byte-identical" if same else "data differs or is missing", lname))
+            shutil.rmtree(out, ignore_errors=True)
+        c1 = proc_cpu(pid)
+        res["serve_cpu_s"] = (c1 - c0) if c0 is not None and c1 is not None else None
+        st = proc_status(pid)
+        res["hwm_end_kib"] = st.get("VmHWM", 0)
+        res["alive"] = p.poll() is None
+        res["ok"] = res["alive"] and all(x["ok"] for x in res["leechers"])
+        stop(p, pid=pid)
+    finally:
+        stop(p)
+        remove_rill_resume_in(data)
+    return res
+
+
+def case_many(ctx):
+    emit("== many: rill seed with %s small torrents loaded (1-4 MiB each, loopback, no tracker), idle %g s, then "
+         "%d libtorrent leechers at once" % ("/".join(str(c) for c in MANY_COUNTS), MANY_IDLE, MANY_LEECHERS))
+    if not lt_available():
+        emit("   python3-libtorrent missing: the many case needs it for the leechers")
+        return
+    root = os.path.join(WORK, "many")
+    data = os.path.join(root, "data")
+    smalls, creator = make_small_torrents(max(MANY_COUNTS), data, os.path.join(root, "torrents"))
+    rows = []
+    for n in MANY_COUNTS:
+        if out_of_time("many", MANY_IDLE + MANY_SETTLE + 60):
+            break
+        try:
+            res = many_run(smalls, n, data)
+        except RuntimeError as e:
+            emit("   %d torrents: FAILED: %s" % (n, e))
+            rows.append([n, "%.0f" % (sum(s.size for s in smalls[:n]) / 1048576.0), "failed"] + ["-"] * 7)
+            continue
+        record_many(res)
+        mb = "%.0f" % (res["bytes"] / 1048576.0)
+        if "skipped" in res:
+            emit("   %d torrents: rill seed did not start (%s)" % (n, res["skipped"]))
+            rows.append([n, mb, "not available"] + ["-"] * 7)
+            continue
+        done = [x for x in res["leechers"] if x["ok"]]
+        rates = [x["size"] / 1e6 / x["elapsed"] for x in done]
+        f = lambda v, fmt: (fmt % v) if v is not None else "-"
+        rows.append([n, mb, "%.1f" % res["ready_s"], mib(res["hwm_idle_kib"]), mib(res["hwm_end_kib"]),
+                     f(res["idle_cpu_pct"], "%.3f"), f(res["idle_sched_pct"], "%.4f"), f(res["idle_wakeups"], "%.1f"),
+                     "%.1f" % statistics.median(rates) if rates else "-",
+                     "%d/%d" % (len(done), len(res["leechers"]))])
+        say("    %d torrents: ready %.1f s, peak RSS %s MiB, idle CPU %s%% (schedstat %s%%), leechers %d/%d" % (
+            n, res["ready_s"], mib(res["hwm_end_kib"]), f(res["idle_cpu_pct"], "%.3f"),
+            f(res["idle_sched_pct"], "%.4f"), len(done), len(res["leechers"])))
+    emit(fmt_table(["torrents", "data MiB", "ready s", "peak RSS MiB (idle)", "peak RSS MiB (end)", "idle CPU %",
+                    "idle CPU % (sched)", "wakeups/s", "leecher MB/s", "leechers ok"], rows))
+    emit("   torrents made with %s; data hot in the page cache; every count checks all its data (no resume file)." %
+         creator)
+    emit("   ready = rill start to every torrent advertising all its pieces (a handshake probe per torrent).")
+    emit("   peak RSS = rill's VmHWM: (idle) after the check and the idle window, (end) after serving the leechers.")
+    emit("   idle CPU = rill's utime+stime over a %g s window %g s after ready, as %% of one core (one clock tick is" % (
+        MANY_IDLE, MANY_SETTLE))
+    emit("   %.3f%% of it); (sched) = the same from /proc/PID/task/*/schedstat (ns); wakeups/s = context switches." % (
+        100.0 / TICK / MANY_IDLE))
+    emit("   leecher MB/s = median over the leechers of size / libtorrent's own time from adding the torrent to")
+    emit("   every piece verified (small torrents: connection set-up and request ramp-up dominate); leechers ok =")
+    emit("   exited 0 with byte-identical data. Aim (issue 10): 100 torrents under 16 MiB RSS, under 0.1% idle.")
+    emit()
+
+
+def record_many(res):
+    row = {"case": "many", "client": "rill", "variant": "%d torrents" % res["count"]}
+    row.update(res)
+    with open(RUNS, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------------------
 
 
 def main():
@@ -1442,16 +1719,17 @@ def main():
     tracker = Tracker()
     say("setup: content and torrents under %s" % WORK)
     ctx = {"tracker": tracker}
-    ctx["c1"] = Content("%dM" % (SIZE >> 20), SIZE, tracker.url)
-    if "memory" in cases:
-        ctx["c4"] = Content("%dM" % (BIG >> 20), BIG, tracker.url)
-    hashes = [ctx["c1"].infohash] + ([ctx["c4"].infohash] if "c4" in ctx else [])
-    if have("opentracker"):
-        tracker.start(hashes)
-    elif "download" in cases or "memory" in cases:
-        sys.exit("bench: opentracker missing (scripts/bench installs it)")
+    if any(c != "many" for c in cases):  # the many case makes its own small torrents and needs no tracker
+        ctx["c1"] = Content("%dM" % (SIZE >> 20), SIZE, tracker.url)
+        if "memory" in cases:
+            ctx["c4"] = Content("%dM" % (BIG >> 20), BIG, tracker.url)
+        hashes = [ctx["c1"].infohash] + ([ctx["c4"].infohash] if "c4" in ctx else [])
+        if have("opentracker"):
+            tracker.start(hashes)
+        elif "download" in cases or "memory" in cases:
+            sys.exit("bench: opentracker missing (scripts/bench installs it)")
     funcs = {"download": case_download, "memory": case_memory, "latency": case_latency, "upload": case_upload,
-             "endgame": case_endgame}
+             "endgame": case_endgame, "many": case_many}
     failed = []
     for c in cases:
         if remaining() < 60:
