@@ -34,7 +34,10 @@ rill download: fetch torrents' content, each into DIR/<name>
 
 USAGE:
     rill download FILE.torrent... [OPTIONS]
+    rill download 'magnet:?xt=urn:btih:...' [OPTIONS]
 
+    A magnet link's metadata is fetched from peers (its trackers, x.pe peers, --peer) and checked against
+    its info-hash; it is kept as DIR/.rill-<info-hash>.torrent, so a restart does not fetch it again.
     Several torrents run at once in one process, on one port, sharing --max-peers and the rate limits;
     rill exits 0 once every one is complete, 1 if any failed (naming it).
 
@@ -52,6 +55,7 @@ OPTIONS:
         --files LIST       only these files, numbered as `rill info` prints them: 0,2,5-7
                            (one torrent only)
         --sequential       fetch pieces in order (for playing while downloading)
+        --save-torrent FILE  with one magnet link: write the fetched metainfo to FILE as a .torrent
         --recheck          hash existing data in full instead of trusting the resume file
     -h, --help             print this help
 
@@ -163,9 +167,24 @@ pub struct TransferOptions {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
-    Download { opts: TransferOptions, seed: bool, files: Option<Vec<usize>>, sequential: bool, recheck: bool },
-    Seed { opts: TransferOptions, partial: bool, recheck: bool },
-    Info { torrent: PathBuf, scrape: bool },
+    Download {
+        opts: TransferOptions,
+        seed: bool,
+        files: Option<Vec<usize>>,
+        sequential: bool,
+        recheck: bool,
+        /// `--save-torrent FILE`: where to write a magnet's fetched metainfo.
+        save_torrent: Option<PathBuf>,
+    },
+    Seed {
+        opts: TransferOptions,
+        partial: bool,
+        recheck: bool,
+    },
+    Info {
+        torrent: PathBuf,
+        scrape: bool,
+    },
     Create(CreateOptions),
     Help(&'static str),
     Version,
@@ -215,14 +234,20 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, UsageError> {
             let sequential = args.contains("--sequential");
             let recheck = args.contains("--recheck");
             let files = args.opt_value_from_fn("--files", parse_file_list)?;
+            let save_torrent: Option<PathBuf> =
+                args.opt_value_from_os_str("--save-torrent", |s| Ok::<_, String>(PathBuf::from(s)))?;
             let opts = transfer_options(&mut args, "download")?;
+            let one_magnet = opts.torrents.len() == 1 && crate::magnet::is_magnet(&opts.torrents[0].to_string_lossy());
+            if save_torrent.is_some() && !one_magnet {
+                return Err(UsageError("--save-torrent needs exactly one magnet link".into()));
+            }
             if opts.seed_ratio.is_some() && !seed {
                 return Err(UsageError("--seed-ratio needs --seed".into()));
             }
             if files.is_some() && opts.torrents.len() > 1 {
                 return Err(UsageError("--files needs exactly one torrent".into()));
             }
-            Command::Download { opts, seed, files, sequential, recheck }
+            Command::Download { opts, seed, files, sequential, recheck, save_torrent }
         }
         Some("seed") => {
             let partial = args.contains("--partial");

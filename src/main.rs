@@ -18,7 +18,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use rill::cli::{self, Command, CreateOptions, TransferOptions};
 use rill::engine::snapshot::Outcome;
-use rill::engine::torrent::{Mode, TorrentOptions};
+use rill::engine::torrent::{Mode, Source, TorrentOptions};
 use rill::engine::{AddError, Engine, EngineConfig};
 use rill::event_loop::{Bound, EventLoop, LoopConfig, LoopError};
 use rill::metainfo::{Metainfo, MetainfoError};
@@ -52,6 +52,10 @@ enum Failure {
     },
     OutputExists(PathBuf),
     Scan(rill::storage::scan::ScanError),
+    /// `rill seed` of a magnet link (nothing to seed without the data's metainfo).
+    SeedMagnet,
+    /// `--files` with a magnet link (the files are not known before its metadata).
+    FilesOfMagnet,
     // ---- the run itself failed: exit 1 ----
     Entropy(EntropyError),
     CreateDir {
@@ -85,7 +89,9 @@ impl Failure {
             | Failure::NoSuchFile { .. }
             | Failure::Overlap { .. }
             | Failure::OutputExists(_)
-            | Failure::Scan(_) => 2,
+            | Failure::Scan(_)
+            | Failure::SeedMagnet
+            | Failure::FilesOfMagnet => 2,
             Failure::Entropy(_)
             | Failure::CreateDir { .. }
             | Failure::Loop(_)
@@ -122,6 +128,10 @@ impl fmt::Display for Failure {
             }
             Failure::OutputExists(path) => write!(f, "{} exists (--force overwrites it)", path.display()),
             Failure::Scan(e) => write!(f, "{e}"),
+            Failure::SeedMagnet => write!(f, "rill seed needs .torrent files, not magnet links"),
+            Failure::FilesOfMagnet => {
+                write!(f, "--files needs a .torrent file: a magnet link's files are not known yet")
+            }
             Failure::Entropy(e) => write!(f, "{e}"),
             Failure::CreateDir { path, error } => write!(f, "cannot create {}: {error}", path.display()),
             Failure::Loop(e) => write!(f, "{e}"),
@@ -222,19 +232,20 @@ fn run(command: Command) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Download { opts, seed, files, sequential, recheck } => {
-            let torrents = load_all(&opts)?;
-            let wanted_files = match (&files, torrents.first()) {
-                (Some(list), Some((_, meta))) => Some(select_files(meta, list)?),
+        Command::Download { opts, seed, files, sequential, recheck, save_torrent } => {
+            let torrents = load_all(&opts, true)?;
+            let wanted_files = match (&files, torrents.first().map(|l| &l.kind)) {
+                (Some(list), Some(Kind::Torrent { meta, .. })) => Some(select_files(meta, list)?),
+                (Some(_), _) => return Err(Failure::FilesOfMagnet),
                 _ => None,
             };
             let mode = Mode::Download { wanted_files, sequential, keep_seeding: seed };
-            transfer(torrents, &opts, mode, recheck)
+            transfer(torrents, &opts, mode, recheck, save_torrent)
         }
         Command::Create(opts) => create_torrent(&opts),
         Command::Seed { opts, partial, recheck } => {
-            let torrents = load_all(&opts)?;
-            transfer(torrents, &opts, Mode::Seed { partial }, recheck)
+            let torrents = load_all(&opts, false)?;
+            transfer(torrents, &opts, Mode::Seed { partial }, recheck, None)
         }
     }
 }
@@ -246,6 +257,11 @@ const MAX_TORRENT_BYTES: u64 = 64 * 1024 * 1024;
 /// Reads and parses a `.torrent` file: a regular file or a pipe (`rill info <(cat x.torrent)`), at most
 /// [`MAX_TORRENT_BYTES`]. The bytes are dropped once parsed.
 fn load_torrent(path: &Path) -> Result<Metainfo, Failure> {
+    load_torrent_and_info(path).map(|(meta, _)| meta)
+}
+
+/// [`load_torrent`], keeping the raw info dictionary too (a seed serves it to magnet users).
+fn load_torrent_and_info(path: &Path) -> Result<(Metainfo, Vec<u8>), Failure> {
     use rill::storage::files::{read_bounded, ReadError};
     let refuse = |why| Failure::Torrent { path: path.to_path_buf(), why };
     let bytes = read_bounded(path, MAX_TORRENT_BYTES).map_err(|e| match e {
@@ -253,7 +269,9 @@ fn load_torrent(path: &Path) -> Result<Metainfo, Failure> {
         ReadError::Directory => refuse(TorrentFileError::Directory),
         ReadError::TooBig => refuse(TorrentFileError::TooBig),
     })?;
-    Metainfo::from_vec(bytes).map_err(|e| refuse(TorrentFileError::Malformed(e)))
+    let info = rill::metainfo::raw_info(&bytes).map(<[u8]>::to_vec).unwrap_or_default();
+    let meta = Metainfo::from_vec(bytes).map_err(|e| refuse(TorrentFileError::Malformed(e)))?;
+    Ok((meta, info))
 }
 
 /// Maps `--files` indices (as `rill info` numbers them: non-padding files) to a per-file flag.
@@ -280,26 +298,73 @@ fn listen_addr(opts: &TransferOptions) -> SocketAddr {
     SocketAddr::new(ip, opts.port.unwrap_or(cli::DEFAULT_PORT))
 }
 
-/// Loads every torrent on the command line before anything touches the network: a malformed one is an
-/// error naming it; the same torrent twice is loaded once, with a note; two torrents whose files would
-/// overlap on disk are an error naming both.
-fn load_all(opts: &TransferOptions) -> Result<Vec<(PathBuf, Metainfo)>, Failure> {
-    let mut loaded: Vec<(PathBuf, Metainfo)> = Vec::with_capacity(opts.torrents.len());
-    for path in &opts.torrents {
-        let meta = load_torrent(path)?;
-        if let Some((first, _)) = loaded.iter().find(|(_, m)| m.info_hash == meta.info_hash) {
-            err(format_args!("rill: {}: same torrent as {}; loaded once\n", path.display(), first.display()));
+/// One torrent of the command line, loaded.
+struct Loaded {
+    /// As given: a path or a magnet link.
+    arg: PathBuf,
+    info_hash: rill::metainfo::InfoHash,
+    kind: Kind,
+}
+
+enum Kind {
+    Torrent { meta: Metainfo, info: Vec<u8> },
+    Magnet(rill::magnet::Magnet),
+}
+
+/// Loads every torrent and magnet link on the command line before anything touches the network: a
+/// malformed one is an error naming it; the same torrent twice is loaded once, with a note; two torrents
+/// whose files would overlap on disk are an error naming both. A magnet whose metadata an earlier run kept
+/// in DIR is loaded from there. `rill seed` (`magnets` false) needs `.torrent` files.
+fn load_all(opts: &TransferOptions, magnets: bool) -> Result<Vec<Loaded>, Failure> {
+    let mut loaded: Vec<Loaded> = Vec::with_capacity(opts.torrents.len());
+    for arg in &opts.torrents {
+        let text = arg.to_string_lossy();
+        let (info_hash, kind) = if rill::magnet::is_magnet(&text) {
+            if !magnets {
+                return Err(Failure::SeedMagnet);
+            }
+            let magnet = rill::magnet::Magnet::parse(&text).map_err(Failure::Magnet)?;
+            (magnet.info_hash, saved_metadata(&magnet, &opts.dir).unwrap_or(Kind::Magnet(magnet)))
+        } else {
+            let (meta, info) = load_torrent_and_info(arg)?;
+            (meta.info_hash, Kind::Torrent { meta, info })
+        };
+        if let Some(first) = loaded.iter().find(|l| l.info_hash == info_hash) {
+            err(format_args!("rill: {}: same torrent as {}; loaded once\n", arg.display(), first.arg.display()));
             continue;
         }
-        loaded.push((path.clone(), meta));
+        loaded.push(Loaded { arg: arg.clone(), info_hash, kind });
     }
-    check_overlaps(&loaded, &opts.dir)?;
+    let with_files: Vec<(PathBuf, &Metainfo)> = loaded
+        .iter()
+        .filter_map(|l| match &l.kind {
+            Kind::Torrent { meta, .. } => Some((l.arg.clone(), meta)),
+            Kind::Magnet(_) => None,
+        })
+        .collect();
+    check_overlaps(&with_files, &opts.dir)?;
     Ok(loaded)
+}
+
+/// The metadata an earlier run fetched for `magnet` and kept beside its resume file, if it is there and
+/// is that torrent (the trackers of the magnet are added to the ones the saved file lists).
+fn saved_metadata(magnet: &rill::magnet::Magnet, dir: &Path) -> Option<Kind> {
+    let path = dir.join(rill::storage::resume::metadata_file_name(&magnet.info_hash.0));
+    let bytes = rill::storage::files::read_bounded(&path, MAX_TORRENT_BYTES).ok()?;
+    let info = rill::metainfo::raw_info(&bytes)?.to_vec();
+    let mut meta = Metainfo::from_vec(bytes).ok().filter(|m| m.info_hash == magnet.info_hash)?;
+    for tier in &magnet.trackers {
+        if !meta.trackers.contains(tier) {
+            meta.trackers.push(tier.clone());
+        }
+    }
+    log::info!("{}: metadata from {}", meta.name, path.display());
+    Some(Kind::Torrent { meta, info })
 }
 
 /// Two different torrents must not use the same path under `dir`: neither the same file, nor a file of
 /// one where the other needs a folder.
-fn check_overlaps(torrents: &[(PathBuf, Metainfo)], dir: &Path) -> Result<(), Failure> {
+fn check_overlaps(torrents: &[(PathBuf, &Metainfo)], dir: &Path) -> Result<(), Failure> {
     use std::collections::HashMap;
     if torrents.len() < 2 {
         return Ok(());
@@ -350,10 +415,11 @@ fn stop_flag() -> Option<Arc<AtomicBool>> {
 
 /// `rill download` and `rill seed`: every torrent in one engine, on one port, driven by one loop.
 fn transfer(
-    torrents: Vec<(PathBuf, Metainfo)>,
+    torrents: Vec<Loaded>,
     opts: &TransferOptions,
     mode: Mode,
     recheck: bool,
+    save_torrent: Option<PathBuf>,
 ) -> Result<(), Failure> {
     if matches!(mode, Mode::Download { .. }) {
         rill::storage::files::ensure_dir(&opts.dir)
@@ -388,16 +454,23 @@ fn transfer(
     let mut engine = Engine::new(config, peer_id, rng, entropy, now);
     let multi = torrents.len() > 1;
     let mut names = Vec::with_capacity(torrents.len());
-    for (_, meta) in torrents {
-        let name = meta.name.clone();
+    for loaded in torrents {
         let options = TorrentOptions {
             dir: opts.dir.clone(),
             mode: mode.clone(),
             recheck,
             seed_ratio: opts.seed_ratio,
             extra_peers: opts.peers.clone(),
+            save_torrent: save_torrent.clone(),
         };
-        match engine.add_torrent(meta, options, now) {
+        let (name, source) = match loaded.kind {
+            Kind::Torrent { meta, info } => {
+                let info = (!info.is_empty()).then_some(info);
+                (meta.name.clone(), Source::Metainfo { meta: Box::new(meta), info })
+            }
+            Kind::Magnet(m) => (m.name.clone().unwrap_or_else(|| m.info_hash.to_string()), Source::Magnet(m)),
+        };
+        match engine.add(source, options, now) {
             Ok(id) => names.push((id, name)),
             // `load_all` loaded each info-hash once.
             Err(AddError::Duplicate(_)) => {}

@@ -259,6 +259,7 @@ impl Sim {
             recheck: false,
             seed_ratio: None,
             extra_peers: vec![],
+            save_torrent: None,
         };
         let h = &mut self.hosts[host];
         let id = h.engine.add_torrent(meta.clone(), opts, self.now).expect("a new torrent");

@@ -46,8 +46,16 @@ pub struct Torrent {
     /// Unconfirmed pieces whose data no longer matched: the driver prints one line for each, tells every
     /// session (`PeerSession::on_piece_wanted`) and drains this.
     pub confirm_failed: Vec<u32>,
+    /// The raw info dictionary, served to peers that ask (BEP 9); `None` when not known as bytes.
+    pub info: Option<Vec<u8>>,
+    /// ut_pex payloads received (peer, payload), for the engine's peer exchange; drained every turn and
+    /// bounded per turn.
+    pub pex_in: Vec<(PeerNo, Vec<u8>)>,
     bans: BanList,
 }
+
+/// ut_pex payloads kept per turn at most (more are dropped: a peer exchange is once a minute per peer).
+const MAX_PEX_PER_TURN: usize = 64;
 
 /// How much unconfirmed data `confirm_some` hashes per call (at least one piece): the loop calls it once
 /// a turn, so peers wait at most this long for their turn (~4 ms at SHA-1 speed from the page cache).
@@ -64,6 +72,8 @@ impl Torrent {
             to_ban: Vec::new(),
             confirmed: Vec::new(),
             confirm_failed: Vec::new(),
+            info: None,
+            pex_in: Vec::new(),
             bans: BanList::default(),
         }
     }
@@ -83,7 +93,13 @@ impl Torrent {
         }
         while let Some(frame) = read.next_frame(&self.ctx.limits).map_err(DropReason::from)? {
             match session.on_frame(frame, &self.ctx, &mut self.swarm, now)? {
-                Effect::Nothing => {}
+                Effect::Nothing | Effect::ExtendedHandshake => {}
+                Effect::Metadata(payload) => serve_metadata(self.info.as_deref(), session, payload),
+                Effect::Pex(payload) => {
+                    if !self.ctx.private && self.pex_in.len() < MAX_PEX_PER_TURN {
+                        self.pex_in.push((session.no, payload.to_vec()));
+                    }
+                }
                 Effect::StoreBlock { block, data, piece_complete } => {
                     let offset = self.ctx.geometry.piece_offset(block.piece) + u64::from(block.offset);
                     self.storage.write(offset, data).map_err(InputError::Fatal)?;
@@ -168,4 +184,20 @@ impl Torrent {
         self.swarm.on_uploaded(served);
         Ok(served)
     }
+}
+
+/// Answers a peer's ut_metadata request from the raw info dictionary (or rejects it when we do not have it,
+/// or the piece is out of range). Data and rejects from the peer mean nothing once we have the metadata.
+pub fn serve_metadata(info: Option<&[u8]>, session: &mut PeerSession, payload: &[u8]) {
+    use crate::peer::session::PeerExtension;
+    use crate::wire::ut_metadata::{self, MetadataMessage};
+    let Ok(MetadataMessage::Request { piece }) = ut_metadata::decode(payload) else {
+        return;
+    };
+    let mut reply = Vec::with_capacity(ut_metadata::METADATA_PIECE_LEN as usize + 64);
+    if info.and_then(|info| ut_metadata::encode_data(piece, info, &mut reply)).is_none() {
+        reply.clear();
+        ut_metadata::encode_reject(piece, &mut reply);
+    }
+    session.send_extended(PeerExtension::Metadata, &reply);
 }

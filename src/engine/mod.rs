@@ -24,6 +24,7 @@
 //! queued, so a driver that performs actions in order never confuses the two.
 
 pub mod conn;
+pub mod magnet;
 pub mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -219,26 +220,48 @@ impl Engine {
 
     /// Adds a torrent; it checks its data (one torrent at a time), then downloads or seeds.
     pub fn add_torrent(&mut self, meta: Metainfo, opts: TorrentOptions, now: Timestamp) -> Result<TorrentId, AddError> {
-        if let Some(&id) = self.by_hash.get(&meta.info_hash) {
+        self.add(torrent::Source::Metainfo { meta: Box::new(meta), info: None }, opts, now)
+    }
+
+    /// Adds a torrent from a `.torrent` file or a magnet link. A magnet's torrent announces and dials at
+    /// once and fetches its metadata; then, as a `.torrent`'s, it checks its data and downloads or seeds.
+    pub fn add(
+        &mut self,
+        source: torrent::Source,
+        opts: TorrentOptions,
+        now: Timestamp,
+    ) -> Result<TorrentId, AddError> {
+        let info_hash = match &source {
+            torrent::Source::Metainfo { meta, .. } => meta.info_hash,
+            torrent::Source::Magnet(m) => m.info_hash,
+        };
+        if let Some(&id) = self.by_hash.get(&info_hash) {
             return Err(AddError::Duplicate(id));
         }
         let entry = self.torrents.vacant_entry();
         let id = TorrentId(entry.key());
-        let info_hash = meta.info_hash;
-        let mut core = TorrentCore::new(
-            id,
-            meta,
-            opts,
-            self.peer_id,
-            self.config.listen_port,
-            &mut self.entropy,
-            &mut self.rng,
-            now,
-        );
+        let (port, peer_id) = (self.config.listen_port, self.peer_id);
+        let (entropy, rng) = (&mut self.entropy, &mut self.rng);
+        let magnet = matches!(source, torrent::Source::Magnet(_));
+        let mut core = match source {
+            torrent::Source::Metainfo { meta, info } => {
+                let mut core = TorrentCore::new(id, *meta, opts, peer_id, port, entropy, rng, now);
+                core.info_bytes = info;
+                core
+            }
+            torrent::Source::Magnet(m) => TorrentCore::new_magnet(id, &m, opts, peer_id, port, entropy, rng, now),
+        };
         core.set_upload_slots(self.config.upload_slots);
         entry.insert(core);
         self.by_hash.insert(info_hash, id);
         self.by_req2.insert(mse::req2_key(&info_hash), id);
+        if magnet {
+            let t = &mut self.torrents[id.0];
+            let transfer = t.transfer();
+            t.trackers.on_timeout(now, transfer, &mut self.rng);
+            self.pump_trackers(id, now);
+            self.dial_more(now, false);
+        }
         Ok(id)
     }
 
@@ -466,7 +489,7 @@ impl Engine {
     /// A peer connected to us. `None`: refused (no free slot, already connected, shutting down); the
     /// driver closes it.
     pub fn handle_incoming(&mut self, addr: SocketAddr, now: Timestamp) -> Option<ConnId> {
-        if self.shutting_down || !self.torrents.iter().any(|(_, t)| t.is_active()) {
+        if self.shutting_down || !self.torrents.iter().any(|(_, t)| t.accepts_peers()) {
             return None;
         }
         // The torrent is not known until the handshake: count it as a seed's connection only when every
@@ -529,17 +552,17 @@ impl Engine {
         let Some(conn) = self.conns.get_mut(id.0) else {
             return;
         };
-        let Some(t) = conn.torrent.and_then(|t| self.torrents.get(t.0)) else {
+        let Some(t) = conn.torrent.and_then(|t| self.torrents.get_mut(t.0)) else {
             return;
         };
-        let (Some(session), Some(data)) = (conn.session.as_mut(), t.data.as_ref()) else {
+        let (Some(session), Some((ctx, _))) = (conn.session.as_mut(), t.session_parts()) else {
             return;
         };
         if session.phase() != Phase::AwaitingConnect || conn.closing.is_some() {
             return;
         }
         log::debug!("{}: connected", conn.addr);
-        session.on_connected(&data.ctx, now);
+        session.on_connected(ctx, now);
         conn.connected_at = now;
         self.mark_transmit(id.0);
         self.reschedule_conn(id.0, now);
@@ -640,7 +663,7 @@ impl Engine {
         let Engine { conns, torrents, by_req2, by_hash, .. } = self;
         let conn = &mut conns[slot];
         let find = |key: &[u8; 20]| {
-            by_req2.get(key).and_then(|t| torrents.get(t.0)).filter(|t| t.is_active()).map(|t| t.info_hash)
+            by_req2.get(key).and_then(|t| torrents.get(t.0)).filter(|t| t.accepts_peers()).map(|t| t.info_hash)
         };
         if !conn.run_encryption_stage(find)? {
             return Ok(());
@@ -656,7 +679,7 @@ impl Engine {
                 return Err(DropReason::Misbehaved(PeerMisbehaved::WrongInfoHash).into());
             };
             let t = &mut torrents[tid.0];
-            if !t.is_active() {
+            if !t.accepts_peers() {
                 return Err(DropReason::NotNeeded.into());
             }
             // One connection per address and torrent (loopback exempt, as in the slot policy).
@@ -668,24 +691,27 @@ impl Engine {
                 return Err(DropReason::NotNeeded.into());
             }
             let conn = &mut conns[slot];
-            let Some(data) = t.data.as_mut() else {
+            let name = t.name.clone();
+            let Some((ctx, swarm)) = t.session_parts() else {
                 return Err(DropReason::NotNeeded.into());
             };
-            let mut session = PeerSession::incoming(conn.no, &data.ctx, now);
-            conn.read.fit(&data.ctx.limits);
-            session.on_handshake(&hs, &data.ctx, &mut data.swarm, now)?;
+            let mut session = PeerSession::incoming(conn.no, ctx, now);
+            conn.read.fit(&ctx.limits);
+            session.on_handshake(&hs, ctx, swarm, now)?;
             conn.session = Some(session);
             conn.torrent = Some(tid);
-            log::debug!("{}: handshake for {}", conn.addr, t.name);
+            log::debug!("{}: handshake for {name}", conn.addr);
         }
         let conn = &mut conns[slot];
-        let Some(tid) = conn.torrent else {
+        let (Some(tid), Some(session)) = (conn.torrent, conn.session.as_mut()) else {
             return Ok(());
         };
-        let (Some(data), Some(session)) = (torrents[tid.0].data.as_mut(), conn.session.as_mut()) else {
-            return Ok(());
-        };
-        data.process_input(&mut conn.read, session, now)
+        let t = &mut torrents[tid.0];
+        match (t.data.as_mut(), t.phase.as_deref_mut()) {
+            (Some(data), _) => data.process_input(&mut conn.read, session, now),
+            (None, Some(phase)) => phase.process_input(&mut conn.read, session, now),
+            (None, None) => Ok(()),
+        }
     }
 
     /// Policy after a connection's input: bans by peer id, seed meets seed, a free upload slot.
@@ -826,10 +852,12 @@ impl Engine {
                 }
                 conn.timer = None;
                 let result = match (conn.torrent, conn.session.as_mut()) {
-                    (Some(tid), Some(session)) => match self.torrents.get_mut(tid.0).and_then(|t| t.data.as_mut()) {
-                        Some(data) => session.on_timeout(&mut data.swarm, now),
-                        None => Err(DropReason::Shutdown),
-                    },
+                    (Some(tid), Some(session)) => {
+                        match self.torrents.get_mut(tid.0).and_then(TorrentCore::session_parts) {
+                            Some((_, swarm)) => session.on_timeout(swarm, now),
+                            None => Err(DropReason::Shutdown),
+                        }
+                    }
                     _ if now >= conn.handshake_deadline => Err(DropReason::HandshakeTimedOut),
                     _ => Ok(()),
                 };
@@ -845,7 +873,7 @@ impl Engine {
                     return;
                 };
                 t.tracker_timer = None;
-                if t.state == State::Active || t.stopping {
+                if matches!(t.state, State::Active | State::AwaitingMetadata) || t.stopping {
                     let transfer = t.transfer();
                     t.trackers.on_timeout(now, transfer, &mut self.rng);
                 }
@@ -908,10 +936,22 @@ impl Engine {
             let (Some(tid), Some(session)) = (conn.torrent, conn.session.as_mut()) else {
                 continue;
             };
-            if let Some(data) = self.torrents.get_mut(tid.0).and_then(|t| t.data.as_mut()) {
-                session.on_rate_sample(&mut data.swarm, now, dt);
+            let Some(t) = self.torrents.get_mut(tid.0) else {
+                continue;
+            };
+            if let Some((_, swarm)) = t.session_parts() {
+                session.on_rate_sample(swarm, now, dt);
+            }
+            // Metadata requests that timed out go to other peers.
+            if let (Some(phase), true) = (t.phase.as_deref_mut(), session.is_awaiting_metadata()) {
+                phase.request_more(session, now);
             }
             self.mark_transmit(slot);
+        }
+        for (_, t) in self.torrents.iter_mut() {
+            if let Some(phase) = t.phase.as_deref_mut() {
+                phase.fetch.on_timeout(now);
+            }
         }
         self.dial_more(now, true);
     }
@@ -921,6 +961,7 @@ impl Engine {
     /// The work at the end of every turn: a slice of the data check, a slice of confirming trusted
     /// pieces, `have` and cancel fan-out, bans, reaping, dialling, forgetting removed torrents.
     pub fn end_turn(&mut self, now: Timestamp) {
+        self.metadata_some(now);
         self.check_some(now);
         for id in self.torrent_ids() {
             self.confirm_some(id, now);
@@ -933,6 +974,41 @@ impl Engine {
         self.reap_closed(now);
         self.dial_more(now, false);
         self.forget_removed(now);
+    }
+
+    /// Magnets: peers that sent bad metadata are dropped; verified metadata makes the torrent.
+    fn metadata_some(&mut self, now: Timestamp) {
+        for id in self.torrent_ids() {
+            let t = &mut self.torrents[id.0];
+            let Some(phase) = t.phase.as_deref_mut() else {
+                continue;
+            };
+            for (no, reason) in std::mem::take(&mut phase.to_drop) {
+                if let Some(slot) = self.conns.iter().find(|(_, c)| c.torrent == Some(id) && c.no == no).map(|(k, _)| k)
+                {
+                    self.close_conn(slot, reason);
+                }
+            }
+            let t = &mut self.torrents[id.0];
+            if t.state != State::AwaitingMetadata || !t.phase.as_ref().is_some_and(|p| p.info.is_some()) {
+                continue;
+            }
+            let (started, peers) = t.phase.as_ref().map_or((now, 0), |p| (p.started_at, p.fetch.peers_asked()));
+            match t.complete_metadata() {
+                Ok((size, files)) => {
+                    log::info!("{}: metadata complete", t.name);
+                    self.events.push_back(Event::MetadataReceived {
+                        torrent: id,
+                        name: t.name.clone(),
+                        size,
+                        files,
+                        peers,
+                        elapsed: now - started,
+                    });
+                }
+                Err(e) => self.fail_torrent(id, e, now),
+            }
+        }
     }
 
     /// One torrent checks at a time: the lowest id still in `Checking`.
@@ -979,7 +1055,23 @@ impl Engine {
 
     /// The check is done: announce, dial, and stop at once if there is nothing to do.
     fn activate(&mut self, id: TorrentId, now: Timestamp) {
+        // Connections made while the metadata was fetched take part in the swarm from now on.
+        let slots: Vec<usize> = self.conns.iter().filter(|(_, c)| c.torrent == Some(id)).map(|(k, _)| k).collect();
+        for slot in &slots {
+            let conn = &mut self.conns[*slot];
+            let (Some(session), Some(data)) = (conn.session.as_mut(), self.torrents[id.0].data.as_mut()) else {
+                continue;
+            };
+            if session.is_awaiting_metadata() {
+                session.upgrade(&data.ctx, &mut data.swarm, now);
+                conn.read.fit(&data.ctx.limits);
+            }
+        }
+        for slot in slots {
+            self.mark_transmit(slot);
+        }
         let t = &mut self.torrents[id.0];
+        t.phase = None;
         let transfer = t.transfer();
         t.trackers.on_timeout(now, transfer, &mut self.rng);
         self.pump_trackers(id, now);
@@ -1191,7 +1283,7 @@ impl Engine {
         for id in self.torrent_ids() {
             loop {
                 let t = &mut self.torrents[id.0];
-                if !t.is_active() || (t.is_complete() && !t.opts.keep_seeding()) {
+                if !t.accepts_peers() || (t.is_complete() && !t.opts.keep_seeding()) {
                     break;
                 }
                 if half_open >= self.config.max_half_open
@@ -1221,11 +1313,11 @@ impl Engine {
                     }
                 }
                 let no = self.new_peer_no();
-                let Some(data) = self.torrents[id.0].data.as_ref() else {
+                let Some((ctx, _)) = self.torrents[id.0].session_parts() else {
                     break;
                 };
-                let session = PeerSession::outgoing(no, &data.ctx, now);
-                let read = ReadBuf::new(&data.ctx.limits);
+                let session = PeerSession::outgoing(no, ctx, now);
+                let read = ReadBuf::new(&ctx.limits);
                 let slot = self.conns.insert(PeerConn {
                     no,
                     addr,
@@ -1298,8 +1390,11 @@ impl Engine {
             let peer = peer_snapshot(&conn);
             if let (Some(tid), Some(session)) = (conn.torrent, conn.session.as_mut()) {
                 if let Some(t) = self.torrents.get_mut(tid.0) {
-                    if let Some(data) = t.data.as_mut() {
-                        session.on_closed(&mut data.swarm);
+                    if let Some((_, swarm)) = t.session_parts() {
+                        session.on_closed(swarm);
+                    }
+                    if let Some(phase) = t.phase.as_deref_mut() {
+                        phase.fetch.on_peer_gone(conn.no.0);
                     }
                     // A seed we met while seeding is no use to us: back off from it like from a failure.
                     let useful = session.peer_id.is_some() && reason != DropReason::NotNeeded;
@@ -1507,6 +1602,11 @@ impl Engine {
                 wasted: swarm.map_or(0, |s| s.totals.wasted),
                 hash_failures: swarm.map_or(0, |s| s.totals.hash_failures),
                 check_progress: t.check.as_ref().map(|c| c.progress()),
+                metadata_progress: t
+                    .phase
+                    .as_ref()
+                    .filter(|_| t.state == State::AwaitingMetadata)
+                    .map(|p| (p.fetch.peers_asked(), p.fetch.progress())),
                 error: t.error.as_ref().map(ToString::to_string),
             });
         }

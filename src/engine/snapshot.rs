@@ -69,6 +69,15 @@ pub enum Event {
         piece: u32,
         refetch: bool,
     },
+    /// A magnet's metadata arrived and passed its hash: the torrent now has a name, a size and files.
+    MetadataReceived {
+        torrent: TorrentId,
+        name: String,
+        size: u64,
+        files: usize,
+        peers: u32,
+        elapsed: Duration,
+    },
     /// Every wanted piece is verified.
     Completed {
         torrent: TorrentId,
@@ -111,6 +120,9 @@ pub struct TorrentSnapshot {
     pub hash_failures: u32,
     /// (pieces hashed, pieces to hash) while checking.
     pub check_progress: Option<(u32, u32)>,
+    /// While fetching a magnet's metadata: (peers asked, pieces received, pieces), the last two once the
+    /// size is known.
+    pub metadata_progress: Option<(u32, Option<(u32, u32)>)>,
     pub error: Option<String>,
 }
 

@@ -30,6 +30,7 @@ fn engine(dir: &TempDir, mut entropy: Entropy) -> (Engine, TorrentId) {
         recheck: false,
         seed_ratio: None,
         extra_peers: vec![],
+        save_torrent: None,
     };
     let id = e.add_torrent(meta, opts, Timestamp::ZERO).expect("added");
     (e, id)
@@ -116,6 +117,7 @@ fn incoming_handshakes_are_routed_by_info_hash() {
             recheck: false,
             seed_ratio: None,
             extra_peers: vec![],
+            save_torrent: None,
         };
         ids.push((e.add_torrent(meta.clone(), opts, Timestamp::ZERO).expect("added"), meta.info_hash));
     }

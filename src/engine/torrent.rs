@@ -65,6 +65,14 @@ pub enum Mode {
     Seed { partial: bool },
 }
 
+/// Where a torrent comes from.
+pub enum Source {
+    /// A `.torrent` file: its metainfo and, to serve it to magnet users, the raw info dictionary.
+    Metainfo { meta: Box<Metainfo>, info: Option<Vec<u8>> },
+    /// A magnet link: only the info-hash; the metadata is fetched from peers.
+    Magnet(crate::magnet::Magnet),
+}
+
 /// How one torrent is to be run.
 #[derive(Clone, Debug)]
 pub struct TorrentOptions {
@@ -77,6 +85,8 @@ pub struct TorrentOptions {
     pub seed_ratio: Option<f64>,
     /// Peers to dial besides those the trackers give.
     pub extra_peers: Vec<SocketAddr>,
+    /// Write the metainfo here once a magnet's metadata arrives (`--save-torrent`).
+    pub save_torrent: Option<PathBuf>,
 }
 
 impl TorrentOptions {
@@ -118,6 +128,13 @@ pub struct CheckSummary {
 #[derive(Debug)]
 pub enum TorrentError {
     Storage(StorageError),
+    /// The info dictionary peers sent hashes right but is not a usable torrent.
+    Metadata(crate::metainfo::MetainfoError),
+    /// The fetched metainfo could not be written where `--save-torrent` said.
+    SaveTorrent {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     /// `rill seed` without `--partial`, and pieces are missing.
     Missing {
         root: PathBuf,
@@ -130,6 +147,8 @@ impl std::fmt::Display for TorrentError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TorrentError::Storage(e) => write!(f, "{e}"),
+            TorrentError::Metadata(e) => write!(f, "the metadata peers sent: {e}"),
+            TorrentError::SaveTorrent { path, error } => write!(f, "cannot write {}: {error}", path.display()),
             TorrentError::Missing { root, missing, pieces } => write!(
                 f,
                 "{}: {missing} of {pieces} pieces are missing or damaged; use --partial to seed what is there",
@@ -148,6 +167,10 @@ pub struct TorrentCore {
     meta: Option<Box<Metainfo>>,
     /// Geometry, swarm, storage: built at the transition into `Checking`.
     pub data: Option<Torrent>,
+    /// The raw info dictionary (served to magnet users), when known as bytes.
+    pub info_bytes: Option<Vec<u8>>,
+    /// While the metadata is fetched (a magnet link), and until its sessions are upgraded at activation.
+    pub phase: Option<Box<super::magnet::MetadataPhase>>,
     pub check: Option<Check>,
     pub trackers: Trackers,
     /// The metainfo's tracker tiers, to start the trackers again after a pause.
@@ -219,6 +242,8 @@ impl TorrentCore {
             state: State::Checking,
             meta: Some(Box::new(meta)),
             data: None,
+            info_bytes: None,
+            phase: None,
             check: None,
             trackers,
             tiers,
@@ -244,6 +269,86 @@ impl TorrentCore {
         }
     }
 
+    /// A torrent known only by a magnet link: it announces and dials at once, and fetches its metadata.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_magnet(
+        id: TorrentId,
+        magnet: &crate::magnet::Magnet,
+        opts: TorrentOptions,
+        peer_id: [u8; 20],
+        listen_port: Option<u16>,
+        entropy: &mut Entropy,
+        rng: &mut Rng,
+        now: Timestamp,
+    ) -> Self {
+        // A placeholder metainfo carries the identity and the trackers until the real one arrives.
+        let placeholder = Metainfo {
+            info_hash: magnet.info_hash,
+            name: magnet.name.clone().unwrap_or_else(|| magnet.info_hash.to_string()),
+            piece_length: 16 * 1024,
+            piece_hashes: Vec::new(),
+            total_length: 0,
+            files: Vec::new(),
+            trackers: magnet.trackers.clone(),
+            private: false,
+            comment: None,
+            created_by: None,
+            mapped: Default::default(),
+        };
+        let mut core = TorrentCore::new(id, placeholder, opts, peer_id, listen_port, entropy, rng, now);
+        core.meta = None;
+        core.state = State::AwaitingMetadata;
+        core.phase = Some(Box::new(super::magnet::MetadataPhase::new(magnet.info_hash, peer_id, listen_port, now)));
+        for hint in &magnet.peers {
+            match hint {
+                crate::magnet::PeerHint::Addr(addr) => {
+                    core.candidates.add(*addr);
+                }
+                crate::magnet::PeerHint::Host(host, port) => {
+                    log::info!("{}: x.pe {host}:{port}: host names are not resolved for peers", core.name);
+                }
+            }
+        }
+        core
+    }
+
+    /// The context and swarm sessions of this torrent run against: the real ones once the check built
+    /// them, the metadata phase's before.
+    pub fn session_parts(&mut self) -> Option<(&TorrentContext, &mut Swarm)> {
+        match (self.data.as_mut(), self.phase.as_deref_mut()) {
+            (Some(d), _) => Some((&d.ctx, &mut d.swarm)),
+            (None, Some(p)) => Some((&p.ctx, &mut p.swarm)),
+            (None, None) => None,
+        }
+    }
+
+    /// The metadata is here and verified: builds the metainfo, keeps it beside the resume file (and where
+    /// `--save-torrent` says), and moves on to `Checking`. Returns (size, files) of the torrent.
+    pub fn complete_metadata(&mut self) -> Result<(u64, usize), TorrentError> {
+        let Some(info) = self.phase.as_mut().and_then(|p| p.info.take()) else {
+            return Err(TorrentError::Metadata(crate::metainfo::MetainfoError::NotBencode(
+                crate::bencode::BencodeError::UnexpectedEnd { at: 0 },
+            )));
+        };
+        let bytes = super::magnet::torrent_bytes(&info, &self.tiers);
+        let meta = Metainfo::from_bytes(&bytes).map_err(TorrentError::Metadata)?;
+        let saved = self.opts.dir.join(crate::storage::resume::metadata_file_name(&self.info_hash.0));
+        if let Err(e) = crate::storage::files::write_atomically(&saved, &bytes) {
+            // Not fatal: the next start fetches the metadata again.
+            log::info!("{}: cannot keep the metadata in {}: {e}", meta.name, saved.display());
+        }
+        if let Some(path) = &self.opts.save_torrent {
+            crate::storage::files::write_atomically(path, &bytes)
+                .map_err(|error| TorrentError::SaveTorrent { path: path.clone(), error })?;
+        }
+        let facts = (meta.total_length, meta.files.iter().filter(|f| !f.padding).count());
+        self.name = meta.name.clone();
+        self.meta = Some(Box::new(meta));
+        self.info_bytes = Some(info);
+        self.state = State::Checking;
+        Ok(facts)
+    }
+
     /// Fresh tracker machines after a pause (the old ones said `stopped`).
     pub fn restart_trackers(&mut self, entropy: &mut Entropy, rng: &mut Rng, now: Timestamp) {
         let identity = self.trackers.identity().clone();
@@ -264,9 +369,14 @@ impl TorrentCore {
         self.data.as_ref().map(|t| &t.ctx)
     }
 
-    /// Accepting and dialling peers.
+    /// Downloading or seeding.
     pub fn is_active(&self) -> bool {
         self.state == State::Active && !self.stopping
+    }
+
+    /// Accepting and dialling peers: active, or fetching its metadata.
+    pub fn accepts_peers(&self) -> bool {
+        matches!(self.state, State::Active | State::AwaitingMetadata) && !self.stopping
     }
 
     pub fn is_complete(&self) -> bool {
@@ -280,7 +390,8 @@ impl TorrentCore {
     pub fn transfer(&self) -> Transfer {
         match self.swarm() {
             Some(s) => Transfer { uploaded: s.totals.uploaded, downloaded: s.totals.downloaded, left: s.left() },
-            None => Transfer { uploaded: 0, downloaded: 0, left: 0 },
+            // The size is unknown before the metadata: not 0, which trackers count as a seed.
+            None => Transfer { uploaded: 0, downloaded: 0, left: 1 },
         }
     }
 
@@ -319,10 +430,15 @@ impl TorrentCore {
             geometry,
             limits: FrameLimits::for_torrent(n),
             listen_port,
+            metadata_size: self.info_bytes.as_ref().and_then(|b| u32::try_from(b.len()).ok()),
+            private: meta.private,
+            awaiting_metadata: false,
         };
         // An empty swarm until the check is done: nothing is had or wanted yet.
         let swarm = Swarm::new(geometry, Bitfield::new(n), Bitfield::new(n), false);
-        self.data = Some(Torrent::new(ctx, swarm, storage, meta.piece_hashes.clone()));
+        let mut data = Torrent::new(ctx, swarm, storage, meta.piece_hashes.clone());
+        data.info = self.info_bytes.clone();
+        self.data = Some(data);
         self.check = Some(Check { plan, have: Bitfield::new(n), next: 0, started: true });
         Ok(())
     }

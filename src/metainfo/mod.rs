@@ -323,6 +323,15 @@ struct Parsed {
     mapped: Mapping,
 }
 
+/// The raw `info` dictionary of a `.torrent` file's bytes (what the info-hash is the SHA-1 of, and what a
+/// seed serves to magnet users), if the file is bencode with one.
+pub fn raw_info(torrent: &[u8]) -> Option<&[u8]> {
+    let outer = bencode::value_span(torrent, 0).ok()?;
+    let outer = &torrent[outer];
+    let span = bencode::dict_value_span(outer, b"info").ok()??;
+    Some(&outer[span])
+}
+
 impl Metainfo {
     /// Parses and validates a `.torrent` file's bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Metainfo, MetainfoError> {

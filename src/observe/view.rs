@@ -137,6 +137,17 @@ impl View {
                 let what = if *refetch { "fetching it again" } else { "not serving it" };
                 self.news(*torrent, &format!("piece {piece}: data changed on disk since it was checked; {what}"));
             }
+            Event::MetadataReceived { torrent, name, size, files, peers, elapsed } => {
+                self.names.insert(*torrent, name.clone());
+                let files = if *files == 1 { "1 file".to_string() } else { format!("{files} files") };
+                let peers = if *peers == 1 { "1 peer".to_string() } else { format!("{peers} peers") };
+                let line = format!(
+                    "metadata: {name}, {} in {files}, from {peers} in {}",
+                    units::bytes(*size),
+                    units::duration(*elapsed)
+                );
+                self.news(*torrent, &line);
+            }
             Event::Completed { .. } | Event::Failed { .. } | Event::PeerClosed { .. } => {}
         }
     }
@@ -144,6 +155,16 @@ impl View {
     /// Draws the status: one line for a torrent (prefixed when several run in plain mode), or, live, one
     /// compact line for all.
     pub fn redraw(&mut self, snap: &Snapshot) {
+        let fetching: Vec<&TorrentSnapshot> =
+            snap.torrents.iter().filter(|t| t.state == State::AwaitingMetadata && !t.stopping).collect();
+        for t in &fetching {
+            let line = format!("{}{}", self.prefix(t.id), metadata_line(t));
+            match self.mode {
+                UiMode::Plain => self.out.status(line),
+                UiMode::Live if snap.torrents.len() == 1 => self.out.status(line),
+                UiMode::Live => {}
+            }
+        }
         let shown: Vec<&TorrentSnapshot> =
             snap.torrents.iter().filter(|t| t.state == State::Active || t.stopping).collect();
         if shown.is_empty() {
@@ -183,6 +204,16 @@ impl View {
         self.redraw(snap);
         self.out.finish();
     }
+}
+
+/// `fetching metadata: 3 peers asked, 2 of 5 pieces  peers 4+1`.
+fn metadata_line(t: &TorrentSnapshot) -> String {
+    let (asked, pieces) = t.metadata_progress.unwrap_or((0, None));
+    let pieces = match pieces {
+        Some((got, of)) => format!(", {got} of {of} pieces"),
+        None => String::new(),
+    };
+    format!("fetching metadata: {asked} peers asked{pieces}  peers {}+{}", t.peers, t.half_open)
 }
 
 fn status_line(t: &TorrentSnapshot) -> StatusLine {

@@ -54,6 +54,13 @@ pub struct TorrentContext {
     pub geometry: Geometry,
     pub limits: FrameLimits,
     pub listen_port: Option<u16>,
+    /// The size of the info dictionary we can serve (BEP 9); `None` when we do not have it.
+    pub metadata_size: Option<u32>,
+    /// A private torrent (BEP 27): no peer exchange.
+    pub private: bool,
+    /// Only the info-hash is known (a magnet link): sessions record what the peer says it has, for later,
+    /// and take part in nothing that needs pieces.
+    pub awaiting_metadata: bool,
 }
 
 /// Named for what the session waits for.
@@ -68,6 +75,13 @@ pub enum Phase {
     Active,
 }
 
+/// The extensions we may send a peer (when its extended handshake offered them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerExtension {
+    Metadata,
+    Pex,
+}
+
 /// What the loop must do for this frame; everything else already happened inside.
 #[must_use]
 #[derive(Debug, PartialEq, Eq)]
@@ -80,7 +94,28 @@ pub enum Effect<'a> {
         data: &'a [u8],
         piece_complete: bool,
     },
+    /// The peer's extended handshake arrived (now in `PeerSession::extended`).
+    ExtendedHandshake,
+    /// A ut_metadata message (BEP 9) for the caller to decode with `wire::ut_metadata`.
+    Metadata(&'a [u8]),
+    /// A ut_pex message (BEP 11) for the caller to decode with `wire::pex`.
+    Pex(&'a [u8]),
 }
+
+/// What a peer said it has while the torrent's size was unknown (a magnet link's metadata phase), kept to
+/// be applied once the metadata arrives.
+#[derive(Default)]
+struct UnknownPieces {
+    /// The peer's bitfield, as sent.
+    bitfield: Option<Vec<u8>>,
+    /// `have`s, as a bit set by index (indices past [`MAX_RECORDED_HAVE`] are dropped).
+    haves: Vec<u8>,
+    have_all: bool,
+}
+
+/// Highest piece index a `have` is recorded for before the metadata arrives (16 MiB of metadata holds at
+/// most 838,860 piece hashes).
+const MAX_RECORDED_HAVE: u32 = 1 << 20;
 
 pub struct PeerSession {
     pub no: PeerNo,
@@ -115,6 +150,8 @@ pub struct PeerSession {
     pub last_block_at: Option<Timestamp>,
     /// Endgame cancels sent to this peer.
     pub cancels_sent: u64,
+    /// `Some` while the torrent awaits its metadata (see `TorrentContext::awaiting_metadata`).
+    unknown_pieces: Option<Box<UnknownPieces>>,
 }
 
 impl PeerSession {
@@ -164,6 +201,7 @@ impl PeerSession {
             upload_rate: 0.0,
             last_block_at: None,
             cancels_sent: 0,
+            unknown_pieces: ctx.awaiting_metadata.then(Box::default),
         }
     }
 
@@ -272,7 +310,7 @@ impl PeerSession {
         self.peer_supports_extensions = hs.supports(RESERVED_EXTENSION_PROTOCOL);
         if self.peer_supports_extensions {
             let mut payload = Vec::with_capacity(64);
-            extension::encode_handshake(OUR_REQQ, ctx.listen_port, &mut payload);
+            extension::encode_handshake(OUR_REQQ, ctx.listen_port, ctx.metadata_size, !ctx.private, &mut payload);
             self.send(Frame::Extended { ext_id: extension::HANDSHAKE_ID, payload: &payload });
         }
         if swarm.have().count_ones() > 0 {
@@ -303,6 +341,27 @@ impl PeerSession {
             Phase::AwaitingConnect | Phase::AwaitingHandshake => {
                 return Err(PeerMisbehaved::MessageBeforeHandshake.into())
             }
+        }
+        if let Some(unknown) = self.unknown_pieces.as_deref_mut() {
+            // No pieces exist yet: record what the peer has, track choke and interest, ignore the rest.
+            match frame {
+                Frame::Bitfield(bits) => unknown.bitfield = Some(bits.to_vec()),
+                Frame::Have { piece } if piece < MAX_RECORDED_HAVE => {
+                    let byte = (piece / 8) as usize;
+                    if unknown.haves.len() <= byte {
+                        unknown.haves.resize(byte + 1, 0);
+                    }
+                    unknown.haves[byte] |= 0x80 >> (piece % 8);
+                }
+                Frame::HaveAll => unknown.have_all = true,
+                Frame::Choke => self.peer_choking = true,
+                Frame::Unchoke => self.peer_choking = false,
+                Frame::Interested => self.peer_interested = true,
+                Frame::NotInterested => self.peer_interested = false,
+                Frame::Extended { .. } | Frame::KeepAlive | Frame::Port(_) => return self.on_common_frame(frame, ctx),
+                _ => {}
+            }
+            return Ok(Effect::Nothing);
         }
         let geometry = &ctx.geometry;
         match frame {
@@ -385,18 +444,87 @@ impl PeerSession {
                     return Ok(Effect::StoreBlock { block, data, piece_complete });
                 }
             }
-            Frame::Extended { ext_id, payload } => {
-                if ext_id == extension::HANDSHAKE_ID {
-                    if let Some(hs) = extension::parse_handshake(payload) {
-                        if let Some(reqq) = hs.reqq {
-                            self.pipeline.set_peer_limit(reqq);
-                        }
-                        self.extended = Some(hs);
+            Frame::Extended { .. } => return self.on_common_frame(frame, ctx),
+        }
+        Ok(Effect::Nothing)
+    }
+
+    /// Frames handled the same with or without metadata: BEP 10 extended messages.
+    fn on_common_frame<'a>(&mut self, frame: Frame<'a>, _ctx: &TorrentContext) -> Result<Effect<'a>, DropReason> {
+        let Frame::Extended { ext_id, payload } = frame else {
+            return Ok(Effect::Nothing);
+        };
+        match ext_id {
+            extension::HANDSHAKE_ID => {
+                let Some(hs) = extension::parse_handshake(payload) else {
+                    return Ok(Effect::Nothing);
+                };
+                if let Some(reqq) = hs.reqq {
+                    self.pipeline.set_peer_limit(reqq);
+                }
+                self.extended = Some(hs);
+                Ok(Effect::ExtendedHandshake)
+            }
+            extension::OUR_UT_METADATA => Ok(Effect::Metadata(payload)),
+            extension::OUR_UT_PEX => Ok(Effect::Pex(payload)),
+            // Extensions we did not offer: ignored, as BEP 10 allows.
+            _ => Ok(Effect::Nothing),
+        }
+    }
+
+    /// Sends an extended message the peer offered (`ut_metadata` or `ut_pex`); false if it did not.
+    pub fn send_extended(&mut self, extension: PeerExtension, payload: &[u8]) -> bool {
+        let id = self.extended.as_ref().and_then(|hs| match extension {
+            PeerExtension::Metadata => hs.ut_metadata,
+            PeerExtension::Pex => hs.ut_pex,
+        });
+        match id {
+            Some(ext_id) => {
+                self.send(Frame::Extended { ext_id, payload });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Still in the metadata phase (see `TorrentContext::awaiting_metadata`).
+    pub fn is_awaiting_metadata(&self) -> bool {
+        self.unknown_pieces.is_some()
+    }
+
+    /// The metadata arrived and the torrent is ready: applies what the peer said it has (its bitfield,
+    /// `have`s, `have all`) to a bitfield of the real size, tells the peer which pieces we have (as `have`s:
+    /// a bitfield is legal only as the first message), and takes part in the swarm from now on. A recorded
+    /// bitfield of the wrong length is ignored (the peer's `have`s after this still count).
+    pub fn upgrade(&mut self, ctx: &TorrentContext, swarm: &mut Swarm, now: Timestamp) {
+        let Some(unknown) = self.unknown_pieces.take() else {
+            return;
+        };
+        let n = ctx.geometry.piece_count();
+        self.peer_has = Bitfield::new(n);
+        if unknown.have_all {
+            self.peer_has = Bitfield::full(n);
+        } else {
+            if let Some(Ok(bits)) = unknown.bitfield.as_deref().map(|b| Bitfield::from_wire(b, n)) {
+                self.peer_has = bits;
+            }
+            for (byte, bits) in unknown.haves.iter().enumerate() {
+                for bit in 0..8 {
+                    let piece = (byte * 8 + bit) as u32;
+                    if bits & (0x80 >> bit) != 0 && piece < n {
+                        self.peer_has.set(piece);
                     }
                 }
             }
         }
-        Ok(Effect::Nothing)
+        self.on_peer_pieces_replaced(swarm);
+        for piece in swarm.have().iter_ones() {
+            self.send(Frame::Have { piece });
+        }
+        if self.phase == Phase::AwaitingFirstMessage {
+            self.phase = Phase::Active;
+        }
+        self.update_interest(swarm, now);
     }
 
     fn on_request(

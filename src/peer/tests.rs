@@ -49,6 +49,9 @@ fn context() -> TorrentContext {
         geometry: geometry(),
         limits: FrameLimits::for_torrent(PIECES),
         listen_port: Some(LISTEN_PORT),
+        metadata_size: None,
+        private: false,
+        awaiting_metadata: false,
     }
 }
 
@@ -210,7 +213,8 @@ fn requests(frames: &[OwnedFrame]) -> Vec<BlockRef> {
 #[track_caller]
 fn peer_sends(c: &mut Conn, frame: Frame<'_>) {
     match c.peer.on_frame(frame, &c.ctx, &mut c.swarm, c.now) {
-        Ok(Effect::Nothing) => {}
+        // An extended handshake is recorded in the session; the effect only tells the caller.
+        Ok(Effect::Nothing | Effect::ExtendedHandshake) => {}
         other => panic!("{frame:?}: {other:?}"),
     }
 }
@@ -1231,4 +1235,72 @@ fn closed_peer_gives_its_blocks_and_its_pieces_back() {
     }
     assert!((0..PIECES).all(|p| c.swarm.availability(p) == 0));
     c.swarm.check_invariants();
+}
+
+// ---- BEP 10 dispatch and the metadata phase ------------------------------------------------------
+
+#[test]
+fn extended_messages_come_out_by_our_ids_and_go_out_by_the_peers() {
+    use crate::peer::session::PeerExtension;
+    use crate::wire::extension::{OUR_UT_METADATA, OUR_UT_PEX};
+    let t0 = Timestamp::ZERO;
+    let mut c = incoming(t0, leecher());
+    peer_handshakes(&mut c, with_extensions());
+    let ours = sent_frames(&mut c);
+    let ext = ours.iter().find_map(|f| match f {
+        OwnedFrame::Extended { ext_id: 0, payload } => Some(payload.clone()),
+        _ => None,
+    });
+    let hs = crate::wire::extension::parse_handshake(&ext.expect("our extended handshake")).expect("parses");
+    assert_eq!((hs.ut_metadata, hs.ut_pex), (Some(OUR_UT_METADATA), Some(OUR_UT_PEX)));
+    assert!(!c.peer.send_extended(PeerExtension::Metadata, b"x"), "not before the peer offers it");
+    let effect = c.peer.on_frame(
+        Frame::Extended { ext_id: 0, payload: b"d1:md11:ut_metadatai7e6:ut_pexi9eee" },
+        &c.ctx,
+        &mut c.swarm,
+        t0,
+    );
+    assert_eq!(effect, Ok(Effect::ExtendedHandshake));
+    let effect = c.peer.on_frame(Frame::Extended { ext_id: OUR_UT_METADATA, payload: b"m" }, &c.ctx, &mut c.swarm, t0);
+    assert_eq!(effect, Ok(Effect::Metadata(b"m")));
+    let effect = c.peer.on_frame(Frame::Extended { ext_id: OUR_UT_PEX, payload: b"p" }, &c.ctx, &mut c.swarm, t0);
+    assert_eq!(effect, Ok(Effect::Pex(b"p")));
+    let effect = c.peer.on_frame(Frame::Extended { ext_id: 77, payload: b"?" }, &c.ctx, &mut c.swarm, t0);
+    assert_eq!(effect, Ok(Effect::Nothing), "an extension we never offered is ignored");
+    assert!(c.peer.send_extended(PeerExtension::Metadata, b"x"));
+    assert!(c.peer.send_extended(PeerExtension::Pex, b"y"));
+    let sent = sent_frames(&mut c);
+    assert!(sent.contains(&OwnedFrame::Extended { ext_id: 7, payload: b"x".to_vec() }));
+    assert!(sent.contains(&OwnedFrame::Extended { ext_id: 9, payload: b"y".to_vec() }));
+}
+
+#[test]
+fn before_the_metadata_a_session_records_what_the_peer_has_and_applies_it_on_upgrade() {
+    let t0 = Timestamp::ZERO;
+    let mut phase = crate::engine::magnet::MetadataPhase::new(INFO_HASH, OUR_ID, None, t0);
+    let mut s = PeerSession::incoming(PeerNo(5), &phase.ctx, t0);
+    let hs = Handshake { reserved: with_extensions(), info_hash: INFO_HASH, peer_id: THEIR_ID };
+    s.on_handshake(&hs, &phase.ctx, &mut phase.swarm, t0).expect("handshake");
+    assert!(s.is_awaiting_metadata());
+    // A bitfield of the real size (unknown yet), haves, a request: recorded or ignored, never an error.
+    let mut bits = Bitfield::new(PIECES);
+    bits.set(0);
+    for frame in [
+        Frame::Bitfield(bits.as_bytes()),
+        Frame::Have { piece: 3 },
+        Frame::Have { piece: 5_000_000 },
+        Frame::Request { piece: 0, offset: 0, len: 16384 },
+        Frame::Unchoke,
+    ] {
+        assert_eq!(s.on_frame(frame, &phase.ctx, &mut phase.swarm, t0), Ok(Effect::Nothing), "{frame:?}");
+    }
+    // The metadata arrived: the real torrent's context and swarm.
+    let ctx = context();
+    let mut swarm = leecher();
+    s.upgrade(&ctx, &mut swarm, t0);
+    assert!(!s.is_awaiting_metadata());
+    assert!(s.peer_has().get(0) && s.peer_has().get(3) && s.peer_has().count_ones() == 2);
+    assert_eq!(swarm.availability(3), 1, "the recorded pieces count in the swarm");
+    assert!(s.is_am_interested(), "it has pieces we want");
+    assert!(!s.is_peer_choking(), "the unchoke before the metadata still holds");
 }

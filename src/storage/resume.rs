@@ -79,6 +79,13 @@ pub fn file_name(info_hash: &[u8; 20]) -> String {
 }
 
 /// The temporary a save writes before renaming it over `file_name`.
+/// `.rill-<info-hash in hex>.torrent`: a magnet's fetched metadata, kept beside the resume file so a restart
+/// does not fetch it again.
+pub fn metadata_file_name(info_hash: &[u8; 20]) -> String {
+    let hex: String = info_hash.iter().map(|b| format!("{b:02x}")).collect();
+    format!(".rill-{hex}.torrent")
+}
+
 pub fn temp_name(info_hash: &[u8; 20]) -> String {
     format!("{}.tmp", file_name(info_hash))
 }

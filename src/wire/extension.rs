@@ -1,6 +1,6 @@
-//! BEP 10 extension-protocol payloads: the extended handshake (id 0).
+//! BEP 10 extension-protocol payloads: the extended handshake (id 0), and the ids we give our extensions.
 //!
-//! Owns: parsing a peer's extended handshake (`m`, `reqq`, `v`, `metadata_size`) and encoding ours.
+//! Owns: parsing a peer's extended handshake (`m`, `reqq`, `v`, `p`, `metadata_size`) and encoding ours.
 //! Must not: keep per-peer state or decide what to do with the values (the session does).
 //!
 //! <https://www.bittorrent.org/beps/bep_0010.html>
@@ -9,6 +9,9 @@ use serde_bencode::value::Value;
 
 /// Extended message id 0 is the handshake, whatever a peer's `m` says.
 pub const HANDSHAKE_ID: u8 = 0;
+/// The ids a peer uses to send us each extension (our `m`; the same numbers libtorrent gives them).
+pub const OUR_UT_PEX: u8 = 1;
+pub const OUR_UT_METADATA: u8 = 2;
 
 /// What we use from a peer's extended handshake.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -19,7 +22,11 @@ pub struct ExtendedHandshake {
     pub client: Option<String>,
     /// The peer's id for ut_metadata (BEP 9), 0 or absent when unsupported.
     pub ut_metadata: Option<u8>,
+    /// The peer's id for ut_pex (BEP 11).
+    pub ut_pex: Option<u8>,
     pub metadata_size: Option<u32>,
+    /// The port the peer listens on (`p`): how to reach a peer that connected to us.
+    pub listen_port: Option<u16>,
 }
 
 /// Parses a peer's extended handshake; `None` if it is not a bencoded dictionary.
@@ -34,8 +41,8 @@ pub fn parse_handshake(payload: &[u8]) -> Option<ExtendedHandshake> {
         Some(Value::Int(n)) => Some(*n),
         _ => None,
     };
-    let ut_metadata = match dict.get(&b"m"[..]) {
-        Some(Value::Dict(m)) => match m.get(&b"ut_metadata"[..]) {
+    let id_of = |name: &[u8]| match dict.get(&b"m"[..]) {
+        Some(Value::Dict(m)) => match m.get(name) {
             Some(Value::Int(n)) if (1..=255).contains(n) => Some(*n as u8),
             _ => None,
         },
@@ -48,14 +55,25 @@ pub fn parse_handshake(payload: &[u8]) -> Option<ExtendedHandshake> {
     Some(ExtendedHandshake {
         reqq: int(b"reqq").and_then(|n| u32::try_from(n).ok()).filter(|&n| n > 0),
         client,
-        ut_metadata,
+        ut_metadata: id_of(b"ut_metadata"),
+        ut_pex: id_of(b"ut_pex"),
         metadata_size: int(b"metadata_size").and_then(|n| u32::try_from(n).ok()),
+        listen_port: int(b"p").and_then(|n| u16::try_from(n).ok()).filter(|&p| p != 0),
     })
 }
 
-/// Our extended handshake: no extension messages yet, our queue depth, listen port and client name.
-pub fn encode_handshake(reqq: u32, listen_port: Option<u16>, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"d1:mde");
+/// Our extended handshake: the extensions we speak (`ut_metadata` always, `ut_pex` unless the torrent is
+/// private), the metadata size when we have it, our queue depth, listen port and client name.
+pub fn encode_handshake(reqq: u32, listen_port: Option<u16>, metadata_size: Option<u32>, pex: bool, out: &mut Vec<u8>) {
+    // Keys in byte order, as bencode requires.
+    out.extend_from_slice(format!("d1:md11:ut_metadatai{OUR_UT_METADATA}e").as_bytes());
+    if pex {
+        out.extend_from_slice(format!("6:ut_pexi{OUR_UT_PEX}e").as_bytes());
+    }
+    out.push(b'e');
+    if let Some(size) = metadata_size {
+        out.extend_from_slice(format!("13:metadata_sizei{size}e").as_bytes());
+    }
     if let Some(port) = listen_port.filter(|&p| p != 0) {
         out.extend_from_slice(format!("1:pi{port}e").as_bytes());
     }
@@ -75,7 +93,9 @@ mod tests {
         let hs = parse_handshake(payload).unwrap();
         assert_eq!(hs.reqq, Some(500));
         assert_eq!(hs.ut_metadata, Some(3));
+        assert_eq!(hs.ut_pex, Some(1));
         assert_eq!(hs.metadata_size, Some(31235));
+        assert_eq!(hs.listen_port, Some(6881));
         assert_eq!(hs.client.as_deref(), Some("libtorrent 2.0.8"));
     }
 
@@ -99,9 +119,17 @@ mod tests {
     #[test]
     fn ours_round_trips() {
         let mut out = vec![];
-        encode_handshake(250, Some(6881), &mut out);
+        encode_handshake(250, Some(6881), Some(31_235), true, &mut out);
+        crate::bencode::whole_value_span(&out).expect("valid bencode");
         let hs = parse_handshake(&out).unwrap();
         assert_eq!(hs.reqq, Some(250));
+        assert_eq!((hs.ut_metadata, hs.ut_pex), (Some(OUR_UT_METADATA), Some(OUR_UT_PEX)));
+        assert_eq!((hs.metadata_size, hs.listen_port), (Some(31_235), Some(6881)));
         assert!(hs.client.unwrap().starts_with("rill "));
+        // A private torrent offers no peer exchange; without metadata, no size.
+        let mut out = vec![];
+        encode_handshake(250, None, None, false, &mut out);
+        let hs = parse_handshake(&out).unwrap();
+        assert_eq!((hs.ut_metadata, hs.ut_pex, hs.metadata_size), (Some(OUR_UT_METADATA), None, None));
     }
 }
