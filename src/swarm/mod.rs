@@ -19,6 +19,7 @@
 pub mod bans;
 pub mod candidates;
 pub mod choker;
+pub mod pex;
 pub mod picker;
 pub mod slots;
 pub mod throttle;
