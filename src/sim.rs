@@ -92,6 +92,10 @@ pub fn metainfo_for(name: &str, files: Vec<FileEntry>, piece_length: u32, conten
     }
 }
 
+/// Links the engines open by themselves (to peers learned by peer exchange): bytes/s and one-way latency.
+const DEFAULT_RATE: f64 = 8_000_000.0;
+const DEFAULT_LATENCY: Duration = millis(5);
+
 /// One simulated host: an engine with its torrents.
 struct Host {
     engine: Engine,
@@ -364,6 +368,11 @@ impl Sim {
         self.hosts[host].torrents[torrent]
     }
 
+    /// The links from `from` to `to`, in the order opened.
+    pub fn links_between(&self, from: usize, to: usize) -> Vec<usize> {
+        (0..self.links.len()).filter(|&l| self.links[l].a.host == from && self.links[l].b.host == to).collect()
+    }
+
     /// Links opened so far (a dial again after a close adds one).
     pub fn link_count(&self) -> usize {
         self.links.len()
@@ -592,10 +601,17 @@ impl Sim {
                 });
                 self.links.len() - 1
             }
+            // A peer the engine learned of by itself (peer exchange): a link of the default kind.
             (None, None) => {
-                let refused = DropReason::ConnectFailed(std::io::ErrorKind::ConnectionRefused);
-                self.hosts[h].engine.handle_peer_error(conn, refused);
-                return;
+                let end = |host| End { host, conn: None, inbox: VecDeque::new(), last: PeerSnapshot::default() };
+                self.links.push(Link {
+                    a: end(h),
+                    b: end(to),
+                    a_to_b: Pipe::new(DEFAULT_RATE, DEFAULT_LATENCY),
+                    b_to_a: Pipe::new(DEFAULT_RATE, DEFAULT_LATENCY),
+                    closed: None,
+                });
+                self.links.len() - 1
             }
         };
         let from_addr = self.hosts[h].addr;
@@ -924,5 +940,25 @@ mod tests {
         assert!(sim.link_count() > 1, "the seed was dialled again after the pause");
         let downloaded = sim.swarm(leecher).totals.downloaded;
         assert!(downloaded < meta.total_length + 512 * 1024, "what was had before the pause was kept: {downloaded}");
+    }
+
+    #[test]
+    fn peer_exchange_leads_a_leecher_to_a_seed_nobody_else_named() {
+        let mut rng = Rng::seeded(35);
+        let (meta, content) = make_torrent(4 * 1024 * 1024, 64 * 1024, 35);
+        let mut sim = Sim::new();
+        let seed = sim.add_node(&meta, Some(&content), &mut rng);
+        let middle = sim.add_node(&meta, None, &mut rng);
+        let late = sim.add_node(&meta, None, &mut rng);
+        // The middle leecher is still fetching (so still connected to the seed) when the first exchange goes.
+        sim.connect(middle, seed, 1.0 * MB, millis(5));
+        // The late leecher knows only the middle one, which is slow to share.
+        sim.connect(late, middle, 0.2 * MB, millis(20));
+        sim.run_until(secs(60), |s| s.swarm(late).is_complete());
+        assert_eq!(sim.content(late), content);
+        let found = sim.links_between(late, seed);
+        assert!(!found.is_empty(), "the late leecher dialled the seed it learned of by peer exchange");
+        let from_seed: u64 = found.iter().map(|&l| sim.responder_session(l).uploaded).sum();
+        assert!(from_seed >= meta.total_length / 2, "most of the data came from the seed: {from_seed}");
     }
 }

@@ -50,6 +50,8 @@ pub struct PeerConn {
     pub connected_at: Timestamp,
     /// The last payload received from or sent to this peer (for the slot policy).
     pub last_payload: Option<Timestamp>,
+    /// Peer exchange with this peer (BEP 11): what we told it, what it told us.
+    pub pex: crate::swarm::pex::PeerExchange,
 }
 
 impl PeerConn {
@@ -75,6 +77,16 @@ impl PeerConn {
         } else if let Some(s) = &mut self.session {
             s.output_written(n, now);
         }
+    }
+
+    /// Where the peer accepts connections: the address we dialled, or for one that dialled us the port its
+    /// extended handshake gave (`None` without one).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        if self.outgoing {
+            return Some(self.addr);
+        }
+        let port = self.session.as_ref()?.extended.as_ref()?.listen_port?;
+        Some(SocketAddr::new(self.addr.ip(), port))
     }
 
     pub fn wants_input(&self) -> bool {

@@ -529,6 +529,7 @@ impl Engine {
             in_transmit: false,
             connected_at: now,
             last_payload: None,
+            pex: Default::default(),
         });
         log::debug!("{addr}: accepted");
         self.reschedule_conn(slot, now);
@@ -953,6 +954,7 @@ impl Engine {
                 phase.fetch.on_timeout(now);
             }
         }
+        self.pex_out(now);
         self.dial_more(now, true);
     }
 
@@ -961,6 +963,7 @@ impl Engine {
     /// The work at the end of every turn: a slice of the data check, a slice of confirming trusted
     /// pieces, `have` and cancel fan-out, bans, reaping, dialling, forgetting removed torrents.
     pub fn end_turn(&mut self, now: Timestamp) {
+        self.pex_in(now);
         self.metadata_some(now);
         self.check_some(now);
         for id in self.torrent_ids() {
@@ -974,6 +977,77 @@ impl Engine {
         self.reap_closed(now);
         self.dial_more(now, false);
         self.forget_removed(now);
+    }
+
+    /// Addresses peers gave us by peer exchange become candidates (never for a private torrent: its
+    /// sessions do not even pass the messages on).
+    fn pex_in(&mut self, now: Timestamp) {
+        let own: Vec<SocketAddr> = self
+            .config
+            .listen_port
+            .map(|port| {
+                vec![SocketAddr::from(([0, 0, 0, 0], port)), SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))]
+            })
+            .unwrap_or_default();
+        let mut added = false;
+        for id in self.torrent_ids() {
+            let t = &mut self.torrents[id.0];
+            let mut received = t.data.as_mut().map(|d| std::mem::take(&mut d.pex_in)).unwrap_or_default();
+            if let Some(phase) = t.phase.as_deref_mut() {
+                received.append(&mut phase.pex_in);
+            }
+            for (no, payload) in received {
+                let Some(conn) =
+                    self.conns.iter_mut().find(|(_, c)| c.torrent == Some(id) && c.no == no).map(|(_, c)| c)
+                else {
+                    continue;
+                };
+                match conn.pex.on_message(&payload, &own) {
+                    Ok(addrs) => {
+                        log::debug!("{}: peer exchange: {} new peers", conn.addr, addrs.len());
+                        for addr in addrs {
+                            added |= t.candidates.add(addr);
+                        }
+                    }
+                    Err(e) => log::debug!("{}: peer exchange: {e}", conn.addr),
+                }
+            }
+        }
+        if added {
+            self.dial_more(now, false);
+        }
+    }
+
+    /// Once a second: tells every peer that offers ut_pex which peers of its torrent we are connected to
+    /// (each connection's machine sends at most once a minute, only what changed).
+    fn pex_out(&mut self, now: Timestamp) {
+        for id in self.torrent_ids() {
+            let t = &self.torrents[id.0];
+            let private = t.data.as_ref().is_some_and(|d| d.ctx.private);
+            if private || !t.accepts_peers() {
+                continue;
+            }
+            let members: Vec<(usize, Option<SocketAddr>)> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.torrent == Some(id) && c.closing.is_none() && c.is_handshaken())
+                .map(|(k, c)| (k, c.listen_addr()))
+                .collect();
+            for &(slot, own) in &members {
+                let conn = &mut self.conns[slot];
+                if !conn.session.as_ref().and_then(|s| s.extended.as_ref()).is_some_and(|hs| hs.ut_pex.is_some()) {
+                    continue;
+                }
+                let others: Vec<SocketAddr> =
+                    members.iter().filter_map(|&(k, a)| a.filter(|_| k != slot && a != own)).collect();
+                if let Some(payload) = conn.pex.poll_message(&others, now) {
+                    if let Some(session) = conn.session.as_mut() {
+                        session.send_extended(crate::peer::session::PeerExtension::Pex, &payload);
+                    }
+                    self.mark_transmit(slot);
+                }
+            }
+        }
     }
 
     /// Magnets: peers that sent bad metadata are dropped; verified metadata makes the torrent.
@@ -1336,6 +1410,7 @@ impl Engine {
                     in_transmit: false,
                     connected_at: now,
                     last_payload: None,
+                    pex: Default::default(),
                 });
                 self.actions.push_back(Action::Connect { conn: ConnId(slot), addr });
                 self.reschedule_conn(slot, now);
