@@ -257,21 +257,28 @@ const MAX_TORRENT_BYTES: u64 = 64 * 1024 * 1024;
 /// Reads and parses a `.torrent` file: a regular file or a pipe (`rill info <(cat x.torrent)`), at most
 /// [`MAX_TORRENT_BYTES`]. The bytes are dropped once parsed.
 fn load_torrent(path: &Path) -> Result<Metainfo, Failure> {
-    load_torrent_and_info(path).map(|(meta, _)| meta)
+    let bytes = read_torrent_file(path)?;
+    Metainfo::from_vec(bytes)
+        .map_err(|e| Failure::Torrent { path: path.to_path_buf(), why: TorrentFileError::Malformed(e) })
 }
 
-/// [`load_torrent`], keeping the raw info dictionary too (a seed serves it to magnet users).
+/// [`load_torrent`], keeping a copy of the raw info dictionary too (a seed serves it to magnet users).
 fn load_torrent_and_info(path: &Path) -> Result<(Metainfo, Vec<u8>), Failure> {
+    let bytes = read_torrent_file(path)?;
+    let info = rill::metainfo::raw_info(&bytes).map(<[u8]>::to_vec).unwrap_or_default();
+    let meta = Metainfo::from_vec(bytes)
+        .map_err(|e| Failure::Torrent { path: path.to_path_buf(), why: TorrentFileError::Malformed(e) })?;
+    Ok((meta, info))
+}
+
+fn read_torrent_file(path: &Path) -> Result<Vec<u8>, Failure> {
     use rill::storage::files::{read_bounded, ReadError};
     let refuse = |why| Failure::Torrent { path: path.to_path_buf(), why };
-    let bytes = read_bounded(path, MAX_TORRENT_BYTES).map_err(|e| match e {
+    read_bounded(path, MAX_TORRENT_BYTES).map_err(|e| match e {
         ReadError::Io(e) => refuse(TorrentFileError::Io(e)),
         ReadError::Directory => refuse(TorrentFileError::Directory),
         ReadError::TooBig => refuse(TorrentFileError::TooBig),
-    })?;
-    let info = rill::metainfo::raw_info(&bytes).map(<[u8]>::to_vec).unwrap_or_default();
-    let meta = Metainfo::from_vec(bytes).map_err(|e| refuse(TorrentFileError::Malformed(e)))?;
-    Ok((meta, info))
+    })
 }
 
 /// Maps `--files` indices (as `rill info` numbers them: non-padding files) to a per-file flag.

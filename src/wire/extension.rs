@@ -27,6 +27,10 @@ pub struct ExtendedHandshake {
     pub metadata_size: Option<u32>,
     /// The port the peer listens on (`p`): how to reach a peer that connected to us.
     pub listen_port: Option<u16>,
+    /// The peer only uploads (`upload_only`, a seed or a partial seed that wants nothing).
+    pub upload_only: bool,
+    /// Our address as the peer sees it (`yourip`, 4 or 16 bytes).
+    pub your_ip: Option<std::net::IpAddr>,
 }
 
 /// Parses a peer's extended handshake; `None` if it is not a bencoded dictionary.
@@ -59,6 +63,15 @@ pub fn parse_handshake(payload: &[u8]) -> Option<ExtendedHandshake> {
         ut_pex: id_of(b"ut_pex"),
         metadata_size: int(b"metadata_size").and_then(|n| u32::try_from(n).ok()),
         listen_port: int(b"p").and_then(|n| u16::try_from(n).ok()).filter(|&p| p != 0),
+        upload_only: int(b"upload_only").is_some_and(|n| n != 0),
+        your_ip: match dict.get(&b"yourip"[..]) {
+            Some(Value::Bytes(b)) => match b.len() {
+                4 => Some(std::net::IpAddr::from(<[u8; 4]>::try_from(&b[..]).ok()?)),
+                16 => Some(std::net::IpAddr::from(<[u8; 16]>::try_from(&b[..]).ok()?)),
+                _ => None,
+            },
+            _ => None,
+        },
     })
 }
 
@@ -96,6 +109,10 @@ mod tests {
         assert_eq!(hs.ut_pex, Some(1));
         assert_eq!(hs.metadata_size, Some(31235));
         assert_eq!(hs.listen_port, Some(6881));
+        assert!(!hs.upload_only);
+        let hs = parse_handshake(b"d11:upload_onlyi1e6:yourip4:\x7f\x00\x00\x01e").unwrap();
+        assert!(hs.upload_only);
+        assert_eq!(hs.your_ip, Some(std::net::IpAddr::from([127, 0, 0, 1])));
         assert_eq!(hs.client.as_deref(), Some("libtorrent 2.0.8"));
     }
 
