@@ -110,9 +110,9 @@ mod tests {
         assert_eq!(hs.metadata_size, Some(31235));
         assert_eq!(hs.listen_port, Some(6881));
         assert!(!hs.upload_only);
-        let hs = parse_handshake(b"d11:upload_onlyi1e6:yourip4:\x7f\x00\x00\x01e").unwrap();
-        assert!(hs.upload_only);
-        assert_eq!(hs.your_ip, Some(std::net::IpAddr::from([127, 0, 0, 1])));
+        let other = parse_handshake(b"d11:upload_onlyi1e6:yourip4:\x7f\x00\x00\x01e").unwrap();
+        assert!(other.upload_only);
+        assert_eq!(other.your_ip, Some(std::net::IpAddr::from([127, 0, 0, 1])));
         assert_eq!(hs.client.as_deref(), Some("libtorrent 2.0.8"));
     }
 
