@@ -307,6 +307,7 @@ fn libtorrent_given_a_magnet_fetches_everything_from_rill_seed() {
     let out = dir.mkdir("out");
     let opts = LtLeechOptions { no_tracker: true, ..LtLeechOptions::default() };
     let lt = LtLeecher::start_from(dir.path(), "libtorrent-leecher", LtSource::Magnet(&link), &out, &opts, deadline);
+    let got = lt.wait_snapshot(&[seeder.proc()], deadline_within(deadline, 20), "the metadata", |s| s.has_metadata);
     let done = lt.wait_complete(&[seeder.proc()], deadline);
 
     assert_same_tree(&c.path(), &out.join(&t.name));
@@ -316,7 +317,12 @@ fn libtorrent_given_a_magnet_fetches_everything_from_rill_seed() {
         assert!(done.had_only_rill(), "the leecher should have had everything from rill alone: {}", done.describe());
         assert_no_rill_errors(&rill.proc);
     }
-    println!("libtorrent given a magnet, from rill seed: metadata after {:?} s; {}", done.metadata_at, done.describe());
+    println!(
+        "libtorrent given a magnet, from rill seed: metadata after {:?} s ({:.1} s after start); {}",
+        done.metadata_at,
+        got.elapsed,
+        done.describe()
+    );
 }
 
 /// `rill seed X.torrent` announcing to opentracker, the only seeder there; aria2c given only
