@@ -10,10 +10,7 @@
 
 mod common;
 
-use std::cell::RefCell;
 use std::fs;
-use std::io::{ErrorKind, Read};
-use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -21,11 +18,12 @@ use std::time::{Duration, Instant};
 use common::bencode::{self, Value};
 use common::content::{self, assert_same_tree, is_empty_dir, KIB, MIB};
 use common::leecher::spawn_rill_download_many;
+use common::listeners::Listeners;
 use common::peers::{describe_peers, wait_with_peers, LibtorrentPeer, Peer};
 use common::seeding::{LtEncryption, LtLeechOptions, LtLeecher, RillPeer};
 use common::torrent::{self, Torrent};
 use common::tracker::{announce_url, Opentracker};
-use common::{deadline_in, deadline_within, describe, free_port, rill_bin, wait_until, Proc, TempDir};
+use common::{deadline_in, deadline_within, describe, rill_bin, Proc, TempDir};
 
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers
@@ -164,100 +162,6 @@ fn one_seed_serves_two_torrents_to_a_plain_and_an_encrypted_leecher() {
 
 // ---------------------------------------------------------------------------------------------------------------
 // 3. Bad input: exit 2, one line naming the file, nothing written, no network traffic
-
-/// Listeners this test owns, standing in for a torrent's trackers (HTTP on TCP, BEP 15 on UDP, one port) and for a
-/// `--peer` (TCP, and UDP in case a peer is ever tried over uTP). They record whatever reaches them.
-struct Listeners {
-    tracker_tcp: TcpListener,
-    tracker_udp: UdpSocket,
-    peer_tcp: TcpListener,
-    peer_udp: UdpSocket,
-    seen: RefCell<Vec<String>>,
-    held: RefCell<Vec<TcpStream>>,
-}
-
-impl Listeners {
-    fn start() -> Listeners {
-        let bind = |port: u16| {
-            let tcp = TcpListener::bind(("127.0.0.1", port)).expect("bind tcp");
-            let udp = UdpSocket::bind(("127.0.0.1", port)).expect("bind udp");
-            tcp.set_nonblocking(true).expect("nonblocking");
-            udp.set_nonblocking(true).expect("nonblocking");
-            (tcp, udp)
-        };
-        let (tracker_tcp, tracker_udp) = bind(free_port());
-        let (peer_tcp, peer_udp) = bind(free_port());
-        Listeners { tracker_tcp, tracker_udp, peer_tcp, peer_udp, seen: RefCell::default(), held: RefCell::default() }
-    }
-
-    fn tracker_port(&self) -> u16 {
-        self.tracker_tcp.local_addr().expect("local_addr").port()
-    }
-
-    /// Two tiers: the HTTP tracker, then the UDP one (same port).
-    fn announce_list(&self) -> Vec<String> {
-        let port = self.tracker_port();
-        vec![format!("http://127.0.0.1:{port}/announce"), format!("udp://127.0.0.1:{port}/announce")]
-    }
-
-    /// `127.0.0.1:P` for `--peer`.
-    fn peer_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.peer_tcp.local_addr().expect("local_addr").port())
-    }
-
-    /// Takes in whatever arrived since the last call; returns everything seen so far, one entry per connection or
-    /// datagram ("tracker tcp from …", "peer udp from …").
-    fn traffic(&self) -> Vec<String> {
-        let mut seen = self.seen.borrow_mut();
-        for (what, l) in [("tracker tcp", &self.tracker_tcp), ("peer tcp", &self.peer_tcp)] {
-            loop {
-                match l.accept() {
-                    Ok((mut s, from)) => {
-                        let _ = s.set_nonblocking(true);
-                        let mut buf = [0u8; 64];
-                        let first = s.read(&mut buf).map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
-                        seen.push(format!("{what} from {from} ({first:?})"));
-                        self.held.borrow_mut().push(s);
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) => panic!("accept on the {what} listener: {e}"),
-                }
-            }
-        }
-        for (what, u) in [("tracker udp", &self.tracker_udp), ("peer udp", &self.peer_udp)] {
-            let mut buf = [0u8; 2048];
-            loop {
-                match u.recv_from(&mut buf) {
-                    Ok((n, from)) => seen.push(format!("{what} from {from}: {n} bytes")),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) => panic!("recv on the {what} socket: {e}"),
-                }
-            }
-        }
-        seen.clone()
-    }
-
-    /// The control: the same rig does see rill's traffic when rill runs `torrent` alone (so a silent bad-input run
-    /// means something). Waits until rill has dialled the `--peer` and asked a tracker, then stops it.
-    #[track_caller]
-    fn assert_rill_would_be_seen(&self, dir: &Path, torrent: &Path, deadline: Instant) {
-        let out = dir.join("control-out");
-        fs::create_dir_all(&out).expect("create control-out");
-        let mut cmd = Command::new(rill_bin());
-        cmd.arg("download").arg(torrent).arg("-d").arg(&out).args(["--no-ui", "--port", "0", "--peer"]);
-        cmd.arg(self.peer_addr()).env("RUST_LOG", "info");
-        let rill = Proc::spawn("control", &cmd, &dir.join("logs"), Duration::from_secs(30));
-        wait_until(deadline_within(deadline, 20), "the control run to dial the peer and ask a tracker", || {
-            let seen = self.traffic();
-            let peer = seen.iter().any(|s| s.starts_with("peer tcp"));
-            let tracker = seen.iter().any(|s| s.starts_with("tracker"));
-            if !(peer && tracker) {
-                rill.assert_running();
-            }
-            peer && tracker
-        });
-    }
-}
 
 /// Pieces of 16 KiB with made-up hashes: enough for rill to load the torrent, never to verify a byte.
 const PIECE: u64 = 16 * KIB;

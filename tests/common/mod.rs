@@ -20,6 +20,7 @@ pub mod content;
 pub mod http;
 pub mod json;
 pub mod leecher;
+pub mod listeners;
 pub mod peers;
 pub mod resume;
 pub mod seeding;

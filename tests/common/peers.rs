@@ -249,11 +249,25 @@ pub struct LtPeerLaunch {
     pub lifetime: Duration,
 }
 
+/// What a libtorrent peer starts from: a .torrent file, or only a magnet link (`--magnet`: it fetches the metadata
+/// over ut_metadata first).
+#[derive(Clone, Copy, Debug)]
+pub enum LtSource<'a> {
+    Torrent(&'a Torrent),
+    Magnet(&'a str),
+}
+
 impl LtPeerLaunch {
     /// The script for `torrent`, saving into `save_dir` (created), on a free port, living until `deadline` (and a
     /// margin).
     #[track_caller]
     pub fn new(dir: &Path, name: &str, torrent: &Torrent, save_dir: &Path, deadline: Instant) -> LtPeerLaunch {
+        LtPeerLaunch::from_source(dir, name, LtSource::Torrent(torrent), save_dir, deadline)
+    }
+
+    /// As [`LtPeerLaunch::new`], from a .torrent or a magnet link.
+    #[track_caller]
+    pub fn from_source(dir: &Path, name: &str, source: LtSource, save_dir: &Path, deadline: Instant) -> LtPeerLaunch {
         require_python_libtorrent();
         let home = mkdir(&dir.join(name));
         mkdir(save_dir);
@@ -261,11 +275,12 @@ impl LtPeerLaunch {
         let status_path = home.join("status.json");
         let lifetime = lifetime_until(deadline);
         let mut cmd = Command::new(PYTHON);
-        cmd.arg("-u")
-            .arg(peer_script("lt_peer.py"))
-            .arg("--torrent")
-            .arg(&torrent.path)
-            .arg("--save")
+        cmd.arg("-u").arg(peer_script("lt_peer.py"));
+        match source {
+            LtSource::Torrent(t) => cmd.arg("--torrent").arg(&t.path),
+            LtSource::Magnet(link) => cmd.arg("--magnet").arg(link),
+        };
+        cmd.arg("--save")
             .arg(save_dir)
             .arg("--port")
             .arg(port.to_string())

@@ -15,7 +15,7 @@ use std::process::{Command, ExitStatus};
 use std::time::Instant;
 
 use super::json::{self, Json};
-use super::peers::{LtPeerLaunch, Peer};
+use super::peers::{LtPeerLaunch, LtSource, Peer};
 use super::torrent::Torrent;
 use super::{free_port, lifetime_until, mkdir, port_open, rill_bin, wait_for, wait_until, Proc};
 
@@ -197,6 +197,10 @@ pub struct Snapshot {
     /// Payload downloaded in total.
     pub downloaded: u64,
     pub complete: bool,
+    /// Whether it has the info dictionary (always, when started from a .torrent).
+    pub has_metadata: bool,
+    /// Started from a magnet link: seconds from adding the torrent to receiving its metadata, once it has.
+    pub metadata_at: Option<f64>,
     /// The connections open at that moment.
     pub peers: Vec<PeerStat>,
     /// Every peer ever connected, with its highest totals (keyed by ip:port), as far as the status writes caught it.
@@ -251,6 +255,8 @@ impl Snapshot {
             elapsed: s.get("elapsed").and_then(Json::as_f64).unwrap_or(0.0),
             downloaded: s.get("total_payload_download").and_then(Json::as_u64).unwrap_or(0),
             complete: s.get("is_seeding").and_then(Json::as_bool) == Some(true),
+            has_metadata: s.get("has_metadata").and_then(Json::as_bool) == Some(true),
+            metadata_at: s.get("metadata_at").and_then(Json::as_f64),
             peers,
             seen,
         }
@@ -311,8 +317,21 @@ impl LtLeecher {
         opts: &LtLeechOptions,
         deadline: Instant,
     ) -> LtLeecher {
+        LtLeecher::start_from(dir, name, LtSource::Torrent(torrent), save_dir, opts, deadline)
+    }
+
+    /// As [`LtLeecher::start`], from a .torrent or a magnet link.
+    #[track_caller]
+    pub fn start_from(
+        dir: &Path,
+        name: &str,
+        source: LtSource,
+        save_dir: &Path,
+        opts: &LtLeechOptions,
+        deadline: Instant,
+    ) -> LtLeecher {
         let LtPeerLaunch { mut cmd, port, status_path, lifetime } =
-            LtPeerLaunch::new(dir, name, torrent, save_dir, deadline);
+            LtPeerLaunch::from_source(dir, name, source, save_dir, deadline);
         cmd.arg("--download-limit").arg(opts.download_limit.to_string());
         cmd.arg("--encryption").arg(opts.encryption.arg());
         if opts.no_tracker {
