@@ -3,9 +3,9 @@
 
     lt_peer.py --torrent T --save DIR --port P --status FILE.json [--seed] [--upload-limit B/s]
                [--download-limit B/s] [--peer IP:PORT]... [--no-tracker] [--exit-when-done] [--max-life SECS]
-               [--encryption default|disabled|forced]
+               [--encryption default|disabled|forced] [--pex]
 
-Binds 127.0.0.1:P only; DHT, LSD, UPnP, NAT-PMP, uTP and PEX are off; several connections per IP are allowed
+Binds 127.0.0.1:P only; DHT, LSD, UPnP, NAT-PMP, uTP and PEX (unless --pex) are off; several connections per IP are allowed
 (every peer is 127.0.0.1). Rate limits are in bytes per second and apply to loopback peers too (libtorrent puts
 local peers in an unthrottled peer class by default; we map every address to the global class instead).
 Every 0.2 s FILE.json is replaced atomically with the torrent's state, payload totals and per-peer totals
@@ -20,6 +20,9 @@ addresses (and whoever dials it).
 incoming and outgoing, start with the MSE/PE handshake and drops plaintext ones, while still allowing the plaintext
 crypto method inside it (rill's responder selects plaintext); default is libtorrent's own (MSE offered, plaintext
 accepted).
+--pex turns libtorrent's ut_pex plugin on (BEP 11): it tells each peer about its other connected peers about a
+second after the extended handshake, then once a minute, and connects to the peers it is told about (never for a
+private torrent: libtorrent leaves PEX off there).
 Exits by itself after --max-life seconds, or once the download is complete with --exit-when-done.
 """
 import argparse
@@ -58,6 +61,7 @@ def main():
     ap.add_argument("--exit-when-done", action="store_true")
     ap.add_argument("--max-life", type=float, default=300.0)
     ap.add_argument("--encryption", choices=["default", "disabled", "forced"], default="default")
+    ap.add_argument("--pex", action="store_true", help="peer exchange (ut_pex) on")
     args = ap.parse_args()
     started = time.monotonic()
 
@@ -90,6 +94,8 @@ def main():
     # flags=0: no default plugins, so no ut_pex (PEX off). ut_metadata back on: harmless, and some leechers ask.
     ses = lt.session(settings, 0)
     ses.add_extension("ut_metadata")
+    if args.pex:
+        ses.add_extension("ut_pex")
     # Apply rate limits to local (loopback) peers as well.
     pcf = lt.ip_filter()
     pcf.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
@@ -110,7 +116,7 @@ def main():
     atp.save_path = args.save
     h = ses.add_torrent(atp)
     log("added", info.name(), str(info.info_hash()), "seed" if args.seed else "leech", "port", args.port,
-        "encryption", args.encryption)
+        "encryption", args.encryption, "pex", args.pex, "private", info.priv())
 
     peers_seen = {}
     peer_ids = {}
