@@ -76,13 +76,15 @@ impl PeerExchange {
     ///
     /// `connected` are the listening addresses of our other connected peers (never the peer itself: the caller
     /// leaves it out); addresses that cannot be dialled are left out. No flags: see
-    /// [`PeerExchange::poll_message_with_flags`].
+    /// [`PeerExchange::poll_message_with_flags`]. A returned message must be sent: its peers count as told.
+    #[must_use]
     pub fn poll_message(&mut self, connected: &[SocketAddr], now: Timestamp) -> Option<Vec<u8>> {
         self.message(connected.iter().map(|&addr| (addr, 0)), now)
     }
 
     /// As [`PeerExchange::poll_message`], with each peer's `added.f` flags (`wire::pex::flags`, e.g. `SEED`
     /// when the peer has every piece, `PREFERS_ENCRYPTION`, `REACHABLE` when we dialled it).
+    #[must_use]
     pub fn poll_message_with_flags(&mut self, connected: &[(SocketAddr, u8)], now: Timestamp) -> Option<Vec<u8>> {
         self.message(connected.iter().copied(), now)
     }
@@ -130,8 +132,8 @@ impl PeerExchange {
     /// A `ut_pex` message from the peer: the addresses in its `added` lists worth dialling. Never more than
     /// [`MAX_LEARNED_PER_MESSAGE`], none it told us before, none of `own` (our listening addresses; one with
     /// an unspecified IP stands for every loopback address on its port), none that cannot be dialled, no local
-    /// one from a peer that is not local (see [`PeerExchange::with_remote`]); nothing
-    /// at all once [`MAX_LEARNED_PER_PEER`] came from this connection. `dropped` is ignored: a third party's
+    /// one from a peer that is not local (see [`PeerExchange::with_remote`]); nothing at all once
+    /// [`MAX_LEARNED_PER_PEER`] came from this connection. `dropped` is ignored: a third party's
     /// word does not close our connections. A payload that is not a valid `ut_pex` dictionary is an error (the
     /// caller may drop the peer).
     pub fn on_message(&mut self, payload: &[u8], own: &[SocketAddr]) -> Result<Vec<SocketAddr>, PexError> {
