@@ -12,9 +12,11 @@
 //!   torrent, so the PEX message comes from a scripted peer X (`tests/peers/pex_peer.py`) that sends it anyway.
 //! - [`scripted_pex_is_followed_in_a_public_torrent`]: the same rig with a public torrent, where rill must dial
 //!   S: it shows that X's message is one rill can act on, so the private test can fail.
+//! - [`rill_tells_a_libtorrent_peer_about_its_other_peers`]: the sending side. rill is given S only; a libtorrent
+//!   leecher L given only rill's address must learn S from rill's PEX message and connect to it.
 //!
 //! [`DOWNLOADER`] is `Rill` in every commit; `Libtorrent` (a python3-libtorrent leecher with PEX on, in rill's
-//! place) checks the rig itself: with it, all three tests pass.
+//! place) checks the rig itself: with it, every test here passes.
 
 mod common;
 
@@ -63,8 +65,19 @@ fn make_torrent(dir: &TempDir, content: &Content, private: bool, deadline: Insta
 
 /// A libtorrent seeder of `content` that dials no one (no tracker, no PEX): only incoming connections.
 fn start_seeder(dir: &TempDir, t: &Torrent, content: &Content, deadline: Instant) -> LibtorrentPeer {
+    start_seeder_limited(dir, t, content, 0, deadline)
+}
+
+/// As [`start_seeder`], uploading at most `upload_limit` bytes/s (0: no limit).
+fn start_seeder_limited(
+    dir: &TempDir,
+    t: &Torrent,
+    content: &Content,
+    upload_limit: u64,
+    deadline: Instant,
+) -> LibtorrentPeer {
     let data = content.copy_to(&dir.mkdir("s-data"));
-    let opts = LtOptions { seed: true, no_tracker: true, ..LtOptions::default() };
+    let opts = LtOptions { seed: true, no_tracker: true, upload_limit, ..LtOptions::default() };
     let s = LibtorrentPeer::start(dir.path(), "S", t, &data, &opts, deadline);
     s.wait_seeding(deadline);
     s
@@ -96,6 +109,14 @@ impl Downloading {
                 };
                 Downloading::Libtorrent(LibtorrentPeer::start(dir.path(), "downloader", t, out, &opts, deadline))
             }
+        }
+    }
+
+    /// `127.0.0.1:PORT`, where it listens.
+    fn addr(&self) -> String {
+        match self {
+            Downloading::Rill(r) => r.addr(),
+            Downloading::Libtorrent(l) => l.addr(),
         }
     }
 
@@ -220,6 +241,48 @@ fn pex_learned_seeder_is_dialled_and_sends_most_of_the_data() {
         t.total_length,
         describe_peers(&others)
     );
+}
+
+/// The other direction: rill tells its peers about each other. rill (given S only, a seeder throttled so that
+/// rill stays a leecher connected to it) is then dialled by L, a python3-libtorrent leecher with PEX on that is
+/// given rill's address only: L must learn S from rill's first PEX message and connect to it.
+#[test]
+fn rill_tells_a_libtorrent_peer_about_its_other_peers() {
+    let deadline = deadline_in(90);
+    let dir = TempDir::new("pex-send");
+    let content = content::write_single(&dir.mkdir("content"), "pex.bin", 4 * MIB + 77, 0x9E9);
+    let t = make_torrent(&dir, &content, false, deadline);
+    let s = start_seeder_limited(&dir, &t, &content, P_TRICKLE, deadline);
+
+    let middle = Downloading::start(&dir, &t, &dir.mkdir("out"), &[s.addr()], deadline);
+    wait_for(deadline_within(deadline, 30), "the downloader to connect to S", || {
+        s.proc().assert_running();
+        (middle.ever_connected_to(&s) || middle.is_complete()).then_some(())
+    });
+    assert!(middle.ever_connected_to(&s), "the downloader completed without connecting to S");
+
+    let l_opts = LtOptions { peers: vec![middle.addr()], pex: true, no_tracker: true, ..LtOptions::default() };
+    let started = Instant::now();
+    let l = LibtorrentPeer::start(dir.path(), "L", &t, &dir.mkdir("l-data"), &l_opts, deadline);
+    let connected = |l: &LibtorrentPeer, addr: &str| {
+        l.status().and_then(|st| Some(st.get("peer_ids")?.as_object()?.iter().any(|(a, _)| a == addr))).unwrap_or(false)
+    };
+    wait_for(deadline_within(deadline, 20), "L to connect to the downloader", || {
+        l.proc().assert_running();
+        connected(&l, &middle.addr()).then_some(())
+    });
+    wait_for(
+        deadline_within(deadline, CONNECT_TO_S_WITHIN_SECS),
+        "L to connect to S, whose address only the downloader's PEX message can have given it",
+        || {
+            for p in [&s, &l] {
+                p.proc().assert_running();
+            }
+            assert!(!middle.is_complete(), "the downloader completed: S's throttle did not hold it");
+            connected(&l, &s.addr()).then_some(())
+        },
+    );
+    println!("PEX sent: L connected to S {:.1} s after it started", started.elapsed().as_secs_f64());
 }
 
 /// X: `tests/peers/pex_peer.py`, which tells whoever connects about `tell` in a `ut_pex` message as soon as the
