@@ -5,8 +5,8 @@
 //! learned through PEX.
 //! - [`pex_learned_seeder_is_dialled_and_sends_most_of_the_data`]: P is python3-libtorrent with `ut_pex` on (it
 //!   sends its first PEX message about a second after the extended handshake, not after a minute), a leecher of S
-//!   throttled to a trickle both ways, so rill must fetch from S: S's own counters must show it sent rill at least
-//!   half the torrent.
+//!   throttled to a trickle both ways, so rill must fetch from S: S's and P's own counters must show that S sent
+//!   rill at least half the torrent.
 //! - [`private_torrent_never_dials_a_pex_learned_peer`]: with `private` = 1 (BEP 27) rill must never connect to
 //!   S, and still completes from P (a throttled libtorrent seeder). libtorrent never sends PEX for a private
 //!   torrent, so the PEX message comes from a scripted peer X (`tests/peers/pex_peer.py`) that sends it anyway.
