@@ -529,7 +529,7 @@ impl Engine {
             in_transmit: false,
             connected_at: now,
             last_payload: None,
-            pex: Default::default(),
+            pex: crate::swarm::pex::PeerExchange::with_remote(addr),
         });
         log::debug!("{addr}: accepted");
         self.reschedule_conn(slot, now);
@@ -1410,7 +1410,7 @@ impl Engine {
                     in_transmit: false,
                     connected_at: now,
                     last_payload: None,
-                    pex: Default::default(),
+                    pex: crate::swarm::pex::PeerExchange::with_remote(addr),
                 });
                 self.actions.push_back(Action::Connect { conn: ConnId(slot), addr });
                 self.reschedule_conn(slot, now);

@@ -4,13 +4,15 @@
 //! difference: `added` and `dropped`), the once-a-minute pace of our messages, and the filter on the peer's
 //! messages (at most [`MAX_LEARNED_PER_MESSAGE`] new addresses per message and [`MAX_LEARNED_PER_PEER`] per
 //! connection, no duplicates, never our own address, never port 0 or an unspecified, multicast or broadcast
-//! address).
+//! address, and local addresses only from a local peer, as libtorrent does: a peer on the internet must not
+//! steer us at hosts on our own network).
 //! Must not: encode or decode bytes itself (`wire::pex` does), know extension ids (the session's BEP 10 registry
 //! does), decide whom to dial (the caller feeds what `on_message` returns to `Candidates`), or run for a private
 //! torrent (BEP 27: the caller never creates one there, and never advertises `ut_pex`).
 //!
 //! Call order, per connection that advertised `ut_pex` in its extended handshake:
-//! 1. [`PeerExchange::new`] once the extended handshakes are exchanged;
+//! 1. [`PeerExchange::with_remote`] (or [`PeerExchange::new`], which trusts any address) once the extended
+//!    handshakes are exchanged;
 //! 2. [`PeerExchange::poll_message`] right away (the first message is allowed at once), then whenever the driver's
 //!    tick or [`PeerExchange::next_deadline`] comes; a `Some(payload)` is sent as an extended message with the id
 //!    the peer assigned to `ut_pex`;
@@ -42,7 +44,7 @@ pub const MAX_LEARNED_PER_MESSAGE: usize = 50;
 pub const MAX_LEARNED_PER_PEER: usize = 300;
 
 /// PEX state for one connection.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct PeerExchange {
     /// Addresses our messages told the peer about (in `added`) and not yet took back (in `dropped`).
     /// Invariant: every entry is [`is_exchangeable`]. Bounded: it only grows while every dropped peer fits in
@@ -52,11 +54,20 @@ pub struct PeerExchange {
     last_sent: Option<Timestamp>,
     /// Addresses the peer told us about and we passed on. Invariant: `heard.len() <= MAX_LEARNED_PER_PEER`.
     heard: BTreeSet<SocketAddr>,
+    /// Whether the peer may tell us about local addresses (loopback, private, link-local): only when it is
+    /// local itself.
+    local_ok: bool,
 }
 
 impl PeerExchange {
+    /// PEX with a peer whose own address is not known: every address is taken.
     pub fn new() -> Self {
-        Self::default()
+        PeerExchange { sent: BTreeSet::new(), last_sent: None, heard: BTreeSet::new(), local_ok: true }
+    }
+
+    /// PEX with the peer at `remote`: local addresses are taken from it only if `remote` is local too.
+    pub fn with_remote(remote: SocketAddr) -> Self {
+        PeerExchange { local_ok: is_local(canonical(remote).ip()), ..Self::new() }
     }
 
     /// Our next message, if one is due: the encoded `ut_pex` payload, with `added` = the `connected` peers not
@@ -65,13 +76,15 @@ impl PeerExchange {
     ///
     /// `connected` are the listening addresses of our other connected peers (never the peer itself: the caller
     /// leaves it out); addresses that cannot be dialled are left out. No flags: see
-    /// [`PeerExchange::poll_message_with_flags`].
+    /// [`PeerExchange::poll_message_with_flags`]. A returned message must be sent: its peers count as told.
+    #[must_use]
     pub fn poll_message(&mut self, connected: &[SocketAddr], now: Timestamp) -> Option<Vec<u8>> {
         self.message(connected.iter().map(|&addr| (addr, 0)), now)
     }
 
     /// As [`PeerExchange::poll_message`], with each peer's `added.f` flags (`wire::pex::flags`, e.g. `SEED`
     /// when the peer has every piece, `PREFERS_ENCRYPTION`, `REACHABLE` when we dialled it).
+    #[must_use]
     pub fn poll_message_with_flags(&mut self, connected: &[(SocketAddr, u8)], now: Timestamp) -> Option<Vec<u8>> {
         self.message(connected.iter().copied(), now)
     }
@@ -118,8 +131,9 @@ impl PeerExchange {
 
     /// A `ut_pex` message from the peer: the addresses in its `added` lists worth dialling. Never more than
     /// [`MAX_LEARNED_PER_MESSAGE`], none it told us before, none of `own` (our listening addresses; one with
-    /// an unspecified IP stands for every loopback address on its port), none that cannot be dialled; nothing
-    /// at all once [`MAX_LEARNED_PER_PEER`] came from this connection. `dropped` is ignored: a third party's
+    /// an unspecified IP stands for every loopback address on its port), none that cannot be dialled, no local
+    /// one from a peer that is not local (see [`PeerExchange::with_remote`]); nothing at all once
+    /// [`MAX_LEARNED_PER_PEER`] came from this connection. `dropped` is ignored: a third party's
     /// word does not close our connections. A payload that is not a valid `ut_pex` dictionary is an error (the
     /// caller may drop the peer).
     pub fn on_message(&mut self, payload: &[u8], own: &[SocketAddr]) -> Result<Vec<SocketAddr>, PexError> {
@@ -131,7 +145,8 @@ impl PeerExchange {
                 break;
             }
             let addr = canonical(addr);
-            if is_exchangeable(addr) && !is_own(addr, own) && self.heard.insert(addr) {
+            let allowed = self.local_ok || !is_local(addr.ip());
+            if allowed && is_exchangeable(addr) && !is_own(addr, own) && self.heard.insert(addr) {
                 learned.push(addr);
             }
         }
@@ -144,6 +159,12 @@ impl PeerExchange {
     }
 }
 
+impl Default for PeerExchange {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Whether an address may be told to or taken from a peer: a port, and an IP that names one host.
 pub fn is_exchangeable(addr: SocketAddr) -> bool {
     let ip = addr.ip();
@@ -151,6 +172,17 @@ pub fn is_exchangeable(addr: SocketAddr) -> bool {
         && !ip.is_unspecified()
         && !ip.is_multicast()
         && !matches!(ip, IpAddr::V4(v4) if v4 == Ipv4Addr::BROADCAST)
+}
+
+/// Loopback, private (RFC 1918, IPv6 unique-local `fc00::/7`) or link-local: a host on our own network.
+pub fn is_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+    }
 }
 
 /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as the IPv4 address it is, so one host is one entry.
@@ -345,6 +377,26 @@ mod tests {
         }
         assert_eq!(total, MAX_LEARNED_PER_PEER);
         assert_eq!(pex.learned_total(), MAX_LEARNED_PER_PEER);
+    }
+
+    #[test]
+    fn receiving_local_addresses_only_from_a_local_peer() {
+        let local = [a("127.0.0.1:1"), a("10.1.2.3:1"), a("172.16.0.1:1"), a("192.168.1.1:1"), a("169.254.0.1:1")];
+        let local6 = [a("[::1]:1"), a("[fd00::1]:1"), a("[fe80::1]:1")];
+        let public = [a("203.0.113.5:1"), a("[2001:db8::5]:1")];
+        let all: Vec<SocketAddr> = local.iter().chain(&local6).chain(&public).copied().collect();
+        for remote in [a("203.0.113.9:6881"), a("[2001:db8::9]:6881"), a("[::ffff:8.8.8.8]:1")] {
+            let mut pex = PeerExchange::with_remote(remote);
+            assert_eq!(pex.on_message(&payload(&all), &[]).unwrap(), public, "from {remote}");
+        }
+        // The codec gives IPv4 entries before IPv6 ones.
+        let (mut v4_first, v6): (Vec<SocketAddr>, Vec<SocketAddr>) = all.iter().partition(|a| a.is_ipv4());
+        v4_first.extend(v6);
+        for remote in [a("127.0.0.1:6881"), a("192.168.0.7:6881"), a("[fe80::2]:6881"), a("[::ffff:10.0.0.1]:1")] {
+            let mut pex = PeerExchange::with_remote(remote);
+            assert_eq!(pex.on_message(&payload(&all), &[]).unwrap(), v4_first, "from {remote}");
+        }
+        assert_eq!(PeerExchange::new().on_message(&payload(&all), &[]).unwrap(), v4_first, "no remote: no filter");
     }
 
     #[test]

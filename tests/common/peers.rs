@@ -304,6 +304,10 @@ pub struct LtOptions {
     pub peers: Vec<String>,
     /// Leave once the download is complete.
     pub exit_when_done: bool,
+    /// Peer exchange (ut_pex) on: it tells its peers about each other and dials peers it is told about.
+    pub pex: bool,
+    /// Never announce: its only peers are `peers` (and whoever dials it).
+    pub no_tracker: bool,
 }
 
 /// A python3-libtorrent session (`tests/peers/lt_peer.py`), seeder or leecher. Its state comes from the JSON
@@ -337,6 +341,12 @@ impl LibtorrentPeer {
         }
         if opts.exit_when_done {
             cmd.arg("--exit-when-done");
+        }
+        if opts.pex {
+            cmd.arg("--pex");
+        }
+        if opts.no_tracker {
+            cmd.arg("--no-tracker");
         }
         for p in &opts.peers {
             cmd.arg("--peer").arg(p);

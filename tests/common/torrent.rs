@@ -97,6 +97,20 @@ pub fn libtorrent_create(
     out: &Path,
     deadline: Instant,
 ) -> Torrent {
+    libtorrent_create_with(content, announce, piece_size, v1_only, false, out, deadline)
+}
+
+/// As [`libtorrent_create`], with `private` = 1 in the info dictionary when `private` (BEP 27).
+#[track_caller]
+pub fn libtorrent_create_with(
+    content: &Content,
+    announce: &str,
+    piece_size: u64,
+    v1_only: bool,
+    private: bool,
+    out: &Path,
+    deadline: Instant,
+) -> Torrent {
     require_python_libtorrent();
     let mut cmd = Command::new(PYTHON);
     cmd.arg(peer_script("make_torrent.py"))
@@ -108,6 +122,9 @@ pub fn libtorrent_create(
         .arg(piece_size.to_string());
     if v1_only {
         cmd.arg("--v1-only");
+    }
+    if private {
+        cmd.arg("--private");
     }
     let printed = run_tool("make_torrent", &cmd, &log_dir(out), deadline);
     let t = Torrent::load(out);

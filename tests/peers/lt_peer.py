@@ -3,9 +3,9 @@
 
     lt_peer.py (--torrent T | --magnet URI) --save DIR --port P --status FILE.json [--seed] [--upload-limit B/s]
                [--download-limit B/s] [--peer IP:PORT]... [--no-tracker] [--exit-when-done] [--max-life SECS]
-               [--encryption default|disabled|forced]
+               [--encryption default|disabled|forced] [--pex]
 
-Binds 127.0.0.1:P only; DHT, LSD, UPnP, NAT-PMP, uTP and PEX are off; several connections per IP are allowed
+Binds 127.0.0.1:P only; DHT, LSD, UPnP, NAT-PMP, uTP and PEX (unless --pex) are off; several connections per IP are allowed
 (every peer is 127.0.0.1). Rate limits are in bytes per second and apply to loopback peers too (libtorrent puts
 local peers in an unthrottled peer class by default; we map every address to the global class instead).
 Every 0.2 s FILE.json is replaced atomically with the torrent's state, payload totals and per-peer totals
@@ -24,6 +24,9 @@ accepted).
 them; --no-tracker drops the trackers): the metadata is fetched over ut_metadata first. The status then also says
 `has_metadata`, and `metadata_at`, the seconds from adding the torrent to libtorrent's metadata_received alert (the
 loop waits on alerts rather than sleeping until then, so the figure is not rounded to the 0.2 s status period).
+--pex turns libtorrent's ut_pex plugin on (BEP 11): it tells each peer about its other connected peers about a
+second after the extended handshake, then once a minute, and connects to the peers it is told about (never for a
+private torrent: libtorrent leaves PEX off there).
 Exits by itself after --max-life seconds, or once the download is complete with --exit-when-done.
 """
 import argparse
@@ -64,6 +67,7 @@ def main():
     ap.add_argument("--exit-when-done", action="store_true")
     ap.add_argument("--max-life", type=float, default=300.0)
     ap.add_argument("--encryption", choices=["default", "disabled", "forced"], default="default")
+    ap.add_argument("--pex", action="store_true", help="peer exchange (ut_pex) on")
     args = ap.parse_args()
     started = time.monotonic()
 
@@ -96,6 +100,8 @@ def main():
     # flags=0: no default plugins, so no ut_pex (PEX off). ut_metadata back on: harmless, and some leechers ask.
     ses = lt.session(settings, 0)
     ses.add_extension("ut_metadata")
+    if args.pex:
+        ses.add_extension("ut_pex")
     # Apply rate limits to local (loopback) peers as well.
     pcf = lt.ip_filter()
     pcf.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
@@ -124,7 +130,7 @@ def main():
     h = ses.add_torrent(atp)
     added_at = time.monotonic()
     log("added", name, str(h.info_hash()), "seed" if args.seed else "leech", "port", args.port,
-        "encryption", args.encryption)
+        "encryption", args.encryption, "pex", args.pex)
 
     peers_seen = {}
     peer_ids = {}
