@@ -372,30 +372,18 @@ fn saved_metadata(magnet: &rill::magnet::Magnet, dir: &Path) -> Option<Kind> {
 /// Two different torrents must not use the same path under `dir`: neither the same file, nor a file of
 /// one where the other needs a folder.
 fn check_overlaps(torrents: &[(PathBuf, &Metainfo)], dir: &Path) -> Result<(), Failure> {
-    use std::collections::HashMap;
-    if torrents.len() < 2 {
-        return Ok(());
-    }
-    // Every file path, and every folder above one, with the torrent that uses it.
-    let mut files: HashMap<&Path, usize> = HashMap::new();
-    let mut folders: HashMap<&Path, usize> = HashMap::new();
-    let overlap = |a: usize, b: usize, path: &Path| Failure::Overlap {
-        a: torrents[a].0.clone(),
-        b: torrents[b].0.clone(),
-        path: dir.join(path),
-    };
-    for (i, (_, meta)) in torrents.iter().enumerate() {
-        for f in meta.files.iter().filter(|f| !f.padding) {
-            let path = f.path.as_path();
-            if let Some(&j) = files.get(path).or_else(|| folders.get(path)).filter(|&&j| j != i) {
-                return Err(overlap(j, i, path));
-            }
-            files.insert(path, i);
-            for folder in path.ancestors().skip(1).filter(|p| !p.as_os_str().is_empty()) {
-                if let Some(&j) = files.get(folder).filter(|&&j| j != i) {
-                    return Err(overlap(j, i, folder));
-                }
-                folders.entry(folder).or_insert(i);
+    let paths: Vec<Vec<&Path>> = torrents
+        .iter()
+        .map(|(_, meta)| meta.files.iter().filter(|f| !f.padding).map(|f| f.path.as_path()).collect())
+        .collect();
+    for (i, a) in paths.iter().enumerate() {
+        for (j, b) in paths.iter().enumerate().skip(i + 1) {
+            if let Some(path) = rill::metainfo::overlap(a, b) {
+                return Err(Failure::Overlap {
+                    a: torrents[i].0.clone(),
+                    b: torrents[j].0.clone(),
+                    path: dir.join(path),
+                });
             }
         }
     }

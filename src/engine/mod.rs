@@ -320,28 +320,28 @@ impl Engine {
                 t.state = to;
                 return;
             }
-            State::Checking | State::AwaitingMetadata => {
-                if t.check.is_some() {
-                    match t.save_interrupted_check() {
-                        Ok((checked, known, pieces)) => {
-                            self.events.push_back(Event::CheckInterrupted { torrent: id, checked, known, pieces })
-                        }
-                        Err(e) => t.error = Some(torrent::TorrentError::Storage(e)),
-                    }
+            State::Checking | State::AwaitingMetadata | State::Active => {}
+        }
+        // Trackers run from activation, or from the start for a magnet (which has its metadata phase until
+        // it is active).
+        let announced = t.state == State::Active || t.phase.is_some();
+        if t.state == State::Checking && t.check.is_some() {
+            match t.save_interrupted_check() {
+                Ok((checked, known, pieces)) => {
+                    self.events.push_back(Event::CheckInterrupted { torrent: id, checked, known, pieces })
                 }
-                t.state = to;
-                t.finished_at = Some(now);
-                return;
+                Err(e) => t.error = Some(torrent::TorrentError::Storage(e)),
             }
-            State::Active => {}
         }
         t.state = to;
         t.finished_at = Some(now);
-        t.stopping = true;
-        t.stop_deadline = Some(now + STOP_GRACE);
-        let transfer = t.transfer();
-        t.trackers.on_stop(now, transfer);
-        self.timers.schedule(now + STOP_GRACE, Wake::StopDeadline);
+        if announced {
+            t.stopping = true;
+            t.stop_deadline = Some(now + STOP_GRACE);
+            let transfer = t.transfer();
+            t.trackers.on_stop(now, transfer);
+            self.timers.schedule(now + STOP_GRACE, Wake::StopDeadline);
+        }
         let slots: Vec<usize> =
             self.conns.iter().filter(|(_, c)| c.torrent == Some(id)).map(|(slot, _)| slot).collect();
         for slot in slots {
@@ -1068,7 +1068,15 @@ impl Engine {
                 continue;
             }
             let (started, peers) = t.phase.as_ref().map_or((now, 0), |p| (p.started_at, p.fetch.peers_asked()));
-            match t.complete_metadata() {
+            let completed = t.complete_metadata();
+            if completed.is_ok() {
+                if let Some(e) = self.overlap_with_others(id) {
+                    self.fail_torrent(id, e, now);
+                    continue;
+                }
+            }
+            let t = &mut self.torrents[id.0];
+            match completed {
                 Ok((size, files)) => {
                     log::info!("{}: metadata complete", t.name);
                     self.events.push_back(Event::MetadataReceived {
@@ -1083,6 +1091,17 @@ impl Engine {
                 Err(e) => self.fail_torrent(id, e, now),
             }
         }
+    }
+
+    /// A magnet's files are known only now: they must not use a path another torrent in the same directory
+    /// uses (the command line checks `.torrent` files before starting).
+    fn overlap_with_others(&self, id: TorrentId) -> Option<torrent::TorrentError> {
+        let t = &self.torrents[id.0];
+        let mine = t.paths();
+        self.torrents.iter().filter(|(k, o)| *k != id.0 && o.opts.dir == t.opts.dir).find_map(|(_, other)| {
+            crate::metainfo::overlap(&mine, &other.paths())
+                .map(|path| torrent::TorrentError::Overlap { path: t.opts.dir.join(path), other: other.name.clone() })
+        })
     }
 
     /// One torrent checks at a time: the lowest id still in `Checking`.

@@ -130,6 +130,11 @@ pub enum TorrentError {
     Storage(StorageError),
     /// The info dictionary peers sent hashes right but is not a usable torrent.
     Metadata(crate::metainfo::MetainfoError),
+    /// A magnet's files, now known, would use a path another torrent in the same directory uses.
+    Overlap {
+        path: PathBuf,
+        other: String,
+    },
     /// The fetched metainfo could not be written where `--save-torrent` said.
     SaveTorrent {
         path: PathBuf,
@@ -148,6 +153,9 @@ impl std::fmt::Display for TorrentError {
         match self {
             TorrentError::Storage(e) => write!(f, "{e}"),
             TorrentError::Metadata(e) => write!(f, "the metadata peers sent: {e}"),
+            TorrentError::Overlap { path, other } => {
+                write!(f, "{} is used by {other} too; not downloading this torrent there", path.display())
+            }
             TorrentError::SaveTorrent { path, error } => write!(f, "cannot write {}: {error}", path.display()),
             TorrentError::Missing { root, missing, pieces } => write!(
                 f,
@@ -319,6 +327,16 @@ impl TorrentCore {
             (Some(d), _) => Some((&d.ctx, &mut d.swarm)),
             (None, Some(p)) => Some((&p.ctx, &mut p.swarm)),
             (None, None) => None,
+        }
+    }
+
+    /// The relative paths this torrent's files use under its directory (from the metainfo before the check,
+    /// from storage after).
+    pub fn paths(&self) -> Vec<&std::path::Path> {
+        match (&self.meta, &self.data) {
+            (Some(meta), _) => meta.files.iter().filter(|f| !f.padding).map(|f| f.path.as_path()).collect(),
+            (None, Some(data)) => data.storage.paths().collect(),
+            (None, None) => Vec::new(),
         }
     }
 

@@ -41,6 +41,7 @@ use sha1::{Digest, Sha1};
 use crate::bencode::{self, BencodeError};
 
 mod paths;
+pub use paths::overlap;
 mod raw;
 
 /// Largest accepted piece length: 512 MiB, libtorrent's limit. Nothing allocates a piece's worth of memory

@@ -277,3 +277,38 @@ fn resolves(
         return concrete.contains(last) || folders.contains(last) || links.contains_key(last);
     }
 }
+
+/// The first path two torrents sharing a download directory would both use, if any: the same file, or a
+/// file of one where the other needs a folder. (Within one torrent the mapping above keeps paths apart;
+/// across torrents nothing can, so such a pair must not run together.) Paths are relative to the directory.
+pub fn overlap<'a>(a: &[&'a std::path::Path], b: &[&'a std::path::Path]) -> Option<&'a std::path::Path> {
+    use std::collections::HashSet;
+    use std::path::Path;
+    let folders = |files: &[&'a Path]| -> HashSet<&'a Path> {
+        files.iter().flat_map(|p| p.ancestors().skip(1)).filter(|p| !p.as_os_str().is_empty()).collect()
+    };
+    let (a_files, b_files): (HashSet<&Path>, HashSet<&Path>) =
+        (a.iter().copied().collect(), b.iter().copied().collect());
+    let (a_folders, b_folders) = (folders(a), folders(b));
+    a.iter()
+        .copied()
+        .find(|p| b_files.contains(p) || b_folders.contains(p))
+        .or_else(|| b.iter().copied().find(|p| a_folders.contains(p)))
+        .or_else(|| a_files.iter().copied().find(|p| b_folders.contains(p)))
+}
+
+#[cfg(test)]
+mod overlap_tests {
+    use super::overlap;
+    use std::path::Path;
+
+    #[test]
+    fn same_file_or_file_in_a_folders_way_overlaps_and_siblings_do_not() {
+        let p = Path::new;
+        assert_eq!(overlap(&[p("x/a"), p("x/b")], &[p("x/b")]), Some(p("x/b")));
+        assert_eq!(overlap(&[p("thing")], &[p("thing/inner")]), Some(p("thing")));
+        assert_eq!(overlap(&[p("thing/inner")], &[p("thing")]), Some(p("thing")));
+        assert_eq!(overlap(&[p("x/a")], &[p("x/b"), p("y")]), None, "a shared folder is fine");
+        assert_eq!(overlap(&[], &[p("y")]), None);
+    }
+}

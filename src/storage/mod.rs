@@ -426,6 +426,11 @@ impl Default for Cursor {
 
 impl Storage {
     /// `DIR/.rill-<info-hash>.resume`.
+    /// Every real file's path, relative to the download directory (padding files left out).
+    pub fn paths(&self) -> impl Iterator<Item = &Path> + '_ {
+        self.files.iter().filter(|f| !f.padding).map(|f| f.rel.as_path())
+    }
+
     pub fn resume_path(&self) -> &Path {
         &self.resume_path
     }
