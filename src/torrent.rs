@@ -85,11 +85,8 @@ impl Torrent {
         session: &mut PeerSession,
         now: Timestamp,
     ) -> Result<(), InputError> {
-        if session.phase() == Phase::AwaitingHandshake {
-            match read.next_handshake().map_err(DropReason::from)? {
-                Some(hs) => session.on_handshake(&hs, &self.ctx, &mut self.swarm, now)?,
-                None => return Ok(()),
-            }
+        if !take_handshake(read, session, &self.ctx, &mut self.swarm, now)? {
+            return Ok(());
         }
         while let Some(frame) = read.next_frame(&self.ctx.limits).map_err(DropReason::from)? {
             match session.on_frame(frame, &self.ctx, &mut self.swarm, now)? {
@@ -200,4 +197,21 @@ pub fn serve_metadata(info: Option<&[u8]>, session: &mut PeerSession, payload: &
         ut_metadata::encode_reject(piece, &mut reply);
     }
     session.send_extended(PeerExtension::Metadata, &reply);
+}
+
+/// Hands the peer's 68-byte handshake to the session if it awaits one. False while it is incomplete.
+pub fn take_handshake(
+    read: &mut ReadBuf,
+    session: &mut PeerSession,
+    ctx: &TorrentContext,
+    swarm: &mut Swarm,
+    now: Timestamp,
+) -> Result<bool, DropReason> {
+    if session.phase() != Phase::AwaitingHandshake {
+        return Ok(true);
+    }
+    match read.next_handshake().map_err(DropReason::from)? {
+        Some(hs) => session.on_handshake(&hs, ctx, swarm, now).map(|()| true),
+        None => Ok(false),
+    }
 }

@@ -12,7 +12,7 @@ use crate::geometry::Geometry;
 use crate::metadata::{DataOutcome, MetadataFetch};
 use crate::metainfo::{InfoHash, Metainfo, MetainfoError};
 use crate::peer::buffers::ReadBuf;
-use crate::peer::session::{Effect, PeerExtension, PeerSession, Phase, TorrentContext};
+use crate::peer::session::{Effect, PeerExtension, PeerSession, TorrentContext};
 use crate::peer::DropReason;
 use crate::swarm::{PeerNo, Swarm};
 use crate::time::Timestamp;
@@ -72,11 +72,8 @@ impl MetadataPhase {
         session: &mut PeerSession,
         now: Timestamp,
     ) -> Result<(), InputError> {
-        if session.phase() == Phase::AwaitingHandshake {
-            match read.next_handshake().map_err(DropReason::from)? {
-                Some(hs) => session.on_handshake(&hs, &self.ctx, &mut self.swarm, now)?,
-                None => return Ok(()),
-            }
+        if !crate::torrent::take_handshake(read, session, &self.ctx, &mut self.swarm, now)? {
+            return Ok(());
         }
         while let Some(frame) = read.next_frame(&self.ctx.limits).map_err(DropReason::from)? {
             match session.on_frame(frame, &self.ctx, &mut self.swarm, now)? {

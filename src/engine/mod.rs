@@ -1198,30 +1198,37 @@ impl Engine {
             log::info!("{}: piece {piece}: data changed on disk since the resume file recorded it", t.name);
             self.events.push_back(Event::ConfirmFailed { torrent: id, piece, refetch });
         }
-        let slots: Vec<usize> = self.conns.iter().filter(|(_, c)| c.torrent == Some(id)).map(|(k, _)| k).collect();
-        let mut touched = Vec::with_capacity(slots.len());
-        for slot in slots {
-            let conn = &mut self.conns[slot];
-            let Some(session) = conn.session.as_mut() else {
-                continue;
-            };
-            if conn.closing.is_some() {
-                continue;
-            }
+        let complete = !confirmed.is_empty() && data.swarm.is_complete() && !t.completed_announced;
+        self.each_session(id, |session, swarm| {
             for &piece in &confirmed {
                 session.on_we_confirmed(piece);
             }
             for &piece in &failed {
-                session.on_piece_wanted(piece, &mut data.swarm, now);
+                session.on_piece_wanted(piece, swarm, now);
             }
-            touched.push(slot);
-        }
-        let complete = !confirmed.is_empty() && data.swarm.is_complete() && !t.completed_announced;
-        for slot in touched {
-            self.mark_transmit(slot);
-        }
+        });
         if complete {
             self.on_complete(id, now);
+        }
+    }
+
+    /// Runs `f` on every live session of torrent `id`, with its swarm, then queues their output.
+    fn each_session(&mut self, id: TorrentId, mut f: impl FnMut(&mut PeerSession, &mut crate::swarm::Swarm)) {
+        let Some(data) = self.torrents.get_mut(id.0).and_then(|t| t.data.as_mut()) else {
+            return;
+        };
+        let mut touched = Vec::new();
+        for (slot, conn) in self.conns.iter_mut() {
+            if conn.torrent != Some(id) || conn.closing.is_some() {
+                continue;
+            }
+            if let Some(session) = conn.session.as_mut() {
+                f(session, &mut data.swarm);
+                touched.push(slot);
+            }
+        }
+        for slot in touched {
+            self.mark_transmit(slot);
         }
     }
 
@@ -1239,29 +1246,16 @@ impl Engine {
             t.unsaved_bytes += u64::from(data.ctx.geometry.piece_len(piece));
         }
         let taken: Vec<_> = data.swarm.drain_endgame_taken().collect();
-        let slots: Vec<usize> = self.conns.iter().filter(|(_, c)| c.torrent == Some(id)).map(|(k, _)| k).collect();
-        let mut touched = Vec::with_capacity(slots.len());
-        for slot in slots {
-            let conn = &mut self.conns[slot];
-            let Some(session) = conn.session.as_mut() else {
-                continue;
-            };
-            if conn.closing.is_some() {
-                continue;
-            }
+        let complete = !verified.is_empty() && data.swarm.is_complete() && !t.completed_announced;
+        let save = t.unsaved_bytes >= SAVE_RESUME_AFTER_BYTES;
+        self.each_session(id, |session, swarm| {
             for b in &taken {
                 session.on_block_taken(b);
             }
             for &piece in &verified {
-                session.on_we_have(piece, &mut data.swarm, now);
+                session.on_we_have(piece, swarm, now);
             }
-            touched.push(slot);
-        }
-        let complete = !verified.is_empty() && data.swarm.is_complete() && !t.completed_announced;
-        let save = t.unsaved_bytes >= SAVE_RESUME_AFTER_BYTES;
-        for slot in touched {
-            self.mark_transmit(slot);
-        }
+        });
         if complete {
             self.on_complete(id, now);
         }
