@@ -5,6 +5,11 @@
 //! time-outs) and the bytes we queue for it.
 //! Must not: touch sockets, files or the clock, or see another session. Input is bytes-as-frames and `now`;
 //! output is bytes appended to its `WriteBuf`, an `Effect` for the loop, and `next_deadline()`.
+//! With the fast extension (BEP 6, both sides set the reserved bit) every request gets exactly one answer,
+//! a block or a `reject`: we reject what we will not serve (a choked peer's requests outside its
+//! allowed-fast set, pieces we lack, requests over our queue, cancelled ones still queued); a choke from the
+//! peer keeps our requests open until it rejects them; and each side may request its allowed-fast pieces
+//! while choked. Without it, BEP 3 rules as before.
 //! Deadlines live in one `TimerTable` (see `peer::timer`): each input sets or stops the timers it moves,
 //! `next_deadline()` is the table's minimum and `on_timeout()` handles exactly the timers that are due.
 //!
@@ -13,12 +18,14 @@
 //! `wants_input()` / `pending_output()`.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::bitfield::{Bitfield, BitfieldError};
 use crate::geometry::{BlockRef, Geometry, BLOCK_LEN};
 use crate::metainfo::InfoHash;
 use crate::peer::buffers::WriteBuf;
+use crate::peer::fast::{allowed_fast_set, ALLOWED_FAST_COUNT};
 use crate::peer::pipeline::Pipeline;
 use crate::peer::timer::{Timer, TimerTable};
 use crate::peer::{DropReason, PeerMisbehaved};
@@ -26,7 +33,7 @@ use crate::swarm::picker::ENDGAME_PEER_DEPTH;
 use crate::swarm::{BlockArrival, PeerNo, Swarm};
 use crate::time::{secs, Timestamp};
 use crate::wire::extension::{self, ExtendedHandshake};
-use crate::wire::handshake::{Handshake, RESERVED_EXTENSION_PROTOCOL};
+use crate::wire::handshake::{Handshake, RESERVED_EXTENSION_PROTOCOL, RESERVED_FAST};
 use crate::wire::{self, Frame, FrameLimits};
 
 /// A connect attempt that has not completed by then is abandoned.
@@ -45,6 +52,9 @@ pub const OUR_REQQ: u32 = 1000;
 /// Largest block we serve. 16 KiB, as Transmission and libtorrent enforce: a peer asking for more is
 /// dropped.
 pub const MAX_SERVED_BLOCK: u32 = BLOCK_LEN;
+/// Allowed-fast pieces we take from one peer (BEP 6 sets are about 10); more are ignored, so a peer cannot
+/// make the set, and the search in it, large.
+pub const MAX_ALLOWED_FAST_IN: usize = 32;
 
 /// What every session of one torrent shares, fixed for the torrent's life.
 #[derive(Clone, Debug)]
@@ -106,6 +116,24 @@ pub struct PeerSession {
     pub peer_id: Option<[u8; 20]>,
     pub extended: Option<ExtendedHandshake>,
     peer_supports_extensions: bool,
+    /// Both sides set the BEP 6 bit (we always do): rejects are explicit, `have all`/`have none` and
+    /// allowed-fast sets are used.
+    fast: bool,
+    /// The peer's address, for the allowed-fast set we offer it (the loop tells us; see `set_peer_ip`).
+    peer_ip: Option<IpAddr>,
+    /// Pieces we offered the peer as allowed fast: served while we choke it. Empty until it is interested.
+    allowed_out: Vec<u32>,
+    /// Whether `allowed_out` was computed and sent (once per connection).
+    allowed_out_sent: bool,
+    /// Pieces the peer offered us as allowed fast (at most `MAX_ALLOWED_FAST_IN`).
+    allowed_in: Vec<u32>,
+    /// `allowed_in` ∩ `peer_has`: what we may request while the peer chokes us. Allocated with the first
+    /// allowed-fast piece.
+    fast_pickable: Option<Bitfield>,
+    /// Requests of ours the peer rejected while we still expected them (BEP 6).
+    pub rejects_received: u64,
+    /// Requests of the peer we rejected (BEP 6).
+    pub rejects_sent: u64,
     /// Payload bytes received from / sent to this peer.
     pub downloaded: u64,
     pub uploaded: u64,
@@ -158,6 +186,14 @@ impl PeerSession {
             peer_id: None,
             extended: None,
             peer_supports_extensions: false,
+            fast: false,
+            peer_ip: None,
+            allowed_out: Vec::new(),
+            allowed_out_sent: false,
+            allowed_in: Vec::new(),
+            fast_pickable: None,
+            rejects_received: 0,
+            rejects_sent: 0,
             downloaded: 0,
             uploaded: 0,
             upload_sample: 0,
@@ -205,6 +241,24 @@ impl PeerSession {
     pub fn queued_requests(&self) -> usize {
         self.requests.len()
     }
+    /// Both sides support the fast extension (BEP 6).
+    pub fn is_fast(&self) -> bool {
+        self.fast
+    }
+    /// The pieces we offered the peer as allowed fast.
+    pub fn allowed_fast_out(&self) -> &[u32] {
+        &self.allowed_out
+    }
+    /// The pieces the peer offered us as allowed fast.
+    pub fn allowed_fast_in(&self) -> &[u32] {
+        &self.allowed_in
+    }
+
+    /// The peer's address, known to the loop: call before the handshake arrives. It decides the BEP 6
+    /// allowed-fast set we offer (IPv4 only); without it none is offered.
+    pub fn set_peer_ip(&mut self, ip: IpAddr) {
+        self.peer_ip = Some(ip.to_canonical());
+    }
 
     // ---- output -------------------------------------------------------------------------------
 
@@ -247,6 +301,7 @@ impl PeerSession {
     fn send_handshake(&mut self, ctx: &TorrentContext) {
         let mut reserved = [0u8; 8];
         reserved[RESERVED_EXTENSION_PROTOCOL.0] |= RESERVED_EXTENSION_PROTOCOL.1;
+        reserved[RESERVED_FAST.0] |= RESERVED_FAST.1;
         Handshake { reserved, info_hash: ctx.info_hash, peer_id: ctx.our_peer_id }.encode(self.out.tail());
     }
 
@@ -270,13 +325,19 @@ impl PeerSession {
         }
         self.peer_id = Some(hs.peer_id);
         self.peer_supports_extensions = hs.supports(RESERVED_EXTENSION_PROTOCOL);
+        self.fast = hs.supports(RESERVED_FAST);
         if self.peer_supports_extensions {
             let mut payload = Vec::with_capacity(64);
             extension::encode_handshake(OUR_REQQ, ctx.listen_port, &mut payload);
             self.send(Frame::Extended { ext_id: extension::HANDSHAKE_ID, payload: &payload });
         }
-        if swarm.have().count_ones() > 0 {
-            self.send(Frame::Bitfield(swarm.have().as_bytes()));
+        let have = swarm.have();
+        if self.fast && have.is_full() {
+            self.send(Frame::HaveAll);
+        } else if self.fast && have.count_ones() == 0 {
+            self.send(Frame::HaveNone);
+        } else if have.count_ones() > 0 {
+            self.send(Frame::Bitfield(have.as_bytes()));
         }
         self.phase = Phase::AwaitingFirstMessage;
         self.timers.stop(Timer::Handshake);
@@ -307,7 +368,18 @@ impl PeerSession {
         let geometry = &ctx.geometry;
         match frame {
             Frame::KeepAlive | Frame::Port(_) | Frame::Unknown { .. } => {}
-            Frame::SuggestPiece { .. } | Frame::AllowedFast { .. } => {}
+            // BEP 6 allows ignoring suggestions; without the extension they are tolerated as before.
+            Frame::SuggestPiece { .. } => {}
+            Frame::AllowedFast { piece } if self.fast => {
+                let piece = geometry.piece(piece).ok_or(PeerMisbehaved::IndexOutOfRange { index: piece })?;
+                self.on_allowed_fast(piece, swarm, now);
+            }
+            Frame::AllowedFast { .. } => {}
+            Frame::Choke if self.fast => {
+                // BEP 6: a choke no longer discards our requests; the peer rejects each one it will not
+                // serve (and may still serve some, its allowed-fast ones first of all).
+                self.peer_choking = true;
+            }
             Frame::Choke => {
                 // BEP 3 without the fast extension: a choke discards every request we had out.
                 // They go back to the pool at once; blocks already in flight are still accepted.
@@ -319,10 +391,15 @@ impl PeerSession {
                 self.peer_choking = false;
                 self.fill_requests(swarm, now);
             }
-            Frame::Interested => self.peer_interested = true,
+            Frame::Interested => {
+                self.peer_interested = true;
+                if self.fast && !self.allowed_out_sent {
+                    self.send_allowed_fast_set(ctx);
+                }
+            }
             Frame::NotInterested => {
                 self.peer_interested = false;
-                self.requests.clear();
+                self.reject_queued(|_| true);
             }
             Frame::Have { piece } => {
                 let piece = geometry.piece(piece).ok_or(PeerMisbehaved::IndexOutOfRange { index: piece })?;
@@ -349,7 +426,8 @@ impl PeerSession {
                 self.update_interest(swarm, now);
             }
             Frame::HaveAll | Frame::HaveNone if first => {
-                // Only legal with BEP 6, which we do not advertise; tolerated as a bitfield would be.
+                // BEP 6 stand-ins for a full or an empty bitfield (tolerated from peers without the
+                // extension too, as before).
                 if frame == Frame::HaveAll {
                     self.peer_has = Bitfield::full(geometry.piece_count());
                     self.on_peer_pieces_replaced(swarm);
@@ -359,7 +437,24 @@ impl PeerSession {
             Frame::HaveAll | Frame::HaveNone => return Err(PeerMisbehaved::BitfieldNotFirst.into()),
             Frame::Request { piece, offset, len } => self.on_request(piece, offset, len, geometry, swarm)?,
             Frame::Cancel { piece, offset, len } => {
-                self.requests.retain(|b| !(b.piece == piece && b.offset == offset && b.len == len));
+                // BEP 6: a cancelled request still queued is answered with a reject.
+                self.reject_queued(|b| b.piece == piece && b.offset == offset && b.len == len);
+            }
+            Frame::RejectRequest { piece, offset, len } if self.fast => {
+                // BEP 6: a reject for a request never sent SHOULD close the connection. One off our block
+                // grid cannot answer any request of ours; one on it may answer a request we released and
+                // have since forgotten (see `pipeline::LATE_GRACE`), so it is let pass.
+                let block = geometry.aligned_block(piece, offset, len).ok_or(PeerMisbehaved::UnrequestedReject {
+                    piece,
+                    offset,
+                    len,
+                })?;
+                if self.pipeline.on_reject(&block) == Some(true) {
+                    self.rejects_received += 1;
+                    swarm.release_block(&block);
+                }
+                self.sync_request_timer();
+                self.fill_requests(swarm, now);
             }
             Frame::RejectRequest { piece, offset, len } => {
                 if let Some(block) = geometry.aligned_block(piece, offset, len) {
@@ -416,13 +511,25 @@ impl PeerSession {
             len,
         })?;
         if !swarm.have().get(piece) {
+            if self.fast {
+                // BEP 6: it may be an allowed-fast piece we offered before we had it.
+                self.reject(block);
+                return Ok(());
+            }
             return Err(PeerMisbehaved::RequestedMissingPiece { piece });
         }
-        if self.am_choking {
-            // BEP 3: requests from a choked peer are ignored (it may not know yet).
+        if self.am_choking && !self.allowed_out.contains(&piece) {
+            // BEP 3: requests from a choked peer are ignored (it may not know yet); BEP 6: rejected.
+            if self.fast {
+                self.reject(block);
+            }
             return Ok(());
         }
         if self.requests.len() >= MAX_QUEUED_REQUESTS {
+            if self.fast {
+                self.reject(block);
+                return Ok(());
+            }
             return Err(PeerMisbehaved::RequestFlood);
         }
         if !self.requests.contains(&block) {
@@ -431,11 +538,68 @@ impl PeerSession {
         Ok(())
     }
 
+    /// BEP 6: tells the peer we will not serve `block`.
+    fn reject(&mut self, block: BlockRef) {
+        self.rejects_sent += 1;
+        self.send(Frame::RejectRequest { piece: block.piece, offset: block.offset, len: block.len });
+    }
+
+    /// Drops the peer's queued requests that match `which`, rejecting each one with the fast extension.
+    fn reject_queued(&mut self, mut which: impl FnMut(&BlockRef) -> bool) {
+        if !self.fast {
+            self.requests.retain(|b| !which(b));
+            return;
+        }
+        let mut i = 0;
+        while i < self.requests.len() {
+            if which(&self.requests[i]) {
+                if let Some(block) = self.requests.remove(i) {
+                    self.reject(block);
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// BEP 6: offers the peer its allowed-fast set (k = 10 as libtorrent, IPv4 only), once, when it first
+    /// says it is interested (as libtorrent does): by then its pieces are known, and those are left out.
+    fn send_allowed_fast_set(&mut self, ctx: &TorrentContext) {
+        self.allowed_out_sent = true;
+        let Some(IpAddr::V4(ip)) = self.peer_ip else {
+            return;
+        };
+        let set = allowed_fast_set(ip, &ctx.info_hash, ctx.geometry.piece_count(), ALLOWED_FAST_COUNT);
+        for piece in set {
+            if !self.peer_has.get(piece) {
+                self.allowed_out.push(piece);
+                self.send(Frame::AllowedFast { piece });
+            }
+        }
+    }
+
+    /// The peer lets us request `piece` while it chokes us.
+    fn on_allowed_fast(&mut self, piece: u32, swarm: &mut Swarm, now: Timestamp) {
+        if self.allowed_in.contains(&piece) || self.allowed_in.len() >= MAX_ALLOWED_FAST_IN {
+            return;
+        }
+        self.allowed_in.push(piece);
+        if self.peer_has.get(piece) {
+            let n = self.peer_has.len();
+            self.fast_pickable.get_or_insert_with(|| Bitfield::new(n)).set(piece);
+            self.fill_requests(swarm, now);
+        }
+    }
+
     fn add_piece(&mut self, piece: u32, swarm: &mut Swarm) {
         if self.peer_has.set(piece) {
             swarm.on_peer_have(piece);
             if swarm.wants(piece) {
                 self.interesting += 1;
+            }
+            if self.allowed_in.contains(&piece) {
+                let n = self.peer_has.len();
+                self.fast_pickable.get_or_insert_with(|| Bitfield::new(n)).set(piece);
             }
         }
         self.counted = true;
@@ -449,6 +613,12 @@ impl PeerSession {
         swarm.on_peer_bitfield(&self.peer_has);
         self.counted = true;
         self.recount_interest(swarm);
+        for &piece in &self.allowed_in {
+            if self.peer_has.get(piece) {
+                let n = self.peer_has.len();
+                self.fast_pickable.get_or_insert_with(|| Bitfield::new(n)).set(piece);
+            }
+        }
     }
 
     /// Recomputes which of the peer's pieces we want (after a bitfield, or a change of file selection).
@@ -462,32 +632,44 @@ impl PeerSession {
             self.am_interested = want;
             self.send(if want { Frame::Interested } else { Frame::NotInterested });
         }
-        if want && !self.peer_choking {
-            self.fill_requests(swarm, now);
+        if want {
+            self.fill_requests(swarm, now); // while choked, only allowed-fast pieces
         }
     }
 
     /// Requests blocks until the pipeline is at its target depth or the picker has nothing for us.
+    /// While the peer chokes us, only its allowed-fast pieces (BEP 6) are asked for.
     fn fill_requests(&mut self, swarm: &mut Swarm, now: Timestamp) {
-        if self.peer_choking || !self.am_interested {
+        if !self.am_interested {
             return;
         }
+        let choked_pickable = match (&self.fast_pickable, self.peer_choking) {
+            (_, false) => None,
+            (Some(pickable), true) if self.fast => Some(pickable),
+            (_, true) => return,
+        };
         // Top up in batches of a sixteenth of the depth, so a deep pipeline sends requests a few dozen
         // at a time (one write, one packet) rather than one per arriving block.
         let batch = (self.pipeline.target() / 16).max(1);
         if self.pipeline.active() + batch > self.pipeline.target() && self.pipeline.active() > 0 {
             return;
         }
+        let has = choked_pickable.unwrap_or(&self.peer_has);
+        // The hint is tried without looking at `has`: while choked, only an allowed-fast one will do.
+        let mut hint = self.hint.filter(|&p| has.get(p));
         while self.pipeline.has_room() {
             let pipeline = &self.pipeline;
             let is_requested = |b: &BlockRef| pipeline.is_requested(b);
             let endgame =
                 (pipeline.active() < ENDGAME_PEER_DEPTH).then_some(&is_requested as &dyn Fn(&BlockRef) -> bool);
-            let Some(block) = swarm.reserve_block(&self.peer_has, &mut self.hint, endgame) else {
+            let Some(block) = swarm.reserve_block(has, &mut hint, endgame) else {
                 break;
             };
             self.pipeline.push(block, now);
-            self.send(Frame::Request { piece: block.piece, offset: block.offset, len: block.len });
+            wire::encode(&Frame::Request { piece: block.piece, offset: block.offset, len: block.len }, self.out.tail());
+        }
+        if hint.is_some() {
+            self.hint = hint;
         }
         self.sync_request_timer();
     }
@@ -546,11 +728,19 @@ impl PeerSession {
         }
         self.am_choking = choke;
         if choke {
-            // BEP 3: choking discards the peer's queued requests.
-            self.requests.clear();
+            // BEP 3: choking discards the peer's queued requests. BEP 6: choke first, then reject each
+            // one, except those for allowed-fast pieces, which are still served.
+            if self.fast {
+                self.send(Frame::Choke);
+                let allowed = std::mem::take(&mut self.allowed_out);
+                self.reject_queued(|b| !allowed.contains(&b.piece));
+                self.allowed_out = allowed;
+            } else {
+                self.requests.clear();
+                self.out.shrink_if_idle();
+                self.send(Frame::Choke);
+            }
             self.requests.shrink_to(64);
-            self.out.shrink_if_idle();
-            self.send(Frame::Choke);
         } else {
             self.send(Frame::Unchoke);
         }
@@ -562,7 +752,8 @@ impl PeerSession {
         &mut self,
         read: impl FnOnce(&BlockRef, &mut [u8]) -> Result<(), E>,
     ) -> Result<Option<BlockRef>, E> {
-        if self.am_choking || self.out.is_above_high_water() {
+        // While we choke a fast peer its queue holds only allowed-fast requests (the rest were rejected).
+        if (self.am_choking && !self.fast) || self.out.is_above_high_water() {
             return Ok(None);
         }
         let Some(block) = self.requests.pop_front() else {
@@ -640,6 +831,16 @@ impl PeerSession {
 
     /// The connection is gone: give its blocks back and stop counting its pieces.
     pub fn on_closed(&mut self, swarm: &mut Swarm) {
+        if self.peer_id.is_some() {
+            log::info!(
+                "peer {}: closed; fast extension {}, {} requests rejected by the peer, {} rejected by us, {} requests timed out",
+                self.no.0,
+                if self.fast { "on" } else { "off" },
+                self.rejects_received,
+                self.rejects_sent,
+                self.pipeline.timed_out_total()
+            );
+        }
         self.pipeline.clear(|b| swarm.release_block(b));
         self.sync_request_timer();
         if self.counted {
