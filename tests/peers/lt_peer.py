@@ -3,7 +3,8 @@
 
     lt_peer.py --torrent T --save DIR --port P --status FILE.json [--seed] [--upload-limit B/s]
                [--download-limit B/s] [--peer IP:PORT]... [--no-tracker] [--exit-when-done] [--max-life SECS]
-               [--encryption default|disabled|forced]
+               [--encryption default|disabled|forced] [--choke-cycle SECS]
+               [--log-peer-messages]
 
 Binds 127.0.0.1:P only; DHT, LSD, UPnP, NAT-PMP, uTP and PEX are off; several connections per IP are allowed
 (every peer is 127.0.0.1). Rate limits are in bytes per second and apply to loopback peers too (libtorrent puts
@@ -20,6 +21,11 @@ addresses (and whoever dials it).
 incoming and outgoing, start with the MSE/PE handshake and drops plaintext ones, while still allowing the plaintext
 crypto method inside it (rill's responder selects plaintext); default is libtorrent's own (MSE offered, plaintext
 accepted).
+--choke-cycle SECS makes the session choke every peer, then unchoke them again, every SECS seconds (it sets
+`unchoke_slots_limit` to 0, then back to its default): a seeder whose peers are choked mid-transfer, which with
+the fast extension (BEP 6) rejects their queued requests. Each switch is logged ("choke cycle: ...").
+--log-peer-messages also logs every peer-wire message in and out (libtorrent's peer log alerts, e.g.
+"<== HAVE_ALL").
 Exits by itself after --max-life seconds, or once the download is complete with --exit-when-done.
 """
 import argparse
@@ -58,6 +64,8 @@ def main():
     ap.add_argument("--exit-when-done", action="store_true")
     ap.add_argument("--max-life", type=float, default=300.0)
     ap.add_argument("--encryption", choices=["default", "disabled", "forced"], default="default")
+    ap.add_argument("--choke-cycle", type=float, default=0.0)
+    ap.add_argument("--log-peer-messages", action="store_true")
     args = ap.parse_args()
     started = time.monotonic()
 
@@ -80,6 +88,8 @@ def main():
         | lt.alert.category_t.status_notification
         | lt.alert.category_t.connect_notification,
     }
+    if args.log_peer_messages:
+        settings["alert_mask"] |= lt.alert.category_t.peer_log_notification
     if args.encryption == "disabled":
         settings["out_enc_policy"] = int(lt.enc_policy.pe_disabled)
         settings["in_enc_policy"] = int(lt.enc_policy.pe_disabled)
@@ -116,8 +126,16 @@ def main():
     peer_ids = {}
     connected_to = set()
     done_at = None
+    default_slots = ses.get_settings()["unchoke_slots_limit"]
+    choking = False
+    next_switch = time.monotonic() + args.choke_cycle
     while True:
         now = time.monotonic()
+        if args.choke_cycle > 0 and now >= next_switch:
+            choking = not choking
+            ses.apply_settings({"unchoke_slots_limit": 0 if choking else default_slots})
+            log("choke cycle:", "choking every peer" if choking else "unchoking again")
+            next_switch = now + args.choke_cycle
         if now - started > args.max_life:
             log("max life reached, exiting")
             break
