@@ -55,6 +55,9 @@ pub const MAX_SERVED_BLOCK: u32 = BLOCK_LEN;
 /// Allowed-fast pieces we take from one peer (BEP 6 sets are about 10); more are ignored, so a peer cannot
 /// make the set, and the search in it, large.
 pub const MAX_ALLOWED_FAST_IN: usize = 32;
+/// A peer we choke is served at most this many times its allowed-fast set's size in bytes (as pieces), as
+/// libtorrent allows three pieces' worth for each allowed-fast piece.
+pub const ALLOWED_FAST_SERVE_FACTOR: u64 = 3;
 
 /// What every session of one torrent shares, fixed for the torrent's life.
 #[derive(Clone, Debug)]
@@ -134,6 +137,8 @@ pub struct PeerSession {
     pub rejects_received: u64,
     /// Requests of the peer we rejected (BEP 6).
     pub rejects_sent: u64,
+    /// Payload bytes served while we choked the peer (its allowed-fast requests).
+    served_while_choked: u64,
     /// Payload bytes received from / sent to this peer.
     pub downloaded: u64,
     pub uploaded: u64,
@@ -194,6 +199,7 @@ impl PeerSession {
             fast_pickable: None,
             rejects_received: 0,
             rejects_sent: 0,
+            served_while_choked: 0,
             downloaded: 0,
             uploaded: 0,
             upload_sample: 0,
@@ -525,6 +531,15 @@ impl PeerSession {
             }
             return Ok(());
         }
+        if self.am_choking {
+            // An allowed-fast piece: served while choked, but only a few times over (libtorrent allows
+            // three pieces' worth per piece), so a choked peer cannot download it again and again.
+            let cap = ALLOWED_FAST_SERVE_FACTOR * ALLOWED_FAST_COUNT as u64 * u64::from(geometry.piece_len(0));
+            if self.served_while_choked >= cap {
+                self.reject(block);
+                return Ok(());
+            }
+        }
         if self.requests.len() >= MAX_QUEUED_REQUESTS {
             if self.fast {
                 self.reject(block);
@@ -730,15 +745,14 @@ impl PeerSession {
         if choke {
             // BEP 3: choking discards the peer's queued requests. BEP 6: choke first, then reject each
             // one, except those for allowed-fast pieces, which are still served.
+            self.out.shrink_if_idle();
+            self.send(Frame::Choke);
             if self.fast {
-                self.send(Frame::Choke);
                 let allowed = std::mem::take(&mut self.allowed_out);
                 self.reject_queued(|b| !allowed.contains(&b.piece));
                 self.allowed_out = allowed;
             } else {
                 self.requests.clear();
-                self.out.shrink_if_idle();
-                self.send(Frame::Choke);
             }
             self.requests.shrink_to(64);
         } else {
@@ -769,6 +783,9 @@ impl PeerSession {
         }
         self.uploaded += u64::from(block.len);
         self.upload_sample += u64::from(block.len);
+        if self.am_choking {
+            self.served_while_choked += u64::from(block.len);
+        }
         Ok(Some(block))
     }
 

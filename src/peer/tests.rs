@@ -1559,3 +1559,35 @@ fn fast_choking_rejects_the_queue_except_allowed_fast_requests_which_are_still_s
     }
     assert_eq!(served, allowed_had);
 }
+
+#[test]
+fn fast_a_choked_peer_is_served_its_allowed_fast_pieces_only_a_few_times_over() {
+    let t0 = Timestamp::ZERO;
+    let (mut c, offered) = fast_serving(t0);
+    assert!(offered.contains(&1));
+    c.peer.set_choking(true);
+    let _ = sent_frames(&mut c);
+    let serve_all = |c: &mut Conn| {
+        let fill = |_: &BlockRef, buf: &mut [u8]| -> Result<(), ()> {
+            buf.fill(1);
+            Ok(())
+        };
+        while c.peer.serve_next(fill).unwrap().is_some() {}
+        let _ = sent_frames(c);
+    };
+    // 3 × 10 pieces' worth may be served while choked: piece 1 (four blocks) 30 times over.
+    for round in 0..30 {
+        for i in 0..4 {
+            peer_sends(&mut c, request(block(1, i)));
+        }
+        serve_all(&mut c);
+        assert_eq!(c.peer.rejects_sent, 0, "round {round}");
+    }
+    peer_sends(&mut c, request(block(1, 0)));
+    assert_eq!(sent_frames(&mut c), [OwnedFrame::Reject(block(1, 0))]);
+    // Unchoked, it is served as any peer.
+    c.peer.set_choking(false);
+    let _ = sent_frames(&mut c);
+    peer_sends(&mut c, request(block(1, 0)));
+    assert_eq!(c.peer.queued_requests(), 1);
+}
