@@ -3,7 +3,8 @@
 //! (1) A libtorrent seeder that chokes every peer and unchokes it again every 0.8 s (`lt_peer.py --choke-cycle`),
 //! throttled so that rill's requests queue up there: with BEP 6, each choke makes libtorrent reject the queued
 //! requests (its log shows `==> REJECT_PIECE`), rill puts exactly those back and asks again, and the download
-//! completes byte-identical with no request ever timing out. rill's counters come from the line it logs at info
+//! completes byte-identical with no request ever timing out. Before the seeder first unchokes rill, rill
+//! asks for the seeder's allowed-fast pieces only, and gets them. rill's counters come from the line it logs at info
 //! level when a connection closes (`peer N: closed; fast extension on, R requests rejected by the peer, …, T
 //! requests timed out`).
 //! (2) rill seeds to a libtorrent leecher, which sees `have all` from rill in place of a bitfield.
@@ -87,6 +88,13 @@ fn closed_lines(log: &str) -> Vec<Closed> {
         .collect()
 }
 
+/// The piece number after `marker` in a line of libtorrent's peer log (`==> ALLOWED_FAST [ 40 ]`,
+/// `<== REQUEST [ piece: 40 s: 0 l: 4000 ]`).
+fn piece_of(line: &str, marker: &str) -> Option<u64> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    rest.split(' ').next()?.parse().ok()
+}
+
 #[test]
 fn closing_line_parses() {
     let line = "[2026-12-02T21:04:34Z INFO  rill::peer::session] peer 1: closed; fast extension on, 378 requests \
@@ -97,7 +105,7 @@ fn closing_line_parses() {
     assert_eq!((c[0].rejects_received, c[0].timed_out), (378, 0));
 }
 
-/// (1) A seeder whose choker really chokes rill mid-transfer, over and over.
+/// (1) A seeder whose choker really chokes rill mid-transfer, over and over (and first of all at the start).
 #[test]
 fn choked_by_a_rejecting_seeder_mid_transfer_rill_completes_without_time_outs() {
     let deadline = deadline_in(120);
@@ -132,20 +140,37 @@ fn choked_by_a_rejecting_seeder_mid_transfer_rill_completes_without_time_outs() 
     let chokes = lt_log.lines().filter(|l| l.contains("==> CHOKE")).count();
     let rejects_sent = lt_log.lines().filter(|l| l.contains("==> REJECT_PIECE")).count();
     assert!(lt_log.contains("<== EXTENSIONS") && lt_log.contains("FAST extension"), "rill's handshake lacks BEP 6");
-    assert!(chokes >= 2 && rejects_sent > 0, "libtorrent choked rill {chokes} times and sent {rejects_sent} rejects");
+    assert!(chokes >= 1 && rejects_sent > 0, "libtorrent choked rill {chokes} times and sent {rejects_sent} rejects");
+
+    // The seeder starts with rill choked and offers its allowed-fast set when rill says it is interested: until
+    // its first unchoke, rill asks for those pieces only (anything else would be rejected, and asked for more
+    // than 2 s after a choke, get rill dropped), and libtorrent serves them.
+    let offered: Vec<u64> = lt_log.lines().filter_map(|l| piece_of(l, "==> ALLOWED_FAST [ ")).collect();
+    assert!(!offered.is_empty(), "libtorrent offered no allowed-fast set");
+    let before_unchoke: Vec<&str> = lt_log.lines().take_while(|l| !l.contains("==> UNCHOKE")).collect();
+    let asked: Vec<u64> = before_unchoke.iter().filter_map(|l| piece_of(l, "<== REQUEST [ piece: ")).collect();
+    let served = before_unchoke.iter().filter_map(|l| piece_of(l, "==> PIECE [ piece: ")).count();
+    assert!(
+        !asked.is_empty() && asked.iter().all(|p| offered.contains(p)),
+        "while choked at the start rill should ask for allowed-fast pieces {offered:?} only; it asked for {asked:?}"
+    );
+    assert!(served > 0, "libtorrent served none of rill's allowed-fast requests before unchoking it");
 
     // rill took those rejects as answers, and no request of its ever went unanswered for its time-out.
     let log = rill.stderr();
     let closed = closed_lines(&log);
     assert!(!closed.is_empty(), "rill logged no closing counters (RUST_LOG must include rill=info):\n{log}");
     assert!(closed.iter().all(|c| c.fast), "the connection to libtorrent should use the fast extension: {closed:?}");
+    assert_eq!(closed.len(), 1, "one connection from start to end (libtorrent never dropped rill): {closed:?}");
     let received: u64 = closed.iter().map(|c| c.rejects_received).sum();
     let timed_out: u64 = closed.iter().map(|c| c.timed_out).sum();
     assert!(received > 0, "rill counted no rejects of its open requests: {closed:?}");
     assert_eq!(timed_out, 0, "requests timed out: {closed:?}");
     println!(
         "libtorrent choked rill {chokes} times and rejected {rejects_sent} requests; rill took back {received} \
-         open requests from rejects, 0 time-outs"
+         open requests from rejects, 0 time-outs; before its first unchoke rill asked for {} allowed-fast blocks \
+         and got {served}",
+        asked.len()
     );
 }
 

@@ -21,9 +21,10 @@ addresses (and whoever dials it).
 incoming and outgoing, start with the MSE/PE handshake and drops plaintext ones, while still allowing the plaintext
 crypto method inside it (rill's responder selects plaintext); default is libtorrent's own (MSE offered, plaintext
 accepted).
---choke-cycle SECS makes the session choke every peer, then unchoke them again, every SECS seconds (it sets
-`unchoke_slots_limit` to 0, then back to its default): a seeder whose peers are choked mid-transfer, which with
-the fast extension (BEP 6) rejects their queued requests. Each switch is logged ("choke cycle: ...").
+--choke-cycle SECS makes the session keep every peer choked until SECS seconds after the first one connects, then
+unchoke them, choke them again, and so on every SECS seconds (it sets `unchoke_slots_limit` to 0, then back to its default; libtorrent applies it at its
+next choking round): a seeder whose peers are choked mid-transfer, which with the fast extension (BEP 6) rejects
+their queued requests. Each switch is logged ("choke cycle: ...").
 --log-peer-messages also logs every peer-wire message in and out (libtorrent's peer log alerts, e.g.
 "<== HAVE_ALL").
 Exits by itself after --max-life seconds, or once the download is complete with --exit-when-done.
@@ -88,6 +89,8 @@ def main():
         | lt.alert.category_t.status_notification
         | lt.alert.category_t.connect_notification,
     }
+    if args.choke_cycle > 0:
+        settings["unchoke_slots_limit"] = 0
     if args.log_peer_messages:
         settings["alert_mask"] |= lt.alert.category_t.peer_log_notification
     if args.encryption == "disabled":
@@ -126,12 +129,15 @@ def main():
     peer_ids = {}
     connected_to = set()
     done_at = None
-    default_slots = ses.get_settings()["unchoke_slots_limit"]
-    choking = False
-    next_switch = time.monotonic() + args.choke_cycle
+    default_slots = lt.default_settings()["unchoke_slots_limit"]
+    choking = True
+    next_switch = None  # the cycle starts when the first peer connects
     while True:
         now = time.monotonic()
-        if args.choke_cycle > 0 and now >= next_switch:
+        if args.choke_cycle > 0 and next_switch is None and h.status().num_peers > 0:
+            log("choke cycle: first peer connected, choked")
+            next_switch = now + args.choke_cycle
+        if next_switch is not None and now >= next_switch:
             choking = not choking
             ses.apply_settings({"unchoke_slots_limit": 0 if choking else default_slots})
             log("choke cycle:", "choking every peer" if choking else "unchoking again")
