@@ -1,7 +1,7 @@
 //! The fast extension (BEP 6, issue 11) against python3-libtorrent on loopback.
 //!
-//! (1) A libtorrent seeder that chokes every peer and unchokes it again every 0.8 s (`lt_peer.py --choke-cycle`),
-//! throttled so that rill's requests queue up there: with BEP 6, each choke makes libtorrent reject the queued
+//! (1) A libtorrent seeder that keeps rill choked for 0.8 s after it connects, then unchokes and chokes it in turn
+//! every 0.8 s (`lt_peer.py --choke-cycle`), throttled so that rill's requests queue up there: with BEP 6, each choke makes libtorrent reject the queued
 //! requests (its log shows `==> REJECT_PIECE`), rill puts exactly those back and asks again, and the download
 //! completes byte-identical with no request ever timing out. Before the seeder first unchokes rill, rill
 //! asks for the seeder's allowed-fast pieces only, and gets them. rill's counters come from the line it logs at info
