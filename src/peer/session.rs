@@ -25,7 +25,7 @@ use crate::bitfield::{Bitfield, BitfieldError};
 use crate::geometry::{BlockRef, Geometry, BLOCK_LEN};
 use crate::metainfo::InfoHash;
 use crate::peer::buffers::WriteBuf;
-use crate::peer::fast::{allowed_fast_set, ALLOWED_FAST_COUNT};
+use crate::peer::fast::ALLOWED_FAST_COUNT;
 use crate::peer::pipeline::Pipeline;
 use crate::peer::timer::{Timer, TimerTable};
 use crate::peer::{DropReason, PeerMisbehaved};
@@ -35,6 +35,8 @@ use crate::time::{secs, Timestamp};
 use crate::wire::extension::{self, ExtendedHandshake};
 use crate::wire::handshake::{Handshake, RESERVED_EXTENSION_PROTOCOL, RESERVED_FAST};
 use crate::wire::{self, Frame, FrameLimits};
+
+mod bep6;
 
 /// A connect attempt that has not completed by then is abandoned.
 pub const CONNECT_TIMEOUT: Duration = secs(10);
@@ -553,59 +555,6 @@ impl PeerSession {
         Ok(())
     }
 
-    /// BEP 6: tells the peer we will not serve `block`.
-    fn reject(&mut self, block: BlockRef) {
-        self.rejects_sent += 1;
-        self.send(Frame::RejectRequest { piece: block.piece, offset: block.offset, len: block.len });
-    }
-
-    /// Drops the peer's queued requests that match `which`, rejecting each one with the fast extension.
-    fn reject_queued(&mut self, mut which: impl FnMut(&BlockRef) -> bool) {
-        if !self.fast {
-            self.requests.retain(|b| !which(b));
-            return;
-        }
-        let mut i = 0;
-        while i < self.requests.len() {
-            if which(&self.requests[i]) {
-                if let Some(block) = self.requests.remove(i) {
-                    self.reject(block);
-                }
-            } else {
-                i += 1;
-            }
-        }
-    }
-
-    /// BEP 6: offers the peer its allowed-fast set (k = 10 as libtorrent, IPv4 only), once, when it first
-    /// says it is interested (as libtorrent does): by then its pieces are known, and those are left out.
-    fn send_allowed_fast_set(&mut self, ctx: &TorrentContext) {
-        self.allowed_out_sent = true;
-        let Some(IpAddr::V4(ip)) = self.peer_ip else {
-            return;
-        };
-        let set = allowed_fast_set(ip, &ctx.info_hash, ctx.geometry.piece_count(), ALLOWED_FAST_COUNT);
-        for piece in set {
-            if !self.peer_has.get(piece) {
-                self.allowed_out.push(piece);
-                self.send(Frame::AllowedFast { piece });
-            }
-        }
-    }
-
-    /// The peer lets us request `piece` while it chokes us.
-    fn on_allowed_fast(&mut self, piece: u32, swarm: &mut Swarm, now: Timestamp) {
-        if self.allowed_in.contains(&piece) || self.allowed_in.len() >= MAX_ALLOWED_FAST_IN {
-            return;
-        }
-        self.allowed_in.push(piece);
-        if self.peer_has.get(piece) {
-            let n = self.peer_has.len();
-            self.fast_pickable.get_or_insert_with(|| Bitfield::new(n)).set(piece);
-            self.fill_requests(swarm, now);
-        }
-    }
-
     fn add_piece(&mut self, piece: u32, swarm: &mut Swarm) {
         if self.peer_has.set(piece) {
             swarm.on_peer_have(piece);
@@ -613,8 +562,7 @@ impl PeerSession {
                 self.interesting += 1;
             }
             if self.allowed_in.contains(&piece) {
-                let n = self.peer_has.len();
-                self.fast_pickable.get_or_insert_with(|| Bitfield::new(n)).set(piece);
+                self.mark_fast_pickable(piece);
             }
         }
         self.counted = true;
@@ -628,10 +576,10 @@ impl PeerSession {
         swarm.on_peer_bitfield(&self.peer_has);
         self.counted = true;
         self.recount_interest(swarm);
-        for &piece in &self.allowed_in {
+        for i in 0..self.allowed_in.len() {
+            let piece = self.allowed_in[i];
             if self.peer_has.get(piece) {
-                let n = self.peer_has.len();
-                self.fast_pickable.get_or_insert_with(|| Bitfield::new(n)).set(piece);
+                self.mark_fast_pickable(piece);
             }
         }
     }
