@@ -697,6 +697,7 @@ impl Engine {
                 return Err(DropReason::NotNeeded.into());
             };
             let mut session = PeerSession::incoming(conn.no, ctx, now);
+            session.set_peer_ip(conn.addr.ip());
             conn.read.fit(&ctx.limits);
             session.on_handshake(&hs, ctx, swarm, now)?;
             conn.session = Some(session);
@@ -1403,7 +1404,8 @@ impl Engine {
                 let Some((ctx, _)) = self.torrents[id.0].session_parts() else {
                     break;
                 };
-                let session = PeerSession::outgoing(no, ctx, now);
+                let mut session = PeerSession::outgoing(no, ctx, now);
+                session.set_peer_ip(addr.ip());
                 let read = ReadBuf::new(&ctx.limits);
                 let slot = self.conns.insert(PeerConn {
                     no,

@@ -70,6 +70,12 @@ pub enum PeerMisbehaved {
     },
     RequestFlood,
     MessageBeforeHandshake,
+    /// BEP 6: a reject that cannot answer any request of ours (off our block grid).
+    UnrequestedReject {
+        piece: u32,
+        offset: u32,
+        len: u32,
+    },
 }
 
 impl fmt::Display for PeerMisbehaved {
@@ -106,6 +112,9 @@ impl fmt::Display for PeerMisbehaved {
             }
             PeerMisbehaved::RequestFlood => write!(f, "too many outstanding requests"),
             PeerMisbehaved::MessageBeforeHandshake => write!(f, "message before the handshake"),
+            PeerMisbehaved::UnrequestedReject { piece, offset, len } => {
+                write!(f, "rejected {len} bytes at {piece}+{offset}, which we never requested")
+            }
         }
     }
 }

@@ -7,6 +7,7 @@
 //! longer growing; from then on the depth follows the measured bandwidth-delay product.
 //! Must not: pick blocks (the swarm does) or send anything (the session does).
 //!
+//! With the fast extension (BEP 6) a `reject` answers a request: its entry goes, open or released.
 //! A request that times out or is discarded by a `choke` is *released*: its block goes back to the pool at
 //! once, but the entry stays a while so the block, if it still arrives, is accepted rather than taken for
 //! an unrequested one (PROTOCOL-NOTES: blocks in flight may cross a choke or a cancel).
@@ -177,6 +178,21 @@ impl Pipeline {
         }
     }
 
+    /// BEP 6: the peer rejected `block`. Its entry, open or released, is answered and goes; returns
+    /// whether it was open (the caller gives the block back to the pool), `None` if there was none.
+    pub fn on_reject(&mut self, block: &BlockRef) -> Option<bool> {
+        let i = self
+            .in_flight
+            .iter()
+            .position(|f| f.block == *block && !f.released)
+            .or_else(|| self.in_flight.iter().position(|f| f.block == *block))?;
+        let entry = self.in_flight.remove(i)?;
+        if !entry.released {
+            self.active -= 1;
+        }
+        Some(!entry.released)
+    }
+
     /// Releases every active request (a `choke` discarded them); `give_back` returns each to the pool.
     pub fn release_all(&mut self, mut give_back: impl FnMut(&BlockRef)) {
         for f in self.in_flight.iter_mut().filter(|f| !f.released) {
@@ -329,6 +345,20 @@ mod tests {
         assert_eq!(p.next_deadline(), Some(t0 + secs(40) + LATE_GRACE));
         assert_eq!(p.expire(t0 + secs(40) + LATE_GRACE, |_| {}), 0);
         assert_eq!(p.next_deadline(), None);
+    }
+
+    #[test]
+    fn reject_answers_an_open_or_released_request_once() {
+        let t0 = Timestamp::ZERO;
+        let mut p = Pipeline::new(t0);
+        p.push(block(2, 0), t0);
+        p.push(block(2, 1), t0);
+        assert_eq!(p.on_reject(&block(2, 0)), Some(true));
+        assert_eq!(p.active(), 1);
+        assert_eq!(p.on_reject(&block(2, 0)), None, "answered already");
+        assert!(p.release(&block(2, 1)));
+        assert_eq!(p.on_reject(&block(2, 1)), Some(false), "a cancelled request is answered by a reject");
+        assert_eq!((p.active(), p.next_deadline()), (0, None));
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! time-outs) and the bytes we queue for it.
 //! Must not: touch sockets, files or the clock, or see another session. Input is bytes-as-frames and `now`;
 //! output is bytes appended to its `WriteBuf`, an `Effect` for the loop, and `next_deadline()`.
+//! With the fast extension (BEP 6, both sides set the reserved bit) every request gets exactly one answer,
+//! a block or a `reject`: we reject what we will not serve (a choked peer's requests outside its
+//! allowed-fast set, pieces we lack, requests over our queue, cancelled ones still queued); a choke from the
+//! peer keeps our requests open until it rejects them; and each side may request its allowed-fast pieces
+//! while choked. Without it, BEP 3 rules as before.
 //! Deadlines live in one `TimerTable` (see `peer::timer`): each input sets or stops the timers it moves,
 //! `next_deadline()` is the table's minimum and `on_timeout()` handles exactly the timers that are due.
 //!
@@ -13,12 +18,14 @@
 //! `wants_input()` / `pending_output()`.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::bitfield::{Bitfield, BitfieldError};
 use crate::geometry::{BlockRef, Geometry, BLOCK_LEN};
 use crate::metainfo::InfoHash;
 use crate::peer::buffers::WriteBuf;
+use crate::peer::fast::ALLOWED_FAST_COUNT;
 use crate::peer::pipeline::Pipeline;
 use crate::peer::timer::{Timer, TimerTable};
 use crate::peer::{DropReason, PeerMisbehaved};
@@ -26,8 +33,10 @@ use crate::swarm::picker::ENDGAME_PEER_DEPTH;
 use crate::swarm::{BlockArrival, PeerNo, Swarm};
 use crate::time::{secs, Timestamp};
 use crate::wire::extension::{self, ExtendedHandshake};
-use crate::wire::handshake::{Handshake, RESERVED_EXTENSION_PROTOCOL};
+use crate::wire::handshake::{Handshake, RESERVED_EXTENSION_PROTOCOL, RESERVED_FAST};
 use crate::wire::{self, Frame, FrameLimits};
+
+mod bep6;
 
 /// A connect attempt that has not completed by then is abandoned.
 pub const CONNECT_TIMEOUT: Duration = secs(10);
@@ -45,6 +54,12 @@ pub const OUR_REQQ: u32 = 1000;
 /// Largest block we serve. 16 KiB, as Transmission and libtorrent enforce: a peer asking for more is
 /// dropped.
 pub const MAX_SERVED_BLOCK: u32 = BLOCK_LEN;
+/// Allowed-fast pieces we take from one peer (BEP 6 sets are about 10); more are ignored, so a peer cannot
+/// make the set, and the search in it, large.
+pub const MAX_ALLOWED_FAST_IN: usize = 32;
+/// A peer we choke is served at most this many times its allowed-fast set's size in bytes (as pieces), as
+/// libtorrent allows three pieces' worth for each allowed-fast piece.
+pub const ALLOWED_FAST_SERVE_FACTOR: u64 = 3;
 
 /// What every session of one torrent shares, fixed for the torrent's life.
 #[derive(Clone, Debug)]
@@ -141,6 +156,26 @@ pub struct PeerSession {
     pub peer_id: Option<[u8; 20]>,
     pub extended: Option<ExtendedHandshake>,
     peer_supports_extensions: bool,
+    /// Both sides set the BEP 6 bit (we always do): rejects are explicit, `have all`/`have none` and
+    /// allowed-fast sets are used.
+    fast: bool,
+    /// The peer's address, for the allowed-fast set we offer it (the loop tells us; see `set_peer_ip`).
+    peer_ip: Option<IpAddr>,
+    /// Pieces we offered the peer as allowed fast: served while we choke it. Empty until it is interested.
+    allowed_out: Vec<u32>,
+    /// Whether `allowed_out` was computed and sent (once per connection).
+    allowed_out_sent: bool,
+    /// Pieces the peer offered us as allowed fast (at most `MAX_ALLOWED_FAST_IN`).
+    allowed_in: Vec<u32>,
+    /// `allowed_in` ∩ `peer_has`: what we may request while the peer chokes us. Allocated with the first
+    /// allowed-fast piece.
+    fast_pickable: Option<Bitfield>,
+    /// Requests of ours the peer rejected while we still expected them (BEP 6).
+    pub rejects_received: u64,
+    /// Requests of the peer we rejected (BEP 6).
+    pub rejects_sent: u64,
+    /// Payload bytes served while we choked the peer (its allowed-fast requests).
+    served_while_choked: u64,
     /// Payload bytes received from / sent to this peer.
     pub downloaded: u64,
     pub uploaded: u64,
@@ -195,6 +230,15 @@ impl PeerSession {
             peer_id: None,
             extended: None,
             peer_supports_extensions: false,
+            fast: false,
+            peer_ip: None,
+            allowed_out: Vec::new(),
+            allowed_out_sent: false,
+            allowed_in: Vec::new(),
+            fast_pickable: None,
+            rejects_received: 0,
+            rejects_sent: 0,
+            served_while_choked: 0,
             downloaded: 0,
             uploaded: 0,
             upload_sample: 0,
@@ -243,6 +287,24 @@ impl PeerSession {
     pub fn queued_requests(&self) -> usize {
         self.requests.len()
     }
+    /// Both sides support the fast extension (BEP 6).
+    pub fn is_fast(&self) -> bool {
+        self.fast
+    }
+    /// The pieces we offered the peer as allowed fast.
+    pub fn allowed_fast_out(&self) -> &[u32] {
+        &self.allowed_out
+    }
+    /// The pieces the peer offered us as allowed fast.
+    pub fn allowed_fast_in(&self) -> &[u32] {
+        &self.allowed_in
+    }
+
+    /// The peer's address, known to the loop: call before the handshake arrives. It decides the BEP 6
+    /// allowed-fast set we offer (IPv4 only); without it none is offered.
+    pub fn set_peer_ip(&mut self, ip: IpAddr) {
+        self.peer_ip = Some(ip.to_canonical());
+    }
 
     // ---- output -------------------------------------------------------------------------------
 
@@ -285,6 +347,7 @@ impl PeerSession {
     fn send_handshake(&mut self, ctx: &TorrentContext) {
         let mut reserved = [0u8; 8];
         reserved[RESERVED_EXTENSION_PROTOCOL.0] |= RESERVED_EXTENSION_PROTOCOL.1;
+        reserved[RESERVED_FAST.0] |= RESERVED_FAST.1;
         Handshake { reserved, info_hash: ctx.info_hash, peer_id: ctx.our_peer_id }.encode(self.out.tail());
     }
 
@@ -308,13 +371,19 @@ impl PeerSession {
         }
         self.peer_id = Some(hs.peer_id);
         self.peer_supports_extensions = hs.supports(RESERVED_EXTENSION_PROTOCOL);
+        self.fast = hs.supports(RESERVED_FAST);
         if self.peer_supports_extensions {
             let mut payload = Vec::with_capacity(64);
             extension::encode_handshake(OUR_REQQ, ctx.listen_port, ctx.metadata_size, !ctx.private, &mut payload);
             self.send(Frame::Extended { ext_id: extension::HANDSHAKE_ID, payload: &payload });
         }
-        if swarm.have().count_ones() > 0 {
-            self.send(Frame::Bitfield(swarm.have().as_bytes()));
+        let have = swarm.have();
+        if self.fast && have.is_full() {
+            self.send(Frame::HaveAll);
+        } else if self.fast && have.count_ones() == 0 {
+            self.send(Frame::HaveNone);
+        } else if have.count_ones() > 0 {
+            self.send(Frame::Bitfield(have.as_bytes()));
         }
         self.phase = Phase::AwaitingFirstMessage;
         self.timers.stop(Timer::Handshake);
@@ -366,7 +435,18 @@ impl PeerSession {
         let geometry = &ctx.geometry;
         match frame {
             Frame::KeepAlive | Frame::Port(_) | Frame::Unknown { .. } => {}
-            Frame::SuggestPiece { .. } | Frame::AllowedFast { .. } => {}
+            // BEP 6 allows ignoring suggestions; without the extension they are tolerated as before.
+            Frame::SuggestPiece { .. } => {}
+            Frame::AllowedFast { piece } if self.fast => {
+                let piece = geometry.piece(piece).ok_or(PeerMisbehaved::IndexOutOfRange { index: piece })?;
+                self.on_allowed_fast(piece, swarm, now);
+            }
+            Frame::AllowedFast { .. } => {}
+            Frame::Choke if self.fast => {
+                // BEP 6: a choke no longer discards our requests; the peer rejects each one it will not
+                // serve (and may still serve some, its allowed-fast ones first of all).
+                self.peer_choking = true;
+            }
             Frame::Choke => {
                 // BEP 3 without the fast extension: a choke discards every request we had out.
                 // They go back to the pool at once; blocks already in flight are still accepted.
@@ -378,10 +458,15 @@ impl PeerSession {
                 self.peer_choking = false;
                 self.fill_requests(swarm, now);
             }
-            Frame::Interested => self.peer_interested = true,
+            Frame::Interested => {
+                self.peer_interested = true;
+                if self.fast && !self.allowed_out_sent {
+                    self.send_allowed_fast_set(ctx);
+                }
+            }
             Frame::NotInterested => {
                 self.peer_interested = false;
-                self.requests.clear();
+                self.reject_queued(|_| true);
             }
             Frame::Have { piece } => {
                 let piece = geometry.piece(piece).ok_or(PeerMisbehaved::IndexOutOfRange { index: piece })?;
@@ -408,7 +493,8 @@ impl PeerSession {
                 self.update_interest(swarm, now);
             }
             Frame::HaveAll | Frame::HaveNone if first => {
-                // Only legal with BEP 6, which we do not advertise; tolerated as a bitfield would be.
+                // BEP 6 stand-ins for a full or an empty bitfield (tolerated from peers without the
+                // extension too, as before).
                 if frame == Frame::HaveAll {
                     self.peer_has = Bitfield::full(geometry.piece_count());
                     self.on_peer_pieces_replaced(swarm);
@@ -418,7 +504,24 @@ impl PeerSession {
             Frame::HaveAll | Frame::HaveNone => return Err(PeerMisbehaved::BitfieldNotFirst.into()),
             Frame::Request { piece, offset, len } => self.on_request(piece, offset, len, geometry, swarm)?,
             Frame::Cancel { piece, offset, len } => {
-                self.requests.retain(|b| !(b.piece == piece && b.offset == offset && b.len == len));
+                // BEP 6: a cancelled request still queued is answered with a reject.
+                self.reject_queued(|b| b.piece == piece && b.offset == offset && b.len == len);
+            }
+            Frame::RejectRequest { piece, offset, len } if self.fast => {
+                // BEP 6: a reject for a request never sent SHOULD close the connection. One off our block
+                // grid cannot answer any request of ours; one on it may answer a request we released and
+                // have since forgotten (see `pipeline::LATE_GRACE`), so it is let pass.
+                let block = geometry.aligned_block(piece, offset, len).ok_or(PeerMisbehaved::UnrequestedReject {
+                    piece,
+                    offset,
+                    len,
+                })?;
+                if self.pipeline.on_reject(&block) == Some(true) {
+                    self.rejects_received += 1;
+                    swarm.release_block(&block);
+                }
+                self.sync_request_timer();
+                self.fill_requests(swarm, now);
             }
             Frame::RejectRequest { piece, offset, len } => {
                 if let Some(block) = geometry.aligned_block(piece, offset, len) {
@@ -544,13 +647,34 @@ impl PeerSession {
             len,
         })?;
         if !swarm.have().get(piece) {
+            if self.fast {
+                // BEP 6: it may be an allowed-fast piece we offered before we had it.
+                self.reject(block);
+                return Ok(());
+            }
             return Err(PeerMisbehaved::RequestedMissingPiece { piece });
         }
-        if self.am_choking {
-            // BEP 3: requests from a choked peer are ignored (it may not know yet).
+        if self.am_choking && !self.allowed_out.contains(&piece) {
+            // BEP 3: requests from a choked peer are ignored (it may not know yet); BEP 6: rejected.
+            if self.fast {
+                self.reject(block);
+            }
             return Ok(());
         }
+        if self.am_choking {
+            // An allowed-fast piece: served while choked, but only a few times over (libtorrent allows
+            // three pieces' worth per piece), so a choked peer cannot download it again and again.
+            let cap = ALLOWED_FAST_SERVE_FACTOR * ALLOWED_FAST_COUNT as u64 * u64::from(geometry.piece_len(0));
+            if self.served_while_choked >= cap {
+                self.reject(block);
+                return Ok(());
+            }
+        }
         if self.requests.len() >= MAX_QUEUED_REQUESTS {
+            if self.fast {
+                self.reject(block);
+                return Ok(());
+            }
             return Err(PeerMisbehaved::RequestFlood);
         }
         if !self.requests.contains(&block) {
@@ -565,6 +689,9 @@ impl PeerSession {
             if swarm.wants(piece) {
                 self.interesting += 1;
             }
+            if self.allowed_in.contains(&piece) {
+                self.mark_fast_pickable(piece);
+            }
         }
         self.counted = true;
     }
@@ -577,6 +704,12 @@ impl PeerSession {
         swarm.on_peer_bitfield(&self.peer_has);
         self.counted = true;
         self.recount_interest(swarm);
+        for i in 0..self.allowed_in.len() {
+            let piece = self.allowed_in[i];
+            if self.peer_has.get(piece) {
+                self.mark_fast_pickable(piece);
+            }
+        }
     }
 
     /// Recomputes which of the peer's pieces we want (after a bitfield, or a change of file selection).
@@ -590,32 +723,44 @@ impl PeerSession {
             self.am_interested = want;
             self.send(if want { Frame::Interested } else { Frame::NotInterested });
         }
-        if want && !self.peer_choking {
-            self.fill_requests(swarm, now);
+        if want {
+            self.fill_requests(swarm, now); // while choked, only allowed-fast pieces
         }
     }
 
     /// Requests blocks until the pipeline is at its target depth or the picker has nothing for us.
+    /// While the peer chokes us, only its allowed-fast pieces (BEP 6) are asked for.
     fn fill_requests(&mut self, swarm: &mut Swarm, now: Timestamp) {
-        if self.peer_choking || !self.am_interested {
+        if !self.am_interested {
             return;
         }
+        let choked_pickable = match (&self.fast_pickable, self.peer_choking) {
+            (_, false) => None,
+            (Some(pickable), true) if self.fast => Some(pickable),
+            (_, true) => return,
+        };
         // Top up in batches of a sixteenth of the depth, so a deep pipeline sends requests a few dozen
         // at a time (one write, one packet) rather than one per arriving block.
         let batch = (self.pipeline.target() / 16).max(1);
         if self.pipeline.active() + batch > self.pipeline.target() && self.pipeline.active() > 0 {
             return;
         }
+        let has = choked_pickable.unwrap_or(&self.peer_has);
+        // The hint is tried without looking at `has`: while choked, only an allowed-fast one will do.
+        let mut hint = self.hint.filter(|&p| has.get(p));
         while self.pipeline.has_room() {
             let pipeline = &self.pipeline;
             let is_requested = |b: &BlockRef| pipeline.is_requested(b);
             let endgame =
                 (pipeline.active() < ENDGAME_PEER_DEPTH).then_some(&is_requested as &dyn Fn(&BlockRef) -> bool);
-            let Some(block) = swarm.reserve_block(&self.peer_has, &mut self.hint, endgame) else {
+            let Some(block) = swarm.reserve_block(has, &mut hint, endgame) else {
                 break;
             };
             self.pipeline.push(block, now);
-            self.send(Frame::Request { piece: block.piece, offset: block.offset, len: block.len });
+            wire::encode(&Frame::Request { piece: block.piece, offset: block.offset, len: block.len }, self.out.tail());
+        }
+        if hint.is_some() {
+            self.hint = hint;
         }
         self.sync_request_timer();
     }
@@ -674,11 +819,18 @@ impl PeerSession {
         }
         self.am_choking = choke;
         if choke {
-            // BEP 3: choking discards the peer's queued requests.
-            self.requests.clear();
-            self.requests.shrink_to(64);
+            // BEP 3: choking discards the peer's queued requests. BEP 6: choke first, then reject each
+            // one, except those for allowed-fast pieces, which are still served.
             self.out.shrink_if_idle();
             self.send(Frame::Choke);
+            if self.fast {
+                let allowed = std::mem::take(&mut self.allowed_out);
+                self.reject_queued(|b| !allowed.contains(&b.piece));
+                self.allowed_out = allowed;
+            } else {
+                self.requests.clear();
+            }
+            self.requests.shrink_to(64);
         } else {
             self.send(Frame::Unchoke);
         }
@@ -690,7 +842,8 @@ impl PeerSession {
         &mut self,
         read: impl FnOnce(&BlockRef, &mut [u8]) -> Result<(), E>,
     ) -> Result<Option<BlockRef>, E> {
-        if self.am_choking || self.out.is_above_high_water() {
+        // While we choke a fast peer its queue holds only allowed-fast requests (the rest were rejected).
+        if (self.am_choking && !self.fast) || self.out.is_above_high_water() {
             return Ok(None);
         }
         let Some(block) = self.requests.pop_front() else {
@@ -706,6 +859,9 @@ impl PeerSession {
         }
         self.uploaded += u64::from(block.len);
         self.upload_sample += u64::from(block.len);
+        if self.am_choking {
+            self.served_while_choked += u64::from(block.len);
+        }
         Ok(Some(block))
     }
 
@@ -768,6 +924,16 @@ impl PeerSession {
 
     /// The connection is gone: give its blocks back and stop counting its pieces.
     pub fn on_closed(&mut self, swarm: &mut Swarm) {
+        if self.peer_id.is_some() {
+            log::info!(
+                "peer {}: closed; fast extension {}, {} requests rejected by the peer, {} rejected by us, {} requests timed out",
+                self.no.0,
+                if self.fast { "on" } else { "off" },
+                self.rejects_received,
+                self.rejects_sent,
+                self.pipeline.timed_out_total()
+            );
+        }
         self.pipeline.clear(|b| swarm.release_block(b));
         self.sync_request_timer();
         if self.counted {

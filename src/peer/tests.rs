@@ -17,7 +17,7 @@ use crate::storage::verify::assume_verified;
 use crate::swarm::{BlockState, PeerNo, Swarm};
 use crate::time::{millis, secs, Timestamp};
 use crate::wire::extension;
-use crate::wire::handshake::{Handshake, HANDSHAKE_LEN, RESERVED_EXTENSION_PROTOCOL};
+use crate::wire::handshake::{Handshake, HANDSHAKE_LEN, RESERVED_EXTENSION_PROTOCOL, RESERVED_FAST};
 use crate::wire::{decode, Decoded, Frame, FrameLimits, PIECE_HEADER_LEN};
 
 // ---- the torrent --------------------------------------------------------------------------------
@@ -78,6 +78,20 @@ const PLAIN: [u8; 8] = [0; 8];
 fn with_extensions() -> [u8; 8] {
     let mut reserved = [0; 8];
     reserved[RESERVED_EXTENSION_PROTOCOL.0] |= RESERVED_EXTENSION_PROTOCOL.1;
+    reserved
+}
+
+/// What we set: BEP 10 and BEP 6.
+fn ours() -> [u8; 8] {
+    let mut reserved = with_extensions();
+    reserved[RESERVED_FAST.0] |= RESERVED_FAST.1;
+    reserved
+}
+
+/// A peer with the fast extension (and not BEP 10).
+fn fast_only() -> [u8; 8] {
+    let mut reserved = [0; 8];
+    reserved[RESERVED_FAST.0] |= RESERVED_FAST.1;
     reserved
 }
 
@@ -303,7 +317,7 @@ fn awaiting_connect_sends_nothing_then_our_handshake_on_connect() {
     c.peer.on_connected(&c.ctx, c.now);
     assert_eq!(
         sent_frames(&mut c),
-        [OwnedFrame::Handshake(Handshake { reserved: with_extensions(), info_hash: INFO_HASH, peer_id: OUR_ID })]
+        [OwnedFrame::Handshake(Handshake { reserved: ours(), info_hash: INFO_HASH, peer_id: OUR_ID })]
     );
     assert_eq!(c.peer.phase(), Phase::AwaitingHandshake);
     assert_eq!(c.peer.next_deadline(), Some(t0 + secs(1) + HANDSHAKE_TIMEOUT));
@@ -360,7 +374,7 @@ fn awaiting_handshake_incoming_is_answered_with_ours() {
     peer_handshakes(&mut c, PLAIN);
     assert_eq!(
         sent_frames(&mut c),
-        [OwnedFrame::Handshake(Handshake { reserved: with_extensions(), info_hash: INFO_HASH, peer_id: OUR_ID })],
+        [OwnedFrame::Handshake(Handshake { reserved: ours(), info_hash: INFO_HASH, peer_id: OUR_ID })],
         "no extended handshake to a peer without the BEP 10 bit, no bitfield when we have nothing"
     );
     assert_eq!(c.peer.phase(), Phase::AwaitingFirstMessage);
@@ -1303,4 +1317,349 @@ fn before_the_metadata_a_session_records_what_the_peer_has_and_applies_it_on_upg
     assert_eq!(swarm.availability(3), 1, "the recorded pieces count in the swarm");
     assert!(s.is_am_interested(), "it has pieces we want");
     assert!(!s.is_peer_choking(), "the unchoke before the metadata still holds");
+}
+
+// ---- fast extension (BEP 6) -----------------------------------------------------------------------
+
+/// The peer's address in the fast tests; its allowed-fast set for `INFO_HASH` and `PIECES` comes from
+/// `fast::allowed_fast_set`.
+const PEER_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 0, 9);
+
+fn reject(b: BlockRef) -> Frame<'static> {
+    Frame::RejectRequest { piece: b.piece, offset: b.offset, len: b.len }
+}
+
+/// An incoming fast peer whose handshake arrived; what we sent is drained and returned.
+fn fast_handshaken(t0: Timestamp, swarm: Swarm) -> (Conn, Vec<OwnedFrame>) {
+    let mut c = incoming(t0, swarm);
+    c.peer.set_peer_ip(PEER_IP.into());
+    peer_handshakes(&mut c, fast_only());
+    let sent = sent_frames(&mut c);
+    assert!(c.peer.is_fast());
+    (c, sent)
+}
+
+/// A fast seed (it sent `have all`) that has just unchoked us, and the requests we sent it.
+fn fast_seed_unchoked(t0: Timestamp) -> (Conn, Vec<BlockRef>) {
+    let (mut c, _) = fast_handshaken(t0, leecher());
+    peer_sends(&mut c, Frame::HaveAll);
+    assert_eq!(sent_frames(&mut c), [OwnedFrame::Interested]);
+    peer_sends(&mut c, Frame::Unchoke);
+    let sent = requests(&sent_frames(&mut c));
+    assert_eq!(sent.len(), INITIAL_DEPTH as usize);
+    (c, sent)
+}
+
+/// A fast leecher we serve: we have pieces 0 and 1, it has nothing, is interested, and we unchoked it.
+/// Returns the allowed-fast set we offered it.
+fn fast_serving(t0: Timestamp) -> (Conn, Vec<u32>) {
+    let (mut c, _) = fast_handshaken(t0, having(&[0, 1]));
+    peer_sends(&mut c, Frame::HaveNone);
+    peer_sends(&mut c, Frame::Interested);
+    let offered: Vec<u32> = sent_frames(&mut c)
+        .into_iter()
+        .map(|f| match f {
+            OwnedFrame::AllowedFast(p) => p,
+            other => panic!("expected only allowed-fast offers, got {other:?}"),
+        })
+        .collect();
+    c.peer.set_choking(false);
+    assert_eq!(sent_frames(&mut c), [OwnedFrame::Unchoke]);
+    (c, offered)
+}
+
+#[test]
+fn fast_our_handshake_sets_the_bit_and_a_peer_without_it_is_not_fast() {
+    let t0 = Timestamp::ZERO;
+    let mut c = incoming(t0, leecher());
+    peer_handshakes(&mut c, PLAIN);
+    let hs = match &sent_frames(&mut c)[0] {
+        OwnedFrame::Handshake(hs) => *hs,
+        other => panic!("{other:?}"),
+    };
+    assert!(hs.supports(RESERVED_FAST) && hs.supports(RESERVED_EXTENSION_PROTOCOL));
+    assert!(!c.peer.is_fast());
+}
+
+#[test]
+fn fast_have_none_and_have_all_replace_an_empty_and_a_full_bitfield() {
+    let t0 = Timestamp::ZERO;
+    let (_, sent) = fast_handshaken(t0, leecher());
+    assert_eq!(sent[1..], [OwnedFrame::HaveNone], "we have nothing");
+    let mut all = leecher();
+    for p in 0..PIECES {
+        let _ = all.on_piece_verified(assume_verified(p));
+    }
+    let (_, sent) = fast_handshaken(t0, all);
+    assert_eq!(sent[1..], [OwnedFrame::HaveAll], "we have everything");
+    let (_, sent) = fast_handshaken(t0, having(&[0]));
+    assert_eq!(sent[1..], [OwnedFrame::Bitfield(vec![0x80, 0, 0])], "a partial set is still a bitfield");
+}
+
+#[test]
+fn fast_have_all_counts_in_availability_and_have_none_counts_nothing() {
+    let t0 = Timestamp::ZERO;
+    let (mut c, _) = fast_handshaken(t0, leecher());
+    peer_sends(&mut c, Frame::HaveAll);
+    assert!(c.peer.is_peer_seed());
+    assert!((0..PIECES).all(|p| c.swarm.availability(p) == 1));
+    c.peer.on_closed(&mut c.swarm);
+    assert!((0..PIECES).all(|p| c.swarm.availability(p) == 0), "a closed seed no longer counts");
+
+    let (mut c, _) = fast_handshaken(t0, leecher());
+    peer_sends(&mut c, Frame::HaveNone);
+    nothing_sent(&mut c);
+    assert!(!c.peer.is_am_interested());
+    peer_sends(&mut c, Frame::Have { piece: 3 });
+    assert_eq!(sent_frames(&mut c), [OwnedFrame::Interested]);
+    assert_eq!(c.swarm.availability(3), 1);
+    assert_eq!(drops_on(&mut c, Frame::HaveAll), DropReason::Misbehaved(PeerMisbehaved::BitfieldNotFirst));
+}
+
+#[test]
+fn fast_choke_keeps_our_requests_until_the_peer_rejects_them() {
+    let t0 = Timestamp::ZERO;
+    let (mut c, sent) = fast_seed_unchoked(t0);
+    c.now = t0 + millis(10);
+    peer_sends(&mut c, Frame::Choke);
+    assert!(c.peer.is_peer_choking());
+    assert_eq!(c.peer.pipeline().active(), INITIAL_DEPTH, "a fast choke discards nothing");
+    assert!(matches!(c.swarm.block_state(&sent[0]), Some(BlockState::Requested { .. })));
+    // The peer still serves one of them after its choke.
+    let effect = peer_sends_block(&mut c, sent[0]);
+    assert!(matches!(effect, Effect::StoreBlock { .. }), "{effect:?}");
+    nothing_sent(&mut c);
+    // It rejects another: only that one goes back to the pool, and nothing is asked while choked.
+    peer_sends(&mut c, reject(sent[1]));
+    assert_eq!(c.swarm.block_state(&sent[1]), Some(BlockState::Free));
+    assert_eq!(c.peer.pipeline().active(), INITIAL_DEPTH - 2);
+    assert_eq!(c.peer.rejects_received, 1);
+    nothing_sent(&mut c);
+    // A second reject of the same request answers nothing: tolerated, counted once.
+    peer_sends(&mut c, reject(sent[1]));
+    assert_eq!(c.peer.rejects_received, 1);
+    for b in &sent[2..] {
+        peer_sends(&mut c, reject(*b));
+    }
+    assert_eq!(c.peer.pipeline().active(), 0);
+    assert_eq!(c.peer.pipeline().next_deadline(), None, "every request was answered");
+    c.swarm.check_invariants();
+    // Unchoked again: the rejected blocks are asked anew.
+    peer_sends(&mut c, Frame::Unchoke);
+    let again = requests(&sent_frames(&mut c));
+    assert!(again.contains(&sent[1]), "{again:?}");
+}
+
+#[test]
+fn fast_reject_off_our_block_grid_drops_the_peer() {
+    let t0 = Timestamp::ZERO;
+    let (mut c, _) = fast_seed_unchoked(t0);
+    assert_eq!(
+        drops_on(&mut c, Frame::RejectRequest { piece: 0, offset: 100, len: BLOCK_LEN }),
+        DropReason::Misbehaved(PeerMisbehaved::UnrequestedReject { piece: 0, offset: 100, len: BLOCK_LEN })
+    );
+    assert!(matches!(
+        drops_on(&mut c, Frame::RejectRequest { piece: PIECES, offset: 0, len: BLOCK_LEN }),
+        DropReason::Misbehaved(PeerMisbehaved::UnrequestedReject { .. })
+    ));
+}
+
+#[test]
+fn fast_reject_answers_a_cancelled_request() {
+    let t0 = Timestamp::ZERO;
+    let (mut c, sent) = fast_seed_unchoked(t0);
+    c.peer.on_block_taken(&sent[4]);
+    assert_eq!(sent_frames(&mut c), [OwnedFrame::Cancel(sent[4])]);
+    peer_sends(&mut c, reject(sent[4]));
+    assert_eq!(c.peer.rejects_received, 0, "the cancel was ours: nothing to return");
+    assert!(peer_sends_block_is_unrequested(&mut c, sent[4]), "its one answer came: a block now is unrequested");
+}
+
+fn peer_sends_block_is_unrequested(c: &mut Conn, block: BlockRef) -> bool {
+    let frame = Frame::Piece { piece: block.piece, offset: block.offset, data: &DATA[..block.len as usize] };
+    matches!(
+        c.peer.on_frame(frame, &c.ctx, &mut c.swarm, c.now),
+        Err(DropReason::Misbehaved(PeerMisbehaved::UnrequestedBlock { .. }))
+    )
+}
+
+#[test]
+fn fast_while_choked_we_request_only_the_peers_allowed_fast_pieces() {
+    let t0 = Timestamp::ZERO;
+    let (mut c, _) = fast_handshaken(t0, leecher());
+    // A peer with pieces 2 and 5 (and no others) offers 5 and 7 as allowed fast.
+    peer_sends(&mut c, Frame::Bitfield(&[0b0010_0100, 0, 0]));
+    assert_eq!(sent_frames(&mut c), [OwnedFrame::Interested]);
+    peer_sends(&mut c, Frame::AllowedFast { piece: 5 });
+    let asked = requests(&sent_frames(&mut c));
+    assert_eq!(asked, (0..4).map(|i| block(5, i)).collect::<Vec<_>>(), "all of piece 5, nothing else");
+    peer_sends(&mut c, Frame::AllowedFast { piece: 7 });
+    nothing_sent(&mut c);
+    // The peer gets piece 7: it may be asked for it at once.
+    peer_sends(&mut c, Frame::Have { piece: 7 });
+    let asked = requests(&sent_frames(&mut c));
+    assert_eq!(asked, (0..4).map(|i| block(7, i)).collect::<Vec<_>>());
+    // Blocks of piece 5 arrive; nothing outside the allowed set follows them.
+    for i in 0..4 {
+        let _ = peer_sends_block(&mut c, block(5, i));
+    }
+    nothing_sent(&mut c);
+    assert_eq!(c.peer.allowed_fast_in(), [5, 7]);
+    // Unchoked, piece 2 is asked for too.
+    peer_sends(&mut c, Frame::Unchoke);
+    assert!(requests(&sent_frames(&mut c)).contains(&block(2, 0)));
+    assert_eq!(
+        drops_on(&mut c, Frame::AllowedFast { piece: PIECES }),
+        DropReason::Misbehaved(PeerMisbehaved::IndexOutOfRange { index: PIECES })
+    );
+}
+
+#[test]
+fn fast_allowed_fast_from_a_peer_without_the_extension_is_ignored() {
+    let t0 = Timestamp::ZERO;
+    let mut c = active(t0, leecher(), &ALL);
+    let _ = sent_frames(&mut c);
+    peer_sends(&mut c, Frame::AllowedFast { piece: 5 });
+    peer_sends(&mut c, Frame::SuggestPiece { piece: 5 });
+    nothing_sent(&mut c);
+    // And its choke still discards our requests (BEP 3).
+    peer_sends(&mut c, Frame::Unchoke);
+    assert_eq!(requests(&sent_frames(&mut c)).len(), INITIAL_DEPTH as usize);
+    peer_sends(&mut c, Frame::Choke);
+    assert_eq!(c.peer.pipeline().active(), 0);
+}
+
+#[test]
+fn fast_the_allowed_fast_set_is_offered_once_on_interest_without_pieces_the_peer_has() {
+    let t0 = Timestamp::ZERO;
+    let expected = crate::peer::fast::allowed_fast_set(PEER_IP, &INFO_HASH, PIECES, 10);
+    let (mut c, _) = fast_handshaken(t0, having(&[0]));
+    let first = expected[0];
+    peer_sends(&mut c, Frame::Have { piece: first });
+    let _ = sent_frames(&mut c);
+    peer_sends(&mut c, Frame::Interested);
+    let offered: Vec<OwnedFrame> = expected[1..].iter().map(|&p| OwnedFrame::AllowedFast(p)).collect();
+    assert_eq!(sent_frames(&mut c), offered);
+    assert_eq!(c.peer.allowed_fast_out(), &expected[1..]);
+    peer_sends(&mut c, Frame::NotInterested);
+    peer_sends(&mut c, Frame::Interested);
+    nothing_sent(&mut c);
+    // No address known (an IPv6 peer, or the loop did not say): no set.
+    let mut c = incoming(t0, leecher());
+    c.peer.set_peer_ip("::1".parse::<std::net::IpAddr>().unwrap());
+    peer_handshakes(&mut c, fast_only());
+    peer_sends(&mut c, Frame::HaveNone);
+    let _ = sent_frames(&mut c);
+    peer_sends(&mut c, Frame::Interested);
+    nothing_sent(&mut c);
+}
+
+#[test]
+fn fast_requests_we_will_not_serve_are_rejected() {
+    let t0 = Timestamp::ZERO;
+    let (mut c, _) = fast_handshaken(t0, having(&[0, 1]));
+    peer_sends(&mut c, Frame::HaveNone);
+    // Choked and not allowed fast.
+    peer_sends(&mut c, request(block(0, 0)));
+    assert_eq!(sent_frames(&mut c), [OwnedFrame::Reject(block(0, 0))]);
+    // A piece we do not have: rejected, not a reason to hang up.
+    c.peer.set_choking(false);
+    let _ = sent_frames(&mut c);
+    peer_sends(&mut c, request(block(4, 0)));
+    assert_eq!(sent_frames(&mut c), [OwnedFrame::Reject(block(4, 0))]);
+    // A cancelled request still queued is rejected; not-interested rejects the rest.
+    peer_sends(&mut c, request(block(0, 1)));
+    peer_sends(&mut c, request(block(0, 2)));
+    peer_sends(&mut c, request(block(1, 0)));
+    peer_sends(&mut c, Frame::Cancel { piece: 0, offset: BLOCK_LEN, len: BLOCK_LEN });
+    assert_eq!(sent_frames(&mut c), [OwnedFrame::Reject(block(0, 1))]);
+    peer_sends(&mut c, Frame::NotInterested);
+    assert_eq!(sent_frames(&mut c), [OwnedFrame::Reject(block(0, 2)), OwnedFrame::Reject(block(1, 0))]);
+    assert_eq!(c.peer.queued_requests(), 0);
+    assert_eq!(c.peer.rejects_sent, 5);
+    // Still malformed requests drop the peer, as without the extension.
+    assert_eq!(
+        drops_on(&mut c, Frame::Request { piece: 0, offset: 0, len: BLOCK_LEN + 1 }),
+        DropReason::Misbehaved(PeerMisbehaved::OversizedRequest { len: BLOCK_LEN + 1 })
+    );
+}
+
+#[test]
+fn fast_requests_over_our_queue_are_rejected() {
+    let t0 = Timestamp::ZERO;
+    let (mut c, _) = fast_serving(t0);
+    // Distinct one-byte requests: any span inside a piece is legal.
+    for i in 0..MAX_QUEUED_REQUESTS as u32 {
+        peer_sends(&mut c, Frame::Request { piece: 0, offset: i, len: 1 });
+    }
+    nothing_sent(&mut c);
+    peer_sends(&mut c, Frame::Request { piece: 1, offset: 0, len: 1 });
+    assert_eq!(sent_frames(&mut c), [OwnedFrame::Reject(BlockRef { piece: 1, offset: 0, len: 1 })]);
+    assert_eq!(c.peer.queued_requests(), MAX_QUEUED_REQUESTS);
+}
+
+#[test]
+fn fast_choking_rejects_the_queue_except_allowed_fast_requests_which_are_still_served() {
+    let t0 = Timestamp::ZERO;
+    let (mut c, offered) = fast_serving(t0);
+    assert!(!offered.is_empty(), "the peer gets an allowed-fast set");
+    // We have pieces 0 and 1; the set for `PEER_IP` holds 1 and not 0.
+    let allowed_had: Vec<u32> = offered.iter().copied().filter(|p| *p < 2).collect();
+    assert_eq!(allowed_had, [1]);
+    peer_sends(&mut c, request(block(0, 0)));
+    peer_sends(&mut c, request(block(1, 0)));
+    c.peer.set_choking(true);
+    let mut expected = vec![OwnedFrame::Choke];
+    for p in [0, 1] {
+        if !allowed_had.contains(&p) {
+            expected.push(OwnedFrame::Reject(block(p, 0)));
+        }
+    }
+    assert_eq!(sent_frames(&mut c), expected);
+    assert_eq!(c.peer.queued_requests(), allowed_had.len());
+    // What stayed queued is served while we choke.
+    let mut served = vec![];
+    while let Some(b) = c
+        .peer
+        .serve_next(|_, buf| -> Result<(), ()> {
+            buf.fill(1);
+            Ok(())
+        })
+        .unwrap()
+    {
+        served.push(b.piece);
+    }
+    assert_eq!(served, allowed_had);
+}
+
+#[test]
+fn fast_a_choked_peer_is_served_its_allowed_fast_pieces_only_a_few_times_over() {
+    let t0 = Timestamp::ZERO;
+    let (mut c, offered) = fast_serving(t0);
+    assert!(offered.contains(&1));
+    c.peer.set_choking(true);
+    let _ = sent_frames(&mut c);
+    let serve_all = |c: &mut Conn| {
+        let fill = |_: &BlockRef, buf: &mut [u8]| -> Result<(), ()> {
+            buf.fill(1);
+            Ok(())
+        };
+        while c.peer.serve_next(fill).unwrap().is_some() {}
+        let _ = sent_frames(c);
+    };
+    // 3 × 10 pieces' worth may be served while choked: piece 1 (four blocks) 30 times over.
+    for round in 0..30 {
+        for i in 0..4 {
+            peer_sends(&mut c, request(block(1, i)));
+        }
+        serve_all(&mut c);
+        assert_eq!(c.peer.rejects_sent, 0, "round {round}");
+    }
+    peer_sends(&mut c, request(block(1, 0)));
+    assert_eq!(sent_frames(&mut c), [OwnedFrame::Reject(block(1, 0))]);
+    // Unchoked, it is served as any peer.
+    c.peer.set_choking(false);
+    let _ = sent_frames(&mut c);
+    peer_sends(&mut c, request(block(1, 0)));
+    assert_eq!(c.peer.queued_requests(), 1);
 }

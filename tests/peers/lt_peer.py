@@ -3,7 +3,8 @@
 
     lt_peer.py (--torrent T | --magnet URI) --save DIR --port P --status FILE.json [--seed] [--upload-limit B/s]
                [--download-limit B/s] [--peer IP:PORT]... [--no-tracker] [--exit-when-done] [--max-life SECS]
-               [--encryption default|disabled|forced] [--pex]
+               [--encryption default|disabled|forced] [--pex] [--choke-cycle SECS]
+               [--log-peer-messages]
 
 Binds 127.0.0.1:P only; DHT, LSD, UPnP, NAT-PMP, uTP and PEX (unless --pex) are off; several connections per IP are allowed
 (every peer is 127.0.0.1). Rate limits are in bytes per second and apply to loopback peers too (libtorrent puts
@@ -27,6 +28,12 @@ loop waits on alerts rather than sleeping until then, so the figure is not round
 --pex turns libtorrent's ut_pex plugin on (BEP 11): it tells each peer about its other connected peers about a
 second after the extended handshake, then once a minute, and connects to the peers it is told about (never for a
 private torrent: libtorrent leaves PEX off there).
+--choke-cycle SECS makes the session keep every peer choked until SECS seconds after the first one connects, then
+unchoke them, choke them again, and so on every SECS seconds (it sets `unchoke_slots_limit` to 0, then back to its default; libtorrent applies it at its
+next choking round): a seeder whose peers are choked mid-transfer, which with the fast extension (BEP 6) rejects
+their queued requests. Each switch is logged ("choke cycle: ...").
+--log-peer-messages also logs every peer-wire message in and out (libtorrent's peer log alerts, e.g.
+"<== HAVE_ALL").
 Exits by itself after --max-life seconds, or once the download is complete with --exit-when-done.
 """
 import argparse
@@ -68,6 +75,8 @@ def main():
     ap.add_argument("--max-life", type=float, default=300.0)
     ap.add_argument("--encryption", choices=["default", "disabled", "forced"], default="default")
     ap.add_argument("--pex", action="store_true", help="peer exchange (ut_pex) on")
+    ap.add_argument("--choke-cycle", type=float, default=0.0)
+    ap.add_argument("--log-peer-messages", action="store_true")
     args = ap.parse_args()
     started = time.monotonic()
 
@@ -90,6 +99,10 @@ def main():
         | lt.alert.category_t.status_notification
         | lt.alert.category_t.connect_notification,
     }
+    if args.choke_cycle > 0:
+        settings["unchoke_slots_limit"] = 0
+    if args.log_peer_messages:
+        settings["alert_mask"] |= lt.alert.category_t.peer_log_notification
     if args.encryption == "disabled":
         settings["out_enc_policy"] = int(lt.enc_policy.pe_disabled)
         settings["in_enc_policy"] = int(lt.enc_policy.pe_disabled)
@@ -137,8 +150,19 @@ def main():
     connected_to = set()
     done_at = None
     metadata_at = None
+    default_slots = lt.default_settings()["unchoke_slots_limit"]
+    choking = True
+    next_switch = None  # the cycle starts when the first peer connects
     while True:
         now = time.monotonic()
+        if args.choke_cycle > 0 and next_switch is None and h.status().num_peers > 0:
+            log("choke cycle: first peer connected, choked")
+            next_switch = now + args.choke_cycle
+        if next_switch is not None and now >= next_switch:
+            choking = not choking
+            ses.apply_settings({"unchoke_slots_limit": 0 if choking else default_slots})
+            log("choke cycle:", "choking every peer" if choking else "unchoking again")
+            next_switch = now + args.choke_cycle
         if now - started > args.max_life:
             log("max life reached, exiting")
             break
