@@ -378,7 +378,9 @@ impl PeerSession {
             self.send(Frame::Extended { ext_id: extension::HANDSHAKE_ID, payload: &payload });
         }
         let have = swarm.have();
-        if self.fast && have.is_full() {
+        // Before a magnet's metadata there are no pieces: an empty bitfield is "full", but we have nothing
+        // (a `have all` then would make seeds drop us as a fellow seed).
+        if self.fast && have.is_full() && have.len() > 0 {
             self.send(Frame::HaveAll);
         } else if self.fast && have.count_ones() == 0 {
             self.send(Frame::HaveNone);

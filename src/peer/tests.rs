@@ -1663,3 +1663,16 @@ fn fast_a_choked_peer_is_served_its_allowed_fast_pieces_only_a_few_times_over() 
     peer_sends(&mut c, request(block(1, 0)));
     assert_eq!(c.peer.queued_requests(), 1);
 }
+
+#[test]
+fn before_the_metadata_a_fast_peer_hears_have_none_not_have_all() {
+    let t0 = Timestamp::ZERO;
+    let mut phase = crate::engine::magnet::MetadataPhase::new(INFO_HASH, OUR_ID, None, t0);
+    let mut s = PeerSession::incoming(PeerNo(6), &phase.ctx, t0);
+    let hs = Handshake { reserved: fast_only(), info_hash: INFO_HASH, peer_id: THEIR_ID };
+    s.on_handshake(&hs, &phase.ctx, &mut phase.swarm, t0).expect("handshake");
+    let mut sent = s.pending_output().to_vec();
+    // Our handshake (68 bytes), then `have none` (length 1, id 0x0f); never `have all` (0x0e).
+    let after: Vec<u8> = sent.split_off(HANDSHAKE_LEN);
+    assert_eq!(after, [0, 0, 0, 1, 0x0f], "{after:?}");
+}
