@@ -380,7 +380,7 @@ impl PeerSession {
         let have = swarm.have();
         // Before a magnet's metadata there are no pieces: an empty bitfield is "full", but we have nothing
         // (a `have all` then would make seeds drop us as a fellow seed).
-        if self.fast && have.is_full() && have.len() > 0 {
+        if self.fast && have.is_full() && !have.is_empty() {
             self.send(Frame::HaveAll);
         } else if self.fast && have.count_ones() == 0 {
             self.send(Frame::HaveNone);
