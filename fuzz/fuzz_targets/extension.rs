@@ -22,13 +22,20 @@ fuzz_target!(|data: &[u8]| {
         assert!(matches!(serde_bencode::from_bytes::<Value>(payload), Ok(Value::Dict(_))));
         assert!(hs.reqq.is_none_or(|n| n > 0));
         assert!(hs.ut_metadata.is_none_or(|n| n >= 1));
+        assert!(hs.ut_pex.is_none_or(|n| n >= 1));
+        assert!(hs.listen_port.is_none_or(|p| p != 0));
         // At most 64 bytes, each of which becomes at most one 3-byte U+FFFD.
         assert!(hs.client.as_ref().is_none_or(|c| c.len() <= 64 * 3));
     }
 
     let mut ours = Vec::new();
-    encode_handshake(reqq, Some(port), &mut ours);
+    let size = u32::from(port).checked_mul(reqq).filter(|&s| s > 0);
+    let pex = port % 2 == 0;
+    encode_handshake(reqq, Some(port), size, pex, &mut ours);
     let hs = parse_handshake(&ours).expect("our own handshake parses");
     assert_eq!(hs.reqq, Some(reqq).filter(|&n| n > 0));
+    assert_eq!(hs.metadata_size, size);
+    assert_eq!(hs.ut_pex.is_some(), pex);
+    assert_eq!(hs.listen_port, Some(port).filter(|&p| p != 0));
     assert!(hs.client.is_some_and(|c| c.starts_with("rill ")));
 });
