@@ -55,6 +55,39 @@ pub struct PeerConn {
 }
 
 impl PeerConn {
+    /// A connection we dial (`torrent` and `session` given) or one that dialled us (neither, until its
+    /// handshake names the torrent).
+    pub fn new(
+        no: PeerNo,
+        addr: SocketAddr,
+        torrent: Option<TorrentId>,
+        session: Option<PeerSession>,
+        read: ReadBuf,
+        encryption: Encryption,
+        now: Timestamp,
+    ) -> Self {
+        PeerConn {
+            no,
+            addr,
+            outgoing: session.is_some(),
+            torrent,
+            session,
+            read,
+            encryption,
+            mse_torrent: None,
+            pre_out: Vec::new(),
+            handshake_deadline: now,
+            timer: None,
+            closing: None,
+            paused: false,
+            in_backlog: false,
+            in_transmit: false,
+            connected_at: now,
+            last_payload: None,
+            pex: crate::swarm::pex::PeerExchange::with_remote(addr),
+        }
+    }
+
     pub fn is_connecting(&self) -> bool {
         self.session.as_ref().is_some_and(|s| s.phase() == Phase::AwaitingConnect)
     }

@@ -511,26 +511,10 @@ impl Engine {
             }
         }
         let no = self.new_peer_no();
-        let slot = self.conns.insert(PeerConn {
-            no,
-            addr,
-            outgoing: false,
-            torrent: None,
-            session: None,
-            read: ReadBuf::for_handshake(),
-            encryption: Encryption::incoming(&mut self.entropy),
-            mse_torrent: None,
-            pre_out: Vec::new(),
-            handshake_deadline: now + crate::peer::session::HANDSHAKE_TIMEOUT,
-            timer: None,
-            closing: None,
-            paused: false,
-            in_backlog: false,
-            in_transmit: false,
-            connected_at: now,
-            last_payload: None,
-            pex: crate::swarm::pex::PeerExchange::with_remote(addr),
-        });
+        let encryption = Encryption::incoming(&mut self.entropy);
+        let mut conn = PeerConn::new(no, addr, None, None, ReadBuf::for_handshake(), encryption, now);
+        conn.handshake_deadline = now + crate::peer::session::HANDSHAKE_TIMEOUT;
+        let slot = self.conns.insert(conn);
         log::debug!("{addr}: accepted");
         self.reschedule_conn(slot, now);
         // The handshake may already be waiting: edge-triggered readiness will not repeat it.
@@ -1407,26 +1391,8 @@ impl Engine {
                 let mut session = PeerSession::outgoing(no, ctx, now);
                 session.set_peer_ip(addr.ip());
                 let read = ReadBuf::new(&ctx.limits);
-                let slot = self.conns.insert(PeerConn {
-                    no,
-                    addr,
-                    outgoing: true,
-                    torrent: Some(id),
-                    session: Some(session),
-                    read,
-                    encryption: Encryption::Plain,
-                    mse_torrent: None,
-                    pre_out: Vec::new(),
-                    handshake_deadline: now,
-                    timer: None,
-                    closing: None,
-                    paused: false,
-                    in_backlog: false,
-                    in_transmit: false,
-                    connected_at: now,
-                    last_payload: None,
-                    pex: crate::swarm::pex::PeerExchange::with_remote(addr),
-                });
+                let conn = PeerConn::new(no, addr, Some(id), Some(session), read, Encryption::Plain, now);
+                let slot = self.conns.insert(conn);
                 self.actions.push_back(Action::Connect { conn: ConnId(slot), addr });
                 self.reschedule_conn(slot, now);
                 half_open += 1;
