@@ -14,7 +14,6 @@ happened: {"pid", "port", "info_hash", "accepted", "connections": [{"peer", "acc
 did (a bad handshake, or --max-life). Times are time.time() seconds. Exits after --max-life seconds.
 """
 import argparse
-import hashlib
 import json
 import os
 import socket
@@ -23,49 +22,9 @@ import sys
 import threading
 import time
 
+from peerkit import load_torrent, log, recv_exact
+
 BLOCK_MAX = 128 * 1024  # drop a peer asking for more than this in one request (16 KiB is the norm)
-
-
-def bdecode(buf, i=0, spans=None, path=()):
-    """Decodes one bencoded value at buf[i:]; returns (value, end). Records the byte span of every
-    dictionary value in `spans` keyed by its key path (to hash the raw `info`)."""
-    c = buf[i : i + 1]
-    if c == b"i":
-        end = buf.index(b"e", i)
-        return int(buf[i + 1 : end]), end + 1
-    if c == b"l":
-        i += 1
-        out = []
-        while buf[i : i + 1] != b"e":
-            v, i = bdecode(buf, i, spans, path)
-            out.append(v)
-        return out, i + 1
-    if c == b"d":
-        i += 1
-        out = {}
-        while buf[i : i + 1] != b"e":
-            k, i = bdecode(buf, i, spans, path)
-            start = i
-            v, i = bdecode(buf, i, spans, path + (k,))
-            if spans is not None:
-                spans[path + (k,)] = (start, i)
-            out[k] = v
-        return out, i + 1
-    if c.isdigit():
-        colon = buf.index(b":", i)
-        n = int(buf[i:colon])
-        return buf[colon + 1 : colon + 1 + n], colon + 1 + n
-    raise ValueError("bad bencode at %d" % i)
-
-
-def load_torrent(path):
-    raw = open(path, "rb").read()
-    spans = {}
-    meta, _ = bdecode(raw, 0, spans)
-    start, end = spans[(b"info",)]
-    info = meta[b"info"]
-    num_pieces = len(info[b"pieces"]) // 20
-    return hashlib.sha1(raw[start:end]).digest(), num_pieces
 
 
 def full_bitfield(num_pieces):
@@ -104,20 +63,6 @@ class State:
         with self.lock:
             rec.update(kw)
             self.dirty = True
-
-
-def recv_exact(sock, n):
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise EOFError
-        buf += chunk
-    return bytes(buf)
-
-
-def log(*a):
-    print("%.3f" % time.time(), *a, flush=True)
 
 
 def serve(state, sock, addr, num_pieces):

@@ -16,7 +16,6 @@ FILE.json is replaced atomically (at most every 0.1 s, and at once on every chan
 {"added": ["ip:port"...], "dropped": [...]}), "closed_by", "error"}]}. Exits after --max-life seconds.
 """
 import argparse
-import hashlib
 import ipaddress
 import json
 import os
@@ -26,64 +25,11 @@ import sys
 import threading
 import time
 
+from peerkit import bdecode, bencode, load_torrent, log, recv_exact
+
 MAX_MESSAGE = 1 << 20
 PEX_FLAGS = 0x02 | 0x10  # seed, reachable
 OUR_UT_PEX = 1
-
-
-def bdecode(buf, i=0, spans=None, path=()):
-    """Decodes one bencoded value at buf[i:]; returns (value, end). Records the byte span of every
-    dictionary value in `spans` keyed by its key path (to hash the raw `info`)."""
-    c = buf[i : i + 1]
-    if c == b"i":
-        end = buf.index(b"e", i)
-        return int(buf[i + 1 : end]), end + 1
-    if c == b"l":
-        i += 1
-        out = []
-        while buf[i : i + 1] != b"e":
-            v, i = bdecode(buf, i, spans, path)
-            out.append(v)
-        return out, i + 1
-    if c == b"d":
-        i += 1
-        out = {}
-        while buf[i : i + 1] != b"e":
-            k, i = bdecode(buf, i, spans, path)
-            start = i
-            v, i = bdecode(buf, i, spans, path + (k,))
-            if spans is not None:
-                spans[path + (k,)] = (start, i)
-            out[k] = v
-        return out, i + 1
-    if c.isdigit():
-        colon = buf.index(b":", i)
-        n = int(buf[i:colon])
-        return buf[colon + 1 : colon + 1 + n], colon + 1 + n
-    raise ValueError("bad bencode at %d" % i)
-
-
-def bencode(v):
-    if isinstance(v, int):
-        return b"i%de" % v
-    if isinstance(v, str):
-        v = v.encode()
-    if isinstance(v, bytes):
-        return b"%d:%s" % (len(v), v)
-    if isinstance(v, list):
-        return b"l" + b"".join(bencode(x) for x in v) + b"e"
-    if isinstance(v, dict):
-        items = sorted((k.encode() if isinstance(k, str) else k, x) for k, x in v.items())
-        return b"d" + b"".join(bencode(k) + bencode(x) for k, x in items) + b"e"
-    raise TypeError(type(v))
-
-
-def info_hash_of(path):
-    raw = open(path, "rb").read()
-    spans = {}
-    bdecode(raw, 0, spans)
-    start, end = spans[(b"info",)]
-    return hashlib.sha1(raw[start:end]).digest()
 
 
 def compact(addrs, v6):
@@ -147,20 +93,6 @@ class State:
         with self.lock:
             rec.update(kw)
             self.dirty = True
-
-
-def recv_exact(sock, n):
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise EOFError
-        buf += chunk
-    return bytes(buf)
-
-
-def log(*a):
-    print("%.3f" % time.time(), *a, flush=True)
 
 
 def serve(state, sock, addr, tell):
@@ -260,7 +192,7 @@ def main():
     ap.add_argument("--max-life", type=float, default=300.0)
     args = ap.parse_args()
     started = time.monotonic()
-    info_hash = info_hash_of(args.torrent)
+    info_hash, _ = load_torrent(args.torrent)
     state = State(args, info_hash)
 
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
