@@ -57,6 +57,8 @@ OPTIONS:
         --sequential       fetch pieces in order (for playing while downloading)
         --save-torrent FILE  with one magnet link: write the fetched metainfo to FILE as a .torrent
         --recheck          hash existing data in full instead of trusting the resume file
+        --encryption MODE  prefer (default): plaintext or RC4, as the peer wants; require: RC4 only
+                           (MSE, both ways); off: plaintext only
         --dht-bootstrap HOST:PORT  start the DHT from this node instead of the built-in routers
                            (may repeat)
         --no-dht           no DHT: peers only from trackers, peer exchange and --peer
@@ -96,6 +98,8 @@ OPTIONS:
         --seed-ratio R     stop once uploaded/size reaches R
         --up-limit RATE    upload cap in bytes/s, e.g. 500k, 2M
         --max-upload-slots N  peers unchoked at once, per torrent (default 4)
+        --encryption MODE  prefer (default): plaintext or RC4, as the peer wants; require: RC4 only
+                           (MSE, both ways); off: plaintext only
         --dht-bootstrap HOST:PORT  start the DHT from this node instead of the built-in routers
                            (may repeat)
         --no-dht           no DHT: peers only from trackers, peer exchange and --peer
@@ -182,6 +186,7 @@ pub struct TransferOptions {
     /// `--dht-bootstrap`: empty means the built-in routers.
     pub dht_bootstrap: Vec<HostPort>,
     pub state_dir: Option<PathBuf>,
+    pub encryption: crate::peer::encryption::EncryptionPolicy,
 }
 
 /// `HOST:PORT`, `IP:PORT` or `[IPv6]:PORT`.
@@ -355,6 +360,7 @@ fn transfer_options(args: &mut pico_args::Arguments, cmd: &str) -> Result<Transf
         return Err(UsageError("--no-dht and --dht-bootstrap do not go together".into()));
     }
     let state_dir = args.opt_value_from_os_str("--state-dir", |s| Ok::<_, String>(PathBuf::from(s)))?;
+    let encryption = args.opt_value_from_fn("--encryption", parse_encryption)?.unwrap_or_default();
     let mut torrents = vec![torrent_arg(args, cmd)?];
     while let Some(t) = args.opt_free_from_os_str(|s| Ok::<_, String>(PathBuf::from(s)))? {
         if t.to_string_lossy().starts_with('-') {
@@ -377,7 +383,18 @@ fn transfer_options(args: &mut pico_args::Arguments, cmd: &str) -> Result<Transf
         no_dht,
         dht_bootstrap,
         state_dir,
+        encryption,
     })
+}
+
+fn parse_encryption(s: &str) -> Result<crate::peer::encryption::EncryptionPolicy, String> {
+    use crate::peer::encryption::EncryptionPolicy;
+    match s {
+        "prefer" => Ok(EncryptionPolicy::Prefer),
+        "require" => Ok(EncryptionPolicy::Require),
+        "off" => Ok(EncryptionPolicy::Off),
+        _ => Err(format!("--encryption {s}: use prefer, require or off")),
+    }
 }
 
 fn create_options(args: &mut pico_args::Arguments) -> Result<CreateOptions, UsageError> {
@@ -533,6 +550,19 @@ mod tests {
             assert!(parse(args(&format!("download a.torrent --dht-bootstrap {bad}"))).is_err(), "{bad}");
         }
         assert!(parse(args("download a.torrent --no-dht --dht-bootstrap 127.0.0.1:1")).is_err());
+    }
+
+    #[test]
+    fn encryption_modes() {
+        use crate::peer::encryption::EncryptionPolicy;
+        let mode = |a: &str| match parse(args(a)).unwrap() {
+            Command::Download { opts, .. } | Command::Seed { opts, .. } => opts.encryption,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(mode("download a.torrent"), EncryptionPolicy::Prefer);
+        assert_eq!(mode("seed a.torrent --encryption require"), EncryptionPolicy::Require);
+        assert_eq!(mode("download a.torrent --encryption off"), EncryptionPolicy::Off);
+        assert!(parse(args("download a.torrent --encryption rc4")).is_err());
     }
 
     #[test]

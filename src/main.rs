@@ -483,6 +483,7 @@ fn transfer(
         up_limit: opts.up_limit,
         down_limit: opts.down_limit,
         listen_port: bound.port(),
+        encryption: opts.encryption,
         dht: dht_bootstrap.map(|bootstrap| DhtConfig {
             bootstrap,
             node_file: state_dir(opts).map(|dir| dir.join("dht.dat")),

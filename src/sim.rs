@@ -207,6 +207,8 @@ pub struct Sim {
     links: Vec<Link>,
     /// Datagrams in flight (all with the same latency, so in delivery order): (due, from, to, bytes).
     datagrams: VecDeque<(Timestamp, SocketAddr, SocketAddr, Vec<u8>)>,
+    /// `--encryption` of the hosts added from now on.
+    pub encryption: crate::peer::encryption::EncryptionPolicy,
     pub steps: u64,
     rng: Rng,
 }
@@ -224,6 +226,7 @@ impl Sim {
             hosts: Vec::new(),
             links: Vec::new(),
             datagrams: VecDeque::new(),
+            encryption: crate::peer::encryption::EncryptionPolicy::Prefer,
             steps: 0,
             rng: Rng::seeded(0),
         }
@@ -247,6 +250,7 @@ impl Sim {
             up_limit: None,
             down_limit: None,
             listen_port: dht.map(|_| 6881),
+            encryption: self.encryption,
             dht: dht.map(|from| crate::engine::dht::DhtConfig {
                 bootstrap: from.iter().map(|&h| crate::engine::dht::Bootstrap::Addr(self.hosts[h].addr)).collect(),
                 node_file: None,
@@ -1061,5 +1065,47 @@ mod tests {
         assert_eq!(sim.dht_status(leecher).map(|(_, found)| found), Some(0));
         // The DHT itself runs (the hosts know each other), it is only never asked for this torrent.
         assert!(sim.dht_status(leecher).is_some_and(|(nodes, _)| nodes >= 2));
+    }
+
+    #[test]
+    fn rc4_both_ways_when_every_host_requires_it() {
+        use crate::peer::encryption::EncryptionPolicy;
+        let mut rng = Rng::seeded(51);
+        let (meta, content) = make_torrent(3 * 1024 * 1024 + 77, 64 * 1024, 51);
+        let mut sim = Sim::new();
+        sim.encryption = EncryptionPolicy::Require;
+        let leecher = sim.add_node(&meta, None, &mut rng);
+        let seed = sim.add_node(&meta, Some(&content), &mut rng);
+        let link = sim.connect(leecher, seed, 4.0 * MB, millis(5));
+        sim.run_until(secs(60), |s| s.swarm(leecher).is_complete());
+        assert_eq!(sim.content(leecher), content, "byte-identical through RC4");
+        assert!(sim.responder_session(link).uploaded >= meta.total_length);
+        assert_eq!(sim.responder_session(link).encryption, crate::engine::snapshot::PeerEncryption::Rc4);
+        assert_eq!(sim.link_count(), 1, "one connection: MSE at once, no retry");
+    }
+
+    #[test]
+    fn a_seed_that_requires_rc4_is_reached_after_one_refused_plaintext_handshake() {
+        use crate::peer::encryption::EncryptionPolicy;
+        let mut rng = Rng::seeded(52);
+        let (meta, content) = make_torrent(1024 * 1024, 64 * 1024, 52);
+        let mut sim = Sim::new();
+        let leecher = sim.add_node(&meta, None, &mut rng);
+        sim.encryption = EncryptionPolicy::Require;
+        let seed = sim.add_node(&meta, Some(&content), &mut rng);
+        sim.connect(leecher, seed, 4.0 * MB, millis(5));
+        sim.run_until(secs(60), |s| s.swarm(leecher).is_complete());
+        assert_eq!(sim.content(leecher), content);
+        let links = sim.links_between(leecher, seed);
+        assert_eq!(links.len(), 2, "a plaintext attempt, then MSE: {links:?}");
+        assert_eq!(sim.responder_session(links[1]).encryption, crate::engine::snapshot::PeerEncryption::Rc4);
+        // A seed with encryption off is reached in plaintext by a leecher that requires nothing.
+        let mut sim = Sim::new();
+        let leecher = sim.add_node(&meta, None, &mut rng);
+        sim.encryption = EncryptionPolicy::Off;
+        let seed = sim.add_node(&meta, Some(&content), &mut rng);
+        sim.connect(leecher, seed, 4.0 * MB, millis(5));
+        sim.run_until(secs(60), |s| s.swarm(leecher).is_complete());
+        assert_eq!(sim.links_between(leecher, seed).len(), 1);
     }
 }

@@ -18,6 +18,7 @@ use crate::peer::DropReason;
 use crate::swarm::PeerNo;
 use crate::time::Timestamp;
 use crate::timer_wheel::TimerId;
+use crate::wire::mse::Streams;
 
 use super::TorrentId;
 
@@ -54,6 +55,19 @@ pub struct PeerConn {
     pub pex: crate::swarm::pex::PeerExchange,
     /// The peer's `yourip` went to the DHT's vote on our external address.
     pub your_ip_noted: bool,
+    /// RC4 on the stream, when an MSE handshake selected it.
+    pub cipher: Option<Cipher>,
+    /// This connection opened with MSE (ours) or answered one (theirs).
+    pub mse: bool,
+}
+
+/// RC4 both ways after an MSE handshake that selected it. Bytes are decrypted in place as they are read
+/// and encrypted in place in the session's send buffer just before they are first written, so each byte
+/// passes the cipher once and nothing is copied.
+pub struct Cipher {
+    streams: Box<Streams>,
+    /// How many bytes at the front of the session's pending output are already encrypted.
+    encrypted: usize,
 }
 
 impl PeerConn {
@@ -88,6 +102,8 @@ impl PeerConn {
             last_payload: None,
             pex: crate::swarm::pex::PeerExchange::with_remote(addr),
             your_ip_noted: false,
+            cipher: None,
+            mse: false,
         }
     }
 
@@ -99,12 +115,30 @@ impl PeerConn {
         self.session.as_ref().is_some_and(|s| s.peer_id.is_some())
     }
 
-    /// Bytes waiting to be written.
+    /// Bytes waiting to be written: MSE messages first; the session's bytes not before our own MSE
+    /// handshake is done (they go out in the method it selects).
     pub fn pending_output(&self) -> &[u8] {
         if !self.pre_out.is_empty() {
             return &self.pre_out;
         }
+        if self.encryption.is_initiating() {
+            return &[];
+        }
         self.session.as_ref().map_or(&[], |s| s.pending_output())
+    }
+
+    /// `pending_output`, encrypting what the session queued since the last call first (with RC4).
+    pub fn next_output(&mut self) -> &[u8] {
+        if let (Some(cipher), Some(session), true) =
+            (self.cipher.as_mut(), self.session.as_mut(), self.pre_out.is_empty())
+        {
+            let pending = session.pending_output_mut();
+            if cipher.encrypted < pending.len() {
+                cipher.streams.encrypt.apply(&mut pending[cipher.encrypted..]);
+                cipher.encrypted = pending.len();
+            }
+        }
+        self.pending_output()
     }
 
     pub fn output_written(&mut self, n: usize, now: Timestamp) {
@@ -112,6 +146,9 @@ impl PeerConn {
             self.pre_out.drain(..n.min(self.pre_out.len()));
         } else if let Some(s) = &mut self.session {
             s.output_written(n, now);
+            if let Some(cipher) = &mut self.cipher {
+                cipher.encrypted = cipher.encrypted.saturating_sub(n);
+            }
         }
     }
 
@@ -135,17 +172,22 @@ impl PeerConn {
         &mut self,
         torrent: impl Fn(&[u8; 20]) -> Option<InfoHash> + Copy,
     ) -> Result<bool, DropReason> {
-        let PeerConn { encryption, read, session, pre_out, .. } = self;
-        let send = |bytes: &[u8]| match session {
-            Some(s) if pre_out.is_empty() => s.queue_raw(bytes),
-            _ => pre_out.extend_from_slice(bytes),
-        };
+        let PeerConn { encryption, read, pre_out, .. } = self;
+        // MSE messages go out before anything the session has queued (our handshake, when we dialled).
+        let send = |bytes: &[u8]| pre_out.extend_from_slice(bytes);
         match encryption.advance(read, torrent, send)? {
             Stage::Pending => Ok(false),
-            Stage::Plain { named } => {
+            Stage::Ready { named, streams, decrypted } => {
                 if let Some(info_hash) = named {
-                    log::debug!("{}: encrypted handshake done, plaintext selected", self.addr);
+                    let method = if streams.is_some() { "RC4" } else { "plaintext" };
+                    log::debug!("{}: encrypted handshake done, {method} selected", self.addr);
                     self.mse_torrent = Some(info_hash);
+                    self.mse = true;
+                }
+                if let Some(mut streams) = streams {
+                    // What came after the initial payload is already the RC4 stream.
+                    streams.decrypt.apply(&mut self.read.unparsed_mut()[decrypted..]);
+                    self.cipher = Some(Cipher { streams, encrypted: 0 });
                 }
                 Ok(true)
             }
@@ -153,11 +195,19 @@ impl PeerConn {
     }
 }
 
-/// Reads once from `src` into the connection's buffer: `Ok(0)` is the peer closing.
+/// Reads once from `src` into the connection's buffer (decrypting it in place under RC4): `Ok(0)` is the
+/// peer closing.
 pub fn fill(conn: &mut PeerConn, src: &mut impl io::Read) -> Result<Option<usize>, DropReason> {
     match conn.read.fill_from(src) {
         Ok(0) => Err(DropReason::ClosedByPeer),
-        Ok(n) => Ok(Some(n)),
+        Ok(n) => {
+            if let Some(cipher) = &mut conn.cipher {
+                let unparsed = conn.read.unparsed_mut();
+                let len = unparsed.len();
+                cipher.streams.decrypt.apply(&mut unparsed[len - n..]);
+            }
+            Ok(Some(n))
+        }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Some(0)),
         Err(e) => Err(DropReason::Io(e.kind())),

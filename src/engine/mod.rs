@@ -40,7 +40,7 @@ use slab::Slab;
 
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::peer::buffers::ReadBuf;
-use crate::peer::encryption::Encryption;
+use crate::peer::encryption::{Encryption, EncryptionPolicy};
 use crate::peer::session::{PeerSession, Phase};
 use crate::peer::{DropReason, PeerMisbehaved};
 use crate::rng::{Entropy, Rng};
@@ -101,6 +101,8 @@ pub struct EngineConfig {
     pub listen_port: Option<u16>,
     /// Run a DHT node (`None`: no DHT for any torrent).
     pub dht: Option<dht::DhtConfig>,
+    /// `--encryption`: plaintext, MSE with RC4, or either.
+    pub encryption: EncryptionPolicy,
 }
 
 /// What the driver must do.
@@ -540,7 +542,7 @@ impl Engine {
             }
         }
         let no = self.new_peer_no();
-        let encryption = Encryption::incoming(&mut self.entropy);
+        let encryption = Encryption::incoming(&mut self.entropy, self.config.encryption);
         let mut conn = PeerConn::new(no, addr, None, None, ReadBuf::for_handshake(), encryption, now);
         conn.handshake_deadline = now + crate::peer::session::HANDSHAKE_TIMEOUT;
         let slot = self.conns.insert(conn);
@@ -781,7 +783,7 @@ impl Engine {
                     }
                 }
             }
-            let pending = conn.pending_output();
+            let pending = conn.next_output();
             if pending.is_empty() {
                 break Ok(());
             }
@@ -1423,7 +1425,23 @@ impl Engine {
                 let mut session = PeerSession::outgoing(no, ctx, now);
                 session.set_peer_ip(addr.ip());
                 let read = ReadBuf::new(&ctx.limits);
-                let conn = PeerConn::new(no, addr, Some(id), Some(session), read, Encryption::Plain, now);
+                let info_hash = ctx.info_hash;
+                let t = &self.torrents[id.0];
+                let policy = self.config.encryption;
+                let encrypt = match policy {
+                    EncryptionPolicy::Require => true,
+                    EncryptionPolicy::Off => false,
+                    EncryptionPolicy::Prefer => t.candidates.wants_encryption(&addr),
+                };
+                let (encryption, first) = if encrypt {
+                    let (e, first) = Encryption::initiate(&mut self.entropy, info_hash, policy.provide());
+                    (e, first)
+                } else {
+                    (Encryption::Plain, Vec::new())
+                };
+                let mut conn = PeerConn::new(no, addr, Some(id), Some(session), read, encryption, now);
+                conn.pre_out = first;
+                conn.mse = encrypt;
                 let slot = self.conns.insert(conn);
                 self.actions.push_back(Action::Connect { conn: ConnId(slot), addr });
                 self.reschedule_conn(slot, now);
@@ -1486,9 +1504,28 @@ impl Engine {
                     }
                     // A seed we met while seeding is no use to us: back off from it like from a failure.
                     let useful = session.peer_id.is_some() && reason != DropReason::NotNeeded;
+                    // Closed by the peer after our handshake and before its own: it may take only the other
+                    // kind (peers that require encryption close on a plaintext handshake).
+                    let refused = conn.outgoing
+                        && session.peer_id.is_none()
+                        && session.phase() != Phase::AwaitingConnect
+                        && matches!(
+                            reason,
+                            DropReason::ClosedByPeer
+                                | DropReason::Io(_)
+                                | DropReason::Misbehaved(PeerMisbehaved::WrongProtocolString)
+                        );
                     if conn.outgoing || session.peer_id.is_some() {
                         match reason {
                             DropReason::Misbehaved(PeerMisbehaved::OwnPeerId) => t.candidates.forget(conn.addr),
+                            _ if refused
+                                && self.config.encryption == EncryptionPolicy::Prefer
+                                && t.candidates.on_handshake_refused(conn.addr, now) =>
+                            {
+                                let now_how = if conn.mse { "plaintext" } else { "with encryption" };
+                                log::debug!("{}: handshake refused ({reason}); trying {now_how}", conn.addr);
+                            }
+                            _ if refused && self.config.encryption == EncryptionPolicy::Prefer => {}
                             _ if conn.outgoing => t.candidates.on_closed(conn.addr, useful, now),
                             _ => {}
                         }
@@ -1753,7 +1790,13 @@ impl Engine {
 }
 
 fn peer_snapshot(c: &PeerConn) -> PeerSnapshot {
-    let mut p = PeerSnapshot { torrent: c.torrent, addr: Some(c.addr), outgoing: c.outgoing, ..Default::default() };
+    let encryption = match (&c.cipher, c.mse) {
+        (Some(_), _) => snapshot::PeerEncryption::Rc4,
+        (None, true) => snapshot::PeerEncryption::MsePlain,
+        (None, false) => snapshot::PeerEncryption::Plain,
+    };
+    let mut p =
+        PeerSnapshot { torrent: c.torrent, addr: Some(c.addr), outgoing: c.outgoing, encryption, ..Default::default() };
     if let Some(s) = &c.session {
         p.peer_id = s.peer_id;
         p.downloaded = s.downloaded;

@@ -149,6 +149,18 @@ pub struct PeerSnapshot {
     pub requests_timed_out: u64,
     pub snubbed: bool,
     pub cancels_sent: u64,
+    /// How the stream is carried: plain, MSE then plaintext, or RC4.
+    pub encryption: PeerEncryption,
+}
+
+/// A connection's encryption, for views and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PeerEncryption {
+    #[default]
+    Plain,
+    /// An MSE handshake that selected plaintext.
+    MsePlain,
+    Rc4,
 }
 
 /// Every torrent and peer at one moment.

@@ -15,6 +15,7 @@ fn config() -> EngineConfig {
         down_limit: None,
         listen_port: None,
         dht: None,
+        encryption: crate::peer::encryption::EncryptionPolicy::Prefer,
     }
 }
 
@@ -40,7 +41,7 @@ fn engine(dir: &TempDir, mut entropy: Entropy) -> (Engine, TorrentId) {
 
 /// Peer id, tracker key and an MSE responder's public key (Yb, from its private key) of one engine.
 fn secrets(e: &mut Engine, id: TorrentId) -> ([u8; 20], u32, Vec<u8>) {
-    let mut responder = mse::Responder::new(&mut e.entropy);
+    let mut responder = mse::Responder::new(&mut e.entropy, mse::Methods::BOTH);
     let mut ya = vec![7u8; 96];
     let mse::Step::Reply { reply: yb, .. } = responder.on_bytes(&mut ya, |_| None) else { panic!("no Yb") };
     (e.peer_id, e.torrents[id.0].trackers.identity().key, yb)

@@ -134,6 +134,9 @@ impl WriteBuf {
     pub fn pending(&self) -> &[u8] {
         &self.buf[self.start..]
     }
+    pub fn pending_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..]
+    }
     pub fn len(&self) -> usize {
         self.buf.len() - self.start
     }

@@ -1,26 +1,60 @@
-//! The stage in front of a connection's BitTorrent stream: plain, or Message Stream Encryption.
+//! The stage in front of a connection's BitTorrent stream: plain, or Message Stream Encryption (either
+//! side), and the policy that decides which.
 //!
-//! Owns: deciding from an incoming connection's first byte whether it opens with MSE, and running the
-//! responder over the bytes in the connection's `ReadBuf` (decrypting its initial payload in place) until
-//! the stream is plain BitTorrent. The torrent an MSE initiator names is looked up through the caller's
-//! `req2` map, so one listener serves every torrent.
-//! Must not: know the transport (bytes come from the `ReadBuf`, replies go to the caller's `send`), or
-//! the torrents themselves.
+//! Owns: deciding from an incoming connection's first byte whether it opens with MSE, running the
+//! responder or the initiator over the bytes in the connection's `ReadBuf` (decrypting the initial payload
+//! in place) until the BitTorrent stream starts, and handing back the RC4 streams when RC4 was selected.
+//! The torrent an MSE initiator names is looked up through the caller's `req2` map, so one listener serves
+//! every torrent.
+//! Must not: know the transport (bytes come from the `ReadBuf`, replies go to the caller's `send`), apply
+//! the cipher to the stream after the handshake (the connection does, `engine::conn`), or know the torrents.
 
 use crate::metainfo::InfoHash;
 use crate::peer::buffers::ReadBuf;
 use crate::peer::{DropReason, PeerMisbehaved};
 use crate::rng::Entropy;
-use crate::wire::mse;
+use crate::wire::mse::{self, Methods};
+
+/// `--encryption`: what rill accepts and offers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EncryptionPolicy {
+    /// Plaintext or RC4, whichever the peer wants. Our connections open in plaintext (no key exchange, no
+    /// cipher); a peer that drops a plaintext handshake is dialled again with MSE (and the other way round),
+    /// remembered per peer. Incoming MSE selects plaintext when offered.
+    #[default]
+    Prefer,
+    /// RC4 only, both ways: plaintext handshakes and MSE without RC4 are refused.
+    Require,
+    /// Plaintext only, both ways: MSE is neither started nor answered.
+    Off,
+}
+
+impl EncryptionPolicy {
+    /// What a responder may select.
+    fn accept(self) -> Methods {
+        match self {
+            EncryptionPolicy::Prefer => Methods::BOTH,
+            EncryptionPolicy::Require => Methods::RC4_ONLY,
+            EncryptionPolicy::Off => Methods::PLAINTEXT_ONLY,
+        }
+    }
+
+    /// What our initiator offers when it opens with MSE.
+    pub fn provide(self) -> Methods {
+        self.accept()
+    }
+}
 
 /// Where a connection stands on encryption.
 pub enum Encryption {
-    /// Plain BitTorrent (our own connections, or the peer's first byte said so).
+    /// Plain BitTorrent (our own plaintext connections, or the peer's first byte said so).
     Plain,
     /// Incoming, first byte not seen yet.
-    Undecided(Box<mse::Responder>),
+    Undecided { responder: Box<mse::Responder>, policy: EncryptionPolicy },
     /// The peer opened with MSE; the handshake is running.
     Handshaking(Box<mse::Responder>),
+    /// We opened with MSE; the handshake is running (the session's own bytes wait until it is done).
+    Initiating(Box<mse::Initiator>),
 }
 
 /// How far the stage got with the bytes there are.
@@ -28,19 +62,32 @@ pub enum Encryption {
 pub enum Stage {
     /// More bytes are needed before the BitTorrent stream starts.
     Pending,
-    /// The stream is plain BitTorrent from here; `named` is the torrent an MSE handshake named.
-    Plain { named: Option<InfoHash> },
+    /// The BitTorrent stream starts here: plain, or through `streams` (RC4), whose decryption the caller
+    /// applies to the unparsed bytes after the first `decrypted` (the initial payload, already decrypted).
+    /// `named` is the torrent an MSE handshake named.
+    Ready { named: Option<InfoHash>, streams: Option<Box<mse::Streams>>, decrypted: usize },
 }
 
 impl Encryption {
     /// An incoming connection: MSE or not, as its first byte will say. `entropy` must be the OS source
     /// in production (the responder's private key).
-    pub fn incoming(entropy: &mut Entropy) -> Self {
-        Encryption::Undecided(Box::new(mse::Responder::new(entropy)))
+    pub fn incoming(entropy: &mut Entropy, policy: EncryptionPolicy) -> Self {
+        Encryption::Undecided { responder: Box::new(mse::Responder::new(entropy, policy.accept())), policy }
+    }
+
+    /// Our connection opening with MSE for `info_hash`; also returns Ya and PadA, to send once connected.
+    pub fn initiate(entropy: &mut Entropy, info_hash: InfoHash, provide: Methods) -> (Self, Vec<u8>) {
+        let (initiator, first) = mse::Initiator::new(entropy, info_hash, provide);
+        (Encryption::Initiating(Box::new(initiator)), first)
+    }
+
+    /// Our MSE handshake is still running: the session's bytes must wait.
+    pub fn is_initiating(&self) -> bool {
+        matches!(self, Encryption::Initiating(_))
     }
 
     /// Drives the stage over the unparsed bytes of `read`. `torrent` maps an MSE `req2` key to a torrent
-    /// we serve; `send` queues bytes for the peer (MSE replies).
+    /// we serve; `send` queues bytes for the peer (MSE messages).
     pub fn advance(
         &mut self,
         read: &mut ReadBuf,
@@ -48,33 +95,50 @@ impl Encryption {
         mut send: impl FnMut(&[u8]),
     ) -> Result<Stage, DropReason> {
         loop {
-            match std::mem::replace(self, Encryption::Plain) {
-                Encryption::Plain => return Ok(Stage::Plain { named: None }),
-                Encryption::Undecided(responder) => match read.unparsed_mut().first() {
+            let step = match std::mem::replace(self, Encryption::Plain) {
+                Encryption::Plain => return Ok(Stage::Ready { named: None, streams: None, decrypted: 0 }),
+                Encryption::Undecided { responder, policy } => match read.unparsed_mut().first() {
                     None => {
-                        *self = Encryption::Undecided(responder);
+                        *self = Encryption::Undecided { responder, policy };
                         return Ok(Stage::Pending);
                     }
-                    Some(&first) if mse::looks_encrypted(first) => *self = Encryption::Handshaking(responder),
-                    Some(_) => return Ok(Stage::Plain { named: None }),
-                },
-                Encryption::Handshaking(mut responder) => match responder.on_bytes(read.unparsed_mut(), torrent) {
-                    mse::Step::NeedMore => {
+                    Some(&first) if mse::looks_encrypted(first) => {
+                        if policy == EncryptionPolicy::Off {
+                            return Err(DropReason::EncryptionPolicy);
+                        }
                         *self = Encryption::Handshaking(responder);
-                        return Ok(Stage::Pending);
+                        continue;
                     }
-                    mse::Step::Reply { consumed, reply } => {
-                        read.consume(consumed);
-                        send(&reply);
-                        *self = Encryption::Handshaking(responder);
-                    }
-                    mse::Step::Done { consumed, reply, info_hash, .. } => {
-                        read.consume(consumed);
-                        send(&reply);
-                        return Ok(Stage::Plain { named: Some(info_hash) });
-                    }
-                    mse::Step::Fail => return Err(PeerMisbehaved::WrongProtocolString.into()),
+                    Some(_) if policy == EncryptionPolicy::Require => return Err(DropReason::EncryptionPolicy),
+                    Some(_) => return Ok(Stage::Ready { named: None, streams: None, decrypted: 0 }),
                 },
+                Encryption::Handshaking(mut responder) => {
+                    let step = responder.on_bytes(read.unparsed_mut(), torrent);
+                    *self = Encryption::Handshaking(responder);
+                    step
+                }
+                Encryption::Initiating(mut initiator) => {
+                    let step = initiator.on_bytes(read.unparsed_mut());
+                    *self = Encryption::Initiating(initiator);
+                    step
+                }
+            };
+            match step {
+                mse::Step::NeedMore => return Ok(Stage::Pending),
+                mse::Step::Reply { consumed, reply } => {
+                    read.consume(consumed);
+                    send(&reply);
+                }
+                mse::Step::Done { consumed, reply, info_hash, streams, plaintext_len } => {
+                    read.consume(consumed);
+                    send(&reply);
+                    *self = Encryption::Plain;
+                    return Ok(Stage::Ready { named: Some(info_hash), streams, decrypted: plaintext_len });
+                }
+                mse::Step::Fail => {
+                    *self = Encryption::Plain;
+                    return Err(PeerMisbehaved::WrongProtocolString.into());
+                }
             }
         }
     }

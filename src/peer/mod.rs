@@ -136,6 +136,9 @@ pub enum DropReason {
     NotNeeded,
     /// rill is shutting down.
     Shutdown,
+    /// The peer's way of connecting is not one `--encryption` allows (plaintext under `require`, MSE under
+    /// `off`).
+    EncryptionPolicy,
 }
 
 /// The codec's reasons are misbehaviour when they come from a peer.
@@ -160,6 +163,7 @@ impl fmt::Display for DropReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DropReason::ConnectTimedOut => write!(f, "connect timed out"),
+            DropReason::EncryptionPolicy => write!(f, "refused by --encryption"),
             DropReason::ConnectFailed(kind) => write!(f, "connect failed: {kind}"),
             DropReason::HandshakeTimedOut => write!(f, "handshake timed out"),
             DropReason::ClosedByPeer => write!(f, "closed by peer"),

@@ -317,6 +317,10 @@ impl PeerSession {
     pub fn pending_output(&self) -> &[u8] {
         self.out.pending()
     }
+    /// The same bytes, to encrypt in place (RC4) before they are first written.
+    pub fn pending_output_mut(&mut self) -> &mut [u8] {
+        self.out.pending_mut()
+    }
     pub fn output_written(&mut self, n: usize, now: Timestamp) {
         if n > 0 {
             self.timers.set(Timer::KeepAlive, now + KEEPALIVE_AFTER);

@@ -33,6 +33,10 @@ enum State {
 struct Candidate {
     state: State,
     failures: u32,
+    /// Dial with MSE next time (`--encryption prefer` switches after a refused handshake).
+    encrypt: bool,
+    /// The other way was tried after a refused handshake: a second refusal is a failure.
+    switched: bool,
 }
 
 #[derive(Default)]
@@ -67,7 +71,7 @@ impl Candidates {
         if self.known.contains_key(&addr) {
             return false;
         }
-        self.known.insert(addr, Candidate { state: State::Ready, failures: 0 });
+        self.known.insert(addr, Candidate { state: State::Ready, failures: 0, encrypt: false, switched: false });
         self.ready.push_back(addr);
         true
     }
@@ -126,6 +130,30 @@ impl Candidates {
             .min()
     }
 
+    /// Whether the next connection to `addr` opens with MSE (else plaintext).
+    pub fn wants_encryption(&self, addr: &SocketAddr) -> bool {
+        self.known.get(addr).is_some_and(|c| c.encrypt)
+    }
+
+    /// Our connection to `addr` was closed by the peer right after our handshake (plaintext or MSE):
+    /// it may accept only the other kind, as peers that require encryption do. The first time, the next
+    /// dial goes at once the other way, and that choice is remembered; the second time it is a failure like
+    /// any other. True when it will be tried the other way.
+    pub fn on_handshake_refused(&mut self, addr: SocketAddr, now: Timestamp) -> bool {
+        let Some(c) = self.known.get_mut(&addr) else {
+            return false;
+        };
+        if c.switched {
+            self.on_closed(addr, false, now);
+            return false;
+        }
+        c.switched = true;
+        c.encrypt = !c.encrypt;
+        c.state = State::Ready;
+        self.ready.push_front(addr);
+        true
+    }
+
     /// A connection to `addr` ended. `useful` means it got as far as a handshake: the failure count is
     /// reset and it may be retried after the base delay.
     pub fn on_closed(&mut self, addr: SocketAddr, useful: bool, now: Timestamp) {
@@ -134,6 +162,7 @@ impl Candidates {
         };
         if useful {
             c.failures = 0;
+            c.switched = false;
         } else {
             c.failures += 1;
             if c.failures >= MAX_FAILURES {
@@ -193,5 +222,25 @@ mod tests {
         assert!(!c.is_in_use(&a(1)));
         assert_eq!(c.next_to_dial(t0), Some(a(1)));
         assert_eq!(c.next_to_dial(t0), Some(a(2)));
+    }
+
+    #[test]
+    fn a_refused_handshake_is_tried_the_other_way_once_and_remembered() {
+        let mut c = Candidates::new();
+        let t0 = Timestamp::ZERO;
+        c.add(a(1));
+        assert_eq!(c.next_to_dial(t0), Some(a(1)));
+        assert!(!c.wants_encryption(&a(1)), "plaintext first");
+        assert!(c.on_handshake_refused(a(1), t0), "switched");
+        assert_eq!(c.next_to_dial(t0), Some(a(1)), "dialled again at once");
+        assert!(c.wants_encryption(&a(1)));
+        c.on_closed(a(1), true, t0);
+        assert!(c.wants_encryption(&a(1)), "remembered after a good connection");
+        assert_eq!(c.next_to_dial(t0 + secs(10)), Some(a(1)));
+        assert!(c.on_handshake_refused(a(1), t0), "a good connection in between: may switch again");
+        assert!(!c.wants_encryption(&a(1)));
+        assert_eq!(c.next_to_dial(t0), Some(a(1)));
+        assert!(!c.on_handshake_refused(a(1), t0), "refused both ways: a failure");
+        assert_eq!(c.next_to_dial(t0 + secs(1)), None, "backing off");
     }
 }

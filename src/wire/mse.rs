@@ -1,14 +1,16 @@
-//! Message Stream Encryption (MSE/PE, the Vuze and libtorrent "protocol encryption"), responder side,
-//! plaintext only.
+//! Message Stream Encryption (MSE/PE, the Vuze and libtorrent "protocol encryption"): both sides, with
+//! plaintext or RC4 after the handshake.
 //!
 //! libtorrent, qBittorrent, aria2 and Transmission open connections with an encrypted handshake first and
 //! retry in plaintext only after the first attempt fails, which costs an incoming connection a second or
-//! more. This module answers that first attempt: the Diffie-Hellman exchange, the torrent check, and then
-//! `crypto_select` = plaintext, so after the handshake the stream is ordinary BitTorrent with no cipher on
-//! the data path. An initiator that offers RC4 only is refused (the connection is dropped, as before).
+//! more; some peers accept nothing but RC4. The `Responder` answers an initiator: the Diffie-Hellman
+//! exchange, the torrent check, then `crypto_select` — plaintext whenever the initiator offers it and the
+//! policy allows (no cipher on the data path), else RC4. The `Initiator` opens our own connections the same
+//! way, offering what the policy allows. When RC4 is selected, both hand back the two keyed streams
+//! ([`Streams`]) that carry on where the handshake left them.
 //!
-//! Owns: the responder state machine (bytes in, bytes out), the 768-bit modular exponentiation it needs,
-//! and RC4. Must not: touch sockets or know about peers.
+//! Owns: both state machines (bytes in, bytes out), the 768-bit modular exponentiation they need, and RC4.
+//! Must not: touch sockets or know about peers.
 //!
 //! Spec: <https://wiki.vuze.com/w/Message_Stream_Encryption>. Sequence, A initiates, B (we) responds:
 //! ```text
@@ -30,6 +32,7 @@ const KEY_LEN: usize = 96;
 const LIMBS: usize = KEY_LEN / 8;
 const MAX_PAD: usize = 512;
 const CRYPTO_PLAINTEXT: u32 = 0x01;
+const CRYPTO_RC4: u32 = 0x02;
 /// The most bytes A may send before `HASH('req1', S)` has shown up.
 const SYNC_WINDOW: usize = KEY_LEN + MAX_PAD + 20;
 
@@ -163,7 +166,7 @@ impl Field {
 }
 
 /// RC4 keyed as the spec says, with the first 1024 bytes of keystream discarded.
-struct Rc4 {
+pub struct Rc4 {
     s: [u8; 256],
     i: u8,
     j: u8,
@@ -185,7 +188,8 @@ impl Rc4 {
         rc4
     }
 
-    fn apply(&mut self, data: &mut [u8]) {
+    /// XORs the next `data.len()` bytes of keystream into `data` (encrypts or decrypts in place).
+    pub fn apply(&mut self, data: &mut [u8]) {
         for b in data {
             self.i = self.i.wrapping_add(1);
             self.j = self.j.wrapping_add(self.s[self.i as usize]);
@@ -209,7 +213,57 @@ pub fn looks_encrypted(first_byte: u8) -> bool {
     first_byte != 19
 }
 
-/// What the responder needs from the caller after looking at the bytes it has.
+/// The two RC4 streams of a connection that selected RC4, positioned after the handshake: `decrypt` for
+/// what the peer sends, `encrypt` for what we send.
+pub struct Streams {
+    pub decrypt: Rc4,
+    pub encrypt: Rc4,
+}
+
+impl std::fmt::Debug for Streams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Streams(RC4)")
+    }
+}
+
+impl PartialEq for Streams {
+    /// Streams are never compared by their keys; any two are "equal" so steps can be compared in tests.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for Streams {}
+
+/// What the crypto methods after the handshake may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Methods {
+    pub plaintext: bool,
+    pub rc4: bool,
+}
+
+impl Methods {
+    pub const BOTH: Methods = Methods { plaintext: true, rc4: true };
+    pub const RC4_ONLY: Methods = Methods { plaintext: false, rc4: true };
+    pub const PLAINTEXT_ONLY: Methods = Methods { plaintext: true, rc4: false };
+
+    fn bits(self) -> u32 {
+        (if self.plaintext { CRYPTO_PLAINTEXT } else { 0 }) | (if self.rc4 { CRYPTO_RC4 } else { 0 })
+    }
+
+    /// What a responder selects from `provide`: plaintext when both allow it (no cipher on the data path),
+    /// else RC4.
+    fn select(self, provide: u32) -> Option<u32> {
+        if self.plaintext && provide & CRYPTO_PLAINTEXT != 0 {
+            Some(CRYPTO_PLAINTEXT)
+        } else if self.rc4 && provide & CRYPTO_RC4 != 0 {
+            Some(CRYPTO_RC4)
+        } else {
+            None
+        }
+    }
+}
+
+/// What a state machine needs from the caller after looking at the bytes it has.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
     /// Not enough bytes yet.
@@ -217,10 +271,11 @@ pub enum Step {
     /// `consumed` input bytes are done with; send `reply`; keep feeding.
     Reply { consumed: usize, reply: Vec<u8> },
     /// The handshake is over: `consumed` bytes are done with, the next `plaintext_len` bytes of the input
-    /// have been decrypted in place (the initial payload, normally the BitTorrent handshake), and every byte
-    /// after them is plain BitTorrent. Send `reply`.
-    Done { consumed: usize, plaintext_len: usize, reply: Vec<u8>, info_hash: InfoHash },
-    /// Not MSE, another torrent, or RC4 only: drop the connection.
+    /// have been decrypted in place (the initial payload, normally the BitTorrent handshake; always 0 for
+    /// the initiator), and every byte after them is the BitTorrent stream: plain, or RC4 through `streams`.
+    /// Send `reply`.
+    Done { consumed: usize, plaintext_len: usize, reply: Vec<u8>, info_hash: InfoHash, streams: Option<Box<Streams>> },
+    /// Not MSE, another torrent, or no method both sides allow: drop the connection.
     Fail,
 }
 
@@ -250,14 +305,16 @@ pub fn req2_key(info_hash: &InfoHash) -> [u8; 20] {
 pub struct Responder {
     private_key: [u8; 20],
     state: State,
+    accept: Methods,
 }
 
 impl Responder {
     /// `entropy` must be the OS source in production: whoever guesses the private key reads the stream.
-    pub fn new(entropy: &mut Entropy) -> Self {
+    /// `accept`: the methods we select from (plaintext first).
+    pub fn new(entropy: &mut Entropy, accept: Methods) -> Self {
         let mut private_key = [0u8; 20];
         entropy.fill(&mut private_key);
-        Responder { private_key, state: State::AwaitingKey }
+        Responder { private_key, state: State::AwaitingKey, accept }
     }
 
     /// Looks at the bytes received so far (all of them, from the start of the connection's unconsumed
@@ -322,9 +379,9 @@ impl Responder {
                 }
                 let provide = u32::from_be_bytes([head[8], head[9], head[10], head[11]]);
                 let pad_c = usize::from(u16::from_be_bytes([head[12], head[13]]));
-                if pad_c > MAX_PAD || provide & CRYPTO_PLAINTEXT == 0 {
+                let Some(select) = self.accept.select(provide).filter(|_| pad_c <= MAX_PAD) else {
                     return Step::Fail;
-                }
+                };
                 if input.len() < 14 + pad_c + 2 {
                     return Step::NeedMore;
                 }
@@ -340,13 +397,133 @@ impl Responder {
                 probe.apply(&mut input[header..header + ia_len]);
                 let mut reply = Vec::with_capacity(14);
                 reply.extend_from_slice(&[0u8; 8]);
-                reply.extend_from_slice(&CRYPTO_PLAINTEXT.to_be_bytes());
+                reply.extend_from_slice(&select.to_be_bytes());
                 reply.extend_from_slice(&0u16.to_be_bytes());
                 to_a.apply(&mut reply);
+                let streams =
+                    (select == CRYPTO_RC4).then(|| Box::new(Streams { decrypt: probe, encrypt: from_a_clone(to_a) }));
                 self.state = State::Finished;
-                Step::Done { consumed: header, plaintext_len: ia_len, reply, info_hash }
+                Step::Done { consumed: header, plaintext_len: ia_len, reply, info_hash, streams }
             }
             State::Finished => Step::Fail,
+        }
+    }
+}
+
+enum InitiatorState {
+    /// Ya and PadA are sent; waiting for Yb.
+    AwaitingKey,
+    /// Our header is sent; looking for ENCRYPT(VC) from B after PadB, then B's header.
+    AwaitingSelect {
+        from_b: Box<Rc4>,
+        to_b: Box<Rc4>,
+        /// ENCRYPT(VC): the first 8 bytes of B's keystream, what we search for.
+        vc: [u8; 8],
+    },
+    Finished,
+}
+
+/// One outgoing connection's MSE handshake, for a torrent we name.
+pub struct Initiator {
+    private_key: [u8; 20],
+    info_hash: InfoHash,
+    provide: Methods,
+    state: InitiatorState,
+}
+
+impl Initiator {
+    /// Also returns the first bytes to send (Ya and a short random PadA). `entropy` must be the OS source
+    /// in production.
+    pub fn new(entropy: &mut Entropy, info_hash: InfoHash, provide: Methods) -> (Self, Vec<u8>) {
+        let mut private_key = [0u8; 20];
+        entropy.fill(&mut private_key);
+        let mut two = [0u64; LIMBS];
+        two[0] = 2;
+        let ya = to_be(&Field::new().pow(&two, &private_key));
+        let mut pad = [0u8; 1];
+        entropy.fill(&mut pad);
+        let mut first = Vec::with_capacity(KEY_LEN + 64);
+        first.extend_from_slice(&ya);
+        // PadA: 0 to 63 random bytes (the spec allows 512; a short pad keeps the first packet small).
+        let mut pad_a = vec![0u8; usize::from(pad[0] % 64)];
+        entropy.fill(&mut pad_a);
+        first.extend_from_slice(&pad_a);
+        (Initiator { private_key, info_hash, provide, state: InitiatorState::AwaitingKey }, first)
+    }
+
+    /// Looks at the bytes received so far (from the start of the connection's unconsumed input).
+    pub fn on_bytes(&mut self, input: &mut [u8]) -> Step {
+        match &mut self.state {
+            InitiatorState::AwaitingKey => {
+                if input.len() < KEY_LEN {
+                    return Step::NeedMore;
+                }
+                let field = Field::new();
+                let mut yb_be = [0u8; KEY_LEN];
+                yb_be.copy_from_slice(&input[..KEY_LEN]);
+                let yb = from_be(&yb_be);
+                if geq(&yb, &field.p) {
+                    return Step::Fail;
+                }
+                let secret = to_be(&field.pow(&yb, &self.private_key));
+                let skey = &self.info_hash.0;
+                let mut to_b = Box::new(Rc4::new(&hash(&[b"keyA", &secret, skey])));
+                let from_b = Box::new(Rc4::new(&hash(&[b"keyB", &secret, skey])));
+                let mut vc = [0u8; 8];
+                from_a_clone(&from_b).apply(&mut vc);
+                let mut reply = Vec::with_capacity(40 + 16);
+                reply.extend_from_slice(&hash(&[b"req1", &secret]));
+                let req2 = hash(&[b"req2", skey]);
+                let req3 = hash(&[b"req3", &secret]);
+                reply.extend(req2.iter().zip(req3.iter()).map(|(a, b)| a ^ b));
+                // ENCRYPT(VC, crypto_provide, len(PadC) = 0, len(IA) = 0): the BitTorrent handshake follows
+                // once B has selected, in the selected method.
+                let mut header = [0u8; 16];
+                header[8..12].copy_from_slice(&self.provide.bits().to_be_bytes());
+                to_b.apply(&mut header);
+                reply.extend_from_slice(&header);
+                self.state = InitiatorState::AwaitingSelect { from_b, to_b, vc };
+                Step::Reply { consumed: KEY_LEN, reply }
+            }
+            InitiatorState::AwaitingSelect { from_b, to_b, vc } => {
+                // PadB (0 to 512 bytes) comes before ENCRYPT(VC).
+                let Some(at) = input.windows(8).position(|w| w == vc) else {
+                    return if input.len() > MAX_PAD + 8 { Step::Fail } else { Step::NeedMore };
+                };
+                if input.len() < at + 14 {
+                    return Step::NeedMore;
+                }
+                let mut probe = from_a_clone(from_b);
+                let mut head = [0u8; 14];
+                head.copy_from_slice(&input[at..at + 14]);
+                probe.apply(&mut head);
+                let select = u32::from_be_bytes([head[8], head[9], head[10], head[11]]);
+                let pad_d = usize::from(u16::from_be_bytes([head[12], head[13]]));
+                let chosen_ok = match select {
+                    CRYPTO_PLAINTEXT => self.provide.plaintext,
+                    CRYPTO_RC4 => self.provide.rc4,
+                    _ => false,
+                };
+                if !chosen_ok || pad_d > MAX_PAD {
+                    return Step::Fail;
+                }
+                if input.len() < at + 14 + pad_d {
+                    return Step::NeedMore;
+                }
+                let mut pad = [0u8; MAX_PAD];
+                probe.apply(&mut pad[..pad_d]);
+                let streams =
+                    (select == CRYPTO_RC4).then(|| Box::new(Streams { decrypt: probe, encrypt: from_a_clone(to_b) }));
+                self.state = InitiatorState::Finished;
+                Step::Done {
+                    consumed: at + 14 + pad_d,
+                    plaintext_len: 0,
+                    reply: Vec::new(),
+                    info_hash: self.info_hash,
+                    streams,
+                }
+            }
+            InitiatorState::Finished => Step::Fail,
         }
     }
 }
@@ -416,7 +593,7 @@ mod tests {
         let mut two = [0u64; LIMBS];
         two[0] = 2;
         let ya = to_be(&field.pow(&two, &xa));
-        let mut responder = Responder::new(&mut rng);
+        let mut responder = Responder::new(&mut rng, Methods::BOTH);
         // The responder serves two torrents; the initiator asks for the second.
         let other = InfoHash([0x41; 20]);
         let find = |k: &[u8; 20]| [other, info_hash].into_iter().find(|ih| req2_key(ih) == *k);
@@ -449,11 +626,13 @@ mod tests {
         let Step::Reply { consumed, .. } = responder.on_bytes(&mut wire, find) else { panic!("no sync") };
         wire.drain(..consumed);
         assert_eq!(responder.on_bytes(&mut wire[..10], find), Step::NeedMore);
-        let Step::Done { consumed, plaintext_len, reply, info_hash: chosen } = responder.on_bytes(&mut wire, find)
+        let Step::Done { consumed, plaintext_len, reply, info_hash: chosen, streams } =
+            responder.on_bytes(&mut wire, find)
         else {
             panic!("not done")
         };
         assert_eq!(chosen, info_hash, "the torrent the initiator named");
+        assert!(streams.is_none(), "plaintext selected: no cipher");
         assert_eq!(&wire[consumed..consumed + plaintext_len], &ia[..]);
         assert_eq!(&wire[consumed + plaintext_len..], b"PLAIN");
         let mut from_b = Rc4::new(&hash(&[b"keyB", &secret, &info_hash.0]));
@@ -467,13 +646,120 @@ mod tests {
     fn another_torrent_or_garbage_fails() {
         let mut rng = Entropy::seeded(12);
         let ours = |k: &[u8; 20]| (req2_key(&InfoHash([1; 20])) == *k).then_some(InfoHash([1; 20]));
-        let mut responder = Responder::new(&mut rng);
+        let mut responder = Responder::new(&mut rng, Methods::BOTH);
         let mut junk = vec![0xffu8; KEY_LEN];
         assert_eq!(responder.on_bytes(&mut junk, ours), Step::Fail, "Ya not below the prime");
-        let mut responder = Responder::new(&mut rng);
+        let mut responder = Responder::new(&mut rng, Methods::BOTH);
         let mut wire = vec![7u8; KEY_LEN];
         assert!(matches!(responder.on_bytes(&mut wire, ours), Step::Reply { .. }));
         let mut noise = vec![5u8; SYNC_WINDOW + 1];
         assert_eq!(responder.on_bytes(&mut noise, ours), Step::Fail, "no sync marker in the window");
+    }
+
+    /// Runs our initiator against our responder, feeding each side in chunks of `chunk` bytes and with `pad_b`
+    /// extra bytes after Yb (as a responder's PadB). Returns both `Done` streams, or `None` on a failure.
+    #[allow(clippy::type_complexity)]
+    fn run_pair(
+        provide: Methods,
+        accept: Methods,
+        chunk: usize,
+        pad_b: usize,
+    ) -> Option<(Option<Box<Streams>>, Option<Box<Streams>>, Vec<u8>)> {
+        let mut e = Entropy::seeded(chunk as u64 * 31 + pad_b as u64);
+        let info_hash = InfoHash([7; 20]);
+        let find = |k: &[u8; 20]| (req2_key(&info_hash) == *k).then_some(info_hash);
+        let (mut initiator, first) = Initiator::new(&mut e, info_hash, provide);
+        let mut responder = Responder::new(&mut e, accept);
+        let (mut to_b, mut to_a) = (first, Vec::new());
+        let (mut b_in, mut a_in) = (Vec::new(), Vec::new());
+        let (mut a_done, mut b_done) = (None, None);
+        let mut b_payload = Vec::new();
+        for _ in 0..10_000 {
+            if let (Some(_), Some(_)) = (&a_done, &b_done) {
+                return Some((a_done.take().flatten(), b_done.take().flatten(), b_payload));
+            }
+            // Move up to `chunk` bytes each way, then let each side look.
+            let n = chunk.min(to_b.len());
+            b_in.extend(to_b.drain(..n));
+            let n = chunk.min(to_a.len());
+            a_in.extend(to_a.drain(..n));
+            if b_done.is_none() {
+                match responder.on_bytes(&mut b_in, find) {
+                    Step::NeedMore => {}
+                    Step::Reply { consumed, reply } => {
+                        b_in.drain(..consumed);
+                        to_a.extend_from_slice(&reply);
+                        if reply.len() == KEY_LEN {
+                            to_a.extend(std::iter::repeat(0xA5).take(pad_b));
+                        }
+                    }
+                    Step::Done { consumed, plaintext_len, reply, streams, .. } => {
+                        b_in.drain(..consumed);
+                        b_payload = b_in.drain(..plaintext_len).collect();
+                        to_a.extend_from_slice(&reply);
+                        b_done = Some(streams);
+                    }
+                    Step::Fail => return None,
+                }
+            }
+            if a_done.is_none() {
+                match initiator.on_bytes(&mut a_in) {
+                    Step::NeedMore => {}
+                    Step::Reply { consumed, reply } => {
+                        a_in.drain(..consumed);
+                        to_b.extend_from_slice(&reply);
+                    }
+                    Step::Done { consumed, streams, .. } => {
+                        a_in.drain(..consumed);
+                        assert!(a_in.is_empty(), "nothing after the responder's header");
+                        a_done = Some(streams);
+                    }
+                    Step::Fail => return None,
+                }
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
+    #[test]
+    fn initiator_and_responder_agree_on_every_method_pair() {
+        for chunk in [1, 7, 2000] {
+            for pad_b in [0, 1, 300, 512] {
+                // Both allow plaintext: plaintext, no cipher on either side.
+                let (a, b, payload) = run_pair(Methods::BOTH, Methods::BOTH, chunk, pad_b).expect("plaintext");
+                assert!(a.is_none() && b.is_none() && payload.is_empty());
+                let (a, b, _) = run_pair(Methods::PLAINTEXT_ONLY, Methods::BOTH, chunk, pad_b).expect("plain");
+                assert!(a.is_none() && b.is_none());
+                // One side insists on RC4: RC4, and each side's encrypt is the other's decrypt.
+                for (provide, accept) in [(Methods::RC4_ONLY, Methods::BOTH), (Methods::BOTH, Methods::RC4_ONLY)] {
+                    let (a, b, _) = run_pair(provide, accept, chunk, pad_b).expect("rc4");
+                    let (mut a, mut b) = (a.expect("initiator streams"), b.expect("responder streams"));
+                    let mut msg = *b"\x13BitTorrent protocol and a block of data";
+                    a.encrypt.apply(&mut msg);
+                    assert_ne!(&msg[..], b"\x13BitTorrent protocol and a block of data");
+                    b.decrypt.apply(&mut msg);
+                    assert_eq!(&msg[..], b"\x13BitTorrent protocol and a block of data");
+                    let mut back = *b"and back";
+                    b.encrypt.apply(&mut back);
+                    a.decrypt.apply(&mut back);
+                    assert_eq!(&back, b"and back");
+                }
+                // Nothing in common: both give up.
+                assert!(run_pair(Methods::PLAINTEXT_ONLY, Methods::RC4_ONLY, chunk, pad_b).is_none());
+                assert!(run_pair(Methods::RC4_ONLY, Methods::PLAINTEXT_ONLY, chunk, pad_b).is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn an_initiator_gives_up_on_garbage() {
+        let mut e = Entropy::seeded(5);
+        let (mut initiator, first) = Initiator::new(&mut e, InfoHash([1; 20]), Methods::BOTH);
+        assert!(first.len() >= KEY_LEN && first.len() < KEY_LEN + 64);
+        assert_eq!(initiator.on_bytes(&mut [0xff; KEY_LEN]), Step::Fail, "Yb not below the prime");
+        let (mut initiator, _) = Initiator::new(&mut e, InfoHash([1; 20]), Methods::BOTH);
+        assert!(matches!(initiator.on_bytes(&mut [3; KEY_LEN]), Step::Reply { .. }));
+        assert_eq!(initiator.on_bytes(&mut [5; 100]), Step::NeedMore);
+        assert_eq!(initiator.on_bytes(&mut [5; MAX_PAD + 9]), Step::Fail, "no VC within PadB's bound");
     }
 }

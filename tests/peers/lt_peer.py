@@ -3,7 +3,7 @@
 
     lt_peer.py (--torrent T | --magnet URI) --save DIR --port P --status FILE.json [--seed] [--upload-limit B/s]
                [--download-limit B/s] [--peer IP:PORT]... [--no-tracker] [--exit-when-done] [--max-life SECS]
-               [--encryption default|disabled|forced] [--pex] [--choke-cycle SECS]
+               [--encryption default|disabled|forced|rc4] [--pex] [--choke-cycle SECS]
                [--log-peer-messages]
 
 Binds 127.0.0.1:P only; DHT, LSD, UPnP, NAT-PMP, uTP and PEX (unless --pex) are off; several connections per IP are allowed
@@ -17,6 +17,7 @@ to the peer id of every connection that got past the handshake, from the peer al
 that opened and closed between two status writes (which `peers_seen` misses). With --no-tracker the
 torrent's trackers are dropped before it is added: the session never announces, and its only peers are the --peer
 addresses (and whoever dials it).
+--encryption rc4 is forced with RC4 as the only crypto method inside (the stream is encrypted both ways).
 --encryption disabled speaks plain BitTorrent only (no MSE handshake either way); forced makes every connection,
 incoming and outgoing, start with the MSE/PE handshake and drops plaintext ones, while still allowing the plaintext
 crypto method inside it (rill's responder selects plaintext); default is libtorrent's own (MSE offered, plaintext
@@ -73,7 +74,7 @@ def main():
     ap.add_argument("--no-tracker", action="store_true", help="never announce: peers only from --peer")
     ap.add_argument("--exit-when-done", action="store_true")
     ap.add_argument("--max-life", type=float, default=300.0)
-    ap.add_argument("--encryption", choices=["default", "disabled", "forced"], default="default")
+    ap.add_argument("--encryption", choices=["default", "disabled", "forced", "rc4"], default="default")
     ap.add_argument("--pex", action="store_true", help="peer exchange (ut_pex) on")
     ap.add_argument("--choke-cycle", type=float, default=0.0)
     ap.add_argument("--log-peer-messages", action="store_true")
@@ -110,6 +111,11 @@ def main():
         settings["out_enc_policy"] = int(lt.enc_policy.pe_forced)
         settings["in_enc_policy"] = int(lt.enc_policy.pe_forced)
         settings["allowed_enc_level"] = int(lt.enc_level.pe_both)
+    elif args.encryption == "rc4":
+        settings["out_enc_policy"] = int(lt.enc_policy.pe_forced)
+        settings["in_enc_policy"] = int(lt.enc_policy.pe_forced)
+        settings["allowed_enc_level"] = int(lt.enc_level.pe_rc4)
+        settings["prefer_rc4"] = True
     # flags=0: no default plugins, so no ut_pex (PEX off). ut_metadata back on: harmless, and some leechers ask.
     ses = lt.session(settings, 0)
     ses.add_extension("ut_metadata")
