@@ -57,7 +57,16 @@ OPTIONS:
         --sequential       fetch pieces in order (for playing while downloading)
         --save-torrent FILE  with one magnet link: write the fetched metainfo to FILE as a .torrent
         --recheck          hash existing data in full instead of trusting the resume file
+        --dht-bootstrap HOST:PORT  start the DHT from this node instead of the built-in routers
+                           (may repeat)
+        --no-dht           no DHT: peers only from trackers, peer exchange and --peer
+        --state-dir DIR    where the DHT keeps its node id and nodes between runs
+                           (default: $XDG_STATE_HOME/rill, else ~/.local/state/rill)
     -h, --help             print this help
+
+DHT:
+    Torrents that are not private, and magnet links, find peers through the mainline DHT too (BEP 5),
+    and announce there. The status line shows the DHT nodes known and the peers the DHT gave.
 
 CHECKING:
     Data the resume file vouches for (every file it touches has the recorded size and mtime) is not
@@ -87,6 +96,11 @@ OPTIONS:
         --seed-ratio R     stop once uploaded/size reaches R
         --up-limit RATE    upload cap in bytes/s, e.g. 500k, 2M
         --max-upload-slots N  peers unchoked at once, per torrent (default 4)
+        --dht-bootstrap HOST:PORT  start the DHT from this node instead of the built-in routers
+                           (may repeat)
+        --no-dht           no DHT: peers only from trackers, peer exchange and --peer
+        --state-dir DIR    where the DHT keeps its node id and nodes between runs
+                           (default: $XDG_STATE_HOME/rill, else ~/.local/state/rill)
     -h, --help             print this help
 
 CHECKING:
@@ -163,6 +177,43 @@ pub struct TransferOptions {
     pub up_limit: Option<u64>,
     pub down_limit: Option<u64>,
     pub max_upload_slots: usize,
+    /// `--no-dht`.
+    pub no_dht: bool,
+    /// `--dht-bootstrap`: empty means the built-in routers.
+    pub dht_bootstrap: Vec<HostPort>,
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `HOST:PORT`, `IP:PORT` or `[IPv6]:PORT`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl HostPort {
+    /// The address, when the host is an IP literal (no DNS needed).
+    pub fn addr(&self) -> Option<SocketAddr> {
+        let ip: std::net::IpAddr = self.host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+        Some(SocketAddr::new(ip, self.port))
+    }
+}
+
+fn parse_host_port(s: &str) -> Result<HostPort, String> {
+    let bad = || format!("'{s}': expected HOST:PORT, IP:PORT or [IPv6]:PORT");
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        if addr.port() == 0 {
+            return Err(bad());
+        }
+        return Ok(HostPort { host: addr.ip().to_string(), port: addr.port() });
+    }
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().ok().filter(|&p| p != 0).ok_or_else(bad)?;
+    let name_ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
+    if host.is_empty() || host.len() > 253 || !host.chars().all(name_ok) {
+        return Err(bad());
+    }
+    Ok(HostPort { host: host.to_string(), port })
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -297,6 +348,13 @@ fn transfer_options(args: &mut pico_args::Arguments, cmd: &str) -> Result<Transf
     let up_limit = args.opt_value_from_fn("--up-limit", parse_rate_arg)?;
     let down_limit = args.opt_value_from_fn("--down-limit", parse_rate_arg)?;
     let max_upload_slots = args.opt_value_from_str("--max-upload-slots")?.unwrap_or(DEFAULT_UPLOAD_SLOTS);
+    let no_dht = args.contains("--no-dht");
+    let dht_bootstrap =
+        args.values_from_fn("--dht-bootstrap", |s| parse_host_port(s).map_err(|e| format!("--dht-bootstrap {e}")))?;
+    if no_dht && !dht_bootstrap.is_empty() {
+        return Err(UsageError("--no-dht and --dht-bootstrap do not go together".into()));
+    }
+    let state_dir = args.opt_value_from_os_str("--state-dir", |s| Ok::<_, String>(PathBuf::from(s)))?;
     let mut torrents = vec![torrent_arg(args, cmd)?];
     while let Some(t) = args.opt_free_from_os_str(|s| Ok::<_, String>(PathBuf::from(s)))? {
         if t.to_string_lossy().starts_with('-') {
@@ -316,6 +374,9 @@ fn transfer_options(args: &mut pico_args::Arguments, cmd: &str) -> Result<Transf
         up_limit,
         down_limit,
         max_upload_slots,
+        no_dht,
+        dht_bootstrap,
+        state_dir,
     })
 }
 
@@ -449,6 +510,29 @@ mod tests {
         assert_eq!(parse(args("--help")).unwrap(), Command::Help(MAIN_HELP));
         assert_eq!(parse(args("download --help")).unwrap(), Command::Help(DOWNLOAD_HELP));
         assert!(parse_file_list("3-1").is_err());
+    }
+
+    #[test]
+    fn dht_flags() {
+        let cmd = parse(args(
+            "seed a.torrent --dht-bootstrap 127.0.0.1:6881 --dht-bootstrap router.example.org:25401 \
+             --dht-bootstrap [::1]:7000 --state-dir st",
+        ))
+        .unwrap();
+        let Command::Seed { opts, .. } = cmd else { panic!("{cmd:?}") };
+        assert!(!opts.no_dht);
+        let hosts: Vec<(&str, u16)> = opts.dht_bootstrap.iter().map(|h| (h.host.as_str(), h.port)).collect();
+        assert_eq!(hosts, [("127.0.0.1", 6881), ("router.example.org", 25401), ("::1", 7000)]);
+        assert_eq!(opts.dht_bootstrap[0].addr(), Some("127.0.0.1:6881".parse().unwrap()));
+        assert_eq!(opts.dht_bootstrap[1].addr(), None);
+        assert_eq!(opts.dht_bootstrap[2].addr(), Some("[::1]:7000".parse().unwrap()));
+        assert_eq!(opts.state_dir, Some(PathBuf::from("st")));
+        let Command::Download { opts, .. } = parse(args("download a.torrent --no-dht")).unwrap() else { panic!() };
+        assert!(opts.no_dht && opts.dht_bootstrap.is_empty());
+        for bad in ["host", "host:0", "host:x", ":80", "a b:80", "1.2.3.4:99999"] {
+            assert!(parse(args(&format!("download a.torrent --dht-bootstrap {bad}"))).is_err(), "{bad}");
+        }
+        assert!(parse(args("download a.torrent --no-dht --dht-bootstrap 127.0.0.1:1")).is_err());
     }
 
     #[test]

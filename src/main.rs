@@ -17,6 +17,7 @@ use std::sync::Arc;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use rill::cli::{self, Command, CreateOptions, TransferOptions};
+use rill::engine::dht::{Bootstrap, DhtConfig, DEFAULT_ROUTERS};
 use rill::engine::snapshot::Outcome;
 use rill::engine::torrent::{Mode, Source, TorrentOptions};
 use rill::engine::{AddError, Engine, EngineConfig};
@@ -300,6 +301,42 @@ fn file_index(meta: &Metainfo, f: &rill::metainfo::FileEntry) -> usize {
 
 /// IPv6 and IPv4 peers alike (a dual-stack socket; the loop falls back to IPv4 only where there is no
 /// IPv6).
+/// Where the DHT starts: `--dht-bootstrap`, else the built-in routers; `None` with `--no-dht`.
+///
+/// `RILL_FORBID_DHT_ROUTERS` (set by the test suite, the benchmarks and the demo, which must never send a
+/// packet off the machine): the built-in routers are never used, so without `--dht-bootstrap` the node
+/// starts with no one to ask (it still answers queries and learns nodes from peers' `port` messages).
+fn dht_bootstrap(opts: &TransferOptions) -> Option<Vec<Bootstrap>> {
+    if opts.no_dht {
+        return None;
+    }
+    if !opts.dht_bootstrap.is_empty() {
+        let nodes = opts.dht_bootstrap.iter().map(|h| match h.addr() {
+            Some(addr) => Bootstrap::Addr(addr),
+            None => Bootstrap::Host { host: h.host.clone(), port: h.port },
+        });
+        return Some(nodes.collect());
+    }
+    if routers_forbidden() {
+        return Some(Vec::new());
+    }
+    Some(DEFAULT_ROUTERS.iter().map(|&(host, port)| Bootstrap::Host { host: host.into(), port }).collect())
+}
+
+fn routers_forbidden() -> bool {
+    std::env::var_os("RILL_FORBID_DHT_ROUTERS").is_some_and(|v| !v.is_empty())
+}
+
+/// `--state-dir`, else `$XDG_STATE_HOME/rill`, else `~/.local/state/rill` (`None` without a home, and
+/// under `RILL_FORBID_DHT_ROUTERS` unless `--state-dir` is given: tests do not share a state).
+fn state_dir(opts: &TransferOptions) -> Option<PathBuf> {
+    if opts.state_dir.is_some() || routers_forbidden() {
+        return opts.state_dir.clone();
+    }
+    let env_dir = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    env_dir("XDG_STATE_HOME").map(|d| d.join("rill")).or_else(|| env_dir("HOME").map(|d| d.join(".local/state/rill")))
+}
+
 fn listen_addr(opts: &TransferOptions) -> SocketAddr {
     let ip = opts.bind.unwrap_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
     SocketAddr::new(ip, opts.port.unwrap_or(cli::DEFAULT_PORT))
@@ -420,6 +457,7 @@ fn transfer(
         rill::storage::files::ensure_dir(&opts.dir)
             .map_err(|error| Failure::CreateDir { path: opts.dir.clone(), error })?;
     }
+    let dht_bootstrap = dht_bootstrap(opts);
     let stop = stop_flag();
     let ui_mode = UiMode::detect(opts.no_ui);
     let bound = Bound::bind(LoopConfig {
@@ -445,6 +483,11 @@ fn transfer(
         up_limit: opts.up_limit,
         down_limit: opts.down_limit,
         listen_port: bound.port(),
+        dht: dht_bootstrap.map(|bootstrap| DhtConfig {
+            bootstrap,
+            node_file: state_dir(opts).map(|dir| dir.join("dht.dat")),
+            ipv6: bound.has_ipv6(),
+        }),
     };
     let mut engine = Engine::new(config, peer_id, rng, entropy, now);
     let multi = torrents.len() > 1;
@@ -457,6 +500,7 @@ fn transfer(
             seed_ratio: opts.seed_ratio,
             extra_peers: opts.peers.clone(),
             save_torrent: save_torrent.clone(),
+            dht: true,
         };
         let (name, source) = match loaded.kind {
             Kind::Torrent { meta, info } => {

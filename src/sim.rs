@@ -205,6 +205,8 @@ pub struct Sim {
     pub now: Timestamp,
     hosts: Vec<Host>,
     links: Vec<Link>,
+    /// Datagrams in flight (all with the same latency, so in delivery order): (due, from, to, bytes).
+    datagrams: VecDeque<(Timestamp, SocketAddr, SocketAddr, Vec<u8>)>,
     pub steps: u64,
     rng: Rng,
 }
@@ -217,10 +219,23 @@ impl Default for Sim {
 
 impl Sim {
     pub fn new() -> Self {
-        Sim { now: Timestamp::ZERO, hosts: Vec::new(), links: Vec::new(), steps: 0, rng: Rng::seeded(0) }
+        Sim {
+            now: Timestamp::ZERO,
+            hosts: Vec::new(),
+            links: Vec::new(),
+            datagrams: VecDeque::new(),
+            steps: 0,
+            rng: Rng::seeded(0),
+        }
     }
 
     fn new_host(&mut self, rng: &mut Rng) -> usize {
+        self.new_host_with(rng, None)
+    }
+
+    /// A host; with `dht`, it listens (on 6881, as every simulated host's address says) and runs a DHT
+    /// node started from the hosts in `dht` (by index; none for the first node of a DHT).
+    fn new_host_with(&mut self, rng: &mut Rng, dht: Option<&[usize]>) -> usize {
         let n = self.hosts.len();
         let addr = SocketAddr::from(([10, 0, (n / 256) as u8, (n % 256) as u8], 6881));
         let mut entropy = Entropy::seeded(rng.next_u64());
@@ -231,7 +246,12 @@ impl Sim {
             upload_slots: 4,
             up_limit: None,
             down_limit: None,
-            listen_port: None,
+            listen_port: dht.map(|_| 6881),
+            dht: dht.map(|from| crate::engine::dht::DhtConfig {
+                bootstrap: from.iter().map(|&h| crate::engine::dht::Bootstrap::Addr(self.hosts[h].addr)).collect(),
+                node_file: None,
+                ipv6: false,
+            }),
         };
         let engine = Engine::new(config, peer_id, Rng::seeded(rng.next_u64()), entropy, self.now);
         self.rng = Rng::seeded(rng.next_u64());
@@ -264,6 +284,7 @@ impl Sim {
             seed_ratio: None,
             extra_peers: vec![],
             save_torrent: None,
+            dht: true,
         };
         let h = &mut self.hosts[host];
         let id = h.engine.add_torrent(meta.clone(), opts, self.now).expect("a new torrent");
@@ -298,6 +319,36 @@ impl Sim {
         }
         self.activate(host);
         host
+    }
+
+    /// Adds a host that is only a DHT node (no torrent), started from `bootstrap`.
+    pub fn add_dht_node(&mut self, bootstrap: &[usize], rng: &mut Rng) -> usize {
+        self.new_host_with(rng, Some(bootstrap))
+    }
+
+    /// Adds a host with the DHT on (started from `bootstrap`), seeding `meta` (with `content`) or leeching
+    /// it; no peer is given to it: it finds them through the DHT.
+    pub fn add_dht_torrent_node(
+        &mut self,
+        meta: &Metainfo,
+        content: Option<&[u8]>,
+        bootstrap: &[usize],
+        rng: &mut Rng,
+    ) -> usize {
+        let host = self.new_host_with(rng, Some(bootstrap));
+        match content {
+            Some(bytes) => self.add_torrent(host, meta, Some(bytes), false, Mode::Seed { partial: false }),
+            None => self.add_torrent(host, meta, None, false, Self::leech_mode()),
+        }
+        self.activate(host);
+        host
+    }
+
+    /// The DHT nodes host `h` knows, and the peers the DHT gave its first torrent.
+    pub fn dht_status(&self, h: usize) -> Option<(usize, u64)> {
+        let host = &self.hosts[h];
+        let id = host.torrents.first().copied().unwrap_or(TorrentId(0));
+        host.engine.dht_status(id).or_else(|| host.engine.dht_node_count().map(|n| (n, 0)))
     }
 
     /// Adds a peer that claims every piece but serves `garbage` in place of the content.
@@ -438,6 +489,9 @@ impl Sim {
                 next = next.min(t);
             }
         }
+        if let Some((t, ..)) = self.datagrams.front() {
+            next = next.min(*t);
+        }
         for l in &self.links {
             for pipe in [&l.a_to_b, &l.b_to_a] {
                 if let Some((t, _)) = pipe.queue.front() {
@@ -480,6 +534,13 @@ impl Sim {
                         }
                     }
                 }
+            }
+        }
+        // Datagrams due reach their host's engine (none there: lost, as on a network).
+        while self.datagrams.front().is_some_and(|(t, ..)| *t <= now) {
+            let (_, from, to, data) = self.datagrams.pop_front().expect("front checked");
+            if let Some(h) = self.hosts.iter().position(|x| x.addr == to) {
+                self.hosts[h].engine.handle_datagram(from, &data, now);
             }
         }
         // 2. The engines' turns: backlog, timers, end of turn; actions and output after each.
@@ -555,8 +616,11 @@ impl Sim {
                                 pipe.close(now);
                             }
                         }
-                        // The simulation has no trackers.
-                        Action::Tracker(_) => {}
+                        // The simulation has no trackers and no DNS.
+                        Action::Tracker(_) | Action::ResolveInBackground { .. } => {}
+                        Action::Datagram { to, data } => {
+                            self.datagrams.push_back((now + DEFAULT_LATENCY, self.hosts[h].addr, to, data));
+                        }
                     }
                 }
                 while let Some(conn) = self.hosts[h].engine.poll_transmit() {
@@ -960,5 +1024,42 @@ mod tests {
         assert!(!found.is_empty(), "the late leecher dialled the seed it learned of by peer exchange");
         let from_seed: u64 = found.iter().map(|&l| sim.responder_session(l).uploaded).sum();
         assert!(from_seed >= meta.total_length / 2, "most of the data came from the seed: {from_seed}");
+    }
+
+    #[test]
+    fn the_dht_leads_a_leecher_to_a_seed_with_no_tracker_and_no_peer_given() {
+        let mut rng = Rng::seeded(42);
+        let (meta, content) = make_torrent(2 * 1024 * 1024, 64 * 1024, 42);
+        let mut sim = Sim::new();
+        // A small DHT: one first node, a few that know only it.
+        let first = sim.add_dht_node(&[], &mut rng);
+        for _ in 0..6 {
+            sim.add_dht_node(&[first], &mut rng);
+        }
+        let seed = sim.add_dht_torrent_node(&meta, Some(&content), &[first], &mut rng);
+        let leecher = sim.add_dht_torrent_node(&meta, None, &[first], &mut rng);
+        sim.run_until(secs(120), |s| s.swarm(leecher).is_complete());
+        assert_eq!(sim.content(leecher), content);
+        assert!(!sim.links_between(leecher, seed).is_empty() || !sim.links_between(seed, leecher).is_empty());
+        let (nodes, found) = sim.dht_status(leecher).expect("the DHT is on");
+        assert!(found >= 1, "the DHT gave the leecher the seed");
+        assert!(nodes >= 7, "the leecher's table filled from the first node: {nodes}");
+    }
+
+    #[test]
+    fn a_private_torrent_never_asks_the_dht() {
+        let mut rng = Rng::seeded(43);
+        let (mut meta, content) = make_torrent(256 * 1024, 64 * 1024, 43);
+        meta.private = true;
+        let mut sim = Sim::new();
+        let first = sim.add_dht_node(&[], &mut rng);
+        let seed = sim.add_dht_torrent_node(&meta, Some(&content), &[first], &mut rng);
+        let leecher = sim.add_dht_torrent_node(&meta, None, &[first], &mut rng);
+        sim.run_until(secs(60), |s| s.now >= Timestamp::ZERO + secs(50));
+        assert!(sim.swarm(leecher).have().count_ones() == 0, "nothing came without a tracker or the DHT");
+        assert!(sim.links_between(leecher, seed).is_empty() && sim.links_between(seed, leecher).is_empty());
+        assert_eq!(sim.dht_status(leecher).map(|(_, found)| found), Some(0));
+        // The DHT itself runs (the hosts know each other), it is only never asked for this torrent.
+        assert!(sim.dht_status(leecher).is_some_and(|(nodes, _)| nodes >= 2));
     }
 }

@@ -23,7 +23,9 @@ use common::peers::{LibtorrentPeer, Peer};
 use common::resume::{already_here, error_lines};
 use common::seeding::{LtLeechOptions, LtLeecher, RillPeer};
 use common::torrent::{self, Torrent};
-use common::{deadline_in, deadline_within, describe, free_port, lifetime_until, rill_bin, wait_for, Proc, TempDir};
+use common::{
+    deadline_in, deadline_within, describe, free_port, lifetime_until, rill_bin, rill_command, wait_for, Proc, TempDir,
+};
 
 const SIGTERM: i32 = 15;
 
@@ -111,7 +113,7 @@ fn changed_data_under_the_same_mtime_is_never_served_nor_reported_complete() {
     let changed_byte = change_byte_keeping_mtime(&data, offset);
     let mut rotten = original.clone();
     rotten[4_321] = changed_byte;
-    let mut cmd = Command::new(rill_bin());
+    let mut cmd = rill_command();
     cmd.arg("seed").arg(&t.path).arg("-d").arg(&data_dir).args(["--no-ui", "--recheck", "--port"]);
     cmd.arg(free_port().to_string());
     let recheck = Proc::spawn("rill-seed-recheck", &cmd, &dir.join("logs"), lifetime_until(deadline));
@@ -200,7 +202,7 @@ fn sigterm_during_the_data_check_exits_0_and_keeps_what_was_checked() {
     let torrent = zero_torrent(dir.path(), "zeros.bin", 4 * 1024 * MIB, 4 * MIB);
     let data = dir.join("data");
     let run = |name: &str, wait_line: &str| {
-        let mut cmd = Command::new(rill_bin());
+        let mut cmd = rill_command();
         cmd.arg("download").arg(&torrent).arg("-d").arg(&data).arg("--no-ui");
         cmd.arg("--port").arg(free_port().to_string());
         let rill = Proc::spawn(name, &cmd, &dir.join("logs"), lifetime_until(deadline));
@@ -255,7 +257,7 @@ fn info_into_a_closed_pipe_exits_0_quietly() {
     let path = dir.join("many.torrent");
     fs::write(&path, Value::dict(vec![("info", info)]).encode()).expect("write the torrent");
     // Sanity: the listing is bigger than a pipe's buffer (64 KiB), so rill must meet the closed pipe.
-    let mut full = Command::new(rill_bin());
+    let mut full = rill_command();
     full.arg("info").arg(&path);
     let listing = Proc::spawn("rill-info-full", &full, &dir.join("logs"), lifetime_until(deadline));
     assert!(listing.wait_exit(deadline).success(), "rill info failed: {}", listing.stderr());

@@ -5,11 +5,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::bencode::{self, Value};
 use common::content::is_empty_dir;
-use common::{deadline_in, free_port, rill_bin, Proc, TempDir};
+use common::{deadline_in, free_port, rill_command, Proc, TempDir};
 
 /// What a run of rill left: exit code, stdout, stderr.
 struct Run {
@@ -20,7 +19,7 @@ struct Run {
 
 /// Runs `rill ARGS…` to completion (20 s at most), with `RUST_LOG` unset so that only rill's own messages appear.
 fn rill(dir: &Path, label: &str, args: &[&str]) -> Run {
-    let mut cmd = Command::new(rill_bin());
+    let mut cmd = rill_command();
     cmd.args(args).env_remove("RUST_LOG").current_dir(dir);
     let p = Proc::spawn(label, &cmd, &dir.join("logs"), std::time::Duration::from_secs(25));
     let status = p.wait_exit(deadline_in(20));

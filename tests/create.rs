@@ -13,13 +13,13 @@ use common::peers::TransmissionDaemon;
 use common::seeding::{LtLeechOptions, LtLeecher, RillPeer, SIGINT};
 use common::torrent::Torrent;
 use common::tracker::Opentracker;
-use common::{deadline_in, deadline_within, describe, peer_script, require_python_libtorrent, rill_bin, run_tool};
+use common::{deadline_in, deadline_within, describe, peer_script, require_python_libtorrent, rill_command, run_tool};
 use common::{TempDir, PYTHON};
 
 /// `rill create ARGS…`, which must exit 0; returns its stdout.
 #[track_caller]
 fn rill_create(dir: &Path, args: &[&str], deadline: std::time::Instant) -> String {
-    let mut cmd = Command::new(rill_bin());
+    let mut cmd = rill_command();
     cmd.arg("create").args(args);
     run_tool("rill-create", &cmd, &dir.join("logs"), deadline)
 }
@@ -113,7 +113,7 @@ fn create_refuses_bad_input_with_one_line() {
             "neither a regular file nor a folder",
         ),
     ] {
-        let o = Command::new(rill_bin()).arg("create").args(&args).output().expect("run rill");
+        let o = rill_command().arg("create").args(&args).output().expect("run rill");
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{args:?}: one line expected: {err}");
@@ -123,10 +123,10 @@ fn create_refuses_bad_input_with_one_line() {
     // An existing output is kept unless --force.
     let src = content::write_single(dir.path(), "one.bin", 40_000, 7);
     std::fs::write(&out, b"keep me").unwrap();
-    let o = Command::new(rill_bin()).arg("create").arg(src.path()).arg("-o").arg(&out).output().unwrap();
+    let o = rill_command().arg("create").arg(src.path()).arg("-o").arg(&out).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
-    let o = Command::new(rill_bin()).arg("create").arg(src.path()).arg("-o").arg(&out).arg("--force").output().unwrap();
+    let o = rill_command().arg("create").arg(src.path()).arg("-o").arg(&out).arg("--force").output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let t = Torrent::load(&out);
     assert_eq!((t.name.as_str(), t.total_length, t.piece_length), ("one.bin", 40_000, 16 * KIB));

@@ -26,8 +26,8 @@ use common::seeding::{LtLeechOptions, LtLeecher, RillPeer};
 use common::torrent::{self, Torrent};
 use common::tracker::{announce_url, Opentracker};
 use common::{
-    deadline_in, deadline_within, describe, free_port, lifetime_until, mkdir, require_tool, rill_bin, wait_for, Proc,
-    TempDir,
+    deadline_in, deadline_within, describe, free_port, lifetime_until, mkdir, require_tool, rill_command, wait_for,
+    Proc, TempDir,
 };
 
 /// Only ever `false` in a commit. `true` checks the rig itself with a rill that cannot read magnet links: rill is
@@ -78,7 +78,7 @@ fn spawn_rill_download(
     deadline: Instant,
 ) -> Proc {
     mkdir(out);
-    let mut cmd = Command::new(rill_bin());
+    let mut cmd = rill_command();
     cmd.arg("download").args(source).arg("-d").arg(out).arg("--no-ui");
     cmd.arg("--port").arg(free_port().to_string()).args(extra);
     cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
@@ -500,7 +500,7 @@ fn a_restarted_magnet_download_uses_the_saved_metadata() {
 fn assert_refused(dir: &Path, label: &str, args: &[&OsStr], names: &str, net: &Listeners) {
     let out = dir.join(format!("out-{label}"));
     fs::create_dir_all(&out).expect("create out");
-    let mut cmd = Command::new(rill_bin());
+    let mut cmd = rill_command();
     cmd.arg("download").args(args).arg("-d").arg(&out).args(["--no-ui", "--port", "0", "--peer"]);
     cmd.arg(net.peer_addr()).env_remove("RUST_LOG");
     let rill = Proc::spawn(label, &cmd, &dir.join("logs"), Duration::from_secs(25));
@@ -572,7 +572,7 @@ fn malformed_magnets_are_refused_before_any_traffic() {
     // The same v2-only line, exactly.
     let btmh = &bad.iter().find(|b| b.0 == "btmh-only").expect("btmh case").1;
     let out = dir.mkdir("out-btmh-exact");
-    let mut cmd = Command::new(rill_bin());
+    let mut cmd = rill_command();
     cmd.arg("download").arg(btmh).arg("-d").arg(&out).arg("--no-ui").env_remove("RUST_LOG");
     let rill = Proc::spawn("btmh-exact", &cmd, &dir.join("logs"), Duration::from_secs(25));
     rill.wait_exit(deadline_in(20));

@@ -12,7 +12,6 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::bencode::{self, Value};
@@ -23,7 +22,7 @@ use common::peers::{describe_peers, wait_with_peers, LibtorrentPeer, Peer};
 use common::seeding::{LtEncryption, LtLeechOptions, LtLeecher, RillPeer};
 use common::torrent::{self, Torrent};
 use common::tracker::{announce_url, Opentracker};
-use common::{deadline_in, deadline_within, describe, rill_bin, Proc, TempDir};
+use common::{deadline_in, deadline_within, describe, rill_command, Proc, TempDir};
 
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers
@@ -219,7 +218,7 @@ fn write_torrent(dir: &Path, file: &str, bytes: &[u8]) -> PathBuf {
 fn assert_refused(dir: &Path, label: &str, sub: &str, torrents: &[&Path], names: &[&str], net: &Listeners) {
     let out = dir.join(format!("out-{label}"));
     fs::create_dir_all(&out).expect("create out");
-    let mut cmd = Command::new(rill_bin());
+    let mut cmd = rill_command();
     cmd.arg(sub).args(torrents).arg("-d").arg(&out).args(["--no-ui", "--port", "0", "--peer"]);
     cmd.arg(net.peer_addr()).env_remove("RUST_LOG");
     let rill = Proc::spawn(label, &cmd, &dir.join("logs"), Duration::from_secs(25));

@@ -23,7 +23,7 @@ use common::torrent::{self, Torrent};
 use common::tracker::Opentracker;
 use common::{
     bencode::{self, Value},
-    deadline_in, deadline_within, describe, free_port, rill_bin, run_tool, wait_for, Proc, TempDir, SIGKILL,
+    deadline_in, deadline_within, describe, free_port, rill_command, run_tool, wait_for, Proc, TempDir, SIGKILL,
 };
 
 /// Upload limit of each seeder in the resume tests (bytes/s): slow enough that rill is caught mid-download,
@@ -342,7 +342,7 @@ fn files_selection_downloads_only_the_chosen_files() {
     let keep: Vec<usize> = (0..numbered.len()).filter(|&i| numbered[i].0.contains("keep")).collect();
     let list = file_list_arg(&keep);
     // The numbers are the ones `rill info` prints.
-    let mut info = std::process::Command::new(rill_bin());
+    let mut info = rill_command();
     info.arg("info").arg(&t.path);
     let printed = run_tool("rill-info", &info, &dir.join("logs"), deadline);
     for (i, (path, _)) in numbered.iter().enumerate() {

@@ -19,7 +19,6 @@ mod common;
 use std::io::Read;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -31,7 +30,7 @@ use common::peers::{LibtorrentPeer, Peer};
 use common::torrent::{self, Torrent};
 use common::tracker::Opentracker;
 use common::{
-    deadline_in, deadline_within, describe, free_port, http, lifetime_until, rill_bin, run_tool, wait_for, Proc,
+    deadline_in, deadline_within, describe, free_port, http, lifetime_until, rill_command, run_tool, wait_for, Proc,
     TempDir,
 };
 
@@ -281,7 +280,7 @@ impl Swarm {
     /// Starts `rill download TORRENT -d DIR/OUT --no-ui --port FREE [extra…]`, no `--peer`; logs as `NAME`.
     fn spawn_rill(&self, name: &str, t: &Torrent, out: &str, extra: &[&str]) -> (Proc, PathBuf) {
         let out = self.dir.mkdir(out);
-        let mut cmd = Command::new(rill_bin());
+        let mut cmd = rill_command();
         cmd.arg("download").arg(&t.path).arg("-d").arg(&out).arg("--no-ui");
         cmd.arg("--port").arg(free_port().to_string()).args(extra);
         cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "rill=debug".into()));
@@ -337,7 +336,7 @@ impl Swarm {
     /// `rill info --scrape TORRENT`: its `scrape:` lines, `URL: …` each.
     #[track_caller]
     fn info_scrape(&self, t: &Torrent, name: &str) -> Vec<String> {
-        let mut cmd = Command::new(rill_bin());
+        let mut cmd = rill_command();
         cmd.arg("info").arg(&t.path).arg("--scrape");
         cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "rill=debug".into()));
         let out = run_tool(name, &cmd, &self.dir.join("logs"), deadline_within(self.deadline, 20));

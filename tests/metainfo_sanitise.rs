@@ -19,7 +19,7 @@ use common::content::assert_same_tree;
 use common::leecher::{download, Leecher};
 use common::peers::LibtorrentPeer;
 use common::torrent::Torrent;
-use common::{deadline_in, rill_bin, Proc, TempDir, PYTHON};
+use common::{deadline_in, rill_bin, rill_command, Proc, TempDir, PYTHON};
 
 const PIECE: usize = 16 * 1024;
 
@@ -91,7 +91,7 @@ fn run(dir: &Path, label: &str, cmd: &Command) -> Run {
 }
 
 fn rill_info(dir: &Path, label: &str, torrent: &Path) -> Run {
-    let mut cmd = Command::new(rill_bin());
+    let mut cmd = rill_command();
     cmd.arg("info").arg(torrent).env_remove("RUST_LOG");
     run(dir, label, &cmd)
 }

@@ -213,6 +213,9 @@ pub struct Dht {
     lookups: Vec<Running>,
     next_serial: u64,
     bootstrap: Vec<SocketAddr>,
+    /// Nodes a former run saved (`add_saved_nodes`): asked by every lookup while the table is small, so a
+    /// restart finds peers even when the bootstrap addresses are gone.
+    saved: Vec<(NodeId, SocketAddr)>,
     transmit: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<Event>,
     sweep_at: Timestamp,
@@ -250,6 +253,7 @@ impl Dht {
             lookups: Vec::new(),
             next_serial: 0,
             bootstrap: Vec::new(),
+            saved: Vec::new(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             sweep_at: now + SWEEP_EVERY,
@@ -308,6 +312,12 @@ impl Dht {
         }
     }
 
+    /// One report of our external address (a peer's `yourip`, BEP 10): it is decided, as from DHT answers,
+    /// once [`IP_VOTES`] reports agree, so no single peer decides our node id.
+    pub fn vote_external_ip(&mut self, now: Timestamp, ip: IpAddr) {
+        self.vote(now, ip);
+    }
+
     fn vote(&mut self, now: Timestamp, ip: IpAddr) {
         if self.external == Some(ip) {
             return;
@@ -354,6 +364,11 @@ impl Dht {
 
     /// Starts from nodes saved by a former run (`load_nodes`): they are asked first.
     pub fn add_saved_nodes(&mut self, now: Timestamp, nodes: &[(NodeId, SocketAddr)]) {
+        for &node in nodes {
+            if self.saved.len() < MAX_SAVED_NODES && !self.saved.contains(&node) {
+                self.saved.push(node);
+            }
+        }
         let list: Vec<(Option<NodeId>, SocketAddr)> = nodes.iter().map(|&(id, a)| (Some(id), a)).collect();
         self.bootstrap_with(now, &list);
     }
@@ -406,6 +421,9 @@ impl Dht {
         if self.node_count() < routing::K {
             for &addr in &self.bootstrap {
                 lookup.add_candidate(None, addr);
+            }
+            for &(id, addr) in &self.saved {
+                lookup.add_candidate(Some(id), addr);
             }
         }
         self.next_serial += 1;

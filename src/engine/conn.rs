@@ -52,6 +52,8 @@ pub struct PeerConn {
     pub last_payload: Option<Timestamp>,
     /// Peer exchange with this peer (BEP 11): what we told it, what it told us.
     pub pex: crate::swarm::pex::PeerExchange,
+    /// The peer's `yourip` went to the DHT's vote on our external address.
+    pub your_ip_noted: bool,
 }
 
 impl PeerConn {
@@ -85,6 +87,7 @@ impl PeerConn {
             connected_at: now,
             last_payload: None,
             pex: crate::swarm::pex::PeerExchange::with_remote(addr),
+            your_ip_noted: false,
         }
     }
 

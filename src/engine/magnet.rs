@@ -41,7 +41,13 @@ pub struct MetadataPhase {
 }
 
 impl MetadataPhase {
-    pub fn new(info_hash: InfoHash, our_peer_id: [u8; 20], listen_port: Option<u16>, now: Timestamp) -> Self {
+    pub fn new(
+        info_hash: InfoHash,
+        our_peer_id: [u8; 20],
+        listen_port: Option<u16>,
+        dht_port: Option<u16>,
+        now: Timestamp,
+    ) -> Self {
         let geometry = Geometry::new(16 * 1024, 0);
         let ctx = TorrentContext {
             info_hash,
@@ -51,6 +57,7 @@ impl MetadataPhase {
             listen_port,
             metadata_size: None,
             private: false,
+            dht_port,
             awaiting_metadata: true,
         };
         MetadataPhase {

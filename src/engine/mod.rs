@@ -24,6 +24,7 @@
 //! queued, so a driver that performs actions in order never confuses the two.
 
 pub mod conn;
+pub mod dht;
 pub mod magnet;
 pub mod snapshot;
 #[cfg(test)]
@@ -98,6 +99,8 @@ pub struct EngineConfig {
     pub down_limit: Option<u64>,
     /// The port peers reach us on, if listening (the driver has bound it).
     pub listen_port: Option<u16>,
+    /// Run a DHT node (`None`: no DHT for any torrent).
+    pub dht: Option<dht::DhtConfig>,
 }
 
 /// What the driver must do.
@@ -109,6 +112,11 @@ pub enum Action {
     Close { conn: ConnId },
     /// Tracker I/O (ids are the engine's; report through `TrackerIoSink`).
     Tracker(TrackerIo),
+    /// Resolve `host` without holding up tracker lookups (the DHT's routers); answer with
+    /// `TrackerIoSink::on_resolved(id, ..)`.
+    ResolveInBackground { id: IoId, host: String, port: u16 },
+    /// Send one datagram from the shared UDP socket (the DHT's); a lost one is not reported.
+    Datagram { to: SocketAddr, data: Vec<u8> },
 }
 
 /// Why a torrent was not added.
@@ -136,6 +144,8 @@ enum Wake {
     SaveResume,
     /// A stopping torrent's trackers had their time.
     StopDeadline,
+    /// The DHT node's next deadline (queries time out, tokens rotate, buckets refresh, the node file).
+    Dht,
 }
 
 /// What a read pass ended with.
@@ -176,6 +186,8 @@ pub struct Engine {
     shutting_down: bool,
     /// Torrents to forget once their trackers were told.
     removing: Vec<TorrentId>,
+    /// The DHT node, shared by every torrent that uses it.
+    dht: Option<dht::DhtNode>,
 }
 
 impl Engine {
@@ -187,7 +199,15 @@ impl Engine {
         if config.up_limit.is_some() || config.down_limit.is_some() {
             timers.schedule(now + REFILL_EVERY, Wake::Refill);
         }
-        Engine {
+        let mut entropy = entropy;
+        let mut rng = rng;
+        let dht_node =
+            config.dht.as_ref().map(|c| dht::DhtNode::new(c, now, entropy.fork(), Rng::seeded(rng.next_u64())));
+        let mut actions = VecDeque::new();
+        if let Some(node) = &dht_node {
+            actions.extend(node.resolve_requests());
+        }
+        let mut engine = Engine {
             up_bucket: config.up_limit.map(|r| TokenBucket::new(r, now)),
             down_bucket: config.down_limit.map(|r| TokenBucket::new(r, now)),
             config,
@@ -204,12 +224,15 @@ impl Engine {
             backlog: Vec::new(),
             transmit: VecDeque::new(),
             closing: Vec::new(),
-            actions: VecDeque::new(),
+            actions,
             events: VecDeque::new(),
             last_sample: now,
             shutting_down: false,
             removing: Vec::new(),
-        }
+            dht: dht_node,
+        };
+        engine.pump_dht(now);
+        engine
     }
 
     pub fn listen_port(&self) -> Option<u16> {
@@ -238,6 +261,8 @@ impl Engine {
         if let Some(&id) = self.by_hash.get(&info_hash) {
             return Err(AddError::Duplicate(id));
         }
+        let mut opts = opts;
+        opts.dht &= self.dht.is_some();
         let entry = self.torrents.vacant_entry();
         let id = TorrentId(entry.key());
         let (port, peer_id) = (self.config.listen_port, self.peer_id);
@@ -262,6 +287,7 @@ impl Engine {
             self.pump_trackers(id, now);
             self.dial_more(now, false);
         }
+        self.dht_lookups(now);
         Ok(id)
     }
 
@@ -385,6 +411,9 @@ impl Engine {
 
     /// The end of a run: records every torrent's verified pieces and says how each ended.
     pub fn finish(&mut self, now: Timestamp) -> Vec<Outcome> {
+        if let Some(node) = self.dht.as_mut() {
+            node.save_now(now);
+        }
         let mut out = Vec::new();
         for (_, t) in self.torrents.iter_mut() {
             if let Err(e) = t.save_resume() {
@@ -611,6 +640,7 @@ impl Engine {
             }
         }
         self.after_input(slot);
+        self.dht_from_peer(slot, now);
         self.mark_transmit(slot);
         self.reschedule_conn(slot, now);
     }
@@ -812,7 +842,7 @@ impl Engine {
                     self.pump_trackers(id, now);
                 }
             }
-            DatagramKind::Dht => log::trace!("udp {from}: DHT message ignored ({} bytes)", data.len()),
+            DatagramKind::Dht => self.dht_datagram(from, data, now),
             DatagramKind::Utp => log::trace!("udp {from}: uTP packet ignored ({} bytes)", data.len()),
             DatagramKind::Unknown => log::trace!("udp {from}: unknown datagram ({} bytes)", data.len()),
         }
@@ -889,6 +919,7 @@ impl Engine {
                 self.timers.schedule(now + REFILL_EVERY, Wake::Refill);
             }
             Wake::StopDeadline => {}
+            Wake::Dht => self.dht_timeout(now),
         }
     }
 
@@ -940,6 +971,7 @@ impl Engine {
             }
         }
         self.pex_out(now);
+        self.dht_lookups(now);
         self.dial_more(now, true);
     }
 
@@ -1664,6 +1696,11 @@ impl Engine {
                     .filter(|_| t.state == State::AwaitingMetadata)
                     .map(|p| (p.fetch.peers_asked(), p.fetch.progress())),
                 error: t.error.as_ref().map(ToString::to_string),
+                dht: self
+                    .dht
+                    .as_ref()
+                    .filter(|_| t.opts.dht && !t.is_private())
+                    .map(|n| (n.dht.node_count(), t.dht.peers_found)),
             });
         }
         let peers = self.conns.iter().map(|(_, c)| peer_snapshot(c)).collect();
@@ -1776,7 +1813,9 @@ impl TrackerIoSink for Engine {
         None
     }
     fn on_resolved(&mut self, id: IoId, result: Result<Vec<SocketAddr>, String>, now: Timestamp) {
-        if let Some((tid, local)) = self.tracker_of(id) {
+        if id.0 & dht::DHT_IO != 0 {
+            self.dht_resolved(id, result, now);
+        } else if let Some((tid, local)) = self.tracker_of(id) {
             self.torrents[tid.0].trackers.on_resolved(local, result, now);
             self.pump_trackers(tid, now);
         }

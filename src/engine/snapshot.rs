@@ -124,6 +124,9 @@ pub struct TorrentSnapshot {
     /// size is known.
     pub metadata_progress: Option<(u32, Option<(u32, u32)>)>,
     pub error: Option<String>,
+    /// DHT nodes known (process-wide) and peers the DHT gave this torrent; `None` when it does not use the
+    /// DHT (private, or the DHT is off).
+    pub dht: Option<(usize, u64)>,
 }
 
 /// One connection.

@@ -14,6 +14,7 @@ fn config() -> EngineConfig {
         up_limit: None,
         down_limit: None,
         listen_port: None,
+        dht: None,
     }
 }
 
@@ -31,6 +32,7 @@ fn engine(dir: &TempDir, mut entropy: Entropy) -> (Engine, TorrentId) {
         seed_ratio: None,
         extra_peers: vec![],
         save_torrent: None,
+        dht: true,
     };
     let id = e.add_torrent(meta, opts, Timestamp::ZERO).expect("added");
     (e, id)
@@ -118,6 +120,7 @@ fn incoming_handshakes_are_routed_by_info_hash() {
             seed_ratio: None,
             extra_peers: vec![],
             save_torrent: None,
+            dht: true,
         };
         ids.push((e.add_torrent(meta.clone(), opts, Timestamp::ZERO).expect("added"), meta.info_hash));
     }

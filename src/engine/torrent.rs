@@ -87,6 +87,9 @@ pub struct TorrentOptions {
     pub extra_peers: Vec<SocketAddr>,
     /// Write the metainfo here once a magnet's metadata arrives (`--save-torrent`).
     pub save_torrent: Option<PathBuf>,
+    /// Find peers through the DHT and announce there (never for a private torrent; only when the engine
+    /// runs a DHT node).
+    pub dht: bool,
 }
 
 impl TorrentOptions {
@@ -207,6 +210,8 @@ pub struct TorrentCore {
     pub summary: Option<CheckSummary>,
     pub started_at: Timestamp,
     pub finished_at: Option<Timestamp>,
+    /// Its DHT lookups.
+    pub dht: super::dht::TorrentDht,
 }
 
 impl TorrentCore {
@@ -274,6 +279,7 @@ impl TorrentCore {
             summary: None,
             started_at: now,
             finished_at: None,
+            dht: Default::default(),
         }
     }
 
@@ -306,7 +312,9 @@ impl TorrentCore {
         let mut core = TorrentCore::new(id, placeholder, opts, peer_id, listen_port, entropy, rng, now);
         core.meta = None;
         core.state = State::AwaitingMetadata;
-        core.phase = Some(Box::new(super::magnet::MetadataPhase::new(magnet.info_hash, peer_id, listen_port, now)));
+        let dht_port = if core.opts.dht { listen_port } else { None };
+        core.phase =
+            Some(Box::new(super::magnet::MetadataPhase::new(magnet.info_hash, peer_id, listen_port, dht_port, now)));
         for hint in &magnet.peers {
             match hint {
                 crate::magnet::PeerHint::Addr(addr) => {
@@ -397,6 +405,20 @@ impl TorrentCore {
         matches!(self.state, State::Active | State::AwaitingMetadata) && !self.stopping
     }
 
+    /// Asks the DHT for peers: accepting peers, DHT on, and not private (BEP 27).
+    pub fn uses_dht(&self) -> bool {
+        self.opts.dht && !self.is_private() && self.accepts_peers()
+    }
+
+    /// A private torrent (BEP 27): its trackers only.
+    pub fn is_private(&self) -> bool {
+        match (&self.data, &self.meta) {
+            (Some(d), _) => d.ctx.private,
+            (None, Some(m)) => m.private,
+            (None, None) => false,
+        }
+    }
+
     pub fn is_complete(&self) -> bool {
         self.swarm().is_some_and(Swarm::is_complete)
     }
@@ -450,6 +472,7 @@ impl TorrentCore {
             listen_port,
             metadata_size: self.info_bytes.as_ref().and_then(|b| u32::try_from(b.len()).ok()),
             private: meta.private,
+            dht_port: if self.opts.dht && !meta.private { listen_port } else { None },
             awaiting_metadata: false,
         };
         // An empty swarm until the check is done: nothing is had or wanted yet.

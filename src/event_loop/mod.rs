@@ -129,6 +129,11 @@ impl Bound {
         self.port
     }
 
+    /// The shared UDP socket reaches IPv6 addresses too.
+    pub fn has_ipv6(&self) -> bool {
+        self.tracker_driver.has_ipv6()
+    }
+
     /// The time the engine starts at.
     pub fn now(&self) -> Timestamp {
         self.clock.now()
@@ -276,6 +281,14 @@ impl EventLoop {
                     }
                     Action::Tracker(io) => {
                         self.tracker_driver.perform(io, self.poll.registry(), &mut self.engine, now);
+                    }
+                    Action::ResolveInBackground { id, host, port } => {
+                        self.tracker_driver.resolve_in_background(id, host, port, &mut self.engine, now);
+                    }
+                    Action::Datagram { to, data } => {
+                        if let Err(e) = self.tracker_driver.send_datagram(to, &data, self.poll.registry()) {
+                            log::debug!("udp {to}: send: {e}");
+                        }
                     }
                 }
             }

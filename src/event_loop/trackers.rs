@@ -71,6 +71,9 @@ pub struct TrackerDriver {
     /// Invariant: `RECV_BUFFER` bytes long.
     buf: Vec<u8>,
     resolver: Option<Resolver>,
+    /// A second helper for lookups that must not hold the trackers' up (the DHT's routers: on a machine
+    /// without DNS each can take the resolver's whole time-out).
+    background_resolver: Option<Resolver>,
     waker: Arc<Waker>,
 }
 
@@ -84,6 +87,7 @@ impl TrackerDriver {
             dual_stack: false,
             buf: vec![0; RECV_BUFFER],
             resolver: None,
+            background_resolver: None,
             waker,
         })
     }
@@ -139,11 +143,25 @@ impl TrackerDriver {
 
     /// The waker fired: hands every finished lookup to the sink. The caller pumps afterwards.
     pub fn on_wake(&mut self, sink: &mut impl TrackerIoSink, now: Timestamp) {
-        let Some(resolver) = &self.resolver else {
-            return;
-        };
-        while let Ok((id, result)) = resolver.answers.try_recv() {
-            sink.on_resolved(id, result, now);
+        for resolver in [&self.resolver, &self.background_resolver].into_iter().flatten() {
+            while let Ok((id, result)) = resolver.answers.try_recv() {
+                sink.on_resolved(id, result, now);
+            }
+        }
+    }
+
+    /// Resolves `host` on the background helper (`rill-dns-bg`), answering with `sink.on_resolved(id, ..)`
+    /// as tracker lookups do, but never queued behind or ahead of them.
+    pub fn resolve_in_background(
+        &mut self,
+        id: IoId,
+        host: String,
+        port: u16,
+        sink: &mut impl TrackerIoSink,
+        now: Timestamp,
+    ) {
+        if let Err(e) = Self::send_lookup(&mut self.background_resolver, "rill-dns-bg", &self.waker, (id, host, port)) {
+            sink.on_resolved(id, Err(format!("cannot start resolver: {e}")), now);
         }
     }
 
@@ -179,15 +197,19 @@ impl TrackerDriver {
     // DNS.
 
     fn resolve(&mut self, id: IoId, host: String, port: u16) -> io::Result<()> {
-        if self.resolver.is_none() {
-            self.resolver = Some(spawn_resolver(Arc::clone(&self.waker))?);
+        Self::send_lookup(&mut self.resolver, "rill-dns", &self.waker, (id, host, port))
+    }
+
+    fn send_lookup(resolver: &mut Option<Resolver>, name: &str, waker: &Arc<Waker>, lookup: Lookup) -> io::Result<()> {
+        if resolver.is_none() {
+            *resolver = Some(spawn_resolver(Arc::clone(waker), name)?);
         }
-        let sent = self.resolver.as_ref().map(|r| r.lookups.send((id, host, port)).is_ok());
+        let sent = resolver.as_ref().map(|r| r.lookups.send(lookup).is_ok());
         if sent == Some(true) {
             return Ok(());
         }
         // The thread is gone (it cannot panic on its own, but be safe): start a new one next time.
-        self.resolver = None;
+        *resolver = None;
         Err(io::Error::new(io::ErrorKind::BrokenPipe, "resolver thread ended"))
     }
 
@@ -285,7 +307,13 @@ impl TrackerDriver {
     // -----------------------------------------------------------------------------------------------------
     // UDP.
 
-    fn send_datagram(&mut self, addr: SocketAddr, datagram: &[u8], registry: &Registry) -> io::Result<()> {
+    /// The shared socket is an IPv6 one (dual-stack: it takes IPv4 too).
+    pub fn has_ipv6(&self) -> bool {
+        self.udp6.is_some()
+    }
+
+    /// Sends one datagram from the shared socket of `addr`'s family (trackers' and the DHT's).
+    pub fn send_datagram(&mut self, addr: SocketAddr, datagram: &[u8], registry: &Registry) -> io::Result<()> {
         // IPv4 through the dual-stack socket, as an IPv4-mapped address, when there is no IPv4 one.
         let (addr, v6) = match addr {
             SocketAddr::V4(a) if self.udp4.is_none() && self.dual_stack => {
@@ -351,10 +379,10 @@ impl TrackerDriver {
     }
 }
 
-fn spawn_resolver(waker: Arc<Waker>) -> io::Result<Resolver> {
+fn spawn_resolver(waker: Arc<Waker>, name: &str) -> io::Result<Resolver> {
     let (lookups, lookup_rx) = mpsc::channel::<Lookup>();
     let (answer_tx, answers) = mpsc::channel::<Answer>();
-    thread::Builder::new().name("rill-dns".into()).spawn(move || {
+    thread::Builder::new().name(name.into()).spawn(move || {
         for (id, host, port) in lookup_rx {
             let result = (host.as_str(), port).to_socket_addrs().map(Iterator::collect).map_err(|e| e.to_string());
             if answer_tx.send((id, result)).is_err() {

@@ -25,6 +25,8 @@ pub struct Snapshot {
     /// Bytes received but not used, and pieces that failed verification.
     pub wasted: u64,
     pub hash_failures: u32,
+    /// DHT nodes known and peers the DHT found, when the torrent uses it.
+    pub dht: Option<(usize, u64)>,
 }
 
 impl Snapshot {
@@ -41,6 +43,11 @@ impl Snapshot {
         let left = self.total.saturating_sub(self.done);
         (self.down_rate >= 1.0 && left > 0).then(|| Duration::from_secs_f64(left as f64 / self.down_rate))
     }
+}
+
+/// `  dht 87 nodes 12 peers`: the DHT nodes known and the peers the DHT found.
+pub fn dht_words((nodes, peers): (usize, u64)) -> String {
+    format!("  dht {nodes} nodes {peers} peers")
 }
 
 /// One line for the live view, at most `width` columns.
@@ -66,6 +73,9 @@ pub fn render_status(s: &Snapshot, width: usize) -> String {
     };
     if s.hash_failures > 0 || s.wasted > 0 {
         line.push_str(&format!("  wasted {} ({} bad)", units::bytes(s.wasted), s.hash_failures));
+    }
+    if let Some(dht) = s.dht {
+        line.push_str(&dht_words(dht));
     }
     if let Some(state) = s.state {
         line = format!("[{state}] {line}");
@@ -109,6 +119,9 @@ mod tests {
         assert!(line.contains("peers 3+1"), "{line}");
         assert!(line.contains("eta 8.0s"), "{line}");
         assert_eq!(render_status(&s, 10).chars().count(), 10);
+        assert!(!line.contains("dht"), "{line}");
+        let with_dht = render_status(&Snapshot { dht: Some((87, 12)), ..s }, 200);
+        assert!(with_dht.ends_with("  dht 87 nodes 12 peers"), "{with_dht}");
     }
 
     #[test]

@@ -213,7 +213,8 @@ fn metadata_line(t: &TorrentSnapshot) -> String {
         Some((got, of)) => format!(", {got} of {of} pieces"),
         None => String::new(),
     };
-    format!("fetching metadata: {asked} peers asked{pieces}  peers {}+{}", t.peers, t.half_open)
+    let dht = t.dht.map(ui::dht_words).unwrap_or_default();
+    format!("fetching metadata: {asked} peers asked{pieces}  peers {}+{}{dht}", t.peers, t.half_open)
 }
 
 fn status_line(t: &TorrentSnapshot) -> StatusLine {
@@ -229,5 +230,6 @@ fn status_line(t: &TorrentSnapshot) -> StatusLine {
         state: t.stopping.then_some("stopping"),
         wasted: t.wasted,
         hash_failures: t.hash_failures,
+        dht: t.dht,
     }
 }

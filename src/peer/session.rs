@@ -33,7 +33,7 @@ use crate::swarm::picker::ENDGAME_PEER_DEPTH;
 use crate::swarm::{BlockArrival, PeerNo, Swarm};
 use crate::time::{secs, Timestamp};
 use crate::wire::extension::{self, ExtendedHandshake};
-use crate::wire::handshake::{Handshake, RESERVED_EXTENSION_PROTOCOL, RESERVED_FAST};
+use crate::wire::handshake::{Handshake, RESERVED_DHT, RESERVED_EXTENSION_PROTOCOL, RESERVED_FAST};
 use crate::wire::{self, Frame, FrameLimits};
 
 mod bep6;
@@ -73,6 +73,9 @@ pub struct TorrentContext {
     pub metadata_size: Option<u32>,
     /// A private torrent (BEP 27): no peer exchange.
     pub private: bool,
+    /// The UDP port of our DHT node, when this torrent uses the DHT (BEP 5): the handshake sets the DHT
+    /// bit and a peer that sets it too is sent a `port` message.
+    pub dht_port: Option<u16>,
     /// Only the info-hash is known (a magnet link): sessions record what the peer says it has, for later,
     /// and take part in nothing that needs pieces.
     pub awaiting_metadata: bool,
@@ -156,6 +159,8 @@ pub struct PeerSession {
     pub peer_id: Option<[u8; 20]>,
     pub extended: Option<ExtendedHandshake>,
     peer_supports_extensions: bool,
+    /// The DHT port from the peer's last `port` message (BEP 5), until the engine takes it.
+    peer_dht_port: Option<u16>,
     /// Both sides set the BEP 6 bit (we always do): rejects are explicit, `have all`/`have none` and
     /// allowed-fast sets are used.
     fast: bool,
@@ -230,6 +235,7 @@ impl PeerSession {
             peer_id: None,
             extended: None,
             peer_supports_extensions: false,
+            peer_dht_port: None,
             fast: false,
             peer_ip: None,
             allowed_out: Vec::new(),
@@ -348,6 +354,9 @@ impl PeerSession {
         let mut reserved = [0u8; 8];
         reserved[RESERVED_EXTENSION_PROTOCOL.0] |= RESERVED_EXTENSION_PROTOCOL.1;
         reserved[RESERVED_FAST.0] |= RESERVED_FAST.1;
+        if ctx.dht_port.is_some() {
+            reserved[RESERVED_DHT.0] |= RESERVED_DHT.1;
+        }
         Handshake { reserved, info_hash: ctx.info_hash, peer_id: ctx.our_peer_id }.encode(self.out.tail());
     }
 
@@ -386,6 +395,9 @@ impl PeerSession {
             self.send(Frame::HaveNone);
         } else if have.count_ones() > 0 {
             self.send(Frame::Bitfield(have.as_bytes()));
+        }
+        if let (Some(port), true) = (ctx.dht_port, hs.supports(RESERVED_DHT)) {
+            self.send(Frame::Port(port));
         }
         self.phase = Phase::AwaitingFirstMessage;
         self.timers.stop(Timer::Handshake);
@@ -436,7 +448,8 @@ impl PeerSession {
         }
         let geometry = &ctx.geometry;
         match frame {
-            Frame::KeepAlive | Frame::Port(_) | Frame::Unknown { .. } => {}
+            Frame::Port(_) => return self.on_common_frame(frame, ctx),
+            Frame::KeepAlive | Frame::Unknown { .. } => {}
             // BEP 6 allows ignoring suggestions; without the extension they are tolerated as before.
             Frame::SuggestPiece { .. } => {}
             Frame::AllowedFast { piece } if self.fast => {
@@ -556,8 +569,15 @@ impl PeerSession {
 
     /// Frames handled the same with or without metadata: BEP 10 extended messages.
     fn on_common_frame<'a>(&mut self, frame: Frame<'a>, _ctx: &TorrentContext) -> Result<Effect<'a>, DropReason> {
-        let Frame::Extended { ext_id, payload } = frame else {
-            return Ok(Effect::Nothing);
+        let (ext_id, payload) = match frame {
+            Frame::Extended { ext_id, payload } => (ext_id, payload),
+            Frame::Port(port) => {
+                if port != 0 {
+                    self.peer_dht_port = Some(port);
+                }
+                return Ok(Effect::Nothing);
+            }
+            _ => return Ok(Effect::Nothing),
         };
         match ext_id {
             extension::HANDSHAKE_ID => {
@@ -590,6 +610,11 @@ impl PeerSession {
             }
             None => false,
         }
+    }
+
+    /// The DHT port the peer announced in a `port` message since the last call (BEP 5).
+    pub fn take_peer_dht_port(&mut self) -> Option<u16> {
+        self.peer_dht_port.take()
     }
 
     /// Still in the metadata phase (see `TorrentContext::awaiting_metadata`).

@@ -51,6 +51,7 @@ fn context() -> TorrentContext {
         listen_port: Some(LISTEN_PORT),
         metadata_size: None,
         private: false,
+        dht_port: None,
         awaiting_metadata: false,
     }
 }
@@ -1291,7 +1292,7 @@ fn extended_messages_come_out_by_our_ids_and_go_out_by_the_peers() {
 #[test]
 fn before_the_metadata_a_session_records_what_the_peer_has_and_applies_it_on_upgrade() {
     let t0 = Timestamp::ZERO;
-    let mut phase = crate::engine::magnet::MetadataPhase::new(INFO_HASH, OUR_ID, None, t0);
+    let mut phase = crate::engine::magnet::MetadataPhase::new(INFO_HASH, OUR_ID, None, None, t0);
     let mut s = PeerSession::incoming(PeerNo(5), &phase.ctx, t0);
     let hs = Handshake { reserved: with_extensions(), info_hash: INFO_HASH, peer_id: THEIR_ID };
     s.on_handshake(&hs, &phase.ctx, &mut phase.swarm, t0).expect("handshake");
@@ -1667,7 +1668,7 @@ fn fast_a_choked_peer_is_served_its_allowed_fast_pieces_only_a_few_times_over() 
 #[test]
 fn before_the_metadata_a_fast_peer_hears_have_none_not_have_all() {
     let t0 = Timestamp::ZERO;
-    let mut phase = crate::engine::magnet::MetadataPhase::new(INFO_HASH, OUR_ID, None, t0);
+    let mut phase = crate::engine::magnet::MetadataPhase::new(INFO_HASH, OUR_ID, None, None, t0);
     let mut s = PeerSession::incoming(PeerNo(6), &phase.ctx, t0);
     let hs = Handshake { reserved: fast_only(), info_hash: INFO_HASH, peer_id: THEIR_ID };
     s.on_handshake(&hs, &phase.ctx, &mut phase.swarm, t0).expect("handshake");

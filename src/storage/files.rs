@@ -18,6 +18,16 @@ pub enum ReadError {
     TooBig,
 }
 
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Io(e) => write!(f, "{e}"),
+            ReadError::Directory => write!(f, "is a directory"),
+            ReadError::TooBig => write!(f, "too big"),
+        }
+    }
+}
+
 /// Reads `path` (a regular file or a pipe, as `<(cat x.torrent)` gives) whole, refusing more than `max`
 /// bytes without reading them.
 pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
@@ -46,6 +56,34 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     written
+}
+
+/// A small file written atomically (its directory created first) on a short-lived helper thread,
+/// `rill-save`, so the loop does not wait on the disk.
+pub struct BackgroundWrite(std::thread::JoinHandle<io::Result<()>>);
+
+impl BackgroundWrite {
+    pub fn start(path: std::path::PathBuf, bytes: Vec<u8>) -> io::Result<BackgroundWrite> {
+        let write = move || ensure_parent(&path).and_then(|()| write_atomically(&path, &bytes));
+        std::thread::Builder::new().name("rill-save".into()).spawn(write).map(BackgroundWrite)
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+
+    /// Waits for the write and says how it went.
+    pub fn wait(self) -> io::Result<()> {
+        self.0.join().unwrap_or_else(|_| Err(io::Error::other("the writer thread failed")))
+    }
+}
+
+/// Creates the directory `path` goes in, and its parents, if they do not exist.
+pub fn ensure_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => fs::create_dir_all(dir),
+        _ => Ok(()),
+    }
 }
 
 /// Creates `dir` and its parents if they do not exist.

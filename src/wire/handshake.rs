@@ -13,6 +13,8 @@ const PROTOCOL: &[u8; 19] = b"BitTorrent protocol";
 pub const RESERVED_EXTENSION_PROTOCOL: (usize, u8) = (5, 0x10);
 /// Reserved byte 7, bit 0x04: BEP 6 fast extension.
 pub const RESERVED_FAST: (usize, u8) = (7, 0x04);
+/// BEP 5: the sender runs a DHT node and may send a `port` message.
+pub const RESERVED_DHT: (usize, u8) = (7, 0x01);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Handshake {

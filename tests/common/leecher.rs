@@ -2,12 +2,11 @@
 //! leecher in its place (aria2c, python3-libtorrent), so that when a rill test fails, only rill can be the problem.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::peers::{wait_with_peers, Aria2, LibtorrentPeer, LtOptions, Peer};
 use super::torrent::Torrent;
-use super::{describe, free_port, lifetime_until, rill_bin, Proc};
+use super::{describe, free_port, lifetime_until, rill_command, Proc};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Leecher {
@@ -38,7 +37,7 @@ pub fn spawn_rill_download_many(
     extra: &[&str],
     deadline: Instant,
 ) -> Proc {
-    let mut cmd = Command::new(rill_bin());
+    let mut cmd = rill_command();
     cmd.arg("download").args(torrents.iter().map(|t| &t.path)).arg("-d").arg(out).arg("--no-ui");
     cmd.arg("--port").arg(free_port().to_string());
     for p in peers {

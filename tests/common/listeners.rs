@@ -8,10 +8,9 @@ use std::fs;
 use std::io::{ErrorKind, Read};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{deadline_within, free_port, rill_bin, wait_until, Proc};
+use super::{deadline_within, free_port, rill_command, wait_until, Proc};
 
 /// Listeners a test owns, standing in for a torrent's trackers (HTTP on TCP, BEP 15 on UDP, one port) and for a
 /// `--peer` (TCP, and UDP in case a peer is ever tried over uTP). They record whatever reaches them.
@@ -92,7 +91,7 @@ impl Listeners {
     pub fn assert_rill_would_be_seen(&self, dir: &Path, source: impl AsRef<OsStr>, deadline: Instant) {
         let out = dir.join("control-out");
         fs::create_dir_all(&out).expect("create control-out");
-        let mut cmd = Command::new(rill_bin());
+        let mut cmd = rill_command();
         cmd.arg("download").arg(source).arg("-d").arg(&out).args(["--no-ui", "--port", "0", "--peer"]);
         cmd.arg(self.peer_addr()).env("RUST_LOG", "info");
         let rill = Proc::spawn("control", &cmd, &dir.join("logs"), Duration::from_secs(30));

@@ -50,6 +50,15 @@ pub fn rill_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rill"))
 }
 
+/// A command running the binary under test. It never reaches outside the machine: the built-in DHT
+/// routers are forbidden (`RILL_FORBID_DHT_ROUTERS`: without `--dht-bootstrap` the DHT starts from no one
+/// and keeps no state file unless `--state-dir` is given).
+pub fn rill_command() -> Command {
+    let mut cmd = Command::new(rill_bin());
+    cmd.env("RILL_FORBID_DHT_ROUTERS", "1");
+    cmd
+}
+
 /// `tests/peers/NAME`: the python helper scripts.
 pub fn peer_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers").join(name)

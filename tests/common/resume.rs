@@ -13,7 +13,7 @@ use super::json::{self, Json};
 use super::peers::Peer;
 use super::torrent::Torrent;
 use super::{
-    free_port, lifetime_until, mkdir, peer_script, require_tool, rill_bin, wait_for, wait_port_open, Proc, PYTHON,
+    free_port, lifetime_until, mkdir, peer_script, require_tool, rill_command, wait_for, wait_port_open, Proc, PYTHON,
 };
 
 pub const SIGINT: i32 = 2;
@@ -30,7 +30,7 @@ pub fn rill_log_filter() -> String {
 /// `rill download TORRENT -d OUT --no-ui --port PORT [--peer P]… [extra…]` as process `name` (logs in
 /// `dir/logs/NAME.{out,err}`), so that two runs of the same command keep separate logs.
 pub fn rill_download_command(torrent: &Torrent, out: &Path, port: u16, peers: &[String], extra: &[&str]) -> Command {
-    let mut cmd = Command::new(rill_bin());
+    let mut cmd = rill_command();
     cmd.arg("download").arg(&torrent.path).arg("-d").arg(out).arg("--no-ui");
     cmd.arg("--port").arg(port.to_string());
     for p in peers {

@@ -11,14 +11,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::ExitStatus;
 use std::time::Instant;
 
 use super::dht::{self, DhtStatus, LtDht};
 use super::json::{self, Json};
 use super::peers::{LtPeerLaunch, LtSource, Peer};
 use super::torrent::Torrent;
-use super::{free_port, lifetime_until, mkdir, port_open, rill_bin, wait_for, wait_until, Proc};
+use super::{free_port, lifetime_until, mkdir, port_open, rill_command, wait_for, wait_until, Proc};
 
 pub const SIGINT: i32 = 2;
 
@@ -119,7 +119,7 @@ fn spawn_rill(
     extra: &[&str],
     deadline: Instant,
 ) -> Proc {
-    let mut cmd = Command::new(rill_bin());
+    let mut cmd = rill_command();
     cmd.arg(sub).args(torrents.iter().map(|t| &t.path)).arg("-d").arg(data_dir);
     cmd.args(["--no-ui", "--port", &port.to_string()]).args(extra);
     cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,rill=debug".into()));
