@@ -15,7 +15,6 @@ mod common;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::content::{self, assert_same_tree, Content, KIB, MIB};
@@ -27,7 +26,7 @@ use common::seeding::{LtLeechOptions, LtLeecher, RillPeer};
 use common::torrent::{self, Torrent};
 use common::tracker::announce_url;
 use common::{
-    deadline_in, deadline_within, describe, free_port, lifetime_until, mkdir, rill_bin, wait_for, wait_until, Proc,
+    deadline_in, deadline_within, describe, free_port, lifetime_until, mkdir, rill_command, wait_for, wait_until, Proc,
     TempDir,
 };
 
@@ -80,24 +79,54 @@ fn dht_seeder(
     s
 }
 
-/// `rill download LINK -d OUT --no-ui --port PORT --dht-bootstrap BOOTSTRAP --state-dir STATE [extra…]`.
+/// `rill download LINK -d OUT --no-ui --port PORT --dht-bootstrap BOOTSTRAP --state-dir STATE [extra…]`; with no
+/// `bootstrap`, only `--state-dir STATE` (the built-in routers are forbidden to every rill the tests start, see
+/// `rill_command`: the DHT then starts from the saved nodes alone).
+#[allow(clippy::too_many_arguments)]
 fn spawn_rill_download(
     dir: &Path,
     name: &str,
     link: &str,
     out: &Path,
     port: u16,
-    bootstrap: &str,
+    bootstrap: Option<&str>,
     state: &Path,
     extra: &[&str],
     deadline: Instant,
 ) -> Proc {
     mkdir(out);
-    let mut cmd = Command::new(rill_bin());
+    let mut cmd = rill_command();
     cmd.arg("download").arg(link).arg("-d").arg(out).arg("--no-ui").arg("--port").arg(port.to_string());
-    cmd.args(rill_dht_args(bootstrap, state)).args(extra);
+    match bootstrap {
+        Some(b) => cmd.args(rill_dht_args(b, state)),
+        None => cmd.arg("--state-dir").arg(state),
+    };
+    cmd.args(extra);
     cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
     Proc::spawn(name, &cmd, &dir.join("logs"), lifetime_until(deadline))
+}
+
+/// From rill's last status line that has one, its `dht N nodes M peers` part: (nodes known, peers the DHT gave).
+fn dht_counts(stdout: &str) -> Option<(u64, u64)> {
+    stdout.lines().rev().find_map(|l| {
+        let words: Vec<&str> = l[l.rfind("dht ")? + 4..].split_whitespace().collect();
+        match words[..] {
+            [n, "nodes", m, "peers", ..] => Some((n.parse().ok()?, m.parse().ok()?)),
+            _ => None,
+        }
+    })
+}
+
+/// Panics unless rill's last status line says the DHT gave it at least one peer.
+#[track_caller]
+fn assert_found_through_the_dht(rill: &Proc) {
+    let stdout = rill.stdout();
+    let counts = dht_counts(&stdout);
+    assert!(
+        counts.is_some_and(|(_, peers)| peers >= 1),
+        "{}'s status should say the DHT gave it a peer (`dht N nodes M peers`), got {counts:?}:\n{stdout}",
+        rill.name()
+    );
 }
 
 /// Panics unless rill's stderr is free of panics and `rill: …` error lines.
@@ -150,7 +179,7 @@ impl Downloader {
                 deadline,
             ))
         } else {
-            Downloader::Rill(spawn_rill_download(dir, name, link, out, port, bootstrap, state, &[], deadline))
+            Downloader::Rill(spawn_rill_download(dir, name, link, out, port, Some(bootstrap), state, &[], deadline))
         }
     }
 
@@ -177,6 +206,7 @@ impl Downloader {
                 let status = wait_with_peers(others, deadline, &format!("{} to exit", p.name()), || p.exited());
                 assert!(status.success(), "{} failed: {}", p.name(), describe(status));
                 assert_no_rill_errors(p);
+                assert_found_through_the_dht(p);
             }
             Downloader::Libtorrent(l) => {
                 let procs: Vec<&Proc> = others.iter().map(|p| p.proc()).collect();
@@ -311,10 +341,19 @@ fn state_file(state: &Path) -> PathBuf {
     state.join("dht.dat")
 }
 
+/// The number of saved nodes rill says it started from: `dht: node …, N saved nodes, …` (info level).
+fn saved_nodes_loaded(stderr: &str) -> Option<u64> {
+    stderr.lines().filter(|l| l.contains("dht: node ")).find_map(|l| {
+        let words: Vec<&str> = l.split(|c: char| c.is_whitespace() || c == ',').filter(|w| !w.is_empty()).collect();
+        words.windows(3).find(|w| w[1] == "saved" && w[2] == "nodes").and_then(|w| w[0].parse().ok())
+    })
+}
+
 /// A DHT of B, a second node N (first node B) and the seeder S (first node B; announced to B and N). A first
 /// `rill download MAGNET --dht-bootstrap B --state-dir STATE` completes and leaves `STATE/dht.dat`. Then B is
-/// killed: the second run, with the same state dir and B's (now dead) address as its only bootstrap, can only
-/// reach the DHT through the nodes it saved (N and S). It must find S and complete again, into a fresh directory.
+/// killed, and the second run, with the same state dir, gets no `--dht-bootstrap` at all (and the built-in routers
+/// are forbidden to every rill the tests start): it can reach the DHT only through the nodes it saved (N and S).
+/// It must say it loaded them, find S, and complete again into a fresh directory.
 #[test]
 fn a_second_run_starts_from_the_saved_nodes_when_the_bootstrap_node_is_gone() {
     if RIG_CHECK {
@@ -330,50 +369,47 @@ fn a_second_run_starts_from_the_saved_nodes_when_the_bootstrap_node_is_gone() {
     let s = dht_seeder(dir.path(), "seeder", &t, &c, &b, 0, deadline);
     wait_until(deadline_within(deadline, 30), "the second node to have the seeder's announce", || {
         n.proc.assert_running();
+        s.proc().assert_running();
         n.dht().was_announced(&t.info_hash, s.port)
     });
 
     let link = trackerless_magnet(&t.info_hash);
     let state = dir.join("rill-state");
-    let first = spawn_rill_download(
-        dir.path(),
-        "rill-1",
-        &link,
-        &dir.join("out-1"),
-        free_port(),
-        &b.addr(),
-        &state,
-        &[],
-        deadline,
-    );
+    let (out1, out2) = (dir.join("out-1"), dir.join("out-2"));
+    let first =
+        spawn_rill_download(dir.path(), "rill-1", &link, &out1, free_port(), Some(&b.addr()), &state, &[], deadline);
     let status = wait_with_peers(&[&s], deadline, "the first rill download to exit", || first.exited());
     assert!(status.success(), "the first rill download failed: {}", describe(status));
-    assert_same_tree(&c.path(), &dir.join("out-1").join(&t.name));
+    assert_same_tree(&c.path(), &out1.join(&t.name));
     assert_no_rill_errors(&first);
+    assert_found_through_the_dht(&first);
+    assert_eq!(saved_nodes_loaded(&first.stderr()), Some(0), "the first run should start with no saved node");
     let saved = state_file(&state);
     let len = fs::metadata(&saved)
         .map(|m| m.len())
         .unwrap_or_else(|e| panic!("no {} after the first run: {e}", saved.display()));
     assert!(len > 0, "{} is empty", saved.display());
 
-    let dead = b.addr();
     b.proc.kill();
     assert!(b.proc.exited().is_some(), "the bootstrap node is still running");
 
     let started = Instant::now();
-    let second =
-        spawn_rill_download(dir.path(), "rill-2", &link, &dir.join("out-2"), free_port(), &dead, &state, &[], deadline);
+    let second = spawn_rill_download(dir.path(), "rill-2", &link, &out2, free_port(), None, &state, &[], deadline);
     let status = wait_with_peers(&[&s], deadline, "the second rill download to exit", || {
         n.proc.assert_running();
         second.exited()
     });
-    assert!(status.success(), "the second rill download (bootstrap node gone) failed: {}", describe(status));
-    assert_same_tree(&c.path(), &dir.join("out-2").join(&t.name));
+    let took = started.elapsed();
+    assert!(status.success(), "the second rill download (no bootstrap, saved nodes only) failed: {}", describe(status));
+    assert_same_tree(&c.path(), &out2.join(&t.name));
     assert_no_rill_errors(&second);
+    assert_found_through_the_dht(&second);
+    let loaded = saved_nodes_loaded(&second.stderr());
+    assert!(loaded.is_some_and(|k| k >= 1), "the second run should start from saved nodes: {loaded:?}");
     assert_uploaded(&s, 2 * c.total, deadline);
     println!(
-        "second run from the saved nodes ({len} bytes of state), the bootstrap node dead: complete in {:.2} s",
-        started.elapsed().as_secs_f64()
+        "second run from {loaded:?} saved nodes ({len} bytes of state), no bootstrap: complete in {:.2} s",
+        took.as_secs_f64()
     );
 }
 
@@ -388,8 +424,9 @@ const FLOOD_RATE: u64 = 5_000;
 /// quiet one, and one whose port gets a flood of malformed and valid KRPC queries from 127.0.0.2 (valid ones:
 /// ping, find_node, get_peers for random info-hashes, and announce_peer for fresh info-hashes, with tokens it
 /// handed out) for as long as it runs. Both complete, byte-identical. The flooded one's peak RSS stays within
-/// [`FLOOD_RSS_MARGIN`] of the quiet one's, and a well-behaved stranger from 127.0.0.1 still gets its ping answered
-/// during the flood (the flood's source is limited, not the loop).
+/// [`FLOOD_RSS_MARGIN_KIB`] of the quiet one's; most of the flood's valid queries go unanswered (a per-source rate
+/// limit) while a well-behaved stranger from 127.0.0.1 still gets its ping answered during the flood (the flood's
+/// source is limited, not the loop).
 #[test]
 fn a_krpc_flood_leaves_rss_bounded_and_the_download_going() {
     let deadline = deadline_in(120);
@@ -462,8 +499,18 @@ fn a_krpc_flood_leaves_rss_bounded_and_the_download_going() {
         flooded_hwm,
         stranger_answered
     );
-    assert!(report.sent >= FLOOD_RATE, "the flood was too short to mean anything: {report:?}");
+    assert!(report.sent >= 5 * FLOOD_RATE, "the flood was too short to mean anything: {report:?}");
     assert!(report.answers > 0, "the flooded node answered none of the valid queries: {report:?}");
+    if !RIG_CHECK {
+        // The per-source rate limit: most of one address's queries go unanswered (the libtorrent stand-in of a
+        // rig check has its blocker relaxed, and answers them all).
+        assert!(
+            report.answers * 2 < report.valid_queries,
+            "rill answered {} of {} valid queries from one address: no rate limit",
+            report.answers,
+            report.valid_queries
+        );
+    }
     assert_eq!(stranger_answered, Some(true), "a ping from 127.0.0.1 went unanswered during the flood");
     assert!(quiet_hwm > 0 && flooded_hwm > 0, "no VmHWM reading: quiet {quiet_hwm}, flooded {flooded_hwm}");
     assert!(
@@ -473,10 +520,11 @@ fn a_krpc_flood_leaves_rss_bounded_and_the_download_going() {
     );
 }
 
-/// What a flood may add to peak RSS: the DHT machine's documented bound at its largest (two full routing tables
-/// ≤ 550 KB, a full peer store ≤ 1 MB, the rate-limit table ≈ 150 KB, 256 queued datagrams ≤ 400 KB: ≈ 2.1 MB),
-/// doubled for allocator slack, plus 4 MiB for the receive path and timing differences between two runs.
-const FLOOD_RSS_MARGIN_KIB: u64 = 8 * 1024;
+/// What a flood may add to peak RSS: everything the DHT machine can hold at its largest, by its own account
+/// (`dht::Config`: two full routing tables ≤ 550 KB, a full peer store ≤ 1 MB, the rate-limit table ≈ 150 KB,
+/// 256 queued datagrams ≤ 400 KB: ≈ 2.1 MB), plus 2 MiB of slack for the allocator and for two runs not peaking
+/// at the same moment. A leak of even 100 bytes per datagram would show: the flood sends over 50,000.
+const FLOOD_RSS_MARGIN_KIB: u64 = 4 * 1024;
 
 /// Whether a downloader has finished (rill exited, or libtorrent seeds).
 fn done(d: &Downloader) -> bool {
