@@ -284,8 +284,9 @@ fn libtorrent_given_only_the_magnet_finds_rill_seed_through_the_dht() {
     assert_same_tree(&c.path(), &out.join(&t.name));
     assert!(done.downloaded >= c.total, "downloaded less than the content: {}", done.describe());
     if let Seeder::Rill(r) = &seeder {
+        // Every handshake it made was with rill and it downloaded everything: all of it came from rill. (Its
+        // per-peer totals lag behind: a connection closed at completion may leave them at 0.)
         assert!(done.had_only_rill(), "the leecher had peers other than rill: {}", done.describe());
-        assert!(done.received_from_rill() > 0, "nothing came from rill: {}", done.describe());
         assert_no_rill_errors(&r.proc);
     }
     println!(
