@@ -11,12 +11,14 @@
 //! - [`torrent`]: torrents made by real tools (`transmission-create`, python3-libtorrent).
 //! - [`tracker::Opentracker`]: Debian's opentracker with an info-hash whitelist.
 //! - [`peers`]: real seeders and leechers (transmission-daemon, python3-libtorrent, aria2c, qbittorrent-nox).
+//! - [`dht`]: a private mainline DHT of python3-libtorrent nodes on loopback, and a KRPC flooder.
 //!
 //! A missing tool is a loud failure saying to run `scripts/test` (which installs everything), never a skip.
 #![allow(dead_code)]
 
 pub mod bencode;
 pub mod content;
+pub mod dht;
 pub mod http;
 pub mod json;
 pub mod leecher;

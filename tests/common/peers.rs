@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::dht::{DhtStatus, LtDht};
 use super::json::{self, quote, Json};
 use super::torrent::Torrent;
 use super::{
@@ -308,6 +309,8 @@ pub struct LtOptions {
     pub pex: bool,
     /// Never announce: its only peers are `peers` (and whoever dials it).
     pub no_tracker: bool,
+    /// The mainline DHT on (a private loopback DHT; off by default).
+    pub dht: Option<LtDht>,
 }
 
 /// A python3-libtorrent session (`tests/peers/lt_peer.py`), seeder or leecher. Its state comes from the JSON
@@ -351,6 +354,9 @@ impl LibtorrentPeer {
         for p in &opts.peers {
             cmd.arg("--peer").arg(p);
         }
+        if let Some(dht) = &opts.dht {
+            dht.add_args(&mut cmd);
+        }
         let proc = Proc::spawn(name, &cmd, &dir.join("logs"), lifetime);
         LibtorrentPeer { name: name.to_string(), proc, port, status_path }
     }
@@ -375,6 +381,11 @@ impl LibtorrentPeer {
     pub fn status(&self) -> Option<Json> {
         let text = fs::read_to_string(&self.status_path).ok()?;
         json::parse(&text).ok()
+    }
+
+    /// What its last status says about the DHT (all defaults without `--dht`).
+    pub fn dht(&self) -> DhtStatus {
+        self.status().map(|s| DhtStatus::parse(&s)).unwrap_or_default()
     }
 
     fn num(&self, key: &str) -> u64 {

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Instant;
 
+use super::dht::{self, DhtStatus, LtDht};
 use super::json::{self, Json};
 use super::peers::{LtPeerLaunch, LtSource, Peer};
 use super::torrent::Torrent;
@@ -144,6 +145,8 @@ pub struct LtLeechOptions {
     pub download_limit: u64,
     /// Its MSE/PE policy (`--encryption`).
     pub encryption: LtEncryption,
+    /// The mainline DHT on (a private loopback DHT; off by default).
+    pub dht: Option<LtDht>,
 }
 
 /// A libtorrent peer's encryption policy (`lt_peer.py --encryption`).
@@ -340,6 +343,9 @@ impl LtLeecher {
         for p in &opts.peers {
             cmd.arg("--peer").arg(p);
         }
+        if let Some(dht) = &opts.dht {
+            dht.add_args(&mut cmd);
+        }
         let proc = Proc::spawn(name, &cmd, &dir.join("logs"), lifetime);
         LtLeecher { name: name.to_string(), proc, port, status_path }
     }
@@ -348,6 +354,11 @@ impl LtLeecher {
     pub fn snapshot(&self) -> Option<Snapshot> {
         let text = fs::read_to_string(&self.status_path).ok()?;
         json::parse(&text).ok().map(|j| Snapshot::parse(&j))
+    }
+
+    /// What its last status says about the DHT (all defaults without `--dht`).
+    pub fn dht(&self) -> DhtStatus {
+        dht::read_status(&self.status_path).map(|s| DhtStatus::parse(&s)).unwrap_or_default()
     }
 
     /// The first snapshot that satisfies `f`, checking that the leecher and every one of `others` keeps running.

@@ -4,10 +4,11 @@
     lt_peer.py (--torrent T | --magnet URI) --save DIR --port P --status FILE.json [--seed] [--upload-limit B/s]
                [--download-limit B/s] [--peer IP:PORT]... [--no-tracker] [--exit-when-done] [--max-life SECS]
                [--encryption default|disabled|forced|rc4] [--pex] [--choke-cycle SECS]
-               [--log-peer-messages]
+               [--log-peer-messages] [--dht [--dht-node IP:PORT]... [--force-dht-announce] [--dht-log]]
+    lt_peer.py --dht-only-node --port P --status FILE.json [--dht-node IP:PORT]... [--max-life SECS] [--dht-log]
 
-Binds 127.0.0.1:P only; DHT, LSD, UPnP, NAT-PMP, uTP and PEX (unless --pex) are off; several connections per IP are allowed
-(every peer is 127.0.0.1). Rate limits are in bytes per second and apply to loopback peers too (libtorrent puts
+Binds 127.0.0.1:P only; DHT (unless --dht), LSD, UPnP, NAT-PMP, uTP and PEX (unless --pex) are off; several
+connections per IP are allowed (every peer is 127.0.0.1). Rate limits are in bytes per second and apply to loopback peers too (libtorrent puts
 local peers in an unthrottled peer class by default; we map every address to the global class instead).
 Every 0.2 s FILE.json is replaced atomically with the torrent's state, payload totals and per-peer totals
 (`peers_seen` keeps the highest totals of every peer ever connected, keyed "ip:port"). Alerts go to stdout.
@@ -35,6 +36,24 @@ next choking round): a seeder whose peers are choked mid-transfer, which with th
 their queued requests. Each switch is logged ("choke cycle: ...").
 --log-peer-messages also logs every peer-wire message in and out (libtorrent's peer log alerts, e.g.
 "<== HAVE_ALL").
+--dht turns libtorrent's mainline DHT (BEP 5) on, as a private DHT on loopback: its node uses the UDP side of
+127.0.0.1:P (P is both the peer-wire and the DHT port), `dht_bootstrap_nodes` is empty (never the public router),
+`dht_restrict_routing_ips`/`dht_restrict_search_ips` are off (every node shares 127.0.0.1), and the per-IP DoS
+blocker and the DHT upload limit are raised so that a busy loopback DHT is neither banned nor throttled.
+--dht-node IP:PORT (repeatable) adds a node to the routing table (`add_dht_node`): every session of a test swarm
+gets the same first node. It is added again every 2 s while the routing table is empty: a node that missed its
+first ping (not listening yet: the sessions of a test start together) is dropped for good.
+--force-dht-announce makes the torrent announce (get_peers, then announce_peer to the closest nodes) as soon as
+its routing table has a node, then every 2 s while it has no peer (libtorrent's own interval is 15 minutes), at
+most 150 times; each is logged ("force_dht_announce N").
+--dht-only-node starts a session with no torrent at all, just a DHT node (e.g. the bootstrap node of a test
+swarm); --save is then not needed.
+With --dht the status gains `dht_running`, `dht_nodes` (nodes in the routing table, from the dht_stats alert
+asked for at every status write), `dht_nodes_seen` (the highest value so far), `dht_announces_in` (every
+announce_peer this node accepted, in order, the first 1000: {"peer": "ip:port", "info_hash": hex}),
+`dht_get_peers_in` (get_peers queries it answered) and, with a torrent, `dht_forced_announces`.
+--dht-log also logs libtorrent's DHT log lines and packets (dht_log_notification): verbose, for debugging.
+A magnet with only `xt` (no `tr`, no `x.pe`) is accepted: its peers can then only come from the DHT or --peer.
 Exits by itself after --max-life seconds, or once the download is complete with --exit-when-done.
 """
 import argparse
@@ -64,7 +83,8 @@ def main():
     source = ap.add_mutually_exclusive_group(required=True)
     source.add_argument("--torrent")
     source.add_argument("--magnet", help="a magnet link: fetch the metadata from peers first")
-    ap.add_argument("--save", required=True)
+    source.add_argument("--dht-only-node", action="store_true", help="no torrent: only a DHT node")
+    ap.add_argument("--save")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--status", required=True)
     ap.add_argument("--seed", action="store_true", help="data is complete in --save: check it, then seed")
@@ -78,7 +98,23 @@ def main():
     ap.add_argument("--pex", action="store_true", help="peer exchange (ut_pex) on")
     ap.add_argument("--choke-cycle", type=float, default=0.0)
     ap.add_argument("--log-peer-messages", action="store_true")
+    ap.add_argument("--dht", action="store_true", help="the mainline DHT on, set up for a private loopback DHT")
+    ap.add_argument("--dht-node", action="append", default=[], help="IP:PORT of a DHT node to start from")
+    ap.add_argument("--force-dht-announce", action="store_true", help="announce every 2 s while there is no peer")
+    ap.add_argument("--dht-log", action="store_true", help="log libtorrent's DHT log lines and packets")
     args = ap.parse_args()
+    if args.dht_only_node:
+        args.dht = True
+    elif not args.save:
+        ap.error("--save is required with --torrent or --magnet")
+    if (args.dht_node or args.force_dht_announce or args.dht_log) and not args.dht:
+        ap.error("--dht-node, --force-dht-announce and --dht-log need --dht")
+    dht_nodes_arg = []
+    for spec in args.dht_node:
+        host, _, port = spec.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            ap.error("--dht-node wants HOST:PORT, got %r" % spec)
+        dht_nodes_arg.append((host.strip("[]"), int(port)))
     started = time.monotonic()
 
     settings = {
@@ -100,6 +136,11 @@ def main():
         | lt.alert.category_t.status_notification
         | lt.alert.category_t.connect_notification,
     }
+    if args.dht:
+        settings.update(DHT_SETTINGS)
+        settings["alert_mask"] |= lt.alert.category_t.dht_notification
+        if args.dht_log:
+            settings["alert_mask"] |= lt.alert.category_t.dht_log_notification
     if args.choke_cycle > 0:
         settings["unchoke_slots_limit"] = 0
     if args.log_peer_messages:
@@ -126,6 +167,10 @@ def main():
     pcf.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
     pcf.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 1 << lt.session.global_peer_class_id)
     ses.set_peer_class_filter(pcf)
+    dht = DhtState(ses, dht_nodes_arg) if args.dht else None
+    if args.dht_only_node:
+        dht_only_node(args, ses, dht, started)
+        return
 
     if args.magnet:
         atp = lt.parse_magnet_uri(args.magnet)
@@ -149,7 +194,7 @@ def main():
     h = ses.add_torrent(atp)
     added_at = time.monotonic()
     log("added", name, str(h.info_hash()), "seed" if args.seed else "leech", "port", args.port,
-        "encryption", args.encryption, "pex", args.pex)
+        "encryption", args.encryption, "pex", args.pex, "dht", args.dht)
 
     peers_seen = {}
     peer_ids = {}
@@ -159,6 +204,8 @@ def main():
     default_slots = lt.default_settings()["unchoke_slots_limit"]
     choking = True
     next_switch = None  # the cycle starts when the first peer connects
+    announces = 0
+    next_announce = time.monotonic()
     while True:
         now = time.monotonic()
         if args.choke_cycle > 0 and next_switch is None and h.status().num_peers > 0:
@@ -173,6 +220,8 @@ def main():
             log("max life reached, exiting")
             break
         for a in ses.pop_alerts():
+            if dht is not None and dht.on_alert(a):
+                continue
             log(type(a).__name__, a.message())
             if isinstance(a, lt.metadata_received_alert) and metadata_at is None:
                 metadata_at = time.monotonic() - added_at
@@ -181,6 +230,14 @@ def main():
                 if pid:
                     peer_ids["%s:%d" % (a.endpoint[0], a.endpoint[1])] = pid
         st = h.status()
+        checking = st.state in (lt.torrent_status.checking_files, lt.torrent_status.checking_resume_data)
+        # Only once the routing table has a node: an announce with none reaches nobody.
+        if (args.force_dht_announce and not checking and st.num_peers == 0 and dht.nodes > 0
+                and now >= next_announce and announces < MAX_FORCED_ANNOUNCES):
+            h.force_dht_announce()
+            announces += 1
+            log("force_dht_announce", announces, "dht nodes", dht.nodes)
+            next_announce = now + 2.0
         # Explicit peers: (re)connect whenever we are not connected to them.
         if args.peer and st.state not in (lt.torrent_status.checking_files, lt.torrent_status.checking_resume_data):
             current = {"%s:%d" % (p.ip[0], p.ip[1]) for p in h.get_peer_info()}
@@ -243,10 +300,12 @@ def main():
             "has_metadata": st.has_metadata,
             "metadata_at": metadata_at,
         }
-        tmp = args.status + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(status, f)
-        os.replace(tmp, args.status)
+        if dht is not None:
+            status.update(dht.status())
+            status["dht_forced_announces"] = announces
+            dht.ask()
+            dht.add_first_nodes()
+        write_status(args.status, status)
         if args.exit_when_done and st.is_seeding:
             if done_at is None:
                 log("download complete")
@@ -258,6 +317,118 @@ def main():
         else:
             time.sleep(0.2)
     ses.pause()
+    sys.exit(0)
+
+
+# A private DHT on loopback (libtorrent 2.0.8; see PROTOCOL-NOTES "DHT (BEP 5, 32, 42) on loopback").
+DHT_SETTINGS = {
+    "enable_dht": True,
+    # Its default is dht.libtorrent.org:25401: never leave loopback. Nodes come from --dht-node only.
+    "dht_bootstrap_nodes": "",
+    # Every node is 127.0.0.1: by default only one node per IP (and per /24) enters the routing table or a lookup.
+    "dht_restrict_routing_ips": False,
+    "dht_restrict_search_ips": False,
+    # The DoS blocker bans for dht_block_timeout s an address that sends more than dht_block_ratelimit messages a
+    # second (averaged over 10 s): every node of the swarm shares 127.0.0.1.
+    "dht_block_ratelimit": 1000000,
+    # Default 8000 B/s of DHT replies, shared by every node on 127.0.0.1 that asks.
+    "dht_upload_rate_limit": 1000000,
+}
+
+# Forced announces while the torrent has no peer: every 2 s, 5 minutes at most.
+MAX_FORCED_ANNOUNCES = 150
+
+
+class DhtState:
+    """What the status file says about the DHT, from the alerts: the routing table's size (dht_stats_alert, asked
+    for with post_dht_stats), the announces accepted and the get_peers queries answered."""
+
+    def __init__(self, ses, first_nodes):
+        self.ses = ses
+        self.first_nodes = first_nodes
+        self.next_add = 0.0
+        self.nodes = 0
+        self.nodes_seen = 0
+        self.replacements = 0
+        self.announces_in = []
+        self.get_peers_in = 0
+        self.asked = False
+        self.asked_at = 0.0
+
+    def add_first_nodes(self):
+        """add_dht_node of every --dht-node, at start and again every 2 s while the routing table is empty: a node
+        that did not answer its first ping (not listening yet: the sessions of a test start together) is dropped
+        for good, and with no bootstrap router libtorrent has nothing else to start from."""
+        now = time.monotonic()
+        if self.first_nodes and self.nodes == 0 and now >= self.next_add:
+            for node in self.first_nodes:
+                self.ses.add_dht_node(node)
+                log("add_dht_node", "%s:%d" % node)
+            self.next_add = now + 2.0
+
+    def ask(self):
+        """Asks for a dht_stats alert, unless one is on its way; at most every 0.2 s (the alert wakes the loop)."""
+        now = time.monotonic()
+        if not self.asked and now - self.asked_at >= 0.2:
+            self.ses.post_dht_stats()
+            self.asked = True
+            self.asked_at = now
+
+    def on_alert(self, a):
+        """Consumes the alerts it counts (True: nothing more to do with it)."""
+        if isinstance(a, lt.dht_stats_alert):
+            self.asked = False
+            table = a.routing_table or []
+            self.nodes = sum(b.get("num_nodes", 0) for b in table)
+            self.replacements = sum(b.get("num_replacements", 0) for b in table)
+            self.nodes_seen = max(self.nodes_seen, self.nodes)
+            return True
+        if isinstance(a, lt.dht_announce_alert):
+            entry = {"peer": "%s:%d" % (a.ip, a.port), "info_hash": str(a.info_hash)}
+            if len(self.announces_in) < 1000:
+                self.announces_in.append(entry)
+            log(type(a).__name__, a.message())
+            return True
+        if isinstance(a, lt.dht_get_peers_alert):
+            self.get_peers_in += 1
+            return True
+        return False
+
+    def status(self):
+        return {
+            "dht_running": self.ses.is_dht_running(),
+            "dht_nodes": self.nodes,
+            "dht_nodes_seen": self.nodes_seen,
+            "dht_replacements": self.replacements,
+            "dht_announces_in": self.announces_in,
+            "dht_get_peers_in": self.get_peers_in,
+        }
+
+
+def write_status(path, status):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(status, f)
+    os.replace(tmp, path)
+
+
+def dht_only_node(args, ses, dht, started):
+    """A session with no torrent: a DHT node serving the others, until --max-life."""
+    log("dht-only node on port", args.port)
+    while True:
+        now = time.monotonic()
+        if now - started > args.max_life:
+            log("max life reached, exiting")
+            break
+        for a in ses.pop_alerts():
+            if not dht.on_alert(a):
+                log(type(a).__name__, a.message())
+        status = {"pid": os.getpid(), "elapsed": now - started, "dht_only_node": True}
+        status.update(dht.status())
+        dht.ask()
+        dht.add_first_nodes()
+        write_status(args.status, status)
+        time.sleep(0.2)
     sys.exit(0)
 
 
