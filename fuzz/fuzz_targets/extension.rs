@@ -31,11 +31,13 @@ fuzz_target!(|data: &[u8]| {
     let mut ours = Vec::new();
     let size = u32::from(port).checked_mul(reqq).filter(|&s| s > 0);
     let pex = port % 2 == 0;
-    encode_handshake(reqq, Some(port), size, pex, &mut ours);
+    let your_ip = (port % 3 == 0).then(|| std::net::IpAddr::from([10, 0, (port >> 8) as u8, port as u8]));
+    encode_handshake(reqq, Some(port), size, pex, your_ip, &mut ours);
     let hs = parse_handshake(&ours).expect("our own handshake parses");
     assert_eq!(hs.reqq, Some(reqq).filter(|&n| n > 0));
     assert_eq!(hs.metadata_size, size);
     assert_eq!(hs.ut_pex.is_some(), pex);
     assert_eq!(hs.listen_port, Some(port).filter(|&p| p != 0));
     assert!(hs.client.is_some_and(|c| c.starts_with("rill ")));
+    assert_eq!(hs.your_ip, your_ip);
 });

@@ -387,7 +387,8 @@ impl PeerSession {
         self.fast = hs.supports(RESERVED_FAST);
         if self.peer_supports_extensions {
             let mut payload = Vec::with_capacity(64);
-            extension::encode_handshake(OUR_REQQ, ctx.listen_port, ctx.metadata_size, !ctx.private, &mut payload);
+            let (port, size, pex) = (ctx.listen_port, ctx.metadata_size, !ctx.private);
+            extension::encode_handshake(OUR_REQQ, port, size, pex, self.peer_ip, &mut payload);
             self.send(Frame::Extended { ext_id: extension::HANDSHAKE_ID, payload: &payload });
         }
         let have = swarm.have();

@@ -77,7 +77,16 @@ pub fn parse_handshake(payload: &[u8]) -> Option<ExtendedHandshake> {
 
 /// Our extended handshake: the extensions we speak (`ut_metadata` always, `ut_pex` unless the torrent is
 /// private), the metadata size when we have it, our queue depth, listen port and client name.
-pub fn encode_handshake(reqq: u32, listen_port: Option<u16>, metadata_size: Option<u32>, pex: bool, out: &mut Vec<u8>) {
+/// Our BEP 10 handshake. `your_ip` is the peer's address as we see it (`yourip`: it tells the peer its
+/// external address, which BEP 42 DHT ids and NAT detection use).
+pub fn encode_handshake(
+    reqq: u32,
+    listen_port: Option<u16>,
+    metadata_size: Option<u32>,
+    pex: bool,
+    your_ip: Option<std::net::IpAddr>,
+    out: &mut Vec<u8>,
+) {
     // Keys in byte order, as bencode requires.
     out.extend_from_slice(format!("d1:md11:ut_metadatai{OUR_UT_METADATA}e").as_bytes());
     if pex {
@@ -92,7 +101,19 @@ pub fn encode_handshake(reqq: u32, listen_port: Option<u16>, metadata_size: Opti
     }
     out.extend_from_slice(format!("4:reqqi{reqq}e").as_bytes());
     let v = concat!("rill ", env!("CARGO_PKG_VERSION"));
-    out.extend_from_slice(format!("1:v{}:{v}e", v.len()).as_bytes());
+    out.extend_from_slice(format!("1:v{}:{v}", v.len()).as_bytes());
+    match your_ip.map(|ip| ip.to_canonical()) {
+        Some(std::net::IpAddr::V4(ip)) => {
+            out.extend_from_slice(b"6:yourip4:");
+            out.extend_from_slice(&ip.octets());
+        }
+        Some(std::net::IpAddr::V6(ip)) => {
+            out.extend_from_slice(b"6:yourip16:");
+            out.extend_from_slice(&ip.octets());
+        }
+        None => {}
+    }
+    out.push(b'e');
 }
 
 #[cfg(test)]
@@ -136,16 +157,20 @@ mod tests {
     #[test]
     fn ours_round_trips() {
         let mut out = vec![];
-        encode_handshake(250, Some(6881), Some(31_235), true, &mut out);
+        encode_handshake(250, Some(6881), Some(31_235), true, Some("10.1.2.3".parse().unwrap()), &mut out);
         crate::bencode::whole_value_span(&out).expect("valid bencode");
         let hs = parse_handshake(&out).unwrap();
         assert_eq!(hs.reqq, Some(250));
         assert_eq!((hs.ut_metadata, hs.ut_pex), (Some(OUR_UT_METADATA), Some(OUR_UT_PEX)));
         assert_eq!((hs.metadata_size, hs.listen_port), (Some(31_235), Some(6881)));
         assert!(hs.client.unwrap().starts_with("rill "));
+        assert_eq!(hs.your_ip, Some("10.1.2.3".parse().unwrap()));
+        let mut v6 = vec![];
+        encode_handshake(250, None, None, true, Some("2001:db8::7".parse().unwrap()), &mut v6);
+        assert_eq!(parse_handshake(&v6).unwrap().your_ip, Some("2001:db8::7".parse().unwrap()));
         // A private torrent offers no peer exchange; without metadata, no size.
         let mut out = vec![];
-        encode_handshake(250, None, None, false, &mut out);
+        encode_handshake(250, None, None, false, None, &mut out);
         let hs = parse_handshake(&out).unwrap();
         assert_eq!((hs.ut_metadata, hs.ut_pex, hs.metadata_size), (Some(OUR_UT_METADATA), None, None));
     }
