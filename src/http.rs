@@ -341,3 +341,125 @@ fn trim(bytes: &[u8]) -> &[u8] {
     let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
     &bytes[start..end]
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// A head whose body the caller streams (web seeds: a piece's bytes are not buffered whole).
+
+/// The status line and the headers a streamed body needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamHead {
+    pub status: u16,
+    pub content_length: Option<u64>,
+    /// `Content-Range: bytes FIRST-LAST/TOTAL` (TOTAL `None` for `*`).
+    pub content_range: Option<(u64, u64, Option<u64>)>,
+    pub location: Option<String>,
+    pub chunked: bool,
+}
+
+/// Collects a response head (at most [`MAX_HEAD`] bytes) from the bytes as they arrive.
+#[derive(Debug, Default)]
+pub struct HeadReader {
+    head: Vec<u8>,
+}
+
+impl HeadReader {
+    /// Feeds bytes; once the head is complete, returns it and how many bytes of `data` it used (the rest
+    /// is the body's start). Interim (1xx) responses are skipped.
+    pub fn feed(&mut self, data: &[u8]) -> Result<Option<(StreamHead, usize)>, HttpError> {
+        let before = self.head.len();
+        let take = data.len().min(MAX_HEAD - before);
+        self.head.extend_from_slice(&data[..take]);
+        let mut skipped = 0;
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut response = httparse::Response::new(&mut headers);
+            let len = match response.parse(&self.head[skipped..]) {
+                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Partial) if take < data.len() || self.head.len() == MAX_HEAD => {
+                    return Err(HttpError::HeadTooLarge)
+                }
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders),
+                Err(_) => return Err(HttpError::MalformedHead),
+            };
+            let status = response.code.ok_or(HttpError::MalformedHead)?;
+            if (100..200).contains(&status) {
+                skipped += len;
+                continue;
+            }
+            let mut head = StreamHead { status, ..StreamHead::default() };
+            for h in response.headers.iter() {
+                let value = std::str::from_utf8(h.value).map(str::trim);
+                if h.name.eq_ignore_ascii_case("content-length") {
+                    let n = value.ok().and_then(|v| v.parse().ok()).ok_or(HttpError::BadContentLength)?;
+                    if head.content_length.is_some_and(|l| l != n) {
+                        return Err(HttpError::BadContentLength);
+                    }
+                    head.content_length = Some(n);
+                } else if h.name.eq_ignore_ascii_case("content-range") {
+                    head.content_range = value.ok().and_then(parse_content_range);
+                } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                    head.chunked = h.value.split(|&b| b == b',').any(|v| trim(v).eq_ignore_ascii_case(b"chunked"));
+                } else if h.name.eq_ignore_ascii_case("location") {
+                    head.location = value
+                        .ok()
+                        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic()))
+                        .map(str::to_string);
+                }
+            }
+            let end = skipped + len;
+            self.head.clear();
+            return Ok(Some((head, end.saturating_sub(before).min(data.len()))));
+        }
+    }
+}
+
+/// `bytes 0-99/1234` → (0, 99, Some(1234)); `bytes 0-99/*` → (0, 99, None).
+fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
+    let rest = v.strip_prefix("bytes")?.trim_start();
+    let (range, total) = rest.split_once('/')?;
+    let (first, last) = range.trim().split_once('-')?;
+    let (first, last): (u64, u64) = (first.trim().parse().ok()?, last.trim().parse().ok()?);
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    (first <= last).then_some((first, last, total))
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    #[test]
+    fn a_streamed_head_gives_its_range_and_where_the_body_starts() {
+        let mut r = HeadReader::default();
+        let wire: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 206 Partial Content\r\nContent-Length: 5\r\n\
+                            Content-Range: bytes 10-14/100\r\n\r\nhello";
+        assert_eq!(r.feed(&wire[..20]).unwrap(), None);
+        let (head, used) = r.feed(&wire[20..]).unwrap().expect("complete");
+        assert_eq!(head.status, 206);
+        assert_eq!(head.content_length, Some(5));
+        assert_eq!(head.content_range, Some((10, 14, Some(100))));
+        assert_eq!(&wire[20 + used..], b"hello");
+        let mut r = HeadReader::default();
+        let redirect = b"HTTP/1.1 302 Found\r\nLocation: http://x/y\r\nContent-Range: bytes 9-1/*\r\n\r\n";
+        let (head, _) = r.feed(redirect).unwrap().unwrap();
+        assert_eq!((head.status, head.location.as_deref(), head.content_range), (302, Some("http://x/y"), None));
+        assert_eq!(parse_content_range("bytes 0-0/*"), Some((0, 0, None)));
+        assert_eq!(HeadReader::default().feed(&[b'x'; MAX_HEAD + 1]), Err(HttpError::MalformedHead));
+        // A head that never ends is cut at MAX_HEAD, however it is fed.
+        let mut slow = HeadReader::default();
+        assert_eq!(slow.feed(b"HTTP/1.1 200 OK\r\nX-Long: ").unwrap(), None);
+        let mut result = Ok(None);
+        for _ in 0..MAX_HEAD / 100 + 1 {
+            result = slow.feed(&[b'a'; 100]);
+            if result != Ok(None) {
+                break;
+            }
+        }
+        assert_eq!(result, Err(HttpError::HeadTooLarge));
+        let bad_len = HeadReader::default().feed(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n");
+        assert_eq!(bad_len, Err(HttpError::BadContentLength));
+    }
+}

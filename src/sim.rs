@@ -88,6 +88,7 @@ pub fn metainfo_for(name: &str, files: Vec<FileEntry>, piece_length: u32, conten
         private: false,
         comment: None,
         created_by: None,
+        web_seeds: Vec::new(),
         mapped: Default::default(),
     }
 }

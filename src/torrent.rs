@@ -7,12 +7,13 @@
 //! Must not: touch sockets or the clock. The event loop and the in-memory simulation both drive it, so
 //! what the simulation checks is what the loop runs.
 
+use crate::geometry::BlockRef;
 use crate::peer::buffers::ReadBuf;
 use crate::peer::session::{Effect, PeerSession, Phase, TorrentContext};
 use crate::peer::DropReason;
 use crate::storage::{verify, Storage, StorageError};
 use crate::swarm::bans::BanList;
-use crate::swarm::{PeerNo, Swarm};
+use crate::swarm::{BlockArrival, PeerNo, Swarm};
 use crate::time::Timestamp;
 
 /// Why processing a peer's input stopped.
@@ -107,6 +108,22 @@ impl Torrent {
             }
         }
         Ok(())
+    }
+
+    /// A block from a source other than a peer session (a web seed): recorded in the swarm as from `no`,
+    /// written, and the piece verified when it is complete. False for a duplicate (nothing written).
+    pub fn store_block(&mut self, no: PeerNo, block: &BlockRef, data: &[u8]) -> Result<bool, StorageError> {
+        match self.swarm.on_block(block, data, no, true) {
+            BlockArrival::Duplicate => Ok(false),
+            BlockArrival::Fresh { piece_complete } => {
+                let offset = self.ctx.geometry.piece_offset(block.piece) + u64::from(block.offset);
+                self.storage.write(offset, data)?;
+                if piece_complete {
+                    self.verify_completed_piece(block.piece)?;
+                }
+                Ok(true)
+            }
+        }
     }
 
     /// Finishes a complete piece's hash (reading back only the blocks not hashed on arrival) and records

@@ -30,6 +30,7 @@ pub mod snapshot;
 #[cfg(test)]
 mod tests;
 pub mod torrent;
+pub mod webseed;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -256,9 +257,9 @@ impl Engine {
         opts: TorrentOptions,
         now: Timestamp,
     ) -> Result<TorrentId, AddError> {
-        let info_hash = match &source {
-            torrent::Source::Metainfo { meta, .. } => meta.info_hash,
-            torrent::Source::Magnet(m) => m.info_hash,
+        let (info_hash, web_seeds) = match &source {
+            torrent::Source::Metainfo { meta, .. } => (meta.info_hash, meta.web_seeds.clone()),
+            torrent::Source::Magnet(m) => (m.info_hash, m.web_seeds.clone()),
         };
         if let Some(&id) = self.by_hash.get(&info_hash) {
             return Err(AddError::Duplicate(id));
@@ -279,6 +280,11 @@ impl Engine {
             torrent::Source::Magnet(m) => TorrentCore::new_magnet(id, &m, opts, peer_id, port, entropy, rng, now),
         };
         core.set_upload_slots(self.config.upload_slots);
+        let next_no = &mut self.next_peer_no;
+        core.webseeds = webseed::WebSeeds::new(id.0, &web_seeds, || {
+            *next_no += 1;
+            PeerNo(*next_no)
+        });
         entry.insert(core);
         self.by_hash.insert(info_hash, id);
         self.by_req2.insert(mse::req2_key(&info_hash), id);
@@ -974,6 +980,9 @@ impl Engine {
         }
         self.pex_out(now);
         self.dht_lookups(now);
+        for id in self.torrent_ids() {
+            self.webseeds_go(id, now);
+        }
         self.dial_more(now, true);
     }
 
@@ -1159,6 +1168,7 @@ impl Engine {
                         let seeding = !matches!(t.opts.mode, torrent::Mode::Download { .. });
                         self.events.push_back(Event::Checked { torrent: id, summary, seeding });
                         self.activate(id, now);
+                        self.webseeds_go(id, now);
                     }
                 }
             }
@@ -1608,6 +1618,9 @@ impl Engine {
     }
 
     fn ban(&mut self, id: TorrentId, no: PeerNo) {
+        if self.ban_webseed(id, no) {
+            return;
+        }
         let Some((slot, conn)) = self.conns.iter().find(|(_, c)| c.torrent == Some(id) && c.no == no) else {
             return;
         };
@@ -1858,19 +1871,25 @@ impl TrackerIoSink for Engine {
     fn on_resolved(&mut self, id: IoId, result: Result<Vec<SocketAddr>, String>, now: Timestamp) {
         if id.0 & dht::DHT_IO != 0 {
             self.dht_resolved(id, result, now);
+        } else if id.0 & webseed::WEB_IO != 0 {
+            self.webseed_resolved(id, result, now);
         } else if let Some((tid, local)) = self.tracker_of(id) {
             self.torrents[tid.0].trackers.on_resolved(local, result, now);
             self.pump_trackers(tid, now);
         }
     }
     fn on_http_data(&mut self, id: IoId, data: &[u8], now: Timestamp) {
-        if let Some((tid, local)) = self.tracker_of(id) {
+        if id.0 & webseed::WEB_IO != 0 {
+            self.webseed_data(id, data, now);
+        } else if let Some((tid, local)) = self.tracker_of(id) {
             self.torrents[tid.0].trackers.on_http_data(local, data, now);
             self.pump_trackers(tid, now);
         }
     }
     fn on_http_closed(&mut self, id: IoId, result: Result<(), io::ErrorKind>, now: Timestamp) {
-        if let Some((tid, local)) = self.tracker_of(id) {
+        if id.0 & webseed::WEB_IO != 0 {
+            self.webseed_closed(id, result, now);
+        } else if let Some((tid, local)) = self.tracker_of(id) {
             self.torrents[tid.0].trackers.on_http_closed(local, result, now);
             self.pump_trackers(tid, now);
         }

@@ -87,6 +87,12 @@ pub enum Event {
         torrent: TorrentId,
         error: String,
     },
+    /// A web seed is not used any more, and why (said once per seed).
+    WebSeedGaveUp {
+        torrent: TorrentId,
+        url: String,
+        why: String,
+    },
     /// A connection ended (what it had done, for traces and the simulation).
     PeerClosed {
         conn: ConnId,

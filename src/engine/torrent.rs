@@ -212,6 +212,8 @@ pub struct TorrentCore {
     pub finished_at: Option<Timestamp>,
     /// Its DHT lookups.
     pub dht: super::dht::TorrentDht,
+    /// Its web seeds (BEP 19).
+    pub webseeds: super::webseed::WebSeeds,
 }
 
 impl TorrentCore {
@@ -280,6 +282,7 @@ impl TorrentCore {
             started_at: now,
             finished_at: None,
             dht: Default::default(),
+            webseeds: Default::default(),
         }
     }
 
@@ -307,6 +310,7 @@ impl TorrentCore {
             private: false,
             comment: None,
             created_by: None,
+            web_seeds: Vec::new(),
             mapped: Default::default(),
         };
         let mut core = TorrentCore::new(id, placeholder, opts, peer_id, listen_port, entropy, rng, now);
@@ -457,6 +461,7 @@ impl TorrentCore {
             Mode::Seed { .. } => false,
         };
         let mut storage = Storage::open(&self.opts.dir, meta, wanted_file).map_err(TorrentError::Storage)?;
+        self.webseeds.set_layout(meta);
         let resume = if self.opts.recheck {
             None
         } else {

@@ -214,6 +214,13 @@ mod tests {
         assert!(m.private);
         assert_eq!(m.comment.as_deref(), Some("hello"));
         assert_eq!(m.trackers, [vec!["http://127.0.0.1:1/announce".to_string()], vec!["udp://127.0.0.1:2".into()]]);
+        assert_eq!(m.web_seeds, ["http://127.0.0.1:3/"]);
+        // `url-list` may also be one string; blanks and repeats are dropped.
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let one = text.replace("8:url-listl19:http://127.0.0.1:3/ee", "8:url-list19:http://127.0.0.1:4/e");
+        assert_eq!(Metainfo::from_bytes(one.as_bytes()).unwrap().web_seeds, ["http://127.0.0.1:4/"]);
+        let odd = text.replace("8:url-listl19:http://127.0.0.1:3/ee", "8:url-listl0:i3e2:ab2:abee");
+        assert_eq!(Metainfo::from_bytes(odd.as_bytes()).unwrap().web_seeds, ["ab"]);
         let paths: Vec<_> = m.files.iter().map(|f| (f.path.to_string_lossy().into_owned(), f.length)).collect();
         assert_eq!(
             paths,

@@ -151,9 +151,15 @@ pub struct Metainfo {
     pub private: bool,
     pub comment: Option<String>,
     pub created_by: Option<String>,
+    /// BEP 19 web seeds (`url-list`: one URL or a list), in order, without repeats; at most
+    /// [`MAX_WEB_SEEDS`], each at most 2,048 bytes of UTF-8.
+    pub web_seeds: Vec<String>,
     /// Names that were mapped to safe ones, and entries skipped.
     pub mapped: Mapping,
 }
+
+/// Most web seeds kept from a torrent or a magnet link.
+pub const MAX_WEB_SEEDS: usize = 16;
 
 /// Why a `.torrent` was rejected. Each variant displays as one lower-case line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -249,6 +255,8 @@ struct RawTorrent {
     comment_utf8: Option<Value>,
     #[serde(rename = "created by")]
     created_by: Option<Value>,
+    #[serde(rename = "url-list")]
+    url_list: Option<Value>,
 }
 
 /// The spans of the `info` keys rill reads (each key at most once).
@@ -321,6 +329,7 @@ struct Parsed {
     private: bool,
     comment: Option<String>,
     created_by: Option<String>,
+    web_seeds: Vec<String>,
     mapped: Mapping,
 }
 
@@ -442,6 +451,7 @@ impl Metainfo {
             private: spans.private.as_ref().and_then(|span| raw::int(info, span)) == Some(1),
             comment: top.comment_utf8.or(top.comment).as_ref().and_then(as_text),
             created_by: top.created_by.as_ref().and_then(as_text),
+            web_seeds: web_seeds(top.url_list.as_ref()),
             mapped,
         })
     }
@@ -508,6 +518,7 @@ impl Parsed {
             private: self.private,
             comment: self.comment,
             created_by: self.created_by,
+            web_seeds: self.web_seeds,
             mapped,
         }
     }
@@ -699,6 +710,30 @@ fn as_text(value: &Value) -> Option<String> {
         Value::Bytes(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
         _ => None,
     }
+}
+
+/// BEP 19 `url-list`: a single URL or a list of them. Blank, non-UTF-8, over-long and repeated entries are
+/// dropped; at most [`MAX_WEB_SEEDS`] are kept.
+fn web_seeds(url_list: Option<&Value>) -> Vec<String> {
+    let items: &[Value] = match url_list {
+        Some(Value::List(list)) => list,
+        Some(one @ Value::Bytes(_)) => std::slice::from_ref(one),
+        _ => &[],
+    };
+    let mut out: Vec<String> = Vec::new();
+    for item in items {
+        if let Value::Bytes(bytes) = item {
+            if let Ok(url) = std::str::from_utf8(bytes).map(str::trim) {
+                if !url.is_empty() && url.len() <= 2048 && !out.iter().any(|u| u == url) {
+                    out.push(url.to_owned());
+                }
+            }
+        }
+        if out.len() == MAX_WEB_SEEDS {
+            break;
+        }
+    }
+    out
 }
 
 /// BEP 12 (<https://www.bittorrent.org/beps/bep_0012.html>): `announce-list` when it names at least one

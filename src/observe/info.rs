@@ -103,6 +103,13 @@ pub fn write_info(m: &Metainfo, out: &mut dyn Write) -> io::Result<()> {
             }
         }
     }
+    if !m.web_seeds.is_empty() {
+        writeln!(out, "web seeds:")?;
+        for url in &m.web_seeds {
+            let note = if url.starts_with("https://") { "  (skipped: rill has no HTTPS support)" } else { "" };
+            writeln!(out, "  {}{note}", printable(url))?;
+        }
+    }
     Ok(())
 }
 
@@ -149,6 +156,7 @@ mod tests {
             private: true,
             comment: Some("made for a test".into()),
             created_by: None,
+            web_seeds: Vec::new(),
             mapped: Default::default(),
         }
     }
@@ -189,6 +197,16 @@ trackers:
         assert!(text.contains("\nprivate:    no\n"), "{text}");
         assert!(text.contains("\ncreated by: rill\n"), "{text}");
         assert!(text.ends_with("trackers:   none\n"), "{text}");
+        m.web_seeds = vec!["http://127.0.0.1:1/".into(), "https://example.org/x".into()];
+        let mut out = Vec::new();
+        write_info(&m, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.ends_with(
+                "web seeds:\n  http://127.0.0.1:1/\n  https://example.org/x  (skipped: rill has no HTTPS support)\n"
+            ),
+            "{text}"
+        );
         assert!(!text.contains("comment"), "{text}");
     }
 

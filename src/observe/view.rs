@@ -133,6 +133,9 @@ impl View {
                 };
                 self.news(*torrent, &line);
             }
+            Event::WebSeedGaveUp { torrent, url, why } => {
+                self.news(*torrent, &format!("web seed {url}: given up: {why}"));
+            }
             Event::ConfirmFailed { torrent, piece, refetch } => {
                 let what = if *refetch { "fetching it again" } else { "not serving it" };
                 self.news(*torrent, &format!("piece {piece}: data changed on disk since it was checked; {what}"));
