@@ -60,10 +60,11 @@ fn setup() -> Fixture {
         private: false,
         comment: None,
         created_by: None,
+        web_seeds: Vec::new(),
         mapped: Default::default(),
     };
     let config =
-        EngineConfig { max_peers: 8, max_half_open: 2, upload_slots: 4, up_limit: None, down_limit: None, listen_port: None };
+        EngineConfig { max_peers: 8, max_half_open: 2, upload_slots: 4, up_limit: None, down_limit: None, listen_port: None, dht: None, encryption: rill::peer::encryption::EncryptionPolicy::Prefer };
     let mut engine = Engine::new(config, *b"-RL0001-fuzzfuzzfuzz", Rng::seeded(1), Entropy::seeded(1), Timestamp::ZERO);
     let opts = TorrentOptions { dir, mode: Mode::Seed { partial: true }, recheck: false, seed_ratio: None, extra_peers: vec![], save_torrent: None, dht: false };
     let info_hash = meta.info_hash;

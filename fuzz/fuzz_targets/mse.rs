@@ -10,7 +10,7 @@
 //! Invariants: never a panic or a loop; `consumed` never exceeds the input and every reply consumes something;
 //! Yb is 96 bytes; in cooperative mode the outcome (need more, fail, done) is exactly what the spec says for
 //! that header, the initial payload is decrypted in place to the initiator's plaintext, and the reply decrypts
-//! to VC and crypto_select = plaintext.
+//! to VC and crypto_select = plaintext when offered, else RC4 (with the RC4 streams handed back).
 #![no_main]
 
 use std::sync::{Mutex, OnceLock};
@@ -19,7 +19,7 @@ use libfuzzer_sys::fuzz_target;
 use num_bigint::BigUint;
 use rill::metainfo::InfoHash;
 use rill::rng::Entropy;
-use rill::wire::mse::{req2_key, Responder, Step};
+use rill::wire::mse::{req2_key, Methods, Responder, Step};
 use sha1::{Digest, Sha1};
 
 const PRIME_HEX: &str = "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A63A36210000000000090563";
@@ -124,7 +124,7 @@ fn expected(plain: &[u8]) -> Outcome {
     }
     let provide = u32::from_be_bytes([plain[8], plain[9], plain[10], plain[11]]);
     let pad_c = usize::from(u16::from_be_bytes([plain[12], plain[13]]));
-    if plain[..8] != [0u8; 8] || provide & 1 == 0 || pad_c > MAX_PAD {
+    if plain[..8] != [0u8; 8] || provide & 3 == 0 || pad_c > MAX_PAD {
         return Outcome::Fail;
     }
     let header = 14 + pad_c + 2;
@@ -143,7 +143,7 @@ fuzz_target!(|data: &[u8]| {
     let cooperative = flags & 1 != 0;
     let chunk = [usize::MAX, 1, 13, 97][usize::from(flags >> 1 & 3)];
     let other_torrent = flags & 8 != 0;
-    let mut responder = Responder::new(&mut Entropy::seeded(7));
+    let mut responder = Responder::new(&mut Entropy::seeded(7), Methods::BOTH);
     // The torrents the responder serves: ours, and one more the initiator never names.
     let served = |key: &[u8; 20]| {
         [rill::metainfo::InfoHash([0x44; 20]), INFO_HASH].into_iter().find(|ih| req2_key(ih) == *key)
@@ -202,7 +202,7 @@ fuzz_target!(|data: &[u8]| {
                     replies += 1;
                     pending.drain(..consumed);
                 }
-                Step::Done { consumed, plaintext_len, reply, info_hash } => {
+                Step::Done { consumed, plaintext_len, reply, info_hash, streams } => {
                     assert_eq!(info_hash, INFO_HASH, "the torrent the initiator named");
                     assert!(consumed + plaintext_len <= len, "{consumed} + {plaintext_len} of {len}");
                     assert_eq!(reply.len(), 14);
@@ -211,7 +211,11 @@ fuzz_target!(|data: &[u8]| {
                     let mut answer = reply.clone();
                     Rc4::new(&hash(&[b"keyB", &s, &INFO_HASH.0])).apply(&mut answer);
                     assert_eq!(&answer[..8], &[0u8; 8], "VC");
-                    assert_eq!(&answer[8..], &[0, 0, 0, 1, 0, 0], "crypto_select plaintext, no PadD");
+                    // Plaintext whenever offered (no cipher on the data path), else RC4.
+                    let provide = u32::from_be_bytes([plain[8], plain[9], plain[10], plain[11]]);
+                    let select = if provide & 1 != 0 { 1 } else { 2 };
+                    assert_eq!(&answer[8..], &[0, 0, 0, select, 0, 0], "crypto_select, no PadD");
+                    assert_eq!(streams.is_some(), select == 2, "RC4 streams exactly when RC4 is selected");
                     break 'run Outcome::Done {
                         header: consumed,
                         ia: pending[consumed..consumed + plaintext_len].to_vec(),

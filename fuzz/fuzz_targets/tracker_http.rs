@@ -21,6 +21,7 @@ use rill::tracker::http::{
 };
 use rill::tracker::message::MAX_PEERS_PER_REPLY;
 use rill::tracker::TrackerUrl;
+use rill::http::{HeadReader, StreamHead};
 
 const OURS: InfoHash = InfoHash([b'x'; 20]);
 
@@ -81,6 +82,20 @@ fn run(data: &[u8], chunk: usize) -> Result<HttpResponse, HttpError> {
     parser.on_eof()
 }
 
+/// A web seed's streamed head (`http::HeadReader`): the head and where the body starts, read in one piece and
+/// in `chunk`-byte reads, as `(head, body start offset)`.
+fn stream_head(bytes: &[u8], chunk: usize) -> Result<Option<(StreamHead, usize)>, HttpError> {
+    let mut reader = HeadReader::default();
+    let mut at = 0;
+    for piece in bytes.chunks(chunk) {
+        if let Some((head, used)) = reader.feed(piece)? {
+            return Ok(Some((head, at + used)));
+        }
+        at += piece.len();
+    }
+    Ok(None)
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, bytes)) = data.split_first() else { return };
     if flags & 1 != 0 {
@@ -94,6 +109,23 @@ fuzz_target!(|data: &[u8]| {
     let whole = run(bytes, bytes.len().max(1));
     let cut = run(bytes, chunk);
     assert_eq!(whole, cut, "the outcome depends on how the bytes were cut ({chunk}-byte reads)");
+    let head_whole = stream_head(bytes, bytes.len().max(1));
+    let head_cut = stream_head(bytes, chunk);
+    // A head too large may be noticed at different points, but it is an error either way.
+    match (&head_whole, &head_cut) {
+        (Err(HttpError::HeadTooLarge), _) | (_, Err(HttpError::HeadTooLarge)) => {}
+        _ => assert_eq!(head_whole, head_cut, "the streamed head depends on the cut ({chunk}-byte reads)"),
+    }
+    if let Ok(Some((head, start))) = &head_whole {
+        assert!(*start <= bytes.len());
+        assert!(!(100..200).contains(&head.status));
+        if let Some((a, b, _)) = head.content_range {
+            assert!(a <= b);
+        }
+        if let Some(location) = &head.location {
+            assert!(!location.is_empty() && location.bytes().all(|b| b.is_ascii_graphic()));
+        }
+    }
     match whole {
         Ok(response) => {
             assert!(response.body.len() <= MAX_BODY);
