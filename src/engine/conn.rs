@@ -59,6 +59,9 @@ pub struct PeerConn {
     pub cipher: Option<Cipher>,
     /// This connection opened with MSE (ours) or answered one (theirs).
     pub mse: bool,
+    /// Its peer id was compared with the torrent's other connections' (one connection per peer, whatever
+    /// the address family or port it came from).
+    pub peer_id_checked: bool,
 }
 
 /// RC4 both ways after an MSE handshake that selected it. Bytes are decrypted in place as they are read
@@ -104,6 +107,7 @@ impl PeerConn {
             your_ip_noted: false,
             cipher: None,
             mse: false,
+            peer_id_checked: false,
         }
     }
 

@@ -738,8 +738,36 @@ impl Engine {
         }
     }
 
-    /// Policy after a connection's input: bans by peer id, seed meets seed, a free upload slot.
+    /// The same peer over a second address (IPv4 and IPv6, say) or a second connection: the first is kept.
+    /// Compared once per connection, when its peer id is known.
+    fn drop_if_same_peer(&mut self, slot: usize) -> bool {
+        let conn = &self.conns[slot];
+        let (Some(tid), Some(peer_id), false) =
+            (conn.torrent, conn.session.as_ref().and_then(|s| s.peer_id), conn.peer_id_checked)
+        else {
+            return false;
+        };
+        let same = |&(k, c): &(usize, &PeerConn)| {
+            k != slot
+                && c.torrent == Some(tid)
+                && c.closing.is_none()
+                && c.session.as_ref().is_some_and(|s| s.peer_id == Some(peer_id))
+        };
+        if let Some((_, other)) = self.conns.iter().find(same) {
+            log::debug!("{}: the same peer as {}: dropped", conn.addr, other.addr);
+            self.close_conn(slot, DropReason::NotNeeded);
+            return true;
+        }
+        self.conns[slot].peer_id_checked = true;
+        false
+    }
+
+    /// Policy after a connection's input: one connection per peer, bans by peer id, seed meets seed, a free
+    /// upload slot.
     fn after_input(&mut self, slot: usize) {
+        if self.drop_if_same_peer(slot) {
+            return;
+        }
         let conn = &self.conns[slot];
         let (Some(tid), Some(session)) = (conn.torrent, conn.session.as_ref()) else {
             return;
