@@ -46,8 +46,9 @@ const ACK_EVERY: u32 = 2;
 pub const KEEPALIVE: Duration = secs(29);
 /// A connection that hears nothing for this long is dead (longer than BitTorrent's 2-minute keep-alive).
 pub const IDLE_TIMEOUT: Duration = secs(180);
-/// An accepted SYN that is not followed by any packet is dropped after this long.
-pub const HALF_OPEN_TIMEOUT: Duration = secs(20);
+/// An accepted SYN that is not followed by any packet is dropped after this long (more than the
+/// initiator's keep-alive, for an initiator that has nothing to say yet).
+pub const HALF_OPEN_TIMEOUT: Duration = secs(40);
 
 /// Wrapping sequence comparison: `a` before `b`.
 fn seq_lt(a: u16, b: u16) -> bool {

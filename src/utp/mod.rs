@@ -281,12 +281,10 @@ impl UtpMux {
         let Some(Some(e)) = self.slots.get_mut(slot as usize) else { return };
         let ev = e.conn.take_events();
         let state = e.conn.state();
+        // Leaving `AwaitingFirstPacket` (to connected or dead) ends the half-open count; `remove` then
+        // sees a state other than half-open and does not count it again.
         if was_half_open && state != State::AwaitingFirstPacket {
             self.half_open -= 1;
-            // `remove` must not count it again.
-            if state == State::Dead {
-                self.half_open += 1;
-            }
         }
         if !e.conn.is_closing() {
             if ev.connected {
