@@ -29,5 +29,6 @@ pub mod time;
 pub mod timer_wheel;
 pub mod torrent;
 pub mod tracker;
+pub mod utp;
 pub mod verdict;
 pub mod wire;
