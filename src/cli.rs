@@ -59,6 +59,7 @@ OPTIONS:
         --recheck          hash existing data in full instead of trusting the resume file
         --encryption MODE  prefer (default): plaintext or RC4, as the peer wants; require: RC4 only
                            (MSE, both ways); off: plaintext only
+        --no-utp           TCP only: no uTP connections either way
         --dht-bootstrap HOST:PORT  start the DHT from this node instead of the built-in routers
                            (may repeat)
         --no-dht           no DHT: peers only from trackers, peer exchange and --peer
@@ -100,6 +101,7 @@ OPTIONS:
         --max-upload-slots N  peers unchoked at once, per torrent (default 4)
         --encryption MODE  prefer (default): plaintext or RC4, as the peer wants; require: RC4 only
                            (MSE, both ways); off: plaintext only
+        --no-utp           TCP only: no uTP connections either way
         --dht-bootstrap HOST:PORT  start the DHT from this node instead of the built-in routers
                            (may repeat)
         --no-dht           no DHT: peers only from trackers, peer exchange and --peer
@@ -187,6 +189,8 @@ pub struct TransferOptions {
     pub dht_bootstrap: Vec<HostPort>,
     pub state_dir: Option<PathBuf>,
     pub encryption: crate::peer::encryption::EncryptionPolicy,
+    /// `--no-utp`.
+    pub no_utp: bool,
 }
 
 /// `HOST:PORT`, `IP:PORT` or `[IPv6]:PORT`.
@@ -361,6 +365,7 @@ fn transfer_options(args: &mut pico_args::Arguments, cmd: &str) -> Result<Transf
     }
     let state_dir = args.opt_value_from_os_str("--state-dir", |s| Ok::<_, String>(PathBuf::from(s)))?;
     let encryption = args.opt_value_from_fn("--encryption", parse_encryption)?.unwrap_or_default();
+    let no_utp = args.contains("--no-utp");
     let mut torrents = vec![torrent_arg(args, cmd)?];
     while let Some(t) = args.opt_free_from_os_str(|s| Ok::<_, String>(PathBuf::from(s)))? {
         if t.to_string_lossy().starts_with('-') {
@@ -384,6 +389,7 @@ fn transfer_options(args: &mut pico_args::Arguments, cmd: &str) -> Result<Transf
         dht_bootstrap,
         state_dir,
         encryption,
+        no_utp,
     })
 }
 
@@ -562,6 +568,8 @@ mod tests {
         assert_eq!(mode("download a.torrent"), EncryptionPolicy::Prefer);
         assert_eq!(mode("seed a.torrent --encryption require"), EncryptionPolicy::Require);
         assert_eq!(mode("download a.torrent --encryption off"), EncryptionPolicy::Off);
+        let Command::Seed { opts, .. } = parse(args("seed a.torrent --no-utp")).unwrap() else { panic!() };
+        assert!(opts.no_utp);
         assert!(parse(args("download a.torrent --encryption rc4")).is_err());
     }
 

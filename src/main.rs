@@ -484,6 +484,7 @@ fn transfer(
         down_limit: opts.down_limit,
         listen_port: bound.port(),
         encryption: opts.encryption,
+        utp: !opts.no_utp,
         dht: dht_bootstrap.map(|bootstrap| DhtConfig {
             bootstrap,
             node_file: state_dir(opts).map(|dir| dir.join("dht.dat")),

@@ -206,10 +206,20 @@ pub struct Sim {
     pub now: Timestamp,
     hosts: Vec<Host>,
     links: Vec<Link>,
-    /// Datagrams in flight (all with the same latency, so in delivery order): (due, from, to, bytes).
-    datagrams: VecDeque<(Timestamp, SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Datagrams in flight, by (due, sequence): (from, to, bytes).
+    datagrams: std::collections::BTreeMap<(Timestamp, u64), (SocketAddr, SocketAddr, Vec<u8>)>,
+    datagram_seq: u64,
     /// `--encryption` of the hosts added from now on.
     pub encryption: crate::peer::encryption::EncryptionPolicy,
+    /// uTP on for the hosts added from now on.
+    pub utp: bool,
+    /// Hosts that refuse TCP connections (as a peer with TCP off: it is reached over uTP).
+    pub tcp_refused: Vec<usize>,
+    /// Datagrams lost (0..1) and extra random delay (up to this, so they may arrive out of order), seeded.
+    pub datagram_loss: f64,
+    pub datagram_jitter: Duration,
+    /// Datagrams delivered twice (0..1).
+    pub datagram_duplicate: f64,
     pub steps: u64,
     rng: Rng,
 }
@@ -226,8 +236,14 @@ impl Sim {
             now: Timestamp::ZERO,
             hosts: Vec::new(),
             links: Vec::new(),
-            datagrams: VecDeque::new(),
+            datagrams: std::collections::BTreeMap::new(),
+            datagram_seq: 0,
             encryption: crate::peer::encryption::EncryptionPolicy::Prefer,
+            utp: false,
+            tcp_refused: Vec::new(),
+            datagram_loss: 0.0,
+            datagram_jitter: Duration::ZERO,
+            datagram_duplicate: 0.0,
             steps: 0,
             rng: Rng::seeded(0),
         }
@@ -252,6 +268,7 @@ impl Sim {
             down_limit: None,
             listen_port: dht.map(|_| 6881),
             encryption: self.encryption,
+            utp: self.utp,
             dht: dht.map(|from| crate::engine::dht::DhtConfig {
                 bootstrap: from.iter().map(|&h| crate::engine::dht::Bootstrap::Addr(self.hosts[h].addr)).collect(),
                 node_file: None,
@@ -413,6 +430,20 @@ impl Sim {
         self.links.len() - 1
     }
 
+    /// Tells `from` of `to`'s address for its first torrent, without preparing a link (a dial over TCP to
+    /// a host in `tcp_refused` fails; over uTP it goes through the datagram network).
+    pub fn hint(&mut self, from: usize, to: usize) {
+        let addr = self.hosts[to].addr;
+        let id = self.hosts[from].torrents[0];
+        self.hosts[from].engine.handle_peer_hint(id, addr, self.now);
+        self.perform_all();
+    }
+
+    /// Every connection of host `h` now.
+    pub fn peers(&self, h: usize) -> Vec<PeerSnapshot> {
+        self.hosts[h].engine.snapshot().peers
+    }
+
     /// A command to a host's engine (pause, resume, remove a torrent).
     pub fn command(&mut self, host: usize, command: crate::engine::snapshot::Command) {
         self.hosts[host].engine.handle_command(command, self.now);
@@ -494,7 +525,7 @@ impl Sim {
                 next = next.min(t);
             }
         }
-        if let Some((t, ..)) = self.datagrams.front() {
+        if let Some(((t, _), _)) = self.datagrams.first_key_value() {
             next = next.min(*t);
         }
         for l in &self.links {
@@ -542,15 +573,15 @@ impl Sim {
             }
         }
         // Datagrams due reach their host's engine (none there: lost, as on a network).
-        while self.datagrams.front().is_some_and(|(t, ..)| *t <= now) {
-            let (_, from, to, data) = self.datagrams.pop_front().expect("front checked");
+        while self.datagrams.first_key_value().is_some_and(|((t, _), _)| *t <= now) {
+            let (_, (from, to, data)) = self.datagrams.pop_first().expect("first checked");
             if let Some(h) = self.hosts.iter().position(|x| x.addr == to) {
                 self.hosts[h].engine.handle_datagram(from, &data, now);
             }
         }
         // 2. The engines' turns: backlog, timers, end of turn; actions and output after each.
         for h in 0..self.hosts.len() {
-            for conn in self.hosts[h].engine.take_backlog() {
+            for conn in self.hosts[h].engine.take_backlog(now) {
                 if let Some(end) = self.end_of(h, conn) {
                     let (li, a) = end;
                     let link = &mut self.links[li];
@@ -624,11 +655,18 @@ impl Sim {
                         // The simulation has no trackers and no DNS.
                         Action::Tracker(_) | Action::ResolveInBackground { .. } => {}
                         Action::Datagram { to, data } => {
-                            self.datagrams.push_back((now + DEFAULT_LATENCY, self.hosts[h].addr, to, data));
+                            let from = self.hosts[h].addr;
+                            self.send_datagram(from, to, data);
                         }
                     }
                 }
-                while let Some(conn) = self.hosts[h].engine.poll_transmit() {
+                let mut buf = [0u8; crate::utp::MAX_DATAGRAM];
+                while let Some((to, len)) = self.hosts[h].engine.poll_datagram(&mut buf) {
+                    any = true;
+                    let from = self.hosts[h].addr;
+                    self.send_datagram(from, to, buf[..len].to_vec());
+                }
+                while let Some(conn) = self.hosts[h].engine.poll_transmit(now) {
                     any = true;
                     if let Some((li, a)) = self.end_of(h, conn) {
                         let link = &mut self.links[li];
@@ -643,10 +681,29 @@ impl Sim {
         }
     }
 
+    /// A datagram into the simulated network: lost, delayed (and so reordered) and duplicated as the sim's
+    /// settings say, with the sim's seeded generator.
+    fn send_datagram(&mut self, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
+        let copies = if self.datagram_loss > 0.0 && (self.rng.below(1_000_000) as f64) < self.datagram_loss * 1e6 {
+            0
+        } else if self.datagram_duplicate > 0.0 && (self.rng.below(1_000_000) as f64) < self.datagram_duplicate * 1e6 {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let jitter_us = self.datagram_jitter.as_micros() as u64;
+            let extra = if jitter_us > 0 { Duration::from_micros(self.rng.below(jitter_us)) } else { Duration::ZERO };
+            self.datagram_seq += 1;
+            self.datagrams.insert((self.now + DEFAULT_LATENCY + extra, self.datagram_seq), (from, to, data.clone()));
+        }
+    }
+
     /// Host `h`'s engine dials `addr`: the link `connect` prepared for it comes up at once.
     fn open_link(&mut self, h: usize, conn: ConnId, addr: SocketAddr) {
         let now = self.now;
-        let Some(to) = self.hosts.iter().position(|x| x.addr == addr) else {
+        let refused = |x: usize| self.tcp_refused.contains(&x);
+        let Some(to) = self.hosts.iter().position(|x| x.addr == addr).filter(|&to| !refused(to)) else {
             self.hosts[h]
                 .engine
                 .handle_peer_error(conn, DropReason::ConnectFailed(std::io::ErrorKind::ConnectionRefused));
@@ -1108,5 +1165,40 @@ mod tests {
         sim.connect(leecher, seed, 4.0 * MB, millis(5));
         sim.run_until(secs(60), |s| s.swarm(leecher).is_complete());
         assert_eq!(sim.links_between(leecher, seed).len(), 1);
+    }
+
+    /// uTP over a lossy, reordering, duplicating network, through the whole engine: a seed that refuses TCP
+    /// (as a libtorrent peer with TCP off) is reached over uTP after one failed TCP connect.
+    fn utp_download(seed: u64, loss: f64, jitter: Duration, duplicate: f64) -> (Sim, usize, Vec<u8>) {
+        let mut rng = Rng::seeded(seed);
+        let (meta, content) = make_torrent(2 * 1024 * 1024 + 333, 64 * 1024, seed);
+        let mut sim = Sim::new();
+        sim.utp = true;
+        (sim.datagram_loss, sim.datagram_jitter, sim.datagram_duplicate) = (loss, jitter, duplicate);
+        let leecher = sim.add_node(&meta, None, &mut rng);
+        let seeder = sim.add_node(&meta, Some(&content), &mut rng);
+        sim.tcp_refused.push(seeder);
+        sim.hint(leecher, seeder);
+        let mut seen_utp = false;
+        sim.run_until(secs(300), |s| {
+            seen_utp |= s.peers(leecher).iter().any(|p| p.utp && p.downloaded > 0);
+            s.swarm(leecher).is_complete()
+        });
+        assert!(seen_utp, "the data came over uTP");
+        assert_eq!(sim.content(leecher), content, "byte-identical over uTP");
+        (sim, leecher, content)
+    }
+
+    #[test]
+    fn utp_carries_a_download_over_a_clean_network() {
+        let (sim, _, _) = utp_download(61, 0.0, Duration::ZERO, 0.0);
+        assert!(sim.now < Timestamp::ZERO + secs(30), "finished at {}", sim.now);
+    }
+
+    #[test]
+    fn utp_carries_a_download_through_loss_reordering_and_duplicates() {
+        for (seed, loss) in [(62, 0.01), (63, 0.03), (64, 0.05)] {
+            utp_download(seed, loss, millis(20), 0.01);
+        }
     }
 }

@@ -98,6 +98,7 @@ const LAYERS: &[&str] = &[
     "wire",
     "metadata",
     "dht",
+    "utp",
     "timer_wheel",
     "swarm",
     "peer",

@@ -62,6 +62,8 @@ pub struct PeerConn {
     /// Its peer id was compared with the torrent's other connections' (one connection per peer, whatever
     /// the address family or port it came from).
     pub peer_id_checked: bool,
+    /// TCP (the driver's socket) or uTP (the engine's mux).
+    pub transport: super::utp::Transport,
 }
 
 /// RC4 both ways after an MSE handshake that selected it. Bytes are decrypted in place as they are read
@@ -108,6 +110,7 @@ impl PeerConn {
             cipher: None,
             mse: false,
             peer_id_checked: false,
+            transport: super::utp::Transport::Tcp,
         }
     }
 

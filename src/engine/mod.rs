@@ -30,6 +30,7 @@ pub mod snapshot;
 #[cfg(test)]
 mod tests;
 pub mod torrent;
+pub mod utp;
 pub mod webseed;
 
 use std::collections::{HashMap, VecDeque};
@@ -104,6 +105,8 @@ pub struct EngineConfig {
     pub dht: Option<dht::DhtConfig>,
     /// `--encryption`: plaintext, MSE with RC4, or either.
     pub encryption: EncryptionPolicy,
+    /// uTP as well as TCP (`--no-utp`: TCP only).
+    pub utp: bool,
 }
 
 /// What the driver must do.
@@ -149,6 +152,8 @@ enum Wake {
     StopDeadline,
     /// The DHT node's next deadline (queries time out, tokens rotate, buckets refresh, the node file).
     Dht,
+    /// The uTP connections' next deadline (retransmissions, delayed ACKs, keep-alives, time-outs).
+    Utp,
 }
 
 /// What a read pass ended with.
@@ -191,6 +196,8 @@ pub struct Engine {
     removing: Vec<TorrentId>,
     /// The DHT node, shared by every torrent that uses it.
     dht: Option<dht::DhtNode>,
+    /// uTP connections (the mux and which connection each carries).
+    utp: Option<utp::UtpHost>,
 }
 
 impl Engine {
@@ -206,6 +213,10 @@ impl Engine {
         let mut rng = rng;
         let dht_node =
             config.dht.as_ref().map(|c| dht::DhtNode::new(c, now, entropy.fork(), Rng::seeded(rng.next_u64())));
+        let utp_host = config.utp.then(|| {
+            let mux = crate::utp::UtpMux::new(now, crate::utp::Config::default(), entropy.fork());
+            utp::UtpHost::new(mux)
+        });
         let mut actions = VecDeque::new();
         if let Some(node) = &dht_node {
             actions.extend(node.resolve_requests());
@@ -233,6 +244,7 @@ impl Engine {
             shutting_down: false,
             removing: Vec::new(),
             dht: dht_node,
+            utp: utp_host,
         };
         engine.pump_dht(now);
         engine
@@ -461,31 +473,39 @@ impl Engine {
         self.events.pop_front()
     }
 
-    /// A connection with bytes to write: call `handle_peer_output` for it.
-    pub fn poll_transmit(&mut self) -> Option<ConnId> {
+    /// A TCP connection with bytes to write: call `handle_peer_output` for it. (uTP connections are written
+    /// here, into the mux: their datagrams come out of `poll_datagram`.)
+    pub fn poll_transmit(&mut self, now: Timestamp) -> Option<ConnId> {
         while let Some(slot) = self.transmit.pop_front() {
             if let Some(c) = self.conns.get_mut(slot) {
                 c.in_transmit = false;
                 if c.closing.is_none() {
-                    return Some(ConnId(slot));
+                    match c.transport {
+                        utp::Transport::Tcp => return Some(ConnId(slot)),
+                        utp::Transport::Utp(id) => self.utp_output(slot, id, now),
+                    }
                 }
             }
         }
         None
     }
 
-    /// Connections to read again this turn (read budget spent, or un-paused).
-    pub fn take_backlog(&mut self) -> Vec<ConnId> {
+    /// TCP connections to read again this turn (read budget spent, or un-paused); uTP ones are read here.
+    pub fn take_backlog(&mut self, now: Timestamp) -> Vec<ConnId> {
         let slots = std::mem::take(&mut self.backlog);
-        slots
-            .into_iter()
-            .filter_map(|slot| {
-                let c = self.conns.get_mut(slot)?;
-                c.in_backlog = false;
-                c.paused = false;
-                Some(ConnId(slot))
-            })
-            .collect()
+        let mut tcp = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let Some(c) = self.conns.get_mut(slot) else {
+                continue;
+            };
+            c.in_backlog = false;
+            c.paused = false;
+            match c.transport {
+                utp::Transport::Tcp => tcp.push(ConnId(slot)),
+                utp::Transport::Utp(id) => self.utp_input(slot, id, now),
+            }
+        }
+        tcp
     }
 
     /// The driver must not sleep: connections wait in the backlog, or a check or confirmation is running.
@@ -879,7 +899,7 @@ impl Engine {
                 }
             }
             DatagramKind::Dht => self.dht_datagram(from, data, now),
-            DatagramKind::Utp => log::trace!("udp {from}: uTP packet ignored ({} bytes)", data.len()),
+            DatagramKind::Utp => self.utp_datagram(from, data, now),
             DatagramKind::Unknown => log::trace!("udp {from}: unknown datagram ({} bytes)", data.len()),
         }
     }
@@ -956,6 +976,7 @@ impl Engine {
             }
             Wake::StopDeadline => {}
             Wake::Dht => self.dht_timeout(now),
+            Wake::Utp => self.utp_timeout(now),
         }
     }
 
@@ -1477,14 +1498,28 @@ impl Engine {
                 } else {
                     (Encryption::Plain, Vec::new())
                 };
+                let over_utp = t.candidates.wants_utp(&addr);
                 let mut conn = PeerConn::new(no, addr, Some(id), Some(session), read, encryption, now);
                 conn.pre_out = first;
                 conn.mse = encrypt;
+                let utp_id = if over_utp { self.utp_connect(addr, now) } else { None };
+                if let Some(utp_id) = utp_id {
+                    conn.transport = utp::Transport::Utp(utp_id);
+                }
                 let slot = self.conns.insert(conn);
-                self.actions.push_back(Action::Connect { conn: ConnId(slot), addr });
+                match utp_id {
+                    Some(utp_id) => {
+                        self.utp_bind(utp_id, slot);
+                        self.pump_utp(now);
+                        log::debug!("{addr}: connecting over uTP");
+                    }
+                    None => {
+                        self.actions.push_back(Action::Connect { conn: ConnId(slot), addr });
+                        log::debug!("{addr}: connecting");
+                    }
+                }
                 self.reschedule_conn(slot, now);
                 half_open += 1;
-                log::debug!("{addr}: connecting");
             }
         }
         let _ = self.live_conns();
@@ -1531,6 +1566,9 @@ impl Engine {
                 self.timers.cancel(id);
             }
             let reason = conn.closing.unwrap_or(DropReason::Shutdown);
+            if let utp::Transport::Utp(id) = conn.transport {
+                self.utp_release(id, &reason);
+            }
             let peer = peer_snapshot(&conn);
             if let (Some(tid), Some(session)) = (conn.torrent, conn.session.as_mut()) {
                 if let Some(t) = self.torrents.get_mut(tid.0) {
@@ -1556,6 +1594,15 @@ impl Engine {
                     if conn.outgoing || session.peer_id.is_some() {
                         match reason {
                             DropReason::Misbehaved(PeerMisbehaved::OwnPeerId) => t.candidates.forget(conn.addr),
+                            // A TCP connect that failed: the peer may take only uTP.
+                            DropReason::ConnectFailed(_) | DropReason::ConnectTimedOut
+                                if conn.outgoing
+                                    && conn.transport == utp::Transport::Tcp
+                                    && self.utp.is_some()
+                                    && t.candidates.on_tcp_connect_failed(conn.addr, now) =>
+                            {
+                                log::debug!("{}: TCP connect failed ({reason}); trying uTP", conn.addr);
+                            }
                             _ if refused
                                 && self.config.encryption == EncryptionPolicy::Prefer
                                 && t.candidates.on_handshake_refused(conn.addr, now) =>
@@ -1836,8 +1883,14 @@ fn peer_snapshot(c: &PeerConn) -> PeerSnapshot {
         (None, true) => snapshot::PeerEncryption::MsePlain,
         (None, false) => snapshot::PeerEncryption::Plain,
     };
-    let mut p =
-        PeerSnapshot { torrent: c.torrent, addr: Some(c.addr), outgoing: c.outgoing, encryption, ..Default::default() };
+    let mut p = PeerSnapshot {
+        torrent: c.torrent,
+        addr: Some(c.addr),
+        outgoing: c.outgoing,
+        encryption,
+        utp: matches!(c.transport, utp::Transport::Utp(_)),
+        ..Default::default()
+    };
     if let Some(s) = &c.session {
         p.peer_id = s.peer_id;
         p.downloaded = s.downloaded;

@@ -157,6 +157,8 @@ pub struct PeerSnapshot {
     pub cancels_sent: u64,
     /// How the stream is carried: plain, MSE then plaintext, or RC4.
     pub encryption: PeerEncryption,
+    /// Over uTP (else TCP).
+    pub utp: bool,
 }
 
 /// A connection's encryption, for views and tests.

@@ -16,6 +16,7 @@ fn config() -> EngineConfig {
         listen_port: None,
         dht: None,
         encryption: crate::peer::encryption::EncryptionPolicy::Prefer,
+        utp: false,
     }
 }
 
@@ -154,7 +155,7 @@ fn incoming_handshakes_are_routed_by_info_hash() {
         let mut bytes = std::io::Cursor::new(handshake(*ih)).chain(WouldBlock);
         e.handle_peer_input(conn, &mut bytes, now);
         assert_eq!(e.peer(conn).and_then(|p| p.torrent), Some(*id));
-        assert!(e.poll_transmit().is_some(), "our handshake and bitfield are queued");
+        assert!(e.poll_transmit(Timestamp::ZERO).is_some(), "our handshake and bitfield are queued");
     }
     // A third torrent's handshake: dropped.
     let stranger = e.handle_incoming(SocketAddr::from(([10, 1, 1, 2], 5000)), now).expect("admitted");

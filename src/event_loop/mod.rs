@@ -154,6 +154,8 @@ pub struct EventLoop {
     view: View,
     next_redraw: Timestamp,
     redraw_every: Duration,
+    /// Where the engine writes each uTP datagram before it is sent.
+    datagram: Vec<u8>,
 }
 
 impl EventLoop {
@@ -186,6 +188,7 @@ impl EventLoop {
             view,
             next_redraw: now,
             redraw_every,
+            datagram: vec![0; crate::utp::MAX_DATAGRAM],
         })
     }
 
@@ -241,7 +244,7 @@ impl EventLoop {
                 }
                 self.perform(now);
             }
-            for id in self.engine.take_backlog() {
+            for id in self.engine.take_backlog(now) {
                 if let Some(Some(socket)) = self.sockets.get_mut(id.0) {
                     self.engine.handle_peer_input(id, &mut socket.stream, now);
                 }
@@ -292,13 +295,19 @@ impl EventLoop {
                     }
                 }
             }
-            while let Some(id) = self.engine.poll_transmit() {
+            while let Some(id) = self.engine.poll_transmit(now) {
                 any = true;
                 match self.sockets.get_mut(id.0) {
                     Some(Some(socket)) if !socket.connecting => {
                         self.engine.handle_peer_output(id, &mut socket.stream, now);
                     }
                     _ => {}
+                }
+            }
+            // uTP datagrams, written into one reused buffer.
+            while let Some((to, len)) = self.engine.poll_datagram(&mut self.datagram) {
+                if let Err(e) = self.tracker_driver.send_datagram(to, &self.datagram[..len], self.poll.registry()) {
+                    log::debug!("udp {to}: send: {e}");
                 }
             }
             if !any {

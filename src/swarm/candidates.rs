@@ -37,6 +37,8 @@ struct Candidate {
     encrypt: bool,
     /// The other way was tried after a refused handshake: a second refusal is a failure.
     switched: bool,
+    /// Dial over uTP (a TCP connect to it failed before).
+    utp: bool,
 }
 
 #[derive(Default)]
@@ -71,7 +73,8 @@ impl Candidates {
         if self.known.contains_key(&addr) {
             return false;
         }
-        self.known.insert(addr, Candidate { state: State::Ready, failures: 0, encrypt: false, switched: false });
+        self.known
+            .insert(addr, Candidate { state: State::Ready, failures: 0, encrypt: false, switched: false, utp: false });
         self.ready.push_back(addr);
         true
     }
@@ -128,6 +131,28 @@ impl Candidates {
                 _ => None,
             })
             .min()
+    }
+
+    /// Whether the next connection to `addr` goes over uTP (else TCP).
+    pub fn wants_utp(&self, addr: &SocketAddr) -> bool {
+        self.known.get(addr).is_some_and(|c| c.utp)
+    }
+
+    /// Our TCP connect to `addr` failed (refused or timed out): the next dial goes over uTP at once, and
+    /// stays uTP for this address. A uTP connect that fails too is a failure like any other. True when it
+    /// will be tried over uTP.
+    pub fn on_tcp_connect_failed(&mut self, addr: SocketAddr, now: Timestamp) -> bool {
+        let Some(c) = self.known.get_mut(&addr) else {
+            return false;
+        };
+        if c.utp {
+            self.on_closed(addr, false, now);
+            return false;
+        }
+        c.utp = true;
+        c.state = State::Ready;
+        self.ready.push_front(addr);
+        true
     }
 
     /// Whether the next connection to `addr` opens with MSE (else plaintext).

@@ -844,7 +844,13 @@ impl Conn {
 
     /// Encodes `header`, our SACK when packets are out of order, and the payload `range` of the send
     /// ring; every packet carries the current ACK, so the delayed-ACK state is cleared.
-    fn encode(&mut self, now: Timestamp, header: &Header, range: Option<(usize, usize)>, out: &mut [u8]) -> Option<usize> {
+    fn encode(
+        &mut self,
+        now: Timestamp,
+        header: &Header,
+        range: Option<(usize, usize)>,
+        out: &mut [u8],
+    ) -> Option<usize> {
         let mut sack = [0u8; SACK_BYTES];
         let sack_len = if header.kind == PacketType::Syn { 0 } else { self.sack_mask(&mut sack) };
         let payload_len = range.map_or(0, |r| r.1);

@@ -542,7 +542,11 @@ fn hostile_datagrams_never_panic_and_memory_stays_bounded() {
         let kind = [PacketType::Data, PacketType::State, PacketType::Fin, PacketType::Syn][rng.below(4) as usize];
         let header = Header {
             kind,
-            connection_id: if rng.below(2) == 0 { pair.b.slots.iter().flatten().next().unwrap().conn.send_id } else { rng.next_u32() as u16 },
+            connection_id: if rng.below(2) == 0 {
+                pair.b.slots.iter().flatten().next().unwrap().conn.send_id
+            } else {
+                rng.next_u32() as u16
+            },
             timestamp_us: rng.next_u32(),
             timestamp_difference_us: rng.next_u32(),
             wnd_size: rng.next_u32(),
@@ -551,7 +555,8 @@ fn hostile_datagrams_never_panic_and_memory_stays_bounded() {
         };
         let mut sack = [0u8; 8];
         rng.fill(&mut sack);
-        let n = packet::encode_into(&header, &sack[..rng.below(3) as usize * 4], b"0123456789abcdef", &mut base).unwrap();
+        let n =
+            packet::encode_into(&header, &sack[..rng.below(3) as usize * 4], b"0123456789abcdef", &mut base).unwrap();
         let input = rng.mutate(&[&base[..n]], &[0, 1, 2, 0x41, 0xff]);
         pair.a.handle_datagram(pair.now, addr(B), &input);
         while pair.a.poll_transmit(&mut buf).is_some() {}
