@@ -356,6 +356,9 @@ fn rill_seed_encryption_require_refuses_plaintext_and_serves_rc4() {
     let refused = wait_for(deadline_within(deadline, 30), &format!("rill to log `{REFUSED_BY_POLICY}`"), || {
         rill.proc.assert_running();
         plain.proc().assert_running();
+        if let Some(s) = plain.snapshot().filter(|s| s.downloaded > 0 || !s.peer_ids.is_empty()) {
+            panic!("the plaintext-only leecher got past a handshake with rill: {}", s.describe());
+        }
         let log = rill.proc.stderr();
         let n = lines_with(&log, REFUSED_BY_POLICY).len();
         (n >= 1).then_some(n)
