@@ -255,6 +255,10 @@ fn aria2c_requiring_rc4_downloads_from_rill_seed_encryption_require() {
     let rc4 = lines_with(&log, RC4_SELECTED);
     assert!(!rc4.is_empty(), "rill's log should show an MSE handshake selecting RC4:\n{log}");
     assert!(lines_with(&log, PLAINTEXT_SELECTED).is_empty(), "an MSE handshake selected plaintext:\n{log}");
+    // aria2c replaces 20 or more pending `have`s with a bitfield, or with `have all` once complete (BEP 6 allows
+    // both only first): neither is misbehaviour to rill.
+    let misbehaved = lines_with(&log, "misbehaved");
+    assert!(misbehaved.is_empty(), "rill took aria2c for a misbehaving peer: {misbehaved:#?}");
     // aria2c's own account (its debug log) of the crypto method rill's MSE reply selected.
     let aria_log = aria.log();
     let arc4 = lines_with(&aria_log, ARIA2_ARC4);
@@ -428,6 +432,7 @@ fn download_encryption_off_from_a_default_seeder_is_plaintext() {
         "the seeder should have served rill over a plain BitTorrent connection only: {}",
         view.describe()
     );
+    println!("rill download --encryption off from a default libtorrent seeder; the seeder's view: {}", view.describe());
 }
 
 /// How many refused connections to the RC4-only seeder rill must have logged before its lack of progress counts:

@@ -297,13 +297,20 @@ impl Snapshot {
             format!("at {:.1} s: {} B downloaded, complete {}; peers:", self.elapsed, self.downloaded, self.complete);
         for p in &self.seen {
             s.push_str(&format!(
-                " [{} {:?} id {} down {} up {}{}]",
+                " [{} {:?} id {} down {} up {}{}{}]",
                 p.addr,
                 p.client,
                 p.peer_id_hex.get(..16).unwrap_or(&p.peer_id_hex),
                 p.downloaded,
                 p.uploaded,
-                if p.is_rill() { " (rill)" } else { "" }
+                if p.is_rill() { " (rill)" } else { "" },
+                if p.rc4 {
+                    " RC4"
+                } else if p.plaintext_encrypted {
+                    " MSE-plaintext"
+                } else {
+                    ""
+                }
             ));
         }
         let ids: Vec<String> =
