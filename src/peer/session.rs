@@ -521,7 +521,15 @@ impl PeerSession {
                 }
                 self.update_interest(swarm, now);
             }
-            Frame::HaveAll | Frame::HaveNone => return Err(PeerMisbehaved::BitfieldNotFirst.into()),
+            Frame::HaveAll => {
+                // Only first in BEP 6, but aria2 sends `have all` in place of its pending `have`s once it
+                // completes, as it sends a late bitfield otherwise: the peer now has every piece.
+                for piece in 0..geometry.piece_count() {
+                    self.add_piece(piece, swarm);
+                }
+                self.update_interest(swarm, now);
+            }
+            Frame::HaveNone => return Err(PeerMisbehaved::BitfieldNotFirst.into()),
             Frame::Request { piece, offset, len } => self.on_request(piece, offset, len, geometry, swarm)?,
             Frame::Cancel { piece, offset, len } => {
                 // BEP 6: a cancelled request still queued is answered with a reject.

@@ -1414,7 +1414,31 @@ fn fast_have_all_counts_in_availability_and_have_none_counts_nothing() {
     peer_sends(&mut c, Frame::Have { piece: 3 });
     assert_eq!(sent_frames(&mut c), [OwnedFrame::Interested]);
     assert_eq!(c.swarm.availability(3), 1);
-    assert_eq!(drops_on(&mut c, Frame::HaveAll), DropReason::Misbehaved(PeerMisbehaved::BitfieldNotFirst));
+    assert_eq!(drops_on(&mut c, Frame::HaveNone), DropReason::Misbehaved(PeerMisbehaved::BitfieldNotFirst));
+}
+
+/// aria2 opens with `have none` and, once complete, sends `have all` in place of its pending `have`s: the
+/// peer has every piece from then on, each counted once in availability; a late `have none` is still a drop.
+#[test]
+fn fast_late_have_all_from_a_peer_that_completed_means_every_piece() {
+    let t0 = Timestamp::ZERO;
+    let (mut c, _) = fast_handshaken(t0, leecher());
+    peer_sends(&mut c, Frame::HaveNone);
+    peer_sends(&mut c, Frame::Have { piece: 3 });
+    assert_eq!(sent_frames(&mut c), [OwnedFrame::Interested]);
+    peer_sends(&mut c, Frame::HaveAll);
+    nothing_sent(&mut c);
+    assert!(c.peer.is_peer_seed());
+    assert!((0..PIECES).all(|p| c.swarm.availability(p) == 1), "each piece counted once");
+    c.peer.on_closed(&mut c.swarm);
+    assert!((0..PIECES).all(|p| c.swarm.availability(p) == 0), "a closed seed no longer counts");
+
+    let (mut c, _) = fast_handshaken(t0, leecher());
+    peer_sends(&mut c, Frame::HaveNone);
+    peer_sends(&mut c, Frame::HaveAll);
+    assert_eq!(sent_frames(&mut c), [OwnedFrame::Interested]);
+    assert!(c.peer.is_peer_seed());
+    assert_eq!(drops_on(&mut c, Frame::HaveNone), DropReason::Misbehaved(PeerMisbehaved::BitfieldNotFirst));
 }
 
 #[test]

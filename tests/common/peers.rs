@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::dht::{DhtStatus, LtDht};
 use super::json::{self, quote, Json};
+use super::seeding::{LtEncryption, Snapshot};
 use super::torrent::Torrent;
 use super::{
     free_port, http, lifetime_until, mkdir, peer_script, require_python_libtorrent, require_tool, wait_for,
@@ -311,6 +312,8 @@ pub struct LtOptions {
     pub no_tracker: bool,
     /// The mainline DHT on (a private loopback DHT; off by default).
     pub dht: Option<LtDht>,
+    /// Its MSE/PE policy (`--encryption`).
+    pub encryption: LtEncryption,
 }
 
 /// A python3-libtorrent session (`tests/peers/lt_peer.py`), seeder or leecher. Its state comes from the JSON
@@ -338,7 +341,9 @@ impl LibtorrentPeer {
         cmd.arg("--upload-limit")
             .arg(opts.upload_limit.to_string())
             .arg("--download-limit")
-            .arg(opts.download_limit.to_string());
+            .arg(opts.download_limit.to_string())
+            .arg("--encryption")
+            .arg(opts.encryption.arg());
         if opts.seed {
             cmd.arg("--seed");
         }
@@ -386,6 +391,11 @@ impl LibtorrentPeer {
     /// What its last status says about the DHT (all defaults without `--dht`).
     pub fn dht(&self) -> DhtStatus {
         self.status().map(|s| DhtStatus::parse(&s)).unwrap_or_default()
+    }
+
+    /// Its last status as a snapshot: totals and every peer it has seen, with their totals and encryption.
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        self.status().map(|s| Snapshot::parse(&s))
     }
 
     fn num(&self, key: &str) -> u64 {
@@ -466,6 +476,8 @@ pub struct Aria2 {
     proc: Proc,
     pub port: u16,
     pub rpc_port: u16,
+    /// Its working directory, where its log (`aria2.log`) is.
+    home: PathBuf,
 }
 
 impl Aria2 {
@@ -514,7 +526,7 @@ impl Aria2 {
         if rpc {
             wait_port_open(rpc_port, deadline, &format!("{name} RPC"));
         }
-        Aria2 { name: name.to_string(), proc, port, rpc_port }
+        Aria2 { name: name.to_string(), proc, port, rpc_port, home }
     }
 
     /// Seeds `torrent` from `data_dir` (`-V --seed-ratio=0.0`: check the data, then seed for ever);
@@ -541,8 +553,27 @@ impl Aria2 {
     /// (it would keep aria2c running): its counters are not available, only its exit status and its log.
     #[track_caller]
     pub fn leech(dir: &Path, name: &str, torrent: &Torrent, out_dir: &Path, deadline: Instant) -> Aria2 {
-        let extra = vec!["--seed-time=0".to_string()];
+        Aria2::leech_with(dir, name, torrent, out_dir, &[], deadline)
+    }
+
+    /// As [`Aria2::leech`], with more aria2c options (e.g. `--bt-require-crypto=true`).
+    #[track_caller]
+    pub fn leech_with(
+        dir: &Path,
+        name: &str,
+        torrent: &Torrent,
+        out_dir: &Path,
+        options: &[&str],
+        deadline: Instant,
+    ) -> Aria2 {
+        let mut extra = vec!["--seed-time=0".to_string()];
+        extra.extend(options.iter().map(|o| o.to_string()));
         Aria2::start(dir, name, torrent, out_dir, false, &extra, deadline)
+    }
+
+    /// aria2c's own log (`--log`, at info level), for what it says about the connections.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.home.join("aria2.log")).unwrap_or_default()
     }
 
     /// One JSON-RPC call; returns its `result`, or `None` when aria2 does not answer (e.g. it has exited).

@@ -160,6 +160,9 @@ pub enum LtEncryption {
     /// Every connection must start with the MSE handshake (plaintext handshakes are dropped both ways); the
     /// plaintext crypto method stays allowed inside it, since rill's responder selects it.
     Forced,
+    /// As `Forced`, with RC4 the only crypto method inside (`allowed_enc_level` = RC4, `prefer_rc4`): every
+    /// connection it keeps is RC4-encrypted both ways.
+    Rc4,
 }
 
 impl LtEncryption {
@@ -168,6 +171,7 @@ impl LtEncryption {
             LtEncryption::Default => "default",
             LtEncryption::Disabled => "disabled",
             LtEncryption::Forced => "forced",
+            LtEncryption::Rc4 => "rc4",
         }
     }
 }
@@ -184,6 +188,10 @@ pub struct PeerStat {
     /// Pieces it has, as far as the leecher knows.
     pub num_pieces: u64,
     pub seed: bool,
+    /// An MSE handshake selected RC4 on this connection (the stream is encrypted).
+    pub rc4: bool,
+    /// An MSE handshake selected plaintext on this connection.
+    pub plaintext_encrypted: bool,
 }
 
 impl PeerStat {
@@ -214,7 +222,8 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    fn parse(s: &Json) -> Snapshot {
+    /// One `lt_peer.py` status file (a leecher's or a seeder's).
+    pub fn parse(s: &Json) -> Snapshot {
         let peer = |addr: String, v: &Json| {
             let n = |f| v.get(f).and_then(Json::as_u64).unwrap_or(0);
             let text = |f| v.get(f).and_then(Json::as_str).unwrap_or("").to_string();
@@ -226,6 +235,8 @@ impl Snapshot {
                 uploaded: n("total_upload"),
                 num_pieces: n("num_pieces"),
                 seed: v.get("seed").and_then(Json::as_bool).unwrap_or(false),
+                rc4: v.get("rc4").and_then(Json::as_bool).unwrap_or(false),
+                plaintext_encrypted: v.get("plaintext_encrypted").and_then(Json::as_bool).unwrap_or(false),
             }
         };
         let peers = s
@@ -286,13 +297,20 @@ impl Snapshot {
             format!("at {:.1} s: {} B downloaded, complete {}; peers:", self.elapsed, self.downloaded, self.complete);
         for p in &self.seen {
             s.push_str(&format!(
-                " [{} {:?} id {} down {} up {}{}]",
+                " [{} {:?} id {} down {} up {}{}{}]",
                 p.addr,
                 p.client,
                 p.peer_id_hex.get(..16).unwrap_or(&p.peer_id_hex),
                 p.downloaded,
                 p.uploaded,
-                if p.is_rill() { " (rill)" } else { "" }
+                if p.is_rill() { " (rill)" } else { "" },
+                if p.rc4 {
+                    " RC4"
+                } else if p.plaintext_encrypted {
+                    " MSE-plaintext"
+                } else {
+                    ""
+                }
             ));
         }
         let ids: Vec<String> =

@@ -13,11 +13,13 @@ local peers in an unthrottled peer class by default; we map every address to the
 Every 0.2 s FILE.json is replaced atomically with the torrent's state, payload totals and per-peer totals
 (`peers_seen` keeps the highest totals of every peer ever connected, keyed "ip:port"). Alerts go to stdout.
 Each peer record also carries its `peer_id` (hex of the 20 bytes, "" when unknown), so that a peer can be recognised
-whichever side dialled, and `num_pieces`, how many pieces the peer has as far as we know. `peer_ids` maps "ip:port"
-to the peer id of every connection that got past the handshake, from the peer alerts too: it also lists connections
-that opened and closed between two status writes (which `peers_seen` misses). With --no-tracker the
-torrent's trackers are dropped before it is added: the session never announces, and its only peers are the --peer
-addresses (and whoever dials it).
+whichever side dialled, `num_pieces`, how many pieces the peer has as far as we know, and how the connection is
+carried: `rc4` (an MSE handshake selected RC4: the stream is encrypted) or `plaintext_encrypted` (an MSE handshake
+selected plaintext); neither is a plain BitTorrent handshake (in `peers_seen`, each is true once it was seen true).
+`peer_ids` maps "ip:port" to the peer id of every connection that got past the handshake, from the peer alerts too:
+it also lists connections that opened and closed between two status writes (which `peers_seen` misses). With
+--no-tracker the torrent's trackers are dropped before it is added: the session never announces, and its only peers
+are the --peer addresses (and whoever dials it).
 --encryption rc4 is forced with RC4 as the only crypto method inside (the stream is encrypted both ways).
 --encryption disabled speaks plain BitTorrent only (no MSE handshake either way); forced makes every connection,
 incoming and outgoing, start with the MSE/PE handshake and drops plaintext ones, while still allowing the plaintext
@@ -264,6 +266,8 @@ def main():
                 "outgoing": bool(p.flags & lt.peer_info.local_connection),
                 "peer_id": peer_id_hex(p.pid),
                 "num_pieces": p.num_pieces,
+                "rc4": bool(p.flags & lt.peer_info.rc4_encrypted),
+                "plaintext_encrypted": bool(p.flags & lt.peer_info.plaintext_encrypted),
             }
             peers.append(rec)
             if rec["peer_id"]:
@@ -276,6 +280,8 @@ def main():
                 old["total_download"] = max(old["total_download"], rec["total_download"])
                 old["client"] = rec["client"]
                 old["peer_id"] = rec["peer_id"] or old.get("peer_id", "")
+                old["rc4"] = old["rc4"] or rec["rc4"]
+                old["plaintext_encrypted"] = old["plaintext_encrypted"] or rec["plaintext_encrypted"]
         status = {
             "pid": os.getpid(),
             "state": str(st.state),
