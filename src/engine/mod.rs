@@ -46,6 +46,7 @@ use crate::peer::encryption::{Encryption, EncryptionPolicy};
 use crate::peer::session::{PeerSession, Phase};
 use crate::peer::{DropReason, PeerMisbehaved};
 use crate::rng::{Entropy, Rng};
+use crate::swarm::candidates::Way;
 use crate::swarm::choker::{PeerStat, CHOKE_ROUND, SNUB_AFTER};
 use crate::swarm::slots::{Admission, PeerUse, SlotPolicy};
 use crate::swarm::throttle::{TokenBucket, REFILL_EVERY};
@@ -1438,6 +1439,10 @@ impl Engine {
     /// Dials known candidates of every active torrent while there is room. With `turnover` (once a
     /// second), a full house may also give the slot of its least useful peer to one candidate, as the slot
     /// policy decides.
+    fn dial_ways(&self) -> &'static [Way] {
+        dial_ways(self.config.encryption, self.utp.is_some())
+    }
+
     fn dial_more(&mut self, now: Timestamp, turnover: bool) {
         if self.shutting_down {
             return;
@@ -1487,18 +1492,15 @@ impl Engine {
                 let info_hash = ctx.info_hash;
                 let t = &self.torrents[id.0];
                 let policy = self.config.encryption;
-                let encrypt = match policy {
-                    EncryptionPolicy::Require => true,
-                    EncryptionPolicy::Off => false,
-                    EncryptionPolicy::Prefer => t.candidates.wants_encryption(&addr),
-                };
+                let way = t.candidates.way(&addr, self.dial_ways());
+                let encrypt = way.encrypt;
                 let (encryption, first) = if encrypt {
                     let (e, first) = Encryption::initiate(&mut self.entropy, info_hash, policy.provide());
                     (e, first)
                 } else {
                     (Encryption::Plain, Vec::new())
                 };
-                let over_utp = t.candidates.wants_utp(&addr);
+                let over_utp = way.utp;
                 let mut conn = PeerConn::new(no, addr, Some(id), Some(session), read, encryption, now);
                 conn.pre_out = first;
                 conn.mse = encrypt;
@@ -1580,37 +1582,36 @@ impl Engine {
                     }
                     // A seed we met while seeding is no use to us: back off from it like from a failure.
                     let useful = session.peer_id.is_some() && reason != DropReason::NotNeeded;
-                    // Closed by the peer after our handshake and before its own: it may take only the other
-                    // kind (peers that require encryption close on a plaintext handshake).
+                    // Closed by the peer after our handshake and before its own: it may take only another way
+                    // (encrypted or not, TCP or uTP); a TCP connect that failed may mean uTP only.
+                    let connect_failed = conn.transport == utp::Transport::Tcp
+                        && matches!(reason, DropReason::ConnectFailed(_) | DropReason::ConnectTimedOut);
                     let refused = conn.outgoing
                         && session.peer_id.is_none()
-                        && session.phase() != Phase::AwaitingConnect
-                        && matches!(
-                            reason,
-                            DropReason::ClosedByPeer
-                                | DropReason::Io(_)
-                                | DropReason::Misbehaved(PeerMisbehaved::WrongProtocolString)
-                        );
+                        && (connect_failed
+                            || (session.phase() != Phase::AwaitingConnect
+                                && matches!(
+                                    reason,
+                                    DropReason::ClosedByPeer
+                                        | DropReason::Io(_)
+                                        | DropReason::Misbehaved(PeerMisbehaved::WrongProtocolString)
+                                )));
                     if conn.outgoing || session.peer_id.is_some() {
                         match reason {
                             DropReason::Misbehaved(PeerMisbehaved::OwnPeerId) => t.candidates.forget(conn.addr),
-                            // A TCP connect that failed: the peer may take only uTP.
-                            DropReason::ConnectFailed(_) | DropReason::ConnectTimedOut
-                                if conn.outgoing
-                                    && conn.transport == utp::Transport::Tcp
-                                    && self.utp.is_some()
-                                    && t.candidates.on_tcp_connect_failed(conn.addr, now) =>
-                            {
-                                log::debug!("{}: TCP connect failed ({reason}); trying uTP", conn.addr);
+                            _ if refused => {
+                                let ways = dial_ways(self.config.encryption, self.utp.is_some());
+                                if t.candidates.on_refused(conn.addr, ways, connect_failed, now) {
+                                    let way = t.candidates.way(&conn.addr, ways);
+                                    let how = match (way.utp, way.encrypt) {
+                                        (false, false) => "plaintext over TCP",
+                                        (false, true) => "with encryption over TCP",
+                                        (true, false) => "plaintext over uTP",
+                                        (true, true) => "with encryption over uTP",
+                                    };
+                                    log::debug!("{}: handshake refused ({reason}); trying {how}", conn.addr);
+                                }
                             }
-                            _ if refused
-                                && self.config.encryption == EncryptionPolicy::Prefer
-                                && t.candidates.on_handshake_refused(conn.addr, now) =>
-                            {
-                                let now_how = if conn.mse { "plaintext" } else { "with encryption" };
-                                log::debug!("{}: handshake refused ({reason}); trying {now_how}", conn.addr);
-                            }
-                            _ if refused && self.config.encryption == EncryptionPolicy::Prefer => {}
                             _ if conn.outgoing => t.candidates.on_closed(conn.addr, useful, now),
                             _ => {}
                         }
@@ -1907,6 +1908,26 @@ fn peer_snapshot(c: &PeerConn) -> PeerSnapshot {
         p.cancels_sent = s.cancels_sent;
     }
     p
+}
+
+/// The ways a connection is tried, in order, under `--encryption` and `--no-utp`: TCP before uTP (the kernel
+/// does TCP's work), and with `prefer` plaintext before MSE (no key exchange, no cipher) — each next one
+/// only after the peer refused the one before.
+fn dial_ways(policy: EncryptionPolicy, utp: bool) -> &'static [Way] {
+    const fn w(utp: bool, encrypt: bool) -> Way {
+        Way { utp, encrypt }
+    }
+    const PREFER: [Way; 4] = [w(false, false), w(false, true), w(true, false), w(true, true)];
+    const REQUIRE: [Way; 2] = [w(false, true), w(true, true)];
+    const OFF: [Way; 2] = [w(false, false), w(true, false)];
+    match (policy, utp) {
+        (EncryptionPolicy::Prefer, true) => &PREFER,
+        (EncryptionPolicy::Prefer, false) => &PREFER[..2],
+        (EncryptionPolicy::Require, true) => &REQUIRE,
+        (EncryptionPolicy::Require, false) => &REQUIRE[..1],
+        (EncryptionPolicy::Off, true) => &OFF,
+        (EncryptionPolicy::Off, false) => &OFF[..1],
+    }
 }
 
 /// Gives a torrent's tracker request an engine-wide id (the torrent in the high bits).

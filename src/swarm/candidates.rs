@@ -33,12 +33,16 @@ enum State {
 struct Candidate {
     state: State,
     failures: u32,
-    /// Dial with MSE next time (`--encryption prefer` switches after a refused handshake).
-    encrypt: bool,
-    /// The other way was tried after a refused handshake: a second refusal is a failure.
-    switched: bool,
-    /// Dial over uTP (a TCP connect to it failed before).
-    utp: bool,
+    /// Which way of connecting (an index into the caller's list of [`Way`]s) the next dial uses: the first
+    /// at first; the next after a refused handshake; kept after a connection that worked.
+    step: u8,
+}
+
+/// One way of opening a connection: transport and whether the handshake starts with MSE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Way {
+    pub utp: bool,
+    pub encrypt: bool,
 }
 
 #[derive(Default)]
@@ -73,8 +77,7 @@ impl Candidates {
         if self.known.contains_key(&addr) {
             return false;
         }
-        self.known
-            .insert(addr, Candidate { state: State::Ready, failures: 0, encrypt: false, switched: false, utp: false });
+        self.known.insert(addr, Candidate { state: State::Ready, failures: 0, step: 0 });
         self.ready.push_back(addr);
         true
     }
@@ -133,47 +136,33 @@ impl Candidates {
             .min()
     }
 
-    /// Whether the next connection to `addr` goes over uTP (else TCP).
-    pub fn wants_utp(&self, addr: &SocketAddr) -> bool {
-        self.known.get(addr).is_some_and(|c| c.utp)
+    /// How to open the next connection to `addr`, from the caller's `ways` (tried in order).
+    pub fn way(&self, addr: &SocketAddr, ways: &[Way]) -> Way {
+        let step = self.known.get(addr).map_or(0, |c| usize::from(c.step));
+        ways[step.min(ways.len() - 1)]
     }
 
-    /// Our TCP connect to `addr` failed (refused or timed out): the next dial goes over uTP at once, and
-    /// stays uTP for this address. A uTP connect that fails too is a failure like any other. True when it
-    /// will be tried over uTP.
-    pub fn on_tcp_connect_failed(&mut self, addr: SocketAddr, now: Timestamp) -> bool {
+    /// Our connection to `addr` ended before the peer's handshake, the peer having closed it (right after
+    /// our handshake, as peers that refuse plaintext — or encryption — do, or at once, as a peer that
+    /// takes no TCP does): the next of `ways` is tried at once. When none is left it is a failure like any
+    /// other and the next dial starts from the first way again. `tcp_connect_failed`: the TCP connect
+    /// itself failed, so the ways over TCP are skipped. True when another way will be tried.
+    pub fn on_refused(&mut self, addr: SocketAddr, ways: &[Way], tcp_connect_failed: bool, now: Timestamp) -> bool {
         let Some(c) = self.known.get_mut(&addr) else {
             return false;
         };
-        if c.utp {
+        let mut next = usize::from(c.step) + 1;
+        if tcp_connect_failed {
+            while next < ways.len() && !ways[next].utp {
+                next += 1;
+            }
+        }
+        if next >= ways.len() {
+            c.step = 0;
             self.on_closed(addr, false, now);
             return false;
         }
-        c.utp = true;
-        c.state = State::Ready;
-        self.ready.push_front(addr);
-        true
-    }
-
-    /// Whether the next connection to `addr` opens with MSE (else plaintext).
-    pub fn wants_encryption(&self, addr: &SocketAddr) -> bool {
-        self.known.get(addr).is_some_and(|c| c.encrypt)
-    }
-
-    /// Our connection to `addr` was closed by the peer right after our handshake (plaintext or MSE):
-    /// it may accept only the other kind, as peers that require encryption do. The first time, the next
-    /// dial goes at once the other way, and that choice is remembered; the second time it is a failure like
-    /// any other. True when it will be tried the other way.
-    pub fn on_handshake_refused(&mut self, addr: SocketAddr, now: Timestamp) -> bool {
-        let Some(c) = self.known.get_mut(&addr) else {
-            return false;
-        };
-        if c.switched {
-            self.on_closed(addr, false, now);
-            return false;
-        }
-        c.switched = true;
-        c.encrypt = !c.encrypt;
+        c.step = next as u8;
         c.state = State::Ready;
         self.ready.push_front(addr);
         true
@@ -187,7 +176,6 @@ impl Candidates {
         };
         if useful {
             c.failures = 0;
-            c.switched = false;
         } else {
             c.failures += 1;
             if c.failures >= MAX_FAILURES {
@@ -250,22 +238,32 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_handshake_is_tried_the_other_way_once_and_remembered() {
+    fn refused_handshakes_walk_the_ways_in_order_and_the_one_that_worked_is_kept() {
+        let plain = Way { utp: false, encrypt: false };
+        let mse = Way { utp: false, encrypt: true };
+        let utp = Way { utp: true, encrypt: false };
+        let ways = [plain, mse, utp];
         let mut c = Candidates::new();
         let t0 = Timestamp::ZERO;
         c.add(a(1));
         assert_eq!(c.next_to_dial(t0), Some(a(1)));
-        assert!(!c.wants_encryption(&a(1)), "plaintext first");
-        assert!(c.on_handshake_refused(a(1), t0), "switched");
+        assert_eq!(c.way(&a(1), &ways), plain, "plaintext over TCP first");
+        assert!(c.on_refused(a(1), &ways, false, t0));
         assert_eq!(c.next_to_dial(t0), Some(a(1)), "dialled again at once");
-        assert!(c.wants_encryption(&a(1)));
-        c.on_closed(a(1), true, t0);
-        assert!(c.wants_encryption(&a(1)), "remembered after a good connection");
-        assert_eq!(c.next_to_dial(t0 + secs(10)), Some(a(1)));
-        assert!(c.on_handshake_refused(a(1), t0), "a good connection in between: may switch again");
-        assert!(!c.wants_encryption(&a(1)));
+        assert_eq!(c.way(&a(1), &ways), mse);
+        assert!(c.on_refused(a(1), &ways, false, t0));
         assert_eq!(c.next_to_dial(t0), Some(a(1)));
-        assert!(!c.on_handshake_refused(a(1), t0), "refused both ways: a failure");
+        assert_eq!(c.way(&a(1), &ways), utp);
+        c.on_closed(a(1), true, t0);
+        assert_eq!(c.way(&a(1), &ways), utp, "kept after a connection that worked");
+        assert_eq!(c.next_to_dial(t0 + secs(10)), Some(a(1)));
+        assert!(!c.on_refused(a(1), &ways, false, t0), "none left: a failure");
+        assert_eq!(c.way(&a(1), &ways), plain, "and the next dial starts over");
         assert_eq!(c.next_to_dial(t0 + secs(1)), None, "backing off");
+        // A TCP connect that fails goes straight to uTP.
+        c.add(a(2));
+        assert_eq!(c.next_to_dial(t0), Some(a(2)));
+        assert!(c.on_refused(a(2), &ways, true, t0));
+        assert_eq!(c.way(&a(2), &ways), utp);
     }
 }

@@ -98,6 +98,7 @@ def main():
     ap.add_argument("--max-life", type=float, default=300.0)
     ap.add_argument("--encryption", choices=["default", "disabled", "forced", "rc4"], default="default")
     ap.add_argument("--pex", action="store_true", help="peer exchange (ut_pex) on")
+    ap.add_argument("--utp-only", action="store_true", help="uTP on, TCP off both ways (incoming and outgoing)")
     ap.add_argument("--choke-cycle", type=float, default=0.0)
     ap.add_argument("--log-peer-messages", action="store_true")
     ap.add_argument("--dht", action="store_true", help="the mainline DHT on, set up for a private loopback DHT")
@@ -138,6 +139,13 @@ def main():
         | lt.alert.category_t.status_notification
         | lt.alert.category_t.connect_notification,
     }
+    if args.utp_only:
+        settings.update({
+            "enable_incoming_utp": True,
+            "enable_outgoing_utp": True,
+            "enable_incoming_tcp": False,
+            "enable_outgoing_tcp": False,
+        })
     if args.dht:
         settings.update(DHT_SETTINGS)
         settings["alert_mask"] |= lt.alert.category_t.dht_notification
