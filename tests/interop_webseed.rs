@@ -17,8 +17,9 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::fs;
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -42,6 +43,8 @@ struct WebSeedServer {
     proc: Proc,
     port: u16,
     status_path: PathBuf,
+    /// On [::1] (`--ipv6`) rather than 127.0.0.1.
+    ipv6: bool,
 }
 
 impl WebSeedServer {
@@ -65,13 +68,40 @@ impl WebSeedServer {
             .arg(lifetime.as_secs().to_string())
             .args(flags);
         let proc = Proc::spawn(name, &cmd, &dir.join("logs"), lifetime);
-        wait_port_open(port, deadline_within(deadline, 20), name);
-        WebSeedServer { name: name.to_string(), proc, port, status_path }
+        let ipv6 = flags.contains(&"--ipv6");
+        let ws = WebSeedServer { name: name.to_string(), proc, port, status_path, ipv6 };
+        let addr = ws.host_port();
+        wait_until(deadline_within(deadline, 20), &format!("{name} to listen on {addr}"), || {
+            ws.proc.assert_running();
+            TcpStream::connect(addr.as_str()).is_ok()
+        });
+        ws
+    }
+
+    fn host_port(&self) -> String {
+        if self.ipv6 {
+            format!("[::1]:{}", self.port)
+        } else {
+            format!("127.0.0.1:{}", self.port)
+        }
     }
 
     /// Its base URL, as a torrent's `url-list` names it.
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
+        format!("http://{}/", self.host_port())
+    }
+
+    /// The URL paths (decoded) of the ranges it served, the last 50.
+    fn paths_served(&self) -> BTreeSet<String> {
+        let Some(s) = self.status() else {
+            return BTreeSet::new();
+        };
+        s.get("ranges")
+            .and_then(Json::as_array)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|r| r.as_array().and_then(|r| r.first()).and_then(Json::as_str).map(str::to_string))
+            .collect()
     }
 
     fn status(&self) -> Option<Json> {
@@ -248,12 +278,13 @@ fn output_of(c: &Content, out: &Path) -> PathBuf {
 // ---------------------------------------------------------------------------------------------------------------
 // 1. A web seed as the only source
 
-/// rill downloads `c` from webseed.py alone (no tracker, no peer, no DHT).
-fn web_seed_only(label: &str, make: fn(&Path, u64) -> Content) {
+/// rill downloads `c` from webseed.py (started with `flags`) alone: no tracker, no peer, no DHT. Each file was
+/// asked for at its own URL (base + name [+ path], percent-encoded; webseed.py decodes it to find the file).
+fn web_seed_only(label: &str, make: fn(&Path, u64) -> Content, flags: &[&str]) {
     let deadline = deadline_in(120);
     let dir = TempDir::new(label);
     let c = make(dir.path(), 1);
-    let ws = WebSeedServer::start(dir.path(), "webseed", &www(dir.path()), &[], deadline);
+    let ws = WebSeedServer::start(dir.path(), "webseed", &www(dir.path()), flags, deadline);
     let t = rill_create(dir.path(), &c, &[ws.url()], None, deadline);
     let out = mkdir(&dir.join("out"));
     let started = Instant::now();
@@ -263,17 +294,30 @@ fn web_seed_only(label: &str, make: fn(&Path, u64) -> Content) {
     // Every byte came from the web seed: nothing else was there (it may have sent a little more, e.g. a span cut
     // short by the end of the download, never less).
     assert!(ws.bytes() >= c.total, "the web seed served less than the content: {}", ws.describe());
+    let want: BTreeSet<String> = if c.files.is_empty() {
+        [format!("/{}", c.name)].into()
+    } else {
+        c.files.iter().filter(|(_, len)| *len > 0).map(|(rel, _)| format!("/{}/{}", c.name, rel.display())).collect()
+    };
+    assert_eq!(ws.paths_served(), want, "the files asked for (decoded URL paths), {}", ws.describe());
     eprintln!("[{label}] {} B from the web seed alone in {secs:.2} s; {}", c.total, ws.describe());
 }
 
 #[test]
 fn web_seed_alone_single_file() {
-    web_seed_only("ws-single", |dir, seed| single_file(dir, 3 * MIB + 12_345, seed));
+    web_seed_only("ws-single", |dir, seed| single_file(dir, 3 * MIB + 12_345, seed), &[]);
 }
 
 #[test]
 fn web_seed_alone_multi_file() {
-    web_seed_only("ws-multi", web_tree);
+    web_seed_only("ws-multi", web_tree, &[]);
+}
+
+/// A web seed at `http://[::1]:PORT/`: an IPv6 literal in the URL.
+#[test]
+fn web_seed_alone_on_ipv6_loopback() {
+    require_ipv6_loopback();
+    web_seed_only("ws-ipv6", web_tree, &["--ipv6"]);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -299,10 +343,16 @@ fn web_seed_and_libtorrent_seeder_both_used() {
     let rill = spawn_rill_download(dir.path(), &t, &out, &[seeder.addr()], &["--no-dht"], deadline);
     let secs = wait_rill_done(&rill, &[&seeder], &[&ws], started, deadline);
     assert_same_tree(&c.path(), &output_of(&c, &out));
-    let from_peer = wait_uploaded_over(&seeder, 0, deadline);
-    let from_web = wait_for(deadline_within(deadline, 10), &format!("bytes served: {}", ws.describe()), || {
-        Some(ws.bytes()).filter(|&b| b > 0)
-    });
+    // The counters settle a little after rill exits (the seeder writes its status every 0.2 s, the web seed
+    // after each request): together they cover the content.
+    let (from_peer, from_web) = wait_for(
+        deadline_within(deadline, 10),
+        &format!("the two sources to account for {} B: {}; {}", c.total, describe_peers(&[&seeder]), ws.describe()),
+        || {
+            let (p, w) = (seeder.uploaded_bytes(), ws.bytes());
+            (p + w >= c.total).then_some((p, w))
+        },
+    );
     // At least a piece each: both sources really carried the download.
     assert!(from_peer >= t.piece_length, "the peer sent only {from_peer} B");
     assert!(from_web >= t.piece_length, "the web seed sent only {from_web} B: {}", ws.describe());
@@ -350,7 +400,7 @@ fn corrupt_web_seed_is_given_up_and_the_peer_finishes() {
     assert!(line.contains("hash"), "the given-up line should say the data failed the hash check: {line}");
     // The peer carried the whole download: everything the web seed sent was thrown away.
     let from_peer = wait_uploaded_over(&seeder, t.total_length - 1, deadline);
-    eprintln!("[ws-corrupt] done in {secs:.2} s; {}; rill said: {line}", ws.describe());
+    eprintln!("[ws-corrupt] done in {secs:.2} s; {from_peer} B from the peer; {}; rill said: {line}", ws.describe());
 }
 
 #[test]
@@ -366,7 +416,7 @@ fn web_seed_answering_404_is_backed_off_and_the_peer_finishes() {
     let from_peer = wait_uploaded_over(&seeder, t.total_length - 1, deadline);
     // Backed off after the 404 (15 s first): one request, or very few, in a download of a few seconds.
     assert!(ws.requests() <= 2, "a 404 web seed asked again without backing off: {}", ws.describe());
-    eprintln!("[ws-404] done in {secs:.2} s; {}", ws.describe());
+    eprintln!("[ws-404] done in {secs:.2} s; {from_peer} B from the peer; {}", ws.describe());
 }
 
 #[test]
@@ -384,13 +434,30 @@ fn redirect_loop_web_seed_is_given_up_and_the_peer_finishes() {
     eprintln!("[ws-loop] done in {secs:.2} s; {}; rill said: {line}", ws.describe());
 }
 
+#[test]
+fn web_seed_ignoring_range_is_given_up_and_the_peer_finishes() {
+    let deadline = deadline_in(150);
+    let dir = TempDir::new("ws-norange");
+    let (rill, ws, _seeder, _t, secs) = bad_web_seed_and_peer("ws-norange", &["--no-range"], 512 * KIB, deadline, &dir);
+    let line = given_up_line(&rill, &ws.url())
+        .unwrap_or_else(|| panic!("no `web seed {}: given up` line on rill's stdout:\n{}", ws.url(), rill.stdout()));
+    assert!(line.contains("Range"), "the given-up line should say the server ignores Range: {line}");
+    eprintln!("[ws-norange] done in {secs:.2} s; {}; rill said: {line}", ws.describe());
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // 5. A magnet link's `ws=`
 
 /// `%`-encodes a query value.
 fn query_escape(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -454,13 +521,7 @@ fn ipv6_peer_from_tracker_peers6() {
     let dir = TempDir::new("peers6");
     let c = single_file(dir.path(), 3 * MIB + 99, 6);
     let tracker_port = free_port();
-    let t = rill_create(
-        dir.path(),
-        &c,
-        &[],
-        Some(&format!("http://127.0.0.1:{tracker_port}/announce")),
-        deadline,
-    );
+    let t = rill_create(dir.path(), &c, &[], Some(&format!("http://127.0.0.1:{tracker_port}/announce")), deadline);
     // The seeder listens on [::1] only (and never announces): the tracker's peers6 is the one way to it.
     let data = c.copy_to(&dir.join("lt-seeder-data"));
     let opts = LtOptions { seed: true, no_tracker: true, bind6: true, ..LtOptions::default() };
