@@ -537,7 +537,7 @@ fn ipv6_peer_from_tracker_peers6() {
         "lt-seeder6 should not listen on 127.0.0.1:{}",
         seeder.port
     );
-    let tracker = Tracker6::start(dir.path(), tracker_port, &[v6.clone()], deadline);
+    let tracker = Tracker6::start(dir.path(), tracker_port, std::slice::from_ref(&v6), deadline);
     let out = mkdir(&dir.join("out"));
     let started = Instant::now();
     let rill = spawn_rill_download(dir.path(), &t, &out, &[], &["--no-dht"], deadline);
