@@ -314,6 +314,8 @@ pub struct LtOptions {
     pub dht: Option<LtDht>,
     /// Its MSE/PE policy (`--encryption`).
     pub encryption: LtEncryption,
+    /// Listen on `[::1]:port` (and dial from ::1) instead of 127.0.0.1: an IPv6 peer (BEP 7).
+    pub bind6: bool,
 }
 
 /// A python3-libtorrent session (`tests/peers/lt_peer.py`), seeder or leecher. Its state comes from the JSON
@@ -355,6 +357,9 @@ impl LibtorrentPeer {
         }
         if opts.no_tracker {
             cmd.arg("--no-tracker");
+        }
+        if opts.bind6 {
+            cmd.arg("--bind6");
         }
         for p in &opts.peers {
             cmd.arg("--peer").arg(p);

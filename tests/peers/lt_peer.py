@@ -4,10 +4,10 @@
     lt_peer.py (--torrent T | --magnet URI) --save DIR --port P --status FILE.json [--seed] [--upload-limit B/s]
                [--download-limit B/s] [--peer IP:PORT]... [--no-tracker] [--exit-when-done] [--max-life SECS]
                [--encryption default|disabled|forced|rc4] [--pex] [--choke-cycle SECS]
-               [--log-peer-messages] [--dht [--dht-node IP:PORT]... [--force-dht-announce] [--dht-log]]
+               [--log-peer-messages] [--dht [--dht-node IP:PORT]... [--force-dht-announce] [--dht-log]] [--bind6]
     lt_peer.py --dht-only-node --port P --status FILE.json [--dht-node IP:PORT]... [--max-life SECS] [--dht-log]
 
-Binds 127.0.0.1:P only; DHT (unless --dht), LSD, UPnP, NAT-PMP, uTP and PEX (unless --pex) are off; several
+Binds 127.0.0.1:P only (with --bind6: [::1]:P only, for IPv6 peers, BEP 7); DHT (unless --dht), LSD, UPnP, NAT-PMP, uTP and PEX (unless --pex) are off; several
 connections per IP are allowed (every peer is 127.0.0.1). Rate limits are in bytes per second and apply to loopback peers too (libtorrent puts
 local peers in an unthrottled peer class by default; we map every address to the global class instead).
 Every 0.2 s FILE.json is replaced atomically with the torrent's state, payload totals and per-peer totals
@@ -105,6 +105,7 @@ def main():
     ap.add_argument("--dht-node", action="append", default=[], help="IP:PORT of a DHT node to start from")
     ap.add_argument("--force-dht-announce", action="store_true", help="announce every 2 s while there is no peer")
     ap.add_argument("--dht-log", action="store_true", help="log libtorrent's DHT log lines and packets")
+    ap.add_argument("--bind6", action="store_true", help="listen on [::1]:P (and dial from ::1) instead of 127.0.0.1")
     args = ap.parse_args()
     if args.dht_only_node:
         args.dht = True
@@ -112,6 +113,8 @@ def main():
         ap.error("--save is required with --torrent or --magnet")
     if (args.dht_node or args.force_dht_announce or args.dht_log) and not args.dht:
         ap.error("--dht-node, --force-dht-announce and --dht-log need --dht")
+    if args.bind6 and args.dht:
+        ap.error("--bind6 and --dht do not go together (the loopback DHT is IPv4)")
     dht_nodes_arg = []
     for spec in args.dht_node:
         host, _, port = spec.rpartition(":")
@@ -121,8 +124,8 @@ def main():
     started = time.monotonic()
 
     settings = {
-        "listen_interfaces": "127.0.0.1:%d" % args.port,
-        "outgoing_interfaces": "127.0.0.1",
+        "listen_interfaces": ("[::1]:%d" if args.bind6 else "127.0.0.1:%d") % args.port,
+        "outgoing_interfaces": "::1" if args.bind6 else "127.0.0.1",
         "enable_dht": False,
         "enable_lsd": False,
         "enable_upnp": False,

@@ -3,11 +3,13 @@
 (206 with Content-Range), on 127.0.0.1 (or ::1 with --ipv6) only.
 
     webseed.py --root DIR --port P --status FILE.json [--corrupt] [--no-range] [--not-found] [--redirect-loop]
-               [--max-life SECS]
+               [--rate BYTES_PER_S] [--max-life SECS]
 
 --corrupt flips every byte it serves (so every piece it delivers fails its hash); --no-range answers every
 request with the whole file (200), as a server without range support; --not-found answers 404; --redirect-loop
-answers every request with a 302 to itself. FILE.json is rewritten atomically after every request with
+answers every request with a 302 to itself. --rate caps what it sends, all connections together, in bytes per
+second (bodies go out in 16 KiB chunks, each when the shared budget allows), so that a test with peers as well
+sees both sources used. FILE.json is rewritten atomically after every request with
 {"requests": N, "bytes": B, "ranges": [[path, first, last], ...] (the last 50)}.
 """
 import argparse
@@ -29,11 +31,27 @@ ap.add_argument("--no-range", action="store_true")
 ap.add_argument("--not-found", action="store_true")
 ap.add_argument("--redirect-loop", action="store_true")
 ap.add_argument("--ipv6", action="store_true")
+ap.add_argument("--rate", type=int, default=0, help="bytes per second, all connections together; 0: unlimited")
 ap.add_argument("--max-life", type=float, default=300.0)
 args = ap.parse_args()
 
 lock = threading.Lock()
 stats = {"requests": 0, "bytes": 0, "ranges": []}
+CHUNK = 16 * 1024
+# --rate: the time at which the shared budget allows the next chunk out.
+next_send = [time.monotonic()]
+
+
+def pace(n):
+    """With --rate, waits until `n` more bytes may go out (all connections share one budget)."""
+    if args.rate <= 0:
+        return
+    with lock:
+        at = max(time.monotonic(), next_send[0])
+        next_send[0] = at + n / args.rate
+    delay = at - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
 
 
 def write_status():
@@ -91,12 +109,17 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Content-Type", "application/octet-stream")
         self.end_headers()
+        sent = 0
         try:
-            self.wfile.write(body)
+            for at in range(0, len(body), CHUNK):
+                chunk = body[at:at + CHUNK]
+                pace(len(chunk))
+                self.wfile.write(chunk)
+                sent += len(chunk)
         except (BrokenPipeError, ConnectionResetError):
             pass
         with lock:
-            stats["bytes"] += len(body)
+            stats["bytes"] += sent
             stats["ranges"] = (stats["ranges"] + [[path, first, last]])[-50:]
         self.done()
 
