@@ -99,6 +99,7 @@ const LAYERS: &[&str] = &[
     "metadata",
     "dht",
     "timer_wheel",
+    "utp",
     "swarm",
     "peer",
     "tracker",

@@ -174,6 +174,8 @@ pub struct Conn {
     outstanding: VecDeque<OutPacket>,
     /// Payload bytes of packets with `in_flight` set.
     in_flight: u32,
+    /// Packets of `outstanding` with `need_resend` set (so the send path scans only when there are some).
+    to_send: usize,
     peer_wnd: u32,
     cc: Ledbat,
     rtt: Rtt,
@@ -239,6 +241,7 @@ impl Conn {
             send_cap: limits.send_buffer,
             outstanding: VecDeque::new(),
             in_flight: 0,
+            to_send: 0,
             peer_wnd: max_payload as u32,
             cc: Ledbat::new(now, max_payload as u32, limits.send_buffer as u32),
             rtt: Rtt::default(),
@@ -329,6 +332,23 @@ impl Conn {
             + limits.recv_buffer.next_power_of_two()
             + MAX_OUTSTANDING * std::mem::size_of::<OutPacket>()
             + OOO_SLOTS * (std::mem::size_of::<Slot>() + payload)
+    }
+
+    /// The counters agree with the records they summarise (for the simulation, after every step).
+    #[cfg(test)]
+    pub fn check_invariants(&self) {
+        let in_flight: u32 = self.outstanding.iter().filter(|o| o.in_flight).map(|o| u32::from(o.len)).sum();
+        assert_eq!(self.in_flight, in_flight);
+        assert_eq!(self.to_send, self.outstanding.iter().filter(|o| o.need_resend).count());
+        assert!(self.outstanding.len() <= MAX_OUTSTANDING);
+        assert!(self.send_buf.len() <= self.send_cap);
+        assert_eq!(
+            self.send_buf.len() - self.unsent,
+            self.outstanding.iter().map(|o| usize::from(o.len)).sum::<usize>()
+        );
+        assert!(self.recv_buf.len() + self.ooo_bytes <= self.recv_cap);
+        assert_eq!(self.ooo_count, self.ooo.iter().filter(|s| s.used).count());
+        assert_eq!(self.ooo_bytes, self.ooo.iter().filter(|s| s.used).map(|s| s.data.len()).sum::<usize>());
     }
 
     pub fn next_deadline(&self) -> Option<Timestamp> {
@@ -475,6 +495,7 @@ impl Conn {
             return false;
         }
         p.need_resend = true;
+        self.to_send += 1;
         if p.in_flight {
             p.in_flight = false;
             self.in_flight -= u32::from(p.len);
@@ -500,6 +521,9 @@ impl Conn {
         if covered <= self.outstanding.len() {
             for _ in 0..covered {
                 let Some(o) = self.outstanding.pop_front() else { break };
+                if o.need_resend {
+                    self.to_send -= 1;
+                }
                 if o.in_flight {
                     self.in_flight -= u32::from(o.len);
                 }
@@ -567,7 +591,10 @@ impl Conn {
                 let Some(o) = self.outstanding.get_mut(first + i * 8 + bit) else { continue };
                 if !o.sacked {
                     o.sacked = true;
-                    o.need_resend = false;
+                    if o.need_resend {
+                        o.need_resend = false;
+                        self.to_send -= 1;
+                    }
                     if o.in_flight {
                         o.in_flight = false;
                         self.in_flight -= u32::from(o.len);
@@ -742,6 +769,7 @@ impl Conn {
             need_resend: true,
             fast_resent: false,
         });
+        self.to_send += 1;
         self.unsent -= len;
         self.seq_nr = self.seq_nr.wrapping_add(1);
     }
@@ -751,9 +779,7 @@ impl Conn {
         if self.state == State::Dead {
             return false;
         }
-        self.ack_now
-            || self.outstanding.iter().any(|o| o.need_resend)
-            || (self.state == State::Connected && (self.unsent > 0 || self.wants_fin()))
+        self.ack_now || self.to_send > 0 || (self.state == State::Connected && (self.unsent > 0 || self.wants_fin()))
     }
 
     fn wants_fin(&self) -> bool {
@@ -771,7 +797,8 @@ impl Conn {
             return None;
         }
         // 1. Retransmissions, oldest first.
-        if let Some(i) = self.outstanding.iter().position(|o| o.need_resend) {
+        let resend = if self.to_send > 0 { self.outstanding.iter().position(|o| o.need_resend) } else { None };
+        if let Some(i) = resend {
             let len = usize::from(self.outstanding[i].len);
             if self.fits(len) || self.outstanding[i].kind == PacketType::Syn {
                 return self.send_outstanding(now, i, out);
@@ -826,7 +853,10 @@ impl Conn {
         let start = (o.offset - self.send_base) as usize;
         let n = self.encode(now, &header, Some((start, usize::from(o.len))), out)?;
         let o = &mut self.outstanding[i];
-        o.need_resend = false;
+        if o.need_resend {
+            o.need_resend = false;
+            self.to_send -= 1;
+        }
         o.sent_at = now;
         o.transmissions = o.transmissions.saturating_add(1);
         if !o.in_flight {
@@ -844,7 +874,13 @@ impl Conn {
 
     /// Encodes `header`, our SACK when packets are out of order, and the payload `range` of the send
     /// ring; every packet carries the current ACK, so the delayed-ACK state is cleared.
-    fn encode(&mut self, now: Timestamp, header: &Header, range: Option<(usize, usize)>, out: &mut [u8]) -> Option<usize> {
+    fn encode(
+        &mut self,
+        now: Timestamp,
+        header: &Header,
+        range: Option<(usize, usize)>,
+        out: &mut [u8],
+    ) -> Option<usize> {
         let mut sack = [0u8; SACK_BYTES];
         let sack_len = if header.kind == PacketType::Syn { 0 } else { self.sack_mask(&mut sack) };
         let payload_len = range.map_or(0, |r| r.1);

@@ -528,6 +528,17 @@ impl UtpMux {
         None
     }
 
+    #[cfg(test)]
+    fn check_invariants(&self) {
+        assert_eq!(self.live, self.slots.iter().flatten().count());
+        assert_eq!(self.by_key.len(), self.live);
+        let half_open = self.slots.iter().flatten().filter(|e| e.conn.state() == State::AwaitingFirstPacket).count();
+        assert_eq!(self.half_open, half_open);
+        for e in self.slots.iter().flatten() {
+            e.conn.check_invariants();
+        }
+    }
+
     /// When `handle_timeout` is next due.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         self.slots.iter().flatten().filter_map(|e| e.conn.next_deadline()).min()

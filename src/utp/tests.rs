@@ -34,6 +34,9 @@ struct Link {
     down: bool,
 }
 
+/// A datagram on the wire: (deliver at, order sent, to b?, bytes).
+type InFlight = Reverse<(Timestamp, u64, bool, Vec<u8>)>;
+
 struct Pair {
     now: Timestamp,
     a: UtpMux,
@@ -41,8 +44,7 @@ struct Pair {
     ab: Link,
     ba: Link,
     rng: Rng,
-    /// (deliver at, order, to b?, bytes)
-    wire: BinaryHeap<Reverse<(Timestamp, u64, bool, Vec<u8>)>>,
+    wire: BinaryHeap<InFlight>,
     order: u64,
     sent_ab: u64,
     sent_ba: u64,
@@ -117,6 +119,8 @@ impl Pair {
         }
         self.a.handle_timeout(self.now);
         self.b.handle_timeout(self.now);
+        self.a.check_invariants();
+        self.b.check_invariants();
     }
 
     /// Connects a to b; returns (a's id, b's id).
@@ -505,6 +509,7 @@ fn syn_flood_is_bounded() {
         while mux.poll_transmit(&mut buf).is_some() {}
         mux.handle_timeout(now);
         while mux.poll_event().is_some() {}
+        mux.check_invariants();
         assert!(mux.half_open_count() <= config.max_half_open);
         assert!(mux.connection_count() <= config.max_half_open);
     }
@@ -542,7 +547,11 @@ fn hostile_datagrams_never_panic_and_memory_stays_bounded() {
         let kind = [PacketType::Data, PacketType::State, PacketType::Fin, PacketType::Syn][rng.below(4) as usize];
         let header = Header {
             kind,
-            connection_id: if rng.below(2) == 0 { pair.b.slots.iter().flatten().next().unwrap().conn.send_id } else { rng.next_u32() as u16 },
+            connection_id: if rng.below(2) == 0 {
+                pair.b.slots.iter().flatten().next().unwrap().conn.send_id
+            } else {
+                rng.next_u32() as u16
+            },
             timestamp_us: rng.next_u32(),
             timestamp_difference_us: rng.next_u32(),
             wnd_size: rng.next_u32(),
@@ -551,7 +560,8 @@ fn hostile_datagrams_never_panic_and_memory_stays_bounded() {
         };
         let mut sack = [0u8; 8];
         rng.fill(&mut sack);
-        let n = packet::encode_into(&header, &sack[..rng.below(3) as usize * 4], b"0123456789abcdef", &mut base).unwrap();
+        let n =
+            packet::encode_into(&header, &sack[..rng.below(3) as usize * 4], b"0123456789abcdef", &mut base).unwrap();
         let input = rng.mutate(&[&base[..n]], &[0, 1, 2, 0x41, 0xff]);
         pair.a.handle_datagram(pair.now, addr(B), &input);
         while pair.a.poll_transmit(&mut buf).is_some() {}
@@ -560,6 +570,7 @@ fn hostile_datagrams_never_panic_and_memory_stays_bounded() {
             pair.a.handle_timeout(pair.now);
             while pair.a.poll_event().is_some() {}
         }
+        pair.a.check_invariants();
         assert!(pair.a.memory_bytes() <= 2 * pair.a.connection_memory_bound());
     }
 }
