@@ -310,6 +310,10 @@ impl Conn {
     pub fn srtt(&self) -> Option<Duration> {
         self.rtt.srtt()
     }
+    /// The next sequence number and the last one received in order (for a RESET).
+    pub fn seq_ack(&self) -> (u16, u16) {
+        (self.seq_nr, self.ack_nr)
+    }
     pub fn max_payload(&self) -> usize {
         self.max_payload
     }
@@ -374,6 +378,8 @@ impl Conn {
     /// The mux's `close`: FIN after queued data. A connection whose SYN is unanswered just ends.
     pub fn close(&mut self) {
         self.closing = true;
+        // Nobody will read it: free it now (data still arriving is acknowledged and dropped).
+        self.recv_buf = VecDeque::new();
         if self.state == State::AwaitingSynAck {
             self.state = State::Dead;
         }

@@ -126,7 +126,11 @@ impl Ledbat {
         let mut gain = MAX_CWND_INCREASE_PER_RTT * window_factor * delay_factor.max(-1.0);
         if self.slow_start {
             if queueing > SLOW_START_EXIT_US {
+                // The delay is seen one RTT late, after the window doubled once more: go back to the
+                // window that still kept the delay under target.
                 self.slow_start = false;
+                self.cwnd = (self.cwnd / 2).max(self.min_cwnd);
+                return;
             } else {
                 gain = gain.max(acked_f);
             }
