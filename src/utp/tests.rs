@@ -85,13 +85,13 @@ impl Pair {
             return;
         }
         let mut depart = self.now;
-        if link.rate > 0 {
+        if let Some(ns) = (bytes.len() as u64 * 1_000_000_000).checked_div(link.rate) {
             let busy = if to_b { &mut self.busy_ab } else { &mut self.busy_ba };
             let start = self.now.max(*busy);
             if start - self.now > link.queue_limit {
                 return; // drop-tail
             }
-            depart = start + Duration::from_nanos(bytes.len() as u64 * 1_000_000_000 / link.rate);
+            depart = start + Duration::from_nanos(ns);
             *busy = depart;
             if to_b {
                 self.queued_ab.push((self.now, start - self.now));
