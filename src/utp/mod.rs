@@ -24,11 +24,14 @@
 //! Bounds: at most [`Config::max_connections`] connections, of which at most [`Config::max_half_open`]
 //! accepted SYNs not yet followed by a packet (a SYN flood beyond it is dropped, and costs no buffer: the
 //! rings grow only as data moves); at most [`MAX_CONTROL`] RESETs queued; at most one each of
-//! `Connected`, `Readable`, `Writable` queued per connection. Per connection (measured by `memory_bytes`, bounded by `Conn::memory_bound`): about 1.2 KB
-//! of state, the send ring (≤ `send_buffer`, default 256 KiB), the receive ring (≤ `recv_buffer`, default
-//! 256 KiB), ≤ 1,024 in-flight records of 40 bytes, and ≤ 128 out-of-order slots of one payload each
-//! (≈ 170 KB) allocated on the first reordering: ≈ 730 KB at the very most with the defaults, a few KB
-//! for an idle connection.
+//! `Connected`, `Readable`, `Writable` queued per connection.
+//!
+//! Memory per connection (measured by `memory_bytes`, bounded by `Conn::memory_bound`, both asserted by
+//! the tests): 488 bytes of state (boxed), the send ring (≤ `send_buffer`, default 256 KiB), the receive
+//! ring (≤ `recv_buffer`, default 256 KiB), ≤ 1,024 in-flight records of 40 bytes, and ≤ 128
+//! out-of-order slots of one payload each (≈ 175 KB) allocated on the first reordering: 735,976 bytes at
+//! the very most with the defaults; a connection that moved 3 KB holds about 6 KB (the rings grow with
+//! the data in them).
 //!
 //! Packet size: [`Config::max_datagram`] bytes of UDP payload (1,400 on IPv4, 1,232 on IPv6: below any
 //! usual path MTU, so nothing is fragmented); there is no path-MTU probing yet.

@@ -619,3 +619,28 @@ fn hostile_datagrams_never_panic_and_memory_stays_bounded() {
         assert!(pair.a.memory_bytes() <= 2 * pair.a.connection_memory_bound());
     }
 }
+
+#[test]
+fn per_connection_memory_matches_the_module_doc() {
+    // The figures the module doc states: ~500 bytes of state, ≈ 736 KB at the very most with the
+    // defaults, a few KB for a connection that moved little.
+    let state = std::mem::size_of::<conn::Conn>();
+    let mut pair = Pair::new(20, Config::default());
+    let bound = pair.a.connection_memory_bound();
+    if std::env::var_os("RILL_UTP_FIGURES").is_some() {
+        eprintln!("utp memory: state {state} B, bound {bound} B");
+    }
+    assert!(state <= 600, "{state} B of connection state");
+    assert!(bound <= 740_000, "{bound} B bound");
+    let (ida, _) = pair.connect();
+    pair.a.write(ida, &[9u8; 3000]).unwrap();
+    let limit = pair.now + secs(1);
+    while pair.now < limit {
+        pair.step(limit);
+    }
+    let idle = pair.b.memory_bytes();
+    if std::env::var_os("RILL_UTP_FIGURES").is_some() {
+        eprintln!("utp memory: {idle} B after moving 3 KB");
+    }
+    assert!(idle < 16 * 1024, "{idle} B for a connection that moved 3 KB");
+}
