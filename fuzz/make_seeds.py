@@ -111,3 +111,21 @@ sample = (b"d5:filesl" + b"li100ei1700000000ei12ee" + b"li-1ei0ei0ee" + b"e"
 write("resume", "sample", b"\x02\x02" + sample)
 write("resume", "future-version", b"\x02\x02" + sample.replace(b"7:versioni1e", b"7:versioni2e"))
 write("resume", "truncated", b"\x02\x02" + sample[:-3])
+
+# utp: records [op][len][datagram] (fuzz_targets/utp.rs); op & 4 stamps the live connection's id, op & 8
+# advances time. A's first data packet is seq 1000 (the target's handshake answers with seq_nr 1000).
+def utp(kind, seq, ack, payload=b"", ext=b"", ext_type=0, conn=0, wnd=1 << 20):
+    return struct.pack(">BBHIIIHH", kind << 4 | 1, ext_type, conn, 1000, 50, wnd, seq, ack) + ext + payload
+
+
+def rec(op, dgram):
+    return bytes([op, len(dgram)]) + dgram
+
+
+write("utp", "data-fin", rec(4, utp(0, 1000, 0, b"hello")) + rec(4, utp(0, 1001, 0, b"world"))
+      + rec(0x84, utp(1, 1002, 0)))
+write("utp", "reorder-sack", rec(4, utp(0, 1002, 0, b"later")) + rec(4, utp(2, 1000, 0, ext=b"\0\4\1\0\0\0", ext_type=1))
+      + rec(4, utp(0, 1000, 0, b"first")) + rec(4 | 8 | 0x30, utp(0, 1001, 0, b"middle")))
+write("utp", "syn-reset", rec(2, utp(4, 9, 0, conn=77)) + rec(5, utp(3, 0, 0)) + rec(8 | 0xf0, b""))
+write("utp", "zero-window", rec(4, utp(2, 1000, 0, wnd=0)) + rec(8 | 0xf0, b"") + rec(4, utp(2, 1000, 0))
+      + rec(0x81, utp(0, 78, 0, b"x" * 40)))

@@ -100,6 +100,7 @@ const LAYERS: &[&str] = &[
     "dht",
     "utp",
     "timer_wheel",
+    "utp",
     "swarm",
     "peer",
     "tracker",

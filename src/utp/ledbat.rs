@@ -126,7 +126,11 @@ impl Ledbat {
         let mut gain = MAX_CWND_INCREASE_PER_RTT * window_factor * delay_factor.max(-1.0);
         if self.slow_start {
             if queueing > SLOW_START_EXIT_US {
+                // The delay is seen one RTT late, after the window doubled once more: go back to the
+                // window that still kept the delay under target.
                 self.slow_start = false;
+                self.cwnd = (self.cwnd / 2).max(self.min_cwnd);
+                return;
             } else {
                 gain = gain.max(acked_f);
             }
@@ -152,18 +156,12 @@ impl Ledbat {
 }
 
 /// Smoothed RTT and variance (RFC 6298 gains, as BEP 29), and the back-off.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Rtt {
     srtt_us: Option<u64>,
     var_us: u64,
     /// Doublings since the last ACK that advanced.
     backoff: u32,
-}
-
-impl Default for Rtt {
-    fn default() -> Self {
-        Rtt { srtt_us: None, var_us: 0, backoff: 0 }
-    }
 }
 
 impl Rtt {

@@ -23,12 +23,15 @@
 //!
 //! Bounds: at most [`Config::max_connections`] connections, of which at most [`Config::max_half_open`]
 //! accepted SYNs not yet followed by a packet (a SYN flood beyond it is dropped, and costs no buffer: the
-//! rings grow only as data moves); at most [`MAX_CONTROL`] RESETs queued; events at most four per
-//! connection. Per connection (measured by `memory_bytes`, bounded by `Conn::memory_bound`): about 1.2 KB
-//! of state, the send ring (≤ `send_buffer`, default 256 KiB), the receive ring (≤ `recv_buffer`, default
-//! 256 KiB), ≤ 1,024 in-flight records of 40 bytes, and ≤ 128 out-of-order slots of one payload each
-//! (≈ 170 KB) allocated on the first reordering: ≈ 730 KB at the very most with the defaults, a few KB
-//! for an idle connection.
+//! rings grow only as data moves); at most [`MAX_CONTROL`] RESETs queued; at most one each of
+//! `Connected`, `Readable`, `Writable` queued per connection.
+//!
+//! Memory per connection (measured by `memory_bytes`, bounded by `Conn::memory_bound`, both asserted by
+//! the tests): 488 bytes of state (boxed), the send ring (≤ `send_buffer`, default 256 KiB), the receive
+//! ring (≤ `recv_buffer`, default 256 KiB), ≤ 1,024 in-flight records of 40 bytes, and ≤ 128
+//! out-of-order slots of one payload each (≈ 175 KB) allocated on the first reordering: 735,976 bytes at
+//! the very most with the defaults; a connection that moved 3 KB holds about 6 KB (the rings grow with
+//! the data in them).
 //!
 //! Packet size: [`Config::max_datagram`] bytes of UDP payload (1,400 on IPv4, 1,232 on IPv6: below any
 //! usual path MTU, so nothing is fragmented); there is no path-MTU probing yet.
@@ -133,6 +136,24 @@ struct Entry {
     conn: Box<Conn>,
     /// In `ready` (may have something to send).
     queued: bool,
+    /// `Connected`, `Readable` and `Writable` events of this connection waiting in `events` (bits
+    /// [`PENDING_CONNECTED`], ...): each is queued at most once, so the queue holds at most three events
+    /// per live connection plus the `Incoming` and `Closed` ones.
+    pending: u8,
+}
+
+const PENDING_CONNECTED: u8 = 1;
+const PENDING_READABLE: u8 = 2;
+const PENDING_WRITABLE: u8 = 4;
+
+/// The pending bit of an event, if it has one.
+fn pending_bit(event: &UtpEvent) -> Option<(UtpId, u8)> {
+    match *event {
+        UtpEvent::Connected(id) => Some((id, PENDING_CONNECTED)),
+        UtpEvent::Readable(id) => Some((id, PENDING_READABLE)),
+        UtpEvent::Writable(id) => Some((id, PENDING_WRITABLE)),
+        UtpEvent::Incoming(..) | UtpEvent::Closed(..) => None,
+    }
 }
 
 /// A RESET to send, for a connection we do not know (or one the owner reset).
@@ -242,7 +263,7 @@ impl UtpMux {
         if conn.state() == State::AwaitingFirstPacket {
             self.half_open += 1;
         }
-        self.slots[slot as usize] = Some(Entry { generation, conn: Box::new(conn), queued: false });
+        self.slots[slot as usize] = Some(Entry { generation, conn: Box::new(conn), queued: false, pending: 0 });
         self.live += 1;
         self.enqueue(slot);
         UtpId { slot, generation }
@@ -287,14 +308,15 @@ impl UtpMux {
             self.half_open -= 1;
         }
         if !e.conn.is_closing() {
-            if ev.connected {
-                self.events.push_back(UtpEvent::Connected(id));
-            }
-            if ev.writable {
-                self.events.push_back(UtpEvent::Writable(id));
-            }
-            if ev.readable {
-                self.events.push_back(UtpEvent::Readable(id));
+            for (happened, bit, event) in [
+                (ev.connected, PENDING_CONNECTED, UtpEvent::Connected(id)),
+                (ev.writable, PENDING_WRITABLE, UtpEvent::Writable(id)),
+                (ev.readable, PENDING_READABLE, UtpEvent::Readable(id)),
+            ] {
+                if happened && e.pending & bit == 0 {
+                    e.pending |= bit;
+                    self.events.push_back(event);
+                }
             }
             if let Some(reason) = ev.closed {
                 self.events.push_back(UtpEvent::Closed(id, reason));
@@ -349,13 +371,10 @@ impl UtpMux {
             }
         };
         let h = p.header;
-        if let Some(&slot) = self.by_key.get(&(from, h.connection_id)) {
+        // Every packet but a SYN carries our receive id (a SYN carries the initiator's: see below).
+        let known = if h.kind == PacketType::Syn { None } else { self.by_key.get(&(from, h.connection_id)) };
+        if let Some(&slot) = known {
             let Some(Some(e)) = self.slots.get_mut(slot as usize) else { return };
-            // A SYN reuses the initiator's receive id, which is our send id, not our receive id.
-            if h.kind == PacketType::Syn && e.conn.state() != State::AwaitingFirstPacket {
-                self.stats.unknown += 1;
-                return;
-            }
             let was_half_open = e.conn.state() == State::AwaitingFirstPacket;
             e.conn.handle_packet(now, &p);
             self.after(slot, was_half_open);
@@ -453,7 +472,8 @@ impl UtpMux {
         let Some(e) = self.entry(id) else { return };
         let c = &e.conn;
         if c.state() != State::AwaitingSynAck && self.control.len() < MAX_CONTROL {
-            self.control.push_back(Control { to: c.peer, connection_id: c.send_id, seq_nr: 0, ack_nr: 0 });
+            let (seq_nr, ack_nr) = c.seq_ack();
+            self.control.push_back(Control { to: c.peer, connection_id: c.send_id, seq_nr, ack_nr });
         }
         self.remove(id.slot);
     }
@@ -488,7 +508,13 @@ impl UtpMux {
     // ------------------------------------------------------------------ outputs
 
     pub fn poll_event(&mut self) -> Option<UtpEvent> {
-        self.events.pop_front()
+        let event = self.events.pop_front()?;
+        if let Some((id, bit)) = pending_bit(&event) {
+            if let Some(e) = self.entry_mut(id) {
+                e.pending &= !bit;
+            }
+        }
+        Some(event)
     }
 
     /// The next datagram: written into `buf` (which must hold the configured datagram size; a smaller
@@ -526,6 +552,17 @@ impl UtpMux {
             }
         }
         None
+    }
+
+    #[cfg(test)]
+    fn check_invariants(&self) {
+        assert_eq!(self.live, self.slots.iter().flatten().count());
+        assert_eq!(self.by_key.len(), self.live);
+        let half_open = self.slots.iter().flatten().filter(|e| e.conn.state() == State::AwaitingFirstPacket).count();
+        assert_eq!(self.half_open, half_open);
+        for e in self.slots.iter().flatten() {
+            e.conn.check_invariants();
+        }
     }
 
     /// When `handle_timeout` is next due.

@@ -7,6 +7,9 @@
 //! Must not: touch a socket or the clock, know other connections, or allocate per packet (the rings grow
 //! up to their caps; out-of-order slot buffers are allocated once and reused).
 //!
+//! Files: this one holds the state, acknowledgement processing (ACK, SACK, losses) and the timers;
+//! `receive.rs` the receive ring, reassembly and window; `output.rs` choosing and encoding the next packet.
+//!
 //! Sequence numbers (BEP 29, "connection setup"): SYN, DATA and FIN each consume one; STATE carries the
 //! next one without consuming it. `ack_nr` is the last packet received in order. The initiator's SYN
 //! carries its receive id; the acceptor answers with a STATE whose `seq_nr` is its first (unused) number,
@@ -17,8 +20,11 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+mod output;
+mod receive;
+
 use super::ledbat::{Ledbat, Rtt};
-use super::packet::{self, Header, Packet, PacketType, HEADER_LEN};
+use super::packet::{Header, Packet, PacketType, HEADER_LEN};
 use crate::time::{millis, secs, Timestamp};
 
 /// Out-of-order packets kept past `ack_nr + 1` (a power of two dividing 65,536, so `seq % OOO_SLOTS`
@@ -174,6 +180,8 @@ pub struct Conn {
     outstanding: VecDeque<OutPacket>,
     /// Payload bytes of packets with `in_flight` set.
     in_flight: u32,
+    /// Packets of `outstanding` with `need_resend` set (so the send path scans only when there are some).
+    to_send: usize,
     peer_wnd: u32,
     cc: Ledbat,
     rtt: Rtt,
@@ -239,6 +247,7 @@ impl Conn {
             send_cap: limits.send_buffer,
             outstanding: VecDeque::new(),
             in_flight: 0,
+            to_send: 0,
             peer_wnd: max_payload as u32,
             cc: Ledbat::new(now, max_payload as u32, limits.send_buffer as u32),
             rtt: Rtt::default(),
@@ -307,6 +316,10 @@ impl Conn {
     pub fn srtt(&self) -> Option<Duration> {
         self.rtt.srtt()
     }
+    /// The next sequence number and the last one received in order (for a RESET).
+    pub fn seq_ack(&self) -> (u16, u16) {
+        (self.seq_nr, self.ack_nr)
+    }
     pub fn max_payload(&self) -> usize {
         self.max_payload
     }
@@ -329,6 +342,23 @@ impl Conn {
             + limits.recv_buffer.next_power_of_two()
             + MAX_OUTSTANDING * std::mem::size_of::<OutPacket>()
             + OOO_SLOTS * (std::mem::size_of::<Slot>() + payload)
+    }
+
+    /// The counters agree with the records they summarise (for the simulation, after every step).
+    #[cfg(test)]
+    pub fn check_invariants(&self) {
+        let in_flight: u32 = self.outstanding.iter().filter(|o| o.in_flight).map(|o| u32::from(o.len)).sum();
+        assert_eq!(self.in_flight, in_flight);
+        assert_eq!(self.to_send, self.outstanding.iter().filter(|o| o.need_resend).count());
+        assert!(self.outstanding.len() <= MAX_OUTSTANDING);
+        assert!(self.send_buf.len() <= self.send_cap);
+        assert_eq!(
+            self.send_buf.len() - self.unsent,
+            self.outstanding.iter().map(|o| usize::from(o.len)).sum::<usize>()
+        );
+        assert!(self.recv_buf.len() + self.ooo_bytes <= self.recv_cap);
+        assert_eq!(self.ooo_count, self.ooo.iter().filter(|s| s.used).count());
+        assert_eq!(self.ooo_bytes, self.ooo.iter().filter(|s| s.used).map(|s| s.data.len()).sum::<usize>());
     }
 
     pub fn next_deadline(&self) -> Option<Timestamp> {
@@ -354,6 +384,8 @@ impl Conn {
     /// The mux's `close`: FIN after queued data. A connection whose SYN is unanswered just ends.
     pub fn close(&mut self) {
         self.closing = true;
+        // Nobody will read it: free it now (data still arriving is acknowledged and dropped).
+        self.recv_buf = VecDeque::new();
         if self.state == State::AwaitingSynAck {
             self.state = State::Dead;
         }
@@ -367,7 +399,7 @@ impl Conn {
         }
     }
 
-    // ------------------------------------------------------------------ owner's reads and writes
+    // ------------------------------------------------------------------ owner's writes (reads: receive.rs)
 
     /// Bytes a `write` would take now.
     pub fn send_room(&self) -> usize {
@@ -387,32 +419,6 @@ impl Conn {
         self.send_buf.extend(&data[..n]);
         self.unsent += n;
         Ok(n)
-    }
-
-    pub fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.recv_buf.is_empty() {
-            return if self.eof_reached { Ok(0) } else { Err(std::io::ErrorKind::WouldBlock.into()) };
-        }
-        let n = out.len().min(self.recv_buf.len());
-        let (a, b) = self.recv_buf.as_slices();
-        let from_a = n.min(a.len());
-        out[..from_a].copy_from_slice(&a[..from_a]);
-        out[from_a..n].copy_from_slice(&b[..n - from_a]);
-        self.recv_buf.drain(..n);
-        // A window that had closed to under half opened: tell the peer now rather than at the next ACK.
-        if (self.last_adv_wnd as usize) < self.recv_cap / 2 && self.recv_window() as usize >= self.recv_cap / 2 {
-            self.ack_now = true;
-        }
-        Ok(n)
-    }
-
-    /// Bytes ready for `read`.
-    pub fn readable_bytes(&self) -> usize {
-        self.recv_buf.len()
-    }
-
-    fn recv_window(&self) -> u32 {
-        (self.recv_cap - self.recv_buf.len() - self.ooo_bytes) as u32
     }
 
     // ------------------------------------------------------------------ input
@@ -475,6 +481,7 @@ impl Conn {
             return false;
         }
         p.need_resend = true;
+        self.to_send += 1;
         if p.in_flight {
             p.in_flight = false;
             self.in_flight -= u32::from(p.len);
@@ -500,6 +507,9 @@ impl Conn {
         if covered <= self.outstanding.len() {
             for _ in 0..covered {
                 let Some(o) = self.outstanding.pop_front() else { break };
+                if o.need_resend {
+                    self.to_send -= 1;
+                }
                 if o.in_flight {
                     self.in_flight -= u32::from(o.len);
                 }
@@ -567,7 +577,10 @@ impl Conn {
                 let Some(o) = self.outstanding.get_mut(first + i * 8 + bit) else { continue };
                 if !o.sacked {
                     o.sacked = true;
-                    o.need_resend = false;
+                    if o.need_resend {
+                        o.need_resend = false;
+                        self.to_send -= 1;
+                    }
                     if o.in_flight {
                         o.in_flight = false;
                         self.in_flight -= u32::from(o.len);
@@ -591,87 +604,6 @@ impl Conn {
             self.on_loss(seq);
         }
         acked
-    }
-
-    fn on_data(&mut self, now: Timestamp, seq: u16, payload: &[u8], fin: bool) {
-        if fin && self.eof_seq.is_none() {
-            self.eof_seq = Some(seq);
-        }
-        if self.eof_seq.is_some_and(|eof| seq_lt(eof, seq)) {
-            return; // past the FIN: ignored
-        }
-        let offset = usize::from(seq.wrapping_sub(self.ack_nr.wrapping_add(1)));
-        if offset >= 0x8000 {
-            // Already received: the ACK was lost; repeat it.
-            self.ack_now = true;
-            return;
-        }
-        // A closing owner reads nothing more: accept and discard, so the peer's FIN can complete.
-        let len = if self.closing { 0 } else { payload.len() };
-        if len > self.recv_window() as usize {
-            self.ack_now = true; // no room: dropped; the ACK repeats our window
-            return;
-        }
-        if offset == 0 {
-            self.recv_buf.extend(&payload[..len]);
-            self.ack_nr = seq;
-            self.acks_owed += 1;
-            if len > 0 {
-                self.events.readable = true;
-            }
-            self.drain_ooo();
-            if self.eof_seq == Some(self.ack_nr) && !self.eof_reached {
-                self.eof_reached = true;
-                self.events.readable = true;
-                self.ack_now = true;
-            }
-            if self.acks_owed >= ACK_EVERY {
-                self.ack_now = true;
-            } else if self.timers[Timer::DelayedAck as usize].is_none() {
-                self.set_timer(Timer::DelayedAck, Some(now + DELAYED_ACK));
-            }
-        } else if offset < OOO_SLOTS {
-            if self.ooo.is_empty() {
-                self.ooo.resize_with(OOO_SLOTS, Slot::default);
-            }
-            let slot = &mut self.ooo[usize::from(seq) % OOO_SLOTS];
-            if !slot.used {
-                slot.used = true;
-                slot.seq = seq;
-                slot.fin = fin;
-                slot.data.clear();
-                slot.data.extend_from_slice(&payload[..len]);
-                self.ooo_count += 1;
-                self.ooo_bytes += len;
-            }
-            // Out of order: a duplicate ACK with the SACK at once, for the sender's fast retransmit.
-            self.ack_now = true;
-        } else {
-            self.ack_now = true; // beyond what we keep
-        }
-    }
-
-    /// Moves packets that became in order from the slots to the receive ring.
-    fn drain_ooo(&mut self) {
-        while self.ooo_count > 0 {
-            let next = self.ack_nr.wrapping_add(1);
-            let slot = &mut self.ooo[usize::from(next) % OOO_SLOTS];
-            if !slot.used || slot.seq != next {
-                break;
-            }
-            slot.used = false;
-            self.recv_buf.extend(&slot.data);
-            self.ooo_count -= 1;
-            self.ooo_bytes -= slot.data.len();
-            if !slot.data.is_empty() {
-                self.events.readable = true;
-            }
-            if slot.fin {
-                self.eof_seq.get_or_insert(next);
-            }
-            self.ack_nr = next;
-            self.ack_now = true;
-        }
     }
 
     // ------------------------------------------------------------------ time
@@ -724,172 +656,5 @@ impl Conn {
         self.dup_acks = 0;
         self.recovery_seq = self.seq_nr;
         self.set_timer(Timer::Retransmit, Some(now + self.rtt.rto()));
-    }
-
-    // ------------------------------------------------------------------ output
-
-    fn push_outstanding(&mut self, kind: PacketType, len: usize) {
-        let offset = self.send_base + (self.send_buf.len() - self.unsent) as u64;
-        self.outstanding.push_back(OutPacket {
-            seq: self.seq_nr,
-            kind,
-            offset,
-            len: len as u16,
-            sent_at: Timestamp::ZERO,
-            transmissions: 0,
-            sacked: false,
-            in_flight: false,
-            need_resend: true,
-            fast_resent: false,
-        });
-        self.unsent -= len;
-        self.seq_nr = self.seq_nr.wrapping_add(1);
-    }
-
-    /// Whether `poll_packet` would produce a packet now.
-    pub fn wants_transmit(&self) -> bool {
-        if self.state == State::Dead {
-            return false;
-        }
-        self.ack_now
-            || self.outstanding.iter().any(|o| o.need_resend)
-            || (self.state == State::Connected && (self.unsent > 0 || self.wants_fin()))
-    }
-
-    fn wants_fin(&self) -> bool {
-        self.closing && self.unsent == 0 && self.fin_seq.is_none()
-    }
-
-    fn fits(&self, len: usize) -> bool {
-        self.in_flight == 0 || self.in_flight as usize + len <= self.window() as usize
-    }
-
-    /// Writes the next packet to send into `out` (at least the connection's datagram size); `None` when
-    /// nothing is due.
-    pub fn poll_packet(&mut self, now: Timestamp, out: &mut [u8]) -> Option<usize> {
-        if self.state == State::Dead {
-            return None;
-        }
-        // 1. Retransmissions, oldest first.
-        if let Some(i) = self.outstanding.iter().position(|o| o.need_resend) {
-            let len = usize::from(self.outstanding[i].len);
-            if self.fits(len) || self.outstanding[i].kind == PacketType::Syn {
-                return self.send_outstanding(now, i, out);
-            }
-        }
-        if self.state == State::Connected {
-            // 2. New data, as much as a packet holds, within the window (or one probe into a closed one).
-            if self.unsent > 0 && self.outstanding.len() < MAX_OUTSTANDING {
-                let len = self.unsent.min(self.max_payload);
-                let room = self.fits(len) && (self.in_flight > 0 || self.peer_wnd as usize >= len || self.probe);
-                if room {
-                    self.probe = false;
-                    self.push_outstanding(PacketType::Data, len);
-                    return self.send_outstanding(now, self.outstanding.len() - 1, out);
-                }
-                if self.in_flight == 0 && self.timers[Timer::Retransmit as usize].is_none() {
-                    self.set_timer(Timer::Retransmit, Some(now + self.rtt.rto()));
-                }
-            }
-            // 3. FIN once everything queued is sent.
-            if self.wants_fin() && self.outstanding.len() < MAX_OUTSTANDING {
-                self.fin_seq = Some(self.seq_nr);
-                self.push_outstanding(PacketType::Fin, 0);
-                return self.send_outstanding(now, self.outstanding.len() - 1, out);
-            }
-        }
-        // 4. A bare ACK (also the keep-alive and the answer to a SYN).
-        if self.ack_now {
-            let header = self.header(now, PacketType::State, self.seq_nr);
-            return self.encode(now, &header, None, out);
-        }
-        None
-    }
-
-    fn header(&mut self, now: Timestamp, kind: PacketType, seq_nr: u16) -> Header {
-        let wnd = self.recv_window();
-        self.last_adv_wnd = wnd;
-        Header {
-            kind,
-            connection_id: if kind == PacketType::Syn { self.recv_id } else { self.send_id },
-            timestamp_us: micros32(now),
-            timestamp_difference_us: self.reply_micro,
-            wnd_size: wnd,
-            seq_nr,
-            ack_nr: if kind == PacketType::Syn { 0 } else { self.ack_nr },
-        }
-    }
-
-    fn send_outstanding(&mut self, now: Timestamp, i: usize, out: &mut [u8]) -> Option<usize> {
-        let o = self.outstanding[i];
-        let header = self.header(now, o.kind, o.seq);
-        let start = (o.offset - self.send_base) as usize;
-        let n = self.encode(now, &header, Some((start, usize::from(o.len))), out)?;
-        let o = &mut self.outstanding[i];
-        o.need_resend = false;
-        o.sent_at = now;
-        o.transmissions = o.transmissions.saturating_add(1);
-        if !o.in_flight {
-            o.in_flight = true;
-            self.in_flight += u32::from(o.len);
-        }
-        if o.kind == PacketType::Syn {
-            self.syn_sends += 1;
-        }
-        if self.timers[Timer::Retransmit as usize].is_none() {
-            self.set_timer(Timer::Retransmit, Some(now + self.rtt.rto()));
-        }
-        Some(n)
-    }
-
-    /// Encodes `header`, our SACK when packets are out of order, and the payload `range` of the send
-    /// ring; every packet carries the current ACK, so the delayed-ACK state is cleared.
-    fn encode(
-        &mut self,
-        now: Timestamp,
-        header: &Header,
-        range: Option<(usize, usize)>,
-        out: &mut [u8],
-    ) -> Option<usize> {
-        let mut sack = [0u8; SACK_BYTES];
-        let sack_len = if header.kind == PacketType::Syn { 0 } else { self.sack_mask(&mut sack) };
-        let payload_len = range.map_or(0, |r| r.1);
-        let total = packet::encoded_len(sack_len, payload_len);
-        if out.len() < total {
-            return None;
-        }
-        let n = packet::encode_into(header, &sack[..sack_len], &[], out)?;
-        // The payload comes straight from the send ring (two slices when it wraps).
-        if let Some((start, len)) = range {
-            let (a, b) = self.send_buf.as_slices();
-            let (a_from, a_to) = (start.min(a.len()), (start + len).min(a.len()));
-            let done = a_to - a_from;
-            out[n..n + done].copy_from_slice(&a[a_from..a_to]);
-            let (b_from, b_to) = (start.saturating_sub(a.len()), (start + len).saturating_sub(a.len()));
-            out[n + done..n + len].copy_from_slice(&b[b_from..b_to]);
-        }
-        self.ack_now = false;
-        self.acks_owed = 0;
-        self.set_timer(Timer::DelayedAck, None);
-        self.last_send = now;
-        self.set_timer(Timer::KeepAlive, Some(now + KEEPALIVE));
-        Some(total)
-    }
-
-    /// Our SACK bitmask (bit `i` = `ack_nr + 2 + i` is held); returns its length, a multiple of 4, or 0.
-    fn sack_mask(&self, mask: &mut [u8; SACK_BYTES]) -> usize {
-        if self.ooo_count == 0 {
-            return 0;
-        }
-        let mut highest = None;
-        for i in 0..OOO_SLOTS - 1 {
-            let seq = self.ack_nr.wrapping_add(2).wrapping_add(i as u16);
-            let slot = &self.ooo[usize::from(seq) % OOO_SLOTS];
-            if slot.used && slot.seq == seq {
-                mask[i / 8] |= 1 << (i % 8);
-                highest = Some(i);
-            }
-        }
-        highest.map_or(0, |i| (i / 8 + 1).div_ceil(4) * 4)
     }
 }
