@@ -88,6 +88,10 @@ impl Lookup {
     pub fn kind(&self) -> LookupKind {
         self.kind
     }
+    /// Candidates held (at most [`MAX_CANDIDATES`]).
+    pub fn candidate_count(&self) -> usize {
+        self.candidates.len()
+    }
 
     fn key(&self, c: &Candidate) -> (bool, [u8; 20]) {
         match c.id {

@@ -149,6 +149,30 @@ struct Running {
     lookup: Lookup,
 }
 
+/// How much the machine holds right now, counted in entries: what the bounds in [`Config`]'s doc are
+/// about (read-only, for tests, the fuzz target and the status line).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    pub pending: usize,
+    pub transmit: usize,
+    pub events: usize,
+    pub lookups: usize,
+    /// The most candidates any one lookup holds.
+    pub lookup_candidates: usize,
+    pub nodes4: usize,
+    pub nodes6: usize,
+    pub replacements: usize,
+    pub buckets4: usize,
+    pub buckets6: usize,
+    pub store_hashes: usize,
+    pub store_peers: usize,
+    /// The most peers stored for one info-hash.
+    pub store_most_peers: usize,
+    pub rate_sources: usize,
+    pub bootstrap: usize,
+    pub votes: usize,
+}
+
 /// A saved node file did not decode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoadError {
@@ -324,6 +348,28 @@ impl Dht {
     }
     pub fn stored_peers(&self) -> usize {
         self.store.peer_count()
+    }
+
+    /// What the machine holds now, in entries (see [`Footprint`]).
+    pub fn footprint(&self) -> Footprint {
+        Footprint {
+            pending: self.pending.len(),
+            transmit: self.transmit.len(),
+            events: self.events.len(),
+            lookups: self.lookups.len(),
+            lookup_candidates: self.lookups.iter().map(|r| r.lookup.candidate_count()).max().unwrap_or(0),
+            nodes4: self.table4.len(),
+            nodes6: self.table6.len(),
+            replacements: self.table4.replacement_count() + self.table6.replacement_count(),
+            buckets4: self.table4.bucket_count(),
+            buckets6: self.table6.bucket_count(),
+            store_hashes: self.store.hashes(),
+            store_peers: self.store.peer_count(),
+            store_most_peers: self.store.most_peers(),
+            rate_sources: self.limit.tracked(),
+            bootstrap: self.bootstrap.len(),
+            votes: self.votes.len(),
+        }
     }
 
     fn table(&mut self, addr: SocketAddr) -> &mut RoutingTable {
@@ -529,6 +575,15 @@ impl Dht {
                     values: &values,
                 };
                 krpc::encode_response(tx, &self.id, &reply, Some(from), Some(&version), &mut out);
+                // Both node lists and a full swarm of IPv6 peers come to ≈1.7 KB: drop peers until the
+                // answer fits one datagram (each costs its length prefix and compact form).
+                if out.len() > krpc::MAX_DATAGRAM {
+                    let each = if from.is_ipv4() { 2 + 6 } else { 3 + 18 };
+                    let keep = values.len().saturating_sub((out.len() - krpc::MAX_DATAGRAM).div_ceil(each));
+                    out.clear();
+                    let reply = Reply { values: &values[..keep], ..reply };
+                    krpc::encode_response(tx, &self.id, &reply, Some(from), Some(&version), &mut out);
+                }
             }
             Query::AnnouncePeer { info_hash, port, implied_port, token } => {
                 if self.tokens.check(from.ip(), token.as_bytes()) {

@@ -337,6 +337,11 @@ impl RoutingTable {
         self.len() == 0
     }
 
+    /// Nodes waiting in the replacement caches.
+    pub fn replacement_count(&self) -> usize {
+        self.buckets.iter().map(|b| b.replacements.len()).sum()
+    }
+
     pub fn bucket_count(&self) -> usize {
         self.buckets.len()
     }

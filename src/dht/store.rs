@@ -88,6 +88,10 @@ impl PeerStore {
     pub fn peer_count(&self) -> usize {
         self.swarms.values().map(Vec::len).sum()
     }
+    /// The most peers stored for one info-hash.
+    pub fn most_peers(&self) -> usize {
+        self.swarms.values().map(Vec::len).max().unwrap_or(0)
+    }
 }
 
 #[cfg(test)]
