@@ -176,15 +176,27 @@ impl Run {
                     _ => Token::new(&[operand; 8]).unwrap_or_else(|| unreachable!()),
                 };
                 let port = u16::from(idb) << 8 | u16::from(operand);
-                Query::AnnouncePeer { info_hash: NodeId([operand >> 4; 20]), port: port.max(1), implied_port: operand & 2 != 0, token }
+                Query::AnnouncePeer {
+                    info_hash: NodeId([operand >> 4; 20]),
+                    port: port.max(1),
+                    implied_port: operand & 2 != 0,
+                    token,
+                }
             }
         };
         let want = Want { n4: shape & 4 != 0, n6: shape & 8 != 0 };
         let mut out = Vec::new();
         let repeat = [1, 1, 1, 1, 2, 8, 64, 200][usize::from(shape >> 5)];
-        for _ in 0..repeat {
+        for i in 0..repeat {
             self.next_tx = self.next_tx.wrapping_add(1);
             out.clear();
+            // Repeated announces name one port after another (a full swarm from one address).
+            let query = match query {
+                Query::AnnouncePeer { info_hash, port, implied_port, token } => {
+                    Query::AnnouncePeer { info_hash, port: port.wrapping_add(i).max(1), implied_port, token }
+                }
+                q => q,
+            };
             encode_query(&self.next_tx.to_be_bytes(), &id, &query, want, Some(b"FZ01"), &mut out);
             if shape & 16 != 0 {
                 // BEP 43 read-only: `ro` goes in `a`.
@@ -368,7 +380,10 @@ fuzz_target!(|data: &[u8]| {
         match op & 7 {
             0 | 5 => {
                 let len = input.bytes(2);
-                let len = usize::from(u16::from_le_bytes([len.first().copied().unwrap_or(0), len.get(1).copied().unwrap_or(0)]));
+                let len = usize::from(u16::from_le_bytes([
+                    len.first().copied().unwrap_or(0),
+                    len.get(1).copied().unwrap_or(0),
+                ]));
                 let bytes = input.bytes(len % (MAX_DATAGRAM + 100)).to_vec();
                 run.send(pool(arg), &bytes);
             }
