@@ -50,7 +50,7 @@ impl RateLimit {
         let full = Bucket { level: u64::from(config.burst) * UNIT, updated: Timestamp::ZERO };
         RateLimit {
             config,
-            table: HashMap::with_capacity(config.max_sources),
+            table: HashMap::new(),
             overflow: full,
             last_sweep: Timestamp::ZERO,
         }

@@ -286,6 +286,8 @@ impl RoutingTable {
             let Some(r) = old.replacements.pop() else { break };
             old.nodes.push(r);
         }
+        // Exactly one more slot, not a doubling: the bound below counts one header per bucket.
+        self.buckets.reserve_exact(1);
         self.buckets.push(next);
     }
 
@@ -519,11 +521,9 @@ mod tests {
         let bytes: usize = table
             .buckets
             .iter()
-            .map(|b| {
-                (b.nodes.capacity() + b.replacements.capacity()) * std::mem::size_of::<Node>()
-                    + std::mem::size_of::<Bucket>()
-            })
-            .sum();
+            .map(|b| (b.nodes.capacity() + b.replacements.capacity()) * std::mem::size_of::<Node>())
+            .sum::<usize>()
+            + table.buckets.capacity() * std::mem::size_of::<Bucket>();
         assert!(bytes <= RoutingTable::MAX_BYTES, "{bytes} > {}", RoutingTable::MAX_BYTES);
     }
 }

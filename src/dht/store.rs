@@ -56,6 +56,10 @@ impl PeerStore {
             return Stored::Refreshed;
         }
         if peers.len() < max {
+            if peers.len() == peers.capacity() {
+                // Doubling, but never past `max`: a full swarm holds exactly `max` entries (50, not 64).
+                peers.reserve_exact(peers.len().max(1).min(max - peers.len()));
+            }
             peers.push((peer, now));
             return Stored::New;
         }
