@@ -16,6 +16,7 @@ use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
 
 use rill::dht::limit::{LimitConfig, RateLimit};
+use rill::dht::lookup::{Lookup, LookupKind, MAX_CANDIDATES};
 use rill::dht::node_id::NodeId;
 use rill::dht::routing::{RoutingTable, Seen, K, REPLACEMENTS};
 use rill::dht::store::PeerStore;
@@ -189,9 +190,45 @@ fn routing_table_store_and_rate_limit_at_their_largest() {
     assert!(at_start + full <= 210 * KB, "{full} bytes");
     drop(table);
 
+    // One lookup at its largest: a full candidate list, and the most peers it remembers to de-duplicate.
+    let (lookup, bytes) = heap_of(|| {
+        let mut lookup = Lookup::new(own, LookupKind::GetPeers);
+        for i in 0..MAX_CANDIDATES as u32 * 2 {
+            lookup.add_candidate(Some(random_id(&mut rng)), addr(i));
+        }
+        let mut port = 0u16;
+        while let Some((id, from)) = lookup.poll_query(t) {
+            let peers: Vec<SocketAddr> = (0..100)
+                .map(|_| {
+                    port += 1;
+                    SocketAddr::from(([10, 2, 0, 1], port))
+                })
+                .collect();
+            let nodes: Vec<(NodeId, SocketAddr)> = (0..8).map(|i| (random_id(&mut rng), addr(5000 + i))).collect();
+            lookup.on_response(from, id.unwrap_or_default(), Some(b"token"), nodes.into_iter(), peers.into_iter());
+            while lookup.poll_peer().is_some() {}
+        }
+        lookup
+    });
+    println!("one lookup, {} candidates, peers remembered: {bytes} bytes", lookup.candidate_count());
+    assert_eq!(lookup.candidate_count(), MAX_CANDIDATES);
+    assert!(bytes <= 80 * KB, "{bytes} bytes");
+    drop(lookup);
+
     // A whole machine at start.
     let (d, bytes) = heap_of(|| Dht::new(t, config, None, Entropy::seeded(1), Rng::seeded(1)));
     println!("Dht at start: {bytes} bytes");
     assert!(bytes <= 10 * KB, "{bytes} bytes");
+    // Every pending slot taken (pings to 300 addresses: 256 go out) and the send queue full.
+    let mut d = d;
+    let before = live();
+    for i in 0..300 {
+        d.ping(t, addr(20_000 + i));
+    }
+    let busy = (live() - before) as usize;
+    let f = d.footprint();
+    println!("Dht with {} queries pending and {} datagrams queued: {busy} bytes more", f.pending, f.transmit);
+    assert_eq!((f.pending, f.transmit), (config.max_pending, config.max_transmit));
+    assert!(busy <= 100 * KB, "{busy} bytes");
     drop(d);
 }

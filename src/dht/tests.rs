@@ -494,3 +494,40 @@ fn a_full_ipv6_get_peers_answer_with_both_node_lists_fits_one_datagram() {
     let Body::Response(r) = decode(&bytes).unwrap().body else { panic!() };
     assert_eq!(r.values.iter().count(), 50);
 }
+
+/// Seeded mutations of real node files (both families, empty lists, the most nodes) through `load_nodes`:
+/// never a panic, never more than `MAX_SAVED_NODES`, and every node it returns is a whole entry of the input.
+#[test]
+fn load_nodes_survives_seeded_mutations() {
+    let t = Timestamp::from_secs(1);
+    let mut full = node(13);
+    for i in 0..400u32 {
+        let mut id = [0u8; 20];
+        id[..4].copy_from_slice(&i.wrapping_mul(0x9e37_79b9).to_be_bytes());
+        full.table4.heard_from(t, NodeId(id), SocketAddr::from((i.to_be_bytes(), 6881)), Seen::Responded);
+        id[4] = 6;
+        let six = SocketAddr::new(IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, (i >> 16) as u16, i as u16]), 6881);
+        full.table6.heard_from(t, NodeId(id), six, Seen::Responded);
+    }
+    let empty = node(14).save_nodes(t);
+    let many = full.save_nodes(t);
+    let loaded = load_nodes(&many).unwrap();
+    assert_eq!(loaded.nodes.len(), full.good_nodes(t).min(MAX_SAVED_NODES));
+    assert!(loaded.nodes.iter().any(|n| n.1.is_ipv6()) && loaded.nodes.iter().any(|n| n.1.is_ipv4()));
+    let corpus: Vec<&[u8]> = vec![&empty, &many, b"d2:id20:abcdefghij01234567895:nodes0:6:nodes60:e"];
+    let mut rng = Rng::seeded(0x10ad);
+    let mut ok = 0;
+    for round in 0..20_000u32 {
+        let input = rng.mutate(&corpus, b"deil0123456789:");
+        if let Ok(saved) = load_nodes(&input) {
+            ok += 1;
+            assert!(saved.nodes.len() <= MAX_SAVED_NODES, "round {round}");
+            for (id, addr) in &saved.nodes {
+                let mut entry = id.0.to_vec();
+                krpc::put_compact_peer(*addr, &mut entry);
+                assert!(input.windows(entry.len()).any(|w| w == entry), "round {round}: {addr} not in the input");
+            }
+        }
+    }
+    assert!(ok > 100, "only {ok} mutants decoded: the mutations say nothing about the accepted path");
+}
