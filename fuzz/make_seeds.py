@@ -129,3 +129,44 @@ write("utp", "reorder-sack", rec(4, utp(0, 1002, 0, b"later")) + rec(4, utp(2, 1
 write("utp", "syn-reset", rec(2, utp(4, 9, 0, conn=77)) + rec(5, utp(3, 0, 0)) + rec(8 | 0xf0, b""))
 write("utp", "zero-window", rec(4, utp(2, 1000, 0, wnd=0)) + rec(8 | 0xf0, b"") + rec(4, utp(2, 1000, 0))
       + rec(0x81, utp(0, 78, 0, b"x" * 40)))
+
+# dht: the whole input goes to krpc::decode and load_nodes (BEP 5's examples, src/dht/krpc.rs tests), then
+# drives one Dht as a script (fuzz_targets/dht.rs): flags byte, then ops.
+for name, b in {
+    "ping-q": b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe",
+    "find-node-q": b"d1:ad2:id20:abcdefghij01234567896:target20:mnopqrstuvwxyz123456e1:q9:find_node1:t2:aa1:y1:qe",
+    "get-peers-r-values": b"d1:rd2:id20:abcdefghij01234567895:token8:aoeusnth6:valuesl6:axje.u6:idhtnmee1:t2:aa1:y1:re",
+    "announce-implied": b"d1:ad2:id20:abcdefghij012345678912:implied_porti1e9:info_hash20:mnopqrstuvwxyz1234564:porti6881e"
+                        b"5:token8:aoeusnthe1:q13:announce_peer1:t2:aa1:y1:qe",
+    "error": b"d1:eli201e23:A Generic Error Ocurrede1:t2:aa1:y1:ee",
+    "nodes6-want": b"d2:ip6:\x01\x02\x03\x04\x1a\xe11:rd2:id20:abcdefghij01234567895:nodes26:" + b"n" * 20
+                   + b"\x0a\x00\x00\x01\x1a\xe16:nodes638:" + b"m" * 20 + b"\x20\x01\x0d\xb8" + b"\x00" * 11
+                   + b"\x01\x1a\xe1e1:t4:abcd1:v4:RL011:y1:re",
+    "saved-nodes": b"d2:id20:abcdefghij01234567895:nodes26:" + b"n" * 20 + b"\x0a\x00\x00\x01\x1a\xe16:nodes60:e",
+}.items():
+    write("dht", name, b)
+# Scripts. Ops: kind = op & 7, arg = op >> 3 (see the target's doc).
+ADD_NODE, GET_PEERS, ANNOUNCE, SAVE = 4 | 2 << 3, 4 | 0 << 3, 4 | 1 << 3, 4 | 5 << 3
+TIME = 3
+
+
+def answer(i, shape, *operands):
+    return bytes([2 | i << 3, shape] + list(operands))
+
+
+def query(src, shape, idb, operand):
+    return bytes([1 | src << 3, shape, idb, operand])
+
+
+# Bootstrap from one node, which answers with 7 nodes and a token; they answer a get_peers with values.
+script = bytes([0, ADD_NODE, 0x00]) + answer(0, 1 | 7 << 2 | 0x40, 0x81, 1, 2, 3, 4, 0x21, 0x41, 0x61)
+script += bytes([TIME, 10, GET_PEERS, 0xab])
+for i in range(1, 6):
+    script += answer(i, 1 | 7 << 2 | 0x20 | 0x40 | 0x80, 0x82 + i, 5, 6, 7, 8, 9, 10, 11, 3, 0x11, 0x12, 0x13, 3)
+script += bytes([TIME, 150, ANNOUNCE, 0x20, TIME, 200, SAVE, 0, TIME, 255])
+write("dht", "script-lookup", script)
+# Serving with the small config: ping, get_peers, announce with the token we gave, a flood, expiry.
+script = bytes([1]) + query(0, 0, 5, 0) + query(0, 2, 5, 0x30) + query(0, 3, 5, 0x30) + query(5, 3 | 4 | 8, 6, 0x32)
+script += query(5, 2 | 4 | 8, 6, 0x30) + query(5, 3, 6, 0x30) + query(4, 0 | 6 << 5, 7, 0) + query(1, 1 | 16, 0x90, 9)
+script += bytes([TIME, 255, TIME, 255])
+write("dht", "script-serve", script)

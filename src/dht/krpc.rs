@@ -854,4 +854,86 @@ mod tests {
             }
         }
     }
+
+    /// Every message we send, in each form it takes, decodes to what was encoded.
+    #[test]
+    fn every_message_round_trips() {
+        let a = nid(b"abcdefghij0123456789");
+        let m = nid(b"mnopqrstuvwxyz123456");
+        let token = Token::new(b"tk").unwrap();
+        let queries = [
+            Query::Ping,
+            Query::FindNode { target: m },
+            Query::GetPeers { info_hash: m },
+            Query::AnnouncePeer { info_hash: m, port: 51413, implied_port: false, token },
+            Query::AnnouncePeer { info_hash: m, port: 1, implied_port: true, token },
+            Query::Unknown,
+        ];
+        let wants =
+            [Want::default(), Want { n4: true, n6: false }, Want { n4: false, n6: true }, Want { n4: true, n6: true }];
+        let mut out = Vec::new();
+        for q in queries {
+            for want in wants {
+                out.clear();
+                encode_query(b"tx", &a, &q, want, Some(b"RL01"), &mut out);
+                let msg = decode(&out).unwrap();
+                assert_eq!((msg.tx, msg.version, msg.ip), (TxId::new(b"tx").unwrap(), Some(&b"RL01"[..]), None));
+                assert_eq!(msg.body, Body::Query { id: a, query: q, want, read_only: false }, "{q:?} {want:?}");
+            }
+        }
+        // BEP 43 `ro`, and `want` items we do not know, as others send them.
+        let ro = b"d1:ad2:id20:abcdefghij01234567892:roi1e4:wantl2:n52:n6ee1:q4:ping1:t2:aa1:y1:qe";
+        assert_eq!(
+            decode(ro).unwrap().body,
+            Body::Query { id: a, query: Query::Ping, want: Want { n4: false, n6: true }, read_only: true }
+        );
+
+        let mut nodes = Vec::new();
+        let mut nodes6 = Vec::new();
+        for i in 0..K_NODES {
+            nodes.extend_from_slice(&[i; 20]);
+            put_compact_peer(SocketAddr::from(([10, 0, 0, i], 6881)), &mut nodes);
+            nodes6.extend_from_slice(&[i + 100; 20]);
+            put_compact_peer(
+                SocketAddr::new(IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(i)]), 1),
+                &mut nodes6,
+            );
+        }
+        let values: Vec<SocketAddr> =
+            vec!["1.2.3.4:5".parse().unwrap(), "[2001:db8::7]:6881".parse().unwrap(), "9.9.9.9:65535".parse().unwrap()];
+        let me: SocketAddr = "124.31.75.21:6881".parse().unwrap();
+        // ping / announce_peer answers (id only), find_node (nodes, nodes6), get_peers (token and nodes, or
+        // token and values).
+        let replies = [
+            Reply::default(),
+            Reply { nodes: Some(&nodes), ..Reply::default() },
+            Reply { nodes: Some(&nodes), nodes6: Some(&nodes6), ..Reply::default() },
+            Reply { nodes: Some(&nodes), token: Some(b"aoeusnth"), ..Reply::default() },
+            Reply { token: Some(b"aoeusnth"), values: &values, ..Reply::default() },
+        ];
+        for reply in replies {
+            out.clear();
+            encode_response(b"tx", &m, &reply, Some(me), Some(b"RL01"), &mut out);
+            let msg = decode(&out).unwrap();
+            assert_eq!(msg.ip, Some(me));
+            let Body::Response(r) = msg.body else { panic!("not a response") };
+            assert_eq!(r.id, m);
+            assert_eq!(r.nodes, reply.nodes.unwrap_or_default());
+            assert_eq!(r.nodes6, reply.nodes6.unwrap_or_default());
+            assert_eq!(r.token, reply.token);
+            assert_eq!(r.values.iter().collect::<Vec<_>>(), reply.values);
+            let found: Vec<_> = compact_nodes(r.nodes, NODE4_LEN).collect();
+            assert_eq!(found.len(), reply.nodes.map_or(0, |n| n.len() / NODE4_LEN));
+            assert_eq!(compact_nodes(r.nodes6, NODE6_LEN).count(), reply.nodes6.map_or(0, |n| n.len() / NODE6_LEN));
+        }
+        for (code, text) in
+            [(201, "A Generic Error"), (202, "Server Error"), (203, "bad token"), (204, "method unknown")]
+        {
+            out.clear();
+            encode_error(b"tx", code, text, None, &mut out);
+            assert_eq!(decode(&out).unwrap().body, Body::Error { code, message: text.as_bytes() });
+        }
+    }
+
+    const K_NODES: u8 = 8;
 }

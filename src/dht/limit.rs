@@ -48,12 +48,7 @@ const UNIT: u64 = 1_000_000;
 impl RateLimit {
     pub fn new(config: LimitConfig) -> Self {
         let full = Bucket { level: u64::from(config.burst) * UNIT, updated: Timestamp::ZERO };
-        RateLimit {
-            config,
-            table: HashMap::with_capacity(config.max_sources),
-            overflow: full,
-            last_sweep: Timestamp::ZERO,
-        }
+        RateLimit { config, table: HashMap::new(), overflow: full, last_sweep: Timestamp::ZERO }
     }
 
     fn key(ip: IpAddr) -> [u8; 8] {

@@ -88,6 +88,10 @@ impl Lookup {
     pub fn kind(&self) -> LookupKind {
         self.kind
     }
+    /// Candidates held (at most [`MAX_CANDIDATES`]).
+    pub fn candidate_count(&self) -> usize {
+        self.candidates.len()
+    }
 
     fn key(&self, c: &Candidate) -> (bool, [u8; 20]) {
         match c.id {
@@ -477,5 +481,57 @@ mod tests {
         l.add_candidate(Some(NodeId([1; 20])), SocketAddr::from(([10, 0, 0, 2], 1)));
         l.add_candidate(None, SocketAddr::from(([10, 0, 0, 3], 1)));
         assert_eq!(l.poll_query(t).unwrap().0, None);
+    }
+
+    /// Under simulated time, a lookup among nodes that keep naming new nodes that never count (ids that fail
+    /// BEP 42) still ends, within [`MAX_QUERIES`] queries: once its bounded candidate list holds only nodes
+    /// already asked (an answered candidate is never evicted), nothing is left to ask.
+    #[test]
+    fn endless_untrusted_nodes_cannot_keep_a_lookup_going() {
+        let target = NodeId([0; 20]);
+        let mut l = Lookup::new(target, LookupKind::GetPeers);
+        let mut rng = Rng::seeded(99);
+        let public = |i: u32| SocketAddr::from(((0x0800_0000 + i).to_be_bytes(), 6881));
+        let mut next = 0u32;
+        let mut fresh = |rng: &mut Rng| {
+            next += 1;
+            let mut id = [0u8; 20];
+            rng.fill(&mut id);
+            (NodeId(id), public(next))
+        };
+        for _ in 0..K {
+            let (id, a) = fresh(&mut rng);
+            l.add_candidate(Some(id), a);
+        }
+        let mut now = Timestamp::from_secs(1);
+        let mut sent = 0;
+        while !l.is_done() {
+            let mut asked = Vec::new();
+            while let Some((id, a)) = l.poll_query(now) {
+                asked.push((id, a));
+            }
+            sent += asked.len();
+            // Nothing new to ask: time jumps to the next query deadline.
+            now = match l.poll_timeout() {
+                Some(d) if asked.is_empty() => now.max(d),
+                _ => now + millis(50),
+            };
+            // Every other one answers 50 ms later with 8 new nodes; the rest time out.
+            for (i, (id, a)) in asked.into_iter().enumerate() {
+                if i % 2 == 0 {
+                    let nodes: Vec<_> = (0..K).map(|_| fresh(&mut rng)).collect();
+                    l.on_response(a, id.unwrap(), Some(b"t"), nodes.into_iter(), std::iter::empty());
+                }
+            }
+            l.handle_timeout(now);
+            while l.poll_failed().is_some() {}
+            assert!(now < Timestamp::from_secs(600), "still running at {now}");
+        }
+        assert!(sent <= MAX_QUERIES, "{sent} queries");
+        assert_eq!(l.sent, sent);
+        assert!(l.candidates.iter().all(|c| matches!(c.state, State::Answered | State::Failed)));
+        assert_eq!(l.closest_answered().count(), 0, "none of them counts");
+        assert_eq!(l.announce_targets().count(), 0, "so none gets our announce");
+        assert!(now < Timestamp::from_secs(200), "ended at {now}");
     }
 }

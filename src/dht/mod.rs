@@ -65,10 +65,13 @@ const MAX_VOTE_ADDRESSES: usize = 8;
 const REBOOTSTRAP_AFTER: Duration = secs(5);
 const REBOOTSTRAP_MAX: Duration = secs(300);
 
-/// Limits and identity. With the defaults the machine's memory is bounded by: two routing tables
-/// (≤ 275 KB each at their deepest, ≈ 35 KB in practice), the peer store (500 info-hashes × 50 peers ×
-/// 40 bytes ≈ 1 MB at most), the rate-limit table (4,096 sources ≈ 150 KB), 256 pending queries, 16
-/// lookups of ≤ 64 candidates, and ≤ 256 queued datagrams of ≤ 1.5 KB.
+/// Limits and identity. With the defaults the machine's heap is bounded by (heap bytes measured on
+/// x86-64 by `tests/dht_memory.rs`): two routing tables (≤ 272 KB each at their deepest, which only ids
+/// chosen to split every bucket reach; 33 KB after a million random nodes), the peer store (500
+/// info-hashes × 50 peers: 1.05 MB full), the rate-limit table (4,096 sources: 205 KB full, empty at
+/// start), 256 pending queries with as many queued pings (97 KB), 16 lookups of ≤ 64 candidates and
+/// ≤ 1,024 peers remembered (≤ 44 KB each), and ≤ 256 queued datagrams of ≤ 1.5 KB (an answer is cut to
+/// fit one). All together ≈ 3 MB at the very most; a new machine holds 3.4 KB.
 #[derive(Clone, Copy, Debug)]
 pub struct Config {
     /// Most lookups running at once (user lookups beyond it are refused, refreshes skipped).
@@ -147,6 +150,30 @@ struct Running {
     serial: u64,
     why: Why,
     lookup: Lookup,
+}
+
+/// How much the machine holds right now, counted in entries: what the bounds in [`Config`]'s doc are
+/// about (read-only, for tests, the fuzz target and the status line).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    pub pending: usize,
+    pub transmit: usize,
+    pub events: usize,
+    pub lookups: usize,
+    /// The most candidates any one lookup holds.
+    pub lookup_candidates: usize,
+    pub nodes4: usize,
+    pub nodes6: usize,
+    pub replacements: usize,
+    pub buckets4: usize,
+    pub buckets6: usize,
+    pub store_hashes: usize,
+    pub store_peers: usize,
+    /// The most peers stored for one info-hash.
+    pub store_most_peers: usize,
+    pub rate_sources: usize,
+    pub bootstrap: usize,
+    pub votes: usize,
 }
 
 /// A saved node file did not decode.
@@ -334,6 +361,28 @@ impl Dht {
     }
     pub fn stored_peers(&self) -> usize {
         self.store.peer_count()
+    }
+
+    /// What the machine holds now, in entries (see [`Footprint`]).
+    pub fn footprint(&self) -> Footprint {
+        Footprint {
+            pending: self.pending.len(),
+            transmit: self.transmit.len(),
+            events: self.events.len(),
+            lookups: self.lookups.len(),
+            lookup_candidates: self.lookups.iter().map(|r| r.lookup.candidate_count()).max().unwrap_or(0),
+            nodes4: self.table4.len(),
+            nodes6: self.table6.len(),
+            replacements: self.table4.replacement_count() + self.table6.replacement_count(),
+            buckets4: self.table4.bucket_count(),
+            buckets6: self.table6.bucket_count(),
+            store_hashes: self.store.hashes(),
+            store_peers: self.store.peer_count(),
+            store_most_peers: self.store.most_peers(),
+            rate_sources: self.limit.tracked(),
+            bootstrap: self.bootstrap.len(),
+            votes: self.votes.len(),
+        }
     }
 
     fn table(&mut self, addr: SocketAddr) -> &mut RoutingTable {
@@ -547,6 +596,15 @@ impl Dht {
                     values: &values,
                 };
                 krpc::encode_response(tx, &self.id, &reply, Some(from), Some(&version), &mut out);
+                // Both node lists and a full swarm of IPv6 peers come to ≈1.7 KB: drop peers until the
+                // answer fits one datagram (each costs its length prefix and compact form).
+                if out.len() > krpc::MAX_DATAGRAM {
+                    let each = if from.is_ipv4() { 2 + 6 } else { 3 + 18 };
+                    let keep = values.len().saturating_sub((out.len() - krpc::MAX_DATAGRAM).div_ceil(each));
+                    out.clear();
+                    let reply = Reply { values: &values[..keep], ..reply };
+                    krpc::encode_response(tx, &self.id, &reply, Some(from), Some(&version), &mut out);
+                }
             }
             Query::AnnouncePeer { info_hash, port, implied_port, token } => {
                 if self.tokens.check(from.ip(), token.as_bytes()) {

@@ -286,6 +286,8 @@ impl RoutingTable {
             let Some(r) = old.replacements.pop() else { break };
             old.nodes.push(r);
         }
+        // Exactly one more slot, not a doubling: the bound below counts one header per bucket.
+        self.buckets.reserve_exact(1);
         self.buckets.push(next);
     }
 
@@ -335,6 +337,11 @@ impl RoutingTable {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Nodes waiting in the replacement caches.
+    pub fn replacement_count(&self) -> usize {
+        self.buckets.iter().map(|b| b.replacements.len()).sum()
     }
 
     pub fn bucket_count(&self) -> usize {
@@ -514,11 +521,9 @@ mod tests {
         let bytes: usize = table
             .buckets
             .iter()
-            .map(|b| {
-                (b.nodes.capacity() + b.replacements.capacity()) * std::mem::size_of::<Node>()
-                    + std::mem::size_of::<Bucket>()
-            })
-            .sum();
+            .map(|b| (b.nodes.capacity() + b.replacements.capacity()) * std::mem::size_of::<Node>())
+            .sum::<usize>()
+            + table.buckets.capacity() * std::mem::size_of::<Bucket>();
         assert!(bytes <= RoutingTable::MAX_BYTES, "{bytes} > {}", RoutingTable::MAX_BYTES);
     }
 }

@@ -56,6 +56,10 @@ impl PeerStore {
             return Stored::Refreshed;
         }
         if peers.len() < max {
+            if peers.len() == peers.capacity() {
+                // Doubling, but never past `max`: a full swarm holds exactly `max` entries (50, not 64).
+                peers.reserve_exact(peers.len().max(1).min(max - peers.len()));
+            }
             peers.push((peer, now));
             return Stored::New;
         }
@@ -87,6 +91,10 @@ impl PeerStore {
     }
     pub fn peer_count(&self) -> usize {
         self.swarms.values().map(Vec::len).sum()
+    }
+    /// The most peers stored for one info-hash.
+    pub fn most_peers(&self) -> usize {
+        self.swarms.values().map(Vec::len).max().unwrap_or(0)
     }
 }
 

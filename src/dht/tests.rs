@@ -450,3 +450,84 @@ fn a_port_message_ping_adds_the_node_when_it_answers() {
     assert!(d.pending.is_empty());
     assert_eq!(d.node_count(), 1);
 }
+
+/// Found while writing the fuzz target's one-datagram check: a `get_peers` answer to an IPv6 asker that wants both families, for a hash with a full
+/// swarm of IPv6 peers, came to ≈1,700 bytes: over one datagram, and over what our own decoder accepts.
+/// Values are now cut until the answer fits.
+#[test]
+fn a_full_ipv6_get_peers_answer_with_both_node_lists_fits_one_datagram() {
+    let t = Timestamp::from_secs(1);
+    let mut d = node(12);
+    for i in 0..8u8 {
+        d.table4.heard_from(t, NodeId([i + 1; 20]), SocketAddr::from(([10, 0, 0, i], 1)), Seen::Responded);
+        let six = SocketAddr::new(IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(i) + 1]), 1);
+        d.table6.heard_from(t, NodeId([i + 0x80; 20]), six, Seen::Responded);
+    }
+    let asker: SocketAddr = "[2001:db8::99]:7000".parse().unwrap();
+    let them = NodeId([0x33; 20]);
+    let info_hash = NodeId([5; 20]);
+    d.handle_datagram(t, asker, &query(b"g0", them, &Query::GetPeers { info_hash }));
+    let bytes = reply(&mut d).unwrap().1;
+    let Body::Response(r) = decode(&bytes).unwrap().body else { panic!() };
+    let token = Token::new(r.token.unwrap()).unwrap();
+    // One asker announces 50 ports (a full swarm at the default 50 per hash).
+    for port in 1..=Config::default().store_peers_per_hash as u16 {
+        let q = Query::AnnouncePeer { info_hash, port, implied_port: false, token };
+        // Spaced out, so the asker stays within its rate.
+        d.handle_datagram(t + millis(100 * u64::from(port)), asker, &query(&port.to_be_bytes(), them, &q));
+        assert!(matches!(decode(&reply(&mut d).unwrap().1).unwrap().body, Body::Response(_)));
+    }
+    assert_eq!(d.stored_peers(), 50);
+    let mut q = Vec::new();
+    encode_query(b"gb", &them, &Query::GetPeers { info_hash }, Want { n4: true, n6: true }, None, &mut q);
+    let later = t + secs(30); // past the asker's burst
+    d.handle_datagram(later, asker, &q);
+    let bytes = reply(&mut d).unwrap().1;
+    assert!(bytes.len() <= krpc::MAX_DATAGRAM, "{} bytes", bytes.len());
+    let Body::Response(r) = decode(&bytes).unwrap().body else { panic!() };
+    assert_eq!((r.nodes.len(), r.nodes6.len()), (8 * krpc::NODE4_LEN, 8 * krpc::NODE6_LEN));
+    let values = r.values.iter().count();
+    assert!(values >= 40, "as many values as fit: {values}");
+    // Without `want` an IPv6 asker gets only nodes6, and all 50 values fit.
+    d.handle_datagram(later, asker, &query(b"g1", them, &Query::GetPeers { info_hash }));
+    let bytes = reply(&mut d).unwrap().1;
+    let Body::Response(r) = decode(&bytes).unwrap().body else { panic!() };
+    assert_eq!(r.values.iter().count(), 50);
+}
+
+/// Seeded mutations of real node files (both families, empty lists, the most nodes) through `load_nodes`:
+/// never a panic, never more than `MAX_SAVED_NODES`, and every node it returns is a whole entry of the input.
+#[test]
+fn load_nodes_survives_seeded_mutations() {
+    let t = Timestamp::from_secs(1);
+    let mut full = node(13);
+    for i in 0..400u32 {
+        let mut id = [0u8; 20];
+        id[..4].copy_from_slice(&i.wrapping_mul(0x9e37_79b9).to_be_bytes());
+        full.table4.heard_from(t, NodeId(id), SocketAddr::from((i.to_be_bytes(), 6881)), Seen::Responded);
+        id[4] = 6;
+        let six = SocketAddr::new(IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, (i >> 16) as u16, i as u16]), 6881);
+        full.table6.heard_from(t, NodeId(id), six, Seen::Responded);
+    }
+    let empty = node(14).save_nodes(t);
+    let many = full.save_nodes(t);
+    let loaded = load_nodes(&many).unwrap();
+    assert_eq!(loaded.nodes.len(), full.good_nodes(t).min(MAX_SAVED_NODES));
+    assert!(loaded.nodes.iter().any(|n| n.1.is_ipv6()) && loaded.nodes.iter().any(|n| n.1.is_ipv4()));
+    let corpus: Vec<&[u8]> = vec![&empty, &many, b"d2:id20:abcdefghij01234567895:nodes0:6:nodes60:e"];
+    let mut rng = Rng::seeded(0x10ad);
+    let mut ok = 0;
+    for round in 0..20_000u32 {
+        let input = rng.mutate(&corpus, b"deil0123456789:");
+        if let Ok(saved) = load_nodes(&input) {
+            ok += 1;
+            assert!(saved.nodes.len() <= MAX_SAVED_NODES, "round {round}");
+            for (id, addr) in &saved.nodes {
+                let mut entry = id.0.to_vec();
+                krpc::put_compact_peer(*addr, &mut entry);
+                assert!(input.windows(entry.len()).any(|w| w == entry), "round {round}: {addr} not in the input");
+            }
+        }
+    }
+    assert!(ok > 100, "only {ok} mutants decoded: the mutations say nothing about the accepted path");
+}
