@@ -314,6 +314,8 @@ pub struct LtOptions {
     pub dht: Option<LtDht>,
     /// Its MSE/PE policy (`--encryption`).
     pub encryption: LtEncryption,
+    /// uTP only, TCP off both ways (`--utp-only`; off by default: TCP only).
+    pub utp: bool,
 }
 
 /// A python3-libtorrent session (`tests/peers/lt_peer.py`), seeder or leecher. Its state comes from the JSON
@@ -355,6 +357,9 @@ impl LibtorrentPeer {
         }
         if opts.no_tracker {
             cmd.arg("--no-tracker");
+        }
+        if opts.utp {
+            cmd.arg("--utp-only");
         }
         for p in &opts.peers {
             cmd.arg("--peer").arg(p);
