@@ -20,7 +20,9 @@ use common::peers::{describe_peers, wait_with_peers, LibtorrentPeer, LtOptions, 
 use common::seeding::{listening_port, LtEncryption, LtLeechOptions, LtLeecher, RillPeer, Snapshot};
 use common::torrent::{self, Torrent};
 use common::tracker::{announce_url, Opentracker};
-use common::{deadline_in, deadline_within, describe, free_port, lifetime_until, mkdir, rill_command, wait_for, Proc, TempDir};
+use common::{
+    deadline_in, deadline_within, describe, free_port, lifetime_until, mkdir, rill_command, wait_for, Proc, TempDir,
+};
 
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers
@@ -166,7 +168,9 @@ fn assert_seeder_sent_all_over_utp(seeder: &LibtorrentPeer, total: u64, deadline
 fn assert_rill_used_utp_with(log: &str, peer: &str) -> Vec<String> {
     let utp: Vec<String> = lines_with(log, OVER_UTP)
         .into_iter()
-        .filter(|l| l.contains(&format!("{peer}: connecting over uTP")) || l.contains(&format!("{peer}: accepted over uTP")))
+        .filter(|l| {
+            l.contains(&format!("{peer}: connecting over uTP")) || l.contains(&format!("{peer}: accepted over uTP"))
+        })
         .map(str::to_string)
         .collect();
     assert!(!utp.is_empty(), "rill's log should show a uTP connection with {peer}:\n{log}");
@@ -199,7 +203,11 @@ fn download_with_default_options_from_a_utp_only_seeder_via_opentracker() {
     let view = assert_seeder_sent_all_over_utp(&seeder, c.total, deadline);
     let log = rill.proc.stderr();
     let utp = assert_rill_used_utp_with(&log, &seeder.addr());
-    println!("rill download from a uTP-only libtorrent seeder (via opentracker): {} B in {:.1} s", c.total, took.as_secs_f64());
+    println!(
+        "rill download from a uTP-only libtorrent seeder (via opentracker): {} B in {:.1} s",
+        c.total,
+        took.as_secs_f64()
+    );
     println!("  rill: {}", utp.join(" | "));
     println!("  refusals: {:?}", lines_with(&log, "handshake refused"));
     println!("  the seeder's view: {}", view.describe());
@@ -255,7 +263,8 @@ fn utp_leecher_from_rill_seed(label: &str, encryption: LtEncryption, seed: u64) 
     (done, log)
 }
 
-/// Plain BitTorrent over uTP (the leecher's default encryption settings: MSE offered, plaintext accepted).
+/// The leecher's default encryption settings (it opens with MSE offering both methods; rill's responder selects
+/// plaintext, which libtorrent reports as `plaintext_encrypted`).
 #[test]
 fn utp_only_libtorrent_leecher_downloads_from_rill_seed() {
     utp_leecher_from_rill_seed("utp-seed", LtEncryption::Default, 0x07F_0002);
