@@ -152,18 +152,12 @@ impl Ledbat {
 }
 
 /// Smoothed RTT and variance (RFC 6298 gains, as BEP 29), and the back-off.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Rtt {
     srtt_us: Option<u64>,
     var_us: u64,
     /// Doublings since the last ACK that advanced.
     backoff: u32,
-}
-
-impl Default for Rtt {
-    fn default() -> Self {
-        Rtt { srtt_us: None, var_us: 0, backoff: 0 }
-    }
 }
 
 impl Rtt {

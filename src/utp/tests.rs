@@ -34,6 +34,9 @@ struct Link {
     down: bool,
 }
 
+/// A datagram in flight: (deliver at, order, to b?, bytes).
+type InFlight = (Timestamp, u64, bool, Vec<u8>);
+
 struct Pair {
     now: Timestamp,
     a: UtpMux,
@@ -41,8 +44,7 @@ struct Pair {
     ab: Link,
     ba: Link,
     rng: Rng,
-    /// (deliver at, order, to b?, bytes)
-    wire: BinaryHeap<Reverse<(Timestamp, u64, bool, Vec<u8>)>>,
+    wire: BinaryHeap<Reverse<InFlight>>,
     order: u64,
     sent_ab: u64,
     sent_ba: u64,
