@@ -456,7 +456,9 @@ fn download_encryption_off_gets_nothing_from_an_rc4_only_seeder() {
         "download",
         &t,
         &out,
-        &["--peer", &seeder.addr(), "--encryption", "off"],
+        // The seeder speaks TCP only: without `--no-utp` rill's next way after a refused plaintext TCP handshake
+        // is plaintext uTP, whose connect times out (never reaching the seeder). This test is about TCP handshakes.
+        &["--peer", &seeder.addr(), "--encryption", "off", "--no-utp"],
         deadline,
     );
 

@@ -316,6 +316,8 @@ pub struct LtOptions {
     pub encryption: LtEncryption,
     /// Listen on `[::1]:port` (and dial from ::1) instead of 127.0.0.1: an IPv6 peer (BEP 7).
     pub bind6: bool,
+    /// uTP only, TCP off both ways (`--utp-only`; off by default: TCP only).
+    pub utp: bool,
 }
 
 /// A python3-libtorrent session (`tests/peers/lt_peer.py`), seeder or leecher. Its state comes from the JSON
@@ -358,8 +360,13 @@ impl LibtorrentPeer {
         if opts.no_tracker {
             cmd.arg("--no-tracker");
         }
+<<<<<<< HEAD
         if opts.bind6 {
             cmd.arg("--bind6");
+=======
+        if opts.utp {
+            cmd.arg("--utp-only");
+>>>>>>> h-utptests
         }
         for p in &opts.peers {
             cmd.arg("--peer").arg(p);

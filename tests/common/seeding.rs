@@ -147,6 +147,8 @@ pub struct LtLeechOptions {
     pub encryption: LtEncryption,
     /// The mainline DHT on (a private loopback DHT; off by default).
     pub dht: Option<LtDht>,
+    /// uTP only, TCP off both ways (`--utp-only`; off by default: TCP only).
+    pub utp: bool,
 }
 
 /// A libtorrent peer's encryption policy (`lt_peer.py --encryption`).
@@ -192,6 +194,8 @@ pub struct PeerStat {
     pub rc4: bool,
     /// An MSE handshake selected plaintext on this connection.
     pub plaintext_encrypted: bool,
+    /// The connection is over uTP (libtorrent's `utp_socket` flag), not TCP.
+    pub utp: bool,
 }
 
 impl PeerStat {
@@ -237,6 +241,7 @@ impl Snapshot {
                 seed: v.get("seed").and_then(Json::as_bool).unwrap_or(false),
                 rc4: v.get("rc4").and_then(Json::as_bool).unwrap_or(false),
                 plaintext_encrypted: v.get("plaintext_encrypted").and_then(Json::as_bool).unwrap_or(false),
+                utp: v.get("utp").and_then(Json::as_bool).unwrap_or(false),
             }
         };
         let peers = s
@@ -297,7 +302,7 @@ impl Snapshot {
             format!("at {:.1} s: {} B downloaded, complete {}; peers:", self.elapsed, self.downloaded, self.complete);
         for p in &self.seen {
             s.push_str(&format!(
-                " [{} {:?} id {} down {} up {}{}{}]",
+                " [{} {:?} id {} down {} up {}{}{}{}]",
                 p.addr,
                 p.client,
                 p.peer_id_hex.get(..16).unwrap_or(&p.peer_id_hex),
@@ -310,7 +315,8 @@ impl Snapshot {
                     " MSE-plaintext"
                 } else {
                     ""
-                }
+                },
+                if p.utp { " uTP" } else { "" }
             ));
         }
         let ids: Vec<String> =
@@ -357,6 +363,9 @@ impl LtLeecher {
         cmd.arg("--encryption").arg(opts.encryption.arg());
         if opts.no_tracker {
             cmd.arg("--no-tracker");
+        }
+        if opts.utp {
+            cmd.arg("--utp-only");
         }
         for p in &opts.peers {
             cmd.arg("--peer").arg(p);

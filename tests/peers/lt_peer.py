@@ -3,7 +3,7 @@
 
     lt_peer.py (--torrent T | --magnet URI) --save DIR --port P --status FILE.json [--seed] [--upload-limit B/s]
                [--download-limit B/s] [--peer IP:PORT]... [--no-tracker] [--exit-when-done] [--max-life SECS]
-               [--encryption default|disabled|forced|rc4] [--pex] [--choke-cycle SECS]
+               [--encryption default|disabled|forced|rc4] [--utp-only] [--pex] [--choke-cycle SECS]
                [--log-peer-messages] [--dht [--dht-node IP:PORT]... [--force-dht-announce] [--dht-log]] [--bind6]
     lt_peer.py --dht-only-node --port P --status FILE.json [--dht-node IP:PORT]... [--max-life SECS] [--dht-log]
 
@@ -15,7 +15,8 @@ Every 0.2 s FILE.json is replaced atomically with the torrent's state, payload t
 Each peer record also carries its `peer_id` (hex of the 20 bytes, "" when unknown), so that a peer can be recognised
 whichever side dialled, `num_pieces`, how many pieces the peer has as far as we know, and how the connection is
 carried: `rc4` (an MSE handshake selected RC4: the stream is encrypted) or `plaintext_encrypted` (an MSE handshake
-selected plaintext); neither is a plain BitTorrent handshake (in `peers_seen`, each is true once it was seen true).
+selected plaintext); neither is a plain BitTorrent handshake; and `utp`, the connection is over uTP, not TCP (in
+`peers_seen`, each is true once it was seen true).
 `peer_ids` maps "ip:port" to the peer id of every connection that got past the handshake, from the peer alerts too:
 it also lists connections that opened and closed between two status writes (which `peers_seen` misses). With
 --no-tracker the torrent's trackers are dropped before it is added: the session never announces, and its only peers
@@ -65,6 +66,11 @@ import sys
 import time
 
 import libtorrent as lt
+
+
+# peer_info::utp_socket (bit 17 of peer_flags_t in libtorrent 2.0's peer_info.hpp, between i2p_socket and
+# ssl_socket); the 2.0.8 Python bindings do not export it.
+UTP_SOCKET = int(getattr(lt.peer_info, "utp_socket", 1 << 17))
 
 
 def log(*a):
@@ -279,6 +285,7 @@ def main():
                 "num_pieces": p.num_pieces,
                 "rc4": bool(p.flags & lt.peer_info.rc4_encrypted),
                 "plaintext_encrypted": bool(p.flags & lt.peer_info.plaintext_encrypted),
+                "utp": bool(p.flags & UTP_SOCKET),
             }
             peers.append(rec)
             if rec["peer_id"]:
@@ -293,6 +300,7 @@ def main():
                 old["peer_id"] = rec["peer_id"] or old.get("peer_id", "")
                 old["rc4"] = old["rc4"] or rec["rc4"]
                 old["plaintext_encrypted"] = old["plaintext_encrypted"] or rec["plaintext_encrypted"]
+                old["utp"] = old["utp"] or rec["utp"]
         status = {
             "pid": os.getpid(),
             "state": str(st.state),
