@@ -1928,7 +1928,7 @@ def dht_idle(small, swarm):
             settled_note = " (it was still changing after 150 s: measured anyway)"
         settle_s = time.monotonic() - t0
         nodes_before = seen["n"]
-        trace = os.path.join(WORK, "dht", "idle.strace")
+        trace = os.path.join(LOGS, "dht-idle.strace")
         if os.path.exists(trace):
             os.unlink(trace)
         sp = spawn("dht-idle-strace", ["strace", "-f", "-qq", "-ttt", "-yy", "-xx", "-s", "4096", "-e",
@@ -1971,15 +1971,15 @@ def dht_idle(small, swarm):
     emit("-- idle DHT traffic: rill seed of one %d MiB torrent in the %d-node libtorrent DHT, table settled at %s "
          "nodes" % (small.size >> 20, DHT_NODES, nodes_after))
     emit(fmt_table(["rill's UDP socket", "packets/min", "payload B/min", "IPv4 B/min", "packets", "what"], rows))
-    emit("   counted by strace (-e sendto,recvfrom,sendmsg,recvmsg -yy) attached to rill for %.0f s, after its node" % (
-        w1 - w0))
-    emit("   count on the status line stayed the same for %g s (%.0f s after start%s); only calls on its UDP" % (
-        DHT_SETTLE, settle_s, settled_note))
-    emit("   socket")
-    emit("   that moved data count; 'what' decodes each datagram (KRPC). IPv4 B/min adds 28 B of IP+UDP header per")
-    emit("   packet. This window shows what answering the other nodes costs plus rill's own pings; its own")
-    emit("   periodic work is slower: a bucket refresh after 15 minutes without change, the seed's DHT announce")
-    emit("   every 15 minutes, the node file every 15 minutes (a file, not traffic).")
+    emit("   counted by strace (-e sendto,recvfrom,sendmsg,recvmsg -yy, logs/dht-idle.strace) attached to rill for")
+    emit("   %.0f s, once the node count on its status line had stayed the same for %g s (%.0f s after start%s)." % (
+        w1 - w0, DHT_SETTLE, settle_s, settled_note))
+    emit("   Only calls on its UDP socket that moved data count; 'what' decodes each datagram (KRPC). IPv4 B/min")
+    emit("   adds 28 B of IP and UDP header per packet. The seed torrent is not the swarm's, so no peer connects.")
+    emit("   The window holds the other nodes' queries (libtorrent refreshes its table with get_peers) and rill's")
+    emit("   answers and pings; rill's own periodic work is")
+    emit("   slower than the window: a bucket refresh after 15 minutes without change, the seed's DHT announce")
+    emit("   every 15 minutes (the first one ran before the window), the node file every 15 minutes (a file).")
     return row
 
 
@@ -2089,8 +2089,10 @@ def dht_memory(small, idle_row):
         res["flood_s"], res["rate"]))
     emit("   announce_peer of %d info-hashes x %d peer ports, each from the next fake node (so the first %d also" % (
         DHT_HASHES, DHT_PEERS_PER_HASH, res.get("nodes_made", 0)))
-    emit("   fill the table: rill adds a node that queries it and pings it). Answered: %s; errors: %s;" % (
-        ", ".join("%s %d/%d" % (k, (res.get("ok") or {}).get(k, 0), v) for k, v in sorted(res["sent"].items())),
+    emit("   fill the table: rill adds a node that queries it and pings it). Answered: %s;" % (
+        ", ".join("%s %d/%d" % (k, (res.get("ok") or {}).get(k, 0), v) for k, v in sorted(res["sent"].items())
+                  if k != "id ping")))
+    emit("   error replies: %s." % (
         ", ".join("%s %d" % kv for kv in sorted((res.get("errors") or {}).items())) or "none"))
     emit("   peers stored = announces rill accepted (token good; it stores every one within its bounds).")
     full_s = DHT_HASHES * DHT_PEERS_PER_HASH / res["rate"]

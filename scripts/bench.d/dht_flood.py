@@ -279,7 +279,7 @@ class Flood:
             if now > started + 60 or now > end_of_life:
                 sys.exit("dht_flood: the target never answered a ping")
             if now - last >= 0.5:
-                self.query(self.main, self.main_id, "ping", {})
+                self.query(self.main, self.main_id, "ping", {}, kind="id ping")
                 last = now
             self.pump(0.05)
         made = time.monotonic()
