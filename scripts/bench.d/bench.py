@@ -1977,9 +1977,9 @@ def dht_idle(small, swarm):
     emit("   Only calls on its UDP socket that moved data count; 'what' decodes each datagram (KRPC). IPv4 B/min")
     emit("   adds 28 B of IP and UDP header per packet. The seed torrent is not the swarm's, so no peer connects.")
     emit("   The window holds the other nodes' queries (libtorrent refreshes its table with get_peers) and rill's")
-    emit("   answers and pings; rill's own periodic work is")
-    emit("   slower than the window: a bucket refresh after 15 minutes without change, the seed's DHT announce")
-    emit("   every 15 minutes (the first one ran before the window), the node file every 15 minutes (a file).")
+    emit("   answers and pings; rill's own periodic work is slower than the window: a bucket refresh after 15")
+    emit("   minutes without change, the seed's DHT announce every 15 minutes (the first one ran before the")
+    emit("   window), the node file every 15 minutes (a file, not traffic).")
     return row
 
 
@@ -2085,6 +2085,7 @@ def dht_memory(small, idle_row):
     emit("   127.0.0.1 with an id placed for rill's table (16 per depth: 8 for the bucket, 8 for its replacement")
     emit("   cache), answering rill's queries as a node would (rill asked: %s)." % (
         ", ".join("%s %d" % kv for kv in sorted(asked.items())) or "nothing"))
+    emit("   Only 8, 4, 2 and 1 ids share exactly 156..159 bits with rill's, so 1,263 is the most an IPv4 table can hold.")
     emit("   For %.0f s it sent %g queries/s from 127.0.0.1 (under rill's per-source limit of 20/s, burst 50):" % (
         res["flood_s"], res["rate"]))
     emit("   announce_peer of %d info-hashes x %d peer ports, each from the next fake node (so the first %d also" % (
