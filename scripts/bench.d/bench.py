@@ -1827,7 +1827,8 @@ def dht_download(content, boot):
     emit(fmt_table(["leecher", "ok", "first DHT peer s", "min-max", "metadata s", "complete s", "min-max",
                     "CPU s", "peak RSS MiB", "peak anon MiB"], rows))
     emit("   each leecher is given only `magnet:?xt=urn:btih:<hash>` and the bootstrap node; times from process start")
-    emit("   (median of %d rounds, the two alternating): first DHT peer = rill's first `<name>: DHT: N peers` log" % ROUNDS)
+    emit("   (median of %d rounds, the two alternating): first DHT peer = rill's first `<name>: DHT: N peers` log" %
+         ROUNDS)
     emit("   line (read as it is written), libtorrent's first dht_reply_alert with peers; metadata = rill's")
     emit("   `metadata:` line, libtorrent's metadata_received_alert; complete = rill's `done:` line, libtorrent's")
     emit("   every piece verified. rill starts each run with an empty --state-dir (no saved nodes), libtorrent")
@@ -2085,7 +2086,7 @@ def dht_memory(small, idle_row):
     emit("   127.0.0.1 with an id placed for rill's table (16 per depth: 8 for the bucket, 8 for its replacement")
     emit("   cache), answering rill's queries as a node would (rill asked: %s)." % (
         ", ".join("%s %d" % kv for kv in sorted(asked.items())) or "nothing"))
-    emit("   Only 8, 4, 2 and 1 ids share exactly 156..159 bits with rill's, so 1,263 is the most an IPv4 table can hold.")
+    emit("   Only 8, 4, 2 and 1 ids share exactly 156..159 bits with rill's: 1,263 is the most an IPv4 table holds.")
     emit("   For %.0f s it sent %g queries/s from 127.0.0.1 (under rill's per-source limit of 20/s, burst 50):" % (
         res["flood_s"], res["rate"]))
     emit("   announce_peer of %d info-hashes x %d peer ports, each from the next fake node (so the first %d also" % (

@@ -6,7 +6,8 @@ Swarm (one process, N sessions, each on its own 127.0.0.1 port):
   Session 0 is the bootstrap node (no torrent); every other session add_dht_node()s it (again every 2 s while its
   routing table is empty: a first ping that went unanswered drops the node for good). With --seed, session 1 also
   seeds T (full data check first) and calls force_dht_announce() every 3 s until at least 3 of the other nodes
-  have stored it (dht_announce_alert; its own node does not count), as libtorrent would otherwise wait its 15-minute announce interval.
+  have stored it (dht_announce_alert; its own node does not count), as libtorrent would otherwise wait its
+  15-minute announce interval.
   FILE.json is replaced every 0.2 s: "ports" (session 0 first), "tables" (nodes in each routing table, from
   dht_stats_alert), "seeder" (its port, whether it is seeding, forced announces, nodes that stored it) and
   "ready" (every table has at least min(N-1, 8) - 1 nodes, and the seeder, if any, is seeding and stored).
@@ -15,8 +16,8 @@ Leecher (one session):
     ltdht.py leech --magnet M --save DIR --dht-node IP:PORT [--port P] [--max-life SECS]
   Adds the magnet link with nothing but the DHT to find peers (add_dht_node of --dht-node, again every 2 s while
   the routing table is empty). Prints on stdout, as they happen: "FIRST_DHT_PEER n" at the first dht_reply_alert
-  that brought peers, "METADATA" when the metadata arrived, "FIRST_PEER" once the torrent has a connected peer (status().num_peers,
-  polled every 20 ms at most), and
+  that brought peers, "METADATA" when the metadata arrived, "FIRST_PEER" once the torrent has a connected peer
+  (status().num_peers, polled every 20 ms at most), and
   "RESULT {json}" once every piece is verified; then it exits 0 (1 after --max-life).
 
 Settings common to both (see PROTOCOL-NOTES "DHT (BEP 5, 32, 42) on loopback"): listen_interfaces names
