@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The orchestrator behind scripts/bench (which installs tools, builds rill and runs this under a total timeout).
 
-    bench.py [download] [memory] [latency] [upload] [endgame] [many]     (no argument: all of them)
+    bench.py [download] [memory] [latency] [upload] [endgame] [many] [dht]     (no argument: all of them)
 
 Everything runs on 127.0.0.1. Every process is started in its own process group, wrapped in `timeout` (an
 absolute bound even if this script dies), and its group is killed by id on exit. Readiness is polled with
@@ -72,7 +72,7 @@ GIB = float(1 << 30)
 START = time.monotonic()
 DEADLINE = START + TOTAL - 15  # leave time to clean up inside the wrapper's bound
 
-ALL_CASES = ["download", "memory", "latency", "upload", "endgame", "many"]
+ALL_CASES = ["download", "memory", "latency", "upload", "endgame", "many", "dht"]
 
 
 def remaining():
@@ -312,11 +312,12 @@ class Run:
     pass
 
 
-def measured(name, cmd, timeout, env=None, cwd=None, done_file=None, on_tick=None, on_done=None):
+def measured(name, cmd, timeout, env=None, cwd=None, done_file=None, on_tick=None, on_done=None, err_lines=False):
     """Run a leecher under GNU time, sampling its /proc status. Returns a Run with wall, cpu, rss, lines.
 
     Exit-on-complete clients: wall = process start to exit. Daemons (done_file): wall = start to the epoch written
-    into done_file by the client's completion hook; the client is then sent SIGTERM."""
+    into done_file by the client's completion hook; the client is then sent SIGTERM. err_lines: stderr is read as
+    it comes too, into r.err_lines as (seconds since start, line), like stdout into r.lines."""
     timefile = os.path.join(LOGS, name + ".time")
     errpath = os.path.join(LOGS, name + ".stderr")
     outpath = os.path.join(LOGS, name + ".stdout")
@@ -336,7 +337,8 @@ def measured(name, cmd, timeout, env=None, cwd=None, done_file=None, on_tick=Non
     r.done_epoch = None
     r.tick_error = None
     r.notes = []
-    err = open(errpath, "wb")
+    r.err_lines = []
+    err = subprocess.PIPE if err_lines else open(errpath, "wb")
     load = Load()
     e0 = r.epoch0 = time.time()
     t0 = time.monotonic()
@@ -354,11 +356,19 @@ def measured(name, cmd, timeout, env=None, cwd=None, done_file=None, on_tick=Non
                 r.lines.append((t, line))
                 out.write("%8.3f %s\n" % (t, line))
 
+    def err_reader():
+        with open(errpath, "wb") as out:
+            for raw in p.stderr:
+                r.err_lines.append((time.monotonic() - t0, raw.decode("utf-8", "replace").rstrip("\r\n")))
+                out.write(raw)
+
     def waiter():
         p.wait()
         exit_at.append(time.monotonic())
 
     threads = [threading.Thread(target=reader, daemon=True), threading.Thread(target=waiter, daemon=True)]
+    if err_lines:
+        threads.append(threading.Thread(target=err_reader, daemon=True))
     for th in threads:
         th.start()
     client = None
@@ -1668,6 +1678,469 @@ def record_many(res):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# dht: a private loopback DHT of python3-libtorrent sessions; rill's time to its first DHT peer and to complete
+# beside libtorrent's, its memory with a full routing table and peer store, and its idle DHT traffic.
+
+
+LTDHT = os.path.join(HERE, "ltdht.py")
+FLOOD = os.path.join(HERE, "dht_flood.py")
+DHT_NODES = env_int("DHT_NODES", 8)
+DHT_MIB = env_int("DHT_MIB", 64)
+DHT_IDLE = env_float("DHT_IDLE", 120)
+DHT_SETTLE = env_float("DHT_SETTLE", 20)
+DHT_FLOOD_S = env_float("DHT_FLOOD_S", 180)
+DHT_FLOOD_RATE = env_float("DHT_FLOOD_RATE", 19)
+DHT_FLOOD_NODES = env_int("DHT_FLOOD_NODES", 2560)
+DHT_HASHES = 500  # rill's peer store: 500 info-hashes x 50 peers (src/dht/mod.rs, Config::default)
+DHT_PEERS_PER_HASH = 50
+DHT_RUST_LOG = "warn,rill::engine::dht=debug"
+DHT_PEERS_RE = re.compile(r": DHT: (\d+) peers")
+DHT_NODES_RE = re.compile(r"  dht (\d+) nodes (\d+) peers")
+
+
+def free_port_both():
+    """A port free for TCP and UDP on 127.0.0.1 (rill's DHT shares its UDP socket with the listen port)."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no port free for both TCP and UDP")
+
+
+def record_row(row):
+    with open(RUNS, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def rill_dht_nodes(logname):
+    """The DHT node count on rill's last --no-ui status line in logs/<logname>.log (None before the first)."""
+    try:
+        with open(os.path.join(LOGS, logname + ".log"), errors="replace") as f:
+            found = DHT_NODES_RE.findall(f.read())
+    except OSError:
+        return None
+    return int(found[-1][0]) if found else None
+
+
+class LtDhtSwarm:
+    """DHT_NODES python3-libtorrent sessions in one process (scripts/bench.d/ltdht.py swarm); session 1 seeds."""
+
+    def __init__(self, name, n, torrent, data):
+        self.name = name
+        self.status_path = os.path.join(WORK, name + ".status.json")
+        if os.path.exists(self.status_path):
+            os.unlink(self.status_path)
+        self.proc = spawn(name, [PY, LTDHT, "swarm", "--nodes", n, "--status", self.status_path, "--seed",
+                                 "%s:%s" % (torrent, data), "--max-life", int(max(10, remaining()))])
+
+    def status(self):
+        return read_json(self.status_path) or {}
+
+    def wait_ready(self, timeout=180):
+        wait_until(self.name + " (libtorrent DHT swarm) to fill its tables and store the seeder",
+                   lambda: self.status().get("ready"), timeout, 0.2, [self.proc])
+        return self.status()
+
+    def bootstrap(self):
+        return "127.0.0.1:%d" % self.status()["ports"][0]
+
+
+def first_time(lines, match):
+    for t, line in lines:
+        if match(line):
+            return t
+    return None
+
+
+def dht_download_run(client, content, magnet, boot, tag):
+    out = os.path.join(WORK, "dht", "out")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    name = "dht-%s-%s" % (client, tag)
+    port = free_port_both()
+    env = dict(os.environ)
+    if client == "rill":
+        state = os.path.join(WORK, "dht", "state-" + name)
+        shutil.rmtree(state, ignore_errors=True)
+        cmd = [RILL, "download", magnet, "-d", out, "--no-ui", "--port", port, "--bind", "127.0.0.1",
+               "--dht-bootstrap", boot, "--state-dir", state]
+        env["RUST_LOG"] = DHT_RUST_LOG
+    else:
+        cmd = [PY, LTDHT, "leech", "--magnet", magnet, "--save", out, "--dht-node", boot, "--port", port,
+               "--max-life", int(RUN_TIMEOUT)]
+    wait_quiet()
+    r = measured(name, cmd, RUN_TIMEOUT, env=env, err_lines=client == "rill")
+    if client == "rill":
+        r.first_dht = first_time(r.err_lines, lambda l: DHT_PEERS_RE.search(l) is not None)
+        r.metadata = first_time(r.lines, lambda l: l.startswith("metadata:"))
+    else:
+        r.first_dht = first_time(r.lines, lambda l: l.startswith("FIRST_DHT_PEER"))
+        r.metadata = first_time(r.lines, lambda l: l.startswith("METADATA"))
+    r.complete = completion_time(r)
+    r.ok = (not r.timed_out) and r.exit_code == 0 and r.first_dht is not None \
+        and same_content(os.path.join(out, content.name), content.path, content.size)
+    if not r.ok:
+        say("    %s run %s FAILED: exit %s%s%s; stderr tail:\n%s" % (
+            client, tag, r.exit_code, " (timed out)" if r.timed_out else "",
+            " (no DHT peer seen)" if r.first_dht is None else "",
+            "\n".join("      " + l for l in r.stderr_tail.strip().splitlines()[-12:])))
+    shutil.rmtree(out, ignore_errors=True)
+    return r
+
+
+def dht_download(content, boot):
+    magnet = "magnet:?xt=urn:btih:" + content.infohash
+    clients = ["rill", "libtorrent"]
+    runs = {c: [] for c in clients}
+    for rnd in range(ROUNDS):
+        for c in rotate(clients, rnd):
+            if out_of_time("dht", 120):
+                break
+            prepare_cache([content.path])
+            r = dht_download_run(c, content, magnet, boot, "r%d" % (rnd + 1))
+            runs[c].append(r)
+            record("dht", c, "trackerless magnet, %d MiB" % (content.size >> 20), r, content.size, r.ok,
+                   {"first_dht_peer_s": r.first_dht, "metadata_s": r.metadata, "complete_s": r.complete})
+            f = lambda v: "%.2f" % v if v is not None else "-"
+            say("    round %d %-10s first DHT peer %s s, metadata %s s, complete %s s, cpu %.2f s, rss %s MiB%s" % (
+                rnd + 1, c, f(r.first_dht), f(r.metadata), f(r.complete), (r.user or 0) + (r.sys or 0),
+                mib(r.maxrss), "" if r.ok else "  FAILED"))
+    rows = []
+    for c in clients:
+        ok = [r for r in runs[c] if r.ok]
+        if not ok:
+            rows.append([c, "0/%d" % len(runs[c])] + ["-"] * 8)
+            continue
+        firsts = sorted(r.first_dht for r in ok)
+        done = sorted(r.complete for r in ok)
+        metas = [r.metadata for r in ok if r.metadata is not None]
+        rows.append([c, "%d/%d" % (len(ok), len(runs[c])), "%.2f" % statistics.median(firsts),
+                     "%.2f-%.2f" % (firsts[0], firsts[-1]),
+                     "%.2f" % statistics.median(metas) if metas else "-",
+                     "%.2f" % statistics.median(done), "%.2f-%.2f" % (done[0], done[-1]),
+                     "%.2f" % statistics.median((r.user or 0) + (r.sys or 0) for r in ok),
+                     mib(max(r.maxrss or 0 for r in ok)), mib(max(r.peak_anon for r in ok))])
+    emit(fmt_table(["leecher", "ok", "first DHT peer s", "min-max", "metadata s", "complete s", "min-max",
+                    "CPU s", "peak RSS MiB", "peak anon MiB"], rows))
+    emit("   each leecher is given only `magnet:?xt=urn:btih:<hash>` and the bootstrap node; times from process start")
+    emit("   (median of %d rounds, the two alternating): first DHT peer = rill's first `<name>: DHT: N peers` log" %
+         ROUNDS)
+    emit("   line (read as it is written), libtorrent's first dht_reply_alert with peers; metadata = rill's")
+    emit("   `metadata:` line, libtorrent's metadata_received_alert; complete = rill's `done:` line, libtorrent's")
+    emit("   every piece verified. rill starts each run with an empty --state-dir (no saved nodes), libtorrent")
+    emit("   with a new session. Data byte-identical in every ok run. CPU = user+sys (GNU time); peak RSS = GNU")
+    emit("   time max RSS (libtorrent's includes the file pages it maps); peak anon = sampled RssAnon.")
+    emit("   Earlier rounds' leechers stay in the DHT's peer stores (30 minutes), so later rounds also get their")
+    emit("   stale addresses beside the seeder's; 'first DHT peer' is the first answer carrying any address.")
+
+
+def parse_strace(path, w0, w1):
+    """UDP datagrams rill sent and received between epochs w0 and w1, from `strace -f -ttt -yy -xx` output:
+    {"out"/"in": {"packets", "bytes", "kinds": {what: count}}}. Bytes are UDP payload (return values)."""
+    res = {d: {"packets": 0, "bytes": 0, "kinds": {}} for d in ("out", "in")}
+    call_re = re.compile(r'^(?:(\d+)\s+)?(\d+\.\d+)\s+(sendto|recvfrom|sendmsg|recvmsg)\((\d+)<UDP:')
+    ret_re = re.compile(r'\)\s+=\s+(-?\d+)')
+    unfinished = {}
+    try:
+        f = open(path, errors="replace")
+    except OSError:
+        return res
+    with f:
+        for line in f:
+            m = call_re.match(line)
+            if m:
+                pid, ts, call = m.group(1), float(m.group(2)), m.group(3)
+                if line.rstrip().endswith("<unfinished ...>"):
+                    unfinished[pid] = (ts, call, line)
+                    continue
+                text = line
+            else:
+                m2 = re.match(r'^(?:(\d+)\s+)?\d+\.\d+\s+<\.\.\. (\w+) resumed>', line)
+                if not m2 or m2.group(1) not in unfinished:
+                    continue
+                ts, call, first = unfinished.pop(m2.group(1))
+                text = first.rstrip().replace("<unfinished ...>", "") + line.split("resumed>", 1)[1]
+            rm = ret_re.search(text.rsplit("<UDP:", 1)[-1]) or ret_re.search(text)
+            if not rm or int(rm.group(1)) < 0 or not (w0 <= ts <= w1):
+                continue
+            d = res["out" if call.startswith("send") else "in"]
+            d["packets"] += 1
+            d["bytes"] += int(rm.group(1))
+            sm = re.search(r'"((?:\\x[0-9a-f]{2})*)"', text)
+            kind = "?"
+            if sm:
+                try:
+                    msg = bdecode(bytes.fromhex(sm.group(1).replace("\\x", "")))[0]
+                    y = msg.get(b"y")
+                    if y == b"q":
+                        kind = "query " + msg.get(b"q", b"?").decode("ascii", "replace")
+                    elif y == b"r":
+                        kind = "response"
+                    elif y == b"e":
+                        kind = "error"
+                except (ValueError, IndexError, AttributeError, TypeError):
+                    kind = "not KRPC"
+            d["kinds"][kind] = d["kinds"].get(kind, 0) + 1
+    return res
+
+
+def rill_seed_cmd(small, port, extra):
+    return [RILL, "seed", small.torrent_nt, "-d", small.dir, "--no-ui", "--port", port, "--bind", "127.0.0.1"] + extra
+
+
+def dht_idle(small, swarm):
+    """rill seed of a small torrent in the libtorrent DHT: its table as full as that DHT allows, then its DHT
+    datagrams over DHT_IDLE s, counted by strace on its UDP socket. Returns its memory figures for the memory
+    table (or None)."""
+    if not have("strace"):
+        emit("   idle traffic: strace not installed; skipped")
+        return None
+    port = free_port_both()
+    name = "dht-idle-rill-seed"
+    state = os.path.join(WORK, "dht", "state-idle")
+    shutil.rmtree(state, ignore_errors=True)
+    env = dict(os.environ, RUST_LOG=DHT_RUST_LOG)
+    remove_rill_resume_in(small.dir)
+    p = spawn(name, rill_seed_cmd(small, port, ["--dht-bootstrap", swarm.bootstrap(), "--state-dir", state]),
+              life=DHT_IDLE + DHT_SETTLE + 240, env=env)
+    try:
+        wait_until("rill seed to listen", lambda: port_open(port), 30, 0.05, [p])
+        pid = wait_until("rill's pid", lambda: leaf(p.pid, 1), 10, 0.02, [p])
+        # As full as this DHT allows: the node count on rill's status line (every 5 s) unchanged for DHT_SETTLE s.
+        t0 = time.monotonic()
+        seen = {"n": None, "since": time.monotonic()}
+
+        def settled():
+            n = rill_dht_nodes(name)
+            if n != seen["n"]:
+                seen["n"], seen["since"] = n, time.monotonic()
+            return n is not None and n > 0 and time.monotonic() - seen["since"] >= DHT_SETTLE
+
+        try:
+            wait_until("rill's DHT table to stop changing", settled, 150, 0.5, [p])
+            settled_note = ""
+        except RuntimeError:
+            if p.poll() is not None:
+                raise
+            settled_note = " (it was still changing after 150 s: measured anyway)"
+        settle_s = time.monotonic() - t0
+        nodes_before = seen["n"]
+        trace = os.path.join(LOGS, "dht-idle.strace")
+        if os.path.exists(trace):
+            os.unlink(trace)
+        sp = spawn("dht-idle-strace", ["strace", "-f", "-qq", "-ttt", "-yy", "-xx", "-s", "4096", "-e",
+                                       "trace=sendto,recvfrom,sendmsg,recvmsg", "-o", trace, "-p", pid],
+                   life=DHT_IDLE + 60)
+        time.sleep(1.0)  # strace attaches
+        if sp.poll() is not None:
+            emit("   idle traffic: strace could not attach to rill (exit %s; see dht-idle-strace.log)" % sp.returncode)
+            return None
+        w0 = time.time()
+        c0 = proc_cpu(pid)
+        end = time.monotonic() + DHT_IDLE
+        while time.monotonic() < end:
+            if p.poll() is not None:
+                raise RuntimeError("rill seed exited during the idle window; see %s.log" % name)
+            time.sleep(min(0.5, max(0.0, end - time.monotonic())))
+        w1 = time.time()
+        c1 = proc_cpu(pid)
+        stop(sp, sig=signal.SIGINT, pid=leaf(sp.pid, 1))
+        st = proc_status(pid)
+        nodes_after = rill_dht_nodes(name)
+        traffic = parse_strace(trace, w0, w1)
+        minutes = (w1 - w0) / 60.0
+        stop(p, pid=pid)
+    finally:
+        stop(p)
+        remove_rill_resume_in(small.dir)
+    row = {"case": "dht", "client": "rill", "variant": "idle traffic", "window_s": w1 - w0, "settle_s": settle_s,
+           "table_nodes": nodes_after, "table_nodes_at_start": nodes_before, "traffic": traffic,
+           "cpu_s_traced": (c1 - c0) if c0 is not None and c1 is not None else None,
+           "hwm_kib": st.get("VmHWM", 0), "rss_kib": st.get("VmRSS", 0), "anon_kib": st.get("RssAnon", 0)}
+    record_row(row)
+    rows = []
+    for d, label in (("out", "sent"), ("in", "received")):
+        t = traffic[d]
+        kinds = ", ".join("%s %d" % (k, v) for k, v in sorted(t["kinds"].items(), key=lambda kv: -kv[1]))
+        rows.append([label, "%.1f" % (t["packets"] / minutes), "%.0f" % (t["bytes"] / minutes),
+                     "%.0f" % ((t["bytes"] + 28 * t["packets"]) / minutes), t["packets"], kinds or "-"])
+    emit()
+    emit("-- idle DHT traffic: rill seed of one %d MiB torrent in the %d-node libtorrent DHT, table settled at %s "
+         "nodes" % (small.size >> 20, DHT_NODES, nodes_after))
+    emit(fmt_table(["rill's UDP socket", "packets/min", "payload B/min", "IPv4 B/min", "packets", "what"], rows))
+    emit("   counted by strace (-e sendto,recvfrom,sendmsg,recvmsg -yy, logs/dht-idle.strace) attached to rill for")
+    emit("   %.0f s, once the node count on its status line had stayed the same for %g s (%.0f s after start%s)." % (
+        w1 - w0, DHT_SETTLE, settle_s, settled_note))
+    emit("   Only calls on its UDP socket that moved data count; 'what' decodes each datagram (KRPC). IPv4 B/min")
+    emit("   adds 28 B of IP and UDP header per packet. The seed torrent is not the swarm's, so no peer connects.")
+    emit("   The window holds the other nodes' queries (libtorrent refreshes its table with get_peers) and rill's")
+    emit("   answers and pings; rill's own periodic work is slower than the window: a bucket refresh after 15")
+    emit("   minutes without change, the seed's DHT announce every 15 minutes (the first one ran before the")
+    emit("   window), the node file every 15 minutes (a file, not traffic).")
+    return row
+
+
+def dht_memory(small, idle_row):
+    rows = []
+    # rill seed with the DHT off.
+    port = free_port_both()
+    remove_rill_resume_in(small.dir)
+    name = "dht-mem-nodht"
+    p = spawn(name, rill_seed_cmd(small, port, ["--no-dht"]), life=DHT_SETTLE + 60)
+    try:
+        wait_until("rill seed --no-dht to listen", lambda: port_open(port), 30, 0.05, [p])
+        pid = wait_until("rill's pid", lambda: leaf(p.pid, 1), 10, 0.02, [p])
+        time.sleep(DHT_SETTLE)
+        st = proc_status(pid)
+        stop(p, pid=pid)
+    finally:
+        stop(p)
+        remove_rill_resume_in(small.dir)
+    record_row({"case": "dht", "client": "rill", "variant": "memory, DHT off", "hwm_kib": st.get("VmHWM", 0),
+                "rss_kib": st.get("VmRSS", 0), "anon_kib": st.get("RssAnon", 0)})
+    rows.append(["DHT off (--no-dht)", "-", "-", mib(st.get("VmHWM", 0)), mib(st.get("VmRSS", 0)),
+                 mib(st.get("RssAnon", 0)), "-"])
+    if idle_row:
+        rows.append(["DHT on, in the %d-node libtorrent DHT (after the idle window)" % DHT_NODES,
+                     idle_row["table_nodes"], "-", mib(idle_row["hwm_kib"]), mib(idle_row["rss_kib"]),
+                     mib(idle_row["anon_kib"]), "-"])
+    # The flood: rill's only bootstrap node is the flooder.
+    port = free_port_both()
+    d = os.path.join(WORK, "dht")
+    ready, result, progress = (os.path.join(d, "flood." + x) for x in ("ready", "result", "progress"))
+    for f in (ready, result, progress):
+        if os.path.exists(f):
+            os.unlink(f)
+    fp = spawn("dht-flooder", [PY, FLOOD, "--target", port, "--ready", ready, "--result", result, "--progress",
+                               progress, "--nodes", DHT_FLOOD_NODES, "--rate", DHT_FLOOD_RATE, "--duration",
+                               DHT_FLOOD_S, "--hashes", DHT_HASHES, "--peers-per-hash", DHT_PEERS_PER_HASH,
+                               "--max-life", int(DHT_FLOOD_S + 120)], life=DHT_FLOOD_S + 130)
+    name = "dht-mem-flooded"
+    state = os.path.join(d, "state-flood")
+    shutil.rmtree(state, ignore_errors=True)
+    remove_rill_resume_in(small.dir)
+    p = None
+    try:
+        main_port = wait_until("the flooder's socket", lambda: (read_json(ready) or {}).get("port"), 20, 0.05, [fp])
+        p = spawn(name, rill_seed_cmd(small, port, ["--dht-bootstrap", "127.0.0.1:%d" % main_port, "--state-dir",
+                                                     state]), life=DHT_FLOOD_S + 120)
+        wait_until("rill seed to listen", lambda: port_open(port), 30, 0.05, [p])
+        pid = wait_until("rill's pid", lambda: leaf(p.pid, 1), 10, 0.02, [p])
+        st0 = proc_status(pid)
+        c0 = proc_cpu(pid)
+        t0 = time.monotonic()
+        next_sample = 0.0
+        samples = []
+        while fp.poll() is None:
+            if p.poll() is not None:
+                raise RuntimeError("rill seed exited during the flood; see %s.log" % name)
+            if time.monotonic() > t0 + DHT_FLOOD_S + 110:
+                raise RuntimeError("the flooder did not finish")
+            el = time.monotonic() - t0
+            if el >= next_sample:
+                next_sample += 30
+                pr = read_json(progress) or {}
+                s = proc_status(pid)
+                sample = {"t": round(el, 1), "announces_ok": (pr.get("ok") or {}).get("announce_peer", 0),
+                          "table_nodes": rill_dht_nodes(name), "rss_kib": s.get("VmRSS", 0)}
+                samples.append(sample)
+                say("    flood %3.0f s: %d announces stored, %s nodes in rill's table, rill RSS %s MiB" % (
+                    el, sample["announces_ok"], sample["table_nodes"], mib(sample["rss_kib"])))
+            time.sleep(0.5)
+        res = read_json(result)
+        if not res:
+            raise RuntimeError("the flooder wrote no result (exit %s); see dht-flooder.log" % fp.returncode)
+        time.sleep(6)  # one more status line
+        c1 = proc_cpu(pid)
+        st = proc_status(pid)
+        nodes = rill_dht_nodes(name)
+        alive = p.poll() is None
+        stop(p, pid=pid)
+    finally:
+        if p is not None:
+            stop(p)
+        stop(fp)
+        remove_rill_resume_in(small.dir)
+    stored = (res.get("ok") or {}).get("announce_peer", 0)
+    hashes = min(stored, DHT_HASHES)
+    row = {"case": "dht", "client": "rill", "variant": "memory, flooded", "flood": res, "samples": samples,
+           "table_nodes": nodes, "peers_stored": stored, "hwm_kib": st.get("VmHWM", 0), "rss_kib": st.get("VmRSS", 0),
+           "anon_kib": st.get("RssAnon", 0), "hwm_at_start_kib": st0.get("VmHWM", 0),
+           "cpu_s": (c1 - c0) if c0 is not None and c1 is not None else None, "alive": alive}
+    record_row(row)
+    rows.append(["DHT on, flooded (%.0f s at %g queries/s)" % (res["flood_s"], res["rate"]), nodes,
+                 "%d (%d hashes)" % (stored, hashes), mib(st.get("VmHWM", 0)), mib(st.get("VmRSS", 0)),
+                 mib(st.get("RssAnon", 0)), "%.2f" % row["cpu_s"] if row["cpu_s"] is not None else "-"])
+    emit()
+    emit("-- memory: rill seed of one %d MiB torrent, idle, peak RSS (VmHWM) with the DHT off, on, and flooded" % (
+        small.size >> 20))
+    emit(fmt_table(["rill seed", "table nodes", "peers stored", "VmHWM MiB", "VmRSS MiB", "RssAnon MiB",
+                    "CPU s (flood)"], rows))
+    asked = res.get("asked") or {}
+    emit("   flooded: rill's only bootstrap node is scripts/bench.d/dht_flood.py: %d fake nodes, each a UDP socket on" %
+         res.get("nodes_made", 0))
+    emit("   127.0.0.1 with an id placed for rill's table (16 per depth: 8 for the bucket, 8 for its replacement")
+    emit("   cache), answering rill's queries as a node would (rill asked: %s)." % (
+        ", ".join("%s %d" % kv for kv in sorted(asked.items())) or "nothing"))
+    emit("   Only 8, 4, 2 and 1 ids share exactly 156..159 bits with rill's: 1,263 is the most an IPv4 table holds.")
+    emit("   For %.0f s it sent %g queries/s from 127.0.0.1 (under rill's per-source limit of 20/s, burst 50):" % (
+        res["flood_s"], res["rate"]))
+    emit("   announce_peer of %d info-hashes x %d peer ports, each from the next fake node (so the first %d also" % (
+        DHT_HASHES, DHT_PEERS_PER_HASH, res.get("nodes_made", 0)))
+    emit("   fill the table: rill adds a node that queries it and pings it). Answered: %s;" % (
+        ", ".join("%s %d/%d" % (k, (res.get("ok") or {}).get(k, 0), v) for k, v in sorted(res["sent"].items())
+                  if k != "id ping")))
+    emit("   error replies: %s." % (
+        ", ".join("%s %d" % kv for kv in sorted((res.get("errors") or {}).items())) or "none"))
+    emit("   peers stored = announces rill accepted (token good; it stores every one within its bounds).")
+    full_s = DHT_HASHES * DHT_PEERS_PER_HASH / res["rate"]
+    emit("   A full store (%d x %d = %d peers) takes %.0f s at this rate from one address; DHT_FLOOD_S sets the" % (
+        DHT_HASHES, DHT_PEERS_PER_HASH, DHT_HASHES * DHT_PEERS_PER_HASH, full_s))
+    emit("   flood's length. Per-source limit: %d pings sent back to back from one socket after the flood, %d" % (
+        res["burst"], res["burst_answered"]))
+    emit("   answered (rill drops queries beyond its burst of 50 unanswered); CPU s = rill's over the flood.")
+    emit("   table nodes = rill's status line (nodes in buckets, not counting replacement caches).")
+
+
+def case_dht(ctx):
+    emit("== dht: a private DHT of %d python3-libtorrent sessions on 127.0.0.1 (one bootstrap node, one seeding a "
+         "%d MiB torrent)" % (DHT_NODES, DHT_MIB))
+    if not lt_available():
+        emit("   python3-libtorrent missing: the dht case needs it")
+        return
+    d = os.path.join(WORK, "dht")
+    os.makedirs(d, exist_ok=True)
+    content = Content("dht%dM" % DHT_MIB, DHT_MIB << 20, ctx["tracker"].url)
+    small = Content("dht1M", 1 << 20, ctx["tracker"].url)
+    swarm = LtDhtSwarm("dht-swarm", DHT_NODES, content.torrent_nt, content.dir)
+    idle_row = None
+    try:
+        t = time.monotonic()
+        st = swarm.wait_ready()
+        say("    swarm ready in %.1f s: tables %s, seeder stored by nodes %s" % (
+            time.monotonic() - t, st["tables"], st["seeder"]["stored_by"]))
+        boot = swarm.bootstrap()
+        dht_download(content, boot)
+        if not out_of_time("dht", DHT_IDLE + DHT_SETTLE + 120):
+            try:
+                idle_row = dht_idle(small, swarm)
+            except RuntimeError as e:
+                emit("   idle traffic: FAILED: %s" % e)
+    finally:
+        stop(swarm.proc)
+    if not out_of_time("dht", DHT_FLOOD_S + DHT_SETTLE + 120):
+        try:
+            dht_memory(small, idle_row)
+        except RuntimeError as e:
+            emit("   memory: FAILED: %s" % e)
+    emit()
+
+
+# ---------------------------------------------------------------------------------------------------------------
 
 
 def main():
@@ -1719,7 +2192,7 @@ def main():
     tracker = Tracker()
     say("setup: content and torrents under %s" % WORK)
     ctx = {"tracker": tracker}
-    if any(c != "many" for c in cases):  # the many case makes its own small torrents and needs no tracker
+    if any(c not in ("many", "dht") for c in cases):  # those make their own torrents and need no tracker
         ctx["c1"] = Content("%dM" % (SIZE >> 20), SIZE, tracker.url)
         if "memory" in cases:
             ctx["c4"] = Content("%dM" % (BIG >> 20), BIG, tracker.url)
@@ -1729,7 +2202,7 @@ def main():
         elif "download" in cases or "memory" in cases:
             sys.exit("bench: opentracker missing (scripts/bench installs it)")
     funcs = {"download": case_download, "memory": case_memory, "latency": case_latency, "upload": case_upload,
-             "endgame": case_endgame, "many": case_many}
+             "endgame": case_endgame, "many": case_many, "dht": case_dht}
     failed = []
     for c in cases:
         if remaining() < 60:
