@@ -360,13 +360,11 @@ impl LibtorrentPeer {
         if opts.no_tracker {
             cmd.arg("--no-tracker");
         }
-<<<<<<< HEAD
         if opts.bind6 {
             cmd.arg("--bind6");
-=======
+        }
         if opts.utp {
             cmd.arg("--utp-only");
->>>>>>> h-utptests
         }
         for p in &opts.peers {
             cmd.arg("--peer").arg(p);
