@@ -110,7 +110,7 @@ fn drain(f: &mut Fixture) {
             any = true;
             assert!(!matches!(action, Action::Connect { .. }), "a seed with no candidates dials nobody");
         }
-        while let Some(conn) = f.engine.poll_transmit() {
+        while let Some(conn) = f.engine.poll_transmit(f.now) {
             any = true;
             f.engine.handle_peer_output(conn, &mut Sink, f.now);
         }
@@ -143,7 +143,7 @@ fuzz_target!(|data: &[u8]| {
         let chunk = [usize::MAX, 1, 7, 300][usize::from(flags >> 1 & 3)];
         for piece in bytes.chunks(chunk.min(bytes.len().max(1))) {
             f.engine.handle_peer_input(conn, &mut Chunk(piece), f.now);
-            for id in f.engine.take_backlog() {
+            for id in f.engine.take_backlog(f.now) {
                 f.engine.handle_peer_input(id, &mut Chunk(&[]), f.now);
             }
             drain(f);
