@@ -16,13 +16,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use common::content::{self, assert_same_tree, Content, KIB, MIB};
-use common::peers::{describe_peers, wait_with_peers, LibtorrentPeer, LtOptions, Peer};
+use common::peers::{LibtorrentPeer, LtOptions, Peer};
+use common::rill_checks::{lines_with, stop_rill, wait_download_done};
 use common::seeding::{listening_port, LtEncryption, LtLeechOptions, LtLeecher, RillPeer, Snapshot};
 use common::torrent::{self, Torrent};
 use common::tracker::{announce_url, Opentracker};
-use common::{
-    deadline_in, deadline_within, describe, free_port, lifetime_until, mkdir, rill_command, wait_for, Proc, TempDir,
-};
+use common::{deadline_in, deadline_within, free_port, lifetime_until, mkdir, rill_command, wait_for, Proc, TempDir};
 
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers
@@ -112,38 +111,6 @@ fn utp_only_rill(rill: &RillPeer, encryption: LtEncryption) -> LtLeechOptions {
         utp: true,
         ..LtLeechOptions::default()
     }
-}
-
-/// rill's log lines that contain `what`.
-fn lines_with<'a>(log: &'a str, what: &str) -> Vec<&'a str> {
-    log.lines().filter(|l| l.contains(what)).collect()
-}
-
-/// No panic and no `rill: …` error line in rill's stderr.
-#[track_caller]
-fn assert_no_rill_errors(rill: &Proc) {
-    let err = rill.stderr();
-    assert!(!err.contains("panicked"), "rill panicked:\n{err}");
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("rill: ")).collect();
-    assert!(lines.is_empty(), "rill reported errors: {lines:#?}");
-}
-
-/// Ctrl-C to rill; it must stop cleanly (exit 0) without errors.
-#[track_caller]
-fn stop_rill(rill: &RillPeer, deadline: Instant) {
-    let status = rill.interrupt(deadline_within(deadline, 15));
-    assert!(status.success(), "{} did not exit 0 after SIGINT: {}", rill.proc.name(), describe(status));
-    assert_no_rill_errors(&rill.proc);
-}
-
-/// Waits for `rill download` to exit by itself (it does once complete), checking that `others` keep running;
-/// asserts exit 0.
-#[track_caller]
-fn wait_download_done(rill: &RillPeer, others: &[&dyn Peer], deadline: Instant) {
-    let status =
-        wait_with_peers(others, deadline, &format!("{} to complete and exit", rill.proc.name()), || rill.proc.exited());
-    assert!(status.success(), "{} failed: {}; {}", rill.proc.name(), describe(status), describe_peers(others));
-    assert_no_rill_errors(&rill.proc);
 }
 
 /// The seeder's own view once its counters have caught up: it uploaded at least `total` bytes, and every

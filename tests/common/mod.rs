@@ -25,6 +25,7 @@ pub mod leecher;
 pub mod listeners;
 pub mod peers;
 pub mod resume;
+pub mod rill_checks;
 pub mod seeding;
 pub mod torrent;
 pub mod tracker;
