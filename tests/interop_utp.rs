@@ -17,11 +17,11 @@ use std::time::Instant;
 
 use common::content::{self, assert_same_tree, Content, KIB, MIB};
 use common::peers::{LibtorrentPeer, LtOptions, Peer};
-use common::rill_checks::{lines_with, stop_rill, wait_download_done};
-use common::seeding::{listening_port, LtEncryption, LtLeechOptions, LtLeecher, RillPeer, Snapshot};
+use common::rill_checks::{lines_with, spawn_rill, stop_rill, wait_download_done};
+use common::seeding::{LtEncryption, LtLeechOptions, LtLeecher, RillPeer, Snapshot};
 use common::torrent::{self, Torrent};
 use common::tracker::{announce_url, Opentracker};
-use common::{deadline_in, deadline_within, free_port, lifetime_until, mkdir, rill_command, wait_for, Proc, TempDir};
+use common::{deadline_in, deadline_within, free_port, wait_for, TempDir};
 
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers
@@ -53,32 +53,6 @@ fn content_and_torrent(
     let c = content::write_single(&dir.mkdir("content"), "utp.bin", len, seed);
     let t = torrent::libtorrent_create(&c, announce, piece, true, &dir.join("t.torrent"), deadline);
     (c, t)
-}
-
-/// `rill SUB TORRENT -d DATA --no-ui --port 0 [extra…]` as process `name`, logging at debug level (the assertions
-/// read the connection lines), through `rill_command`; waits until it listens.
-#[track_caller]
-fn spawn_rill(
-    dir: &Path,
-    name: &str,
-    sub: &str,
-    t: &Torrent,
-    data: &Path,
-    extra: &[&str],
-    deadline: Instant,
-) -> RillPeer {
-    let mut cmd = rill_command();
-    cmd.arg(sub).arg(&t.path).arg("-d").arg(mkdir(data)).args(["--no-ui", "--port", "0"]).args(extra);
-    cmd.env("RUST_LOG", "info,rill=debug");
-    let proc = Proc::spawn(name, &cmd, &dir.join("logs"), lifetime_until(deadline));
-    let port = wait_for(deadline, &format!("{name} to print `listening on port N`"), || {
-        let port = listening_port(&proc.stdout());
-        if port.is_none() {
-            proc.assert_running();
-        }
-        port
-    });
-    RillPeer { proc, port }
 }
 
 /// A uTP-only libtorrent seeder of `t` from a copy of `c`, uploading at `rate` (0: unlimited); it announces to the

@@ -1,11 +1,39 @@
-//! Checks on a rill process the debug-log tests share: its log lines, no error lines, a clean stop, a download
-//! that ends by itself.
+//! A rill process for the tests that read its debug log (connections, handshakes), and the checks they share:
+//! its log lines, no error lines, a clean stop, a download that ends by itself.
 
+use std::path::Path;
 use std::time::Instant;
 
 use super::peers::{describe_peers, wait_with_peers, Peer};
-use super::seeding::RillPeer;
-use super::{deadline_within, describe, Proc};
+use super::seeding::{listening_port, RillPeer};
+use super::torrent::Torrent;
+use super::{deadline_within, describe, lifetime_until, mkdir, rill_command, wait_for, Proc};
+
+/// `rill SUB TORRENT -d DATA --no-ui --port 0 [extra…]` as process `name`, logging at debug level (the assertions
+/// read the connection and handshake lines), through `rill_command`; waits until it listens.
+#[track_caller]
+pub fn spawn_rill(
+    dir: &Path,
+    name: &str,
+    sub: &str,
+    t: &Torrent,
+    data: &Path,
+    extra: &[&str],
+    deadline: Instant,
+) -> RillPeer {
+    let mut cmd = rill_command();
+    cmd.arg(sub).arg(&t.path).arg("-d").arg(mkdir(data)).args(["--no-ui", "--port", "0"]).args(extra);
+    cmd.env("RUST_LOG", "info,rill=debug");
+    let proc = Proc::spawn(name, &cmd, &dir.join("logs"), lifetime_until(deadline));
+    let port = wait_for(deadline, &format!("{name} to print `listening on port N`"), || {
+        let port = listening_port(&proc.stdout());
+        if port.is_none() {
+            proc.assert_running();
+        }
+        port
+    });
+    RillPeer { proc, port }
+}
 
 /// rill's log lines that contain `what`.
 pub fn lines_with<'a>(log: &'a str, what: &str) -> Vec<&'a str> {
