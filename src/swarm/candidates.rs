@@ -177,6 +177,9 @@ impl Candidates {
         if useful {
             c.failures = 0;
         } else {
+            // A failure (not a refusal): the next dial starts again from the first way (a peer down now may
+            // be back on TCP later).
+            c.step = 0;
             c.failures += 1;
             if c.failures >= MAX_FAILURES {
                 self.known.remove(&addr);
@@ -260,10 +263,14 @@ mod tests {
         assert!(!c.on_refused(a(1), &ways, false, t0), "none left: a failure");
         assert_eq!(c.way(&a(1), &ways), plain, "and the next dial starts over");
         assert_eq!(c.next_to_dial(t0 + secs(1)), None, "backing off");
-        // A TCP connect that fails goes straight to uTP.
+        // A TCP connect that fails goes straight to uTP; when that fails too (no answer), the next dial, after
+        // the back-off, is TCP again: the peer may just not have been up yet.
         c.add(a(2));
         assert_eq!(c.next_to_dial(t0), Some(a(2)));
         assert!(c.on_refused(a(2), &ways, true, t0));
         assert_eq!(c.way(&a(2), &ways), utp);
+        assert_eq!(c.next_to_dial(t0), Some(a(2)));
+        c.on_closed(a(2), false, t0);
+        assert_eq!(c.way(&a(2), &ways), plain);
     }
 }
