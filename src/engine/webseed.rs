@@ -390,27 +390,7 @@ impl WebSeeds {
                 }
                 path.push_str(&file.path);
             }
-            let host = match fetch.target.host.parse::<IpAddr>() {
-                Ok(IpAddr::V6(ip)) => format!("[{ip}]"),
-                _ => fetch.target.host.clone(),
-            };
-            let host = if fetch.target.port == 80 { host } else { format!("{host}:{}", fetch.target.port) };
-            let request = format!(
-                "GET {path} HTTP/1.1\r\nHost: {host}\r\nRange: bytes={}-{}\r\nUser-Agent: rill/{}\r\n\
-                 Accept-Encoding: identity\r\nConnection: close\r\n\r\n",
-                seg.start,
-                seg.start + seg.len - 1,
-                env!("CARGO_PKG_VERSION")
-            );
-            let addr = fetch.addr;
-            fetch.head = Some(HeadReader::default());
-            fetch.expect = seg.len;
-            fetch.last_progress = now;
-            let id = self.io_id(i);
-            if let SeedState::Fetching(fetch) = &mut self.seeds[i].state {
-                fetch.io = Some(id);
-            }
-            self.io.push_back(TrackerIo::HttpRequest { id, addr, request: request.into_bytes() });
+            self.send_range(i, path, now);
             return;
         }
     }
@@ -446,7 +426,9 @@ impl WebSeeds {
                 Ok(Some((head, used))) => {
                     rest = &rest[used..];
                     fetch.head = None;
-                    let seg = fetch.segments.front().cloned().expect("a segment is in flight");
+                    let Some(seg) = fetch.segments.front().cloned() else {
+                        return;
+                    };
                     if let Err(why) = self.on_head(i, &head, &seg, data, now) {
                         self.fail(i, why, Some(data), now);
                         return;
@@ -543,21 +525,32 @@ impl WebSeeds {
         Ok(())
     }
 
+    /// The redirect named the file itself: its path as it is.
     fn request_redirected(&mut self, i: usize, now: Timestamp) {
+        let SeedState::Fetching(fetch) = &self.seeds[i].state else {
+            return;
+        };
+        let path = fetch.target.path.clone();
+        self.send_range(i, path, now);
+    }
+
+    /// Queues the `Range` request for the fetch's current segment at `path` of its target.
+    fn send_range(&mut self, i: usize, path: String, now: Timestamp) {
+        let id = self.io_id(i);
         let SeedState::Fetching(fetch) = &mut self.seeds[i].state else {
             return;
         };
         let Some(seg) = fetch.segments.front().cloned() else {
             return;
         };
-        let host = match fetch.target.port {
-            80 => fetch.target.host.clone(),
-            p => format!("{}:{p}", fetch.target.host),
+        let host = match fetch.target.host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(ip)) => format!("[{ip}]"),
+            _ => fetch.target.host.clone(),
         };
+        let host = if fetch.target.port == 80 { host } else { format!("{host}:{}", fetch.target.port) };
         let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {host}\r\nRange: bytes={}-{}\r\nUser-Agent: rill/{}\r\n\
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nRange: bytes={}-{}\r\nUser-Agent: rill/{}\r\n\
              Accept-Encoding: identity\r\nConnection: close\r\n\r\n",
-            fetch.target.path,
             seg.start,
             seg.start + seg.len - 1,
             env!("CARGO_PKG_VERSION")
@@ -565,11 +558,8 @@ impl WebSeeds {
         fetch.head = Some(HeadReader::default());
         fetch.expect = seg.len;
         fetch.last_progress = now;
+        fetch.io = Some(id);
         let addr = fetch.addr;
-        let id = self.io_id(i);
-        if let SeedState::Fetching(fetch) = &mut self.seeds[i].state {
-            fetch.io = Some(id);
-        }
         self.io.push_back(TrackerIo::HttpRequest { id, addr, request: request.into_bytes() });
     }
 
