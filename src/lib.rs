@@ -21,6 +21,7 @@ pub mod metainfo;
 pub mod observe;
 pub mod peer;
 pub mod rng;
+pub mod rpc;
 #[cfg(test)]
 pub mod sim;
 pub mod storage;

@@ -98,7 +98,6 @@ const LAYERS: &[&str] = &[
     "wire",
     "metadata",
     "dht",
-    "utp",
     "timer_wheel",
     "utp",
     "swarm",
@@ -107,7 +106,9 @@ const LAYERS: &[&str] = &[
     "storage",
     "torrent",
     "engine",
+    "rpc",
     "observe",
+    "daemon",
     "cli",
     "event_loop",
 ];

@@ -1,0 +1,215 @@
+use super::*;
+
+/// A backend with two torrents that records what it was asked.
+#[derive(Default)]
+pub struct Fake {
+    pub torrents: Vec<TorrentInfo>,
+    pub calls: Vec<String>,
+    pub session: SessionInfo,
+}
+
+impl Fake {
+    pub fn two() -> Self {
+        let t = |id: u32, name: &str| TorrentInfo {
+            id,
+            hash: format!("{:040x}", id),
+            name: name.into(),
+            status: Some(Status::Download),
+            total_size: 1000,
+            size_when_done: 1000,
+            left_until_done: 250,
+            files: vec![FileInfo { name: format!("{name}/a"), length: 1000, bytes_completed: 750, wanted: true }],
+            ..TorrentInfo::default()
+        };
+        Fake { torrents: vec![t(1, "one"), t(2, "two")], ..Fake::default() }
+    }
+}
+
+impl Backend for Fake {
+    fn torrent_ids(&self) -> Vec<u32> {
+        self.torrents.iter().map(|t| t.id).collect()
+    }
+    fn recently_active(&self) -> Vec<u32> {
+        vec![2]
+    }
+    fn recently_removed(&self) -> Vec<u32> {
+        vec![7]
+    }
+    fn id_by_hash(&self, hash: &str) -> Option<u32> {
+        self.torrents.iter().find(|t| t.hash.eq_ignore_ascii_case(hash)).map(|t| t.id)
+    }
+    fn torrent(&self, id: u32, detail: Detail) -> Option<TorrentInfo> {
+        let mut t = self.torrents.iter().find(|t| t.id == id)?.clone();
+        if !detail.files {
+            t.files.clear();
+        }
+        Some(t)
+    }
+    fn add(&mut self, add: AddTorrent) -> Result<Added, String> {
+        match add.source {
+            AddSource::Metainfo(bytes) if bytes == b"d4:infod4:name3:newee" => {
+                self.calls.push(format!("add paused={}", add.paused));
+                Ok(Added { id: 3, name: "new".into(), hash: "ab".repeat(20), duplicate: false })
+            }
+            AddSource::Filename(f) if f.starts_with("magnet:") => {
+                Ok(Added { id: 1, name: "one".into(), hash: format!("{:040x}", 1), duplicate: true })
+            }
+            _ => Err("invalid or corrupt torrent file".into()),
+        }
+    }
+    fn start(&mut self, id: u32) {
+        self.calls.push(format!("start {id}"));
+    }
+    fn stop(&mut self, id: u32) {
+        self.calls.push(format!("stop {id}"));
+    }
+    fn verify(&mut self, id: u32) {
+        self.calls.push(format!("verify {id}"));
+    }
+    fn remove(&mut self, id: u32, delete: bool) {
+        self.calls.push(format!("remove {id} {delete}"));
+    }
+    fn set_torrent(&mut self, id: u32, set: &TorrentSet) -> Result<(), String> {
+        self.calls.push(format!("set {id} {set:?}"));
+        Ok(())
+    }
+    fn session(&self) -> SessionInfo {
+        self.session.clone()
+    }
+    fn set_session(&mut self, set: &SessionSet) -> Result<(), String> {
+        self.calls.push(format!("session {set:?}"));
+        Ok(())
+    }
+    fn stats(&self) -> SessionStats {
+        SessionStats { torrent_count: 2, active_torrents: 2, ..SessionStats::default() }
+    }
+    fn free_space(&self, path: &str) -> Option<u64> {
+        (path == "/data").then_some(12345)
+    }
+}
+
+fn call(backend: &mut Fake, request: Value) -> Value {
+    let body = handle(request.to_string().as_bytes(), backend);
+    serde_json::from_slice(&body).expect("the response is JSON")
+}
+
+#[test]
+fn torrent_get_answers_the_fields_asked_with_the_tag() {
+    let mut b = Fake::two();
+    let r = call(
+        &mut b,
+        json!({"method": "torrent-get", "tag": 7,
+               "arguments": {"fields": ["id", "name", "percentDone", "status", "eta", "fileStats", "bogus"]}}),
+    );
+    assert_eq!(r["result"], "success");
+    assert_eq!(r["tag"], 7);
+    let ts = r["arguments"]["torrents"].as_array().unwrap();
+    assert_eq!(ts.len(), 2);
+    assert_eq!(ts[0]["name"], "one");
+    assert_eq!(ts[0]["percentDone"], 0.75);
+    assert_eq!(ts[0]["status"], 4);
+    assert_eq!(ts[0]["eta"], -1);
+    assert_eq!(ts[0]["fileStats"][0]["bytesCompleted"], 750);
+    assert!(ts[0].get("bogus").is_none(), "unknown fields are left out");
+    assert!(ts[0].get("totalSize").is_none(), "only what was asked");
+}
+
+#[test]
+fn ids_may_be_numbers_hashes_a_single_value_or_recently_active() {
+    let mut b = Fake::two();
+    let names = |r: &Value| -> Vec<String> {
+        r["arguments"]["torrents"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().into()).collect()
+    };
+    let get = |ids: Value| json!({"method": "torrent-get", "arguments": {"fields": ["name"], "ids": ids}});
+    assert_eq!(names(&call(&mut b, get(json!([2])))), ["two"]);
+    assert_eq!(names(&call(&mut b, get(json!(1)))), ["one"]);
+    assert_eq!(names(&call(&mut b, get(json!([format!("{:040X}", 2), 99])))), ["two"]);
+    let recent = call(&mut b, get(json!("recently-active")));
+    assert_eq!(names(&recent), ["two"]);
+    assert_eq!(recent["arguments"]["removed"], json!([7]));
+    assert!(names(&call(&mut b, get(json!("nonsense")))).is_empty());
+}
+
+#[test]
+fn the_table_format_puts_field_names_first() {
+    let mut b = Fake::two();
+    let r = call(&mut b, json!({"method": "torrent-get", "arguments": {"fields": ["id", "name"], "format": "table"}}));
+    assert_eq!(r["arguments"]["torrents"], json!([["id", "name"], [1, "one"], [2, "two"]]));
+}
+
+#[test]
+fn torrent_add_takes_base64_metainfo_or_a_filename_and_says_added_or_duplicate() {
+    let mut b = Fake::two();
+    let meta = base64::encode(b"d4:infod4:name3:newee");
+    let r = call(&mut b, json!({"method": "torrent-add", "arguments": {"metainfo": meta, "paused": true}}));
+    assert_eq!(r["result"], "success");
+    assert_eq!(r["arguments"]["torrent-added"]["id"], 3);
+    assert_eq!(b.calls, ["add paused=true"]);
+    let r = call(&mut b, json!({"method": "torrent-add", "arguments": {"filename": "magnet:?xt=urn:btih:x"}}));
+    assert_eq!(r["arguments"]["torrent-duplicate"]["name"], "one");
+    let r = call(&mut b, json!({"method": "torrent-add", "arguments": {"metainfo": "!!!"}}));
+    assert_eq!(r["result"], "invalid or corrupt torrent file");
+    let r = call(&mut b, json!({"method": "torrent-add", "arguments": {}}));
+    assert_ne!(r["result"], "success");
+}
+
+#[test]
+fn actions_reach_the_backend_for_each_id() {
+    let mut b = Fake::two();
+    call(&mut b, json!({"method": "torrent-stop", "arguments": {"ids": [1, 2]}}));
+    call(&mut b, json!({"method": "torrent-start-now", "arguments": {"ids": [2]}}));
+    call(&mut b, json!({"method": "torrent-verify", "arguments": {"ids": 1}}));
+    call(&mut b, json!({"method": "torrent-remove", "arguments": {"ids": [2], "delete-local-data": true}}));
+    assert_eq!(b.calls, ["stop 1", "stop 2", "start 2", "verify 1", "remove 2 true"]);
+}
+
+#[test]
+fn limits_use_kilobytes_of_1000_and_the_enabled_flags() {
+    let mut b = Fake::two();
+    call(
+        &mut b,
+        json!({"method": "session-set", "arguments": {"speed-limit-down": 100, "speed-limit-down-enabled": true,
+                                                       "speed-limit-up-enabled": false}}),
+    );
+    assert_eq!(
+        b.calls,
+        [format!("session {:?}", SessionSet { speed_limit_down: Some(Some(100_000)), speed_limit_up: Some(None) })]
+    );
+    b.calls.clear();
+    call(
+        &mut b,
+        json!({"method": "torrent-set", "arguments": {"ids": [1], "files-unwanted": [0], "uploadLimited": true,
+                                                               "uploadLimit": 5}}),
+    );
+    let set = TorrentSet { files_unwanted: vec![0], upload_limit: Some(Some(5000)), ..TorrentSet::default() };
+    assert_eq!(b.calls, [format!("set 1 {set:?}")]);
+}
+
+#[test]
+fn session_methods_answer_what_clients_read() {
+    let mut b = Fake::two();
+    let r = call(&mut b, json!({"method": "session-get"}));
+    assert!(r["arguments"]["rpc-version"].as_u64().unwrap() >= 15);
+    assert!(r["arguments"]["version"].as_str().unwrap().contains("rill"));
+    let r = call(&mut b, json!({"method": "session-stats"}));
+    assert_eq!(r["arguments"]["torrentCount"], 2);
+    let r = call(&mut b, json!({"method": "free-space", "arguments": {"path": "/data"}}));
+    assert_eq!(r["arguments"]["size-bytes"], 12345);
+    let r = call(&mut b, json!({"method": "port-test"}));
+    assert_eq!(r["arguments"]["port-is-open"], false);
+}
+
+#[test]
+fn bad_requests_get_an_error_result_never_a_panic() {
+    let mut b = Fake::two();
+    for body in [&b"not json"[..], b"[]", b"{}", b"{\"method\": 5}", b"\xff\xfe", b"{\"method\":\"torrent-get\"}"] {
+        let r: Value = serde_json::from_slice(&handle(body, &mut b)).unwrap();
+        assert_ne!(r["result"], "success", "{:?}", String::from_utf8_lossy(body));
+    }
+    let r = call(&mut b, json!({"method": "no-such-method", "tag": 3}));
+    assert!(r["result"].as_str().unwrap().contains("not recognized"));
+    assert_eq!(r["tag"], 3);
+    let deep = "[".repeat(100_000);
+    let r: Value = serde_json::from_slice(&handle(deep.as_bytes(), &mut b)).unwrap();
+    assert_eq!(r["result"], "invalid JSON request");
+}
