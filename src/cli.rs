@@ -17,8 +17,9 @@ USAGE:
     rill seed FILE.torrent... [-d DIR] [OPTIONS]      check existing data, then seed it
     rill info FILE.torrent [--scrape]               describe a torrent (and ask its trackers for counts)
     rill create PATH -o OUT.torrent [OPTIONS]       make a torrent of a file or folder
+    rill daemon -d DIR [OPTIONS]                    run as a service, driven by Transmission clients
 
-Run `rill download --help` (or seed, info) for the options of each command.
+Run `rill download --help` (or seed, info, daemon) for the options of each command.
 
 GLOBAL:
     -h, --help       print help
@@ -149,6 +150,47 @@ OPTIONS:
 Files are taken in byte order of their paths; symbolic links and special files are left out with a note.
 ";
 
+pub const DAEMON_HELP: &str = "\
+rill daemon: run until SIGTERM, driven over Transmission's RPC and a web page
+
+USAGE:
+    rill daemon -d DIR [OPTIONS]
+
+    Torrents are added at run time: with transmission-remote (`transmission-remote 127.0.0.1:9091 -a
+    FILE.torrent`, or a magnet link), Transmission's GUIs and web clients, rill's own page at
+    http://127.0.0.1:9091/, or the watch folder. They download into DIR (or a folder below it) and seed
+    until removed. The list, each torrent's source, folder, stopped or not and file selection are kept
+    in the state directory and restored at the next start; progress comes back from each torrent's
+    resume file, so nothing verified is fetched again.
+
+OPTIONS:
+    -d, --dir DIR          the download root (torrent-add may name a folder below it, nothing outside)
+        --state-dir DIR    where the torrent list, kept .torrent files and DHT nodes live
+                           (default: $XDG_STATE_HOME/rill, else ~/.local/state/rill)
+        --rpc-bind IP:PORT where the RPC and the page listen (default 127.0.0.1:9091; loopback only
+                           unless you give another address)
+        --rpc-auth USER:PASS  require HTTP Basic credentials (transmission-remote -n USER:PASS)
+        --rpc-host NAME    also accept requests for this host name (may repeat; `*.example.org` works);
+                           IP addresses and localhost always are (DNS-rebinding guard)
+        --watch DIR        add every *.torrent and *.magnet file that appears in DIR (renamed .added,
+                           or .invalid when malformed)
+        --port N, --bind IP, --max-peers N, --peer IP:PORT, --seed-ratio R, --up-limit RATE,
+        --down-limit RATE, --encryption MODE, --no-utp, --dht-bootstrap HOST:PORT, --no-dht
+                           as for `rill download`
+    -h, --help             print this help
+";
+
+/// Where and how `rill daemon` serves its RPC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RpcOptions {
+    pub bind: SocketAddr,
+    pub auth: Option<(String, String)>,
+    pub hosts: Vec<String>,
+    pub watch: Option<PathBuf>,
+}
+
+pub const DEFAULT_RPC_BIND: &str = "127.0.0.1:9091";
+
 /// Options of `rill create`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CreateOptions {
@@ -246,6 +288,10 @@ pub enum Command {
         scrape: bool,
     },
     Create(CreateOptions),
+    Daemon {
+        opts: TransferOptions,
+        rpc: RpcOptions,
+    },
     Help(&'static str),
     Version,
 }
@@ -288,6 +334,22 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, UsageError> {
         Some("seed") if help => return Ok(Command::Help(SEED_HELP)),
         Some("info") if help => return Ok(Command::Help(INFO_HELP)),
         Some("create") if help => return Ok(Command::Help(CREATE_HELP)),
+        Some("daemon") if help => return Ok(Command::Help(DAEMON_HELP)),
+        Some("daemon") => {
+            let bind = args
+                .opt_value_from_fn("--rpc-bind", |s| {
+                    s.parse::<SocketAddr>().map_err(|_| format!("--rpc-bind {s}: expected IP:PORT"))
+                })?
+                .unwrap_or_else(|| DEFAULT_RPC_BIND.parse().expect("a valid default"));
+            let auth = args.opt_value_from_fn("--rpc-auth", |s| match s.split_once(':') {
+                Some((u, p)) if !u.is_empty() => Ok((u.to_string(), p.to_string())),
+                _ => Err("--rpc-auth: expected USER:PASS".to_string()),
+            })?;
+            let hosts: Vec<String> = args.values_from_str("--rpc-host")?;
+            let watch = args.opt_value_from_os_str("--watch", |s| Ok::<_, String>(PathBuf::from(s)))?;
+            let opts = transfer_options_for(&mut args, "daemon", false)?;
+            Command::Daemon { opts, rpc: RpcOptions { bind, auth, hosts, watch } }
+        }
         Some("create") => Command::Create(create_options(&mut args)?),
         Some("download") => {
             let seed = args.contains("--seed");
@@ -339,6 +401,16 @@ fn torrent_arg(args: &mut pico_args::Arguments, cmd: &str) -> Result<PathBuf, Us
 }
 
 fn transfer_options(args: &mut pico_args::Arguments, cmd: &str) -> Result<TransferOptions, UsageError> {
+    transfer_options_for(args, cmd, true)
+}
+
+/// The transfer options; `torrents_needed`: at least one torrent argument (not for the daemon, which
+/// takes none).
+fn transfer_options_for(
+    args: &mut pico_args::Arguments,
+    cmd: &str,
+    torrents_needed: bool,
+) -> Result<TransferOptions, UsageError> {
     let dir = args
         .opt_value_from_os_str(["-d", "--dir"], |s| Ok::<_, String>(PathBuf::from(s)))?
         .unwrap_or_else(|| PathBuf::from("."));
@@ -366,10 +438,16 @@ fn transfer_options(args: &mut pico_args::Arguments, cmd: &str) -> Result<Transf
     let state_dir = args.opt_value_from_os_str("--state-dir", |s| Ok::<_, String>(PathBuf::from(s)))?;
     let encryption = args.opt_value_from_fn("--encryption", parse_encryption)?.unwrap_or_default();
     let no_utp = args.contains("--no-utp");
-    let mut torrents = vec![torrent_arg(args, cmd)?];
+    let mut torrents = if torrents_needed { vec![torrent_arg(args, cmd)?] } else { Vec::new() };
     while let Some(t) = args.opt_free_from_os_str(|s| Ok::<_, String>(PathBuf::from(s)))? {
         if t.to_string_lossy().starts_with('-') {
             return Err(UsageError(format!("unknown option '{}': try `rill {cmd} --help`", t.display())));
+        }
+        if !torrents_needed {
+            return Err(UsageError(format!(
+                "unexpected argument '{}': add torrents over the RPC or --watch",
+                t.display()
+            )));
         }
         torrents.push(t);
     }

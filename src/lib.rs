@@ -10,6 +10,7 @@
 pub mod bencode;
 pub mod bitfield;
 pub mod cli;
+pub mod daemon;
 pub mod dht;
 pub mod engine;
 pub mod event_loop;

@@ -68,6 +68,10 @@ enum Failure {
     Torrents(Vec<(String, String)>),
     Stdout(std::io::Error),
     Create(String),
+    /// `rill daemon` without a state directory to keep its list in.
+    NoStateDir,
+    /// The daemon's state could not be restored.
+    Daemon(String),
 }
 
 /// Why a `.torrent` file was refused.
@@ -92,13 +96,15 @@ impl Failure {
             | Failure::OutputExists(_)
             | Failure::Scan(_)
             | Failure::SeedMagnet
-            | Failure::FilesOfMagnet => 2,
+            | Failure::FilesOfMagnet
+            | Failure::NoStateDir => 2,
             Failure::Entropy(_)
             | Failure::CreateDir { .. }
             | Failure::Loop(_)
             | Failure::Torrents(_)
             | Failure::Stdout(_)
-            | Failure::Create(_) => 1,
+            | Failure::Create(_)
+            | Failure::Daemon(_) => 1,
         }
     }
 }
@@ -151,13 +157,21 @@ impl fmt::Display for Failure {
             }
             Failure::Stdout(e) => write!(f, "cannot write to stdout: {e}"),
             Failure::Create(msg) => write!(f, "{msg}"),
+            Failure::NoStateDir => {
+                write!(f, "rill daemon needs --state-dir (no default: HOME is unset or RILL_FORBID_DHT_ROUTERS is set)")
+            }
+            Failure::Daemon(msg) => write!(f, "{msg}"),
         }
     }
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).format_target(true).init();
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    // A daemon's log is its journal: what it added, removed and why something failed.
+    let default_level = if args.first().is_some_and(|a| a == "daemon") { "info" } else { "warn" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .format_target(true)
+        .init();
     match cli::parse(args).map_err(Failure::Usage).and_then(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
@@ -244,6 +258,7 @@ fn run(command: Command) -> Result<(), Failure> {
             transfer(torrents, &opts, mode, recheck, save_torrent)
         }
         Command::Create(opts) => create_torrent(&opts),
+        Command::Daemon { opts, rpc } => daemon(&opts, &rpc),
         Command::Seed { opts, partial, recheck } => {
             let torrents = load_all(&opts, false)?;
             transfer(torrents, &opts, Mode::Seed { partial }, recheck, None)
@@ -524,6 +539,94 @@ fn transfer(
     let outcomes = event_loop.run().map_err(Failure::Loop)?;
     report(&outcomes, multi)
 }
+
+/// `rill daemon`: an engine that stays up, torrents from the state file, the RPC server on the loop.
+fn daemon(opts: &TransferOptions, rpc: &cli::RpcOptions) -> Result<(), Failure> {
+    use rill::daemon::{Daemon, DaemonConfig};
+    use rill::rpc::{RpcConfig, RpcServer};
+    let state_dir = state_dir(opts).ok_or(Failure::NoStateDir)?;
+    let cwd = std::env::current_dir().map_err(|error| Failure::CreateDir { path: opts.dir.clone(), error })?;
+    let root = cwd.join(&opts.dir);
+    rill::storage::files::ensure_dir(&root).map_err(|error| Failure::CreateDir { path: root.clone(), error })?;
+    let state_dir = cwd.join(state_dir);
+    rill::storage::files::ensure_dir(&state_dir)
+        .map_err(|error| Failure::CreateDir { path: state_dir.clone(), error })?;
+    let dht_bootstrap = dht_bootstrap(opts);
+    let stop = stop_flag();
+    let mut bound = Bound::bind(LoopConfig {
+        listen: Some(listen_addr(opts)),
+        listen_fallback: opts.port.is_none(),
+        stop_requested: stop,
+    })
+    .map_err(Failure::Loop)?;
+    let mut entropy = Entropy::os().map_err(Failure::Entropy)?;
+    let rng = Rng::seeded(entropy.next_u64());
+    let peer_id = rill::peer::our_peer_id(&mut entropy);
+    let session_id: String = (0..3).map(|_| format!("{:016x}", entropy.next_u64())).collect();
+    let now = bound.now();
+    let config = EngineConfig {
+        max_peers: opts.max_peers,
+        max_half_open: 8,
+        upload_slots: opts.max_upload_slots,
+        up_limit: opts.up_limit,
+        down_limit: opts.down_limit,
+        listen_port: bound.port(),
+        encryption: opts.encryption,
+        utp: !opts.no_utp,
+        dht: dht_bootstrap.map(|bootstrap| DhtConfig {
+            bootstrap,
+            node_file: Some(state_dir.join("dht.dat")),
+            ipv6: bound.has_ipv6(),
+        }),
+    };
+    let dht = config.dht.is_some();
+    let mut engine = Engine::new(config, peer_id, rng, entropy, now);
+    engine.stay_up();
+    let session = rill::rpc::transmission::SessionInfo {
+        peer_port: bound.port().unwrap_or(0),
+        peer_limit_global: opts.max_peers as u32,
+        encryption: match opts.encryption {
+            rill::peer::encryption::EncryptionPolicy::Require => "required",
+            rill::peer::encryption::EncryptionPolicy::Prefer => "preferred",
+            rill::peer::encryption::EncryptionPolicy::Off => "tolerated",
+        },
+        dht_enabled: dht,
+        utp_enabled: !opts.no_utp,
+        pex_enabled: true,
+        ..Default::default()
+    };
+    let unix_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut daemon = Daemon::new(
+        DaemonConfig {
+            download_dir: root,
+            state_dir,
+            watch_dir: rpc.watch.as_ref().map(|w| cwd.join(w)),
+            seed_ratio: opts.seed_ratio,
+            extra_peers: opts.peers.clone(),
+            dht,
+            session,
+        },
+        unix_now,
+        now,
+    );
+    let restored = daemon.restore(&mut engine, now).map_err(Failure::Daemon)?;
+    if restored > 0 {
+        log::info!("restored {restored} torrent(s)");
+    }
+    let server = RpcServer::new(RpcConfig { auth: rpc.auth.clone(), host_allow: rpc.hosts.clone() }, session_id);
+    let rpc_addr = bound.bind_rpc(rpc.bind, server, daemon).map_err(Failure::Loop)?;
+    out(format_args!(
+        "rill daemon: rpc on http://{rpc_addr}/transmission/rpc, web page http://{rpc_addr}/, peers on port {}\n",
+        bound.port().unwrap_or(0)
+    ));
+    let view = View::new(UiMode::Plain, 200);
+    let event_loop = EventLoop::new(bound, engine, view, DAEMON_STATUS_EVERY).map_err(Failure::Loop)?;
+    event_loop.run().map_err(Failure::Loop)?;
+    Ok(())
+}
+
+/// How often the daemon prints its torrents' status lines (its log is a journal, not a screen).
+const DAEMON_STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The closing lines, one set per torrent (prefixed by its name when several ran); the torrents that
 /// failed or stopped short make the error.

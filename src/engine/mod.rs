@@ -24,6 +24,7 @@
 //! queued, so a driver that performs actions in order never confuses the two.
 
 pub mod conn;
+pub mod control;
 pub mod dht;
 pub mod magnet;
 pub mod snapshot;
@@ -193,6 +194,8 @@ pub struct Engine {
     events: VecDeque<Event>,
     last_sample: Timestamp,
     shutting_down: bool,
+    /// A daemon: not finished while it has nothing to run, only after `Shutdown`.
+    stay_up: bool,
     /// Torrents to forget once their trackers were told.
     removing: Vec<TorrentId>,
     /// The DHT node, shared by every torrent that uses it.
@@ -243,6 +246,7 @@ impl Engine {
             events: VecDeque::new(),
             last_sample: now,
             shutting_down: false,
+            stay_up: false,
             removing: Vec::new(),
             dht: dht_node,
             utp: utp_host,
@@ -427,7 +431,7 @@ impl Engine {
 
     /// Every torrent is stopped (or paused) and its trackers were told, or given up on.
     pub fn is_finished(&self, now: Timestamp) -> bool {
-        self.torrents.iter().all(|(_, t)| t.is_finished(now))
+        (!self.stay_up || self.shutting_down) && self.torrents.iter().all(|(_, t)| t.is_finished(now))
     }
 
     /// The end of a run: records every torrent's verified pieces and says how each ended.

@@ -387,6 +387,11 @@ impl TorrentCore {
         self.tracker_timer = None;
     }
 
+    /// Every tracker URL of the metainfo, first tier first.
+    pub fn tracker_urls(&self) -> Vec<String> {
+        self.tiers.iter().flatten().cloned().collect()
+    }
+
     pub fn set_upload_slots(&mut self, slots: usize) {
         self.choker = Choker::new(slots);
     }

@@ -23,8 +23,9 @@
 //! already waiting will not raise a new edge).
 //!
 //! Files: `mod.rs` (the turn, start and stop), `trackers.rs` (tracker sockets and DNS), `token.rs`,
-//! `scrape.rs` (the one-shot scrape loop).
+//! `scrape.rs` (the one-shot scrape loop), `rpc.rs` (the daemon's RPC sockets).
 
+pub mod rpc;
 pub mod scrape;
 pub mod token;
 pub mod trackers;
@@ -94,6 +95,7 @@ pub struct Bound {
     tracker_driver: TrackerDriver,
     port: Option<u16>,
     stop_requested: Option<Arc<AtomicBool>>,
+    rpc: Option<rpc::RpcDriver>,
 }
 
 impl Bound {
@@ -121,7 +123,29 @@ impl Bound {
             port = Some(local.port());
             listener = Some(l);
         }
-        Ok(Bound { poll, clock: Clock::start(), listener, tracker_driver, port, stop_requested: config.stop_requested })
+        Ok(Bound {
+            poll,
+            clock: Clock::start(),
+            listener,
+            tracker_driver,
+            port,
+            stop_requested: config.stop_requested,
+            rpc: None,
+        })
+    }
+
+    /// Binds the daemon's RPC listener on `addr`; returns the address it listens on.
+    pub fn bind_rpc(
+        &mut self,
+        addr: SocketAddr,
+        server: crate::rpc::RpcServer,
+        daemon: crate::daemon::Daemon,
+    ) -> Result<SocketAddr, LoopError> {
+        let driver = rpc::RpcDriver::bind(addr, server, daemon, self.poll.registry())
+            .map_err(|error| LoopError::Listen { addr, error })?;
+        let local = driver.local_addr().map_err(|error| LoopError::Listen { addr, error })?;
+        self.rpc = Some(driver);
+        Ok(local)
     }
 
     /// The port peers can reach us on, if listening.
@@ -156,11 +180,13 @@ pub struct EventLoop {
     redraw_every: Duration,
     /// Where the engine writes each uTP datagram before it is sent.
     datagram: Vec<u8>,
+    /// The daemon's RPC server, when running as one.
+    rpc: Option<rpc::RpcDriver>,
 }
 
 impl EventLoop {
     pub fn new(bound: Bound, engine: Engine, view: View, redraw_every: Duration) -> Result<Self, LoopError> {
-        let Bound { poll, clock, listener, tracker_driver, stop_requested, .. } = bound;
+        let Bound { poll, clock, listener, tracker_driver, stop_requested, rpc, .. } = bound;
         // Ctrl-C and SIGTERM become readiness events, so a stop is an ordinary turn of the loop.
         let signals = match Signals::new([SIGINT, SIGTERM]) {
             Ok(mut signals) => {
@@ -189,6 +215,7 @@ impl EventLoop {
             next_redraw: now,
             redraw_every,
             datagram: vec![0; crate::utp::MAX_DATAGRAM],
+            rpc,
         })
     }
 
@@ -197,6 +224,9 @@ impl EventLoop {
     pub fn run(mut self) -> Result<Vec<Outcome>, LoopError> {
         let result = self.run_turns();
         let now = self.clock.now();
+        if let Some(rpc) = &mut self.rpc {
+            rpc.finish(&self.engine);
+        }
         let outcomes = self.engine.finish(now);
         self.drain_events();
         let snapshot = self.engine.snapshot();
@@ -218,10 +248,13 @@ impl EventLoop {
             if self.engine.is_finished(now) {
                 return Ok(());
             }
-            let wait = if self.engine.has_work() {
+            let wait = if self.engine.has_work() || self.rpc.as_ref().is_some_and(|r| r.has_work()) {
                 Some(Duration::ZERO)
             } else {
-                let next = self.engine.poll_timeout().map_or(self.next_redraw, |at| at.min(self.next_redraw));
+                let mut next = self.engine.poll_timeout().map_or(self.next_redraw, |at| at.min(self.next_redraw));
+                if let Some(rpc) = &self.rpc {
+                    next = next.min(rpc.poll_timeout());
+                }
                 Some(next.max(now) - now)
             };
             if let Err(e) = self.poll.poll(&mut events, wait) {
@@ -240,6 +273,16 @@ impl EventLoop {
                     }
                     Some(Source::Waker) => self.tracker_driver.on_wake(&mut self.engine, now),
                     Some(Source::Signals) => self.on_signals(now),
+                    Some(Source::RpcListener) => {
+                        if let Some(rpc) = &mut self.rpc {
+                            rpc.accept_all(self.poll.registry(), now);
+                        }
+                    }
+                    Some(Source::Rpc(slot)) => {
+                        if let Some(rpc) = &mut self.rpc {
+                            rpc.on_ready(slot, &mut self.engine, self.poll.registry(), now);
+                        }
+                    }
                     None => log::trace!("event for unknown token {:?}", event.token()),
                 }
                 self.perform(now);
@@ -252,6 +295,10 @@ impl EventLoop {
             self.perform(now);
             self.engine.handle_timeout(now);
             self.perform(now);
+            if let Some(rpc) = &mut self.rpc {
+                rpc.turn(&mut self.engine, self.poll.registry(), now);
+                self.perform(now);
+            }
             self.engine.end_turn(now);
             self.perform(now);
             self.drain_events();

@@ -6,7 +6,7 @@
 
 use mio::Token;
 
-const KIND_BITS: usize = 3;
+const KIND_BITS: usize = 4;
 const KIND_MASK: usize = (1 << KIND_BITS) - 1;
 
 /// What a readiness event is about.
@@ -26,6 +26,10 @@ pub enum Source {
     Waker,
     /// SIGINT / SIGTERM (signal-hook's self-pipe).
     Signals,
+    /// The RPC server's listening socket (`rill daemon`).
+    RpcListener,
+    /// An RPC connection, by the RPC server's connection id.
+    Rpc(usize),
 }
 
 const LISTENER: usize = 0;
@@ -35,6 +39,8 @@ const TRACKER_UDP4: usize = 3;
 const TRACKER_UDP6: usize = 4;
 const WAKER: usize = 5;
 const SIGNALS: usize = 6;
+const RPC_LISTENER: usize = 7;
+const RPC: usize = 8;
 
 pub fn encode(source: Source) -> Token {
     let (kind, slot) = match source {
@@ -45,6 +51,8 @@ pub fn encode(source: Source) -> Token {
         Source::TrackerUdp6 => (TRACKER_UDP6, 0),
         Source::Waker => (WAKER, 0),
         Source::Signals => (SIGNALS, 0),
+        Source::RpcListener => (RPC_LISTENER, 0),
+        Source::Rpc(slot) => (RPC, slot),
     };
     Token((slot << KIND_BITS) | kind)
 }
@@ -60,6 +68,8 @@ pub fn decode(token: Token) -> Option<Source> {
         TRACKER_UDP6 if slot == 0 => Some(Source::TrackerUdp6),
         WAKER if slot == 0 => Some(Source::Waker),
         SIGNALS if slot == 0 => Some(Source::Signals),
+        RPC_LISTENER if slot == 0 => Some(Source::RpcListener),
+        RPC => Some(Source::Rpc(slot)),
         _ => None,
     }
 }
@@ -79,10 +89,13 @@ mod tests {
             Source::TrackerUdp6,
             Source::Waker,
             Source::Signals,
+            Source::RpcListener,
+            Source::Rpc(0),
+            Source::Rpc(31),
         ] {
             assert_eq!(decode(encode(s)), Some(s));
         }
-        assert_eq!(decode(Token(7)), None);
+        assert_eq!(decode(Token(15)), None);
         assert_eq!(decode(Token((3 << KIND_BITS) | LISTENER)), None);
     }
 }

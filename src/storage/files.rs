@@ -90,3 +90,88 @@ pub fn ensure_parent(path: &Path) -> io::Result<()> {
 pub fn ensure_dir(dir: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)
 }
+
+/// As [`write_atomically`], and durable: the temporary is synced before the rename and the directory
+/// after it, so a power cut leaves the old file or the new one, never an empty one (the daemon's state).
+pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    ensure_parent(path)?;
+    let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    tmp_name.push(".rill-tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let written = (|| {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// A small file written durably ([`write_durably`]) on a short-lived helper thread, `rill-save`.
+pub fn write_durably_in_background(path: std::path::PathBuf, bytes: Vec<u8>) -> io::Result<BackgroundWrite> {
+    let write = move || write_durably(&path, &bytes);
+    std::thread::Builder::new().name("rill-save".into()).spawn(write).map(BackgroundWrite)
+}
+
+/// Bytes free for an unprivileged user on the filesystem holding `path`.
+pub fn free_space(path: &Path) -> io::Result<u64> {
+    let s = rustix::fs::statvfs(path).map_err(io::Error::from)?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+/// Deletes a removed torrent's files (`rel`, relative to `dir`) and then the folders they leave empty,
+/// up to `dir` itself (never `dir`), on a short-lived helper thread, `rill-delete`, so a slow disk does
+/// not stall the loop. Paths come from a checked metainfo (no `..`, no absolute paths). Errors are
+/// logged: a file already gone is not one.
+pub fn delete_in_background(dir: std::path::PathBuf, rel: Vec<std::path::PathBuf>) -> io::Result<()> {
+    let delete = move || {
+        let mut folders = std::collections::BTreeSet::new();
+        for r in &rel {
+            if r.is_absolute() || r.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+                log::warn!("not deleting {}: not a plain relative path", r.display());
+                continue;
+            }
+            match fs::remove_file(dir.join(r)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!("cannot delete {}: {e}", dir.join(r).display()),
+            }
+            let mut parent = r.parent();
+            while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+                folders.insert(p.to_path_buf());
+                parent = p.parent();
+            }
+        }
+        // Deepest first; a folder that is not empty stays.
+        for folder in folders.iter().rev() {
+            let _ = fs::remove_dir(dir.join(folder));
+        }
+    };
+    std::thread::Builder::new().name("rill-delete".into()).spawn(delete).map(|_| ())
+}
+
+/// The regular files directly in `dir` (the watch folder), by name.
+pub fn list_files(dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Renames `from` to `to` (the watch folder marks a file taken or invalid).
+pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    fs::rename(from, to)
+}

@@ -445,6 +445,12 @@ impl Storage {
             .collect()
     }
 
+    /// Every file of the torrent in layout order, padding too: (path relative to the download directory,
+    /// offset, length, padding). The files a user picks are the ones that are not padding.
+    pub fn files(&self) -> impl Iterator<Item = (&Path, u64, u64, bool)> + '_ {
+        self.files.iter().map(|f| (f.rel.as_path(), f.offset, f.length, f.padding))
+    }
+
     /// Layout of the data files: (offset, length, padding), in order. Links count as padding: no data.
     pub fn layout(&self) -> impl Iterator<Item = (u64, u64, bool)> + '_ {
         self.files.iter().map(|f| (f.offset, f.length, !f.holds_data()))

@@ -1,0 +1,120 @@
+//! The daemon's state file: which torrents it runs, from where, into which directory, stopped or not, and
+//! which files are unwanted. Each `.torrent` added by bytes is kept beside it as `torrents/<hash>.torrent`.
+//!
+//! Owns: the file's JSON form (versioned) and its bounds on load. Must not: touch the engine or the disk
+//! (the daemon reads and writes the bytes through `storage::files`).
+
+use serde::{Deserialize, Serialize};
+
+/// The format this build writes; an older or newer one is read if its fields parse.
+pub const VERSION: u32 = 1;
+/// Most torrents restored (a larger file is refused, not half-read).
+pub const MAX_TORRENTS: usize = 10_000;
+/// Largest state file read.
+pub const MAX_STATE_BYTES: u64 = 16 << 20;
+/// The file's name in the state directory.
+pub const FILE_NAME: &str = "daemon.json";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedState {
+    pub version: u32,
+    pub torrents: Vec<SavedTorrent>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedTorrent {
+    /// Info-hash, 40 hex digits.
+    pub hash: String,
+    /// The magnet link it was added by; `None` when added as a .torrent (kept in `torrents/`).
+    #[serde(default)]
+    pub magnet: Option<String>,
+    pub name: String,
+    pub dir: String,
+    #[serde(default)]
+    pub stopped: bool,
+    /// File indices (as `rill info` and Transmission number them) not to download.
+    #[serde(default)]
+    pub unwanted: Vec<usize>,
+    /// Unix seconds.
+    #[serde(default)]
+    pub added: u64,
+    #[serde(default)]
+    pub done: u64,
+    /// Figures at the last save, shown while the torrent is stopped: verified bytes of what is wanted,
+    /// bytes wanted, downloaded and uploaded.
+    #[serde(default)]
+    pub have: u64,
+    #[serde(default)]
+    pub wanted: u64,
+    #[serde(default)]
+    pub downloaded: u64,
+    #[serde(default)]
+    pub uploaded: u64,
+}
+
+#[derive(Debug)]
+pub enum StateError {
+    Parse(String),
+    TooMany(usize),
+}
+
+impl std::fmt::Display for StateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateError::Parse(e) => write!(f, "not a rill state file: {e}"),
+            StateError::TooMany(n) => write!(f, "{n} torrents listed; at most {MAX_TORRENTS} are restored"),
+        }
+    }
+}
+
+impl SavedState {
+    pub fn parse(bytes: &[u8]) -> Result<SavedState, StateError> {
+        let state: SavedState = serde_json::from_slice(bytes).map_err(|e| StateError::Parse(e.to_string()))?;
+        if state.torrents.len() > MAX_TORRENTS {
+            return Err(StateError::TooMany(state.torrents.len()));
+        }
+        Ok(state)
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        bytes.push(b'\n');
+        bytes
+    }
+}
+
+/// Whether `s` is 40 hex digits (a hash from the state file becomes a file name).
+pub fn is_hex_hash(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_round_trips_and_garbage_is_an_error() {
+        let state = SavedState {
+            version: VERSION,
+            torrents: vec![SavedTorrent {
+                hash: "ab".repeat(20),
+                magnet: Some("magnet:?xt=urn:btih:".to_string() + &"ab".repeat(20)),
+                name: "x".into(),
+                dir: "/data".into(),
+                stopped: true,
+                unwanted: vec![1, 3],
+                added: 1_700_000_000,
+                done: 0,
+                have: 5,
+                wanted: 10,
+                downloaded: 7,
+                uploaded: 1,
+            }],
+        };
+        assert_eq!(SavedState::parse(&state.to_bytes()).unwrap(), state);
+        assert!(SavedState::parse(b"{").is_err());
+        assert!(SavedState::parse(b"{\"version\":1,\"torrents\":[{\"hash\":1}]}").is_err());
+        assert!(is_hex_hash(&"0f".repeat(20)));
+        assert!(!is_hex_hash("../../etc/passwd"));
+    }
+}
