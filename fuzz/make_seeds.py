@@ -170,3 +170,23 @@ script = bytes([1]) + query(0, 0, 5, 0) + query(0, 2, 5, 0x30) + query(0, 3, 5, 
 script += query(5, 2 | 4 | 8, 6, 0x30) + query(5, 3, 6, 0x30) + query(4, 0 | 6 << 5, 7, 0) + query(1, 1 | 16, 0x90, 9)
 script += bytes([TIME, 255, TIME, 255])
 write("dht", "script-serve", script)
+
+# rpc: flag byte bit 0 = an RPC body alone; else a client's bytes on one connection (bits 1-3 the read size,
+# bit 4 Basic credentials "u:p").
+for i, body in enumerate([
+    b'{"method":"session-get","tag":1}',
+    b'{"method":"torrent-get","arguments":{"fields":["id","name","files","fileStats","peers","trackers"],"ids":[1,"' + b"ab" * 20 + b'"]}}',
+    b'{"method":"torrent-get","arguments":{"fields":["id","name"],"format":"table","ids":"recently-active"}}',
+    b'{"method":"torrent-add","arguments":{"metainfo":"ZDQ6aW5mb2Q0Om5hbWUzOm5ld2Vl","paused":true}}',
+    b'{"method":"torrent-set","arguments":{"ids":[1],"files-unwanted":[0],"uploadLimited":true,"uploadLimit":5}}',
+    b'{"method":"session-set","arguments":{"speed-limit-down":100,"speed-limit-down-enabled":true}}',
+    b'{"method":"torrent-remove","arguments":{"ids":[2],"delete-local-data":true}}',
+]):
+    write("rpc", "body-%d" % i, bytes([1]) + body)
+    req = (b"POST /transmission/rpc HTTP/1.1\r\nHost: 127.0.0.1:9091\r\nX-Transmission-Session-Id: SID\r\n"
+           b"Authorization: Basic dTpw\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+    write("rpc", "http-%d" % i, bytes([(i % 8) << 1 | (16 if i % 2 else 0)]) + req + req)
+write("rpc", "http-409", bytes([2]) + b"POST /transmission/rpc HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
+write("rpc", "http-continue", bytes([4]) + b"POST /transmission/rpc HTTP/1.1\r\nExpect: 100-continue\r\n"
+      b"X-Transmission-Session-Id: SID\r\nContent-Length: 24\r\n\r\n{\"method\":\"session-get\"}")
+write("rpc", "http-page", bytes([6]) + b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\nHEAD / HTTP/1.0\r\n\r\n")
