@@ -172,6 +172,17 @@ fn transmission_remote_adds_lists_stops_starts_and_removes_and_the_daemon_restor
         let s = state_of(dir.path(), &d, 1);
         s == "Seeding" || s == "Idle"
     });
+    // Verify: a full check, back to 100 % from the data on disk. Unwanting a file is kept.
+    remote_ok(dir.path(), &d, &["-t", "1", "-v"]);
+    wait_until(deadline, "torrent 1 checked again and seeding", || {
+        let s = state_of(dir.path(), &d, 1);
+        (s == "Seeding" || s == "Idle") && percent_of(dir.path(), &d, 1) == "100%"
+    });
+    remote_ok(dir.path(), &d, &["-t", "1", "-G", "0"]);
+    wait_until(deadline, "file 0 of torrent 1 unwanted", || {
+        let files = remote_ok(dir.path(), &d, &["-t", "1", "-f"]);
+        files.lines().any(|l| l.trim_start().starts_with("0:") && l.contains(" No "))
+    });
     let session = remote_ok(dir.path(), &d, &["-si"]);
     assert!(session.contains("rill") && session.contains("RPC version"), "{session}");
     let stats = remote_ok(dir.path(), &d, &["-st"]);
