@@ -219,12 +219,16 @@ pub trait Backend {
     fn free_space(&self, path: &str) -> Option<u64>;
 }
 
-/// Answers one RPC request body with the JSON response body.
+/// Answers one RPC request body with the JSON response body: Transmission's own form (`method`, `arguments`,
+/// `tag`) or, when the request says `"jsonrpc": "2.0"`, Transmission 4's JSON-RPC 2.0 form.
 pub fn handle(body: &[u8], backend: &mut dyn Backend) -> Vec<u8> {
     let request: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(_) => return reply(None, "invalid JSON request", Map::new()),
     };
+    if request.get("jsonrpc").and_then(Value::as_str) == Some("2.0") {
+        return jsonrpc(&request, backend);
+    }
     let tag = request.get("tag").filter(|t| t.is_u64() || t.is_i64()).cloned();
     let Some(method) = request.get("method").and_then(Value::as_str) else {
         return reply(tag, "no method name", Map::new());
@@ -236,6 +240,96 @@ pub fn handle(body: &[u8], backend: &mut dyn Backend) -> Vec<u8> {
         Err(e) => (e, Map::new()),
     };
     reply(tag, &result, arguments)
+}
+
+/// Transmission 4's JSON-RPC 2.0 form: snake_case method names (`torrent_get`), `params`, snake_case keys
+/// and field names, `result` or `error`, and `id`. Mapped onto the same methods: every parameter key and
+/// field name is offered in its kebab and camel spellings (unknown ones are ignored anyway), and every key
+/// of the answer is turned into snake_case.
+fn jsonrpc(request: &Value, backend: &mut dyn Backend) -> Vec<u8> {
+    let id = request.get("id").cloned().unwrap_or(Value::Null);
+    let answer = |body: (&str, Value)| {
+        let mut top = Map::new();
+        top.insert("jsonrpc".into(), "2.0".into());
+        top.insert(body.0.into(), body.1);
+        top.insert("id".into(), id.clone());
+        serde_json::to_vec(&Value::Object(top)).unwrap_or_default()
+    };
+    let Some(method) = request.get("method").and_then(Value::as_str) else {
+        return answer(("error", json!({"code": -32600, "message": "Invalid Request"})));
+    };
+    let mut args = Map::new();
+    if let Some(params) = request.get("params").and_then(Value::as_object) {
+        for (key, value) in params {
+            let value = match (key.as_str(), value) {
+                ("fields", Value::Array(list)) => Value::Array(
+                    list.iter()
+                        .filter_map(Value::as_str)
+                        .take(256)
+                        .flat_map(|f| [f.to_string(), kebab(f), camel(f)])
+                        .map(Value::from)
+                        .collect(),
+                ),
+                _ => value.clone(),
+            };
+            for spelling in [key.clone(), kebab(key), camel(key)] {
+                args.insert(spelling, value.clone());
+            }
+        }
+    }
+    match call(&kebab(method), &args, backend) {
+        Ok(result) => answer(("result", snake_keys(Value::Object(result)))),
+        Err(e) if e.starts_with("method name not recognized") => {
+            answer(("error", json!({"code": -32601, "message": "Method not found"})))
+        }
+        Err(e) => answer(("error", json!({"code": -32000, "message": e, "data": {"error_string": e}}))),
+    }
+}
+
+/// `percent_done` → `percent-done` (the old method and argument spelling).
+fn kebab(s: &str) -> String {
+    s.replace('_', "-")
+}
+
+/// `percent_done` → `percentDone` (the old field spelling).
+fn camel(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut upper = false;
+    for c in s.chars() {
+        if c == '_' || c == '-' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `percentDone` and `peer-limit` → `percent_done` and `peer_limit`.
+fn snake(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    for c in s.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else if c == '-' {
+            out.push('_');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn snake_keys(v: Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (snake(&k), snake_keys(v))).collect()),
+        Value::Array(list) => Value::Array(list.into_iter().map(snake_keys).collect()),
+        other => other,
+    }
 }
 
 fn reply(tag: Option<Value>, result: &str, arguments: Map<String, Value>) -> Vec<u8> {

@@ -213,3 +213,34 @@ fn bad_requests_get_an_error_result_never_a_panic() {
     let r: Value = serde_json::from_slice(&handle(deep.as_bytes(), &mut b)).unwrap();
     assert_eq!(r["result"], "invalid JSON request");
 }
+
+#[test]
+fn transmission_4_json_rpc_2_0_is_answered_in_its_own_form() {
+    let mut b = Fake::two();
+    let r = call(
+        &mut b,
+        json!({"jsonrpc": "2.0", "id": 5, "method": "torrent_get",
+               "params": {"fields": ["id", "hash_string", "percent_done", "peer_limit"], "ids": [2]}}),
+    );
+    assert_eq!(r["jsonrpc"], "2.0");
+    assert_eq!(r["id"], 5);
+    let t = &r["result"]["torrents"][0];
+    assert_eq!(t["id"], 2);
+    assert_eq!(t["hash_string"], format!("{:040x}", 2));
+    assert_eq!(t["percent_done"], 0.75);
+    assert_eq!(t["peer_limit"], 50);
+    assert!(t.get("percentDone").is_none(), "answers use snake_case only: {t}");
+    let r = call(&mut b, json!({"jsonrpc": "2.0", "id": "x", "method": "session_get"}));
+    assert!(r["result"]["rpc_version"].as_u64().unwrap() >= 15);
+    let r = call(
+        &mut b,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "torrent_remove",
+                                "params": {"ids": [1], "delete_local_data": true}}),
+    );
+    assert!(r.get("result").is_some(), "{r}");
+    assert_eq!(b.calls, ["remove 1 true"]);
+    let r = call(&mut b, json!({"jsonrpc": "2.0", "id": 2, "method": "no_such"}));
+    assert_eq!(r["error"]["code"], -32601);
+    let r = call(&mut b, json!({"jsonrpc": "2.0", "id": 3, "method": "torrent_add", "params": {}}));
+    assert!(r["error"]["message"].is_string(), "{r}");
+}
