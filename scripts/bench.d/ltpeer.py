@@ -42,7 +42,8 @@ UTP_SOCKET = int(getattr(lt.peer_info, "utp_socket", 1 << 17))
 RC4_ENCRYPTED = int(getattr(lt.peer_info, "rc4_encrypted", 1 << 19))
 
 
-def make_session(port, upload_limit=0, download_limit=0, profile="default", utp_only=False, encryption="default"):
+def make_session(port, upload_limit=0, download_limit=0, profile="default", utp_only=False, encryption="default",
+                 socket_buffer=0):
     settings = {}
     if profile == "high_performance_seed":
         settings.update(lt.high_performance_seed())
@@ -68,6 +69,8 @@ def make_session(port, upload_limit=0, download_limit=0, profile="default", utp_
             "enable_incoming_tcp": False,
             "enable_outgoing_tcp": False,
         })
+    if socket_buffer:
+        settings.update({"recv_socket_buffer_size": socket_buffer, "send_socket_buffer_size": socket_buffer})
     if encryption == "rc4":
         settings.update({
             "out_enc_policy": int(lt.enc_policy.pe_forced),
@@ -100,7 +103,7 @@ def write_json(path, obj):
 
 def seed(args):
     ses = make_session(args.port, upload_limit=args.upload_limit, profile=args.profile, utp_only=args.utp_only,
-                       encryption=args.encryption)
+                       encryption=args.encryption, socket_buffer=args.socket_buffer)
     handles = {}
     for spec in args.torrent:
         t, data = spec.rsplit(":", 1)
@@ -164,7 +167,7 @@ def seed(args):
 
 
 def leech(args):
-    ses = make_session(args.port, utp_only=args.utp_only, encryption=args.encryption)
+    ses = make_session(args.port, utp_only=args.utp_only, encryption=args.encryption, socket_buffer=args.socket_buffer)
     info = lt.torrent_info(args.torrent)
     atp = lt.add_torrent_params()
     atp.ti = info
@@ -231,6 +234,7 @@ def main():
     s.add_argument("--max-life", type=float, default=3600.0)
     s.add_argument("--utp-only", action="store_true", help="uTP on, TCP off both ways")
     s.add_argument("--encryption", choices=["default", "disabled", "rc4"], default="default")
+    s.add_argument("--socket-buffer", type=int, default=0, help="SO_RCVBUF/SO_SNDBUF bytes (0: the OS default)")
     l = sub.add_parser("leech")
     l.add_argument("--torrent", required=True)
     l.add_argument("--save", required=True)
@@ -239,6 +243,7 @@ def main():
     l.add_argument("--max-life", type=float, default=600.0)
     l.add_argument("--utp-only", action="store_true", help="uTP on, TCP off both ways")
     l.add_argument("--encryption", choices=["default", "disabled", "rc4"], default="default")
+    l.add_argument("--socket-buffer", type=int, default=0, help="SO_RCVBUF/SO_SNDBUF bytes (0: the OS default)")
     args = ap.parse_args()
     if args.mode == "seed":
         seed(args)
