@@ -5,7 +5,9 @@ Seeder:
     ltpeer.py seed --port P --torrent T:DATADIR [--torrent ...] --status FILE.json
                    [--dial-dir DIR] [--upload-limit B/s] [--seed-mode] [--profile P] [--utp-only] [--encryption E]
   Checks the data in full (unless --seed-mode), then seeds. FILE.json is replaced every 0.1 s; it holds
-  "ready": true once every torrent is seeding. Every 0.05 s, files in --dial-dir named anything and holding
+  "ready": true once every torrent is seeding, and with --utp-only or --encryption "up_by_transport": payload
+  bytes sent per "utp|tcp/rc4|plain", summed over connections (each one's highest total seen, polled every
+  0.1 s: the last 0.1 s of a connection may be missed). Every 0.05 s, files in --dial-dir named anything and holding
   "INFOHASH IP:PORT" make the seeder connect to that peer (then the file is removed): that is how a leecher which
   will not dial loopback addresses (Transmission 3.00) gets its seeder. libtorrent's payload counters move
   once a second (hence the counting proxy in the endgame case).
@@ -17,7 +19,8 @@ Leecher:
 
 Both bind 127.0.0.1 only, with DHT, LSD, UPnP, NAT-PMP, uTP and PEX off and several connections per IP allowed
 (every peer is 127.0.0.1). --utp-only turns uTP on and TCP off both ways (enable_incoming_tcp and
-enable_outgoing_tcp false, as tests/peers/lt_peer.py): a TCP connect to the port is refused. --encryption rc4 forces
+enable_outgoing_tcp false, as tests/peers/lt_peer.py): a TCP connect to the port is accepted by the kernel and
+closed at once, so a leecher's TCP handshake is refused. --encryption rc4 forces
 MSE with RC4 both ways (out_enc_policy and in_enc_policy forced, allowed_enc_level rc4, prefer_rc4, as
 tests/peers/lt_peer.py): plaintext and plaintext-inside-MSE connections are dropped. --encryption disabled speaks
 plain BitTorrent only, both ways (pe_disabled). default: libtorrent's own (MSE offered, plaintext accepted). --upload-limit applies to loopback peers too (libtorrent puts local peers in an
@@ -119,6 +122,7 @@ def seed(args):
     started = time.monotonic()
     last_status = 0.0
     listening = False
+    seen = {(t, e): {} for t in ("utp", "tcp") for e in ("rc4", "plain")}
     while time.monotonic() - started < args.max_life:
         ses.wait_for_alert(50)
         for a in ses.pop_alerts():
@@ -151,6 +155,13 @@ def seed(args):
             for ih, h in handles.items():
                 st = h.status()
                 up += st.total_payload_upload
+                if args.utp_only or args.encryption != "default":
+                    # How the bytes left, by peer: the highest payload total seen per connection, by transport.
+                    for p in h.get_peer_info():
+                        flags = int(p.flags)
+                        key = "%s:%d" % (p.ip[0], p.ip[1])
+                        how = ("utp" if flags & UTP_SOCKET else "tcp", "rc4" if flags & RC4_ENCRYPTED else "plain")
+                        seen[how][key] = max(seen[how].get(key, 0), p.total_upload)
                 torrents[ih] = {
                     "state": str(st.state),
                     "seeding": bool(st.is_seeding),
@@ -162,7 +173,8 @@ def seed(args):
             # Ready: every torrent checked and seeding, and the listen socket open (libtorrent opens it
             # asynchronously, after add_torrent may already report seeding).
             ready = listening and all(t["seeding"] for t in torrents.values())
-            write_json(args.status, {"pid": os.getpid(), "ready": ready, "payload_up": up, "torrents": torrents})
+            write_json(args.status, {"pid": os.getpid(), "ready": ready, "payload_up": up, "torrents": torrents,
+                                     "up_by_transport": {"%s/%s" % k: sum(v.values()) for k, v in seen.items()}})
     log("max life reached, exiting")
 
 
