@@ -627,7 +627,7 @@ class LtSeeder:
     both ways (a TCP connect to its port is refused); encryption: ltpeer.py's --encryption (default, disabled,
     rc4)."""
 
-    def __init__(self, name, torrents, upload_limit=0, utp_only=False, encryption="default"):
+    def __init__(self, name, torrents, upload_limit=0, utp_only=False, encryption="default", socket_buffer=0):
         self.name = name
         self.utp_only = utp_only
         self.port = free_port()
@@ -645,6 +645,8 @@ class LtSeeder:
             cmd += ["--upload-limit", upload_limit]
         if utp_only:
             cmd += ["--utp-only"]
+        if socket_buffer:
+            cmd += ["--socket-buffer", socket_buffer]
         if encryption != "default":
             cmd += ["--encryption", encryption]
         self.proc = spawn(name, cmd)
@@ -1137,6 +1139,14 @@ def case_latency(ctx):
     emit()
 
 
+def sysctl(path):
+    try:
+        with open("/proc/sys/" + path) as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
 def udp_drops():
     """The kernel's UDP receive-buffer drops so far (RcvbufErrors in /proc/net/snmp, every socket of the
     machine): a uTP receiver that drains its socket too slowly, or has too small a buffer, shows here."""
@@ -1196,7 +1206,8 @@ def case_utp(ctx):
     if not lt_available():
         emit("   python3-libtorrent missing: the utp case needs it")
         return
-    useed = LtSeeder("utp-seeder", [(content.torrent_nt, content.dir)], utp_only=True)
+    useed = LtSeeder("utp-seeder", [(content.torrent_nt, content.dir)], utp_only=True,
+                     socket_buffer=UTP_LT_SOCKET_BUFFER)
     tseed = LtSeeder("utp-tcp-seeder", [(content.torrent_nt, content.dir)])
     useed.wait_ready()
     tseed.wait_ready()
@@ -1247,7 +1258,7 @@ def case_utp(ctx):
                 extra["seeder_sent"] = moved
                 utp_sent = moved.get("utp/plain", 0) + moved.get("utp/rc4", 0)
                 tcp_sent = moved.get("tcp/plain", 0) + moved.get("tcp/rc4", 0)
-                if r.ok and (tcp_sent > 0 or utp_sent < content.size * 0.9):
+                if r.ok and (tcp_sent > 0 or utp_sent < content.size * 0.5):
                     r.ok = False
                     say("    %s run %s: the seeder sent %d B over uTP and %d B over TCP: not counted" % (
                         client, tag, utp_sent, tcp_sent))
@@ -1271,13 +1282,17 @@ def case_utp(ctx):
     emit("   every leecher gets the seeder (or a proxy) as its one direct peer (no tracker). The uTP seeder is")
     emit("   python3-libtorrent with enable_incoming_tcp/enable_outgoing_tcp false: it closes a TCP connection at")
     emit("   once, so rill's TCP handshakes are refused and its dial ladder walks on to uTP. A uTP run counts only")
-    emit("   if the seeder's own per-connection totals say >= 90% of the bytes left over uTP and none over TCP")
-    emit("   (the libtorrent leecher has TCP off too, and its RESULT must count a uTP peer).")
+    emit("   if the seeder's own per-connection totals (polled every 0.1 s, so a connection's last moments are")
+    emit("   missed) say more than half the bytes left over uTP and none over TCP (the libtorrent leecher has TCP")
+    emit("   off too, and its RESULT must count a uTP peer).")
     emit("   The TCP rows come from an ordinary libtorrent seeder of the same content (TCP delay_proxy.py at %s)." % lat)
     if UTP_LT_SOCKET_BUFFER:
-        emit("   The libtorrent leecher asks for %d-byte socket buffers (recv/send_socket_buffer_size), as rill asks" %
-             UTP_LT_SOCKET_BUFFER)
-        emit("   for on its UDP socket: with the OS default (UTP_LT_SOCKET_BUFFER=0) the kernel drops the tail of each")
+        emit("   The libtorrent leecher and the uTP seeder ask for %d-byte socket buffers (recv/send_socket_buffer_size)"
+             % UTP_LT_SOCKET_BUFFER)
+        emit("   as rill asks for on its UDP socket (rill: 2 MiB receive, 1 MiB send; the kernel caps both at")
+        emit("   net.core.rmem_max/wmem_max, here %s/%s, and doubles what it grants)." % (
+            sysctl("net/core/rmem_max"), sysctl("net/core/wmem_max")))
+        emit("   With the OS default (UTP_LT_SOCKET_BUFFER=0) the kernel drops the tail of each")
         emit("   burst and libtorrent's uTP ran at ~4.5 MB/s here (so did rill before it raised SO_RCVBUF).")
     emit("   UDP drops = the kernel's UDP RcvbufErrors during the run (whole machine; median); proxy CPU = the")
     emit("   proxy process's CPU / wall: near 100%% means the proxy, not the client, set the pace ('udp proxy 0 ms'")
