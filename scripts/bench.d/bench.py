@@ -1295,7 +1295,7 @@ def case_utp(ctx):
         emit("   With the OS default (UTP_LT_SOCKET_BUFFER=0) the kernel drops the tail of each")
         emit("   burst and libtorrent's uTP ran at ~4.5 MB/s here (so did rill before it raised SO_RCVBUF).")
     emit("   UDP drops = the kernel's UDP RcvbufErrors during the run (whole machine; median); proxy CPU = the")
-    emit("   proxy process's CPU / wall: near 100%% means the proxy, not the client, set the pace ('udp proxy 0 ms'")
+    emit("   proxy process's CPU / wall: near 100% means the proxy, not the client, set the pace ('udp proxy 0 ms'")
     emit("   is the UDP proxy's own ceiling).")
     direct = {k[1:]: summarize(v, content.size) for k, v in runs.items() if k[0] == "direct"}
     ru, rt, lu = direct.get(("rill", "uTP")), direct.get(("rill", "TCP")), direct.get(("libtorrent", "uTP"))
