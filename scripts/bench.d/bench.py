@@ -55,7 +55,7 @@ RESULTS = os.path.join(BENCH, "results.txt")
 RUNS = os.path.join(BENCH, "runs.jsonl")
 
 ROUNDS = env_int("ROUNDS", 3)
-TOTAL = env_float("BENCH_TIMEOUT", 3600)
+TOTAL = env_float("BENCH_TIMEOUT", 5400)
 RUN_TIMEOUT = env_float("RUN_TIMEOUT", 300)
 SIZE = env_int("SIZE_MIB", 1024) << 20
 BIG = env_int("BIG_MIB", 4096) << 20
