@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The orchestrator behind scripts/bench (which installs tools, builds rill and runs this under a total timeout).
 
-    bench.py [download] [memory] [latency] [upload] [endgame] [many] [dht]     (no argument: all of them)
+    bench.py [download] [memory] [latency] [utp] [encryption] [upload] [endgame] [many] [dht]   (none: all)
 
 Everything runs on 127.0.0.1. Every process is started in its own process group, wrapped in `timeout` (an
 absolute bound even if this script dies), and its group is killed by id on exit. Readiness is polled with
@@ -33,6 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 PY = "/usr/bin/python3"
 LTPEER = os.path.join(HERE, "ltpeer.py")
 PROXY = os.path.join(HERE, "delay_proxy.py")
+UDP_PROXY = os.path.join(HERE, "udp_delay_proxy.py")
 MKTORRENT = os.path.join(HERE, "mktorrent.py")
 RILL = os.environ.get("RILL_BIN") or os.path.join(ROOT, "target", "release", "rill")
 
@@ -54,7 +55,7 @@ RESULTS = os.path.join(BENCH, "results.txt")
 RUNS = os.path.join(BENCH, "runs.jsonl")
 
 ROUNDS = env_int("ROUNDS", 3)
-TOTAL = env_float("BENCH_TIMEOUT", 3600)
+TOTAL = env_float("BENCH_TIMEOUT", 5400)
 RUN_TIMEOUT = env_float("RUN_TIMEOUT", 300)
 SIZE = env_int("SIZE_MIB", 1024) << 20
 BIG = env_int("BIG_MIB", 4096) << 20
@@ -62,6 +63,7 @@ PIECE = env_int("PIECE_KIB", 1024) << 10
 CACHE = os.environ.get("BENCH_CACHE", "hot")
 KEEP = os.environ.get("BENCH_KEEP", "0") == "1"
 DELAY_MS = env_float("DELAY_MS", 25)
+UTP_LT_SOCKET_BUFFER = env_int("UTP_LT_SOCKET_BUFFER", 2 << 20)
 ENDGAME_FAST = env_int("ENDGAME_FAST", 50_000_000)
 ENDGAME_SLOW = env_int("ENDGAME_SLOW", 500_000)
 CLIENTS = os.environ.get("CLIENTS", "rill aria2c libtorrent transmission rqbit").split()
@@ -76,7 +78,7 @@ GIB = float(1 << 30)
 START = time.monotonic()
 DEADLINE = START + TOTAL - 15  # leave time to clean up inside the wrapper's bound
 
-ALL_CASES = ["download", "memory", "latency", "upload", "endgame", "many", "dht"]
+ALL_CASES = ["download", "memory", "latency", "utp", "encryption", "upload", "endgame", "many", "dht"]
 
 
 def remaining():
@@ -621,10 +623,13 @@ class Tracker:
 
 
 class LtSeeder:
-    """The reference seeder: python3-libtorrent, one session, one or more torrents."""
+    """The reference seeder: python3-libtorrent, one session, one or more torrents. utp_only: uTP on, TCP off
+    both ways (a TCP connect to its port is refused); encryption: ltpeer.py's --encryption (default, disabled,
+    rc4)."""
 
-    def __init__(self, name, torrents, upload_limit=0):
+    def __init__(self, name, torrents, upload_limit=0, utp_only=False, encryption="default", socket_buffer=0):
         self.name = name
+        self.utp_only = utp_only
         self.port = free_port()
         self.status = os.path.join(WORK, name + ".status.json")
         self.dial = os.path.join(WORK, name + ".dial")
@@ -638,11 +643,18 @@ class LtSeeder:
             cmd += ["--torrent", "%s:%s" % (t, d)]
         if upload_limit:
             cmd += ["--upload-limit", upload_limit]
+        if utp_only:
+            cmd += ["--utp-only"]
+        if socket_buffer:
+            cmd += ["--socket-buffer", socket_buffer]
+        if encryption != "default":
+            cmd += ["--encryption", encryption]
         self.proc = spawn(name, cmd)
 
     def wait_ready(self, timeout=300):
+        # A uTP-only seeder has no TCP listener: its status says when its (UDP) socket is up.
         wait_until(self.name + " (libtorrent seeder) to check its data and listen",
-                   lambda: (read_json(self.status) or {}).get("ready") and port_open(self.port),
+                   lambda: (read_json(self.status) or {}).get("ready") and (self.utp_only or port_open(self.port)),
                    timeout, 0.1, [self.proc])
 
     def dial_to(self, infohash, port):
@@ -653,6 +665,10 @@ class LtSeeder:
 
     def payload_up(self):
         return (read_json(self.status) or {}).get("payload_up", 0)
+
+    def up_by_transport(self):
+        """Payload sent so far per "utp|tcp/rc4|plain" (only with utp_only or an encryption setting)."""
+        return (read_json(self.status) or {}).get("up_by_transport") or {}
 
     def stop(self):
         stop(self.proc)
@@ -805,9 +821,9 @@ def rqbit_leech_cmd(torrent, out):
             "--exit-on-finish", "-o", out, torrent]
 
 
-def run_leecher(case, client, content, torrent, out, tag, peers=(), seeder=None):
+def run_leecher(case, client, content, torrent, out, tag, peers=(), seeder=None, extra=()):
     """One download by `client`; returns a Run (with .ok). `peers`: direct peer addresses; `seeder`: an LtSeeder
-    that must dial the client itself (Transmission)."""
+    that must dial the client itself (Transmission); `extra`: more arguments for the client (rill, libtorrent)."""
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
     name = "%s-%s-%s" % (case, client, tag)
@@ -818,12 +834,14 @@ def run_leecher(case, client, content, torrent, out, tag, peers=(), seeder=None)
         cmd = [RILL, "download", torrent, "-d", out, "--no-ui", "--port", "0"]
         for p in peers:
             cmd += ["--peer", p]
+        cmd += list(extra)
     elif client == "aria2c":
         cmd = aria2_leech_cmd(torrent, out)
     elif client == "libtorrent":
         cmd = [PY, LTPEER, "leech", "--torrent", torrent, "--save", out, "--max-life", int(RUN_TIMEOUT)]
         for p in peers:
             cmd += ["--peer", p]
+        cmd += list(extra)
     elif client == "rqbit":
         cmd = rqbit_leech_cmd(torrent, out)
         if peers:
@@ -1118,6 +1136,243 @@ def case_latency(ctx):
                     "proxy CPU (max)", "other load"], rows))
     emit("   both clients get the seeder (or proxy) as a direct peer: the torrent has no tracker here. 'proxy 0 ms'")
     emit("   measures the proxy's own ceiling; proxy CPU near 100% means the proxy, not the client, was the limit.")
+    emit()
+
+
+def sysctl(path):
+    try:
+        with open("/proc/sys/" + path) as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def udp_drops():
+    """The kernel's UDP receive-buffer drops so far (RcvbufErrors in /proc/net/snmp, every socket of the
+    machine): a uTP receiver that drains its socket too slowly, or has too small a buffer, shows here."""
+    try:
+        with open("/proc/net/snmp") as f:
+            rows = [l.split() for l in f if l.startswith("Udp:")]
+        return int(rows[1][rows[0].index("RcvbufErrors")])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def lt_result(r):
+    """The libtorrent leecher's RESULT line, as a dict ({} when missing)."""
+    for _, line in r.lines:
+        if line.startswith("RESULT "):
+            try:
+                return json.loads(line[len("RESULT "):])
+            except ValueError:
+                return {}
+    return {}
+
+
+def start_proxy(name, script, target, delay, extra=()):
+    """A delay proxy (TCP: delay_proxy.py, UDP: udp_delay_proxy.py) in front of 127.0.0.1:target: (proc, port)."""
+    ready = os.path.join(WORK, name + ".port")
+    if os.path.exists(ready):
+        os.unlink(ready)
+    p = spawn(name, [PY, script, "--listen", "0", "--target", target, "--delay-ms", delay, "--ready-file", ready,
+                     "--max-life", int(max(10, remaining()))] + list(extra))
+    return p, int(wait_until(name, lambda: read_json(ready), 20, 0.05, [p]))
+
+
+def utp_table(paths, runs, proxy_util, drops, size):
+    rows = []
+    for label, client, transport, _, _ in paths:
+        key = (label, client, transport)
+        s = summarize(runs[key], size)
+        util = proxy_util.get(key) or []
+        u = "%.0f%%" % (100 * max(util)) if util else "-"
+        d = drops.get(key) or []
+        dr = "%d" % statistics.median(d) if d else "-"
+        if s is None:
+            rows.append([label, "%s %s" % (client, transport), "0/%d" % len(runs[key]),
+                         "failed" if runs[key] else "not run", "-", "-", "-", "-", u, dr, "-"])
+        else:
+            rows.append([label, "%s %s" % (client, transport), s["n"], s["wall"], s["range"], s["mbs"], s["cpu"],
+                         s["rss"], u, dr, s["others"]])
+    return fmt_table(["path", "client", "ok", "wall s", "min-max", "MB/s", "CPU s/GiB", "peak RSS MiB",
+                      "proxy CPU (max)", "UDP drops", "other load"], rows)
+
+
+def case_utp(ctx):
+    content = ctx["c1"]
+    emit("== utp: %d MiB from one uTP-only python3-libtorrent seeder (TCP off both ways), direct and through a "
+         "userspace UDP delay line (%.0f ms each way, ~%.0f ms added round trip)" % (
+             content.size >> 20, DELAY_MS, 2 * DELAY_MS))
+    if not lt_available():
+        emit("   python3-libtorrent missing: the utp case needs it")
+        return
+    useed = LtSeeder("utp-seeder", [(content.torrent_nt, content.dir)], utp_only=True,
+                     socket_buffer=UTP_LT_SOCKET_BUFFER)
+    tseed = LtSeeder("utp-tcp-seeder", [(content.torrent_nt, content.dir)])
+    useed.wait_ready()
+    tseed.wait_ready()
+    procs = []
+    u0, u0_port = start_proxy("udp-proxy-0", UDP_PROXY, useed.port, 0)
+    ud, ud_port = start_proxy("udp-proxy-%g" % DELAY_MS, UDP_PROXY, useed.port, DELAY_MS)
+    td, td_port = start_proxy("tcp-proxy-%g" % DELAY_MS, PROXY, tseed.port, DELAY_MS)
+    procs += [u0, ud, td]
+    lt_extra = ["--utp-only"] + (["--socket-buffer", UTP_LT_SOCKET_BUFFER] if UTP_LT_SOCKET_BUFFER else [])
+    rill_extra = ["--no-dht"]
+    lat = "%g+%g ms" % (DELAY_MS, DELAY_MS)
+    # (path, client, transport, port the leecher dials, proxy process or None)
+    paths = [("direct", "rill", "uTP", useed.port, None), ("direct", "libtorrent", "uTP", useed.port, None),
+             ("direct", "rill", "TCP", tseed.port, None),
+             ("udp proxy 0 ms", "rill", "uTP", u0_port, u0), ("udp proxy 0 ms", "libtorrent", "uTP", u0_port, u0),
+             ("proxy " + lat, "rill", "uTP", ud_port, ud), ("proxy " + lat, "libtorrent", "uTP", ud_port, ud),
+             ("proxy " + lat, "rill", "TCP", td_port, td)]
+    clients = available_clients(["rill", "libtorrent"])[0]
+    paths = [p for p in paths if p[1] in clients]
+    runs = {p[:3]: [] for p in paths}
+    proxy_util, drops = {}, {}
+    for rnd in range(ROUNDS):
+        for label, client, transport, port, proc in rotate(paths, rnd):
+            if out_of_time("utp", 120):
+                break
+            key = (label, client, transport)
+            prepare_cache([content.path])
+            before = useed.up_by_transport()
+            pid = leaf(proc.pid, 1) if proc else None
+            c0 = proc_cpu(pid) if pid else None
+            d0 = udp_drops()
+            tag = "%s-%s-%s-r%d" % (label.replace(" ", "").replace("+", "p"), client, transport, rnd + 1)
+            r = run_leecher("utp", client, content, content.torrent_nt, os.path.join(WORK, "out"), tag,
+                            peers=["127.0.0.1:%d" % port],
+                            extra=rill_extra if client == "rill" else lt_extra if transport == "uTP" else [])
+            d1 = udp_drops()
+            if d0 is not None and d1 is not None:
+                drops.setdefault(key, []).append(d1 - d0)
+            if c0 is not None and r.wall > 0:
+                proxy_util.setdefault(key, []).append((proc_cpu(pid) - c0) / r.wall)
+            extra = {"transport": transport,
+                     "udp_rcvbuf_drops": (d1 - d0) if d0 is not None and d1 is not None else None}
+            if transport == "uTP":
+                # The seeder's own account: the bytes left over uTP, none over TCP.
+                time.sleep(0.3)  # its status is written every 0.1 s
+                after = useed.up_by_transport()
+                moved = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+                extra["seeder_sent"] = moved
+                utp_sent = moved.get("utp/plain", 0) + moved.get("utp/rc4", 0)
+                tcp_sent = moved.get("tcp/plain", 0) + moved.get("tcp/rc4", 0)
+                if r.ok and (tcp_sent > 0 or utp_sent < content.size * 0.5):
+                    r.ok = False
+                    say("    %s run %s: the seeder sent %d B over uTP and %d B over TCP: not counted" % (
+                        client, tag, utp_sent, tcp_sent))
+            if client == "libtorrent":
+                res = lt_result(r)
+                extra["lt_result"] = res
+                if r.ok and transport == "uTP" and res.get("utp_peers", 0) < 1:
+                    r.ok = False
+                    say("    libtorrent run %s: no uTP peer in its RESULT (%s): not counted" % (tag, res))
+            runs[key].append(r)
+            record("utp", client, "%s %s" % (label, transport), r, content.size, r.ok, extra)
+            say("    round %d %-15s %-10s %-3s %s" % (rnd + 1, label, client, transport, (
+                "%.2f s  %.0f MB/s  cpu %.2f s  udp drops %s" % (
+                    r.wall, content.size / 1e6 / r.wall, (r.user or 0) + (r.sys or 0), extra["udp_rcvbuf_drops"]))
+                if r.ok else "FAILED"))
+    useed.stop()
+    tseed.stop()
+    for p in procs:
+        stop(p)
+    emit(utp_table(paths, runs, proxy_util, drops, content.size))
+    emit("   every leecher gets the seeder (or a proxy) as its one direct peer (no tracker). The uTP seeder is")
+    emit("   python3-libtorrent with enable_incoming_tcp/enable_outgoing_tcp false: it closes a TCP connection at")
+    emit("   once, so rill's TCP handshakes are refused and its dial ladder walks on to uTP. A uTP run counts only")
+    emit("   if the seeder's own per-connection totals (polled every 0.1 s, so a connection's last moments are")
+    emit("   missed) say more than half the bytes left over uTP and none over TCP (the libtorrent leecher has TCP")
+    emit("   off too, and its RESULT must count a uTP peer).")
+    emit("   The TCP rows come from an ordinary libtorrent seeder of the same content (TCP delay_proxy.py at %s)." % lat)
+    if UTP_LT_SOCKET_BUFFER:
+        emit("   The libtorrent leecher and the uTP seeder ask for %d-byte socket buffers (recv/send_socket_buffer_size)"
+             % UTP_LT_SOCKET_BUFFER)
+        emit("   as rill asks for on its UDP socket (rill: 2 MiB receive, 1 MiB send; the kernel caps both at")
+        emit("   net.core.rmem_max/wmem_max, here %s/%s, and doubles what it grants)." % (
+            sysctl("net/core/rmem_max"), sysctl("net/core/wmem_max")))
+        emit("   With the OS default (UTP_LT_SOCKET_BUFFER=0) the kernel drops the tail of each")
+        emit("   burst and libtorrent's uTP ran at ~4.5 MB/s here (so did rill before it raised SO_RCVBUF).")
+    emit("   UDP drops = the kernel's UDP RcvbufErrors during the run (whole machine; median); proxy CPU = the")
+    emit("   proxy process's CPU / wall: near 100% means the proxy, not the client, set the pace ('udp proxy 0 ms'")
+    emit("   is the UDP proxy's own ceiling).")
+    direct = {k[1:]: summarize(v, content.size) for k, v in runs.items() if k[0] == "direct"}
+    ru, rt, lu = direct.get(("rill", "uTP")), direct.get(("rill", "TCP")), direct.get(("libtorrent", "uTP"))
+    if ru and rt and ru["cpu"] != "-" and rt["cpu"] != "-":
+        emit("   rill: uTP CPU / TCP CPU (direct, per GiB) = %.2f (aim: at most 2)" % (float(ru["cpu"]) / float(rt["cpu"])))
+    if ru and lu:
+        emit("   rill uTP / libtorrent uTP (direct, MB/s) = %.2f (aim: at least 1)" % (float(ru["mbs"]) / float(lu["mbs"])))
+    far = {k[1:]: summarize(v, content.size) for k, v in runs.items() if k[0] == "proxy " + lat}
+    ru, lu = far.get(("rill", "uTP")), far.get(("libtorrent", "uTP"))
+    if ru and lu:
+        emit("   rill uTP / libtorrent uTP (%s, MB/s) = %.2f" % (lat, float(ru["mbs"]) / float(lu["mbs"])))
+    emit()
+
+
+def case_encryption(ctx):
+    content = ctx["c1"]
+    emit("== encryption: %d MiB over TCP from a python3-libtorrent seeder that forces RC4 (MSE, RC4 only, both ways),"
+         % (content.size >> 20))
+    emit("   beside a plaintext one (encryption disabled): RC4's CPU cost")
+    if not lt_available():
+        emit("   python3-libtorrent missing: the encryption case needs it")
+        return
+    rc4 = LtSeeder("enc-rc4-seeder", [(content.torrent_nt, content.dir)], encryption="rc4")
+    plain = LtSeeder("enc-plain-seeder", [(content.torrent_nt, content.dir)], encryption="disabled")
+    rc4.wait_ready()
+    plain.wait_ready()
+    clients = available_clients(["rill", "libtorrent"])[0]
+    # (seeder label, client, seeder, client arguments)
+    combos = []
+    if "rill" in clients:
+        combos += [("plaintext", "rill", plain, ["--no-dht"]),
+                   ("RC4 forced", "rill", rc4, ["--no-dht", "--encryption", "require"])]
+    if "libtorrent" in clients:
+        combos += [("plaintext", "libtorrent", plain, ["--encryption", "disabled"]),
+                   ("RC4 forced", "libtorrent", rc4, ["--encryption", "rc4"])]
+    runs = {c[:2]: [] for c in combos}
+    for rnd in range(ROUNDS):
+        for label, client, seeder, extra in rotate(combos, rnd):
+            if out_of_time("encryption", 60):
+                break
+            prepare_cache([content.path])
+            tag = "%s-%s-r%d" % (label.split()[0].lower(), client, rnd + 1)
+            r = run_leecher("encryption", client, content, content.torrent_nt, os.path.join(WORK, "out"), tag,
+                            peers=["127.0.0.1:%d" % seeder.port], extra=extra)
+            rec = {}
+            if client == "libtorrent":
+                res = lt_result(r)
+                rec["lt_result"] = res
+                want_rc4 = label != "plaintext"
+                if r.ok and (res.get("rc4_peers", 0) > 0) != want_rc4:
+                    r.ok = False
+                    say("    libtorrent run %s: RC4 peers %s, expected %s: not counted" % (
+                        tag, res.get("rc4_peers"), "some" if want_rc4 else "none"))
+            runs[(label, client)].append(r)
+            record("encryption", client, label, r, content.size, r.ok, rec)
+            say("    round %d %-10s %-10s %s" % (rnd + 1, label, client, ("%.2f s  %.0f MB/s  cpu %.2f s" % (
+                r.wall, content.size / 1e6 / r.wall, (r.user or 0) + (r.sys or 0))) if r.ok else "FAILED"))
+    rc4.stop()
+    plain.stop()
+    rows = []
+    for label, client, _, _ in combos:
+        s = summarize(runs[(label, client)], content.size)
+        if s is None:
+            rows.append([label, client, "0/%d" % len(runs[(label, client)]), "failed", "-", "-", "-", "-", "-"])
+        else:
+            rows.append([label, client, s["n"], s["wall"], s["range"], s["mbs"], s["cpu"], s["rss"], s["others"]])
+    emit(fmt_table(["seeder", "client", "ok", "wall s", "min-max", "MB/s", "CPU s/GiB", "peak RSS MiB",
+                    "other load"], rows))
+    emit("   RC4 seeder: out_enc_policy/in_enc_policy forced, allowed_enc_level rc4, prefer_rc4 (it drops plaintext")
+    emit("   and plaintext-inside-MSE connections, so a completed run was RC4 both ways); rill runs with")
+    emit("   --encryption require there, its default (prefer) against the plaintext seeder (pe_disabled: plain")
+    emit("   BitTorrent). The libtorrent leecher's RESULT counts its RC4 connections (checked). Direct peers, TCP.")
+    s_plain = summarize(runs.get(("plaintext", "rill"), []), content.size)
+    s_rc4 = summarize(runs.get(("RC4 forced", "rill"), []), content.size)
+    if s_plain and s_rc4 and s_plain["cpu"] != "-" and s_rc4["cpu"] != "-":
+        emit("   rill: RC4 costs %.2f CPU s/GiB over plaintext (%.2fx)" % (
+            float(s_rc4["cpu"]) - float(s_plain["cpu"]), float(s_rc4["cpu"]) / float(s_plain["cpu"])))
     emit()
 
 
@@ -2185,8 +2440,8 @@ def main():
     emit("figures: wall = median over rounds; MB/s = 10^6 bytes / median wall; CPU = user+sys of the leecher "
          "(GNU time), median; peak RSS = GNU time max RSS, worst round; peak anon = sampled RssAnon (heap, no "
          "file pages), worst round")
-    emit("seeders: python3-libtorrent (%s settings; loopback only; DHT/LSD/UPnP/NAT-PMP/uTP/PEX off; several "
-         "connections per IP), full data check before serving (not seed_mode: that hashes each piece on its first "
+    emit("seeders: python3-libtorrent (%s settings; loopback only; DHT/LSD/UPnP/NAT-PMP/uTP/PEX off, except the "
+         "utp case's uTP-only seeder; several connections per IP), full data check before serving (not seed_mode: that hashes each piece on its first "
          "upload, which would slow only the first leecher)" % SEEDER_PROFILE)
     emit("note: libtorrent 2.0 maps the files it writes (mmap): its RSS counts those file pages; see peak anon.")
     emit("other load = cores used by processes that are not the bench's own during the run (median; 0 = quiet; "
@@ -2205,7 +2460,8 @@ def main():
             tracker.start(hashes)
         elif "download" in cases or "memory" in cases:
             sys.exit("bench: opentracker missing (scripts/bench installs it)")
-    funcs = {"download": case_download, "memory": case_memory, "latency": case_latency, "upload": case_upload,
+    funcs = {"download": case_download, "memory": case_memory, "latency": case_latency, "utp": case_utp,
+             "encryption": case_encryption, "upload": case_upload,
              "endgame": case_endgame, "many": case_many, "dht": case_dht}
     failed = []
     for c in cases:

@@ -622,8 +622,8 @@ fn hostile_datagrams_never_panic_and_memory_stays_bounded() {
 
 #[test]
 fn per_connection_memory_matches_the_module_doc() {
-    // The figures the module doc states: ~500 bytes of state, ≈ 736 KB at the very most with the
-    // defaults, a few KB for a connection that moved little.
+    // The figures the module doc states: ~500 bytes of state, ≈ 1.52 MB at the very most with the
+    // defaults (1 MiB of it the receive ring), a few KB for a connection that moved little.
     let state = std::mem::size_of::<conn::Conn>();
     let mut pair = Pair::new(20, Config::default());
     let bound = pair.a.connection_memory_bound();
@@ -631,7 +631,7 @@ fn per_connection_memory_matches_the_module_doc() {
         eprintln!("utp memory: state {state} B, bound {bound} B");
     }
     assert!(state <= 600, "{state} B of connection state");
-    assert!(bound <= 740_000, "{bound} B bound");
+    assert!(bound <= 1_530_000, "{bound} B bound");
     let (ida, _) = pair.connect();
     pair.a.write(ida, &[9u8; 3000]).unwrap();
     let limit = pair.now + secs(1);
