@@ -116,6 +116,25 @@ fn save_screenshot(b: &Browser, name: &str) -> PathBuf {
     path
 }
 
+/// `rill daemon` on a free loopback RPC port, with no DHT; waits until the RPC port accepts connections.
+fn start_daemon(dir: &Path, out: &Path, extra: &[&str], deadline: Instant) -> (Proc, u16) {
+    let rpc_port = free_port();
+    let mut cmd = rill_command();
+    cmd.arg("daemon")
+        .arg("-d")
+        .arg(out)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--rpc-bind")
+        .arg(format!("127.0.0.1:{rpc_port}"))
+        .args(["--port", "0", "--no-dht"])
+        .args(extra)
+        .env("RUST_LOG", "info");
+    let daemon = Proc::spawn("daemon", &cmd, &dir.join("logs"), common::lifetime_until(deadline));
+    wait_port_open(rpc_port, deadline, "rill daemon's RPC");
+    (daemon, rpc_port)
+}
+
 #[test]
 fn the_web_page_adds_lists_pauses_resumes_and_removes_torrents_in_headless_chromium() {
     let deadline = deadline_in(240);
@@ -135,19 +154,7 @@ fn the_web_page_adds_lists_pauses_resumes_and_removes_torrents_in_headless_chrom
     tracker.wait_seeders(&tb.info_hash, 1, deadline);
 
     let out = dir.mkdir("out");
-    let rpc_port = free_port();
-    let mut cmd = rill_command();
-    cmd.arg("daemon")
-        .arg("-d")
-        .arg(&out)
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--rpc-bind")
-        .arg(format!("127.0.0.1:{rpc_port}"))
-        .args(["--port", "0", "--no-dht"])
-        .env("RUST_LOG", "info");
-    let daemon = Proc::spawn("daemon", &cmd, &dir.join("logs"), common::lifetime_until(deadline));
-    wait_port_open(rpc_port, deadline, "rill daemon's RPC");
+    let (daemon, rpc_port) = start_daemon(dir.path(), &out, &[], deadline);
 
     let started = Instant::now();
     let b = Browser::start(dir.path(), 1100, 900, deadline);
@@ -181,6 +188,7 @@ fn the_web_page_adds_lists_pauses_resumes_and_removes_torrents_in_headless_chrom
     });
     assert_same_tree(&a.path(), &out.join(&ta.name));
     assert_same_tree(&c.path(), &out.join(&tb.name));
+    assert_eq!(done.iter().map(|r| r.id).collect::<Vec<_>>(), [1, 2], "rows in RPC id order: {done:?}");
     let ra = done.iter().find(|r| r.hash == hash_a).expect("row a");
     assert_eq!(ra.name, ta.name, "the name is shown as text, exactly");
     assert_eq!(b.eval("return document.title;").as_str(), Some("rill"), "no script from a torrent name ran");
@@ -258,4 +266,49 @@ fn the_web_page_adds_lists_pauses_resumes_and_removes_torrents_in_headless_chrom
     drop(b);
     daemon.assert_running();
     eprintln!("[web] passed in {:.1} s from the browser's start; screenshot kept at {}", started.elapsed().as_secs_f64(), shot.display());
+}
+
+#[test]
+fn behind_rpc_auth_the_page_is_refused_without_credentials_and_works_with_them() {
+    let deadline = deadline_in(90);
+    let dir = TempDir::new("daemon-web-auth");
+    let out = dir.mkdir("out");
+    let (daemon, rpc_port) = start_daemon(dir.path(), &out, &["--rpc-auth", "alice:s3cret"], deadline);
+    let b = Browser::start(dir.path(), 900, 700, deadline);
+
+    // No credentials: a 401, not the page.
+    b.goto(&format!("http://127.0.0.1:{rpc_port}/"));
+    assert!(b.find("#magnet").is_none(), "the page is not served without credentials");
+
+    // With them (in the URL, as a user may bookmark it): the page and each of its RPC calls get through.
+    b.goto(&format!("http://alice:s3cret@127.0.0.1:{rpc_port}/"));
+    b.wait_visible("#empty", deadline);
+    assert!(!b.displayed(&b.find("#err").expect("#err")), "no RPC error with credentials");
+    // A magnet whose swarm is nowhere (no tracker, no DHT) is still added, listed, and removable.
+    let hash = "0123456789abcdef0123456789abcdef01234567";
+    b.send_keys(&b.find("#magnet").expect("#magnet"), &format!("magnet:?xt=urn:btih:{hash}&dn=lonely"));
+    b.click(&b.find("#add-magnet").expect("#add-magnet"));
+    let r = wait_for(deadline, "the magnet in the list", || row(&b, hash));
+    assert_eq!(r.name, "lonely");
+    assert_eq!(r.pct, "metadata…", "a magnet without metadata says so");
+    assert_eq!(rpc_torrents_auth(rpc_port).len(), 1);
+    let sel = format!(".torrent[data-hash=\"{hash}\"]");
+    b.click(&b.find(&format!("{sel} .remove")).expect("remove button"));
+    b.click(&b.wait_visible(&format!("{sel} .rm-delete"), deadline));
+    b.wait_visible("#empty", deadline);
+    assert!(rpc_torrents_auth(rpc_port).is_empty(), "removed through the page");
+    drop(b);
+    daemon.assert_running();
+}
+
+/// The daemon's torrents, asked with alice's credentials.
+fn rpc_torrents_auth(port: u16) -> Vec<Json> {
+    let auth = ("Authorization", "Basic YWxpY2U6czNjcmV0"); // alice:s3cret
+    let body = br#"{"method":"torrent-get","arguments":{"fields":["hashString"]}}"#;
+    let first = http::request(port, "POST", "/transmission/rpc", &[auth], body).expect("RPC request");
+    let sid = first.header("X-Transmission-Session-Id").expect("409 carries the session id").to_string();
+    let r = http::request(port, "POST", "/transmission/rpc", &[auth, ("X-Transmission-Session-Id", &sid)], body)
+        .expect("RPC request");
+    let j = json::parse(&r.text()).expect("RPC answers JSON");
+    j.at(&["arguments", "torrents"]).and_then(Json::as_array).unwrap_or(&[]).to_vec()
 }

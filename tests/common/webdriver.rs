@@ -15,7 +15,7 @@ use super::json::{self, quote, Json};
 use super::{free_port, lifetime_until, require_tool, wait_port_open, Proc};
 
 /// The W3C key of an element reference in a WebDriver answer.
-const ELEMENT_KEY: &str = "element-6066-11e4-a52f-4f7ec9d0f3c3";
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// Longest a single WebDriver command may take (a session start loads chromium).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -38,6 +38,8 @@ impl Browser {
         let port = free_port();
         let mut cmd = std::process::Command::new("chromedriver");
         cmd.arg(format!("--port={port}")).arg("--allowed-ips=127.0.0.1");
+        // Chromium's crash database and caches go under XDG dirs, not the profile: keep them in the test's dir.
+        cmd.env("XDG_CONFIG_HOME", dir.join("xdg-config")).env("XDG_CACHE_HOME", dir.join("xdg-cache"));
         let driver = Proc::spawn("chromedriver", &cmd, &dir.join("logs"), lifetime_until(deadline));
         wait_port_open(port, deadline, "chromedriver");
         let profile = dir.join("chromium-profile");
@@ -59,6 +61,8 @@ impl Browser {
             "--disable-domain-reliability".into(),
             "--disable-client-side-phishing-detection".into(),
             "--no-pings".into(),
+            "--disable-breakpad".into(),
+            "--disable-crash-reporter".into(),
             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1".into(),
         ];
         let args = args.iter().map(|a| quote(a)).collect::<Vec<_>>().join(",");
@@ -111,7 +115,8 @@ impl Browser {
     /// Every element matching a CSS selector (none is not an error).
     pub fn find_all(&self, css: &str) -> Vec<Element> {
         let v = self.must("POST", "/elements", &format!(r#"{{"using":"css selector","value":{}}}"#, quote(css)));
-        v.as_array().unwrap_or(&[]).iter().filter_map(element_of).collect()
+        let list = v.as_array().unwrap_or(&[]);
+        list.iter().map(|e| element_of(e).unwrap_or_else(|| panic!("webdriver: not an element reference: {e:?}"))).collect()
     }
 
     /// The first element matching `css`, if any.
