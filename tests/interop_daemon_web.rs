@@ -265,7 +265,11 @@ fn the_web_page_adds_lists_pauses_resumes_and_removes_torrents_in_headless_chrom
 
     drop(b);
     daemon.assert_running();
-    eprintln!("[web] passed in {:.1} s from the browser's start; screenshot kept at {}", started.elapsed().as_secs_f64(), shot.display());
+    eprintln!(
+        "[web] passed in {:.1} s from the browser's start; screenshot kept at {}",
+        started.elapsed().as_secs_f64(),
+        shot.display()
+    );
 }
 
 #[test]

@@ -116,7 +116,9 @@ impl Browser {
     pub fn find_all(&self, css: &str) -> Vec<Element> {
         let v = self.must("POST", "/elements", &format!(r#"{{"using":"css selector","value":{}}}"#, quote(css)));
         let list = v.as_array().unwrap_or(&[]);
-        list.iter().map(|e| element_of(e).unwrap_or_else(|| panic!("webdriver: not an element reference: {e:?}"))).collect()
+        list.iter()
+            .map(|e| element_of(e).unwrap_or_else(|| panic!("webdriver: not an element reference: {e:?}")))
+            .collect()
     }
 
     /// The first element matching `css`, if any.
