@@ -119,6 +119,10 @@ fn save_screenshot(b: &Browser, name: &str) -> PathBuf {
 /// `rill daemon` on a free loopback RPC port, with no DHT; waits until the RPC port accepts connections.
 fn start_daemon(dir: &Path, out: &Path, extra: &[&str], deadline: Instant) -> (Proc, u16) {
     let rpc_port = free_port();
+    (start_daemon_on(dir, "daemon", rpc_port, out, extra, deadline), rpc_port)
+}
+
+fn start_daemon_on(dir: &Path, name: &str, rpc_port: u16, out: &Path, extra: &[&str], deadline: Instant) -> Proc {
     let mut cmd = rill_command();
     cmd.arg("daemon")
         .arg("-d")
@@ -130,9 +134,9 @@ fn start_daemon(dir: &Path, out: &Path, extra: &[&str], deadline: Instant) -> (P
         .args(["--port", "0", "--no-dht"])
         .args(extra)
         .env("RUST_LOG", "info");
-    let daemon = Proc::spawn("daemon", &cmd, &dir.join("logs"), common::lifetime_until(deadline));
+    let daemon = Proc::spawn(name, &cmd, &dir.join("logs"), common::lifetime_until(deadline));
     wait_port_open(rpc_port, deadline, "rill daemon's RPC");
-    (daemon, rpc_port)
+    daemon
 }
 
 #[test]
@@ -301,8 +305,21 @@ fn behind_rpc_auth_the_page_is_refused_without_credentials_and_works_with_them()
     b.click(&b.wait_visible(&format!("{sel} .rm-delete"), deadline));
     b.wait_visible("#empty", deadline);
     assert!(rpc_torrents_auth(rpc_port).is_empty(), "removed through the page");
+
+    // The daemon goes away: the page says so in its error line. It comes back (a new session id, so the next
+    // call gets a 409 first): the page carries on by itself and the error line clears.
+    daemon.signal(common::SIGTERM);
+    assert!(daemon.wait_exit(deadline).success());
+    let err = b.wait_visible("#err", deadline);
+    assert!(!b.text(&err).is_empty());
+    let auth = ["--rpc-auth", "alice:s3cret"];
+    let again = start_daemon_on(dir.path(), "daemon-2", rpc_port, &out, &auth, deadline);
+    wait_until(deadline, "the error line to clear once the daemon is back", || {
+        !b.displayed(&b.find("#err").expect("#err"))
+    });
+    assert!(b.displayed(&b.find("#empty").expect("#empty")));
     drop(b);
-    daemon.assert_running();
+    again.assert_running();
 }
 
 /// The daemon's torrents, asked with alice's credentials.
