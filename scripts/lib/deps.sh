@@ -63,4 +63,7 @@ RILL_TEST_PACKAGES=(
   curl                 # scripts/demo's waits and checks
   coreutils            # timeout(1): every test process has a hard lifetime
   procps               # ps/kill in scripts
+  chromium             # headless browser for the web page test (tests/interop_daemon_web.rs)
+  chromium-driver      # chromedriver: W3C WebDriver for that test
+  fonts-dejavu-core    # a font for its screenshots (chromium only recommends one)
 )

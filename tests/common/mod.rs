@@ -29,6 +29,7 @@ pub mod rill_checks;
 pub mod seeding;
 pub mod torrent;
 pub mod tracker;
+pub mod webdriver;
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
