@@ -4,6 +4,8 @@ pub mod client;
 pub mod info;
 pub mod magnet_info;
 pub mod output;
+pub mod rates;
+pub mod screen;
 pub mod ui;
 pub mod units;
 pub mod view;
