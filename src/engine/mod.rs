@@ -425,9 +425,10 @@ impl Engine {
         self.stop_torrent(id, State::Stopped, now);
     }
 
-    /// Every torrent is stopped (or paused) and its trackers were told, or given up on.
+    /// Every torrent is stopped and its trackers were told, or given up on. A paused torrent keeps the run
+    /// going (a person paused it and may resume it); a shutdown stops paused torrents too.
     pub fn is_finished(&self, now: Timestamp) -> bool {
-        self.torrents.iter().all(|(_, t)| t.is_finished(now))
+        self.torrents.iter().all(|(_, t)| t.state != State::Paused && t.is_finished(now))
     }
 
     /// The end of a run: records every torrent's verified pieces and says how each ended.
