@@ -24,8 +24,10 @@ pub enum Source {
     TrackerUdp6,
     /// The loop's `mio::Waker`: DNS answers.
     Waker,
-    /// SIGINT / SIGTERM (signal-hook's self-pipe).
+    /// SIGINT / SIGTERM, and SIGWINCH under the full-screen view (signal-hook's self-pipe).
     Signals,
+    /// Keys on stdin (the full-screen view's terminal).
+    Stdin,
 }
 
 const LISTENER: usize = 0;
@@ -35,6 +37,7 @@ const TRACKER_UDP4: usize = 3;
 const TRACKER_UDP6: usize = 4;
 const WAKER: usize = 5;
 const SIGNALS: usize = 6;
+const STDIN: usize = 7;
 
 pub fn encode(source: Source) -> Token {
     let (kind, slot) = match source {
@@ -45,6 +48,7 @@ pub fn encode(source: Source) -> Token {
         Source::TrackerUdp6 => (TRACKER_UDP6, 0),
         Source::Waker => (WAKER, 0),
         Source::Signals => (SIGNALS, 0),
+        Source::Stdin => (STDIN, 0),
     };
     Token((slot << KIND_BITS) | kind)
 }
@@ -60,6 +64,7 @@ pub fn decode(token: Token) -> Option<Source> {
         TRACKER_UDP6 if slot == 0 => Some(Source::TrackerUdp6),
         WAKER if slot == 0 => Some(Source::Waker),
         SIGNALS if slot == 0 => Some(Source::Signals),
+        STDIN if slot == 0 => Some(Source::Stdin),
         _ => None,
     }
 }
@@ -79,10 +84,11 @@ mod tests {
             Source::TrackerUdp6,
             Source::Waker,
             Source::Signals,
+            Source::Stdin,
         ] {
             assert_eq!(decode(encode(s)), Some(s));
         }
-        assert_eq!(decode(Token(7)), None);
+        assert_eq!(decode(Token((1 << KIND_BITS) | STDIN)), None);
         assert_eq!(decode(Token((3 << KIND_BITS) | LISTENER)), None);
     }
 }
