@@ -63,4 +63,5 @@ RILL_TEST_PACKAGES=(
   curl                 # scripts/demo's waits and checks
   coreutils            # timeout(1): every test process has a hard lifetime
   procps               # ps/kill in scripts
+  tmux                 # tests/live_view.rs: rill's full-screen view in a pseudo-terminal
 )

@@ -164,7 +164,7 @@ fn state_word(t: &TorrentSnapshot) -> String {
     if let Some(e) = &t.error {
         return format!("error: {e}");
     }
-    if t.stopping {
+    if t.stopping && t.state != State::Paused {
         return "stopping".into();
     }
     match t.state {

@@ -42,6 +42,10 @@ impl Terminal {
     /// (through `Output`, so it comes before every frame).
     pub fn raw() -> io::Result<Terminal> {
         let stdin = io::stdin();
+        // In the background (`rill … &`), changing the modes would stop rill (SIGTTOU), reading keys too.
+        if termios::tcgetpgrp(&stdin)? != rustix::process::getpgrp() {
+            return Err(io::Error::other("not the terminal's foreground process"));
+        }
         let saved = termios::tcgetattr(&stdin)?;
         let mut raw = saved.clone();
         // Keys one by one, not echoed; Ctrl-C and Ctrl-Z are keys too (the view quits on Ctrl-C, like the

@@ -259,7 +259,9 @@ fn state_words_and_hostile_names() {
     snap.torrents.truncate(1);
     let word = |snap: &Snapshot| draw(snap, 100, 20, SortColumn::Busiest, &[])[1].clone();
     snap.torrents[0].state = State::Paused;
-    assert!(word(&snap).ends_with("  paused"), "{}", word(&snap));
+    snap.torrents[0].stopping = true;
+    assert!(word(&snap).ends_with("  paused"), "paused while its trackers are told: {}", word(&snap));
+    snap.torrents[0].stopping = false;
     snap.torrents[0].state = State::AwaitingMetadata;
     assert!(word(&snap).ends_with("fetching metadata"));
     snap.torrents[0].state = State::Checking;
