@@ -32,7 +32,19 @@ impl Tmux {
         let socket = format!("rill-test-{label}-{}", std::process::id());
         let mut t = Tmux { socket, server_pid: None };
         let cmd = format!("sh {}", script.display());
-        t.run(&["-f", "/dev/null", "new-session", "-d", "-s", "view", "-x", &cols.to_string(), "-y", &rows.to_string(), &cmd]);
+        t.run(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "view",
+            "-x",
+            &cols.to_string(),
+            "-y",
+            &rows.to_string(),
+            &cmd,
+        ]);
         t.server_pid = t.display("#{pid}").trim().parse().ok();
         t
     }
@@ -110,7 +122,8 @@ fn assert_restored(tmux: &Tmux, dir: &Path, deadline: Instant) {
     assert!(screen.contains("BEFORE-RILL"), "the main screen is not back:\n{screen}");
     assert!(!screen.contains("q quit"), "the view is still on the screen:\n{screen}");
     assert_eq!(tmux.display("#{alternate_on} #{cursor_flag}").trim(), "0 1", "alternate screen off, cursor shown");
-    let stty = wait_for(deadline, "stty's output", || fs::read_to_string(dir.join("stty.txt")).ok().filter(|s| !s.is_empty()));
+    let stty =
+        wait_for(deadline, "stty's output", || fs::read_to_string(dir.join("stty.txt")).ok().filter(|s| !s.is_empty()));
     let flags: Vec<&str> = stty.split_whitespace().collect();
     for flag in ["icanon", "echo", "isig", "icrnl"] {
         assert!(flags.contains(&flag), "the terminal is still raw ({flag} is off):\n{stty}");
@@ -172,7 +185,7 @@ fn sigterm_under_the_view_restores_the_terminal() {
     let dir = TempDir::new("live-view-term");
     let content = content::write_single(&dir.mkdir("content"), "seeded.bin", 2 * MIB, 0x7E57);
     let announce = format!("http://127.0.0.1:{}/announce", free_port());
-    let t = torrent::transmission_create(&content, &announce, 64, &dir.join("t.torrent"), deadline);
+    torrent::transmission_create(&content, &announce, 64, &dir.join("t.torrent"), deadline);
     let args: Vec<String> = vec![
         "seed".into(),
         dir.join("t.torrent").display().to_string(),
@@ -189,7 +202,8 @@ fn sigterm_under_the_view_restores_the_terminal() {
         (s.contains("seeded.bin  seeding") && s.contains("[####")).then_some(())
     });
     assert!(tmux.screen().contains("100.0%"), "{}", tmux.screen());
-    let pid: u32 = wait_for(deadline, "rill's pid", || fs::read_to_string(dir.join("rill.pid")).ok()?.trim().parse().ok());
+    let pid: u32 =
+        wait_for(deadline, "rill's pid", || fs::read_to_string(dir.join("rill.pid")).ok()?.trim().parse().ok());
     // `timeout` passes the signal on to rill.
     assert!(signal(pid, SIGTERM), "SIGTERM to rill");
     assert_restored(&tmux, dir.path(), deadline);

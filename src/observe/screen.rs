@@ -280,22 +280,15 @@ const SPARKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█
 
 /// `  down ▁▂▃▅▇█▇▅  peak 6.10 MiB/s, last minute` (up while seeding).
 fn sparkline(rates: &RateHistory, seeding: bool, width: usize) -> String {
-    let (word, pick): (&str, fn((f32, f32)) -> f32) =
-        if seeding { ("up  ", |(_, u)| u) } else { ("down", |(d, _)| d) };
-    let samples: Vec<f32> = rates.samples().map(pick).collect();
+    let word = if seeding { "up  " } else { "down" };
+    let samples: Vec<f32> = rates.samples().map(|(d, u)| if seeding { u } else { d }).collect();
     let peak = samples.iter().copied().fold(0.0f32, f32::max);
     let label = format!("  peak {}, last minute", units::rate(f64::from(peak)));
     let room = width.saturating_sub(8 + label.chars().count());
     let shown = &samples[samples.len().saturating_sub(room)..];
     let line: String = shown
         .iter()
-        .map(|&v| {
-            if v <= 0.0 || peak <= 0.0 {
-                ' '
-            } else {
-                SPARKS[(((v / peak) * 7.0).round() as usize).min(7)]
-            }
-        })
+        .map(|&v| if v <= 0.0 || peak <= 0.0 { ' ' } else { SPARKS[(((v / peak) * 7.0).round() as usize).min(7)] })
         .collect();
     fit(&format!("  {word} {line}{label}"), width)
 }

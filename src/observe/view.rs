@@ -217,7 +217,8 @@ impl View {
         full.rates.retain(|id, _| snap.torrents.iter().any(|t| t.id == *id));
         full.torrents = snap.torrents.iter().map(|t| (t.id, t.state)).collect();
         let log = logpanel::recent(LOG_SHOWN);
-        let lines = screen::render(&screen::Frame { snapshot: snap, state: &full.state, rates: &full.rates, log: &log });
+        let lines =
+            screen::render(&screen::Frame { snapshot: snap, state: &full.state, rates: &full.rates, log: &log });
         let mut frame = String::with_capacity(full.state.width * (lines.len() + 1) * 2);
         if std::mem::take(&mut full.clear) {
             frame.push_str(terminal::CLEAR_ALL);

@@ -98,10 +98,14 @@ fn snapshot() -> Snapshot {
     tr.share = 0.1;
     let qb = peer(0, "[::1]:8999", b"-qB4520-", 2.0 * MIB as f64, 0.0);
     // Still handshaking: no peer id, not in the table.
-    let connecting = PeerSnapshot { torrent: Some(TorrentId(0)), addr: "127.0.0.9:1".parse().ok(), ..Default::default() };
+    let connecting =
+        PeerSnapshot { torrent: Some(TorrentId(0)), addr: "127.0.0.9:1".parse().ok(), ..Default::default() };
     let other = peer(1, "127.0.0.3:6881", b"A2-1-36-0-", 5.0, 0.0);
     Snapshot {
-        torrents: vec![torrent(0, "ubuntu-24.04.1-desktop-amd64-with-extra-language-packs.iso"), torrent(1, "debian.iso")],
+        torrents: vec![
+            torrent(0, "ubuntu-24.04.1-desktop-amd64-with-extra-language-packs.iso"),
+            torrent(1, "debian.iso"),
+        ],
         peers: vec![lt, tr, qb, connecting, other],
     }
 }
