@@ -1,7 +1,7 @@
 //! Issue 14's live view in a real pseudo-terminal: rill runs in a tmux pane (a private tmux server on its own
 //! socket) downloading from a real python3-libtorrent seeder on loopback. The pane must show the full-screen view
-//! (the progress bar, a row for the seeder with its decoded client) on the alternate screen with the cursor hidden;
-//! `q` (or SIGTERM) stops rill gracefully with exit 0, and the terminal is given back as it was: main screen (the
+//! (the progress bar, a row for the seeder with its decoded client) on the alternate screen with the cursor hidden,
+//! and draw again for a narrower window; `q` (or SIGTERM) stops rill gracefully with exit 0, and the terminal is given back as it was: main screen (the
 //! line printed before rill is there again), cursor shown, and cooked mode (`stty -a` run in the pane afterwards
 //! shows `icanon` and `echo` back on).
 //!
@@ -167,6 +167,14 @@ fn view_shows_the_download_and_q_quits_restoring_the_terminal() {
     assert!(screen.contains("payload.bin"), "{screen}");
     assert!(screen.contains("peers of payload.bin (1, sorted by busiest)"), "{screen}");
     assert_eq!(tmux.display("#{alternate_on} #{cursor_flag}").trim(), "1 0", "alternate screen on, cursor hidden");
+
+    // A narrower terminal (SIGWINCH): the table drops its least important columns.
+    tmux.run(&["resize-window", "-t", "view", "-x", "70", "-y", "30"]);
+    wait_for(deadline, "the view redrawn for 70 columns", || {
+        let s = tmux.screen();
+        let header = s.lines().find(|l| l.starts_with("address"))?.to_string();
+        (header.contains("client") && !header.contains("share") && s.contains("[#")).then_some(())
+    });
 
     // `s` cycles the sort column; the view redraws at once.
     tmux.keys("s");

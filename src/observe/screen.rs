@@ -168,7 +168,11 @@ fn state_word(t: &TorrentSnapshot) -> String {
         return "stopping".into();
     }
     match t.state {
-        State::AwaitingMetadata => "fetching metadata".into(),
+        State::AwaitingMetadata => match t.metadata_progress {
+            Some((asked, Some((got, of)))) => format!("fetching metadata: {got} of {of} pieces, {asked} peers asked"),
+            Some((asked, None)) if asked > 0 => format!("fetching metadata: {asked} peers asked"),
+            _ => "fetching metadata".into(),
+        },
         State::Checking => match t.check_progress {
             Some((done, of)) => format!("checking {}%", u64::from(done) * 100 / u64::from(of.max(1))),
             None => "checking".into(),

@@ -168,32 +168,9 @@ impl View {
 
     /// One key: the command it asks for, and whether the view changed.
     pub fn on_key(&mut self, key: Key) -> (Option<Command>, bool) {
-        let Some(full) = self.full.as_mut() else {
-            return (None, false);
-        };
-        let count = full.torrents.len();
-        match key {
-            Key::Quit => (Some(Command::Shutdown), true),
-            Key::Up => {
-                full.state.selected = full.state.selected.min(count.saturating_sub(1)).saturating_sub(1);
-                (None, true)
-            }
-            Key::Down => {
-                full.state.selected = (full.state.selected + 1).min(count.saturating_sub(1));
-                (None, true)
-            }
-            Key::Sort => {
-                full.state.sort = full.state.sort.next();
-                (None, true)
-            }
-            Key::Pause => {
-                let command = match full.torrents.get(full.state.selected) {
-                    Some(&(id, State::Paused)) => Some(Command::Resume(id)),
-                    Some(&(id, State::Active)) => Some(Command::Pause(id)),
-                    _ => None,
-                };
-                (command, true)
-            }
+        match self.full.as_mut() {
+            Some(full) => apply_key(&mut full.state, &full.torrents, key),
+            None => (None, false),
         }
     }
 
@@ -392,6 +369,36 @@ impl View {
     }
 }
 
+/// What `key` does to the view's `state`, given the torrents on screen (in order, with their state): the
+/// command it asks of the engine, and whether the screen changed.
+fn apply_key(state: &mut ViewState, torrents: &[(TorrentId, State)], key: Key) -> (Option<Command>, bool) {
+    let last = torrents.len().saturating_sub(1);
+    match key {
+        Key::Quit => (Some(Command::Shutdown), true),
+        Key::Up => {
+            state.selected = state.selected.min(last).saturating_sub(1);
+            (None, true)
+        }
+        Key::Down => {
+            state.selected = (state.selected + 1).min(last);
+            (None, true)
+        }
+        Key::Sort => {
+            state.sort = state.sort.next();
+            (None, true)
+        }
+        Key::Pause => {
+            let command = match torrents.get(state.selected) {
+                Some(&(id, State::Paused)) => Some(Command::Resume(id)),
+                Some(&(id, State::Active)) => Some(Command::Pause(id)),
+                // Checking, fetching metadata or stopped: nothing to pause.
+                _ => None,
+            };
+            (command, true)
+        }
+    }
+}
+
 /// `fetching metadata: 3 peers asked, 2 of 5 pieces  peers 4+1`.
 fn metadata_line(t: &TorrentSnapshot) -> String {
     let (asked, pieces) = t.metadata_progress.unwrap_or((0, None));
@@ -417,5 +424,34 @@ fn status_line(t: &TorrentSnapshot) -> StatusLine {
         wasted: t.wasted,
         hash_failures: t.hash_failures,
         dht: t.dht,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_select_sort_pause_resume_and_quit() {
+        let mut state = ViewState { selected: 0, sort: SortColumn::Busiest, width: 80, height: 24 };
+        let torrents = [(TorrentId(3), State::Active), (TorrentId(5), State::Paused), (TorrentId(7), State::Checking)];
+        assert_eq!(apply_key(&mut state, &torrents, Key::Pause), (Some(Command::Pause(TorrentId(3))), true));
+        assert_eq!(apply_key(&mut state, &torrents, Key::Down), (None, true));
+        assert_eq!(apply_key(&mut state, &torrents, Key::Pause), (Some(Command::Resume(TorrentId(5))), true));
+        apply_key(&mut state, &torrents, Key::Down);
+        apply_key(&mut state, &torrents, Key::Down);
+        assert_eq!(state.selected, 2, "the selection stops at the last torrent");
+        assert_eq!(apply_key(&mut state, &torrents, Key::Pause), (None, true), "a checking torrent is not paused");
+        for _ in 0..5 {
+            apply_key(&mut state, &torrents, Key::Up);
+        }
+        assert_eq!(state.selected, 0, "and at the first");
+        apply_key(&mut state, &torrents, Key::Sort);
+        assert_eq!(state.sort, SortColumn::Down);
+        assert_eq!(apply_key(&mut state, &torrents, Key::Quit), (Some(Command::Shutdown), true));
+        let mut none = state.clone();
+        assert_eq!(apply_key(&mut none, &[], Key::Pause), (None, true), "no torrent: nothing to pause");
+        apply_key(&mut none, &[], Key::Down);
+        assert_eq!(none.selected, 0);
     }
 }

@@ -268,6 +268,8 @@ fn state_words_and_hostile_names() {
     snap.torrents[0].stopping = false;
     snap.torrents[0].state = State::AwaitingMetadata;
     assert!(word(&snap).ends_with("fetching metadata"));
+    snap.torrents[0].metadata_progress = Some((3, Some((2, 5))));
+    assert!(word(&snap).ends_with("fetching metadata: 2 of 5 pieces, 3 peers asked"), "{}", word(&snap));
     snap.torrents[0].state = State::Checking;
     snap.torrents[0].check_progress = Some((25, 100));
     assert!(word(&snap).ends_with("checking 25%"));
