@@ -167,16 +167,16 @@ fn state_word(t: &TorrentSnapshot) -> String {
     if t.stopping && t.state != State::Paused {
         return "stopping".into();
     }
+    if let (Some((done, of)), State::Active | State::Checking) = (t.check_progress, t.state) {
+        return format!("checking {}%", u64::from(done) * 100 / u64::from(of.max(1)));
+    }
     match t.state {
         State::AwaitingMetadata => match t.metadata_progress {
             Some((asked, Some((got, of)))) => format!("fetching metadata: {got} of {of} pieces, {asked} peers asked"),
             Some((asked, None)) if asked > 0 => format!("fetching metadata: {asked} peers asked"),
             _ => "fetching metadata".into(),
         },
-        State::Checking => match t.check_progress {
-            Some((done, of)) => format!("checking {}%", u64::from(done) * 100 / u64::from(of.max(1))),
-            None => "checking".into(),
-        },
+        State::Checking => "checking".into(),
         State::Paused => "paused".into(),
         State::Stopped => "stopped".into(),
         State::Active if t.seeding || (t.total > 0 && t.done >= t.total) => "seeding".into(),

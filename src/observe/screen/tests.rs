@@ -274,6 +274,8 @@ fn state_words_and_hostile_names() {
     snap.torrents[0].check_progress = Some((25, 100));
     assert!(word(&snap).ends_with("checking 25%"));
     snap.torrents[0].state = State::Active;
+    assert!(word(&snap).ends_with("checking 25%"), "a check while active: {}", word(&snap));
+    snap.torrents[0].check_progress = None;
     snap.torrents[0].done = snap.torrents[0].total;
     snap.torrents[0].seeding = true;
     assert!(word(&snap).ends_with("seeding"));
