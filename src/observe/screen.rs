@@ -197,7 +197,16 @@ fn torrent_lines(t: &TorrentSnapshot, rates: &RateHistory, several: bool, detail
     let room = width.saturating_sub(mark.len() + 2 + state.chars().count()).max(8);
     let mut lines = vec![fit(&format!("{mark}{}  {state}", truncate(&t.name, room)), width)];
 
-    let percent = if t.total == 0 { 0.0 } else { t.done as f64 * 100.0 / t.total as f64 };
+    // Nothing wanted (a seed that had it all): complete, as the status line says.
+    let percent = if t.total == 0 {
+        if t.seeding {
+            100.0
+        } else {
+            0.0
+        }
+    } else {
+        t.done as f64 * 100.0 / t.total as f64
+    };
     let eta = match rates::eta(t.total.saturating_sub(t.done), rates.down()) {
         Some(d) => units::duration(d),
         None => "--".into(),
