@@ -1,9 +1,9 @@
 //! Issue 14's live view in a real pseudo-terminal: rill runs in a tmux pane (a private tmux server on its own
 //! socket) downloading from a real python3-libtorrent seeder on loopback. The pane must show the full-screen view
 //! (the progress bar, a row for the seeder with its decoded client) on the alternate screen with the cursor hidden,
-//! and draw again for a narrower window; `q` (or SIGTERM) stops rill gracefully with exit 0, and the terminal is given back as it was: main screen (the
-//! line printed before rill is there again), cursor shown, and cooked mode (`stty -a` run in the pane afterwards
-//! shows `icanon` and `echo` back on).
+//! and draw again for a narrower window. `q`, Ctrl-C or SIGTERM stops rill gracefully with exit 0, a run that fails
+//! exits 1, and every time the terminal is given back as it was: main screen (the line printed before rill is there
+//! again), cursor shown, and cooked mode (`stty -a` run in the pane afterwards shows `icanon` and `echo` back on).
 //!
 //! Every wait is on a condition with a deadline; rill runs under `timeout`, the tmux server is killed by PID.
 
@@ -109,15 +109,16 @@ fn write_script(dir: &Path, args: &[String]) -> PathBuf {
     path
 }
 
-/// The pane after rill ended: exit 0, main screen back with what was there before, cursor shown, cooked mode.
+/// The pane after rill ended: exit `code`, main screen back with what was there before, cursor shown, cooked
+/// mode. Returns rill's stderr.
 #[track_caller]
-fn assert_restored(tmux: &Tmux, dir: &Path, deadline: Instant) {
+fn assert_restored(tmux: &Tmux, dir: &Path, code: i32, deadline: Instant) -> String {
     let screen = wait_for(deadline, "rill to exit and the pane's shell to go on", || {
         let s = tmux.screen();
         (s.contains("RILL-EXIT=") && dir.join("stty.txt").exists()).then_some(s)
     });
     let err = fs::read_to_string(dir.join("rill.err")).unwrap_or_default();
-    assert!(screen.contains("RILL-EXIT=0"), "rill did not exit 0:\n{screen}\nstderr:\n{err}");
+    assert!(screen.contains(&format!("RILL-EXIT={code}")), "rill did not exit {code}:\n{screen}\nstderr:\n{err}");
     assert!(!err.contains("panicked"), "rill panicked:\n{err}");
     assert!(screen.contains("BEFORE-RILL"), "the main screen is not back:\n{screen}");
     assert!(!screen.contains("q quit"), "the view is still on the screen:\n{screen}");
@@ -128,6 +129,7 @@ fn assert_restored(tmux: &Tmux, dir: &Path, deadline: Instant) {
     for flag in ["icanon", "echo", "isig", "icrnl"] {
         assert!(flags.contains(&flag), "the terminal is still raw ({flag} is off):\n{stty}");
     }
+    err
 }
 
 /// Downloading from a throttled libtorrent seeder: the view shows the bar and the seeder's row; `q` quits.
@@ -181,16 +183,13 @@ fn view_shows_the_download_and_q_quits_restoring_the_terminal() {
     wait_for(deadline, "the sort column to change", || tmux.screen().contains("sorted by down").then_some(()));
 
     tmux.keys("q");
-    assert_restored(&tmux, dir.path(), deadline);
+    assert_restored(&tmux, dir.path(), 0, deadline);
     let screen = tmux.screen();
     assert!(screen.contains("stopped: "), "the interrupted download's summary:\n{screen}");
 }
 
-/// `rill seed` under the view, stopped by SIGTERM: the same clean exit and restored terminal.
-#[test]
-fn sigterm_under_the_view_restores_the_terminal() {
-    let deadline = deadline_in(60);
-    let dir = TempDir::new("live-view-term");
+/// `rill seed` of a small torrent in a pane, once its view shows it seeding.
+fn seed_under_the_view(dir: &TempDir, label: &str, deadline: Instant) -> Tmux {
     let content = content::write_single(&dir.mkdir("content"), "seeded.bin", 2 * MIB, 0x7E57);
     let announce = format!("http://127.0.0.1:{}/announce", free_port());
     torrent::transmission_create(&content, &announce, 64, &dir.join("t.torrent"), deadline);
@@ -204,15 +203,63 @@ fn sigterm_under_the_view_restores_the_terminal() {
         "--no-dht".into(),
     ];
     let script = write_script(dir.path(), &args);
-    let tmux = Tmux::start("term", &script, 80, 24);
+    let tmux = Tmux::start(label, &script, 80, 24);
     wait_for(deadline, "the seeding view", || {
         let s = tmux.screen();
         (s.contains("seeded.bin  seeding") && s.contains("[####")).then_some(())
     });
     assert!(tmux.screen().contains("100.0%"), "{}", tmux.screen());
+    tmux
+}
+
+/// `rill seed` under the view, stopped by SIGTERM: the same clean exit and restored terminal.
+#[test]
+fn sigterm_under_the_view_restores_the_terminal() {
+    let deadline = deadline_in(60);
+    let dir = TempDir::new("live-view-term");
+    let tmux = seed_under_the_view(&dir, "term", deadline);
     let pid: u32 =
         wait_for(deadline, "rill's pid", || fs::read_to_string(dir.join("rill.pid")).ok()?.trim().parse().ok());
     // `timeout` passes the signal on to rill.
     assert!(signal(pid, SIGTERM), "SIGTERM to rill");
-    assert_restored(&tmux, dir.path(), deadline);
+    assert_restored(&tmux, dir.path(), 0, deadline);
+}
+
+/// Ctrl-C is a key in raw mode: it stops rill as `q` and SIGINT do.
+#[test]
+fn ctrl_c_under_the_view_stops_rill_and_restores_the_terminal() {
+    let deadline = deadline_in(60);
+    let dir = TempDir::new("live-view-ctrl-c");
+    let tmux = seed_under_the_view(&dir, "ctrl-c", deadline);
+    tmux.keys("C-c");
+    assert_restored(&tmux, dir.path(), 0, deadline);
+}
+
+/// A run that fails under the view (a symbolic link planted at the data file: refused, exit 1) gives the terminal
+/// back too, and its error reaches stderr.
+#[test]
+fn an_error_under_the_view_restores_the_terminal() {
+    let deadline = deadline_in(60);
+    let dir = TempDir::new("live-view-error");
+    let content = content::write_single(&dir.mkdir("content"), "payload.bin", 2 * MIB, 0xE440);
+    let announce = format!("http://127.0.0.1:{}/announce", free_port());
+    torrent::transmission_create(&content, &announce, 64, &dir.join("t.torrent"), deadline);
+    let out = dir.mkdir("out");
+    let outside = dir.mkdir("outside").join("precious");
+    fs::write(&outside, b"must stay as it is").expect("write the outside file");
+    std::os::unix::fs::symlink(&outside, out.join("payload.bin")).expect("plant the link");
+    let args: Vec<String> = vec![
+        "download".into(),
+        dir.join("t.torrent").display().to_string(),
+        "-d".into(),
+        out.display().to_string(),
+        "--port".into(),
+        free_port().to_string(),
+        "--no-dht".into(),
+    ];
+    let script = write_script(dir.path(), &args);
+    let tmux = Tmux::start("error", &script, 100, 30);
+    let err = assert_restored(&tmux, dir.path(), 1, deadline);
+    assert!(err.contains("payload.bin"), "the error names the file:\n{err}");
+    assert_eq!(fs::read(&outside).expect("the outside file"), b"must stay as it is");
 }
