@@ -374,19 +374,23 @@ fn peer_table(snap: &Snapshot, t: &TorrentSnapshot, sort: SortColumn, width: usi
     lines
 }
 
+/// One comparison for every column (one sort instantiation in the binary), ties broken by address so rows
+/// hold still between frames.
 fn sort_peers(peers: &mut [&PeerSnapshot], sort: SortColumn) {
-    let desc = |a: f64, b: f64| b.partial_cmp(&a).unwrap_or(std::cmp::Ordering::Equal);
-    match sort {
-        SortColumn::Busiest => {
-            peers.sort_by(|a, b| desc(a.download_rate + a.upload_rate, b.download_rate + b.upload_rate))
-        }
-        SortColumn::Down => peers.sort_by(|a, b| desc(a.download_rate, b.download_rate)),
-        SortColumn::Up => peers.sort_by(|a, b| desc(a.upload_rate, b.upload_rate)),
-        // Fastest round trip first; peers never measured last.
-        SortColumn::Rtt => peers.sort_by_key(|p| p.rtt.unwrap_or(Duration::MAX)),
-        SortColumn::Share => peers.sort_by(|a, b| desc(a.share, b.share)),
-        SortColumn::Address => peers.sort_by_key(|p| p.addr),
-    }
+    use std::cmp::Ordering;
+    let desc = |a: f64, b: f64| b.partial_cmp(&a).unwrap_or(Ordering::Equal);
+    peers.sort_unstable_by(|a, b| {
+        let by = match sort {
+            SortColumn::Busiest => desc(a.download_rate + a.upload_rate, b.download_rate + b.upload_rate),
+            SortColumn::Down => desc(a.download_rate, b.download_rate),
+            SortColumn::Up => desc(a.upload_rate, b.upload_rate),
+            // Fastest round trip first; peers never measured last.
+            SortColumn::Rtt => a.rtt.unwrap_or(Duration::MAX).cmp(&b.rtt.unwrap_or(Duration::MAX)),
+            SortColumn::Share => desc(a.share, b.share),
+            SortColumn::Address => Ordering::Equal,
+        };
+        by.then_with(|| a.addr.cmp(&b.addr))
+    });
 }
 
 /// One table line: each column padded or truncated to its width.
