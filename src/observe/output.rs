@@ -18,7 +18,7 @@ use std::thread::{self, JoinHandle};
 
 /// Lines queued before the loop drops status lines (news lines are dropped only when this is full).
 const QUEUE: usize = 256;
-/// Frames queued and not yet written before a new one is dropped.
+/// Frames waiting for the writer (not yet taken from the queue) before a new one is dropped.
 const MAX_FRAMES_QUEUED: usize = 2;
 
 enum Message {
@@ -39,7 +39,7 @@ pub struct Output {
     writer: Option<JoinHandle<()>>,
     /// News lines dropped because the queue was full.
     pub dropped: u64,
-    /// Frames queued and not yet written (the writer counts them down).
+    /// Frames queued and not yet taken by the writer (it counts them down).
     frames_queued: Arc<AtomicUsize>,
     /// Frames dropped because the terminal was behind.
     pub dropped_frames: u64,

@@ -79,12 +79,10 @@ pub struct Frame<'a> {
 
 /// Rows of log panel shown when there are log lines and room.
 const LOG_ROWS: usize = 3;
-/// Below this, only the header and the selected torrent's first lines.
-const MIN_WIDTH: usize = 20;
 
 /// The screen: at most `height` lines of at most `width` characters.
 pub fn render(f: &Frame<'_>) -> Vec<String> {
-    let (width, height) = (f.state.width.max(MIN_WIDTH), f.state.height.max(1));
+    let (width, height) = (f.state.width.max(1), f.state.height.max(1));
     let snap = f.snapshot;
     let selected = f.state.selected.min(snap.torrents.len().saturating_sub(1));
     let empty = RateHistory::default();

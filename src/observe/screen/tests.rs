@@ -247,6 +247,12 @@ fn short_screens_keep_the_selected_torrent_and_cut_the_table() {
     assert!(find(&lines, "ubuntu").is_some());
     let one = draw(&snap, 80, 1, SortColumn::Busiest, &[]);
     assert_eq!(one.len(), 1);
+    // Tiny terminals: nothing over the edge, nothing panics.
+    for (w, h) in [(1, 1), (5, 3), (12, 6), (30, 10)] {
+        let log = vec!["a log line".to_string()];
+        let lines = draw(&snap, w, h, SortColumn::Busiest, &log);
+        assert!(!lines.is_empty());
+    }
     // A table with more peers than rows ends with a count of the rest.
     let mut many = snapshot();
     for i in 0..40 {
