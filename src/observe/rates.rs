@@ -25,8 +25,8 @@ pub struct RateHistory {
     last: Option<(Timestamp, u64, u64)>,
     down: f64,
     up: f64,
-    /// Whether a sample was folded in yet (the first one is taken as it is).
-    primed: bool,
+    /// Samples folded in so far (the first is taken as it is; the first few are averaged).
+    taken: u32,
     /// (down, up) bytes per second, oldest first, at most `HISTORY`.
     samples: VecDeque<(f32, f32)>,
 }
@@ -47,14 +47,13 @@ impl RateHistory {
         let down = downloaded.saturating_sub(down0) as f64 / secs;
         let up = uploaded.saturating_sub(up0) as f64 / secs;
         self.last = Some((now, downloaded, uploaded));
-        if self.primed {
-            // Exponential smoothing over time, whatever the spacing of the samples.
-            let alpha = 1.0 - (-secs / SMOOTHING.as_secs_f64()).exp();
-            self.down += alpha * (down - self.down);
-            self.up += alpha * (up - self.up);
-        } else {
-            (self.down, self.up, self.primed) = (down, up, true);
-        }
+        // Exponential smoothing over time, whatever the spacing of the samples; until there are enough samples
+        // for that, the plain mean of those there are (a transfer that starts from nothing is not shown
+        // creeping up for the first time constants).
+        self.taken = self.taken.saturating_add(1);
+        let alpha = (1.0 - (-secs / SMOOTHING.as_secs_f64()).exp()).max(1.0 / f64::from(self.taken));
+        self.down += alpha * (down - self.down);
+        self.up += alpha * (up - self.up);
         if self.samples.len() == HISTORY {
             self.samples.pop_front();
         }
@@ -118,6 +117,14 @@ mod tests {
             h.record(at(s * 1000), total, 0);
         }
         assert!((h.down() - 1e6).abs() < 1.0, "a steady rate is shown as it is: {}", h.down());
+        // A start from nothing: the mean of the first samples, not a slow climb.
+        let mut start = RateHistory::default();
+        start.record(at(0), 0, 0);
+        start.record(at(1000), 0, 0);
+        for s in 2..=4 {
+            start.record(at(s * 1000), (s - 1) * 3_000_000, 0);
+        }
+        assert!((start.down() - 2.25e6).abs() < 1.0, "mean of 0, 3, 3, 3 MB/s: {}", start.down());
         // The rate steps to zero: after one time constant about a third is left.
         for s in 31..=35 {
             h.record(at(s * 1000), total, 0);
