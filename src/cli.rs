@@ -44,7 +44,7 @@ USAGE:
 
 OPTIONS:
     -d, --dir DIR          where to put the content (default: current directory)
-        --no-ui            plain progress lines every few seconds instead of the live line
+        --no-ui            plain progress lines every few seconds instead of the live view
         --port N           port to accept peers on (default 6881; 0 picks a free port)
         --bind IP          address to accept peers on (default: all, IPv6 and IPv4)
         --max-peers N      most connections at once (default 50)
@@ -92,7 +92,7 @@ OPTIONS:
     -d, --dir DIR          where the content is (default: current directory)
         --partial          seed whatever pieces are present instead of refusing
         --recheck          hash all the data before seeding instead of trusting the resume file
-        --no-ui            plain progress lines instead of the live line
+        --no-ui            plain progress lines instead of the live view
         --port N           port to accept peers on (default 6881; 0 picks a free port)
         --bind IP          address to accept peers on (default: all, IPv6 and IPv4)
         --max-peers N      most connections at once (default 50)

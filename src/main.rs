@@ -7,13 +7,14 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use env_logger::WriteStyle;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use rill::cli::{self, Command, CreateOptions, TransferOptions};
@@ -169,9 +170,13 @@ fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     // A daemon's log is its journal: what it added, removed and why something failed.
     let default_level = if args.first().is_some_and(|a| a == "daemon") { "info" } else { "warn" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
-        .format_target(true)
-        .init();
+    // Log lines go through the log panel's sink: to stderr, or, while the full-screen view is up, into its
+    // panel (then to stderr when it closes). Coloured when stderr is a terminal, as env_logger does itself.
+    let mut logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level));
+    if std::env::var_os("RUST_LOG_STYLE").is_none() {
+        logger.write_style(if std::io::stderr().is_terminal() { WriteStyle::Always } else { WriteStyle::Never });
+    }
+    logger.format_target(true).target(env_logger::Target::Pipe(Box::new(rill::observe::logpanel::LogSink))).init();
     match cli::parse(args).map_err(Failure::Usage).and_then(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
@@ -535,7 +540,8 @@ fn transfer(
     let columns = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|&c| c >= 20).unwrap_or(80);
     let mut view = View::new(ui_mode, columns);
     view.set_names(names);
-    let event_loop = EventLoop::new(bound, engine, view, ui_mode.redraw_every()).map_err(Failure::Loop)?;
+    let redraw_every = view.mode().redraw_every();
+    let event_loop = EventLoop::new(bound, engine, view, redraw_every).map_err(Failure::Loop)?;
     let outcomes = event_loop.run().map_err(Failure::Loop)?;
     report(&outcomes, multi)
 }

@@ -78,7 +78,7 @@ GIB = float(1 << 30)
 START = time.monotonic()
 DEADLINE = START + TOTAL - 15  # leave time to clean up inside the wrapper's bound
 
-ALL_CASES = ["download", "memory", "latency", "utp", "encryption", "upload", "endgame", "many", "dht"]
+ALL_CASES = ["download", "memory", "latency", "utp", "encryption", "upload", "endgame", "many", "dht", "view"]
 
 
 def remaining():
@@ -2402,6 +2402,107 @@ def case_dht(ctx):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# view: what the full-screen live view costs while nothing happens (rill seed of a small torrent, idle), against
+# --no-ui, both in panes of one private tmux server at the same time.
+
+
+VIEW_IDLE = env_float("VIEW_IDLE", 60)
+VIEW_SETTLE = env_float("VIEW_SETTLE", 5)
+
+
+def case_view(ctx):
+    emit("== view: rill seed of a 4 MiB torrent, idle, in a 120x40 tmux pane: the full-screen view against --no-ui, "
+         "%g s window" % VIEW_IDLE)
+    if not have("tmux"):
+        emit("   tmux missing: the view case needs it (apt-get install tmux)")
+        emit()
+        return
+    root = os.path.join(WORK, "view")
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+    data = os.path.join(root, "view.bin")
+    with open(data, "wb") as f:
+        f.write(os.urandom(4 << 20))
+    torrent = os.path.join(root, "view.torrent")
+    subprocess.run([RILL, "create", data, "-o", torrent], check=True, capture_output=True, timeout=60)
+    sock = "rill-bench-view-%d" % os.getpid()
+    env = dict(os.environ)
+    env.pop("TMUX", None)
+
+    def tmux(*args):
+        return subprocess.run(["tmux", "-u", "-L", sock, "-f", "/dev/null"] + list(args), capture_output=True,
+                              text=True, timeout=10, env=env, stdin=subprocess.DEVNULL)
+
+    life = int(VIEW_IDLE + VIEW_SETTLE + 90)
+    variants = (("view", ""), ("--no-ui", "--no-ui"))
+    server, pids = None, {}
+    try:
+        for i, (variant, extra) in enumerate(variants):
+            script = os.path.join(root, "pane%d.sh" % i)
+            with open(script, "w") as f:
+                # timeout --foreground: rill stays in the terminal's foreground process group (the view needs it).
+                f.write("cd '%s'\nexport RILL_FORBID_DHT_ROUTERS=1\n"
+                        "sh -c 'echo $$ > pane%d.pid; exec timeout --foreground -k 3 %d \"$0\" \"$@\" 2> pane%d.err' "
+                        "'%s' seed view.torrent -d . --port %d --bind 127.0.0.1 --no-dht %s\nexec sleep %d\n" % (
+                            root, i, life, i, RILL, free_port(), extra, life))
+            r = tmux("new-session", "-d", "-s", "p%d" % i, "-x", "120", "-y", "40", "sh " + script)
+            if r.returncode != 0:
+                raise RuntimeError("tmux new-session: " + r.stderr.strip())
+            if server is None:
+                server = int(tmux("display-message", "-p", "#{pid}").stdout.strip() or 0) or None
+        for i, (variant, _) in enumerate(variants):
+            pidfile = os.path.join(root, "pane%d.pid" % i)
+
+            def rill_pid():
+                try:
+                    with open(pidfile) as f:
+                        return leaf(int(f.read().strip()), 1)  # timeout -> rill
+                except (OSError, ValueError):
+                    return None
+            pids[variant] = wait_until("rill seed (%s) to start" % variant, rill_pid, 30)
+            wait_until("rill seed (%s) to seed" % variant,
+                       lambda: "seeding" in tmux("capture-pane", "-p", "-t", "p%d" % i).stdout, 60)
+        screen = tmux("capture-pane", "-p", "-t", "p0").stdout
+        if "q quit" not in screen:
+            raise RuntimeError("the full-screen view is not up:\n" + screen)
+        time.sleep(VIEW_SETTLE)
+        first = {v: task_sample(p) for v, p in pids.items()}
+        time.sleep(VIEW_IDLE)
+        last = {v: task_sample(p) for v, p in pids.items()}
+        rows = []
+        for variant, _ in variants:
+            (t0, c0, n0, w0), (t1, c1, n1, w1) = first[variant], last[variant]
+            dt = t1 - t0
+            per_min = 60.0 / dt
+            cpu_ms = (c1 - c0) * 1000 * per_min if c0 is not None and c1 is not None else None
+            sched_ms = (n1 - n0) / 1e6 * per_min if n0 is not None and n1 is not None else None
+            wake = (w1 - w0) / dt if w0 is not None and w1 is not None else None
+            rss = proc_status(pids[variant]).get("VmRSS")
+            f = lambda v, fmt: (fmt % v) if v is not None else "-"
+            rows.append([variant, f(cpu_ms, "%.0f"), f(sched_ms, "%.1f"), f(wake, "%.1f"), mib(rss) if rss else "-"])
+            record_row({"case": "view", "client": "rill", "variant": variant, "cpu_ms_per_min": cpu_ms,
+                        "sched_ms_per_min": sched_ms, "wakeups_per_s": wake, "rss_kib": rss})
+            say("    %s: %s ms CPU a minute (schedstat %s ms), %s wakeups/s" % (
+                variant, f(cpu_ms, "%.0f"), f(sched_ms, "%.1f"), f(wake, "%.1f")))
+        emit(fmt_table(["rill seed", "CPU ms/min", "CPU ms/min (sched)", "wakeups/s", "RSS MiB"], rows))
+        emit("   CPU = utime+stime over the window (one clock tick is %.0f ms); (sched) = on-CPU ns summed over the "
+             "threads from /proc/PID/task/*/schedstat; wakeups = context switches." % (1000.0 / TICK))
+        emit()
+    finally:
+        for pid in pids.values():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        tmux("kill-server")
+        if server:
+            try:
+                os.kill(server, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def main():
     cases = sys.argv[1:] or list(ALL_CASES)
     for c in cases:
@@ -2451,7 +2552,7 @@ def main():
     tracker = Tracker()
     say("setup: content and torrents under %s" % WORK)
     ctx = {"tracker": tracker}
-    if any(c not in ("many", "dht") for c in cases):  # those make their own torrents and need no tracker
+    if any(c not in ("many", "dht", "view") for c in cases):  # those make their own torrents and need no tracker
         ctx["c1"] = Content("%dM" % (SIZE >> 20), SIZE, tracker.url)
         if "memory" in cases:
             ctx["c4"] = Content("%dM" % (BIG >> 20), BIG, tracker.url)
@@ -2462,7 +2563,7 @@ def main():
             sys.exit("bench: opentracker missing (scripts/bench installs it)")
     funcs = {"download": case_download, "memory": case_memory, "latency": case_latency, "utp": case_utp,
              "encryption": case_encryption, "upload": case_upload,
-             "endgame": case_endgame, "many": case_many, "dht": case_dht}
+             "endgame": case_endgame, "many": case_many, "dht": case_dht, "view": case_view}
     failed = []
     for c in cases:
         if remaining() < 60:

@@ -66,4 +66,5 @@ RILL_TEST_PACKAGES=(
   chromium             # headless browser for the web page test (tests/interop_daemon_web.rs)
   chromium-driver      # chromedriver: W3C WebDriver for that test
   fonts-dejavu-core    # a font for its screenshots (chromium only recommends one)
+  tmux                 # tests/live_view.rs: rill's full-screen view in a pseudo-terminal
 )

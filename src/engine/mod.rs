@@ -429,9 +429,11 @@ impl Engine {
         self.stop_torrent(id, State::Stopped, now);
     }
 
-    /// Every torrent is stopped (or paused) and its trackers were told, or given up on.
+    /// Every torrent is stopped and its trackers were told, or given up on. A paused torrent keeps the run
+    /// going (a person paused it and may resume it); a shutdown stops paused torrents too.
     pub fn is_finished(&self, now: Timestamp) -> bool {
-        (!self.stay_up || self.shutting_down) && self.torrents.iter().all(|(_, t)| t.is_finished(now))
+        (!self.stay_up || self.shutting_down)
+            && self.torrents.iter().all(|(_, t)| t.state != State::Paused && t.is_finished(now))
     }
 
     /// The end of a run: records every torrent's verified pieces and says how each ended.
@@ -1575,7 +1577,7 @@ impl Engine {
             if let utp::Transport::Utp(id) = conn.transport {
                 self.utp_release(id, &reason);
             }
-            let peer = peer_snapshot(&conn);
+            let peer = peer_snapshot(&conn, self.last_sample);
             if let (Some(tid), Some(session)) = (conn.torrent, conn.session.as_mut()) {
                 if let Some(t) = self.torrents.get_mut(tid.0) {
                     if let Some((_, swarm)) = t.session_parts() {
@@ -1793,15 +1795,42 @@ impl Engine {
 
     // ---- snapshots -----------------------------------------------------------------------------------
 
+    /// Every torrent and peer, with the times in it relative to the last rate sample (see `snapshot_at`).
     pub fn snapshot(&self) -> Snapshot {
+        self.snapshot_at(self.last_sample)
+    }
+
+    /// Every torrent and peer; "how long ago" and "how long until" are measured from `now`. Costs one pass
+    /// over the connections per torrent and one over the trackers: for views, a few times a second.
+    pub fn snapshot_at(&self, now: Timestamp) -> Snapshot {
         let mut torrents = Vec::with_capacity(self.torrents.len());
         for (_, t) in self.torrents.iter() {
             let swarm = t.swarm().filter(|_| t.check.is_none());
-            let (peers, half_open) = self
-                .conns
-                .iter()
-                .filter(|(_, c)| c.torrent == Some(t.id))
-                .fold((0, 0), |(p, h), (_, c)| if c.is_connecting() { (p, h + 1) } else { (p + 1, h) });
+            let (mut peers, mut half_open, mut unchoking_us, mut we_unchoke) = (0, 0, 0, 0);
+            for (_, c) in self.conns.iter().filter(|(_, c)| c.torrent == Some(t.id)) {
+                if c.is_connecting() {
+                    half_open += 1;
+                    continue;
+                }
+                peers += 1;
+                if let Some(s) = &c.session {
+                    unchoking_us += usize::from(!s.is_peer_choking());
+                    we_unchoke += usize::from(!s.is_am_choking());
+                }
+            }
+            let trackers = t
+                .trackers
+                .status()
+                .into_iter()
+                .map(|s| snapshot::TrackerSnapshot {
+                    url: s.url,
+                    state: s.state,
+                    last_announce_ago: s.last_announce.map(|at| now.saturating_since(at)),
+                    peers: s.peers,
+                    next_announce_in: s.next_announce.map(|at| at.saturating_since(now)),
+                    last_error: s.last_error,
+                })
+                .collect();
             torrents.push(TorrentSnapshot {
                 id: t.id,
                 info_hash: t.info_hash,
@@ -1831,15 +1860,30 @@ impl Engine {
                     .as_ref()
                     .filter(|_| t.opts.dht && !t.is_private())
                     .map(|n| (n.dht.node_count(), t.dht.peers_found)),
+                unchoking_us,
+                we_unchoke,
+                trackers,
             });
         }
-        let peers = self.conns.iter().map(|(_, c)| peer_snapshot(c)).collect();
+        let peers = self
+            .conns
+            .iter()
+            .map(|(_, c)| {
+                let mut p = peer_snapshot(c, now);
+                let downloaded = c.torrent.and_then(|id| self.torrents.get(id.0)).and_then(TorrentCore::swarm);
+                let total = downloaded.map_or(0, |s| s.totals.downloaded);
+                if total > 0 {
+                    p.share = (p.downloaded as f64 / total as f64).min(1.0);
+                }
+                p
+            })
+            .collect();
         Snapshot { torrents, peers }
     }
 
     /// One connection's state (the simulation and tests look at sessions through this).
     pub fn peer(&self, id: ConnId) -> Option<PeerSnapshot> {
-        self.conns.get(id.0).map(peer_snapshot)
+        self.conns.get(id.0).map(|c| peer_snapshot(c, self.last_sample))
     }
 
     pub fn conn_ids(&self) -> Vec<ConnId> {
@@ -1882,7 +1926,7 @@ impl Engine {
     }
 }
 
-fn peer_snapshot(c: &PeerConn) -> PeerSnapshot {
+fn peer_snapshot(c: &PeerConn, now: Timestamp) -> PeerSnapshot {
     let encryption = match (&c.cipher, c.mse) {
         (Some(_), _) => snapshot::PeerEncryption::Rc4,
         (None, true) => snapshot::PeerEncryption::MsePlain,
@@ -1910,6 +1954,9 @@ fn peer_snapshot(c: &PeerConn) -> PeerSnapshot {
         p.requests_timed_out = s.pipeline().timed_out_total();
         p.snubbed = s.pipeline().is_snubbed();
         p.cancels_sent = s.cancels_sent;
+        p.rtt = s.pipeline().srtt();
+        p.depth = s.pipeline().target();
+        p.last_block_ago = s.last_block_at.map(|at| now.saturating_since(at));
     }
     p
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::metainfo::InfoHash;
 use crate::peer::DropReason;
+use crate::tracker::TrackerState;
 
 use super::torrent::{CheckSummary, State};
 use super::{ConnId, TorrentId};
@@ -133,6 +134,24 @@ pub struct TorrentSnapshot {
     /// DHT nodes known (process-wide) and peers the DHT gave this torrent; `None` when it does not use the
     /// DHT (private, or the DHT is off).
     pub dht: Option<(usize, u64)>,
+    /// Connected peers that unchoke us, and that we unchoke.
+    pub unchoking_us: usize,
+    pub we_unchoke: usize,
+    /// Each tracker, tier by tier (empty for a torrent without trackers).
+    pub trackers: Vec<TrackerSnapshot>,
+}
+
+/// One tracker of a torrent, as a view shows it (times relative to the snapshot).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrackerSnapshot {
+    pub url: String,
+    pub state: TrackerState,
+    /// How long ago it last answered an announce, and the peers that answer listed.
+    pub last_announce_ago: Option<Duration>,
+    pub peers: usize,
+    /// Until it is asked next (only the tracker its tier asks next has one).
+    pub next_announce_in: Option<Duration>,
+    pub last_error: Option<String>,
 }
 
 /// One connection.
@@ -159,6 +178,14 @@ pub struct PeerSnapshot {
     pub encryption: PeerEncryption,
     /// Over uTP (else TCP).
     pub utp: bool,
+    /// The smoothed request round trip, once a request was answered.
+    pub rtt: Option<Duration>,
+    /// The pipeline's target depth (requests it keeps in flight).
+    pub depth: u32,
+    /// How long since the peer last sent a block (`None`: never).
+    pub last_block_ago: Option<Duration>,
+    /// This peer's part of its torrent's downloaded bytes, 0 to 1.
+    pub share: f64,
 }
 
 /// A connection's encryption, for views and tests.

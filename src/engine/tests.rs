@@ -189,3 +189,22 @@ impl std::io::Read for WouldBlock {
 }
 
 use std::io::Read as _;
+
+#[test]
+fn a_paused_torrent_keeps_the_run_going_until_resumed_or_shut_down() {
+    let dir = TempDir::new("engine-pause");
+    let (mut e, id) = engine(&dir, Entropy::seeded(5));
+    let t0 = Timestamp::ZERO;
+    e.finish_checks(t0);
+    e.handle_command(Command::Pause(id), t0);
+    assert_eq!(e.torrent(id).map(|t| t.state), Some(State::Paused));
+    let later = t0 + STOP_GRACE + crate::time::secs(1);
+    assert!(!e.is_finished(later), "paused is not finished: the person may resume");
+    assert!(e.snapshot_at(later).torrents[0].state == State::Paused, "the view shows it paused");
+    e.handle_command(Command::Resume(id), later);
+    assert_eq!(e.torrent(id).map(|t| t.state), Some(State::Active));
+    e.handle_command(Command::Pause(id), later);
+    e.handle_command(Command::Shutdown, later);
+    assert_eq!(e.torrent(id).map(|t| t.state), Some(State::Stopped), "a shutdown stops a paused torrent");
+    assert!(e.is_finished(later + STOP_GRACE), "and then the run ends");
+}

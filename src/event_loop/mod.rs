@@ -2,7 +2,7 @@
 //!
 //! Owns: the `mio::Poll`, every registered source (the listener, peer connections keyed by the engine's
 //! `ConnId`, tracker sockets and the shared UDP socket through `TrackerDriver`, the waker, signals), the
-//! clock, and the view's redraw deadline.
+//! clock, the view's redraw deadline, and under the full-screen view stdin (keys) and SIGWINCH.
 //! Must not: decide anything. The engine (`crate::engine`) decides; this loop performs its actions and
 //! reports what the sockets did.
 //!
@@ -38,8 +38,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mio::net::{TcpListener, TcpStream};
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGWINCH};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::engine::snapshot::{Command, Outcome};
@@ -187,8 +188,10 @@ pub struct EventLoop {
 impl EventLoop {
     pub fn new(bound: Bound, engine: Engine, view: View, redraw_every: Duration) -> Result<Self, LoopError> {
         let Bound { poll, clock, listener, tracker_driver, stop_requested, rpc, .. } = bound;
-        // Ctrl-C and SIGTERM become readiness events, so a stop is an ordinary turn of the loop.
-        let signals = match Signals::new([SIGINT, SIGTERM]) {
+        // Ctrl-C and SIGTERM become readiness events, so a stop is an ordinary turn of the loop; so do
+        // resizes under the full-screen view.
+        let caught: &[i32] = if view.wants_keys() { &[SIGINT, SIGTERM, SIGWINCH] } else { &[SIGINT, SIGTERM] };
+        let signals = match Signals::new(caught) {
             Ok(mut signals) => {
                 poll.registry()
                     .register(&mut signals, token::encode(Source::Signals), Interest::READABLE)
@@ -200,6 +203,13 @@ impl EventLoop {
                 None
             }
         };
+        if view.wants_keys() {
+            // Keys as readiness events. The terminal is in raw mode with VMIN = 0: a read returns at once,
+            // so stdin stays blocking (its file description is the shell's too).
+            poll.registry()
+                .register(&mut SourceFd(&STDIN_FD), token::encode(Source::Stdin), Interest::READABLE)
+                .map_err(LoopError::Poll)?;
+        }
         let now = clock.now();
         Ok(EventLoop {
             poll,
@@ -229,8 +239,8 @@ impl EventLoop {
         }
         let outcomes = self.engine.finish(now);
         self.drain_events();
-        let snapshot = self.engine.snapshot();
-        self.view.finish(&snapshot);
+        let snapshot = self.engine.snapshot_at(now);
+        self.view.finish(&snapshot, now);
         result.map(|()| outcomes)
     }
 
@@ -242,6 +252,11 @@ impl EventLoop {
             self.shutdown_requested = true;
             let now = self.clock.now();
             self.engine.handle_command(Command::Shutdown, now);
+        }
+        if self.view.wants_keys() {
+            // Keys typed before the view was up.
+            let now = self.clock.now();
+            self.on_keys(now);
         }
         loop {
             let now = self.clock.now();
@@ -283,6 +298,7 @@ impl EventLoop {
                             rpc.on_ready(slot, &mut self.engine, self.poll.registry(), now);
                         }
                     }
+                    Some(Source::Stdin) => self.on_keys(now),
                     None => log::trace!("event for unknown token {:?}", event.token()),
                 }
                 self.perform(now);
@@ -303,8 +319,8 @@ impl EventLoop {
             self.perform(now);
             self.drain_events();
             if now >= self.next_redraw {
-                let snapshot = self.engine.snapshot();
-                self.view.redraw(&snapshot);
+                let snapshot = self.engine.snapshot_at(now);
+                self.view.redraw(&snapshot, now);
                 self.next_redraw = now + self.redraw_every.max(WHEEL_TICK);
             }
         }
@@ -458,16 +474,51 @@ impl EventLoop {
         let Some(signals) = &mut self.signals else {
             return;
         };
-        if signals.pending().count() == 0 {
-            return;
+        let (mut stop, mut resized) = (false, false);
+        for signal in signals.pending() {
+            match signal {
+                SIGWINCH => resized = true,
+                _ => stop = true,
+            }
         }
-        log::info!("signal received: stopping");
-        // A second Ctrl-C: stop waiting for trackers.
+        if resized {
+            self.view.on_resize();
+            self.next_redraw = now;
+        }
+        if stop {
+            log::info!("signal received: stopping");
+            self.stop(now);
+        }
+    }
+
+    /// Ctrl-C, SIGTERM or `q`: stop gracefully; a second time, stop waiting for trackers.
+    fn stop(&mut self, now: Timestamp) {
         let command = if self.shutdown_requested { Command::ShutdownNow } else { Command::Shutdown };
         self.shutdown_requested = true;
         self.engine.handle_command(command, now);
     }
+
+    /// Keys on stdin: the view says what they ask for (a changed view is redrawn at once).
+    fn on_keys(&mut self, now: Timestamp) {
+        let (commands, redraw) = self.view.on_input();
+        for command in commands {
+            match command {
+                Command::Shutdown => {
+                    log::info!("quit key: stopping");
+                    self.stop(now);
+                }
+                other => self.engine.handle_command(other, now),
+            }
+        }
+        self.perform(now);
+        if redraw {
+            self.next_redraw = now;
+        }
+    }
 }
+
+/// Standard input's file descriptor.
+const STDIN_FD: std::os::fd::RawFd = 0;
 
 /// Binds the listening socket: `addr` (usually `[::]`, which on Linux also takes IPv4), IPv4 alone where
 /// the host has no IPv6, and any free port when `fallback` allows and the port is taken.

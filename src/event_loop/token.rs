@@ -24,12 +24,14 @@ pub enum Source {
     TrackerUdp6,
     /// The loop's `mio::Waker`: DNS answers.
     Waker,
-    /// SIGINT / SIGTERM (signal-hook's self-pipe).
+    /// SIGINT / SIGTERM, and SIGWINCH under the full-screen view (signal-hook's self-pipe).
     Signals,
     /// The RPC server's listening socket (`rill daemon`).
     RpcListener,
     /// An RPC connection, by the RPC server's connection id.
     Rpc(usize),
+    /// Keys on stdin (the full-screen view's terminal).
+    Stdin,
 }
 
 const LISTENER: usize = 0;
@@ -41,6 +43,7 @@ const WAKER: usize = 5;
 const SIGNALS: usize = 6;
 const RPC_LISTENER: usize = 7;
 const RPC: usize = 8;
+const STDIN: usize = 9;
 
 pub fn encode(source: Source) -> Token {
     let (kind, slot) = match source {
@@ -53,6 +56,7 @@ pub fn encode(source: Source) -> Token {
         Source::Signals => (SIGNALS, 0),
         Source::RpcListener => (RPC_LISTENER, 0),
         Source::Rpc(slot) => (RPC, slot),
+        Source::Stdin => (STDIN, 0),
     };
     Token((slot << KIND_BITS) | kind)
 }
@@ -70,6 +74,7 @@ pub fn decode(token: Token) -> Option<Source> {
         SIGNALS if slot == 0 => Some(Source::Signals),
         RPC_LISTENER if slot == 0 => Some(Source::RpcListener),
         RPC => Some(Source::Rpc(slot)),
+        STDIN if slot == 0 => Some(Source::Stdin),
         _ => None,
     }
 }
@@ -92,10 +97,12 @@ mod tests {
             Source::RpcListener,
             Source::Rpc(0),
             Source::Rpc(31),
+            Source::Stdin,
         ] {
             assert_eq!(decode(encode(s)), Some(s));
         }
         assert_eq!(decode(Token(15)), None);
+        assert_eq!(decode(Token((1 << KIND_BITS) | STDIN)), None);
         assert_eq!(decode(Token((3 << KIND_BITS) | LISTENER)), None);
     }
 }

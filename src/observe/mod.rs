@@ -2,8 +2,12 @@
 
 pub mod client;
 pub mod info;
+pub mod logpanel;
 pub mod magnet_info;
 pub mod output;
+pub mod rates;
+pub mod screen;
+pub mod terminal;
 pub mod ui;
 pub mod units;
 pub mod view;

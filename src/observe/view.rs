@@ -1,28 +1,40 @@
-//! What the person at the terminal sees during a run: the status line (live, redrawn in place) or plain
-//! lines every few seconds, and one line of news for each engine event worth a line.
+//! What the person at the terminal sees during a run: the full-screen view (a terminal on stdin and
+//! stdout), the status line (redrawn in place: stdout alone is a terminal) or plain lines every few
+//! seconds (`--no-ui`, logs and pipes), and one line of news for each engine event worth a line.
 //!
-//! Owns: turning engine events and snapshots into lines, when a status line is due, the per-torrent
-//! prefix when several torrents run. Output goes through [`Output`], which never blocks the loop.
-//! Must not: decide anything, or read the clock (the driver says when to redraw).
+//! Owns: turning engine events and snapshots into lines or frames, when a status line is due, the
+//! per-torrent prefix when several torrents run, and in the full-screen view its state (selection, sort
+//! column, rate history, size) and what keys ask for. Output goes through [`Output`], which never blocks
+//! the loop.
+//! Must not: decide anything (a key becomes a `Command` the driver hands the engine), or read the clock
+//! (the driver says when to redraw, and what time it is).
 
 use std::collections::HashMap;
-use std::io::{self, IsTerminal};
+use std::io::{self, IsTerminal, Write};
 use std::time::Duration;
 
 use super::output::Output;
+use super::rates::RateHistory;
+use super::screen::{self, SortColumn, ViewState};
+use super::terminal::{self, Key, Terminal};
 use super::ui::{self, Snapshot as StatusLine};
-use super::units;
-use crate::engine::snapshot::{Event, Snapshot, TorrentSnapshot, TrackerNews};
+use super::{logpanel, units};
+use crate::engine::snapshot::{Command, Event, Snapshot, TorrentSnapshot, TrackerNews};
 use crate::engine::torrent::State;
 use crate::engine::TorrentId;
-use crate::time::{millis, secs};
+use crate::time::{millis, secs, Timestamp};
 
 pub const REDRAW_LIVE_EVERY: Duration = millis(250);
+pub const REDRAW_FULL_EVERY: Duration = millis(500);
 pub const REDRAW_PLAIN_EVERY: Duration = secs(5);
+/// Log lines the full-screen view shows at most.
+const LOG_SHOWN: usize = 3;
 
 /// How progress is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UiMode {
+    /// The full-screen view with keys (stdin and stdout are a terminal).
+    Full,
     /// One line redrawn in place on a terminal.
     Live,
     /// A plain line every few seconds (logs and pipes).
@@ -33,6 +45,8 @@ impl UiMode {
     pub fn detect(no_ui: bool) -> Self {
         if no_ui || !io::stdout().is_terminal() {
             UiMode::Plain
+        } else if io::stdin().is_terminal() {
+            UiMode::Full
         } else {
             UiMode::Live
         }
@@ -40,6 +54,7 @@ impl UiMode {
 
     pub fn redraw_every(self) -> Duration {
         match self {
+            UiMode::Full => REDRAW_FULL_EVERY,
             UiMode::Live => REDRAW_LIVE_EVERY,
             UiMode::Plain => REDRAW_PLAIN_EVERY,
         }
@@ -54,16 +69,148 @@ pub struct View {
     names: HashMap<TorrentId, String>,
     /// The check percentage last shown, per torrent.
     check_shown: HashMap<TorrentId, u64>,
+    /// The full-screen view's state, while it is up.
+    full: Option<Full>,
+}
+
+/// The full-screen view: what it remembers between frames. Dropping it restores the terminal (after
+/// `View::out`, declared before it, has written every queued frame).
+struct Full {
+    state: ViewState,
+    rates: HashMap<TorrentId, RateHistory>,
+    /// The torrents of the last frame, in screen order, with their state (what `p` acts on).
+    torrents: Vec<(TorrentId, State)>,
+    /// The last frame queued: an unchanged screen is not sent again.
+    last_frame: String,
+    /// Clear the whole screen with the next frame (after a resize).
+    clear: bool,
+    _terminal: Terminal,
+}
+
+impl Drop for Full {
+    /// The terminal back first, then the log lines the panel held, on stderr.
+    fn drop(&mut self) {
+        terminal::restore();
+        let held = logpanel::close();
+        let mut err = io::stderr().lock();
+        for line in held {
+            let _ = writeln!(err, "{line}");
+        }
+    }
 }
 
 impl View {
+    /// The view for `mode`. The full-screen view falls back to the status line when the terminal cannot
+    /// be put in raw mode.
     pub fn new(mode: UiMode, columns: usize) -> Self {
-        View {
-            mode,
-            columns,
-            out: Output::new(mode == UiMode::Live),
-            names: HashMap::new(),
-            check_shown: HashMap::new(),
+        let mut full = None;
+        let mut mode = mode;
+        if mode == UiMode::Full {
+            match Terminal::raw() {
+                Ok(t) => {
+                    let (width, height) = terminal::size().unwrap_or((columns, 24));
+                    full = Some(Full {
+                        state: ViewState { selected: 0, sort: SortColumn::default(), width, height },
+                        rates: HashMap::new(),
+                        torrents: Vec::new(),
+                        last_frame: String::new(),
+                        clear: false,
+                        _terminal: t,
+                    });
+                }
+                Err(e) => {
+                    log::warn!("cannot use the terminal for the full-screen view ({e}); a status line instead");
+                    mode = UiMode::Live;
+                }
+            }
+        }
+        let mut out = Output::new(mode == UiMode::Live);
+        if full.is_some() {
+            logpanel::open();
+            out.frame(terminal::ENTER.to_string(), true);
+        }
+        View { mode, columns, out, names: HashMap::new(), check_shown: HashMap::new(), full }
+    }
+
+    /// The mode in use (the full-screen view may have fallen back to the status line).
+    pub fn mode(&self) -> UiMode {
+        self.mode
+    }
+
+    /// Whether keys on stdin mean something (the full-screen view is up).
+    pub fn wants_keys(&self) -> bool {
+        self.full.is_some()
+    }
+
+    /// Stdin is readable: reads every key there is; returns the commands they ask for (`Quit` is
+    /// `Shutdown`, which the driver treats as Ctrl-C) and whether the screen should be redrawn now.
+    pub fn on_input(&mut self) -> (Vec<Command>, bool) {
+        let mut commands = Vec::new();
+        let mut redraw = false;
+        let mut buf = [0u8; 64];
+        loop {
+            let n = match terminal::read_input(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    log::debug!("stdin: {e}");
+                    break;
+                }
+            };
+            for key in terminal::decode_keys(&buf[..n]) {
+                let (command, changed) = self.on_key(key);
+                commands.extend(command);
+                redraw |= changed;
+            }
+        }
+        (commands, redraw)
+    }
+
+    /// One key: the command it asks for, and whether the view changed.
+    pub fn on_key(&mut self, key: Key) -> (Option<Command>, bool) {
+        match self.full.as_mut() {
+            Some(full) => apply_key(&mut full.state, &full.torrents, key),
+            None => (None, false),
+        }
+    }
+
+    /// The terminal changed size (SIGWINCH): the next frame is drawn for the new size.
+    pub fn on_resize(&mut self) {
+        if let (Some(full), Some((width, height))) = (self.full.as_mut(), terminal::size()) {
+            full.state.width = width;
+            full.state.height = height;
+            full.clear = true;
+        }
+    }
+
+    /// Draws the full-screen view from `snap` at `now`; an unchanged screen is not sent again.
+    fn redraw_full(&mut self, snap: &Snapshot, now: Timestamp) {
+        let Some(full) = self.full.as_mut() else {
+            return;
+        };
+        for t in &snap.torrents {
+            full.rates.entry(t.id).or_default().record(now, t.downloaded, t.uploaded);
+        }
+        full.rates.retain(|id, _| snap.torrents.iter().any(|t| t.id == *id));
+        full.torrents = snap.torrents.iter().map(|t| (t.id, t.state)).collect();
+        let log = logpanel::recent(LOG_SHOWN);
+        let lines =
+            screen::render(&screen::Frame { snapshot: snap, state: &full.state, rates: &full.rates, log: &log });
+        let mut frame = String::with_capacity(full.state.width * (lines.len() + 1) * 2);
+        if std::mem::take(&mut full.clear) {
+            frame.push_str(terminal::CLEAR_ALL);
+        }
+        frame.push_str(terminal::HOME);
+        for (i, line) in lines.iter().enumerate() {
+            if i > 0 {
+                frame.push_str("\r\n");
+            }
+            frame.push_str(line);
+            frame.push_str(terminal::CLEAR_LINE_END);
+        }
+        frame.push_str(terminal::CLEAR_BELOW);
+        if frame != full.last_frame && self.out.frame(frame.clone(), false) {
+            full.last_frame = frame;
         }
     }
 
@@ -81,12 +228,18 @@ impl View {
 
     fn news(&mut self, id: TorrentId, line: &str) {
         let line = format!("{}{line}", self.prefix(id));
-        self.out.news(line);
+        if self.full.is_some() {
+            logpanel::push(&line);
+        } else {
+            self.out.news(line);
+        }
     }
 
     /// One engine event: a line for the ones a person wants to see.
     pub fn on_event(&mut self, event: &Event) {
         match event {
+            // The full-screen view shows the check's progress itself.
+            Event::Checking { .. } if self.full.is_some() => {}
             Event::Checking { torrent, done, total } => {
                 let pct = u64::from(*done) * 100 / u64::from((*total).max(1));
                 let shown = if self.mode == UiMode::Live { pct } else { pct / 10 * 10 };
@@ -96,7 +249,7 @@ impl View {
                 self.check_shown.insert(*torrent, shown);
                 let line = format!("{}checking existing data {shown:3}%", self.prefix(*torrent));
                 match self.mode {
-                    UiMode::Live => self.out.status(line),
+                    UiMode::Live | UiMode::Full => self.out.status(line),
                     UiMode::Plain => self.out.news(format!("{}checking existing data {shown}%", self.prefix(*torrent))),
                 }
             }
@@ -155,9 +308,13 @@ impl View {
         }
     }
 
-    /// Draws the status: one line for a torrent (prefixed when several run in plain mode), or, live, one
-    /// compact line for all.
-    pub fn redraw(&mut self, snap: &Snapshot) {
+    /// Draws the status at `now`: the full-screen view, or one line for a torrent (prefixed when several
+    /// run in plain mode), or, live, one compact line for all.
+    pub fn redraw(&mut self, snap: &Snapshot, now: Timestamp) {
+        if self.full.is_some() {
+            self.redraw_full(snap, now);
+            return;
+        }
         let fetching: Vec<&TorrentSnapshot> =
             snap.torrents.iter().filter(|t| t.state == State::AwaitingMetadata && !t.stopping).collect();
         for t in &fetching {
@@ -165,7 +322,7 @@ impl View {
             match self.mode {
                 UiMode::Plain => self.out.status(line),
                 UiMode::Live if snap.torrents.len() == 1 => self.out.status(line),
-                UiMode::Live => {}
+                UiMode::Live | UiMode::Full => {}
             }
         }
         let shown: Vec<&TorrentSnapshot> =
@@ -178,7 +335,7 @@ impl View {
                 let line = ui::render_status(&status_line(shown[0]), self.columns.saturating_sub(1));
                 self.out.status(line);
             }
-            UiMode::Live => {
+            UiMode::Live | UiMode::Full => {
                 let mut line = String::new();
                 let (down, up) = shown.iter().fold((0.0, 0.0), |(d, u), t| (d + t.down_rate, u + t.up_rate));
                 line.push_str(&format!("down {}  up {} ", units::rate(down), units::rate(up)));
@@ -202,10 +359,43 @@ impl View {
         }
     }
 
-    /// The last status, then everything queued is written.
-    pub fn finish(mut self, snap: &Snapshot) {
-        self.redraw(snap);
+    /// The last status, then everything queued is written. The full-screen view closes: the terminal is
+    /// restored, and the log lines it held are printed to stderr.
+    pub fn finish(mut self, snap: &Snapshot, now: Timestamp) {
+        self.redraw(snap, now);
+        let full = self.full.take();
         self.out.finish();
+        drop(full);
+    }
+}
+
+/// What `key` does to the view's `state`, given the torrents on screen (in order, with their state): the
+/// command it asks of the engine, and whether the screen changed.
+fn apply_key(state: &mut ViewState, torrents: &[(TorrentId, State)], key: Key) -> (Option<Command>, bool) {
+    let last = torrents.len().saturating_sub(1);
+    match key {
+        Key::Quit => (Some(Command::Shutdown), true),
+        Key::Up => {
+            state.selected = state.selected.min(last).saturating_sub(1);
+            (None, true)
+        }
+        Key::Down => {
+            state.selected = (state.selected + 1).min(last);
+            (None, true)
+        }
+        Key::Sort => {
+            state.sort = state.sort.next();
+            (None, true)
+        }
+        Key::Pause => {
+            let command = match torrents.get(state.selected) {
+                Some(&(id, State::Paused)) => Some(Command::Resume(id)),
+                Some(&(id, State::Active)) => Some(Command::Pause(id)),
+                // Checking, fetching metadata or stopped: nothing to pause.
+                _ => None,
+            };
+            (command, true)
+        }
     }
 }
 
@@ -234,5 +424,34 @@ fn status_line(t: &TorrentSnapshot) -> StatusLine {
         wasted: t.wasted,
         hash_failures: t.hash_failures,
         dht: t.dht,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_select_sort_pause_resume_and_quit() {
+        let mut state = ViewState { selected: 0, sort: SortColumn::Busiest, width: 80, height: 24 };
+        let torrents = [(TorrentId(3), State::Active), (TorrentId(5), State::Paused), (TorrentId(7), State::Checking)];
+        assert_eq!(apply_key(&mut state, &torrents, Key::Pause), (Some(Command::Pause(TorrentId(3))), true));
+        assert_eq!(apply_key(&mut state, &torrents, Key::Down), (None, true));
+        assert_eq!(apply_key(&mut state, &torrents, Key::Pause), (Some(Command::Resume(TorrentId(5))), true));
+        apply_key(&mut state, &torrents, Key::Down);
+        apply_key(&mut state, &torrents, Key::Down);
+        assert_eq!(state.selected, 2, "the selection stops at the last torrent");
+        assert_eq!(apply_key(&mut state, &torrents, Key::Pause), (None, true), "a checking torrent is not paused");
+        for _ in 0..5 {
+            apply_key(&mut state, &torrents, Key::Up);
+        }
+        assert_eq!(state.selected, 0, "and at the first");
+        apply_key(&mut state, &torrents, Key::Sort);
+        assert_eq!(state.sort, SortColumn::Down);
+        assert_eq!(apply_key(&mut state, &torrents, Key::Quit), (Some(Command::Shutdown), true));
+        let mut none = state.clone();
+        assert_eq!(apply_key(&mut none, &[], Key::Pause), (None, true), "no torrent: nothing to pause");
+        apply_key(&mut none, &[], Key::Down);
+        assert_eq!(none.selected, 0);
     }
 }

@@ -63,6 +63,9 @@ pub struct Pipeline {
     limit: u32,
     min_rtt: Option<Duration>,
     rtt_window_start: Timestamp,
+    /// Smoothed round trip of answered requests (RFC 6298's 7/8 average), for views: the depth uses
+    /// `min_rtt`.
+    srtt: Option<Duration>,
     /// Payload bytes since the last rate sample.
     sample_bytes: u64,
     last_sample: Timestamp,
@@ -88,6 +91,7 @@ impl Pipeline {
             limit: DEFAULT_PEER_REQQ,
             min_rtt: None,
             rtt_window_start: now,
+            srtt: None,
             sample_bytes: 0,
             last_sample: now,
             rate: 0.0,
@@ -127,6 +131,10 @@ impl Pipeline {
     pub fn min_rtt(&self) -> Option<Duration> {
         self.min_rtt
     }
+    /// The smoothed request round trip, once a request was answered.
+    pub fn srtt(&self) -> Option<Duration> {
+        self.srtt
+    }
 
     pub fn push(&mut self, block: BlockRef, now: Timestamp) {
         self.in_flight.push_back(InFlight { block, sent_at: now, released: false });
@@ -161,6 +169,7 @@ impl Pipeline {
                 self.rtt_window_start = now;
             }
             self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
+            self.srtt = Some(self.srtt.map_or(rtt, |s| (s * 7 + rtt) / 8));
         }
         self.sample_bytes += u64::from(block.len);
         Some(entry)
@@ -310,6 +319,23 @@ mod tests {
         // After one second at 32 blocks per 50 ms, the pipeline covers 2 × 50 ms + 100 ms of that rate.
         assert!(p.target() > 100, "target {} did not grow", p.target());
         assert!(p.target() <= 500);
+    }
+
+    #[test]
+    fn smoothed_round_trip_follows_answers_slowly() {
+        let t0 = Timestamp::ZERO;
+        let mut p = Pipeline::new(t0);
+        assert_eq!(p.srtt(), None);
+        p.push(block(0, 0), t0);
+        p.on_block(&block(0, 0), t0 + millis(80));
+        assert_eq!(p.srtt(), Some(millis(80)), "the first answer sets it");
+        p.push(block(0, 1), t0 + millis(100));
+        p.on_block(&block(0, 1), t0 + millis(100) + millis(160));
+        assert_eq!(p.srtt(), Some(millis(90)), "7/8 of 80 ms plus 1/8 of 160 ms");
+        p.push(block(0, 2), t0);
+        assert!(p.release(&block(0, 2)));
+        p.on_block(&block(0, 2), t0 + secs(20));
+        assert_eq!(p.srtt(), Some(millis(90)), "a released request's late block is no sample");
     }
 
     #[test]
