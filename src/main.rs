@@ -476,6 +476,7 @@ fn transfer(
     let rng = Rng::seeded(entropy.next_u64());
     let peer_id = rill::peer::our_peer_id(&mut entropy);
     let now = bound.now();
+    let tracing = opts.trace.is_some() || opts.stats_json.is_some();
     let config = EngineConfig {
         max_peers: opts.max_peers,
         max_half_open: 8,
@@ -485,6 +486,7 @@ fn transfer(
         listen_port: bound.port(),
         encryption: opts.encryption,
         utp: !opts.no_utp,
+        trace: tracing,
         dht: dht_bootstrap.map(|bootstrap| DhtConfig {
             bootstrap,
             node_file: state_dir(opts).map(|dir| dir.join("dht.dat")),

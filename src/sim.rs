@@ -104,6 +104,8 @@ struct Host {
     torrents: Vec<TorrentId>,
     /// Pieces whose confirmation failed, in order (from `Event::ConfirmFailed`).
     failed_confirmations: Vec<u32>,
+    /// Trace events, when the host traces (`Sim::trace`).
+    trace: Vec<crate::engine::trace::TraceEvent>,
     _dirs: Vec<TempDir>,
 }
 
@@ -213,6 +215,8 @@ pub struct Sim {
     pub encryption: crate::peer::encryption::EncryptionPolicy,
     /// uTP on for the hosts added from now on.
     pub utp: bool,
+    /// Hosts added from now on record trace events (see `trace_of`).
+    pub trace: bool,
     /// Hosts that refuse TCP connections (as a peer with TCP off: it is reached over uTP).
     pub tcp_refused: Vec<usize>,
     /// Datagrams lost (0..1) and extra random delay (up to this, so they may arrive out of order), seeded.
@@ -240,6 +244,7 @@ impl Sim {
             datagram_seq: 0,
             encryption: crate::peer::encryption::EncryptionPolicy::Prefer,
             utp: false,
+            trace: false,
             tcp_refused: Vec::new(),
             datagram_loss: 0.0,
             datagram_jitter: Duration::ZERO,
@@ -269,6 +274,7 @@ impl Sim {
             listen_port: dht.map(|_| 6881),
             encryption: self.encryption,
             utp: self.utp,
+            trace: self.trace,
             dht: dht.map(|from| crate::engine::dht::DhtConfig {
                 bootstrap: from.iter().map(|&h| crate::engine::dht::Bootstrap::Addr(self.hosts[h].addr)).collect(),
                 node_file: None,
@@ -282,6 +288,7 @@ impl Sim {
             addr,
             torrents: Vec::new(),
             failed_confirmations: Vec::new(),
+            trace: Vec::new(),
             _dirs: Vec::new(),
         });
         n
@@ -440,6 +447,11 @@ impl Sim {
     }
 
     /// Every connection of host `h` now.
+    /// The trace events host `h` recorded so far.
+    pub fn trace_of(&self, h: usize) -> &[crate::engine::trace::TraceEvent] {
+        &self.hosts[h].trace
+    }
+
     pub fn peers(&self, h: usize) -> Vec<PeerSnapshot> {
         self.hosts[h].engine.snapshot().peers
     }
@@ -619,6 +631,9 @@ impl Sim {
         loop {
             let mut any = false;
             for h in 0..self.hosts.len() {
+                while let Some(event) = self.hosts[h].engine.poll_trace() {
+                    self.hosts[h].trace.push(event);
+                }
                 while let Some(event) = self.hosts[h].engine.poll_event() {
                     match event {
                         Event::ConfirmFailed { piece, .. } => self.hosts[h].failed_confirmations.push(piece),
