@@ -68,6 +68,11 @@ enum Failure {
     Torrents(Vec<(String, String)>),
     Stdout(std::io::Error),
     Create(String),
+    /// `--trace` or `--stats-json` cannot be written.
+    Output {
+        path: PathBuf,
+        error: std::io::Error,
+    },
 }
 
 /// Why a `.torrent` file was refused.
@@ -98,7 +103,8 @@ impl Failure {
             | Failure::Loop(_)
             | Failure::Torrents(_)
             | Failure::Stdout(_)
-            | Failure::Create(_) => 1,
+            | Failure::Create(_)
+            | Failure::Output { .. } => 1,
         }
     }
 }
@@ -151,6 +157,7 @@ impl fmt::Display for Failure {
             }
             Failure::Stdout(e) => write!(f, "cannot write to stdout: {e}"),
             Failure::Create(msg) => write!(f, "{msg}"),
+            Failure::Output { path, error } => write!(f, "cannot write {}: {error}", path.display()),
         }
     }
 }
@@ -520,11 +527,44 @@ fn transfer(
         }
     }
     let columns = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|&c| c >= 20).unwrap_or(80);
+    let recorder = start_recorder(opts, &names, &engine, now)?;
     let mut view = View::new(ui_mode, columns);
     view.set_names(names);
-    let event_loop = EventLoop::new(bound, engine, view, ui_mode.redraw_every()).map_err(Failure::Loop)?;
+    let mut event_loop = EventLoop::new(bound, engine, view, ui_mode.redraw_every()).map_err(Failure::Loop)?;
+    if let Some(recorder) = recorder {
+        event_loop.set_recorder(recorder);
+    }
     let outcomes = event_loop.run().map_err(Failure::Loop)?;
     report(&outcomes, multi)
+}
+
+/// `--trace` and `--stats-json`: opens the trace file and puts a first stats document in place (so a path
+/// that cannot be written fails before any traffic), then starts the recorder's helper thread.
+fn start_recorder(
+    opts: &TransferOptions,
+    names: &[(rill::engine::TorrentId, String)],
+    engine: &Engine,
+    now: rill::time::Timestamp,
+) -> Result<Option<rill::observe::trace::Recorder>, Failure> {
+    if opts.trace.is_none() && opts.stats_json.is_none() {
+        return Ok(None);
+    }
+    let trace = match &opts.trace {
+        Some(path) => Some(
+            rill::storage::files::create_truncated(path)
+                .map_err(|error| Failure::Output { path: path.clone(), error })?,
+        ),
+        None => None,
+    };
+    if let Some(path) = &opts.stats_json {
+        let first = rill::observe::stats::Stats::new(names).document(now, &engine.snapshot(), 0);
+        rill::storage::files::write_atomically(path, &first)
+            .map_err(|error| Failure::Output { path: path.clone(), error })?;
+    }
+    let path = opts.trace.clone().or_else(|| opts.stats_json.clone()).unwrap_or_default();
+    rill::observe::trace::Recorder::start(trace, opts.stats_json.clone(), names)
+        .map(Some)
+        .map_err(|error| Failure::Output { path, error })
 }
 
 /// The closing lines, one set per torrent (prefixed by its name when several ran); the torrents that

@@ -43,6 +43,7 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::engine::snapshot::{Command, Outcome};
 use crate::engine::{Action, ConnId, Engine, WHEEL_TICK};
+use crate::observe::trace::Recorder;
 use crate::observe::view::View;
 use crate::peer::DropReason;
 use crate::time::{Clock, Timestamp};
@@ -156,6 +157,8 @@ pub struct EventLoop {
     redraw_every: Duration,
     /// Where the engine writes each uTP datagram before it is sent.
     datagram: Vec<u8>,
+    /// `--trace` / `--stats-json`: fed the engine's trace events every turn.
+    recorder: Option<Recorder>,
 }
 
 impl EventLoop {
@@ -189,7 +192,13 @@ impl EventLoop {
             next_redraw: now,
             redraw_every,
             datagram: vec![0; crate::utp::MAX_DATAGRAM],
+            recorder: None,
         })
+    }
+
+    /// Records the engine's trace events (the engine must have been made with `EngineConfig::trace`).
+    pub fn set_recorder(&mut self, recorder: Recorder) {
+        self.recorder = Some(recorder);
     }
 
     /// Runs until the engine is finished (every torrent stopped and its trackers told), then records every
@@ -199,7 +208,13 @@ impl EventLoop {
         let now = self.clock.now();
         let outcomes = self.engine.finish(now);
         self.drain_events();
+        self.record(now);
         let snapshot = self.engine.snapshot();
+        if let Some(recorder) = self.recorder.take() {
+            if let Err(e) = recorder.finish(now, &snapshot) {
+                log::warn!("{e}");
+            }
+        }
         self.view.finish(&snapshot);
         result.map(|()| outcomes)
     }
@@ -255,11 +270,23 @@ impl EventLoop {
             self.engine.end_turn(now);
             self.perform(now);
             self.drain_events();
+            self.record(now);
             if now >= self.next_redraw {
                 let snapshot = self.engine.snapshot();
                 self.view.redraw(&snapshot);
                 self.next_redraw = now + self.redraw_every.max(WHEEL_TICK);
             }
+        }
+    }
+
+    /// Hands the turn's trace events to the recorder.
+    fn record(&mut self, now: Timestamp) {
+        if let Some(recorder) = self.recorder.as_mut() {
+            while let Some(event) = self.engine.poll_trace() {
+                recorder.on_event(&event);
+            }
+            let engine = &self.engine;
+            recorder.end_turn(now, || engine.snapshot());
         }
     }
 

@@ -296,8 +296,6 @@ pub struct Stats {
     minutes: VecDeque<RateSample>,
     /// The minute being folded from samples leaving `recent`: (its end, down, up, seconds).
     minute: Option<(u64, u64, u64, u64)>,
-    total_down: u64,
-    total_up: u64,
 }
 
 impl Stats {
@@ -324,8 +322,6 @@ impl Stats {
             recent: VecDeque::new(),
             minutes: VecDeque::new(),
             minute: None,
-            total_down: 0,
-            total_up: 0,
         }
     }
 
@@ -419,8 +415,6 @@ impl Stats {
                 }
             }
             TraceKind::TorrentRate { down, up, .. } => {
-                self.total_down += down;
-                self.total_up += up;
                 match &mut self.current {
                     Some((at, d, u)) if *at == e.at => {
                         *d += down;
@@ -622,8 +616,8 @@ impl Stats {
             rill: env!("CARGO_PKG_VERSION"),
             duration_s: now.as_micros() as f64 / 1e6,
             totals: Totals {
-                downloaded: self.total_down,
-                uploaded: self.total_up,
+                downloaded: snapshot.torrents.iter().map(|t| t.downloaded).sum(),
+                uploaded: snapshot.torrents.iter().map(|t| t.uploaded).sum(),
                 wasted: snapshot.torrents.iter().map(|t| t.wasted).sum(),
                 hash_failures: self.hash_failures,
                 peers_seen: self.peers.len() as u64 + self.others_count,
