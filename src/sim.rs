@@ -885,6 +885,70 @@ mod tests {
     }
 
     #[test]
+    fn the_trace_accounts_for_every_byte_piece_and_peer_of_a_download() {
+        use crate::engine::trace::TraceKind;
+        use crate::peer::trace::SessionEvent;
+        let mut rng = Rng::seeded(6);
+        let (meta, content) = make_torrent(2 * 1024 * 1024 + 777, 64 * 1024, 6);
+        let (_, garbage) = make_torrent(2 * 1024 * 1024 + 777, 64 * 1024, 98);
+        let mut sim = Sim::new();
+        sim.trace = true;
+        let leecher = sim.add_node(&meta, None, &mut rng);
+        sim.trace = false;
+        let fast = sim.add_node(&meta, Some(&content), &mut rng);
+        let liar = sim.add_liar(&meta, &garbage, &mut rng);
+        sim.connect(leecher, fast, 1.0 * MB, millis(20));
+        sim.connect(leecher, liar, 8.0 * MB, millis(5));
+        sim.run_until(secs(60), |s| s.swarm(leecher).is_complete());
+        sim.run_until(secs(70), |s| s.now >= Timestamp::from_secs(3));
+        assert_eq!(sim.content(leecher), content);
+        let totals = sim.swarm(leecher).totals;
+        let trace = sim.trace_of(leecher);
+        assert!(trace.windows(2).all(|w| w[0].at <= w[1].at), "events are in time order");
+        let mut known = std::collections::HashSet::new();
+        let (mut received, mut verified, mut failed, mut completed, mut rates, mut cancels) = (0u64, 0usize, 0u32, 0, 0, 0);
+        for e in trace {
+            match &e.kind {
+                TraceKind::ConnectAttempt { peer, .. } | TraceKind::Accepted { peer, .. } => {
+                    assert!(known.insert(*peer), "a peer number is never reused");
+                }
+                TraceKind::Session { peer, event, .. } => {
+                    assert!(known.contains(peer), "{peer:?} had a connect event first");
+                    match event {
+                        SessionEvent::Block { block, latency, .. } => {
+                            assert!(*latency >= millis(10), "a round trip takes two link latencies");
+                            received += u64::from(block.len);
+                        }
+                        SessionEvent::CancelSent(_) => cancels += 1,
+                        _ => {}
+                    }
+                }
+                TraceKind::RateSample { peer, .. } => {
+                    assert!(known.contains(peer));
+                    rates += 1;
+                }
+                TraceKind::PieceVerified { .. } => verified += 1,
+                TraceKind::PieceFailed { .. } => failed += 1,
+                TraceKind::Completed { .. } => completed += 1,
+                TraceKind::Lost { .. } => panic!("nothing is lost while the driver drains every turn"),
+                _ => {}
+            }
+        }
+        assert_eq!(received, content.len() as u64 + totals.wasted, "received = size + waste");
+        assert_eq!(verified, meta.piece_hashes.len(), "every piece verified once");
+        assert_eq!(failed, totals.hash_failures);
+        assert!(failed >= 1, "the liar's piece failed");
+        assert_eq!(completed, 1);
+        assert!(rates > 0, "rate samples");
+        let cancels_sent: u64 = sim.peers(leecher).iter().map(|p| p.cancels_sent).sum();
+        assert!(cancels >= cancels_sent, "every cancel of the live peers is traced: {cancels} {cancels_sent}");
+        let dropped_banned = trace.iter().any(|e| {
+            matches!(e.kind, TraceKind::PeerDropped { reason: DropReason::Banned, .. })
+        });
+        assert!(dropped_banned, "the liar's drop is traced with its reason");
+    }
+
+    #[test]
     fn endgame_does_not_wait_on_the_slow_seed() {
         let mut rng = Rng::seeded(5);
         let (meta, content) = make_torrent(4 * 1024 * 1024, 64 * 1024, 5);

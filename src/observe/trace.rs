@@ -69,8 +69,9 @@ impl std::fmt::Display for RecordError {
 pub struct Recorder {
     /// `--trace`: the chunk being filled, when tracing to a file.
     chunk: Option<Vec<u8>>,
-    /// Events in `chunk`.
+    /// Events in `chunk`, and the count its `dropped` line reports (if it starts with one).
     chunk_events: u64,
+    chunk_reported: u64,
     chunk_started: Option<Timestamp>,
     /// `--stats-json`: the aggregator.
     stats: Option<Box<Stats>>,
@@ -104,6 +105,7 @@ impl Recorder {
         let mut r = Recorder {
             chunk: tracing.then(|| Vec::with_capacity(CHUNK_BYTES + 1024)),
             chunk_events: 0,
+            chunk_reported: 0,
             chunk_started: None,
             stats,
             next_stats_at: Timestamp::ZERO + STATS_EVERY,
@@ -161,7 +163,7 @@ impl Recorder {
             let count = std::mem::take(&mut self.unreported);
             let lost = TraceEvent { at: event.at, kind: TraceKind::Lost { count } };
             write_line(&Line { event: &lost, by_writer: true }, chunk);
-            self.chunk_events += 1;
+            self.chunk_reported += count;
         }
         write_line(&Line { event, by_writer: false }, chunk);
         self.chunk_events += 1;
@@ -203,9 +205,10 @@ impl Recorder {
         match queue.try_send(Job::Append(full)) {
             Ok(()) => self.written += self.chunk_events,
             Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
-                // The disk is behind: these events are lost, and the next chunk says how many.
+                // The disk is behind: these events are lost, and the next chunk says how many (with
+                // those this chunk was to report).
                 self.dropped += self.chunk_events;
-                self.unreported += self.chunk_events;
+                self.unreported += self.chunk_events + self.chunk_reported;
                 if let Job::Append(mut v) = job {
                     v.clear();
                     *chunk = v;
@@ -213,6 +216,7 @@ impl Recorder {
             }
         }
         self.chunk_events = 0;
+        self.chunk_reported = 0;
     }
 
     /// The end of the run: writes what is left of the trace and the final stats document, and waits for
