@@ -906,7 +906,8 @@ mod tests {
         let trace = sim.trace_of(leecher);
         assert!(trace.windows(2).all(|w| w[0].at <= w[1].at), "events are in time order");
         let mut known = std::collections::HashSet::new();
-        let (mut received, mut verified, mut failed, mut completed, mut rates, mut cancels) = (0u64, 0usize, 0u32, 0, 0, 0);
+        let (mut received, mut verified, mut failed, mut completed, mut rates, mut cancels) =
+            (0u64, 0usize, 0u32, 0, 0, 0);
         for e in trace {
             match &e.kind {
                 TraceKind::ConnectAttempt { peer, .. } | TraceKind::Accepted { peer, .. } => {
@@ -942,9 +943,8 @@ mod tests {
         assert!(rates > 0, "rate samples");
         let cancels_sent: u64 = sim.peers(leecher).iter().map(|p| p.cancels_sent).sum();
         assert!(cancels >= cancels_sent, "every cancel of the live peers is traced: {cancels} {cancels_sent}");
-        let dropped_banned = trace.iter().any(|e| {
-            matches!(e.kind, TraceKind::PeerDropped { reason: DropReason::Banned, .. })
-        });
+        let dropped_banned =
+            trace.iter().any(|e| matches!(e.kind, TraceKind::PeerDropped { reason: DropReason::Banned, .. }));
         assert!(dropped_banned, "the liar's drop is traced with its reason");
     }
 

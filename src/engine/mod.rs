@@ -1602,7 +1602,13 @@ impl Engine {
                 }
                 let slot = self.conns.insert(conn);
                 let transport = if utp_id.is_some() { trace::Transport::Utp } else { trace::Transport::Tcp };
-                self.trace(now, || TraceKind::ConnectAttempt { peer: no, torrent: id, addr, transport, encrypted: encrypt });
+                self.trace(now, || TraceKind::ConnectAttempt {
+                    peer: no,
+                    torrent: id,
+                    addr,
+                    transport,
+                    encrypted: encrypt,
+                });
                 match utp_id {
                     Some(utp_id) => {
                         self.utp_bind(utp_id, slot);
@@ -1840,15 +1846,13 @@ impl Engine {
                     TrackerEvent::Requested { url, event } => {
                         Some(TraceKind::TrackerRequest { torrent: id, url: url.clone(), event: *event })
                     }
-                    TrackerEvent::Announced { url, peers, seeders, leechers, .. } => {
-                        Some(TraceKind::TrackerResponse {
-                            torrent: id,
-                            url: url.clone(),
-                            peers: *peers,
-                            seeders: *seeders,
-                            leechers: *leechers,
-                        })
-                    }
+                    TrackerEvent::Announced { url, peers, seeders, leechers, .. } => Some(TraceKind::TrackerResponse {
+                        torrent: id,
+                        url: url.clone(),
+                        peers: *peers,
+                        seeders: *seeders,
+                        leechers: *leechers,
+                    }),
                     TrackerEvent::Error { url, message } | TrackerEvent::Warning { url, message } => {
                         Some(TraceKind::TrackerError {
                             torrent: id,

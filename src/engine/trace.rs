@@ -42,37 +42,117 @@ pub enum Transport {
 #[derive(Clone, Debug, PartialEq)]
 pub enum TraceKind {
     /// Events were dropped because the queue was full (or a session's own buffer was).
-    Lost { count: u64 },
+    Lost {
+        count: u64,
+    },
     /// We dial a peer.
-    ConnectAttempt { peer: PeerNo, torrent: TorrentId, addr: SocketAddr, transport: Transport, encrypted: bool },
+    ConnectAttempt {
+        peer: PeerNo,
+        torrent: TorrentId,
+        addr: SocketAddr,
+        transport: Transport,
+        encrypted: bool,
+    },
     /// A peer dialled us (its torrent is named by its handshake).
-    Accepted { peer: PeerNo, addr: SocketAddr, transport: Transport },
+    Accepted {
+        peer: PeerNo,
+        addr: SocketAddr,
+        transport: Transport,
+    },
     /// Our connect completed.
-    Connected { peer: PeerNo },
+    Connected {
+        peer: PeerNo,
+    },
     /// Our connect did not complete.
-    ConnectFailed { peer: PeerNo, reason: DropReason },
+    ConnectFailed {
+        peer: PeerNo,
+        reason: DropReason,
+    },
     /// Something in a peer's conversation (see `SessionEvent`).
-    Session { peer: PeerNo, torrent: TorrentId, event: SessionEvent },
+    Session {
+        peer: PeerNo,
+        torrent: TorrentId,
+        event: SessionEvent,
+    },
     /// Once a second per connected peer: payload bytes that second, requests in flight and the target.
-    RateSample { peer: PeerNo, down: u64, up: u64, in_flight: u32, target: u32 },
+    RateSample {
+        peer: PeerNo,
+        down: u64,
+        up: u64,
+        in_flight: u32,
+        target: u32,
+    },
     /// A connection that was up ended: why, and its payload totals.
-    PeerDropped { peer: PeerNo, reason: DropReason, downloaded: u64, uploaded: u64 },
+    PeerDropped {
+        peer: PeerNo,
+        reason: DropReason,
+        downloaded: u64,
+        uploaded: u64,
+    },
     /// Once a second per active torrent: payload bytes that second (all peers and web seeds) and peers.
-    TorrentRate { torrent: TorrentId, down: u64, up: u64, peers: u32 },
-    PieceVerified { torrent: TorrentId, piece: u32 },
-    PieceFailed { torrent: TorrentId, piece: u32 },
-    Completed { torrent: TorrentId },
-    TrackerRequest { torrent: TorrentId, url: String, event: AnnounceEvent },
-    TrackerResponse { torrent: TorrentId, url: String, peers: usize, seeders: Option<u32>, leechers: Option<u32> },
+    TorrentRate {
+        torrent: TorrentId,
+        down: u64,
+        up: u64,
+        peers: u32,
+    },
+    PieceVerified {
+        torrent: TorrentId,
+        piece: u32,
+    },
+    PieceFailed {
+        torrent: TorrentId,
+        piece: u32,
+    },
+    Completed {
+        torrent: TorrentId,
+    },
+    TrackerRequest {
+        torrent: TorrentId,
+        url: String,
+        event: AnnounceEvent,
+    },
+    TrackerResponse {
+        torrent: TorrentId,
+        url: String,
+        peers: usize,
+        seeders: Option<u32>,
+        leechers: Option<u32>,
+    },
     /// A tracker's error, or (`warning`) its warning message.
-    TrackerError { torrent: TorrentId, url: String, message: String, warning: bool },
-    MetadataReceived { torrent: TorrentId, size: u64, files: usize, peers: u32 },
-    DhtLookup { torrent: TorrentId },
-    DhtPeers { torrent: TorrentId, count: usize },
-    DhtLookupDone { torrent: TorrentId, announced: usize },
+    TrackerError {
+        torrent: TorrentId,
+        url: String,
+        message: String,
+        warning: bool,
+    },
+    MetadataReceived {
+        torrent: TorrentId,
+        size: u64,
+        files: usize,
+        peers: u32,
+    },
+    DhtLookup {
+        torrent: TorrentId,
+    },
+    DhtPeers {
+        torrent: TorrentId,
+        count: usize,
+    },
+    DhtLookupDone {
+        torrent: TorrentId,
+        announced: usize,
+    },
     /// Once a second while a torrent's web seeds delivered: bytes that second.
-    WebSeedData { torrent: TorrentId, bytes: u64 },
-    WebSeedGaveUp { torrent: TorrentId, url: String, why: String },
+    WebSeedData {
+        torrent: TorrentId,
+        bytes: u64,
+    },
+    WebSeedGaveUp {
+        torrent: TorrentId,
+        url: String,
+        why: String,
+    },
 }
 
 /// The queue and what the samples remember; the engine holds one only while tracing.

@@ -303,10 +303,7 @@ impl Stats {
         Stats {
             events: 0,
             engine_dropped: 0,
-            torrents: torrents
-                .iter()
-                .map(|(id, _)| (id.0, TorrentCounts::default()))
-                .collect(),
+            torrents: torrents.iter().map(|(id, _)| (id.0, TorrentCounts::default())).collect(),
             peers: HashMap::new(),
             closed: 0,
             others: PeerStats::default(),
@@ -414,18 +411,16 @@ impl Stats {
                     self.bound_closed();
                 }
             }
-            TraceKind::TorrentRate { down, up, .. } => {
-                match &mut self.current {
-                    Some((at, d, u)) if *at == e.at => {
-                        *d += down;
-                        *u += up;
-                    }
-                    _ => {
-                        self.end_turn();
-                        self.current = Some((e.at, *down, *up));
-                    }
+            TraceKind::TorrentRate { down, up, .. } => match &mut self.current {
+                Some((at, d, u)) if *at == e.at => {
+                    *d += down;
+                    *u += up;
                 }
-            }
+                _ => {
+                    self.end_turn();
+                    self.current = Some((e.at, *down, *up));
+                }
+            },
             TraceKind::PieceVerified { torrent, .. } => self.torrent(*torrent).pieces_verified += 1,
             TraceKind::PieceFailed { torrent, .. } => {
                 self.hash_failures += 1;

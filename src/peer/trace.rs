@@ -18,12 +18,24 @@ pub const MAX_PENDING: usize = 4096;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SessionEvent {
     /// The peer's BEP 3 handshake: its raw peer id (the client is decoded when written) and reserved bits.
-    Handshake { peer_id: [u8; 20], reserved: [u8; 8] },
+    Handshake {
+        peer_id: [u8; 20],
+        reserved: [u8; 8],
+    },
     /// The peer's BEP 10 handshake: its request queue limit and the extensions we use with it.
-    Extended { reqq: Option<u32>, ut_metadata: bool, ut_pex: bool, upload_only: bool },
+    Extended {
+        reqq: Option<u32>,
+        ut_metadata: bool,
+        ut_pex: bool,
+        upload_only: bool,
+    },
     /// A bitfield, `have all` or `have none`: how many pieces the peer has now.
-    Bitfield { pieces: u32 },
-    Have { piece: u32 },
+    Bitfield {
+        pieces: u32,
+    },
+    Have {
+        piece: u32,
+    },
     /// The peer chokes (`true`) or unchokes us.
     PeerChoke(bool),
     /// The peer is interested in us or not.
@@ -35,7 +47,11 @@ pub enum SessionEvent {
     /// We requested a block.
     Request(BlockRef),
     /// A block arrived, `latency` after its request; `fresh` is false for a duplicate (waste).
-    Block { block: BlockRef, latency: Duration, fresh: bool },
+    Block {
+        block: BlockRef,
+        latency: Duration,
+        fresh: bool,
+    },
     /// We cancelled a request (endgame: another peer delivered the block).
     CancelSent(BlockRef),
     /// The peer cancelled one of its requests.
@@ -45,7 +61,9 @@ pub enum SessionEvent {
     /// The peer rejected one of our requests (BEP 6).
     RejectReceived(BlockRef),
     /// Requests of ours that went unanswered for `pipeline::REQUEST_TIMEOUT` went back to the pool.
-    RequestsTimedOut { count: u32 },
+    RequestsTimedOut {
+        count: u32,
+    },
 }
 
 /// A session's pending events: `None` inside `PeerSession` when tracing is off (one branch per site).

@@ -126,23 +126,28 @@ fn handshake_line_decodes_the_client_and_reserved_bits() {
     assert_eq!(v["ev"], "handshake");
     assert_eq!(v["client"], "libtorrent 2.0.8.0");
     assert_eq!(v["peer_id"], "2d4c54323038302d6162636465666768696a6bff");
-    assert_eq!((v["fast"].as_bool(), v["extension_protocol"].as_bool(), v["dht"].as_bool()), (
-        Some(true),
-        Some(true),
-        Some(true)
-    ));
+    assert_eq!(
+        (v["fast"].as_bool(), v["extension_protocol"].as_bool(), v["dht"].as_bool()),
+        (Some(true), Some(true), Some(true))
+    );
 }
 
 #[test]
 fn drop_reasons_have_a_code_and_words() {
     let v = json_line(every_event().swap_remove(4));
-    assert_eq!((v["reason"].as_str(), v["detail"].as_str()), (Some("connect_failed"), Some("connect failed: connection refused")));
+    assert_eq!(
+        (v["reason"].as_str(), v["detail"].as_str()),
+        (Some("connect_failed"), Some("connect failed: connection refused"))
+    );
 }
+
+/// (gate open, bytes written), and the condition the writes wait on.
+type Gate = (Mutex<(bool, Vec<u8>)>, Condvar);
 
 /// A file whose writes wait until the test opens the gate, then land in memory.
 #[derive(Clone, Default)]
 struct GatedFile {
-    state: Arc<(Mutex<(bool, Vec<u8>)>, Condvar)>,
+    state: Arc<Gate>,
 }
 
 impl GatedFile {
@@ -186,12 +191,18 @@ fn recorder_writes_a_header_then_events_in_order() {
     file.open();
     let mut r = Recorder::start(Some(file.clone()), None, &[(TorrentId(0), "a \"name\"".into())]).unwrap();
     for piece in 0..1000 {
-        r.on_event(&TraceEvent { at: Timestamp::from_micros(piece), kind: TraceKind::PieceVerified { torrent: TorrentId(0), piece: piece as u32 } });
+        r.on_event(&TraceEvent {
+            at: Timestamp::from_micros(piece),
+            kind: TraceKind::PieceVerified { torrent: TorrentId(0), piece: piece as u32 },
+        });
     }
     r.finish(Timestamp::from_secs(1), &Snapshot::default()).unwrap();
     let lines = parse_lines(&file.contents());
     assert_eq!(lines.len(), 1001);
-    assert_eq!((lines[0]["ev"].as_str(), lines[0]["schema"].as_u64()), (Some("header"), Some(u64::from(SCHEMA_VERSION))));
+    assert_eq!(
+        (lines[0]["ev"].as_str(), lines[0]["schema"].as_u64()),
+        (Some("header"), Some(u64::from(SCHEMA_VERSION)))
+    );
     assert_eq!(lines[0]["torrents"][0]["name"], "a \"name\"");
     for (i, line) in lines[1..].iter().enumerate() {
         assert_eq!((line["ev"].as_str(), line["piece"].as_u64()), (Some("piece_verified"), Some(i as u64)));
@@ -238,7 +249,10 @@ fn recorder_replaces_the_stats_document_atomically() {
     let dir = crate::sim::TempDir::new("stats-doc");
     let path = dir.join("stats.json");
     let mut r = Recorder::start::<GatedFile>(None, Some(path.clone()), &[(TorrentId(0), "x".into())]).unwrap();
-    r.on_event(&TraceEvent { at: Timestamp::from_secs(1), kind: TraceKind::PieceFailed { torrent: TorrentId(0), piece: 1 } });
+    r.on_event(&TraceEvent {
+        at: Timestamp::from_secs(1),
+        kind: TraceKind::PieceFailed { torrent: TorrentId(0), piece: 1 },
+    });
     r.end_turn(Timestamp::from_secs(6), Snapshot::default);
     r.finish(Timestamp::from_secs(7), &Snapshot::default()).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
