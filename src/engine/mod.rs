@@ -1112,10 +1112,13 @@ impl Engine {
     /// The work at the end of every turn: a slice of the data check, a slice of confirming trusted
     /// pieces, `have` and cancel fan-out, bans, reaping, dialling, forgetting removed torrents.
     pub fn end_turn(&mut self, now: Timestamp) {
-        if self.trace.is_some() {
-            let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-            for slot in slots {
-                self.drain_session_trace(slot, now);
+        if let Some(q) = self.trace.as_deref_mut() {
+            // What sessions recorded outside a read pass (timers, choke rounds, `have` fan-out).
+            for (_, conn) in self.conns.iter_mut() {
+                if let (peer, Some(torrent), Some(session)) = (conn.no, conn.torrent, conn.session.as_mut()) {
+                    let lost = session.drain_trace(|event| q.push(now, TraceKind::Session { peer, torrent, event }));
+                    q.add_lost(lost);
+                }
             }
         }
         self.pex_in(now);
