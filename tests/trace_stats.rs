@@ -3,7 +3,8 @@
 //! seconds, with both options. The trace parses line by line; every line is an event docs/trace.md lists, with
 //! exactly the fields it lists (the field list is read from the document, so the two cannot drift); the
 //! per-peer received bytes add up to the torrent's size plus its waste, in the trace and in the statistics;
-//! and every event such a run must produce is there. Every process is bounded in time and killed by PID.
+//! and every event such a run must produce is there; `scripts/plot-trace` draws its four charts from the trace.
+//! Every process is bounded in time and killed by PID.
 
 mod common;
 
@@ -191,6 +192,18 @@ fn download_from_three_real_seeders_with_trace_and_stats() {
     let trackers = stats.get("trackers").and_then(Json::as_object).unwrap();
     assert!(trackers.iter().any(|(_, tr)| num(tr, "responses") >= 1), "the tracker answered: {trackers:?}");
     assert!(!stats.at(&["rates", "recent"]).and_then(Json::as_array).unwrap().is_empty(), "one-second rates");
+
+    // ---- the charts ----------------------------------------------------------------------------------
+    let charts = dir.join("charts");
+    let mut cmd = std::process::Command::new("scripts/plot-trace");
+    cmd.arg(&trace_path).arg("-o").arg(&charts);
+    let plot = common::Proc::spawn("plot-trace", &cmd, &dir.join("logs"), std::time::Duration::from_secs(120));
+    let status = plot.wait_exit(deadline);
+    assert!(status.success(), "scripts/plot-trace failed: {status:?}\n{}", plot.stderr());
+    for chart in ["throughput", "latency", "chokes", "pipeline"] {
+        let png = std::fs::read(charts.join(format!("{chart}.png"))).unwrap_or_else(|e| panic!("{chart}.png: {e}"));
+        assert!(png.len() > 1000 && png.starts_with(b"\x89PNG"), "{chart}.png is not a chart ({} bytes)", png.len());
+    }
     println!(
         "traced download: {} bytes, {} trace lines ({} bytes), {} peers; latency p50 {p50} µs p99 {p99} µs",
         t.total_length,
