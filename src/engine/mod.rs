@@ -18,7 +18,9 @@
 //! 3. `end_turn(now)`: a bounded slice of the data check and of confirming trusted pieces, `have` and
 //!    endgame-cancel fan-out, bans, reaping closed connections, dialling;
 //! 4. after any of these: perform every `poll_action`, and `handle_peer_output` for every
-//!    `poll_transmit`. `has_work` says the driver must not sleep (a backlog, a check running).
+//!    `poll_transmit`. `has_work` says the driver must not sleep (a backlog, a check running);
+//! 5. when made with `EngineConfig::trace`: drain `poll_trace` once a turn (its queue is bounded; what does
+//!    not fit is counted and reported, see `engine::trace`).
 //!
 //! Connection ids are slab keys: a closed connection's key is reused only after its `Action::Close` was
 //! queued, so a driver that performs actions in order never confuses the two.

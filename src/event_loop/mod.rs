@@ -15,7 +15,8 @@
 //! 4. read the engine's backlog again, fire its timers, run its end of turn;
 //! 5. after each step, perform the engine's actions (connect, close, tracker I/O) and write every
 //!    connection it has output for;
-//! 6. show the engine's events and, when due, the status.
+//! 6. show the engine's events and, when due, the status; with `--trace` / `--stats-json`, hand the turn's
+//!    trace events to the recorder (`observe::trace`, which writes on its own helper thread).
 //!
 //! Every peer connection is registered once for READABLE | WRITABLE (edge-triggered) and never
 //! re-registered: with edge triggering an idle writable socket costs nothing, and backpressure is the

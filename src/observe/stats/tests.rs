@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::engine::snapshot::Snapshot;
 use crate::geometry::BlockRef;
 use crate::peer::DropReason;
 use crate::swarm::PeerNo;
