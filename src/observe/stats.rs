@@ -8,6 +8,7 @@
 //! `MINUTES_KEPT` one-minute ones; peers that never connected are only counted; closed peers are kept
 //! (they are the point) up to `MAX_CLOSED_PEERS`, the least busy beyond that summed into `others`.
 //! Must not: write files (the recorder's helper does) or decide anything.
+//! Files: `stats.rs` (aggregation), `stats/document.rs` (the JSON document), `stats/tests.rs`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
