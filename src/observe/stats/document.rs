@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::{Chokes, Connects, Dht, Histogram, Latency, PeerStats, RateSample, Stats, TrackerStats, Utp};
 use crate::engine::snapshot::Snapshot;
+use crate::engine::torrent::State;
 use crate::engine::trace::Transport;
 use crate::time::Timestamp;
 
@@ -33,7 +34,13 @@ impl Stats {
                     torrent: s.id.0,
                     name: &s.name,
                     info_hash: s.info_hash.to_string(),
-                    state: format!("{:?}", s.state).to_lowercase(),
+                    state: match s.state {
+                        State::AwaitingMetadata => "awaiting_metadata",
+                        State::Checking => "checking",
+                        State::Active => "active",
+                        State::Paused => "paused",
+                        State::Stopped => "stopped",
+                    },
                     size: s.total,
                     done: s.done,
                     downloaded: s.downloaded,
@@ -157,7 +164,7 @@ struct TorrentDoc<'a> {
     torrent: usize,
     name: &'a str,
     info_hash: String,
-    state: String,
+    state: &'static str,
     size: u64,
     done: u64,
     downloaded: u64,
