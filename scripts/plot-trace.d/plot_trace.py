@@ -3,10 +3,11 @@
 
   plot_trace.py TRACE OUT_DIR
 
-throughput.png  payload received per peer over time (stacked, from `rate` events)
+throughput.png  payload received per peer over time (stacked, from `block` events)
 latency.png     request round trips per peer (distribution, from `block` events)
 chokes.png      when each peer choked and unchoked us (from `choke` / `unchoke` events by the peer)
-pipeline.png    requests in flight and the target depth per peer over time (from `rate` events)
+pipeline.png    requests in flight per peer over time (from requests and their answers) and the target depth
+                (from `rate` events)
 
 Peers are labelled by address and client. Only the standard library and matplotlib are used.
 """
@@ -67,21 +68,26 @@ def busiest(events):
 
 
 def throughput(events, label, out):
+    """Payload received per peer, from `block` events, in 1 s bins (a fiftieth of the run when it is shorter than
+    5 s: a fast loopback download takes a fraction of a second)."""
     top = busiest(events)
-    per_second = collections.defaultdict(lambda: collections.Counter())
+    span = secs(events[-1]) if events else 0
+    width = 1.0 if span >= 5 else max(span / 50.0, 0.001)
+    bins = collections.defaultdict(collections.Counter)
     for e in events:
-        if e["ev"] == "rate":
+        if e["ev"] == "block":
             key = e["peer"] if e["peer"] in top else "others"
-            per_second[int(round(secs(e)))][key] += e["down"]
+            bins[int(secs(e) / width)][key] += e["len"]
     fig, ax = plt.subplots(figsize=(10, 5))
-    if per_second:
-        times = sorted(per_second)
-        keys = top + (["others"] if any("others" in c for c in per_second.values()) else [])
-        series = [[per_second[t][k] / 1e6 for t in times] for k in keys]
+    if bins:
+        idx = range(min(bins), max(bins) + 1)
+        times = [(i + 0.5) * width for i in idx]
+        keys = top + (["others"] if any("others" in c for c in bins.values()) else [])
+        series = [[bins[i][k] / width / 1e6 for i in idx] for k in keys]
         ax.stackplot(times, series, labels=[label(k) if k != "others" else "others" for k in keys])
         ax.legend(loc="upper left", fontsize="small")
     ax.set_xlabel("seconds since start")
-    ax.set_ylabel("MB/s received")
+    ax.set_ylabel("MB/s received (%g s bins)" % round(width, 3))
     ax.set_title("Download throughput per peer (stacked)")
     fig.tight_layout()
     fig.savefig(os.path.join(out, "throughput.png"), dpi=100)
@@ -138,16 +144,35 @@ def chokes(events, label, out):
 
 
 def pipeline(events, label, out):
+    """Requests in flight per peer (counted from `request`, `block`, our `cancel`s and the peer's `reject`s) and
+    the target depth from the once-a-second `rate` events."""
     top = busiest(events)[:6]
     fig, ax = plt.subplots(figsize=(10, 5))
+    plotted = False
     for i, p in enumerate(top):
-        pts = [(secs(e), e["in_flight"], e["target"]) for e in events if e["ev"] == "rate" and e["peer"] == p]
-        if not pts:
-            continue
         color = "C%d" % i
-        ax.plot([t for t, _, _ in pts], [n for _, n, _ in pts], color=color, label=label(p) + " in flight")
-        ax.plot([t for t, _, _ in pts], [g for _, _, g in pts], color=color, linestyle="--", label="target")
-    if top:
+        n, pts = 0, []
+        for e in events:
+            if e.get("peer") != p:
+                continue
+            if e["ev"] == "request":
+                n += 1
+            elif e["ev"] == "block" or (e["ev"] == "cancel" and e["by"] == "us") or \
+                    (e["ev"] == "reject" and e["by"] == "peer"):
+                n = max(0, n - 1)
+            elif e["ev"] == "rate":
+                n = e["in_flight"]  # resynchronise (timeouts and chokes release requests too)
+            else:
+                continue
+            pts.append((secs(e), n))
+        if pts:
+            ax.step([t for t, _ in pts], [v for _, v in pts], where="post", color=color, label=label(p) + " in flight")
+            plotted = True
+        target = [(secs(e), e["target"]) for e in events if e["ev"] == "rate" and e["peer"] == p]
+        if target:
+            ax.plot([t for t, _ in target], [g for _, g in target], color=color, linestyle="--", marker=".",
+                    label="target")
+    if plotted:
         ax.legend(loc="upper left", fontsize="x-small", ncol=2)
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("requests")
