@@ -66,6 +66,9 @@ OPTIONS:
         --no-dht           no DHT: peers only from trackers, peer exchange and --peer
         --state-dir DIR    where the DHT keeps its node id and nodes between runs
                            (default: $XDG_STATE_HOME/rill, else ~/.local/state/rill)
+        --trace FILE       write every event of the run to FILE as JSON Lines (see docs/trace.md)
+        --stats-json FILE  keep statistics in FILE as one JSON document, rewritten every few
+                           seconds and at exit (per-peer bytes, latency percentiles, failures)
     -h, --help             print this help
 
 DHT:
@@ -108,6 +111,9 @@ OPTIONS:
         --no-dht           no DHT: peers only from trackers, peer exchange and --peer
         --state-dir DIR    where the DHT keeps its node id and nodes between runs
                            (default: $XDG_STATE_HOME/rill, else ~/.local/state/rill)
+        --trace FILE       write every event of the run to FILE as JSON Lines (see docs/trace.md)
+        --stats-json FILE  keep statistics in FILE as one JSON document, rewritten every few
+                           seconds and at exit (per-peer bytes, latency percentiles, failures)
     -h, --help             print this help
 
 CHECKING:
@@ -233,6 +239,10 @@ pub struct TransferOptions {
     pub encryption: crate::peer::encryption::EncryptionPolicy,
     /// `--no-utp`.
     pub no_utp: bool,
+    /// `--trace FILE`: every event of the run as JSON Lines (docs/trace.md).
+    pub trace: Option<PathBuf>,
+    /// `--stats-json FILE`: statistics as one JSON document, rewritten every few seconds and at exit.
+    pub stats_json: Option<PathBuf>,
 }
 
 /// `HOST:PORT`, `IP:PORT` or `[IPv6]:PORT`.
@@ -438,6 +448,11 @@ fn transfer_options_for(
     let state_dir = args.opt_value_from_os_str("--state-dir", |s| Ok::<_, String>(PathBuf::from(s)))?;
     let encryption = args.opt_value_from_fn("--encryption", parse_encryption)?.unwrap_or_default();
     let no_utp = args.contains("--no-utp");
+    let trace = args.opt_value_from_os_str("--trace", |s| Ok::<_, String>(PathBuf::from(s)))?;
+    let stats_json = args.opt_value_from_os_str("--stats-json", |s| Ok::<_, String>(PathBuf::from(s)))?;
+    if trace.is_some() && trace == stats_json {
+        return Err(UsageError("--trace and --stats-json need two different files".into()));
+    }
     let mut torrents = if torrents_needed { vec![torrent_arg(args, cmd)?] } else { Vec::new() };
     while let Some(t) = args.opt_free_from_os_str(|s| Ok::<_, String>(PathBuf::from(s)))? {
         if t.to_string_lossy().starts_with('-') {
@@ -468,6 +483,8 @@ fn transfer_options_for(
         state_dir,
         encryption,
         no_utp,
+        trace,
+        stats_json,
     })
 }
 

@@ -73,6 +73,11 @@ enum Failure {
     NoStateDir,
     /// The daemon's state could not be restored.
     Daemon(String),
+    /// `--trace` or `--stats-json` cannot be written.
+    Output {
+        path: PathBuf,
+        error: std::io::Error,
+    },
 }
 
 /// Why a `.torrent` file was refused.
@@ -105,7 +110,8 @@ impl Failure {
             | Failure::Torrents(_)
             | Failure::Stdout(_)
             | Failure::Create(_)
-            | Failure::Daemon(_) => 1,
+            | Failure::Daemon(_)
+            | Failure::Output { .. } => 1,
         }
     }
 }
@@ -162,6 +168,7 @@ impl fmt::Display for Failure {
                 write!(f, "rill daemon needs --state-dir (no default: HOME is unset or RILL_FORBID_DHT_ROUTERS is set)")
             }
             Failure::Daemon(msg) => write!(f, "{msg}"),
+            Failure::Output { path, error } => write!(f, "cannot write {}: {error}", path.display()),
         }
     }
 }
@@ -496,6 +503,7 @@ fn transfer(
     let rng = Rng::seeded(entropy.next_u64());
     let peer_id = rill::peer::our_peer_id(&mut entropy);
     let now = bound.now();
+    let tracing = opts.trace.is_some() || opts.stats_json.is_some();
     let config = EngineConfig {
         max_peers: opts.max_peers,
         max_half_open: 8,
@@ -505,6 +513,7 @@ fn transfer(
         listen_port: bound.port(),
         encryption: opts.encryption,
         utp: !opts.no_utp,
+        trace: tracing,
         dht: dht_bootstrap.map(|bootstrap| DhtConfig {
             bootstrap,
             node_file: state_dir(opts).map(|dir| dir.join("dht.dat")),
@@ -538,10 +547,14 @@ fn transfer(
         }
     }
     let columns = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|&c| c >= 20).unwrap_or(80);
+    let recorder = start_recorder(opts, &names, &engine, now)?;
     let mut view = View::new(ui_mode, columns);
     view.set_names(names);
     let redraw_every = view.mode().redraw_every();
-    let event_loop = EventLoop::new(bound, engine, view, redraw_every).map_err(Failure::Loop)?;
+    let mut event_loop = EventLoop::new(bound, engine, view, redraw_every).map_err(Failure::Loop)?;
+    if let Some(recorder) = recorder {
+        event_loop.set_recorder(recorder);
+    }
     let outcomes = event_loop.run().map_err(Failure::Loop)?;
     report(&outcomes, multi)
 }
@@ -584,6 +597,7 @@ fn daemon(opts: &TransferOptions, rpc: &cli::RpcOptions) -> Result<(), Failure> 
             node_file: Some(state_dir.join("dht.dat")),
             ipv6: bound.has_ipv6(),
         }),
+        trace: opts.trace.is_some() || opts.stats_json.is_some(),
     };
     let dht = config.dht.is_some();
     let mut engine = Engine::new(config, peer_id, rng, entropy, now);
@@ -625,14 +639,47 @@ fn daemon(opts: &TransferOptions, rpc: &cli::RpcOptions) -> Result<(), Failure> 
         "rill daemon: rpc on http://{rpc_addr}/transmission/rpc, web page http://{rpc_addr}/, peers on port {}\n",
         bound.port().unwrap_or(0)
     ));
+    let recorder = start_recorder(opts, &[], &engine, now)?;
     let view = View::new(UiMode::Plain, 200);
-    let event_loop = EventLoop::new(bound, engine, view, DAEMON_STATUS_EVERY).map_err(Failure::Loop)?;
+    let mut event_loop = EventLoop::new(bound, engine, view, DAEMON_STATUS_EVERY).map_err(Failure::Loop)?;
+    if let Some(recorder) = recorder {
+        event_loop.set_recorder(recorder);
+    }
     event_loop.run().map_err(Failure::Loop)?;
     Ok(())
 }
 
 /// How often the daemon prints its torrents' status lines (its log is a journal, not a screen).
 const DAEMON_STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `--trace` and `--stats-json`: opens the trace file and puts a first stats document in place (so a path
+/// that cannot be written fails before any traffic), then starts the recorder's helper thread.
+fn start_recorder(
+    opts: &TransferOptions,
+    names: &[(rill::engine::TorrentId, String)],
+    engine: &Engine,
+    now: rill::time::Timestamp,
+) -> Result<Option<rill::observe::trace::Recorder>, Failure> {
+    if opts.trace.is_none() && opts.stats_json.is_none() {
+        return Ok(None);
+    }
+    let trace = match &opts.trace {
+        Some(path) => Some(
+            rill::storage::files::create_truncated(path)
+                .map_err(|error| Failure::Output { path: path.clone(), error })?,
+        ),
+        None => None,
+    };
+    if let Some(path) = &opts.stats_json {
+        let first = rill::observe::stats::Stats::new(names).document(now, &engine.snapshot(), 0);
+        rill::storage::files::write_atomically(path, &first)
+            .map_err(|error| Failure::Output { path: path.clone(), error })?;
+    }
+    let path = opts.trace.clone().or_else(|| opts.stats_json.clone()).unwrap_or_default();
+    rill::observe::trace::Recorder::start(trace, opts.stats_json.clone(), names)
+        .map(Some)
+        .map_err(|error| Failure::Output { path, error })
+}
 
 /// The closing lines, one set per torrent (prefixed by its name when several ran); the torrents that
 /// failed or stopped short make the error.

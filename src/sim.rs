@@ -104,6 +104,8 @@ struct Host {
     torrents: Vec<TorrentId>,
     /// Pieces whose confirmation failed, in order (from `Event::ConfirmFailed`).
     failed_confirmations: Vec<u32>,
+    /// Trace events, when the host traces (`Sim::trace`).
+    trace: Vec<crate::engine::trace::TraceEvent>,
     _dirs: Vec<TempDir>,
 }
 
@@ -213,6 +215,8 @@ pub struct Sim {
     pub encryption: crate::peer::encryption::EncryptionPolicy,
     /// uTP on for the hosts added from now on.
     pub utp: bool,
+    /// Hosts added from now on record trace events (see `trace_of`).
+    pub trace: bool,
     /// Hosts that refuse TCP connections (as a peer with TCP off: it is reached over uTP).
     pub tcp_refused: Vec<usize>,
     /// Datagrams lost (0..1) and extra random delay (up to this, so they may arrive out of order), seeded.
@@ -240,6 +244,7 @@ impl Sim {
             datagram_seq: 0,
             encryption: crate::peer::encryption::EncryptionPolicy::Prefer,
             utp: false,
+            trace: false,
             tcp_refused: Vec::new(),
             datagram_loss: 0.0,
             datagram_jitter: Duration::ZERO,
@@ -269,6 +274,7 @@ impl Sim {
             listen_port: dht.map(|_| 6881),
             encryption: self.encryption,
             utp: self.utp,
+            trace: self.trace,
             dht: dht.map(|from| crate::engine::dht::DhtConfig {
                 bootstrap: from.iter().map(|&h| crate::engine::dht::Bootstrap::Addr(self.hosts[h].addr)).collect(),
                 node_file: None,
@@ -282,6 +288,7 @@ impl Sim {
             addr,
             torrents: Vec::new(),
             failed_confirmations: Vec::new(),
+            trace: Vec::new(),
             _dirs: Vec::new(),
         });
         n
@@ -440,6 +447,11 @@ impl Sim {
     }
 
     /// Every connection of host `h` now.
+    /// The trace events host `h` recorded so far.
+    pub fn trace_of(&self, h: usize) -> &[crate::engine::trace::TraceEvent] {
+        &self.hosts[h].trace
+    }
+
     pub fn peers(&self, h: usize) -> Vec<PeerSnapshot> {
         self.hosts[h].engine.snapshot().peers
     }
@@ -619,6 +631,9 @@ impl Sim {
         loop {
             let mut any = false;
             for h in 0..self.hosts.len() {
+                while let Some(event) = self.hosts[h].engine.poll_trace() {
+                    self.hosts[h].trace.push(event);
+                }
                 while let Some(event) = self.hosts[h].engine.poll_event() {
                     match event {
                         Event::ConfirmFailed { piece, .. } => self.hosts[h].failed_confirmations.push(piece),
@@ -867,6 +882,70 @@ mod tests {
         let totals = sim.swarm(leecher).totals;
         assert!(totals.hash_failures >= 1, "{totals:?}");
         assert!(totals.wasted >= 64 * 1024, "a failed piece counts as waste: {totals:?}");
+    }
+
+    #[test]
+    fn the_trace_accounts_for_every_byte_piece_and_peer_of_a_download() {
+        use crate::engine::trace::TraceKind;
+        use crate::peer::trace::SessionEvent;
+        let mut rng = Rng::seeded(6);
+        let (meta, content) = make_torrent(2 * 1024 * 1024 + 777, 64 * 1024, 6);
+        let (_, garbage) = make_torrent(2 * 1024 * 1024 + 777, 64 * 1024, 98);
+        let mut sim = Sim::new();
+        sim.trace = true;
+        let leecher = sim.add_node(&meta, None, &mut rng);
+        sim.trace = false;
+        let fast = sim.add_node(&meta, Some(&content), &mut rng);
+        let liar = sim.add_liar(&meta, &garbage, &mut rng);
+        sim.connect(leecher, fast, 1.0 * MB, millis(20));
+        sim.connect(leecher, liar, 8.0 * MB, millis(5));
+        sim.run_until(secs(60), |s| s.swarm(leecher).is_complete());
+        sim.run_until(secs(70), |s| s.now >= Timestamp::from_secs(3));
+        assert_eq!(sim.content(leecher), content);
+        let totals = sim.swarm(leecher).totals;
+        let trace = sim.trace_of(leecher);
+        assert!(trace.windows(2).all(|w| w[0].at <= w[1].at), "events are in time order");
+        let mut known = std::collections::HashSet::new();
+        let (mut received, mut verified, mut failed, mut completed, mut rates, mut cancels) =
+            (0u64, 0usize, 0u32, 0, 0, 0);
+        for e in trace {
+            match &e.kind {
+                TraceKind::ConnectAttempt { peer, .. } | TraceKind::Accepted { peer, .. } => {
+                    assert!(known.insert(*peer), "a peer number is never reused");
+                }
+                TraceKind::Session { peer, event, .. } => {
+                    assert!(known.contains(peer), "{peer:?} had a connect event first");
+                    match event {
+                        SessionEvent::Block { block, latency, .. } => {
+                            assert!(*latency >= millis(10), "a round trip takes two link latencies");
+                            received += u64::from(block.len);
+                        }
+                        SessionEvent::CancelSent(_) => cancels += 1,
+                        _ => {}
+                    }
+                }
+                TraceKind::RateSample { peer, .. } => {
+                    assert!(known.contains(peer));
+                    rates += 1;
+                }
+                TraceKind::PieceVerified { .. } => verified += 1,
+                TraceKind::PieceFailed { .. } => failed += 1,
+                TraceKind::Completed { .. } => completed += 1,
+                TraceKind::Lost { .. } => panic!("nothing is lost while the driver drains every turn"),
+                _ => {}
+            }
+        }
+        assert_eq!(received, content.len() as u64 + totals.wasted, "received = size + waste");
+        assert_eq!(verified, meta.piece_hashes.len(), "every piece verified once");
+        assert_eq!(failed, totals.hash_failures);
+        assert!(failed >= 1, "the liar's piece failed");
+        assert_eq!(completed, 1);
+        assert!(rates > 0, "rate samples");
+        let cancels_sent: u64 = sim.peers(leecher).iter().map(|p| p.cancels_sent).sum();
+        assert!(cancels >= cancels_sent, "every cancel of the live peers is traced: {cancels} {cancels_sent}");
+        let dropped_banned =
+            trace.iter().any(|e| matches!(e.kind, TraceKind::PeerDropped { reason: DropReason::Banned, .. }));
+        assert!(dropped_banned, "the liar's drop is traced with its reason");
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct Torrent {
     /// Peers to disconnect and never talk to again (they sent data that failed verification); the driver
     /// drains this after every input.
     pub to_ban: Vec<PeerNo>,
+    /// Pieces that failed their hash check since the engine last took them (for the trace).
+    pub failed: Vec<u32>,
     /// Unconfirmed pieces that passed their check (see `confirm_some`): the driver announces them
     /// (`PeerSession::on_we_confirmed`, not `on_we_have`: they were never wanted) and drains this.
     pub confirmed: Vec<u32>,
@@ -71,6 +73,7 @@ impl Torrent {
             piece_hashes,
             verified: Vec::new(),
             to_ban: Vec::new(),
+            failed: Vec::new(),
             confirmed: Vec::new(),
             confirm_failed: Vec::new(),
             info: None,
@@ -141,6 +144,7 @@ impl Torrent {
             }
             None => {
                 log::info!("piece {piece} failed its hash check; fetching it again");
+                self.failed.push(piece);
                 let contributors = self.swarm.on_piece_failed(piece);
                 let banned = self.bans.on_piece_failed(&contributors);
                 self.to_ban.extend(banned);

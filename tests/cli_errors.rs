@@ -183,6 +183,7 @@ fn bad_usage_exits_2() {
         ("unknown flag", vec!["download", &g, "--no-such-flag"]),
         ("bad port", vec!["download", &g, "--port", "not-a-port"]),
         ("info without a torrent", vec!["info"]),
+        ("one file for --trace and --stats-json", vec!["download", &g, "--trace", "x", "--stats-json", "x"]),
     ];
     for (i, (what, args)) in cases.iter().enumerate() {
         let run = rill(dir.path(), &format!("usage{i}"), args);
@@ -196,6 +197,27 @@ fn bad_usage_exits_2() {
         .filter(|n| n != "good.torrent" && n != "logs")
         .collect();
     assert!(stray.is_empty(), "bad usage left files behind: {stray:?}");
+}
+
+/// `--trace` or `--stats-json` where nothing can be written: exit 1 with one line naming the path, before the
+/// engine runs (so no trace is silently lost).
+#[test]
+fn unwritable_trace_or_stats_file_exits_1_with_one_line() {
+    let dir = TempDir::new("cli-trace-path");
+    let good = dir.join("good.torrent");
+    std::fs::write(&good, torrent_with_info(good_info())).unwrap();
+    let g = good.to_string_lossy().into_owned();
+    let missing = dir.join("no-such-dir").join("out.json").to_string_lossy().into_owned();
+    let out = dir.join("out").to_string_lossy().into_owned();
+    let port = free_port().to_string();
+    for flag in ["--trace", "--stats-json"] {
+        let args = ["download", &g, "-d", &out, "--no-ui", "--no-dht", "--port", &port, flag, &missing];
+        let run = rill(dir.path(), flag.trim_start_matches('-'), &args);
+        assert_eq!(run.code, Some(1), "{flag}: exit {:?}, stderr {:?}", run.code, run.stderr);
+        let lines: Vec<&str> = run.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{flag}: {:?}", run.stderr);
+        assert!(lines[0].contains("cannot write") && lines[0].contains("no-such-dir"), "{flag}: {}", lines[0]);
+    }
 }
 
 #[test]

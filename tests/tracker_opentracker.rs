@@ -230,7 +230,7 @@ impl Client {
             TrackerEvent::Error { url, message } | TrackerEvent::Warning { url, message } => {
                 self.errors.push(format!("{url}: {message}"));
             }
-            TrackerEvent::Scraped { .. } => {}
+            TrackerEvent::Requested { .. } | TrackerEvent::Scraped { .. } => {}
         }
     }
 

@@ -78,7 +78,7 @@ GIB = float(1 << 30)
 START = time.monotonic()
 DEADLINE = START + TOTAL - 15  # leave time to clean up inside the wrapper's bound
 
-ALL_CASES = ["download", "memory", "latency", "utp", "encryption", "upload", "endgame", "many", "dht", "view"]
+ALL_CASES = ["download", "memory", "latency", "utp", "encryption", "upload", "endgame", "many", "dht", "view", "trace"]
 
 
 def remaining():
@@ -831,10 +831,9 @@ def run_leecher(case, client, content, torrent, out, tag, peers=(), seeder=None,
     on_tick = None
     env = dict(os.environ)
     if client == "rill":
-        cmd = [RILL, "download", torrent, "-d", out, "--no-ui", "--port", "0"]
+        cmd = [RILL, "download", torrent, "-d", out, "--no-ui", "--port", "0"] + list(extra)
         for p in peers:
             cmd += ["--peer", p]
-        cmd += list(extra)
     elif client == "aria2c":
         cmd = aria2_leech_cmd(torrent, out)
     elif client == "libtorrent":
@@ -1035,6 +1034,63 @@ def case_download(ctx):
         emit("   rill's own summary (last ok run): " + summaries["rill"])
     emit()
     ctx["download_runs"] = runs
+
+
+def case_trace(ctx):
+    """The same download with and without `--trace` (alternating): what tracing costs in MB/s and CPU."""
+    content = ctx["c1"]
+    emit("== trace: %d MiB torrent from one python3-libtorrent seeder, rill without and with --trace FILE" % (
+        content.size >> 20))
+    seeder = LtSeeder("trace-seeder", [(content.torrent, content.dir)])
+    seeder.wait_ready()
+    wait_until("opentracker to list the seeder", lambda: ctx["tracker"].lists(content.infohash, seeder.port),
+               30, 0.2, [seeder.proc])
+    variants = ["rill", "rill --trace"]
+    runs = {v: [] for v in variants}
+    sizes, lines = [], []
+    trace_path = os.path.join(WORK, "bench-trace.jsonl")
+    for rnd in range(ROUNDS):
+        for v in rotate(variants, rnd):
+            if out_of_time("trace", 60):
+                break
+            prepare_cache([content.path])
+            extra = ["--trace", trace_path] if v != "rill" else []
+            r = run_leecher("trace", "rill", content, content.torrent, os.path.join(WORK, "out"),
+                            "%s-r%d" % ("traced" if extra else "plain", rnd + 1), extra=extra)
+            runs[v].append(r)
+            record("trace", "rill", v, r, content.size, r.ok)
+            note = ""
+            if extra and os.path.exists(trace_path):
+                size = os.path.getsize(trace_path)
+                with open(trace_path, "rb") as f:
+                    n = sum(1 for _ in f)
+                sizes.append(size)
+                lines.append(n)
+                note = "  trace %.1f MiB, %d lines" % (size / 1048576.0, n)
+                os.unlink(trace_path)
+            say("    round %d %-13s %s%s" % (rnd + 1, v, ("%.2f s  %.0f MB/s  cpu %.2f s  rss %s MiB" % (
+                r.wall, content.size / 1e6 / r.wall, (r.user or 0) + (r.sys or 0), mib(r.maxrss))) if r.ok
+                else "FAILED", note))
+    seeder.stop()
+    rows = []
+    cpu = {}
+    for v in variants:
+        s = summarize(runs[v], content.size)
+        if s is None:
+            rows.append([v, "0/%d" % len(runs[v]), "failed" if runs[v] else "not run", "-", "-", "-", "-", "-"])
+        else:
+            cpu[v] = float(s["cpu"]) if s["cpu"] != "-" else None
+            rows.append([v, s["n"], s["wall"], s["range"], s["mbs"], s["cpu"], s["rss"], s["others"]])
+    emit(fmt_table(["rill", "ok", "wall s (median)", "min-max", "MB/s", "CPU s/GiB", "peak RSS MiB", "other load"],
+                   rows))
+    if sizes:
+        emit("   trace file: %.1f MiB, %d lines (median over rounds): %.0f bytes per line, %.1f MiB per GiB" % (
+            statistics.median(sizes) / 1048576.0, statistics.median(lines),
+            statistics.median(sizes) / max(1, statistics.median(lines)),
+            statistics.median(sizes) / 1048576.0 / (content.size / GIB)))
+    if cpu.get("rill") and cpu.get("rill --trace"):
+        emit("   tracing cost: %+.1f %% CPU per GiB" % (100.0 * (cpu["rill --trace"] / cpu["rill"] - 1.0)))
+    emit()
 
 
 def case_memory(ctx):
@@ -2563,7 +2619,8 @@ def main():
             sys.exit("bench: opentracker missing (scripts/bench installs it)")
     funcs = {"download": case_download, "memory": case_memory, "latency": case_latency, "utp": case_utp,
              "encryption": case_encryption, "upload": case_upload,
-             "endgame": case_endgame, "many": case_many, "dht": case_dht, "view": case_view}
+             "endgame": case_endgame, "many": case_many, "dht": case_dht, "view": case_view,
+             "trace": case_trace}
     failed = []
     for c in cases:
         if remaining() < 60:

@@ -61,6 +61,7 @@ RILL_TEST_PACKAGES=(
   python3-libtorrent   # tests/peers/lt_peer.py, tests/peers/make_torrent.py
   qbittorrent-nox      # seeder with Web API
   curl                 # scripts/demo's waits and checks
+  python3-matplotlib   # scripts/plot-trace (tests/trace_stats.rs draws the charts of its trace)
   coreutils            # timeout(1): every test process has a hard lifetime
   procps               # ps/kill in scripts
   chromium             # headless browser for the web page test (tests/interop_daemon_web.rs)

@@ -64,6 +64,8 @@ pub struct PeerConn {
     pub peer_id_checked: bool,
     /// TCP (the driver's socket) or uTP (the engine's mux).
     pub transport: super::utp::Transport,
+    /// The session's payload totals (down, up) at the last trace rate sample.
+    pub traced: (u64, u64),
 }
 
 /// RC4 both ways after an MSE handshake that selected it. Bytes are decrypted in place as they are read
@@ -111,6 +113,7 @@ impl PeerConn {
             mse: false,
             peer_id_checked: false,
             transport: super::utp::Transport::Tcp,
+            traced: (0, 0),
         }
     }
 

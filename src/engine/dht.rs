@@ -289,6 +289,9 @@ impl Engine {
             };
             if ok {
                 log::debug!("{}: DHT lookup started", t.name);
+                if let Some(q) = self.trace.as_deref_mut() {
+                    q.push(now, super::trace::TraceKind::DhtLookup { torrent: t.id });
+                }
                 t.dht.running = true;
                 t.dht.found_in_run = 0;
                 started = true;
@@ -320,6 +323,9 @@ impl Engine {
                         continue;
                     }
                     log::debug!("{}: DHT: {} peers", t.name, peers.len());
+                    if let Some(q) = self.trace.as_deref_mut() {
+                        q.push(now, super::trace::TraceKind::DhtPeers { torrent: t.id, count: peers.len() });
+                    }
                     t.dht.found_in_run += peers.len();
                     t.dht.peers_found += peers.len() as u64;
                     for addr in peers {
@@ -331,6 +337,9 @@ impl Engine {
                     else {
                         continue;
                     };
+                    if let Some(q) = self.trace.as_deref_mut() {
+                        q.push(now, super::trace::TraceKind::DhtLookupDone { torrent: t.id, announced });
+                    }
                     let seeding = t.is_seed();
                     let d = &mut t.dht;
                     d.running = false;

@@ -18,7 +18,9 @@
 //! 3. `end_turn(now)`: a bounded slice of the data check and of confirming trusted pieces, `have` and
 //!    endgame-cancel fan-out, bans, reaping closed connections, dialling;
 //! 4. after any of these: perform every `poll_action`, and `handle_peer_output` for every
-//!    `poll_transmit`. `has_work` says the driver must not sleep (a backlog, a check running).
+//!    `poll_transmit`. `has_work` says the driver must not sleep (a backlog, a check running);
+//! 5. when made with `EngineConfig::trace`: drain `poll_trace` once a turn (its queue is bounded; what does
+//!    not fit is counted and reported, see `engine::trace`).
 //!
 //! Connection ids are slab keys: a closed connection's key is reused only after its `Action::Close` was
 //! queued, so a driver that performs actions in order never confuses the two.
@@ -31,6 +33,7 @@ pub mod snapshot;
 #[cfg(test)]
 mod tests;
 pub mod torrent;
+pub mod trace;
 pub mod utp;
 pub mod webseed;
 
@@ -60,6 +63,7 @@ use crate::wire::mse;
 use conn::PeerConn;
 use snapshot::{Command, Event, Outcome, PeerSnapshot, Snapshot, TorrentSnapshot, TrackerNews};
 use torrent::{State, TorrentCore, TorrentOptions};
+use trace::{TraceEvent, TraceKind, TraceQueue};
 
 /// A torrent in the engine (its slab key).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -109,6 +113,8 @@ pub struct EngineConfig {
     pub encryption: EncryptionPolicy,
     /// uTP as well as TCP (`--no-utp`: TCP only).
     pub utp: bool,
+    /// Record trace events for `poll_trace` (`--trace`, `--stats-json`).
+    pub trace: bool,
 }
 
 /// What the driver must do.
@@ -202,6 +208,8 @@ pub struct Engine {
     dht: Option<dht::DhtNode>,
     /// uTP connections (the mux and which connection each carries).
     utp: Option<utp::UtpHost>,
+    /// `Some` while tracing (`EngineConfig::trace`): events for `poll_trace`.
+    trace: Option<Box<TraceQueue>>,
 }
 
 impl Engine {
@@ -225,7 +233,9 @@ impl Engine {
         if let Some(node) = &dht_node {
             actions.extend(node.resolve_requests());
         }
+        let trace = config.trace.then(Box::default);
         let mut engine = Engine {
+            trace,
             up_bucket: config.up_limit.map(|r| TokenBucket::new(r, now)),
             down_bucket: config.down_limit.map(|r| TokenBucket::new(r, now)),
             config,
@@ -480,6 +490,33 @@ impl Engine {
         self.events.pop_front()
     }
 
+    /// The next trace event (only while `EngineConfig::trace`); drain every turn.
+    pub fn poll_trace(&mut self) -> Option<TraceEvent> {
+        self.trace.as_deref_mut().and_then(TraceQueue::pop)
+    }
+
+    /// Records a trace event, built only while tracing.
+    fn trace(&mut self, at: Timestamp, kind: impl FnOnce() -> TraceKind) {
+        if let Some(q) = self.trace.as_deref_mut() {
+            q.push(at, kind());
+        }
+    }
+
+    /// Moves what a connection's session recorded into the trace queue.
+    fn drain_session_trace(&mut self, slot: usize, now: Timestamp) {
+        let Some(q) = self.trace.as_deref_mut() else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let (peer, Some(torrent), Some(session)) = (conn.no, conn.torrent, conn.session.as_mut()) else {
+            return;
+        };
+        let lost = session.drain_trace(|event| q.push(now, TraceKind::Session { peer, torrent, event }));
+        q.add_lost(lost);
+    }
+
     /// A TCP connection with bytes to write: call `handle_peer_output` for it. (uTP connections are written
     /// here, into the mux: their datagrams come out of `poll_datagram`.)
     pub fn poll_transmit(&mut self, now: Timestamp) -> Option<ConnId> {
@@ -580,6 +617,7 @@ impl Engine {
         conn.handshake_deadline = now + crate::peer::session::HANDSHAKE_TIMEOUT;
         let slot = self.conns.insert(conn);
         log::debug!("{addr}: accepted");
+        self.trace(now, || TraceKind::Accepted { peer: no, addr, transport: trace::Transport::Tcp });
         self.reschedule_conn(slot, now);
         // The handshake may already be waiting: edge-triggered readiness will not repeat it.
         self.queue_backlog(slot);
@@ -611,8 +649,10 @@ impl Engine {
             return;
         }
         log::debug!("{}: connected", conn.addr);
+        let peer = conn.no;
         session.on_connected(ctx, now);
         conn.connected_at = now;
+        self.trace(now, || TraceKind::Connected { peer });
         self.mark_transmit(id.0);
         self.reschedule_conn(id.0, now);
     }
@@ -642,6 +682,7 @@ impl Engine {
         };
         let downloaded_before = conn.session.as_ref().map_or(0, |s| s.downloaded);
         let result = self.read_and_process(slot, budget, src, now);
+        self.drain_session_trace(slot, now);
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
@@ -710,6 +751,7 @@ impl Engine {
     /// Handles the bytes in a connection's buffer: the encryption stage, the handshake of an incoming
     /// connection (which names its torrent), then messages.
     fn process(&mut self, slot: usize, now: Timestamp) -> Result<(), InputError> {
+        let tracing = self.trace.is_some();
         let Engine { conns, torrents, by_req2, by_hash, .. } = self;
         let conn = &mut conns[slot];
         let find = |key: &[u8; 20]| {
@@ -746,6 +788,9 @@ impl Engine {
                 return Err(DropReason::NotNeeded.into());
             };
             let mut session = PeerSession::incoming(conn.no, ctx, now);
+            if tracing {
+                session.enable_trace();
+            }
             session.set_peer_ip(conn.addr.ip());
             conn.read.fit(&ctx.limits);
             session.on_handshake(&hs, ctx, swarm, now)?;
@@ -1023,6 +1068,12 @@ impl Engine {
             if let Some((_, swarm)) = t.session_parts() {
                 session.on_rate_sample(swarm, now, dt);
             }
+            if let Some(q) = self.trace.as_deref_mut() {
+                let (down, up) = (session.downloaded - conn.traced.0, session.uploaded - conn.traced.1);
+                conn.traced = (session.downloaded, session.uploaded);
+                let (in_flight, target) = (session.pipeline().active(), session.pipeline().target());
+                q.push(now, TraceKind::RateSample { peer: conn.no, down, up, in_flight, target });
+            }
             // Metadata requests that timed out go to other peers.
             if let (Some(phase), true) = (t.phase.as_deref_mut(), session.is_awaiting_metadata()) {
                 phase.request_more(session, now);
@@ -1034,6 +1085,7 @@ impl Engine {
                 phase.fetch.on_timeout(now);
             }
         }
+        self.trace_torrent_rates(now);
         self.pex_out(now);
         self.dht_lookups(now);
         for id in self.torrent_ids() {
@@ -1042,11 +1094,41 @@ impl Engine {
         self.dial_more(now, true);
     }
 
+    /// Once a second while tracing: each active torrent's payload that second, and its web seeds'.
+    fn trace_torrent_rates(&mut self, now: Timestamp) {
+        let Some(q) = self.trace.as_deref_mut() else {
+            return;
+        };
+        for (k, t) in self.torrents.iter() {
+            let (Some(swarm), true) = (t.swarm(), t.is_active()) else {
+                continue;
+            };
+            let id = TorrentId(k);
+            let (down, up, web) = (swarm.totals.downloaded, swarm.totals.uploaded, t.webseeds.downloaded());
+            let last = q.totals.insert(id, (down, up, web)).unwrap_or_default();
+            let peers = self.conns.iter().filter(|(_, c)| c.torrent == Some(id) && c.is_handshaken()).count();
+            let peers = u32::try_from(peers).unwrap_or(u32::MAX);
+            q.push(now, TraceKind::TorrentRate { torrent: id, down: down - last.0, up: up - last.1, peers });
+            if web > last.2 {
+                q.push(now, TraceKind::WebSeedData { torrent: id, bytes: web - last.2 });
+            }
+        }
+    }
+
     // ---- end of turn ---------------------------------------------------------------------------------
 
     /// The work at the end of every turn: a slice of the data check, a slice of confirming trusted
     /// pieces, `have` and cancel fan-out, bans, reaping, dialling, forgetting removed torrents.
     pub fn end_turn(&mut self, now: Timestamp) {
+        if let Some(q) = self.trace.as_deref_mut() {
+            // What sessions recorded outside a read pass (timers, choke rounds, `have` fan-out).
+            for (_, conn) in self.conns.iter_mut() {
+                if let (peer, Some(torrent), Some(session)) = (conn.no, conn.torrent, conn.session.as_mut()) {
+                    let lost = session.drain_trace(|event| q.push(now, TraceKind::Session { peer, torrent, event }));
+                    q.add_lost(lost);
+                }
+            }
+        }
         self.pex_in(now);
         self.metadata_some(now);
         self.check_some(now);
@@ -1055,7 +1137,7 @@ impl Engine {
             self.announce_verified(id, now);
             let bans = self.torrents[id.0].data.as_mut().map(|d| std::mem::take(&mut d.to_ban)).unwrap_or_default();
             for no in bans {
-                self.ban(id, no);
+                self.ban(id, no, now);
             }
         }
         self.reap_closed(now);
@@ -1163,6 +1245,9 @@ impl Engine {
             match completed {
                 Ok((size, files)) => {
                     log::info!("{}: metadata complete", t.name);
+                    if let Some(q) = self.trace.as_deref_mut() {
+                        q.push(now, TraceKind::MetadataReceived { torrent: id, size, files, peers });
+                    }
                     self.events.push_back(Event::MetadataReceived {
                         torrent: id,
                         name: t.name.clone(),
@@ -1323,12 +1408,20 @@ impl Engine {
         let Some(data) = t.data.as_mut() else {
             return;
         };
+        for piece in data.failed.drain(..) {
+            if let Some(q) = self.trace.as_deref_mut() {
+                q.push(now, TraceKind::PieceFailed { torrent: id, piece });
+            }
+        }
         if data.verified.is_empty() && !data.swarm.has_endgame_taken() {
             return;
         }
         let verified = std::mem::take(&mut data.verified);
         for &piece in &verified {
             t.unsaved_bytes += u64::from(data.ctx.geometry.piece_len(piece));
+            if let Some(q) = self.trace.as_deref_mut() {
+                q.push(now, TraceKind::PieceVerified { torrent: id, piece });
+            }
         }
         let taken: Vec<_> = data.swarm.drain_endgame_taken().collect();
         let complete = !verified.is_empty() && data.swarm.is_complete() && !t.completed_announced;
@@ -1362,6 +1455,7 @@ impl Engine {
             self.pump_trackers(id, now);
         }
         log::info!("{}: download complete", self.torrents[id.0].name);
+        self.trace(now, || TraceKind::Completed { torrent: id });
         self.events.push_back(Event::Completed { torrent: id });
         let t = &self.torrents[id.0];
         if !t.opts.keep_seeding() {
@@ -1493,6 +1587,9 @@ impl Engine {
                     break;
                 };
                 let mut session = PeerSession::outgoing(no, ctx, now);
+                if self.trace.is_some() {
+                    session.enable_trace();
+                }
                 session.set_peer_ip(addr.ip());
                 let read = ReadBuf::new(&ctx.limits);
                 let info_hash = ctx.info_hash;
@@ -1515,6 +1612,14 @@ impl Engine {
                     conn.transport = utp::Transport::Utp(utp_id);
                 }
                 let slot = self.conns.insert(conn);
+                let transport = if utp_id.is_some() { trace::Transport::Utp } else { trace::Transport::Tcp };
+                self.trace(now, || TraceKind::ConnectAttempt {
+                    peer: no,
+                    torrent: id,
+                    addr,
+                    transport,
+                    encrypted: encrypt,
+                });
                 match utp_id {
                     Some(utp_id) => {
                         self.utp_bind(utp_id, slot);
@@ -1569,7 +1674,24 @@ impl Engine {
 
     fn reap_closed(&mut self, now: Timestamp) {
         for slot in std::mem::take(&mut self.closing) {
+            self.drain_session_trace(slot, now);
             let mut conn = self.conns.remove(slot);
+            if let Some(q) = self.trace.as_deref_mut() {
+                let reason = conn.closing.unwrap_or(DropReason::Shutdown);
+                let peer = conn.no;
+                q.push(
+                    now,
+                    match conn.session.as_ref() {
+                        Some(s) if s.phase() == Phase::AwaitingConnect => TraceKind::ConnectFailed { peer, reason },
+                        s => TraceKind::PeerDropped {
+                            peer,
+                            reason,
+                            downloaded: s.map_or(0, |s| s.downloaded),
+                            uploaded: s.map_or(0, |s| s.uploaded),
+                        },
+                    },
+                );
+            }
             if let Some((id, _)) = conn.timer {
                 self.timers.cancel(id);
             }
@@ -1699,8 +1821,8 @@ impl Engine {
         }
     }
 
-    fn ban(&mut self, id: TorrentId, no: PeerNo) {
-        if self.ban_webseed(id, no) {
+    fn ban(&mut self, id: TorrentId, no: PeerNo, now: Timestamp) {
+        if self.ban_webseed(id, no, now) {
             return;
         }
         let Some((slot, conn)) = self.conns.iter().find(|(_, c)| c.torrent == Some(id) && c.no == no) else {
@@ -1730,7 +1852,34 @@ impl Engine {
         }
         let mut added = false;
         while let Some(event) = t.trackers.poll_event() {
+            if let Some(q) = self.trace.as_deref_mut() {
+                let kind = match &event {
+                    TrackerEvent::Requested { url, event } => {
+                        Some(TraceKind::TrackerRequest { torrent: id, url: url.clone(), event: *event })
+                    }
+                    TrackerEvent::Announced { url, peers, seeders, leechers, .. } => Some(TraceKind::TrackerResponse {
+                        torrent: id,
+                        url: url.clone(),
+                        peers: *peers,
+                        seeders: *seeders,
+                        leechers: *leechers,
+                    }),
+                    TrackerEvent::Error { url, message } | TrackerEvent::Warning { url, message } => {
+                        Some(TraceKind::TrackerError {
+                            torrent: id,
+                            url: url.clone(),
+                            message: message.clone(),
+                            warning: matches!(event, TrackerEvent::Warning { .. }),
+                        })
+                    }
+                    TrackerEvent::Peers(_) | TrackerEvent::Scraped { .. } => None,
+                };
+                if let Some(kind) = kind {
+                    q.push(now, kind);
+                }
+            }
             match event {
+                TrackerEvent::Requested { .. } => {}
                 TrackerEvent::Peers(addrs) => {
                     for addr in addrs {
                         added |= t.candidates.add(addr);

@@ -17,6 +17,7 @@ fn config() -> EngineConfig {
         dht: None,
         encryption: crate::peer::encryption::EncryptionPolicy::Prefer,
         utp: false,
+        trace: false,
     }
 }
 

@@ -196,6 +196,9 @@ impl Engine {
         let slot = self.conns.insert(conn);
         self.utp_bind(id, slot);
         log::debug!("{addr}: accepted over uTP");
+        if let Some(q) = self.trace.as_deref_mut() {
+            q.push(now, super::trace::TraceKind::Accepted { peer: no, addr, transport: super::trace::Transport::Utp });
+        }
         self.reschedule_conn(slot, now);
         self.utp_input(slot, id, now);
     }

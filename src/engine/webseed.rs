@@ -685,7 +685,7 @@ impl super::Engine {
     }
 
     /// Moves a torrent's web seed requests to the action queue and its news to the event queue.
-    pub(super) fn pump_webseeds(&mut self, id: super::TorrentId) {
+    pub(super) fn pump_webseeds(&mut self, id: super::TorrentId, now: Timestamp) {
         let Some(t) = self.torrents.get_mut(id.0) else {
             return;
         };
@@ -693,6 +693,10 @@ impl super::Engine {
             self.actions.push_back(super::Action::Tracker(io));
         }
         while let Some(WebSeedNews::GaveUp { url, why }) = t.webseeds.poll_news() {
+            if let Some(q) = self.trace.as_deref_mut() {
+                let (url, why) = (url.clone(), why.clone());
+                q.push(now, super::trace::TraceKind::WebSeedGaveUp { torrent: id, url, why });
+            }
             self.events.push_back(super::snapshot::Event::WebSeedGaveUp { torrent: id, url, why });
         }
     }
@@ -724,7 +728,7 @@ impl super::Engine {
         if let Some(data) = t.data.as_mut() {
             t.webseeds.on_http_closed(io, result, data, now);
         }
-        self.pump_webseeds(id);
+        self.pump_webseeds(id, now);
     }
 
     /// Starts what web seed fetches are due (once a second, and when a seed's address arrives); stops
@@ -744,11 +748,11 @@ impl super::Engine {
                 t.webseeds.stop_all(Some(data));
             }
         }
-        self.pump_webseeds(id);
+        self.pump_webseeds(id, now);
     }
 
     /// A piece a web seed alone delivered failed its check: that seed is given up. True if `no` was one.
-    pub(super) fn ban_webseed(&mut self, id: super::TorrentId, no: PeerNo) -> bool {
+    pub(super) fn ban_webseed(&mut self, id: super::TorrentId, no: PeerNo, now: Timestamp) -> bool {
         let Some(t) = self.torrents.get_mut(id.0) else {
             return false;
         };
@@ -756,7 +760,7 @@ impl super::Engine {
             return false;
         };
         let was = t.webseeds.on_banned(no, data);
-        self.pump_webseeds(id);
+        self.pump_webseeds(id, now);
         was
     }
 }

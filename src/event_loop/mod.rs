@@ -15,7 +15,8 @@
 //! 4. read the engine's backlog again, fire its timers, run its end of turn;
 //! 5. after each step, perform the engine's actions (connect, close, tracker I/O) and write every
 //!    connection it has output for;
-//! 6. show the engine's events and, when due, the status.
+//! 6. show the engine's events and, when due, the status; with `--trace` / `--stats-json`, hand the turn's
+//!    trace events to the recorder (`observe::trace`, which writes on its own helper thread).
 //!
 //! Every peer connection is registered once for READABLE | WRITABLE (edge-triggered) and never
 //! re-registered: with edge triggering an idle writable socket costs nothing, and backpressure is the
@@ -45,6 +46,7 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::engine::snapshot::{Command, Outcome};
 use crate::engine::{Action, ConnId, Engine, WHEEL_TICK};
+use crate::observe::trace::Recorder;
 use crate::observe::view::View;
 use crate::peer::DropReason;
 use crate::time::{Clock, Timestamp};
@@ -183,6 +185,8 @@ pub struct EventLoop {
     datagram: Vec<u8>,
     /// The daemon's RPC server, when running as one.
     rpc: Option<rpc::RpcDriver>,
+    /// `--trace` / `--stats-json`: fed the engine's trace events every turn.
+    recorder: Option<Recorder>,
 }
 
 impl EventLoop {
@@ -226,7 +230,13 @@ impl EventLoop {
             redraw_every,
             datagram: vec![0; crate::utp::MAX_DATAGRAM],
             rpc,
+            recorder: None,
         })
+    }
+
+    /// Records the engine's trace events (the engine must have been made with `EngineConfig::trace`).
+    pub fn set_recorder(&mut self, recorder: Recorder) {
+        self.recorder = Some(recorder);
     }
 
     /// Runs until the engine is finished (every torrent stopped and its trackers told), then records every
@@ -239,7 +249,13 @@ impl EventLoop {
         }
         let outcomes = self.engine.finish(now);
         self.drain_events();
+        self.record(now);
         let snapshot = self.engine.snapshot_at(now);
+        if let Some(recorder) = self.recorder.take() {
+            if let Err(e) = recorder.finish(now, &snapshot) {
+                log::warn!("{e}");
+            }
+        }
         self.view.finish(&snapshot, now);
         result.map(|()| outcomes)
     }
@@ -318,11 +334,23 @@ impl EventLoop {
             self.engine.end_turn(now);
             self.perform(now);
             self.drain_events();
+            self.record(now);
             if now >= self.next_redraw {
                 let snapshot = self.engine.snapshot_at(now);
                 self.view.redraw(&snapshot, now);
                 self.next_redraw = now + self.redraw_every.max(WHEEL_TICK);
             }
+        }
+    }
+
+    /// Hands the turn's trace events to the recorder.
+    fn record(&mut self, now: Timestamp) {
+        if let Some(recorder) = self.recorder.as_mut() {
+            while let Some(event) = self.engine.poll_trace() {
+                recorder.on_event(&event);
+            }
+            let engine = &self.engine;
+            recorder.end_turn(now, || engine.snapshot());
         }
     }
 

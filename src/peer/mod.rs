@@ -11,6 +11,7 @@ pub mod fast;
 pub mod pipeline;
 pub mod session;
 mod timer;
+pub mod trace;
 
 #[cfg(test)]
 mod tests;

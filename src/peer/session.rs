@@ -28,6 +28,7 @@ use crate::peer::buffers::WriteBuf;
 use crate::peer::fast::ALLOWED_FAST_COUNT;
 use crate::peer::pipeline::Pipeline;
 use crate::peer::timer::{Timer, TimerTable};
+use crate::peer::trace::{SessionEvent, SessionTrace};
 use crate::peer::{DropReason, PeerMisbehaved};
 use crate::swarm::picker::ENDGAME_PEER_DEPTH;
 use crate::swarm::{BlockArrival, PeerNo, Swarm};
@@ -192,6 +193,8 @@ pub struct PeerSession {
     pub cancels_sent: u64,
     /// `Some` while the torrent awaits its metadata (see `TorrentContext::awaiting_metadata`).
     unknown_pieces: Option<Box<UnknownPieces>>,
+    /// `--trace`: what happened since the engine last took it; `None` when not tracing.
+    trace: Option<Box<SessionTrace>>,
 }
 
 impl PeerSession {
@@ -252,6 +255,7 @@ impl PeerSession {
             last_block_at: None,
             cancels_sent: 0,
             unknown_pieces: ctx.awaiting_metadata.then(Box::default),
+            trace: None,
         }
     }
 
@@ -310,6 +314,25 @@ impl PeerSession {
     /// allowed-fast set we offer (IPv4 only); without it none is offered.
     pub fn set_peer_ip(&mut self, ip: IpAddr) {
         self.peer_ip = Some(ip.to_canonical());
+    }
+
+    // ---- trace --------------------------------------------------------------------------------
+
+    /// Records `SessionEvent`s from now on, for the engine to take with `drain_trace`.
+    pub fn enable_trace(&mut self) {
+        self.trace.get_or_insert_with(Box::default);
+    }
+
+    /// Hands the events recorded since the last call to `f`, oldest first; returns how many were lost
+    /// to the bound.
+    pub fn drain_trace(&mut self, f: impl FnMut(SessionEvent)) -> u64 {
+        self.trace.as_mut().map_or(0, |t| t.drain(f))
+    }
+
+    fn record(&mut self, event: SessionEvent) {
+        if let Some(t) = self.trace.as_mut() {
+            t.record(event);
+        }
     }
 
     // ---- output -------------------------------------------------------------------------------
@@ -383,6 +406,7 @@ impl PeerSession {
             self.send_handshake(ctx);
         }
         self.peer_id = Some(hs.peer_id);
+        self.record(SessionEvent::Handshake { peer_id: hs.peer_id, reserved: hs.reserved });
         self.peer_supports_extensions = hs.supports(RESERVED_EXTENSION_PROTOCOL);
         self.fast = hs.supports(RESERVED_FAST);
         if self.peer_supports_extensions {
@@ -442,10 +466,14 @@ impl PeerSession {
                     unknown.haves[byte] |= 0x80 >> (piece % 8);
                 }
                 Frame::HaveAll => unknown.have_all = true,
-                Frame::Choke => self.peer_choking = true,
-                Frame::Unchoke => self.peer_choking = false,
-                Frame::Interested => self.peer_interested = true,
-                Frame::NotInterested => self.peer_interested = false,
+                Frame::Choke | Frame::Unchoke => {
+                    self.peer_choking = frame == Frame::Choke;
+                    self.record(SessionEvent::PeerChoke(self.peer_choking));
+                }
+                Frame::Interested | Frame::NotInterested => {
+                    self.peer_interested = frame == Frame::Interested;
+                    self.record(SessionEvent::PeerInterested(self.peer_interested));
+                }
                 Frame::Extended { .. } | Frame::KeepAlive | Frame::Port(_) => return self.on_common_frame(frame, ctx),
                 _ => {}
             }
@@ -466,30 +494,36 @@ impl PeerSession {
                 // BEP 6: a choke no longer discards our requests; the peer rejects each one it will not
                 // serve (and may still serve some, its allowed-fast ones first of all).
                 self.peer_choking = true;
+                self.record(SessionEvent::PeerChoke(true));
             }
             Frame::Choke => {
                 // BEP 3 without the fast extension: a choke discards every request we had out.
                 // They go back to the pool at once; blocks already in flight are still accepted.
                 self.peer_choking = true;
+                self.record(SessionEvent::PeerChoke(true));
                 self.pipeline.release_all(|b| swarm.release_block(b));
                 self.sync_request_timer();
             }
             Frame::Unchoke => {
                 self.peer_choking = false;
+                self.record(SessionEvent::PeerChoke(false));
                 self.fill_requests(swarm, now);
             }
             Frame::Interested => {
                 self.peer_interested = true;
+                self.record(SessionEvent::PeerInterested(true));
                 if self.fast && !self.allowed_out_sent {
                     self.send_allowed_fast_set(ctx);
                 }
             }
             Frame::NotInterested => {
                 self.peer_interested = false;
+                self.record(SessionEvent::PeerInterested(false));
                 self.reject_queued(|_| true);
             }
             Frame::Have { piece } => {
                 let piece = geometry.piece(piece).ok_or(PeerMisbehaved::IndexOutOfRange { index: piece })?;
+                self.record(SessionEvent::Have { piece });
                 self.add_piece(piece, swarm);
                 self.update_interest(swarm, now);
             }
@@ -510,6 +544,7 @@ impl PeerSession {
                         self.add_piece(piece, swarm);
                     }
                 }
+                self.record(SessionEvent::Bitfield { pieces: self.peer_has.count_ones() });
                 self.update_interest(swarm, now);
             }
             Frame::HaveAll | Frame::HaveNone if first => {
@@ -519,6 +554,7 @@ impl PeerSession {
                     self.peer_has = Bitfield::full(geometry.piece_count());
                     self.on_peer_pieces_replaced(swarm);
                 }
+                self.record(SessionEvent::Bitfield { pieces: self.peer_has.count_ones() });
                 self.update_interest(swarm, now);
             }
             Frame::HaveAll => {
@@ -527,11 +563,15 @@ impl PeerSession {
                 for piece in 0..geometry.piece_count() {
                     self.add_piece(piece, swarm);
                 }
+                self.record(SessionEvent::Bitfield { pieces: self.peer_has.count_ones() });
                 self.update_interest(swarm, now);
             }
             Frame::HaveNone => return Err(PeerMisbehaved::BitfieldNotFirst.into()),
             Frame::Request { piece, offset, len } => self.on_request(piece, offset, len, geometry, swarm)?,
             Frame::Cancel { piece, offset, len } => {
+                if let Some(block) = geometry.aligned_block(piece, offset, len) {
+                    self.record(SessionEvent::CancelReceived(block));
+                }
                 // BEP 6: a cancelled request still queued is answered with a reject.
                 self.reject_queued(|b| b.piece == piece && b.offset == offset && b.len == len);
             }
@@ -544,6 +584,7 @@ impl PeerSession {
                     offset,
                     len,
                 })?;
+                self.record(SessionEvent::RejectReceived(block));
                 if self.pipeline.on_reject(&block) == Some(true) {
                     self.rejects_received += 1;
                     swarm.release_block(&block);
@@ -570,6 +611,10 @@ impl PeerSession {
                 self.downloaded += u64::from(len);
                 self.last_block_at = Some(now);
                 let arrival = swarm.on_block(&block, data, self.no, !entry.released);
+                if self.trace.is_some() {
+                    let fresh = matches!(arrival, BlockArrival::Fresh { .. });
+                    self.record(SessionEvent::Block { block, latency: now - entry.sent_at, fresh });
+                }
                 self.fill_requests(swarm, now);
                 if let BlockArrival::Fresh { piece_complete } = arrival {
                     return Ok(Effect::StoreBlock { block, data, piece_complete });
@@ -600,6 +645,12 @@ impl PeerSession {
                 if let Some(reqq) = hs.reqq {
                     self.pipeline.set_peer_limit(reqq);
                 }
+                self.record(SessionEvent::Extended {
+                    reqq: hs.reqq,
+                    ut_metadata: hs.ut_metadata.is_some(),
+                    ut_pex: hs.ut_pex.is_some(),
+                    upload_only: hs.upload_only,
+                });
                 self.extended = Some(hs);
                 Ok(Effect::ExtendedHandshake)
             }
@@ -761,6 +812,7 @@ impl PeerSession {
         let want = self.interesting > 0;
         if want != self.am_interested {
             self.am_interested = want;
+            self.record(SessionEvent::AmInterested(want));
             self.send(if want { Frame::Interested } else { Frame::NotInterested });
         }
         if want {
@@ -797,6 +849,9 @@ impl PeerSession {
                 break;
             };
             self.pipeline.push(block, now);
+            if let Some(t) = self.trace.as_mut() {
+                t.record(SessionEvent::Request(block));
+            }
             wire::encode(&Frame::Request { piece: block.piece, offset: block.offset, len: block.len }, self.out.tail());
         }
         if hint.is_some() {
@@ -847,6 +902,7 @@ impl PeerSession {
     pub fn on_block_taken(&mut self, block: &BlockRef) {
         if self.pipeline.release(block) {
             self.cancels_sent += 1;
+            self.record(SessionEvent::CancelSent(*block));
             self.send(Frame::Cancel { piece: block.piece, offset: block.offset, len: block.len });
             self.sync_request_timer();
         }
@@ -858,6 +914,7 @@ impl PeerSession {
             return;
         }
         self.am_choking = choke;
+        self.record(SessionEvent::AmChoke(choke));
         if choke {
             // BEP 3: choking discards the peer's queued requests. BEP 6: choke first, then reject each
             // one, except those for allowed-fast pieces, which are still served.
@@ -925,8 +982,10 @@ impl PeerSession {
                     self.timers.set(Timer::KeepAlive, now + KEEPALIVE_AFTER);
                 }
                 Timer::Requests => {
-                    if self.pipeline.expire(now, |b| swarm.release_block(b)) > 0 {
+                    let expired = self.pipeline.expire(now, |b| swarm.release_block(b));
+                    if expired > 0 {
                         log::debug!("peer {}: requests timed out", self.no.0);
+                        self.record(SessionEvent::RequestsTimedOut { count: expired });
                     }
                     self.sync_request_timer();
                     self.fill_requests(swarm, now);

@@ -78,6 +78,12 @@ impl BackgroundWrite {
     }
 }
 
+/// Creates `path` empty (truncating it) for writing: the trace file, which `observe::trace` appends to with
+/// positioned writes from its helper thread.
+pub fn create_truncated(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new().write(true).create(true).truncate(true).open(path)
+}
+
 /// Creates the directory `path` goes in, and its parents, if they do not exist.
 pub fn ensure_parent(path: &Path) -> io::Result<()> {
     match path.parent() {

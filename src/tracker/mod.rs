@@ -141,6 +141,11 @@ impl TrackerIoSink for Trackers {
 /// What the trackers learned, for the swarm, the log and the UI.
 #[derive(Debug)]
 pub enum TrackerEvent {
+    /// An announce to `url` starts (for `--trace`; nothing else needs it).
+    Requested {
+        url: String,
+        event: Event,
+    },
     /// Peer addresses no tracker of this torrent gave before (de-duplicated across trackers here).
     Peers(Vec<SocketAddr>),
     /// A tracker's `warning message`, or an error (failure reason, timeout, bad reply): one line for the log.

@@ -263,6 +263,8 @@ impl Trackers {
         schedule: Retransmit,
         now: Timestamp,
     ) {
+        let (url_text, event) = (self.trackers[t].url_text.clone(), params.event);
+        self.events.push_back(TrackerEvent::Requested { url: url_text, event });
         let url = match self.trackers[t].url() {
             Ok(url) => url,
             Err(e) => {

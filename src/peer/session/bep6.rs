@@ -20,6 +20,7 @@ impl PeerSession {
     /// BEP 6: tells the peer we will not serve `block`.
     pub(super) fn reject(&mut self, block: BlockRef) {
         self.rejects_sent += 1;
+        self.record(crate::peer::trace::SessionEvent::RejectSent(block));
         self.send(Frame::RejectRequest { piece: block.piece, offset: block.offset, len: block.len });
     }
 
