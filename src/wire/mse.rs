@@ -189,14 +189,23 @@ impl Rc4 {
     }
 
     /// XORs the next `data.len()` bytes of keystream into `data` (encrypts or decrypts in place).
+    /// The state lives in locals for the loop and every index is a `u8` into 256 entries (no bounds
+    /// checks), so the loop is the same few instructions at any optimisation level (release builds are
+    /// optimised for size).
     pub fn apply(&mut self, data: &mut [u8]) {
-        for b in data {
-            self.i = self.i.wrapping_add(1);
-            self.j = self.j.wrapping_add(self.s[self.i as usize]);
-            self.s.swap(self.i as usize, self.j as usize);
-            let k = self.s[(self.s[self.i as usize].wrapping_add(self.s[self.j as usize])) as usize];
-            *b ^= k;
+        let s = &mut self.s;
+        let (mut i, mut j) = (self.i, self.j);
+        for b in data.iter_mut() {
+            i = i.wrapping_add(1);
+            let si = s[usize::from(i)];
+            j = j.wrapping_add(si);
+            let sj = s[usize::from(j)];
+            s[usize::from(i)] = sj;
+            s[usize::from(j)] = si;
+            *b ^= s[usize::from(si.wrapping_add(sj))];
         }
+        self.i = i;
+        self.j = j;
     }
 }
 
