@@ -78,9 +78,13 @@ impl PartialPiece {
         self.free > 0
     }
     /// Another peer may join this piece: it has free blocks, and it is not being re-fetched from one
-    /// peer after a hash failure.
+    /// peer after a hash failure. Once that peer has nothing of it in flight (it left, or choked us and
+    /// its requests were released), anyone may finish it: a piece nobody may take would stall the
+    /// download for good.
     pub fn is_joinable(&self) -> bool {
-        self.free > 0 && !(self.exclusive && self.free < self.blocks.len() as u32)
+        let n = self.blocks.len() as u32;
+        let in_flight = n - self.free - self.received;
+        self.free > 0 && !(self.exclusive && self.free < n && in_flight > 0)
     }
 }
 

@@ -178,6 +178,30 @@ mod tests {
     }
 
     #[test]
+    fn a_piece_refetched_from_one_peer_after_a_hash_failure_is_taken_over_once_that_peer_lets_go() {
+        let mut s = swarm(1, false);
+        let all = Bitfield::full(1);
+        let mut h = None;
+        for _ in 0..2 {
+            let b = s.reserve_block(&all, &mut h, None).unwrap();
+            s.on_block(&b, &vec![0; b.len as usize], PeerNo(1), true);
+        }
+        s.on_piece_failed(0);
+        // One peer re-fetches it: first block in, second in flight. Nobody else may join.
+        let mut owner = None;
+        let b0 = s.reserve_block(&all, &mut owner, None).unwrap();
+        let b1 = s.reserve_block(&all, &mut owner, None).unwrap();
+        s.on_block(&b0, &vec![0; b0.len as usize], PeerNo(2), true);
+        let mut other = None;
+        assert_eq!(s.reserve_block(&all, &mut other, None), None, "the piece is one peer's while it fetches");
+        // That peer goes (its request released): the last block is free for anyone.
+        s.release_block(&b1);
+        let taken = s.reserve_block(&all, &mut other, None);
+        assert_eq!(taken, Some(b1), "a half-fetched exclusive piece nobody fetches must not stall the download");
+        s.check_invariants();
+    }
+
+    #[test]
     fn partial_pieces_are_finished_before_new_ones() {
         let mut s = swarm(4, true);
         let all = Bitfield::full(4);
