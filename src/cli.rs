@@ -181,7 +181,8 @@ OPTIONS:
         --watch DIR        add every *.torrent and *.magnet file that appears in DIR (renamed .added,
                            or .invalid when malformed)
         --port N, --bind IP, --max-peers N, --peer IP:PORT, --seed-ratio R, --up-limit RATE,
-        --down-limit RATE, --encryption MODE, --no-utp, --dht-bootstrap HOST:PORT, --no-dht
+        --down-limit RATE, --encryption MODE, --no-utp, --dht-bootstrap HOST:PORT, --no-dht,
+        --trace FILE, --stats-json FILE
                            as for `rill download`
     -h, --help             print this help
 ";

@@ -640,7 +640,8 @@ fn daemon(opts: &TransferOptions, rpc: &cli::RpcOptions) -> Result<(), Failure> 
         bound.port().unwrap_or(0)
     ));
     let recorder = start_recorder(opts, &[], &engine, now)?;
-    let view = View::new(UiMode::Plain, 200);
+    let mut view = View::new(UiMode::Plain, 200);
+    view.always_name_torrents();
     let mut event_loop = EventLoop::new(bound, engine, view, DAEMON_STATUS_EVERY).map_err(Failure::Loop)?;
     if let Some(recorder) = recorder {
         event_loop.set_recorder(recorder);

@@ -157,6 +157,8 @@ fn transmission_remote_adds_lists_stops_starts_and_removes_and_the_daemon_restor
     assert_same_tree(&a.path(), &out.join(&ta.name));
     assert_same_tree(&b.path(), &out.join(&tb.name));
 
+    let news = d.proc.stdout();
+    assert!(news.contains(&format!("{}: tracker ", ta.name)), "the daemon's lines name their torrent:\n{news}");
     let info = remote_ok(dir.path(), &d, &["-t", "1", "-i"]);
     assert!(info.contains(&format!("Name: {}", ta.name)), "{info}");
     assert!(info.contains(&format!("Hash: {}", bencode::hex(&ta.info_hash))), "{info}");

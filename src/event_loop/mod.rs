@@ -356,6 +356,10 @@ impl EventLoop {
 
     fn drain_events(&mut self) {
         while let Some(event) = self.engine.poll_event() {
+            if self.view.wants_name_for(&event) {
+                let snapshot = self.engine.snapshot();
+                self.view.learn_names(&snapshot);
+            }
             self.view.on_event(&event);
         }
     }

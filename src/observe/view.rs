@@ -71,6 +71,8 @@ pub struct View {
     check_shown: HashMap<TorrentId, u64>,
     /// The full-screen view's state, while it is up.
     full: Option<Full>,
+    /// Prefix every line with its torrent's name, even while only one runs (a daemon adds torrents later).
+    always_named: bool,
 }
 
 /// The full-screen view: what it remembers between frames. Dropping it restores the terminal (after
@@ -129,7 +131,7 @@ impl View {
             logpanel::open();
             out.frame(terminal::ENTER.to_string(), true);
         }
-        View { mode, columns, out, names: HashMap::new(), check_shown: HashMap::new(), full }
+        View { mode, columns, out, names: HashMap::new(), check_shown: HashMap::new(), full, always_named: false }
     }
 
     /// The mode in use (the full-screen view may have fallen back to the status line).
@@ -219,9 +221,14 @@ impl View {
         self.names = names.into_iter().collect();
     }
 
+    /// Name every line after its torrent, however many run (`rill daemon`: torrents come and go).
+    pub fn always_name_torrents(&mut self) {
+        self.always_named = true;
+    }
+
     fn prefix(&self, id: TorrentId) -> String {
         match self.names.get(&id) {
-            Some(name) if self.names.len() > 1 => format!("{name}: "),
+            Some(name) if self.names.len() > 1 || self.always_named => format!("{name}: "),
             _ => String::new(),
         }
     }
@@ -310,7 +317,36 @@ impl View {
 
     /// Draws the status at `now`: the full-screen view, or one line for a torrent (prefixed when several
     /// run in plain mode), or, live, one compact line for all.
+    /// Whether `event` is about a torrent this view cannot name yet (then the driver hands it a snapshot).
+    pub fn wants_name_for(&self, event: &Event) -> bool {
+        let torrent = match event {
+            Event::Checking { torrent, .. }
+            | Event::Checked { torrent, .. }
+            | Event::CheckInterrupted { torrent, .. }
+            | Event::Tracker { torrent, .. }
+            | Event::ConfirmFailed { torrent, .. }
+            | Event::MetadataReceived { torrent, .. }
+            | Event::Completed { torrent }
+            | Event::Failed { torrent, .. }
+            | Event::WebSeedGaveUp { torrent, .. } => *torrent,
+            Event::PeerClosed { .. } => return false,
+        };
+        self.always_named && !self.names.contains_key(&torrent)
+    }
+
+    /// Names torrents added after the start, and slots reused by new ones, from a snapshot.
+    pub fn learn_names(&mut self, snap: &Snapshot) {
+        for t in &snap.torrents {
+            if self.names.get(&t.id) != Some(&t.name) {
+                self.names.insert(t.id, t.name.clone());
+            }
+        }
+    }
+
     pub fn redraw(&mut self, snap: &Snapshot, now: Timestamp) {
+        if self.always_named {
+            self.learn_names(snap);
+        }
         if self.full.is_some() {
             self.redraw_full(snap, now);
             return;
