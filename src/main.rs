@@ -503,23 +503,7 @@ fn transfer(
     let rng = Rng::seeded(entropy.next_u64());
     let peer_id = rill::peer::our_peer_id(&mut entropy);
     let now = bound.now();
-    let tracing = opts.trace.is_some() || opts.stats_json.is_some();
-    let config = EngineConfig {
-        max_peers: opts.max_peers,
-        max_half_open: 8,
-        upload_slots: opts.max_upload_slots,
-        up_limit: opts.up_limit,
-        down_limit: opts.down_limit,
-        listen_port: bound.port(),
-        encryption: opts.encryption,
-        utp: !opts.no_utp,
-        trace: tracing,
-        dht: dht_bootstrap.map(|bootstrap| DhtConfig {
-            bootstrap,
-            node_file: state_dir(opts).map(|dir| dir.join("dht.dat")),
-            ipv6: bound.has_ipv6(),
-        }),
-    };
+    let config = engine_config(opts, &bound, dht_bootstrap, state_dir(opts));
     let mut engine = Engine::new(config, peer_id, rng, entropy, now);
     let multi = torrents.len() > 1;
     let mut names = Vec::with_capacity(torrents.len());
@@ -559,6 +543,31 @@ fn transfer(
     report(&outcomes, multi)
 }
 
+/// The engine's settings from the command line: `state_dir` keeps the DHT's node file.
+fn engine_config(
+    opts: &TransferOptions,
+    bound: &Bound,
+    dht_bootstrap: Option<Vec<Bootstrap>>,
+    state_dir: Option<PathBuf>,
+) -> EngineConfig {
+    EngineConfig {
+        max_peers: opts.max_peers,
+        max_half_open: 8,
+        upload_slots: opts.max_upload_slots,
+        up_limit: opts.up_limit,
+        down_limit: opts.down_limit,
+        listen_port: bound.port(),
+        encryption: opts.encryption,
+        utp: !opts.no_utp,
+        trace: opts.trace.is_some() || opts.stats_json.is_some(),
+        dht: dht_bootstrap.map(|bootstrap| DhtConfig {
+            bootstrap,
+            node_file: state_dir.map(|dir| dir.join("dht.dat")),
+            ipv6: bound.has_ipv6(),
+        }),
+    }
+}
+
 /// `rill daemon`: an engine that stays up, torrents from the state file, the RPC server on the loop.
 fn daemon(opts: &TransferOptions, rpc: &cli::RpcOptions) -> Result<(), Failure> {
     use rill::daemon::{Daemon, DaemonConfig};
@@ -583,22 +592,7 @@ fn daemon(opts: &TransferOptions, rpc: &cli::RpcOptions) -> Result<(), Failure> 
     let peer_id = rill::peer::our_peer_id(&mut entropy);
     let session_id: String = (0..3).map(|_| format!("{:016x}", entropy.next_u64())).collect();
     let now = bound.now();
-    let config = EngineConfig {
-        max_peers: opts.max_peers,
-        max_half_open: 8,
-        upload_slots: opts.max_upload_slots,
-        up_limit: opts.up_limit,
-        down_limit: opts.down_limit,
-        listen_port: bound.port(),
-        encryption: opts.encryption,
-        utp: !opts.no_utp,
-        dht: dht_bootstrap.map(|bootstrap| DhtConfig {
-            bootstrap,
-            node_file: Some(state_dir.join("dht.dat")),
-            ipv6: bound.has_ipv6(),
-        }),
-        trace: opts.trace.is_some() || opts.stats_json.is_some(),
-    };
+    let config = engine_config(opts, &bound, dht_bootstrap, Some(state_dir.clone()));
     let dht = config.dht.is_some();
     let mut engine = Engine::new(config, peer_id, rng, entropy, now);
     engine.stay_up();

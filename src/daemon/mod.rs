@@ -94,6 +94,12 @@ struct Figures {
     wasted: u64,
 }
 
+impl Figures {
+    fn of(t: &TorrentSnapshot) -> Figures {
+        Figures { done: t.done, total: t.total, downloaded: t.downloaded, uploaded: t.uploaded, wasted: t.wasted }
+    }
+}
+
 struct Entry {
     id: u32,
     info_hash: InfoHash,
@@ -351,13 +357,7 @@ impl Daemon {
                 continue;
             };
             if t.total > 0 {
-                e.last = Figures {
-                    done: t.done,
-                    total: t.total,
-                    downloaded: t.downloaded,
-                    uploaded: t.uploaded,
-                    wasted: t.wasted,
-                };
+                e.last = Figures::of(t);
             }
         }
     }
@@ -376,13 +376,7 @@ impl Daemon {
             if let Some(id) = e.torrent {
                 if let Some(t) = snapshot.torrents.iter().find(|t| t.id == id) {
                     if t.metadata_progress.is_none() || t.total > 0 {
-                        e.last = Figures {
-                            done: t.done,
-                            total: t.total,
-                            downloaded: t.downloaded,
-                            uploaded: t.uploaded,
-                            wasted: t.wasted,
-                        };
+                        e.last = Figures::of(t);
                     }
                     if t.name != e.name && !t.name.is_empty() {
                         e.name = t.name.clone();
@@ -847,13 +841,7 @@ impl Backend for DaemonBackend<'_> {
         let snap = self.snapshot();
         let t = e.torrent.and_then(|tid| snap.torrents.iter().find(|t| t.id == tid));
         let f = match t {
-            Some(t) if t.total > 0 || t.metadata_progress.is_none() => Figures {
-                done: t.done,
-                total: t.total,
-                downloaded: t.downloaded,
-                uploaded: t.uploaded,
-                wasted: t.wasted,
-            },
+            Some(t) if t.total > 0 || t.metadata_progress.is_none() => Figures::of(t),
             _ => e.last,
         };
         let s = e.summary.clone().unwrap_or_default();
