@@ -171,7 +171,7 @@ impl Browser {
     pub fn screenshot_png(&self) -> Vec<u8> {
         let v = self.must("GET", "/screenshot", "");
         let b64 = v.as_str().expect("a base64 screenshot");
-        base64_decode(b64).expect("valid base64 from chromedriver")
+        rill::rpc::base64::decode(b64.as_bytes()).expect("valid base64 from chromedriver")
     }
 }
 
@@ -188,27 +188,3 @@ fn element_of(v: &Json) -> Option<Element> {
     v.get(ELEMENT_KEY).and_then(Json::as_str).map(|s| Element(s.to_string()))
 }
 
-/// Standard base64 (with or without padding) to bytes.
-pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() / 4 * 3);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' | b'\n' | b'\r' => continue,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
