@@ -187,4 +187,3 @@ impl Drop for Browser {
 fn element_of(v: &Json) -> Option<Element> {
     v.get(ELEMENT_KEY).and_then(Json::as_str).map(|s| Element(s.to_string()))
 }
-
