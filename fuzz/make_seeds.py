@@ -190,3 +190,6 @@ write("rpc", "http-409", bytes([2]) + b"POST /transmission/rpc HTTP/1.1\r\nConte
 write("rpc", "http-continue", bytes([4]) + b"POST /transmission/rpc HTTP/1.1\r\nExpect: 100-continue\r\n"
       b"X-Transmission-Session-Id: SID\r\nContent-Length: 24\r\n\r\n{\"method\":\"session-get\"}")
 write("rpc", "http-page", bytes([6]) + b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\nHEAD / HTTP/1.0\r\n\r\n")
+write("rpc", "state", bytes([32]) + b'{"version":1,"torrents":[{"hash":"' + b"ab" * 20 +
+      b'","magnet":null,"name":"x","dir":"/d","stopped":true,"unwanted":[1],"added":5,"done":0,"have":3,'
+      b'"wanted":9,"downloaded":4,"uploaded":1}]}')

@@ -1,7 +1,9 @@
 //! The daemon's RPC server: `rpc::RpcServer` (HTTP request framing, credentials, Host allow-list, session-id
 //! handshake, caps) and `rpc::transmission::handle` (the JSON methods) over a stub backend.
 //!
-//! Input: one flag byte, then the bytes. Bit 0 set: the bytes are an RPC request body, answered directly.
+//! Input: one flag byte, then the bytes. Bit 5 set: the bytes are the daemon's state file (`daemon.json`),
+//! which must parse or be refused, and round-trip when it parses. Bit 0 set: the bytes are an RPC request
+//! body, answered directly.
 //! Otherwise they are what a client sends on one connection, fed once in one piece and once cut into reads of
 //! a size picked by bits 1–3; bit 4 turns on Basic credentials.
 //!
@@ -16,6 +18,7 @@ use rill::rpc::transmission::{
     handle, AddSource, AddTorrent, Added, Backend, Detail, FileInfo, SessionInfo, SessionSet, SessionStats, Status,
     TorrentInfo, TorrentSet,
 };
+use rill::daemon::state::SavedState;
 use rill::rpc::{http, RpcConfig, RpcServer, MAX_BUFFERED};
 use rill::time::Timestamp;
 
@@ -143,6 +146,13 @@ fn check_responses(mut out: &[u8]) {
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, bytes)) = data.split_first() else { return };
+    if flags & 32 != 0 {
+        if let Ok(state) = SavedState::parse(bytes) {
+            assert!(state.torrents.len() <= rill::daemon::state::MAX_TORRENTS);
+            assert_eq!(SavedState::parse(&state.to_bytes()).ok(), Some(state));
+        }
+        return;
+    }
     if flags & 1 != 0 {
         let mut backend = Stub { ids: vec![1, 2, 3] };
         check_json_answer(&handle(bytes, &mut backend));
