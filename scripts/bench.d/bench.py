@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The orchestrator behind scripts/bench (which installs tools, builds rill and runs this under a total timeout).
 
-    bench.py [download] [memory] [latency] [utp] [encryption] [upload] [endgame] [many] [dht]   (none: all)
+    bench.py [download] [memory] [latency] [utp] [encryption] [upload] [endgame] [many] [daemon] [dht]   (none: all)
 
 Everything runs on 127.0.0.1. Every process is started in its own process group, wrapped in `timeout` (an
 absolute bound even if this script dies), and its group is killed by id on exit. Readiness is polled with
@@ -9,7 +9,9 @@ deadlines. Per-run logs go to target/bench/logs/, the tables to target/bench/res
 target/bench/runs.jsonl. See scripts/bench for the environment variables.
 """
 import atexit
+import base64
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -78,7 +80,8 @@ GIB = float(1 << 30)
 START = time.monotonic()
 DEADLINE = START + TOTAL - 15  # leave time to clean up inside the wrapper's bound
 
-ALL_CASES = ["download", "memory", "latency", "utp", "encryption", "upload", "endgame", "many", "dht", "view", "trace"]
+ALL_CASES = ["download", "memory", "latency", "utp", "encryption", "upload", "endgame", "many", "daemon", "dht", "view",
+             "trace"]
 
 
 def remaining():
@@ -1993,6 +1996,304 @@ def record_many(res):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# daemon: `rill daemon` beside transmission-daemon with the same 1, 10 and 100 small torrents loaded and seeding
+# (no peers, no tracker): peak and current RSS, idle CPU, and how long a `torrent-get` of every torrent takes
+
+
+DAEMON_COUNTS = [int(x) for x in os.environ.get("DAEMON_COUNTS", "1 10 100").split()]
+DAEMON_IDLE = env_float("DAEMON_IDLE", 30)
+DAEMON_SETTLE = env_float("DAEMON_SETTLE", 3)
+DAEMON_REQUESTS = env_int("DAEMON_REQUESTS", 50)
+DAEMON_READY_TIMEOUT = env_float("DAEMON_READY_TIMEOUT", 180)
+DAEMONS = ["rill", "transmission"]
+# What `transmission-remote -l` asks for (Transmission 3.00's list keys, as it sends them).
+LIST_FIELDS = ["error", "errorString", "eta", "id", "isFinished", "leftUntilDone", "name", "peersGettingFromUs",
+               "peersSendingToUs", "rateDownload", "rateUpload", "sizeWhenDone", "status", "uploadRatio"]
+
+
+class RpcClient:
+    """Transmission RPC over one keep-alive HTTP/1.1 connection, with the X-Transmission-Session-Id handshake.
+    `connects` counts the TCP connections it opened (a server that closes a kept-alive connection shows here)."""
+
+    def __init__(self, port):
+        self.port = port
+        self.conn = None
+        self.session = None
+        self.connects = 0
+        self.last_bytes = 0
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def call(self, method, arguments=None, timed=None):
+        """One request; its `arguments`. timed: a list to append the seconds from sending the request (from
+        connecting, when this request opened the connection) to the last byte of the answer to (the answer that
+        counted, after any 409)."""
+        body = json.dumps({"method": method, "arguments": arguments or {}}).encode()
+        for _ in range(4):
+            t0 = time.perf_counter()
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                self.conn.connect()
+                self.connects += 1
+            else:
+                t0 = time.perf_counter()
+            headers = {"Content-Type": "application/json"}
+            if self.session:
+                headers["X-Transmission-Session-Id"] = self.session
+            try:
+                self.conn.request("POST", "/transmission/rpc", body, headers)
+                resp = self.conn.getresponse()
+                data = resp.read()
+                dt = time.perf_counter() - t0
+            except (http.client.HTTPException, OSError):
+                self.close()  # a kept-alive connection the server closed: open another
+                continue
+            if resp.will_close:
+                self.close()
+            if resp.status == 409:
+                self.session = resp.getheader("X-Transmission-Session-Id")
+                continue
+            if resp.status != 200:
+                raise RuntimeError("RPC %s on port %d: HTTP %d: %s" % (method, self.port, resp.status, data[:200]))
+            try:
+                j = json.loads(data)
+            except ValueError:
+                raise RuntimeError("RPC %s on port %d: not JSON: %r" % (method, self.port, data[:200]))
+            if j.get("result") != "success":
+                raise RuntimeError("RPC %s on port %d: %s" % (method, self.port, j.get("result")))
+            if timed is not None:
+                timed.append(dt)
+            self.last_bytes = len(data)
+            return j.get("arguments") or {}
+        raise RuntimeError("RPC %s on port %d: no answer after 4 tries" % (method, self.port))
+
+    def up(self):
+        try:
+            self.call("session-get")
+            return True
+        except (OSError, RuntimeError, http.client.HTTPException):
+            self.close()
+            return False
+
+
+def daemon_add_all(rpc, loaded, data):
+    """torrent-add of every .torrent (metainfo, base64) into `data`; the ids in the order of `loaded`."""
+    ids = []
+    for s in loaded:
+        with open(s.torrent, "rb") as f:
+            meta = base64.b64encode(f.read()).decode()
+        a = rpc.call("torrent-add", {"metainfo": meta, "download-dir": data, "paused": False})
+        added = a.get("torrent-added") or a.get("torrent-duplicate")
+        if not added or "id" not in added:
+            raise RuntimeError("torrent-add of %s answered %s" % (s.name, a))
+        ids.append(added["id"])
+    return ids
+
+
+def daemon_seeding(rpc, n):
+    """True once the daemon lists n torrents, each seeding (status 6) with all its data (percentDone 1)."""
+    ts = rpc.call("torrent-get", {"fields": ["id", "name", "status", "percentDone", "error", "errorString"]}).get(
+        "torrents", [])
+    for t in ts:
+        if t.get("error"):
+            raise RuntimeError("%s: error %s: %s" % (t.get("name"), t.get("error"), t.get("errorString")))
+    return len(ts) == n and all(t.get("status") == 6 and t.get("percentDone") == 1 for t in ts)
+
+
+def daemon_run(daemon, loaded, data, rnd):
+    """One daemon with the torrents of `loaded` added over its RPC: the time until all seed, then an idle window
+    (CPU, RSS), then DAEMON_REQUESTS torrent-get requests of LIST_FIELDS for all torrents on one connection."""
+    n = len(loaded)
+    res = {"case": "daemon", "client": daemon, "variant": "%d torrents" % n, "count": n, "round": rnd,
+           "bytes": sum(s.size for s in loaded), "ok": False}
+    name = "daemon-%d-%s-r%d" % (n, daemon, rnd)
+    remove_rill_resume_in(data)  # every run checks all its data: no rill resume file, a fresh Transmission config
+    prepare_cache([s.path for s in loaded])
+    wait_quiet()
+    life = DAEMON_READY_TIMEOUT + DAEMON_SETTLE + DAEMON_IDLE + 180
+    if daemon == "rill":
+        state = os.path.join(WORK, "daemon", "state-" + name)
+        shutil.rmtree(state, ignore_errors=True)
+        port = free_port()
+        cmd = [RILL, "daemon", "-d", data, "--state-dir", state, "--rpc-bind", "127.0.0.1:%d" % port, "--port", "0",
+               "--bind", "127.0.0.1", "--no-dht"]
+    else:
+        tr = Transmission(name, data)
+        port = tr.rpc_port
+        cmd = tr.cmd()
+    t0 = time.monotonic()
+    p = spawn(name, cmd, life=life)
+    rpc = RpcClient(port)
+    try:
+        wait_until("%s's RPC on port %d" % (daemon, port), rpc.up, 60, 0.05, [p])
+        pid = wait_until("%s's pid" % daemon, lambda: leaf(p.pid, 1), 10, 0.02, [p])
+        t_up = time.monotonic()
+        daemon_add_all(rpc, loaded, data)
+        res["add_s"] = time.monotonic() - t_up
+        wait_until("%s to seed all %d torrents (DAEMON_READY_TIMEOUT=%g s)" % (daemon, n, DAEMON_READY_TIMEOUT),
+                   lambda: daemon_seeding(rpc, n), DAEMON_READY_TIMEOUT, 0.2, [p])
+        res["ready_s"] = time.monotonic() - t0
+        res["hwm_ready_kib"] = proc_status(pid).get("VmHWM", 0)
+        rpc.close()  # no RPC client during the idle window
+        time.sleep(DAEMON_SETTLE)
+        load = Load()
+        a = task_sample(pid)
+        end = time.monotonic() + DAEMON_IDLE
+        while time.monotonic() < end:
+            if p.poll() is not None:
+                raise RuntimeError("%s exited during the idle window; see %s.log" % (daemon, name))
+            time.sleep(min(0.5, max(0.0, end - time.monotonic())))
+        b = task_sample(pid)
+        dt = b[0] - a[0]
+        res["idle_s"] = dt
+        res["idle_cpu_pct"] = 100.0 * (b[1] - a[1]) / dt if a[1] is not None and b[1] is not None else None
+        res["idle_sched_pct"] = 100.0 * (b[2] - a[2]) / 1e9 / dt if a[2] is not None and b[2] is not None \
+            else None
+        res["idle_wakeups"] = (b[3] - a[3]) / dt if a[3] is not None and b[3] is not None else None
+        res["idle_others"] = load.others()
+        st = proc_status(pid)
+        res["hwm_idle_kib"] = st.get("VmHWM", 0)
+        res["rss_idle_kib"] = st.get("VmRSS", 0)
+        res["anon_idle_kib"] = st.get("RssAnon", 0)
+        try:
+            res["threads"] = len(os.listdir("/proc/%d/task" % pid))
+        except OSError:
+            res["threads"] = None
+
+        # torrent-get latency: the handshake (and one untimed full answer) first, then the timed requests.
+        rpc = RpcClient(port)
+        rpc.call("torrent-get", {"fields": LIST_FIELDS})
+        c0 = rpc.connects
+        load = Load()
+        timed = []
+        for _ in range(DAEMON_REQUESTS):
+            got = rpc.call("torrent-get", {"fields": LIST_FIELDS}, timed=timed)
+            if len(got.get("torrents", [])) != n:
+                raise RuntimeError("torrent-get listed %d torrents, not %d" % (len(got.get("torrents", [])), n))
+        res["get_reconnects"] = rpc.connects - c0
+        # The same with a new connection for each request (the session id known), as transmission-remote does.
+        fresh = []
+        for _ in range(DAEMON_REQUESTS):
+            rpc.close()
+            rpc.call("torrent-get", {"fields": LIST_FIELDS}, timed=fresh)
+        rpc.close()
+        res["get_ms"] = [1000.0 * x for x in timed]
+        res["get_new_conn_ms"] = [1000.0 * x for x in fresh]
+        res["get_bytes"] = rpc.last_bytes
+        res["get_others"] = load.others()
+        st = proc_status(pid)
+        res["hwm_end_kib"] = st.get("VmHWM", 0)
+        res["rss_end_kib"] = st.get("VmRSS", 0)
+        res["alive"] = p.poll() is None
+        res["ok"] = res["alive"]
+        stop(p, pid=pid)
+    finally:
+        rpc.close()
+        stop(p)
+        remove_rill_resume_in(data)
+    return res
+
+
+def quantile(values, q):
+    """The q-quantile of values, interpolated between the two nearest ranks."""
+    v = sorted(values)
+    if not v:
+        return None
+    x = q * (len(v) - 1)
+    i = int(x)
+    return v[i] if i + 1 >= len(v) else v[i] + (v[i + 1] - v[i]) * (x - i)
+
+
+def case_daemon(ctx):
+    emit("== daemon: rill daemon beside transmission-daemon, %s small torrents added over the RPC and seeding (1-4 "
+         "MiB each, loopback, no tracker, no peers), idle %g s, then %d torrent-get of every torrent" % (
+             "/".join(str(c) for c in DAEMON_COUNTS), DAEMON_IDLE, DAEMON_REQUESTS))
+    daemons = [d for d in DAEMONS if d != "transmission" or have("transmission-daemon")]
+    if "transmission" not in daemons:
+        emit("   transmission-daemon: not installed, only rill is measured")
+    root = os.path.join(WORK, "daemon")
+    data = os.path.join(root, "data")
+    smalls, creator = make_small_torrents(max(DAEMON_COUNTS), data, os.path.join(root, "torrents"))
+    rows = []
+    for n in DAEMON_COUNTS:
+        runs = {d: [] for d in daemons}
+        for rnd in range(ROUNDS):
+            for d in rotate(daemons, rnd):
+                if out_of_time("daemon", DAEMON_IDLE + DAEMON_SETTLE + 60):
+                    break
+                try:
+                    res = daemon_run(d, smalls[:n], data, rnd)
+                except (RuntimeError, OSError, http.client.HTTPException) as e:
+                    emit("   %s, %d torrents, round %d: FAILED: %s" % (d, n, rnd + 1, e))
+                    record_row({"case": "daemon", "client": d, "variant": "%d torrents" % n, "count": n,
+                                "round": rnd, "ok": False, "error": str(e)})
+                    continue
+                record_row(res)
+                runs[d].append(res)
+                g = res["get_ms"]
+                f = res["get_new_conn_ms"]
+                say("    %s, %d torrents, round %d: ready %.1f s, peak RSS %s MiB, RSS %s MiB, idle CPU %s%% "
+                    "(sched %s%%), torrent-get median %.2f ms p90 %.2f ms (new connection each: %.2f / %.2f; %d "
+                    "bytes)" % (
+                        d, n, rnd + 1, res["ready_s"], mib(res["hwm_idle_kib"]), mib(res["rss_idle_kib"]),
+                        fmt_opt(res["idle_cpu_pct"], "%.3f"), fmt_opt(res["idle_sched_pct"], "%.4f"),
+                        statistics.median(g), quantile(g, 0.9), statistics.median(f), quantile(f, 0.9),
+                        res["get_bytes"]))
+        for d in daemons:
+            ok = [r for r in runs[d] if r["ok"]]
+            label = "rill daemon" if d == "rill" else "transmission-daemon"
+            if not ok:
+                rows.append([label, n, "%d/%d" % (0, ROUNDS)] + ["-"] * 11)
+                continue
+            med = lambda k: statistics.median(r[k] for r in ok if r.get(k) is not None) \
+                if any(r.get(k) is not None for r in ok) else None
+            g = [x for r in ok for x in r["get_ms"]]
+            f = [x for r in ok for x in r["get_new_conn_ms"]]
+            rows.append([label, n, "%d/%d" % (len(ok), ROUNDS), "%.2f" % med("ready_s"),
+                         mib(max(r["hwm_idle_kib"] for r in ok)), mib(max(r["hwm_end_kib"] for r in ok)),
+                         mib(med("rss_idle_kib")), fmt_opt(med("idle_cpu_pct"), "%.3f"),
+                         fmt_opt(med("idle_sched_pct"), "%.4f"), fmt_opt(med("idle_wakeups"), "%.1f"),
+                         "%.2f / %.2f" % (statistics.median(g), quantile(g, 0.9)),
+                         "%.2f / %.2f" % (statistics.median(f), quantile(f, 0.9)),
+                         "%.0f" % statistics.median(r["get_bytes"] for r in ok), "%.2f" % med("idle_others")])
+    emit(fmt_table(["daemon", "torrents", "runs ok", "ready s", "peak RSS MiB", "peak RSS MiB (end)", "RSS now MiB",
+                    "idle CPU %", "idle CPU % (sched)", "wakeups/s", "torrent-get ms median / p90",
+                    "new conn. ms median / p90",
+                    "answer bytes", "other load"], rows))
+    emit("   torrents made with %s, data hot in the page cache; each run adds them all over the RPC (torrent-add," %
+         creator)
+    emit("   metainfo in base64, download-dir = the data's folder) to a fresh daemon (no rill resume file, a new")
+    emit("   Transmission config dir), which checks all the data; ready = daemon start to every torrent at status 6")
+    emit("   (seeding) and percentDone 1. rill: `rill daemon --port 0 --bind 127.0.0.1 --no-dht`; transmission-daemon")
+    emit("   -f -g CONF with DHT, LPD, PEX, uTP and port forwarding off, bound to 127.0.0.1. Daemons alternate, the")
+    emit("   order rotated each round; %d round(s) per count." % ROUNDS)
+    emit("   peak RSS = VmHWM after the idle window (worst round), and (end) after the torrent-get requests; RSS")
+    emit("   now = VmRSS at the end of the idle window (median). idle CPU = utime+stime over a %g s window %g s after" %
+         (DAEMON_IDLE, DAEMON_SETTLE))
+    emit("   ready, all threads, as %% of one core (one clock tick is %.3f%% of it); (sched) = the same from" % (
+        100.0 / TICK / DAEMON_IDLE))
+    emit("   /proc/PID/task/*/schedstat (ns); wakeups/s = context switches, all threads (medians over rounds).")
+    emit("   torrent-get = %d requests, one after the other on one kept-alive HTTP/1.1 connection (the session-id" %
+         DAEMON_REQUESTS)
+    emit("   handshake and one untimed request first), of every torrent with the fields transmission-remote -l asks")
+    emit("   for (its 14 list keys): request sent to the last byte of the answer, in ms, median and 90th percentile")
+    emit("   over all rounds' requests (python's http.client on the same machine); answer = its body's size. new")
+    emit("   conn. = %d more, each on a new connection (connect to last byte; the session id already known), as" %
+         DAEMON_REQUESTS)
+    emit("   transmission-remote does (one connection per run).")
+    emit("   other load = cores used by other processes on the machine during the idle window (median).")
+    emit("   Aim (issue 15): below transmission-daemon on all of them.")
+    emit()
+
+
+def fmt_opt(v, fmt):
+    return (fmt % v) if v is not None else "-"
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # dht: a private loopback DHT of python3-libtorrent sessions; rill's time to its first DHT peer and to complete
 # beside libtorrent's, its memory with a full routing table and peer store, and its idle DHT traffic.
 
@@ -2608,7 +2909,7 @@ def main():
     tracker = Tracker()
     say("setup: content and torrents under %s" % WORK)
     ctx = {"tracker": tracker}
-    if any(c not in ("many", "dht", "view") for c in cases):  # those make their own torrents and need no tracker
+    if any(c not in ("many", "daemon", "dht", "view") for c in cases):  # those make their own torrents and need no tracker
         ctx["c1"] = Content("%dM" % (SIZE >> 20), SIZE, tracker.url)
         if "memory" in cases:
             ctx["c4"] = Content("%dM" % (BIG >> 20), BIG, tracker.url)
@@ -2619,7 +2920,7 @@ def main():
             sys.exit("bench: opentracker missing (scripts/bench installs it)")
     funcs = {"download": case_download, "memory": case_memory, "latency": case_latency, "utp": case_utp,
              "encryption": case_encryption, "upload": case_upload,
-             "endgame": case_endgame, "many": case_many, "dht": case_dht, "view": case_view,
+             "endgame": case_endgame, "many": case_many, "daemon": case_daemon, "dht": case_dht, "view": case_view,
              "trace": case_trace}
     failed = []
     for c in cases:
