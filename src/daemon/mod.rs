@@ -13,6 +13,7 @@
 pub mod state;
 
 use std::cell::OnceCell;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -765,13 +766,27 @@ pub struct DaemonBackend<'a> {
     daemon: &'a mut Daemon,
     engine: &'a mut Engine,
     now: Timestamp,
-    /// One engine snapshot per request, taken when first needed.
-    snapshot: OnceCell<Snapshot>,
+    /// One engine snapshot per request, taken when first needed, with its torrents by id (a `torrent-get`
+    /// of every torrent looks each one up).
+    snapshot: OnceCell<(Snapshot, HashMap<TorrentId, usize>)>,
 }
 
 impl DaemonBackend<'_> {
     fn snapshot(&self) -> &Snapshot {
-        self.snapshot.get_or_init(|| self.engine.snapshot())
+        &self.indexed().0
+    }
+
+    fn indexed(&self) -> &(Snapshot, HashMap<TorrentId, usize>) {
+        self.snapshot.get_or_init(|| {
+            let snapshot = self.engine.snapshot();
+            let index = snapshot.torrents.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
+            (snapshot, index)
+        })
+    }
+
+    fn torrent_snapshot(&self, id: TorrentId) -> Option<&TorrentSnapshot> {
+        let (snapshot, index) = self.indexed();
+        index.get(&id).map(|&i| &snapshot.torrents[i])
     }
 
     fn changed(&mut self) {
@@ -839,12 +854,13 @@ impl Backend for DaemonBackend<'_> {
         let d = &*self.daemon;
         let e = d.entries.iter().find(|e| e.id == id)?;
         let snap = self.snapshot();
-        let t = e.torrent.and_then(|tid| snap.torrents.iter().find(|t| t.id == tid));
+        let t = e.torrent.and_then(|tid| self.torrent_snapshot(tid));
         let f = match t {
             Some(t) if t.total > 0 || t.metadata_progress.is_none() => Figures::of(t),
             _ => e.last,
         };
-        let s = e.summary.clone().unwrap_or_default();
+        let none = Summary::default();
+        let s = e.summary.as_ref().unwrap_or(&none);
         let (down, up) = t.map_or((0.0, 0.0), |t| (t.down_rate, t.up_rate));
         let left = f.total.saturating_sub(f.done);
         let peers: Vec<_> = e.torrent.map_or(Vec::new(), |tid| {
