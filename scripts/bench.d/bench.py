@@ -1796,6 +1796,28 @@ def make_small_torrents(n, data, tdir):
     return out, creator
 
 
+def idle_window(p, pid, seconds, what, name, load, res):
+    """Samples process `pid` (started as `p`) over `seconds` of idleness into `res`: CPU (% of a core, from
+    utime+stime and from schedstat), wakeups a second, other load, peak/current/anonymous RSS."""
+    a = task_sample(pid)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if p.poll() is not None:
+            raise RuntimeError("%s exited during the idle window; see %s.log" % (what, name))
+        time.sleep(min(0.5, max(0.0, end - time.monotonic())))
+    b = task_sample(pid)
+    dt = b[0] - a[0]
+    res["idle_s"] = dt
+    res["idle_cpu_pct"] = 100.0 * (b[1] - a[1]) / dt if a[1] is not None and b[1] is not None else None
+    res["idle_sched_pct"] = 100.0 * (b[2] - a[2]) / 1e9 / dt if a[2] is not None and b[2] is not None else None
+    res["idle_wakeups"] = (b[3] - a[3]) / dt if a[3] is not None and b[3] is not None else None
+    res["idle_others"] = load.others()
+    st = proc_status(pid)
+    res["hwm_idle_kib"] = st.get("VmHWM", 0)
+    res["rss_idle_kib"] = st.get("VmRSS", 0)
+    res["anon_idle_kib"] = st.get("RssAnon", 0)
+
+
 def task_sample(pid):
     """(monotonic time, utime+stime s of the whole process, on-CPU ns summed over its threads or None,
     context switches summed over its threads): the process's cost since it started."""
@@ -1867,24 +1889,7 @@ def many_run(smalls, n, data):
         # The probes' connections are closed; let rill see them go before the window opens.
         time.sleep(MANY_SETTLE)
         load = Load()
-        a = task_sample(pid)
-        end = time.monotonic() + MANY_IDLE
-        while time.monotonic() < end:
-            if p.poll() is not None:
-                raise RuntimeError("rill seed exited during the idle window; see " + name + ".log")
-            time.sleep(min(0.5, max(0.0, end - time.monotonic())))
-        b = task_sample(pid)
-        dt = b[0] - a[0]
-        res["idle_s"] = dt
-        res["idle_cpu_pct"] = 100.0 * (b[1] - a[1]) / dt if a[1] is not None and b[1] is not None else None
-        res["idle_sched_pct"] = 100.0 * (b[2] - a[2]) / 1e9 / dt if a[2] is not None and b[2] is not None \
-            else None
-        res["idle_wakeups"] = (b[3] - a[3]) / dt if a[3] is not None and b[3] is not None else None
-        res["idle_others"] = load.others()
-        st = proc_status(pid)
-        res["hwm_idle_kib"] = st.get("VmHWM", 0)
-        res["rss_idle_kib"] = st.get("VmRSS", 0)
-        res["anon_idle_kib"] = st.get("RssAnon", 0)
+        idle_window(p, pid, MANY_IDLE, "rill seed", name, load, res)
 
         # A few leechers at once (the same number whatever the count), spread over the loaded torrents: each on
         # its own torrent when there are enough, several on one otherwise.
@@ -2140,24 +2145,7 @@ def daemon_run(daemon, loaded, data, rnd):
         rpc.close()  # no RPC client during the idle window
         time.sleep(DAEMON_SETTLE)
         load = Load()
-        a = task_sample(pid)
-        end = time.monotonic() + DAEMON_IDLE
-        while time.monotonic() < end:
-            if p.poll() is not None:
-                raise RuntimeError("%s exited during the idle window; see %s.log" % (daemon, name))
-            time.sleep(min(0.5, max(0.0, end - time.monotonic())))
-        b = task_sample(pid)
-        dt = b[0] - a[0]
-        res["idle_s"] = dt
-        res["idle_cpu_pct"] = 100.0 * (b[1] - a[1]) / dt if a[1] is not None and b[1] is not None else None
-        res["idle_sched_pct"] = 100.0 * (b[2] - a[2]) / 1e9 / dt if a[2] is not None and b[2] is not None \
-            else None
-        res["idle_wakeups"] = (b[3] - a[3]) / dt if a[3] is not None and b[3] is not None else None
-        res["idle_others"] = load.others()
-        st = proc_status(pid)
-        res["hwm_idle_kib"] = st.get("VmHWM", 0)
-        res["rss_idle_kib"] = st.get("VmRSS", 0)
-        res["anon_idle_kib"] = st.get("RssAnon", 0)
+        idle_window(p, pid, DAEMON_IDLE, daemon, name, load, res)
         try:
             res["threads"] = len(os.listdir("/proc/%d/task" % pid))
         except OSError:
