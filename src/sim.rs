@@ -107,7 +107,17 @@ struct Host {
     /// Trace events, when the host traces (`Sim::trace`).
     trace: Vec<crate::engine::trace::TraceEvent>,
     _dirs: Vec<TempDir>,
+    /// Runs the host's disk jobs in place.
+    disk: crate::storage::disk::Executor,
+    disk_jobs: Vec<crate::storage::disk::Job>,
+    disk_done: Vec<crate::storage::disk::Done>,
+    /// When the jobs in `disk_jobs` are done (`DISK_LATENCY` after they were queued).
+    disk_due: Option<Timestamp>,
 }
+
+/// How long the simulated disk takes for a batch of jobs: results come back in a later step, as they
+/// come back from the `rill-disk` thread in a later turn of the event loop.
+const DISK_LATENCY: Duration = Duration::from_micros(500);
 
 /// One side of a link.
 struct End {
@@ -290,6 +300,10 @@ impl Sim {
             failed_confirmations: Vec::new(),
             trace: Vec::new(),
             _dirs: Vec::new(),
+            disk: crate::storage::disk::Executor::default(),
+            disk_jobs: Vec::new(),
+            disk_done: Vec::new(),
+            disk_due: None,
         });
         n
     }
@@ -515,7 +529,7 @@ impl Sim {
         let t = h.engine.torrent_mut(h.torrents[torrent]).expect("the torrent");
         let data = t.data.as_mut().expect("checked");
         let mut out = vec![0; data.ctx.geometry.total_length() as usize];
-        data.storage.read(0, &mut out).expect("read back");
+        data.disk.lock().read(0, &mut out).expect("read back");
         out
     }
 
@@ -539,6 +553,11 @@ impl Sim {
         }
         if let Some(((t, _), _)) = self.datagrams.first_key_value() {
             next = next.min(*t);
+        }
+        for h in &self.hosts {
+            if let Some(due) = h.disk_due {
+                next = next.min(due);
+            }
         }
         for l in &self.links {
             for pipe in [&l.a_to_b, &l.b_to_a] {
@@ -680,6 +699,22 @@ impl Sim {
                     any = true;
                     let from = self.hosts[h].addr;
                     self.send_datagram(from, to, buf[..len].to_vec());
+                }
+                // Disk jobs run in place, `DISK_LATENCY` after they were queued (the event loop runs them on
+                // its `rill-disk` thread).
+                let host = &mut self.hosts[h];
+                if host.disk_due.is_some_and(|due| due <= now) {
+                    any = true;
+                    host.disk_due = None;
+                    host.disk.run(&mut host.disk_jobs, &mut host.disk_done);
+                    for done in host.disk_done.drain(..) {
+                        host.engine.handle_disk_done(done, now);
+                    }
+                }
+                let before = host.disk_jobs.len();
+                host.disk_jobs.extend(std::iter::from_fn(|| host.engine.poll_disk_job()));
+                if host.disk_jobs.len() > before && host.disk_due.is_none() {
+                    host.disk_due = Some(now + DISK_LATENCY);
                 }
                 while let Some(conn) = self.hosts[h].engine.poll_transmit(now) {
                     any = true;
@@ -1042,23 +1077,32 @@ mod tests {
     }
 
     #[test]
-    fn confirmation_is_bounded_per_turn() {
+    fn confirmation_is_queued_on_the_disk_and_decided_by_its_verdicts() {
+        use crate::storage::disk::{DiskQueue, Done, Executor};
         let mut rng = Rng::seeded(23);
         let (meta, _, on_disk, changed) = changed_on_disk();
         let mut sim = Sim::new();
         let node = sim.add_trusting_node(&meta, &on_disk, true, &mut rng);
         let t = sim.torrent_core(node);
-        // 3 pieces of 64 KiB: a budget of 150 KiB stops after the third.
-        assert!(t.confirm_some(150 * 1024).expect("confirm"));
-        assert_eq!(t.swarm.have().count_ones(), 3);
-        assert_eq!(t.confirmed, [0, 1, 2]);
-        // A zero budget still makes progress: one piece.
-        assert!(t.confirm_some(0).expect("confirm"));
-        assert_eq!(t.swarm.have().count_ones(), 4);
-        assert!(!t.confirm_some(u64::MAX).expect("confirm"), "nothing left");
+        let mut disk = DiskQueue::default();
+        t.confirm_some(&mut disk);
+        let mut jobs: Vec<_> = std::iter::from_fn(|| disk.poll_job()).collect();
+        // 16 pieces of 64 KiB: all fit under the bound on bytes in flight.
+        assert_eq!(jobs.len(), 16, "every unconfirmed piece is queued");
+        assert_eq!(t.swarm.have().count_ones(), 0, "nothing is had before its verdict");
+        t.confirm_some(&mut disk);
+        assert!(disk.poll_job().is_none(), "a piece is queued once");
+        let mut done = Vec::new();
+        Executor::default().run(&mut jobs, &mut done);
+        for d in done {
+            if let Done::Verified { piece, result, .. } = d {
+                t.on_confirm_verdict(piece, result.expect("read"));
+            }
+        }
         assert_eq!(t.swarm.have().count_ones(), 15);
         assert_eq!(t.confirm_failed, [changed]);
         assert!(t.swarm.wants(changed), "a download fetches it again");
+        assert!(!t.swarm.has_unconfirmed(), "nothing left");
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! One torrent's core: the shared context, the swarm and the storage, and how a session's effects are
 //! carried out against them.
 //!
-//! Owns: turning a peer's parsed input into session calls and effects (write a block, finish and verify
-//! a piece, remember verified pieces for the `have` broadcast), and serving a session's queued requests
-//! from storage into its write buffer.
+//! Owns: turning a peer's parsed input into session calls and effects (queue a block's write and, when
+//! its piece is complete, the piece's verdict on the disk queue; take the verdicts back and remember
+//! verified pieces for the `have` broadcast), and serving a session's queued requests through disk reads.
 //! Must not: touch sockets or the clock. The event loop and the in-memory simulation both drive it, so
 //! what the simulation checks is what the loop runs.
 
@@ -11,7 +11,11 @@ use crate::geometry::BlockRef;
 use crate::peer::buffers::ReadBuf;
 use crate::peer::session::{Effect, PeerSession, Phase, TorrentContext};
 use crate::peer::DropReason;
-use crate::storage::{verify, Storage, StorageError};
+use std::sync::Arc;
+
+use crate::storage::disk::{DiskQueue, DiskTarget, Job, Purpose};
+use crate::storage::{Storage, StorageError};
+use crate::verdict::VerifiedPiece;
 use crate::swarm::bans::BanList;
 use crate::swarm::{BlockArrival, PeerNo, Swarm};
 use crate::time::Timestamp;
@@ -34,7 +38,16 @@ impl From<DropReason> for InputError {
 pub struct Torrent {
     pub ctx: TorrentContext,
     pub swarm: Swarm,
-    pub storage: Storage,
+    /// The storage, shared with the disk executor: the transfer reaches it only through jobs.
+    pub disk: Arc<DiskTarget>,
+    /// The engine's number for this torrent, carried by its disk jobs.
+    pub owner: usize,
+    /// Every file of the layout, padding too: (path relative to the download directory, offset, length,
+    /// padding), copied from storage so the loop never waits on the storage lock for it.
+    pub files: Vec<(std::path::PathBuf, u64, u64, bool)>,
+    /// Unconfirmed pieces below this were queued for confirmation; bytes of them still being hashed.
+    confirm_cursor: u32,
+    confirming_bytes: u64,
     pub piece_hashes: Vec<[u8; 20]>,
     /// Pieces verified since the loop last announced them to every peer.
     pub verified: Vec<u32>,
@@ -60,16 +73,20 @@ pub struct Torrent {
 /// ut_pex payloads kept per turn at most (more are dropped: a peer exchange is once a minute per peer).
 const MAX_PEX_PER_TURN: usize = 64;
 
-/// How much unconfirmed data `confirm_some` hashes per call (at least one piece): the loop calls it once
-/// a turn, so peers wait at most this long for their turn (~4 ms at SHA-1 speed from the page cache).
-pub const CONFIRM_PER_TURN_BYTES: u64 = 4 * 1024 * 1024;
+/// How much unconfirmed data is queued for hashing at once (the disk thread hashes it beside the loop).
+pub const CONFIRM_IN_FLIGHT_BYTES: u64 = 8 * 1024 * 1024;
 
 impl Torrent {
     pub fn new(ctx: TorrentContext, swarm: Swarm, storage: Storage, piece_hashes: Vec<[u8; 20]>) -> Self {
+        let files = storage.files().map(|(p, o, l, pad)| (p.to_path_buf(), o, l, pad)).collect();
         Torrent {
             ctx,
             swarm,
-            storage,
+            disk: DiskTarget::new(storage),
+            owner: 0,
+            files,
+            confirm_cursor: 0,
+            confirming_bytes: 0,
             piece_hashes,
             verified: Vec::new(),
             to_ban: Vec::new(),
@@ -83,10 +100,12 @@ impl Torrent {
     }
 
     /// Parses and handles every whole frame in `read` (the handshake first, if it is awaited).
+    /// Blocks go to the disk queue: the caller makes sure it has room for every block `read` can hold.
     pub fn process_input(
         &mut self,
         read: &mut ReadBuf,
         session: &mut PeerSession,
+        disk: &mut DiskQueue,
         now: Timestamp,
     ) -> Result<(), InputError> {
         if !take_handshake(read, session, &self.ctx, &mut self.swarm, now)? {
@@ -102,11 +121,7 @@ impl Torrent {
                     }
                 }
                 Effect::StoreBlock { block, data, piece_complete } => {
-                    let offset = self.ctx.geometry.piece_offset(block.piece) + u64::from(block.offset);
-                    self.storage.write(offset, data).map_err(InputError::Fatal)?;
-                    if piece_complete {
-                        self.verify_completed_piece(block.piece).map_err(InputError::Fatal)?;
-                    }
+                    self.queue_write(disk, &block, data, piece_complete);
                 }
             }
         }
@@ -114,30 +129,39 @@ impl Torrent {
     }
 
     /// A block from a source other than a peer session (a web seed): recorded in the swarm as from `no`,
-    /// written, and the piece verified when it is complete. False for a duplicate (nothing written).
-    pub fn store_block(&mut self, no: PeerNo, block: &BlockRef, data: &[u8]) -> Result<bool, StorageError> {
+    /// and queued for writing (with the piece's verdict when it is complete). False for a duplicate
+    /// (nothing written).
+    pub fn store_block(&mut self, no: PeerNo, block: &BlockRef, data: &[u8], disk: &mut DiskQueue) -> bool {
         match self.swarm.on_block(block, data, no, true) {
-            BlockArrival::Duplicate => Ok(false),
+            BlockArrival::Duplicate => false,
             BlockArrival::Fresh { piece_complete } => {
-                let offset = self.ctx.geometry.piece_offset(block.piece) + u64::from(block.offset);
-                self.storage.write(offset, data)?;
-                if piece_complete {
-                    self.verify_completed_piece(block.piece)?;
-                }
-                Ok(true)
+                self.queue_write(disk, block, data, piece_complete);
+                true
             }
         }
     }
 
-    /// Finishes a complete piece's hash (reading back only the blocks not hashed on arrival) and records
-    /// the verdict in the swarm.
-    pub fn verify_completed_piece(&mut self, piece: u32) -> Result<(), StorageError> {
-        let Some((hasher, hashed)) = self.swarm.take_hasher(piece) else {
-            return Ok(());
-        };
-        let expected = &self.piece_hashes[piece as usize];
+    fn queue_write(&mut self, disk: &mut DiskQueue, block: &BlockRef, data: &[u8], piece_complete: bool) {
         let geometry = self.ctx.geometry;
-        match verify::finish_piece(&mut self.storage, &geometry, piece, hasher, hashed, expected)? {
+        let at = geometry.piece_offset(block.piece) + u64::from(block.offset);
+        disk.write(&self.disk, self.owner, *block, at, data);
+        if piece_complete {
+            disk.push(Job::Verify {
+                target: Arc::clone(&self.disk),
+                owner: self.owner,
+                piece: block.piece,
+                at: geometry.piece_offset(block.piece),
+                len: geometry.piece_len(block.piece),
+                expected: self.piece_hashes[block.piece as usize],
+                purpose: Purpose::Download,
+            });
+        }
+    }
+
+    /// The verdict on a downloaded piece came back from the disk queue: recorded in the swarm (a failed
+    /// piece goes back to the pool, and peers that keep sending bad data are banned).
+    pub fn on_verdict(&mut self, piece: u32, verdict: Option<VerifiedPiece>) {
+        match verdict {
             Some(verified) => {
                 self.swarm.on_piece_verified(verified);
                 self.verified.push(piece);
@@ -150,57 +174,105 @@ impl Torrent {
                 self.to_ban.extend(banned);
             }
         }
-        Ok(())
     }
 
-    /// Confirms unconfirmed pieces (trusted from the resume file, not hashed in this run): hashes them
-    /// from disk, lowest first, until `budget` bytes are done (at least one piece). A piece that verifies
-    /// becomes had and joins `confirmed`; one that does not becomes missing and joins `confirm_failed`. Returns whether unconfirmed pieces remain.
-    pub fn confirm_some(&mut self, budget: u64) -> Result<bool, StorageError> {
+    /// Confirms unconfirmed pieces (trusted from the resume file, not hashed in this run): queues their
+    /// hashing from disk, lowest first, with at most `CONFIRM_IN_FLIGHT_BYTES` of them in the queue at once.
+    /// Verdicts come back through `on_confirm_verdict`.
+    pub fn confirm_some(&mut self, disk: &mut DiskQueue) {
         let geometry = self.ctx.geometry;
-        let mut hashed = 0u64;
-        while let Some(piece) = self.swarm.next_unconfirmed() {
-            if hashed > 0 && hashed >= budget {
-                break;
+        let n = geometry.piece_count();
+        while self.confirming_bytes < CONFIRM_IN_FLIGHT_BYTES && self.confirm_cursor < n {
+            let piece = self.confirm_cursor;
+            self.confirm_cursor += 1;
+            if !self.swarm.is_unconfirmed(piece) {
+                continue;
             }
-            let expected = &self.piece_hashes[piece as usize];
-            match verify::check_piece(&mut self.storage, &geometry, piece, expected)? {
-                Some(verified) => {
-                    self.swarm.on_piece_verified(verified);
-                    self.confirmed.push(piece);
-                }
-                None => {
-                    self.swarm.on_confirm_failed(piece);
-                    self.confirm_failed.push(piece);
-                }
-            }
-            hashed += u64::from(geometry.piece_len(piece));
+            let len = geometry.piece_len(piece);
+            self.confirming_bytes += u64::from(len);
+            disk.push(Job::Verify {
+                target: Arc::clone(&self.disk),
+                owner: self.owner,
+                piece,
+                at: geometry.piece_offset(piece),
+                len,
+                expected: self.piece_hashes[piece as usize],
+                purpose: Purpose::Confirm,
+            });
         }
-        Ok(self.swarm.has_unconfirmed())
+    }
+
+    /// A confirmation's verdict: a piece that verifies becomes had and joins `confirmed`; one that does
+    /// not becomes missing and joins `confirm_failed`.
+    pub fn on_confirm_verdict(&mut self, piece: u32, verdict: Option<VerifiedPiece>) {
+        self.confirming_bytes = self.confirming_bytes.saturating_sub(u64::from(self.ctx.geometry.piece_len(piece)));
+        if !self.swarm.is_unconfirmed(piece) {
+            return;
+        }
+        match verdict {
+            Some(verified) => {
+                self.swarm.on_piece_verified(verified);
+                self.confirmed.push(piece);
+            }
+            None => {
+                self.swarm.on_confirm_failed(piece);
+                self.confirm_failed.push(piece);
+            }
+        }
     }
 
     pub fn is_banned(&self, no: PeerNo) -> bool {
         self.bans.is_banned(no)
     }
 
-    /// Serves the session's queued requests from storage while `allowance` bytes remain and its send
-    /// queue has room. Returns the payload bytes served.
-    pub fn serve(&mut self, session: &mut PeerSession, allowance: &mut u64) -> Result<u64, StorageError> {
-        let mut served = 0;
-        while *allowance > 0 {
-            let geometry = self.ctx.geometry;
-            let storage = &mut self.storage;
-            let block = session.serve_next(|block, buf| {
-                storage.read(geometry.piece_offset(block.piece) + u64::from(block.offset), buf)
-            })?;
-            let Some(block) = block else {
+    /// Takes the session's queued requests to serve while `allowance` bytes remain, its send queue has
+    /// room and the disk queue has buffers for reads, and queues a read for each (`tag` names the peer
+    /// to the engine). Returns the payload bytes taken.
+    pub fn serve(&mut self, session: &mut PeerSession, allowance: &mut u64, disk: &mut DiskQueue, tag: u64) -> u64 {
+        let mut taken = 0;
+        while *allowance > 0 && disk.read_room() {
+            let Some(block) = session.next_to_serve() else {
                 break;
             };
-            served += u64::from(block.len);
+            let at = self.ctx.geometry.piece_offset(block.piece) + u64::from(block.offset);
+            disk.read(&self.disk, self.owner, tag, block, at);
+            taken += u64::from(block.len);
             *allowance = allowance.saturating_sub(u64::from(block.len));
         }
-        self.swarm.on_uploaded(served);
-        Ok(served)
+        taken
+    }
+
+    /// A block read for `session` came back: it goes out.
+    pub fn on_read(&mut self, session: &mut PeerSession, block: &BlockRef, data: &[u8]) {
+        session.send_block(block, data);
+        self.swarm.on_uploaded(u64::from(block.len));
+    }
+}
+
+/// A torrent's core with the engine's disk queue, for a source of blocks other than a peer session (a web
+/// seed) that cannot pause its input: it may take a few buffers over the queue's pool.
+pub struct TorrentIo<'a> {
+    pub core: &'a mut Torrent,
+    pub disk: &'a mut DiskQueue,
+}
+
+impl TorrentIo<'_> {
+    /// See [`Torrent::store_block`].
+    pub fn store_block(&mut self, no: PeerNo, block: &BlockRef, data: &[u8]) -> bool {
+        self.core.store_block(no, block, data, self.disk)
+    }
+}
+
+impl std::ops::Deref for TorrentIo<'_> {
+    type Target = Torrent;
+    fn deref(&self) -> &Torrent {
+        self.core
+    }
+}
+
+impl std::ops::DerefMut for TorrentIo<'_> {
+    fn deref_mut(&mut self) -> &mut Torrent {
+        self.core
     }
 }
 

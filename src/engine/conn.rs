@@ -44,6 +44,10 @@ pub struct PeerConn {
     pub closing: Option<DropReason>,
     /// Reading stopped because our send queue is above its high-water mark.
     pub paused: bool,
+    /// On the engine's list of connections waiting for room in the disk queue's pool.
+    pub disk_waiting: bool,
+    /// On the engine's list of connections waiting for the pool's read share.
+    pub read_waiting: bool,
     /// Already queued on the engine's backlog.
     pub in_backlog: bool,
     /// Already queued for output.
@@ -103,6 +107,8 @@ impl PeerConn {
             timer: None,
             closing: None,
             paused: false,
+            disk_waiting: false,
+            read_waiting: false,
             in_backlog: false,
             in_transmit: false,
             connected_at: now,

@@ -26,6 +26,7 @@
 //! queued, so a driver that performs actions in order never confuses the two.
 
 pub mod conn;
+mod disk;
 pub mod control;
 pub mod dht;
 pub mod magnet;
@@ -46,6 +47,7 @@ use slab::Slab;
 
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::peer::buffers::ReadBuf;
+use crate::storage::disk::DiskQueue;
 use crate::peer::encryption::{Encryption, EncryptionPolicy};
 use crate::peer::session::{PeerSession, Phase};
 use crate::peer::{DropReason, PeerMisbehaved};
@@ -86,9 +88,6 @@ const SAVE_RESUME_EVERY: Duration = secs(5);
 const SAVE_RESUME_AFTER_BYTES: u64 = 256 * 1024 * 1024;
 /// Bytes read from one connection per `handle_peer_input` before others get a turn.
 pub const READ_BUDGET: usize = 1024 * 1024;
-/// Bytes the start-up check hashes per turn (one torrent checks at a time, as in Transmission: an SD
-/// card seeking between several is slower than one after the other).
-const CHECK_PER_TURN_BYTES: u64 = 4 * 1024 * 1024;
 /// Tracker `IoId`s carry their torrent in the bits above these.
 const IO_ID_TORRENT_SHIFT: u32 = 40;
 
@@ -210,6 +209,16 @@ pub struct Engine {
     utp: Option<utp::UtpHost>,
     /// `Some` while tracing (`EngineConfig::trace`): events for `poll_trace`.
     trace: Option<Box<TraceQueue>>,
+    /// Every data read and write of the transfer, as jobs for the driver's disk executor.
+    disk: DiskQueue,
+    /// Connections not read because the disk queue's pool was short; resumed as jobs finish.
+    disk_waiting: Vec<usize>,
+    /// Connections with requests to serve while the pool's share for reads was taken.
+    read_waiting: Vec<usize>,
+    /// A check verdict came in since the last `Event::Checking`.
+    check_progressed: bool,
+    /// The driver's turn times and the disk's counters.
+    turns: disk::TurnStats,
 }
 
 impl Engine {
@@ -260,6 +269,11 @@ impl Engine {
             removing: Vec::new(),
             dht: dht_node,
             utp: utp_host,
+            disk: DiskQueue::default(),
+            disk_waiting: Vec::new(),
+            read_waiting: Vec::new(),
+            check_progressed: false,
+            turns: disk::TurnStats::default(),
         };
         engine.pump_dht(now);
         engine
@@ -552,13 +566,10 @@ impl Engine {
         tcp
     }
 
-    /// The driver must not sleep: connections wait in the backlog, or a check or confirmation is running.
+    /// The driver must not sleep: connections wait in the backlog. (Checks and confirmations run on the
+    /// disk queue: their verdicts wake the driver.)
     pub fn has_work(&self) -> bool {
         !self.backlog.is_empty()
-            || self.torrents.iter().any(|(_, t)| {
-                t.state == State::Checking
-                    || (t.is_active() && t.swarm().is_some_and(crate::swarm::Swarm::has_unconfirmed))
-            })
     }
 
     pub fn poll_timeout(&self) -> Option<Timestamp> {
@@ -734,6 +745,15 @@ impl Engine {
                 conn.paused = true;
                 return Ok(ReadOutcome::MoreLater);
             }
+            // Every block one read can bring must find a buffer in the disk queue's pool: if it cannot,
+            // the peer waits (TCP pushes back) until writes finish. Memory never grows for a slow disk.
+            if conn.torrent.is_some() && self.disk.room() < disk::blocks_per_fill(conn) {
+                if !conn.disk_waiting {
+                    conn.disk_waiting = true;
+                    self.disk_waiting.push(slot);
+                }
+                return Ok(ReadOutcome::Drained);
+            }
             let Some(n) = conn::fill(conn, src)? else {
                 return Ok(ReadOutcome::Drained);
             };
@@ -752,7 +772,7 @@ impl Engine {
     /// connection (which names its torrent), then messages.
     fn process(&mut self, slot: usize, now: Timestamp) -> Result<(), InputError> {
         let tracing = self.trace.is_some();
-        let Engine { conns, torrents, by_req2, by_hash, .. } = self;
+        let Engine { conns, torrents, by_req2, by_hash, disk, .. } = self;
         let conn = &mut conns[slot];
         let find = |key: &[u8; 20]| {
             by_req2.get(key).and_then(|t| torrents.get(t.0)).filter(|t| t.accepts_peers()).map(|t| t.info_hash)
@@ -804,7 +824,7 @@ impl Engine {
         };
         let t = &mut torrents[tid.0];
         match (t.data.as_mut(), t.phase.as_deref_mut()) {
-            (Some(data), _) => data.process_input(&mut conn.read, session, now),
+            (Some(data), _) => data.process_input(&mut conn.read, session, disk, now),
             (None, Some(phase)) => phase.process_input(&mut conn.read, session, now),
             (None, None) => Ok(()),
         }
@@ -880,15 +900,16 @@ impl Engine {
         }
         let mut allowance = self.up_bucket.as_ref().map_or(u64::MAX, TokenBucket::available);
         let mut served_total = 0u64;
-        let result: Result<(), InputError> = loop {
-            if let (Some(tid), Some(session)) = (conn.torrent, conn.session.as_mut()) {
-                if let Some(data) = self.torrents.get_mut(tid.0).and_then(|t| t.data.as_mut()) {
-                    match data.serve(session, &mut allowance) {
-                        Ok(n) => served_total += n,
-                        Err(e) => break Err(InputError::Fatal(e)),
-                    }
+        if let (Some(tid), Some(session)) = (conn.torrent, conn.session.as_mut()) {
+            if let Some(data) = self.torrents.get_mut(tid.0).and_then(|t| t.data.as_mut()) {
+                served_total += data.serve(session, &mut allowance, &mut self.disk, disk::read_tag(slot, conn.no));
+                if session.has_requests_to_serve() && !self.disk.read_room() && !conn.read_waiting {
+                    conn.read_waiting = true;
+                    self.read_waiting.push(slot);
                 }
             }
+        }
+        let result: Result<(), InputError> = loop {
             let pending = conn.next_output();
             if pending.is_empty() {
                 break Ok(());
@@ -902,7 +923,6 @@ impl Engine {
             }
         };
         if served_total > 0 {
-            conn.last_payload = Some(now);
             if let Some(bucket) = &mut self.up_bucket {
                 bucket.spend(served_total);
             }
@@ -1041,11 +1061,11 @@ impl Engine {
                 continue;
             }
             // A data file deleted or replaced under rill is an error within seconds (storage looks every 2 s).
-            if let Some(data) = t.data.as_mut() {
-                if let Err(e) = data.storage.check_files(now) {
-                    self.fail_torrent(id, torrent::TorrentError::Storage(e), now);
-                    continue;
-                }
+            // (Skipped while the disk thread holds the storage: the next second looks.)
+            let checked = t.data.as_ref().and_then(|d| d.disk.try_lock().map(|mut s| s.check_files(now)));
+            if let Some(Err(e)) = checked {
+                self.fail_torrent(id, torrent::TorrentError::Storage(e), now);
+                continue;
             }
             t.sample_rates(dt);
             if t.seed_ratio_reached() && !t.stopping {
@@ -1096,9 +1116,14 @@ impl Engine {
 
     /// Once a second while tracing: each active torrent's payload that second, and its web seeds'.
     fn trace_torrent_rates(&mut self, now: Timestamp) {
+        if self.trace.is_none() {
+            return;
+        }
+        let sample = self.take_loop_sample();
         let Some(q) = self.trace.as_deref_mut() else {
             return;
         };
+        q.push(now, sample);
         for (k, t) in self.torrents.iter() {
             let (Some(swarm), true) = (t.swarm(), t.is_active()) else {
                 continue;
@@ -1287,31 +1312,29 @@ impl Engine {
                 self.fail_torrent(id, e, now);
                 return;
             }
+            if let Some(data) = t.data.as_mut() {
+                data.owner = id.0;
+            }
         }
         let t = &mut self.torrents[id.0];
-        let before = t.check.as_ref().map(|c| c.progress());
-        match t.check_some(CHECK_PER_TURN_BYTES) {
-            Err(e) => self.fail_torrent(id, e, now),
-            Ok(false) => {
-                if let (Some((_, total)), Some((done, _))) = (before, t.check.as_ref().map(|c| c.progress())) {
-                    self.events.push_back(Event::Checking { torrent: id, done, total });
+        let done = t.check_some(&mut self.disk);
+        if std::mem::take(&mut self.check_progressed) || done {
+            if let Some((checked, total)) = t.check.as_ref().map(|c| c.progress()) {
+                if total > 0 {
+                    self.events.push_back(Event::Checking { torrent: id, done: checked, total });
                 }
             }
-            Ok(true) => {
-                if let Some((done, total)) = t.check.as_ref().map(|c| c.progress()) {
-                    if total > 0 {
-                        self.events.push_back(Event::Checking { torrent: id, done, total });
-                    }
-                }
-                match t.finish_check() {
-                    Err(e) => self.fail_torrent(id, e, now),
-                    Ok(summary) => {
-                        let seeding = !matches!(t.opts.mode, torrent::Mode::Download { .. });
-                        self.events.push_back(Event::Checked { torrent: id, summary, seeding });
-                        self.activate(id, now);
-                        self.webseeds_go(id, now);
-                    }
-                }
+        }
+        if !done {
+            return;
+        }
+        match t.finish_check() {
+            Err(e) => self.fail_torrent(id, e, now),
+            Ok(summary) => {
+                let seeding = !matches!(t.opts.mode, torrent::Mode::Download { .. });
+                self.events.push_back(Event::Checked { torrent: id, summary, seeding });
+                self.activate(id, now);
+                self.webseeds_go(id, now);
             }
         }
     }
@@ -1354,11 +1377,10 @@ impl Engine {
         let Some(data) = t.data.as_mut() else {
             return;
         };
-        if !data.swarm.has_unconfirmed() {
-            return;
+        if data.swarm.has_unconfirmed() {
+            data.confirm_some(&mut self.disk);
         }
-        if let Err(e) = data.confirm_some(crate::torrent::CONFIRM_PER_TURN_BYTES) {
-            self.fail_torrent(id, torrent::TorrentError::Storage(e), now);
+        if data.confirmed.is_empty() && data.confirm_failed.is_empty() {
             return;
         }
         let confirmed = std::mem::take(&mut data.confirmed);
@@ -1482,6 +1504,9 @@ impl Engine {
                         log::error!("{}: cannot save the resume file: {e}", t.name);
                     }
                     let t = self.torrents.remove(id.0);
+                    if let Some(data) = &t.data {
+                        self.disk.cancel(data.disk.key);
+                    }
                     self.by_hash.remove(&t.info_hash);
                     self.by_req2.remove(&mse::req2_key(&t.info_hash));
                 }
@@ -2048,8 +2073,15 @@ impl Engine {
     /// sets up hosts this way before they meet.
     #[cfg(test)]
     pub(crate) fn finish_checks(&mut self, now: Timestamp) {
+        let mut executor = crate::storage::disk::Executor::default();
+        let (mut jobs, mut done) = (Vec::new(), Vec::new());
         while self.torrents.iter().any(|(_, t)| t.state == State::Checking) {
             self.check_some(now);
+            jobs.extend(std::iter::from_fn(|| self.poll_disk_job()));
+            executor.run(&mut jobs, &mut done);
+            for d in done.drain(..) {
+                self.handle_disk_done(d, now);
+            }
         }
     }
 

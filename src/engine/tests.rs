@@ -133,9 +133,7 @@ fn incoming_handshakes_are_routed_by_info_hash() {
     assert_eq!(e.add_torrent(again, opts, Timestamp::ZERO), Err(AddError::Duplicate(ids[0].0)));
     // Both checks run (one at a time) and the torrents become active seeds.
     let now = Timestamp::from_millis(1);
-    for _ in 0..10 {
-        e.end_turn(now);
-    }
+    e.finish_checks(now);
     for (id, _) in &ids {
         assert_eq!(e.torrent(*id).map(|t| t.state), Some(State::Active));
         assert!(e.torrent(*id).is_some_and(TorrentCore::is_seed));

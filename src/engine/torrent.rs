@@ -17,7 +17,11 @@ use crate::geometry::Geometry;
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::peer::session::TorrentContext;
 use crate::rng::{Entropy, Rng};
+use std::sync::Arc;
+
+use crate::storage::disk::{DiskQueue, Job, Purpose};
 use crate::storage::{verify, Storage, StorageError};
+use crate::verdict::VerifiedPiece;
 use crate::swarm::candidates::Candidates;
 use crate::swarm::choker::Choker;
 use crate::swarm::Swarm;
@@ -102,11 +106,17 @@ impl TorrentOptions {
 }
 
 /// The start-up check, done a bounded amount per engine turn.
+/// How much of the start-up check is queued for hashing at once.
+pub const CHECK_IN_FLIGHT_BYTES: u64 = 8 * 1024 * 1024;
+
 pub struct Check {
     plan: verify::RestorePlan,
     have: Bitfield,
-    /// Index into `plan.to_check` of the next piece to hash.
+    /// Index into `plan.to_check` of the next piece to queue for hashing.
+    queued: usize,
+    /// Verdicts received so far, and bytes queued and not yet judged.
     next: usize,
+    in_flight: u64,
     /// The storage was opened and the plan made (the first step of a check).
     pub started: bool,
 }
@@ -347,7 +357,7 @@ impl TorrentCore {
     pub fn paths(&self) -> Vec<&std::path::Path> {
         match (&self.meta, &self.data) {
             (Some(meta), _) => meta.files.iter().filter(|f| !f.padding).map(|f| f.path.as_path()).collect(),
-            (None, Some(data)) => data.storage.paths().collect(),
+            (None, Some(data)) => data.files.iter().filter(|f| !f.3).map(|f| f.0.as_path()).collect(),
             (None, None) => Vec::new(),
         }
     }
@@ -490,31 +500,47 @@ impl TorrentCore {
         let mut data = Torrent::new(ctx, swarm, storage, meta.piece_hashes.clone());
         data.info = self.info_bytes.clone();
         self.data = Some(data);
-        self.check = Some(Check { plan, have: Bitfield::new(n), next: 0, started: true });
+        self.check = Some(Check { plan, have: Bitfield::new(n), queued: 0, next: 0, in_flight: 0, started: true });
         Ok(())
     }
 
-    /// Hashes up to `budget` bytes of the check (at least one piece). True once the check is done.
-    pub fn check_some(&mut self, budget: u64) -> Result<bool, TorrentError> {
+    /// Queues the check's hashing on the disk queue, at most `CHECK_IN_FLIGHT_BYTES` at once. True once
+    /// every verdict is in.
+    pub fn check_some(&mut self, disk: &mut DiskQueue) -> bool {
         let (Some(check), Some(data)) = (self.check.as_mut(), self.data.as_mut()) else {
-            return Ok(true);
+            return true;
         };
         let geometry = data.ctx.geometry;
-        let mut hashed = 0u64;
-        while let Some(&piece) = check.plan.to_check.get(check.next) {
-            if hashed > 0 && hashed >= budget {
-                return Ok(false);
-            }
-            let expected = &data.piece_hashes[piece as usize];
-            if let Some(v) =
-                verify::check_piece(&mut data.storage, &geometry, piece, expected).map_err(TorrentError::Storage)?
-            {
-                check.have.set(v.piece());
-            }
-            check.next += 1;
-            hashed += u64::from(geometry.piece_len(piece));
+        while check.in_flight < CHECK_IN_FLIGHT_BYTES {
+            let Some(&piece) = check.plan.to_check.get(check.queued) else {
+                break;
+            };
+            check.queued += 1;
+            let len = geometry.piece_len(piece);
+            check.in_flight += u64::from(len);
+            disk.push(Job::Verify {
+                target: Arc::clone(&data.disk),
+                owner: data.owner,
+                piece,
+                at: geometry.piece_offset(piece),
+                len,
+                expected: data.piece_hashes[piece as usize],
+                purpose: Purpose::Check,
+            });
         }
-        Ok(true)
+        check.next >= check.plan.to_check.len()
+    }
+
+    /// A verdict of the check.
+    pub fn on_check_verdict(&mut self, piece: u32, verdict: Option<VerifiedPiece>) {
+        let (Some(check), Some(data)) = (self.check.as_mut(), self.data.as_ref()) else {
+            return;
+        };
+        check.in_flight = check.in_flight.saturating_sub(u64::from(data.ctx.geometry.piece_len(piece)));
+        check.next += 1;
+        if let Some(v) = verdict {
+            check.have.set(v.piece());
+        }
     }
 
     /// The check is done: builds the real swarm (what is had, what is wanted) and becomes `Active`, or
@@ -585,7 +611,7 @@ impl TorrentCore {
         for p in check.plan.unconfirmed.iter_ones() {
             recorded.set(p);
         }
-        data.storage.save_resume(&self.info_hash.0, &recorded)?;
+        data.disk.lock().save_resume(&self.info_hash.0, &recorded)?;
         Ok((check.next as u32, recorded.count_ones(), data.ctx.geometry.piece_count()))
     }
 
@@ -625,7 +651,7 @@ impl TorrentCore {
         let Some(data) = self.data.as_mut() else {
             return Ok(());
         };
-        data.storage.save_resume(&self.info_hash.0, &data.swarm.recorded())?;
+        data.disk.lock().save_resume(&self.info_hash.0, &data.swarm.recorded())?;
         self.unsaved_bytes = 0;
         Ok(())
     }
@@ -636,10 +662,14 @@ impl TorrentCore {
         let Some(data) = self.data.as_mut() else {
             return Ok(());
         };
-        data.storage.poll_background_save()?;
+        // The disk thread holds the storage for a batch of jobs now: the next call tries again.
+        let Some(mut storage) = data.disk.try_lock() else {
+            return Ok(());
+        };
+        storage.poll_background_save()?;
         if self.check.is_none()
             && self.unsaved_bytes > 0
-            && data.storage.start_background_save(&self.info_hash.0, &data.swarm.recorded())?
+            && storage.start_background_save(&self.info_hash.0, &data.swarm.recorded())?
         {
             self.unsaved_bytes = 0;
         }

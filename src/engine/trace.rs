@@ -96,6 +96,17 @@ pub enum TraceKind {
         up: u64,
         peers: u32,
     },
+    /// Once a second: the driver's turns that second and the longest, the disk queue's jobs waiting or
+    /// running, and the disk executor's totals so far.
+    Loop {
+        turns: u64,
+        longest_turn_us: u64,
+        disk_pending: u32,
+        write_calls: u64,
+        bytes_written: u64,
+        read_calls: u64,
+        pieces_hashed: u64,
+    },
     PieceVerified {
         torrent: TorrentId,
         piece: u32,

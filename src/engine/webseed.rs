@@ -25,7 +25,7 @@ use crate::metainfo::Metainfo;
 use crate::storage::StorageError;
 use crate::swarm::PeerNo;
 use crate::time::{secs, Timestamp};
-use crate::torrent::Torrent;
+use crate::torrent::TorrentIo as Torrent;
 use crate::tracker::{IoId, TrackerIo};
 
 /// `IoId`s of web seed requests carry this bit; below it: torrent (bits 32..), seed (24..32), serial.
@@ -262,7 +262,7 @@ impl WebSeeds {
     }
 
     /// Starts fetches for idle seeds (and resolutions for unresolved ones) while the torrent wants data.
-    pub fn start_fetches(&mut self, data: &mut Torrent, now: Timestamp) {
+    pub fn start_fetches(&mut self, data: &mut Torrent<'_>, now: Timestamp) {
         if self.files.is_empty() || data.swarm.is_complete() {
             return;
         }
@@ -293,7 +293,7 @@ impl WebSeeds {
 
     /// Reserves a span of contiguous free blocks for this seed: the picker's choice first, then the blocks
     /// after it, on into the following pieces while they are free from their start, up to [`SPAN_MAX`].
-    fn plan(&mut self, i: usize, data: &mut Torrent, now: Timestamp) -> Option<Fetch> {
+    fn plan(&mut self, i: usize, data: &mut Torrent<'_>, now: Timestamp) -> Option<Fetch> {
         let geometry = data.ctx.geometry;
         let all = Bitfield::full(geometry.piece_count());
         let mut hint = None;
@@ -357,7 +357,7 @@ impl WebSeeds {
 
     /// Sends the request for the next segment (padding segments are filled with zeros at once), or ends
     /// the fetch when none is left.
-    fn request_next(&mut self, i: usize, data: &mut Torrent, now: Timestamp) {
+    fn request_next(&mut self, i: usize, data: &mut Torrent<'_>, now: Timestamp) {
         loop {
             let SeedState::Fetching(fetch) = &mut self.seeds[i].state else {
                 return;
@@ -411,7 +411,7 @@ impl WebSeeds {
     }
 
     /// Response bytes for a request.
-    pub fn on_http_data(&mut self, id: IoId, bytes: &[u8], data: &mut Torrent, now: Timestamp) {
+    pub fn on_http_data(&mut self, id: IoId, bytes: &[u8], data: &mut Torrent<'_>, now: Timestamp) {
         let Some(i) = self.seed_of(id) else {
             return;
         };
@@ -474,7 +474,7 @@ impl WebSeeds {
         i: usize,
         head: &StreamHead,
         seg: &Segment,
-        data: &mut Torrent,
+        data: &mut Torrent<'_>,
         now: Timestamp,
     ) -> Result<(), String> {
         let SeedState::Fetching(fetch) = &mut self.seeds[i].state else {
@@ -564,7 +564,7 @@ impl WebSeeds {
     }
 
     /// Body bytes of the span, in order: whole blocks go to the torrent.
-    fn body_bytes(&mut self, i: usize, mut bytes: &[u8], data: &mut Torrent) -> Result<(), StorageError> {
+    fn body_bytes(&mut self, i: usize, mut bytes: &[u8], data: &mut Torrent<'_>) -> Result<(), StorageError> {
         let seed = &mut self.seeds[i];
         let SeedState::Fetching(fetch) = &mut seed.state else {
             return Ok(());
@@ -576,7 +576,7 @@ impl WebSeeds {
             fetch.block.extend_from_slice(&bytes[..n]);
             bytes = &bytes[n..];
             if fetch.block.len() == block.len as usize {
-                data.store_block(seed.no, &block, &fetch.block)?;
+                data.store_block(seed.no, &block, &fetch.block);
                 seed.downloaded += u64::from(block.len);
                 fetch.block.clear();
                 fetch.done += 1;
@@ -590,7 +590,7 @@ impl WebSeeds {
         &mut self,
         id: IoId,
         result: Result<(), std::io::ErrorKind>,
-        data: &mut Torrent,
+        data: &mut Torrent<'_>,
         now: Timestamp,
     ) {
         let Some(i) = self.seed_of(id) else {
@@ -607,7 +607,7 @@ impl WebSeeds {
     }
 
     /// Once a second: fetches that stalled are given up.
-    pub fn on_tick(&mut self, data: &mut Torrent, now: Timestamp) {
+    pub fn on_tick(&mut self, data: &mut Torrent<'_>, now: Timestamp) {
         for i in 0..self.seeds.len() {
             let stalled = matches!(&self.seeds[i].state, SeedState::Fetching(f) if now >= f.last_progress + STALL);
             if stalled {
@@ -618,7 +618,7 @@ impl WebSeeds {
     }
 
     /// Gives the blocks of a fetch back to the pool and closes its request.
-    fn drop_fetch(&mut self, i: usize, data: Option<&mut Torrent>) {
+    fn drop_fetch(&mut self, i: usize, data: Option<&mut Torrent<'_>>) {
         let state = std::mem::replace(&mut self.seeds[i].state, SeedState::Idle);
         if let SeedState::Fetching(fetch) = state {
             if let Some(io) = fetch.io {
@@ -632,7 +632,7 @@ impl WebSeeds {
         }
     }
 
-    fn fail(&mut self, i: usize, why: String, data: Option<&mut Torrent>, now: Timestamp) {
+    fn fail(&mut self, i: usize, why: String, data: Option<&mut Torrent<'_>>, now: Timestamp) {
         self.drop_fetch(i, data);
         let seed = &mut self.seeds[i];
         seed.failures += 1;
@@ -648,7 +648,7 @@ impl WebSeeds {
         seed.state = SeedState::Waiting { until: now + wait };
     }
 
-    fn abandon(&mut self, i: usize, why: String, data: &mut Torrent) {
+    fn abandon(&mut self, i: usize, why: String, data: &mut Torrent<'_>) {
         self.drop_fetch(i, Some(data));
         let seed = &mut self.seeds[i];
         seed.state = SeedState::Abandoned;
@@ -657,7 +657,7 @@ impl WebSeeds {
     }
 
     /// A piece this seed alone delivered failed its hash check: it is not used again.
-    pub fn on_banned(&mut self, no: PeerNo, data: &mut Torrent) -> bool {
+    pub fn on_banned(&mut self, no: PeerNo, data: &mut Torrent<'_>) -> bool {
         let Some(i) = self.seeds.iter().position(|s| s.no == no) else {
             return false;
         };
@@ -668,7 +668,7 @@ impl WebSeeds {
     }
 
     /// Stops every fetch (the torrent stops or completes).
-    pub fn stop_all(&mut self, mut data: Option<&mut Torrent>) {
+    pub fn stop_all(&mut self, mut data: Option<&mut Torrent<'_>>) {
         for i in 0..self.seeds.len() {
             if matches!(self.seeds[i].state, SeedState::Fetching(_)) {
                 self.drop_fetch(i, data.as_deref_mut());
@@ -713,8 +713,8 @@ impl super::Engine {
             return;
         };
         let t = &mut self.torrents[id.0];
-        if let Some(data) = t.data.as_mut() {
-            t.webseeds.on_http_data(io, bytes, data, now);
+        if let Some(core) = t.data.as_mut() {
+            t.webseeds.on_http_data(io, bytes, &mut crate::torrent::TorrentIo { core, disk: &mut self.disk }, now);
         }
         // A finished span is followed by the next at once.
         self.webseeds_go(id, now);
@@ -725,8 +725,8 @@ impl super::Engine {
             return;
         };
         let t = &mut self.torrents[id.0];
-        if let Some(data) = t.data.as_mut() {
-            t.webseeds.on_http_closed(io, result, data, now);
+        if let Some(core) = t.data.as_mut() {
+            t.webseeds.on_http_closed(io, result, &mut crate::torrent::TorrentIo { core, disk: &mut self.disk }, now);
         }
         self.pump_webseeds(id, now);
     }
@@ -741,7 +741,8 @@ impl super::Engine {
             return;
         }
         let downloading = t.is_active() && !t.is_complete();
-        if let Some(data) = t.data.as_mut() {
+        if let Some(core) = t.data.as_mut() {
+            let data = &mut crate::torrent::TorrentIo { core, disk: &mut self.disk };
             if downloading {
                 t.webseeds.on_tick(data, now);
             } else {
@@ -756,10 +757,10 @@ impl super::Engine {
         let Some(t) = self.torrents.get_mut(id.0) else {
             return false;
         };
-        let Some(data) = t.data.as_mut() else {
+        let Some(core) = t.data.as_mut() else {
             return false;
         };
-        let was = t.webseeds.on_banned(no, data);
+        let was = t.webseeds.on_banned(no, &mut crate::torrent::TorrentIo { core, disk: &mut self.disk });
         self.pump_webseeds(id, now);
         was
     }

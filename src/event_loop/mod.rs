@@ -49,6 +49,8 @@ use crate::engine::{Action, ConnId, Engine, WHEEL_TICK};
 use crate::observe::trace::Recorder;
 use crate::observe::view::View;
 use crate::peer::DropReason;
+use crate::storage::disk::Done;
+use crate::storage::worker::DiskWorker;
 use crate::time::{Clock, Timestamp};
 use token::Source;
 use trackers::TrackerDriver;
@@ -99,6 +101,8 @@ pub struct Bound {
     port: Option<u16>,
     stop_requested: Option<Arc<AtomicBool>>,
     rpc: Option<rpc::RpcDriver>,
+    /// The one waker of `poll`: DNS answers and disk results.
+    waker: Arc<Waker>,
 }
 
 impl Bound {
@@ -106,7 +110,7 @@ impl Bound {
     pub fn bind(config: LoopConfig) -> Result<Bound, LoopError> {
         let poll = Poll::new().map_err(LoopError::Poll)?;
         let waker = Arc::new(Waker::new(poll.registry(), token::encode(Source::Waker)).map_err(LoopError::Poll)?);
-        let mut tracker_driver = TrackerDriver::new(poll.registry(), waker).map_err(LoopError::Poll)?;
+        let mut tracker_driver = TrackerDriver::new(poll.registry(), Arc::clone(&waker)).map_err(LoopError::Poll)?;
         let mut listener = None;
         let mut port = None;
         if let Some(addr) = config.listen {
@@ -134,6 +138,7 @@ impl Bound {
             port,
             stop_requested: config.stop_requested,
             rpc: None,
+            waker,
         })
     }
 
@@ -187,11 +192,20 @@ pub struct EventLoop {
     rpc: Option<rpc::RpcDriver>,
     /// `--trace` / `--stats-json`: fed the engine's trace events every turn.
     recorder: Option<Recorder>,
+    /// The `rill-disk` thread: runs the engine's disk jobs; its results wake the loop.
+    disk: Option<DiskWorker>,
+    disk_done: Vec<Done>,
 }
 
 impl EventLoop {
     pub fn new(bound: Bound, engine: Engine, view: View, redraw_every: Duration) -> Result<Self, LoopError> {
-        let Bound { poll, clock, listener, tracker_driver, stop_requested, rpc, .. } = bound;
+        let Bound { poll, clock, listener, tracker_driver, stop_requested, rpc, waker, .. } = bound;
+        let disk = DiskWorker::start(Box::new(move || {
+            if let Err(e) = waker.wake() {
+                log::warn!("cannot wake the loop for disk results: {e}");
+            }
+        }))
+        .map_err(LoopError::Poll)?;
         // Ctrl-C and SIGTERM become readiness events, so a stop is an ordinary turn of the loop; so do
         // resizes under the full-screen view.
         let caught: &[i32] = if view.wants_keys() { &[SIGINT, SIGTERM, SIGWINCH] } else { &[SIGINT, SIGTERM] };
@@ -231,6 +245,8 @@ impl EventLoop {
             datagram: vec![0; crate::utp::MAX_DATAGRAM],
             rpc,
             recorder: None,
+            disk: Some(disk),
+            disk_done: Vec::new(),
         })
     }
 
@@ -246,6 +262,14 @@ impl EventLoop {
         let now = self.clock.now();
         if let Some(rpc) = &mut self.rpc {
             rpc.finish(&self.engine);
+        }
+        // Writes and verdicts still on their way: done before the resume file is written.
+        if let Some(disk) = self.disk.take() {
+            let engine = &mut self.engine;
+            disk.submit(std::iter::from_fn(|| engine.poll_disk_job()));
+            for done in disk.finish() {
+                self.engine.handle_disk_done(done, now);
+            }
         }
         let outcomes = self.engine.finish(now);
         self.drain_events();
@@ -295,6 +319,7 @@ impl EventLoop {
                 return Err(LoopError::Poll(e));
             }
             let now = self.clock.now();
+            self.collect_disk(now);
             for event in events.iter() {
                 match token::decode(event.token()) {
                     Some(Source::Listener) => self.accept_all(now),
@@ -302,7 +327,10 @@ impl EventLoop {
                     Some(source @ (Source::TrackerHttp(_) | Source::TrackerUdp4 | Source::TrackerUdp6)) => {
                         self.tracker_driver.on_ready(source, event, self.poll.registry(), &mut self.engine, now);
                     }
-                    Some(Source::Waker) => self.tracker_driver.on_wake(&mut self.engine, now),
+                    Some(Source::Waker) => {
+                        self.tracker_driver.on_wake(&mut self.engine, now);
+                        self.collect_disk(now);
+                    }
                     Some(Source::Signals) => self.on_signals(now),
                     Some(Source::RpcListener) => {
                         if let Some(rpc) = &mut self.rpc {
@@ -335,12 +363,28 @@ impl EventLoop {
             self.perform(now);
             self.drain_events();
             self.record(now);
+            self.engine.handle_turn_took(self.clock.now() - now);
             if now >= self.next_redraw {
                 let snapshot = self.engine.snapshot_at(now);
                 self.view.redraw(&snapshot, now);
                 self.next_redraw = now + self.redraw_every.max(WHEEL_TICK);
             }
         }
+    }
+
+    /// Hands the disk thread's results to the engine.
+    fn collect_disk(&mut self, now: Timestamp) {
+        let Some(disk) = &self.disk else {
+            return;
+        };
+        disk.collect(&mut self.disk_done);
+        if let Some(stats) = (!self.disk_done.is_empty()).then(|| disk.stats()) {
+            self.engine.handle_disk_stats(stats);
+        }
+        for done in self.disk_done.drain(..) {
+            self.engine.handle_disk_done(done, now);
+        }
+        self.perform(now);
     }
 
     /// Hands the turn's trace events to the recorder.
@@ -398,6 +442,11 @@ impl EventLoop {
                     }
                     _ => {}
                 }
+            }
+            // Disk jobs to the `rill-disk` thread.
+            if let Some(disk) = &self.disk {
+                let engine = &mut self.engine;
+                disk.submit(std::iter::from_fn(|| engine.poll_disk_job()));
             }
             // uTP datagrams, written into one reused buffer.
             while let Some((to, len)) = self.engine.poll_datagram(&mut self.datagram) {

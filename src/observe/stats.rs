@@ -252,6 +252,22 @@ struct Dht {
     announced_to: u64,
 }
 
+/// The event loop and the disk thread: how long the loop's turns took (the longest over the run and in
+/// the last second seen), and what the disk thread did (totals).
+#[derive(Debug, Default, Serialize)]
+struct LoopStats {
+    turns: u64,
+    longest_turn_ms: f64,
+    last_second_longest_turn_ms: f64,
+    disk_pending: u32,
+    disk_write_calls: u64,
+    disk_bytes_written: u64,
+    /// Average bytes per write call (coalesced blocks).
+    disk_average_write: u64,
+    disk_read_calls: u64,
+    disk_pieces_hashed: u64,
+}
+
 #[derive(Debug, Default, Serialize)]
 struct Utp {
     attempts: u64,
@@ -289,6 +305,7 @@ pub struct Stats {
     trackers: BTreeMap<String, TrackerStats>,
     dht: Dht,
     utp: Utp,
+    event_loop: LoopStats,
     hash_failures: u64,
     /// The second being summed (its `at`) and its bytes.
     current: Option<(Timestamp, u64, u64)>,
@@ -314,6 +331,7 @@ impl Stats {
             trackers: BTreeMap::new(),
             dht: Dht::default(),
             utp: Utp::default(),
+            event_loop: LoopStats::default(),
             hash_failures: 0,
             current: None,
             recent: VecDeque::new(),
@@ -421,6 +439,27 @@ impl Stats {
                     self.current = Some((e.at, *down, *up));
                 }
             },
+            TraceKind::Loop {
+                turns,
+                longest_turn_us,
+                disk_pending,
+                write_calls,
+                bytes_written,
+                read_calls,
+                pieces_hashed,
+            } => {
+                let l = &mut self.event_loop;
+                let longest = *longest_turn_us as f64 / 1000.0;
+                l.turns += turns;
+                l.longest_turn_ms = l.longest_turn_ms.max(longest);
+                l.last_second_longest_turn_ms = longest;
+                l.disk_pending = *disk_pending;
+                l.disk_write_calls = *write_calls;
+                l.disk_bytes_written = *bytes_written;
+                l.disk_average_write = bytes_written / write_calls.max(&1);
+                l.disk_read_calls = *read_calls;
+                l.disk_pieces_hashed = *pieces_hashed;
+            }
             TraceKind::PieceVerified { torrent, .. } => self.torrent(*torrent).pieces_verified += 1,
             TraceKind::PieceFailed { torrent, .. } => {
                 self.hash_failures += 1;

@@ -368,6 +368,7 @@ pub fn event_name(kind: &TraceKind) -> &'static str {
         TraceKind::RateSample { .. } => "rate",
         TraceKind::PeerDropped { .. } => "peer_dropped",
         TraceKind::TorrentRate { .. } => "torrent_rate",
+        TraceKind::Loop { .. } => "loop",
         TraceKind::PieceVerified { .. } => "piece_verified",
         TraceKind::PieceFailed { .. } => "piece_failed",
         TraceKind::Completed { .. } => "completed",
@@ -442,6 +443,23 @@ impl Serialize for Line<'_> {
                 m.serialize_entry("down", down)?;
                 m.serialize_entry("up", up)?;
                 m.serialize_entry("peers", peers)?;
+            }
+            TraceKind::Loop {
+                turns,
+                longest_turn_us,
+                disk_pending,
+                write_calls,
+                bytes_written,
+                read_calls,
+                pieces_hashed,
+            } => {
+                m.serialize_entry("turns", turns)?;
+                m.serialize_entry("longest_turn_us", longest_turn_us)?;
+                m.serialize_entry("disk_pending", disk_pending)?;
+                m.serialize_entry("write_calls", write_calls)?;
+                m.serialize_entry("bytes_written", bytes_written)?;
+                m.serialize_entry("read_calls", read_calls)?;
+                m.serialize_entry("pieces_hashed", pieces_hashed)?;
             }
             TraceKind::PieceVerified { torrent, piece } | TraceKind::PieceFailed { torrent, piece } => {
                 m.serialize_entry("torrent", &torrent.0)?;

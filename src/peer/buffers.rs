@@ -71,6 +71,11 @@ impl ReadBuf {
         Ok(n)
     }
 
+    /// The most bytes the buffer holds.
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Bytes not yet parsed.
     pub fn unparsed(&self) -> usize {
         self.end - self.start

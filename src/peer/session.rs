@@ -182,6 +182,8 @@ pub struct PeerSession {
     pub rejects_sent: u64,
     /// Payload bytes served while we choked the peer (its allowed-fast requests).
     served_while_choked: u64,
+    /// Requests taken to serve whose blocks are being read from disk.
+    reading: u32,
     /// Payload bytes received from / sent to this peer.
     pub downloaded: u64,
     pub uploaded: u64,
@@ -248,6 +250,7 @@ impl PeerSession {
             rejects_received: 0,
             rejects_sent: 0,
             served_while_choked: 0,
+            reading: 0,
             downloaded: 0,
             uploaded: 0,
             upload_sample: 0,
@@ -933,33 +936,68 @@ impl PeerSession {
         }
     }
 
-    /// Serves the oldest queued request, if any and the send backlog has room: the header is encoded and
-    /// `read` fills the payload straight into the write buffer. Returns the block served.
-    pub fn serve_next<E>(
-        &mut self,
-        read: impl FnOnce(&BlockRef, &mut [u8]) -> Result<(), E>,
-    ) -> Result<Option<BlockRef>, E> {
+    /// The oldest queued request to serve, if any and the send backlog has room for it besides the blocks
+    /// already being read for this peer (`reading`): the caller reads it from disk and hands the bytes to
+    /// `send_block` (or `read_failed`).
+    pub fn next_to_serve(&mut self) -> Option<BlockRef> {
         // While we choke a fast peer its queue holds only allowed-fast requests (the rest were rejected).
-        if (self.am_choking && !self.fast) || self.out.is_above_high_water() {
-            return Ok(None);
+        if self.am_choking && !self.fast {
+            return None;
         }
-        let Some(block) = self.requests.pop_front() else {
-            return Ok(None);
-        };
+        let coming = self.reading as usize * (wire::PIECE_HEADER_LEN + crate::geometry::BLOCK_LEN as usize);
+        if self.out.len() + coming > crate::peer::buffers::WRITE_HIGH_WATER {
+            return None;
+        }
+        let block = self.requests.pop_front()?;
+        self.reading += 1;
+        Some(block)
+    }
+
+    /// The peer has requests queued that we would serve.
+    pub fn has_requests_to_serve(&self) -> bool {
+        !self.requests.is_empty() && !(self.am_choking && !self.fast)
+    }
+
+    /// Blocks taken by `next_to_serve` and not yet sent.
+    pub fn reading(&self) -> u32 {
+        self.reading
+    }
+
+    /// A block taken by `next_to_serve` was read: it goes out (even if the peer cancelled or we choked
+    /// since: it was asked for, and a peer takes a block it requested).
+    pub fn send_block(&mut self, block: &BlockRef, data: &[u8]) {
+        self.reading = self.reading.saturating_sub(1);
         let tail = self.out.tail();
         wire::encode_piece_header(block.piece, block.offset, block.len, tail);
-        let start = tail.len();
-        tail.resize(start + block.len as usize, 0);
-        if let Err(e) = read(&block, &mut tail[start..]) {
-            tail.truncate(start - wire::PIECE_HEADER_LEN);
-            return Err(e);
-        }
+        tail.extend_from_slice(data);
         self.uploaded += u64::from(block.len);
         self.upload_sample += u64::from(block.len);
         if self.am_choking {
             self.served_while_choked += u64::from(block.len);
         }
+    }
+
+    /// `next_to_serve`, `read` in place, then `send_block`: for tests that serve without a disk queue.
+    #[cfg(test)]
+    pub fn serve_next<E>(
+        &mut self,
+        read: impl FnOnce(&BlockRef, &mut [u8]) -> Result<(), E>,
+    ) -> Result<Option<BlockRef>, E> {
+        let Some(block) = self.next_to_serve() else {
+            return Ok(None);
+        };
+        let mut buf = vec![0; block.len as usize];
+        if let Err(e) = read(&block, &mut buf) {
+            self.read_failed();
+            return Err(e);
+        }
+        self.send_block(&block, &buf);
         Ok(Some(block))
+    }
+
+    /// A block taken by `next_to_serve` could not be read (the torrent is failing): it is forgotten.
+    pub fn read_failed(&mut self) {
+        self.reading = self.reading.saturating_sub(1);
     }
 
     /// Time-driven work at `now`: handles each timer that is due, in `Timer::ALL` order (those that end the

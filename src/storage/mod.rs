@@ -11,11 +11,13 @@
 //! event loop never waits on the device; the save on exit runs in place.
 //! Must not: know about peers or protocol state. It takes byte offsets in the torrent's layout and slices.
 
+pub mod disk;
 pub mod files;
 pub mod nofollow;
 pub mod resume;
 pub mod scan;
 pub mod verify;
+pub mod worker;
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -109,6 +111,34 @@ impl DataFile {
     fn holds_data(&self) -> bool {
         !self.padding && !self.link
     }
+}
+
+/// The most slices one `write_run` takes.
+pub const MAX_WRITE_PARTS: usize = 64;
+
+/// `pwritev` until every byte of `slices` is at `at`; a short write finishes slice by slice.
+fn write_all_vectored_at(file: &File, slices: &[io::IoSlice<'_>], at: u64) -> io::Result<()> {
+    let total: usize = slices.iter().map(|s| s.len()).sum();
+    let written = loop {
+        match rustix::io::pwritev(file, slices, at) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if written == total {
+        return Ok(());
+    }
+    let mut pos = 0;
+    for slice in slices {
+        let (start, end) = (pos, pos + slice.len());
+        pos = end;
+        if end > written {
+            let skip = written.saturating_sub(start);
+            file.write_all_at(&slice[skip..], at + (start + skip) as u64)?;
+        }
+    }
+    Ok(())
 }
 
 /// At most this many data files are open at once; the least recently opened is closed first.
@@ -327,6 +357,50 @@ impl Storage {
             return Err(vanished(self.path(i)));
         };
         file.write_all_at(data, at).map_err(|error| StorageError { path: self.path(i), op: StorageOp::Write, error })
+    }
+
+    /// Writes the concatenation of `parts` (at most `MAX_WRITE_PARTS`) at `offset` of the layout: one
+    /// `pwritev` per file the range touches. Padding is skipped.
+    pub fn write_run(&mut self, offset: u64, parts: &[&[u8]]) -> Result<(), StorageError> {
+        let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let mut cursor = Cursor::default();
+        while let Some((i, at, range)) = self.next_span(&mut cursor, offset, offset + total) {
+            if !self.files[i].holds_data() {
+                continue;
+            }
+            let mut slices = [io::IoSlice::new(&[]); MAX_WRITE_PARTS];
+            let mut n = 0;
+            let mut pos = 0;
+            for part in parts {
+                let (start, end) = (pos, pos + part.len());
+                pos = end;
+                let (lo, hi) = (start.max(range.start), end.min(range.end));
+                if lo < hi && n < MAX_WRITE_PARTS {
+                    slices[n] = io::IoSlice::new(&part[lo - start..hi - start]);
+                    n += 1;
+                }
+            }
+            let Some(file) = self.handle(i, true)? else {
+                return Err(vanished(self.path(i)));
+            };
+            write_all_vectored_at(file, &slices[..n], at)
+                .map_err(|error| StorageError { path: self.path(i), op: StorageOp::Write, error })?;
+        }
+        Ok(())
+    }
+
+    /// Done with `len` bytes at `offset` for now (a verified piece): `POSIX_FADV_DONTNEED` on each open
+    /// file of the range. Linux starts write-back of its dirty pages and drops the clean ones, so the
+    /// first call after writing sends the piece to the device early and a later one frees the memory.
+    /// Advice only: a failure changes nothing and is not reported.
+    pub fn advise_done_with(&mut self, offset: u64, len: u64) {
+        let mut cursor = Cursor::default();
+        while let Some((i, at, range)) = self.next_span(&mut cursor, offset, offset + len) {
+            if let Some(file) = self.files[i].handle.as_ref() {
+                let len = std::num::NonZeroU64::new((range.end - range.start) as u64);
+                let _ = rustix::fs::fadvise(file, at, len, rustix::fs::Advice::DontNeed);
+            }
+        }
     }
 
     /// Reads `out.len()` bytes at `offset` of the layout. Padding reads as zeros; bytes past the end of a

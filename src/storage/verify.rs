@@ -28,6 +28,23 @@ pub fn finish_piece(
     Ok((hasher.finalize().as_slice() == expected).then(|| VerifiedPiece::new(piece)))
 }
 
+/// Finishes a piece's hash from its place in the layout: `hasher` covers its first `hashed` bytes; the rest
+/// of the `len` bytes at `at` is read back from `storage`. `Ok(None)` means the hash did not match.
+pub fn finish_range(
+    storage: &mut Storage,
+    piece: u32,
+    at: u64,
+    len: u64,
+    mut hasher: Sha1,
+    hashed: u64,
+    expected: &[u8; 20],
+) -> Result<Option<VerifiedPiece>, StorageError> {
+    if hashed < len {
+        storage.hash_range(at + hashed, len - hashed, &mut hasher)?;
+    }
+    Ok((hasher.finalize().as_slice() == expected).then(|| VerifiedPiece::new(piece)))
+}
+
 /// Hashes a whole piece from disk (checking existing data, seeding, resume).
 pub fn check_piece(
     storage: &mut Storage,

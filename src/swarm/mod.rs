@@ -26,7 +26,6 @@ pub mod throttle;
 
 use std::collections::BTreeMap;
 
-use sha1::{Digest, Sha1};
 
 use crate::bitfield::Bitfield;
 use crate::geometry::{BlockRef, Geometry};
@@ -59,10 +58,6 @@ pub struct PartialPiece {
     free: u32,
     /// Invariant: no block before this index is `Free`.
     first_free: u32,
-    /// SHA-1 over blocks `0..hashed`, fed as in-order blocks arrive so most bytes are hashed once, from
-    /// the read buffer, and never read back.
-    hasher: Sha1,
-    hashed: u32,
     /// Peers that sent blocks of this piece (for bans after a hash failure).
     contributors: Vec<PeerNo>,
     /// The piece failed its hash check once: fetch it again from one peer only, so a second failure
@@ -294,7 +289,7 @@ impl Swarm {
         }
     }
 
-    /// A block we requested arrived from `peer`. Fresh data is hashed here when it is the next in order.
+    /// A block we requested arrived from `peer` (fresh data is then written and hashed on the disk queue).
     /// `was_active` is false for a late copy of a request already given back to the pool: then every
     /// current owner of the block should cancel, not only the others in endgame.
     pub fn on_block(&mut self, block: &BlockRef, data: &[u8], peer: PeerNo, was_active: bool) -> BlockArrival {
@@ -321,10 +316,6 @@ impl Swarm {
         if !pp.contributors.contains(&peer) {
             pp.contributors.push(peer);
         }
-        if index == pp.hashed {
-            pp.hasher.update(data);
-            pp.hashed += 1;
-        }
         self.totals.downloaded += data.len() as u64;
         BlockArrival::Fresh { piece_complete: pp.is_complete() }
     }
@@ -337,14 +328,6 @@ impl Swarm {
 
     pub fn has_endgame_taken(&self) -> bool {
         !self.taken_in_endgame.is_empty()
-    }
-
-    /// For the verifier: the running hash of a complete piece and how many leading blocks it covers.
-    /// The rest must be read back from storage and fed in before finishing.
-    pub fn take_hasher(&mut self, piece: u32) -> Option<(Sha1, u32)> {
-        let pp = self.partial.get_mut(&piece)?;
-        let hasher = std::mem::take(&mut pp.hasher);
-        Some((hasher, pp.hashed))
     }
 
     /// The piece passed its hash check: it is ours. Returns the peers that contributed to it.
@@ -376,8 +359,6 @@ impl Swarm {
                 pp.free = pp.blocks.len() as u32;
                 pp.first_free = 0;
                 pp.received = 0;
-                pp.hasher = Sha1::new();
-                pp.hashed = 0;
                 pp.exclusive = true;
                 std::mem::take(&mut pp.contributors)
             }
@@ -402,8 +383,6 @@ impl Swarm {
             received: 0,
             free: n as u32,
             first_free: 0,
-            hasher: Sha1::new(),
-            hashed: 0,
             contributors: Vec::new(),
             exclusive: false,
         })
@@ -420,7 +399,6 @@ impl Swarm {
             assert_eq!(received, pp.received, "received count of piece {piece}");
             let first = pp.blocks.iter().position(|b| *b == BlockState::Free).unwrap_or(pp.blocks.len()) as u32;
             assert!(pp.first_free <= first, "a free block before first_free in piece {piece}");
-            assert!(pp.hashed <= pp.received, "hashed past the received blocks of {piece}");
             assert!(!self.unconfirmed.get(*piece), "piece {piece} both unconfirmed and in progress");
         }
         for p in self.unconfirmed.iter_ones() {

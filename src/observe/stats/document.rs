@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use super::{Chokes, Connects, Dht, Histogram, Latency, PeerStats, RateSample, Stats, TrackerStats, Utp};
+use super::{Chokes, Connects, Dht, Histogram, Latency, LoopStats, PeerStats, RateSample, Stats, TrackerStats, Utp};
 use crate::engine::snapshot::Snapshot;
 use crate::engine::torrent::State;
 use crate::engine::trace::Transport;
@@ -86,6 +86,7 @@ impl Stats {
             trackers: &self.trackers,
             dht: &self.dht,
             utp: &self.utp,
+            event_loop: &self.event_loop,
             peers,
             others: (self.others_count > 0).then(|| {
                 let mut doc = peer_doc(None, &self.others, secs);
@@ -144,6 +145,8 @@ struct Document<'a> {
     trackers: &'a BTreeMap<String, TrackerStats>,
     dht: &'a Dht,
     utp: &'a Utp,
+    #[serde(rename = "loop")]
+    event_loop: &'a LoopStats,
     peers: Vec<PeerDoc<'a>>,
     others: Option<PeerDoc<'a>>,
 }

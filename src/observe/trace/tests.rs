@@ -225,6 +225,14 @@ fn recorder_drops_and_counts_when_the_disk_is_behind_and_never_blocks() {
     assert!(r.written + dropped <= total as u64);
     // The disk catches up: later events are written again, after a `dropped` line with the count.
     file.open();
+    // Once the helper has written every chunk it took, its queue is empty again (bounded wait: 10 s).
+    let rates = |f: &GatedFile| parse_lines(&f.contents()).iter().filter(|l| l["ev"] == "rate").count() as u64;
+    for _ in 0..10_000 {
+        if rates(&file) >= r.written {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     let after = TraceEvent { at: Timestamp::from_secs(10), kind: TraceKind::Completed { torrent: TorrentId(0) } };
     r.on_event(&after);
     let (written_before_finish, dropped_total) = (r.written, r.dropped);
