@@ -29,17 +29,26 @@ pub struct DiskTarget {
     /// Unique for the life of the process: results of a torrent that is gone are recognised by it.
     pub key: u64,
     storage: Mutex<Storage>,
+    /// The same files with handles of their own, for reads that serve peers (`Storage::reader`): they
+    /// never wait for a write stalled on the device.
+    reader: Mutex<Storage>,
 }
 
 impl DiskTarget {
     pub fn new(storage: Storage) -> Arc<Self> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        Arc::new(DiskTarget { key: NEXT.fetch_add(1, Ordering::Relaxed), storage: Mutex::new(storage) })
+        let reader = Mutex::new(storage.reader());
+        Arc::new(DiskTarget { key: NEXT.fetch_add(1, Ordering::Relaxed), storage: Mutex::new(storage), reader })
     }
 
     /// The storage, waiting for a batch of disk jobs to finish if one runs. Not for the transfer's path.
     pub fn lock(&self) -> MutexGuard<'_, Storage> {
         self.storage.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The reading view (see `reader` above).
+    fn reader(&self) -> MutexGuard<'_, Storage> {
+        self.reader.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The storage if no disk job holds it now.
@@ -80,10 +89,18 @@ pub enum Job {
     /// Hash piece `piece` (`len` bytes at `at`) and compare with `expected`. For `Purpose::Download` the
     /// piece's running hash (fed by its writes, which come first in the queue) is finished.
     Verify { target: Arc<DiskTarget>, owner: usize, piece: u32, at: u64, len: u32, expected: [u8; 20], purpose: Purpose },
-    /// Read `block` (at `at` in the layout) into `buf` for the peer the engine calls `tag`.
+    /// Read `block` (at `at` in the layout) into `buf` for the peer the engine calls `tag`. Reads are
+    /// only of verified pieces, so they may run beside, or before, writes queued earlier.
     Read { target: Arc<DiskTarget>, owner: usize, tag: u64, block: BlockRef, at: u64, buf: BlockBuf },
     /// The torrent is gone: forget its running hashes and cached pages.
     Forget { key: u64 },
+}
+
+impl Job {
+    /// A read that serves a peer (it may run on its own thread: see `Job::Read`).
+    pub fn is_read(&self) -> bool {
+        matches!(self, Job::Read { .. })
+    }
 }
 
 pub enum Done {
@@ -289,7 +306,7 @@ impl Executor {
             }
             Job::Read { target, owner, tag, block, at, mut buf } => {
                 let len = (block.len as usize).min(buf.len());
-                let result = target.lock().read(at, &mut buf[..len]);
+                let result = target.reader().read(at, &mut buf[..len]);
                 self.stats.read_calls += 1;
                 self.stats.bytes_read += len as u64;
                 done.push(Done::Read { owner, key: target.key, tag, block, buf, result });

@@ -287,6 +287,36 @@ impl Storage {
         })
     }
 
+    /// A second view of the same files for reads only (uploads), with handles of its own: the disk
+    /// queue's reader thread reads through it while the writer may be stalled in a write. It never
+    /// creates a file (a missing one reads as zeros), saves nothing and checks nothing.
+    pub fn reader(&self) -> Storage {
+        Storage {
+            files: self
+                .files
+                .iter()
+                .map(|f| DataFile {
+                    rel: f.rel.clone(),
+                    offset: f.offset,
+                    length: f.length,
+                    padding: f.padding,
+                    link: f.link,
+                    handle: None,
+                    id: f.id,
+                })
+                .collect(),
+            open_order: Vec::new(),
+            scratch: Box::new([]),
+            walker: Walker::new(self.walker.root().clone()),
+            resume_name: self.resume_name.clone(),
+            resume_tmp: self.resume_tmp.clone(),
+            legacy_resume: None,
+            resume_path: self.resume_path.clone(),
+            saving: None,
+            next_file_check: Timestamp::ZERO,
+        }
+    }
+
     /// The next file span of the layout range `[offset, end)` at or after `cursor`: (file index, offset in
     /// that file, range relative to `offset`). Zero-length files are skipped.
     fn next_span(&self, cursor: &mut Cursor, offset: u64, end: u64) -> Option<(usize, u64, std::ops::Range<usize>)> {

@@ -1,10 +1,15 @@
-//! The `rill-disk` helper thread: runs the disk queue's jobs beside the event loop.
+//! The disk helper threads: run the disk queue's jobs beside the event loop.
 //!
-//! Owns: the thread, the hand-over of jobs and results (two queues under one mutex, held only to swap
-//! them, so neither side waits on the other's I/O), and the wake-up of the loop when results are ready.
-//! One thread, not a pool: the jobs of a torrent must run in order (a piece's writes before its verdict),
-//! an SD card or USB stick gains nothing from parallel writes, and one thread hashing beside the loop is
-//! what a two-core device has room for; on one core it is still one thread, and the loop never waits.
+//! Owns: two threads and their lanes — `rill-disk` (writes, piece verdicts with their read-backs, checks)
+//! and `rill-disk-read` (reads that serve peers) — the hand-over of jobs and results (queues under a
+//! mutex per lane, held only to move them, so neither side waits on the other's I/O), and the wake-up of
+//! the loop when results are ready.
+//! Why this shape: the writes and verdicts of a torrent must run in order (a piece's writes before its
+//! verdict), and an SD card or USB stick gains nothing from parallel writes, so one thread writes and
+//! hashes — beside the loop, which is what a two-core device has room for (on one core it is still one
+//! thread, and the loop never waits). Reads for uploads are only of verified pieces, so they need no
+//! order against writes; on their own thread (and their own file handles) a peer's request is answered
+//! while a write is stalled on the device.
 //! Must not: decide anything; it carries out what the engine queued (`disk::Executor`).
 
 use std::collections::VecDeque;
@@ -24,53 +29,77 @@ struct State {
     closed: bool,
 }
 
-struct Shared {
+/// One thread's queue.
+struct Lane {
     state: Mutex<State>,
     work: Condvar,
 }
 
-impl Shared {
+impl Lane {
+    fn new() -> Arc<Self> {
+        Arc::new(Lane { state: Mutex::new(State::default()), work: Condvar::new() })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 pub struct DiskWorker {
-    shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    writer: Arc<Lane>,
+    reader: Arc<Lane>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl DiskWorker {
-    /// Starts the thread. `wake` is called (from it) when results are waiting and none were before.
-    pub fn start(wake: Box<dyn Fn() + Send>) -> std::io::Result<Self> {
-        let shared = Arc::new(Shared { state: Mutex::new(State::default()), work: Condvar::new() });
-        let theirs = Arc::clone(&shared);
-        let thread = std::thread::Builder::new().name("rill-disk".into()).spawn(move || work(&theirs, &*wake))?;
-        Ok(DiskWorker { shared, thread: Some(thread) })
+    /// Starts the threads. `wake` is called (from them) when results are waiting and none were before.
+    pub fn start(wake: Box<dyn Fn() + Send + Sync>) -> std::io::Result<Self> {
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::from(wake);
+        let (writer, reader) = (Lane::new(), Lane::new());
+        let mut threads = Vec::new();
+        for (name, lane) in [("rill-disk", &writer), ("rill-disk-read", &reader)] {
+            let (lane, wake) = (Arc::clone(lane), Arc::clone(&wake));
+            threads.push(std::thread::Builder::new().name(name.into()).spawn(move || work(&lane, &*wake))?);
+        }
+        Ok(DiskWorker { writer, reader, threads })
     }
 
-    /// Hands jobs to the thread.
+    /// Hands jobs to the threads: reads for peers to the reader, the rest to the writer, in order.
     pub fn submit(&self, jobs: impl Iterator<Item = Job>) {
-        let mut state = self.shared.lock();
-        let before = state.jobs.len();
-        state.jobs.extend(jobs);
-        if state.jobs.len() > before {
-            self.shared.work.notify_one();
+        let (mut w, mut r) = (self.writer.lock(), self.reader.lock());
+        let (w0, r0) = (w.jobs.len(), r.jobs.len());
+        for job in jobs {
+            if job.is_read() {
+                r.jobs.push_back(job);
+            } else {
+                w.jobs.push_back(job);
+            }
+        }
+        if w.jobs.len() > w0 {
+            self.writer.work.notify_one();
+        }
+        if r.jobs.len() > r0 {
+            self.reader.work.notify_one();
         }
     }
 
     /// Moves the results that are ready into `out`.
     pub fn collect(&self, out: &mut Vec<Done>) {
-        let mut state = self.shared.lock();
-        out.append(&mut state.done);
+        out.append(&mut self.reader.lock().done);
+        out.append(&mut self.writer.lock().done);
     }
 
-    /// What the thread has done so far.
+    /// What the threads have done so far.
     pub fn stats(&self) -> DiskStats {
-        self.shared.lock().stats
+        let mut stats = self.writer.lock().stats;
+        let read = self.reader.lock().stats;
+        stats.read_calls += read.read_calls;
+        stats.bytes_read += read.bytes_read;
+        stats
     }
 
-    /// Lets the thread finish the jobs it has, waits for it, and returns every result not yet collected.
+    /// Lets the threads finish the jobs they have, waits for them, and returns every result not yet
+    /// collected.
     pub fn finish(mut self) -> Vec<Done> {
         self.close();
         let mut out = Vec::new();
@@ -79,9 +108,11 @@ impl DiskWorker {
     }
 
     fn close(&mut self) {
-        self.shared.lock().closed = true;
-        self.shared.work.notify_one();
-        if let Some(thread) = self.thread.take() {
+        for lane in [&self.writer, &self.reader] {
+            lane.lock().closed = true;
+            lane.work.notify_one();
+        }
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
@@ -93,15 +124,15 @@ impl Drop for DiskWorker {
     }
 }
 
-fn work(shared: &Shared, wake: &dyn Fn()) {
+fn work(lane: &Lane, wake: &dyn Fn()) {
     let mut executor = Executor::default();
     let mut batch = Vec::with_capacity(BATCH);
     let mut done = Vec::with_capacity(BATCH);
     loop {
         {
-            let mut state = shared.lock();
+            let mut state = lane.lock();
             while state.jobs.is_empty() && !state.closed {
-                state = shared.work.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
+                state = lane.work.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
             }
             if state.jobs.is_empty() {
                 return;
@@ -111,7 +142,7 @@ fn work(shared: &Shared, wake: &dyn Fn()) {
         }
         executor.run(&mut batch, &mut done);
         let was_empty = {
-            let mut state = shared.lock();
+            let mut state = lane.lock();
             let was_empty = state.done.is_empty();
             state.done.append(&mut done);
             state.stats = executor.stats;
