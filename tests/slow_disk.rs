@@ -1,23 +1,27 @@
 //! Issue 16, "the loop never waits on the disk", with the real binary on a disk that stalls: rill downloads a
 //! 64 MiB torrent from a python3-libtorrent seeder onto a FUSE filesystem (`tests/peers/slowfs.py`) where every
-//! write arriving in the first half of each second waits 200 ms, like an SD card or USB stick that stalls. Meanwhile
-//! a scripted leecher (`tests/peers/timing_peer.py`) asks rill for blocks of the pieces it announces, one every
-//! 20 ms, and times each answer; and rill's trace records its once-a-second rate samples.
+//! write arriving in the first 850 ms of every 1.7 s waits 200 ms, like an SD card or USB stick that stalls half
+//! of the time. Meanwhile a scripted leecher (`tests/peers/timing_peer.py`) asks rill for a block of a piece it
+//! has announced every 20 ms and times each answer, and rill's trace records its once-a-second rate samples.
 //!
 //! The download must complete byte-identical; every request must be answered within [`WORST_ANSWER`] and answers
 //! must keep coming; rill's per-second samples must never be more than [`MAX_SAMPLE_GAP`] apart; and the mount
-//! must be gone at the end (it is unmounted even when the test fails).
+//! must be gone at the end (it is unmounted even when the test fails). Keep-alives are not checked: rill sends
+//! them after 120 s of silence, longer than this test, and a peer that gets its blocks needs none.
 //!
-//! Why these bounds separate a loop that waits on the disk from one that does not. A loop that writes each block
-//! in place, as it arrives, spends 200 ms in every write made during a stall window; the seeder keeps sending
-//! (6 MB/s is ~370 blocks a second, and rill's pipeline holds many), so within one loop turn the blocks already
-//! read are written back to back, and the loop stays blocked for the whole 500 ms window plus the write that
-//! straddles its end: up to ~700 ms with no answer to anyone, no timer, no sample. A request that arrives at the
-//! start of a window waits that long, so the worst answer time of a blocking loop is ≥ ~500 ms, and a 1 s timer can
-//! fire ~0.7 s late: samples up to ~1.7 s apart. A loop that hands writes to a helper answers from the page cache
-//! in milliseconds; [`WORST_ANSWER`] = 300 ms leaves room for one 200 ms stall in the path of a read (a storage
-//! helper that serves a read after the write it is in) plus scheduling noise on a busy two-core machine, and is
-//! still well under what a blocking loop takes.
+//! Why these bounds tell a loop that waits on the disk from one that does not. A loop that writes each block in
+//! place as it arrives spends 200 ms in every write made during a stall; the seeder keeps sending (6 MB/s is ~370
+//! blocks a second, and rill's pipeline keeps many in flight), so the blocks one loop turn has read are written
+//! back to back and the loop stays blocked for the whole 850 ms stall plus the write that straddles its end: up
+//! to ~1 s with no answer to anyone, no timer, no sample. A request arriving as a stall begins waits all of it,
+//! and a 1 s tick falling in a stall fires at its end, the next one inside the next stall: samples ~1.7 s apart.
+//! Measured with the loop writing in place (before the storage helper): worst answer 1038 ms (p99 1004 ms), 1057
+//! ms without any answer, samples up to 1.71 s apart; with the same rig and no stalls: worst answer 38 ms, 88 ms
+//! without an answer, samples 1.01 s apart. A loop that hands writes to a helper answers from the page cache in
+//! milliseconds; [`WORST_ANSWER`] = 300 ms leaves room for one 200 ms stall in the way of a read (a storage
+//! helper finishing the write it is in before it serves the read) plus scheduling noise on a busy two-core
+//! machine, and is far below what a blocked loop takes. A read queued behind several stalled writes would fail it,
+//! and should: that peer waits on the disk too.
 //!
 //! The test fails (never skips) when FUSE cannot be mounted here. Every process is bounded in time and killed by
 //! PID; on failure every log tail is printed and the test's directory is kept.
@@ -27,7 +31,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::content::{self, assert_same_tree, MIB};
 use common::json::{self, Json};
@@ -40,7 +44,7 @@ use common::{deadline_in, describe, free_port, lifetime_until, peer_script, Proc
 /// The torrent: 64 MiB in 256 KiB pieces (256 pieces, 4096 blocks: 4096 writes for a loop that writes in place).
 const SIZE: u64 = 64 * MIB;
 const PIECE_KIB: u32 = 256;
-/// The seeder's upload cap: the download lasts ~11 s, ten or more stall windows.
+/// The seeder's upload cap: the download lasts 11 to 15 s, seven or more stalls.
 const SEED_RATE: u64 = 6_000_000;
 /// The scripted peer asks for one block this often (at most 4 unanswered).
 const REQUEST_EVERY: Duration = Duration::from_millis(20);
@@ -55,10 +59,6 @@ const MAX_SAMPLE_GAP: Duration = Duration::from_millis(1500);
 const MIN_ANSWERS: usize = 100;
 /// At least this many writes must have stalled while rill downloaded: otherwise the disk was not slow.
 const MIN_STALLED_WRITES: u64 = 10;
-
-fn wall_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
 
 /// `tests/peers/timing_peer.py` dialling rill.
 struct TimingPeer {
@@ -103,7 +103,7 @@ struct Answers {
     p99: Duration,
     /// Answers slower than 100 ms.
     slow: usize,
-    /// The longest time without an answer, from the first answer to the connection's end.
+    /// The longest time without an answer, from rill's first `have` to the connection's end.
     longest_silence: Duration,
     /// Seconds from rill's first `have` to the first answer.
     first_answer_after_have: f64,
@@ -128,25 +128,26 @@ fn answers(status: &Json) -> Answers {
             Some((s.first()?.as_f64()?, s.get(1)?.as_f64()?))
         })
         .collect();
-    let mut times: Vec<f64> = samples.iter().map(|s| s.1).collect();
-    times.sort_by(f64::total_cmp);
-    let pct = |p: f64| times.get(((times.len() as f64 * p) as usize).min(times.len().saturating_sub(1))).copied();
+    let mut took: Vec<f64> = samples.iter().map(|s| s.1).collect();
+    took.sort_by(f64::total_cmp);
+    let pct = |p: f64| took.get(((took.len() as f64 * p) as usize).min(took.len().saturating_sub(1))).copied();
     let mut answered_at: Vec<f64> = samples.iter().map(|(sent, took)| sent + took / 1000.0).collect();
     answered_at.sort_by(f64::total_cmp);
-    if let Some(closed) = num("closed_at") {
-        answered_at.push(closed);
-    }
-    let longest_silence = answered_at.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    let first_answer = answered_at.first().copied();
+    // Silence counts from rill's first `have` (it had something to serve) to the connection's end.
+    let mut times: Vec<f64> = num("first_have_at").into_iter().chain(answered_at).collect();
+    times.extend(num("closed_at"));
+    let longest_silence = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
     Answers {
         count: samples.len(),
         sent: num("sent").unwrap_or(0.0) as u64,
-        worst: ms(times.last().copied().unwrap_or(0.0)),
+        worst: ms(took.last().copied().unwrap_or(0.0)),
         p50: ms(pct(0.5).unwrap_or(0.0)),
         p99: ms(pct(0.99).unwrap_or(0.0)),
-        slow: times.iter().filter(|&&t| t > 100.0).count(),
+        slow: took.iter().filter(|&&t| t > 100.0).count(),
         longest_silence: Duration::from_secs_f64(longest_silence),
-        first_answer_after_have: match (num("first_have_at"), answered_at.first()) {
-            (Some(have), Some(first)) if !samples.is_empty() => first - have,
+        first_answer_after_have: match (num("first_have_at"), first_answer) {
+            (Some(have), Some(first)) => first - have,
             _ => f64::NAN,
         },
         chokes: num("chokes").unwrap_or(0.0) as u64,
@@ -194,7 +195,6 @@ fn a_download_onto_a_disk_that_stalls_writes_keeps_serving_peers_and_reporting()
         rill.exited()
     });
     let download_took = rill_started.elapsed();
-    let rill_exit_wall = wall_now();
     assert_eq!(status.code(), Some(0), "rill failed ({}):\n{}", describe(status), rill.stderr());
     assert_same_tree(&content.path(), &slow.backing().join(&t.name));
 
@@ -248,10 +248,7 @@ fn a_download_onto_a_disk_that_stalls_writes_keeps_serving_peers_and_reporting()
         worst_gap.as_secs_f64(),
         gaps.iter().map(|g| g / 1000).collect::<Vec<_>>()
     );
-    println!(
-        "mount: {unmounted}; whole test {:.1} s; rill exited at {rill_exit_wall:.3}",
-        started.elapsed().as_secs_f64()
-    );
+    println!("mount: {unmounted}; whole test {:.1} s", started.elapsed().as_secs_f64());
 
     let mut failures = Vec::new();
     if stalled < MIN_STALLED_WRITES {
