@@ -16,7 +16,11 @@ readlink, fsync/fdatasync, fsyncdir, statfs, utimens...), except that some write
 
 Writes go to "the device" one at a time (a lock held across the delay and the pwrite), so a stall holds up
 every write behind it, whichever thread sends it; reads, lookups and everything else never wait for it.
-fsync and fdatasync are delayed by --fsync-delay-ms (default 0) under the same lock.
+fsync and fdatasync are delayed by --fsync-delay-ms (default 0) under the same lock. The kernel hands the
+filesystem at most 128 KiB per write (big_writes): a larger pwrite/pwritev is several writes, each of which may
+stall. Reads are mostly answered from the kernel's page cache and never reach the script. fallocate is not
+offered (fusepy has no hook; glibc's posix_fallocate falls back to writing); posix_fadvise and sync_file_range
+succeed and do nothing here (no write-back cache: every write reaches the script before the call returns).
 
 FILE.json (outside the mount) is replaced atomically every 0.2 s: {"pid", "mounted", "mount", "writes",
 "delayed_writes", "bytes_written", "write_wait_ms" (time spent stalled, in all), "reads", "bytes_read",
