@@ -210,6 +210,9 @@ fn a_download_onto_a_disk_that_stalls_writes_keeps_serving_peers_and_reporting()
     let stalled = slow.count("delayed_writes") - stalled_before;
     let stalled_ms = slow.status().and_then(|s| s.get("write_wait_ms").and_then(Json::as_f64)).unwrap_or(0.0);
 
+    // The statistics document rill rewrote every 5 s (and at exit) says the torrent is done.
+    let stats_doc = fs::read_to_string(&stats).ok().and_then(|t| json::parse(&t).ok());
+    let done = stats_doc.as_ref().and_then(|d| d.get("torrents")?.as_array()?.first()?.get("done")?.as_u64());
     let samples = rate_sample_times(&trace);
     let gaps: Vec<u64> = samples.windows(2).map(|w| w[1].saturating_sub(w[0])).collect();
     let worst_gap = Duration::from_micros(gaps.iter().copied().max().unwrap_or(0));
@@ -270,6 +273,9 @@ fn a_download_onto_a_disk_that_stalls_writes_keeps_serving_peers_and_reporting()
             a.longest_silence.as_secs_f64() * 1e3,
             MAX_ANSWER_GAP.as_millis()
         ));
+    }
+    if done != Some(SIZE) {
+        failures.push(format!("the statistics document says {done:?} bytes done, not {SIZE}"));
     }
     if samples.len() < 3 {
         failures.push(format!("only {} per-second samples in the trace", samples.len()));
