@@ -68,4 +68,7 @@ RILL_TEST_PACKAGES=(
   chromium-driver      # chromedriver: W3C WebDriver for that test
   fonts-dejavu-core    # a font for its screenshots (chromium only recommends one)
   tmux                 # tests/live_view.rs: rill's full-screen view in a pseudo-terminal
+  python3-fusepy       # tests/peers/slowfs.py: the slow disk of tests/slow_disk.rs (a FUSE filesystem)
+  libfuse2             # the libfuse that fusepy loads
+  fuse                 # fusermount: mounting as a user, and the rig's fallback unmount (fusermount -u -z)
 )

@@ -12,6 +12,7 @@
 //! - [`tracker::Opentracker`]: Debian's opentracker with an info-hash whitelist.
 //! - [`peers`]: real seeders and leechers (transmission-daemon, python3-libtorrent, aria2c, qbittorrent-nox).
 //! - [`dht`]: a private mainline DHT of python3-libtorrent nodes on loopback, and a KRPC flooder.
+//! - [`slowfs`]: a slow disk, a passthrough FUSE filesystem whose writes stall now and then, always unmounted.
 //!
 //! A missing tool is a loud failure saying to run `scripts/test` (which installs everything), never a skip.
 #![allow(dead_code)]
@@ -27,6 +28,7 @@ pub mod peers;
 pub mod resume;
 pub mod rill_checks;
 pub mod seeding;
+pub mod slowfs;
 pub mod torrent;
 pub mod tracker;
 pub mod webdriver;
