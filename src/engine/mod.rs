@@ -747,7 +747,10 @@ impl Engine {
             }
             // Every block one read can bring must find a buffer in the disk queue's pool: if it cannot,
             // the peer waits (TCP pushes back) until writes finish. Memory never grows for a slow disk.
-            if conn.torrent.is_some() && self.disk.room() < disk::blocks_per_fill(conn) {
+            // Only peers we await blocks from wait: one that only asks (or says `have`) is read, so its
+            // requests are served while the disk is behind.
+            let awaits_blocks = conn.session.as_ref().is_some_and(|s| s.pipeline().active() > 0);
+            if awaits_blocks && self.disk.room() < disk::blocks_per_fill(conn) {
                 if !conn.disk_waiting {
                     conn.disk_waiting = true;
                     self.disk_waiting.push(slot);
