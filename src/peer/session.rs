@@ -955,7 +955,7 @@ impl PeerSession {
 
     /// The peer has requests queued that we would serve.
     pub fn has_requests_to_serve(&self) -> bool {
-        !self.requests.is_empty() && !(self.am_choking && !self.fast)
+        !self.requests.is_empty() && (!self.am_choking || self.fast)
     }
 
     /// Blocks taken by `next_to_serve` and not yet sent.

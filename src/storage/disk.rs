@@ -117,6 +117,7 @@ pub const POOL_BLOCKS: usize = 256;
 pub const READ_BLOCKS: usize = POOL_BLOCKS / 4;
 
 /// The engine's side of the queue: jobs not yet taken by the driver, and the buffer pool.
+#[derive(Default)]
 pub struct DiskQueue {
     outbox: VecDeque<Job>,
     free: Vec<BlockBuf>,
@@ -130,20 +131,6 @@ pub struct DiskQueue {
     /// Jobs handed out in total, and the most in flight at once (for the statistics).
     pub jobs_total: u64,
     pub peak_in_flight: usize,
-}
-
-impl Default for DiskQueue {
-    fn default() -> Self {
-        DiskQueue {
-            outbox: VecDeque::new(),
-            free: Vec::new(),
-            made: 0,
-            reading: 0,
-            in_flight: 0,
-            jobs_total: 0,
-            peak_in_flight: 0,
-        }
-    }
 }
 
 impl DiskQueue {
