@@ -901,49 +901,39 @@ impl Engine {
         if conn.closing.is_some() || conn.is_connecting() {
             return;
         }
-        let mut allowance = self.up_bucket.as_ref().map_or(u64::MAX, TokenBucket::available);
-        let mut served_total = 0u64;
+        let result: Result<(), DropReason> = loop {
+            let pending = conn.next_output();
+            if pending.is_empty() {
+                break Ok(());
+            }
+            match dst.write(pending) {
+                Ok(0) => break Err(DropReason::Io(io::ErrorKind::WriteZero)),
+                Ok(n) => conn.output_written(n, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(DropReason::Io(e.kind())),
+            }
+        };
+        if let Err(reason) = result {
+            self.close_conn(slot, reason);
+            return;
+        }
+        // With room in the send queue now, queued requests are read from disk (within the upload
+        // allowance); each block goes out when its read is done (`handle_disk_done`).
+        let conn = &mut self.conns[slot];
         if let (Some(tid), Some(session)) = (conn.torrent, conn.session.as_mut()) {
             if let Some(data) = self.torrents.get_mut(tid.0).and_then(|t| t.data.as_mut()) {
-                served_total += data.serve(session, &mut allowance, &mut self.disk, disk::read_tag(slot, conn.no));
+                let mut allowance = self.up_bucket.as_ref().map_or(u64::MAX, TokenBucket::available);
+                let taken = data.serve(session, &mut allowance, &mut self.disk, disk::read_tag(slot, conn.no));
+                if let (true, Some(bucket)) = (taken > 0, &mut self.up_bucket) {
+                    bucket.spend(taken);
+                }
                 if session.has_requests_to_serve() && !self.disk.read_room() && !conn.read_waiting {
                     conn.read_waiting = true;
                     self.read_waiting.push(slot);
                 }
             }
         }
-        let result: Result<(), InputError> = loop {
-            let pending = conn.next_output();
-            if pending.is_empty() {
-                break Ok(());
-            }
-            match dst.write(pending) {
-                Ok(0) => break Err(DropReason::Io(io::ErrorKind::WriteZero).into()),
-                Ok(n) => conn.output_written(n, now),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(DropReason::Io(e.kind()).into()),
-            }
-        };
-        if served_total > 0 {
-            if let Some(bucket) = &mut self.up_bucket {
-                bucket.spend(served_total);
-            }
-        }
-        match result {
-            Ok(()) => {}
-            Err(InputError::Drop(reason)) => {
-                self.close_conn(slot, reason);
-                return;
-            }
-            Err(InputError::Fatal(e)) => {
-                if let Some(t) = conn.torrent {
-                    self.fail_torrent(t, torrent::TorrentError::Storage(e), now);
-                }
-                return;
-            }
-        }
-        let conn = &mut self.conns[slot];
         if conn.paused && conn.wants_input() {
             conn.paused = false;
             self.queue_backlog(slot);

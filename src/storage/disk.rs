@@ -109,9 +109,11 @@ pub enum Done {
     Read { owner: usize, key: u64, tag: u64, block: BlockRef, buf: BlockBuf, result: Result<(), StorageError> },
 }
 
-/// Block buffers in the pool: the most data on its way to or from the disk at once (4 MiB). A full pool
-/// stops reads from peers until writes finish; a card that stalls for 200 ms at 20 MB/s needs this much.
-pub const POOL_BLOCKS: usize = 256;
+/// Block buffers in the pool: the most data on its way to or from the disk at once (2 MiB). A full pool
+/// stops reading from the peers we download from until writes finish: a stalled card costs pace, never
+/// memory (the peers' data waits in the kernel's socket buffers and TCP pushes back). 2 MiB keeps a
+/// loopback transfer at full speed (64 blocks cost it about a fifth; 256 gained nothing measurable).
+pub const POOL_BLOCKS: usize = 128;
 
 /// At most this many of the pool's buffers serve reads for uploads, so a busy seed never starves writes.
 pub const READ_BLOCKS: usize = POOL_BLOCKS / 4;
