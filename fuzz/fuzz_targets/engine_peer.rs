@@ -20,6 +20,7 @@ use rill::engine::torrent::{Mode, State, TorrentOptions};
 use rill::engine::{Action, Engine, EngineConfig};
 use rill::metainfo::{FileEntry, InfoHash, Metainfo};
 use rill::rng::{Entropy, Rng};
+use rill::storage::disk::Executor;
 use rill::time::{millis, Timestamp};
 use rill::wire::handshake::Handshake;
 use sha1::{Digest, Sha1};
@@ -32,6 +33,7 @@ struct Fixture {
     info_hash: InfoHash,
     now: Timestamp,
     port: u16,
+    disk: Executor,
 }
 
 thread_local! {
@@ -70,10 +72,15 @@ fn setup() -> Fixture {
     let info_hash = meta.info_hash;
     let id = engine.add_torrent(meta, opts, Timestamp::ZERO).expect("added");
     let now = Timestamp::from_millis(1);
-    while engine.torrent(id).is_some_and(|t| t.state == State::Checking) {
-        engine.end_turn(now);
+    let mut fixture = Fixture { engine, info_hash, now, port: 1, disk: Executor::default() };
+    for _ in 0..1000 {
+        if !fixture.engine.torrent(id).is_some_and(|t| t.state == State::Checking) {
+            break;
+        }
+        fixture.engine.end_turn(now);
+        run_disk(&mut fixture);
     }
-    Fixture { engine, info_hash, now, port: 1 }
+    fixture
 }
 
 /// What a socket with nothing more to read says.
@@ -103,9 +110,21 @@ impl Write for Sink {
     }
 }
 
+/// Runs the engine's disk jobs in place, as the event loop's disk threads would.
+fn run_disk(f: &mut Fixture) -> bool {
+    let mut jobs: Vec<_> = std::iter::from_fn(|| f.engine.poll_disk_job()).collect();
+    let any = !jobs.is_empty();
+    let mut done = Vec::new();
+    f.disk.run(&mut jobs, &mut done);
+    for d in done {
+        f.engine.handle_disk_done(d, f.now);
+    }
+    any
+}
+
 fn drain(f: &mut Fixture) {
     loop {
-        let mut any = false;
+        let mut any = run_disk(f);
         while let Some(action) = f.engine.poll_action() {
             any = true;
             assert!(!matches!(action, Action::Connect { .. }), "a seed with no candidates dials nobody");
