@@ -462,6 +462,11 @@ impl Engine {
 
     /// The end of a run: records every torrent's verified pieces and says how each ended.
     pub fn finish(&mut self, now: Timestamp) -> Vec<Outcome> {
+        if self.trace.is_some() {
+            // The run's last loop and disk figures.
+            let sample = self.take_loop_sample();
+            self.trace(now, || sample);
+        }
         if let Some(node) = self.dht.as_mut() {
             node.save_now(now);
         }

@@ -267,9 +267,11 @@ impl EventLoop {
         if let Some(disk) = self.disk.take() {
             let engine = &mut self.engine;
             disk.submit(std::iter::from_fn(|| engine.poll_disk_job()));
-            for done in disk.finish() {
+            let (results, stats) = disk.finish();
+            for done in results {
                 self.engine.handle_disk_done(done, now);
             }
+            self.engine.handle_disk_stats(stats);
         }
         let outcomes = self.engine.finish(now);
         self.drain_events();

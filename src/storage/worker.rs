@@ -99,12 +99,12 @@ impl DiskWorker {
     }
 
     /// Lets the threads finish the jobs they have, waits for them, and returns every result not yet
-    /// collected.
-    pub fn finish(mut self) -> Vec<Done> {
+    /// collected, and the final figures.
+    pub fn finish(mut self) -> (Vec<Done>, DiskStats) {
         self.close();
         let mut out = Vec::new();
         self.collect(&mut out);
-        out
+        (out, self.stats())
     }
 
     fn close(&mut self) {
