@@ -1059,6 +1059,7 @@ impl Engine {
             if conn.closing.is_some() || conn.is_connecting() {
                 continue;
             }
+            conn.on_buffer_tick(now);
             let (Some(tid), Some(session)) = (conn.torrent, conn.session.as_mut()) else {
                 continue;
             };

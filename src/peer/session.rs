@@ -355,6 +355,14 @@ impl PeerSession {
     pub fn wants_input(&self) -> bool {
         !self.out.is_above_high_water()
     }
+    /// Once a second or so: the send buffer gives back memory a quiet peer no longer needs.
+    pub fn on_buffer_tick(&mut self, now: Timestamp) {
+        self.out.on_tick(now);
+    }
+    /// Bytes of memory the send buffer holds.
+    pub fn output_capacity(&self) -> usize {
+        self.out.capacity()
+    }
 
     /// Bytes of a stage before the BitTorrent handshake (the MSE reply), queued as they are.
     pub fn queue_raw(&mut self, bytes: &[u8]) {
@@ -940,7 +948,7 @@ impl PeerSession {
         read: impl FnOnce(&BlockRef, &mut [u8]) -> Result<(), E>,
     ) -> Result<Option<BlockRef>, E> {
         // While we choke a fast peer its queue holds only allowed-fast requests (the rest were rejected).
-        if (self.am_choking && !self.fast) || self.out.is_above_high_water() {
+        if (self.am_choking && !self.fast) || self.out.is_full_for_serving() {
             return Ok(None);
         }
         let Some(block) = self.requests.pop_front() else {
