@@ -113,7 +113,8 @@ fn seed_serves_200_concurrent_peers_in_bounded_memory_and_frees_every_descriptor
     });
     let data = content.copy_to(&dir.mkdir("rill-data"));
     // Every peer may be unchoked at once: 200 peers are served together, the worst case for memory.
-    let rill = RillPeer::seed(dir.path(), "rill", &t, &data, &["--max-peers", "250", "--max-upload-slots", "250"], deadline);
+    let rill =
+        RillPeer::seed(dir.path(), "rill", &t, &data, &["--max-peers", "250", "--max-upload-slots", "250"], deadline);
     tracker.wait_seeders(&t.info_hash, 1, deadline);
     let pid = wait_for(deadline, "rill to be forked", || rill.proc.program_pid());
     let fds_before = fd_count(pid);
@@ -159,7 +160,12 @@ fn seed_serves_200_concurrent_peers_in_bounded_memory_and_frees_every_descriptor
     // 3. Every scripted peer was served good data and none was dropped.
     assert_eq!(scripted.num("peers", "pieces_ok"), 2 * SCRIPTED, "{}", scripted.describe());
     assert_eq!(scripted.num("peers", "pieces_bad"), 0, "{}", scripted.describe());
-    assert_eq!(scripted.num("peers", "closed_after_handshake"), 0, "rill dropped working peers: {}", scripted.describe());
+    assert_eq!(
+        scripted.num("peers", "closed_after_handshake"),
+        0,
+        "rill dropped working peers: {}",
+        scripted.describe()
+    );
     let peak = peak_rss_kib(pid);
     println!(
         "rill seed with {CONCURRENT} peers: peak RSS {peak} KiB ({:.1} KiB a peer over the whole process), \
@@ -183,7 +189,14 @@ fn listener_flood_is_capped_and_timed_out_while_a_leecher_downloads() {
     let deadline = deadline_in(180);
     let dir = TempDir::new("many-peers-flood");
     let content = content_tree(&dir, "flood");
-    let t = torrent::libtorrent_create(&content, "http://127.0.0.1:1/announce", 64 * KIB, true, &dir.join("t.torrent"), deadline);
+    let t = torrent::libtorrent_create(
+        &content,
+        "http://127.0.0.1:1/announce",
+        64 * KIB,
+        true,
+        &dir.join("t.torrent"),
+        deadline,
+    );
     let data = content.copy_to(&dir.mkdir("rill-data"));
     let rill = RillPeer::seed(dir.path(), "rill", &t, &data, &["--max-peers", "250"], deadline);
     let pid = wait_for(deadline, "rill to be forked", || rill.proc.program_pid());
