@@ -3,9 +3,9 @@
 //! idle) plus two real clients (aria2c and a python3-libtorrent leecher, each downloading the whole torrent) make 200
 //! concurrent connections; every one is served, rill's peak RSS stays within the aim, and once they leave rill holds
 //! no more descriptors than before. And a listener flood (500 connects that never send a byte, 100 that stop in the
-//! middle of a handshake, 20 MSE openings dribbled a byte a second) while a libtorrent leecher downloads: the
-//! leecher completes, RSS stays bounded, at most `MAX_HANDSHAKING` flood connections are held at once and rill
-//! closes every one within its handshake timeout.
+//! middle of a handshake, 20 MSE openings dribbled a byte a second; 640 connects a second) while a libtorrent
+//! leecher downloads: the leecher completes, RSS stays bounded, at most `MAX_HANDSHAKING` flood connections are
+//! held at once and rill closes every one within its handshake timeout.
 //!
 //! Everything runs on 127.0.0.1; every process is bounded in time and killed by PID; waits are on conditions with
 //! deadlines.
@@ -39,8 +39,9 @@ const RSS_BOUND_KIB: u64 = 16 * 1024;
 const FLOOD_RSS_BOUND_KIB: u64 = 10 * 1024;
 /// `swarm::slots::MAX_HANDSHAKING`.
 const MAX_HANDSHAKING: u64 = 64;
-/// `peer::session::HANDSHAKE_TIMEOUT`, plus a margin for two processes' clocks and a loaded machine.
-const HANDSHAKE_TIMEOUT_SECS: f64 = 20.0 + 5.0;
+/// `peer::session::HANDSHAKE_TIMEOUT`, counted by rill from its accept; the flooder counts from its connect, which
+/// in a burst can precede the accept by a few SYN-ACK retransmissions (1 + 2 + 4 s), plus a loaded machine.
+const HANDSHAKE_TIMEOUT_SECS: f64 = 20.0 + 10.0;
 
 /// `tests/peers/many_peers.py`, with its status file.
 struct ManyPeers {
@@ -218,11 +219,18 @@ fn listener_flood_is_capped_and_timed_out_while_a_leecher_downloads() {
         flood.num("flood", "opened") + flood.num("flood", "refused") == opened
             && flood.num("flood", "connected") + flood.num("flood", "refused") == opened
     });
-    // Connections still in the kernel's accept queue look open to the flooder too: rill accepts them at once.
-    let soon = (Instant::now() + Duration::from_secs(5)).min(deadline);
-    wait_until(soon, &format!("rill to hold at most {MAX_HANDSHAKING} connections that never handshook"), || {
-        flood.num("flood", "open") <= MAX_HANDSHAKING
-    });
+    // rill's own descriptors: what the flooder counts as open includes connections whose final ACK the kernel
+    // has not taken yet (they reach rill's accept queue a SYN-ACK retransmission later).
+    let soon = (Instant::now() + Duration::from_secs(10)).min(deadline);
+    let held = loop {
+        let held = fd_count(pid).saturating_sub(fds_before);
+        if held <= MAX_HANDSHAKING || Instant::now() >= soon {
+            break held;
+        }
+        rill.proc.assert_running();
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(held <= MAX_HANDSHAKING, "rill holds {held} connections that never handshook: {}", flood.describe());
 
     // 2. A real leecher arrives while the flood is held: it gets in and is served.
     let lt_out = dir.mkdir("libtorrent-out");
@@ -232,7 +240,6 @@ fn listener_flood_is_capped_and_timed_out_while_a_leecher_downloads() {
     assert_same_tree(&content.path(), &lt_out.join(&t.name));
 
     // 3. rill closes every flood connection by itself, within its handshake timeout of the connect.
-    let first = flood.float("flood", "first_connected_at").expect("the flood connected");
     wait_until(deadline, "rill to close every flood connection", || {
         rill.proc.assert_running();
         flood.proc.assert_running();
@@ -240,13 +247,8 @@ fn listener_flood_is_capped_and_timed_out_while_a_leecher_downloads() {
     });
     let connected = flood.num("flood", "connected");
     assert_eq!(flood.num("flood", "closed_by_remote"), connected, "{}", flood.describe());
-    let last = flood.float("flood", "last_closed_at").expect("flood connections were closed");
-    assert!(
-        last - first <= HANDSHAKE_TIMEOUT_SECS,
-        "the last flood connection was closed {:.1} s after the first connect: {}",
-        last - first,
-        flood.describe()
-    );
+    let longest = flood.float("flood", "max_held").unwrap_or(f64::MAX);
+    assert!(longest <= HANDSHAKE_TIMEOUT_SECS, "a flood connection was held {longest:.1} s: {}", flood.describe());
     let peak = peak_rss_kib(pid);
     println!("rill seed under a {opened}-connection flood with one leecher: peak RSS {peak} KiB");
     assert!(peak > 0 && peak <= FLOOD_RSS_BOUND_KIB, "rill seed's peak RSS under the flood: {peak} KiB");
