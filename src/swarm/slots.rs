@@ -32,8 +32,9 @@
 //!   keeps the ones whose handshakes are on their way). Evicting the oldest means a flood that stops
 //!   short of the handshake cannot hold the listener for the whole `HANDSHAKE_TIMEOUT`: to keep newcomers
 //!   out it must open `MAX_HANDSHAKING` fresh connections every `HANDSHAKE_STALE`. Each waiting
-//!   connection costs a few hundred bytes (no read buffer until it sends, `HANDSHAKE_READ_CAPACITY` after)
-//!   and a descriptor, so the cap bounds memory and descriptors; the handshake deadline closes each.
+//!   connection costs its connection slot (about 1 KiB), no read buffer until it sends and
+//!   `HANDSHAKE_READ_CAPACITY` after, and a descriptor, so the cap bounds memory and descriptors; the
+//!   handshake deadline closes each.
 
 use std::net::IpAddr;
 use std::time::Duration;
