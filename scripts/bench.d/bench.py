@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """The orchestrator behind scripts/bench (which installs tools, builds rill and runs this under a total timeout).
 
-    bench.py [download] [memory] [latency] [utp] [encryption] [upload] [endgame] [many] [daemon] [dht]   (none: all)
+    bench.py [download] [memory] [latency] [utp] [encryption] [upload] [endgame] [many] [daemon] [dht] [view] [trace]
+             [peers]   (none: all)
 
 Everything runs on 127.0.0.1. Every process is started in its own process group, wrapped in `timeout` (an
 absolute bound even if this script dies), and its group is killed by id on exit. Readiness is polled with
@@ -81,7 +82,7 @@ START = time.monotonic()
 DEADLINE = START + TOTAL - 15  # leave time to clean up inside the wrapper's bound
 
 ALL_CASES = ["download", "memory", "latency", "utp", "encryption", "upload", "endgame", "many", "daemon", "dht", "view",
-             "trace"]
+             "trace", "peers"]
 
 
 def remaining():
@@ -2848,6 +2849,119 @@ def case_view(ctx):
                 pass
 
 
+MANY_PEERS = os.path.join(ROOT, "tests", "peers", "many_peers.py")
+PEERS_COUNTS = [int(x) for x in os.environ.get("PEERS_COUNTS", "40 120 200").split()]
+PEERS_WINDOW = env_float("PEERS_WINDOW", 10)
+PEERS_CLIENTS = os.environ.get("PEERS_CLIENTS", "rill libtorrent").split()
+
+
+def peers_run(client, mode, n, torrent, data):
+    """One seeder (rill seed, or a python3-libtorrent seeder) and n scripted peers (tests/peers/many_peers.py),
+    idle (handshake, interested, nothing more) or busy (requesting blocks without end). Returns a dict of
+    figures: RSS before the peers, RSS and VmHWM with them after PEERS_WINDOW s, descriptors."""
+    port = free_port()
+    name = "peers-%s-%s-%d" % (client, mode, n)
+    status = os.path.join(WORK, "peers", name + ".json")
+    if client == "rill":
+        cmd = [RILL, "seed", torrent, "-d", data, "--no-ui", "--no-dht", "--no-utp", "--port", port, "--bind",
+               "127.0.0.1", "--max-peers", max(250, n + 50), "--max-upload-slots", max(4, n)]
+    else:
+        lt_status = os.path.join(WORK, "peers", name + "-lt.json")
+        cmd = [PY, LTPEER, "seed", "--port", port, "--torrent", "%s:%s" % (torrent, data), "--status", lt_status]
+    res = {"client": client, "mode": mode, "count": n, "ok": False}
+    p = spawn(name, cmd, life=120)
+    q = None
+    try:
+        if client == "rill":
+            wait_until("rill seed to listen", lambda: port_open(port), 60, 0.05, [p])
+            pid = wait_until("rill's pid", lambda: leaf(p.pid, 1), 10, 0.02, [p])
+            wait_until("rill seed to seed", lambda: "seeding" in open(os.path.join(LOGS, name + ".log"),
+                                                                      errors="replace").read(), 60, 0.1, [p])
+        else:
+            wait_until("the libtorrent seeder to be ready", lambda: (read_json(lt_status) or {}).get("ready"), 60,
+                       0.1, [p])
+            pid = wait_until("its pid", lambda: leaf(p.pid, 1), 10, 0.02, [p])
+        time.sleep(1)
+        res["base_kib"] = proc_status(pid).get("VmRSS", 0)
+        res["fds_before"] = len(os.listdir("/proc/%d/fd" % pid))
+        args = [PY, MANY_PEERS, "--port", port, "--torrent", torrent, "--count", n, "--status", status,
+                "--max-life", 100, "--pending", 32]
+        args += ["--busy"] if mode == "busy" else ["--pieces-each", 0]
+        q = spawn(name + "-peers", args, life=110)
+        handshaken = lambda: ((read_json(status) or {}).get("peers") or {}).get("handshaken", 0)
+        try:
+            wait_until("%d peers to handshake" % n, lambda: handshaken() >= n, 60, 0.1, [p, q])
+        except RuntimeError as e:
+            say("    %s (%s of %d)" % (e, handshaken(), n))
+        time.sleep(PEERS_WINDOW)
+        st = proc_status(pid)
+        res.update(rss_kib=st.get("VmRSS", 0), hwm_kib=st.get("VmHWM", 0), handshaken=handshaken(),
+                   fds=len(os.listdir("/proc/%d/fd" % pid)))
+        peers = (read_json(status) or {}).get("peers") or {}
+        res["bytes"] = peers.get("bytes", 0)
+        res["bad"] = peers.get("pieces_bad", 0)
+        stop(q)
+        q = None
+        try:
+            wait_until("the seeder to close the peers' connections",
+                       lambda: len(os.listdir("/proc/%d/fd" % pid)) <= res["fds_before"], 20, 0.1, [p])
+        except RuntimeError:
+            pass
+        res["fds_after"] = len(os.listdir("/proc/%d/fd" % pid))
+        res["ok"] = res["handshaken"] >= n and res["bad"] == 0
+        stop(p, pid=pid)
+    finally:
+        if q is not None:
+            stop(q)
+        stop(p)
+    return res
+
+
+def case_peers(ctx):
+    emit("== peers: a seeder's memory with %s scripted peers connected (tests/peers/many_peers.py, one python "
+         "process), idle (handshake + interested) and busy (requesting blocks without end); RSS after a %g s window"
+         % ("/".join(str(n) for n in PEERS_COUNTS), PEERS_WINDOW))
+    root = os.path.join(WORK, "peers")
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+    data = os.path.join(root, "data")
+    os.makedirs(data)
+    content = os.path.join(data, "peers.bin")
+    with open(content, "wb") as f:
+        for _ in range(64):
+            f.write(os.urandom(1 << 20))
+    torrent = os.path.join(root, "peers.torrent")
+    subprocess.run([RILL, "create", content, "-o", torrent, "--piece-size", "256k", "--tracker",
+                    "http://127.0.0.1:1/announce"], check=True, capture_output=True, timeout=60)
+    clients = [c for c in PEERS_CLIENTS if c == "rill" or (c == "libtorrent" and lt_available())]
+    rows = []
+    for client in clients:
+        for mode in ("idle", "busy"):
+            for n in PEERS_COUNTS:
+                if out_of_time("peers", 60):
+                    break
+                wait_quiet()
+                try:
+                    r = peers_run(client, mode, n, torrent, data)
+                except RuntimeError as e:
+                    say("    %s %s %d: %s" % (client, mode, n, e))
+                    continue
+                record_row(dict(r, case="peers"))
+                per = (r["rss_kib"] - r["base_kib"]) / float(n) if r.get("rss_kib") else None
+                rows.append([client, mode, "%d" % n, "%d" % r.get("handshaken", 0), mib(r["base_kib"]),
+                             mib(r["rss_kib"]), mib(r["hwm_kib"]), "%.1f" % per if per is not None else "-",
+                             "%d/%d/%d" % (r["fds_before"], r["fds"], r["fds_after"]),
+                             "%.0f" % (r.get("bytes", 0) / 1e6), "ok" if r["ok"] else "FAILED"])
+                say("    %s %s %d: RSS %s MiB (peak %s), %s KiB a peer" % (client, mode, n, mib(r["rss_kib"]),
+                                                                       mib(r["hwm_kib"]), rows[-1][7]))
+    emit(fmt_table(["seeder", "peers", "N", "connected", "RSS before", "RSS with", "peak RSS", "KiB/peer",
+                    "fds before/with/after", "MB served", "check"], rows))
+    emit("   RSS in MiB. KiB/peer = (RSS with - RSS before) / N. rill seed: --max-upload-slots N (every busy peer is "
+         "served at once, the worst case for its send buffers); libtorrent: python3-libtorrent (ltpeer.py, its "
+         "default unchoke slots and connection limit, so not every peer may get in: check = every peer connected and no bad "
+         "piece; RSS includes the python interpreter and, busy, the data file's pages that libtorrent maps).")
+    emit()
+
 def main():
     cases = sys.argv[1:] or list(ALL_CASES)
     for c in cases:
@@ -2897,7 +3011,7 @@ def main():
     tracker = Tracker()
     say("setup: content and torrents under %s" % WORK)
     ctx = {"tracker": tracker}
-    if any(c not in ("many", "daemon", "dht", "view") for c in cases):  # those make their own torrents and need no tracker
+    if any(c not in ("many", "daemon", "dht", "view", "peers") for c in cases):  # those make their own torrents and need no tracker
         ctx["c1"] = Content("%dM" % (SIZE >> 20), SIZE, tracker.url)
         if "memory" in cases:
             ctx["c4"] = Content("%dM" % (BIG >> 20), BIG, tracker.url)
@@ -2909,7 +3023,7 @@ def main():
     funcs = {"download": case_download, "memory": case_memory, "latency": case_latency, "utp": case_utp,
              "encryption": case_encryption, "upload": case_upload,
              "endgame": case_endgame, "many": case_many, "daemon": case_daemon, "dht": case_dht, "view": case_view,
-             "trace": case_trace}
+             "trace": case_trace, "peers": case_peers}
     failed = []
     for c in cases:
         if remaining() < 60:

@@ -178,6 +178,22 @@ impl PeerConn {
         Some(SocketAddr::new(self.addr.ip(), port))
     }
 
+    /// Once a second: buffers a quiet connection no longer needs go back (`peer::buffers` has the rules).
+    pub fn on_buffer_tick(&mut self, now: Timestamp) {
+        self.read.on_tick(now);
+        if let Some(session) = &mut self.session {
+            session.on_buffer_tick(now);
+        }
+        if self.pre_out.is_empty() && self.pre_out.capacity() > 0 {
+            self.pre_out = Vec::new();
+        }
+    }
+
+    /// Bytes of buffer memory the connection holds now (read, write, MSE replies).
+    pub fn buffer_bytes(&self) -> usize {
+        self.read.capacity() + self.session.as_ref().map_or(0, PeerSession::output_capacity) + self.pre_out.capacity()
+    }
+
     pub fn wants_input(&self) -> bool {
         self.session.as_ref().map_or(true, PeerSession::wants_input)
     }

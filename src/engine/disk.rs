@@ -187,5 +187,5 @@ impl Engine {
 
 /// Blocks one read into `conn`'s buffer can bring: the pool must have this many free before it is read.
 pub(super) fn blocks_per_fill(conn: &conn::PeerConn) -> usize {
-    conn.read.capacity() / crate::geometry::BLOCK_LEN as usize + 1
+    conn.read.max_capacity() / crate::geometry::BLOCK_LEN as usize + 1
 }

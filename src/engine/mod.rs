@@ -603,10 +603,35 @@ impl Engine {
 
     // ---- driver interface: connections --------------------------------------------------------------
 
-    /// A peer connected to us. `None`: refused (no free slot, already connected, shutting down); the
-    /// driver closes it.
+    /// Room for one more incoming connection awaiting its handshake (`swarm::slots::on_handshaking`): a
+    /// stale one may give way; false: refuse the newcomer.
+    fn admit_handshaking(&mut self, addr: SocketAddr, now: Timestamp) -> bool {
+        let waiting = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.outgoing && c.closing.is_none() && !c.is_handshaken())
+            .map(|(slot, c)| (slot, c.connected_at));
+        match crate::swarm::slots::on_handshaking(waiting, now) {
+            Admission::Admit => true,
+            Admission::Replace(victim) => {
+                log::debug!("{}: still no handshake: gives way to {addr}", self.conns[victim].addr);
+                self.close_conn(victim, DropReason::HandshakeTimedOut);
+                true
+            }
+            Admission::Full | Admission::SameAddress => {
+                log::debug!("{addr}: incoming connection refused: too many handshakes in progress");
+                false
+            }
+        }
+    }
+
+    /// A peer connected to us. `None`: refused (no free slot, already connected, too many handshakes in
+    /// progress, shutting down); the driver closes it.
     pub fn handle_incoming(&mut self, addr: SocketAddr, now: Timestamp) -> Option<ConnId> {
         if self.shutting_down || !self.torrents.iter().any(|(_, t)| t.accepts_peers()) {
+            return None;
+        }
+        if !self.admit_handshaking(addr, now) {
             return None;
         }
         // The torrent is not known until the handshake: count it as a seed's connection only when every
@@ -1077,6 +1102,7 @@ impl Engine {
             if conn.closing.is_some() || conn.is_connecting() {
                 continue;
             }
+            conn.on_buffer_tick(now);
             let (Some(tid), Some(session)) = (conn.torrent, conn.session.as_mut()) else {
                 continue;
             };

@@ -207,3 +207,41 @@ fn a_paused_torrent_keeps_the_run_going_until_resumed_or_shut_down() {
     assert_eq!(e.torrent(id).map(|t| t.state), Some(State::Stopped), "a shutdown stops a paused torrent");
     assert!(e.is_finished(later + STOP_GRACE), "and then the run ends");
 }
+
+#[test]
+fn listener_flood_holds_at_most_the_handshake_cap_and_the_oldest_gives_way_once_stale() {
+    use crate::swarm::slots::{HANDSHAKE_STALE, MAX_HANDSHAKING};
+    use crate::time::millis;
+    let dir = TempDir::new("engine-flood");
+    let (mut e, _) = engine(&dir, Entropy::seeded(5));
+    e.config.max_peers = 4 * MAX_HANDSHAKING;
+    let t0 = Timestamp::from_secs(1);
+    e.finish_checks(t0);
+    let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let waiting: Vec<ConnId> = (0..MAX_HANDSHAKING as u16)
+        .map(|i| e.handle_incoming(addr(10_000 + i), t0 + millis(u64::from(i))).expect("admitted"))
+        .collect();
+    // Nothing sent yet: no read buffer, no send buffer.
+    assert!(waiting.iter().all(|c| e.conns.get(c.0).is_some_and(|p| p.buffer_bytes() == 0)));
+    // A burst: every waiting connection is fresh, so the newcomer is refused.
+    assert_eq!(e.handle_incoming(addr(20_000), t0 + HANDSHAKE_STALE - millis(1)), None);
+    // The oldest has waited long enough: it gives way.
+    let newcomer = e.handle_incoming(addr(20_001), t0 + HANDSHAKE_STALE).expect("admitted in place of the oldest");
+    e.end_turn(t0 + HANDSHAKE_STALE);
+    let closed: Vec<_> = std::iter::from_fn(|| e.poll_event())
+        .filter_map(|ev| match ev {
+            Event::PeerClosed { conn, reason, .. } => Some((conn, reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed, [(waiting[0], DropReason::HandshakeTimedOut)]);
+    assert!(e.peer(newcomer).is_some());
+    // A connection that has handshaken no longer counts against the cap.
+    let mut bytes = vec![];
+    let info_hash = e.torrents.iter().next().map(|(_, t)| t.info_hash).expect("a torrent");
+    Handshake { reserved: [0; 8], info_hash, peer_id: *b"-XX0001-cccccccccccc" }.encode(&mut bytes);
+    let mut src = std::io::Cursor::new(bytes).chain(WouldBlock);
+    e.handle_peer_input(waiting[1], &mut src, t0 + HANDSHAKE_STALE);
+    assert!(e.conns.get(waiting[1].0).is_some_and(PeerConn::is_handshaken));
+    assert!(e.handle_incoming(addr(20_002), t0 + HANDSHAKE_STALE).is_some(), "a place came free");
+}

@@ -182,6 +182,9 @@ impl Engine {
         if self.shutting_down || !self.torrents.iter().any(|(_, t)| t.accepts_peers()) {
             return refuse(self);
         }
+        if !self.admit_handshaking(addr, now) {
+            return refuse(self);
+        }
         let we_seed = self.torrents.iter().filter(|(_, t)| t.is_active()).all(|(_, t)| t.is_seed());
         match self.slot_policy().on_incoming(addr.ip(), &self.slot_view(None), we_seed, now) {
             Admission::Admit => {}

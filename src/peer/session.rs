@@ -358,6 +358,14 @@ impl PeerSession {
     pub fn wants_input(&self) -> bool {
         !self.out.is_above_high_water()
     }
+    /// Once a second or so: the send buffer gives back memory a quiet peer no longer needs.
+    pub fn on_buffer_tick(&mut self, now: Timestamp) {
+        self.out.on_tick(now);
+    }
+    /// Bytes of memory the send buffer holds.
+    pub fn output_capacity(&self) -> usize {
+        self.out.capacity()
+    }
 
     /// Bytes of a stage before the BitTorrent handshake (the MSE reply), queued as they are.
     pub fn queue_raw(&mut self, bytes: &[u8]) {
@@ -944,8 +952,10 @@ impl PeerSession {
         if self.am_choking && !self.fast {
             return None;
         }
+        // What is queued plus what is being read stays under `SERVE_AHEAD`: the socket's own buffer does
+        // the rest, so a busy peer costs its send queue little.
         let coming = self.reading as usize * (wire::PIECE_HEADER_LEN + crate::geometry::BLOCK_LEN as usize);
-        if self.out.len() + coming > crate::peer::buffers::WRITE_HIGH_WATER {
+        if self.out.len() + coming >= crate::peer::buffers::SERVE_AHEAD {
             return None;
         }
         let block = self.requests.pop_front()?;

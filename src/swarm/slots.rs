@@ -24,6 +24,17 @@
 //!
 //!   Within a rank the one idle longest goes first. A peer that sent us payload or that we served within
 //!   `IDLE_AFTER` is **never** evicted, nor is a connect of ours still in progress (it times out on its own).
+//! - **Handshakes in progress** (listener floods). At most `MAX_HANDSHAKING` incoming connections may be
+//!   waiting for their handshake (plain or MSE) at once, whatever `--max-peers` says. At the cap the
+//!   **oldest** gives way to the newcomer if it has waited `HANDSHAKE_STALE` (an honest peer sends its
+//!   handshake within a round trip, so one silent for that long is almost surely a stale flood
+//!   connection); if even the oldest is fresher, the **newcomer** is refused (a burst of honest connects
+//!   keeps the ones whose handshakes are on their way). Evicting the oldest means a flood that stops
+//!   short of the handshake cannot hold the listener for the whole `HANDSHAKE_TIMEOUT`: to keep newcomers
+//!   out it must open `MAX_HANDSHAKING` fresh connections every `HANDSHAKE_STALE`. Each waiting
+//!   connection costs its connection slot (about 1 KiB), no read buffer until it sends and
+//!   `HANDSHAKE_READ_CAPACITY` after, and a descriptor, so the cap bounds memory and descriptors; the
+//!   handshake deadline closes each.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -36,6 +47,28 @@ pub const HANDSHAKE_GRACE: Duration = secs(5);
 pub const INTEREST_GRACE: Duration = secs(5);
 /// A peer with no payload either way for this long may give its slot up.
 pub const IDLE_AFTER: Duration = secs(60);
+
+/// Incoming connections that may be waiting for their handshake at once.
+pub const MAX_HANDSHAKING: usize = 64;
+/// At the cap, a connection waiting for its handshake this long gives way to a newcomer.
+pub const HANDSHAKE_STALE: Duration = secs(1);
+
+/// A peer connected to us while `waiting` (key, when it connected) incoming connections still await their
+/// handshake: `Admit`, `Replace` the oldest, or `Full` (refuse the newcomer). See the module doc.
+pub fn on_handshaking<K: Copy>(waiting: impl Iterator<Item = (K, Timestamp)>, now: Timestamp) -> Admission<K> {
+    let (mut count, mut oldest) = (0, None::<(K, Timestamp)>);
+    for (key, at) in waiting {
+        count += 1;
+        if oldest.map_or(true, |(_, t)| at < t) {
+            oldest = Some((key, at));
+        }
+    }
+    match oldest {
+        _ if count < MAX_HANDSHAKING => Admission::Admit,
+        Some((key, at)) if now.saturating_since(at) >= HANDSHAKE_STALE => Admission::Replace(key),
+        _ => Admission::Full,
+    }
+}
 
 /// Slots of `max_peers` that incoming connections may not take: a fifth, at least 2, at most half.
 pub fn reserved_outgoing(max_peers: usize) -> usize {
@@ -189,6 +222,31 @@ mod tests {
 
     fn ip(last: u8) -> IpAddr {
         IpAddr::from([10, 0, 0, last])
+    }
+
+    #[test]
+    fn handshaking_below_the_cap_admits() {
+        let t0 = Timestamp::from_secs(10);
+        let waiting: Vec<(u32, Timestamp)> = (0..MAX_HANDSHAKING as u32 - 1).map(|k| (k, t0)).collect();
+        assert_eq!(on_handshaking(waiting.into_iter(), t0), Admission::Admit);
+    }
+
+    #[test]
+    fn handshaking_at_the_cap_replaces_the_oldest_once_stale() {
+        let t0 = Timestamp::from_secs(10);
+        // Connected one a millisecond; key 7 is the oldest.
+        let mut waiting: Vec<(u32, Timestamp)> =
+            (0..MAX_HANDSHAKING as u32).map(|k| (k, t0 + millis(u64::from(k) + 10))).collect();
+        waiting[7].1 = t0;
+        assert_eq!(on_handshaking(waiting.iter().copied(), t0 + HANDSHAKE_STALE), Admission::Replace(7));
+        assert_eq!(on_handshaking(waiting.iter().copied(), t0 + HANDSHAKE_STALE - millis(1)), Admission::Full);
+    }
+
+    #[test]
+    fn handshaking_burst_of_fresh_connections_refuses_the_newcomer() {
+        let t0 = Timestamp::from_secs(10);
+        let waiting: Vec<(u32, Timestamp)> = (0..MAX_HANDSHAKING as u32 * 2).map(|k| (k, t0)).collect();
+        assert_eq!(on_handshaking(waiting.into_iter(), t0 + millis(500)), Admission::Full);
     }
 
     /// A handshaken incoming peer that has said and done nothing since `t`.
