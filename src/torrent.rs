@@ -15,10 +15,10 @@ use std::sync::Arc;
 
 use crate::storage::disk::{DiskQueue, DiskTarget, Job, Purpose};
 use crate::storage::{Storage, StorageError};
-use crate::verdict::VerifiedPiece;
 use crate::swarm::bans::BanList;
 use crate::swarm::{BlockArrival, PeerNo, Swarm};
 use crate::time::Timestamp;
+use crate::verdict::VerifiedPiece;
 
 /// Why processing a peer's input stopped.
 #[derive(Debug)]

@@ -57,7 +57,9 @@ impl Engine {
         let piece_length = u64::from(geometry.piece_length());
         let have = data.swarm.have();
         let mut out = Vec::new();
-        for (index, (path, offset, length, padding)) in data.files.iter().map(|(p, o, l, pad)| (p.as_path(), *o, *l, *pad)).enumerate() {
+        for (index, (path, offset, length, padding)) in
+            data.files.iter().map(|(p, o, l, pad)| (p.as_path(), *o, *l, *pad)).enumerate()
+        {
             if padding {
                 continue;
             }

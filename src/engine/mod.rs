@@ -26,9 +26,9 @@
 //! queued, so a driver that performs actions in order never confuses the two.
 
 pub mod conn;
-mod disk;
 pub mod control;
 pub mod dht;
+mod disk;
 pub mod magnet;
 pub mod snapshot;
 #[cfg(test)]
@@ -47,11 +47,11 @@ use slab::Slab;
 
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::peer::buffers::ReadBuf;
-use crate::storage::disk::DiskQueue;
 use crate::peer::encryption::{Encryption, EncryptionPolicy};
 use crate::peer::session::{PeerSession, Phase};
 use crate::peer::{DropReason, PeerMisbehaved};
 use crate::rng::{Entropy, Rng};
+use crate::storage::disk::DiskQueue;
 use crate::swarm::candidates::Way;
 use crate::swarm::choker::{PeerStat, CHOKE_ROUND, SNUB_AFTER};
 use crate::swarm::slots::{Admission, PeerUse, SlotPolicy};

@@ -21,7 +21,6 @@ use std::sync::Arc;
 
 use crate::storage::disk::{DiskQueue, Job, Purpose};
 use crate::storage::{verify, Storage, StorageError};
-use crate::verdict::VerifiedPiece;
 use crate::swarm::candidates::Candidates;
 use crate::swarm::choker::Choker;
 use crate::swarm::Swarm;
@@ -29,6 +28,7 @@ use crate::time::Timestamp;
 use crate::timer_wheel::TimerId;
 use crate::torrent::Torrent;
 use crate::tracker::{ClientIdentity, Trackers, Transfer};
+use crate::verdict::VerifiedPiece;
 use crate::wire::FrameLimits;
 
 use super::TorrentId;

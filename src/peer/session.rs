@@ -199,6 +199,9 @@ pub struct PeerSession {
     trace: Option<Box<SessionTrace>>,
 }
 
+/// Blocks being read from disk for one peer at most (see `next_to_serve`).
+pub const READS_AHEAD: u32 = 4;
+
 impl PeerSession {
     /// A session for a connection we are opening.
     pub fn outgoing(no: PeerNo, ctx: &TorrentContext, now: Timestamp) -> Self {
@@ -952,10 +955,10 @@ impl PeerSession {
         if self.am_choking && !self.fast {
             return None;
         }
-        // What is queued plus what is being read stays under `SERVE_AHEAD`: the socket's own buffer does
-        // the rest, so a busy peer costs its send queue little.
-        let coming = self.reading as usize * (wire::PIECE_HEADER_LEN + crate::geometry::BLOCK_LEN as usize);
-        if self.out.len() + coming >= crate::peer::buffers::SERVE_AHEAD {
+        // Reads start while less than `SERVE_AHEAD` is queued (the socket's own buffer does the rest, so a
+        // busy peer costs its send queue little), at most `READS_AHEAD` at a time: enough to cover the
+        // disk thread's round trip for a fast peer.
+        if self.out.is_full_for_serving() || self.reading >= READS_AHEAD {
             return None;
         }
         let block = self.requests.pop_front()?;

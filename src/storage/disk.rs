@@ -88,12 +88,29 @@ pub enum Job {
     Write(WriteJob),
     /// Hash piece `piece` (`len` bytes at `at`) and compare with `expected`. For `Purpose::Download` the
     /// piece's running hash (fed by its writes, which come first in the queue) is finished.
-    Verify { target: Arc<DiskTarget>, owner: usize, piece: u32, at: u64, len: u32, expected: [u8; 20], purpose: Purpose },
+    Verify {
+        target: Arc<DiskTarget>,
+        owner: usize,
+        piece: u32,
+        at: u64,
+        len: u32,
+        expected: [u8; 20],
+        purpose: Purpose,
+    },
     /// Read `block` (at `at` in the layout) into `buf` for the peer the engine calls `tag`. Reads are
     /// only of verified pieces, so they may run beside, or before, writes queued earlier.
-    Read { target: Arc<DiskTarget>, owner: usize, tag: u64, block: BlockRef, at: u64, buf: BlockBuf },
+    Read {
+        target: Arc<DiskTarget>,
+        owner: usize,
+        tag: u64,
+        block: BlockRef,
+        at: u64,
+        buf: BlockBuf,
+    },
     /// The torrent is gone: forget its running hashes and cached pages.
-    Forget { key: u64 },
+    Forget {
+        key: u64,
+    },
 }
 
 impl Job {
@@ -104,9 +121,27 @@ impl Job {
 }
 
 pub enum Done {
-    Written { owner: usize, key: u64, buf: BlockBuf, result: Result<(), StorageError> },
-    Verified { owner: usize, key: u64, piece: u32, purpose: Purpose, result: Result<Option<VerifiedPiece>, StorageError> },
-    Read { owner: usize, key: u64, tag: u64, block: BlockRef, buf: BlockBuf, result: Result<(), StorageError> },
+    Written {
+        owner: usize,
+        key: u64,
+        buf: BlockBuf,
+        result: Result<(), StorageError>,
+    },
+    Verified {
+        owner: usize,
+        key: u64,
+        piece: u32,
+        purpose: Purpose,
+        result: Result<Option<VerifiedPiece>, StorageError>,
+    },
+    Read {
+        owner: usize,
+        key: u64,
+        tag: u64,
+        block: BlockRef,
+        buf: BlockBuf,
+        result: Result<(), StorageError>,
+    },
 }
 
 /// Block buffers in the pool: the most data on its way to or from the disk at once (2 MiB). A full pool
@@ -335,8 +370,10 @@ impl Executor {
             self.stats.write_calls += 1;
             self.stats.bytes_written += end_at - run[0].at;
             for w in run {
-                let entry =
-                    self.hashes.entry((key, w.block.piece)).or_insert_with(|| RunningHash { hasher: Sha1::new(), next: 0 });
+                let entry = self
+                    .hashes
+                    .entry((key, w.block.piece))
+                    .or_insert_with(|| RunningHash { hasher: Sha1::new(), next: 0 });
                 if result.is_err() {
                     entry.next = BROKEN;
                 } else if w.block.index() == entry.next {

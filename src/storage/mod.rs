@@ -413,8 +413,11 @@ impl Storage {
             let Some(file) = self.handle(i, true)? else {
                 return Err(vanished(self.path(i)));
             };
-            write_all_vectored_at(file, &slices[..n], at)
-                .map_err(|error| StorageError { path: self.path(i), op: StorageOp::Write, error })?;
+            write_all_vectored_at(file, &slices[..n], at).map_err(|error| StorageError {
+                path: self.path(i),
+                op: StorageOp::Write,
+                error,
+            })?;
         }
         Ok(())
     }

@@ -26,7 +26,6 @@ pub mod throttle;
 
 use std::collections::BTreeMap;
 
-
 use crate::bitfield::Bitfield;
 use crate::geometry::{BlockRef, Geometry};
 use crate::verdict::VerifiedPiece;
