@@ -3356,6 +3356,8 @@ def analyze_swarm_trace(path, size, cap):
     rates = {}  # peer -> [(t, down, in_flight, target)]
     trate = []  # (t, down)
     blocks = []  # (t, len)
+    pieces = {}  # piece -> [(offset, peer)] in arrival order (fresh blocks)
+    requests = {}  # piece -> set of peers asked for its blocks
     completed = None
     with open(path, errors="replace") as f:
         for line in f:
@@ -3375,12 +3377,16 @@ def analyze_swarm_trace(path, size, cap):
                     d[ev] = t
                 elif ev == "unchoke" and e.get("by") == "peer" and "unchoke" not in d:
                     d["unchoke"] = t
+                elif ev == "request":
+                    requests.setdefault(e.get("piece"), set()).add(p)
                 elif ev == "block":
+                    if e.get("fresh", True):
+                        pieces.setdefault(e.get("piece"), []).append((e.get("offset", 0), p))
                     d.setdefault("first_block", t)
                     d["last_block"] = t
                     d["down"] += e.get("len", 0)
                     blocks.append((t, e.get("len", 0)))
-                    d.setdefault("lat", []).append(e.get("latency_us", 0))
+                    d.setdefault("lat", []).append((t, e.get("latency_us", 0)))
                 elif ev == "rate":
                     rates.setdefault(p, []).append((t, e.get("down", 0), e.get("in_flight", 0), e.get("target", 0)))
                 elif ev == "peer_dropped":
@@ -3404,11 +3410,13 @@ def analyze_swarm_trace(path, size, cap):
                                                        unch[0] if unch else float("nan"), end))
     # Cumulative bytes: time to 5 % and to 95 %, steady rate in between, and the tail.
     total = 0
-    t5 = t95 = None
+    t5 = t40 = t95 = None
     for t, n in blocks:
         total += n
         if t5 is None and total >= 0.05 * size:
             t5 = t
+        if t40 is None and total >= 0.40 * size:
+            t40 = t
         if t95 is None and total >= 0.95 * size:
             t95 = t
     if t5 is not None and t95 is not None and t95 > t5:
@@ -3421,7 +3429,8 @@ def analyze_swarm_trace(path, size, cap):
                    "which start-up (first block) %.2f s" % (size >> 20, ideal, end, end - ideal, first))
     # Per-peer rates over the steady window.
     per = []
-    lo = (unch[-1] if unch else first) + 1.0
+    # From 40 % of the bytes (slow start's deep early queues have drained by then) to 95 %.
+    lo = max((unch[-1] if unch else first) + 1.0, t40 or 0.0)
     hi = (t95 or end) - 0.5
     for p, d in useful.items():
         rs = [r for r in rates.get(p, []) if lo <= r[0] <= hi]
@@ -3430,11 +3439,11 @@ def analyze_swarm_trace(path, size, cap):
         down = statistics.mean(r[1] for r in rs)
         per.append((down, p, d, statistics.median(r[2] for r in rs), statistics.median(r[3] for r in rs),
                     sum(1 for r in rs if r[1] < 0.5 * cap / SWARM_SEEDERS), len(rs),
-                    statistics.median(d.get("lat") or [0]) / 1000.0))
+                    statistics.median([l for tl, l in d.get("lat", []) if lo <= tl <= hi] or [0]) / 1000.0))
     if per:
         per.sort(key=lambda x: x[0])
         downs = [x[0] for x in per]
-        out.append("   per seeder over %.1f-%.1f s (all unchoked -> 95 %%): mean down %.3f-%.3f MB/s (median %.3f); "
+        out.append("   per seeder over %.1f-%.1f s (40 %% -> 95 %% of bytes): mean down %.3f-%.3f MB/s (median %.3f); "
                    "in_flight median %s-%s, target %s-%s; block latency median %.0f-%.0f ms" % (
                        lo, hi, downs[0] / 1e6, downs[-1] / 1e6, statistics.median(downs) / 1e6,
                        min(x[3] for x in per), max(x[3] for x in per), min(x[4] for x in per),
@@ -3446,6 +3455,26 @@ def analyze_swarm_trace(path, size, cap):
         out.append("   slowest seeders: " + ", ".join("%s %.3f MB/s (in_flight %s, target %s)" % (
             x[2]["addr"], x[0] / 1e6, x[3], x[4]) for x in per[:3]) + "; fastest: " + ", ".join(
             "%s %.3f" % (x[2]["addr"], x[0] / 1e6) for x in per[-2:]))
+    # Hashing: rill hashes a block as it arrives only when it is the next in its piece (src/swarm: `hashed`);
+    # the rest of the piece is read back from disk at the end. Replay that on the arrival order.
+    if pieces:
+        blocks_total = read_back = 0
+        multi = 0
+        for piece, arr in pieces.items():
+            hashed = 0
+            for off, _ in arr:
+                if off // 16384 == hashed:
+                    hashed += 1
+            blocks_total += len(arr)
+            read_back += len(arr) - hashed
+            if len({q for _, q in arr}) > 1:
+                multi += 1
+        asked = [len(v) for v in requests.values()]
+        out.append("   hashing: %d of %d pieces got blocks from more than one peer (peers asked per piece: median %s, "
+                   "max %s); replaying the arrival order, %.0f %% of the blocks (%.0f MiB of %.0f) arrived after a "
+                   "gap in their piece and are read back from disk to hash" % (
+                       multi, len(pieces), statistics.median(asked) if asked else "-", max(asked) if asked else "-",
+                       100.0 * read_back / max(1, blocks_total), read_back / 64.0, blocks_total / 64.0))
     if trate:
         gaps = [(t, d) for t, d in trate if first + 1 <= t <= (t95 or end) and d < 0.8 * cap]
         out.append("   torrent_rate seconds under 0.8 of the cap between the first block and 95 %%: %d of %d%s" % (
@@ -3458,7 +3487,7 @@ def perf_top(data, n=14):
     """The top symbols of a perf.data, as report lines."""
     try:
         r = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "dso,sym",
-                            "--percent-limit", "1.5"], capture_output=True, text=True, timeout=120)
+                            "--percent-limit", "0.7"], capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired):
         return []
     lines = [l for l in r.stdout.splitlines() if l.strip() and not l.startswith("#")]
@@ -3472,7 +3501,8 @@ def strace_summary(path):
         with open(path) as f:
             for line in f:
                 parts = line.split()
-                if len(parts) >= 5 and parts[0].replace(".", "").isdigit() and parts[-1].isidentifier():
+                if len(parts) >= 5 and parts[0].replace(".", "").isdigit() and parts[-1].isidentifier() \
+                        and parts[-1] != "total":
                     try:
                         out[parts[-1]] = int(parts[3])
                     except ValueError:
@@ -3544,47 +3574,54 @@ def case_swarm(ctx):
     emit("   will not dial 127.x peers from a tracker). The seeders' libtorrent counts estimated IP overhead against")
     emit("   the cap (rate_limit_ip_overhead, default on: about 40 bytes per 1,460), so payload tops out near 0.97")
     emit("   of it.")
-    # Diagnosis: rill once with --trace, once under perf (or strace -c) to see where the time and CPU go.
-    if "rill" in clients and not out_of_time("swarm", 120):
-        trace = os.path.join(WORK, "swarm-trace.jsonl")
-        prepare_cache([content.path])
-        r = run_leecher("swarm", "rill", content, content.torrent, out, "trace", seeder=group,
-                        extra=["--trace", trace])
-        emit("   diagnosis run with --trace: %s" % ("%.2f s, %.2f MB/s" % (r.wall, content.size / 1e6 / r.wall)
-                                                    if r.ok else "FAILED"))
-        if os.path.exists(trace):
-            for line in analyze_swarm_trace(trace, content.size, cap):
-                emit(line)
-            shutil.copy(trace, os.path.join(LOGS, "swarm-rill.trace.jsonl"))
-            os.unlink(trace)
-    if "rill" in clients and not out_of_time("swarm", 120):
-        sc = os.path.join(LOGS, "swarm-rill.strace-c")
-        prepare_cache([content.path])
-        r = run_leecher("swarm", "rill", content, content.torrent, out, "strace-c", seeder=group,
-                        wrap=["strace", "-c", "-f", "-o", sc, "--"])
-        calls = strace_summary(sc)
-        if calls:
-            reads = calls.get("read", 0) + calls.get("recvfrom", 0) + calls.get("readv", 0)
-            emit("   under strace -c -f (%s): per GiB %.0f syscalls, %.0f reads (%s B on average), %.0f writes, "
-                 "%.0f epoll_wait; top: %s" % (
-                     "%.2f MB/s" % (content.size / 1e6 / r.wall) if r.ok else "FAILED",
-                     sum(calls.values()) / gib, reads / gib,
-                     "%.0f" % (content.size * 1.0 / reads) if reads else "-",
-                     sum(v for k, v in calls.items() if k.startswith(("write", "pwrite"))) / gib,
-                     calls.get("epoll_wait", 0) / gib,
-                     ", ".join("%s %d" % kv for kv in sorted(calls.items(), key=lambda kv: -kv[1])[:6])))
-            emit("   (average read = payload / read calls: protocol bytes and reads that returned EAGAIN included)")
-    if "rill" in clients and have("perf") and not out_of_time("swarm", 120):
-        data = os.path.join(LOGS, "swarm-rill.perf.data")
-        prepare_cache([content.path])
-        r = run_leecher("swarm", "rill", content, content.torrent, out, "perf", seeder=group,
-                        wrap=["perf", "record", "-F", "999", "-q", "-o", data, "--"])
-        top = perf_top(data)
-        if top:
-            emit("   perf record -F 999 on rill (%s), symbols over 1.5 %% of samples:" % (
-                "%.2f MB/s" % (content.size / 1e6 / r.wall) if r.ok else "FAILED"))
-            for line in top:
-                emit(line)
+    # Diagnosis: rill with --trace, under strace -c and under perf, from the swarm and from the single uncapped
+    # seeder, to see where the time and the CPU go.
+    if "rill" in clients:
+        for label, torrent, kw, rate_cap in (
+                ("20 capped seeders", content.torrent, {"seeder": group}, cap),
+                ("1 uncapped seeder", content.torrent_nt, {"peers": ["127.0.0.1:%d" % single.port]}, None)):
+            if out_of_time("swarm", 120):
+                break
+            tag = "diag-%s" % ("swarm" if rate_cap else "single")
+            trace = os.path.join(WORK, "swarm-trace.jsonl")
+            prepare_cache([content.path])
+            r = run_leecher("swarm", "rill", content, torrent, out, tag + "-trace", extra=["--trace", trace], **kw)
+            emit("   rill, %s, with --trace: %s" % (label, "%.2f s, %.2f MB/s" % (r.wall, content.size / 1e6 / r.wall)
+                                                     if r.ok else "FAILED"))
+            if os.path.exists(trace):
+                for line in analyze_swarm_trace(trace, content.size, rate_cap or 1e12):
+                    if rate_cap or "hashing:" in line or "trace:" in line:
+                        emit(line)
+                shutil.copy(trace, os.path.join(LOGS, "%s.trace.jsonl" % tag))
+                os.unlink(trace)
+            sc = os.path.join(LOGS, "%s.strace-c" % tag)
+            prepare_cache([content.path])
+            r = run_leecher("swarm", "rill", content, torrent, out, tag + "-strace-c",
+                            wrap=["strace", "-c", "-f", "-o", sc, "--"], **kw)
+            calls = strace_summary(sc)
+            if calls:
+                sock = calls.get("recvfrom", 0) + calls.get("recvmsg", 0)
+                disk = calls.get("pread64", 0) + calls.get("preadv", 0)
+                emit("   under strace -c -f (%s), per GiB: %.0f syscalls; %.0f socket reads (recvfrom: %s bytes each "
+                     "on average), %.0f disk reads (pread64: piece read-backs), %.0f disk writes, %.0f sends, %.0f "
+                     "epoll_wait; all calls: %s" % (
+                         "%.2f MB/s" % (content.size / 1e6 / r.wall) if r.ok else "FAILED",
+                         sum(calls.values()) / gib, sock / gib, "%.0f" % (content.size * 1.0 / sock) if sock else "-",
+                         disk / gib, sum(v for k, v in calls.items() if k.startswith(("write", "pwrite"))) / gib,
+                         (calls.get("sendto", 0) + calls.get("sendmsg", 0) + calls.get("writev", 0)) / gib,
+                         calls.get("epoll_wait", 0) / gib,
+                         ", ".join("%s %d" % kv for kv in sorted(calls.items(), key=lambda kv: -kv[1])[:8])))
+            if have("perf") and not out_of_time("swarm", 120):
+                data = os.path.join(LOGS, "%s.perf.data" % tag)
+                prepare_cache([content.path])
+                r = run_leecher("swarm", "rill", content, torrent, out, tag + "-perf",
+                                wrap=["perf", "record", "-F", "999", "-q", "-o", data, "--"], **kw)
+                top = perf_top(data)
+                if top:
+                    emit("   perf record -F 999 (%s), symbols over 0.7 %% of samples:" % (
+                        "%.2f MB/s" % (content.size / 1e6 / r.wall) if r.ok else "FAILED"))
+                    for line in top:
+                        emit(line)
     for s in seeders:
         s.stop()
     single.stop()
