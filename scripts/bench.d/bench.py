@@ -3204,7 +3204,6 @@ def case_sizes(ctx):
                     "%.2f s  %.0f MB/s  cpu %.2f s/GiB  dirty peak %.0f MiB" % (
                         r.wall, c.size / 1e6 / r.wall, ((r.user or 0) + (r.sys or 0)) / (c.size / GIB),
                         smp.dirty_peak / 1024.0)) if r.ok else "FAILED"))
-    seeder.stop()
     rows = []
     for cl in clients:
         cpus = {}
@@ -3223,11 +3222,26 @@ def case_sizes(ctx):
                          "%.0f" % (max(r.dirty_peak for r in ok) / 1024.0), s["rss"], s["others"]])
     emit(fmt_table(["client", "torrent", "ok", "MB/s", "CPU s/GiB", "vs 1 GiB", "of it sys s/GiB",
                     "Dirty+Writeback peak MiB", "peak RSS MiB", "other load"], rows))
+    # Where rill's CPU goes on the larger torrent (the growth is system time): one run under perf.
+    if "rill" in clients and have("perf") and os.environ.get("SIZES_PERF", "1") == "1" \
+            and not out_of_time("sizes", 180):
+        big = contents[1]
+        data = os.path.join(LOGS, "sizes-rill-big.perf.data")
+        prepare_cache([big.path])
+        r = run_leecher("sizes", "rill", big, big.torrent, os.path.join(WORK, "out"), "%s-perf" % big.label,
+                        seeder=seeder, wrap=["perf", "record", "-F", "499", "-q", "-o", data, "--"])
+        top = perf_top(data)
+        if top:
+            emit("   rill on %d MiB under perf record -F 499 (%s), symbols over 0.7 %% of samples:" % (
+                big.size >> 20, "%.0f MB/s" % (big.size / 1e6 / r.wall) if r.ok else "FAILED"))
+            for line in top:
+                emit(line)
     emit("   Dirty+Writeback: /proc/meminfo sampled every 0.1 s during the run (whole machine). The kernel starts")
     emit("   background write-back at vm.dirty_background_ratio (%s%%) / dirty_background_bytes (%s) of available" % (
         sysctl("vm/dirty_background_ratio"), sysctl("vm/dirty_background_bytes")))
     emit("   memory and throttles writers at vm.dirty_ratio (%s%%)." % sysctl("vm/dirty_ratio"))
     emit()
+    seeder.stop()
 
 
 def case_soak(ctx):
@@ -3281,10 +3295,17 @@ def case_soak(ctx):
     sample()
     others = load.others()
     stop(cp, grace=20)
-    time.sleep(1.0)
+    left_at = time.monotonic()
+    # rill rewrites its stats document every 5 s: wait (bounded) until it shows the leechers gone.
+    try:
+        wait_until("rill seed's stats to show no peer",
+                   lambda: sum(t.get("peers", 0) for t in (read_json(stats) or {}).get("torrents") or [1]) == 0,
+                   15, 0.5, [sp])
+    except RuntimeError:
+        pass
     sample()
     churn = read_json(churn_status) or {}
-    hwm = proc_status(spid).get("VmHWM", 0)
+    hwm = max([proc_status(spid).get("VmHWM", 0)] + [x[1] for x in samples])
     stop(sp, pid=spid)
     remove_rill_resume(content)
     shutil.rmtree(os.path.join(WORK, "churn"), ignore_errors=True)
@@ -3323,16 +3344,17 @@ def case_soak(ctx):
                     "MB served", "MB/s served", "peers (median)"], rows))
     after = samples[-1]
     total_up = (run[-1][4] or 0)
-    emit("   whole soak: %.0f s, %.1f GB served (%.2f x the torrent), rill peak RSS (VmHWM, with its initial check) "
+    emit("   whole soak: %.0f s, %.1f GB served (%.2f x the torrent), rill peak RSS (VmHWM or samples, with its check) "
          "%s MiB; other load %.2f cores" % (end_t, total_up / 1e9, total_up / float(content.size), mib(hwm), others))
     emit("   leechers: %s started, %s got what they wanted, %s left early on purpose, %s stayed their maximum; %s "
          "aria2c runs; %.1f GB received by libtorrent leechers" % (
              churn.get("started", "?"), churn.get("finished", "?"), churn.get("abandoned", "?"),
              churn.get("timed_out", "?"), churn.get("aria2_runs", "?"), (churn.get("payload_total") or 0) / 1e9))
-    emit("   1 s after every leecher left: %s open fds, RSS %s MiB, %s peers" % (after[2], mib(after[1]), after[5]))
+    emit("   %.0f s after every leecher left: %s open fds, RSS %s MiB, %s peers" % (
+        after[0] - (left_at - t0), after[2], mib(after[1]), after[5]))
     emit("   sampled every 5 s: VmRSS and /proc/PID/fd of rill; CPU = utime+stime (all threads) over the window;")
     emit("   bytes served from rill's --stats-json (totals.uploaded). Leechers: scripts/bench.d/churn.py (each its own")
-    emit("   libtorrent session, capped at SOAK_RATE, fetching a random 2-30 %% run of pieces or all of it, 30 %% leave")
+    emit("   libtorrent session, capped at SOAK_RATE, fetching a random 2-30 % run of pieces or all of it, 30 % leave")
     emit("   after 5-60 s) given rill directly; aria2c runs find rill through opentracker.")
     emit()
 
