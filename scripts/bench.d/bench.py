@@ -3592,10 +3592,9 @@ def case_swarm(ctx):
     if rs and single_cpu:
         emit("   rill CPU per GiB: %.2f in the swarm against %.2f from one uncapped seeder (x%.2f; aim <= x1.3)" % (
             float(rs["cpu"]), single_cpu, float(rs["cpu"]) / single_cpu))
-    emit("   wall = process start to exit (transmission: to its torrent-done script; all 20 seeders dial it, as it")
-    emit("   will not dial 127.x peers from a tracker). The seeders' libtorrent counts estimated IP overhead against")
-    emit("   the cap (rate_limit_ip_overhead, default on: about 40 bytes per 1,460), so payload tops out near 0.97")
-    emit("   of it.")
+    emit("   wall = process start to exit (transmission, when named: to its torrent-done script; every seeder dials")
+    emit("   it). The seeders' libtorrent counts protocol bytes and its estimate of IP overhead against the cap")
+    emit("   (rate_limit_ip_overhead, on by default), so a little less than the cap can be payload.")
     # Diagnosis: rill with --trace, under strace -c and under perf, from the swarm and from the single uncapped
     # seeder, to see where the time and the CPU go.
     if "rill" in clients:
