@@ -2898,6 +2898,20 @@ def thread_cpu(pid):
     return out
 
 
+def cpu_shares():
+    """(busy ticks, all ticks) of the whole machine from /proc/stat's first line."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return v[0] + v[1] + v[2] + v[5] + v[6], sum(v)
+
+
+def busy_cores(a, b):
+    """Cores busy between two cpu_shares() samples: the busy share of all ticks times the cores (robust to a
+    virtual machine's jumps in the tick counts)."""
+    total = b[1] - a[1]
+    return (os.cpu_count() or 1) * (b[0] - a[0]) / total if total > 0 else 0.0
+
+
 def meminfo_dirty():
     """Dirty + Writeback of the whole machine, KiB."""
     v = 0
@@ -2970,10 +2984,10 @@ def case_pair(ctx):
         prepare_cache([content.path])
         smp = Sampler(other_pid=spid)
         s0, st0 = proc_cpu(spid), thread_cpu(spid)
-        busy0 = cpu_busy()
+        busy0 = cpu_shares()
         r = run_leecher("pair", "rill", content, content.torrent_nt, os.path.join(WORK, "out"), "r%d" % (rnd + 1),
                         peers=["127.0.0.1:%d" % port], sample=smp)
-        busy1 = cpu_busy()
+        busy1 = cpu_shares()
         s1, st1 = proc_cpu(spid), thread_cpu(spid)
         seed_cpu = (s1 - s0) if s0 is not None and s1 is not None else None
         seed_threads = {t: st1[t][1] - st0.get(t, ("", 0.0))[1] for t in st1}
@@ -2983,14 +2997,14 @@ def case_pair(ctx):
         row = {"ok": r.ok, "wall": r.wall, "leech_cpu": leech_cpu, "leech_busiest": leech_cpu * share if share else None,
                "leech_threads": len(smp.threads), "seed_cpu": seed_cpu, "seed_busiest": seed_busiest,
                "seed_threads": len(st1), "leech_rss": r.maxrss, "seed_rss": smp.other_rss,
-               "busy_cores": (busy1 - busy0) / max(1e-3, r.wall), "others": r.others,
-               "machine_cpu": max(0.0, (busy1 - busy0) - r.others * r.wall)}
+               "busy_cores": busy_cores(busy0, busy1), "others": r.others,
+               "machine_cpu": max(0.0, (busy_cores(busy0, busy1) - r.others) * r.wall)}
         rows_raw.append(row)
         record("pair", "rill", "rill seed", r, content.size, r.ok,
                {k: v for k, v in row.items() if k not in ("ok", "wall")})
-        say("    round %d  %s" % (rnd + 1, ("%.2f s  %.0f MB/s  leecher cpu %.2f s  seeder cpu %.2f s  busy %.2f cores"
-                                            % (r.wall, content.size / 1e6 / r.wall, leech_cpu, seed_cpu or 0,
-                                               row["busy_cores"])) if r.ok else "FAILED"))
+        say("    round %d  %s" % (rnd + 1, ("%.2f s  %.0f MB/s  leecher cpu %.2f s  seeder cpu %.2f s"
+                                            % (r.wall, content.size / 1e6 / r.wall, leech_cpu, seed_cpu or 0))
+                                           if r.ok else "FAILED"))
     stop(sp, pid=spid)
     remove_rill_resume(content)
     ok = [x for x in rows_raw if x["ok"]]
@@ -3004,31 +3018,26 @@ def case_pair(ctx):
     lc, sc = med("leech_cpu") / gib, med("seed_cpu") / gib
     lb = (med("leech_busiest") or med("leech_cpu")) / gib
     sb = (med("seed_busiest") or med("seed_cpu")) / gib
-    mc = med("machine_cpu") / gib  # all CPU the machine spent during the run, less other sessions' load
     limit_sum = 2.0 / (lc + sc)
-    limit_machine = 2.0 / max(mc, lc + sc)
     limit_thread = 1.0 / max(lb, sb)
-    limit = min(limit_machine, limit_thread)
+    limit = min(limit_sum, limit_thread)
     rows = [["rill download (leecher)", "%.2f" % lc, "%.2f" % lb, "%d" % max(x["leech_threads"] for x in ok),
              mib(max(x["leech_rss"] or 0 for x in ok))],
             ["rill seed (seeder)", "%.2f" % sc, "%.2f" % sb, "%d" % max(x["seed_threads"] for x in ok),
              "%s (%s with its check)" % (mib(max(x["seed_rss"] for x in ok)), mib(seed_hwm_check))]]
-    emit("   %d/%d ok, wall %.2f s (median; %.2f-%.2f), %.0f MB/s; machine busy %.2f cores during the runs; other "
-         "load %.2f" % (len(ok), len(rows_raw), wall, min(x["wall"] for x in ok), max(x["wall"] for x in ok),
-                        content.size / 1e6 / wall, med("busy_cores"), med("others")))
+    emit("   %d/%d ok, wall %.2f s (median; %.2f-%.2f), %.0f MB/s; other load %.2f cores" % (
+        len(ok), len(rows_raw), wall, min(x["wall"] for x in ok), max(x["wall"] for x in ok),
+        content.size / 1e6 / wall, med("others")))
     emit(fmt_table(["side", "CPU s/GiB", "busiest thread CPU s/GiB", "threads", "peak RSS MiB"], rows))
-    emit("   CPU per GiB: the two processes %.2f s; the whole machine during the runs, less other sessions' load, %.2f s"
-         % (lc + sc, mc))
-    emit("   (the rest is kernel work charged to no process: softirq for loopback TCP, write-back kworkers; and the")
-    emit("   bench's sampler)")
-    emit("   two-core pair limit (estimate) = min(2 cores / machine CPU s per GiB, 1 / busiest thread's CPU s/GiB)")
-    emit("   = min(%.0f, %.0f) = %.0f MB/s (2 cores / the two processes' CPU alone: %.0f MB/s); measured %.0f MB/s ="
-         % (limit_machine * GIB / 1e6, limit_thread * GIB / 1e6, limit * GIB / 1e6, limit_sum * GIB / 1e6,
-            content.size / 1e6 / wall))
-    emit("   %.2f of it. It assumes CPU is the only limit, the work spreads perfectly over both cores and one thread"
-         % (content.size / wall / (limit * GIB)))
-    emit("   cannot use more than one. CPU = utime+stime from /proc (all threads): the leecher's from GNU time, the")
-    emit("   seeder's the difference over the leecher's run; busiest thread from /proc/PID/task; machine from /proc/stat.")
+    emit("   two-core pair limit (estimate) = min(2 cores / (leecher + seeder CPU s/GiB), 1 / busiest thread's CPU")
+    emit("   s/GiB) = min(%.0f, %.0f) = %.0f MB/s; measured %.0f MB/s = %.2f of it. It assumes CPU is the only limit,"
+         % (limit_sum * GIB / 1e6, limit_thread * GIB / 1e6, limit * GIB / 1e6, content.size / 1e6 / wall,
+            content.size / wall / (limit * GIB)))
+    emit("   the work spreads perfectly over both cores and one thread cannot use more than one; kernel work charged")
+    emit("   to no process (softirq, write-back kworkers) is left out, so it is an upper bound. CPU = utime+stime")
+    emit("   from /proc (all threads): the leecher's from GNU time, the seeder's the difference over the leecher's")
+    emit("   run; busiest thread from /proc/PID/task (runs.jsonl also has the machine's busy cores from /proc/stat,")
+    emit("   which this virtual machine's tick counts make unreliable).")
     emit("   seeder RSS = VmRSS sampled while serving (its VmHWM including the initial data check in brackets).")
     emit()
 
