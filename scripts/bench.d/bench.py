@@ -2872,6 +2872,7 @@ SOAK_RATE = env_int("SOAK_RATE", 4_000_000)
 SWARM_SEEDERS = env_int("SWARM_SEEDERS", 20)
 SWARM_MIB = env_int("SWARM_MIB", 256)
 SWARM_RATE = env_int("SWARM_RATE", 1_000_000)
+SWARM_PROBE_MIB = env_int("SWARM_PROBE_MIB", 32)
 # Transmission 3.00 keeps one connection per IP address, and every seeder here is 127.0.0.1: it would download
 # from one seeder at 1 MB/s. It runs only when named here.
 SWARM_CLIENTS = os.environ.get("SWARM_CLIENTS", "rill aria2c libtorrent rqbit").split()
@@ -3608,7 +3609,7 @@ def case_swarm(ctx):
     # seeder, to see where the time and the CPU go.
     if "rill" in clients:
         for label, torrent, kw, rate_cap in (
-                ("20 capped seeders", content.torrent, {"seeder": group}, cap),
+                ("%d capped seeders" % SWARM_SEEDERS, content.torrent, {"seeder": group}, cap),
                 ("1 uncapped seeder", content.torrent_nt, {"peers": ["127.0.0.1:%d" % single.port]}, None)):
             if out_of_time("swarm", 120):
                 break
@@ -3655,6 +3656,32 @@ def case_swarm(ctx):
     for s in seeders:
         s.stop()
     single.stop()
+    # What one capped seeder lets through when it is the only one: the steady payload rate each of the 20 could
+    # give, against which the swarm's per-seeder rates above compare (SWARM_PROBE_MIB=0: not run).
+    probe = ctx.get("cp")
+    if probe is not None and not out_of_time("swarm", 3 * probe.size / SWARM_RATE + 60):
+        capped = LtSeeder("swarm-probe-seeder", [(probe.torrent_nt, probe.dir)], upload_limit=SWARM_RATE)
+        capped.wait_ready()
+        for c in [c for c in ("rill", "libtorrent") if c in clients]:
+            trace = os.path.join(WORK, "swarm-probe.jsonl")
+            prepare_cache([probe.path])
+            r = run_leecher("swarm", c, probe, probe.torrent_nt, out, "probe",
+                            peers=["127.0.0.1:%d" % capped.port],
+                            extra=["--trace", trace] if c == "rill" else [])
+            line = "   one seeder capped at %.1f MB/s alone, %d MiB, %s: %s" % (
+                SWARM_RATE / 1e6, probe.size >> 20, c,
+                "%.3f MB/s start to exit" % (probe.size / 1e6 / r.wall) if r.ok else "FAILED")
+            if c == "rill" and os.path.exists(trace):
+                got = [l for l in analyze_swarm_trace(trace, probe.size, SWARM_RATE)
+                       if "steady" in l or "per seeder" in l]
+                emit(line)
+                for l in got:
+                    emit("  " + l)
+                shutil.copy(trace, os.path.join(LOGS, "swarm-probe-rill.trace.jsonl"))
+                os.unlink(trace)
+            else:
+                emit(line)
+        capped.stop()
     emit()
 
 
@@ -3713,6 +3740,8 @@ def main():
             ctx["c4"] = Content("%dM" % (BIG >> 20), BIG, tracker.url)
         if "swarm" in cases:
             ctx["cs"] = Content("swarm%dM" % SWARM_MIB, SWARM_MIB << 20, tracker.url)
+            if SWARM_PROBE_MIB > 0:
+                ctx["cp"] = Content("probe%dM" % SWARM_PROBE_MIB, SWARM_PROBE_MIB << 20, tracker.url)
         hashes = [ctx["c1"].infohash] + [ctx[k].infohash for k in ("c4", "cs") if k in ctx]
         if have("opentracker"):
             tracker.start(hashes)
