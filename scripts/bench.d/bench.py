@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """The orchestrator behind scripts/bench (which installs tools, builds rill and runs this under a total timeout).
 
-    bench.py [download] [memory] [latency] [utp] [encryption] [upload] [endgame] [many] [daemon] [dht]   (none: all)
+    bench.py [download] [memory] [latency] [utp] [encryption] [upload] [endgame] [many] [daemon] [dht] [view] [trace]
+             [pair] [writes] [sizes] [swarm] [soak]                                  (none: all but soak)
 
 Everything runs on 127.0.0.1. Every process is started in its own process group, wrapped in `timeout` (an
 absolute bound even if this script dies), and its group is killed by id on exit. Readiness is polled with
