@@ -3309,9 +3309,11 @@ def case_soak(ctx):
     left_at = time.monotonic()
     # rill rewrites its stats document every 5 s: wait (bounded) until it shows the leechers gone.
     try:
-        wait_until("rill seed's stats to show no peer",
-                   lambda: sum(t.get("peers", 0) for t in (read_json(stats) or {}).get("torrents") or [1]) == 0,
-                   15, 0.5, [sp])
+        def no_peer():
+            ts = (read_json(stats) or {}).get("torrents") or []
+            return bool(ts) and sum(t.get("peers", 0) for t in ts) == 0
+
+        wait_until("rill seed's stats to show no peer", no_peer, 15, 0.5, [sp])
     except RuntimeError:
         pass
     sample()
