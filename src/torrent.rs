@@ -231,7 +231,7 @@ impl Torrent {
     pub fn serve(&mut self, session: &mut PeerSession, allowance: &mut u64, disk: &mut DiskQueue, tag: u64) -> u64 {
         let mut taken = 0;
         while *allowance > 0 && disk.read_room() {
-            let Some(block) = session.next_to_serve() else {
+            let Some(block) = session.next_to_serve(disk.serve_ahead) else {
                 break;
             };
             let at = self.ctx.geometry.piece_offset(block.piece) + u64::from(block.offset);

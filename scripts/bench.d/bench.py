@@ -2,7 +2,7 @@
 """The orchestrator behind scripts/bench (which installs tools, builds rill and runs this under a total timeout).
 
     bench.py [download] [memory] [latency] [utp] [encryption] [upload] [endgame] [many] [daemon] [dht] [view] [trace]
-             [peers]   (none: all)
+             [peers] [pair] [writes] [sizes] [swarm] [soak]                          (none: all but soak)
 
 Everything runs on 127.0.0.1. Every process is started in its own process group, wrapped in `timeout` (an
 absolute bound even if this script dies), and its group is killed by id on exit. Readiness is polled with
@@ -82,7 +82,8 @@ START = time.monotonic()
 DEADLINE = START + TOTAL - 15  # leave time to clean up inside the wrapper's bound
 
 ALL_CASES = ["download", "memory", "latency", "utp", "encryption", "upload", "endgame", "many", "daemon", "dht", "view",
-             "trace", "peers"]
+             "trace", "peers", "pair", "writes", "sizes", "swarm"]
+EXTRA_CASES = ["soak"]  # benchmark only, not in the default "all" list: run by name
 
 
 def remaining():
@@ -322,12 +323,15 @@ class Run:
     pass
 
 
-def measured(name, cmd, timeout, env=None, cwd=None, done_file=None, on_tick=None, on_done=None, err_lines=False):
-    """Run a leecher under GNU time, sampling its /proc status. Returns a Run with wall, cpu, rss, lines.
+def measured(name, cmd, timeout, env=None, cwd=None, done_file=None, on_tick=None, on_done=None, err_lines=False,
+             sample=None):
+    """Run a leecher under GNU time, sampling its /proc status. Returns a Run with wall, cpu, rss, lines, and
+    oublock (GNU time's %O: the kernel's write_bytes of the client and its children, in 512-byte units).
 
     Exit-on-complete clients: wall = process start to exit. Daemons (done_file): wall = start to the epoch written
     into done_file by the client's completion hook; the client is then sent SIGTERM. err_lines: stderr is read as
-    it comes too, into r.err_lines as (seconds since start, line), like stdout into r.lines."""
+    it comes too, into r.err_lines as (seconds since start, line), like stdout into r.lines. sample(pid, t): called
+    about every 0.1 s with the client's pid while it runs (its errors are ignored)."""
     timefile = os.path.join(LOGS, name + ".time")
     errpath = os.path.join(LOGS, name + ".stderr")
     outpath = os.path.join(LOGS, name + ".stdout")
@@ -336,7 +340,7 @@ def measured(name, cmd, timeout, env=None, cwd=None, done_file=None, on_tick=Non
     timeout = min(timeout, remaining())
     if timeout < 5:
         raise RuntimeError("no time left in the bench budget")
-    full = ["timeout", "-k", "5", str(int(timeout) + 5), "/usr/bin/time", "-f", "%e %U %S %M", "-o", timefile]
+    full = ["timeout", "-k", "5", str(int(timeout) + 5), "/usr/bin/time", "-f", "%e %U %S %M %O", "-o", timefile]
     full += [str(c) for c in cmd]
     r = Run()
     r.name = name
@@ -383,6 +387,7 @@ def measured(name, cmd, timeout, env=None, cwd=None, done_file=None, on_tick=Non
         th.start()
     client = None
     sent_term = 0.0
+    sampled = 0.0
     while not exit_at:
         now = time.monotonic()
         if client is None and not sent_term:
@@ -391,6 +396,12 @@ def measured(name, cmd, timeout, env=None, cwd=None, done_file=None, on_tick=Non
             st = proc_status(client)
             r.peak_anon = max(r.peak_anon, st.get("RssAnon", 0))
             r.peak_rss_sampled = max(r.peak_rss_sampled, st.get("VmHWM", 0))
+            if sample is not None and now - sampled >= 0.1:
+                sampled = now
+                try:
+                    sample(client, now - t0)
+                except Exception:  # noqa: BLE001 - a sampler's failure must not fail the run
+                    pass
         if on_tick is not None and client is not None and r.tick_error is None and r.done_epoch is None:
             try:
                 on_tick(now - t0)
@@ -447,11 +458,12 @@ def measured(name, cmd, timeout, env=None, cwd=None, done_file=None, on_tick=Non
         r.wall = r.done_epoch - e0
     else:
         r.wall = t_exit - t0
-    r.user = r.sys = r.maxrss = None
+    r.user = r.sys = r.maxrss = r.oublock = None
     try:
         with open(timefile) as f:
             last = [l for l in f.read().splitlines() if l.strip()][-1].split()
         r.time_wall, r.user, r.sys, r.maxrss = float(last[0]), float(last[1]), float(last[2]), int(last[3])
+        r.oublock = int(last[4]) if len(last) > 4 else None
     except (OSError, IndexError, ValueError):
         pass
     r.others = load.others((r.user or 0) + (r.sys or 0))
@@ -825,9 +837,10 @@ def rqbit_leech_cmd(torrent, out):
             "--exit-on-finish", "-o", out, torrent]
 
 
-def run_leecher(case, client, content, torrent, out, tag, peers=(), seeder=None, extra=()):
+def run_leecher(case, client, content, torrent, out, tag, peers=(), seeder=None, extra=(), sample=None, wrap=()):
     """One download by `client`; returns a Run (with .ok). `peers`: direct peer addresses; `seeder`: an LtSeeder
-    that must dial the client itself (Transmission); `extra`: more arguments for the client (rill, libtorrent)."""
+    (or anything with dial_to) that must dial the client itself (Transmission); `extra`: more arguments for the
+    client (rill, libtorrent); `sample`: measured()'s sampler; `wrap`: a command prefix (e.g. strace ... --)."""
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
     name = "%s-%s-%s" % (case, client, tag)
@@ -881,7 +894,8 @@ def run_leecher(case, client, content, torrent, out, tag, peers=(), seeder=None,
         raise ValueError(client)
     on_done = (lambda: tr.rpc("session-close")) if client == "transmission" else None
     wait_quiet()
-    r = measured(name, cmd, RUN_TIMEOUT, env=env, done_file=done_file, on_tick=on_tick, on_done=on_done)
+    r = measured(name, list(wrap) + cmd, RUN_TIMEOUT, env=env, done_file=done_file, on_tick=on_tick, on_done=on_done,
+                 sample=sample)
     got = os.path.join(out, content.name)
     r.ok = (not r.timed_out) and (r.exit_code == 0 or done_file is not None and r.done_epoch is not None) \
         and same_content(got, content.path, content.size)
@@ -2962,11 +2976,836 @@ def case_peers(ctx):
          "piece; RSS includes the python interpreter and, busy, the data file's pages that libtorrent maps).")
     emit()
 
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 16's cases: rill → rill (pair), the write pattern (writes), 1 vs 4 GiB (sizes), a seeding soak (soak) and
+# a 20-seeder swarm (swarm).
+
+SOAK_SECONDS = env_float("SOAK_SECONDS", 3600)
+SOAK_LEECHERS = env_int("SOAK_LEECHERS", 4)
+SOAK_RATE = env_int("SOAK_RATE", 4_000_000)
+SWARM_SEEDERS = env_int("SWARM_SEEDERS", 20)
+SWARM_MIB = env_int("SWARM_MIB", 256)
+SWARM_RATE = env_int("SWARM_RATE", 1_000_000)
+SWARM_PROBE_MIB = env_int("SWARM_PROBE_MIB", 32)
+# Transmission 3.00 keeps one connection per IP address, and every seeder here is 127.0.0.1: it would download
+# from one seeder at 1 MB/s. It runs only when named here.
+SWARM_CLIENTS = os.environ.get("SWARM_CLIENTS", "rill aria2c libtorrent rqbit").split()
+CHURN = os.path.join(HERE, "churn.py")
+STRACE_WRITES = "write,writev,pwrite64,pwritev,pwritev2,fsync,fdatasync,sync_file_range,msync"
+
+
+def thread_cpu(pid):
+    """{tid: (name, utime+stime s)} for every live thread of process pid."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                s = f.read()
+            name = s[s.index("(") + 1:s.rindex(")")]
+            fields = s[s.rindex(")") + 2:].split()
+            out[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / TICK)
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def cpu_shares():
+    """(busy ticks, all ticks) of the whole machine from /proc/stat's first line."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return v[0] + v[1] + v[2] + v[5] + v[6], sum(v)
+
+
+def busy_cores(a, b):
+    """Cores busy between two cpu_shares() samples: the busy share of all ticks times the cores (robust to a
+    virtual machine's jumps in the tick counts)."""
+    total = b[1] - a[1]
+    return (os.cpu_count() or 1) * (b[0] - a[0]) / total if total > 0 else 0.0
+
+
+def meminfo_dirty():
+    """Dirty + Writeback of the whole machine, KiB."""
+    v = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith(("Dirty:", "Writeback:")):
+                    v += int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return v
+
+
+class Sampler:
+    """measured()'s sample hook: the leecher's per-thread CPU (last sample), the machine's Dirty+Writeback peak,
+    and optionally another process's RSS (a rill seeder beside it)."""
+
+    def __init__(self, other_pid=None):
+        self.threads = {}
+        self.dirty_peak = 0
+        self.other_pid = other_pid
+        self.other_rss = 0
+
+    def __call__(self, pid, _t):
+        th = thread_cpu(pid)
+        if th:
+            self.threads = th
+        self.dirty_peak = max(self.dirty_peak, meminfo_dirty())
+        if self.other_pid:
+            self.other_rss = max(self.other_rss, proc_status(self.other_pid).get("VmRSS", 0))
+
+    def busiest_share(self):
+        """The busiest thread's share of the process's CPU at the last sample (None if unknown)."""
+        total = sum(c for _, c in self.threads.values())
+        if total <= 0:
+            return None
+        return max(c for _, c in self.threads.values()) / total
+
+
+def start_rill_seed(name, content, torrent=None, extra=()):
+    """`rill seed` of content (no resume file: it hashes everything first); returns (Popen, rill's pid, port) once
+    it advertises every piece."""
+    remove_rill_resume(content)
+    port = free_port()
+    cmd = [RILL, "seed", torrent or content.torrent_nt, "-d", content.dir, "--no-ui", "--port", port, "--bind",
+           "127.0.0.1", "--no-dht"] + list(extra)
+    sp = spawn(name, cmd)
+    pieces = (content.size + PIECE - 1) // PIECE
+    wait_until("%s to advertise every piece" % name, lambda: probe_complete(port, content.infohash, pieces), 300, 0.2,
+               [sp])
+    return sp, leaf(sp.pid, 1), port
+
+
+def case_pair(ctx):
+    content = ctx["c1"]
+    gib = content.size / GIB
+    emit("== pair: rill seed -> rill download, %d MiB on loopback, no other peer (leecher given the seeder)" % (
+        content.size >> 20))
+    ok, why = rill_seed_available(content)
+    if not ok:
+        emit("   rill seed not available (it said: %s): case skipped" % why)
+        emit()
+        return
+    sp, spid, port = start_rill_seed("pair-seeder", content)
+    seed_hwm_check = proc_status(spid).get("VmHWM", 0)
+    rows_raw = []
+    for rnd in range(ROUNDS):
+        if out_of_time("pair", 60):
+            break
+        prepare_cache([content.path])
+        smp = Sampler(other_pid=spid)
+        s0, st0 = proc_cpu(spid), thread_cpu(spid)
+        busy0 = cpu_shares()
+        r = run_leecher("pair", "rill", content, content.torrent_nt, os.path.join(WORK, "out"), "r%d" % (rnd + 1),
+                        peers=["127.0.0.1:%d" % port], sample=smp)
+        busy1 = cpu_shares()
+        s1, st1 = proc_cpu(spid), thread_cpu(spid)
+        seed_cpu = (s1 - s0) if s0 is not None and s1 is not None else None
+        seed_threads = {t: st1[t][1] - st0.get(t, ("", 0.0))[1] for t in st1}
+        seed_busiest = max(seed_threads.values()) if seed_threads else None
+        leech_cpu = (r.user or 0) + (r.sys or 0)
+        share = smp.busiest_share()
+        row = {"ok": r.ok, "wall": r.wall, "leech_cpu": leech_cpu, "leech_busiest": leech_cpu * share if share else None,
+               "leech_threads": len(smp.threads), "seed_cpu": seed_cpu, "seed_busiest": seed_busiest,
+               "seed_threads": len(st1), "leech_rss": r.maxrss, "seed_rss": smp.other_rss,
+               "busy_cores": busy_cores(busy0, busy1), "others": r.others,
+               "machine_cpu": max(0.0, (busy_cores(busy0, busy1) - r.others) * r.wall)}
+        rows_raw.append(row)
+        record("pair", "rill", "rill seed", r, content.size, r.ok,
+               {k: v for k, v in row.items() if k not in ("ok", "wall")})
+        say("    round %d  %s" % (rnd + 1, ("%.2f s  %.0f MB/s  leecher cpu %.2f s  seeder cpu %.2f s"
+                                            % (r.wall, content.size / 1e6 / r.wall, leech_cpu, seed_cpu or 0))
+                                           if r.ok else "FAILED"))
+    stop(sp, pid=spid)
+    remove_rill_resume(content)
+    ok = [x for x in rows_raw if x["ok"]]
+    if not ok:
+        emit("   no successful run")
+        emit()
+        return
+    med = lambda k: statistics.median(x[k] for x in ok if x[k] is not None) if any(
+        x[k] is not None for x in ok) else None
+    wall = med("wall")
+    lc, sc = med("leech_cpu") / gib, med("seed_cpu") / gib
+    lb = (med("leech_busiest") or med("leech_cpu")) / gib
+    sb = (med("seed_busiest") or med("seed_cpu")) / gib
+    limit_sum = 2.0 / (lc + sc)
+    limit_thread = 1.0 / max(lb, sb)
+    limit = min(limit_sum, limit_thread)
+    rows = [["rill download (leecher)", "%.2f" % lc, "%.2f" % lb, "%d" % max(x["leech_threads"] for x in ok),
+             mib(max(x["leech_rss"] or 0 for x in ok))],
+            ["rill seed (seeder)", "%.2f" % sc, "%.2f" % sb, "%d" % max(x["seed_threads"] for x in ok),
+             "%s (%s with its check)" % (mib(max(x["seed_rss"] for x in ok)), mib(seed_hwm_check))]]
+    emit("   %d/%d ok, wall %.2f s (median; %.2f-%.2f), %.0f MB/s; other load %.2f cores" % (
+        len(ok), len(rows_raw), wall, min(x["wall"] for x in ok), max(x["wall"] for x in ok),
+        content.size / 1e6 / wall, med("others")))
+    emit(fmt_table(["side", "CPU s/GiB", "busiest thread CPU s/GiB", "threads", "peak RSS MiB"], rows))
+    emit("   two-core pair limit (estimate) = min(2 cores / (leecher + seeder CPU s/GiB), 1 / busiest thread's CPU")
+    emit("   s/GiB) = min(%.0f, %.0f) = %.0f MB/s; measured %.0f MB/s = %.2f of it. It assumes CPU is the only limit,"
+         % (limit_sum * GIB / 1e6, limit_thread * GIB / 1e6, limit * GIB / 1e6, content.size / 1e6 / wall,
+            content.size / wall / (limit * GIB)))
+    emit("   the work spreads perfectly over both cores and one thread cannot use more than one; kernel work charged")
+    emit("   to no process (softirq, write-back kworkers) is left out, so it is an upper bound. CPU = utime+stime")
+    emit("   from /proc (all threads): the leecher's from GNU time, the seeder's the difference over the leecher's")
+    emit("   run; busiest thread from /proc/PID/task (runs.jsonl also has the machine's busy cores from /proc/stat,")
+    emit("   which this virtual machine's tick counts make unreliable).")
+    emit("   seeder RSS = VmRSS sampled while serving (its VmHWM including the initial data check in brackets).")
+    emit()
+
+
+class StraceWrites:
+    """Write-family syscalls on the data files of one strace -f -y -s 0 log."""
+
+    CALL = re.compile(r'^(\d+)\s+(\w+)\((\d+)<([^>]*)>')
+    RESUMED = re.compile(r'^(\d+)\s+<\.\.\. (\w+) resumed>')
+    RET = re.compile(r'\)\s+=\s+(-?\d+)')
+
+    def __init__(self, path, out_dir, data_name):
+        self.sizes = []  # bytes per successful write call on the data file(s)
+        self.calls = {}  # call name -> count, data files
+        self.other_files = 0  # write calls on other files in the download directory (resume, control files)
+        self.syncs = {}  # fsync/fdatasync/sync_file_range/msync on data files
+        self.syncs_any = {}  # the same on any file
+        self.threads = set()  # tids that wrote to the data file
+        pending = {}
+        prefix = out_dir.rstrip("/") + "/"
+        try:
+            f = open(path, errors="replace")
+        except OSError:
+            return
+        with f:
+            for line in f:
+                m = self.CALL.match(line)
+                if m:
+                    tid, call, fdpath = m.group(1), m.group(2), m.group(4)
+                    if line.rstrip().endswith("<unfinished ...>"):
+                        pending[tid] = (call, fdpath)
+                        continue
+                    text = line
+                else:
+                    m2 = self.RESUMED.match(line)
+                    if not m2 or m2.group(1) not in pending:
+                        continue
+                    tid = m2.group(1)
+                    call, fdpath = pending.pop(tid)
+                    text = line
+                rets = self.RET.findall(text)
+                ret = int(rets[-1]) if rets else -1
+                data = fdpath.startswith(prefix) and os.path.basename(fdpath) == data_name
+                if call in ("fsync", "fdatasync", "sync_file_range", "msync"):
+                    self.syncs_any[call] = self.syncs_any.get(call, 0) + 1
+                    if data:
+                        self.syncs[call] = self.syncs.get(call, 0) + 1
+                    continue
+                if data:
+                    self.calls[call] = self.calls.get(call, 0) + 1
+                    self.threads.add(tid)
+                    if ret > 0:
+                        self.sizes.append(ret)
+                elif fdpath.startswith(prefix):
+                    self.other_files += 1
+
+
+def case_writes(ctx):
+    content = ctx["c1"]
+    gib = content.size / GIB
+    emit("== writes: how each leecher writes %d MiB (one python3-libtorrent seeder via opentracker, as download)" % (
+        content.size >> 20))
+    if not have("strace"):
+        emit("   strace missing: case skipped")
+        emit()
+        return
+    clients, missing = available_clients()
+    for m in missing:
+        emit("   %s: not installed, skipped" % m)
+    seeder = LtSeeder("wr-seeder", [(content.torrent, content.dir)])
+    seeder.wait_ready()
+    wait_until("opentracker to list the seeder", lambda: ctx["tracker"].lists(content.infohash, seeder.port),
+               30, 0.2, [seeder.proc])
+    res = {c: [] for c in clients}
+    out = os.path.join(WORK, "out")
+    for rnd in range(ROUNDS):
+        for c in rotate(clients, rnd):
+            if out_of_time("writes", 120):
+                break
+            # A plain run: MB/s and the kernel's write_bytes (GNU time's %O), fresh directory.
+            prepare_cache([content.path])
+            smp = Sampler()
+            r = run_leecher("writes", c, content, content.torrent, out, "plain-r%d" % (rnd + 1), seeder=seeder,
+                            sample=smp)
+            # An untimed run under strace: the write calls themselves.
+            prepare_cache([content.path])
+            slog = os.path.join(LOGS, "writes-%s-r%d.strace" % (c, rnd + 1))
+            wrap = ["strace", "-f", "-y", "-s", "0", "-e", "trace=" + STRACE_WRITES, "-o", slog, "--"]
+            rs = run_leecher("writes", c, content, content.torrent, out, "strace-r%d" % (rnd + 1), seeder=seeder,
+                             wrap=wrap)
+            sw = StraceWrites(slog, out, content.name)
+            x = {"ok": r.ok and rs.ok, "wall": r.wall, "others": r.others, "dev": (r.oublock or 0) * 512.0 / content.size,
+                 "dev_strace": (rs.oublock or 0) * 512.0 / content.size, "dirty_peak": smp.dirty_peak,
+                 "calls": sum(sw.calls.values()), "by_call": sw.calls, "bytes": sum(sw.sizes),
+                 "median": statistics.median(sw.sizes) if sw.sizes else None,
+                 "max": max(sw.sizes) if sw.sizes else None, "syncs": sw.syncs, "syncs_any": sw.syncs_any,
+                 "other_files": sw.other_files, "threads": len(sw.threads)}
+            res[c].append(x)
+            record("writes", c, "plain", r, content.size, r.ok, {"device_per_byte": x["dev"],
+                                                                 "dirty_peak_kib": smp.dirty_peak})
+            record("writes", c, "strace", rs, content.size, rs.ok, {k: v for k, v in x.items() if k != "ok"})
+            try:
+                os.unlink(slog)  # tens of MB for some clients; the figures are in runs.jsonl
+            except OSError:
+                pass
+            say("    round %d %-12s %s" % (rnd + 1, c, "%.0f MB/s  %d write calls (%s)  median %s B  max %s B  "
+                                          "device %.3f B/B" % (content.size / 1e6 / r.wall, x["calls"],
+                                                               ",".join("%s %d" % kv for kv in sorted(sw.calls.items())),
+                                                               x["median"], x["max"], x["dev"])
+                                          if x["ok"] else "FAILED"))
+    seeder.stop()
+    rows = []
+    for c in clients:
+        ok = [x for x in res[c] if x["ok"]]
+        if not ok:
+            rows.append([c, "0/%d" % len(res[c])] + ["-"] * 10)
+            continue
+        x = ok[-1] if len(ok) == 1 else sorted(ok, key=lambda v: v["calls"])[len(ok) // 2]
+        syncs = ", ".join("%s %d" % kv for kv in sorted(x["syncs"].items())) or "0"
+        calls = x["calls"]
+        rows.append([c, "%d/%d" % (len(ok), len(res[c])),
+                     "%.0f" % (content.size / 1e6 / statistics.median(v["wall"] for v in ok)),
+                     "%.0f" % (calls / gib) if calls else "0 (mmap)",
+                     "/".join(sorted(x["by_call"])) or "-",
+                     "%d" % x["median"] if x["median"] else "-", "%d" % x["max"] if x["max"] else "-",
+                     syncs, "%d" % x["other_files"],
+                     "%.3f" % statistics.median(v["dev"] for v in ok),
+                     "%.0f" % (max(v["dirty_peak"] for v in ok) / 1024.0),
+                     "%.2f" % statistics.median(v["others"] for v in ok)])
+    emit(fmt_table(["client", "ok", "MB/s", "data-file write calls/GiB", "calls", "median write B", "largest write B",
+                    "syncs on data file", "writes to other files", "device bytes/byte", "Dirty+Writeback peak MiB",
+                    "other load"], rows))
+    emit("   write calls: a second, untimed run under `strace -f -y -e trace=%s`; -y names each" % STRACE_WRITES)
+    emit("   fd's path, so only calls on the torrent's data file count (socket, pipe, log writes do not); sizes are")
+    emit("   the calls' return values; 'other files' = resume/control files in the download directory. A client that")
+    emit("   writes through mmap would make no write calls (its data reaches the file by page faults): see device B/B.")
+    emit("   device bytes/byte = the kernel's write_bytes for the client process (GNU time %O x 512, all threads and")
+    emit("   children) / torrent size, from the plain run. write_bytes counts page-cache pages the process dirtied")
+    emit("   (4 KiB each, counted when a clean page becomes dirty, whether by write() or through a mapping): data that")
+    emit("   will go to the device. A page re-dirtied before write-back counts once, after write-back again;")
+    emit("   truncated dirty pages are not subtracted; the filesystem's journal and metadata writes by kernel threads")
+    emit("   are not in it. Dirty+Writeback peak: /proc/meminfo, whole machine (other sessions' builds included).")
+    emit()
+
+
+def case_sizes(ctx):
+    contents = [ctx["c1"], ctx["c4"]]
+    emit("== sizes: %d MiB and %d MiB torrents (one python3-libtorrent seeder, both torrents, via opentracker)" % (
+        contents[0].size >> 20, contents[1].size >> 20))
+    clients, missing = available_clients()
+    for m in missing:
+        emit("   %s: not installed, skipped" % m)
+    seeder = LtSeeder("sizes-seeder", [(c.torrent, c.dir) for c in contents])
+    seeder.wait_ready(600)
+    for c in contents:
+        wait_until("opentracker to list the seeder", lambda: ctx["tracker"].lists(c.infohash, seeder.port),
+                   30, 0.2, [seeder.proc])
+    runs = {(cl, c.label): [] for cl in clients for c in contents}
+    for rnd in range(ROUNDS):
+        for cl in rotate(clients, rnd):
+            for c in rotate(contents, rnd):
+                if out_of_time("sizes", 120):
+                    break
+                prepare_cache([c.path])
+                smp = Sampler()
+                r = run_leecher("sizes", cl, c, c.torrent, os.path.join(WORK, "out"), "%s-r%d" % (c.label, rnd + 1),
+                                seeder=seeder, sample=smp)
+                r.dirty_peak = smp.dirty_peak
+                runs[(cl, c.label)].append(r)
+                record("sizes", cl, c.label, r, c.size, r.ok, {"dirty_peak_kib": smp.dirty_peak,
+                                                               "device_per_byte": (r.oublock or 0) * 512.0 / c.size})
+                say("    round %d %-12s %-5s %s" % (rnd + 1, cl, c.label, (
+                    "%.2f s  %.0f MB/s  cpu %.2f s/GiB  dirty peak %.0f MiB" % (
+                        r.wall, c.size / 1e6 / r.wall, ((r.user or 0) + (r.sys or 0)) / (c.size / GIB),
+                        smp.dirty_peak / 1024.0)) if r.ok else "FAILED"))
+    rows = []
+    for cl in clients:
+        cpus = {}
+        for c in contents:
+            s = summarize(runs[(cl, c.label)], c.size)
+            ok = [r for r in runs[(cl, c.label)] if r.ok]
+            if s is None:
+                rows.append([cl, "%d MiB" % (c.size >> 20), "0/%d" % len(runs[(cl, c.label)])] + ["-"] * 7)
+                continue
+            sys_gib = statistics.median(r.sys / (c.size / GIB) for r in ok if r.sys is not None)
+            cpus[c.label] = float(s["cpu"]) if s["cpu"] != "-" else None
+            ratio = ""
+            if c is contents[1] and cpus.get(contents[0].label) and cpus.get(c.label):
+                ratio = "x%.2f" % (cpus[c.label] / cpus[contents[0].label])
+            rows.append([cl, "%d MiB" % (c.size >> 20), s["n"], s["mbs"], s["cpu"], ratio, "%.2f" % sys_gib,
+                         "%.0f" % (max(r.dirty_peak for r in ok) / 1024.0), s["rss"], s["others"]])
+    emit(fmt_table(["client", "torrent", "ok", "MB/s", "CPU s/GiB", "vs 1 GiB", "of it sys s/GiB",
+                    "Dirty+Writeback peak MiB", "peak RSS MiB", "other load"], rows))
+    # Where rill's CPU goes on the larger torrent (the growth is system time): one run under perf.
+    if "rill" in clients and have("perf") and os.environ.get("SIZES_PERF", "1") == "1" \
+            and not out_of_time("sizes", 180):
+        big = contents[1]
+        data = os.path.join(LOGS, "sizes-rill-big.perf.data")
+        prepare_cache([big.path])
+        r = run_leecher("sizes", "rill", big, big.torrent, os.path.join(WORK, "out"), "%s-perf" % big.label,
+                        seeder=seeder, wrap=["perf", "record", "-F", "499", "-q", "-o", data, "--"])
+        top = perf_top(data)
+        if top:
+            emit("   rill on %d MiB under perf record -F 499 (%s), symbols over 0.7 %% of samples:" % (
+                big.size >> 20, "%.0f MB/s" % (big.size / 1e6 / r.wall) if r.ok else "FAILED"))
+            for line in top:
+                emit(line)
+    emit("   Dirty+Writeback: /proc/meminfo sampled every 0.1 s during the run (whole machine). The kernel starts")
+    emit("   background write-back at vm.dirty_background_ratio (%s%%) / dirty_background_bytes (%s) of available" % (
+        sysctl("vm/dirty_background_ratio"), sysctl("vm/dirty_background_bytes")))
+    emit("   memory and throttles writers at vm.dirty_ratio (%s%%)." % sysctl("vm/dirty_ratio"))
+    emit()
+    seeder.stop()
+
+
+def case_soak(ctx):
+    content = ctx["c1"]
+    window = min(300.0, SOAK_SECONDS / 2.0)
+    emit("== soak: rill seed of %d MiB for %.0f s with churning leechers (%d python3-libtorrent at a time, %.1f MB/s "
+         "each%s)" % (content.size >> 20, SOAK_SECONDS, SOAK_LEECHERS, SOAK_RATE / 1e6,
+                      ", plus short aria2c runs" if have("aria2c") else ""))
+    if not lt_available():
+        emit("   python3-libtorrent missing: case skipped")
+        emit()
+        return
+    if out_of_time("soak", SOAK_SECONDS + 120):
+        emit()
+        return
+    stats = os.path.join(WORK, "soak.stats.json")
+    sp, spid, port = start_rill_seed("soak-seeder", content, torrent=content.torrent, extra=["--stats-json", stats])
+    wait_until("opentracker to list rill seed", lambda: ctx["tracker"].lists(content.infohash, port), 60, 0.5, [sp])
+    churn_status = os.path.join(WORK, "churn.status.json")
+    cmd = [PY, CHURN, "--torrent", content.torrent_nt, "--peer", "127.0.0.1:%d" % port,
+           "--work", os.path.join(WORK, "churn"), "--seconds", int(SOAK_SECONDS), "--status", churn_status,
+           "--leechers", SOAK_LEECHERS, "--rate", SOAK_RATE]
+    if have("aria2c"):
+        cmd += ["--aria2-torrent", content.torrent, "--aria2-rate", SOAK_RATE]
+    load = Load()
+    cp = spawn("soak-churn", cmd, life=SOAK_SECONDS + 60)
+    t0 = time.monotonic()
+    samples = []  # (t, rss KiB, fds, cpu s, uploaded, peers)
+
+    def sample():
+        st = proc_status(spid)
+        try:
+            fds = len(os.listdir("/proc/%d/fd" % spid))
+        except OSError:
+            fds = None
+        doc = read_json(stats) or {}
+        up = (doc.get("totals") or {}).get("uploaded")
+        peers = sum(t.get("peers", 0) for t in doc.get("torrents") or [])
+        samples.append((time.monotonic() - t0, st.get("VmRSS", 0), fds, proc_cpu(spid), up, peers))
+
+    err = None
+    while time.monotonic() - t0 < SOAK_SECONDS:
+        if sp.poll() is not None:
+            err = "rill seed exited (code %s) after %.0f s; see soak-seeder.log" % (sp.returncode, time.monotonic() - t0)
+            break
+        if cp.poll() is not None and time.monotonic() - t0 < SOAK_SECONDS - 10:
+            err = "churn.py exited (code %s) after %.0f s; see soak-churn.log" % (cp.returncode, time.monotonic() - t0)
+            break
+        sample()
+        time.sleep(min(5.0, max(0.1, SOAK_SECONDS - (time.monotonic() - t0))))
+    sample()
+    others = load.others()
+    stop(cp, grace=20)
+    left_at = time.monotonic()
+    # rill rewrites its stats document every 5 s: wait (bounded) until it shows the leechers gone.
+    try:
+        def no_peer():
+            ts = (read_json(stats) or {}).get("torrents") or []
+            return bool(ts) and sum(t.get("peers", 0) for t in ts) == 0
+
+        wait_until("rill seed's stats to show no peer", no_peer, 15, 0.5, [sp])
+    except RuntimeError:
+        pass
+    sample()
+    churn = read_json(churn_status) or {}
+    hwm = max([proc_status(spid).get("VmHWM", 0)] + [x[1] for x in samples])
+    stop(sp, pid=spid)
+    remove_rill_resume(content)
+    shutil.rmtree(os.path.join(WORK, "churn"), ignore_errors=True)
+    with open(RUNS, "a") as f:
+        f.write(json.dumps({"case": "soak", "samples": samples, "churn": churn, "hwm_kib": hwm, "err": err}) + "\n")
+    if err:
+        emit("   ERROR: " + err)
+    run = [s for s in samples if s[0] <= SOAK_SECONDS + 0.5]
+    if len(run) < 4:
+        emit("   too few samples")
+        emit()
+        return
+    end_t = run[-1][0]
+
+    def win(a, b):
+        w = [s for s in run if a - 0.01 <= s[0] <= b + 0.01]
+        if len(w) < 2:
+            return None
+        cpu = (w[-1][3] - w[0][3]) / max(1e-3, w[-1][0] - w[0][0]) * 100.0 if w[0][3] is not None else None
+        up = (w[-1][4] or 0) - (w[0][4] or 0)
+        fds = [s[2] for s in w if s[2] is not None]
+        return {"t": "%.0f-%.0f s" % (w[0][0], w[-1][0]), "rss": statistics.median(s[1] for s in w),
+                "rss_max": max(s[1] for s in w), "fds": "%d-%d" % (min(fds), max(fds)) if fds else "-",
+                "cpu": cpu, "up": up, "mbs": up / 1e6 / max(1e-3, w[-1][0] - w[0][0]),
+                "peers": statistics.median(s[5] for s in w)}
+
+    rows = []
+    for label, w in (("start (first %.0f s)" % window, win(0, window)),
+                     ("end (last %.0f s)" % window, win(end_t - window, end_t))):
+        if w is None:
+            continue
+        rows.append([label, w["t"], mib(w["rss"]), mib(w["rss_max"]), w["fds"],
+                     "%.2f" % w["cpu"] if w["cpu"] is not None else "-", "%.0f" % (w["up"] / 1e6),
+                     "%.1f" % w["mbs"], "%.0f" % w["peers"]])
+    emit(fmt_table(["window", "t", "RSS MiB (median)", "RSS MiB (max)", "open fds", "CPU % of a core",
+                    "MB served", "MB/s served", "peers (median)"], rows))
+    after = samples[-1]
+    total_up = (run[-1][4] or 0)
+    emit("   whole soak: %.0f s, %.1f GB served (%.2f x the torrent), rill peak RSS (VmHWM or samples, with its check) "
+         "%s MiB; other load %.2f cores" % (end_t, total_up / 1e9, total_up / float(content.size), mib(hwm), others))
+    emit("   leechers: %s started, %s got what they wanted, %s left early on purpose, %s stayed their maximum; %s "
+         "aria2c runs; %.1f GB received by libtorrent leechers" % (
+             churn.get("started", "?"), churn.get("finished", "?"), churn.get("abandoned", "?"),
+             churn.get("timed_out", "?"), churn.get("aria2_runs", "?"), (churn.get("payload_total") or 0) / 1e9))
+    emit("   %.0f s after every leecher left: %s open fds, RSS %s MiB, %s peers" % (
+        after[0] - (left_at - t0), after[2], mib(after[1]), after[5]))
+    emit("   sampled every 5 s: VmRSS and /proc/PID/fd of rill; CPU = utime+stime (all threads) over the window;")
+    emit("   bytes served from rill's --stats-json (totals.uploaded). Leechers: scripts/bench.d/churn.py (each its own")
+    emit("   libtorrent session, capped at SOAK_RATE, fetching a random 2-30 % run of pieces or all of it, 30 % leave")
+    emit("   after 5-60 s) given rill directly; aria2c runs find rill through opentracker.")
+    emit()
+
+
+class SeederGroup:
+    def __init__(self, seeders):
+        self.seeders = seeders
+
+    def dial_to(self, infohash, port):
+        for s in self.seeders:
+            s.dial_to(infohash, port)
+
+    def payload_up(self):
+        return sum(s.payload_up() for s in self.seeders)
+
+
+def analyze_swarm_trace(path, size, cap):
+    """What a rill --trace of a swarm download says about where the time goes; returns report lines."""
+    t_first = None
+    peers = {}  # peer -> dict
+    rates = {}  # peer -> [(t, down, in_flight, target)]
+    trate = []  # (t, down)
+    blocks = []  # (t, len)
+    pieces = {}  # piece -> [(offset, peer)] in arrival order (fresh blocks)
+    requests = {}  # piece -> set of peers asked for its blocks
+    completed = None
+    with open(path, errors="replace") as f:
+        for line in f:
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            ev, t = e.get("ev"), e.get("t", 0) / 1e6
+            if ev == "header":
+                continue
+            p = e.get("peer")
+            if ev in ("connect_attempt", "accepted"):
+                peers[p] = {"addr": e.get("addr"), "attempt": t, "down": 0}
+            elif p in peers:
+                d = peers[p]
+                if ev in ("connected", "handshake") and ev not in d:
+                    d[ev] = t
+                elif ev == "unchoke" and e.get("by") == "peer" and "unchoke" not in d:
+                    d["unchoke"] = t
+                elif ev == "request":
+                    requests.setdefault(e.get("piece"), set()).add(p)
+                elif ev == "block":
+                    if e.get("fresh", True):
+                        pieces.setdefault(e.get("piece"), []).append((e.get("offset", 0), p))
+                    d.setdefault("first_block", t)
+                    d["last_block"] = t
+                    d["down"] += e.get("len", 0)
+                    blocks.append((t, e.get("len", 0)))
+                    d.setdefault("lat", []).append((t, e.get("latency_us", 0)))
+                elif ev == "rate":
+                    rates.setdefault(p, []).append((t, e.get("down", 0), e.get("in_flight", 0), e.get("target", 0)))
+                elif ev == "peer_dropped":
+                    d["dropped"] = (t, e.get("reason"))
+                elif ev == "connect_failed":
+                    d["failed"] = (t, e.get("reason"))
+            if ev == "torrent_rate":
+                trate.append((t, e.get("down", 0)))
+            elif ev == "completed" and completed is None:
+                completed = t
+    out = []
+    if not blocks:
+        return ["   trace: no blocks"]
+    useful = {p: d for p, d in peers.items() if d["down"] > 0}
+    unch = sorted(d["unchoke"] for d in useful.values() if "unchoke" in d)
+    first = blocks[0][0]
+    end = completed or blocks[-1][0]
+    out.append("   trace: %d connections (%d delivered data); first block at %.2f s; %d seeders unchoked us by %.2f s "
+               "(first %.2f s); complete at %.2f s" % (len(peers), len(useful), first, len(unch),
+                                                       unch[-1] if unch else float("nan"),
+                                                       unch[0] if unch else float("nan"), end))
+    # Cumulative bytes: time to 5 % and to 95 %, steady rate in between, and the tail.
+    total = 0
+    t5 = t40 = t95 = None
+    for t, n in blocks:
+        total += n
+        if t5 is None and total >= 0.05 * size:
+            t5 = t
+        if t40 is None and total >= 0.40 * size:
+            t40 = t
+        if t95 is None and total >= 0.95 * size:
+            t95 = t
+    if t5 is not None and t95 is not None and t95 > t5:
+        steady = 0.90 * size / (t95 - t5)
+        out.append("   steady (5 %%->95 %% of bytes): %.2f MB/s = %.3f of the %.0f MB/s cap; start (0 -> 5 %%) %.2f s; "
+                   "tail (95 %% -> complete) %.2f s at %.2f MB/s" % (
+                       steady / 1e6, steady / cap, cap / 1e6, t5, end - t95, 0.05 * size / 1e6 / max(1e-3, end - t95)))
+        ideal = size / cap
+        out.append("   at the cap the %d MiB would take %.2f s; the trace's complete time is %.2f s: %.2f s lost, of "
+                   "which start-up (first block) %.2f s" % (size >> 20, ideal, end, end - ideal, first))
+    # Per-peer rates over the steady window.
+    per = []
+    # From 40 % of the bytes (slow start's deep early queues have drained by then) to 95 %.
+    lo = max((unch[-1] if unch else first) + 1.0, t40 or 0.0)
+    hi = (t95 or end) - 0.5
+    for p, d in useful.items():
+        rs = [r for r in rates.get(p, []) if lo <= r[0] <= hi]
+        if not rs:
+            continue
+        down = statistics.mean(r[1] for r in rs)
+        per.append((down, p, d, statistics.median(r[2] for r in rs), statistics.median(r[3] for r in rs),
+                    sum(1 for r in rs if r[1] < 0.5 * cap / SWARM_SEEDERS), len(rs),
+                    statistics.median([l for tl, l in d.get("lat", []) if lo <= tl <= hi] or [0]) / 1000.0))
+    if per:
+        per.sort(key=lambda x: x[0])
+        downs = [x[0] for x in per]
+        out.append("   per seeder over %.1f-%.1f s (40 %% -> 95 %% of bytes): mean down %.3f-%.3f MB/s (median %.3f); "
+                   "in_flight median %s-%s, target %s-%s; block latency median %.0f-%.0f ms" % (
+                       lo, hi, downs[0] / 1e6, downs[-1] / 1e6, statistics.median(downs) / 1e6,
+                       min(x[3] for x in per), max(x[3] for x in per), min(x[4] for x in per),
+                       max(x[4] for x in per), min(x[7] for x in per), max(x[7] for x in per)))
+        slow = [x for x in per if x[5] > 0]
+        if slow:
+            out.append("   seconds below half a seeder's share: " + ", ".join(
+                "%s %d/%d" % (x[2]["addr"], x[5], x[6]) for x in slow[:8]))
+        out.append("   slowest seeders: " + ", ".join("%s %.3f MB/s (in_flight %s, target %s)" % (
+            x[2]["addr"], x[0] / 1e6, x[3], x[4]) for x in per[:3]) + "; fastest: " + ", ".join(
+            "%s %.3f" % (x[2]["addr"], x[0] / 1e6) for x in per[-2:]))
+    # Hashing: rill hashes a block as it arrives only when it is the next in its piece (src/swarm: `hashed`);
+    # the rest of the piece is read back from disk at the end. Replay that on the arrival order.
+    if pieces:
+        blocks_total = read_back = 0
+        multi = 0
+        for piece, arr in pieces.items():
+            hashed = 0
+            for off, _ in arr:
+                if off // 16384 == hashed:
+                    hashed += 1
+            blocks_total += len(arr)
+            read_back += len(arr) - hashed
+            if len({q for _, q in arr}) > 1:
+                multi += 1
+        asked = [len(v) for v in requests.values()]
+        out.append("   hashing: %d of %d pieces got blocks from more than one peer (peers asked per piece: median %s, "
+                   "max %s); replaying the arrival order, %.0f %% of the blocks (%.0f MiB of %.0f) arrived after a "
+                   "gap in their piece and are read back from disk to hash" % (
+                       multi, len(pieces), statistics.median(asked) if asked else "-", max(asked) if asked else "-",
+                       100.0 * read_back / max(1, blocks_total), read_back / 64.0, blocks_total / 64.0))
+    if trate:
+        gaps = [(t, d) for t, d in trate if first + 1 <= t <= (t95 or end) and d < 0.8 * cap]
+        out.append("   torrent_rate seconds under 0.8 of the cap between the first block and 95 %%: %d of %d%s" % (
+            len(gaps), sum(1 for t, _ in trate if first + 1 <= t <= (t95 or end)),
+            (" (" + ", ".join("%.0f s: %.1f MB/s" % (t, d / 1e6) for t, d in gaps[:8]) + ")") if gaps else ""))
+    return out
+
+
+def perf_top(data, n=14):
+    """The top symbols of a perf.data, as report lines."""
+    try:
+        r = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "dso,sym",
+                            "--percent-limit", "0.7"], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    lines = [l for l in r.stdout.splitlines() if l.strip() and not l.startswith("#")]
+    return ["     " + l.strip() for l in lines[:n]]
+
+
+def strace_summary(path):
+    """{syscall: calls} from strace -c -f output."""
+    out = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 5 and parts[0].replace(".", "").isdigit() and parts[-1].isidentifier() \
+                        and parts[-1] != "total":
+                    try:
+                        out[parts[-1]] = int(parts[3])
+                    except ValueError:
+                        pass
+    except OSError:
+        pass
+    return out
+
+
+def case_swarm(ctx):
+    content = ctx["cs"]
+    gib = content.size / GIB
+    cap = SWARM_SEEDERS * SWARM_RATE
+    emit("== swarm: %d MiB from %d python3-libtorrent seeders, each capped at %.1f MB/s upload (%.0f MB/s in all), "
+         "via opentracker" % (content.size >> 20, SWARM_SEEDERS, SWARM_RATE / 1e6, cap / 1e6))
+    clients, missing = available_clients(SWARM_CLIENTS)
+    if "transmission" not in SWARM_CLIENTS:
+        emit("   transmission: left out (SWARM_CLIENTS): Transmission 3.00 accepts one connection per IP address and")
+        emit("   every seeder is 127.0.0.1, so it gets one seeder (it downloaded at 1.0 MB/s when tried)")
+    for m in missing:
+        emit("   %s: not installed, skipped" % m)
+    seeders = [LtSeeder("swarm-seeder-%02d" % i, [(content.torrent, content.dir)], upload_limit=SWARM_RATE)
+               for i in range(SWARM_SEEDERS)]
+    for s in seeders:
+        s.wait_ready(600)
+    for s in seeders:
+        wait_until("opentracker to list " + s.name, lambda: ctx["tracker"].lists(content.infohash, s.port), 30, 0.2,
+                   [s.proc])
+    group = SeederGroup(seeders)
+    single = LtSeeder("swarm-single", [(content.torrent_nt, content.dir)])
+    single.wait_ready()
+    variants = clients + (["rill, 1 seeder uncapped"] if "rill" in clients else [])
+    runs = {v: [] for v in variants}
+    out = os.path.join(WORK, "out")
+    for rnd in range(ROUNDS):
+        for v in rotate(variants, rnd):
+            if out_of_time("swarm", 90):
+                break
+            prepare_cache([content.path])
+            if v.startswith("rill, 1 seeder"):
+                r = run_leecher("swarm", "rill", content, content.torrent_nt, out, "single-r%d" % (rnd + 1),
+                                peers=["127.0.0.1:%d" % single.port])
+            else:
+                r = run_leecher("swarm", v, content, content.torrent, out, "r%d" % (rnd + 1), seeder=group)
+            runs[v].append(r)
+            record("swarm", v, "%d seeders" % SWARM_SEEDERS, r, content.size, r.ok)
+            say("    round %d %-24s %s" % (rnd + 1, v, ("%.2f s  %.2f MB/s  cpu %.2f s/GiB  rss %s MiB" % (
+                r.wall, content.size / 1e6 / r.wall, ((r.user or 0) + (r.sys or 0)) / gib, mib(r.maxrss)))
+                if r.ok else "FAILED"))
+    rows = []
+    single_cpu = None
+    for v in variants:
+        s = summarize(runs[v], content.size)
+        if s is None:
+            rows.append([v, "0/%d" % len(runs[v])] + ["-"] * 7)
+            continue
+        mbs = content.size / 1e6 / float(s["wall"])
+        frac = "%.3f" % (mbs * 1e6 / cap) if not v.startswith("rill, 1") else "(uncapped)"
+        if v.startswith("rill, 1"):
+            single_cpu = float(s["cpu"])
+        rows.append([v, s["n"], s["wall"], s["range"], "%.2f" % mbs, frac, s["cpu"], s["rss"], s["others"]])
+    emit(fmt_table(["client", "ok", "wall s (median)", "min-max", "MB/s", "of the cap", "CPU s/GiB", "peak RSS MiB",
+                    "other load"], rows))
+    rs = summarize(runs.get("rill", []), content.size)
+    if rs and single_cpu:
+        emit("   rill CPU per GiB: %.2f in the swarm against %.2f from one uncapped seeder (x%.2f; aim <= x1.3)" % (
+            float(rs["cpu"]), single_cpu, float(rs["cpu"]) / single_cpu))
+    emit("   wall = process start to exit (transmission, when named: to its torrent-done script; every seeder dials")
+    emit("   it). The seeders' libtorrent counts protocol bytes and its estimate of IP overhead against the cap")
+    emit("   (rate_limit_ip_overhead, on by default), so a little less than the cap can be payload.")
+    # Diagnosis: rill with --trace, under strace -c and under perf, from the swarm and from the single uncapped
+    # seeder, to see where the time and the CPU go.
+    if "rill" in clients:
+        for label, torrent, kw, rate_cap in (
+                ("%d capped seeders" % SWARM_SEEDERS, content.torrent, {"seeder": group}, cap),
+                ("1 uncapped seeder", content.torrent_nt, {"peers": ["127.0.0.1:%d" % single.port]}, None)):
+            if out_of_time("swarm", 120):
+                break
+            tag = "diag-%s" % ("swarm" if rate_cap else "single")
+            trace = os.path.join(WORK, "swarm-trace.jsonl")
+            prepare_cache([content.path])
+            r = run_leecher("swarm", "rill", content, torrent, out, tag + "-trace", extra=["--trace", trace], **kw)
+            emit("   rill, %s, with --trace: %s" % (label, "%.2f s, %.2f MB/s" % (r.wall, content.size / 1e6 / r.wall)
+                                                     if r.ok else "FAILED"))
+            if os.path.exists(trace):
+                for line in analyze_swarm_trace(trace, content.size, rate_cap or 1e12):
+                    if rate_cap or "hashing:" in line or "trace:" in line:
+                        emit(line)
+                shutil.copy(trace, os.path.join(LOGS, "%s.trace.jsonl" % tag))
+                os.unlink(trace)
+            sc = os.path.join(LOGS, "%s.strace-c" % tag)
+            prepare_cache([content.path])
+            r = run_leecher("swarm", "rill", content, torrent, out, tag + "-strace-c",
+                            wrap=["strace", "-c", "-f", "-o", sc, "--"], **kw)
+            calls = strace_summary(sc)
+            if calls:
+                sock = calls.get("recvfrom", 0) + calls.get("recvmsg", 0)
+                disk = calls.get("pread64", 0) + calls.get("preadv", 0)
+                emit("   under strace -c -f (%s), per GiB: %.0f syscalls; %.0f socket reads (recvfrom: %s bytes each "
+                     "on average), %.0f disk reads (pread64: piece read-backs), %.0f disk writes, %.0f sends, %.0f "
+                     "epoll_wait; all calls: %s" % (
+                         "%.2f MB/s" % (content.size / 1e6 / r.wall) if r.ok else "FAILED",
+                         sum(calls.values()) / gib, sock / gib, "%.0f" % (content.size * 1.0 / sock) if sock else "-",
+                         disk / gib, sum(v for k, v in calls.items() if k.startswith(("write", "pwrite"))) / gib,
+                         (calls.get("sendto", 0) + calls.get("sendmsg", 0) + calls.get("writev", 0)) / gib,
+                         calls.get("epoll_wait", 0) / gib,
+                         ", ".join("%s %d" % kv for kv in sorted(calls.items(), key=lambda kv: -kv[1])[:8])))
+            if have("perf") and not out_of_time("swarm", 120):
+                data = os.path.join(LOGS, "%s.perf.data" % tag)
+                prepare_cache([content.path])
+                r = run_leecher("swarm", "rill", content, torrent, out, tag + "-perf",
+                                wrap=["perf", "record", "-F", "999", "-q", "-o", data, "--"], **kw)
+                top = perf_top(data)
+                if top:
+                    emit("   perf record -F 999 (%s), symbols over 0.7 %% of samples:" % (
+                        "%.2f MB/s" % (content.size / 1e6 / r.wall) if r.ok else "FAILED"))
+                    for line in top:
+                        emit(line)
+    for s in seeders:
+        s.stop()
+    single.stop()
+    # What one capped seeder lets through when it is the only one: the steady payload rate each of the 20 could
+    # give, against which the swarm's per-seeder rates above compare (SWARM_PROBE_MIB=0: not run).
+    probe = ctx.get("cp")
+    if probe is not None and not out_of_time("swarm", 3 * probe.size / SWARM_RATE + 60):
+        capped = LtSeeder("swarm-probe-seeder", [(probe.torrent_nt, probe.dir)], upload_limit=SWARM_RATE)
+        capped.wait_ready()
+        for c in [c for c in ("rill", "libtorrent") if c in clients]:
+            trace = os.path.join(WORK, "swarm-probe.jsonl")
+            prepare_cache([probe.path])
+            r = run_leecher("swarm", c, probe, probe.torrent_nt, out, "probe",
+                            peers=["127.0.0.1:%d" % capped.port],
+                            extra=["--trace", trace] if c == "rill" else [])
+            line = "   one seeder capped at %.1f MB/s alone, %d MiB, %s: %s" % (
+                SWARM_RATE / 1e6, probe.size >> 20, c,
+                "%.3f MB/s start to exit" % (probe.size / 1e6 / r.wall) if r.ok else "FAILED")
+            if c == "rill" and os.path.exists(trace):
+                got = [l for l in analyze_swarm_trace(trace, probe.size, SWARM_RATE)
+                       if "steady" in l or "per seeder" in l]
+                emit(line)
+                for l in got:
+                    emit("  " + l)
+                shutil.copy(trace, os.path.join(LOGS, "swarm-probe-rill.trace.jsonl"))
+                os.unlink(trace)
+            else:
+                emit(line)
+        capped.stop()
+    emit()
+
+
 def main():
     cases = sys.argv[1:] or list(ALL_CASES)
     for c in cases:
-        if c not in ALL_CASES:
-            sys.exit("bench: unknown case '%s' (cases: %s)" % (c, " ".join(ALL_CASES)))
+        if c not in ALL_CASES + EXTRA_CASES:
+            sys.exit("bench: unknown case '%s' (cases: %s)" % (c, " ".join(ALL_CASES + EXTRA_CASES)))
     shutil.rmtree(LOGS, ignore_errors=True)
     os.makedirs(LOGS)
     os.makedirs(WORK, exist_ok=True)
@@ -3013,9 +3852,13 @@ def main():
     ctx = {"tracker": tracker}
     if any(c not in ("many", "daemon", "dht", "view", "peers") for c in cases):  # those make their own torrents and need no tracker
         ctx["c1"] = Content("%dM" % (SIZE >> 20), SIZE, tracker.url)
-        if "memory" in cases:
+        if "memory" in cases or "sizes" in cases:
             ctx["c4"] = Content("%dM" % (BIG >> 20), BIG, tracker.url)
-        hashes = [ctx["c1"].infohash] + ([ctx["c4"].infohash] if "c4" in ctx else [])
+        if "swarm" in cases:
+            ctx["cs"] = Content("swarm%dM" % SWARM_MIB, SWARM_MIB << 20, tracker.url)
+            if SWARM_PROBE_MIB > 0:
+                ctx["cp"] = Content("probe%dM" % SWARM_PROBE_MIB, SWARM_PROBE_MIB << 20, tracker.url)
+        hashes = [ctx["c1"].infohash] + [ctx[k].infohash for k in ("c4", "cs") if k in ctx]
         if have("opentracker"):
             tracker.start(hashes)
         elif "download" in cases or "memory" in cases:
@@ -3023,7 +3866,8 @@ def main():
     funcs = {"download": case_download, "memory": case_memory, "latency": case_latency, "utp": case_utp,
              "encryption": case_encryption, "upload": case_upload,
              "endgame": case_endgame, "many": case_many, "daemon": case_daemon, "dht": case_dht, "view": case_view,
-             "trace": case_trace, "peers": case_peers}
+             "trace": case_trace, "peers": case_peers, "pair": case_pair, "writes": case_writes,
+             "sizes": case_sizes, "soak": case_soak, "swarm": case_swarm}
     failed = []
     for c in cases:
         if remaining() < 60:

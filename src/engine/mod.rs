@@ -1096,6 +1096,11 @@ impl Engine {
                 self.stop_torrent(id, State::Stopped, now);
             }
         }
+        // Send-ahead per peer: the budget spread over the peers we unchoke (see `next_to_serve`).
+        let unchoked =
+            self.conns.iter().filter(|(_, c)| c.session.as_ref().is_some_and(|s| !s.is_am_choking())).count();
+        self.disk.serve_ahead = (crate::storage::disk::SERVE_BUDGET / unchoked.max(1))
+            .clamp(crate::peer::buffers::SERVE_AHEAD, crate::storage::disk::SERVE_AHEAD_MAX);
         let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
         for slot in slots {
             let conn = &mut self.conns[slot];

@@ -199,9 +199,6 @@ pub struct PeerSession {
     trace: Option<Box<SessionTrace>>,
 }
 
-/// Blocks being read from disk for one peer at most (see `next_to_serve`).
-pub const READS_AHEAD: u32 = 4;
-
 impl PeerSession {
     /// A session for a connection we are opening.
     pub fn outgoing(no: PeerNo, ctx: &TorrentContext, now: Timestamp) -> Self {
@@ -947,18 +944,18 @@ impl PeerSession {
         }
     }
 
-    /// The oldest queued request to serve, if any and the send backlog has room for it besides the blocks
-    /// already being read for this peer (`reading`): the caller reads it from disk and hands the bytes to
-    /// `send_block` (or `read_failed`).
-    pub fn next_to_serve(&mut self) -> Option<BlockRef> {
+    /// The oldest queued request to serve, if any and what is queued to send plus what is being read for
+    /// this peer (`reading`) stays under `ahead` bytes: the caller reads it from disk and hands the bytes
+    /// to `send_block` (or `read_failed`). The engine sizes `ahead` to how many peers it serves: room for a
+    /// few blocks in flight keeps one fast peer's disk round trips covered, and with many peers each keeps
+    /// about `SERVE_AHEAD` (the socket's own buffer does the rest).
+    pub fn next_to_serve(&mut self, ahead: usize) -> Option<BlockRef> {
         // While we choke a fast peer its queue holds only allowed-fast requests (the rest were rejected).
         if self.am_choking && !self.fast {
             return None;
         }
-        // Reads start while less than `SERVE_AHEAD` is queued (the socket's own buffer does the rest, so a
-        // busy peer costs its send queue little), at most `READS_AHEAD` at a time: enough to cover the
-        // disk thread's round trip for a fast peer.
-        if self.out.is_full_for_serving() || self.reading >= READS_AHEAD {
+        let coming = self.reading as usize * (wire::PIECE_HEADER_LEN + crate::geometry::BLOCK_LEN as usize);
+        if self.out.len() + coming >= ahead {
             return None;
         }
         let block = self.requests.pop_front()?;
@@ -996,7 +993,7 @@ impl PeerSession {
         &mut self,
         read: impl FnOnce(&BlockRef, &mut [u8]) -> Result<(), E>,
     ) -> Result<Option<BlockRef>, E> {
-        let Some(block) = self.next_to_serve() else {
+        let Some(block) = self.next_to_serve(crate::peer::buffers::SERVE_AHEAD) else {
             return Ok(None);
         };
         let mut buf = vec![0; block.len as usize];

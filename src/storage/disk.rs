@@ -154,8 +154,10 @@ pub const POOL_BLOCKS: usize = 128;
 pub const READ_BLOCKS: usize = POOL_BLOCKS / 4;
 
 /// The engine's side of the queue: jobs not yet taken by the driver, and the buffer pool.
-#[derive(Default)]
 pub struct DiskQueue {
+    /// Bytes queued to send plus being read, per peer, before its next request is read (the engine sets
+    /// it from how many peers it serves: `PeerSession::next_to_serve`).
+    pub serve_ahead: usize,
     outbox: VecDeque<Job>,
     free: Vec<BlockBuf>,
     /// Buffers alive (made when first needed, then reused; at most `POOL_BLOCKS` but for a web seed's
@@ -169,6 +171,27 @@ pub struct DiskQueue {
     pub jobs_total: u64,
     pub peak_in_flight: usize,
 }
+
+impl Default for DiskQueue {
+    fn default() -> Self {
+        DiskQueue {
+            serve_ahead: SERVE_AHEAD_MAX,
+            outbox: VecDeque::new(),
+            free: Vec::new(),
+            made: 0,
+            reading: 0,
+            in_flight: 0,
+            jobs_total: 0,
+            peak_in_flight: 0,
+        }
+    }
+}
+
+/// The most `serve_ahead` is (one or a few peers: six blocks cover the disk thread's round trip).
+pub const SERVE_AHEAD_MAX: usize = 96 * 1024;
+
+/// Spread over the peers we serve: `serve_ahead` is this divided by their number, within bounds.
+pub const SERVE_BUDGET: usize = 1024 * 1024;
 
 impl DiskQueue {
     /// Buffers that can be taken without going over the pool.
@@ -410,7 +433,12 @@ impl Executor {
         }
         let hashed = (u64::from(next) * u64::from(BLOCK_LEN)).min(u64::from(len));
         let verdict = {
-            let mut storage = target.lock();
+            // Data already on disk (a check, a confirmation) is read through the reading view, whose handles
+            // serve peers next: a seed keeps one handle per file, not two.
+            let mut storage = match purpose {
+                Purpose::Download => target.lock(),
+                Purpose::Confirm | Purpose::Check => target.reader(),
+            };
             super::verify::finish_range(&mut storage, piece, at, u64::from(len), hasher, hashed, expected)?
         };
         self.stats.pieces_hashed += 1;

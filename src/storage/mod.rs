@@ -306,7 +306,7 @@ impl Storage {
                 })
                 .collect(),
             open_order: Vec::new(),
-            scratch: Box::new([]),
+            scratch: vec![0; BLOCK_LEN as usize].into_boxed_slice(),
             walker: Walker::new(self.walker.root().clone()),
             resume_name: self.resume_name.clone(),
             resume_tmp: self.resume_tmp.clone(),
