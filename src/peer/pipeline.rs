@@ -28,6 +28,8 @@ pub const MAX_DEPTH: u32 = 2000;
 pub const DEFAULT_PEER_REQQ: u32 = 250;
 /// Margin over two round trips the pipeline covers, for scheduling jitter at either end.
 const DEPTH_MARGIN: Duration = millis(100);
+/// The least time's worth of the peer's rate kept requested.
+const QUEUE_TIME: Duration = millis(1000);
 /// A request unanswered this long goes back to the pool for other peers.
 pub const REQUEST_TIMEOUT: Duration = secs(30);
 /// Released requests are remembered this long, so their late blocks are accepted. As long as an open
@@ -269,7 +271,9 @@ impl Pipeline {
             return;
         }
         let rtt = self.min_rtt.unwrap_or(millis(50));
-        let covered = (rtt * 2 + DEPTH_MARGIN).as_secs_f64();
+        // At least a second of the peer's rate: a rate-limited seeder sends in bursts when its limiter
+        // grants quota, and a pipeline of one round trip runs dry between them (libtorrent keeps 3 s).
+        let covered = (rtt * 2 + DEPTH_MARGIN).max(QUEUE_TIME).as_secs_f64();
         let bdp_blocks = (self.rate * covered / f64::from(BLOCK_LEN)).ceil() as u32;
         let bdp_target = (bdp_blocks + MIN_DEPTH).clamp(MIN_DEPTH.min(self.limit), self.limit);
         if self.slow_start {
