@@ -1100,7 +1100,7 @@ impl Engine {
         let unchoked =
             self.conns.iter().filter(|(_, c)| c.session.as_ref().is_some_and(|s| !s.is_am_choking())).count();
         self.disk.serve_ahead = (crate::storage::disk::SERVE_BUDGET / unchoked.max(1))
-            .clamp(crate::peer::buffers::SERVE_AHEAD, crate::storage::disk::SERVE_AHEAD_MAX);
+            .clamp(crate::storage::disk::SERVE_AHEAD_MIN, crate::storage::disk::SERVE_AHEAD_MAX);
         let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
         for slot in slots {
             let conn = &mut self.conns[slot];

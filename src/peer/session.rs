@@ -954,8 +954,9 @@ impl PeerSession {
         if self.am_choking && !self.fast {
             return None;
         }
-        let coming = self.reading as usize * (wire::PIECE_HEADER_LEN + crate::geometry::BLOCK_LEN as usize);
-        if self.out.len() + coming >= ahead {
+        // The block taken must fit too: a send queue's memory doubles past each power of two.
+        let message = wire::PIECE_HEADER_LEN + crate::geometry::BLOCK_LEN as usize;
+        if self.out.len() + (self.reading as usize + 1) * message > ahead {
             return None;
         }
         let block = self.requests.pop_front()?;

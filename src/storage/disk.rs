@@ -175,7 +175,9 @@ pub struct DiskQueue {
 impl Default for DiskQueue {
     fn default() -> Self {
         DiskQueue {
-            serve_ahead: SERVE_AHEAD_MAX,
+            // The least, until the engine has counted the peers it serves (a burst of newcomers must not
+            // each get the most).
+            serve_ahead: SERVE_AHEAD_MIN,
             outbox: VecDeque::new(),
             free: Vec::new(),
             made: 0,
@@ -186,6 +188,9 @@ impl Default for DiskQueue {
         }
     }
 }
+
+/// The least `serve_ahead` is (as `peer::buffers::SERVE_AHEAD`: with many peers the socket buffers do the rest).
+pub const SERVE_AHEAD_MIN: usize = 32 * 1024;
 
 /// The most `serve_ahead` is (one or a few peers: six blocks cover the disk thread's round trip).
 pub const SERVE_AHEAD_MAX: usize = 96 * 1024;
