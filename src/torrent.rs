@@ -146,15 +146,21 @@ impl Torrent {
         let at = geometry.piece_offset(block.piece) + u64::from(block.offset);
         disk.write(&self.disk, self.owner, *block, at, data);
         if piece_complete {
-            disk.push(Job::Verify {
-                target: Arc::clone(&self.disk),
-                owner: self.owner,
-                piece: block.piece,
-                at: geometry.piece_offset(block.piece),
-                len: geometry.piece_len(block.piece),
-                expected: self.piece_hashes[block.piece as usize],
-                purpose: Purpose::Download,
-            });
+            disk.push(self.verify_job(block.piece, Purpose::Download));
+        }
+    }
+
+    /// The job that hashes `piece` and judges it against the metainfo's hash.
+    pub fn verify_job(&self, piece: u32, purpose: Purpose) -> Job {
+        let geometry = self.ctx.geometry;
+        Job::Verify {
+            target: Arc::clone(&self.disk),
+            owner: self.owner,
+            piece,
+            at: geometry.piece_offset(piece),
+            len: geometry.piece_len(piece),
+            expected: self.piece_hashes[piece as usize],
+            purpose,
         }
     }
 
@@ -188,17 +194,8 @@ impl Torrent {
             if !self.swarm.is_unconfirmed(piece) {
                 continue;
             }
-            let len = geometry.piece_len(piece);
-            self.confirming_bytes += u64::from(len);
-            disk.push(Job::Verify {
-                target: Arc::clone(&self.disk),
-                owner: self.owner,
-                piece,
-                at: geometry.piece_offset(piece),
-                len,
-                expected: self.piece_hashes[piece as usize],
-                purpose: Purpose::Confirm,
-            });
+            self.confirming_bytes += u64::from(geometry.piece_len(piece));
+            disk.push(self.verify_job(piece, Purpose::Confirm));
         }
     }
 

@@ -17,9 +17,7 @@ use crate::geometry::Geometry;
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::peer::session::TorrentContext;
 use crate::rng::{Entropy, Rng};
-use std::sync::Arc;
-
-use crate::storage::disk::{DiskQueue, Job, Purpose};
+use crate::storage::disk::{DiskQueue, Purpose};
 use crate::storage::{verify, Storage, StorageError};
 use crate::swarm::candidates::Candidates;
 use crate::swarm::choker::Choker;
@@ -516,17 +514,8 @@ impl TorrentCore {
                 break;
             };
             check.queued += 1;
-            let len = geometry.piece_len(piece);
-            check.in_flight += u64::from(len);
-            disk.push(Job::Verify {
-                target: Arc::clone(&data.disk),
-                owner: data.owner,
-                piece,
-                at: geometry.piece_offset(piece),
-                len,
-                expected: data.piece_hashes[piece as usize],
-                purpose: Purpose::Check,
-            });
+            check.in_flight += u64::from(geometry.piece_len(piece));
+            disk.push(data.verify_job(piece, Purpose::Check));
         }
         check.next >= check.plan.to_check.len()
     }
