@@ -3,7 +3,7 @@
 
 Seeder:
     ltpeer.py seed --port P --torrent T:DATADIR [--torrent ...] --status FILE.json
-                   [--dial-dir DIR] [--upload-limit B/s] [--seed-mode] [--profile P] [--utp-only] [--encryption E]
+                   [--dial-dir DIR] [--upload-limit B/s [--payload-limit]] [--seed-mode] [--profile P] [--utp-only] [--encryption E]
   Checks the data in full (unless --seed-mode), then seeds. FILE.json is replaced every 0.1 s; it holds
   "ready": true once every torrent is seeding, and with --utp-only or --encryption "up_by_transport": payload
   bytes sent per "utp|tcp/rc4|plain", summed over connections (each one's highest total seen, polled every
@@ -24,7 +24,9 @@ closed at once, so a leecher's TCP handshake is refused. --encryption rc4 forces
 MSE with RC4 both ways (out_enc_policy and in_enc_policy forced, allowed_enc_level rc4, prefer_rc4, as
 tests/peers/lt_peer.py): plaintext and plaintext-inside-MSE connections are dropped. --encryption disabled speaks
 plain BitTorrent only, both ways (pe_disabled). default: libtorrent's own (MSE offered, plaintext accepted). --upload-limit applies to loopback peers too (libtorrent puts local peers in an
-unthrottled class by default; we map every address to the global class instead).
+unthrottled class by default; we map every address to the global class instead). --payload-limit turns off
+rate_limit_ip_overhead, so the limit is on the bytes the seeder sends rather than those plus an estimate of
+TCP/IP headers.
 """
 import argparse
 import json
@@ -46,7 +48,7 @@ RC4_ENCRYPTED = int(getattr(lt.peer_info, "rc4_encrypted", 1 << 19))
 
 
 def make_session(port, upload_limit=0, download_limit=0, profile="default", utp_only=False, encryption="default",
-                 socket_buffer=0):
+                 socket_buffer=0, payload_limit=False):
     settings = {}
     if profile == "high_performance_seed":
         settings.update(lt.high_performance_seed())
@@ -61,6 +63,9 @@ def make_session(port, upload_limit=0, download_limit=0, profile="default", utp_
         "allow_multiple_connections_per_ip": True,
         "upload_rate_limit": upload_limit,
         "download_rate_limit": download_limit,
+        # --payload-limit: the limit is on what the peer sends (payload and protocol headers), without
+        # libtorrent's estimate of TCP/IP overhead on top (on loopback there are few, large packets).
+        "rate_limit_ip_overhead": not payload_limit,
         "alert_mask": lt.alert.category_t.error_notification
         | lt.alert.category_t.status_notification
         | lt.alert.category_t.tracker_notification,
@@ -106,7 +111,8 @@ def write_json(path, obj):
 
 def seed(args):
     ses = make_session(args.port, upload_limit=args.upload_limit, profile=args.profile, utp_only=args.utp_only,
-                       encryption=args.encryption, socket_buffer=args.socket_buffer)
+                       encryption=args.encryption, socket_buffer=args.socket_buffer,
+                       payload_limit=args.payload_limit)
     handles = {}
     for spec in args.torrent:
         t, data = spec.rsplit(":", 1)
@@ -240,6 +246,8 @@ def main():
     s.add_argument("--status", required=True)
     s.add_argument("--dial-dir")
     s.add_argument("--upload-limit", type=int, default=0)
+    s.add_argument("--payload-limit", action="store_true",
+                   help="the upload limit counts what is sent, not libtorrent's IP overhead estimate")
     s.add_argument("--seed-mode", action="store_true")
     s.add_argument("--profile", choices=["default", "high_performance_seed"], default="default",
                    help="libtorrent settings preset underneath ours")

@@ -297,7 +297,7 @@ impl WebSeeds {
         let geometry = data.ctx.geometry;
         let all = Bitfield::full(geometry.piece_count());
         let mut hint = None;
-        let first = data.swarm.reserve_block(&all, &mut hint, None)?;
+        let first = data.swarm.reserve_block(&all, &mut hint, true, None)?;
         let mut blocks = vec![first];
         let mut bytes = u64::from(first.len);
         loop {
@@ -313,7 +313,7 @@ impl WebSeeds {
                 break;
             }
             let mut hint = Some(next.0);
-            match data.swarm.reserve_block(&all, &mut hint, None) {
+            match data.swarm.reserve_block(&all, &mut hint, true, None) {
                 Some(b) if (b.piece, b.index()) == next => {
                     bytes += u64::from(b.len);
                     blocks.push(b);

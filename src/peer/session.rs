@@ -30,7 +30,7 @@ use crate::peer::pipeline::Pipeline;
 use crate::peer::timer::{Timer, TimerTable};
 use crate::peer::trace::{SessionEvent, SessionTrace};
 use crate::peer::{DropReason, PeerMisbehaved};
-use crate::swarm::picker::ENDGAME_PEER_DEPTH;
+use crate::swarm::picker::{prefers_whole_pieces, ENDGAME_PEER_DEPTH};
 use crate::swarm::{BlockArrival, PeerNo, Swarm};
 use crate::time::{secs, Timestamp};
 use crate::wire::extension::{self, ExtendedHandshake};
@@ -851,12 +851,13 @@ impl PeerSession {
         let has = choked_pickable.unwrap_or(&self.peer_has);
         // The hint is tried without looking at `has`: while choked, only an allowed-fast one will do.
         let mut hint = self.hint.filter(|&p| has.get(p));
+        let whole_pieces = prefers_whole_pieces(self.pipeline.rate(), swarm.geometry().piece_length());
         while self.pipeline.has_room() {
             let pipeline = &self.pipeline;
             let is_requested = |b: &BlockRef| pipeline.is_requested(b);
             let endgame =
                 (pipeline.active() < ENDGAME_PEER_DEPTH).then_some(&is_requested as &dyn Fn(&BlockRef) -> bool);
-            let Some(block) = swarm.reserve_block(has, &mut hint, endgame) else {
+            let Some(block) = swarm.reserve_block(has, &mut hint, whole_pieces, endgame) else {
                 break;
             };
             self.pipeline.push(block, now);

@@ -295,7 +295,29 @@ impl DiskQueue {
 struct RunningHash {
     hasher: Sha1,
     next: u32,
+    /// Copies of blocks past `next` that were written before it (a few, in arrival order), hashed once
+    /// the gap before them is filled.
+    held: Vec<HeldBlock>,
 }
+
+struct HeldBlock {
+    index: u32,
+    len: u32,
+    buf: BlockBuf,
+}
+
+impl RunningHash {
+    fn new() -> Self {
+        RunningHash { hasher: Sha1::new(), next: 0, held: Vec::new() }
+    }
+}
+
+/// The most out-of-order blocks kept in memory for the running hashes, over all pieces (512 KiB, taken
+/// only while blocks arrive out of order). A peer answers its requests in order as a rule, but one with
+/// several disk threads (libtorrent) sends a few blocks of a piece early: held here, they are hashed once
+/// the block before them is written instead of read back from the disk at the verdict. A block that
+/// finds no room is read back.
+const REORDER_BLOCKS: usize = 32;
 
 /// Bytes of freshly verified pieces kept in the page cache before they are dropped (the newest are the
 /// ones peers ask for first, once we announce them).
@@ -323,6 +345,9 @@ pub struct Executor {
     written_bytes: u64,
     /// Writes gathered between two other jobs (kept to reuse its memory).
     writes: Vec<WriteJob>,
+    /// Blocks held in the running hashes, and buffers for more (`REORDER_BLOCKS` in all at most).
+    held: usize,
+    spare: Vec<BlockBuf>,
     pub stats: DiskStats,
 }
 
@@ -364,7 +389,14 @@ impl Executor {
                 done.push(Done::Read { owner, key: target.key, tag, block, buf, result });
             }
             Job::Forget { key } => {
-                self.hashes.retain(|(k, _), _| *k != key);
+                let (held, spare) = (&mut self.held, &mut self.spare);
+                self.hashes.retain(|(k, _), r| {
+                    if *k == key {
+                        *held -= r.held.len();
+                        spare.extend(r.held.drain(..).map(|h| h.buf));
+                    }
+                    *k != key
+                });
                 self.written.retain(|(t, _, _)| t.key != key);
                 self.written_bytes = self.written.iter().map(|(_, _, len)| len).sum();
             }
@@ -398,15 +430,28 @@ impl Executor {
             self.stats.write_calls += 1;
             self.stats.bytes_written += end_at - run[0].at;
             for w in run {
-                let entry = self
-                    .hashes
-                    .entry((key, w.block.piece))
-                    .or_insert_with(|| RunningHash { hasher: Sha1::new(), next: 0 });
+                let entry = self.hashes.entry((key, w.block.piece)).or_insert_with(RunningHash::new);
+                let data = &w.buf[..w.block.len as usize];
                 if result.is_err() {
                     entry.next = BROKEN;
+                    self.held -= entry.held.len();
+                    self.spare.extend(entry.held.drain(..).map(|h| h.buf));
                 } else if w.block.index() == entry.next {
-                    entry.hasher.update(&w.buf[..w.block.len as usize]);
+                    entry.hasher.update(data);
                     entry.next += 1;
+                    // The gap is filled: hash the held blocks that now follow in order.
+                    while let Some(i) = entry.held.iter().position(|h| h.index == entry.next) {
+                        let h = entry.held.swap_remove(i);
+                        entry.hasher.update(&h.buf[..h.len as usize]);
+                        entry.next += 1;
+                        self.held -= 1;
+                        self.spare.push(h.buf);
+                    }
+                } else if w.block.index() > entry.next && entry.next != BROKEN && self.held < REORDER_BLOCKS {
+                    let mut buf = self.spare.pop().unwrap_or_else(|| vec![0; BLOCK_LEN as usize].into_boxed_slice());
+                    buf[..data.len()].copy_from_slice(data);
+                    entry.held.push(HeldBlock { index: w.block.index(), len: w.block.len, buf });
+                    self.held += 1;
                 }
             }
             for w in writes.drain(i..j) {
@@ -432,7 +477,18 @@ impl Executor {
             Purpose::Download => self.hashes.remove(&(target.key, piece)),
             Purpose::Confirm | Purpose::Check => None,
         };
-        let (hasher, next) = running.map_or_else(|| (Sha1::new(), 0), |r| (r.hasher, r.next));
+        let (hasher, next) = match running {
+            Some(r) => {
+                // Held blocks past a gap that never filled (one found no room) are read back with the rest.
+                self.held -= r.held.len();
+                self.spare.extend(r.held.into_iter().map(|h| h.buf));
+                if self.hashes.is_empty() {
+                    self.spare = Vec::new(); // nothing is downloading: give the memory back
+                }
+                (r.hasher, r.next)
+            }
+            None => (Sha1::new(), 0),
+        };
         if next == BROKEN {
             return Ok(None);
         }

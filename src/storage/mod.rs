@@ -473,6 +473,10 @@ impl Storage {
     /// Feeds `len` bytes at `offset` into `hasher`, read in 16 KiB steps into one scratch buffer.
     pub fn hash_range(&mut self, offset: u64, len: u64, hasher: &mut Sha1) -> Result<(), StorageError> {
         let mut scratch = std::mem::take(&mut self.scratch);
+        if scratch.is_empty() {
+            // Never so today (every constructor sizes it), but an empty scratch would never advance.
+            scratch = vec![0; BLOCK_LEN as usize].into_boxed_slice();
+        }
         let mut pos = 0;
         let result = loop {
             if pos >= len {

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha1::{Digest, Sha1};
 
@@ -908,4 +909,65 @@ fn a_parsed_bep47_symlink_entry_becomes_a_link_and_an_escaping_one_is_skipped() 
     assert_eq!(fs::read_link(dir.join("multi/sub/link")).unwrap(), Path::new("../a.bin"));
     assert!(fs::symlink_metadata(dir.join("multi/bad")).is_err(), "an escaping link must not be created");
     assert!(fs::symlink_metadata(dir.join("etc")).is_err());
+}
+
+// ---- the disk executor's running hashes ---------------------------------------------------------
+
+/// Writes `order` (block indices of piece 0) one job run each, so the executor sees them in that order,
+/// then asks for piece 0's verdict. `tamper` runs between the writes and the verdict.
+fn write_out_of_order_then_verify(order: &[u32], tamper: impl FnOnce(&super::disk::DiskTarget)) -> bool {
+    use super::disk::{Done, Executor, Job, Purpose, WriteJob};
+    let blocks = 40;
+    let dir = TempDir::new("reorder");
+    let (meta, content) = torrent(&[("one.bin", u64::from(blocks * BLOCK_LEN), false)], blocks * BLOCK_LEN);
+    let target = super::disk::DiskTarget::new(open_all(&dir, &meta));
+    let g = geometry(&meta);
+    let mut executor = Executor::default();
+    let mut done = Vec::new();
+    for &i in order {
+        let block = g.block_ref(0, i);
+        let at = u64::from(block.offset);
+        let buf = content[at as usize..at as usize + block.len as usize].to_vec().into_boxed_slice();
+        let job = Job::Write(WriteJob { target: Arc::clone(&target), owner: 0, block, at, buf });
+        executor.run(&mut vec![job], &mut done);
+    }
+    tamper(&target);
+    let verify = Job::Verify {
+        target: Arc::clone(&target),
+        owner: 0,
+        piece: 0,
+        at: 0,
+        len: blocks * BLOCK_LEN,
+        expected: expected(&meta, 0),
+        purpose: Purpose::Download,
+    };
+    executor.run(&mut vec![verify], &mut done);
+    match done.pop() {
+        Some(Done::Verified { result, .. }) => result.expect("verify").is_some(),
+        _ => panic!("no verdict"),
+    }
+}
+
+#[test]
+fn blocks_written_out_of_order_are_hashed_from_memory_once_the_gap_fills() {
+    // 1, 0, 3, 2, ...: every odd block comes early and is held until the even one before it is in.
+    let order: Vec<u32> = (0..40).map(|i| i ^ 1).collect();
+    assert!(write_out_of_order_then_verify(&order, |_| {}));
+    // Proof that held blocks are not read back: spoil every block on disk after the writes; the
+    // running hash, fed from the held copies, still verifies.
+    assert!(write_out_of_order_then_verify(&order, |t| {
+        let mut s = t.lock();
+        for i in 0..40u64 {
+            s.write(i * u64::from(BLOCK_LEN), &[0xEE; 8]).unwrap();
+        }
+    }));
+}
+
+#[test]
+fn more_early_blocks_than_the_reorder_room_are_read_back_and_still_verify() {
+    // 39 blocks before block 0: 32 fit in memory, the other 7 are read back at the verdict.
+    let order: Vec<u32> = (1..40).chain([0]).collect();
+    assert!(write_out_of_order_then_verify(&order, |_| {}));
+    // A read-back block spoiled on disk is caught.
+    assert!(!write_out_of_order_then_verify(&order, |t| t.lock().write(39 * u64::from(BLOCK_LEN), &[0xEE]).unwrap()));
 }

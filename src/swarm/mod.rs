@@ -77,8 +77,11 @@ impl PartialPiece {
     /// download for good.
     pub fn is_joinable(&self) -> bool {
         let n = self.blocks.len() as u32;
-        let in_flight = n - self.free - self.received;
-        self.free > 0 && !(self.exclusive && self.free < n && in_flight > 0)
+        self.free > 0 && !(self.exclusive && self.free < n && self.in_flight() > 0)
+    }
+    /// Blocks requested and not yet in.
+    pub fn in_flight(&self) -> u32 {
+        self.blocks.len() as u32 - self.free - self.received
     }
 }
 
@@ -262,14 +265,17 @@ impl Swarm {
 
     /// Reserves the next block to request from a peer that has `peer_has`. `hint` is the piece this peer
     /// filled last; it is tried first, so one fast peer tends to fetch whole pieces in order.
+    /// `whole_pieces`: the peer is fast enough to fetch a piece on its own (see [`picker::prefers_whole_pieces`]),
+    /// so it starts a new piece before joining one another peer is fetching.
     /// `already_requested` tells whether this peer has a block in flight (checked only in endgame).
     pub fn reserve_block(
         &mut self,
         peer_has: &Bitfield,
         hint: &mut Option<u32>,
+        whole_pieces: bool,
         endgame: Option<&dyn Fn(&BlockRef) -> bool>,
     ) -> Option<BlockRef> {
-        picker::reserve_block(self, peer_has, hint, endgame)
+        picker::reserve_block(self, peer_has, hint, whole_pieces, endgame)
     }
 
     /// A request for `block` is no longer outstanding at one peer (timed out, choked, peer gone).
