@@ -161,6 +161,7 @@ impl Engine {
             bytes_written: t.disk.bytes_written,
             read_calls: t.disk.read_calls,
             pieces_hashed: t.disk.pieces_hashed,
+            bytes_read_back: t.disk.bytes_read_back,
         };
         t.count_at_sample = t.count;
         t.longest_recent = std::time::Duration::ZERO;

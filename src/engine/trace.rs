@@ -106,6 +106,7 @@ pub enum TraceKind {
         bytes_written: u64,
         read_calls: u64,
         pieces_hashed: u64,
+        bytes_read_back: u64,
     },
     PieceVerified {
         torrent: TorrentId,

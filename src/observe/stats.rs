@@ -266,6 +266,8 @@ struct LoopStats {
     disk_average_write: u64,
     disk_read_calls: u64,
     disk_pieces_hashed: u64,
+    /// Bytes of downloaded pieces read back from the disk to hash them.
+    disk_bytes_read_back: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -447,6 +449,7 @@ impl Stats {
                 bytes_written,
                 read_calls,
                 pieces_hashed,
+                bytes_read_back,
             } => {
                 let l = &mut self.event_loop;
                 let longest = *longest_turn_us as f64 / 1000.0;
@@ -459,6 +462,7 @@ impl Stats {
                 l.disk_average_write = bytes_written / write_calls.max(&1);
                 l.disk_read_calls = *read_calls;
                 l.disk_pieces_hashed = *pieces_hashed;
+                l.disk_bytes_read_back = *bytes_read_back;
             }
             TraceKind::PieceVerified { torrent, .. } => self.torrent(*torrent).pieces_verified += 1,
             TraceKind::PieceFailed { torrent, .. } => {

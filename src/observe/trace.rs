@@ -452,6 +452,7 @@ impl Serialize for Line<'_> {
                 bytes_written,
                 read_calls,
                 pieces_hashed,
+                bytes_read_back,
             } => {
                 m.serialize_entry("turns", turns)?;
                 m.serialize_entry("longest_turn_us", longest_turn_us)?;
@@ -460,6 +461,7 @@ impl Serialize for Line<'_> {
                 m.serialize_entry("bytes_written", bytes_written)?;
                 m.serialize_entry("read_calls", read_calls)?;
                 m.serialize_entry("pieces_hashed", pieces_hashed)?;
+                m.serialize_entry("bytes_read_back", bytes_read_back)?;
             }
             TraceKind::PieceVerified { torrent, piece } | TraceKind::PieceFailed { torrent, piece } => {
                 m.serialize_entry("torrent", &torrent.0)?;

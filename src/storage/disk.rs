@@ -298,6 +298,9 @@ struct RunningHash {
     /// Copies of blocks past `next` that were written before it (a few, in arrival order), hashed once
     /// the gap before them is filled.
     held: Vec<HeldBlock>,
+    /// Blocks past `next` written but not held (no room), one bit each: read back from the page cache
+    /// when the hash reaches them, so the hash goes on and the held blocks after them are let go.
+    written: Vec<u64>,
 }
 
 struct HeldBlock {
@@ -308,7 +311,27 @@ struct HeldBlock {
 
 impl RunningHash {
     fn new() -> Self {
-        RunningHash { hasher: Sha1::new(), next: 0, held: Vec::new() }
+        RunningHash { hasher: Sha1::new(), next: 0, held: Vec::new(), written: Vec::new() }
+    }
+
+    fn mark_written(&mut self, index: u32) {
+        let word = index as usize / 64;
+        if self.written.len() <= word {
+            self.written.resize(word + 1, 0);
+        }
+        self.written[word] |= 1 << (index % 64);
+    }
+
+    /// Takes back block `index`'s written mark, if it had one.
+    fn take_written(&mut self, index: u32) -> bool {
+        let (word, bit) = (index as usize / 64, 1u64 << (index % 64));
+        match self.written.get_mut(word) {
+            Some(w) if *w & bit != 0 => {
+                *w &= !bit;
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -316,7 +339,7 @@ impl RunningHash {
 /// only while blocks arrive out of order). A peer answers its requests in order as a rule, but one with
 /// several disk threads (libtorrent) sends a few blocks of a piece early: held here, they are hashed once
 /// the block before them is written instead of read back from the disk at the verdict. A block that
-/// finds no room is read back.
+/// finds no room is read back (from the page cache, as soon as the hash reaches it).
 const REORDER_BLOCKS: usize = 32;
 
 /// Bytes of freshly verified pieces kept in the page cache before they are dropped (the newest are the
@@ -334,6 +357,8 @@ pub struct DiskStats {
     pub read_calls: u64,
     pub bytes_read: u64,
     pub pieces_hashed: u64,
+    /// Bytes of downloaded pieces read back from the disk to hash them (blocks that came out of order).
+    pub bytes_read_back: u64,
 }
 
 /// Carries jobs out. One per driver (the `rill-disk` thread, or the simulation in place).
@@ -439,19 +464,19 @@ impl Executor {
                 } else if w.block.index() == entry.next {
                     entry.hasher.update(data);
                     entry.next += 1;
-                    // The gap is filled: hash the held blocks that now follow in order.
-                    while let Some(i) = entry.held.iter().position(|h| h.index == entry.next) {
-                        let h = entry.held.swap_remove(i);
-                        entry.hasher.update(&h.buf[..h.len as usize]);
-                        entry.next += 1;
-                        self.held -= 1;
-                        self.spare.push(h.buf);
+                    let target = &w.target;
+                    let at = w.at - u64::from(w.block.offset);
+                    catch_up(entry, &mut self.held, &mut self.spare, &mut self.stats, || target.lock(), at);
+                } else if w.block.index() > entry.next && entry.next != BROKEN {
+                    if self.held < REORDER_BLOCKS {
+                        let mut buf =
+                            self.spare.pop().unwrap_or_else(|| vec![0; BLOCK_LEN as usize].into_boxed_slice());
+                        buf[..data.len()].copy_from_slice(data);
+                        entry.held.push(HeldBlock { index: w.block.index(), len: w.block.len, buf });
+                        self.held += 1;
+                    } else if w.block.len == BLOCK_LEN {
+                        entry.mark_written(w.block.index()); // (a short last block waits for the verdict)
                     }
-                } else if w.block.index() > entry.next && entry.next != BROKEN && self.held < REORDER_BLOCKS {
-                    let mut buf = self.spare.pop().unwrap_or_else(|| vec![0; BLOCK_LEN as usize].into_boxed_slice());
-                    buf[..data.len()].copy_from_slice(data);
-                    entry.held.push(HeldBlock { index: w.block.index(), len: w.block.len, buf });
-                    self.held += 1;
                 }
             }
             for w in writes.drain(i..j) {
@@ -493,6 +518,9 @@ impl Executor {
             return Ok(None);
         }
         let hashed = (u64::from(next) * u64::from(BLOCK_LEN)).min(u64::from(len));
+        if purpose == Purpose::Download {
+            self.stats.bytes_read_back += u64::from(len) - hashed;
+        }
         let verdict = {
             // Data already on disk (a check, a confirmation) is read through the reading view, whose handles
             // serve peers next: a seed keeps one handle per file, not two.
@@ -523,6 +551,43 @@ impl Executor {
             self.written_bytes -= len;
             old.lock().advise_done_with(at, len);
         }
+    }
+}
+
+/// The block before them is in: feeds `entry` the blocks that now follow in order, from its held copies,
+/// or read back from the disk (`piece_at`: where its piece starts) for those written without room to
+/// hold them, until one is missing. A read that fails leaves the rest to the verdict.
+fn catch_up<'a>(
+    entry: &mut RunningHash,
+    held: &mut usize,
+    spare: &mut Vec<BlockBuf>,
+    stats: &mut DiskStats,
+    storage: impl Fn() -> MutexGuard<'a, Storage>,
+    piece_at: u64,
+) {
+    loop {
+        let next = entry.next;
+        if let Some(i) = entry.held.iter().position(|h| h.index == next) {
+            let h = entry.held.swap_remove(i);
+            entry.hasher.update(&h.buf[..h.len as usize]);
+            *held -= 1;
+            spare.push(h.buf);
+        } else if entry.take_written(next) {
+            let mut buf = spare.pop().unwrap_or_else(|| vec![0; BLOCK_LEN as usize].into_boxed_slice());
+            let at = piece_at + u64::from(next) * u64::from(BLOCK_LEN);
+            let ok = storage().read(at, &mut buf).is_ok();
+            stats.bytes_read_back += u64::from(BLOCK_LEN);
+            if ok {
+                entry.hasher.update(&buf);
+            }
+            spare.push(buf);
+            if !ok {
+                return;
+            }
+        } else {
+            return;
+        }
+        entry.next += 1;
     }
 }
 

@@ -914,8 +914,9 @@ fn a_parsed_bep47_symlink_entry_becomes_a_link_and_an_escaping_one_is_skipped() 
 // ---- the disk executor's running hashes ---------------------------------------------------------
 
 /// Writes `order` (block indices of piece 0) one job run each, so the executor sees them in that order,
-/// then asks for piece 0's verdict. `tamper` runs between the writes and the verdict.
-fn write_out_of_order_then_verify(order: &[u32], tamper: impl FnOnce(&super::disk::DiskTarget)) -> bool {
+/// then asks for piece 0's verdict. `tamper` runs before the last write. Returns the verdict and the bytes
+/// read back to hash.
+fn write_out_of_order_then_verify(order: &[u32], tamper: impl FnOnce(&super::disk::DiskTarget)) -> (bool, u64) {
     use super::disk::{Done, Executor, Job, Purpose, WriteJob};
     let blocks = 40;
     let dir = TempDir::new("reorder");
@@ -924,14 +925,17 @@ fn write_out_of_order_then_verify(order: &[u32], tamper: impl FnOnce(&super::dis
     let g = geometry(&meta);
     let mut executor = Executor::default();
     let mut done = Vec::new();
-    for &i in order {
+    let mut tamper = Some(tamper);
+    for (n, &i) in order.iter().enumerate() {
+        if n + 1 == order.len() {
+            tamper.take().expect("once")(&target);
+        }
         let block = g.block_ref(0, i);
         let at = u64::from(block.offset);
         let buf = content[at as usize..at as usize + block.len as usize].to_vec().into_boxed_slice();
         let job = Job::Write(WriteJob { target: Arc::clone(&target), owner: 0, block, at, buf });
         executor.run(&mut vec![job], &mut done);
     }
-    tamper(&target);
     let verify = Job::Verify {
         target: Arc::clone(&target),
         owner: 0,
@@ -943,7 +947,7 @@ fn write_out_of_order_then_verify(order: &[u32], tamper: impl FnOnce(&super::dis
     };
     executor.run(&mut vec![verify], &mut done);
     match done.pop() {
-        Some(Done::Verified { result, .. }) => result.expect("verify").is_some(),
+        Some(Done::Verified { result, .. }) => (result.expect("verify").is_some(), executor.stats.bytes_read_back),
         _ => panic!("no verdict"),
     }
 }
@@ -952,22 +956,24 @@ fn write_out_of_order_then_verify(order: &[u32], tamper: impl FnOnce(&super::dis
 fn blocks_written_out_of_order_are_hashed_from_memory_once_the_gap_fills() {
     // 1, 0, 3, 2, ...: every odd block comes early and is held until the even one before it is in.
     let order: Vec<u32> = (0..40).map(|i| i ^ 1).collect();
-    assert!(write_out_of_order_then_verify(&order, |_| {}));
-    // Proof that held blocks are not read back: spoil every block on disk after the writes; the
+    assert_eq!(write_out_of_order_then_verify(&order, |_| {}), (true, 0));
+    // Proof that held blocks are not read back: spoil every block on disk but the last one written; the
     // running hash, fed from the held copies, still verifies.
-    assert!(write_out_of_order_then_verify(&order, |t| {
+    let spoil_all_but_38 = |t: &super::disk::DiskTarget| {
         let mut s = t.lock();
-        for i in 0..40u64 {
+        for i in (0..40u64).filter(|&i| i != 38) {
             s.write(i * u64::from(BLOCK_LEN), &[0xEE; 8]).unwrap();
         }
-    }));
+    };
+    assert_eq!(write_out_of_order_then_verify(&order, spoil_all_but_38), (true, 0));
 }
 
 #[test]
 fn more_early_blocks_than_the_reorder_room_are_read_back_and_still_verify() {
-    // 39 blocks before block 0: 32 fit in memory, the other 7 are read back at the verdict.
+    // 39 blocks before block 0: 32 fit in memory, the other 7 are read back once block 0 is in.
     let order: Vec<u32> = (1..40).chain([0]).collect();
-    assert!(write_out_of_order_then_verify(&order, |_| {}));
+    assert_eq!(write_out_of_order_then_verify(&order, |_| {}), (true, 7 * u64::from(BLOCK_LEN)));
     // A read-back block spoiled on disk is caught.
-    assert!(!write_out_of_order_then_verify(&order, |t| t.lock().write(39 * u64::from(BLOCK_LEN), &[0xEE]).unwrap()));
+    let spoil_39 = |t: &super::disk::DiskTarget| t.lock().write(39 * u64::from(BLOCK_LEN), &[0xEE]).unwrap();
+    assert_eq!(write_out_of_order_then_verify(&order, spoil_39), (false, 7 * u64::from(BLOCK_LEN)));
 }

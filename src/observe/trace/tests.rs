@@ -78,6 +78,7 @@ fn every_event() -> Vec<TraceKind> {
             bytes_written: 1 << 20,
             read_calls: 4,
             pieces_hashed: 2,
+            bytes_read_back: 16384,
         },
         TraceKind::PieceVerified { torrent, piece: 1 },
         TraceKind::PieceFailed { torrent, piece: 2 },
