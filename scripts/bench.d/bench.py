@@ -3510,6 +3510,7 @@ def analyze_swarm_trace(path, size, cap):
     pieces = {}  # piece -> [(offset, peer)] in arrival order (fresh blocks)
     requests = {}  # piece -> set of peers asked for its blocks
     completed = None
+    read_back_bytes = None  # the last loop event's bytes_read_back
     with open(path, errors="replace") as f:
         for line in f:
             try:
@@ -3546,6 +3547,8 @@ def analyze_swarm_trace(path, size, cap):
                     d["failed"] = (t, e.get("reason"))
             if ev == "torrent_rate":
                 trate.append((t, e.get("down", 0)))
+            elif ev == "loop" and "bytes_read_back" in e:
+                read_back_bytes = e["bytes_read_back"]
             elif ev == "completed" and completed is None:
                 completed = t
     out = []
@@ -3606,10 +3609,11 @@ def analyze_swarm_trace(path, size, cap):
         out.append("   slowest seeders: " + ", ".join("%s %.3f MB/s (in_flight %s, target %s)" % (
             x[2]["addr"], x[0] / 1e6, x[3], x[4]) for x in per[:3]) + "; fastest: " + ", ".join(
             "%s %.3f" % (x[2]["addr"], x[0] / 1e6) for x in per[-2:]))
-    # Hashing: rill hashes a block as it arrives only when it is the next in its piece (src/swarm: `hashed`);
-    # the rest of the piece is read back from disk at the end. Replay that on the arrival order.
+    # Hashing: a piece's running hash takes its blocks in order; one that arrives past a gap is held in
+    # memory (32 at most, over all pieces) until the gap fills, or else read back from disk (the trace's
+    # `loop` events count those bytes). The replay says how many arrived past a gap.
     if pieces:
-        blocks_total = read_back = 0
+        blocks_total = early = 0
         multi = 0
         for piece, arr in pieces.items():
             hashed = 0
@@ -3617,15 +3621,17 @@ def analyze_swarm_trace(path, size, cap):
                 if off // 16384 == hashed:
                     hashed += 1
             blocks_total += len(arr)
-            read_back += len(arr) - hashed
+            early += len(arr) - hashed
             if len({q for _, q in arr}) > 1:
                 multi += 1
         asked = [len(v) for v in requests.values()]
         out.append("   hashing: %d of %d pieces got blocks from more than one peer (peers asked per piece: median %s, "
-                   "max %s); replaying the arrival order, %.0f %% of the blocks (%.0f MiB of %.0f) arrived after a "
-                   "gap in their piece and are read back from disk to hash" % (
+                   "max %s); %.0f %% of the blocks (%.0f MiB of %.0f) arrived past a gap in their piece; %s" % (
                        multi, len(pieces), statistics.median(asked) if asked else "-", max(asked) if asked else "-",
-                       100.0 * read_back / max(1, blocks_total), read_back / 64.0, blocks_total / 64.0))
+                       100.0 * early / max(1, blocks_total), early / 64.0, blocks_total / 64.0,
+                       "%.1f MiB (%.0f %%) were read back from disk to hash" % (
+                           read_back_bytes / 2**20, 100.0 * read_back_bytes / max(1, blocks_total * 16384))
+                       if read_back_bytes is not None else "the trace has no loop event with bytes_read_back"))
     if trate:
         gaps = [(t, d) for t, d in trate if first + 1 <= t <= (t95 or end) and d < 0.8 * cap]
         out.append("   torrent_rate seconds under 0.8 of the cap between the first block and 95 %%: %d of %d%s" % (
