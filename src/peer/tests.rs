@@ -1218,7 +1218,8 @@ fn endgame_two_peers_share_the_last_piece_and_the_slower_one_cancels() {
         );
     }
     assert_eq!(requests(&to_fast[3..]), piece0, "{to_fast:?}");
-    assert_eq!(requests(&to_slow[3..]), piece0, "endgame: the same blocks again");
+    let last_first: Vec<BlockRef> = piece0.iter().rev().copied().collect();
+    assert_eq!(requests(&to_slow[3..]), last_first, "endgame: the same blocks again, the last requested first");
     assert_eq!(swarm.block_state(&piece0[0]), Some(BlockState::Requested { owners: 2 }));
     // The fast peer delivers block 0: the slow one must cancel it.
     let t1 = t0 + millis(30);

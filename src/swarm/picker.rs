@@ -97,27 +97,33 @@ pub(super) fn reserve_block(
             return first_free(swarm, piece);
         }
     }
-    // 4. Endgame: every block we still need is requested; ask this peer too for one it does not have
-    //    in flight, the least-shared first. `endgame` is `None` while the peer still has enough of its own.
+    // 5. Endgame: every block we still need is requested; ask this peer too for one it does not have
+    //    in flight, the least-shared first; among those the one likely to arrive last: peers fetch a
+    //    piece's blocks in order, so the last requested block of the least complete piece (the deepest
+    //    in its peer's queue). `endgame` is `None` while the peer still has enough of its own.
     let already_requested = endgame?;
-    let mut best: Option<(u8, BlockRef)> = None;
+    let mut best: Option<(u8, u32, BlockRef)> = None;
     for pp in swarm.partial.values() {
         if !peer_has.get(pp.piece) {
             continue;
         }
-        for (i, state) in pp.blocks.iter().enumerate() {
+        for (i, state) in pp.blocks.iter().enumerate().rev() {
             if let BlockState::Requested { owners } = *state {
-                if owners >= ENDGAME_MAX_OWNERS || best.is_some_and(|(o, _)| o <= owners) {
+                let better = match best {
+                    None => true,
+                    Some((o, received, _)) => owners < o || (owners == o && pp.received < received),
+                };
+                if owners >= ENDGAME_MAX_OWNERS || !better {
                     continue;
                 }
                 let block = swarm.geometry.block_ref(pp.piece, i as u32);
                 if !already_requested(&block) {
-                    best = Some((owners, block));
+                    best = Some((owners, pp.received, block));
                 }
             }
         }
     }
-    let (owners, block) = best?;
+    let (owners, _, block) = best?;
     if let Some(pp) = swarm.partial.get_mut(&block.piece) {
         pp.blocks[block.index() as usize] = BlockState::Requested { owners: owners + 1 };
     }
@@ -313,6 +319,13 @@ mod tests {
         let mut h2 = None;
         let dup = s.reserve_block(&all, &mut h2, true, Some(&|b: &BlockRef| *b == b0)).unwrap();
         assert_eq!(dup, b1);
+        // A third peer: the least-shared block first, b0, then the one requested last, b1.
+        let mut h3 = None;
+        assert_eq!(s.reserve_block(&all, &mut h3, true, Some(&|_: &BlockRef| false)), Some(b0));
+        assert_eq!(s.reserve_block(&all, &mut h3, true, Some(&|b: &BlockRef| *b == b0)), Some(b1));
+        for b in [b0, b1] {
+            s.release_block(&b); // the third peer lets go
+        }
         assert_eq!(s.block_state(&b1), Some(BlockState::Requested { owners: 2 }));
         assert_eq!(
             s.on_block(&b1, &[0; BLOCK_LEN as usize], PeerNo(1), true),
