@@ -1023,6 +1023,28 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_have_with_nothing_else_to_send_reaches_the_peer_within_the_second() {
+        // The first leecher has nothing to ask of the second: its haves to it go alone, at the loop's
+        // once-a-second flush (`PeerSession::has_urgent_output`), and make the second interested. (Private:
+        // no PEX message goes along.)
+        let mut rng = Rng::seeded(4);
+        let (mut meta, content) = make_torrent(4 * 1024 * 1024, 64 * 1024, 4);
+        meta.private = true;
+        let mut sim = Sim::new();
+        let seed = sim.add_node(&meta, Some(&content), &mut rng);
+        let first = sim.add_node(&meta, None, &mut rng);
+        let second = sim.add_node(&meta, None, &mut rng);
+        sim.connect(first, seed, 0.5 * MB, millis(10));
+        let second_to_first = sim.connect(second, first, 4.0 * MB, millis(10));
+        sim.run_until(secs(30), |s| s.swarm(first).have().count_ones() > 0);
+        let verified_at = sim.now;
+        assert!(!sim.dialler_session(second_to_first).am_interested);
+        sim.run_until(secs(30), |s| s.dialler_session(second_to_first).am_interested);
+        let waited = sim.now - verified_at;
+        assert!(waited <= millis(1100), "the have took {waited:?}");
+    }
+
     // ---- unconfirmed pieces (trusted from a resume file) ----------------------------------------
 
     /// 1 MiB in 16 pieces of 64 KiB; piece 5 changed on disk after the resume file recorded it.

@@ -960,7 +960,7 @@ impl Backend for DaemonBackend<'_> {
                         client: p.peer_id.as_ref().map(crate::observe::client::client_name).unwrap_or_default(),
                         rate_to_client: p.download_rate as u64,
                         rate_to_peer: p.upload_rate as u64,
-                        progress: 0.0,
+                        progress: p.progress,
                         encrypted: p.encryption == PeerEncryption::Rc4,
                         utp: p.utp,
                         incoming: !p.outgoing,

@@ -143,6 +143,15 @@ impl PeerConn {
         self.session.as_ref().map_or(&[], |s| s.pending_output())
     }
 
+    /// Whether `pending_output` should be written now: MSE messages do; the session says for its own
+    /// (`PeerSession::has_urgent_output`: lone `have` messages may wait).
+    pub fn has_urgent_output(&self) -> bool {
+        if !self.pre_out.is_empty() {
+            return true;
+        }
+        !self.encryption.is_initiating() && self.session.as_ref().is_some_and(PeerSession::has_urgent_output)
+    }
+
     /// `pending_output`, encrypting what the session queued since the last call first (with RC4).
     pub fn next_output(&mut self) -> &[u8] {
         if let (Some(cipher), Some(session), true) =

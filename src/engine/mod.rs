@@ -582,9 +582,14 @@ impl Engine {
     }
 
     fn mark_transmit(&mut self, slot: usize) {
+        self.mark_transmit_if(slot, false);
+    }
+
+    /// Queues the connection to write, if it has output that should go now, or (`all`) any output.
+    fn mark_transmit_if(&mut self, slot: usize, all: bool) {
         if let Some(c) = self.conns.get_mut(slot) {
-            let has_output =
-                !c.pending_output().is_empty() || c.session.as_ref().is_some_and(|s| s.queued_requests() > 0);
+            let output = if all { !c.pending_output().is_empty() } else { c.has_urgent_output() };
+            let has_output = output || c.session.as_ref().is_some_and(|s| s.queued_requests() > 0);
             if !c.in_transmit && c.closing.is_none() && has_output {
                 c.in_transmit = true;
                 self.transmit.push_back(slot);
@@ -1108,6 +1113,8 @@ impl Engine {
                 continue;
             }
             conn.on_buffer_tick(now);
+            self.mark_transmit_if(slot, true); // `have` messages that waited for company go now
+            let conn = &mut self.conns[slot];
             let (Some(tid), Some(session)) = (conn.torrent, conn.session.as_mut()) else {
                 continue;
             };
@@ -2167,6 +2174,8 @@ fn peer_snapshot(c: &PeerConn, now: Timestamp) -> PeerSnapshot {
         p.rtt = s.pipeline().srtt();
         p.depth = s.pipeline().target();
         p.last_block_ago = s.last_block_at.map(|at| now.saturating_since(at));
+        let has = s.peer_has();
+        p.progress = if has.len() == 0 { 0.0 } else { f64::from(has.count_ones()) / f64::from(has.len()) };
     }
     p
 }

@@ -186,6 +186,8 @@ pub struct PeerSnapshot {
     pub last_block_ago: Option<Duration>,
     /// This peer's part of its torrent's downloaded bytes, 0 to 1.
     pub share: f64,
+    /// How much of the torrent the peer says it has (its bitfield and haves), 0 to 1.
+    pub progress: f64,
 }
 
 /// A connection's encryption, for views and tests.

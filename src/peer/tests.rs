@@ -1714,3 +1714,35 @@ fn before_the_metadata_a_fast_peer_hears_have_none_not_have_all() {
     let after: Vec<u8> = sent.split_off(HANDSHAKE_LEN);
     assert_eq!(after, [0, 0, 0, 1, 0x0f], "{after:?}");
 }
+
+#[test]
+fn a_lone_have_may_wait_and_goes_out_with_the_next_message() {
+    let t0 = Timestamp::ZERO;
+    let ctx = context();
+    let mut swarm = Swarm::new(geometry(), Bitfield::new(PIECES), Bitfield::full(PIECES), false);
+    let mut peer = PeerSession::incoming(PeerNo(1), &ctx, t0);
+    peer.on_handshake(&their_handshake(PLAIN), &ctx, &mut swarm, t0).unwrap();
+    assert_eq!(peer.on_frame(Frame::Bitfield(&ALL), &ctx, &mut swarm, t0), Ok(Effect::Nothing));
+    assert!(peer.has_urgent_output(), "handshake, bitfield and interest go at once");
+    sent_by(&mut peer, t0);
+    assert!(!peer.has_urgent_output());
+    // Two pieces verified while the peer chokes us: only haves are queued, and they may wait.
+    for piece in [3, 4] {
+        swarm.on_piece_verified(crate::storage::verify::assume_verified(piece));
+        peer.on_we_have(piece, &mut swarm, t0);
+        assert!(!peer.has_urgent_output(), "a lone have waits");
+    }
+    assert_eq!(peer.pending_output().len(), 2 * 9);
+    // The unchoke brings requests: everything goes, the haves first.
+    assert_eq!(peer.on_frame(Frame::Unchoke, &ctx, &mut swarm, t0), Ok(Effect::Nothing));
+    assert!(peer.has_urgent_output());
+    // A have queued behind output that must go now does not make it wait.
+    swarm.on_piece_verified(crate::storage::verify::assume_verified(5));
+    peer.on_we_have(5, &mut swarm, t0);
+    assert!(peer.has_urgent_output());
+    let sent = sent_by(&mut peer, t0);
+    assert_eq!(sent[..2], [OwnedFrame::Have(3), OwnedFrame::Have(4)], "{sent:?}");
+    assert_eq!(sent.last(), Some(&OwnedFrame::Have(5)), "{sent:?}");
+    assert!(!requests(&sent[2..sent.len() - 1]).is_empty(), "{sent:?}");
+    assert!(!peer.has_urgent_output());
+}
