@@ -30,13 +30,14 @@ const SCRIPTED: u64 = 198;
 const CONCURRENT: u64 = SCRIPTED + 2;
 /// rill seed's peak RSS with 200 peers. Before sized buffers each connection held an 80 KiB read buffer and
 /// up to 256 KiB of queued blocks (200 such peers: 46 MiB peak, 21 MiB once idle). Now an idle connection costs
-/// about 3 KiB and one being served about 50 KiB (`SERVE_AHEAD` plus a block) until it has been quiet for 30 s:
-/// 4 MiB of process plus 200 busy peers at once is about 14 MiB, so 16 MiB bounds it with a margin for the
-/// allocator, and is far below what one full-size buffer per peer would take. With the disk threads serving
-/// reads (a block lands in the send queue as a whole, the disk queue's pool up to 2 MiB, two more threads'
-/// allocator arenas) the peak measured 19.1 MiB: bounded at 22 MiB until that is brought back down (issue 16
-/// aims at about 12 MiB; the closing note of the storage rewrite says where it stands).
-const RSS_BOUND_KIB: u64 = 22 * 1024;
+/// about 2 KiB and one being served about 20 KiB (one block on its way: the serving budget spread over 200
+/// unchoked peers leaves each `SERVE_AHEAD_MIN`) until it has been quiet for 30 s. With the disk threads the
+/// peak measured 17.2–17.3 MiB (three runs): the send-ahead was sized once a second, so the 198 peers unchoked
+/// in the second after a sample with none each queued up to `SERVE_AHEAD_MAX` of blocks, and their send queues
+/// doubled to 64–128 KiB and stayed so while busy. Sized at each unchoke, the peak measured 7.8–7.9 MiB (three
+/// runs; 10.4 MiB before the disk threads, when each busy peer queued two blocks): 12 MiB (issue 16's aim)
+/// bounds it with a margin for the allocator and the machine, and fails if many peers get the most again.
+const RSS_BOUND_KIB: u64 = 12 * 1024;
 /// The flood with one leecher: the process, one served peer, and at most `MAX_HANDSHAKING` connections of a few
 /// hundred bytes each.
 const FLOOD_RSS_BOUND_KIB: u64 = 10 * 1024;

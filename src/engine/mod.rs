@@ -922,6 +922,7 @@ impl Engine {
                 if let Some(s) = self.conns[slot].session.as_mut() {
                     s.set_choking(false);
                 }
+                self.size_serve_ahead();
             }
         }
     }
@@ -1080,6 +1081,18 @@ impl Engine {
         }
     }
 
+    /// Sizes the send-ahead per peer (see `next_to_serve`): the serving budget spread over the peers we
+    /// unchoke now, within bounds. Done once a second, and at once whenever peers are unchoked: a burst of
+    /// newcomers unchoked between two samples must not each get what the budget allows a few peers (200
+    /// peers unchoked in the second after a sample with none each queued up to `SERVE_AHEAD_MAX` of blocks,
+    /// and a send queue's memory doubles past each power of two: 13 MiB of send queues at once).
+    fn size_serve_ahead(&mut self) {
+        use crate::storage::disk::{SERVE_AHEAD_MAX, SERVE_AHEAD_MIN, SERVE_BUDGET};
+        let unchoked =
+            self.conns.iter().filter(|(_, c)| c.session.as_ref().is_some_and(|s| !s.is_am_choking())).count();
+        self.disk.serve_ahead = (SERVE_BUDGET / unchoked.max(1)).clamp(SERVE_AHEAD_MIN, SERVE_AHEAD_MAX);
+    }
+
     fn on_rate_sample(&mut self, now: Timestamp) {
         let dt = now - self.last_sample;
         self.last_sample = now;
@@ -1101,11 +1114,7 @@ impl Engine {
                 self.stop_torrent(id, State::Stopped, now);
             }
         }
-        // Send-ahead per peer: the budget spread over the peers we unchoke (see `next_to_serve`).
-        let unchoked =
-            self.conns.iter().filter(|(_, c)| c.session.as_ref().is_some_and(|s| !s.is_am_choking())).count();
-        self.disk.serve_ahead = (crate::storage::disk::SERVE_BUDGET / unchoked.max(1))
-            .clamp(crate::storage::disk::SERVE_AHEAD_MIN, crate::storage::disk::SERVE_AHEAD_MAX);
+        self.size_serve_ahead();
         let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
         for slot in slots {
             let conn = &mut self.conns[slot];
@@ -1849,6 +1858,7 @@ impl Engine {
             }
             self.mark_transmit(change.key);
         }
+        self.size_serve_ahead();
     }
 
     /// Refills the rate-limit buckets and resumes the connections they held back.

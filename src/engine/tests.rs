@@ -245,3 +245,62 @@ fn listener_flood_holds_at_most_the_handshake_cap_and_the_oldest_gives_way_once_
     assert!(e.conns.get(waiting[1].0).is_some_and(PeerConn::is_handshaken));
     assert!(e.handle_incoming(addr(20_002), t0 + HANDSHAKE_STALE).is_some(), "a place came free");
 }
+
+/// Peers unchoked in a burst between two rate samples get the send-ahead their number allows at once, not
+/// what the last sample (with few peers) allowed: each has one block on its way, not five.
+#[test]
+fn a_burst_of_unchoked_peers_shares_the_serving_budget_before_the_next_sample() {
+    use crate::storage::disk::{SERVE_AHEAD_MAX, SERVE_AHEAD_MIN, SERVE_BUDGET};
+    use crate::wire::{encode, Frame};
+    const PEERS: usize = 40;
+    let dir = TempDir::new("engine-serve-burst");
+    let (meta, content) = make_torrent(512 * 1024, 16 * 1024, 13);
+    let mut storage = crate::storage::Storage::open(dir.path(), &meta, |_| true).expect("storage");
+    storage.write(0, &content).expect("write");
+    drop(storage);
+    let mut cfg = config();
+    (cfg.max_peers, cfg.upload_slots) = (2 * PEERS, 2 * PEERS);
+    let mut e = Engine::new(cfg, *b"-RL0001-aaaaaaaaaaaa", Rng::seeded(3), Entropy::seeded(3), Timestamp::ZERO);
+    let opts = TorrentOptions {
+        dir: dir.path().to_path_buf(),
+        mode: torrent::Mode::Seed { partial: false },
+        recheck: false,
+        seed_ratio: None,
+        extra_peers: vec![],
+        save_torrent: None,
+        dht: true,
+    };
+    e.add_torrent(meta.clone(), opts, Timestamp::ZERO).expect("added");
+    let t0 = Timestamp::from_secs(1);
+    e.finish_checks(t0);
+    // A sample with no peer: the most a few peers may have.
+    e.on_rate_sample(t0);
+    assert_eq!(e.disk.serve_ahead, SERVE_AHEAD_MAX);
+    // Then, within the same second, PEERS peers come, are unchoked and ask for 8 blocks each.
+    let now = t0 + crate::time::millis(500);
+    let conns: Vec<ConnId> = (0..PEERS as u16)
+        .map(|i| {
+            let conn = e.handle_incoming(SocketAddr::from(([127, 0, 0, 1], 10_000 + i)), now).expect("admitted");
+            let mut peer_id = *b"-XX0001-000000000000";
+            peer_id[18..].copy_from_slice(&i.to_be_bytes());
+            let mut bytes = vec![];
+            Handshake { reserved: [0; 8], info_hash: meta.info_hash, peer_id }.encode(&mut bytes);
+            encode(&Frame::Interested, &mut bytes);
+            e.handle_peer_input(conn, &mut std::io::Cursor::new(bytes).chain(WouldBlock), now);
+            conn
+        })
+        .collect();
+    for (i, &conn) in conns.iter().enumerate() {
+        assert!(e.conns[conn.0].session.as_ref().is_some_and(|s| !s.is_am_choking()), "peer {i} unchoked");
+        let mut bytes = vec![];
+        for piece in 0..8 {
+            encode(&Frame::Request { piece, offset: 0, len: 16 * 1024 }, &mut bytes);
+        }
+        e.handle_peer_input(conn, &mut std::io::Cursor::new(bytes).chain(WouldBlock), now);
+        e.handle_peer_output(conn, &mut Vec::new(), now);
+    }
+    assert_eq!(e.disk.serve_ahead, (SERVE_BUDGET / PEERS).clamp(SERVE_AHEAD_MIN, SERVE_AHEAD_MAX));
+    let reading: Vec<u32> = conns.iter().map(|c| e.conns[c.0].session.as_ref().map_or(0, |s| s.reading())).collect();
+    assert!(reading.iter().all(|&n| n <= 1), "blocks being read per peer: {reading:?}");
+    assert!(reading.iter().filter(|&&n| n == 1).count() >= 16, "the peers are served: {reading:?}");
+}
