@@ -2185,7 +2185,7 @@ fn peer_snapshot(c: &PeerConn, now: Timestamp) -> PeerSnapshot {
         p.depth = s.pipeline().target();
         p.last_block_ago = s.last_block_at.map(|at| now.saturating_since(at));
         let has = s.peer_has();
-        p.progress = if has.len() == 0 { 0.0 } else { f64::from(has.count_ones()) / f64::from(has.len()) };
+        p.progress = if has.is_empty() { 0.0 } else { f64::from(has.count_ones()) / f64::from(has.len()) };
     }
     p
 }
