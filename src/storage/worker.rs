@@ -27,6 +27,9 @@ struct State {
     done: Vec<Done>,
     stats: DiskStats,
     closed: bool,
+    /// The thread is waiting for jobs: only then does a submit wake it (a notify is a syscall whether or
+    /// not anyone waits, and the loop submits every turn).
+    idle: bool,
 }
 
 /// One thread's queue.
@@ -75,10 +78,10 @@ impl DiskWorker {
                 w.jobs.push_back(job);
             }
         }
-        if w.jobs.len() > w0 {
+        if w.jobs.len() > w0 && w.idle {
             self.writer.work.notify_one();
         }
-        if r.jobs.len() > r0 {
+        if r.jobs.len() > r0 && r.idle {
             self.reader.work.notify_one();
         }
     }
@@ -132,7 +135,9 @@ fn work(lane: &Lane, wake: &dyn Fn()) {
         {
             let mut state = lane.lock();
             while state.jobs.is_empty() && !state.closed {
+                state.idle = true;
                 state = lane.work.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
+                state.idle = false;
             }
             if state.jobs.is_empty() {
                 return;
