@@ -146,7 +146,11 @@ pub struct Daemon {
     unix_at_start: u64,
     started: Timestamp,
     dirty: bool,
-    saving: Option<BackgroundWrite>,
+    /// The state file's write in progress, and the kept `.torrent` files it syncs first.
+    saving: Option<(BackgroundWrite, Vec<PathBuf>)>,
+    /// Kept `.torrent` files written but not yet synced: the next state save syncs them before the state
+    /// file that names them (the loop never waits for an fsync).
+    unsynced: Vec<PathBuf>,
     next_tick: Timestamp,
 }
 
@@ -163,6 +167,7 @@ impl Daemon {
             started: now,
             dirty: false,
             saving: None,
+            unsynced: Vec::new(),
             next_tick: now,
         }
     }
@@ -438,14 +443,15 @@ impl Daemon {
     /// Writes the state file (on a helper thread) if it changed; `wait` at exit, so the last change is on
     /// disk before the process ends.
     pub fn save_if_needed(&mut self, wait: bool) {
-        if let Some(job) = self.saving.take() {
+        if let Some((job, synced)) = self.saving.take() {
             if job.is_finished() || wait {
                 if let Err(e) = job.wait() {
                     log::error!("cannot save {}: {e}", self.state_file().display());
                     self.dirty = true;
+                    self.unsynced.extend(synced);
                 }
             } else {
-                self.saving = Some(job);
+                self.saving = Some((job, synced));
                 return;
             }
         }
@@ -454,16 +460,18 @@ impl Daemon {
         }
         self.dirty = false;
         let bytes = self.saved().to_bytes();
-        match files::write_durably_in_background(self.state_file(), bytes) {
+        let sync = std::mem::take(&mut self.unsynced);
+        match files::write_durably_in_background_after(sync.clone(), self.state_file(), bytes) {
             Ok(job) if wait => {
                 if let Err(e) = job.wait() {
                     log::error!("cannot save {}: {e}", self.state_file().display());
                 }
             }
-            Ok(job) => self.saving = Some(job),
+            Ok(job) => self.saving = Some((job, sync)),
             Err(e) => {
                 log::error!("cannot save {}: {e}", self.state_file().display());
                 self.dirty = true;
+                self.unsynced = sync;
             }
         }
     }
@@ -581,9 +589,13 @@ impl Daemon {
             }
         }
         if let Some(bytes) = bytes {
-            // Kept for restarts; written before the state file names it (the state is saved a tick later).
+            // Kept for restarts. Written here (into the page cache, so a failure is the client's answer)
+            // and synced by the state save a tick later, before the state file that names it.
             let path = self.torrent_file(&info_hash);
-            files::write_durably(&path, &bytes).map_err(|e| format!("cannot keep {}: {e}", path.display()))?;
+            files::ensure_parent(&path)
+                .and_then(|()| files::write_atomically(&path, &bytes))
+                .map_err(|e| format!("cannot keep {}: {e}", path.display()))?;
+            self.unsynced.push(path);
         }
         let file_count = summary.as_ref().map_or(0, |s| s.files.len());
         let id = self.next_id;

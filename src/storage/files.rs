@@ -123,7 +123,34 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// A small file written durably ([`write_durably`]) on a short-lived helper thread, `rill-save`.
 pub fn write_durably_in_background(path: std::path::PathBuf, bytes: Vec<u8>) -> io::Result<BackgroundWrite> {
-    let write = move || write_durably(&path, &bytes);
+    write_durably_in_background_after(Vec::new(), path, bytes)
+}
+
+/// As [`write_durably_in_background`], after syncing the files `first` (and their folders) that were
+/// written without a sync: the state file that names them is durable only once they are. A file that is
+/// gone (removed meanwhile) is skipped.
+pub fn write_durably_in_background_after(
+    first: Vec<std::path::PathBuf>,
+    path: std::path::PathBuf,
+    bytes: Vec<u8>,
+) -> io::Result<BackgroundWrite> {
+    let write = move || {
+        let mut folders = std::collections::BTreeSet::new();
+        for f in &first {
+            match fs::File::open(f) {
+                Ok(file) => file.sync_all()?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+            if let Some(dir) = f.parent().filter(|d| !d.as_os_str().is_empty()) {
+                folders.insert(dir.to_path_buf());
+            }
+        }
+        for dir in folders {
+            fs::File::open(dir)?.sync_all()?;
+        }
+        write_durably(&path, &bytes)
+    };
     std::thread::Builder::new().name("rill-save".into()).spawn(write).map(BackgroundWrite)
 }
 

@@ -977,3 +977,26 @@ fn more_early_blocks_than_the_reorder_room_are_read_back_and_still_verify() {
     let spoil_39 = |t: &super::disk::DiskTarget| t.lock().write(39 * u64::from(BLOCK_LEN), &[0xEE]).unwrap();
     assert_eq!(write_out_of_order_then_verify(&order, spoil_39), (false, 7 * u64::from(BLOCK_LEN)));
 }
+
+#[test]
+fn a_durable_state_write_syncs_the_files_it_names_first_and_skips_one_removed_meanwhile() {
+    let dir = TempDir::new("durable-after");
+    let kept = dir.path().join("torrents").join("a.torrent");
+    files::ensure_parent(&kept).unwrap();
+    files::write_atomically(&kept, b"d4:infod...ee").unwrap();
+    let gone = dir.path().join("torrents").join("removed.torrent");
+    let state = dir.path().join("state.bencode");
+    let job =
+        files::write_durably_in_background_after(vec![kept.clone(), gone], state.clone(), b"le".to_vec()).unwrap();
+    job.wait().expect("a file removed before its sync is not an error");
+    assert_eq!(fs::read(&state).unwrap(), b"le");
+    assert_eq!(fs::read(&kept).unwrap(), b"d4:infod...ee");
+
+    // A file that cannot be opened for another reason fails the save, and the state keeps its old bytes.
+    let plain = dir.path().join("plain");
+    fs::write(&plain, b"x").unwrap();
+    let job = files::write_durably_in_background_after(vec![plain.join("x.torrent")], state.clone(), b"l1:xe".to_vec())
+        .unwrap();
+    assert!(job.wait().is_err(), "a path under a plain file cannot be synced");
+    assert_eq!(fs::read(&state).unwrap(), b"le", "the state must not name a file that is not durable");
+}
