@@ -84,6 +84,12 @@ fn changed_data_under_the_same_mtime_is_never_served_nor_reported_complete() {
     let data_dir = content.copy_to(&dir.mkdir("rill-data"));
     let data = data_dir.join(&t.name);
     let first = RillPeer::seed(dir.path(), "rill-seed-0", &t, &data_dir, &[], deadline);
+    // It listens before its data check ends (the check runs on the disk thread): stop it only once checked.
+    let checked = format!("{n} of {n} pieces present; seeding");
+    wait_for(deadline, "rill seed to finish its data check", || {
+        first.proc.assert_running();
+        first.proc.stdout().contains(&checked).then_some(())
+    });
     let status = first.interrupt(deadline_within(deadline, 15));
     assert!(status.success(), "rill seed did not exit 0 after SIGINT: {}", describe(status));
 

@@ -35,8 +35,8 @@ pub struct RillPeer {
 }
 
 impl RillPeer {
-    /// `rill seed TORRENT -d DATA_DIR --no-ui --port 0 [extra…]`, as process `name`; waits until it has checked the
-    /// data and listens.
+    /// `rill seed TORRENT -d DATA_DIR --no-ui --port 0 [extra…]`, as process `name`; waits until it listens (its
+    /// data check may still be running: it prints `N of M pieces already here` when done).
     #[track_caller]
     pub fn seed(dir: &Path, name: &str, torrent: &Torrent, data_dir: &Path, extra: &[&str], deadline: Instant) -> Self {
         RillPeer::spawn(dir, name, "seed", torrent, data_dir, extra, deadline)
