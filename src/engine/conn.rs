@@ -55,6 +55,8 @@ pub struct PeerConn {
     pub connected_at: Timestamp,
     /// The last payload received from or sent to this peer (for the slot policy).
     pub last_payload: Option<Timestamp>,
+    /// It has sent us payload (counted once in the torrent's `peers_used`).
+    pub sent_us_payload: bool,
     /// Peer exchange with this peer (BEP 11): what we told it, what it told us.
     pub pex: crate::swarm::pex::PeerExchange,
     /// The peer's `yourip` went to the DHT's vote on our external address.
@@ -113,6 +115,7 @@ impl PeerConn {
             in_transmit: false,
             connected_at: now,
             last_payload: None,
+            sent_us_payload: false,
             pex: crate::swarm::pex::PeerExchange::with_remote(addr),
             your_ip_noted: false,
             cipher: None,

@@ -491,7 +491,7 @@ impl Engine {
                 uploaded: swarm.map_or(0, |s| s.totals.uploaded),
                 wasted: swarm.map_or(0, |s| s.totals.wasted),
                 hash_failures: swarm.map_or(0, |s| s.totals.hash_failures),
-                peers_used: t.peers_used.len(),
+                peers_used: t.peers_used.count(),
                 checked_only: t.summary.is_none(),
                 error: t.error.as_ref().map(ToString::to_string),
             });
@@ -735,8 +735,10 @@ impl Engine {
         let got = conn.session.as_ref().map_or(0, |s| s.downloaded) - downloaded_before;
         if got > 0 {
             conn.last_payload = Some(now);
-            if let Some(t) = conn.torrent.and_then(|t| self.torrents.get_mut(t.0)) {
-                t.peers_used.insert(conn.addr);
+            if !std::mem::replace(&mut conn.sent_us_payload, true) {
+                if let Some(t) = conn.torrent.and_then(|t| self.torrents.get_mut(t.0)) {
+                    t.peers_used.note(conn.addr);
+                }
             }
             if let Some(bucket) = &mut self.down_bucket {
                 bucket.spend(got);

@@ -304,3 +304,21 @@ fn a_burst_of_unchoked_peers_shares_the_serving_budget_before_the_next_sample() 
     assert!(reading.iter().all(|&n| n <= 1), "blocks being read per peer: {reading:?}");
     assert!(reading.iter().filter(|&&n| n == 1).count() >= 16, "the peers are served: {reading:?}");
 }
+
+#[test]
+fn peers_used_counts_each_address_once_and_stops_remembering_at_its_bound() {
+    use super::torrent::PeersUsed;
+    let addr = |n: u32| std::net::SocketAddr::from((std::net::Ipv4Addr::from(0x0a00_0000 + n), 6881));
+    let mut used = PeersUsed::default();
+    used.note(addr(1));
+    used.note(addr(1));
+    used.note(addr(2));
+    assert_eq!(used.count(), 2);
+    for n in 3..=(PeersUsed::MAX_KEPT as u32 + 10) {
+        used.note(addr(n));
+    }
+    // Past the bound every connection counts (an address seen before the bound still counts once).
+    assert_eq!(used.count(), PeersUsed::MAX_KEPT + 10);
+    used.note(addr(1));
+    assert_eq!(used.count(), PeersUsed::MAX_KEPT + 10);
+}

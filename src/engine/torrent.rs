@@ -202,7 +202,7 @@ pub struct TorrentCore {
     pub opts: TorrentOptions,
     pub completed_announced: bool,
     /// Peers that ever sent us payload.
-    pub peers_used: HashSet<SocketAddr>,
+    pub peers_used: PeersUsed,
     pub down_rate: f64,
     pub up_rate: f64,
     last_downloaded: u64,
@@ -222,6 +222,34 @@ pub struct TorrentCore {
     pub dht: super::dht::TorrentDht,
     /// Its web seeds (BEP 19).
     pub webseeds: super::webseed::WebSeeds,
+}
+
+/// Distinct peers that sent us payload, for the closing summary. Bounded: beyond `PeersUsed::MAX_KEPT`
+/// addresses (a long download from a big swarm), further connections are counted, not remembered.
+#[derive(Debug, Default)]
+pub struct PeersUsed {
+    seen: HashSet<SocketAddr>,
+    beyond: usize,
+}
+
+impl PeersUsed {
+    pub const MAX_KEPT: usize = 4096;
+
+    /// A connection's first payload (called once per connection, not per block).
+    pub fn note(&mut self, addr: SocketAddr) {
+        if self.seen.contains(&addr) {
+            return;
+        }
+        if self.seen.len() < Self::MAX_KEPT {
+            self.seen.insert(addr);
+        } else {
+            self.beyond += 1;
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.len() + self.beyond
+    }
 }
 
 impl TorrentCore {
@@ -276,7 +304,7 @@ impl TorrentCore {
             banned_ids: Vec::new(),
             opts,
             completed_announced: false,
-            peers_used: HashSet::new(),
+            peers_used: PeersUsed::default(),
             down_rate: 0.0,
             up_rate: 0.0,
             last_downloaded: 0,
