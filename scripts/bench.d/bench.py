@@ -3471,6 +3471,13 @@ def case_soak(ctx):
                      "%.1f" % w["mbs"], "%.0f" % w["peers"]])
     emit(fmt_table(["window", "t", "RSS MiB (median)", "RSS MiB (max)", "open fds", "CPU % of a core",
                     "MB served", "MB/s served", "peers (median)"], rows))
+    # The curve, not only its ends: a leak keeps climbing, an allocator's high-water mark levels off.
+    marks = []
+    for k in range(11):
+        t = end_t * k / 10.0
+        near = min(run, key=lambda s: abs(s[0] - t))
+        marks.append("%.0f s %s" % (near[0], mib(near[1])))
+    emit("   RSS MiB over the soak: " + ", ".join(marks))
     after = samples[-1]
     total_up = (run[-1][4] or 0)
     emit("   whole soak: %.0f s, %.1f GB served (%.2f x the torrent), rill peak RSS (VmHWM or samples, with its check) "

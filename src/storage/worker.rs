@@ -78,10 +78,12 @@ impl DiskWorker {
                 w.jobs.push_back(job);
             }
         }
-        if w.jobs.len() > w0 && w.idle {
+        // One notify per wait: `idle` is cleared here, not only when the thread wakes, so the loop's later
+        // submits in the same turn (it submits after every event) do not notify again.
+        if w.jobs.len() > w0 && std::mem::take(&mut w.idle) {
             self.writer.work.notify_one();
         }
-        if r.jobs.len() > r0 && r.idle {
+        if r.jobs.len() > r0 && std::mem::take(&mut r.idle) {
             self.reader.work.notify_one();
         }
     }
