@@ -348,6 +348,12 @@ impl Engine {
         self.torrents.iter().map(|(k, _)| TorrentId(k)).collect()
     }
 
+    /// The torrents in key order, without a list: the loop's turn goes over them several times, and the
+    /// body may add or remove torrents (one removed is skipped, one added past the end is not visited).
+    fn torrent_cursor(&self) -> TorrentCursor {
+        TorrentCursor { next: 0, end: self.torrents.capacity() }
+    }
+
     pub fn handle_command(&mut self, command: Command, now: Timestamp) {
         match command {
             Command::Pause(id) => {
@@ -364,7 +370,8 @@ impl Engine {
             }
             Command::Shutdown => {
                 self.shutting_down = true;
-                for id in self.torrent_ids() {
+                let mut ids = self.torrent_cursor();
+                while let Some(id) = ids.next(&self.torrents) {
                     if let Some(t) = self.torrents.get_mut(id.0) {
                         if !matches!(t.state, State::Stopped | State::Paused) {
                             t.interrupted = true;
@@ -1059,13 +1066,15 @@ impl Engine {
                 self.timers.schedule(now + RATE_SAMPLE_EVERY, Wake::RateSample);
             }
             Wake::ChokeRound => {
-                for id in self.torrent_ids() {
+                let mut ids = self.torrent_cursor();
+                while let Some(id) = ids.next(&self.torrents) {
                     self.choke_round(id, now);
                 }
                 self.timers.schedule(now + CHOKE_ROUND, Wake::ChokeRound);
             }
             Wake::SaveResume => {
-                for id in self.torrent_ids() {
+                let mut ids = self.torrent_cursor();
+                while let Some(id) = ids.next(&self.torrents) {
                     let t = &mut self.torrents[id.0];
                     if let Err(e) = t.save_resume_in_background() {
                         self.fail_torrent(id, torrent::TorrentError::Storage(e), now);
@@ -1098,7 +1107,8 @@ impl Engine {
     fn on_rate_sample(&mut self, now: Timestamp) {
         let dt = now - self.last_sample;
         self.last_sample = now;
-        for id in self.torrent_ids() {
+        let mut ids = self.torrent_cursor();
+        while let Some(id) = ids.next(&self.torrents) {
             let t = &mut self.torrents[id.0];
             if t.state != State::Active {
                 continue;
@@ -1155,7 +1165,8 @@ impl Engine {
         self.trace_torrent_rates(now);
         self.pex_out(now);
         self.dht_lookups(now);
-        for id in self.torrent_ids() {
+        let mut ids = self.torrent_cursor();
+        while let Some(id) = ids.next(&self.torrents) {
             self.webseeds_go(id, now);
         }
         self.dial_more(now, true);
@@ -1204,7 +1215,8 @@ impl Engine {
         self.pex_in(now);
         self.metadata_some(now);
         self.check_some(now);
-        for id in self.torrent_ids() {
+        let mut ids = self.torrent_cursor();
+        while let Some(id) = ids.next(&self.torrents) {
             self.confirm_some(id, now);
             self.announce_verified(id, now);
             let bans = self.torrents[id.0].data.as_mut().map(|d| std::mem::take(&mut d.to_ban)).unwrap_or_default();
@@ -1220,15 +1232,19 @@ impl Engine {
     /// Addresses peers gave us by peer exchange become candidates (never for a private torrent: its
     /// sessions do not even pass the messages on).
     fn pex_in(&mut self, now: Timestamp) {
-        let own: Vec<SocketAddr> = self
-            .config
-            .listen_port
-            .map(|port| {
-                vec![SocketAddr::from(([0, 0, 0, 0], port)), SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))]
-            })
-            .unwrap_or_default();
+        // Runs every turn: no list is made for our own addresses.
+        let own_pair;
+        let own: &[SocketAddr] = match self.config.listen_port {
+            Some(port) => {
+                own_pair =
+                    [SocketAddr::from(([0, 0, 0, 0], port)), SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))];
+                &own_pair
+            }
+            None => &[],
+        };
         let mut added = false;
-        for id in self.torrent_ids() {
+        let mut ids = self.torrent_cursor();
+        while let Some(id) = ids.next(&self.torrents) {
             let t = &mut self.torrents[id.0];
             let mut received = t.data.as_mut().map(|d| std::mem::take(&mut d.pex_in)).unwrap_or_default();
             if let Some(phase) = t.phase.as_deref_mut() {
@@ -1240,7 +1256,7 @@ impl Engine {
                 else {
                     continue;
                 };
-                match conn.pex.on_message(&payload, &own) {
+                match conn.pex.on_message(&payload, own) {
                     Ok(addrs) => {
                         log::debug!("{}: peer exchange: {} new peers", conn.addr, addrs.len());
                         for addr in addrs {
@@ -1259,7 +1275,8 @@ impl Engine {
     /// Once a second: tells every peer that offers ut_pex which peers of its torrent we are connected to
     /// (each connection's machine sends at most once a minute, only what changed).
     fn pex_out(&mut self, now: Timestamp) {
-        for id in self.torrent_ids() {
+        let mut ids = self.torrent_cursor();
+        while let Some(id) = ids.next(&self.torrents) {
             let t = &self.torrents[id.0];
             let private = t.data.as_ref().is_some_and(|d| d.ctx.private);
             if private || !t.accepts_peers() {
@@ -1290,7 +1307,8 @@ impl Engine {
 
     /// Magnets: peers that sent bad metadata are dropped; verified metadata makes the torrent.
     fn metadata_some(&mut self, now: Timestamp) {
-        for id in self.torrent_ids() {
+        let mut ids = self.torrent_cursor();
+        while let Some(id) = ids.next(&self.torrents) {
             let t = &mut self.torrents[id.0];
             let Some(phase) = t.phase.as_deref_mut() else {
                 continue;
@@ -1622,7 +1640,8 @@ impl Engine {
         let policy = self.slot_policy();
         let mut half_open = self.half_open();
         let mut replaced = false;
-        for id in self.torrent_ids() {
+        let mut ids = self.torrent_cursor();
+        while let Some(id) = ids.next(&self.torrents) {
             loop {
                 let t = &mut self.torrents[id.0];
                 if !t.accepts_peers() || (t.is_complete() && !t.opts.keep_seeding()) {
@@ -2282,9 +2301,29 @@ impl TrackerIoSink for Engine {
         self.handle_datagram(from, data, now);
     }
     fn on_udp_send_failed(&mut self, addr: SocketAddr, kind: io::ErrorKind, now: Timestamp) {
-        for id in self.torrent_ids() {
+        let mut ids = self.torrent_cursor();
+        while let Some(id) = ids.next(&self.torrents) {
             self.torrents[id.0].trackers.on_udp_send_failed(addr, kind, now);
             self.pump_trackers(id, now);
         }
+    }
+}
+
+/// A walk over the engine's torrent slots that holds no borrow (see `Engine::torrent_cursor`).
+struct TorrentCursor {
+    next: usize,
+    end: usize,
+}
+
+impl TorrentCursor {
+    fn next(&mut self, torrents: &Slab<TorrentCore>) -> Option<TorrentId> {
+        while self.next < self.end {
+            let key = self.next;
+            self.next += 1;
+            if torrents.contains(key) {
+                return Some(TorrentId(key));
+            }
+        }
+        None
     }
 }
