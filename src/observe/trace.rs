@@ -78,6 +78,8 @@ pub struct Recorder {
     next_stats_at: Timestamp,
     queue: Option<SyncSender<Job>>,
     spare: Receiver<Vec<u8>>,
+    /// The stats document's buffer, back from the helper once written.
+    doc_spare: Receiver<Vec<u8>>,
     helper: Option<JoinHandle<Result<(), RecordError>>>,
     /// Events dropped because the helper was behind, not yet reported in the file.
     unreported: u64,
@@ -97,11 +99,12 @@ impl Recorder {
     ) -> io::Result<Self> {
         let (queue, rx) = mpsc::sync_channel::<Job>(JOBS_QUEUED);
         let (spare_tx, spare) = mpsc::sync_channel::<Vec<u8>>(JOBS_QUEUED);
+        let (doc_spare_tx, doc_spare) = mpsc::sync_channel::<Vec<u8>>(1);
         let tracing = trace.is_some();
         let stats = stats_path.is_some().then(|| Box::new(Stats::new(torrents)));
         let helper = thread::Builder::new()
             .name("rill-trace".into())
-            .spawn(move || run_helper(trace.as_ref(), stats_path, &rx, &spare_tx))?;
+            .spawn(move || run_helper(trace.as_ref(), stats_path, &rx, &spare_tx, &doc_spare_tx))?;
         let mut r = Recorder {
             chunk: tracing.then(|| Vec::with_capacity(CHUNK_BYTES + 1024)),
             chunk_events: 0,
@@ -111,6 +114,7 @@ impl Recorder {
             next_stats_at: Timestamp::ZERO + STATS_EVERY,
             queue: Some(queue),
             spare,
+            doc_spare,
             helper: Some(helper),
             unreported: 0,
             dropped: 0,
@@ -183,7 +187,8 @@ impl Recorder {
             stats.end_turn();
             if now >= self.next_stats_at {
                 self.next_stats_at = now + STATS_EVERY;
-                let doc = stats.document(now, &snapshot(), self.dropped);
+                let mut doc = self.doc_spare.try_recv().unwrap_or_default();
+                stats.document_into(now, &snapshot(), self.dropped, &mut doc);
                 if let Some(queue) = &self.queue {
                     // A full queue: this document is skipped; the next one comes in `STATS_EVERY`.
                     let _ = queue.try_send(Job::Document(doc));
@@ -269,6 +274,7 @@ fn run_helper<F: FileExt>(
     stats_path: Option<PathBuf>,
     rx: &Receiver<Job>,
     spare: &SyncSender<Vec<u8>>,
+    doc_spare: &SyncSender<Vec<u8>>,
 ) -> Result<(), RecordError> {
     let mut offset = 0u64;
     let mut failed: Option<RecordError> = None;
@@ -284,12 +290,14 @@ fn run_helper<F: FileExt>(
                 chunk.clear();
                 let _ = spare.try_send(chunk);
             }
-            Job::Document(doc) => {
+            Job::Document(mut doc) => {
                 if let (Some(path), true) = (&stats_path, failed.is_none()) {
                     if let Err(error) = crate::storage::files::write_atomically(path, &doc) {
                         failed = Some(RecordError { what: "stats document", error });
                     }
                 }
+                doc.clear();
+                let _ = doc_spare.try_send(doc);
             }
         }
     }

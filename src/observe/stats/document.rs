@@ -19,8 +19,20 @@ use super::super::trace::SCHEMA_VERSION;
 impl Stats {
     /// The JSON document at `now` (pretty-printed: people read it too).
     pub fn document(&self, now: Timestamp, snapshot: &Snapshot, writer_dropped: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.document_into(now, snapshot, writer_dropped, &mut out);
+        out
+    }
+
+    /// The same, into `out` (cleared first): the recorder reuses one buffer, so a long run's document,
+    /// which grows to hundreds of KiB with the closed peers it keeps, is not allocated afresh every
+    /// `STATS_EVERY`. The peers are serialised one by one from the aggregator (no list of them is built).
+    pub fn document_into(&self, now: Timestamp, snapshot: &Snapshot, writer_dropped: u64, out: &mut Vec<u8>) {
+        out.clear();
         let doc = self.build(now, snapshot, writer_dropped);
-        serde_json::to_vec_pretty(&doc).unwrap_or_default()
+        if serde_json::to_writer_pretty(&mut *out, &doc).is_err() {
+            out.clear();
+        }
     }
 
     fn build<'a>(&'a self, now: Timestamp, snapshot: &'a Snapshot, writer_dropped: u64) -> Document<'a> {
@@ -60,7 +72,7 @@ impl Stats {
             .collect();
         let mut peers: Vec<(&u64, &PeerStats)> = self.peers.iter().collect();
         peers.sort_by_key(|(no, p)| (std::cmp::Reverse(p.bytes()), **no));
-        let peers = peers.into_iter().map(|(no, p)| peer_doc(Some(*no), p, secs)).collect();
+        let peers = PeerDocs(peers);
         let mut minutes: Vec<RateSample> = self.minutes.iter().copied().collect();
         if let Some((end, d, u, n)) = self.minute {
             minutes.push(RateSample { t: end, down: d / n.max(1), up: u / n.max(1) });
@@ -147,8 +159,18 @@ struct Document<'a> {
     utp: &'a Utp,
     #[serde(rename = "loop")]
     event_loop: &'a LoopStats,
-    peers: Vec<PeerDoc<'a>>,
+    peers: PeerDocs<'a>,
     others: Option<PeerDoc<'a>>,
+}
+
+/// The peers, busiest first, each made into a `PeerDoc` only as it is written.
+struct PeerDocs<'a>(Vec<(&'a u64, &'a PeerStats)>);
+
+impl Serialize for PeerDocs<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let secs = |t: Option<Timestamp>| t.map(|t| t.as_micros() as f64 / 1e6);
+        serializer.collect_seq(self.0.iter().map(|(no, p)| peer_doc(Some(**no), p, secs)))
+    }
 }
 
 #[derive(Serialize)]
