@@ -3371,6 +3371,26 @@ def case_sizes(ctx):
     seeder.stop()
 
 
+_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+
+
+def seed_status(log_path):
+    """(bytes uploaded, peers) from the last status line of a `rill seed --no-ui` log ("seeding  up 5.32 GiB
+    (11.3 MiB/s)  peers 3"), or (None, None) before the first one. Three significant figures."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None, None
+    for line in reversed(tail.splitlines()):
+        m = re.search(r"\bup ([0-9.]+) (B|KiB|MiB|GiB|TiB) \(.*\bpeers (\d+)", line)
+        if m:
+            return int(float(m.group(1)) * _UNITS[m.group(2)]), int(m.group(3))
+    return None, None
+
+
 def case_soak(ctx):
     content = ctx["c1"]
     window = min(300.0, SOAK_SECONDS / 2.0)
@@ -3384,8 +3404,11 @@ def case_soak(ctx):
     if out_of_time("soak", SOAK_SECONDS + 120):
         emit()
         return
-    stats = os.path.join(WORK, "soak.stats.json")
-    sp, spid, port = start_rill_seed("soak-seeder", content, torrent=content.torrent, extra=["--stats-json", stats])
+    # A plain seed, as a device would run it: no --stats-json, whose aggregator keeps every closed peer (up to
+    # 1,000, the point of a profile) and so grows with the churn by design. Bytes served and peers are read from
+    # the status line rill prints every few seconds.
+    seed_log = os.path.join(LOGS, "soak-seeder.log")
+    sp, spid, port = start_rill_seed("soak-seeder", content, torrent=content.torrent)
     wait_until("opentracker to list rill seed", lambda: ctx["tracker"].lists(content.infohash, port), 60, 0.5, [sp])
     churn_status = os.path.join(WORK, "churn.status.json")
     cmd = [PY, CHURN, "--torrent", content.torrent_nt, "--peer", "127.0.0.1:%d" % port,
@@ -3404,10 +3427,8 @@ def case_soak(ctx):
             fds = len(os.listdir("/proc/%d/fd" % spid))
         except OSError:
             fds = None
-        doc = read_json(stats) or {}
-        up = (doc.get("totals") or {}).get("uploaded")
-        peers = sum(t.get("peers", 0) for t in doc.get("torrents") or [])
-        samples.append((time.monotonic() - t0, st.get("VmRSS", 0), fds, proc_cpu(spid), up, peers))
+        up, peers = seed_status(seed_log)
+        samples.append((time.monotonic() - t0, st.get("VmRSS", 0), fds, proc_cpu(spid), up, peers or 0))
 
     err = None
     while time.monotonic() - t0 < SOAK_SECONDS:
@@ -3423,13 +3444,9 @@ def case_soak(ctx):
     others = load.others()
     stop(cp, grace=20)
     left_at = time.monotonic()
-    # rill rewrites its stats document every 5 s: wait (bounded) until it shows the leechers gone.
+    # rill prints its status line every few seconds: wait (bounded) until it shows the leechers gone.
     try:
-        def no_peer():
-            ts = (read_json(stats) or {}).get("torrents") or []
-            return bool(ts) and sum(t.get("peers", 0) for t in ts) == 0
-
-        wait_until("rill seed's stats to show no peer", no_peer, 15, 0.5, [sp])
+        wait_until("rill seed's status to show no peer", lambda: seed_status(seed_log)[1] == 0, 15, 0.5, [sp])
     except RuntimeError:
         pass
     sample()
@@ -3489,7 +3506,7 @@ def case_soak(ctx):
     emit("   %.0f s after every leecher left: %s open fds, RSS %s MiB, %s peers" % (
         after[0] - (left_at - t0), after[2], mib(after[1]), after[5]))
     emit("   sampled every 5 s: VmRSS and /proc/PID/fd of rill; CPU = utime+stime (all threads) over the window;")
-    emit("   bytes served from rill's --stats-json (totals.uploaded). Leechers: scripts/bench.d/churn.py (each its own")
+    emit("   bytes served and peers from rill's status line (no --stats-json: see the README). Leechers: churn.py (each its own")
     emit("   libtorrent session, capped at SOAK_RATE, fetching a random 2-30 % run of pieces or all of it, 30 % leave")
     emit("   after 5-60 s) given rill directly; aria2c runs find rill through opentracker.")
     emit()

@@ -1,5 +1,6 @@
 //! Observing the network: what the user sees (status line, summaries) and what machines read.
 
+pub mod chunks;
 pub mod client;
 pub mod info;
 pub mod logpanel;

@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
+use super::chunks::Chunks;
 use super::stats::Stats;
 use crate::engine::snapshot::Snapshot;
 use crate::engine::trace::{TraceEvent, TraceKind, Transport};
@@ -49,7 +50,7 @@ enum Job {
     /// Trace bytes to append.
     Append(Vec<u8>),
     /// A new stats document to put in place.
-    Document(Vec<u8>),
+    Document(Chunks),
 }
 
 /// Why the recorder's helper reported failure at the end.
@@ -79,7 +80,7 @@ pub struct Recorder {
     queue: Option<SyncSender<Job>>,
     spare: Receiver<Vec<u8>>,
     /// The stats document's buffer, back from the helper once written.
-    doc_spare: Receiver<Vec<u8>>,
+    doc_spare: Receiver<Chunks>,
     helper: Option<JoinHandle<Result<(), RecordError>>>,
     /// Events dropped because the helper was behind, not yet reported in the file.
     unreported: u64,
@@ -99,7 +100,7 @@ impl Recorder {
     ) -> io::Result<Self> {
         let (queue, rx) = mpsc::sync_channel::<Job>(JOBS_QUEUED);
         let (spare_tx, spare) = mpsc::sync_channel::<Vec<u8>>(JOBS_QUEUED);
-        let (doc_spare_tx, doc_spare) = mpsc::sync_channel::<Vec<u8>>(1);
+        let (doc_spare_tx, doc_spare) = mpsc::sync_channel::<Chunks>(1);
         let tracing = trace.is_some();
         let stats = stats_path.is_some().then(|| Box::new(Stats::new(torrents)));
         let helper = thread::Builder::new()
@@ -237,7 +238,9 @@ impl Recorder {
         let chunk = self.chunk.take().filter(|c| !c.is_empty());
         let doc = self.stats.as_mut().map(|s| {
             s.end_turn();
-            s.document(now, snapshot, self.dropped)
+            let mut doc = self.doc_spare.try_recv().unwrap_or_default();
+            s.document_into(now, snapshot, self.dropped, &mut doc);
+            doc
         });
         if let Some(queue) = self.queue.take() {
             if let Some(chunk) = chunk {
@@ -274,7 +277,7 @@ fn run_helper<F: FileExt>(
     stats_path: Option<PathBuf>,
     rx: &Receiver<Job>,
     spare: &SyncSender<Vec<u8>>,
-    doc_spare: &SyncSender<Vec<u8>>,
+    doc_spare: &SyncSender<Chunks>,
 ) -> Result<(), RecordError> {
     let mut offset = 0u64;
     let mut failed: Option<RecordError> = None;
@@ -292,7 +295,7 @@ fn run_helper<F: FileExt>(
             }
             Job::Document(mut doc) => {
                 if let (Some(path), true) = (&stats_path, failed.is_none()) {
-                    if let Err(error) = crate::storage::files::write_atomically(path, &doc) {
+                    if let Err(error) = crate::storage::files::write_parts_atomically(path, doc.parts()) {
                         failed = Some(RecordError { what: "stats document", error });
                     }
                 }

@@ -48,10 +48,18 @@ pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
 
 /// Writes `bytes` to `path` through a temporary beside it and a rename: a reader never sees half a file.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_parts_atomically(path, std::iter::once(bytes))
+}
+
+/// The same for bytes held in parts (the stats document's chunks), written one after the other.
+pub fn write_parts_atomically<'a>(path: &Path, mut parts: impl Iterator<Item = &'a [u8]>) -> io::Result<()> {
+    use std::io::Write;
     let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     tmp_name.push(".rill-tmp");
     let tmp = path.with_file_name(tmp_name);
-    let written = fs::write(&tmp, bytes).and_then(|()| fs::rename(&tmp, path));
+    let written = fs::File::create(&tmp)
+        .and_then(|mut file| parts.try_for_each(|part| file.write_all(part)))
+        .and_then(|()| fs::rename(&tmp, path));
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
     }

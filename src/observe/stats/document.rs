@@ -4,6 +4,7 @@
 //! Must not: aggregate (that is `Stats::on_event`) or write files.
 
 use std::collections::BTreeMap;
+use std::io;
 use std::net::SocketAddr;
 
 use serde::Serialize;
@@ -12,6 +13,7 @@ use super::{Chokes, Connects, Dht, Histogram, Latency, LoopStats, PeerStats, Rat
 use crate::engine::snapshot::Snapshot;
 use crate::engine::torrent::State;
 use crate::engine::trace::Transport;
+use crate::observe::chunks::Chunks;
 use crate::time::Timestamp;
 
 use super::super::trace::SCHEMA_VERSION;
@@ -20,19 +22,25 @@ impl Stats {
     /// The JSON document at `now` (pretty-printed: people read it too).
     pub fn document(&self, now: Timestamp, snapshot: &Snapshot, writer_dropped: u64) -> Vec<u8> {
         let mut out = Vec::new();
-        self.document_into(now, snapshot, writer_dropped, &mut out);
+        self.write_document(now, snapshot, writer_dropped, &mut out);
         out
     }
 
-    /// The same, into `out` (cleared first): the recorder reuses one buffer, so a long run's document,
-    /// which grows to hundreds of KiB with the closed peers it keeps, is not allocated afresh every
-    /// `STATS_EVERY`. The peers are serialised one by one from the aggregator (no list of them is built).
-    pub fn document_into(&self, now: Timestamp, snapshot: &Snapshot, writer_dropped: u64, out: &mut Vec<u8>) {
+    /// The same, into `out` (cleared first): the recorder reuses one set of fixed-size chunks, so a long run's
+    /// document, which grows to hundreds of KiB with the closed peers it keeps, neither is allocated afresh every
+    /// `STATS_EVERY` nor grows one buffer by doubling. The peers are serialised one by one from the aggregator
+    /// (no list of them is built).
+    pub fn document_into(&self, now: Timestamp, snapshot: &Snapshot, writer_dropped: u64, out: &mut Chunks) {
         out.clear();
-        let doc = self.build(now, snapshot, writer_dropped);
-        if serde_json::to_writer_pretty(&mut *out, &doc).is_err() {
+        if !self.write_document(now, snapshot, writer_dropped, &mut *out) {
             out.clear();
         }
+    }
+
+    /// Serialises the document into `out`; false if that failed (it cannot, into memory).
+    fn write_document(&self, now: Timestamp, snapshot: &Snapshot, writer_dropped: u64, out: impl io::Write) -> bool {
+        let doc = self.build(now, snapshot, writer_dropped);
+        serde_json::to_writer_pretty(out, &doc).is_ok()
     }
 
     fn build<'a>(&'a self, now: Timestamp, snapshot: &'a Snapshot, writer_dropped: u64) -> Document<'a> {
