@@ -3,11 +3,11 @@
 //! Owns: the chunks and the order of the bytes in them.
 //! Must not: know what is written into it, or write files (the `rill-trace` helper writes the parts).
 //!
-//! Why not a `Vec<u8>`: the document grows for hours (it keeps up to `MAX_CLOSED_PEERS` closed peers), and
-//! a `Vec` grown by doubling leaves a trail of freed, smaller buffers behind it and holds up to twice what it
-//! needs. The allocator keeps those pages: a seed with `--stats-json` under churn climbed about 5 KiB of RSS
-//! per closed peer that way. Chunks of one size are allocated once and reused from one document to the
-//! next, so the memory is the document's size rounded up to a chunk, and nothing is copied when it grows.
+//! Why not a `Vec<u8>`: the document grows for hours (it keeps up to `MAX_CLOSED_PEERS` closed peers, about
+//! 1 KB of pretty JSON each), and a `Vec` grown by doubling copies itself at every step, holds up to twice what
+//! it needs, and leaves the smaller buffers it outgrew to the allocator. Chunks of one size are allocated once
+//! and reused from one document to the next: the memory is the document's size rounded up to a chunk, and
+//! nothing is copied as it grows.
 
 use std::io;
 
