@@ -295,7 +295,7 @@ impl DiskQueue {
 struct RunningHash {
     hasher: Sha1,
     next: u32,
-    /// Copies of blocks past `next` that were written before it (a few, in arrival order), hashed once
+    /// Blocks past `next` that were written before it (their own buffers, a few, in arrival order), hashed once
     /// the gap before them is filled.
     held: Vec<HeldBlock>,
     /// Blocks past `next` written but not held (no room), one bit each: read back from the page cache
@@ -454,7 +454,7 @@ impl Executor {
             let mut result = run[0].target.lock().write_run(run[0].at, &parts[..run.len()]);
             self.stats.write_calls += 1;
             self.stats.bytes_written += end_at - run[0].at;
-            for w in run {
+            for w in &mut writes[i..j] {
                 let entry = self.hashes.entry((key, w.block.piece)).or_insert_with(RunningHash::new);
                 let data = &w.buf[..w.block.len as usize];
                 if result.is_err() {
@@ -469,9 +469,10 @@ impl Executor {
                     catch_up(entry, &mut self.held, &mut self.spare, &mut self.stats, || target.lock(), at);
                 } else if w.block.index() > entry.next && entry.next != BROKEN {
                     if self.held < REORDER_BLOCKS {
-                        let mut buf =
-                            self.spare.pop().unwrap_or_else(|| vec![0; BLOCK_LEN as usize].into_boxed_slice());
-                        buf[..data.len()].copy_from_slice(data);
+                        // The written buffer itself is held (no copy); the queue's pool gets a spare one
+                        // of the same size in its place.
+                        let spare = self.spare.pop().unwrap_or_else(|| vec![0; BLOCK_LEN as usize].into_boxed_slice());
+                        let buf = std::mem::replace(&mut w.buf, spare);
                         entry.held.push(HeldBlock { index: w.block.index(), len: w.block.len, buf });
                         self.held += 1;
                     } else if w.block.len == BLOCK_LEN {
