@@ -190,6 +190,23 @@ fn transmission_remote_adds_lists_stops_starts_and_removes_and_the_daemon_restor
     let stats = remote_ok(dir.path(), &d, &["-st"]);
     assert!(stats.contains("CURRENT SESSION"), "{stats}");
 
+    // Seed ratios: the session's shows in -si; a torrent's own ratio of 0 stops it at once, as Transmission
+    // shows a torrent that reached its ratio ("Finished"); -SR lifts it and a start seeds again. What rill
+    // cannot do (edit trackers) is refused, not acknowledged and ignored.
+    remote_ok(dir.path(), &d, &["-gsr", "0.5"]);
+    let session = remote_ok(dir.path(), &d, &["-si"]);
+    assert!(session.contains("Default seed ratio limit: 0.5"), "{session}");
+    remote_ok(dir.path(), &d, &["-t", "1", "-sr", "0"]);
+    wait_until(deadline, "torrent 1 finished at its seed ratio of 0", || state_of(dir.path(), &d, 1) == "Finished");
+    let (ok, text) = remote(dir.path(), &d, &["-t", "1", "-td", "http://127.0.0.1:9/announce"]);
+    assert!(!ok && text.contains("cannot change"), "a tracker edit must be refused: {text}");
+    remote_ok(dir.path(), &d, &["-t", "1", "-SR"]);
+    remote_ok(dir.path(), &d, &["-t", "1", "-s"]);
+    wait_until(deadline, "torrent 1 seeding again without a ratio", || {
+        let s = state_of(dir.path(), &d, 1);
+        s == "Seeding" || s == "Idle"
+    });
+
     remote_ok(dir.path(), &d, &["-t", "2", "--remove-and-delete"]);
     wait_until(deadline, "torrent 2 gone from the list", || list(dir.path(), &d).iter().all(|r| r.0 != 2));
     wait_until(deadline, "torrent 2's data deleted", || !out.join(&tb.name).exists());
@@ -208,6 +225,8 @@ fn transmission_remote_adds_lists_stops_starts_and_removes_and_the_daemon_restor
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(state_of(dir.path(), &d, 1), "Stopped");
     assert_eq!(percent_of(dir.path(), &d, 1), "100%");
+    let info = remote_ok(dir.path(), &d, &["-t", "1", "-i"]);
+    assert!(info.contains("Ratio Limit: Unlimited"), "the torrent's seed ratio mode is kept: {info}");
     remote_ok(dir.path(), &d, &["-t", "1", "-s"]);
     wait_until(deadline, "torrent 1 seeding from its resume file, no seeder left", || {
         state_of(dir.path(), &d, 1) == "Seeding" || state_of(dir.path(), &d, 1) == "Idle"

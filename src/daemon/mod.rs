@@ -125,6 +125,9 @@ struct Entry {
     last: Figures,
     summary: Option<Summary>,
     active_at: Timestamp,
+    /// Transmission's `seedRatioMode` (0 the session's ratio, 1 `ratio_limit`, 2 none) and its own ratio.
+    ratio_mode: u8,
+    ratio_limit: f64,
 }
 
 /// A removed torrent's files to delete once the engine has let go of them.
@@ -152,11 +155,17 @@ pub struct Daemon {
     /// file that names them (the loop never waits for an fsync).
     unsynced: Vec<PathBuf>,
     next_tick: Timestamp,
+    /// The session's seed ratio (`session-set seedRatioLimit`/`seedRatioLimited`; `--seed-ratio` at start),
+    /// for torrents in ratio mode 0. Kept while disabled, as Transmission does.
+    ratio_limit: f64,
+    ratio_limited: bool,
 }
 
 impl Daemon {
     /// `unix_now`: the wall-clock time (Unix seconds) at `now`, for the dates front-ends show.
     pub fn new(config: DaemonConfig, unix_now: u64, now: Timestamp) -> Self {
+        let (ratio_limit, ratio_limited) =
+            (config.seed_ratio.unwrap_or(state::DEFAULT_SEED_RATIO), config.seed_ratio.is_some());
         Daemon {
             config,
             entries: Vec::new(),
@@ -169,6 +178,17 @@ impl Daemon {
             saving: None,
             unsynced: Vec::new(),
             next_tick: now,
+            ratio_limit,
+            ratio_limited,
+        }
+    }
+
+    /// The seed ratio torrent `e` stops at, if any.
+    fn seed_ratio_of(&self, e: &Entry) -> Option<f64> {
+        match e.ratio_mode {
+            0 => self.ratio_limited.then_some(self.ratio_limit),
+            1 => Some(e.ratio_limit),
+            _ => None,
         }
     }
 
@@ -245,6 +265,12 @@ impl Daemon {
                 },
                 summary,
                 active_at: now,
+                ratio_mode: t.seed_ratio_mode.min(2),
+                ratio_limit: if t.seed_ratio_limit.is_finite() && t.seed_ratio_limit >= 0.0 {
+                    t.seed_ratio_limit
+                } else {
+                    state::DEFAULT_SEED_RATIO
+                },
             });
             restored += 1;
         }
@@ -320,7 +346,7 @@ impl Daemon {
             dir: e.dir.clone(),
             mode: Mode::Download { wanted_files, sequential: false, keep_seeding: true },
             recheck: e.recheck,
-            seed_ratio: self.config.seed_ratio,
+            seed_ratio: self.seed_ratio_of(e),
             extra_peers: self.config.extra_peers.clone(),
             save_torrent: None,
             dht: self.config.dht,
@@ -495,6 +521,8 @@ impl Daemon {
                     wanted: e.last.total,
                     downloaded: e.last.downloaded,
                     uploaded: e.last.uploaded,
+                    seed_ratio_mode: e.ratio_mode,
+                    seed_ratio_limit: e.ratio_limit,
                 })
                 .collect(),
         }
@@ -618,6 +646,8 @@ impl Daemon {
             last: Figures::default(),
             summary,
             active_at: now,
+            ratio_mode: 0,
+            ratio_limit: state::DEFAULT_SEED_RATIO,
         });
         self.dirty = true;
         if !req.paused {
@@ -714,6 +744,44 @@ impl Daemon {
             e.active_at = now;
             // The new selection takes effect by a restart (its resume file keeps what is verified).
             Self::leave_engine(e, engine, now);
+        }
+    }
+
+    /// A torrent's seed ratio mode and limit (`torrent-set`); a running torrent takes it at once.
+    pub fn set_seed_ratio(
+        &mut self,
+        engine: &mut Engine,
+        id: u32,
+        mode: Option<u8>,
+        limit: Option<f64>,
+        now: Timestamp,
+    ) {
+        let Some(i) = self.index(id) else { return };
+        let e = &mut self.entries[i];
+        e.ratio_mode = mode.unwrap_or(e.ratio_mode).min(2);
+        e.ratio_limit = limit.unwrap_or(e.ratio_limit);
+        e.active_at = now;
+        self.dirty = true;
+        let (torrent, ratio) = (e.torrent, self.seed_ratio_of(&self.entries[i]));
+        if let Some(tid) = torrent {
+            engine.handle_command(Command::SetSeedRatio(tid, ratio), now);
+        }
+    }
+
+    /// The session's seed ratio (`session-set`): every torrent that follows it takes it at once.
+    pub fn set_session_seed_ratio(
+        &mut self,
+        engine: &mut Engine,
+        limit: Option<f64>,
+        limited: Option<bool>,
+        now: Timestamp,
+    ) {
+        self.ratio_limit = limit.unwrap_or(self.ratio_limit);
+        self.ratio_limited = limited.unwrap_or(self.ratio_limited);
+        for e in self.entries.iter().filter(|e| e.ratio_mode == 0) {
+            if let Some(tid) = e.torrent {
+                engine.handle_command(Command::SetSeedRatio(tid, self.seed_ratio_of(e)), now);
+            }
         }
     }
 
@@ -932,6 +1000,12 @@ impl Backend for DaemonBackend<'_> {
             web_seeds: s.web_seeds.clone(),
             seconds_downloading: 0,
             seconds_seeding: 0,
+            seed_ratio_mode: e.ratio_mode,
+            seed_ratio_limit: e.ratio_limit,
+            finished: e
+                .torrent
+                .and_then(|tid| self.engine.torrent(tid))
+                .is_some_and(|c| c.state == State::Stopped && c.seed_ratio_reached()),
             ..TorrentInfo::default()
         };
         if detail.files {
@@ -1021,6 +1095,10 @@ impl Backend for DaemonBackend<'_> {
             self.daemon.set_files(self.engine, id, &set.files_wanted, &set.files_unwanted, self.now);
             self.changed();
         }
+        if set.seed_ratio_mode.is_some() || set.seed_ratio_limit.is_some() {
+            self.daemon.set_seed_ratio(self.engine, id, set.seed_ratio_mode, set.seed_ratio_limit, self.now);
+            self.changed();
+        }
         Ok(())
     }
 
@@ -1031,6 +1109,8 @@ impl Backend for DaemonBackend<'_> {
             config_dir: self.daemon.config.state_dir.to_string_lossy().into_owned(),
             speed_limit_down: down,
             speed_limit_up: up,
+            seed_ratio_limit: self.daemon.ratio_limit,
+            seed_ratio_limited: self.daemon.ratio_limited,
             ..self.daemon.config.session.clone()
         }
     }
@@ -1044,6 +1124,10 @@ impl Backend for DaemonBackend<'_> {
             up = u;
         }
         self.engine.set_rate_limits(up, down, self.now);
+        if set.seed_ratio_limit.is_some() || set.seed_ratio_limited.is_some() {
+            self.daemon.set_session_seed_ratio(self.engine, set.seed_ratio_limit, set.seed_ratio_limited, self.now);
+            self.changed();
+        }
         Ok(())
     }
 

@@ -15,13 +15,13 @@ pub const MAX_STATE_BYTES: u64 = 16 << 20;
 /// The file's name in the state directory.
 pub const FILE_NAME: &str = "daemon.json";
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SavedState {
     pub version: u32,
     pub torrents: Vec<SavedTorrent>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SavedTorrent {
     /// Info-hash, 40 hex digits.
     pub hash: String,
@@ -50,6 +50,18 @@ pub struct SavedTorrent {
     pub downloaded: u64,
     #[serde(default)]
     pub uploaded: u64,
+    /// Transmission's `seedRatioMode`: 0 the session's seed ratio, 1 its own (`seed_ratio_limit`), 2 none.
+    #[serde(default)]
+    pub seed_ratio_mode: u8,
+    #[serde(default = "default_seed_ratio")]
+    pub seed_ratio_limit: f64,
+}
+
+/// Transmission's default seed ratio, shown for a torrent that never had its own.
+pub const DEFAULT_SEED_RATIO: f64 = 2.0;
+
+fn default_seed_ratio() -> f64 {
+    DEFAULT_SEED_RATIO
 }
 
 #[derive(Debug)]
@@ -109,10 +121,19 @@ mod tests {
                 wanted: 10,
                 downloaded: 7,
                 uploaded: 1,
+                seed_ratio_mode: 1,
+                seed_ratio_limit: 0.5,
             }],
         };
         assert_eq!(SavedState::parse(&state.to_bytes()).unwrap(), state);
         assert!(SavedState::parse(b"{").is_err());
+        // A file from before seed ratios: the session's ratio, Transmission's default shown.
+        let old = format!(
+            "{{\"version\":1,\"torrents\":[{{\"hash\":\"{}\",\"name\":\"x\",\"dir\":\"/d\"}}]}}",
+            "ab".repeat(20)
+        );
+        let t = &SavedState::parse(old.as_bytes()).unwrap().torrents[0];
+        assert_eq!((t.seed_ratio_mode, t.seed_ratio_limit), (0, DEFAULT_SEED_RATIO));
         assert!(SavedState::parse(b"{\"version\":1,\"torrents\":[{\"hash\":1}]}").is_err());
         assert!(is_hex_hash(&"0f".repeat(20)));
         assert!(!is_hex_hash("../../etc/passwd"));

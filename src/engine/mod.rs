@@ -362,6 +362,11 @@ impl Engine {
                 }
             }
             Command::Resume(id) => self.resume_torrent(id, now),
+            Command::SetSeedRatio(id, ratio) => {
+                if let Some(t) = self.torrents.get_mut(id.0) {
+                    t.opts.seed_ratio = ratio; // the once-a-second tick stops it when reached
+                }
+            }
             Command::Remove(id) => {
                 if self.torrents.contains(id.0) {
                     self.stop_torrent(id, State::Stopped, now);

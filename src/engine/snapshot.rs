@@ -16,7 +16,7 @@ use super::torrent::{CheckSummary, State};
 use super::{ConnId, TorrentId};
 
 /// Something a user (CLI signal, RPC client) asks of the engine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Command {
     /// Close the torrent's peers, tell its trackers `stopped`; it can be resumed.
     Pause(TorrentId),
@@ -24,6 +24,8 @@ pub enum Command {
     Resume(TorrentId),
     /// Stop the torrent and forget it once its trackers were told.
     Remove(TorrentId),
+    /// Seed until this ratio of uploaded to torrent size, then stop (`None`: seed on).
+    SetSeedRatio(TorrentId, Option<f64>),
     /// Stop every torrent: the engine is finished once their trackers were told (or a grace period passed).
     Shutdown,
     /// A second shutdown request: stop waiting for trackers.

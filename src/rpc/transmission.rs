@@ -109,6 +109,11 @@ pub struct TorrentInfo {
     pub seconds_seeding: u64,
     pub download_limit: Option<u64>,
     pub upload_limit: Option<u64>,
+    /// Transmission's `seedRatioMode`: 0 the session's limit, 1 its own (`seed_ratio_limit`), 2 none.
+    pub seed_ratio_mode: u8,
+    pub seed_ratio_limit: f64,
+    /// Stopped because it reached its seed ratio.
+    pub finished: bool,
 }
 
 impl TorrentInfo {
@@ -120,9 +125,8 @@ impl TorrentInfo {
     }
 
     fn is_finished(&self) -> bool {
-        // Transmission: stopped after reaching its seed ratio. rill stops a torrent only when told to, so
-        // "finished" is never true while it runs.
-        false
+        // Transmission: stopped after reaching its seed ratio.
+        self.finished
     }
 }
 
@@ -153,13 +157,16 @@ pub struct Added {
 }
 
 /// `torrent-set`'s arguments we act on.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TorrentSet {
     pub files_wanted: Vec<usize>,
     pub files_unwanted: Vec<usize>,
     /// `Some(None)`: no limit; bytes/s.
     pub download_limit: Option<Option<u64>>,
     pub upload_limit: Option<Option<u64>>,
+    /// `seedRatioMode` (0, 1 or 2, as in `TorrentInfo`) and `seedRatioLimit`.
+    pub seed_ratio_mode: Option<u8>,
+    pub seed_ratio_limit: Option<f64>,
 }
 
 /// The session settings `session-get` shows and `session-set` changes.
@@ -176,12 +183,17 @@ pub struct SessionInfo {
     pub utp_enabled: bool,
     pub pex_enabled: bool,
     pub config_dir: String,
+    /// The session's seed ratio (`seedRatioLimit`), applied to torrents in mode 0 when `seed_ratio_limited`.
+    pub seed_ratio_limit: f64,
+    pub seed_ratio_limited: bool,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct SessionSet {
     pub speed_limit_down: Option<Option<u64>>,
     pub speed_limit_up: Option<Option<u64>>,
+    pub seed_ratio_limit: Option<f64>,
+    pub seed_ratio_limited: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -533,8 +545,8 @@ fn field(name: &str, t: &TorrentInfo) -> Option<Value> {
         "queuePosition" => 0.into(),
         "bandwidthPriority" => 0.into(),
         "honorsSessionLimits" => true.into(),
-        "seedRatioMode" => 0.into(),
-        "seedRatioLimit" => 2.0.into(),
+        "seedRatioMode" => t.seed_ratio_mode.into(),
+        "seedRatioLimit" => t.seed_ratio_limit.into(),
         "seedIdleMode" => 0.into(),
         "seedIdleLimit" => 30.into(),
         "downloadLimited" => t.download_limit.is_some().into(),
@@ -662,7 +674,25 @@ fn limit(enabled: Option<&Value>, kbps: Option<&Value>, current: Option<u64>) ->
     }
 }
 
+/// A seed ratio (`seedRatioLimit`): a finite number from 0 up.
+fn ratio(v: Option<&Value>) -> Result<Option<f64>, String> {
+    match v {
+        None => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(r) if r.is_finite() && r >= 0.0 => Ok(Some(r)),
+            _ => Err("seedRatioLimit must be a number from 0 up".into()),
+        },
+    }
+}
+
+/// `torrent-set` keys that would change what a torrent does and that rill cannot honour: refused, not
+/// ignored, so a front-end does not show a change that did not happen.
+const UNSUPPORTED_TORRENT_SET: [&str; 5] = ["trackerAdd", "trackerRemove", "trackerReplace", "trackerList", "location"];
+
 fn torrent_set(args: &Map<String, Value>, backend: &mut dyn Backend) -> Answer {
+    if let Some(key) = UNSUPPORTED_TORRENT_SET.iter().find(|k| args.contains_key(**k)) {
+        return Err(format!("rill cannot change a torrent's {key}"));
+    }
     let ids = select(args, backend)?;
     for id in ids {
         let current = backend.torrent(id, Detail::default());
@@ -679,6 +709,11 @@ fn torrent_set(args: &Map<String, Value>, backend: &mut dyn Backend) -> Answer {
                 args.get("uploadLimit"),
                 current.as_ref().and_then(|t| t.upload_limit),
             ),
+            seed_ratio_mode: match args.get("seedRatioMode") {
+                None => None,
+                Some(v) => Some(v.as_u64().filter(|&m| m <= 2).ok_or("seedRatioMode must be 0, 1 or 2")? as u8),
+            },
+            seed_ratio_limit: ratio(args.get("seedRatioLimit"))?,
         };
         backend.set_torrent(id, &set)?;
     }
@@ -724,8 +759,8 @@ fn session_get(backend: &dyn Backend) -> Map<String, Value> {
         ("blocklist-size", Value::from(0)),
         ("blocklist-url", Value::from("")),
         ("cache-size-mb", Value::from(0)),
-        ("seedRatioLimit", Value::from(2.0)),
-        ("seedRatioLimited", Value::from(false)),
+        ("seedRatioLimit", Value::from(s.seed_ratio_limit)),
+        ("seedRatioLimited", Value::from(s.seed_ratio_limited)),
         ("idle-seeding-limit", Value::from(30)),
         ("idle-seeding-limit-enabled", Value::from(false)),
         ("download-queue-enabled", Value::from(false)),
@@ -759,6 +794,8 @@ fn session_set(args: &Map<String, Value>, backend: &mut dyn Backend) -> Answer {
     let set = SessionSet {
         speed_limit_down: limit(args.get("speed-limit-down-enabled"), args.get("speed-limit-down"), s.speed_limit_down),
         speed_limit_up: limit(args.get("speed-limit-up-enabled"), args.get("speed-limit-up"), s.speed_limit_up),
+        seed_ratio_limit: ratio(args.get("seedRatioLimit"))?,
+        seed_ratio_limited: args.get("seedRatioLimited").map(truthy),
     };
     backend.set_session(&set)?;
     Ok(Map::new())

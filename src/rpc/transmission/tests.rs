@@ -173,7 +173,10 @@ fn limits_use_kilobytes_of_1000_and_the_enabled_flags() {
     );
     assert_eq!(
         b.calls,
-        [format!("session {:?}", SessionSet { speed_limit_down: Some(Some(100_000)), speed_limit_up: Some(None) })]
+        [format!(
+            "session {:?}",
+            SessionSet { speed_limit_down: Some(Some(100_000)), speed_limit_up: Some(None), ..SessionSet::default() }
+        )]
     );
     b.calls.clear();
     call(
@@ -183,6 +186,46 @@ fn limits_use_kilobytes_of_1000_and_the_enabled_flags() {
     );
     let set = TorrentSet { files_unwanted: vec![0], upload_limit: Some(Some(5000)), ..TorrentSet::default() };
     assert_eq!(b.calls, [format!("set 1 {set:?}")]);
+}
+
+#[test]
+fn seed_ratios_are_read_checked_and_passed_on_and_tracker_edits_are_refused() {
+    let mut b = Fake::two();
+    b.torrents[0].seed_ratio_mode = 1;
+    b.torrents[0].seed_ratio_limit = 1.5;
+    b.session.seed_ratio_limit = 0.5;
+    b.session.seed_ratio_limited = true;
+    let r = call(
+        &mut b,
+        json!({"method": "torrent-get", "arguments": {"ids": [1], "fields": ["seedRatioMode", "seedRatioLimit"]}}),
+    );
+    assert_eq!(r["arguments"]["torrents"][0], json!({"seedRatioMode": 1, "seedRatioLimit": 1.5}));
+    let r = call(&mut b, json!({"method": "session-get"}));
+    assert_eq!((&r["arguments"]["seedRatioLimit"], &r["arguments"]["seedRatioLimited"]), (&json!(0.5), &json!(true)));
+
+    call(
+        &mut b,
+        json!({"method": "torrent-set", "arguments": {"ids": [2], "seedRatioMode": 1, "seedRatioLimit": 0.25}}),
+    );
+    call(&mut b, json!({"method": "session-set", "arguments": {"seedRatioLimit": 3, "seedRatioLimited": false}}));
+    let set = TorrentSet { seed_ratio_mode: Some(1), seed_ratio_limit: Some(0.25), ..TorrentSet::default() };
+    let session = SessionSet { seed_ratio_limit: Some(3.0), seed_ratio_limited: Some(false), ..SessionSet::default() };
+    assert_eq!(b.calls, [format!("set 2 {set:?}"), format!("session {session:?}")]);
+
+    b.calls.clear();
+    for bad in [
+        json!({"method": "torrent-set", "arguments": {"ids": [1], "seedRatioMode": 3}}),
+        json!({"method": "torrent-set", "arguments": {"ids": [1], "seedRatioLimit": -1}}),
+        json!({"method": "torrent-set", "arguments": {"ids": [1], "seedRatioLimit": "lots"}}),
+        json!({"method": "session-set", "arguments": {"seedRatioLimit": null}}),
+        json!({"method": "torrent-set", "arguments": {"ids": [1], "trackerAdd": ["http://t/a"]}}),
+        json!({"method": "torrent-set", "arguments": {"ids": [1], "trackerList": "http://t/a"}}),
+        json!({"method": "torrent-set", "arguments": {"ids": [1], "location": "/elsewhere"}}),
+    ] {
+        let r = call(&mut b, bad.clone());
+        assert_ne!(r["result"], "success", "{bad}");
+    }
+    assert!(b.calls.is_empty(), "nothing reached the backend: {:?}", b.calls);
 }
 
 #[test]
