@@ -513,6 +513,7 @@ fn transfer(
             mode: mode.clone(),
             recheck,
             seed_ratio: opts.seed_ratio,
+            uploaded_before: 0,
             extra_peers: opts.peers.clone(),
             save_torrent: save_torrent.clone(),
             dht: true,

@@ -325,6 +325,7 @@ impl Sim {
             mode,
             recheck: false,
             seed_ratio: None,
+            uploaded_before: 0,
             extra_peers: vec![],
             save_torrent: None,
             dht: true,

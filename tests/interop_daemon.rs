@@ -232,6 +232,10 @@ fn transmission_remote_adds_lists_stops_starts_and_removes_and_the_daemon_restor
         state_of(dir.path(), &d, 1) == "Seeding" || state_of(dir.path(), &d, 1) == "Idle"
     });
     assert_eq!(percent_of(dir.path(), &d, 1), "100%");
+    // Its totals carry over stops, verifies and restarts (a front-end's ratio column must not reset).
+    let info = remote_ok(dir.path(), &d, &["-t", "1", "-i"]);
+    let downloaded = info.lines().find_map(|l| l.trim().strip_prefix("Downloaded: ")).unwrap_or("");
+    assert!(!downloaded.is_empty() && downloaded != "None", "downloaded-ever after a restart: {info}");
 
     // kill -9: the state file written at the last change is all there is; wait until it says "started".
     let state_file = state.join("daemon.json");

@@ -68,7 +68,7 @@ fn setup() -> Fixture {
     let config =
         EngineConfig { max_peers: 8, max_half_open: 2, upload_slots: 4, up_limit: None, down_limit: None, listen_port: None, trace: false, dht: None, encryption: rill::peer::encryption::EncryptionPolicy::Prefer, utp: false };
     let mut engine = Engine::new(config, *b"-RL0001-fuzzfuzzfuzz", Rng::seeded(1), Entropy::seeded(1), Timestamp::ZERO);
-    let opts = TorrentOptions { dir, mode: Mode::Seed { partial: true }, recheck: false, seed_ratio: None, extra_peers: vec![], save_torrent: None, dht: false };
+    let opts = TorrentOptions { dir, mode: Mode::Seed { partial: true }, recheck: false, seed_ratio: None, uploaded_before: 0, extra_peers: vec![], save_torrent: None, dht: false };
     let info_hash = meta.info_hash;
     let id = engine.add_torrent(meta, opts, Timestamp::ZERO).expect("added");
     let now = Timestamp::from_millis(1);

@@ -128,6 +128,19 @@ struct Entry {
     /// Transmission's `seedRatioMode` (0 the session's ratio, 1 `ratio_limit`, 2 none) and its own ratio.
     ratio_mode: u8,
     ratio_limit: f64,
+    /// Bytes downloaded and uploaded before its present run in the engine (earlier runs, before a stop, a
+    /// verify or a restart of the daemon), which the engine's own counts, from zero, add to.
+    carried: (u64, u64),
+}
+
+impl Entry {
+    /// What the engine shows of this torrent, with the totals of its earlier runs.
+    fn figures(&self, t: &TorrentSnapshot) -> Figures {
+        let mut f = Figures::of(t);
+        f.downloaded += self.carried.0;
+        f.uploaded += self.carried.1;
+        f
+    }
 }
 
 /// A removed torrent's files to delete once the engine has let go of them.
@@ -271,6 +284,7 @@ impl Daemon {
                 } else {
                     state::DEFAULT_SEED_RATIO
                 },
+                carried: (0, 0),
             });
             restored += 1;
         }
@@ -347,6 +361,7 @@ impl Daemon {
             mode: Mode::Download { wanted_files, sequential: false, keep_seeding: true },
             recheck: e.recheck,
             seed_ratio: self.seed_ratio_of(e),
+            uploaded_before: e.last.uploaded,
             extra_peers: self.config.extra_peers.clone(),
             save_torrent: None,
             dht: self.config.dht,
@@ -356,6 +371,7 @@ impl Daemon {
                 let summary = meta.as_ref().map(Summary::of);
                 let e = &mut self.entries[index];
                 e.torrent = Some(id);
+                e.carried = (e.last.downloaded, e.last.uploaded);
                 e.recheck = false;
                 e.error = None;
                 if summary.is_some() {
@@ -389,7 +405,7 @@ impl Daemon {
                 continue;
             };
             if t.total > 0 {
-                e.last = Figures::of(t);
+                e.last = e.figures(t);
             }
         }
     }
@@ -408,7 +424,7 @@ impl Daemon {
             if let Some(id) = e.torrent {
                 if let Some(t) = snapshot.torrents.iter().find(|t| t.id == id) {
                     if t.metadata_progress.is_none() || t.total > 0 {
-                        e.last = Figures::of(t);
+                        e.last = e.figures(t);
                     }
                     if t.name != e.name && !t.name.is_empty() {
                         e.name = t.name.clone();
@@ -648,6 +664,7 @@ impl Daemon {
             active_at: now,
             ratio_mode: 0,
             ratio_limit: state::DEFAULT_SEED_RATIO,
+            carried: (0, 0),
         });
         self.dirty = true;
         if !req.paused {
@@ -694,6 +711,7 @@ impl Daemon {
     /// Hashes the torrent's data again: a running torrent restarts with a full check; a stopped one is
     /// checked when it next starts.
     pub fn verify(&mut self, engine: &mut Engine, id: u32, now: Timestamp) {
+        self.reconcile_figures(engine);
         let Some(i) = self.index(id) else { return };
         let e = &mut self.entries[i];
         e.recheck = true;
@@ -728,6 +746,7 @@ impl Daemon {
     }
 
     pub fn set_files(&mut self, engine: &mut Engine, id: u32, wanted: &[usize], unwanted: &[usize], now: Timestamp) {
+        self.reconcile_figures(engine);
         let Some(i) = self.index(id) else { return };
         let e = &mut self.entries[i];
         let count = e.summary.as_ref().map_or(0, |s| s.files.len());
@@ -936,7 +955,7 @@ impl Backend for DaemonBackend<'_> {
         let snap = self.snapshot();
         let t = e.torrent.and_then(|tid| self.torrent_snapshot(tid));
         let f = match t {
-            Some(t) if t.total > 0 || t.metadata_progress.is_none() => Figures::of(t),
+            Some(t) if t.total > 0 || t.metadata_progress.is_none() => e.figures(t),
             _ => e.last,
         };
         let none = Summary::default();

@@ -85,6 +85,8 @@ pub struct TorrentOptions {
     pub recheck: bool,
     /// When seeding, stop once uploaded / total reaches this.
     pub seed_ratio: Option<f64>,
+    /// Bytes uploaded in earlier runs (a daemon keeps the count): they count toward `seed_ratio`.
+    pub uploaded_before: u64,
     /// Peers to dial besides those the trackers give.
     pub extra_peers: Vec<SocketAddr>,
     /// Write the metainfo here once a magnet's metadata arrives (`--save-torrent`).
@@ -656,7 +658,8 @@ impl TorrentCore {
             return false;
         }
         let total = data.ctx.geometry.total_length().max(1);
-        data.swarm.totals.uploaded as f64 / total as f64 >= ratio
+        let uploaded = self.opts.uploaded_before.saturating_add(data.swarm.totals.uploaded);
+        uploaded as f64 / total as f64 >= ratio
     }
 
     /// Records the verified pieces in the resume file now (on exit).
