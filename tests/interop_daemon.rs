@@ -227,6 +227,7 @@ fn transmission_remote_adds_lists_stops_starts_and_removes_and_the_daemon_restor
     assert_eq!(percent_of(dir.path(), &d, 1), "100%");
     let info = remote_ok(dir.path(), &d, &["-t", "1", "-i"]);
     assert!(info.contains("Ratio Limit: Unlimited"), "the torrent's seed ratio mode is kept: {info}");
+    assert!(info.contains("Seeding Time:"), "its seeding time is kept (secondsSeeding): {info}");
     remote_ok(dir.path(), &d, &["-t", "1", "-s"]);
     wait_until(deadline, "torrent 1 seeding from its resume file, no seeder left", || {
         state_of(dir.path(), &d, 1) == "Seeding" || state_of(dir.path(), &d, 1) == "Idle"

@@ -131,6 +131,8 @@ struct Entry {
     /// Bytes downloaded and uploaded before its present run in the engine (earlier runs, before a stop, a
     /// verify or a restart of the daemon), which the engine's own counts, from zero, add to.
     carried: (u64, u64),
+    /// Time spent downloading and seeding, over all runs (`secondsDownloading`, `secondsSeeding`).
+    active_secs: (Duration, Duration),
 }
 
 impl Entry {
@@ -168,6 +170,8 @@ pub struct Daemon {
     /// file that names them (the loop never waits for an fsync).
     unsynced: Vec<PathBuf>,
     next_tick: Timestamp,
+    /// When `tick` last ran.
+    ticked_at: Timestamp,
     /// The session's seed ratio (`session-set seedRatioLimit`/`seedRatioLimited`; `--seed-ratio` at start),
     /// for torrents in ratio mode 0. Kept while disabled, as Transmission does.
     ratio_limit: f64,
@@ -191,6 +195,7 @@ impl Daemon {
             saving: None,
             unsynced: Vec::new(),
             next_tick: now,
+            ticked_at: now,
             ratio_limit,
             ratio_limited,
         }
@@ -285,10 +290,11 @@ impl Daemon {
                     state::DEFAULT_SEED_RATIO
                 },
                 carried: (0, 0),
+                active_secs: (secs(t.seconds_downloading), secs(t.seconds_seeding)),
             });
             restored += 1;
         }
-        self.reconcile(engine, now);
+        self.reconcile(engine, now, Duration::ZERO);
         Ok(restored)
     }
 
@@ -411,8 +417,9 @@ impl Daemon {
     }
 
     /// Brings the engine in line with what the user wants; records what front-ends show of stopped
-    /// torrents; deletes the files of removed torrents the engine has let go of.
-    fn reconcile(&mut self, engine: &mut Engine, now: Timestamp) {
+    /// torrents (and `elapsed`, the time since the last tick, as downloading or seeding time); deletes the
+    /// files of removed torrents the engine has let go of.
+    fn reconcile(&mut self, engine: &mut Engine, now: Timestamp, elapsed: Duration) {
         let snapshot = engine.snapshot();
         for index in 0..self.entries.len() {
             let e = &mut self.entries[index];
@@ -432,6 +439,11 @@ impl Daemon {
                     }
                     if t.down_rate > 0.0 || t.up_rate > 0.0 {
                         e.active_at = now;
+                    }
+                    match status_of(e, Some(t)) {
+                        Status::Download => e.active_secs.0 += elapsed,
+                        Status::Seed => e.active_secs.1 += elapsed,
+                        _ => {}
                     }
                     if t.total > 0 && t.done == t.total && e.done_date == 0 {
                         e.done_date = self.unix_at_start + now.saturating_since(self.started).as_secs();
@@ -472,8 +484,9 @@ impl Daemon {
         if now < self.next_tick {
             return;
         }
+        let elapsed = now.saturating_since(std::mem::replace(&mut self.ticked_at, now));
         self.next_tick = now + TICK;
-        self.reconcile(engine, now);
+        self.reconcile(engine, now, elapsed);
         self.scan_watch_folder(engine, now);
         self.save_if_needed(false);
     }
@@ -539,6 +552,8 @@ impl Daemon {
                     uploaded: e.last.uploaded,
                     seed_ratio_mode: e.ratio_mode,
                     seed_ratio_limit: e.ratio_limit,
+                    seconds_downloading: e.active_secs.0.as_secs(),
+                    seconds_seeding: e.active_secs.1.as_secs(),
                 })
                 .collect(),
         }
@@ -665,6 +680,7 @@ impl Daemon {
             ratio_mode: 0,
             ratio_limit: state::DEFAULT_SEED_RATIO,
             carried: (0, 0),
+            active_secs: (Duration::ZERO, Duration::ZERO),
         });
         self.dirty = true;
         if !req.paused {
@@ -1017,8 +1033,8 @@ impl Backend for DaemonBackend<'_> {
             },
             trackers: s.trackers.clone(),
             web_seeds: s.web_seeds.clone(),
-            seconds_downloading: 0,
-            seconds_seeding: 0,
+            seconds_downloading: e.active_secs.0.as_secs(),
+            seconds_seeding: e.active_secs.1.as_secs(),
             seed_ratio_mode: e.ratio_mode,
             seed_ratio_limit: e.ratio_limit,
             finished: e

@@ -55,6 +55,11 @@ pub struct SavedTorrent {
     pub seed_ratio_mode: u8,
     #[serde(default = "default_seed_ratio")]
     pub seed_ratio_limit: f64,
+    /// Time spent downloading and seeding over all runs, seconds.
+    #[serde(default)]
+    pub seconds_downloading: u64,
+    #[serde(default)]
+    pub seconds_seeding: u64,
 }
 
 /// Transmission's default seed ratio, shown for a torrent that never had its own.
@@ -123,6 +128,8 @@ mod tests {
                 uploaded: 1,
                 seed_ratio_mode: 1,
                 seed_ratio_limit: 0.5,
+                seconds_downloading: 60,
+                seconds_seeding: 3600,
             }],
         };
         assert_eq!(SavedState::parse(&state.to_bytes()).unwrap(), state);
