@@ -165,6 +165,10 @@ fn transmission_remote_adds_lists_stops_starts_and_removes_and_the_daemon_restor
     assert!(info.contains("Total size:"), "{info}");
     let files = remote_ok(dir.path(), &d, &["-t", "1", "-f"]);
     assert!(files.contains("one.bin") && files.contains("three.bin"), "{files}");
+    // Tracker stats as transmission-remote reads them (it skips an entry that lacks any key it wants).
+    let trackers = remote_ok(dir.path(), &d, &["-t", "1", "-it"]);
+    assert!(trackers.contains(&format!("Tracker 0: http://127.0.0.1:{port}")), "{trackers}");
+    assert!(trackers.contains("Got a list of"), "opentracker answered: {trackers}");
 
     remote_ok(dir.path(), &d, &["-t", "1", "-S"]);
     wait_until(deadline, "torrent 1 stopped", || state_of(dir.path(), &d, 1) == "Stopped");

@@ -66,6 +66,7 @@ impl Backend for Stub {
     fn start(&mut self, _: u32) {}
     fn stop(&mut self, _: u32) {}
     fn verify(&mut self, _: u32) {}
+    fn reannounce(&mut self, _: u32) {}
     fn remove(&mut self, id: u32, _: bool) {
         self.ids.retain(|&i| i != id);
     }

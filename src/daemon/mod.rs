@@ -25,10 +25,11 @@ use crate::magnet::Magnet;
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::rpc::transmission::{
     AddSource, AddTorrent, Added, Backend, Detail, FileInfo, PeerInfo, SessionInfo, SessionSet, SessionStats, Status,
-    TorrentInfo, TorrentSet,
+    TorrentInfo, TorrentSet, TrackerInfo,
 };
 use crate::storage::files::{self, BackgroundWrite};
 use crate::time::{secs, Timestamp};
+use crate::tracker::TrackerState;
 use state::{SavedState, SavedTorrent};
 
 /// Largest `.torrent` accepted (as `rill download`).
@@ -65,7 +66,8 @@ struct Summary {
     creator: String,
     /// Files a user can pick (no padding), in order: relative path, length.
     files: Vec<(PathBuf, u64)>,
-    trackers: Vec<String>,
+    /// Tracker URLs with their tiers, in tier order.
+    trackers: Vec<(usize, String)>,
     web_seeds: Vec<String>,
 }
 
@@ -79,7 +81,12 @@ impl Summary {
             comment: meta.comment.clone().unwrap_or_default(),
             creator: meta.created_by.clone().unwrap_or_default(),
             files: meta.selectable_files().map(|(_, f)| (f.path.clone(), f.length)).collect(),
-            trackers: meta.trackers.iter().flatten().cloned().collect(),
+            trackers: meta
+                .trackers
+                .iter()
+                .enumerate()
+                .flat_map(|(tier, urls)| urls.iter().map(move |u| (tier, u.clone())))
+                .collect(),
             web_seeds: meta.web_seeds.clone(),
         }
     }
@@ -899,6 +906,50 @@ impl DaemonBackend<'_> {
         })
     }
 
+    /// The torrent's trackers as front-ends show them: from the engine while it runs (state, last answer,
+    /// next announce), else as the metainfo lists them.
+    fn tracker_infos(&self, s: &Summary, t: Option<&TorrentSnapshot>) -> Vec<TrackerInfo> {
+        let unix_now = self.daemon.unix(self.now);
+        let at = |d: Duration, later: bool| {
+            if later {
+                unix_now + d.as_secs()
+            } else {
+                unix_now.saturating_sub(d.as_secs())
+            }
+        };
+        match t.filter(|t| !t.trackers.is_empty()) {
+            Some(t) => t
+                .trackers
+                .iter()
+                .map(|tr| {
+                    let answered = tr.last_announce_ago.is_some() && tr.state != TrackerState::Failing;
+                    TrackerInfo {
+                        announce: tr.url.clone(),
+                        tier: tr.tier,
+                        announcing: matches!(tr.state, TrackerState::Announcing | TrackerState::Stopping),
+                        last_announce_time: tr.last_announce_ago.map_or(0, |d| at(d, false)),
+                        has_announced: tr.last_announce_ago.is_some() || tr.state == TrackerState::Failing,
+                        last_announce_succeeded: answered,
+                        last_announce_result: match (&tr.last_error, answered) {
+                            (_, true) => "Success".into(),
+                            (Some(e), false) => e.clone(),
+                            (None, false) => String::new(),
+                        },
+                        last_announce_peer_count: tr.peers as u64,
+                        next_announce_time: tr.next_announce_in.map_or(0, |d| at(d, true)),
+                        seeders: tr.seeders,
+                        leechers: tr.leechers,
+                    }
+                })
+                .collect(),
+            None => s
+                .trackers
+                .iter()
+                .map(|(tier, url)| TrackerInfo { announce: url.clone(), tier: *tier, ..TrackerInfo::default() })
+                .collect(),
+        }
+    }
+
     fn torrent_snapshot(&self, id: TorrentId) -> Option<&TorrentSnapshot> {
         let (snapshot, index) = self.indexed();
         index.get(&id).map(|&i| &snapshot.torrents[i])
@@ -925,7 +976,7 @@ fn status_of(e: &Entry, t: Option<&TorrentSnapshot>) -> Status {
 }
 
 /// A magnet link for a torrent (`magnetLink`).
-fn magnet_link(hash: &InfoHash, name: &str, trackers: &[String]) -> String {
+fn magnet_link<'a>(hash: &InfoHash, name: &str, trackers: impl Iterator<Item = &'a str>) -> String {
     let mut link = format!("magnet:?xt=urn:btih:{hash}&dn={}", percent_encode(name));
     for t in trackers {
         link.push_str("&tr=");
@@ -1017,7 +1068,10 @@ impl Backend for DaemonBackend<'_> {
             comment: s.comment.clone(),
             creator: s.creator.clone(),
             date_created: 0,
-            magnet_link: e.magnet.clone().unwrap_or_else(|| magnet_link(&e.info_hash, &e.name, &s.trackers)),
+            magnet_link: e
+                .magnet
+                .clone()
+                .unwrap_or_else(|| magnet_link(&e.info_hash, &e.name, s.trackers.iter().map(|(_, url)| url.as_str()))),
             recheck_progress: t.and_then(|t| t.check_progress).map_or(0.0, |(done, total)| {
                 if total > 0 {
                     f64::from(done) / f64::from(total)
@@ -1031,7 +1085,7 @@ impl Backend for DaemonBackend<'_> {
                 None if e.summary.is_some() || f.total > 0 => 1.0,
                 None => 0.0,
             },
-            trackers: s.trackers.clone(),
+            trackers: self.tracker_infos(s, t),
             web_seeds: s.web_seeds.clone(),
             seconds_downloading: e.active_secs.0.as_secs(),
             seconds_seeding: e.active_secs.1.as_secs(),
@@ -1115,6 +1169,12 @@ impl Backend for DaemonBackend<'_> {
     fn verify(&mut self, id: u32) {
         self.daemon.verify(self.engine, id, self.now);
         self.changed();
+    }
+
+    fn reannounce(&mut self, id: u32) {
+        if let Some(tid) = self.daemon.entries.iter().find(|e| e.id == id).and_then(|e| e.torrent) {
+            self.engine.handle_command(Command::Reannounce(tid), self.now);
+        }
     }
 
     fn remove(&mut self, id: u32, delete_local_data: bool) {
@@ -1209,7 +1269,7 @@ mod tests {
         let hash = parse_hash(&"0a".repeat(20)).unwrap();
         assert_eq!(hash.to_string(), "0a".repeat(20));
         assert!(parse_hash("zz").is_none());
-        let link = magnet_link(&hash, "a b&c", &["http://t/announce".into()]);
+        let link = magnet_link(&hash, "a b&c", ["http://t/announce"].into_iter());
         assert_eq!(link, format!("magnet:?xt=urn:btih:{}&dn=a%20b%26c&tr=http%3A%2F%2Ft%2Fannounce", "0a".repeat(20)));
         assert!(Magnet::parse(&link).is_ok());
     }

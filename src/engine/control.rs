@@ -85,7 +85,7 @@ impl Engine {
     }
 
     /// The torrent's tracker URLs, first tier first.
-    pub fn tracker_urls(&self, id: TorrentId) -> Vec<String> {
+    pub fn tracker_urls(&self, id: TorrentId) -> Vec<(usize, String)> {
         self.torrents.get(id.0).map(|t| t.tracker_urls()).unwrap_or_default()
     }
 }

@@ -362,6 +362,13 @@ impl Engine {
                 }
             }
             Command::Resume(id) => self.resume_torrent(id, now),
+            Command::Reannounce(id) => {
+                if let Some(t) = self.torrents.get_mut(id.0).filter(|t| t.state == State::Active) {
+                    let transfer = t.transfer();
+                    t.trackers.reannounce(now, transfer);
+                    self.pump_trackers(id, now);
+                }
+            }
             Command::SetSeedRatio(id, ratio) => {
                 if let Some(t) = self.torrents.get_mut(id.0) {
                     t.opts.seed_ratio = ratio; // the once-a-second tick stops it when reached
@@ -2070,7 +2077,10 @@ impl Engine {
                 .into_iter()
                 .map(|s| snapshot::TrackerSnapshot {
                     url: s.url,
+                    tier: s.tier,
                     state: s.state,
+                    seeders: s.seeders,
+                    leechers: s.leechers,
                     last_announce_ago: s.last_announce.map(|at| now.saturating_since(at)),
                     peers: s.peers,
                     next_announce_in: s.next_announce.map(|at| at.saturating_since(now)),

@@ -26,6 +26,8 @@ pub enum Command {
     Remove(TorrentId),
     /// Seed until this ratio of uploaded to torrent size, then stop (`None`: seed on).
     SetSeedRatio(TorrentId, Option<f64>),
+    /// Ask the trackers for peers now (each tracker's minimum interval allowing).
+    Reannounce(TorrentId),
     /// Stop every torrent: the engine is finished once their trackers were told (or a grace period passed).
     Shutdown,
     /// A second shutdown request: stop waiting for trackers.
@@ -147,7 +149,12 @@ pub struct TorrentSnapshot {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrackerSnapshot {
     pub url: String,
+    /// 0-based tier (BEP 12).
+    pub tier: usize,
     pub state: TrackerState,
+    /// What its last answer said of the swarm, if it said.
+    pub seeders: Option<u32>,
+    pub leechers: Option<u32>,
     /// How long ago it last answered an announce, and the peers that answer listed.
     pub last_announce_ago: Option<Duration>,
     pub peers: usize,

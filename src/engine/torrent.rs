@@ -426,8 +426,9 @@ impl TorrentCore {
     }
 
     /// Every tracker URL of the metainfo, first tier first.
-    pub fn tracker_urls(&self) -> Vec<String> {
-        self.tiers.iter().flatten().cloned().collect()
+    /// Every tracker URL with its tier (0-based), in tier order.
+    pub fn tracker_urls(&self) -> Vec<(usize, String)> {
+        self.tiers.iter().enumerate().flat_map(|(tier, urls)| urls.iter().map(move |u| (tier, u.clone()))).collect()
     }
 
     pub fn set_upload_slots(&mut self, slots: usize) {

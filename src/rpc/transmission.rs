@@ -101,7 +101,7 @@ pub struct TorrentInfo {
     pub recheck_progress: f64,
     /// 0..1: 1 once the metadata is there.
     pub metadata_percent: f64,
-    pub trackers: Vec<String>,
+    pub trackers: Vec<TrackerInfo>,
     pub web_seeds: Vec<String>,
     pub files: Vec<FileInfo>,
     pub peers: Vec<PeerInfo>,
@@ -128,6 +128,28 @@ impl TorrentInfo {
         // Transmission: stopped after reaching its seed ratio.
         self.finished
     }
+}
+
+/// One tracker of a torrent, for `trackers` and `trackerStats`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrackerInfo {
+    pub announce: String,
+    /// 0-based tier (BEP 12).
+    pub tier: usize,
+    /// An announce is in flight.
+    pub announcing: bool,
+    /// Unix seconds of its last answer; 0: none yet.
+    pub last_announce_time: u64,
+    /// It was asked and answered or failed.
+    pub has_announced: bool,
+    pub last_announce_succeeded: bool,
+    /// "Success", or the last error.
+    pub last_announce_result: String,
+    pub last_announce_peer_count: u64,
+    /// Unix seconds of its next announce; 0: none planned.
+    pub next_announce_time: u64,
+    pub seeders: Option<u32>,
+    pub leechers: Option<u32>,
 }
 
 /// `torrent-add`'s arguments, decoded.
@@ -222,6 +244,8 @@ pub trait Backend {
     fn start(&mut self, id: u32);
     fn stop(&mut self, id: u32);
     fn verify(&mut self, id: u32);
+    /// Ask the torrent's trackers for peers now.
+    fn reannounce(&mut self, id: u32);
     fn remove(&mut self, id: u32, delete_local_data: bool);
     fn set_torrent(&mut self, id: u32, set: &TorrentSet) -> Result<(), String>;
     fn session(&self) -> SessionInfo;
@@ -363,7 +387,7 @@ fn call(method: &str, args: &Map<String, Value>, backend: &mut dyn Backend) -> A
         "torrent-start" | "torrent-start-now" => each(args, backend, |b, id| b.start(id)),
         "torrent-stop" => each(args, backend, |b, id| b.stop(id)),
         "torrent-verify" => each(args, backend, |b, id| b.verify(id)),
-        "torrent-reannounce" => Ok(Map::new()),
+        "torrent-reannounce" => each(args, backend, |b, id| b.reannounce(id)),
         "torrent-remove" => {
             let delete = args.get("delete-local-data").is_some_and(truthy);
             each(args, backend, |b, id| b.remove(id, delete))
@@ -561,20 +585,10 @@ fn field(name: &str, t: &TorrentInfo) -> Option<Value> {
             t.trackers
                 .iter()
                 .enumerate()
-                .map(|(i, url)| json!({"announce": url, "id": i, "scrape": "", "tier": i}))
+                .map(|(i, tr)| json!({"announce": tr.announce, "id": i, "scrape": "", "tier": tr.tier}))
                 .collect(),
         ),
-        "trackerStats" => Value::Array(
-            t.trackers
-                .iter()
-                .enumerate()
-                .map(|(i, url)| {
-                    json!({"announce": url, "id": i, "tier": i, "host": url, "lastAnnounceSucceeded": true,
-                           "lastAnnouncePeerCount": 0, "seederCount": -1, "leecherCount": -1,
-                           "downloadCount": -1, "announceState": 1, "isBackup": false})
-                })
-                .collect(),
-        ),
+        "trackerStats" => Value::Array(t.trackers.iter().enumerate().map(|(i, tr)| tracker_stats(i, tr)).collect()),
         "files" => Value::Array(
             t.files
                 .iter()
@@ -631,6 +645,40 @@ fn peer_json(p: &PeerInfo) -> Value {
         "peerIsChoked": p.choked_by_peer, "peerIsInterested": p.peer_interested,
         "isDownloadingFrom": !p.choked_by_peer && p.interested, "isUploadingTo": !p.choking_peer && p.peer_interested,
     })
+}
+
+/// One `trackerStats` entry, with every key Transmission's clients read (`transmission-remote -it` skips
+/// an entry that lacks one). rill does not scrape from the daemon: the scrape keys say "never".
+fn tracker_stats(id: usize, tr: &TrackerInfo) -> Value {
+    // Transmission's tr_tracker_state: 0 inactive, 1 waiting, 2 queued, 3 active.
+    let announce_state = if tr.announcing {
+        3
+    } else if tr.next_announce_time > 0 {
+        1
+    } else {
+        0
+    };
+    let count = |n: Option<u32>| n.map_or(-1, i64::from);
+    json!({
+        "id": id, "announce": tr.announce, "host": host_of(&tr.announce), "scrape": "", "tier": tr.tier,
+        "isBackup": false, "announceState": announce_state, "hasAnnounced": tr.has_announced,
+        "lastAnnounceTime": tr.last_announce_time, "lastAnnounceStartTime": 0,
+        "lastAnnounceSucceeded": tr.last_announce_succeeded, "lastAnnounceTimedOut": false,
+        "lastAnnounceResult": tr.last_announce_result, "lastAnnouncePeerCount": tr.last_announce_peer_count,
+        "nextAnnounceTime": tr.next_announce_time,
+        "seederCount": count(tr.seeders), "leecherCount": count(tr.leechers), "downloadCount": -1,
+        "hasScraped": false, "scrapeState": 0, "lastScrapeTime": 0, "lastScrapeStartTime": 0,
+        "lastScrapeSucceeded": false, "lastScrapeTimedOut": false, "lastScrapeResult": "", "nextScrapeTime": 0,
+    })
+}
+
+/// A tracker URL's scheme, host and port (Transmission's `host`), e.g. `http://tracker.example:6969`.
+fn host_of(url: &str) -> &str {
+    let rest = url.find("://").map_or(0, |i| i + 3);
+    match url[rest..].find('/') {
+        Some(slash) => &url[..rest + slash],
+        None => url,
+    }
 }
 
 /// A list of file indices (`files-wanted` and the like).

@@ -267,6 +267,9 @@ struct Tier {
     next_at: Option<Timestamp>,
     /// Whole-tier failures in a row, for the back-off.
     failures: u32,
+    /// A re-announce the user asks for (`reannounce`) may start from then: the answering tracker's
+    /// minimum interval after its answer.
+    manual_from: Timestamp,
 }
 
 /// All trackers of one torrent.
@@ -350,7 +353,7 @@ impl Trackers {
                 continue;
             }
             own.shuffle(&mut order);
-            tier_list.push(Tier { order, pos: 0, next_at: Some(now), failures: 0 });
+            tier_list.push(Tier { order, pos: 0, next_at: Some(now), failures: 0, manual_from: now });
         }
         Trackers {
             identity,
@@ -484,6 +487,19 @@ impl Trackers {
 
     pub fn poll_event(&mut self) -> Option<TrackerEvent> {
         self.events.pop_front()
+    }
+
+    /// The user asks for more peers now: every tier waiting for its next announce whose tracker's
+    /// minimum interval has passed announces at once (a tier with a request in flight or backing off
+    /// after failures is left alone, so asking again and again cannot flood a tracker).
+    pub fn reannounce(&mut self, now: Timestamp, transfer: Transfer) {
+        self.transfer = transfer;
+        for tier in &mut self.tiers {
+            if tier.failures == 0 && tier.manual_from <= now && tier.next_at.is_some_and(|at| at > now) {
+                tier.next_at = Some(now);
+            }
+        }
+        self.start_due_announces(now);
     }
 
     /// The last piece verified: send `completed` once, now, to every tier's tracker that knows us.

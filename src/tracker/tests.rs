@@ -364,6 +364,35 @@ fn started_then_interval_then_completed_then_stopped_with_accurate_figures() {
 }
 
 #[test]
+fn a_reannounce_asked_for_goes_out_at_once_but_never_inside_the_minimum_interval() {
+    let mut sim = Sim::new(&[&["http://127.0.0.1:1001/announce"]]);
+    sim.tick(Timestamp::ZERO);
+    let (id, _, _) = http_requests(&sim.io())[0].clone();
+    // Asked while the first announce is in flight: nothing more goes out.
+    sim.tr.reannounce(sim.now, sim.transfer);
+    assert!(http_requests(&sim.io()).is_empty());
+    sim.answer_http(id, &http_ok(b"d8:intervali1800e12:min intervali120e5:peers0:e"));
+    // Inside the tracker's minimum interval: refused, however often asked.
+    for at in [1, 60, 119] {
+        sim.now = Timestamp::from_secs(at);
+        sim.tr.reannounce(sim.now, sim.transfer);
+        assert!(http_requests(&sim.io()).is_empty(), "asked at {at} s");
+    }
+    sim.now = Timestamp::from_secs(120);
+    sim.tr.reannounce(sim.now, sim.transfer);
+    let (id, _, req) = http_requests(&sim.io())[0].clone();
+    assert_eq!(param(&req, "event"), None, "a re-announce, not a new start");
+    sim.answer_http(id, &http_ok(b"d8:intervali1800e5:peers0:e"));
+    // No minimum interval named: rill's own floor of 30 s holds.
+    sim.now = Timestamp::from_secs(140);
+    sim.tr.reannounce(sim.now, sim.transfer);
+    assert!(http_requests(&sim.io()).is_empty());
+    sim.now = Timestamp::from_secs(150);
+    sim.tr.reannounce(sim.now, sim.transfer);
+    assert_eq!(http_requests(&sim.io()).len(), 1);
+}
+
+#[test]
 fn stop_right_after_completion_lets_completed_finish_then_sends_stopped() {
     // rill exits as soon as the last piece verifies: the tracker must still count the completion.
     let mut sim = Sim::new(&[&["http://127.0.0.1:1001/announce"]]);

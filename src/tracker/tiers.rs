@@ -236,6 +236,7 @@ impl Trackers {
                 tier.order.insert(0, t);
                 tier.pos = 0;
                 tier.failures = 0;
+                tier.manual_from = now + reply.min_interval.unwrap_or(MIN_INTERVAL).clamp(MIN_INTERVAL, MAX_INTERVAL);
                 let interval = reply
                     .interval
                     .unwrap_or(DEFAULT_INTERVAL)

@@ -42,7 +42,10 @@ fn torrent(id: usize, name: &str) -> TorrentSnapshot {
         trackers: vec![
             TrackerSnapshot {
                 url: "http://127.0.0.1:6969/announce".into(),
+                tier: 0,
                 state: TrackerState::Working,
+                seeders: Some(10),
+                leechers: Some(3),
                 last_announce_ago: Some(Duration::from_millis(130_400)),
                 peers: 50,
                 next_announce_in: Some(Duration::from_secs(1670)),
@@ -50,7 +53,10 @@ fn torrent(id: usize, name: &str) -> TorrentSnapshot {
             },
             TrackerSnapshot {
                 url: "udp://127.0.0.1:6970".into(),
+                tier: 1,
                 state: TrackerState::Failing,
+                seeders: None,
+                leechers: None,
                 last_announce_ago: None,
                 peers: 0,
                 next_announce_in: None,

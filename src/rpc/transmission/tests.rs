@@ -66,6 +66,9 @@ impl Backend for Fake {
     fn verify(&mut self, id: u32) {
         self.calls.push(format!("verify {id}"));
     }
+    fn reannounce(&mut self, id: u32) {
+        self.calls.push(format!("reannounce {id}"));
+    }
     fn remove(&mut self, id: u32, delete: bool) {
         self.calls.push(format!("remove {id} {delete}"));
     }
@@ -159,8 +162,9 @@ fn actions_reach_the_backend_for_each_id() {
     call(&mut b, json!({"method": "torrent-stop", "arguments": {"ids": [1, 2]}}));
     call(&mut b, json!({"method": "torrent-start-now", "arguments": {"ids": [2]}}));
     call(&mut b, json!({"method": "torrent-verify", "arguments": {"ids": 1}}));
+    call(&mut b, json!({"method": "torrent-reannounce", "arguments": {"ids": [1]}}));
     call(&mut b, json!({"method": "torrent-remove", "arguments": {"ids": [2], "delete-local-data": true}}));
-    assert_eq!(b.calls, ["stop 1", "stop 2", "start 2", "verify 1", "remove 2 true"]);
+    assert_eq!(b.calls, ["stop 1", "stop 2", "start 2", "verify 1", "reannounce 1", "remove 2 true"]);
 }
 
 #[test]
