@@ -641,8 +641,9 @@ fn peer_json(p: &PeerInfo) -> Value {
         "address": p.address, "port": p.port, "clientName": p.client, "flagStr": flags,
         "progress": p.progress, "rateToClient": p.rate_to_client, "rateToPeer": p.rate_to_peer,
         "isEncrypted": p.encrypted, "isUTP": p.utp, "isIncoming": p.incoming,
-        "clientIsChoked": p.choking_peer, "clientIsInterested": p.interested,
-        "peerIsChoked": p.choked_by_peer, "peerIsInterested": p.peer_interested,
+        // Transmission's "client" is us: `clientIsChoked` = the peer chokes us; `peerIsChoked` = we choke it.
+        "clientIsChoked": p.choked_by_peer, "clientIsInterested": p.interested,
+        "peerIsChoked": p.choking_peer, "peerIsInterested": p.peer_interested,
         "isDownloadingFrom": !p.choked_by_peer && p.interested, "isUploadingTo": !p.choking_peer && p.peer_interested,
     })
 }

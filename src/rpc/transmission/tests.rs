@@ -233,6 +233,24 @@ fn seed_ratios_are_read_checked_and_passed_on_and_tracker_edits_are_refused() {
 }
 
 #[test]
+fn peer_choke_flags_follow_transmission_where_the_client_is_us() {
+    let mut b = Fake::two();
+    b.torrents[0].peers = vec![PeerInfo {
+        address: "127.0.0.1".into(),
+        choked_by_peer: true,
+        choking_peer: false,
+        interested: true,
+        peer_interested: true,
+        ..PeerInfo::default()
+    }];
+    let r = call(&mut b, json!({"method": "torrent-get", "arguments": {"ids": [1], "fields": ["peers"]}}));
+    let p = &r["arguments"]["torrents"][0]["peers"][0];
+    assert_eq!((&p["clientIsChoked"], &p["peerIsChoked"]), (&json!(true), &json!(false)), "{p}");
+    assert_eq!((&p["isDownloadingFrom"], &p["isUploadingTo"]), (&json!(false), &json!(true)), "{p}");
+    assert_eq!(p["flagStr"], "dU");
+}
+
+#[test]
 fn session_methods_answer_what_clients_read() {
     let mut b = Fake::two();
     let r = call(&mut b, json!({"method": "session-get"}));
