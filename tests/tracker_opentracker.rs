@@ -13,6 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::free_port;
 use rill::event_loop::scrape::{scrape, ScrapeOutcome, TrackerLoop};
 use rill::metainfo::InfoHash;
 use rill::rng::{Entropy, Rng};
@@ -41,18 +44,6 @@ fn percent(bytes: &[u8]) -> String {
 fn running_as_root() -> bool {
     let out = Command::new("id").arg("-u").output().expect("run id -u");
     String::from_utf8_lossy(&out.stdout).trim() == "0"
-}
-
-/// A port free for both TCP and UDP on 127.0.0.1 right now (bound, then released).
-fn free_port() -> u16 {
-    for _ in 0..50 {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp 127.0.0.1:0");
-        let port = tcp.local_addr().expect("local addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both TCP and UDP");
 }
 
 fn unique_info_hash() -> InfoHash {

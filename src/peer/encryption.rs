@@ -1,7 +1,7 @@
 //! The stage in front of a connection's BitTorrent stream: plain, or Message Stream Encryption (either
 //! side), and the policy that decides which.
 //!
-//! Owns: deciding from an incoming connection's first byte whether it opens with MSE, running the
+//! Owns: deciding from an incoming connection's first bytes whether it opens with MSE, running the
 //! responder or the initiator over the bytes in the connection's `ReadBuf` (decrypting the initial payload
 //! in place) until the BitTorrent stream starts, and handing back the RC4 streams when RC4 was selected.
 //! The torrent an MSE initiator names is looked up through the caller's `req2` map, so one listener serves
@@ -47,9 +47,9 @@ impl EncryptionPolicy {
 
 /// Where a connection stands on encryption.
 pub enum Encryption {
-    /// Plain BitTorrent (our own plaintext connections, or the peer's first byte said so).
+    /// Plain BitTorrent (our own plaintext connections, or the peer's first bytes said so).
     Plain,
-    /// Incoming, first byte not seen yet.
+    /// Incoming, not yet told apart (see `mse::looks_encrypted`).
     Undecided { responder: Box<mse::Responder>, policy: EncryptionPolicy },
     /// The peer opened with MSE; the handshake is running.
     Handshaking(Box<mse::Responder>),
@@ -69,7 +69,7 @@ pub enum Stage {
 }
 
 impl Encryption {
-    /// An incoming connection: MSE or not, as its first byte will say. `entropy` must be the OS source
+    /// An incoming connection: MSE or not, as its first bytes will say. `entropy` must be the OS source
     /// in production (the responder's private key).
     pub fn incoming(entropy: &mut Entropy, policy: EncryptionPolicy) -> Self {
         Encryption::Undecided { responder: Box::new(mse::Responder::new(entropy, policy.accept())), policy }
@@ -97,20 +97,20 @@ impl Encryption {
         loop {
             let step = match std::mem::replace(self, Encryption::Plain) {
                 Encryption::Plain => return Ok(Stage::Ready { named: None, streams: None, decrypted: 0 }),
-                Encryption::Undecided { responder, policy } => match read.unparsed_mut().first() {
+                Encryption::Undecided { responder, policy } => match mse::looks_encrypted(read.unparsed_mut()) {
                     None => {
                         *self = Encryption::Undecided { responder, policy };
                         return Ok(Stage::Pending);
                     }
-                    Some(&first) if mse::looks_encrypted(first) => {
+                    Some(true) => {
                         if policy == EncryptionPolicy::Off {
                             return Err(DropReason::EncryptionPolicy);
                         }
                         *self = Encryption::Handshaking(responder);
                         continue;
                     }
-                    Some(_) if policy == EncryptionPolicy::Require => return Err(DropReason::EncryptionPolicy),
-                    Some(_) => return Ok(Stage::Ready { named: None, streams: None, decrypted: 0 }),
+                    Some(false) if policy == EncryptionPolicy::Require => return Err(DropReason::EncryptionPolicy),
+                    Some(false) => return Ok(Stage::Ready { named: None, streams: None, decrypted: 0 }),
                 },
                 Encryption::Handshaking(mut responder) => {
                     let step = responder.on_bytes(read.unparsed_mut(), torrent);
@@ -141,5 +141,50 @@ impl Encryption {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `bytes` to a fresh incoming stage one byte at a time, as a slow peer would send them.
+    fn incoming_stage(bytes: &[u8], policy: EncryptionPolicy) -> Result<(Encryption, Stage), DropReason> {
+        let mut enc = Encryption::incoming(&mut Entropy::seeded(3), policy);
+        let mut read = ReadBuf::for_handshake();
+        let mut stage = Stage::Pending;
+        for &b in bytes {
+            read.fill_from(&mut &[b][..]).unwrap();
+            stage = enc.advance(&mut read, |_| None, |_| {})?;
+            if stage != Stage::Pending {
+                break;
+            }
+        }
+        Ok((enc, stage))
+    }
+
+    #[test]
+    fn a_key_exchange_whose_first_byte_is_19_is_still_taken_for_mse() {
+        // One MSE public key in 256 starts with 19, the first byte of a plain handshake.
+        let first = (0u64..)
+            .map(|seed| Encryption::initiate(&mut Entropy::seeded(seed), InfoHash([5; 20]), Methods::BOTH).1)
+            .find(|ya| ya[0] == 19)
+            .unwrap();
+        let (enc, stage) = incoming_stage(&first, EncryptionPolicy::Prefer).unwrap();
+        assert_eq!(stage, Stage::Pending);
+        assert!(matches!(enc, Encryption::Handshaking(_)), "the responder runs");
+        // Under `--encryption off` it is refused for its policy, not taken for a broken plain handshake.
+        assert_eq!(incoming_stage(&first, EncryptionPolicy::Off).err(), Some(DropReason::EncryptionPolicy));
+    }
+
+    #[test]
+    fn a_plain_handshake_is_known_only_once_its_protocol_string_is_whole() {
+        let plain = b"\x13BitTorrent protocol\0\0\0\0\0\0\0\0";
+        let (_, stage) = incoming_stage(&plain[..19], EncryptionPolicy::Prefer).unwrap();
+        assert_eq!(stage, Stage::Pending, "19 bytes of the string could still be an MSE key");
+        let (enc, stage) = incoming_stage(plain, EncryptionPolicy::Prefer).unwrap();
+        assert_eq!(stage, Stage::Ready { named: None, streams: None, decrypted: 0 });
+        assert!(matches!(enc, Encryption::Plain));
+        assert_eq!(incoming_stage(plain, EncryptionPolicy::Require).err(), Some(DropReason::EncryptionPolicy));
     }
 }

@@ -217,9 +217,20 @@ fn hash(parts: &[&[u8]]) -> [u8; 20] {
     h.finalize().into()
 }
 
-/// Whether a connection's first bytes can be an MSE handshake rather than a plain BitTorrent one.
-pub fn looks_encrypted(first_byte: u8) -> bool {
-    first_byte != 19
+/// What a connection's first bytes are: `Some(true)` an MSE handshake, `Some(false)` a plain BitTorrent
+/// one, `None` not known yet. A plain handshake starts with the 20 bytes `\x13BitTorrent protocol`; an MSE
+/// one with a random public key, whose first byte is 19 once in 256 connections, so the first byte alone
+/// cannot tell (libtorrent also compares the whole protocol string).
+pub fn looks_encrypted(first_bytes: &[u8]) -> Option<bool> {
+    const PLAIN: &[u8; 20] = b"\x13BitTorrent protocol";
+    let seen = first_bytes.len().min(PLAIN.len());
+    if first_bytes[..seen] != PLAIN[..seen] {
+        Some(true)
+    } else if seen == PLAIN.len() {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 /// The two RC4 streams of a connection that selected RC4, positioned after the handshake: `decrypt` for
@@ -571,6 +582,19 @@ mod tests {
             "144cf3b847f488228dbe3d955dcce1006c6f86e60525e84a31c3fa9152540a7b27f7c7e930423a0e03896e5ba82842be\
              62b5f1712a2c86fdafe3dd16f48cb4e16610ea833b8b55bb8a48514e6d25b39171f2a81429411aee8f75b2a5e0a535ee"
         );
+    }
+
+    #[test]
+    fn the_first_bytes_tell_mse_from_plain_only_once_they_differ_or_the_string_is_whole() {
+        let plain = b"\x13BitTorrent protocol\0\0";
+        assert_eq!(looks_encrypted(b""), None);
+        assert_eq!(looks_encrypted(&plain[..1]), None);
+        assert_eq!(looks_encrypted(&plain[..19]), None);
+        assert_eq!(looks_encrypted(&plain[..20]), Some(false));
+        assert_eq!(looks_encrypted(plain), Some(false));
+        assert_eq!(looks_encrypted(b"\x13BitTorrent prot0"), Some(true));
+        assert_eq!(looks_encrypted(&[19, 0x80]), Some(true));
+        assert_eq!(looks_encrypted(&[0x55]), Some(true));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{deadline_within, free_port, rill_command, wait_until, Proc};
+use super::{deadline_within, rill_command, wait_until, Proc};
 
 /// Listeners a test owns, standing in for a torrent's trackers (HTTP on TCP, BEP 15 on UDP, one port) and for a
 /// `--peer` (TCP, and UDP in case a peer is ever tried over uTP). They record whatever reaches them.
@@ -25,15 +25,23 @@ pub struct Listeners {
 
 impl Listeners {
     pub fn start() -> Listeners {
-        let bind = |port: u16| {
-            let tcp = TcpListener::bind(("127.0.0.1", port)).expect("bind tcp");
-            let udp = UdpSocket::bind(("127.0.0.1", port)).expect("bind udp");
-            tcp.set_nonblocking(true).expect("nonblocking");
-            udp.set_nonblocking(true).expect("nonblocking");
-            (tcp, udp)
+        // Bound here and kept, not a port from `free_port` bound later: between the two, another test's
+        // outgoing connection may take the port as its own.
+        let bind = || {
+            for _ in 0..1000 {
+                let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+                let port = tcp.local_addr().expect("local_addr").port();
+                let Ok(udp) = UdpSocket::bind(("127.0.0.1", port)) else {
+                    continue;
+                };
+                tcp.set_nonblocking(true).expect("nonblocking");
+                udp.set_nonblocking(true).expect("nonblocking");
+                return (tcp, udp);
+            }
+            panic!("no loopback port free for both TCP and UDP");
         };
-        let (tracker_tcp, tracker_udp) = bind(free_port());
-        let (peer_tcp, peer_udp) = bind(free_port());
+        let (tracker_tcp, tracker_udp) = bind();
+        let (peer_tcp, peer_udp) = bind();
         Listeners { tracker_tcp, tracker_udp, peer_tcp, peer_udp, seen: RefCell::default(), held: RefCell::default() }
     }
 

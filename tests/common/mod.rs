@@ -184,15 +184,29 @@ impl Drop for TempDir {
 // Ports
 
 /// A loopback port that is free for both TCP and UDP right now, and never handed out twice by this process (tests
-/// run as parallel threads). Bind `:0`, read the port, close.
+/// run as parallel threads). It is bound by whoever uses it later (often another process), so it is drawn from
+/// below the kernel's ephemeral range: a port from `:0` could meanwhile become the local port of some test's
+/// outgoing connection (every client here connects a lot), and the listener would fail with "address in use".
 pub fn free_port() -> u16 {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    for _ in 0..1000 {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local_addr").port();
-        let udp_free = UdpSocket::bind(("127.0.0.1", port)).is_ok();
-        drop(listener);
-        if udp_free && HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = if ephemeral_low > 12_000 { (10_000, ephemeral_low) } else { (49_152, 65_535) };
+    // Test processes run side by side: each draws from its own pseudo-random sequence.
+    let mut x = u64::from(std::process::id()) << 32
+        | u64::from(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()));
+    for _ in 0..10_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = low + (x % u64::from(high - low)) as u16;
+        let tcp_free = TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if tcp_free
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner()).insert(port)
+        {
             return port;
         }
     }
