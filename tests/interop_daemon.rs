@@ -195,21 +195,35 @@ fn transmission_remote_adds_lists_stops_starts_and_removes_and_the_daemon_restor
     assert!(stats.contains("CURRENT SESSION"), "{stats}");
 
     // Seed ratios: the session's shows in -si; a torrent's own ratio of 0 stops it at once, as Transmission
-    // shows a torrent that reached its ratio ("Finished"); -SR lifts it and a start seeds again. What rill
-    // cannot do (edit trackers) is refused, not acknowledged and ignored.
+    // shows a torrent that reached its ratio ("Finished"); -SR lifts it and a start seeds again.
     remote_ok(dir.path(), &d, &["-gsr", "0.5"]);
     let session = remote_ok(dir.path(), &d, &["-si"]);
     assert!(session.contains("Default seed ratio limit: 0.5"), "{session}");
     remote_ok(dir.path(), &d, &["-t", "1", "-sr", "0"]);
     wait_until(deadline, "torrent 1 finished at its seed ratio of 0", || state_of(dir.path(), &d, 1) == "Finished");
-    let (ok, text) = remote(dir.path(), &d, &["-t", "1", "-td", "http://127.0.0.1:9/announce"]);
-    assert!(!ok && text.contains("cannot change"), "a tracker edit must be refused: {text}");
     remote_ok(dir.path(), &d, &["-t", "1", "-SR"]);
     remote_ok(dir.path(), &d, &["-t", "1", "-s"]);
     wait_until(deadline, "torrent 1 seeding again without a ratio", || {
         let s = state_of(dir.path(), &d, 1);
         s == "Seeding" || s == "Idle"
     });
+
+    // Tracker edits: -td adds a second opentracker, which rill announces to at once (as a seed: no other
+    // peer knows that tracker); -tr 0 removes the first, leaving the new one as tracker 0.
+    let port2 = Opentracker::reserve_port();
+    let tracker2 = Opentracker::start(&dir.mkdir("tracker-2"), port2, &[ta.info_hash], deadline);
+    let announce2 = common::tracker::announce_url(port2);
+    remote_ok(dir.path(), &d, &["-t", "1", "-td", &announce2]);
+    tracker2.wait_seeders(&ta.info_hash, 1, deadline);
+    let trackers = remote_ok(dir.path(), &d, &["-t", "1", "-it"]);
+    assert!(trackers.contains(&format!("Tracker 0: http://127.0.0.1:{port}")), "{trackers}");
+    assert!(trackers.contains(&format!("Tracker 1: http://127.0.0.1:{port2}")), "{trackers}");
+    let (ok, text) = remote(dir.path(), &d, &["-t", "1", "-td", "https://127.0.0.1:9/announce"]);
+    assert!(!ok && text.contains("unsupported url scheme"), "a tracker rill cannot use is refused: {text}");
+    remote_ok(dir.path(), &d, &["-t", "1", "-tr", "0"]);
+    let trackers = remote_ok(dir.path(), &d, &["-t", "1", "-it"]);
+    assert!(trackers.contains(&format!("Tracker 0: http://127.0.0.1:{port2}")), "{trackers}");
+    assert!(!trackers.contains(&format!("127.0.0.1:{port}")), "the first tracker is gone: {trackers}");
 
     remote_ok(dir.path(), &d, &["-t", "2", "--remove-and-delete"]);
     wait_until(deadline, "torrent 2 gone from the list", || list(dir.path(), &d).iter().all(|r| r.0 != 2));
@@ -232,6 +246,11 @@ fn transmission_remote_adds_lists_stops_starts_and_removes_and_the_daemon_restor
     let info = remote_ok(dir.path(), &d, &["-t", "1", "-i"]);
     assert!(info.contains("Ratio Limit: Unlimited"), "the torrent's seed ratio mode is kept: {info}");
     assert!(info.contains("Seeding Time:"), "its seeding time is kept (secondsSeeding): {info}");
+    let trackers = remote_ok(dir.path(), &d, &["-t", "1", "-it"]);
+    assert!(
+        trackers.contains(&format!("Tracker 0: http://127.0.0.1:{port2}")) && !trackers.contains("Tracker 1:"),
+        "the edited tracker list is kept: {trackers}"
+    );
     remote_ok(dir.path(), &d, &["-t", "1", "-s"]);
     wait_until(deadline, "torrent 1 seeding from its resume file, no seeder left", || {
         state_of(dir.path(), &d, 1) == "Seeding" || state_of(dir.path(), &d, 1) == "Idle"

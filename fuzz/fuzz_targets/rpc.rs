@@ -16,7 +16,7 @@
 use libfuzzer_sys::fuzz_target;
 use rill::rpc::transmission::{
     handle, AddSource, AddTorrent, Added, Backend, Detail, FileInfo, SessionInfo, SessionSet, SessionStats, Status,
-    TorrentInfo, TorrentSet,
+    TorrentInfo, TorrentSet, TrackerInfo,
 };
 use rill::daemon::state::SavedState;
 use rill::rpc::{http, RpcConfig, RpcServer, MAX_BUFFERED};
@@ -51,6 +51,12 @@ impl Backend for Stub {
             } else {
                 Vec::new()
             },
+            // Trackers to remove and replace by id (`torrent-set`).
+            trackers: ["http://127.0.0.1:1/announce", "udp://127.0.0.1:2", "https://t/a"]
+                .iter()
+                .enumerate()
+                .map(|(tier, url)| TrackerInfo { announce: url.to_string(), tier, ..TrackerInfo::default() })
+                .collect(),
             ..TorrentInfo::default()
         })
     }

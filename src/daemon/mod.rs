@@ -81,15 +81,19 @@ impl Summary {
             comment: meta.comment.clone().unwrap_or_default(),
             creator: meta.created_by.clone().unwrap_or_default(),
             files: meta.selectable_files().map(|(_, f)| (f.path.clone(), f.length)).collect(),
-            trackers: meta
-                .trackers
-                .iter()
-                .enumerate()
-                .flat_map(|(tier, urls)| urls.iter().map(move |u| (tier, u.clone())))
-                .collect(),
+            trackers: flat_trackers(&meta.trackers),
             web_seeds: meta.web_seeds.clone(),
         }
     }
+}
+
+/// A tracker list as front-ends number it: normalized (as the engine's trackers use it), each URL with its tier.
+fn flat_trackers(tiers: &[Vec<String>]) -> Vec<(usize, String)> {
+    crate::tracker::normalize_tiers(tiers)
+        .into_iter()
+        .enumerate()
+        .flat_map(|(tier, urls)| urls.into_iter().map(move |u| (tier, u)))
+        .collect()
 }
 
 /// Figures last seen while the torrent ran, shown while it is stopped.
@@ -140,6 +144,8 @@ struct Entry {
     carried: (u64, u64),
     /// Time spent downloading and seeding, over all runs (`secondsDownloading`, `secondsSeeding`).
     active_secs: (Duration, Duration),
+    /// The user's tracker list (`torrent-set`), in place of the metainfo's or the magnet's.
+    trackers: Option<Vec<Vec<String>>>,
 }
 
 impl Entry {
@@ -257,7 +263,12 @@ impl Daemon {
             }
             let summary = match &t.magnet {
                 None => match self.load_torrent_file(&info_hash) {
-                    Ok((meta, _)) => Some(Summary::of(&meta)),
+                    Ok((mut meta, _)) => {
+                        if let Some(tiers) = &t.trackers {
+                            meta.trackers.clone_from(tiers);
+                        }
+                        Some(Summary::of(&meta))
+                    }
                     Err(e) => {
                         log::warn!("{}: {e}", t.name);
                         None
@@ -298,6 +309,7 @@ impl Daemon {
                 },
                 carried: (0, 0),
                 active_secs: (secs(t.seconds_downloading), secs(t.seconds_seeding)),
+                trackers: t.trackers.map(|tiers| crate::tracker::normalize_tiers(&tiers)),
             });
             restored += 1;
         }
@@ -319,6 +331,29 @@ impl Daemon {
     /// What to hand the engine for `e`: its kept `.torrent`, or its magnet (with the metadata an earlier
     /// run fetched, if it is in the torrent's directory).
     fn source_of(&self, e: &Entry) -> Result<(Source, Option<Metainfo>), String> {
+        let (source, meta) = self.original_source_of(e)?;
+        let Some(tiers) = &e.trackers else {
+            return Ok((source, meta));
+        };
+        let source = match source {
+            Source::Metainfo { mut meta, info } => {
+                meta.trackers.clone_from(tiers);
+                Source::Metainfo { meta, info }
+            }
+            Source::Magnet(mut magnet) => {
+                magnet.trackers.clone_from(tiers);
+                Source::Magnet(magnet)
+            }
+        };
+        let meta = meta.map(|mut meta| {
+            meta.trackers.clone_from(tiers);
+            meta
+        });
+        Ok((source, meta))
+    }
+
+    /// `source_of` with the trackers the torrent came with.
+    fn original_source_of(&self, e: &Entry) -> Result<(Source, Option<Metainfo>), String> {
         match &e.magnet {
             None => {
                 let (meta, info) = self.load_torrent_file(&e.info_hash)?;
@@ -561,6 +596,7 @@ impl Daemon {
                     seed_ratio_limit: e.ratio_limit,
                     seconds_downloading: e.active_secs.0.as_secs(),
                     seconds_seeding: e.active_secs.1.as_secs(),
+                    trackers: e.trackers.clone(),
                 })
                 .collect(),
         }
@@ -688,6 +724,7 @@ impl Daemon {
             ratio_limit: state::DEFAULT_SEED_RATIO,
             carried: (0, 0),
             active_secs: (Duration::ZERO, Duration::ZERO),
+            trackers: None,
         });
         self.dirty = true;
         if !req.paused {
@@ -787,6 +824,29 @@ impl Daemon {
             // The new selection takes effect by a restart (its resume file keeps what is verified).
             Self::leave_engine(e, engine, now);
         }
+    }
+
+    /// A torrent's tracker list (`torrent-set`): kept across restarts, and a running torrent's trackers take
+    /// it at once (see `Trackers::set_tiers`).
+    pub fn set_trackers(&mut self, engine: &mut Engine, id: u32, tiers: &[Vec<String>], now: Timestamp) {
+        let Some(i) = self.index(id) else { return };
+        let tiers = crate::tracker::normalize_tiers(tiers);
+        let e = &mut self.entries[i];
+        if let Some(summary) = &mut e.summary {
+            summary.trackers = flat_trackers(&tiers);
+        }
+        if let Some(tid) = e.torrent {
+            engine.set_trackers(tid, &tiers, now);
+        }
+        log::info!(
+            "{}: trackers set to {} URLs in {} tiers",
+            e.name,
+            tiers.iter().map(Vec::len).sum::<usize>(),
+            tiers.len()
+        );
+        e.trackers = Some(tiers);
+        e.active_at = now;
+        self.dirty = true;
     }
 
     /// A torrent's seed ratio mode and limit (`torrent-set`); a running torrent takes it at once.
@@ -908,7 +968,7 @@ impl DaemonBackend<'_> {
 
     /// The torrent's trackers as front-ends show them: from the engine while it runs (state, last answer,
     /// next announce), else as the metainfo lists them.
-    fn tracker_infos(&self, s: &Summary, t: Option<&TorrentSnapshot>) -> Vec<TrackerInfo> {
+    fn tracker_infos(&self, e: &Entry, s: &Summary, t: Option<&TorrentSnapshot>) -> Vec<TrackerInfo> {
         let unix_now = self.daemon.unix(self.now);
         let at = |d: Duration, later: bool| {
             if later {
@@ -942,11 +1002,18 @@ impl DaemonBackend<'_> {
                     }
                 })
                 .collect(),
-            None => s
-                .trackers
-                .iter()
-                .map(|(tier, url)| TrackerInfo { announce: url.clone(), tier: *tier, ..TrackerInfo::default() })
-                .collect(),
+            None => {
+                // A magnet whose metadata never came has no summary, but may have an edited list.
+                let edited = match (&e.summary, &e.trackers) {
+                    (None, Some(tiers)) => flat_trackers(tiers),
+                    _ => Vec::new(),
+                };
+                let listed = if edited.is_empty() { &s.trackers } else { &edited };
+                listed
+                    .iter()
+                    .map(|(tier, url)| TrackerInfo { announce: url.clone(), tier: *tier, ..TrackerInfo::default() })
+                    .collect()
+            }
         }
     }
 
@@ -1085,7 +1152,7 @@ impl Backend for DaemonBackend<'_> {
                 None if e.summary.is_some() || f.total > 0 => 1.0,
                 None => 0.0,
             },
-            trackers: self.tracker_infos(s, t),
+            trackers: self.tracker_infos(e, s, t),
             web_seeds: s.web_seeds.clone(),
             seconds_downloading: e.active_secs.0.as_secs(),
             seconds_seeding: e.active_secs.1.as_secs(),
@@ -1192,6 +1259,10 @@ impl Backend for DaemonBackend<'_> {
         }
         if set.seed_ratio_mode.is_some() || set.seed_ratio_limit.is_some() {
             self.daemon.set_seed_ratio(self.engine, id, set.seed_ratio_mode, set.seed_ratio_limit, self.now);
+            self.changed();
+        }
+        if let Some(tiers) = &set.trackers {
+            self.daemon.set_trackers(self.engine, id, tiers, self.now);
             self.changed();
         }
         Ok(())

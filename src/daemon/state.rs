@@ -60,6 +60,9 @@ pub struct SavedTorrent {
     pub seconds_downloading: u64,
     #[serde(default)]
     pub seconds_seeding: u64,
+    /// The user's tracker list (tiers of URLs), in place of the one the torrent came with; `None`: not edited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trackers: Option<Vec<Vec<String>>>,
 }
 
 /// Transmission's default seed ratio, shown for a torrent that never had its own.
@@ -130,6 +133,7 @@ mod tests {
                 seed_ratio_limit: 0.5,
                 seconds_downloading: 60,
                 seconds_seeding: 3600,
+                trackers: Some(vec![vec!["http://a/ann".into(), "udp://b:1".into()], vec![]]),
             }],
         };
         assert_eq!(SavedState::parse(&state.to_bytes()).unwrap(), state);

@@ -401,6 +401,25 @@ impl Engine {
         }
     }
 
+    /// Replaces a torrent's tracker list (a user's edit): trackers that stay keep their state, new ones are
+    /// asked at once if the torrent runs, and removed ones are let go.
+    pub fn set_trackers(&mut self, id: TorrentId, tiers: &[Vec<String>], now: Timestamp) {
+        let Some(t) = self.torrents.get_mut(id.0) else {
+            return;
+        };
+        t.set_tracker_tiers(tiers, now);
+        let running = matches!(t.state, State::Active | State::AwaitingMetadata);
+        if running && !t.stopping {
+            let transfer = t.transfer();
+            t.trackers.on_timeout(now, transfer, &mut self.rng);
+        }
+        // A torrent still checking has no tracker I/O yet, and its trackers' timer would only wake for nothing
+        // until it is active.
+        if running || t.stopping {
+            self.pump_trackers(id, now);
+        }
+    }
+
     /// Stops a torrent: closes its connections and tells its trackers `stopped` (within a grace period).
     /// During the check, what was checked goes to the resume file.
     fn stop_torrent(&mut self, id: TorrentId, to: State, now: Timestamp) {
@@ -2071,9 +2090,13 @@ impl Engine {
                     we_unchoke += usize::from(!s.is_am_choking());
                 }
             }
-            let trackers = t
-                .trackers
-                .status()
+            let mut statuses = t.trackers.status();
+            // In the list's own order (tier by tier, as given), not each tier's order of trying: a front-end
+            // numbers trackers by place, and a tracker that answers must not change its number.
+            let place: HashMap<&str, usize> =
+                t.tiers().iter().flatten().enumerate().map(|(i, u)| (u.as_str(), i)).collect();
+            statuses.sort_by_key(|s| place.get(s.url.as_str()).copied().unwrap_or(usize::MAX));
+            let trackers = statuses
                 .into_iter()
                 .map(|s| snapshot::TrackerSnapshot {
                     url: s.url,

@@ -194,7 +194,8 @@ pub struct TorrentCore {
     pub phase: Option<Box<super::magnet::MetadataPhase>>,
     pub check: Option<Check>,
     pub trackers: Trackers,
-    /// The metainfo's tracker tiers, to start the trackers again after a pause.
+    /// The tracker tiers (the metainfo's, or the user's edit), normalized, to start the trackers again after
+    /// a pause.
     tiers: Vec<Vec<String>>,
     pub tracker_timer: Option<(TimerId, Timestamp)>,
     pub candidates: Candidates,
@@ -287,7 +288,7 @@ impl TorrentCore {
         for addr in &opts.extra_peers {
             candidates.add(*addr);
         }
-        let tiers = meta.trackers.clone();
+        let tiers = crate::tracker::normalize_tiers(&meta.trackers);
         TorrentCore {
             id,
             info_hash: meta.info_hash,
@@ -425,8 +426,20 @@ impl TorrentCore {
         self.tracker_timer = None;
     }
 
-    /// Every tracker URL of the metainfo, first tier first.
-    /// Every tracker URL with its tier (0-based), in tier order.
+    /// A user's edit of the tracker list: the running trackers take it (see `Trackers::set_tiers`), and so
+    /// do the trackers of a later resume and the metainfo saved for a magnet.
+    pub fn set_tracker_tiers(&mut self, tiers: &[Vec<String>], now: Timestamp) {
+        self.tiers = crate::tracker::normalize_tiers(tiers);
+        self.trackers.set_tiers(&self.tiers, now);
+    }
+
+    /// The tracker tiers in use (normalized).
+    pub fn tiers(&self) -> &[Vec<String>] {
+        &self.tiers
+    }
+
+    /// Every tracker URL with its tier (0-based), in tier order: the list as given (normalized), not in the
+    /// order each tier tries them, so a front-end's numbering of trackers holds while they answer.
     pub fn tracker_urls(&self) -> Vec<(usize, String)> {
         self.tiers.iter().enumerate().flat_map(|(tier, urls)| urls.iter().map(move |u| (tier, u.clone()))).collect()
     }

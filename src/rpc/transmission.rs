@@ -189,6 +189,9 @@ pub struct TorrentSet {
     /// `seedRatioMode` (0, 1 or 2, as in `TorrentInfo`) and `seedRatioLimit`.
     pub seed_ratio_mode: Option<u8>,
     pub seed_ratio_limit: Option<f64>,
+    /// The whole tracker list after `trackerAdd`, `trackerRemove`, `trackerReplace` or `trackerList`: tiers
+    /// of URLs, first tier first.
+    pub trackers: Option<Vec<Vec<String>>>,
 }
 
 /// The session settings `session-get` shows and `session-set` changes.
@@ -736,7 +739,126 @@ fn ratio(v: Option<&Value>) -> Result<Option<f64>, String> {
 
 /// `torrent-set` keys that would change what a torrent does and that rill cannot honour: refused, not
 /// ignored, so a front-end does not show a change that did not happen.
-const UNSUPPORTED_TORRENT_SET: [&str; 5] = ["trackerAdd", "trackerRemove", "trackerReplace", "trackerList", "location"];
+const UNSUPPORTED_TORRENT_SET: [&str; 1] = ["location"];
+
+/// Most trackers a torrent may have after an edit (a torrent that came with more may keep them).
+const MAX_EDITED_TRACKERS: usize = 1000;
+/// Longest tracker URL an edit may add.
+const MAX_TRACKER_URL: usize = 2048;
+
+/// Applies `torrent-set`'s tracker keys to `current` (the torrent's trackers as `trackers` lists them, whose
+/// place is their `id`), as Transmission does: `trackerReplace` (`[id, url, …]`) keeps the tier,
+/// `trackerRemove` (`[id, …]`) drops, `trackerAdd` (`[url, …]`) puts each new URL in a tier of its own after
+/// the others, and `trackerList` (Transmission 4: one URL a line, a blank line between tiers) replaces the
+/// list. Ids name places in `current`, so replace and remove go before add. `None` when no key is given.
+fn edit_trackers(args: &Map<String, Value>, current: &[TrackerInfo]) -> Result<Option<Vec<Vec<String>>>, String> {
+    const KEYS: [&str; 4] = ["trackerAdd", "trackerRemove", "trackerReplace", "trackerList"];
+    if !KEYS.iter().any(|k| args.contains_key(*k)) {
+        return Ok(None);
+    }
+    let known = |url: &str| current.iter().any(|t| t.announce == url);
+    // A URL new to the torrent must be one rill can announce to; one it already has (from its metainfo) may stay.
+    let usable = |url: &str| -> Result<String, String> {
+        let url = url.trim();
+        if known(url) {
+            return Ok(url.to_string());
+        }
+        if url.len() > MAX_TRACKER_URL {
+            return Err(format!("tracker URL longer than {MAX_TRACKER_URL} bytes"));
+        }
+        crate::tracker::TrackerUrl::parse(url)
+            .map_err(|e| format!("invalid tracker URL {}: {e}", truncate(url, 128)))?;
+        Ok(url.to_string())
+    };
+    let array = |key: &str| -> Result<Option<&Vec<Value>>, String> {
+        match args.get(key) {
+            None => Ok(None),
+            Some(Value::Array(list)) if list.len() <= 2 * MAX_EDITED_TRACKERS => Ok(Some(list)),
+            Some(Value::Array(_)) => Err(format!("{key}: too many entries")),
+            Some(_) => Err(format!("{key} must be a list")),
+        }
+    };
+    let id_of = |v: &Value| -> Result<usize, String> {
+        v.as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|&n| n < current.len())
+            .ok_or_else(|| format!("no tracker with id {}", truncate(&v.to_string(), 32)))
+    };
+    // (tier, url) in list order; `None` once removed.
+    let mut list: Vec<Option<(usize, String)>> = current.iter().map(|t| Some((t.tier, t.announce.clone()))).collect();
+    if let Some(text) = args.get("trackerList") {
+        let text = text.as_str().ok_or("trackerList must be a string")?;
+        list.clear();
+        let mut tier = 0;
+        let mut lines = 0;
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() {
+                if list.last().is_some_and(|t| t.as_ref().is_some_and(|(last, _)| *last == tier)) {
+                    tier += 1;
+                }
+                continue;
+            }
+            lines += 1;
+            if lines > MAX_EDITED_TRACKERS.max(current.len()) {
+                return Err("trackerList: too many trackers".into());
+            }
+            list.push(Some((tier, usable(line)?)));
+        }
+    }
+    if let Some(pairs) = array("trackerReplace")? {
+        if pairs.len() % 2 != 0 {
+            return Err("trackerReplace must be pairs of id and URL".into());
+        }
+        for pair in pairs.chunks(2) {
+            let id = id_of(&pair[0])?;
+            let url = usable(pair[1].as_str().ok_or("trackerReplace: a URL must be a string")?)?;
+            if let Some(entry) = list.get_mut(id).and_then(Option::as_mut) {
+                entry.1 = url;
+            }
+        }
+    }
+    if let Some(ids) = array("trackerRemove")? {
+        for v in ids {
+            let id = id_of(v)?;
+            if let Some(entry) = list.get_mut(id) {
+                *entry = None;
+            }
+        }
+    }
+    let mut list: Vec<(usize, String)> = list.into_iter().flatten().collect();
+    if let Some(urls) = array("trackerAdd")? {
+        let mut added = 0;
+        for v in urls {
+            let url = usable(v.as_str().ok_or("trackerAdd: a URL must be a string")?)?;
+            if list.iter().any(|(_, u)| *u == url) {
+                continue; // already there: Transmission skips it too
+            }
+            let tier = list.iter().map(|(t, _)| t + 1).max().unwrap_or(0);
+            list.push((tier, url));
+            added += 1;
+        }
+        if added == 0 && !urls.is_empty() {
+            return Err("every tracker to add is there already".into());
+        }
+    }
+    if list.len() > MAX_EDITED_TRACKERS.max(current.len()) {
+        return Err(format!("at most {MAX_EDITED_TRACKERS} trackers"));
+    }
+    // Tiers in their order, each tier's URLs in list order; a repeated URL is kept once.
+    let mut tiers: Vec<(usize, Vec<String>)> = Vec::new();
+    let mut ordered = list;
+    ordered.sort_by_key(|(tier, _)| *tier);
+    for (tier, url) in ordered {
+        if tiers.iter().any(|(_, urls)| urls.contains(&url)) {
+            continue;
+        }
+        match tiers.last_mut() {
+            Some((t, urls)) if *t == tier => urls.push(url),
+            _ => tiers.push((tier, vec![url])),
+        }
+    }
+    Ok(Some(tiers.into_iter().map(|(_, urls)| urls).collect()))
+}
 
 fn torrent_set(args: &Map<String, Value>, backend: &mut dyn Backend) -> Answer {
     if let Some(key) = UNSUPPORTED_TORRENT_SET.iter().find(|k| args.contains_key(**k)) {
@@ -745,6 +867,7 @@ fn torrent_set(args: &Map<String, Value>, backend: &mut dyn Backend) -> Answer {
     let ids = select(args, backend)?;
     for id in ids {
         let current = backend.torrent(id, Detail::default());
+        let trackers = edit_trackers(args, current.as_ref().map_or(&[][..], |t| &t.trackers))?;
         let set = TorrentSet {
             files_wanted: indices(args.get("files-wanted")),
             files_unwanted: indices(args.get("files-unwanted")),
@@ -763,6 +886,7 @@ fn torrent_set(args: &Map<String, Value>, backend: &mut dyn Backend) -> Answer {
                 Some(v) => Some(v.as_u64().filter(|&m| m <= 2).ok_or("seedRatioMode must be 0, 1 or 2")? as u8),
             },
             seed_ratio_limit: ratio(args.get("seedRatioLimit"))?,
+            trackers,
         };
         backend.set_torrent(id, &set)?;
     }

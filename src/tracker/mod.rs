@@ -217,6 +217,28 @@ struct Tracker {
 }
 
 impl Tracker {
+    /// A tracker never asked, in tier `tier`.
+    fn fresh(url_text: String, tier: usize) -> Tracker {
+        Tracker {
+            url_text,
+            tier,
+            announce: None,
+            scrape: None,
+            connection: None,
+            started_ok: false,
+            completed_sent: false,
+            stop_after_completed: false,
+            tracker_id: None,
+            state: TrackerState::Idle,
+            last_announce: None,
+            peers: 0,
+            seeders: None,
+            leechers: None,
+            last_error: None,
+            unanswered: 0,
+        }
+    }
+
     /// The URL, parsed when a request starts (a tracker waiting its turn keeps only the text).
     fn url(&self) -> Result<TrackerUrl, UrlError> {
         TrackerUrl::parse(&self.url_text)
@@ -305,6 +327,21 @@ pub struct Trackers {
     stop_deadline: Option<Timestamp>,
 }
 
+/// A tracker list as `Trackers` uses it: each URL trimmed, empty ones and repeats (in any tier) left out, then
+/// empty tiers left out. Front-ends number trackers by their place in this list.
+pub fn normalize_tiers(tiers: &[Vec<String>]) -> Vec<Vec<String>> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut out = Vec::with_capacity(tiers.len());
+    for urls in tiers {
+        let tier: Vec<String> =
+            urls.iter().map(|u| u.trim()).filter(|u| !u.is_empty() && seen.insert(u)).map(str::to_string).collect();
+        if !tier.is_empty() {
+            out.push(tier);
+        }
+    }
+    out
+}
+
 impl Trackers {
     /// `tiers` as in the metainfo (`announce-list`, or `[[announce]]`); empty tiers and repeated URLs are
     /// dropped. The first announce to every tier is due at `now`.
@@ -317,40 +354,16 @@ impl Trackers {
         now: Timestamp,
     ) -> Self {
         let mut own = Rng::seeded(rng.next_u64());
+        let tiers = normalize_tiers(tiers);
         // Sized up front: a torrent may list tens of thousands of trackers, and doubling would hold two copies.
         let count: usize = tiers.iter().map(Vec::len).sum();
         let mut trackers = Vec::with_capacity(count);
         let mut tier_list = Vec::with_capacity(tiers.len());
-        let mut seen: HashSet<&str> = HashSet::with_capacity(count);
         for urls in tiers {
             let mut order = Vec::with_capacity(urls.len());
             for text in urls {
-                let text = text.trim();
-                if text.is_empty() || !seen.insert(text) {
-                    continue;
-                }
                 order.push(trackers.len());
-                trackers.push(Tracker {
-                    url_text: text.to_string(),
-                    tier: tier_list.len(),
-                    announce: None,
-                    scrape: None,
-                    connection: None,
-                    started_ok: false,
-                    completed_sent: false,
-                    stop_after_completed: false,
-                    tracker_id: None,
-                    state: TrackerState::Idle,
-                    last_announce: None,
-                    peers: 0,
-                    seeders: None,
-                    leechers: None,
-                    last_error: None,
-                    unanswered: 0,
-                });
-            }
-            if order.is_empty() {
-                continue;
+                trackers.push(Tracker::fresh(text, tier_list.len()));
             }
             own.shuffle(&mut order);
             tier_list.push(Tier { order, pos: 0, next_at: Some(now), failures: 0, manual_from: now });

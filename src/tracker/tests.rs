@@ -392,6 +392,69 @@ fn a_reannounce_asked_for_goes_out_at_once_but_never_inside_the_minimum_interval
     assert_eq!(http_requests(&sim.io()).len(), 1);
 }
 
+fn tiers_of(list: &[&[&str]]) -> Vec<Vec<String>> {
+    list.iter().map(|t| t.iter().map(|s| s.to_string()).collect()).collect()
+}
+
+#[test]
+fn tracker_lists_are_normalized_once_for_everyone() {
+    let tiers = tiers_of(&[&[" http://a/ann ", ""], &[], &["http://a/ann", "udp://b:1"]]);
+    assert_eq!(normalize_tiers(&tiers), tiers_of(&[&["http://a/ann"], &["udp://b:1"]]));
+}
+
+#[test]
+fn an_edited_list_keeps_what_stays_announces_what_is_new_and_cancels_what_goes() {
+    let (a, b, c) = ("http://127.0.0.1:1001/a", "http://127.0.0.1:1002/a", "http://127.0.0.1:1003/a");
+    let mut sim = Sim::new(&[&[a], &[b]]);
+    sim.tick(Timestamp::ZERO);
+    let asked = http_requests(&sim.io());
+    let by_port = |port: u16| asked.iter().find(|r| r.1.port() == port).unwrap().0;
+    let (id_a, id_b) = (by_port(1001), by_port(1002));
+    sim.answer_http(id_a, &http_ok(&compact_body(1800, &["10.0.0.1:1"])));
+    sim.now = Timestamp::from_secs(5);
+    // b (in flight) is removed, c is added, a (answered) stays in its own tier.
+    sim.tr.set_tiers(&tiers_of(&[&[a], &[c]]), sim.now);
+    let io = sim.io();
+    assert!(io.iter().any(|x| matches!(x, TrackerIo::HttpClose { id } if *id == id_b)), "b's request closed: {io:?}");
+    assert_eq!(sim.tr.next_deadline(), Some(sim.now), "the new tier is due at once");
+    sim.tick(sim.now);
+    let asked = http_requests(&sim.io());
+    assert_eq!(asked.len(), 1, "only c is asked; a waits for its interval");
+    assert_eq!(asked[0].1.port(), 1003);
+    assert_eq!(param(&asked[0].2, "event").as_deref(), Some("started"));
+    // A late answer for b's cancelled request changes nothing.
+    sim.answer_http(id_b, &http_ok(&compact_body(1800, &["10.0.0.9:9"])));
+    assert!(sim.peers().iter().all(|p| p.port() != 9));
+    let status = sim.tr.status();
+    let urls: Vec<&str> = status.iter().map(|s| s.url.as_str()).collect();
+    assert_eq!(urls, [a, c]);
+    assert_eq!(status[0].state, TrackerState::Working, "a keeps its answer");
+    assert_eq!(status[0].next_announce, Some(Timestamp::from_secs(1800)), "and its schedule");
+    assert_eq!((status[0].tier, status[1].tier), (0, 1));
+    // c answers; its tier then runs on as any other.
+    sim.answer_http(asked[0].0, &http_ok(&compact_body(900, &[])));
+    assert_eq!(sim.tr.status()[1].next_announce, Some(sim.now + secs(900)));
+}
+
+#[test]
+fn a_tracker_in_flight_moved_to_another_tier_keeps_its_request_and_its_answer_counts() {
+    let (a, b) = ("http://127.0.0.1:1001/a", "http://127.0.0.1:1002/a");
+    let mut sim = Sim::new(&[&[a]]);
+    sim.tick(Timestamp::ZERO);
+    let (id_a, _, _) = http_requests(&sim.io())[0].clone();
+    sim.tr.set_tiers(&tiers_of(&[&[b], &[a]]), sim.now);
+    let io = sim.io();
+    assert!(!io.iter().any(|x| matches!(x, TrackerIo::HttpClose { .. })), "a's request runs on");
+    sim.tick(sim.now);
+    let asked = http_requests(&sim.io());
+    assert_eq!(asked.iter().map(|r| r.1.port()).collect::<Vec<_>>(), [1002], "only the new b is asked");
+    sim.answer_http(id_a, &http_ok(&compact_body(600, &["10.0.0.1:1"])));
+    assert_eq!(sim.peers(), [addr("10.0.0.1:1")]);
+    let status = sim.tr.status();
+    assert_eq!((status[1].url.as_str(), status[1].tier, status[1].state), (a, 1, TrackerState::Working));
+    assert_eq!(status[1].next_announce, Some(sim.now + secs(600)));
+}
+
 #[test]
 fn stop_right_after_completion_lets_completed_finish_then_sends_stopped() {
     // rill exits as soon as the last piece verifies: the tracker must still count the completion.

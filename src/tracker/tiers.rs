@@ -3,14 +3,16 @@
 //!
 //! Owns: starting due announces, the event for each tracker, fall-back within a tier, the move to the
 //! front of the tracker that answered, re-announce intervals and the whole-tier back-off, peer
-//! de-duplication.
+//! de-duplication, and a user's edit of the tracker list.
 //! Must not: build or parse bytes, or track a request's phases (that is `request.rs`).
 
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use super::request::Slot;
 use super::{
-    AnnounceParams, AnnounceReply, Budget, Event, Retransmit, Tracker, TrackerError, TrackerEvent, TrackerState,
+    AnnounceParams, AnnounceReply, Budget, Event, Retransmit, Tier, Tracker, TrackerError, TrackerEvent, TrackerState,
     Trackers, ANSWERED_PATIENCE, FIRST_ANSWER_PATIENCE, MAX_PATIENCE_DOUBLINGS,
 };
 use crate::time::{secs, Timestamp};
@@ -52,6 +54,64 @@ impl Trackers {
                 }
             }
         }
+    }
+
+    /// Replaces the tracker list (a user's edit), in `normalize_tiers` form. Every tracker that stays keeps what
+    /// is known of it: its request in flight, its last answer, whether it knows us. Those that go have their
+    /// requests cancelled (without `stopped`, as Transmission does). A tier holding a tracker that was there
+    /// before keeps that tracker's old tier's schedule and back-off; a tier of new trackers is due now. Tier
+    /// order is the list's: the edit is the user's order.
+    pub fn set_tiers(&mut self, tiers: &[Vec<String>], now: Timestamp) {
+        let tiers = super::normalize_tiers(tiers);
+        {
+            let staying: HashSet<&str> = tiers.iter().flatten().map(String::as_str).collect();
+            for t in 0..self.trackers.len() {
+                if !staying.contains(self.trackers[t].url_text.as_str()) {
+                    self.cancel(t, Slot::Announce);
+                    self.cancel(t, Slot::Scrape);
+                }
+            }
+        }
+        let old_tiers = std::mem::take(&mut self.tiers);
+        let old_count = self.trackers.len();
+        let mut old: HashMap<String, (usize, Tracker)> = std::mem::take(&mut self.trackers)
+            .into_iter()
+            .enumerate()
+            .map(|(i, tr)| (tr.url_text.clone(), (i, tr)))
+            .collect();
+        let mut moved_to: Vec<Option<usize>> = vec![None; old_count];
+        let scheduling = self.announcing && self.stop_deadline.is_none();
+        for urls in tiers {
+            let tier_no = self.tiers.len();
+            let mut order = Vec::with_capacity(urls.len());
+            let mut inherited: Option<&Tier> = None;
+            let mut in_flight = None;
+            for url in urls {
+                let t = self.trackers.len();
+                let tracker = match old.remove(&url) {
+                    Some((i, mut tracker)) => {
+                        moved_to[i] = Some(t);
+                        inherited = inherited.or(old_tiers.get(tracker.tier));
+                        tracker.tier = tier_no;
+                        tracker
+                    }
+                    None => Tracker::fresh(url, tier_no),
+                };
+                if tracker.announce.is_some() && in_flight.is_none() {
+                    in_flight = Some(order.len());
+                }
+                order.push(t);
+                self.trackers.push(tracker);
+            }
+            let (next_at, failures, manual_from) =
+                inherited.map_or((Some(now), 0, now), |tier| (tier.next_at, tier.failures, tier.manual_from));
+            // A tier whose current tracker has a request in flight is scheduled by its answer; any other is due
+            // when its old tier was (or now, if that old tier was waiting for a request that is gone).
+            let next_at = if !scheduling || in_flight.is_some() { None } else { Some(next_at.unwrap_or(now)) };
+            self.tiers.push(Tier { order, pos: in_flight.unwrap_or(0), next_at, failures, manual_from });
+        }
+        self.active = self.active.iter().filter_map(|&t| moved_to[t]).collect();
+        self.scrape_queue = self.scrape_queue.iter().filter_map(|&t| moved_to[t]).collect();
     }
 
     /// Starts the announce of tier `i`'s current tracker.

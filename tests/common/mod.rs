@@ -206,11 +206,37 @@ pub fn free_port() -> u16 {
         if tcp_free
             && UdpSocket::bind(("127.0.0.1", port)).is_ok()
             && HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner()).insert(port)
+            && claim_across_processes(port)
         {
             return port;
         }
     }
     panic!("no free loopback port found");
+}
+
+/// Test binaries run side by side, and a port is often handed out seconds before its user binds it (a tracker
+/// started after its torrents are made): another process could pick the same still-unbound port meanwhile.
+/// opentracker binds with SO_REUSEPORT, so two of them then share the port and the kernel splits connections
+/// between them (seen in CI: an announce answered by the other test's tracker, "not authorized"). A port is
+/// therefore also claimed in a directory all test processes share, by creating a file named after it; a claim
+/// older than half an hour (no test lives that long) is stale and may be taken over.
+fn claim_across_processes(port: u16) -> bool {
+    let dir = std::env::temp_dir().join("rill-test-ports");
+    if fs::create_dir_all(&dir).is_err() {
+        return true; // no shared directory: the bind check alone
+    }
+    let path = dir.join(port.to_string());
+    let create = || fs::OpenOptions::new().write(true).create_new(true).open(&path);
+    match create() {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let stale = fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| at.elapsed().unwrap_or_default() > Duration::from_secs(30 * 60));
+            stale && fs::remove_file(&path).is_ok() && create().is_ok()
+        }
+        Err(_) => true,
+    }
 }
 
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.

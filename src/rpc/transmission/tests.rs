@@ -6,6 +6,8 @@ pub struct Fake {
     pub torrents: Vec<TorrentInfo>,
     pub calls: Vec<String>,
     pub session: SessionInfo,
+    /// The tracker list of the last `set_torrent` that had one.
+    pub last_trackers: Option<Vec<Vec<String>>>,
 }
 
 impl Fake {
@@ -74,6 +76,9 @@ impl Backend for Fake {
     }
     fn set_torrent(&mut self, id: u32, set: &TorrentSet) -> Result<(), String> {
         self.calls.push(format!("set {id} {set:?}"));
+        if set.trackers.is_some() {
+            self.last_trackers = set.trackers.clone();
+        }
         Ok(())
     }
     fn session(&self) -> SessionInfo {
@@ -222,8 +227,12 @@ fn seed_ratios_are_read_checked_and_passed_on_and_tracker_edits_are_refused() {
         json!({"method": "torrent-set", "arguments": {"ids": [1], "seedRatioLimit": -1}}),
         json!({"method": "torrent-set", "arguments": {"ids": [1], "seedRatioLimit": "lots"}}),
         json!({"method": "session-set", "arguments": {"seedRatioLimit": null}}),
-        json!({"method": "torrent-set", "arguments": {"ids": [1], "trackerAdd": ["http://t/a"]}}),
-        json!({"method": "torrent-set", "arguments": {"ids": [1], "trackerList": "http://t/a"}}),
+        json!({"method": "torrent-set", "arguments": {"ids": [1], "trackerAdd": ["https://t/a"]}}),
+        json!({"method": "torrent-set", "arguments": {"ids": [1], "trackerAdd": ["not a url"]}}),
+        json!({"method": "torrent-set", "arguments": {"ids": [1], "trackerAdd": "http://t/a"}}),
+        json!({"method": "torrent-set", "arguments": {"ids": [1], "trackerRemove": [0]}}),
+        json!({"method": "torrent-set", "arguments": {"ids": [1], "trackerReplace": [0]}}),
+        json!({"method": "torrent-set", "arguments": {"ids": [1], "trackerList": 7}}),
         json!({"method": "torrent-set", "arguments": {"ids": [1], "location": "/elsewhere"}}),
     ] {
         let r = call(&mut b, bad.clone());
@@ -308,4 +317,77 @@ fn transmission_4_json_rpc_2_0_is_answered_in_its_own_form() {
     assert_eq!(r["error"]["code"], -32601);
     let r = call(&mut b, json!({"jsonrpc": "2.0", "id": 3, "method": "torrent_add", "params": {}}));
     assert!(r["error"]["message"].is_string(), "{r}");
+}
+
+fn with_trackers(list: &[(usize, &str)]) -> Vec<TrackerInfo> {
+    list.iter()
+        .map(|(tier, url)| TrackerInfo { announce: url.to_string(), tier: *tier, ..TrackerInfo::default() })
+        .collect()
+}
+
+/// What `torrent-set` handed the backend as the new tracker list.
+fn edited(b: &mut Fake, args: Value) -> Result<Vec<Vec<String>>, String> {
+    b.calls.clear();
+    let mut request = json!({"method": "torrent-set", "arguments": {"ids": [1]}});
+    for (k, v) in args.as_object().unwrap() {
+        request["arguments"][k] = v.clone();
+    }
+    let r = call(b, request);
+    if r["result"] != "success" {
+        return Err(r["result"].as_str().unwrap().to_string());
+    }
+    assert_eq!(b.calls.len(), 1, "{:?}", b.calls);
+    Ok(b.last_trackers.take().expect("a tracker list reached the backend"))
+}
+
+#[test]
+fn tracker_edits_follow_transmission_by_id_tier_and_order() {
+    let mut b = Fake::two();
+    b.torrents[0].trackers =
+        with_trackers(&[(0, "http://a/ann"), (0, "http://b/ann"), (1, "udp://c:1"), (2, "https://d/ann")]);
+    let tiers = |list: &[&[&str]]| -> Vec<Vec<String>> {
+        list.iter().map(|t| t.iter().map(|s| s.to_string()).collect()).collect()
+    };
+    // Added: each URL in a tier of its own, after the others; one already there is skipped.
+    assert_eq!(
+        edited(&mut b, json!({"trackerAdd": ["http://e/ann", "http://a/ann", "udp://f:2"]})),
+        Ok(tiers(&[
+            &["http://a/ann", "http://b/ann"],
+            &["udp://c:1"],
+            &["https://d/ann"],
+            &["http://e/ann"],
+            &["udp://f:2"]
+        ]))
+    );
+    // Removed and replaced by id (place in `trackers`), in the same call; the replaced one keeps its tier.
+    assert_eq!(
+        edited(&mut b, json!({"trackerRemove": [1, 3], "trackerReplace": [2, "http://g/ann"]})),
+        Ok(tiers(&[&["http://a/ann"], &["http://g/ann"]]))
+    );
+    // Transmission 4's whole list: blank lines part tiers; an https tracker the torrent already has may stay.
+    assert_eq!(
+        edited(&mut b, json!({"trackerList": "http://a/ann\nhttp://x/ann\n\n\nhttps://d/ann\n"})),
+        Ok(tiers(&[&["http://a/ann", "http://x/ann"], &["https://d/ann"]]))
+    );
+    assert_eq!(edited(&mut b, json!({"trackerList": ""})), Ok(vec![]));
+    // Refused, with what is wrong; nothing reaches the backend.
+    for (args, error) in [
+        (
+            json!({"trackerAdd": ["https://new/ann"]}),
+            "invalid tracker URL https://new/ann: unsupported url scheme \"https\"",
+        ),
+        (json!({"trackerAdd": ["http://a/ann"]}), "every tracker to add is there already"),
+        (json!({"trackerRemove": [4]}), "no tracker with id 4"),
+        (
+            json!({"trackerReplace": [0, "udp://noport"]}),
+            "invalid tracker URL udp://noport: udp tracker url has no port",
+        ),
+        (json!({"trackerReplace": [0]}), "trackerReplace must be pairs of id and URL"),
+        (json!({"trackerAdd": [format!("http://h/{}", "a".repeat(3000))]}), "tracker URL longer than 2048 bytes"),
+    ] {
+        assert_eq!(edited(&mut b, args.clone()), Err(error.to_string()), "{args}");
+        assert!(b.calls.is_empty());
+    }
+    let many: Vec<String> = (0..1001).map(|i| format!("http://t{i}/ann")).collect();
+    assert_eq!(edited(&mut b, json!({"trackerAdd": many})), Err("at most 1000 trackers".to_string()));
 }
