@@ -225,6 +225,27 @@ fn transmission_remote_adds_lists_stops_starts_and_removes_and_the_daemon_restor
     assert!(trackers.contains(&format!("Tracker 0: http://127.0.0.1:{port2}")), "{trackers}");
     assert!(!trackers.contains(&format!("127.0.0.1:{port}")), "the first tracker is gone: {trackers}");
 
+    // --move: the files go to another folder under the download root, resume file included, and the torrent
+    // seeds from there without a full check; a folder outside the root is refused.
+    let moved = out.join("moved");
+    remote_ok(dir.path(), &d, &["-t", "1", "--move", &moved.to_string_lossy()]);
+    wait_until(deadline, "torrent 1 moved and seeding from its new folder", || {
+        let info = remote_ok(dir.path(), &d, &["-t", "1", "-i"]);
+        let s = state_of(dir.path(), &d, 1);
+        info.contains(&format!("Location: {}", moved.display())) && (s == "Seeding" || s == "Idle")
+    });
+    assert_same_tree(&a.path(), &moved.join(&ta.name));
+    assert!(!out.join(&ta.name).exists(), "nothing is left in the old folder");
+    // It started again from its resume file: a seed from its first announce (the pieces the file vouches for
+    // count as had for trackers while they are confirmed), not a leecher until the next one.
+    wait_until(deadline, "opentracker 2 to count the restarted rill as its one seeder, no leecher", || {
+        tracker2.scrape(&ta.info_hash) == Some((1, 0))
+    });
+    let (ok, text) = remote(dir.path(), &d, &["-t", "1", "--move", "/tmp"]);
+    assert!(!ok && text.contains("outside"), "a folder outside the download root is refused: {text}");
+    let log = d.proc.stderr();
+    assert!(log.contains(&format!("file(s) moved to {}", moved.display())), "{log}");
+
     remote_ok(dir.path(), &d, &["-t", "2", "--remove-and-delete"]);
     wait_until(deadline, "torrent 2 gone from the list", || list(dir.path(), &d).iter().all(|r| r.0 != 2));
     wait_until(deadline, "torrent 2's data deleted", || !out.join(&tb.name).exists());
@@ -273,7 +294,7 @@ fn transmission_remote_adds_lists_stops_starts_and_removes_and_the_daemon_restor
         let rows = list(dir.path(), &d);
         rows.len() == 1 && rows[0].1 == "100%" && (rows[0].2.contains("Seeding") || rows[0].2.contains("Idle"))
     });
-    assert_same_tree(&a.path(), &out.join(&ta.name));
+    assert_same_tree(&a.path(), &moved.join(&ta.name));
     d.proc.signal(15);
     assert!(d.proc.wait_exit(deadline).success());
 }

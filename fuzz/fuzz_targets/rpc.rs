@@ -79,6 +79,9 @@ impl Backend for Stub {
     fn set_torrent(&mut self, _: u32, _: &TorrentSet) -> Result<(), String> {
         Ok(())
     }
+    fn set_location(&mut self, _: u32, _: &str, _: bool) -> Result<(), String> {
+        Ok(())
+    }
     fn session(&self) -> SessionInfo {
         SessionInfo::default()
     }

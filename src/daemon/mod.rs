@@ -28,6 +28,7 @@ use crate::rpc::transmission::{
     TorrentInfo, TorrentSet, TrackerInfo,
 };
 use crate::storage::files::{self, BackgroundWrite};
+use crate::storage::relocate::Relocation;
 use crate::time::{secs, Timestamp};
 use crate::tracker::TrackerState;
 use state::{SavedState, SavedTorrent};
@@ -146,6 +147,16 @@ struct Entry {
     active_secs: (Duration, Duration),
     /// The user's tracker list (`torrent-set`), in place of the metainfo's or the magnet's.
     trackers: Option<Vec<Vec<String>>>,
+    /// Its files are to move to another folder (`torrent-set-location` with `move`): out of the engine until
+    /// they are there.
+    relocating: Option<Relocating>,
+}
+
+/// A move of a torrent's files: started once the engine has let go of them.
+struct Relocating {
+    to: PathBuf,
+    files: Vec<PathBuf>,
+    job: Option<Relocation>,
 }
 
 impl Entry {
@@ -310,6 +321,7 @@ impl Daemon {
                 carried: (0, 0),
                 active_secs: (secs(t.seconds_downloading), secs(t.seconds_seeding)),
                 trackers: t.trackers.map(|tiers| crate::tracker::normalize_tiers(&tiers)),
+                relocating: None,
             });
             restored += 1;
         }
@@ -499,6 +511,12 @@ impl Daemon {
                 } else if !Self::engine_holds(engine, id, &e.info_hash) {
                     e.torrent = None;
                 }
+            }
+            if e.torrent.is_none() && e.leaving.is_none() && e.relocating.is_some() {
+                if Self::relocation_pending(e) {
+                    continue;
+                }
+                self.dirty = true; // moved or not: the state file says where the files are
             }
             if !e.stopped && e.torrent.is_none() && e.leaving.is_none() {
                 self.start_in_engine(index, engine, now);
@@ -725,6 +743,7 @@ impl Daemon {
             carried: (0, 0),
             active_secs: (Duration::ZERO, Duration::ZERO),
             trackers: None,
+            relocating: None,
         });
         self.dirty = true;
         if !req.paused {
@@ -849,6 +868,95 @@ impl Daemon {
         self.dirty = true;
     }
 
+    /// Where a torrent's files are (`torrent-set-location`; `location` must be under the download root).
+    /// With `move_data` its files move there (on `rill-move`, once the engine has let go of them) and it
+    /// starts again from there, resume file included; without, it starts again from there with a full
+    /// check, as for files put there by hand.
+    pub fn set_location(
+        &mut self,
+        engine: &mut Engine,
+        id: u32,
+        location: &str,
+        move_data: bool,
+        now: Timestamp,
+    ) -> Result<(), String> {
+        let Some(i) = self.index(id) else { return Ok(()) };
+        let to = resolve_dir(&self.config.download_dir, Some(location))?;
+        let e = &self.entries[i];
+        if e.relocating.is_some() {
+            return Err(format!("{}: its files are being moved already", e.name));
+        }
+        if to == e.dir {
+            return Ok(());
+        }
+        if let Some(s) = &e.summary {
+            let mine: Vec<&Path> = s.files.iter().map(|(p, _)| p.as_path()).collect();
+            for other in self.entries.iter().filter(|o| o.dir == to && o.id != id) {
+                let Some(os) = &other.summary else { continue };
+                let theirs: Vec<&Path> = os.files.iter().map(|(p, _)| p.as_path()).collect();
+                if let Some(path) = crate::metainfo::overlap(&mine, &theirs) {
+                    return Err(format!("{} would use {} too, which {} uses", e.name, path.display(), other.name));
+                }
+            }
+        }
+        let e = &mut self.entries[i];
+        Self::leave_engine(e, engine, now);
+        if move_data {
+            let mut files: Vec<PathBuf> =
+                e.summary.as_ref().map(|s| s.files.iter().map(|(p, _)| p.clone()).collect()).unwrap_or_default();
+            files.push(PathBuf::from(crate::storage::resume::file_name(&e.info_hash.0)));
+            files.push(PathBuf::from(crate::storage::resume::metadata_file_name(&e.info_hash.0)));
+            log::info!("{}: moving its files from {} to {}", e.name, e.dir.display(), to.display());
+            e.relocating = Some(Relocating { to, files, job: None });
+        } else {
+            log::info!("{}: its files are in {} now; checking them", e.name, to.display());
+            e.dir = to;
+            e.recheck = true;
+        }
+        e.active_at = now;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Drives `e`'s move, if it has one: starts it (the engine has let go), or takes its result. True while
+    /// it is not done.
+    fn relocation_pending(e: &mut Entry) -> bool {
+        let Some(r) = &mut e.relocating else { return false };
+        match &r.job {
+            None => match Relocation::start(e.dir.clone(), r.to.clone(), r.files.clone()) {
+                Ok(job) => r.job = Some(job),
+                Err(err) => {
+                    e.error = Some(format!("cannot start moving the files: {err}"));
+                    e.relocating = None;
+                    return false;
+                }
+            },
+            Some(job) if job.is_finished() => {
+                if let Some(Relocating { to, job: Some(job), .. }) = e.relocating.take() {
+                    Self::relocated(e, to, job.wait());
+                }
+                return false;
+            }
+            Some(_) => {}
+        }
+        true
+    }
+
+    /// A move ended: on success the torrent's files are under `to` now; on failure they are where they were.
+    fn relocated(e: &mut Entry, to: PathBuf, result: Result<usize, String>) {
+        match result {
+            Ok(n) => {
+                log::info!("{}: {n} file(s) moved to {}", e.name, to.display());
+                e.dir = to;
+                e.error = None;
+            }
+            Err(err) => {
+                log::warn!("{}: cannot move its files: {err}", e.name);
+                e.error = Some(format!("cannot move the files: {err}"));
+            }
+        }
+    }
+
     /// A torrent's seed ratio mode and limit (`torrent-set`); a running torrent takes it at once.
     pub fn set_seed_ratio(
         &mut self,
@@ -895,6 +1003,13 @@ impl Daemon {
     /// At shutdown: the state file written (with the last figures) and waited for.
     pub fn finish(&mut self, engine: &Engine) {
         self.reconcile_figures(engine);
+        // A move under way is let finish, so the state file names where the files are.
+        for e in &mut self.entries {
+            if let Some(Relocating { to, job: Some(job), .. }) = e.relocating.take() {
+                log::info!("{}: waiting for its files to move", e.name);
+                Self::relocated(e, to, job.wait());
+            }
+        }
         self.dirty = true;
         self.save_if_needed(true);
     }
@@ -1266,6 +1381,12 @@ impl Backend for DaemonBackend<'_> {
             self.changed();
         }
         Ok(())
+    }
+
+    fn set_location(&mut self, id: u32, location: &str, move_data: bool) -> Result<(), String> {
+        let set = self.daemon.set_location(self.engine, id, location, move_data, self.now);
+        self.changed();
+        set
     }
 
     fn session(&self) -> SessionInfo {

@@ -490,7 +490,9 @@ impl TorrentCore {
 
     pub fn transfer(&self) -> Transfer {
         match self.swarm() {
-            Some(s) => Transfer { uploaded: s.totals.uploaded, downloaded: s.totals.downloaded, left: s.left() },
+            Some(s) => {
+                Transfer { uploaded: s.totals.uploaded, downloaded: s.totals.downloaded, left: s.left_vouched() }
+            }
             // The size is unknown before the metadata: not 0, which trackers count as a seed.
             None => Transfer { uploaded: 0, downloaded: 0, left: 1 },
         }

@@ -251,6 +251,8 @@ pub trait Backend {
     fn reannounce(&mut self, id: u32);
     fn remove(&mut self, id: u32, delete_local_data: bool);
     fn set_torrent(&mut self, id: u32, set: &TorrentSet) -> Result<(), String>;
+    /// Where the torrent's files are: moved there (`move_data`), or to be found there.
+    fn set_location(&mut self, id: u32, location: &str, move_data: bool) -> Result<(), String>;
     fn session(&self) -> SessionInfo;
     fn set_session(&mut self, set: &SessionSet) -> Result<(), String>;
     fn stats(&self) -> SessionStats;
@@ -396,6 +398,15 @@ fn call(method: &str, args: &Map<String, Value>, backend: &mut dyn Backend) -> A
             each(args, backend, |b, id| b.remove(id, delete))
         }
         "torrent-set" => torrent_set(args, backend),
+        "torrent-set-location" => {
+            let location =
+                args.get("location").and_then(Value::as_str).ok_or("torrent-set-location needs a location")?;
+            let move_data = args.get("move").is_some_and(truthy);
+            for id in select(args, backend)? {
+                backend.set_location(id, location, move_data)?;
+            }
+            Ok(Map::new())
+        }
         "session-get" => Ok(session_get(backend)),
         "session-set" => session_set(args, backend),
         "session-stats" => Ok(session_stats(backend)),
@@ -415,12 +426,9 @@ fn call(method: &str, args: &Map<String, Value>, backend: &mut dyn Backend) -> A
             Ok(m)
         }
         "blocklist-update" => Err("rill has no blocklist".into()),
-        "torrent-set-location"
-        | "torrent-rename-path"
-        | "queue-move-top"
-        | "queue-move-up"
-        | "queue-move-down"
-        | "queue-move-bottom" => Err(format!("{method} is not supported by rill")),
+        "torrent-rename-path" | "queue-move-top" | "queue-move-up" | "queue-move-down" | "queue-move-bottom" => {
+            Err(format!("{method} is not supported by rill"))
+        }
         _ => Err(format!("method name not recognized: {}", truncate(method, 64))),
     }
 }
@@ -737,10 +745,6 @@ fn ratio(v: Option<&Value>) -> Result<Option<f64>, String> {
     }
 }
 
-/// `torrent-set` keys that would change what a torrent does and that rill cannot honour: refused, not
-/// ignored, so a front-end does not show a change that did not happen.
-const UNSUPPORTED_TORRENT_SET: [&str; 1] = ["location"];
-
 /// Most trackers a torrent may have after an edit (a torrent that came with more may keep them).
 const MAX_EDITED_TRACKERS: usize = 1000;
 /// Longest tracker URL an edit may add.
@@ -861,9 +865,10 @@ fn edit_trackers(args: &Map<String, Value>, current: &[TrackerInfo]) -> Result<O
 }
 
 fn torrent_set(args: &Map<String, Value>, backend: &mut dyn Backend) -> Answer {
-    if let Some(key) = UNSUPPORTED_TORRENT_SET.iter().find(|k| args.contains_key(**k)) {
-        return Err(format!("rill cannot change a torrent's {key}"));
-    }
+    let location = match args.get("location") {
+        None => None,
+        Some(v) => Some(v.as_str().ok_or("location must be a string")?),
+    };
     let ids = select(args, backend)?;
     for id in ids {
         let current = backend.torrent(id, Detail::default());
@@ -889,6 +894,10 @@ fn torrent_set(args: &Map<String, Value>, backend: &mut dyn Backend) -> Answer {
             trackers,
         };
         backend.set_torrent(id, &set)?;
+        if let Some(location) = location {
+            // Transmission's `torrent-set` `location`: where the files are, not moved.
+            backend.set_location(id, location, false)?;
+        }
     }
     Ok(Map::new())
 }

@@ -14,6 +14,7 @@
 pub mod disk;
 pub mod files;
 pub mod nofollow;
+pub mod relocate;
 pub mod resume;
 pub mod scan;
 pub mod verify;

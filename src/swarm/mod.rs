@@ -184,6 +184,19 @@ impl Swarm {
     pub fn left(&self) -> u64 {
         self.left
     }
+    /// `left`, with the pieces the resume file vouches for counted as had: what trackers are told. A seed
+    /// restarted from its resume file is a seed from its first announce (libtorrent, which trusts resume
+    /// data, says the same), not a leecher until its next announce half an hour later; a piece that then
+    /// fails its confirmation counts again from the next announce.
+    pub fn left_vouched(&self) -> u64 {
+        let vouched: u64 = self
+            .unconfirmed
+            .iter_ones()
+            .filter(|&p| self.wanted.get(p))
+            .map(|p| u64::from(self.geometry.piece_len(p)))
+            .sum();
+        self.left.saturating_sub(vouched)
+    }
     /// Bytes of all wanted pieces, verified or not.
     pub fn wanted_bytes(&self) -> u64 {
         self.wanted_total
@@ -454,6 +467,7 @@ mod tests {
         assert_eq!(s.have().iter_ones().collect::<Vec<_>>(), [0], "only hashed pieces are advertised");
         assert!(!s.wants(1) && !s.wants(2) && s.wants(3), "unconfirmed pieces are not fetched");
         assert_eq!(s.left(), 3 * 32 * 1024, "unconfirmed pieces are not complete");
+        assert_eq!(s.left_vouched(), 32 * 1024, "but trackers hear that only piece 3 is missing");
         assert!(!s.is_complete());
         assert_eq!(s.recorded().iter_ones().collect::<Vec<_>>(), [0, 1, 2], "a save keeps them");
     }
@@ -482,6 +496,7 @@ mod tests {
         s.check_invariants();
         assert!(!s.have().get(1) && !s.is_unconfirmed(1));
         assert!(s.wants(1), "a download fetches it again");
+        assert_eq!(s.left_vouched(), 2 * 32 * 1024, "and trackers hear of it from the next announce");
         assert!(!s.recorded().get(1), "a save no longer vouches for it");
         assert_eq!(s.totals.hash_failures, 0, "no peer sent anything bad");
         assert_eq!(s.next_unconfirmed(), Some(2));

@@ -81,6 +81,10 @@ impl Backend for Fake {
         }
         Ok(())
     }
+    fn set_location(&mut self, id: u32, location: &str, move_data: bool) -> Result<(), String> {
+        self.calls.push(format!("location {id} {location} move={move_data}"));
+        Ok(())
+    }
     fn session(&self) -> SessionInfo {
         self.session.clone()
     }
@@ -233,7 +237,8 @@ fn seed_ratios_are_read_checked_and_passed_on_and_tracker_edits_are_refused() {
         json!({"method": "torrent-set", "arguments": {"ids": [1], "trackerRemove": [0]}}),
         json!({"method": "torrent-set", "arguments": {"ids": [1], "trackerReplace": [0]}}),
         json!({"method": "torrent-set", "arguments": {"ids": [1], "trackerList": 7}}),
-        json!({"method": "torrent-set", "arguments": {"ids": [1], "location": "/elsewhere"}}),
+        json!({"method": "torrent-set", "arguments": {"ids": [1], "location": 5}}),
+        json!({"method": "torrent-set-location", "arguments": {"ids": [1], "move": true}}),
     ] {
         let r = call(&mut b, bad.clone());
         assert_ne!(r["result"], "success", "{bad}");
@@ -390,4 +395,24 @@ fn tracker_edits_follow_transmission_by_id_tier_and_order() {
     }
     let many: Vec<String> = (0..1001).map(|i| format!("http://t{i}/ann")).collect();
     assert_eq!(edited(&mut b, json!({"trackerAdd": many})), Err("at most 1000 trackers".to_string()));
+}
+
+#[test]
+fn set_location_moves_or_finds_the_files_of_each_torrent_named() {
+    let mut b = Fake::two();
+    let r = call(
+        &mut b,
+        json!({"method": "torrent-set-location", "arguments": {"ids": [1, 2], "location": "/data/new", "move": true}}),
+    );
+    assert_eq!(r["result"], "success");
+    let r = call(&mut b, json!({"method": "torrent-set", "arguments": {"ids": [2], "location": "/data/found"}}));
+    assert_eq!(r["result"], "success");
+    let expected = [
+        "location 1 /data/new move=true",
+        "location 2 /data/new move=true",
+        "set 2 TorrentSet { files_wanted: [], files_unwanted: [], download_limit: None, upload_limit: None, \
+         seed_ratio_mode: None, seed_ratio_limit: None, trackers: None }",
+        "location 2 /data/found move=false",
+    ];
+    assert_eq!(b.calls, expected);
 }
