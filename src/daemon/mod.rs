@@ -175,6 +175,9 @@ struct PendingDelete {
     torrent: Option<TorrentId>,
     dir: PathBuf,
     files: Vec<PathBuf>,
+    /// A move of these files under way when the torrent was removed: the delete waits for its end, then
+    /// deletes in both folders (the move either finished or put everything back).
+    moving: Option<(Relocation, PathBuf)>,
 }
 
 /// The daemon's torrents and their persistence.
@@ -526,14 +529,22 @@ impl Daemon {
         while i < self.deletes.len() {
             let d = &self.deletes[i];
             let held = d.torrent.is_some_and(|id| Self::engine_holds(engine, id, &d.info_hash));
-            if held {
+            let moving = d.moving.as_ref().is_some_and(|(job, _)| !job.is_finished());
+            if held || moving {
                 i += 1;
                 continue;
             }
             let d = self.deletes.swap_remove(i);
-            log::info!("deleting {} file(s) of a removed torrent under {}", d.files.len(), d.dir.display());
-            if let Err(e) = files::delete_in_background(d.dir, d.files) {
-                log::warn!("cannot start deleting: {e}");
+            let mut dirs = vec![d.dir];
+            if let Some((job, to)) = d.moving {
+                let _ = job.wait();
+                dirs.push(to);
+            }
+            for dir in dirs {
+                log::info!("deleting {} file(s) of a removed torrent under {}", d.files.len(), dir.display());
+                if let Err(e) = files::delete_in_background(dir, d.files.clone()) {
+                    log::warn!("cannot start deleting: {e}");
+                }
             }
         }
         self.removed.retain(|(_, at)| now.saturating_since(*at) < REMOVED_KEPT);
@@ -808,7 +819,14 @@ impl Daemon {
                 e.summary.as_ref().map(|s| s.files.iter().map(|(p, _)| p.clone()).collect()).unwrap_or_default();
             files.push(PathBuf::from(crate::storage::resume::file_name(&e.info_hash.0)));
             files.push(PathBuf::from(crate::storage::resume::metadata_file_name(&e.info_hash.0)));
-            self.deletes.push(PendingDelete { info_hash: e.info_hash, torrent: in_engine, dir: e.dir.clone(), files });
+            let moving = e.relocating.take().and_then(|r| Some((r.job?, r.to)));
+            self.deletes.push(PendingDelete {
+                info_hash: e.info_hash,
+                torrent: in_engine,
+                dir: e.dir.clone(),
+                files,
+                moving,
+            });
         }
         if e.magnet.is_none() {
             let path = self.torrent_file(&e.info_hash);
@@ -817,6 +835,7 @@ impl Daemon {
                 torrent: None,
                 dir: self.config.state_dir.clone(),
                 files: vec![path.strip_prefix(&self.config.state_dir).map(Path::to_path_buf).unwrap_or(path)],
+                moving: None,
             });
         }
         self.removed.push((id, now));
