@@ -174,29 +174,38 @@ pub fn free_space(path: &Path) -> io::Result<u64> {
 /// logged: a file already gone is not one.
 pub fn delete_in_background(dir: std::path::PathBuf, rel: Vec<std::path::PathBuf>) -> io::Result<()> {
     let delete = move || {
-        let mut folders = std::collections::BTreeSet::new();
-        for r in &rel {
+        let mut plain = Vec::with_capacity(rel.len());
+        for r in rel {
             if r.is_absolute() || r.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
                 log::warn!("not deleting {}: not a plain relative path", r.display());
                 continue;
             }
-            match fs::remove_file(dir.join(r)) {
+            match fs::remove_file(dir.join(&r)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => log::warn!("cannot delete {}: {e}", dir.join(r).display()),
+                Err(e) => log::warn!("cannot delete {}: {e}", dir.join(&r).display()),
             }
-            let mut parent = r.parent();
-            while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
-                folders.insert(p.to_path_buf());
-                parent = p.parent();
-            }
+            plain.push(r);
         }
-        // Deepest first; a folder that is not empty stays.
-        for folder in folders.iter().rev() {
-            let _ = fs::remove_dir(dir.join(folder));
-        }
+        remove_empty_folders(&dir, &plain);
     };
     std::thread::Builder::new().name("rill-delete".into()).spawn(delete).map(|_| ())
+}
+
+/// Removes the folders of the files `rel` under `base` that are empty now, deepest first (never `base`; a
+/// folder that is not empty stays).
+pub fn remove_empty_folders(base: &Path, rel: &[std::path::PathBuf]) {
+    let mut folders = std::collections::BTreeSet::new();
+    for r in rel {
+        let mut parent = r.parent();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            folders.insert(p.to_path_buf());
+            parent = p.parent();
+        }
+    }
+    for folder in folders.iter().rev() {
+        let _ = fs::remove_dir(base.join(folder));
+    }
 }
 
 /// The regular files directly in `dir` (the watch folder), by name.

@@ -87,7 +87,7 @@ pub fn relocate(from: &Path, to: &Path, rel: &[PathBuf]) -> Result<usize, String
             }
         }
     }
-    remove_empty_folders(from, rel);
+    super::files::remove_empty_folders(from, rel);
     Ok(done.len())
 }
 
@@ -124,21 +124,6 @@ fn no_link_on_the_way(base: &Path, rel: &Path) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// The folders of `rel` under `base` that are empty now, deepest first (never `base`).
-fn remove_empty_folders(base: &Path, rel: &[PathBuf]) {
-    let mut folders = std::collections::BTreeSet::new();
-    for r in rel {
-        let mut parent = r.parent();
-        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
-            folders.insert(p.to_path_buf());
-            parent = p.parent();
-        }
-    }
-    for folder in folders.iter().rev() {
-        let _ = fs::remove_dir(base.join(folder));
-    }
 }
 
 #[cfg(test)]
