@@ -1188,6 +1188,53 @@ mod tests {
         assert!(sim.responder_session(from_third).uploaded > 0, "the host leeching both served B onwards");
     }
 
+    /// One host seeds A (2 MiB) and B (3 MiB), another fetches both over 4 MB/s links, with `limit` applied
+    /// to torrent A at the host `limited` (0: the seed, its upload; 1: the leecher, its download). Returns
+    /// the seconds B and A took.
+    fn one_torrent_limited(limited: usize, seed: u64) -> (f64, f64) {
+        const RATE: u64 = 256 * 1024;
+        let mut rng = Rng::seeded(seed);
+        let (meta_a, content_a) = make_torrent(2 * 1024 * 1024, 64 * 1024, seed);
+        let (meta_b, content_b) = other_torrent(3 * 1024 * 1024, 64 * 1024, seed + 1);
+        let mut sim = Sim::new();
+        let hosts = [
+            sim.add_multi_node(&[(&meta_a, Some(&content_a)), (&meta_b, Some(&content_b))], &mut rng),
+            sim.add_multi_node(&[(&meta_a, None), (&meta_b, None)], &mut rng),
+        ];
+        let (up, down) = if limited == 0 { (Some(RATE), None) } else { (None, Some(RATE)) };
+        let id = sim.torrent_id(hosts[limited], 0);
+        sim.hosts[hosts[limited]].engine.set_torrent_rate_limits(id, up, down, sim.now);
+        assert_eq!(sim.hosts[hosts[limited]].engine.torrent_rate_limits(id), (up, down));
+        sim.connect_torrent(hosts[1], hosts[0], 0, 4.0 * MB, millis(10));
+        sim.connect_torrent(hosts[1], hosts[0], 1, 4.0 * MB, millis(10));
+        let leecher = hosts[1];
+        sim.run_until(secs(60), |s| s.swarm_of(leecher, 1).is_complete());
+        let b_done = sim.now.as_micros() as f64 / 1e6;
+        let a_by_then = sim.swarm_of(leecher, 0).totals.downloaded;
+        // The bucket starts full (a quarter second of rate) and a read or a served block may run it into debt.
+        let allowed = RATE as f64 * b_done + (RATE / 4) as f64 + 64.0 * 1024.0;
+        assert!((a_by_then as f64) <= allowed, "A got {a_by_then} B in {b_done:.2} s, limit {RATE} B/s");
+        sim.run_until(secs(60), |s| s.swarm_of(leecher, 0).is_complete());
+        assert_eq!(sim.content_of(leecher, 0), content_a);
+        assert_eq!(sim.content_of(leecher, 1), content_b);
+        (b_done, sim.now.as_micros() as f64 / 1e6)
+    }
+
+    #[test]
+    fn a_torrent_download_limit_holds_its_rate_while_the_other_torrent_runs_free() {
+        let (b, a) = one_torrent_limited(1, 41);
+        assert!(b < 3.0, "B is not limited: {b:.2} s");
+        // 2 MiB at 256 KiB/s, less the bucket's first quarter second: 7.75 s at the limit.
+        assert!((7.0..10.0).contains(&a), "A kept to its limit, and not below it: {a:.2} s");
+    }
+
+    #[test]
+    fn a_torrent_upload_limit_holds_its_rate_while_the_other_torrent_is_served_freely() {
+        let (b, a) = one_torrent_limited(0, 43);
+        assert!(b < 3.0, "B is not limited: {b:.2} s");
+        assert!((7.0..10.0).contains(&a), "A served at its limit, and not below it: {a:.2} s");
+    }
+
     #[test]
     fn a_paused_torrent_closes_its_peers_and_resumes_where_it_was() {
         use crate::engine::snapshot::Command;

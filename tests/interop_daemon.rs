@@ -225,6 +225,14 @@ fn transmission_remote_adds_lists_stops_starts_and_removes_and_the_daemon_restor
     assert!(trackers.contains(&format!("Tracker 0: http://127.0.0.1:{port2}")), "{trackers}");
     assert!(!trackers.contains(&format!("127.0.0.1:{port}")), "the first tracker is gone: {trackers}");
 
+    // Its own speed limits (kB/s of 1000), on top of the session's; -U lifts the upload one again.
+    remote_ok(dir.path(), &d, &["-t", "1", "-d", "200", "-u", "300"]);
+    let info = remote_ok(dir.path(), &d, &["-t", "1", "-i"]);
+    assert!(info.contains("Download Limit: 200") && info.contains("Upload Limit: 300"), "{info}");
+    remote_ok(dir.path(), &d, &["-t", "1", "-U"]);
+    let info = remote_ok(dir.path(), &d, &["-t", "1", "-i"]);
+    assert!(info.contains("Download Limit: 200") && info.contains("Upload Limit: Unlimited"), "{info}");
+
     // --move: the files go to another folder under the download root, resume file included, and the torrent
     // seeds from there without a full check; a folder outside the root is refused.
     let moved = out.join("moved");
@@ -267,6 +275,7 @@ fn transmission_remote_adds_lists_stops_starts_and_removes_and_the_daemon_restor
     let info = remote_ok(dir.path(), &d, &["-t", "1", "-i"]);
     assert!(info.contains("Ratio Limit: Unlimited"), "the torrent's seed ratio mode is kept: {info}");
     assert!(info.contains("Seeding Time:"), "its seeding time is kept (secondsSeeding): {info}");
+    assert!(info.contains("Download Limit: 200"), "its own speed limit is kept: {info}");
     let trackers = remote_ok(dir.path(), &d, &["-t", "1", "-it"]);
     assert!(
         trackers.contains(&format!("Tracker 0: http://127.0.0.1:{port2}")) && !trackers.contains("Tracker 1:"),

@@ -150,6 +150,8 @@ struct Entry {
     /// Its files are to move to another folder (`torrent-set-location` with `move`): out of the engine until
     /// they are there.
     relocating: Option<Relocating>,
+    /// Its own rate limits, bytes/s: download, upload (`torrent-set`), on top of the session's.
+    limits: (Option<u64>, Option<u64>),
 }
 
 /// A move of a torrent's files: started once the engine has let go of them.
@@ -325,6 +327,7 @@ impl Daemon {
                 active_secs: (secs(t.seconds_downloading), secs(t.seconds_seeding)),
                 trackers: t.trackers.map(|tiers| crate::tracker::normalize_tiers(&tiers)),
                 relocating: None,
+                limits: (t.download_limit.filter(|&l| l > 0), t.upload_limit.filter(|&l| l > 0)),
             });
             restored += 1;
         }
@@ -433,6 +436,9 @@ impl Daemon {
             Ok(id) => {
                 let summary = meta.as_ref().map(Summary::of);
                 let e = &mut self.entries[index];
+                if e.limits != (None, None) {
+                    engine.set_torrent_rate_limits(id, e.limits.1, e.limits.0, now);
+                }
                 e.torrent = Some(id);
                 e.carried = (e.last.downloaded, e.last.uploaded);
                 e.recheck = false;
@@ -626,6 +632,8 @@ impl Daemon {
                     seconds_downloading: e.active_secs.0.as_secs(),
                     seconds_seeding: e.active_secs.1.as_secs(),
                     trackers: e.trackers.clone(),
+                    download_limit: e.limits.0,
+                    upload_limit: e.limits.1,
                 })
                 .collect(),
         }
@@ -755,6 +763,7 @@ impl Daemon {
             active_secs: (Duration::ZERO, Duration::ZERO),
             trackers: None,
             relocating: None,
+            limits: (None, None),
         });
         self.dirty = true;
         if !req.paused {
@@ -974,6 +983,31 @@ impl Daemon {
                 e.error = Some(format!("cannot move the files: {err}"));
             }
         }
+    }
+
+    /// A torrent's own rate limits, bytes/s (`torrent-set`; `Some(None)` lifts one, `None` leaves it); a
+    /// running torrent takes them at once.
+    pub fn set_limits(
+        &mut self,
+        engine: &mut Engine,
+        id: u32,
+        down: Option<Option<u64>>,
+        up: Option<Option<u64>>,
+        now: Timestamp,
+    ) {
+        let Some(i) = self.index(id) else { return };
+        let e = &mut self.entries[i];
+        if let Some(down) = down {
+            e.limits.0 = down.filter(|&l| l > 0);
+        }
+        if let Some(up) = up {
+            e.limits.1 = up.filter(|&l| l > 0);
+        }
+        if let Some(tid) = e.torrent {
+            engine.set_torrent_rate_limits(tid, e.limits.1, e.limits.0, now);
+        }
+        e.active_at = now;
+        self.dirty = true;
     }
 
     /// A torrent's seed ratio mode and limit (`torrent-set`); a running torrent takes it at once.
@@ -1292,6 +1326,8 @@ impl Backend for DaemonBackend<'_> {
             seconds_seeding: e.active_secs.1.as_secs(),
             seed_ratio_mode: e.ratio_mode,
             seed_ratio_limit: e.ratio_limit,
+            download_limit: e.limits.0,
+            upload_limit: e.limits.1,
             finished: e
                 .torrent
                 .and_then(|tid| self.engine.torrent(tid))
@@ -1384,8 +1420,9 @@ impl Backend for DaemonBackend<'_> {
     }
 
     fn set_torrent(&mut self, id: u32, set: &TorrentSet) -> Result<(), String> {
-        if set.download_limit.is_some_and(|l| l.is_some()) || set.upload_limit.is_some_and(|l| l.is_some()) {
-            return Err("rill has no per-torrent speed limits; set the session's (transmission-remote -d/-u)".into());
+        if set.download_limit.is_some() || set.upload_limit.is_some() {
+            self.daemon.set_limits(self.engine, id, set.download_limit, set.upload_limit, self.now);
+            self.changed();
         }
         if !set.files_wanted.is_empty() || !set.files_unwanted.is_empty() {
             self.daemon.set_files(self.engine, id, &set.files_wanted, &set.files_unwanted, self.now);

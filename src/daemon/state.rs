@@ -63,6 +63,11 @@ pub struct SavedTorrent {
     /// The user's tracker list (tiers of URLs), in place of the one the torrent came with; `None`: not edited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trackers: Option<Vec<Vec<String>>>,
+    /// Its own rate limits, bytes/s (`None`: only the session's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download_limit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_limit: Option<u64>,
 }
 
 /// Transmission's default seed ratio, shown for a torrent that never had its own.
@@ -134,6 +139,8 @@ mod tests {
                 seconds_downloading: 60,
                 seconds_seeding: 3600,
                 trackers: Some(vec![vec!["http://a/ann".into(), "udp://b:1".into()], vec![]]),
+                download_limit: Some(100_000),
+                upload_limit: None,
             }],
         };
         assert_eq!(SavedState::parse(&state.to_bytes()).unwrap(), state);

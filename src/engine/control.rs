@@ -29,19 +29,41 @@ impl Engine {
 
     /// Sets or clears the engine-wide rate limits (bytes/s), from now on.
     pub fn set_rate_limits(&mut self, up: Option<u64>, down: Option<u64>, now: Timestamp) {
-        let had = self.up_bucket.is_some() || self.down_bucket.is_some();
         self.config.up_limit = up;
         self.config.down_limit = down;
         self.up_bucket = up.map(|r| TokenBucket::new(r, now));
         self.down_bucket = down.map(|r| TokenBucket::new(r, now));
-        if !had && (up.is_some() || down.is_some()) {
+        self.after_limits_changed(now);
+    }
+
+    /// Sets or clears one torrent's own rate limits (bytes/s), on top of the engine's, from now on.
+    pub fn set_torrent_rate_limits(&mut self, id: TorrentId, up: Option<u64>, down: Option<u64>, now: Timestamp) {
+        let Some(t) = self.torrents.get_mut(id.0) else { return };
+        if t.up_bucket.as_ref().map(TokenBucket::rate) != up {
+            t.up_bucket = up.map(|r| TokenBucket::new(r, now));
+        }
+        if t.down_bucket.as_ref().map(TokenBucket::rate) != down {
+            t.down_bucket = down.map(|r| TokenBucket::new(r, now));
+        }
+        self.after_limits_changed(now);
+    }
+
+    /// One torrent's own limits (up, down), bytes/s.
+    pub fn torrent_rate_limits(&self, id: TorrentId) -> (Option<u64>, Option<u64>) {
+        self.torrents.get(id.0).map_or((None, None), |t| {
+            (t.up_bucket.as_ref().map(TokenBucket::rate), t.down_bucket.as_ref().map(TokenBucket::rate))
+        })
+    }
+
+    fn after_limits_changed(&mut self, now: Timestamp) {
+        if !self.refilling {
+            self.refilling = true;
             self.timers.schedule(now + REFILL_EVERY, Wake::Refill);
         }
-        // Connections held back by a bucket that no longer exists are read again.
-        if self.down_bucket.is_none() {
-            let throttled = std::mem::take(&mut self.throttled);
-            self.backlog.extend(throttled);
-        }
+        // Connections held back by a bucket that may no longer exist are read again (a bucket still dry
+        // holds them back again at once), and those waiting to be served are looked at.
+        let throttled = std::mem::take(&mut self.throttled);
+        self.backlog.extend(throttled);
     }
 
     pub fn rate_limits(&self) -> (Option<u64>, Option<u64>) {

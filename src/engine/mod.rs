@@ -187,7 +187,10 @@ pub struct Engine {
     entropy: Entropy,
     up_bucket: Option<TokenBucket>,
     down_bucket: Option<TokenBucket>,
-    /// Connections not read because the download bucket ran dry; resumed on refill.
+    /// `Wake::Refill` is scheduled: some bucket (the engine's or a torrent's) exists.
+    refilling: bool,
+    /// Connections not read because a download bucket (the engine's or their torrent's) ran dry; resumed on
+    /// refill.
     throttled: Vec<usize>,
     /// Connections cut short (read budget) or un-paused: read again this turn, no waiting.
     backlog: Vec<usize>,
@@ -227,7 +230,8 @@ impl Engine {
         timers.schedule(now + RATE_SAMPLE_EVERY, Wake::RateSample);
         timers.schedule(now + CHOKE_ROUND, Wake::ChokeRound);
         timers.schedule(now + SAVE_RESUME_EVERY, Wake::SaveResume);
-        if config.up_limit.is_some() || config.down_limit.is_some() {
+        let refilling = config.up_limit.is_some() || config.down_limit.is_some();
+        if refilling {
             timers.schedule(now + REFILL_EVERY, Wake::Refill);
         }
         let mut entropy = entropy;
@@ -257,6 +261,7 @@ impl Engine {
             timers,
             rng,
             entropy,
+            refilling,
             throttled: Vec::new(),
             backlog: Vec::new(),
             transmit: VecDeque::new(),
@@ -756,13 +761,13 @@ impl Engine {
         if conn.closing.is_some() || conn.is_connecting() {
             return;
         }
-        let budget = match &self.down_bucket {
-            Some(bucket) if bucket.is_exhausted() => {
-                self.throttled.push(slot);
-                return;
-            }
-            Some(bucket) => (bucket.available() as usize).min(READ_BUDGET),
-            None => READ_BUDGET,
+        let own = conn.torrent.and_then(|t| self.torrents.get(t.0)).and_then(|t| t.down_bucket.as_ref());
+        let budget = [self.down_bucket.as_ref(), own].into_iter().flatten().try_fold(READ_BUDGET, |budget, bucket| {
+            (!bucket.is_exhausted()).then(|| budget.min(bucket.available() as usize))
+        });
+        let Some(budget) = budget else {
+            self.throttled.push(slot);
+            return;
         };
         let downloaded_before = conn.session.as_ref().map_or(0, |s| s.downloaded);
         let result = self.read_and_process(slot, budget, src, now);
@@ -773,9 +778,13 @@ impl Engine {
         let got = conn.session.as_ref().map_or(0, |s| s.downloaded) - downloaded_before;
         if got > 0 {
             conn.last_payload = Some(now);
-            if !std::mem::replace(&mut conn.sent_us_payload, true) {
-                if let Some(t) = conn.torrent.and_then(|t| self.torrents.get_mut(t.0)) {
+            let first = !std::mem::replace(&mut conn.sent_us_payload, true);
+            if let Some(t) = conn.torrent.and_then(|t| self.torrents.get_mut(t.0)) {
+                if first {
                     t.peers_used.note(conn.addr);
+                }
+                if let Some(bucket) = &mut t.down_bucket {
+                    bucket.spend(got);
                 }
             }
             if let Some(bucket) = &mut self.down_bucket {
@@ -998,11 +1007,18 @@ impl Engine {
         // allowance); each block goes out when its read is done (`handle_disk_done`).
         let conn = &mut self.conns[slot];
         if let (Some(tid), Some(session)) = (conn.torrent, conn.session.as_mut()) {
-            if let Some(data) = self.torrents.get_mut(tid.0).and_then(|t| t.data.as_mut()) {
-                let mut allowance = self.up_bucket.as_ref().map_or(u64::MAX, TokenBucket::available);
+            if let Some(t) = self.torrents.get_mut(tid.0).filter(|t| t.data.is_some()) {
+                let mut allowance = [self.up_bucket.as_ref(), t.up_bucket.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .map(TokenBucket::available)
+                    .fold(u64::MAX, u64::min);
+                let data = t.data.as_mut().expect("filtered");
                 let taken = data.serve(session, &mut allowance, &mut self.disk, disk::read_tag(slot, conn.no));
-                if let (true, Some(bucket)) = (taken > 0, &mut self.up_bucket) {
-                    bucket.spend(taken);
+                if taken > 0 {
+                    for bucket in [self.up_bucket.as_mut(), t.up_bucket.as_mut()].into_iter().flatten() {
+                        bucket.spend(taken);
+                    }
                 }
                 if session.has_requests_to_serve() && !self.disk.read_room() && !conn.read_waiting {
                     conn.read_waiting = true;
@@ -1115,7 +1131,14 @@ impl Engine {
             }
             Wake::Refill => {
                 self.refill(now);
-                self.timers.schedule(now + REFILL_EVERY, Wake::Refill);
+                let any = self.up_bucket.is_some()
+                    || self.down_bucket.is_some()
+                    || self.torrents.iter().any(|(_, t)| t.up_bucket.is_some() || t.down_bucket.is_some());
+                if any {
+                    self.timers.schedule(now + REFILL_EVERY, Wake::Refill);
+                } else {
+                    self.refilling = false;
+                }
             }
             Wake::StopDeadline => {}
             Wake::Dht => self.dht_timeout(now),
@@ -1913,31 +1936,44 @@ impl Engine {
         self.size_serve_ahead();
     }
 
-    /// Refills the rate-limit buckets and resumes the connections they held back.
+    /// Refills the rate-limit buckets (the engine's and each torrent's) and resumes the connections they
+    /// held back: a connection goes on once both its buckets have tokens again.
     fn refill(&mut self, now: Timestamp) {
-        if let Some(bucket) = &mut self.up_bucket {
+        for bucket in [self.up_bucket.as_mut(), self.down_bucket.as_mut()].into_iter().flatten() {
             bucket.refill(now);
-            if !bucket.is_exhausted() {
-                let waiting: Vec<usize> = self
-                    .conns
-                    .iter()
-                    .filter(|(_, c)| c.closing.is_none() && c.session.as_ref().is_some_and(|s| s.queued_requests() > 0))
-                    .map(|(slot, _)| slot)
-                    .collect();
-                for slot in waiting {
-                    if let Some(c) = self.conns.get_mut(slot) {
-                        if !c.in_transmit {
-                            c.in_transmit = true;
-                            self.transmit.push_back(slot);
-                        }
+        }
+        let mut any_own_up = false;
+        for (_, t) in self.torrents.iter_mut() {
+            any_own_up |= t.up_bucket.is_some();
+            for bucket in [t.up_bucket.as_mut(), t.down_bucket.as_mut()].into_iter().flatten() {
+                bucket.refill(now);
+            }
+        }
+        let dry = |b: Option<&TokenBucket>| b.is_some_and(TokenBucket::is_exhausted);
+        if (self.up_bucket.is_some() || any_own_up) && !dry(self.up_bucket.as_ref()) {
+            let torrents = &self.torrents;
+            let waiting: Vec<usize> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.closing.is_none() && c.session.as_ref().is_some_and(|s| s.queued_requests() > 0))
+                .filter(|(_, c)| !dry(c.torrent.and_then(|t| torrents.get(t.0)).and_then(|t| t.up_bucket.as_ref())))
+                .map(|(slot, _)| slot)
+                .collect();
+            for slot in waiting {
+                if let Some(c) = self.conns.get_mut(slot) {
+                    if !c.in_transmit {
+                        c.in_transmit = true;
+                        self.transmit.push_back(slot);
                     }
                 }
             }
         }
-        if let Some(bucket) = &mut self.down_bucket {
-            bucket.refill(now);
-            if !bucket.is_exhausted() {
-                for slot in std::mem::take(&mut self.throttled) {
+        if !dry(self.down_bucket.as_ref()) && !self.throttled.is_empty() {
+            for slot in std::mem::take(&mut self.throttled) {
+                let own = self.conns.get(slot).and_then(|c| c.torrent).and_then(|t| self.torrents.get(t.0));
+                if dry(own.and_then(|t| t.down_bucket.as_ref())) {
+                    self.throttled.push(slot);
+                } else {
                     self.queue_backlog(slot);
                 }
             }

@@ -21,6 +21,7 @@ use crate::storage::disk::{DiskQueue, Purpose};
 use crate::storage::{verify, Storage, StorageError};
 use crate::swarm::candidates::Candidates;
 use crate::swarm::choker::Choker;
+use crate::swarm::throttle::TokenBucket;
 use crate::swarm::Swarm;
 use crate::time::Timestamp;
 use crate::timer_wheel::TimerId;
@@ -198,6 +199,10 @@ pub struct TorrentCore {
     /// a pause.
     tiers: Vec<Vec<String>>,
     pub tracker_timer: Option<(TimerId, Timestamp)>,
+    /// This torrent's own rate limits (the daemon's `torrent-set`), on top of the engine's: both must allow
+    /// a read or a served block.
+    pub up_bucket: Option<TokenBucket>,
+    pub down_bucket: Option<TokenBucket>,
     pub candidates: Candidates,
     pub choker: Choker,
     /// Peer ids never to talk to again (they sent data that failed verification).
@@ -302,6 +307,8 @@ impl TorrentCore {
             trackers,
             tiers,
             tracker_timer: None,
+            up_bucket: None,
+            down_bucket: None,
             candidates,
             choker: Choker::new(4),
             banned_ids: Vec::new(),

@@ -1,4 +1,5 @@
-//! Token buckets for `--up-limit` and `--down-limit`, applied across all peers.
+//! Token buckets for `--up-limit` and `--down-limit`, applied across all peers, and for one torrent's own
+//! limits (the daemon's `torrent-set`), applied across its peers.
 //!
 //! Owns: the bucket arithmetic. Refilled from the loop's timer with `now`; spending may run a bucket
 //! into debt (a read or a served block is not split), which the next refills pay back, so the average
@@ -38,6 +39,11 @@ impl TokenBucket {
     /// Bytes that may be spent now (zero while in debt).
     pub fn available(&self) -> u64 {
         self.tokens.max(0) as u64
+    }
+
+    /// Bytes per second.
+    pub fn rate(&self) -> u64 {
+        self.rate
     }
 
     pub fn is_exhausted(&self) -> bool {
