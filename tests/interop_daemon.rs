@@ -225,6 +225,16 @@ fn transmission_remote_adds_lists_stops_starts_and_removes_and_the_daemon_restor
     assert!(trackers.contains(&format!("Tracker 0: http://127.0.0.1:{port2}")), "{trackers}");
     assert!(!trackers.contains(&format!("127.0.0.1:{port}")), "the first tracker is gone: {trackers}");
 
+    // Turtle mode: -as puts the alternative limits (-asd/-asu, kB/s) in force instead of the session's, -AS
+    // takes them out again; -si shows which.
+    remote_ok(dir.path(), &d, &["-asd", "120", "-asu", "40", "-as"]);
+    let session = remote_ok(dir.path(), &d, &["-si"]);
+    assert!(session.contains("Enabled turtle limit: 40"), "{session}");
+    assert!(session.contains("Enabled turtle limit: 120"), "{session}");
+    remote_ok(dir.path(), &d, &["-AS"]);
+    let session = remote_ok(dir.path(), &d, &["-si"]);
+    assert!(session.contains("Disabled turtle limit: 40"), "{session}");
+
     // Its own speed limits (kB/s of 1000), on top of the session's; -U lifts the upload one again.
     remote_ok(dir.path(), &d, &["-t", "1", "-d", "200", "-u", "300"]);
     let info = remote_ok(dir.path(), &d, &["-t", "1", "-i"]);

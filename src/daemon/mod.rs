@@ -56,6 +56,9 @@ pub struct DaemonConfig {
     pub session: SessionInfo,
 }
 
+/// Transmission's default alternative speed limits, bytes/s (50 kB/s each way).
+const ALT_SPEED_DEFAULT: u64 = 50_000;
+
 /// A torrent's metainfo, as much as a front-end shows.
 #[derive(Clone, Debug, Default)]
 struct Summary {
@@ -205,6 +208,11 @@ pub struct Daemon {
     /// for torrents in ratio mode 0. Kept while disabled, as Transmission does.
     ratio_limit: f64,
     ratio_limited: bool,
+    /// Transmission's alternative speed limits ("turtle mode"): on or not, and their rates (up, down),
+    /// bytes/s. While on, the engine runs at them; the speed limits proper wait in `normal_limits`.
+    alt_speed: (bool, u64, u64),
+    /// The session's speed limits (up, down) while the alternative ones are in force.
+    normal_limits: Option<(Option<u64>, Option<u64>)>,
 }
 
 impl Daemon {
@@ -227,6 +235,8 @@ impl Daemon {
             ticked_at: now,
             ratio_limit,
             ratio_limited,
+            alt_speed: (false, ALT_SPEED_DEFAULT, ALT_SPEED_DEFAULT),
+            normal_limits: None,
         }
     }
 
@@ -1446,7 +1456,8 @@ impl Backend for DaemonBackend<'_> {
     }
 
     fn session(&self) -> SessionInfo {
-        let (up, down) = self.engine.rate_limits();
+        let (up, down) = self.daemon.normal_limits.unwrap_or_else(|| self.engine.rate_limits());
+        let (alt_speed_enabled, alt_speed_up, alt_speed_down) = self.daemon.alt_speed;
         SessionInfo {
             download_dir: self.daemon.config.download_dir.to_string_lossy().into_owned(),
             config_dir: self.daemon.config.state_dir.to_string_lossy().into_owned(),
@@ -1454,19 +1465,39 @@ impl Backend for DaemonBackend<'_> {
             speed_limit_up: up,
             seed_ratio_limit: self.daemon.ratio_limit,
             seed_ratio_limited: self.daemon.ratio_limited,
+            alt_speed_enabled,
+            alt_speed_down,
+            alt_speed_up,
             ..self.daemon.config.session.clone()
         }
     }
 
     fn set_session(&mut self, set: &SessionSet) -> Result<(), String> {
-        let (mut up, mut down) = self.engine.rate_limits();
-        if let Some(d) = set.speed_limit_down {
-            down = d;
+        let d = &mut *self.daemon;
+        let (mut up, mut down) = d.normal_limits.unwrap_or_else(|| self.engine.rate_limits());
+        if let Some(limit) = set.speed_limit_down {
+            down = limit;
         }
-        if let Some(u) = set.speed_limit_up {
-            up = u;
+        if let Some(limit) = set.speed_limit_up {
+            up = limit;
         }
-        self.engine.set_rate_limits(up, down, self.now);
+        let (mut on, mut alt_up, mut alt_down) = d.alt_speed;
+        on = set.alt_speed_enabled.unwrap_or(on);
+        alt_up = set.alt_speed_up.unwrap_or(alt_up);
+        alt_down = set.alt_speed_down.unwrap_or(alt_down);
+        d.alt_speed = (on, alt_up, alt_down);
+        // In force: the alternative limits while they are on (0 is no limit, as a speed limit of 0 would
+        // stop everything), else the speed limits.
+        let in_force = if on {
+            d.normal_limits = Some((up, down));
+            (Some(alt_up).filter(|&r| r > 0), Some(alt_down).filter(|&r| r > 0))
+        } else {
+            d.normal_limits = None;
+            (up, down)
+        };
+        if in_force != self.engine.rate_limits() {
+            self.engine.set_rate_limits(in_force.0, in_force.1, self.now);
+        }
         if set.seed_ratio_limit.is_some() || set.seed_ratio_limited.is_some() {
             self.daemon.set_session_seed_ratio(self.engine, set.seed_ratio_limit, set.seed_ratio_limited, self.now);
             self.changed();
@@ -1510,6 +1541,52 @@ mod tests {
         for bad in ["/etc", "../x", "a/../../x", "/srv/rill/../etc", "/srv/rillx"] {
             assert!(resolve_dir(root, Some(bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn turtle_mode_puts_the_alternative_limits_in_force_and_takes_them_out_again() {
+        let config = crate::engine::EngineConfig {
+            max_peers: 10,
+            max_half_open: 2,
+            upload_slots: 4,
+            up_limit: Some(1_000_000),
+            down_limit: None,
+            listen_port: None,
+            dht: None,
+            encryption: crate::peer::encryption::EncryptionPolicy::Prefer,
+            utp: false,
+            trace: false,
+        };
+        let now = Timestamp::ZERO;
+        let mut entropy = crate::rng::Entropy::seeded(1);
+        let peer_id = crate::peer::our_peer_id(&mut entropy);
+        let mut engine = Engine::new(config, peer_id, crate::rng::Rng::seeded(1), entropy, now);
+        let daemon_config = DaemonConfig {
+            download_dir: PathBuf::from("/nonexistent/rill"),
+            state_dir: PathBuf::from("/nonexistent/rill-state"),
+            watch_dir: None,
+            seed_ratio: None,
+            extra_peers: Vec::new(),
+            dht: false,
+            session: SessionInfo::default(),
+        };
+        let mut daemon = Daemon::new(daemon_config, 0, now);
+        let mut b = daemon.backend(&mut engine, now);
+        let set = |b: &mut DaemonBackend, set: SessionSet| b.set_session(&set).unwrap();
+        set(
+            &mut b,
+            SessionSet { alt_speed_enabled: Some(true), alt_speed_down: Some(120_000), ..SessionSet::default() },
+        );
+        assert_eq!(b.engine.rate_limits(), (Some(ALT_SPEED_DEFAULT), Some(120_000)), "(up, down) in force");
+        // The speed limits proper change underneath and show as set, but wait their turn.
+        set(&mut b, SessionSet { speed_limit_down: Some(Some(500_000)), ..SessionSet::default() });
+        let s = b.session();
+        assert_eq!((s.speed_limit_up, s.speed_limit_down), (Some(1_000_000), Some(500_000)));
+        assert!(s.alt_speed_enabled && s.alt_speed_down == 120_000);
+        assert_eq!(b.engine.rate_limits(), (Some(ALT_SPEED_DEFAULT), Some(120_000)));
+        set(&mut b, SessionSet { alt_speed_enabled: Some(false), ..SessionSet::default() });
+        assert_eq!(b.engine.rate_limits(), (Some(1_000_000), Some(500_000)));
+        assert!(!b.session().alt_speed_enabled);
     }
 
     #[test]

@@ -211,6 +211,11 @@ pub struct SessionInfo {
     /// The session's seed ratio (`seedRatioLimit`), applied to torrents in mode 0 when `seed_ratio_limited`.
     pub seed_ratio_limit: f64,
     pub seed_ratio_limited: bool,
+    /// Transmission's alternative speed limits ("turtle mode"), bytes/s: in force instead of the speed limits
+    /// while enabled.
+    pub alt_speed_enabled: bool,
+    pub alt_speed_down: u64,
+    pub alt_speed_up: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -219,6 +224,10 @@ pub struct SessionSet {
     pub speed_limit_up: Option<Option<u64>>,
     pub seed_ratio_limit: Option<f64>,
     pub seed_ratio_limited: Option<bool>,
+    pub alt_speed_enabled: Option<bool>,
+    /// bytes/s.
+    pub alt_speed_down: Option<u64>,
+    pub alt_speed_up: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -925,9 +934,9 @@ fn session_get(backend: &dyn Backend) -> Map<String, Value> {
         ("speed-limit-down-enabled", Value::from(s.speed_limit_down.is_some())),
         ("speed-limit-up", Value::from(kb(s.speed_limit_up))),
         ("speed-limit-up-enabled", Value::from(s.speed_limit_up.is_some())),
-        ("alt-speed-enabled", Value::from(false)),
-        ("alt-speed-down", Value::from(0)),
-        ("alt-speed-up", Value::from(0)),
+        ("alt-speed-enabled", Value::from(s.alt_speed_enabled)),
+        ("alt-speed-down", Value::from(s.alt_speed_down / 1000)),
+        ("alt-speed-up", Value::from(s.alt_speed_up / 1000)),
         ("alt-speed-time-enabled", Value::from(false)),
         ("alt-speed-time-begin", Value::from(0)),
         ("alt-speed-time-end", Value::from(0)),
@@ -972,12 +981,28 @@ fn session_get(backend: &dyn Backend) -> Map<String, Value> {
 }
 
 fn session_set(args: &Map<String, Value>, backend: &mut dyn Backend) -> Answer {
+    // Keys rill has no use for are ignored (a front-end's settings dialog sends them all at once), but a
+    // schedule for the alternative limits would be a promise rill does not keep.
+    if args.get("alt-speed-time-enabled").is_some_and(truthy) {
+        return Err("rill has no schedule for the alternative speed limits (alt-speed-time)".into());
+    }
+    let kbps = |key: &str| -> Result<Option<u64>, String> {
+        match args.get(key) {
+            None => Ok(None),
+            Some(v) => {
+                v.as_u64().map(|k| Some(k.saturating_mul(1000))).ok_or_else(|| format!("{key} must be a number"))
+            }
+        }
+    };
     let s = backend.session();
     let set = SessionSet {
         speed_limit_down: limit(args.get("speed-limit-down-enabled"), args.get("speed-limit-down"), s.speed_limit_down),
         speed_limit_up: limit(args.get("speed-limit-up-enabled"), args.get("speed-limit-up"), s.speed_limit_up),
         seed_ratio_limit: ratio(args.get("seedRatioLimit"))?,
         seed_ratio_limited: args.get("seedRatioLimited").map(truthy),
+        alt_speed_enabled: args.get("alt-speed-enabled").map(truthy),
+        alt_speed_down: kbps("alt-speed-down")?,
+        alt_speed_up: kbps("alt-speed-up")?,
     };
     backend.set_session(&set)?;
     Ok(Map::new())

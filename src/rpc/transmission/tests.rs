@@ -416,3 +416,26 @@ fn set_location_moves_or_finds_the_files_of_each_torrent_named() {
     ];
     assert_eq!(b.calls, expected);
 }
+
+#[test]
+fn turtle_mode_keys_map_to_bytes_and_a_schedule_is_refused() {
+    let mut b = Fake::two();
+    b.session.alt_speed_enabled = true;
+    b.session.alt_speed_up = 40_000;
+    let r = call(&mut b, json!({"method": "session-get"}));
+    assert_eq!((&r["arguments"]["alt-speed-enabled"], &r["arguments"]["alt-speed-up"]), (&json!(true), &json!(40)));
+    let r = call(
+        &mut b,
+        json!({"method": "session-set", "arguments": {"alt-speed-enabled": false, "alt-speed-down": 120,
+               "alt-speed-time-enabled": false, "download-dir": "/ignored"}}),
+    );
+    assert_eq!(r["result"], "success");
+    let set = SessionSet { alt_speed_enabled: Some(false), alt_speed_down: Some(120_000), ..SessionSet::default() };
+    assert_eq!(b.calls, [format!("session {set:?}")]);
+    b.calls.clear();
+    for bad in [json!({"alt-speed-time-enabled": true}), json!({"alt-speed-up": "fast"})] {
+        let r = call(&mut b, json!({"method": "session-set", "arguments": bad}));
+        assert_ne!(r["result"], "success", "{r}");
+    }
+    assert!(b.calls.is_empty());
+}
