@@ -320,6 +320,24 @@ fn web_seed_alone_on_ipv6_loopback() {
     web_seed_only("ws-ipv6", web_tree, &["--ipv6"]);
 }
 
+/// `--down-limit` holds for a web seed's bodies as for peers' blocks: 4 MiB at 1 MiB/s cannot take less than
+/// about 3.75 s (the bucket starts with a quarter second of rate), where loopback alone takes a fraction of one.
+#[test]
+fn web_seed_alone_keeps_to_the_download_limit() {
+    let deadline = deadline_in(120);
+    let dir = TempDir::new("ws-limit");
+    let c = single_file(dir.path(), 4 * MIB, 7);
+    let ws = WebSeedServer::start(dir.path(), "webseed", &www(dir.path()), &[], deadline);
+    let t = rill_create(dir.path(), &c, &[ws.url()], None, deadline);
+    let out = mkdir(&dir.join("out"));
+    let started = Instant::now();
+    let rill = spawn_rill_download(dir.path(), &t, &out, &[], &["--no-dht", "--down-limit", "1M"], deadline);
+    let secs = wait_rill_done(&rill, &[], &[&ws], started, deadline);
+    assert_same_tree(&c.path(), &output_of(&c, &out));
+    assert!(secs >= 3.5, "4 MiB came from the web seed in {secs:.2} s, faster than a 1 MiB/s limit allows");
+    eprintln!("[ws-limit] 4 MiB from the web seed at --down-limit 1M in {secs:.2} s; {}", ws.describe());
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // 2. A web seed and a peer together
 

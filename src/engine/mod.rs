@@ -2341,6 +2341,21 @@ pub fn classify_datagram(data: &[u8]) -> DatagramKind {
 
 /// Tracker I/O results come back with engine-wide ids and go to the torrent that asked.
 impl TrackerIoSink for Engine {
+    /// A web seed's body counts against the download limits (the engine's and its torrent's), as a peer's
+    /// blocks do.
+    fn http_read_allowance(&self, id: IoId) -> usize {
+        if id.0 & webseed::WEB_IO == 0 {
+            return usize::MAX;
+        }
+        let own = self.webseed_torrent(id).and_then(|t| self.torrents.get(t.0)).and_then(|t| t.down_bucket.as_ref());
+        [self.down_bucket.as_ref(), own]
+            .into_iter()
+            .flatten()
+            .try_fold(usize::MAX, |allowance, bucket| {
+                (!bucket.is_exhausted()).then(|| allowance.min(bucket.available() as usize))
+            })
+            .unwrap_or(0)
+    }
     fn poll_io(&mut self) -> Option<TrackerIo> {
         // The driver takes tracker requests from `poll_action`; nothing is queued here.
         None

@@ -713,6 +713,10 @@ impl super::Engine {
             return;
         };
         let t = &mut self.torrents[id.0];
+        let got = bytes.len() as u64;
+        for bucket in [self.down_bucket.as_mut(), t.down_bucket.as_mut()].into_iter().flatten() {
+            bucket.spend(got);
+        }
         if let Some(core) = t.data.as_mut() {
             t.webseeds.on_http_data(io, bytes, &mut crate::torrent::TorrentIo { core, disk: &mut self.disk }, now);
         }

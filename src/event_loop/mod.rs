@@ -357,6 +357,9 @@ impl EventLoop {
             self.perform(now);
             self.engine.handle_timeout(now);
             self.perform(now);
+            // Web seed bodies held by a rate limit: the refill above may allow them again.
+            self.tracker_driver.retry_held(self.poll.registry(), &mut self.engine, now);
+            self.perform(now);
             if let Some(rpc) = &mut self.rpc {
                 rpc.turn(&mut self.engine, self.poll.registry(), now);
                 self.perform(now);

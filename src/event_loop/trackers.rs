@@ -86,6 +86,8 @@ pub struct TrackerDriver {
     /// without DNS each can take the resolver's whole time-out).
     background_resolver: Option<Resolver>,
     waker: Arc<Waker>,
+    /// HTTP exchanges left unread because the sink allowed no bytes (a web seed under a rate limit).
+    held: Vec<IoId>,
 }
 
 impl TrackerDriver {
@@ -100,6 +102,7 @@ impl TrackerDriver {
             resolver: None,
             background_resolver: None,
             waker,
+            held: Vec::new(),
         })
     }
 
@@ -285,7 +288,15 @@ impl TrackerDriver {
             let Some(conn) = self.http.get_mut(slot).filter(|c| c.id == id) else {
                 return;
             };
-            match conn.stream.read(&mut self.buf) {
+            let allowance = sink.http_read_allowance(id).min(self.buf.len());
+            if allowance == 0 {
+                // Readiness is edge-triggered: the bytes stay in the socket until `retry_held`.
+                if !self.held.contains(&id) {
+                    self.held.push(id);
+                }
+                return;
+            }
+            match conn.stream.read(&mut self.buf[..allowance]) {
                 Ok(0) => {
                     self.close(id, registry);
                     sink.on_http_closed(id, Ok(()), now);
@@ -299,6 +310,24 @@ impl TrackerDriver {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return self.fail(id, e.kind(), registry, sink, now),
+            }
+        }
+    }
+
+    /// Reads the HTTP exchanges held for want of an allowance whose sink allows bytes again (call once a
+    /// turn; nothing to do while none is held).
+    pub fn retry_held(&mut self, registry: &Registry, sink: &mut impl TrackerIoSink, now: Timestamp) {
+        if self.held.is_empty() {
+            return;
+        }
+        for id in std::mem::take(&mut self.held) {
+            let Some(&slot) = self.by_id.get(&id) else {
+                continue; // closed meanwhile
+            };
+            if sink.http_read_allowance(id) == 0 {
+                self.held.push(id);
+            } else {
+                self.on_http_ready(slot, registry, sink, now);
             }
         }
     }

@@ -115,6 +115,13 @@ pub trait TrackerIoSink {
     /// A datagram arrived on the shared UDP socket (the engine also finds DHT and uTP ones among them).
     fn on_datagram(&mut self, from: SocketAddr, data: &[u8], now: Timestamp);
     fn on_udp_send_failed(&mut self, addr: SocketAddr, kind: std::io::ErrorKind, now: Timestamp);
+    /// How many bytes of HTTP exchange `id` may be read now: a web seed's under a rate limit. At 0 the
+    /// driver holds the connection unread and asks again later (`TrackerDriver::retry_held`); trackers'
+    /// own exchanges are never held.
+    fn http_read_allowance(&self, id: IoId) -> usize {
+        let _ = id;
+        usize::MAX
+    }
 }
 
 impl TrackerIoSink for Trackers {
