@@ -1545,18 +1545,8 @@ mod tests {
 
     #[test]
     fn turtle_mode_puts_the_alternative_limits_in_force_and_takes_them_out_again() {
-        let config = crate::engine::EngineConfig {
-            max_peers: 10,
-            max_half_open: 2,
-            upload_slots: 4,
-            up_limit: Some(1_000_000),
-            down_limit: None,
-            listen_port: None,
-            dht: None,
-            encryption: crate::peer::encryption::EncryptionPolicy::Prefer,
-            utp: false,
-            trace: false,
-        };
+        let config =
+            crate::engine::EngineConfig { up_limit: Some(1_000_000), ..crate::engine::EngineConfig::for_tests() };
         let now = Timestamp::ZERO;
         let mut entropy = crate::rng::Entropy::seeded(1);
         let peer_id = crate::peer::our_peer_id(&mut entropy);

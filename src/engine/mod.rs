@@ -116,6 +116,25 @@ pub struct EngineConfig {
     pub trace: bool,
 }
 
+#[cfg(test)]
+impl EngineConfig {
+    /// For tests of one engine: no listening, no DHT, no limits, no uTP, no trace.
+    pub(crate) fn for_tests() -> Self {
+        EngineConfig {
+            max_peers: 50,
+            max_half_open: 2,
+            upload_slots: 4,
+            up_limit: None,
+            down_limit: None,
+            listen_port: None,
+            dht: None,
+            encryption: EncryptionPolicy::Prefer,
+            utp: false,
+            trace: false,
+        }
+    }
+}
+
 /// What the driver must do.
 #[derive(Debug)]
 pub enum Action {

@@ -7,18 +7,7 @@ use crate::time::Timestamp;
 use crate::wire::handshake::Handshake;
 
 fn config() -> EngineConfig {
-    EngineConfig {
-        max_peers: 50,
-        max_half_open: 2,
-        upload_slots: 4,
-        up_limit: None,
-        down_limit: None,
-        listen_port: None,
-        dht: None,
-        encryption: crate::peer::encryption::EncryptionPolicy::Prefer,
-        utp: false,
-        trace: false,
-    }
+    EngineConfig::for_tests()
 }
 
 /// An engine with one torrent (64 KiB, nothing on disk) that listens nowhere, with the same xoshiro seed
