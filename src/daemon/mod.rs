@@ -165,6 +165,16 @@ struct Relocating {
 }
 
 impl Entry {
+    /// Every file of this torrent in its directory, relative to it: the data files it knows of, the resume
+    /// file and a magnet's kept metadata.
+    fn files_on_disk(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> =
+            self.summary.as_ref().map(|s| s.files.iter().map(|(p, _)| p.clone()).collect()).unwrap_or_default();
+        files.push(PathBuf::from(crate::storage::resume::file_name(&self.info_hash.0)));
+        files.push(PathBuf::from(crate::storage::resume::metadata_file_name(&self.info_hash.0)));
+        files
+    }
+
     /// What the engine shows of this torrent, with the totals of its earlier runs.
     fn figures(&self, t: &TorrentSnapshot) -> Figures {
         let mut f = Figures::of(t);
@@ -700,6 +710,20 @@ impl Daemon {
         }
     }
 
+    /// Refuses a torrent (`name`, with the files of `summary`) in `dir` whose files would overlap those of
+    /// another torrent there (all but `except`).
+    fn refuse_overlap(&self, name: &str, summary: &Summary, dir: &Path, except: Option<u32>) -> Result<(), String> {
+        let mine: Vec<&Path> = summary.files.iter().map(|(p, _)| p.as_path()).collect();
+        for other in self.entries.iter().filter(|o| o.dir == dir && Some(o.id) != except) {
+            let Some(theirs) = &other.summary else { continue };
+            let theirs: Vec<&Path> = theirs.files.iter().map(|(p, _)| p.as_path()).collect();
+            if let Some(path) = crate::metainfo::overlap(&mine, &theirs) {
+                return Err(format!("{name} would use {} too, which {} uses", path.display(), other.name));
+            }
+        }
+        Ok(())
+    }
+
     /// Adds a torrent (RPC `torrent-add`, the watch folder).
     pub fn add(&mut self, engine: &mut Engine, req: AddTorrent, now: Timestamp) -> Result<Added, String> {
         let dir = resolve_dir(&self.config.download_dir, req.download_dir.as_deref())?;
@@ -728,14 +752,7 @@ impl Daemon {
         }
         let summary = meta.as_ref().map(Summary::of);
         if let Some(new) = &summary {
-            let new_paths: Vec<&Path> = new.files.iter().map(|(p, _)| p.as_path()).collect();
-            for other in self.entries.iter().filter(|e| e.dir == dir) {
-                let Some(s) = &other.summary else { continue };
-                let paths: Vec<&Path> = s.files.iter().map(|(p, _)| p.as_path()).collect();
-                if let Some(path) = crate::metainfo::overlap(&new_paths, &paths) {
-                    return Err(format!("{} would use {} too, which {} uses", name, path.display(), other.name));
-                }
-            }
+            self.refuse_overlap(&name, new, &dir, None)?;
         }
         if let Some(bytes) = bytes {
             // Kept for restarts. Written here (into the page cache, so a failure is the client's answer)
@@ -834,10 +851,7 @@ impl Daemon {
         let in_engine = e.torrent.or(e.leaving);
         Self::leave_engine(&mut e, engine, now);
         if delete_local_data {
-            let mut files: Vec<PathBuf> =
-                e.summary.as_ref().map(|s| s.files.iter().map(|(p, _)| p.clone()).collect()).unwrap_or_default();
-            files.push(PathBuf::from(crate::storage::resume::file_name(&e.info_hash.0)));
-            files.push(PathBuf::from(crate::storage::resume::metadata_file_name(&e.info_hash.0)));
+            let files = e.files_on_disk();
             let moving = e.relocating.take().and_then(|r| Some((r.job?, r.to)));
             self.deletes.push(PendingDelete {
                 info_hash: e.info_hash,
@@ -928,22 +942,12 @@ impl Daemon {
             return Ok(());
         }
         if let Some(s) = &e.summary {
-            let mine: Vec<&Path> = s.files.iter().map(|(p, _)| p.as_path()).collect();
-            for other in self.entries.iter().filter(|o| o.dir == to && o.id != id) {
-                let Some(os) = &other.summary else { continue };
-                let theirs: Vec<&Path> = os.files.iter().map(|(p, _)| p.as_path()).collect();
-                if let Some(path) = crate::metainfo::overlap(&mine, &theirs) {
-                    return Err(format!("{} would use {} too, which {} uses", e.name, path.display(), other.name));
-                }
-            }
+            self.refuse_overlap(&e.name, s, &to, Some(id))?;
         }
         let e = &mut self.entries[i];
         Self::leave_engine(e, engine, now);
         if move_data {
-            let mut files: Vec<PathBuf> =
-                e.summary.as_ref().map(|s| s.files.iter().map(|(p, _)| p.clone()).collect()).unwrap_or_default();
-            files.push(PathBuf::from(crate::storage::resume::file_name(&e.info_hash.0)));
-            files.push(PathBuf::from(crate::storage::resume::metadata_file_name(&e.info_hash.0)));
+            let files = e.files_on_disk();
             log::info!("{}: moving its files from {} to {}", e.name, e.dir.display(), to.display());
             e.relocating = Some(Relocating { to, files, job: None });
         } else {

@@ -780,15 +780,11 @@ impl Engine {
         if conn.closing.is_some() || conn.is_connecting() {
             return;
         }
-        let own = conn.torrent.and_then(|t| self.torrents.get(t.0)).and_then(|t| t.down_bucket.as_ref());
-        let budget = [self.down_bucket.as_ref(), own].into_iter().flatten().try_fold(READ_BUDGET, |budget, bucket| {
-            (!bucket.is_exhausted()).then(|| budget.min(bucket.available() as usize))
-        });
-        let Some(budget) = budget else {
+        let (torrent, downloaded_before) = (conn.torrent, conn.session.as_ref().map_or(0, |s| s.downloaded));
+        let Some(budget) = self.download_allowance(torrent).map(|a| a.min(READ_BUDGET)) else {
             self.throttled.push(slot);
             return;
         };
-        let downloaded_before = conn.session.as_ref().map_or(0, |s| s.downloaded);
         let result = self.read_and_process(slot, budget, src, now);
         self.drain_session_trace(slot, now);
         let Some(conn) = self.conns.get_mut(slot) else {
@@ -1955,6 +1951,15 @@ impl Engine {
         self.size_serve_ahead();
     }
 
+    /// Bytes that may be downloaded for `torrent` now, by the engine's download bucket and the torrent's own
+    /// (`usize::MAX` with neither); `None` while either is dry.
+    fn download_allowance(&self, torrent: Option<TorrentId>) -> Option<usize> {
+        let own = torrent.and_then(|t| self.torrents.get(t.0)).and_then(|t| t.down_bucket.as_ref());
+        [self.down_bucket.as_ref(), own].into_iter().flatten().try_fold(usize::MAX, |allowance, bucket| {
+            (!bucket.is_exhausted()).then(|| allowance.min(bucket.available() as usize))
+        })
+    }
+
     /// Refills the rate-limit buckets (the engine's and each torrent's) and resumes the connections they
     /// held back: a connection goes on once both its buckets have tokens again.
     fn refill(&mut self, now: Timestamp) {
@@ -2366,14 +2371,7 @@ impl TrackerIoSink for Engine {
         if id.0 & webseed::WEB_IO == 0 {
             return usize::MAX;
         }
-        let own = self.webseed_torrent(id).and_then(|t| self.torrents.get(t.0)).and_then(|t| t.down_bucket.as_ref());
-        [self.down_bucket.as_ref(), own]
-            .into_iter()
-            .flatten()
-            .try_fold(usize::MAX, |allowance, bucket| {
-                (!bucket.is_exhausted()).then(|| allowance.min(bucket.available() as usize))
-            })
-            .unwrap_or(0)
+        self.download_allowance(self.webseed_torrent(id)).unwrap_or(0)
     }
     fn poll_io(&mut self) -> Option<TrackerIo> {
         // The driver takes tracker requests from `poll_action`; nothing is queued here.
